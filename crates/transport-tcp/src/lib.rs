@@ -1,0 +1,4 @@
+//! knotwork-transport-tcp: the TCP transport.
+//!
+//! **Not implemented yet.** This crate is a placeholder in the workspace
+//! layout; it exports nothing. The work is tracked in issue 4.

@@ -1,0 +1,1 @@
+//! knotwork-wire (being written).
