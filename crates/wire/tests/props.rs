@@ -1,0 +1,261 @@
+//! Property tests of the frame codec and the message layer.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use bytes::{Bytes, BytesMut};
+use knotwork_wire::{
+    DEFAULT_MAX_FRAME_LEN, Frame, FrameCodec, FrameKind, HEADER_LEN, Message, WireError, decode,
+    encode,
+};
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokio_util::codec::{Decoder, Encoder};
+
+fn arb_frame() -> impl Strategy<Value = Frame> {
+    (
+        0u8..3,
+        any::<u32>(),
+        any::<u32>(),
+        prop::collection::vec(any::<u8>(), 0..300),
+    )
+        .prop_map(|(kind, msg_id, request_id, payload)| match kind {
+            0 => Frame::message(msg_id, payload),
+            1 => Frame::request(msg_id, request_id, payload),
+            _ => Frame::response(msg_id, request_id, payload),
+        })
+}
+
+fn encode_all(frames: &[Frame]) -> BytesMut {
+    let mut codec = FrameCodec::new();
+    let mut buf = BytesMut::new();
+    for f in frames {
+        codec.encode(f, &mut buf).unwrap();
+    }
+    buf
+}
+
+proptest! {
+    /// Any sequence of frames, concatenated and re-split at arbitrary byte
+    /// boundaries, decodes to the same frames.
+    #[test]
+    fn resplit_stream_decodes_to_the_same_frames(
+        frames in prop::collection::vec(arb_frame(), 0..16),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..40),
+    ) {
+        let wire = encode_all(&frames).freeze();
+        let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+        cuts.push(wire.len());
+        cuts.sort_unstable();
+
+        let mut codec = FrameCodec::new();
+        let mut buf = BytesMut::new();
+        let mut decoded = Vec::new();
+        let mut at = 0;
+        for cut in cuts {
+            buf.extend_from_slice(&wire[at..cut]);
+            at = cut;
+            while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                decoded.push(frame);
+            }
+        }
+        prop_assert!(codec.decode_eof(&mut buf).unwrap().is_none());
+        prop_assert_eq!(decoded, frames);
+    }
+
+    /// Writing `encode_header` and the payload separately gives the same bytes
+    /// as the codec, for owned and borrowed frames.
+    #[test]
+    fn header_plus_payload_equals_codec_output(frame in arb_frame()) {
+        let mut codec = FrameCodec::new();
+        let mut by_ref = BytesMut::new();
+        codec.encode(&frame, &mut by_ref).unwrap();
+        let mut owned = BytesMut::new();
+        codec.encode(frame.clone(), &mut owned).unwrap();
+        let mut separate = frame.encode_header().unwrap().to_vec();
+        separate.extend_from_slice(&frame.payload);
+        prop_assert_eq!(&by_ref[..], &separate[..]);
+        prop_assert_eq!(&owned[..], &separate[..]);
+        prop_assert_eq!(by_ref.len(), frame.encoded_len());
+    }
+
+    /// Arbitrary bytes never panic the decoder, and whatever it accepts
+    /// re-encodes to exactly the bytes it consumed.
+    #[test]
+    fn arbitrary_bytes_decode_or_fail_cleanly(
+        mut bytes in prop::collection::vec(any::<u8>(), 0..200),
+        valid_prefix in any::<bool>(),
+    ) {
+        // Half the cases get a plausible header (magic, version, a kind, a
+        // short length) so the decoder gets past the first checks.
+        if valid_prefix && bytes.len() >= HEADER_LEN {
+            let kind = bytes[3] % 3;
+            let len = bytes[15] & 0x7f;
+            bytes[..4].copy_from_slice(&[b'k', b'w', 1, kind]);
+            bytes[12..16].copy_from_slice(&[0, 0, 0, len]);
+        }
+        let original = Bytes::from(bytes.clone());
+        let mut buf = BytesMut::from(&bytes[..]);
+        let mut codec = FrameCodec::with_max_frame_len(128);
+        let mut consumed = 0;
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    let mut again = BytesMut::new();
+                    codec.encode(&frame, &mut again).unwrap();
+                    prop_assert_eq!(&again[..], &original[consumed..consumed + again.len()]);
+                    consumed += again.len();
+                }
+                Ok(None) => {
+                    prop_assert!(buf.len() < HEADER_LEN + 128);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Typed messages survive encode and decode.
+    #[test]
+    fn message_round_trip(msg in arb_sample()) {
+        let bytes = encode(&msg).unwrap();
+        prop_assert!(bytes.len() <= Sample::MAX_BYTES);
+        prop_assert_eq!(decode::<Sample>(&bytes).unwrap(), msg);
+    }
+
+    /// `encode` succeeds exactly when the postcard encoding fits MAX_BYTES,
+    /// and reports the true size when it does not.
+    #[test]
+    fn message_limit_is_exact(text in "[a-z]{0,40}") {
+        let note = Tiny { text };
+        let real_len = postcard::to_allocvec(&note).unwrap().len();
+        match encode(&note) {
+            Ok(bytes) => {
+                prop_assert!(real_len <= Tiny::MAX_BYTES);
+                prop_assert_eq!(bytes.len(), real_len);
+            }
+            Err(WireError::MessageTooLarge { len, max, .. }) => {
+                prop_assert!(real_len > Tiny::MAX_BYTES);
+                prop_assert_eq!((len, max), (real_len, Tiny::MAX_BYTES));
+            }
+            Err(other) => prop_assert!(false, "unexpected error {other}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Body {
+    Empty,
+    Number(i64),
+    Blob(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Sample {
+    seq: u64,
+    flag: bool,
+    name: String,
+    maybe: Option<i32>,
+    body: Body,
+}
+
+impl Message for Sample {
+    const NAME: &'static str = "test/sample/1";
+    // seq: 10 (u64 varint); flag: 1; name: 2 + 4 * 50 (up to 50 chars of at
+    // most 4 UTF-8 bytes); maybe: 1 + 5; body: 1 (variant) + 2 + 200 (blob).
+    const MAX_BYTES: usize = 10 + 1 + (2 + 200) + (1 + 5) + (1 + 2 + 200);
+}
+
+fn arb_sample() -> impl Strategy<Value = Sample> {
+    let body = prop_oneof![
+        Just(Body::Empty),
+        any::<i64>().prop_map(Body::Number),
+        prop::collection::vec(any::<u8>(), 0..200).prop_map(Body::Blob),
+    ];
+    (
+        any::<u64>(),
+        any::<bool>(),
+        "\\PC{0,50}",
+        any::<Option<i32>>(),
+        body,
+    )
+        .prop_map(|(seq, flag, name, maybe, body)| Sample {
+            seq,
+            flag,
+            name,
+            maybe,
+            body,
+        })
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Tiny {
+    text: String,
+}
+
+impl Message for Tiny {
+    const NAME: &'static str = "test/tiny/1";
+    // text: 1-byte length + 20 bytes.
+    const MAX_BYTES: usize = 21;
+}
+
+/// A reader that fails: the codec surfaces the stream's error as `Io`.
+struct FailingReader;
+
+impl tokio::io::AsyncRead for FailingReader {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()))
+    }
+}
+
+#[tokio::test]
+async fn stream_errors_are_io() {
+    use futures::StreamExt;
+    let mut framed = tokio_util::codec::FramedRead::new(FailingReader, FrameCodec::new());
+    match framed.next().await {
+        Some(Err(WireError::Io(e))) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+        other => panic!("expected an i/o error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn eof_mid_frame_through_framed_is_truncated() {
+    use futures::StreamExt;
+    let wire = encode_all(&[Frame::request(5, 6, vec![1u8; 50])]);
+    let cut = &wire[..HEADER_LEN + 10];
+    let mut framed = tokio_util::codec::FramedRead::new(cut, FrameCodec::new());
+    assert!(matches!(
+        framed.next().await,
+        Some(Err(WireError::Truncated { have: 26, need: 66 }))
+    ));
+}
+
+#[test]
+fn default_limit_is_one_mebibyte() {
+    assert_eq!(DEFAULT_MAX_FRAME_LEN, 1 << 20);
+    let mut codec = FrameCodec::new();
+    let mut buf = BytesMut::new();
+    codec
+        .encode(
+            Frame::message(1, vec![0u8; DEFAULT_MAX_FRAME_LEN]),
+            &mut buf,
+        )
+        .unwrap();
+    let frame = codec.decode(&mut buf).unwrap().unwrap();
+    assert_eq!(frame.kind, FrameKind::Message);
+    assert_eq!(frame.payload.len(), DEFAULT_MAX_FRAME_LEN);
+    assert!(matches!(
+        codec.encode(
+            Frame::message(1, vec![0u8; DEFAULT_MAX_FRAME_LEN + 1]),
+            &mut buf
+        ),
+        Err(WireError::FrameTooLarge { .. })
+    ));
+}
