@@ -1,1 +1,110 @@
-fn main() {}
+//! knotwork's project automation, run as `cargo xtask <command>` (the alias
+//! lives in `.cargo/config.toml`).
+//!
+//! # Layout
+//! One module per command — [`ci`], [`mod@test`], [`fuzz`], [`mod@bench`],
+//! [`interop`] — and the few pieces they share: [`project`] (where the repo
+//! is, how to start cargo), [`shell`] (running commands), [`python`] (the
+//! `.venv` with interop peers and linters), [`lint`] (actionlint and
+//! shellcheck), [`flags`] (arguments) and [`error`].
+//!
+//! Every tool a command needs is installed by the command when missing, and it
+//! says what it installs and why. Failures exit non-zero with the fix named.
+
+mod bench;
+mod ci;
+mod error;
+mod flags;
+mod fuzz;
+mod interop;
+mod lint;
+mod project;
+mod python;
+mod shell;
+mod test;
+
+use std::process::ExitCode;
+
+use crate::error::{Error, Result};
+use crate::flags::Flags;
+use crate::project::Project;
+
+const HELP: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci [--fuzz-seconds N]          every CI check: fmt, clippy, tests, rustdoc, a short
+                                 fuzz run of every target (default 10 s each, also
+                                 KNOTWORK_FUZZ_SECONDS), actionlint, interop suites
+  test [args..]                  the workspace's tests (nextest if installed, plus
+                                 doctests); args are passed through
+  fuzz <target> [--seconds N]    fuzz one target (default 60 s); --all fuzzes every
+                                 target, --list names them
+  bench [--quick] [--pin CPU] [-- criterion args]
+                                 the criterion benches; --pin runs them under taskset
+  interop <suite> [--allow-skip] our protocols against independent implementations
+                                 (suite: noise); --allow-skip skips when a
+                                 prerequisite is missing instead of failing
+";
+
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(mut args: Vec<String>) -> Result<()> {
+    if args.is_empty() {
+        print!("{HELP}");
+        return Err(Error::failed("no command given"));
+    }
+    let command = args.remove(0);
+    let project = Project::locate()?;
+    match command.as_str() {
+        "ci" => ci::run(&project, Flags::new(args)),
+        "test" => test::run(&project, &args),
+        "fuzz" => fuzz::run(&project, Flags::new(args)),
+        "bench" => bench::run(&project, Flags::new(args)),
+        "interop" => interop::run(&project, Flags::new(args)),
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => Err(Error::failed(format!(
+            "unknown command `{other}`; `cargo xtask help` lists them"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `.ci/run` must run exactly the test command the README gives.
+    #[test]
+    fn ci_script_runs_the_readme_test_command() {
+        let project = Project::locate().unwrap();
+        let readme = std::fs::read_to_string(project.path("README.md")).unwrap();
+        let script = std::fs::read_to_string(project.path(".ci/run")).unwrap();
+        assert!(
+            readme.contains("cargo xtask ci"),
+            "README lacks `cargo xtask ci`"
+        );
+        let last_command = script
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty() && !l.starts_with('#'))
+            .unwrap();
+        assert_eq!(last_command, "cargo xtask ci");
+    }
+
+    #[test]
+    fn unknown_command_is_an_error() {
+        let err = run(vec!["frobnicate".to_owned()]).unwrap_err();
+        assert!(err.to_string().contains("unknown command `frobnicate`"));
+    }
+}
