@@ -46,7 +46,11 @@ fn run(stream: &[u8], sizes: &[u8]) -> (Vec<knotwork_wire::Frame>, Option<String
         buf.extend_from_slice(chunk);
         let at_end = rest.is_empty();
         loop {
-            let step = if at_end { codec.decode_eof(&mut buf) } else { codec.decode(&mut buf) };
+            let step = if at_end {
+                codec.decode_eof(&mut buf)
+            } else {
+                codec.decode(&mut buf)
+            };
             match step {
                 Ok(Some(frame)) => {
                     let _ = decode::<Probe>(&frame.payload);
@@ -61,7 +65,9 @@ fn run(stream: &[u8], sizes: &[u8]) -> (Vec<knotwork_wire::Frame>, Option<String
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&count, rest)) = data.split_first() else { return };
+    let Some((&count, rest)) = data.split_first() else {
+        return;
+    };
     let count = usize::from(count % 16).min(rest.len());
     let (sizes, stream) = rest.split_at(count);
 
@@ -73,7 +79,9 @@ fuzz_target!(|data: &[u8]| {
     let mut codec = FrameCodec::new();
     let mut again = BytesMut::new();
     for frame in &whole {
-        codec.encode(frame, &mut again).expect("a decoded frame re-encodes");
+        codec
+            .encode(frame, &mut again)
+            .expect("a decoded frame re-encodes");
     }
     assert_eq!(&again[..], &stream[..again.len()], "re-encoding differs");
 });
