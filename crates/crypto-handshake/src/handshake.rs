@@ -1,0 +1,621 @@
+//! [`Handshake`]: the sans-IO handshake state machine.
+//!
+//! # Messages
+//! Every Noise message travels as a frame: a 2-byte big-endian length, then
+//! the message. Handshake messages are at most [`MAX_HANDSHAKE_MESSAGE`]
+//! bytes.
+//! ```text
+//! XX:  I -> R  preamble | frame(e)
+//!      R -> I  reply    | frame(e, ee, s, es, payload_R)
+//!      I -> R  frame(s, se, payload_I)
+//! IK:  I -> R  preamble | frame(e, es, s, ss, payload_I)
+//!      R -> I  reply    | frame(e, ee, se, payload_R)
+//!      I -> R  frame(transport message with an empty plaintext)
+//! ```
+//! `payload_*` is the [identity payload](crate::payload). IK message 1 can be
+//! replayed by anyone who recorded it, so the IK responder does not finish
+//! until the initiator proves it holds the session keys with the third,
+//! empty transport message (key confirmation); a replayed IK message 1 thus
+//! never completes, like a replayed XX message 1.
+//!
+//! # Driving it
+//! - [`Handshake::read_input`] with the bytes received; it consumes only what
+//!   the handshake needs and returns how many bytes it took: bytes after the
+//!   last handshake message belong to the transport.
+//! - [`Handshake::take_output`] after every call, and send what it returns.
+//! - [`Handshake::is_finished`], then [`Handshake::finish`] for the peer id
+//!   and the transport keys.
+//!
+//! Errors are final: after one, the machine refuses further input with
+//! [`HandshakeError::OutOfOrder`], but [`Handshake::take_output`] may still
+//! hold a reply that tells the peer why (version, suite, IK rejected); send
+//! it before closing.
+
+use knotwork_core::{Keypair, PeerId};
+
+use crate::HandshakeError;
+use crate::cipher::{CipherState, KEY_LEN};
+use crate::payload::{self, STATIC_KEY_LEN};
+use crate::preamble::{self, PREAMBLE_LEN, Pattern, Status, Suite, VERSION};
+
+/// The largest handshake message accepted (the longest we send is 224 bytes).
+pub const MAX_HANDSHAKE_MESSAGE: usize = 1024;
+/// Length of the frame length prefix.
+pub const LEN_PREFIX: usize = 2;
+
+/// The long-term keys a node handshakes with: its Ed25519 identity, an
+/// X25519 Noise static key pair and the identity payload binding the two.
+#[derive(Clone)]
+pub struct StaticIdentity {
+    identity: Keypair,
+    static_private: [u8; STATIC_KEY_LEN],
+    static_public: [u8; STATIC_KEY_LEN],
+    payload: Vec<u8>,
+}
+
+impl std::fmt::Debug for StaticIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticIdentity")
+            .field("peer_id", &self.identity.peer_id())
+            .finish_non_exhaustive()
+    }
+}
+
+fn noise_err(e: snow::Error) -> HandshakeError {
+    match e {
+        snow::Error::Decrypt => HandshakeError::HandshakeDecrypt,
+        snow::Error::Input | snow::Error::Dh => HandshakeError::MalformedMessage,
+        other => HandshakeError::Noise(other.to_string()),
+    }
+}
+
+fn builder(pattern: Pattern, suite: Suite) -> Result<snow::Builder<'static>, HandshakeError> {
+    let params: snow::params::NoiseParams = preamble::noise_params(pattern, suite)
+        .parse()
+        .map_err(noise_err)?;
+    Ok(snow::Builder::new(params))
+}
+
+fn key32(bytes: &[u8]) -> Result<[u8; STATIC_KEY_LEN], HandshakeError> {
+    bytes
+        .try_into()
+        .map_err(|_| HandshakeError::MalformedMessage)
+}
+
+impl StaticIdentity {
+    /// A fresh random X25519 static key bound to `identity`.
+    pub fn generate(identity: Keypair) -> Result<Self, HandshakeError> {
+        let kp = builder(Pattern::Xx, Suite::ChaChaPoly)?
+            .generate_keypair()
+            .map_err(noise_err)?;
+        Self::from_static_private(identity, &key32(&kp.private)?, &key32(&kp.public)?)
+    }
+
+    fn from_static_private(
+        identity: Keypair,
+        private: &[u8; STATIC_KEY_LEN],
+        public: &[u8; STATIC_KEY_LEN],
+    ) -> Result<Self, HandshakeError> {
+        let payload = payload::make(&identity, public);
+        Ok(Self {
+            identity,
+            static_private: *private,
+            static_public: *public,
+            payload,
+        })
+    }
+
+    /// The Ed25519 identity.
+    pub fn keypair(&self) -> &Keypair {
+        &self.identity
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.identity.peer_id()
+    }
+
+    /// The X25519 static public key (what peers cache to dial us with IK).
+    pub fn static_public(&self) -> &[u8; STATIC_KEY_LEN] {
+        &self.static_public
+    }
+}
+
+/// A finished handshake: who the peer is and the two transport directions.
+#[derive(Debug)]
+pub struct Established {
+    /// The authenticated remote peer.
+    pub remote: PeerId,
+    /// The remote X25519 static key (cache it to dial with IK next time).
+    pub remote_static: [u8; STATIC_KEY_LEN],
+    /// The negotiated suite.
+    pub suite: Suite,
+    /// The pattern used.
+    pub pattern: Pattern,
+    /// Encrypts what we send.
+    pub send: CipherState,
+    /// Decrypts what we receive.
+    pub recv: CipherState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Initiator,
+    Responder,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Responder: waiting for the initiator's preamble.
+    Preamble,
+    /// Initiator: waiting for the responder's reply.
+    Reply,
+    /// Waiting for the next Noise handshake message.
+    Message,
+    /// IK responder: waiting for the initiator's key confirmation.
+    Confirm,
+    Done,
+    Failed,
+}
+
+/// The sans-IO handshake state machine; see the module docs for the
+/// polling contract.
+pub struct Handshake {
+    role: Role,
+    step: Step,
+    pattern: Pattern,
+    suite: Suite,
+    noise: Option<snow::HandshakeState>,
+    static_private: [u8; STATIC_KEY_LEN],
+    payload: Vec<u8>,
+    expected: Option<PeerId>,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    remote: Option<(PeerId, [u8; STATIC_KEY_LEN])>,
+    ciphers: Option<(CipherState, CipherState)>,
+    /// Responder: the accepted preamble, echoed in the reply.
+    accepted: Option<preamble::RawPreamble>,
+    /// Noise messages read so far.
+    received: u8,
+}
+
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handshake")
+            .field("role", &self.role)
+            .field("step", &self.step)
+            .field("pattern", &self.pattern)
+            .field("suite", &self.suite)
+            .finish_non_exhaustive()
+    }
+}
+
+fn push_frame(out: &mut Vec<u8>, msg: &[u8]) -> Result<(), HandshakeError> {
+    let len = u16::try_from(msg.len()).map_err(|_| HandshakeError::FrameTooLarge {
+        len: msg.len(),
+        max: usize::from(u16::MAX),
+    })?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(msg);
+    Ok(())
+}
+
+impl Handshake {
+    fn new(role: Role, step: Step, pattern: Pattern, suite: Suite, local: &StaticIdentity) -> Self {
+        Self {
+            role,
+            step,
+            pattern,
+            suite,
+            noise: None,
+            static_private: local.static_private,
+            payload: local.payload.clone(),
+            expected: None,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            remote: None,
+            ciphers: None,
+            accepted: None,
+            received: 0,
+        }
+    }
+
+    /// An XX initiator proposing `suite`; with `expected`, the handshake
+    /// fails with [`HandshakeError::PeerIdMismatch`] unless that peer answers.
+    pub fn xx_initiator(
+        local: &StaticIdentity,
+        suite: Suite,
+        expected: Option<PeerId>,
+    ) -> Result<Self, HandshakeError> {
+        Self::initiator_with_version(local, Pattern::Xx, suite, expected, None, VERSION)
+    }
+
+    /// An IK initiator that knows `expected`'s static key `remote_static`.
+    pub fn ik_initiator(
+        local: &StaticIdentity,
+        suite: Suite,
+        expected: PeerId,
+        remote_static: &[u8; STATIC_KEY_LEN],
+    ) -> Result<Self, HandshakeError> {
+        Self::initiator_with_version(
+            local,
+            Pattern::Ik,
+            suite,
+            Some(expected),
+            Some(remote_static),
+            VERSION,
+        )
+    }
+
+    #[doc(hidden)]
+    /// An initiator announcing another protocol `version` (tests of version
+    /// mismatch; there is one version today).
+    pub fn initiator_with_version(
+        local: &StaticIdentity,
+        pattern: Pattern,
+        suite: Suite,
+        expected: Option<PeerId>,
+        remote_static: Option<&[u8; STATIC_KEY_LEN]>,
+        version: u8,
+    ) -> Result<Self, HandshakeError> {
+        let pre = preamble::encode(version, pattern, suite);
+        let mut b = builder(pattern, suite)?
+            .prologue(&pre)
+            .map_err(noise_err)?
+            .local_private_key(&local.static_private)
+            .map_err(noise_err)?;
+        if let Some(rs) = remote_static {
+            b = b.remote_public_key(rs).map_err(noise_err)?;
+        }
+        let mut noise = b.build_initiator().map_err(noise_err)?;
+        let mut hs = Self::new(Role::Initiator, Step::Reply, pattern, suite, local);
+        hs.expected = expected;
+        let first_payload: &[u8] = match pattern {
+            Pattern::Xx => &[],
+            Pattern::Ik => &hs.payload,
+        };
+        let mut msg = [0u8; MAX_HANDSHAKE_MESSAGE];
+        let n = noise
+            .write_message(first_payload, &mut msg)
+            .map_err(noise_err)?;
+        hs.out.extend_from_slice(&pre);
+        push_frame(&mut hs.out, msg.get(..n).unwrap_or_default())?;
+        hs.noise = Some(noise);
+        Ok(hs)
+    }
+
+    /// A responder; it accepts either pattern and either suite.
+    pub fn responder(local: &StaticIdentity) -> Self {
+        // Pattern and suite are placeholders until the preamble arrives.
+        Self::new(
+            Role::Responder,
+            Step::Preamble,
+            Pattern::Xx,
+            Suite::ChaChaPoly,
+            local,
+        )
+    }
+
+    /// The negotiated suite (for a responder: known once the preamble is read).
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// The pattern (for a responder: known once the preamble is read).
+    pub fn pattern(&self) -> Pattern {
+        self.pattern
+    }
+
+    /// True while the machine waits for input.
+    pub fn wants_input(&self) -> bool {
+        matches!(
+            self.step,
+            Step::Preamble | Step::Reply | Step::Message | Step::Confirm
+        )
+    }
+
+    /// True once the handshake completed; call [`Handshake::finish`].
+    pub fn is_finished(&self) -> bool {
+        self.step == Step::Done
+    }
+
+    /// How many more bytes the current item needs (at least one while
+    /// [`Handshake::wants_input`]; 0 otherwise). A driver may read exactly
+    /// this many bytes to never read past the handshake.
+    pub fn bytes_wanted(&self) -> usize {
+        if !self.wants_input() {
+            return 0;
+        }
+        self.item_len().saturating_sub(self.inbuf.len()).max(1)
+    }
+
+    fn item_len(&self) -> usize {
+        match self.step {
+            Step::Preamble | Step::Reply => PREAMBLE_LEN,
+            _ => match self.inbuf.as_slice() {
+                [hi, lo, ..] => LEN_PREFIX + usize::from(u16::from_be_bytes([*hi, *lo])),
+                _ => LEN_PREFIX,
+            },
+        }
+    }
+
+    /// Bytes to send to the peer now (empty if none).
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// The connection ended: [`HandshakeError::Truncated`] if the handshake
+    /// was still waiting for bytes, `Ok` if it had finished.
+    pub fn handle_eof(&mut self) -> Result<(), HandshakeError> {
+        if self.wants_input() {
+            self.step = Step::Failed;
+            return Err(HandshakeError::Truncated);
+        }
+        Ok(())
+    }
+
+    /// Feeds received bytes; returns how many were consumed. Never consumes
+    /// past the end of the handshake.
+    pub fn read_input(&mut self, mut input: &[u8]) -> Result<usize, HandshakeError> {
+        if !self.wants_input() {
+            return if self.step == Step::Done && input.is_empty() {
+                Ok(0)
+            } else {
+                Err(HandshakeError::OutOfOrder)
+            };
+        }
+        let mut consumed = 0;
+        while !input.is_empty() && self.wants_input() {
+            let want = self.item_len().saturating_sub(self.inbuf.len());
+            let (take, rest) = input.split_at(want.min(input.len()));
+            self.inbuf.extend_from_slice(take);
+            consumed += take.len();
+            input = rest;
+            if let Err(e) = self.process_if_complete() {
+                self.step = Step::Failed;
+                self.inbuf = Vec::new();
+                return Err(e);
+            }
+        }
+        Ok(consumed)
+    }
+
+    fn process_if_complete(&mut self) -> Result<(), HandshakeError> {
+        let framed = !matches!(self.step, Step::Preamble | Step::Reply);
+        if framed && self.inbuf.len() == LEN_PREFIX {
+            let len = self.item_len() - LEN_PREFIX;
+            if len > MAX_HANDSHAKE_MESSAGE {
+                return Err(HandshakeError::FrameTooLarge {
+                    len,
+                    max: MAX_HANDSHAKE_MESSAGE,
+                });
+            }
+        }
+        if self.inbuf.len() < self.item_len() {
+            return Ok(());
+        }
+        let item = std::mem::take(&mut self.inbuf);
+        match self.step {
+            Step::Preamble => self.on_preamble(&item),
+            Step::Reply => self.on_reply(&item),
+            Step::Message => self.on_message(item.get(LEN_PREFIX..).unwrap_or_default()),
+            Step::Confirm => self.on_confirm(item.get(LEN_PREFIX..).unwrap_or_default()),
+            Step::Done | Step::Failed => Err(HandshakeError::OutOfOrder),
+        }
+    }
+
+    fn on_preamble(&mut self, item: &[u8]) -> Result<(), HandshakeError> {
+        let bytes: [u8; PREAMBLE_LEN] = item.try_into().map_err(|_| HandshakeError::Truncated)?;
+        let raw = preamble::decode_raw(&bytes)?;
+        if raw.last != 0 {
+            return Err(HandshakeError::BadPreamble);
+        }
+        if raw.version != VERSION {
+            self.out = preamble::encode_reply(&raw, Status::VersionMismatch).to_vec();
+            return Err(HandshakeError::VersionMismatch {
+                ours: VERSION,
+                theirs: raw.version,
+            });
+        }
+        let chosen =
+            Pattern::from_byte(raw.pattern).and_then(|p| Ok((p, Suite::from_byte(raw.suite)?)));
+        let (pattern, suite) = match chosen {
+            Ok(ps) => ps,
+            Err(e) => {
+                self.out = preamble::encode_reply(&raw, Status::Unsupported).to_vec();
+                return Err(e);
+            }
+        };
+        self.pattern = pattern;
+        self.suite = suite;
+        let noise = builder(pattern, suite)?
+            .prologue(&bytes)
+            .map_err(noise_err)?
+            .local_private_key(&self.static_private)
+            .map_err(noise_err)?
+            .build_responder()
+            .map_err(noise_err)?;
+        self.noise = Some(noise);
+        self.step = Step::Message;
+        self.accepted = Some(raw);
+        Ok(())
+    }
+
+    fn on_reply(&mut self, item: &[u8]) -> Result<(), HandshakeError> {
+        let bytes: [u8; PREAMBLE_LEN] = item.try_into().map_err(|_| HandshakeError::Truncated)?;
+        preamble::check_reply(&bytes, self.pattern, self.suite)?;
+        self.step = Step::Message;
+        Ok(())
+    }
+
+    fn noise(&mut self) -> Result<&mut snow::HandshakeState, HandshakeError> {
+        self.noise.as_mut().ok_or(HandshakeError::OutOfOrder)
+    }
+
+    fn read_noise(&mut self, msg: &[u8]) -> Result<Vec<u8>, HandshakeError> {
+        let mut payload = vec![0u8; msg.len()];
+        let n = self
+            .noise()?
+            .read_message(msg, &mut payload)
+            .map_err(noise_err)?;
+        payload.truncate(n);
+        Ok(payload)
+    }
+
+    fn write_noise(&mut self, with_payload: bool) -> Result<(), HandshakeError> {
+        let payload = if with_payload {
+            std::mem::take(&mut self.payload)
+        } else {
+            Vec::new()
+        };
+        let mut msg = [0u8; MAX_HANDSHAKE_MESSAGE];
+        let n = self
+            .noise()?
+            .write_message(&payload, &mut msg)
+            .map_err(noise_err)?;
+        push_frame(&mut self.out, msg.get(..n).unwrap_or_default())
+    }
+
+    fn authenticate(&mut self, payload: &[u8]) -> Result<(), HandshakeError> {
+        let remote_static = key32(self.noise()?.get_remote_static().unwrap_or_default())?;
+        let remote = payload::verify(payload, &remote_static)?;
+        if let Some(expected) = self.expected {
+            if expected != remote {
+                return Err(HandshakeError::PeerIdMismatch {
+                    expected,
+                    got: remote,
+                });
+            }
+        }
+        self.remote = Some((remote, remote_static));
+        Ok(())
+    }
+
+    fn split(&mut self) -> Result<(), HandshakeError> {
+        let mut noise = self.noise.take().ok_or(HandshakeError::OutOfOrder)?;
+        if !noise.is_handshake_finished() {
+            return Err(HandshakeError::OutOfOrder);
+        }
+        let (i_to_r, r_to_i): ([u8; KEY_LEN], [u8; KEY_LEN]) = noise.dangerously_get_raw_split();
+        let a = CipherState::new(self.suite, &i_to_r, 0)?;
+        let b = CipherState::new(self.suite, &r_to_i, 0)?;
+        self.ciphers = Some(match self.role {
+            Role::Initiator => (a, b),
+            Role::Responder => (b, a),
+        });
+        Ok(())
+    }
+
+    fn reply(&mut self, status: Status) -> Result<(), HandshakeError> {
+        let raw = self.accepted.ok_or(HandshakeError::OutOfOrder)?;
+        self.out
+            .extend_from_slice(&preamble::encode_reply(&raw, status));
+        Ok(())
+    }
+
+    fn on_message(&mut self, msg: &[u8]) -> Result<(), HandshakeError> {
+        self.received = self.received.saturating_add(1);
+        match (self.role, self.pattern) {
+            (Role::Responder, Pattern::Xx) if self.received == 1 => {
+                // XX message 1: e, empty payload.
+                if !self.read_noise(msg)?.is_empty() {
+                    return Err(HandshakeError::MalformedMessage);
+                }
+                self.reply(Status::Ok)?;
+                self.write_noise(true)
+            }
+            (Role::Responder, Pattern::Xx) => {
+                // XX message 3: s, se, payload.
+                let payload = self.read_noise(msg)?;
+                self.authenticate(&payload)?;
+                self.split()?;
+                self.step = Step::Done;
+                Ok(())
+            }
+            (Role::Responder, Pattern::Ik) => {
+                // IK message 1: e, es, s, ss, payload.
+                let payload = match self.read_noise(msg) {
+                    Err(HandshakeError::HandshakeDecrypt) => {
+                        // Our static key is not the one the dialer knew.
+                        self.reply(Status::IkRejected)?;
+                        return Err(HandshakeError::HandshakeDecrypt);
+                    }
+                    other => other?,
+                };
+                self.authenticate(&payload)?;
+                self.reply(Status::Ok)?;
+                self.write_noise(true)?;
+                self.split()?;
+                self.step = Step::Confirm;
+                Ok(())
+            }
+            (Role::Initiator, Pattern::Xx) => {
+                // XX message 2: e, ee, s, es, payload; we answer with message 3.
+                let payload = self.read_noise(msg)?;
+                self.authenticate(&payload)?;
+                self.write_noise(true)?;
+                self.split()?;
+                self.step = Step::Done;
+                Ok(())
+            }
+            (Role::Initiator, Pattern::Ik) => {
+                // IK message 2: e, ee, se, payload; we confirm the keys.
+                let payload = self.read_noise(msg)?;
+                self.authenticate(&payload)?;
+                self.split()?;
+                let send = self
+                    .ciphers
+                    .as_mut()
+                    .map(|(send, _)| send)
+                    .ok_or(HandshakeError::OutOfOrder)?;
+                let tag = send.seal_in_place(&mut [])?;
+                push_frame(&mut self.out, &tag)?;
+                self.step = Step::Done;
+                Ok(())
+            }
+        }
+    }
+
+    fn on_confirm(&mut self, msg: &[u8]) -> Result<(), HandshakeError> {
+        let recv = self
+            .ciphers
+            .as_mut()
+            .map(|(_, recv)| recv)
+            .ok_or(HandshakeError::OutOfOrder)?;
+        let mut buf = msg.to_vec();
+        let plain = recv.open_in_place(&mut buf).map_err(|e| match e {
+            HandshakeError::Decrypt | HandshakeError::FrameTooShort(_) => {
+                HandshakeError::HandshakeDecrypt
+            }
+            other => other,
+        })?;
+        if !plain.is_empty() {
+            return Err(HandshakeError::MalformedMessage);
+        }
+        self.step = Step::Done;
+        Ok(())
+    }
+
+    /// The outcome of a finished handshake.
+    pub fn finish(self) -> Result<Established, HandshakeError> {
+        if self.step != Step::Done {
+            return Err(HandshakeError::OutOfOrder);
+        }
+        let ((remote, remote_static), (send, recv)) = self
+            .remote
+            .zip(self.ciphers)
+            .ok_or(HandshakeError::OutOfOrder)?;
+        Ok(Established {
+            remote,
+            remote_static,
+            suite: self.suite,
+            pattern: self.pattern,
+            send,
+            recv,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "handshake_tests.rs"]
+mod tests;

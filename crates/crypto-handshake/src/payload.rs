@@ -1,0 +1,96 @@
+//! The identity payload that binds a Noise static key to an Ed25519 identity.
+//!
+//! # Format (128 bytes)
+//! ```text
+//! identity public key (32) | Noise static public key (32) | signature (64)
+//! signature = Ed25519(identity, DOMAIN || Noise static public key)
+//! ```
+//! The receiver checks the signature, then that the signed static key is the
+//! one the Noise handshake authenticated, and derives the [`PeerId`] from the
+//! identity key.
+
+use knotwork_core::{Keypair, PeerId, PublicKey, SIGNATURE_LEN};
+
+use crate::HandshakeError;
+
+/// Domain-separation string prefixed to the signed static key.
+pub const DOMAIN: &[u8] = b"knotwork-noise-static-key-v1";
+/// Length of a Noise (X25519) static public key.
+pub const STATIC_KEY_LEN: usize = 32;
+/// Length of the identity payload.
+pub const PAYLOAD_LEN: usize = 32 + STATIC_KEY_LEN + SIGNATURE_LEN;
+
+/// Builds the payload for `identity` and the Noise static key `static_pub`.
+pub(crate) fn make(identity: &Keypair, static_pub: &[u8; STATIC_KEY_LEN]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(DOMAIN.len() + STATIC_KEY_LEN);
+    msg.extend_from_slice(DOMAIN);
+    msg.extend_from_slice(static_pub);
+    let sig = identity.sign(&msg);
+    let mut out = Vec::with_capacity(PAYLOAD_LEN);
+    out.extend_from_slice(identity.public().as_bytes());
+    out.extend_from_slice(static_pub);
+    out.extend_from_slice(&sig);
+    out
+}
+
+/// Checks `payload` against the static key `remote_static` that the
+/// handshake authenticated; returns the peer's id.
+pub(crate) fn verify(payload: &[u8], remote_static: &[u8]) -> Result<PeerId, HandshakeError> {
+    if payload.len() != PAYLOAD_LEN {
+        return Err(HandshakeError::BadPayload(payload.len()));
+    }
+    let (identity, rest) = payload.split_at(32);
+    let (signed_static, sig) = rest.split_at(STATIC_KEY_LEN);
+    let key =
+        PublicKey::from_bytes(identity).map_err(|_| HandshakeError::BadPayload(payload.len()))?;
+    let mut msg = Vec::with_capacity(DOMAIN.len() + STATIC_KEY_LEN);
+    msg.extend_from_slice(DOMAIN);
+    msg.extend_from_slice(signed_static);
+    key.verify(&msg, sig)
+        .map_err(|_| HandshakeError::BadSignature)?;
+    if signed_static != remote_static {
+        return Err(HandshakeError::StaticKeyMismatch);
+    }
+    Ok(key.to_peer_id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_payload_gives_the_peer_id() {
+        let kp = Keypair::generate().unwrap();
+        let s = [7u8; 32];
+        let p = make(&kp, &s);
+        assert_eq!(p.len(), PAYLOAD_LEN);
+        assert_eq!(verify(&p, &s).unwrap(), kp.peer_id());
+    }
+
+    #[test]
+    fn flipped_signature_is_bad_signature() {
+        let kp = Keypair::generate().unwrap();
+        let s = [7u8; 32];
+        let mut p = make(&kp, &s);
+        p[100] ^= 1;
+        assert!(matches!(verify(&p, &s), Err(HandshakeError::BadSignature)));
+    }
+
+    #[test]
+    fn other_static_is_mismatch() {
+        let kp = Keypair::generate().unwrap();
+        let p = make(&kp, &[7u8; 32]);
+        assert!(matches!(
+            verify(&p, &[8u8; 32]),
+            Err(HandshakeError::StaticKeyMismatch)
+        ));
+    }
+
+    #[test]
+    fn short_payload_is_named() {
+        assert!(matches!(
+            verify(&[0u8; 5], &[0u8; 32]),
+            Err(HandshakeError::BadPayload(5))
+        ));
+    }
+}

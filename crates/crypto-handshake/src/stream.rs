@@ -1,0 +1,345 @@
+//! [`SecureStream`]: an encrypted, authenticated byte stream over any
+//! `AsyncRead + AsyncWrite`.
+//!
+//! # Write path
+//! Bytes written are copied into one buffer laid out as the frame to send
+//! (`len | plaintext | tag`). When it holds [`MAX_PLAINTEXT`] bytes, or on
+//! `poll_flush`, it is sealed in place with one AEAD call and written out.
+//! Small writes thus share one Noise message; call `flush` to send.
+//!
+//! # Read path
+//! Ciphertext is read into one buffer, a frame is opened in place there and
+//! its plaintext copied to the caller. Reads look at most a few KiB past the
+//! current frame, so partial frames rarely need moving.
+//!
+//! Errors (tampered data: [`HandshakeError::Decrypt`]; a connection cut
+//! mid-frame: [`HandshakeError::Truncated`]) come back as `io::Error`s
+//! carrying the `HandshakeError` ([`HandshakeError::from_io`]) and are
+//! final: every later read fails the same way.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use knotwork_core::PeerId;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::cipher::{CipherState, TAG_LEN};
+use crate::handshake::{Established, LEN_PREFIX};
+use crate::{HandshakeError, Pattern, Suite};
+
+/// The largest Noise message.
+pub const MAX_MESSAGE: usize = 65535;
+/// The most plaintext one Noise message carries.
+pub const MAX_PLAINTEXT: usize = MAX_MESSAGE - TAG_LEN;
+/// The largest frame on the wire (length prefix included).
+const MAX_FRAME: usize = LEN_PREFIX + MAX_MESSAGE;
+/// How far reads may look past the end of the current frame.
+const LOOKAHEAD: usize = 16 * 1024;
+/// Write buffers larger than this are released on flush.
+const KEEP_WRITE_CAPACITY: usize = 16 * 1024;
+
+/// An authenticated, encrypted stream to one peer; see the module docs.
+pub struct SecureStream<T> {
+    io: T,
+    remote: PeerId,
+    remote_static: [u8; 32],
+    suite: Suite,
+    pattern: Pattern,
+    send: CipherState,
+    recv: CipherState,
+    /// `len | plaintext...` while filling; `len | ciphertext | tag` once sealed.
+    wbuf: Vec<u8>,
+    sealed: bool,
+    /// Bytes of the sealed frame already written.
+    wpos: usize,
+    rbuf: Vec<u8>,
+    /// Received bytes not yet consumed: `rbuf[rstart..rend]`.
+    rstart: usize,
+    rend: usize,
+    /// Decrypted plaintext not yet given out: `rbuf[ppos..pend]`; the frame
+    /// holding it ends at `frame_end`.
+    ppos: usize,
+    pend: usize,
+    frame_end: usize,
+    read_err: Option<HandshakeError>,
+}
+
+impl<T> std::fmt::Debug for SecureStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecureStream")
+            .field("remote", &self.remote)
+            .field("suite", &self.suite)
+            .field("pattern", &self.pattern)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> SecureStream<T> {
+    /// Wraps `io` with the keys of a finished handshake, rekeying every
+    /// `rekey_interval` messages in each direction (0: never).
+    pub fn new(io: T, established: Established, rekey_interval: u64) -> Self {
+        let Established {
+            remote,
+            remote_static,
+            suite,
+            pattern,
+            mut send,
+            mut recv,
+        } = established;
+        send.set_rekey_interval(rekey_interval);
+        recv.set_rekey_interval(rekey_interval);
+        Self {
+            io,
+            remote,
+            remote_static,
+            suite,
+            pattern,
+            send,
+            recv,
+            wbuf: Vec::new(),
+            sealed: false,
+            wpos: 0,
+            rbuf: Vec::new(),
+            rstart: 0,
+            rend: 0,
+            ppos: 0,
+            pend: 0,
+            frame_end: 0,
+            read_err: None,
+        }
+    }
+
+    /// The authenticated remote peer.
+    pub fn remote_peer_id(&self) -> PeerId {
+        self.remote
+    }
+
+    /// The remote peer's X25519 static key.
+    pub fn remote_static(&self) -> &[u8; 32] {
+        &self.remote_static
+    }
+
+    /// The negotiated suite.
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// The handshake pattern that was used.
+    pub fn pattern(&self) -> Pattern {
+        self.pattern
+    }
+
+    /// The underlying connection.
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+
+    /// Bytes currently held in buffers (for memory accounting).
+    pub fn buffer_capacity(&self) -> usize {
+        self.wbuf.capacity() + self.rbuf.capacity()
+    }
+
+    fn seal(&mut self) -> Result<(), HandshakeError> {
+        let plain = self.wbuf.get_mut(LEN_PREFIX..).unwrap_or_default();
+        let len = plain.len() + TAG_LEN;
+        let tag = self.send.seal_in_place(plain)?;
+        self.wbuf.extend_from_slice(&tag);
+        let prefix = u16::try_from(len)
+            .map_err(|_| HandshakeError::FrameTooLarge {
+                len,
+                max: MAX_MESSAGE,
+            })?
+            .to_be_bytes();
+        for (dst, src) in self.wbuf.iter_mut().zip(prefix) {
+            *dst = src;
+        }
+        self.sealed = true;
+        self.wpos = 0;
+        Ok(())
+    }
+
+    /// Opens the frame at `rstart` if it is complete. `Ok(true)`: plaintext
+    /// (possibly empty) is ready at `ppos..pend`.
+    fn open_frame(&mut self) -> Result<bool, HandshakeError> {
+        let window = self.rbuf.get(self.rstart..self.rend).unwrap_or_default();
+        let len = match window {
+            [hi, lo, ..] => usize::from(u16::from_be_bytes([*hi, *lo])),
+            _ => return Ok(false),
+        };
+        if len < TAG_LEN {
+            return Err(HandshakeError::FrameTooShort(len));
+        }
+        if window.len() < LEN_PREFIX + len {
+            return Ok(false);
+        }
+        let start = self.rstart + LEN_PREFIX;
+        let end = start + len;
+        let msg = self
+            .rbuf
+            .get_mut(start..end)
+            .ok_or(HandshakeError::Truncated)?;
+        let plain_len = self.recv.open_in_place(msg)?.len();
+        self.ppos = start;
+        self.pend = start + plain_len;
+        self.frame_end = end;
+        Ok(true)
+    }
+
+    /// Room to read into: makes sure the current frame (or header) fits
+    /// after `rstart`, moving a partial frame to the front if needed, and
+    /// returns the end of the range to read into.
+    fn prepare_read(&mut self) -> usize {
+        if self.rstart == self.rend {
+            self.rstart = 0;
+            self.rend = 0;
+        }
+        let window = self.rbuf.get(self.rstart..self.rend).unwrap_or_default();
+        let frame_len = match window {
+            [hi, lo, ..] => LEN_PREFIX + usize::from(u16::from_be_bytes([*hi, *lo])),
+            _ => LEN_PREFIX,
+        };
+        let target = (frame_len + LOOKAHEAD).min(MAX_FRAME + LOOKAHEAD);
+        if self.rstart + frame_len > self.rbuf.len() && self.rstart > 0 {
+            self.rbuf.copy_within(self.rstart..self.rend, 0);
+            self.rend -= self.rstart;
+            self.rstart = 0;
+        }
+        let want_end = self.rstart + target;
+        if self.rbuf.len() < want_end {
+            self.rbuf.resize(want_end, 0);
+        }
+        want_end
+    }
+}
+
+impl<T: AsyncWrite + Unpin> SecureStream<T> {
+    /// Writes out a sealed frame, if one is pending.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sealed {
+            let pending = self.wbuf.get(self.wpos..).unwrap_or_default();
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.wpos += n;
+            if self.wpos >= self.wbuf.len() {
+                self.wbuf.clear();
+                self.sealed = false;
+                self.wpos = 0;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn buffered_plaintext(&self) -> usize {
+        self.wbuf.len().saturating_sub(LEN_PREFIX)
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for SecureStream<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(e) = &this.read_err {
+            return Poll::Ready(Err(e.duplicate().into_io()));
+        }
+        if out.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if this.ppos < this.pend {
+                let avail = this.rbuf.get(this.ppos..this.pend).unwrap_or_default();
+                let n = avail.len().min(out.remaining());
+                out.put_slice(avail.get(..n).unwrap_or_default());
+                this.ppos += n;
+                if this.ppos == this.pend {
+                    this.rstart = this.frame_end;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            match this.open_frame() {
+                Ok(true) => {
+                    if this.ppos == this.pend {
+                        // An empty message: nothing to hand out.
+                        this.rstart = this.frame_end;
+                    }
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let dup = e.duplicate();
+                    this.read_err = Some(e);
+                    return Poll::Ready(Err(dup.into_io()));
+                }
+            }
+            let end = this.prepare_read();
+            let Some(room) = this.rbuf.get_mut(this.rend..end) else {
+                return Poll::Ready(Err(HandshakeError::OutOfOrder.into_io()));
+            };
+            let mut rb = ReadBuf::new(room);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
+            let n = rb.filled().len();
+            if n == 0 {
+                if this.rstart == this.rend {
+                    return Poll::Ready(Ok(()));
+                }
+                this.read_err = Some(HandshakeError::Truncated);
+                return Poll::Ready(Err(HandshakeError::Truncated.into_io()));
+            }
+            this.rend += n;
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for SecureStream<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        ready!(this.poll_drain(cx))?;
+        if this.wbuf.is_empty() {
+            this.wbuf
+                .reserve((LEN_PREFIX + buf.len() + TAG_LEN).min(MAX_FRAME));
+            this.wbuf.extend_from_slice(&[0, 0]);
+        }
+        let room = MAX_PLAINTEXT - this.buffered_plaintext();
+        let n = room.min(buf.len());
+        this.wbuf
+            .extend_from_slice(buf.get(..n).unwrap_or_default());
+        if this.buffered_plaintext() == MAX_PLAINTEXT {
+            this.seal().map_err(HandshakeError::into_io)?;
+            // Start sending now; what does not go out yet goes on the next call.
+            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        if this.buffered_plaintext() > 0 {
+            this.seal().map_err(HandshakeError::into_io)?;
+            ready!(this.poll_drain(cx))?;
+        }
+        if this.wbuf.capacity() > KEEP_WRITE_CAPACITY {
+            this.wbuf = Vec::new();
+        }
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_flush(cx))?;
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
