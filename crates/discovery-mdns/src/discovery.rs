@@ -1,0 +1,404 @@
+//! [`MdnsDiscovery`]: the tokio driver that connects [`Browser`], [`plan`]
+//! and [`txt`] to the `mdns-sd` daemon.
+//!
+//! The daemon runs on its own thread and talks over channels; one tokio task
+//! here reads its browse events (feeding [`Browser`] and the event stream)
+//! and its monitor events (re-announcing when the host's IP addresses change).
+//! Nothing in this file decides what a record means: that is in the sans-IO
+//! modules.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream};
+use knotwork_core::{
+    DiscoveredPeer, Discovery, DiscoveryError, DiscoveryEvent, DiscoverySource, LocalPeerInfo,
+    PeerAddr,
+};
+use mdns_sd::{DaemonEvent, Receiver, ServiceDaemon, ServiceEvent, ServiceInfo, TxtProperty};
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::browser::Browser;
+use crate::error::MdnsError;
+use crate::plan::{self, InterfacePlan};
+use crate::txt::{self, TxtEntry, TxtLimits};
+
+/// The default DNS-SD service type.
+pub const DEFAULT_SERVICE_TYPE: &str = "_knotwork._udp.local.";
+
+/// How many events a subscriber of [`MdnsDiscovery::events`] may fall behind
+/// before it skips some (it is told so in the log and can call `discover`).
+pub const EVENT_BUFFER: usize = 256;
+
+/// Settings of an [`MdnsDiscovery`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MdnsConfig {
+    /// The DNS-SD service type, `_name._udp.local.` (name: 1–15 of `[a-z0-9-]`).
+    /// Use your own to keep a private network apart.
+    pub service_type: String,
+    /// TXT record limits, for our announcements and for peers' records.
+    pub limits: TxtLimits,
+}
+
+impl Default for MdnsConfig {
+    fn default() -> Self {
+        Self {
+            service_type: DEFAULT_SERVICE_TYPE.to_owned(),
+            limits: TxtLimits::DEFAULT,
+        }
+    }
+}
+
+/// Checks `_name._udp.local.` / `_name._tcp.local.` with a name of 1–15 of
+/// `[a-z0-9-]` (RFC 6763 §7.2), the form the daemon accepts.
+fn check_service_type(ty: &str) -> Result<(), MdnsError> {
+    let bad = || MdnsError::InvalidServiceType(ty.to_owned());
+    let name = ty
+        .strip_suffix("._udp.local.")
+        .or_else(|| ty.strip_suffix("._tcp.local."))
+        .and_then(|rest| rest.strip_prefix('_'))
+        .ok_or_else(bad)?;
+    let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
+    if name.is_empty() || name.len() > 15 || !name.bytes().all(ok) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// mDNS / DNS-SD discovery: announces this node on every interface with the
+/// addresses that make sense there, browses for other nodes, says goodbye on
+/// shutdown.
+///
+/// Create it inside a tokio runtime. Dropping it also says goodbye (the
+/// daemon sends the goodbye packets on its way out); [`shutdown`](Self::shutdown)
+/// waits until that is done.
+pub struct MdnsDiscovery {
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+struct Shared {
+    daemon: ServiceDaemon,
+    config: MdnsConfig,
+    /// Random instance label, 16 hex characters.
+    label: String,
+    browser: Mutex<Browser>,
+    announcer: Mutex<Announcer>,
+    events: broadcast::Sender<DiscoveryEvent>,
+}
+
+/// What we announce and what the daemon has registered for it.
+#[derive(Default)]
+struct Announcer {
+    info: Option<LocalPeerInfo>,
+    /// Interface index → the instance registered there.
+    registered: BTreeMap<u32, Registration>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Registration {
+    fullname: String,
+    entries: Vec<TxtEntry>,
+    ips: Vec<IpAddr>,
+    port: u16,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl MdnsDiscovery {
+    /// Starts the daemon and browsing for `config.service_type`.
+    pub fn new(config: MdnsConfig) -> Result<Self, MdnsError> {
+        check_service_type(&config.service_type)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| MdnsError::NoRuntime)?;
+        let mut raw = [0u8; 8];
+        SystemRandom::new()
+            .fill(&mut raw)
+            .map_err(|_| MdnsError::Rng)?;
+        let label: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+
+        let daemon = ServiceDaemon::new()?;
+        let browse = daemon.browse(&config.service_type)?;
+        let monitor = daemon.monitor()?;
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let shared = Arc::new(Shared {
+            daemon,
+            browser: Mutex::new(Browser::new(config.limits)),
+            config,
+            label,
+            announcer: Mutex::new(Announcer::default()),
+            events,
+        });
+        let task = runtime.spawn(run(Arc::clone(&shared), browse, monitor));
+        Ok(Self { shared, task })
+    }
+
+    /// The random label of our service instances (`<label>-<ifindex>`).
+    pub fn instance_label(&self) -> &str {
+        &self.shared.label
+    }
+
+    /// The full names of the service instances registered now, one per
+    /// interface we announce on.
+    pub fn registered_instances(&self) -> Vec<String> {
+        lock(&self.shared.announcer)
+            .registered
+            .values()
+            .map(|r| r.fullname.clone())
+            .collect()
+    }
+
+    /// Says goodbye for every announced instance, stops the daemon and waits
+    /// until it has.
+    pub async fn shutdown(self) -> Result<(), MdnsError> {
+        let status = self.shared.daemon.shutdown()?;
+        let result = status
+            .recv_async()
+            .await
+            .map(|_| ())
+            .map_err(|e| MdnsError::Daemon(e.to_string()));
+        self.task.abort();
+        result
+    }
+}
+
+impl Drop for MdnsDiscovery {
+    fn drop(&mut self) {
+        self.task.abort();
+        // Fails only if the daemon is already gone (shutdown() ran).
+        let _ = self.shared.daemon.shutdown();
+    }
+}
+
+#[async_trait]
+impl Discovery for MdnsDiscovery {
+    fn source(&self) -> DiscoverySource {
+        DiscoverySource::Mdns
+    }
+
+    /// Announces `info` on every interface, each with the addresses that make
+    /// sense there (see [`plan`](crate::plan)); replaces an earlier
+    /// announcement. Fails, announcing nothing new, if a record would exceed
+    /// the limits.
+    async fn announce(&self, info: &LocalPeerInfo) -> Result<(), DiscoveryError> {
+        lock(&self.shared.browser).set_local(info.peer_id);
+        self.shared.announce(Some(info.clone()))?;
+        Ok(())
+    }
+
+    async fn discover(&self) -> Result<Vec<DiscoveredPeer>, DiscoveryError> {
+        Ok(lock(&self.shared.browser).peers())
+    }
+
+    fn events(&self) -> BoxStream<'static, DiscoveryEvent> {
+        let rx = self.shared.events.subscribe();
+        Box::pin(stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => return Some((event, rx)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "mdns event subscriber fell behind");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }))
+    }
+}
+
+impl Shared {
+    /// Plans and registers the announcement of `info` (or of the stored one
+    /// when `None`: the host's addresses changed).
+    fn announce(&self, info: Option<LocalPeerInfo>) -> Result<(), MdnsError> {
+        let mut announcer = lock(&self.announcer);
+        let Some(info) = info.or_else(|| announcer.info.clone()) else {
+            return Ok(());
+        };
+        let interfaces = if_addrs::get_if_addrs()
+            .map(plan::from_if_addrs)
+            .map_err(|e| MdnsError::Interfaces(e.to_string()))?;
+        let plans = plan::plan(&info.addrs, &interfaces, self.config.limits.max_addrs);
+        let mut wanted = BTreeMap::new();
+        for p in plans {
+            let index = p.interface.index;
+            wanted.insert(index, self.registration(&info, p)?);
+        }
+        if wanted.is_empty() {
+            tracing::info!(
+                addrs = ?info.addrs,
+                "mdns: no interface to announce these addresses on (yet)"
+            );
+        }
+
+        for (index, old) in &announcer.registered {
+            if wanted
+                .get(index)
+                .is_none_or(|new| new.fullname != old.fullname)
+            {
+                // Goodbye; the status reply is not needed.
+                let _ = self.daemon.unregister(&old.fullname)?;
+            }
+        }
+        for (index, new) in &wanted {
+            if announcer.registered.get(index) != Some(new) {
+                self.daemon
+                    .register(service_info(&self.config.service_type, new)?)?;
+            }
+        }
+        announcer.registered = wanted;
+        announcer.info = Some(info);
+        Ok(())
+    }
+
+    fn registration(
+        &self,
+        info: &LocalPeerInfo,
+        p: InterfacePlan,
+    ) -> Result<Registration, MdnsError> {
+        if p.dropped > 0 {
+            tracing::warn!(
+                interface = %p.interface.name,
+                dropped = p.dropped,
+                max = self.config.limits.max_addrs,
+                "mdns: too many addresses for one record, announcing the first ones"
+            );
+        }
+        let port = match p.addrs.first() {
+            Some(PeerAddr::Tcp(sa)) => sa.port(),
+            _ => 0,
+        };
+        let entries = txt::encode(
+            &LocalPeerInfo {
+                peer_id: info.peer_id,
+                addrs: p.addrs,
+            },
+            self.config.limits,
+        )?;
+        let instance = format!("{}-{}", self.label, p.interface.index);
+        Ok(Registration {
+            fullname: format!("{instance}.{}", self.config.service_type),
+            entries,
+            ips: p.interface.ips,
+            port,
+        })
+    }
+
+    fn on_service_event(&self, event: ServiceEvent) {
+        let changes = match event {
+            ServiceEvent::ServiceResolved(resolved) => {
+                let props = resolved.get_properties().iter().map(|p| (p.key(), p.val()));
+                match lock(&self.browser).handle_resolved(resolved.get_fullname(), props) {
+                    Ok(changes) => changes,
+                    Err(error) => {
+                        tracing::warn!(
+                            instance = %resolved.get_fullname(),
+                            %error,
+                            "mdns: ignored malformed announcement"
+                        );
+                        return;
+                    }
+                }
+            }
+            ServiceEvent::ServiceRemoved(_, fullname) => {
+                lock(&self.browser).handle_removed(&fullname)
+            }
+            _ => return,
+        };
+        for change in changes {
+            // No subscriber is fine: discover() still has the state.
+            let _ = self.events.send(change);
+        }
+    }
+}
+
+/// The daemon's form of a registration: instance `<label>-<ifindex>` on host
+/// `<label>-<ifindex>.local.` with the interface's own IP addresses (for the
+/// A/AAAA records; the daemon also uses them to pick the interface).
+fn service_info(service_type: &str, r: &Registration) -> Result<ServiceInfo, MdnsError> {
+    let instance = r
+        .fullname
+        .strip_suffix(service_type)
+        .and_then(|s| s.strip_suffix('.'))
+        .unwrap_or(&r.fullname);
+    let props: Vec<TxtProperty> = r
+        .entries
+        .iter()
+        .map(|e| match &e.value {
+            Some(v) => TxtProperty::from((e.key.as_str(), v.as_slice())),
+            None => TxtProperty::from(e.key.as_str()),
+        })
+        .collect();
+    let host = format!("{instance}.local.");
+    Ok(ServiceInfo::new(
+        service_type,
+        instance,
+        &host,
+        &r.ips[..],
+        r.port,
+        props,
+    )?)
+}
+
+async fn run(shared: Arc<Shared>, browse: Receiver<ServiceEvent>, monitor: Receiver<DaemonEvent>) {
+    loop {
+        tokio::select! {
+            event = browse.recv_async() => match event {
+                Ok(event) => shared.on_service_event(event),
+                Err(_) => break,
+            },
+            event = monitor.recv_async() => match event {
+                Ok(DaemonEvent::IpAdd(_) | DaemonEvent::IpDel(_)) => {
+                    if let Err(error) = shared.announce(None) {
+                        tracing::warn!(%error, "mdns: re-announcing after an address change failed");
+                    }
+                }
+                Ok(DaemonEvent::Error(error)) => tracing::warn!(%error, "mdns daemon error"),
+                Ok(_) => {}
+                Err(_) => break,
+            },
+        }
+    }
+    tracing::debug!("mdns: daemon channels closed, discovery task ends");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_types_are_checked() {
+        for ok in [
+            DEFAULT_SERVICE_TYPE,
+            "_a._tcp.local.",
+            "_my-net-42._udp.local.",
+        ] {
+            check_service_type(ok).unwrap();
+        }
+        for bad in [
+            "_knotwork._udp.local",
+            "knotwork._udp.local.",
+            "_._udp.local.",
+            "_sixteen-chars-xx._udp.local.",
+            "_Upper._udp.local.",
+            "_knotwork._sctp.local.",
+        ] {
+            assert_eq!(
+                check_service_type(bad).unwrap_err(),
+                MdnsError::InvalidServiceType(bad.into())
+            );
+        }
+    }
+
+    #[test]
+    fn new_needs_a_runtime() {
+        assert_eq!(
+            MdnsDiscovery::new(MdnsConfig::default()).err(),
+            Some(MdnsError::NoRuntime)
+        );
+    }
+}
