@@ -1,6 +1,8 @@
 //! Running commands: echoed first, stdio inherited, failures as [`Error`]s.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 
 use crate::error::{Error, Result};
@@ -9,24 +11,31 @@ use crate::error::{Error, Result};
 pub fn display(cmd: &Command) -> String {
     let mut words: Vec<String> = cmd
         .get_envs()
-        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), quote(v?))))
         .collect();
-    let program = cmd.get_program().to_string_lossy();
-    // Show `cargo`, not the full path cargo handed us in $CARGO.
-    let program = match std::path::Path::new(&*program).file_stem() {
-        Some(stem) if stem == "cargo" => "cargo".to_owned(),
-        _ => program.into_owned(),
-    };
-    words.push(program);
-    words.extend(cmd.get_args().map(|a| {
-        let a = a.to_string_lossy();
-        if a.is_empty() || a.contains([' ', '*', '"']) {
-            format!("'{a}'")
-        } else {
-            a.into_owned()
-        }
-    }));
+    words.extend(
+        std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|word| {
+                // Show `cargo`, not the full path cargo handed us in $CARGO.
+                if Path::new(word).file_stem() == Some("cargo".as_ref()) {
+                    "cargo".to_owned()
+                } else {
+                    quote(word)
+                }
+            }),
+    );
     words.join(" ")
+}
+
+/// A word as a shell would need it typed.
+fn quote(word: &OsStr) -> String {
+    let word = word.to_string_lossy();
+    if word.is_empty() || word.contains([' ', '*', '"', '$']) {
+        format!("'{word}'")
+    } else {
+        word.into_owned()
+    }
 }
 
 /// Runs `cmd` with inherited stdout/stderr (stdin closed: CI has none) and
