@@ -125,12 +125,18 @@ mod tests {
 
     #[test]
     fn display_quotes_globs_and_shows_env() {
-        let mut cmd = Command::new("/usr/bin/cargo");
-        cmd.env("RUSTDOCFLAGS", "-D warnings")
-            .args(["bench", "--bench", "*"]);
+        let mut cmd = Command::new("taskset");
+        cmd.env("RUSTDOCFLAGS", "-D warnings").args([
+            "-c",
+            "0",
+            "/root/.cargo/bin/cargo",
+            "bench",
+            "--bench",
+            "*",
+        ]);
         assert_eq!(
             display(&cmd),
-            "RUSTDOCFLAGS=-D warnings cargo bench --bench '*'"
+            "RUSTDOCFLAGS='-D warnings' taskset -c 0 cargo bench --bench '*'"
         );
     }
 
