@@ -135,6 +135,12 @@ impl<T> SecureStream<T> {
         &self.io
     }
 
+    /// The underlying connection. Plaintext written but not flushed, and
+    /// bytes received but not read, are dropped.
+    pub fn into_inner(self) -> T {
+        self.io
+    }
+
     /// Bytes currently held in buffers (for memory accounting).
     pub fn buffer_capacity(&self) -> usize {
         self.wbuf.capacity() + self.rbuf.capacity()

@@ -1,0 +1,396 @@
+//! The tokio driver: IK and its fallback, timeouts, identity checks, and
+//! the named errors of a SecureStream (tampering, truncation, rekey).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use knotwork_core::{Keypair, Listener, MemoryTransport, PeerAddr, Transport};
+use knotwork_crypto_handshake::{
+    HandshakeError, Pattern, SecureConfig, SecureStream, Suite, upgrade_inbound, upgrade_outbound,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+fn config() -> SecureConfig {
+    SecureConfig::new(Keypair::generate().unwrap()).unwrap()
+}
+
+/// Wraps a connection; once armed, flips one received byte or cuts the
+/// stream at a chosen offset (counted in bytes read so far).
+struct Faulty<T> {
+    io: T,
+    read: Arc<AtomicU64>,
+    flip_at: Arc<AtomicU64>,
+    eof_at: Arc<AtomicU64>,
+}
+
+#[derive(Clone)]
+struct FaultHandle {
+    read: Arc<AtomicU64>,
+    flip_at: Arc<AtomicU64>,
+    eof_at: Arc<AtomicU64>,
+}
+
+impl FaultHandle {
+    fn flip_after(&self, n: u64) {
+        self.flip_at
+            .store(self.read.load(Ordering::SeqCst) + n, Ordering::SeqCst);
+    }
+    fn eof_after(&self, n: u64) {
+        self.eof_at
+            .store(self.read.load(Ordering::SeqCst) + n, Ordering::SeqCst);
+    }
+}
+
+fn faulty<T>(io: T) -> (Faulty<T>, FaultHandle) {
+    let h = FaultHandle {
+        read: Arc::new(AtomicU64::new(0)),
+        flip_at: Arc::new(AtomicU64::new(u64::MAX)),
+        eof_at: Arc::new(AtomicU64::new(u64::MAX)),
+    };
+    (
+        Faulty {
+            io,
+            read: h.read.clone(),
+            flip_at: h.flip_at.clone(),
+            eof_at: h.eof_at.clone(),
+        },
+        h,
+    )
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Faulty<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let done = self.read.load(Ordering::SeqCst);
+        let eof_at = self.eof_at.load(Ordering::SeqCst);
+        if done >= eof_at {
+            return Poll::Ready(Ok(()));
+        }
+        let limit = ((eof_at - done) as usize).min(buf.remaining());
+        let mut inner = ReadBuf::new(buf.initialize_unfilled_to(limit));
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut inner))?;
+        let n = inner.filled().len();
+        let flip_at = self.flip_at.load(Ordering::SeqCst);
+        let filled = buf.initialize_unfilled_to(n);
+        if flip_at >= done && flip_at < done + n as u64 {
+            filled[(flip_at - done) as usize] ^= 0x01;
+        }
+        buf.advance(n);
+        self.read.fetch_add(n as u64, Ordering::SeqCst);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Faulty<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A secured pair over a duplex pipe; the responder's reads go through
+/// `Faulty`.
+async fn faulty_pair(
+    ca: &SecureConfig,
+    cb: &SecureConfig,
+) -> (
+    SecureStream<DuplexStream>,
+    SecureStream<Faulty<DuplexStream>>,
+    FaultHandle,
+) {
+    let (x, y) = tokio::io::duplex(64 * 1024);
+    let (y, handle) = faulty(y);
+    let (a, b) = tokio::join!(
+        ca.upgrade_outbound(x, Some(cb.local().peer_id())),
+        cb.upgrade_inbound(y)
+    );
+    (a.unwrap(), b.unwrap(), handle)
+}
+
+fn inner(e: &io::Error) -> &HandshakeError {
+    HandshakeError::from_io(e).unwrap_or_else(|| panic!("not a handshake error: {e:?}"))
+}
+
+#[tokio::test]
+async fn tampered_ciphertext_is_decrypt_and_sticky() {
+    for suite in Suite::ALL {
+        let (ca, cb) = (config().with_suite(suite), config());
+        let (mut a, mut b, fault) = faulty_pair(&ca, &cb).await;
+        fault.flip_after(10);
+        a.write_all(b"the quick brown fox").await.unwrap();
+        a.flush().await.unwrap();
+        let mut buf = [0u8; 64];
+        let err = b.read(&mut buf).await.unwrap_err();
+        assert!(matches!(inner(&err), HandshakeError::Decrypt), "{err:?}");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let again = b.read(&mut buf).await.unwrap_err();
+        assert!(matches!(inner(&again), HandshakeError::Decrypt));
+    }
+}
+
+#[tokio::test]
+async fn cut_mid_frame_is_truncated() {
+    let (ca, cb) = (config(), config());
+    let (mut a, mut b, fault) = faulty_pair(&ca, &cb).await;
+    fault.eof_after(10);
+    a.write_all(&[7u8; 100]).await.unwrap();
+    a.flush().await.unwrap();
+    let mut buf = [0u8; 128];
+    let err = b.read(&mut buf).await.unwrap_err();
+    assert!(matches!(inner(&err), HandshakeError::Truncated), "{err:?}");
+    assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+}
+
+#[tokio::test]
+async fn clean_close_between_frames_is_eof() {
+    let (ca, cb) = (config(), config());
+    let (mut a, mut b, _) = faulty_pair(&ca, &cb).await;
+    a.write_all(b"bye").await.unwrap();
+    a.shutdown().await.unwrap();
+    drop(a);
+    let mut got = Vec::new();
+    b.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"bye");
+}
+
+#[tokio::test]
+async fn small_writes_share_one_message_until_flush() {
+    let (ca, cb) = (config(), config());
+    let (mut a, mut b, fault) = faulty_pair(&ca, &cb).await;
+    let before = fault.read.load(Ordering::SeqCst);
+    for i in 0..100u8 {
+        a.write_all(&[i; 10]).await.unwrap();
+    }
+    a.flush().await.unwrap();
+    let mut got = vec![0u8; 1000];
+    b.read_exact(&mut got).await.unwrap();
+    // One frame: 2-byte length + 1000 bytes + 16-byte tag.
+    assert_eq!(fault.read.load(Ordering::SeqCst) - before, 1018);
+    assert_eq!(&got[990..], &[99u8; 10]);
+}
+
+#[tokio::test]
+async fn both_sides_rekey_on_the_same_message() {
+    let (ca, cb) = (
+        config().with_rekey_interval(3),
+        config().with_rekey_interval(3),
+    );
+    let (mut a, mut b, _) = faulty_pair(&ca, &cb).await;
+    for i in 0..20u8 {
+        a.write_all(&[i; 33]).await.unwrap();
+        a.flush().await.unwrap();
+        let mut got = [0u8; 33];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [i; 33]);
+        b.write_all(&[i; 5]).await.unwrap();
+        b.flush().await.unwrap();
+        let mut got = [0u8; 5];
+        a.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [i; 5]);
+    }
+}
+
+#[tokio::test]
+async fn rekey_really_changes_keys() {
+    // Sender rekeys every 2 messages, receiver never: message 3 fails.
+    let (ca, cb) = (
+        config().with_rekey_interval(2),
+        config().with_rekey_interval(0),
+    );
+    let (mut a, mut b, _) = faulty_pair(&ca, &cb).await;
+    let mut got = [0u8; 4];
+    for _ in 0..2 {
+        a.write_all(b"ping").await.unwrap();
+        a.flush().await.unwrap();
+        b.read_exact(&mut got).await.unwrap();
+    }
+    a.write_all(b"ping").await.unwrap();
+    a.flush().await.unwrap();
+    let err = b.read_exact(&mut got).await.unwrap_err();
+    assert!(matches!(inner(&err), HandshakeError::Decrypt));
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_peer_times_out() {
+    let (x, _y) = tokio::io::duplex(1024);
+    let ca = config().with_timeout(Duration::from_secs(2));
+    let started = tokio::time::Instant::now();
+    let err = ca.upgrade_outbound(x, None).await.unwrap_err();
+    assert!(matches!(err, HandshakeError::Timeout));
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn wrong_expected_peer_over_tcp_is_peer_id_mismatch() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let server_key = Keypair::generate().unwrap();
+    let server_id = server_key.peer_id();
+    let server = tokio::spawn(async move {
+        let (io, _) = l.accept().await.unwrap();
+        upgrade_inbound(io, &server_key).await
+    });
+    let someone_else = Keypair::generate().unwrap().peer_id();
+    let io = TcpStream::connect(addr).await.unwrap();
+    let err = upgrade_outbound(io, &Keypair::generate().unwrap(), Some(someone_else))
+        .await
+        .unwrap_err();
+    match err {
+        HandshakeError::PeerIdMismatch { expected, got } => {
+            assert_eq!(expected, someone_else);
+            assert_eq!(got, server_id);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // The responder sees the dialer hang up before message 3.
+    assert!(matches!(
+        server.await.unwrap(),
+        Err(HandshakeError::Truncated)
+    ));
+}
+
+#[tokio::test]
+async fn garbage_over_tcp_is_not_a_handshake() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (io, _) = l.accept().await.unwrap();
+    let err = upgrade_inbound(io, &Keypair::generate().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HandshakeError::NotAHandshake));
+}
+
+/// Serves `config` on a fresh memory listener; returns its address.
+async fn serve(net: &MemoryTransport, config: SecureConfig) -> PeerAddr {
+    let mut l = net.listen(&"mem/0".parse().unwrap()).await.unwrap();
+    let addr = l.local_addr();
+    tokio::spawn(async move {
+        loop {
+            let Ok((io, _)) = l.accept().await else {
+                return;
+            };
+            let config = config.clone();
+            tokio::spawn(async move {
+                if let Ok(mut s) = config.upgrade_inbound(io).await {
+                    // Echo one message tagged with the pattern used.
+                    let mut buf = [0u8; 4];
+                    if s.read_exact(&mut buf).await.is_ok() {
+                        let tag = match s.pattern() {
+                            Pattern::Xx => b'X',
+                            Pattern::Ik => b'I',
+                        };
+                        let _ = s.write_all(&[tag]).await;
+                        let _ = s.flush().await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn ping<T: AsyncRead + AsyncWrite + Unpin>(s: &mut SecureStream<T>) -> u8 {
+    s.write_all(b"ping").await.unwrap();
+    s.flush().await.unwrap();
+    let mut tag = [0u8; 1];
+    s.read_exact(&mut tag).await.unwrap();
+    tag[0]
+}
+
+#[tokio::test]
+async fn known_peer_is_dialed_with_ik_and_falls_back_to_xx_after_rotation() {
+    let net = MemoryTransport::new();
+    let (ca, cb) = (config(), config());
+    let b_id = cb.local().peer_id();
+    let addr = serve(&net, cb.clone()).await;
+    let dialer = |net: &MemoryTransport, addr: &PeerAddr| {
+        let (net, addr) = (net.clone(), addr.clone());
+        move || {
+            let (net, addr) = (net.clone(), addr.clone());
+            async move { net.dial(&addr).await.map_err(io::Error::other) }
+        }
+    };
+    let dial = dialer(&net, &addr);
+
+    let mut s = ca.connect(b_id, dial.clone()).await.unwrap();
+    assert_eq!(s.pattern(), Pattern::Xx);
+    assert_eq!(ping(&mut s).await, b'X');
+    assert_eq!(
+        ca.known_peers().get(&b_id),
+        Some(*cb.local().static_public())
+    );
+
+    let mut s = ca.connect(b_id, dial).await.unwrap();
+    assert_eq!(s.pattern(), Pattern::Ik);
+    assert_eq!(ping(&mut s).await, b'I');
+    assert_eq!(ca.ik_fallbacks(), 0);
+
+    // B restarts with the same identity but a new Noise static key.
+    let cb2 = SecureConfig::new(cb.local().keypair().clone()).unwrap();
+    let addr2 = serve(&net, cb2.clone()).await;
+    let mut s = ca.connect(b_id, dialer(&net, &addr2)).await.unwrap();
+    assert_eq!(s.pattern(), Pattern::Xx);
+    assert_eq!(s.remote_peer_id(), b_id);
+    assert_eq!(ping(&mut s).await, b'X');
+    assert_eq!(ca.ik_fallbacks(), 1);
+    assert_eq!(
+        ca.known_peers().get(&b_id),
+        Some(*cb2.local().static_public())
+    );
+}
+
+#[tokio::test]
+async fn plain_upgrade_reports_ik_rejected_and_forgets_the_key() {
+    let (ca, cb) = (config(), config());
+    let b_id = cb.local().peer_id();
+    ca.known_peers().insert(b_id, [9u8; 32]);
+    let (x, y) = tokio::io::duplex(4096);
+    let (a, b) = tokio::join!(ca.upgrade_outbound(x, Some(b_id)), cb.upgrade_inbound(y));
+    assert!(matches!(a.unwrap_err(), HandshakeError::IkRejected));
+    assert!(matches!(b.unwrap_err(), HandshakeError::HandshakeDecrypt));
+    assert_eq!(ca.ik_fallbacks(), 1);
+    assert_eq!(ca.known_peers().get(&b_id), None);
+}
+
+#[test]
+fn known_peers_is_bounded() {
+    let known = knotwork_crypto_handshake::KnownPeers::new(2);
+    let ids: Vec<_> = (0..3)
+        .map(|_| Keypair::generate().unwrap().peer_id())
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        known.insert(*id, [i as u8; 32]);
+    }
+    assert_eq!(known.len(), 2);
+    assert_eq!(known.get(&ids[0]), None);
+    assert_eq!(known.get(&ids[2]), Some([2u8; 32]));
+    known.remove(&ids[2]);
+    assert_eq!(known.len(), 1);
+}
