@@ -1,4 +1,94 @@
-//! knotwork-node: the node runtime (channels, protocol registry, built-in protocols, the knot CLI).
+//! knotwork-node: the node runtime.
 //!
-//! **Not implemented yet.** This crate is a placeholder in the workspace
-//! layout; it exports nothing. The work is tracked in issue 4.
+//! A [`Node`] listens and dials over any [`knotwork_core::Transport`] (TCP and
+//! the in-memory transport built in), secures every connection with the Noise
+//! handshake of `knotwork-crypto-handshake`, exchanges a [`Version`] message,
+//! and then gives each connection a [`Channel`]: typed one-way messages,
+//! typed request/response with ids and timeouts, and bounded subscriptions.
+//! Protocols are small functions registered once and started on every channel
+//! of the chosen [`Sessions`]; they stop when their channel closes.
+//!
+//! ```text
+//!  Transport ─► SecureStream ─► Version exchange ─► Channel ─┬─ writer task: queue ─► batch ─► one flush
+//!  (TCP, mem)   (Noise XX/IK)    (de-dup by PeerId)          └─ reader task: frames ─► Meter ─► MessageSubsystem
+//!                                                                                        └─► Subscription<M> (bounded)
+//! ```
+//!
+//! # Layout
+//! - [`node`]: [`Node`], [`NodeBuilder`], [`NodeConfig`], [`NodeEvent`].
+//! - `session`: the connection pipeline, accept loop and limits, dialing,
+//!   refinery, outbound slots, reconnect.
+//! - [`channel`]: [`Channel`], its reader and writer tasks, [`Responder`].
+//! - [`subsystem`]: [`MessageSubsystem`], [`Subscription`], [`RequestSubscription`].
+//! - [`registry`]: [`ProtocolRegistry`], [`SessionKind`], [`Sessions`].
+//! - [`meter`]: rate budgets, misbehaviour score, ban list (sans-IO).
+//! - [`hosts`]: [`HostStore`] (grey/white/black lists) and [`AddrScope`] (sans-IO).
+//! - [`backoff`]: reconnect schedule with jitter (sans-IO).
+//! - [`version`]: the [`Version`] and [`Disconnect`] messages.
+//! - [`protocol`]: the built-in protocols, [`protocol::ping`] and [`protocol::address`].
+//!
+//! # Errors
+//! One enum, [`NodeError`], grouped by fault. A misbehaving peer never
+//! produces an error for the node: it costs misbehaviour points and, over
+//! the threshold, its connection and a ban ([`meter`]).
+//!
+//! # Example: a request/response protocol
+//! ```
+//! use knotwork_core::{Keypair, MemoryTransport};
+//! use knotwork_node::{Node, Sessions};
+//! use knotwork_wire::Message;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Hello(String);
+//! impl Message for Hello {
+//!     const NAME: &'static str = "example/hello/1";
+//!     const MAX_BYTES: usize = 65; // 1 length byte + up to 64 bytes of text
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let net = MemoryTransport::new();
+//! let server = Node::builder(Keypair::generate()?)
+//!     .transport(net.clone())
+//!     .listen("mem/0".parse()?)
+//!     .protocol("hello", Sessions::ALL, |ch| {
+//!         let mut requests = ch.subscribe_requests::<Hello>();
+//!         async move {
+//!             while let Some((Hello(name), responder)) = requests.recv().await {
+//!                 let _ = responder.respond(&Hello(format!("hello, {name}"))).await;
+//!             }
+//!         }
+//!     })
+//!     .start()
+//!     .await?;
+//! let client = Node::builder(Keypair::generate()?).transport(net).start().await?;
+//! let channel = client.connect(&server.listen_addrs()[0]).await?;
+//! let Hello(answer) = channel.request::<Hello, Hello>(&Hello("knot".into())).await?;
+//! assert_eq!(answer, "hello, knot");
+//! client.shutdown().await;
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod backoff;
+pub mod channel;
+pub mod error;
+pub mod hosts;
+pub mod meter;
+pub mod node;
+pub mod protocol;
+pub mod registry;
+mod session;
+pub mod subsystem;
+mod transport;
+pub mod version;
+
+pub use channel::{Channel, ChannelConfig, ChannelInfo, Responder};
+pub use error::{CloseReason, DisconnectReason, NodeError};
+pub use hosts::{AddrScope, HostStore};
+pub use meter::{MeterConfig, RateBudget};
+pub use node::{Node, NodeBuilder, NodeConfig, NodeEvent, PeerInfo};
+pub use registry::{ProtocolRegistry, SessionKind, Sessions};
+pub use subsystem::{MessageSubsystem, RequestSubscription, Subscription};
+pub use version::{Disconnect, Version};

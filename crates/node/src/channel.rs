@@ -1,0 +1,618 @@
+//! [`Channel`]: one authenticated connection to one peer.
+//!
+//! A channel owns two tasks. The **writer** owns the write half: it takes
+//! frames from a bounded queue, drains everything queued (up to
+//! [`ChannelConfig::batch_bytes`]), encodes it all into one buffer and writes
+//! and flushes it once, so the secure stream below seals the whole batch in
+//! one AEAD call. The **reader** decodes frames, meters them (see
+//! [`crate::meter`]), and hands them to the [`MessageSubsystem`], which queues
+//! them in typed bounded subscriptions; a full subscription makes the reader
+//! wait, so a slow consumer slows the peer instead of losing messages.
+//! Responses go to the request that is waiting for them, matched by request
+//! id.
+//!
+//! Protocols attached to a channel run as jobs in its [`tokio::task::JoinSet`]; when
+//! the channel closes (either side, any reason) every job is aborted, every
+//! subscription ends and every pending request fails with
+//! [`NodeError::Closed`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use knotwork_core::{PeerAddr, PeerId};
+use knotwork_wire::{Frame, FrameCodec, FrameKind, Message, WireError, decode, encode};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::codec::{Encoder, FramedParts, FramedRead};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{CloseReason, DisconnectReason, NodeError};
+use crate::meter::{Meter, MeterConfig, Offence, RateBudget, Verdict};
+use crate::registry::SessionKind;
+use crate::subsystem::{Delivery, Kind, MessageSubsystem, RequestSubscription, Subscription};
+use crate::version::{Disconnect, Version};
+
+/// The message id of a response that says "no answer": the peer has no
+/// handler for the request, or its handler dropped it.
+pub const REFUSED_RESPONSE_ID: u32 = 0;
+
+/// Settings shared by all channels of a node.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ChannelConfig {
+    /// Frames waiting for the writer, at most; `send` waits when full.
+    pub send_queue: usize,
+    /// Messages waiting in each subscription, at most.
+    pub subscription_capacity: usize,
+    /// Default time a request waits for its response.
+    pub request_timeout: Duration,
+    /// Largest frame payload accepted from the peer.
+    pub max_frame_len: usize,
+    /// The writer flushes at least this often in bytes: a batch stops growing here.
+    pub batch_bytes: usize,
+    /// How long closing waits for queued frames to go out.
+    pub drain_timeout: Duration,
+    /// Misbehaviour thresholds.
+    pub meter: MeterConfig,
+    /// Budget of message types without their own entry in `budgets`.
+    pub default_budget: RateBudget,
+    /// Budgets per message id.
+    pub budgets: HashMap<u32, RateBudget>,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self {
+            send_queue: 256,
+            subscription_capacity: 64,
+            request_timeout: Duration::from_secs(10),
+            max_frame_len: knotwork_wire::DEFAULT_MAX_FRAME_LEN,
+            batch_bytes: 60 * 1024,
+            drain_timeout: Duration::from_secs(2),
+            meter: MeterConfig::default(),
+            default_budget: RateBudget::default(),
+            budgets: HashMap::new(),
+        }
+    }
+}
+
+impl ChannelConfig {
+    /// The budget of message id `id`.
+    pub fn budget(&self, id: u32) -> RateBudget {
+        self.budgets
+            .get(&id)
+            .copied()
+            .unwrap_or(self.default_budget)
+    }
+}
+
+/// What the node knows about the peer at the other end of a channel.
+#[derive(Clone, Debug)]
+pub struct ChannelInfo {
+    /// The authenticated identity of the peer.
+    pub peer_id: PeerId,
+    /// The address the connection goes to (dialed) or comes from (accepted).
+    pub remote_addr: PeerAddr,
+    /// How the connection was made.
+    pub session: SessionKind,
+    /// The peer's version message.
+    pub version: Version,
+}
+
+struct Pending {
+    expected: u32,
+    max_bytes: usize,
+    tx: oneshot::Sender<Frame>,
+}
+
+struct Inner {
+    info: ChannelInfo,
+    config: Arc<ChannelConfig>,
+    out: mpsc::Sender<Frame>,
+    subsystem: MessageSubsystem,
+    pending: Mutex<HashMap<u32, Pending>>,
+    next_request_id: AtomicU32,
+    jobs: Mutex<Option<JoinSet<()>>>,
+    rtt: Mutex<Option<Duration>>,
+    reason: Mutex<Option<CloseReason>>,
+    /// Cancelled when the channel starts closing.
+    closing: CancellationToken,
+    /// Cancelled when the channel is fully closed and cleaned up.
+    closed: CancellationToken,
+}
+
+/// A handle to one connection; cheap to clone. See the module docs.
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("peer", &self.inner.info.peer_id)
+            .field("addr", &self.inner.info.remote_addr)
+            .field("session", &self.inner.info.session)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The I/O half of a channel, kept until its protocols are attached.
+pub(crate) struct Unstarted<S> {
+    parts: FramedParts<S, FrameCodec>,
+    rx: mpsc::Receiver<Frame>,
+}
+
+impl Channel {
+    /// A channel over `parts` (the stream after the version exchange), not
+    /// yet reading or writing: subscribe first, then [`Unstarted::start`].
+    pub(crate) fn new<S>(
+        parts: FramedParts<S, FrameCodec>,
+        info: ChannelInfo,
+        config: Arc<ChannelConfig>,
+    ) -> (Self, Unstarted<S>) {
+        let (out, rx) = mpsc::channel(config.send_queue.max(1));
+        let inner = Arc::new(Inner {
+            info,
+            config,
+            out,
+            subsystem: MessageSubsystem::default(),
+            pending: Mutex::new(HashMap::new()),
+            next_request_id: AtomicU32::new(1),
+            jobs: Mutex::new(Some(JoinSet::new())),
+            rtt: Mutex::new(None),
+            reason: Mutex::new(None),
+            closing: CancellationToken::new(),
+            closed: CancellationToken::new(),
+        });
+        (Self { inner }, Unstarted { parts, rx })
+    }
+
+    /// The authenticated identity of the peer.
+    pub fn remote_peer_id(&self) -> PeerId {
+        self.inner.info.peer_id
+    }
+
+    /// The peer's address as seen on this connection.
+    pub fn remote_addr(&self) -> &PeerAddr {
+        &self.inner.info.remote_addr
+    }
+
+    /// What the node knows about the peer.
+    pub fn info(&self) -> &ChannelInfo {
+        &self.inner.info
+    }
+
+    /// The last round-trip time measured by the ping protocol.
+    pub fn rtt(&self) -> Option<Duration> {
+        *lock(&self.inner.rtt)
+    }
+
+    pub(crate) fn set_rtt(&self, rtt: Duration) {
+        *lock(&self.inner.rtt) = Some(rtt);
+    }
+
+    /// The message subsystem of this channel.
+    pub fn subsystem(&self) -> &MessageSubsystem {
+        &self.inner.subsystem
+    }
+
+    /// Whether `self` and `other` are handles to the same connection.
+    pub fn same(&self, other: &Channel) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Whether the channel is closing or closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closing.is_cancelled()
+    }
+
+    /// Waits until the channel is closed; returns why.
+    pub async fn closed(&self) -> CloseReason {
+        self.inner.closed.cancelled().await;
+        self.close_reason().unwrap_or(CloseReason::Eof)
+    }
+
+    /// Why the channel closed, once it did.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        lock(&self.inner.reason).clone()
+    }
+
+    fn closed_error(&self) -> NodeError {
+        NodeError::Closed(self.close_reason().unwrap_or(CloseReason::Eof))
+    }
+
+    /// Records the first reason only.
+    fn set_reason(&self, reason: CloseReason) {
+        lock(&self.inner.reason).get_or_insert(reason);
+    }
+
+    /// Subscribes to one-way messages of type `M`. Subscribe before the
+    /// peer sends: a message of a type nobody subscribed to counts as
+    /// misbehaviour.
+    pub fn subscribe<M: Message>(&self) -> Subscription<M> {
+        let (sub, erased) = Subscription::new(self.inner.config.subscription_capacity);
+        if !self.is_closed() {
+            self.inner.subsystem.add(
+                Kind::Message,
+                M::ID,
+                M::MAX_BYTES,
+                self.inner.config.budget(M::ID),
+                erased,
+            );
+        }
+        sub
+    }
+
+    /// Subscribes to requests of type `M`; answer each with its [`Responder`].
+    pub fn subscribe_requests<M: Message>(&self) -> RequestSubscription<M> {
+        let (sub, erased) = RequestSubscription::new(self.inner.config.subscription_capacity);
+        if !self.is_closed() {
+            self.inner.subsystem.add(
+                Kind::Request,
+                M::ID,
+                M::MAX_BYTES,
+                self.inner.config.budget(M::ID),
+                erased,
+            );
+        }
+        sub
+    }
+
+    async fn send_frame(&self, frame: Frame) -> Result<(), NodeError> {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        self.inner
+            .out
+            .send(frame)
+            .await
+            .map_err(|_| self.closed_error())
+    }
+
+    /// Sends a one-way message. Waits while the send queue is full.
+    pub async fn send<M: Message>(&self, msg: &M) -> Result<(), NodeError> {
+        self.send_frame(Frame::message(M::ID, encode(msg)?)).await
+    }
+
+    /// Sends a request and waits for its response, at most
+    /// [`ChannelConfig::request_timeout`].
+    pub async fn request<Req: Message, Resp: Message>(&self, req: &Req) -> Result<Resp, NodeError> {
+        self.request_timeout(req, self.inner.config.request_timeout)
+            .await
+    }
+
+    /// Sends a request and waits for its response, at most `timeout`.
+    pub async fn request_timeout<Req: Message, Resp: Message>(
+        &self,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, NodeError> {
+        let payload = encode(req)?;
+        let id = loop {
+            let id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                break id;
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        lock(&self.inner.pending).insert(
+            id,
+            Pending {
+                expected: Resp::ID,
+                max_bytes: Resp::MAX_BYTES,
+                tx,
+            },
+        );
+        // Remove the entry however this future ends (timeout, cancellation).
+        struct Cleanup<'a>(&'a Inner, u32);
+        impl Drop for Cleanup<'_> {
+            fn drop(&mut self) {
+                lock(&self.0.pending).remove(&self.1);
+            }
+        }
+        let _cleanup = Cleanup(&self.inner, id);
+        self.send_frame(Frame::request(Req::ID, id, payload))
+            .await?;
+        let frame = match tokio::time::timeout(timeout, rx).await {
+            Err(_) => return Err(NodeError::RequestTimeout),
+            Ok(Err(_)) => return Err(self.closed_error()),
+            Ok(Ok(frame)) => frame,
+        };
+        match frame.msg_id {
+            id if id == Resp::ID => Ok(decode::<Resp>(&frame.payload)?),
+            REFUSED_RESPONSE_ID => Err(NodeError::RequestRefused),
+            got => Err(NodeError::UnexpectedResponse {
+                expected: Resp::ID,
+                got,
+            }),
+        }
+    }
+
+    /// Runs `job` until it ends or the channel closes, whichever is first.
+    pub fn spawn<F>(&self, job: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if let Some(jobs) = lock(&self.inner.jobs).as_mut() {
+            jobs.spawn(job);
+        }
+    }
+
+    /// Closes the channel: tells the peer `reason`, sends what is queued
+    /// (for at most [`ChannelConfig::drain_timeout`]), and stops every job.
+    pub async fn close(&self, reason: DisconnectReason) {
+        if self.is_closed() {
+            return;
+        }
+        self.set_reason(CloseReason::Local(reason.clone()));
+        if let Ok(payload) = encode(&Disconnect { reason }) {
+            let frame = Frame::message(Disconnect::ID, payload);
+            let _ =
+                tokio::time::timeout(self.inner.config.drain_timeout, self.inner.out.send(frame))
+                    .await;
+        }
+        self.inner.closing.cancel();
+    }
+
+    /// Closes without waiting: used where awaiting is impossible.
+    fn close_now(&self, reason: CloseReason, notify: Option<DisconnectReason>) {
+        self.set_reason(reason);
+        if let Some(reason) = notify
+            && let Ok(payload) = encode(&Disconnect { reason })
+        {
+            let _ = self
+                .inner
+                .out
+                .try_send(Frame::message(Disconnect::ID, payload));
+        }
+        self.inner.closing.cancel();
+    }
+}
+
+/// Answers one request; see [`Channel::subscribe_requests`]. Dropping it
+/// unanswered tells the peer the request was refused.
+pub struct Responder {
+    channel: Channel,
+    request_id: u32,
+    answered: bool,
+}
+
+impl Responder {
+    pub(crate) fn new(channel: Channel, request_id: u32) -> Self {
+        Self {
+            channel,
+            request_id,
+            answered: false,
+        }
+    }
+
+    /// Sends `resp` as the answer.
+    pub async fn respond<M: Message>(mut self, resp: &M) -> Result<(), NodeError> {
+        self.answered = true;
+        let frame = Frame::response(M::ID, self.request_id, encode(resp)?);
+        self.channel.send_frame(frame).await
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if !self.answered {
+            let frame = Frame::response(REFUSED_RESPONSE_ID, self.request_id, Bytes::new());
+            // Best effort: if the queue is full the requester times out instead.
+            let _ = self.channel.inner.out.try_send(frame);
+        }
+    }
+}
+
+impl<S> Unstarted<S>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    /// Starts the reader and writer tasks of `channel`.
+    pub(crate) fn start(self, channel: &Channel) {
+        let FramedParts {
+            io,
+            read_buf,
+            codec,
+            ..
+        } = self.parts;
+        let (r, w) = tokio::io::split(io);
+        let mut framed = FramedRead::new(r, codec);
+        framed.read_buffer_mut().extend_from_slice(&read_buf);
+        tokio::spawn(write_loop(channel.clone(), w, self.rx, codec));
+        tokio::spawn(read_loop(channel.clone(), framed));
+    }
+}
+
+/// The writer task; see the module docs.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    channel: Channel,
+    mut w: W,
+    mut rx: mpsc::Receiver<Frame>,
+    mut codec: FrameCodec,
+) {
+    let inner = &channel.inner;
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let batch_bytes = inner.config.batch_bytes.max(1);
+    let result: Result<(), NodeError> = async {
+        loop {
+            let first = tokio::select! {
+                biased;
+                f = rx.recv() => f,
+                () = inner.closing.cancelled() => None,
+            };
+            let Some(first) = first else { break };
+            codec.encode(first, &mut buf)?;
+            while buf.len() < batch_bytes {
+                match rx.try_recv() {
+                    Ok(f) => codec.encode(f, &mut buf)?,
+                    Err(_) => break,
+                }
+            }
+            w.write_all(&buf).await?;
+            w.flush().await?;
+            buf.clear();
+            if inner.closing.is_cancelled() {
+                break;
+            }
+        }
+        // Closing: send what is still queued (the Disconnect among it), then
+        // shut the write side down.
+        let drain = async {
+            while let Ok(f) = rx.try_recv() {
+                codec.encode(f, &mut buf)?;
+            }
+            w.write_all(&buf).await?;
+            w.shutdown().await?;
+            Ok::<(), NodeError>(())
+        };
+        let _ = tokio::time::timeout(inner.config.drain_timeout, drain).await;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        channel.close_now(CloseReason::Io(e.to_string()), None);
+    }
+}
+
+/// The reader task; see the module docs.
+async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRead<R, FrameCodec>) {
+    let inner = &channel.inner;
+    let mut meter = Meter::new(inner.config.meter, Instant::now().into_std());
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = inner.closing.cancelled() => break,
+            f = framed.next() => f,
+        };
+        let frame = match next {
+            None => {
+                channel.close_now(CloseReason::Eof, None);
+                break;
+            }
+            Some(Err(WireError::Io(e))) => {
+                channel.close_now(CloseReason::Io(e.to_string()), None);
+                break;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(peer = %inner.info.peer_id.short(), "bad framing: {e}");
+                meter.offend(Offence::BadFraming, Instant::now().into_std());
+                channel.close_now(
+                    CloseReason::Local(DisconnectReason::Misbehaviour),
+                    Some(DisconnectReason::Misbehaviour),
+                );
+                break;
+            }
+            Some(Ok(frame)) => frame,
+        };
+        if let Some(reason) = handle_frame(&channel, &mut meter, frame).await {
+            channel.close_now(reason.0, reason.1);
+            break;
+        }
+    }
+    // Clean up: end subscriptions, fail pending requests, stop jobs.
+    inner.closing.cancel();
+    inner.subsystem.clear();
+    lock(&inner.pending).clear();
+    let jobs = lock(&inner.jobs).take();
+    drop(jobs);
+    tracing::debug!(peer = %inner.info.peer_id.short(), reason = ?channel.close_reason(), "channel closed");
+    inner.closed.cancel();
+}
+
+type Stop = (CloseReason, Option<DisconnectReason>);
+
+/// Handles one inbound frame; `Some` closes the channel.
+async fn handle_frame(channel: &Channel, meter: &mut Meter, frame: Frame) -> Option<Stop> {
+    let inner = &channel.inner;
+    let now = Instant::now().into_std();
+    let misbehaved = || {
+        Some((
+            CloseReason::Local(DisconnectReason::Misbehaviour),
+            Some(DisconnectReason::Misbehaviour),
+        ))
+    };
+    let msg_id = frame.msg_id;
+    let offend = |meter: &mut Meter, o: Offence| {
+        tracing::debug!(peer = %inner.info.peer_id.short(), offence = ?o, msg_id, "peer offence");
+        meter.offend(o, now)
+    };
+    let kind = match frame.kind {
+        FrameKind::Message if frame.msg_id == Disconnect::ID => {
+            let reason = decode::<Disconnect>(&frame.payload)
+                .map(|d| d.reason)
+                .unwrap_or_else(|_| DisconnectReason::other("malformed disconnect"));
+            return Some((CloseReason::Remote(reason), None));
+        }
+        FrameKind::Response => {
+            let pending = lock(&inner.pending).remove(&frame.request_id);
+            let fits = pending.as_ref().is_some_and(|p| {
+                (frame.msg_id == p.expected && frame.payload.len() <= p.max_bytes)
+                    || (frame.msg_id == REFUSED_RESPONSE_ID && frame.payload.is_empty())
+            });
+            let Some(p) = pending else {
+                // Most likely the answer to a request that timed out.
+                return None;
+            };
+            // A mismatched answer still reaches the requester, which reports
+            // it as a typed error; the peer pays for it.
+            let _ = p.tx.send(frame);
+            if !fits && offend(meter, Offence::UnexpectedResponse) == Verdict::Ban {
+                return misbehaved();
+            }
+            return None;
+        }
+        FrameKind::Message => Kind::Message,
+        FrameKind::Request => Kind::Request,
+    };
+    let Some(dispatcher) = inner.subsystem.dispatcher(kind, frame.msg_id) else {
+        if kind == Kind::Request {
+            let refusal = Frame::response(REFUSED_RESPONSE_ID, frame.request_id, Bytes::new());
+            let _ = inner.out.try_send(refusal);
+        }
+        return match offend(meter, Offence::UnknownMessage) {
+            Verdict::Ban => misbehaved(),
+            _ => None,
+        };
+    };
+    if frame.payload.len() > dispatcher.max_bytes {
+        return match offend(meter, Offence::Oversized) {
+            Verdict::Ban => misbehaved(),
+            _ => None,
+        };
+    }
+    match meter.charge(frame.msg_id, dispatcher.budget, now) {
+        Verdict::Accept => {}
+        Verdict::Drop => return None,
+        Verdict::Ban => return misbehaved(),
+    }
+    for sub in dispatcher.subscribers.iter() {
+        match sub.deliver(&frame.payload, frame.request_id, channel) {
+            Ok(Delivery::Done | Delivery::Gone) => {}
+            Ok(Delivery::Wait(pending)) => {
+                tokio::select! {
+                    () = pending => {}
+                    () = inner.closing.cancelled() => return None,
+                }
+            }
+            Err(_) => {
+                if offend(meter, Offence::Malformed) == Verdict::Ban {
+                    return misbehaved();
+                }
+                break;
+            }
+        }
+    }
+    None
+}

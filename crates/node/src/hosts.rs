@@ -1,0 +1,335 @@
+//! [`HostStore`]: the addresses a node knows, in three capped lists.
+//!
+//! - **grey**: heard of (from a peer's `addrs` or version message), never
+//!   verified. Every new address lands here.
+//! - **white**: verified: we completed a handshake and version exchange with
+//!   it (the refinery probes grey hosts; a successful outbound connection
+//!   counts too). Outbound slots are filled from here.
+//! - **black**: refused (banned peers' addresses, hosts that failed too
+//!   often); never dialed or shared.
+//!
+//! Each list holds at most [`HostStore::capacity`] entries; when full, the
+//! entry seen longest ago is evicted. [`AddrScope`] decides which addresses
+//! may be shared with which peer: a loopback address only with a peer that
+//! is itself on loopback, a private (RFC 1918, link-local, ULA) one only with
+//! a loopback or private peer, public ones with everyone.
+//!
+//! Sans-IO: every call that records time takes `now`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use knotwork_core::PeerAddr;
+
+/// How far an address is reachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AddrScope {
+    /// This machine only (127/8, ::1) or an in-process memory port.
+    Loopback,
+    /// A private network (10/8, 172.16/12, 192.168/16, 169.254/16,
+    /// 100.64/10, fc00::/7, fe80::/10).
+    Private,
+    /// The internet.
+    Public,
+    /// Not a dialable address (unspecified, multicast, broadcast).
+    Unroutable,
+}
+
+impl AddrScope {
+    /// The scope of `addr`.
+    pub fn of(addr: &PeerAddr) -> Self {
+        match addr {
+            PeerAddr::Tcp(sa) => Self::of_ip(sa.ip()),
+            PeerAddr::Mem(_) => Self::Loopback,
+            _ => Self::Private,
+        }
+    }
+
+    /// The scope of an IP address.
+    pub fn of_ip(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => {
+                let [a, b, ..] = v4.octets();
+                if v4.is_loopback() {
+                    Self::Loopback
+                } else if v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() {
+                    Self::Unroutable
+                } else if v4.is_private() || v4.is_link_local() || (a == 100 && (b & 0xc0) == 64) {
+                    Self::Private
+                } else {
+                    Self::Public
+                }
+            }
+            IpAddr::V6(v6) => {
+                if let Some(v4) = v6.to_ipv4_mapped() {
+                    return Self::of_ip(IpAddr::V4(v4));
+                }
+                let first = v6.segments().first().copied().unwrap_or(0);
+                if v6.is_loopback() {
+                    Self::Loopback
+                } else if v6.is_unspecified() || v6.is_multicast() {
+                    Self::Unroutable
+                } else if (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80 {
+                    Self::Private
+                } else {
+                    Self::Public
+                }
+            }
+        }
+    }
+
+    /// Whether an address of this scope may be shared with a peer whose
+    /// connection comes from `peer` scope.
+    pub fn shareable_with(self, peer: AddrScope) -> bool {
+        match self {
+            Self::Unroutable => false,
+            Self::Public => true,
+            Self::Private => matches!(peer, Self::Private | Self::Loopback),
+            Self::Loopback => peer == Self::Loopback,
+        }
+    }
+}
+
+/// Which list an address is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HostList {
+    /// Heard of, unverified.
+    Grey,
+    /// Verified by a handshake.
+    White,
+    /// Refused.
+    Black,
+}
+
+#[derive(Debug, Default)]
+struct List {
+    seen: HashMap<PeerAddr, Instant>,
+}
+
+impl List {
+    fn insert(&mut self, addr: PeerAddr, now: Instant, cap: usize) {
+        if !self.seen.contains_key(&addr) && self.seen.len() >= cap {
+            let oldest = self
+                .seen
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(a, _)| a.clone());
+            if let Some(oldest) = oldest {
+                self.seen.remove(&oldest);
+            }
+        }
+        if cap > 0 {
+            self.seen.insert(addr, now);
+        }
+    }
+
+    /// Entries, most recently seen first.
+    fn newest_first(&self) -> Vec<PeerAddr> {
+        let mut v: Vec<_> = self.seen.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        v.into_iter().map(|(a, _)| a.clone()).collect()
+    }
+}
+
+/// Known addresses in grey, white and black lists; see the module docs.
+#[derive(Debug)]
+pub struct HostStore {
+    capacity: usize,
+    grey: List,
+    white: List,
+    black: List,
+}
+
+impl HostStore {
+    /// An empty store holding at most `capacity` addresses per list.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            grey: List::default(),
+            white: List::default(),
+            black: List::default(),
+        }
+    }
+
+    /// The cap of each list.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Which list `addr` is on, if any.
+    pub fn list_of(&self, addr: &PeerAddr) -> Option<HostList> {
+        if self.black.seen.contains_key(addr) {
+            Some(HostList::Black)
+        } else if self.white.seen.contains_key(addr) {
+            Some(HostList::White)
+        } else if self.grey.seen.contains_key(addr) {
+            Some(HostList::Grey)
+        } else {
+            None
+        }
+    }
+
+    /// Records addresses heard from a peer: unknown, routable ones go grey.
+    /// Addresses already white or black keep their place.
+    pub fn add_grey(&mut self, addrs: impl IntoIterator<Item = PeerAddr>, now: Instant) {
+        for addr in addrs {
+            if AddrScope::of(&addr) == AddrScope::Unroutable || self.list_of(&addr).is_some() {
+                continue;
+            }
+            self.grey.insert(addr, now, self.capacity);
+        }
+    }
+
+    /// A handshake with `addr` succeeded: it moves to white.
+    pub fn promote(&mut self, addr: &PeerAddr, now: Instant) {
+        if self.black.seen.contains_key(addr) {
+            return;
+        }
+        self.grey.seen.remove(addr);
+        self.white.insert(addr.clone(), now, self.capacity);
+    }
+
+    /// A probe of a grey address failed: it is forgotten.
+    pub fn forget(&mut self, addr: &PeerAddr) {
+        self.grey.seen.remove(addr);
+        self.white.seen.remove(addr);
+    }
+
+    /// `addr` must never be dialed or shared: it moves to black.
+    pub fn blacklist(&mut self, addr: &PeerAddr, now: Instant) {
+        self.grey.seen.remove(addr);
+        self.white.seen.remove(addr);
+        self.black.insert(addr.clone(), now, self.capacity);
+    }
+
+    /// The grey address heard of longest ago, for the refinery to probe.
+    pub fn next_grey(&self) -> Option<PeerAddr> {
+        self.grey.newest_first().pop()
+    }
+
+    /// White addresses, most recently verified first.
+    pub fn white(&self) -> Vec<PeerAddr> {
+        self.white.newest_first()
+    }
+
+    /// Grey addresses, most recently heard first.
+    pub fn grey(&self) -> Vec<PeerAddr> {
+        self.grey.newest_first()
+    }
+
+    /// Up to `max` white addresses that may be shared with a peer connected
+    /// from `peer_addr` (see [`AddrScope::shareable_with`]).
+    pub fn shareable(&self, peer_addr: &PeerAddr, max: usize) -> Vec<PeerAddr> {
+        let peer_scope = AddrScope::of(peer_addr);
+        self.white
+            .newest_first()
+            .into_iter()
+            .filter(|a| same_family(a, peer_addr) && AddrScope::of(a).shareable_with(peer_scope))
+            .take(max)
+            .collect()
+    }
+}
+
+/// Memory addresses are only meaningful to memory peers and vice versa.
+fn same_family(a: &PeerAddr, b: &PeerAddr) -> bool {
+    matches!(
+        (a, b),
+        (PeerAddr::Tcp(_), PeerAddr::Tcp(_))
+            | (PeerAddr::Mem(_), PeerAddr::Mem(_))
+            | (PeerAddr::Ble(_), PeerAddr::Ble(_))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn a(s: &str) -> PeerAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(AddrScope::of(&a("tcp/127.0.0.1:1")), AddrScope::Loopback);
+        assert_eq!(AddrScope::of(&a("tcp/[::1]:1")), AddrScope::Loopback);
+        assert_eq!(AddrScope::of(&a("tcp/10.1.2.3:1")), AddrScope::Private);
+        assert_eq!(AddrScope::of(&a("tcp/192.168.1.1:1")), AddrScope::Private);
+        assert_eq!(AddrScope::of(&a("tcp/100.100.1.1:1")), AddrScope::Private);
+        assert_eq!(AddrScope::of(&a("tcp/[fd00::1]:1")), AddrScope::Private);
+        assert_eq!(AddrScope::of(&a("tcp/[fe80::1]:1")), AddrScope::Private);
+        assert_eq!(
+            AddrScope::of(&a("tcp/[::ffff:10.0.0.1]:1")),
+            AddrScope::Private
+        );
+        assert_eq!(AddrScope::of(&a("tcp/8.8.8.8:1")), AddrScope::Public);
+        assert_eq!(AddrScope::of(&a("tcp/[2001:db8::1]:1")), AddrScope::Public);
+        assert_eq!(AddrScope::of(&a("tcp/0.0.0.0:1")), AddrScope::Unroutable);
+        assert_eq!(AddrScope::of(&a("mem/4")), AddrScope::Loopback);
+    }
+
+    #[test]
+    fn new_addresses_go_grey_then_white_when_promoted() {
+        let now = Instant::now();
+        let mut h = HostStore::new(10);
+        h.add_grey([a("tcp/8.8.8.8:1"), a("tcp/0.0.0.0:5")], now);
+        assert_eq!(h.list_of(&a("tcp/8.8.8.8:1")), Some(HostList::Grey));
+        assert_eq!(h.list_of(&a("tcp/0.0.0.0:5")), None, "unroutable refused");
+        h.promote(&a("tcp/8.8.8.8:1"), now);
+        assert_eq!(h.list_of(&a("tcp/8.8.8.8:1")), Some(HostList::White));
+        h.add_grey([a("tcp/8.8.8.8:1")], now);
+        assert_eq!(
+            h.list_of(&a("tcp/8.8.8.8:1")),
+            Some(HostList::White),
+            "stays white"
+        );
+        h.blacklist(&a("tcp/8.8.8.8:1"), now);
+        h.promote(&a("tcp/8.8.8.8:1"), now);
+        assert_eq!(
+            h.list_of(&a("tcp/8.8.8.8:1")),
+            Some(HostList::Black),
+            "black is sticky"
+        );
+    }
+
+    #[test]
+    fn lists_are_capped_evicting_the_oldest() {
+        let t0 = Instant::now();
+        let mut h = HostStore::new(3);
+        for i in 0..5u16 {
+            let t = t0 + Duration::from_secs(u64::from(i));
+            h.add_grey([a(&format!("tcp/8.8.8.8:{}", 100 + i))], t);
+        }
+        let grey = h.grey();
+        assert_eq!(grey.len(), 3);
+        assert_eq!(grey.first(), Some(&a("tcp/8.8.8.8:104")));
+        assert_eq!(h.next_grey(), Some(a("tcp/8.8.8.8:102")), "oldest first");
+    }
+
+    #[test]
+    fn loopback_and_private_addresses_stay_in_scope() {
+        let now = Instant::now();
+        let mut h = HostStore::new(10);
+        for s in [
+            "tcp/127.0.0.1:1",
+            "tcp/10.0.0.1:1",
+            "tcp/8.8.8.8:1",
+            "mem/3",
+        ] {
+            h.promote(&a(s), now);
+        }
+        let public_peer = h.shareable(&a("tcp/1.2.3.4:9"), 10);
+        assert_eq!(public_peer, vec![a("tcp/8.8.8.8:1")]);
+        let mut private_peer = h.shareable(&a("tcp/192.168.0.9:9"), 10);
+        private_peer.sort();
+        assert_eq!(private_peer, vec![a("tcp/8.8.8.8:1"), a("tcp/10.0.0.1:1")]);
+        assert_eq!(h.shareable(&a("tcp/127.0.0.1:9"), 10).len(), 3);
+        assert_eq!(h.shareable(&a("mem/9"), 10), vec![a("mem/3")]);
+        assert_eq!(
+            h.shareable(&a("tcp/127.0.0.1:9"), 1).len(),
+            1,
+            "max respected"
+        );
+    }
+}

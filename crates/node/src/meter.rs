@@ -1,0 +1,284 @@
+//! Metering: per-type rate budgets, a misbehaviour score per peer, a ban list.
+//!
+//! Every message type a channel accepts has a [`RateBudget`] (a token bucket:
+//! a sustained rate and a burst). The channel's reader feeds each inbound
+//! frame to its [`Meter`] with the time of arrival; the meter answers whether
+//! the frame may be delivered and adds [`Offence`] points to the peer's
+//! misbehaviour score for an unknown type, an oversized or malformed payload,
+//! a frame over budget, or a framing error. Points decay linearly over time so
+//! an honest peer's rare slip is forgotten. When the score reaches
+//! [`MeterConfig::ban_threshold`] the channel closes and the node puts the
+//! peer in its [`BanList`] for [`MeterConfig::ban_duration`]; the ban list is
+//! consulted when accepting and when dialing.
+//!
+//! All of it is sans-IO: time is an argument.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use knotwork_core::{PeerAddr, PeerId};
+
+/// How often a peer may send one message type: a token bucket.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateBudget {
+    /// Sustained messages per second.
+    pub per_second: f64,
+    /// Messages that may arrive at once after a quiet period.
+    pub burst: u32,
+}
+
+impl RateBudget {
+    /// `per_second` sustained, `burst` at once.
+    pub const fn new(per_second: f64, burst: u32) -> Self {
+        Self { per_second, burst }
+    }
+
+    /// No limit.
+    pub const UNLIMITED: Self = Self::new(f64::INFINITY, u32::MAX);
+}
+
+impl Default for RateBudget {
+    /// 1000 messages per second with bursts of 2000.
+    fn default() -> Self {
+        Self::new(1000.0, 2000)
+    }
+}
+
+/// What a peer did wrong; each kind costs [`Offence::points`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Offence {
+    /// A frame with a message id nobody on this node subscribes to.
+    UnknownMessage,
+    /// A payload larger than its type's `MAX_BYTES`.
+    Oversized,
+    /// A payload that does not decode as its type.
+    Malformed,
+    /// More frames of a type than its budget allows.
+    OverBudget,
+    /// A response to no outstanding request, or of the wrong type.
+    UnexpectedResponse,
+    /// Bytes that are not a frame at all: always reaches the threshold.
+    BadFraming,
+}
+
+impl Offence {
+    /// The score points this offence adds.
+    pub fn points(self, config: &MeterConfig) -> u32 {
+        match self {
+            Offence::UnknownMessage => 10,
+            Offence::Oversized => 25,
+            Offence::Malformed => 25,
+            Offence::OverBudget => 2,
+            Offence::UnexpectedResponse => 5,
+            Offence::BadFraming => config.ban_threshold,
+        }
+    }
+}
+
+/// Thresholds of metering and banning.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MeterConfig {
+    /// Score at which a peer is disconnected and banned.
+    pub ban_threshold: u32,
+    /// Points forgotten per second.
+    pub decay_per_second: f64,
+    /// How long a ban lasts.
+    pub ban_duration: Duration,
+}
+
+impl Default for MeterConfig {
+    fn default() -> Self {
+        Self {
+            ban_threshold: 100,
+            decay_per_second: 1.0,
+            ban_duration: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// What the [`Meter`] says about one inbound frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Deliver it.
+    Accept,
+    /// Drop it; the peer's score rose but stays under the threshold.
+    Drop,
+    /// The score reached the threshold: disconnect and ban.
+    Ban,
+}
+
+/// One peer's rate buckets and misbehaviour score; see the module docs.
+#[derive(Debug)]
+pub struct Meter {
+    config: MeterConfig,
+    score: f64,
+    scored_at: Instant,
+    buckets: HashMap<u32, Bucket>,
+}
+
+impl Meter {
+    /// A clean meter at `now`.
+    pub fn new(config: MeterConfig, now: Instant) -> Self {
+        Self {
+            config,
+            score: 0.0,
+            scored_at: now,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// The current score (after decay up to the last input).
+    pub fn score(&self) -> u32 {
+        // The score is non-negative and bounded by threshold + points.
+        self.score.ceil().clamp(0.0, f64::from(u32::MAX)) as u32
+    }
+
+    fn decay(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.scored_at).as_secs_f64();
+        self.score = (self.score - dt * self.config.decay_per_second).max(0.0);
+        self.scored_at = now;
+    }
+
+    /// Adds an offence at `now`.
+    pub fn offend(&mut self, offence: Offence, now: Instant) -> Verdict {
+        self.decay(now);
+        self.score += f64::from(offence.points(&self.config));
+        if self.score >= f64::from(self.config.ban_threshold) {
+            Verdict::Ban
+        } else {
+            Verdict::Drop
+        }
+    }
+
+    /// Charges one frame of type `msg_id` against `budget` at `now`.
+    pub fn charge(&mut self, msg_id: u32, budget: RateBudget, now: Instant) -> Verdict {
+        let burst = f64::from(budget.burst);
+        let bucket = self.buckets.entry(msg_id).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let dt = now.saturating_duration_since(bucket.at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + dt * budget.per_second).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Verdict::Accept
+        } else {
+            self.offend(Offence::OverBudget, now)
+        }
+    }
+}
+
+/// Banned peers and addresses, each until an instant.
+#[derive(Debug, Default)]
+pub struct BanList {
+    peers: HashMap<PeerId, Instant>,
+    addrs: HashMap<PeerAddr, Instant>,
+}
+
+impl BanList {
+    /// Bans `peer` (and the addresses it was reached at) until `until`.
+    pub fn ban(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = PeerAddr>, until: Instant) {
+        self.peers.insert(peer, until);
+        for a in addrs {
+            self.addrs.insert(a, until);
+        }
+    }
+
+    /// Whether `peer` is banned at `now`.
+    pub fn is_peer_banned(&self, peer: &PeerId, now: Instant) -> bool {
+        self.peers.get(peer).is_some_and(|until| *until > now)
+    }
+
+    /// Whether `addr` is banned at `now`.
+    pub fn is_addr_banned(&self, addr: &PeerAddr, now: Instant) -> bool {
+        self.addrs.get(addr).is_some_and(|until| *until > now)
+    }
+
+    /// Forgets bans that ended before `now`.
+    pub fn expire(&mut self, now: Instant) {
+        self.peers.retain(|_, until| *until > now);
+        self.addrs.retain(|_, until| *until > now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use knotwork_core::Keypair;
+
+    #[test]
+    fn burst_then_sustained_rate() {
+        let t0 = Instant::now();
+        let mut m = Meter::new(MeterConfig::default(), t0);
+        let budget = RateBudget::new(10.0, 5);
+        for _ in 0..5 {
+            assert_eq!(m.charge(1, budget, t0), Verdict::Accept);
+        }
+        assert_eq!(m.charge(1, budget, t0), Verdict::Drop, "burst spent");
+        // 100 ms later one token is back.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(m.charge(1, budget, t1), Verdict::Accept);
+        assert_eq!(m.charge(1, budget, t1), Verdict::Drop);
+        // Other types have their own bucket.
+        assert_eq!(m.charge(2, budget, t1), Verdict::Accept);
+    }
+
+    #[test]
+    fn flooding_over_budget_ends_in_a_ban() {
+        let t0 = Instant::now();
+        let mut m = Meter::new(MeterConfig::default(), t0);
+        let budget = RateBudget::new(1.0, 1);
+        let verdicts: Vec<_> = (0..60).map(|_| m.charge(7, budget, t0)).collect();
+        assert_eq!(verdicts.first(), Some(&Verdict::Accept));
+        assert_eq!(verdicts.last(), Some(&Verdict::Ban));
+    }
+
+    #[test]
+    fn unknown_messages_ban_after_threshold_and_score_decays() {
+        let t0 = Instant::now();
+        let cfg = MeterConfig::default();
+        let mut m = Meter::new(cfg, t0);
+        for _ in 0..9 {
+            assert_eq!(m.offend(Offence::UnknownMessage, t0), Verdict::Drop);
+        }
+        assert_eq!(m.score(), 90);
+        // 50 s of good behaviour forget 50 points.
+        let t1 = t0 + Duration::from_secs(50);
+        assert_eq!(m.offend(Offence::UnknownMessage, t1), Verdict::Drop);
+        assert_eq!(m.score(), 50);
+        for _ in 0..4 {
+            m.offend(Offence::UnknownMessage, t1);
+        }
+        assert_eq!(m.offend(Offence::UnknownMessage, t1), Verdict::Ban);
+    }
+
+    #[test]
+    fn bad_framing_bans_at_once() {
+        let t0 = Instant::now();
+        let mut m = Meter::new(MeterConfig::default(), t0);
+        assert_eq!(m.offend(Offence::BadFraming, t0), Verdict::Ban);
+    }
+
+    #[test]
+    fn bans_expire() {
+        let t0 = Instant::now();
+        let peer = Keypair::generate().unwrap().peer_id();
+        let addr: PeerAddr = "tcp/10.0.0.1:4000".parse().unwrap();
+        let mut bans = BanList::default();
+        bans.ban(peer, [addr.clone()], t0 + Duration::from_secs(10));
+        assert!(bans.is_peer_banned(&peer, t0));
+        assert!(bans.is_addr_banned(&addr, t0 + Duration::from_secs(9)));
+        let later = t0 + Duration::from_secs(10);
+        assert!(!bans.is_peer_banned(&peer, later));
+        bans.expire(later);
+        assert!(!bans.is_addr_banned(&addr, t0));
+    }
+}

@@ -1,0 +1,263 @@
+//! Ping: liveness and round-trip time of every channel.
+//!
+//! Each side sends a `Ping` carrying a random nonce every
+//! [`PingConfig::interval`], one at a time, and answers every `Ping` it
+//! receives with a `Pong` carrying the same nonce. When the matching `Pong`
+//! arrives, the time since the `Ping` left is the channel's round-trip time
+//! ([`Channel::rtt`]). If no matching `Pong` arrives within
+//! [`PingConfig::timeout`], the peer is considered gone and the channel is
+//! closed with [`DisconnectReason::PingTimeout`]. Pongs with another nonce
+//! (late answers to nothing outstanding) are ignored.
+//!
+//! The bookkeeping is [`PingState`], a sans-IO state machine: time arrives as
+//! `now`, [`PingState::poll_timeout`] says when to call
+//! [`PingState::handle_timeout`] next, which says whether to send a ping or
+//! give up. The driver at the bottom connects it to a channel.
+
+use std::time::{Duration, Instant};
+
+use knotwork_wire::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::channel::Channel;
+use crate::error::DisconnectReason;
+use crate::meter::RateBudget;
+
+/// Asks the peer to answer with a [`Pong`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Echoed in the pong.
+    pub nonce: u64,
+}
+
+impl Message for Ping {
+    const NAME: &'static str = "knot/ping/1";
+    // nonce: u64 varint, at most 10 bytes.
+    const MAX_BYTES: usize = 10;
+}
+
+/// The answer to a [`Ping`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    /// The ping's nonce.
+    pub nonce: u64,
+}
+
+impl Message for Pong {
+    const NAME: &'static str = "knot/pong/1";
+    // nonce: u64 varint, at most 10 bytes.
+    const MAX_BYTES: usize = 10;
+}
+
+/// The rate budget of pings and pongs: an honest peer sends one per interval.
+pub const BUDGET: RateBudget = RateBudget::new(20.0, 40);
+
+/// Timing of the ping protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PingConfig {
+    /// Time between pings.
+    pub interval: Duration,
+    /// How long to wait for a pong before closing the channel.
+    pub timeout: Duration,
+}
+
+impl Default for PingConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(15),
+            timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What [`PingState::handle_timeout`] asks the driver to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PingAction {
+    /// Send `Ping { nonce }`.
+    Send(u64),
+    /// No pong in time: close the channel.
+    TimedOut,
+}
+
+/// The sans-IO ping bookkeeping of one channel; see the module docs.
+#[derive(Clone, Debug)]
+pub struct PingState {
+    config: PingConfig,
+    next_ping: Instant,
+    outstanding: Option<(u64, Instant)>,
+    rtt: Option<Duration>,
+}
+
+impl PingState {
+    /// A state that pings first at `now`.
+    pub fn new(config: PingConfig, now: Instant) -> Self {
+        Self {
+            config,
+            next_ping: now,
+            outstanding: None,
+            rtt: None,
+        }
+    }
+
+    /// The last measured round-trip time.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
+    /// When [`PingState::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Instant {
+        match self.outstanding {
+            Some((_, sent)) => sent + self.config.timeout,
+            None => self.next_ping,
+        }
+    }
+
+    /// Handles the passage of time up to `now`. `nonce` is a fresh random
+    /// value, used if a ping is due.
+    pub fn handle_timeout(&mut self, now: Instant, nonce: u64) -> Option<PingAction> {
+        match self.outstanding {
+            Some((_, sent)) if now >= sent + self.config.timeout => Some(PingAction::TimedOut),
+            Some(_) => None,
+            None if now >= self.next_ping => {
+                self.outstanding = Some((nonce, now));
+                self.next_ping = now + self.config.interval;
+                Some(PingAction::Send(nonce))
+            }
+            None => None,
+        }
+    }
+
+    /// Handles a pong received at `now`; returns the RTT if it matched.
+    pub fn handle_pong(&mut self, nonce: u64, now: Instant) -> Option<Duration> {
+        match self.outstanding {
+            Some((expected, sent)) if expected == nonce => {
+                self.outstanding = None;
+                let rtt = now.saturating_duration_since(sent);
+                self.rtt = Some(rtt);
+                Some(rtt)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The ping protocol on one channel: subscribes, then returns the job.
+pub fn protocol(
+    channel: &Channel,
+    config: PingConfig,
+) -> impl std::future::Future<Output = ()> + Send + use<> {
+    let mut pings = channel.subscribe::<Ping>();
+    let mut pongs = channel.subscribe::<Pong>();
+    let channel = channel.clone();
+    async move {
+        let now = || tokio::time::Instant::now().into_std();
+        let mut state = PingState::new(config, now());
+        loop {
+            let wake = tokio::time::Instant::from_std(state.poll_timeout());
+            tokio::select! {
+                ping = pings.recv() => {
+                    let Some(Ping { nonce }) = ping else { return };
+                    if channel.send(&Pong { nonce }).await.is_err() {
+                        return;
+                    }
+                }
+                pong = pongs.recv() => {
+                    let Some(Pong { nonce }) = pong else { return };
+                    if let Some(rtt) = state.handle_pong(nonce, now()) {
+                        channel.set_rtt(rtt);
+                    }
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    match state.handle_timeout(now(), fastrand::u64(..)) {
+                        Some(PingAction::Send(nonce)) if channel.send(&Ping { nonce }).await.is_err() => {
+                            return;
+                        }
+                        Some(PingAction::TimedOut) => {
+                            tracing::info!(peer = %channel.remote_peer_id().short(), "ping timeout");
+                            channel.close(DisconnectReason::PingTimeout).await;
+                            return;
+                        }
+                        Some(PingAction::Send(_)) | None => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> PingConfig {
+        PingConfig {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn test_idle_ping_due_sends_then_pong_measures_rtt() {
+        let t0 = Instant::now();
+        let mut s = PingState::new(cfg(), t0);
+        assert_eq!(s.poll_timeout(), t0);
+        assert_eq!(s.handle_timeout(t0, 42), Some(PingAction::Send(42)));
+        assert_eq!(
+            s.poll_timeout(),
+            t0 + Duration::from_secs(5),
+            "waits for the pong"
+        );
+        assert_eq!(
+            s.handle_pong(41, t0 + Duration::from_millis(30)),
+            None,
+            "wrong nonce"
+        );
+        assert_eq!(
+            s.handle_pong(42, t0 + Duration::from_millis(30)),
+            Some(Duration::from_millis(30))
+        );
+        assert_eq!(s.rtt(), Some(Duration::from_millis(30)));
+        assert_eq!(
+            s.handle_pong(42, t0 + Duration::from_millis(40)),
+            None,
+            "duplicate"
+        );
+        assert_eq!(
+            s.poll_timeout(),
+            t0 + Duration::from_secs(10),
+            "next ping at interval"
+        );
+        assert_eq!(s.handle_timeout(t0 + Duration::from_secs(9), 7), None);
+        assert_eq!(
+            s.handle_timeout(t0 + Duration::from_secs(10), 7),
+            Some(PingAction::Send(7))
+        );
+    }
+
+    #[test]
+    fn test_outstanding_ping_times_out() {
+        let t0 = Instant::now();
+        let mut s = PingState::new(cfg(), t0);
+        s.handle_timeout(t0, 1);
+        assert_eq!(s.handle_timeout(t0 + Duration::from_millis(4999), 2), None);
+        assert_eq!(
+            s.handle_timeout(t0 + Duration::from_secs(5), 2),
+            Some(PingAction::TimedOut)
+        );
+    }
+
+    #[test]
+    fn test_late_wakeup_after_pong_sends_once() {
+        let t0 = Instant::now();
+        let mut s = PingState::new(cfg(), t0);
+        s.handle_timeout(t0, 1);
+        s.handle_pong(1, t0 + Duration::from_secs(1));
+        let late = t0 + Duration::from_secs(30);
+        assert_eq!(s.handle_timeout(late, 2), Some(PingAction::Send(2)));
+        assert_eq!(
+            s.handle_timeout(late, 3),
+            None,
+            "one ping outstanding at a time"
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! [`MessageSubsystem`]: dispatches inbound frames by message id to typed,
+//! bounded subscriptions.
+//!
+//! There is one dispatcher per message type and frame kind (one-way messages
+//! and requests are separate). Each holds the type's `MAX_BYTES`, its
+//! [`RateBudget`] and its subscribers. The channel's reader hands every frame
+//! to the dispatcher of its message id; each subscriber decodes the payload
+//! into its own typed value and puts it in its bounded queue. A full queue
+//! makes the reader wait (which stops reading the socket and so slows the
+//! peer through TCP flow control); nothing is dropped.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use knotwork_wire::{Message, WireError, decode};
+use tokio::sync::mpsc;
+
+use crate::channel::{Channel, Responder};
+use crate::meter::RateBudget;
+
+/// A delivery that has to wait for room in a full queue.
+pub(crate) type Pending<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// What delivering one payload to one subscriber did.
+pub(crate) enum Delivery<'a> {
+    /// Queued.
+    Done,
+    /// The subscriber is gone.
+    Gone,
+    /// The queue is full; await this to deliver.
+    Wait(Pending<'a>),
+}
+
+/// A type-erased subscriber: decodes a payload into its type and queues it.
+pub(crate) trait Subscriber: Send + Sync {
+    fn deliver<'a>(
+        &'a self,
+        payload: &Bytes,
+        request_id: u32,
+        channel: &Channel,
+    ) -> Result<Delivery<'a>, WireError>;
+}
+
+struct MessageSub<M>(mpsc::Sender<M>);
+
+impl<M: Message> Subscriber for MessageSub<M> {
+    fn deliver<'a>(
+        &'a self,
+        payload: &Bytes,
+        _: u32,
+        _: &Channel,
+    ) -> Result<Delivery<'a>, WireError> {
+        let msg = decode::<M>(payload)?;
+        Ok(match self.0.try_send(msg) {
+            Ok(()) => Delivery::Done,
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+            Err(mpsc::error::TrySendError::Full(msg)) => Delivery::Wait(Box::pin(async move {
+                let _ = self.0.send(msg).await;
+            })),
+        })
+    }
+}
+
+struct RequestSub<M>(mpsc::Sender<(M, Responder)>);
+
+impl<M: Message> Subscriber for RequestSub<M> {
+    fn deliver<'a>(
+        &'a self,
+        payload: &Bytes,
+        request_id: u32,
+        channel: &Channel,
+    ) -> Result<Delivery<'a>, WireError> {
+        let msg = decode::<M>(payload)?;
+        let item = (msg, Responder::new(channel.clone(), request_id));
+        Ok(match self.0.try_send(item) {
+            Ok(()) => Delivery::Done,
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+            Err(mpsc::error::TrySendError::Full(item)) => Delivery::Wait(Box::pin(async move {
+                let _ = self.0.send(item).await;
+            })),
+        })
+    }
+}
+
+/// Everything the reader needs to know about one message type.
+#[derive(Clone)]
+pub(crate) struct Dispatcher {
+    pub(crate) max_bytes: usize,
+    pub(crate) budget: RateBudget,
+    pub(crate) subscribers: Arc<Vec<Arc<dyn Subscriber>>>,
+}
+
+/// Which frames a dispatcher is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    Message,
+    Request,
+}
+
+/// Message-type dispatchers of one channel; see the module docs.
+#[derive(Default)]
+pub struct MessageSubsystem {
+    dispatchers: Mutex<HashMap<(Kind, u32), Dispatcher>>,
+}
+
+impl MessageSubsystem {
+    fn lock(&self) -> MutexGuard<'_, HashMap<(Kind, u32), Dispatcher>> {
+        self.dispatchers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn add(
+        &self,
+        kind: Kind,
+        id: u32,
+        max_bytes: usize,
+        budget: RateBudget,
+        sub: Arc<dyn Subscriber>,
+    ) {
+        let mut map = self.lock();
+        let d = map.entry((kind, id)).or_insert_with(|| Dispatcher {
+            max_bytes,
+            budget,
+            subscribers: Arc::new(Vec::new()),
+        });
+        let mut subs: Vec<_> = d.subscribers.iter().cloned().collect();
+        subs.push(sub);
+        d.subscribers = Arc::new(subs);
+    }
+
+    /// The dispatcher for a frame, if anyone ever subscribed to its type.
+    pub(crate) fn dispatcher(&self, kind: Kind, id: u32) -> Option<Dispatcher> {
+        self.lock().get(&(kind, id)).cloned()
+    }
+
+    /// Drops every subscriber: their `recv` returns `None` once drained.
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// Whether anyone subscribed to one-way messages of type `M`.
+    pub fn is_subscribed<M: Message>(&self) -> bool {
+        self.lock().contains_key(&(Kind::Message, M::ID))
+    }
+}
+
+/// A bounded queue of `M`s received on one channel.
+pub struct Subscription<M> {
+    rx: mpsc::Receiver<M>,
+}
+
+impl<M: Message> Subscription<M> {
+    pub(crate) fn new(capacity: usize) -> (Self, Arc<dyn Subscriber>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Self { rx }, Arc::new(MessageSub(tx)))
+    }
+
+    /// The next message; `None` once the channel closed and the queue is empty.
+    pub async fn recv(&mut self) -> Option<M> {
+        self.rx.recv().await
+    }
+}
+
+/// A bounded queue of requests of type `M`, each with its [`Responder`].
+pub struct RequestSubscription<M> {
+    rx: mpsc::Receiver<(M, Responder)>,
+}
+
+impl<M: Message> RequestSubscription<M> {
+    pub(crate) fn new(capacity: usize) -> (Self, Arc<dyn Subscriber>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Self { rx }, Arc::new(RequestSub(tx)))
+    }
+
+    /// The next request; `None` once the channel closed and the queue is empty.
+    pub async fn recv(&mut self) -> Option<(M, Responder)> {
+        self.rx.recv().await
+    }
+}

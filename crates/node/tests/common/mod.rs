@@ -1,0 +1,117 @@
+//! Helpers shared by the node integration tests.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use knotwork_core::{Keypair, PeerAddr, PeerId};
+use knotwork_crypto_handshake::{SecureConfig, SecureStream};
+use knotwork_node::protocol::ping::PingConfig;
+use knotwork_node::{Node, NodeBuilder, NodeConfig, NodeEvent, Version};
+use knotwork_wire::{Frame, FrameCodec, Message, decode, encode};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+pub const PING_INTERVAL: Duration = Duration::from_millis(100);
+pub const PING_TIMEOUT: Duration = Duration::from_millis(600);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// Short timeouts so tests run in well under a second each.
+pub fn fast_config() -> NodeConfig {
+    let mut c = NodeConfig::default();
+    c.ping = PingConfig {
+        interval: PING_INTERVAL,
+        timeout: PING_TIMEOUT,
+    };
+    c.handshake_timeout = HANDSHAKE_TIMEOUT;
+    c.dial_timeout = Duration::from_secs(2);
+    c.maintenance_interval = Duration::from_millis(100);
+    c.backoff.initial = Duration::from_millis(50);
+    c.backoff.max = Duration::from_millis(400);
+    c.channel.drain_timeout = Duration::from_millis(500);
+    c.channel.request_timeout = Duration::from_secs(2);
+    c
+}
+
+pub fn tcp_node() -> NodeBuilder {
+    Node::builder(Keypair::generate().unwrap())
+        .listen("tcp/127.0.0.1:0".parse().unwrap())
+        .config(fast_config())
+}
+
+pub async fn start(b: NodeBuilder) -> Node {
+    b.start().await.unwrap()
+}
+
+pub fn addr(node: &Node) -> PeerAddr {
+    node.listen_addrs()[0].clone()
+}
+
+/// Polls `cond` every 20 ms until it holds, for at most `limit`.
+pub async fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for the first event matching `pred`.
+pub async fn wait_event(
+    events: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
+    limit: Duration,
+    mut pred: impl FnMut(&NodeEvent) -> bool,
+) -> NodeEvent {
+    tokio::time::timeout(limit, async {
+        loop {
+            let e = events.recv().await.unwrap();
+            if pred(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("event did not come")
+}
+
+pub type RawPeer = Framed<SecureStream<TcpStream>, FrameCodec>;
+
+/// A hand-driven peer: TCP, Noise handshake and version exchange, then
+/// nothing unless the test writes frames itself.
+pub async fn raw_peer(
+    to: &PeerAddr,
+    keypair: Keypair,
+) -> (RawPeer, PeerId, Result<Version, Frame>) {
+    let PeerAddr::Tcp(sa) = to else {
+        panic!("tcp only")
+    };
+    let tcp = TcpStream::connect(sa).await.unwrap();
+    let secure = SecureConfig::new(keypair)
+        .unwrap()
+        .upgrade_outbound(tcp, None)
+        .await
+        .unwrap();
+    let remote = secure.remote_peer_id();
+    let mut framed = Framed::new(secure, FrameCodec::new());
+    let v = Version::new(&[], &[], to);
+    framed
+        .send(Frame::message(Version::ID, encode(&v).unwrap()))
+        .await
+        .unwrap();
+    let first = framed.next().await.unwrap().unwrap();
+    let theirs = if first.msg_id == Version::ID {
+        Ok(decode::<Version>(&first.payload).unwrap())
+    } else {
+        Err(first)
+    };
+    (framed, remote, theirs)
+}

@@ -1,0 +1,426 @@
+//! Node integration tests over real TCP on loopback (issue 4, "Done when").
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::SinkExt;
+use knotwork_core::Keypair;
+use knotwork_node::{CloseReason, DisconnectReason, NodeError, NodeEvent, SessionKind, Sessions};
+use knotwork_wire::{Frame, Message};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LONG: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn three_nodes_c_learns_a_from_b_and_connects() {
+    let a = start(tcp_node()).await;
+    let b = start(tcp_node().peer(addr(&a))).await;
+    eventually(LONG, "b connected to a", || {
+        b.channel(&a.peer_id()).is_some()
+    })
+    .await;
+    let c = start(tcp_node().seed(addr(&b))).await;
+    eventually(LONG, "c connected to a", || {
+        c.channel(&a.peer_id()).is_some()
+    })
+    .await;
+    let ch = c.channel(&a.peer_id()).unwrap();
+    assert_eq!(
+        ch.info().session,
+        SessionKind::Outbound,
+        "a filled an outbound slot"
+    );
+    assert!(
+        c.hosts().1.contains(&addr(&a)),
+        "a's address is whitelisted at c"
+    );
+    for n in [&a, &b, &c] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn ping_rtts_are_reported_per_peer() {
+    let a = start(tcp_node()).await;
+    let b = start(tcp_node()).await;
+    let ch = b.connect(&addr(&a)).await.unwrap();
+    eventually(LONG, "rtt at b", || ch.rtt().is_some()).await;
+    eventually(LONG, "rtt at a", || {
+        a.peers()
+            .first()
+            .is_some_and(|p| p.rtt.is_some() && p.peer_id == b.peer_id())
+    })
+    .await;
+    let rtt = ch.rtt().unwrap();
+    assert!(rtt < Duration::from_millis(500), "loopback rtt {rtt:?}");
+    assert!(a.peers()[0].protocols.iter().any(|p| p == "knot/ping"));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_is_dropped_after_the_ping_timeout() {
+    let a = start(tcp_node()).await;
+    let mut events = a.events();
+    let kp = Keypair::generate().unwrap();
+    let silent = kp.peer_id();
+    let (_raw, _, version) = raw_peer(&addr(&a), kp).await;
+    assert!(version.is_ok());
+    let t0 = tokio::time::Instant::now();
+    // The raw peer never answers a ping.
+    let e = wait_event(&mut events, LONG, |e| {
+        matches!(e, NodeEvent::Disconnected { .. })
+    })
+    .await;
+    let waited = t0.elapsed();
+    assert_eq!(
+        e,
+        NodeEvent::Disconnected {
+            peer: silent,
+            reason: CloseReason::Local(DisconnectReason::PingTimeout)
+        }
+    );
+    assert!(waited >= PING_TIMEOUT, "dropped too early: {waited:?}");
+    assert!(waited < PING_TIMEOUT * 3, "dropped too late: {waited:?}");
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_connection_limit_refuses_the_excess_with_a_reason() {
+    let mut config = fast_config();
+    config.max_inbound = 1;
+    let a = start(tcp_node().config(config)).await;
+    let b = start(tcp_node()).await;
+    let c = start(tcp_node()).await;
+    let kept = b.connect(&addr(&a)).await.unwrap();
+    match c.connect(&addr(&a)).await {
+        Err(NodeError::Refused(DisconnectReason::TooManyPeers)) => {}
+        other => panic!("expected a TooManyPeers refusal, got {other:?}"),
+    }
+    // The existing peer keeps working: it outlives several ping timeouts
+    // (it would be dropped without pong replies) and its requests succeed.
+    tokio::time::sleep(PING_TIMEOUT * 2).await;
+    assert!(!kept.is_closed());
+    assert!(kept.rtt().is_some());
+    assert_eq!(a.peers().len(), 1);
+    for n in [&a, &b, &c] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_delivers_the_disconnect_reason() {
+    let a = start(tcp_node()).await;
+    let b = start(tcp_node()).await;
+    let mut events = b.events();
+    let ch = b.connect(&addr(&a)).await.unwrap();
+    a.shutdown().await;
+    assert_eq!(
+        ch.closed().await,
+        CloseReason::Remote(DisconnectReason::Shutdown)
+    );
+    let e = wait_event(&mut events, LONG, |e| {
+        matches!(e, NodeEvent::Disconnected { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        NodeEvent::Disconnected {
+            peer: a.peer_id(),
+            reason: CloseReason::Remote(DisconnectReason::Shutdown)
+        }
+    );
+    // A node that shut down accepts nobody.
+    assert!(b.connect(&addr(&a)).await.is_err());
+    b.shutdown().await;
+}
+
+/// Opens a raw TCP connection, runs `abuse` on it, and returns how long the
+/// node took to close it.
+async fn time_to_cut(to: &knotwork_core::PeerAddr, abuse: &[u8]) -> Duration {
+    let knotwork_core::PeerAddr::Tcp(sa) = to else {
+        unreachable!()
+    };
+    let mut s = tokio::net::TcpStream::connect(sa).await.unwrap();
+    let t0 = tokio::time::Instant::now();
+    if !abuse.is_empty() {
+        s.write_all(abuse).await.unwrap();
+    }
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(LONG, s.read(&mut buf))
+            .await
+            .expect("never cut")
+        {
+            Ok(0) | Err(_) => return t0.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_raw_clients_are_cut_within_the_handshake_timeout() {
+    let a = start(tcp_node()).await;
+    let w = start(tcp_node()).await;
+    let good = w.connect(&addr(&a)).await.unwrap();
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let huge_length = [0xffu8; 64];
+    let cases: [(&str, &[u8]); 3] = [
+        ("garbage", &garbage),
+        ("huge length", &huge_length),
+        ("silence", &[]),
+    ];
+    for (name, bytes) in cases {
+        let took = time_to_cut(&addr(&a), bytes).await;
+        assert!(
+            took <= HANDSHAKE_TIMEOUT + Duration::from_millis(300),
+            "{name}: cut after {took:?}"
+        );
+    }
+    // Meanwhile the well-behaved peer kept getting ping replies: it is
+    // still connected after more than a ping timeout of abuse.
+    assert!(!good.is_closed());
+    assert!(good.rtt().is_some());
+    a.shutdown().await;
+    w.shutdown().await;
+}
+
+#[derive(Serialize, Deserialize)]
+struct Junk(u64);
+impl Message for Junk {
+    const NAME: &'static str = "test/junk/1";
+    const MAX_BYTES: usize = 10; // u64 varint
+}
+
+#[tokio::test]
+async fn an_unknown_message_flooder_is_banned_and_good_peers_keep_pinging() {
+    let a = start(tcp_node()).await;
+    let w = start(tcp_node()).await;
+    let good = w.connect(&addr(&a)).await.unwrap();
+    let mut events = a.events();
+    // The flooder is a node whose protocol sends a type `a` never subscribed to.
+    let flooder = start(tcp_node().protocol("junk", Sessions::ALL, |ch| {
+        let ch = ch.clone();
+        async move {
+            for i in 0.. {
+                if ch.send(&Junk(i)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }))
+    .await;
+    let fch = flooder.connect(&addr(&a)).await.unwrap();
+    let banned = wait_event(&mut events, LONG, |e| matches!(e, NodeEvent::Banned { .. })).await;
+    assert_eq!(
+        banned,
+        NodeEvent::Banned {
+            peer: flooder.peer_id()
+        }
+    );
+    assert_eq!(
+        fch.closed().await,
+        CloseReason::Remote(DisconnectReason::Misbehaviour)
+    );
+    assert!(a.is_banned(&flooder.peer_id()));
+    // Coming back is refused with the reason.
+    match flooder.connect(&addr(&a)).await {
+        Err(NodeError::Refused(DisconnectReason::Banned)) => {}
+        other => panic!("expected a Banned refusal, got {other:?}"),
+    }
+    tokio::time::sleep(PING_TIMEOUT).await;
+    assert!(!good.is_closed(), "the good peer kept its channel");
+    assert!(good.rtt().is_some());
+    for n in [&a, &w, &flooder] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_frame_over_the_length_limit_bans_an_authenticated_peer() {
+    let a = start(tcp_node()).await;
+    let mut events = a.events();
+    let kp = Keypair::generate().unwrap();
+    let id = kp.peer_id();
+    let (mut raw, _, _) = raw_peer(&addr(&a), kp).await;
+    // A header announcing a 4 GiB payload.
+    let mut header = Frame::message(Junk::ID, bytes::Bytes::new())
+        .encode_header()
+        .unwrap();
+    header[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
+    raw.get_mut().write_all(&header).await.unwrap();
+    raw.get_mut().flush().await.unwrap();
+    let e = wait_event(&mut events, LONG, |e| matches!(e, NodeEvent::Banned { .. })).await;
+    assert_eq!(e, NodeEvent::Banned { peer: id });
+    let _ = raw.close().await;
+    a.shutdown().await;
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Blob {
+    seq: u32,
+    data: Vec<u8>,
+}
+impl Message for Blob {
+    const NAME: &'static str = "test/blob/1";
+    const MAX_BYTES: usize = 5 + 3 + 65_536; // seq varint + length varint + data
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_makes_send_wait_and_nothing_is_lost() {
+    let mut config = fast_config();
+    config.channel.send_queue = 4;
+    config.channel.subscription_capacity = 4;
+    // Pings stall with the reader; keep them from timing out during the test.
+    config.ping.timeout = Duration::from_secs(30);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let a = start(
+        tcp_node()
+            .config(config.clone())
+            .protocol("blob", Sessions::ALL, move |ch| {
+                let sub = ch.subscribe::<Blob>();
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(sub).await;
+                }
+            }),
+    )
+    .await;
+    let b = start(tcp_node().config(config)).await;
+    let ch = b.connect(&addr(&a)).await.unwrap();
+    let mut sub = rx.recv().await.unwrap();
+
+    let mut sent = 0u32;
+    loop {
+        let blob = Blob {
+            seq: sent,
+            data: vec![sent as u8; 65_536],
+        };
+        match tokio::time::timeout(Duration::from_millis(500), ch.send(&blob)).await {
+            Ok(r) => {
+                r.unwrap();
+                sent += 1;
+            }
+            Err(_) => break,
+        }
+        assert!(sent < 2_000, "send never waited: memory is unbounded");
+    }
+    assert!(sent > 4, "something went through before the wait");
+    // Now read: every message sent arrives, in order.
+    for seq in 0..sent {
+        let blob = tokio::time::timeout(LONG, sub.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(blob.seq, seq);
+        assert_eq!(blob.data.len(), 65_536);
+    }
+    // And sending works again.
+    ch.send(&Blob {
+        seq: sent,
+        data: vec![],
+    })
+    .await
+    .unwrap();
+    assert_eq!(sub.recv().await.unwrap().seq, sent);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn simultaneous_dials_keep_exactly_one_connection() {
+    for _ in 0..5 {
+        let a = start(tcp_node()).await;
+        let b = start(tcp_node()).await;
+        let (addr_a, addr_b) = (addr(&a), addr(&b));
+        let (ra, rb) = tokio::join!(a.connect(&addr_b), b.connect(&addr_a));
+        assert!(ra.is_ok() || rb.is_ok());
+        // Settle, then both sides hold the same single connection: the one
+        // dialed by the smaller PeerId.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (ca, cb) = (
+            a.channel(&b.peer_id()).unwrap(),
+            b.channel(&a.peer_id()).unwrap(),
+        );
+        assert_eq!(a.peers().len(), 1);
+        assert_eq!(b.peers().len(), 1);
+        let a_dialed = a.peer_id() < b.peer_id();
+        assert_eq!(ca.info().session == SessionKind::Manual, a_dialed);
+        assert_eq!(cb.info().session == SessionKind::Manual, !a_dialed);
+        assert!(!ca.is_closed() && !cb.is_closed());
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn requests_are_matched_refused_and_timed_out() {
+    #[derive(Serialize, Deserialize)]
+    struct Add(u32, u32);
+    impl Message for Add {
+        const NAME: &'static str = "test/add/1";
+        const MAX_BYTES: usize = 10;
+    }
+    #[derive(Serialize, Deserialize)]
+    struct Sum(u32);
+    impl Message for Sum {
+        const NAME: &'static str = "test/sum/1";
+        const MAX_BYTES: usize = 5;
+    }
+    #[derive(Serialize, Deserialize)]
+    struct Slow;
+    impl Message for Slow {
+        const NAME: &'static str = "test/slow/1";
+        const MAX_BYTES: usize = 0;
+    }
+    let a = start(tcp_node().protocol("math", Sessions::ALL, |ch| {
+        let mut adds = ch.subscribe_requests::<Add>();
+        let mut slows = ch.subscribe_requests::<Slow>();
+        async move {
+            let mut parked = Vec::new();
+            loop {
+                tokio::select! {
+                    Some((Add(x, y), r)) = adds.recv() => { let _ = r.respond(&Sum(x + y)).await; }
+                    Some((Slow, r)) = slows.recv() => parked.push(r), // never answered
+                    else => return,
+                }
+            }
+        }
+    }))
+    .await;
+    let b = start(tcp_node()).await;
+    let ch = b.connect(&addr(&a)).await.unwrap();
+    // Many concurrent requests, each matched to its own answer.
+    let answers = futures::future::join_all((0..50u32).map(|i| {
+        let ch = ch.clone();
+        async move { ch.request::<Add, Sum>(&Add(i, 1000)).await }
+    }))
+    .await;
+    for (i, r) in answers.into_iter().enumerate() {
+        assert_eq!(r.unwrap().0, i as u32 + 1000);
+    }
+    assert!(matches!(
+        ch.request_timeout::<Slow, Sum>(&Slow, Duration::from_millis(100))
+            .await,
+        Err(NodeError::RequestTimeout)
+    ));
+    assert!(matches!(
+        ch.request::<Sum, Sum>(&Sum(1)).await,
+        Err(NodeError::RequestRefused)
+    ));
+    assert!(matches!(
+        ch.request::<Add, Add>(&Add(1, 2)).await,
+        Err(NodeError::UnexpectedResponse { expected, got }) if expected == Add::ID && got == Sum::ID
+    ));
+    a.shutdown().await;
+    b.shutdown().await;
+}
