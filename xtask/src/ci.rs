@@ -83,10 +83,7 @@ fn steps(project: &Project, fuzz_seconds: u64) -> Vec<Step<'_>> {
         Step::new(
             "test",
             "the failing tests are named above; `cargo xtask test` reproduces them",
-            || {
-                let runner = test::Runner::detect(project)?;
-                test::run(project, &[]).map(|()| format!("{runner:?}").to_lowercase())
-            },
+            || test::run(project, &[]).map(|runner| runner.to_string()),
         ),
         Step::new(
             "doc",

@@ -66,7 +66,7 @@ fn run(mut args: Vec<String>) -> Result<()> {
     let project = Project::locate()?;
     match command.as_str() {
         "ci" => ci::run(&project, Flags::new(args)),
-        "test" => test::run(&project, &args),
+        "test" => test::run(&project, &args).map(|_| ()),
         "fuzz" => fuzz::run(&project, Flags::new(args)),
         "bench" => bench::run(&project, Flags::new(args)),
         "interop" => interop::run(&project, Flags::new(args)),

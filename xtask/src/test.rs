@@ -21,9 +21,18 @@ pub enum Runner {
     Cargo,
 }
 
+impl std::fmt::Display for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Nextest => "nextest + doctests",
+            Self::Cargo => "cargo test",
+        })
+    }
+}
+
 impl Runner {
     /// `KNOTWORK_TEST_RUNNER` if set, else nextest when installed.
-    pub fn detect(project: &Project) -> Result<Self> {
+    fn detect(project: &Project) -> Result<Self> {
         match env::var("KNOTWORK_TEST_RUNNER").as_deref() {
             Ok("nextest") => Ok(Self::Nextest),
             Ok("cargo") => Ok(Self::Cargo),
@@ -38,8 +47,8 @@ impl Runner {
     }
 }
 
-/// Runs the tests with `args` passed through.
-pub fn run(project: &Project, args: &[String]) -> Result<()> {
+/// Runs the tests with `args` passed through; says which runner ran them.
+pub fn run(project: &Project, args: &[String]) -> Result<Runner> {
     let runner = Runner::detect(project)?;
     let mut args = args.to_vec();
     if !selects_packages(&args) {
@@ -49,10 +58,11 @@ pub fn run(project: &Project, args: &[String]) -> Result<()> {
         Runner::Nextest => {
             shell::run(project.cargo(["nextest", "run"]).args(&args))?;
             // nextest skips doctests; they run here.
-            shell::run(project.cargo(["test", "--doc"]).args(&args))
+            shell::run(project.cargo(["test", "--doc"]).args(&args))?;
         }
-        Runner::Cargo => shell::run(project.cargo(["test"]).args(&args)),
+        Runner::Cargo => shell::run(project.cargo(["test"]).args(&args))?,
     }
+    Ok(runner)
 }
 
 /// Whether the arguments before any `--` already choose packages.
