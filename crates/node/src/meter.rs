@@ -118,7 +118,7 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct Meter {
     config: MeterConfig,
-    score: f64,
+    score: u32,
     scored_at: Instant,
     buckets: HashMap<u32, Bucket>,
 }
@@ -128,7 +128,7 @@ impl Meter {
     pub fn new(config: MeterConfig, now: Instant) -> Self {
         Self {
             config,
-            score: 0.0,
+            score: 0,
             scored_at: now,
             buckets: HashMap::new(),
         }
@@ -136,21 +136,32 @@ impl Meter {
 
     /// The current score (after decay up to the last input).
     pub fn score(&self) -> u32 {
-        // The score is non-negative and bounded by threshold + points.
-        self.score.ceil().clamp(0.0, f64::from(u32::MAX)) as u32
+        self.score
     }
 
+    /// Forgets whole points for the time since the last decay; the
+    /// remainder of a point carries over, so scores stay whole numbers.
     fn decay(&mut self, now: Instant) {
+        let rate = self.config.decay_per_second;
+        if rate <= 0.0 || !rate.is_finite() {
+            self.scored_at = now;
+            return;
+        }
         let dt = now.saturating_duration_since(self.scored_at).as_secs_f64();
-        self.score = (self.score - dt * self.config.decay_per_second).max(0.0);
-        self.scored_at = now;
+        let forgotten = (dt * rate).floor();
+        if forgotten >= 1.0 {
+            // Saturating float-to-int conversion.
+            let points = forgotten.min(f64::from(u32::MAX)) as u32;
+            self.score = self.score.saturating_sub(points);
+            self.scored_at += Duration::from_secs_f64(forgotten / rate);
+        }
     }
 
     /// Adds an offence at `now`.
     pub fn offend(&mut self, offence: Offence, now: Instant) -> Verdict {
         self.decay(now);
-        self.score += f64::from(offence.points(&self.config));
-        if self.score >= f64::from(self.config.ban_threshold) {
+        self.score = self.score.saturating_add(offence.points(&self.config));
+        if self.score >= self.config.ban_threshold {
             Verdict::Ban
         } else {
             Verdict::Drop
