@@ -78,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
 
     let mut codec = FrameCodec::new();
     let mut again = BytesMut::new();
-    for frame in &whole {
+    for frame in whole {
         codec
             .encode(frame, &mut again)
             .expect("a decoded frame re-encodes");

@@ -131,25 +131,19 @@ impl Decoder for FrameCodec {
     }
 }
 
-impl Encoder<&Frame> for FrameCodec {
-    type Error = WireError;
-
-    #[inline]
-    fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), WireError> {
-        let header = self.checked_header(frame)?;
-        dst.reserve(frame.encoded_len());
-        dst.put_slice(&header);
-        dst.put_slice(&frame.payload);
-        Ok(())
-    }
-}
-
+/// Only owned frames: a second `Encoder<&Frame>` impl would make
+/// `SinkExt::flush`/`close` on a `Framed` ambiguous for every caller. A frame
+/// is cheap to clone (the payload is reference-counted).
 impl Encoder<Frame> for FrameCodec {
     type Error = WireError;
 
     #[inline]
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), WireError> {
-        self.encode(&frame, dst)
+        let header = self.checked_header(&frame)?;
+        dst.reserve(frame.encoded_len());
+        dst.put_slice(&header);
+        dst.put_slice(&frame.payload);
+        Ok(())
     }
 }
 
@@ -164,7 +158,7 @@ mod tests {
         let mut codec = FrameCodec::new();
         let mut buf = BytesMut::new();
         for f in frames {
-            codec.encode(f, &mut buf).unwrap();
+            codec.encode(f.clone(), &mut buf).unwrap();
         }
         buf
     }
