@@ -1,0 +1,979 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! Interop of knotwork-discovery-mdns with independent mDNS stacks (avahi and
+//! python-zeroconf), each test in its own pair of network namespaces joined by
+//! a veth pair.
+//!
+//! Every test is `#[ignore]`d: it needs root, `ip netns`, avahi-daemon,
+//! avahi-utils, dbus-daemon and a Python with `zeroconf` (`KNOTWORK_PYTHON`,
+//! else `<repo>/.venv/bin/python`). `cargo xtask interop mdns` installs all of
+//! that and runs:
+//!
+//! ```text
+//! cargo test -p knotwork-discovery-mdns --test interop_mdns -- --include-ignored --test-threads=1 --nocapture
+//! ```
+//!
+//! Without root or namespaces a test FAILS saying why, unless
+//! `KNOTWORK_ALLOW_SKIP=1`, when it says SKIPPED and returns.
+//!
+//! Our side runs in-process: a test thread enters namespace A (`setns`), and
+//! the tokio runtime and the mDNS daemon thread it starts stay there. The
+//! independent peer runs in namespace B. avahi-daemon gets a private D-Bus
+//! (never the host's) and a private `/run/avahi-daemon` (a tmpfs mounted in
+//! the mount namespace `ip netns exec` creates), so it cannot collide with an
+//! avahi already running on the host. Everything a test starts is killed by
+//! PID and its namespaces deleted when it ends, also when it fails.
+
+use std::fs;
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use knotwork_core::{
+    DiscoveredPeer, Discovery, DiscoveryEvent, DiscoverySource, Keypair, LocalPeerInfo, PeerAddr,
+    PeerId,
+};
+use knotwork_discovery_mdns::{DEFAULT_SERVICE_TYPE, MdnsConfig, MdnsDiscovery};
+
+/// How long any one wait may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(20);
+const AVAHI_TYPE: &str = "_knotwork._udp";
+
+// ---------------------------------------------------------------------------
+// Log capture: the crate reports ignored announcements with tracing::warn!.
+
+static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        std::io::stderr().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+fn init_log() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(|| Capture)
+            .init();
+    });
+}
+
+fn log_text() -> String {
+    String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
+}
+
+/// The warning the crate logged for `instance`, if any.
+fn warning_for(instance: &str) -> Option<String> {
+    log_text()
+        .lines()
+        .find(|l| l.contains("ignored malformed announcement") && l.contains(instance))
+        .map(str::to_owned)
+}
+
+// ---------------------------------------------------------------------------
+// The lab: two namespaces, a veth pair, child processes, teardown.
+
+fn allow_skip() -> bool {
+    std::env::var("KNOTWORK_ALLOW_SKIP").is_ok_and(|v| v == "1")
+}
+
+/// Fails the test with `why`, or with KNOTWORK_ALLOW_SKIP=1 says SKIPPED.
+fn unavailable(why: &str) -> Option<Lab> {
+    if allow_skip() {
+        eprintln!("SKIPPED (KNOTWORK_ALLOW_SKIP=1): {why}");
+        return None;
+    }
+    panic!(
+        "mdns interop needs {why}; run `cargo xtask interop mdns` as root \
+         (it installs what is missing), or set KNOTWORK_ALLOW_SKIP=1 to skip"
+    );
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn python() -> PathBuf {
+    match std::env::var_os("KNOTWORK_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
+    }
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop")
+        .join(name)
+}
+
+fn sh(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+struct Lab {
+    ns_a: String,
+    ns_b: String,
+    veth_b: String,
+    ip_a: String,
+    ip_b: String,
+    ip6_a: String,
+    dir: PathBuf,
+    children: Vec<(String, Child)>,
+    bus: Option<String>,
+}
+
+impl Lab {
+    /// Two fresh namespaces A (10.213.N.1, fd00:213:N::1) and B (10.213.N.2)
+    /// joined by a veth pair; `None` if skipped.
+    fn new(need_avahi: bool, need_python: bool) -> Option<Lab> {
+        init_log();
+        if !is_root() {
+            return unavailable("root (network namespaces)");
+        }
+        let mut missing: Vec<&str> = ["ip"]
+            .into_iter()
+            .chain(if need_avahi {
+                vec![
+                    "avahi-daemon",
+                    "avahi-browse",
+                    "avahi-publish",
+                    "dbus-daemon",
+                ]
+            } else {
+                vec![]
+            })
+            .filter(|p| !have(p))
+            .collect();
+        let py_ok = Command::new(python())
+            .args(["-c", "import zeroconf"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if need_python && !py_ok {
+            missing.push("python zeroconf (KNOTWORK_PYTHON or .venv)");
+        }
+        if !missing.is_empty() {
+            return unavailable(&missing.join(", "));
+        }
+
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed) % 250;
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("kwm-{pid}-{n}"));
+        let lab = Lab {
+            ns_a: format!("kwm-{pid}-{n}-a"),
+            ns_b: format!("kwm-{pid}-{n}-b"),
+            veth_b: format!("kwm{pid}{n}b"),
+            ip_a: format!("10.213.{n}.1"),
+            ip_b: format!("10.213.{n}.2"),
+            // As Rust prints it (a zero group compresses): the TXT text form.
+            ip6_a: format!("fd00:213:{n}::1")
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .to_string(),
+            dir,
+            children: Vec::new(),
+            bus: None,
+        };
+        let veth_a = format!("kwm{pid}{n}a");
+        fs::create_dir_all(&lab.dir).unwrap();
+        if let Err(e) = sh(&["ip", "netns", "add", &lab.ns_a]) {
+            return unavailable(&format!("network namespaces ({e})"));
+        }
+        let (a, b, vb) = (lab.ns_a.clone(), lab.ns_b.clone(), lab.veth_b.clone());
+        let setup: &[&[&str]] = &[
+            &["ip", "netns", "add", &b],
+            &[
+                "ip", "link", "add", &veth_a, "type", "veth", "peer", "name", &vb,
+            ],
+            &["ip", "link", "set", &veth_a, "netns", &a],
+            &["ip", "link", "set", &vb, "netns", &b],
+            &[
+                "ip",
+                "-n",
+                &a,
+                "addr",
+                "add",
+                &format!("{}/24", lab.ip_a),
+                "dev",
+                &veth_a,
+            ],
+            &[
+                "ip",
+                "-n",
+                &b,
+                "addr",
+                "add",
+                &format!("{}/24", lab.ip_b),
+                "dev",
+                &vb,
+            ],
+            &[
+                "ip",
+                "-n",
+                &a,
+                "addr",
+                "add",
+                &format!("{}/64", lab.ip6_a),
+                "dev",
+                &veth_a,
+                "nodad",
+            ],
+            &["ip", "-n", &a, "link", "set", &veth_a, "up"],
+            &["ip", "-n", &b, "link", "set", &vb, "up"],
+            &["ip", "-n", &a, "link", "set", "lo", "up"],
+            &["ip", "-n", &b, "link", "set", "lo", "up"],
+        ];
+        for cmd in setup {
+            sh(cmd).unwrap();
+        }
+        eprintln!("lab: {a} ({}) <-> {b} ({})", lab.ip_a, lab.ip_b);
+        Some(lab)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Starts `args` inside namespace `ns`, output to `<dir>/<name>.log`.
+    fn spawn_in(&mut self, ns: &str, name: &str, args: &[&str]) -> u32 {
+        let log = fs::File::create(self.path(&format!("{name}.log"))).unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(bus) = &self.bus {
+            cmd.env("DBUS_SYSTEM_BUS_ADDRESS", bus);
+        }
+        let child = cmd.spawn().unwrap();
+        let pid = child.id();
+        self.children.push((name.to_owned(), child));
+        pid
+    }
+
+    fn log(&self, name: &str) -> String {
+        fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Waits until `<name>.log` contains `needle`.
+    fn wait_log(&mut self, name: &str, needle: &str) {
+        let start = Instant::now();
+        while !self.log(name).contains(needle) {
+            if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("{name} exited ({status}):\n{}", self.log(name));
+                }
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{name} did not say {needle:?}:\n{}",
+                self.log(name)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A private D-Bus (system-bus type, permissive policy) and avahi-daemon
+    /// in namespace B on it.
+    fn start_avahi(&mut self) {
+        let bus_path = self.path("bus");
+        let conf = format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"#,
+            bus_path.display()
+        );
+        fs::write(self.path("bus.conf"), conf).unwrap();
+        let log = fs::File::create(self.path("dbus.log")).unwrap();
+        let child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", self.path("bus.conf").display()))
+            .args(["--nofork", "--nopidfile"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children.push(("dbus".into(), child));
+        let start = Instant::now();
+        while !bus_path.exists() {
+            assert!(start.elapsed() < DEADLINE, "dbus-daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.bus = Some(format!("unix:path={}", bus_path.display()));
+
+        let conf = format!(
+            "[server]\nhost-name=kwm-avahi-{}\nuse-ipv4=yes\nuse-ipv6=yes\n\
+             allow-interfaces={}\nenable-dbus=yes\nratelimit-interval-usec=0\n\
+             [wide-area]\nenable-wide-area=no\n\
+             [publish]\npublish-workstation=no\npublish-hinfo=no\n",
+            std::process::id(),
+            self.veth_b
+        );
+        fs::write(self.path("avahi.conf"), conf).unwrap();
+        // avahi keeps its pid file and socket in /run/avahi-daemon: give this
+        // one a private tmpfs there (in the mount namespace of `ip netns exec`).
+        fs::create_dir_all("/run/avahi-daemon").unwrap();
+        let avahi = format!(
+            "mount -t tmpfs none /run/avahi-daemon && exec avahi-daemon --no-rlimits \
+             --no-chroot --no-drop-root --no-proc-title -f {}",
+            self.path("avahi.conf").display()
+        );
+        let ns_b = self.ns_b.clone();
+        self.spawn_in(&ns_b, "avahi", &["sh", "-c", &avahi]);
+        self.wait_log("avahi", "Server startup complete");
+    }
+
+    /// `avahi-publish -s NAME _knotwork._udp 4000 TXT...` (avahi must run).
+    fn avahi_publish(&mut self, name: &str, txt: &[String]) {
+        let mut args = vec!["avahi-publish", "-s", name, AVAHI_TYPE, "4000"];
+        args.extend(txt.iter().map(String::as_str));
+        let ns_b = self.ns_b.clone();
+        self.spawn_in(&ns_b, name, &args);
+    }
+
+    /// python-zeroconf publishing `services` (name, txt) from namespace B.
+    fn zeroconf_publish(
+        &mut self,
+        name: &str,
+        services: &[(String, Vec<String>)],
+        ttl: Option<u32>,
+    ) -> u32 {
+        let services: Vec<serde_like::Json> = services
+            .iter()
+            .map(|(n, txt)| serde_like::service(n, 4000, txt))
+            .collect();
+        let spec = serde_like::spec(DEFAULT_SERVICE_TYPE, &self.ip_b, ttl, &services);
+        let (ns_b, py, sc) = (self.ns_b.clone(), python(), script("zc_publish.py"));
+        let pid = self.spawn_in(
+            &ns_b,
+            name,
+            &[py.to_str().unwrap(), sc.to_str().unwrap(), &spec],
+        );
+        self.wait_log(name, "ready");
+        pid
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (name, child) in self.children.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+            if std::thread::panicking() {
+                eprintln!(
+                    "--- {name}.log ---\n{}",
+                    fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+                );
+            }
+        }
+        for ns in [&self.ns_a, &self.ns_b] {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Tiny JSON writer for the zeroconf spec (strings need escaping; no serde dep).
+mod serde_like {
+    pub type Json = String;
+
+    fn string(s: &str) -> Json {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    /// `txt` entries are `key=value`, or `key` alone for a key without value.
+    pub fn service(name: &str, port: u16, txt: &[String]) -> Json {
+        let pairs: Vec<Json> = txt
+            .iter()
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => format!("[{}, {}]", string(k), string(v)),
+                None => format!("[{}, null]", string(e)),
+            })
+            .collect();
+        format!(
+            "{{\"name\": {}, \"port\": {port}, \"txt\": [{}]}}",
+            string(name),
+            pairs.join(", ")
+        )
+    }
+
+    pub fn spec(ty: &str, ip: &str, ttl: Option<u32>, services: &[Json]) -> Json {
+        let ttl = ttl.map_or_else(|| "null".to_owned(), |t| t.to_string());
+        format!(
+            "{{\"type\": {}, \"ip\": {}, \"ttl\": {ttl}, \"services\": [{}]}}",
+            string(ty),
+            string(ip),
+            services.join(", ")
+        )
+    }
+}
+
+/// Runs `body` on a new thread inside namespace `ns`, on its own tokio
+/// runtime (the mDNS daemon thread it starts inherits the namespace).
+fn in_ns<T, F, Fut>(ns: &str, body: F) -> std::thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+{
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = fs::File::open(&path).unwrap();
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(body())
+    })
+}
+
+/// Waits for the first `Discovered` of `want` on `events`.
+async fn wait_discovered(
+    events: &mut futures::stream::BoxStream<'static, DiscoveryEvent>,
+    want: PeerId,
+) -> DiscoveredPeer {
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(event) = events.next().await {
+            if let DiscoveryEvent::Discovered(peer) = event {
+                if peer.peer_id == want {
+                    return peer;
+                }
+            }
+        }
+        panic!("event stream ended");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{want} not discovered within {DEADLINE:?}"))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn good_txt(id: PeerId, addr: &str) -> Vec<String> {
+    vec![format!("id={id}"), "v=1".into(), format!("a0={addr}")]
+}
+
+// ---------------------------------------------------------------------------
+// Our announcement, seen by avahi and by zeroconf.
+
+/// Runs our announcer in namespace A until `stop` fires; sends its instance
+/// label back on `label`.
+fn announce_in_a(
+    lab: &Lab,
+    info: LocalPeerInfo,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let (label_tx, label_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = in_ns(&lab.ns_a, move || async move {
+        let mdns = MdnsDiscovery::new(MdnsConfig::default()).unwrap();
+        mdns.announce(&info).await.unwrap();
+        label_tx
+            .send((
+                mdns.instance_label().to_owned(),
+                mdns.registered_instances(),
+            ))
+            .unwrap();
+        let _ = stop_rx.await;
+        mdns.shutdown().await.unwrap();
+    });
+    let (label, instances) = label_rx.recv_timeout(DEADLINE).unwrap();
+    eprintln!("announced instances: {instances:?}");
+    (label, stop_tx, thread)
+}
+
+fn our_info(id: PeerId) -> LocalPeerInfo {
+    LocalPeerInfo {
+        peer_id: id,
+        // 0.0.0.0 and [::] expand to the veth's addresses; the loopback
+        // address must stay off the veth.
+        addrs: ["tcp/0.0.0.0:4000", "tcp/[::]:4000", "tcp/127.0.0.1:4001"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect(),
+    }
+}
+
+fn expected_txt(lab: &Lab, id: PeerId) -> Vec<String> {
+    vec![
+        format!("id={id}"),
+        "v=1".to_owned(),
+        format!("a0=tcp/{}:4000", lab.ip_a),
+        format!("a1=tcp/[{}]:4000", lab.ip6_a),
+    ]
+}
+
+/// The quoted strings of avahi-browse's parsable TXT field.
+fn avahi_txt(field: &str) -> Vec<String> {
+    field
+        .split("\" \"")
+        .map(|s| s.trim_matches('"').to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and avahi; run by `cargo xtask interop mdns`"]
+fn avahi_resolves_our_announcement() {
+    let Some(mut lab) = Lab::new(true, false) else {
+        return;
+    };
+    lab.start_avahi();
+    let id = Keypair::generate().unwrap().peer_id();
+    let start = Instant::now();
+    let (label, stop, thread) = announce_in_a(&lab, our_info(id));
+
+    let bus = lab.bus.clone().unwrap();
+    let line = loop {
+        let out = Command::new("avahi-browse")
+            .args(["-rpt", AVAHI_TYPE])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let resolved = text.lines().find(|l| {
+            let f: Vec<&str> = l.split(';').collect();
+            f.len() > 9 && f[0] == "=" && f[2] == "IPv4" && f[3].starts_with(&label)
+        });
+        if let Some(line) = resolved {
+            // Nothing we announce on the veth may carry a loopback address.
+            assert!(
+                !text.contains("127.0.0.1") && !text.contains("[::1]"),
+                "loopback leaked onto the veth:\n{text}"
+            );
+            break line.to_owned();
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "avahi-browse never resolved us:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!(
+        "avahi-browse resolved us after {}: {line}",
+        ms(start.elapsed())
+    );
+    let fields: Vec<&str> = line.split(';').collect();
+    assert_eq!(fields[7], lab.ip_a, "A record");
+    assert_eq!(fields[8], "4000", "SRV port");
+    let mut txt = avahi_txt(fields[9]);
+    txt.sort();
+    let mut want = expected_txt(&lab, id);
+    want.sort();
+    assert_eq!(txt, want, "TXT fields");
+
+    stop.send(()).unwrap();
+    thread.join().unwrap();
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and python zeroconf; run by `cargo xtask interop mdns`"]
+fn zeroconf_resolves_our_announcement() {
+    let Some(mut lab) = Lab::new(false, true) else {
+        return;
+    };
+    let id = Keypair::generate().unwrap().peer_id();
+    let start = Instant::now();
+    let (label, stop, thread) = announce_in_a(&lab, our_info(id));
+
+    let ns_b = lab.ns_b.clone();
+    let (py, sc) = (python(), script("zc_browse.py"));
+    lab.spawn_in(
+        &ns_b,
+        "zc_browse",
+        &[
+            py.to_str().unwrap(),
+            sc.to_str().unwrap(),
+            DEFAULT_SERVICE_TYPE,
+            &label,
+            "15",
+        ],
+    );
+    lab.wait_log("zc_browse", "\"txt\"");
+    let line = lab.log("zc_browse");
+    eprintln!(
+        "zeroconf resolved us after {}: {}",
+        ms(start.elapsed()),
+        line.trim()
+    );
+    for want in expected_txt(&lab, id) {
+        let (k, v) = want.split_once('=').unwrap();
+        assert!(
+            line.contains(&format!("[\"{k}\", \"{v}\"]")),
+            "{want} missing in {line}"
+        );
+    }
+    assert!(
+        line.contains(&format!("\"addresses\": [\"{}\"]", lab.ip_a)),
+        "{line}"
+    );
+    assert!(!line.contains("127.0.0.1"), "loopback leaked: {line}");
+
+    stop.send(()).unwrap();
+    thread.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Services published by avahi and by zeroconf, discovered by us.
+
+/// Browses from namespace A until `want` is discovered; returns it and the
+/// time from start.
+fn discover_in_a(lab: &Lab, want: PeerId) -> (DiscoveredPeer, Duration) {
+    in_ns(&lab.ns_a, move || async move {
+        let start = Instant::now();
+        let mdns = MdnsDiscovery::new(MdnsConfig::default()).unwrap();
+        let mut events = mdns.events();
+        let peer = wait_discovered(&mut events, want).await;
+        let took = start.elapsed();
+        assert_eq!(mdns.discover().await.unwrap(), vec![peer.clone()]);
+        mdns.shutdown().await.unwrap();
+        (peer, took)
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and avahi; run by `cargo xtask interop mdns`"]
+fn we_discover_avahi_publish() {
+    let Some(mut lab) = Lab::new(true, false) else {
+        return;
+    };
+    lab.start_avahi();
+    let id = Keypair::generate().unwrap().peer_id();
+    let addr = format!("tcp/{}:4000", lab.ip_b);
+    lab.avahi_publish("kwm-avahi-good", &good_txt(id, &addr));
+    lab.wait_log("kwm-avahi-good", "Established");
+    let (peer, took) = discover_in_a(&lab, id);
+    eprintln!("discovered the avahi-published peer after {}", ms(took));
+    assert_eq!(peer.addrs, vec![addr.parse::<PeerAddr>().unwrap()]);
+    assert_eq!(peer.source, DiscoverySource::Mdns);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and python zeroconf; run by `cargo xtask interop mdns`"]
+fn we_discover_zeroconf_publish() {
+    let Some(mut lab) = Lab::new(false, true) else {
+        return;
+    };
+    let id = Keypair::generate().unwrap().peer_id();
+    let addr = format!("tcp/{}:4000", lab.ip_b);
+    lab.zeroconf_publish(
+        "zc_publish",
+        &[("kwm-zc-good".into(), good_txt(id, &addr))],
+        None,
+    );
+    let (peer, took) = discover_in_a(&lab, id);
+    eprintln!("discovered the zeroconf-published peer after {}", ms(took));
+    assert_eq!(peer.addrs, vec![addr.parse::<PeerAddr>().unwrap()]);
+}
+
+// ---------------------------------------------------------------------------
+// Malformed announcements are ignored with a logged reason.
+
+/// (instance name, TXT, the reason we must log).
+fn malformed(prefix: &str, lab: &Lab) -> Vec<(String, Vec<String>, &'static str)> {
+    let id = Keypair::generate().unwrap().peer_id();
+    let addr = format!("a0=tcp/{}:4000", lab.ip_b);
+    let mut too_many = vec![format!("id={id}"), "v=1".to_owned()];
+    too_many.extend((0..9).map(|i| format!("a{i}=tcp/{}:{}", lab.ip_b, 4000 + i)));
+    let junk = "x".repeat(240);
+    let mut oversized = vec![format!("id={id}"), "v=1".to_owned(), addr.clone()];
+    oversized.extend(["p", "q", "r", "s"].iter().map(|k| format!("{k}={junk}")));
+    vec![
+        (
+            format!("{prefix}-missing-id"),
+            vec!["v=1".into(), addr.clone()],
+            "txt record has no id",
+        ),
+        (
+            format!("{prefix}-bad-id"),
+            vec!["id=not-a-peer-id".into(), "v=1".into(), addr],
+            "bad peer id",
+        ),
+        (
+            format!("{prefix}-too-many"),
+            too_many,
+            "too many addresses: 9, at most 8",
+        ),
+        (format!("{prefix}-oversized"), oversized, "at most 900"),
+    ]
+}
+
+/// Browses from A until `good` is discovered and a warning was logged for
+/// every malformed instance; checks that only `good` is known.
+fn check_malformed_ignored(lab: &Lab, good: PeerId, bad: &[(String, Vec<String>, &'static str)]) {
+    let bad: Vec<(String, &'static str)> = bad.iter().map(|(n, _, r)| (n.clone(), *r)).collect();
+    let (took, peers) = in_ns(&lab.ns_a, move || async move {
+        let start = Instant::now();
+        let mdns = MdnsDiscovery::new(MdnsConfig::default()).unwrap();
+        let mut events = mdns.events();
+        wait_discovered(&mut events, good).await;
+        while bad.iter().any(|(name, _)| warning_for(name).is_none()) {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "not every malformed record was logged"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let took = start.elapsed();
+        for (name, reason) in &bad {
+            let line = warning_for(name).unwrap();
+            assert!(
+                line.contains(reason),
+                "{name}: expected {reason:?} in {line}"
+            );
+        }
+        let peers = mdns.discover().await.unwrap();
+        mdns.shutdown().await.unwrap();
+        (took, peers)
+    })
+    .join()
+    .unwrap();
+    eprintln!(
+        "good peer discovered and every malformed record logged after {}",
+        ms(took)
+    );
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert_eq!(peers[0].peer_id, good);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and avahi; run by `cargo xtask interop mdns`"]
+fn malformed_avahi_announcements_are_ignored() {
+    let Some(mut lab) = Lab::new(true, false) else {
+        return;
+    };
+    lab.start_avahi();
+    let bad = malformed("kwm-avahi", &lab);
+    for (name, txt, _) in &bad {
+        lab.avahi_publish(name, txt);
+    }
+    let good = Keypair::generate().unwrap().peer_id();
+    lab.avahi_publish(
+        "kwm-avahi-ok",
+        &good_txt(good, &format!("tcp/{}:4000", lab.ip_b)),
+    );
+    for name in bad
+        .iter()
+        .map(|b| b.0.clone())
+        .chain(["kwm-avahi-ok".to_owned()])
+    {
+        lab.wait_log(&name, "Established");
+    }
+    check_malformed_ignored(&lab, good, &bad);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and python zeroconf; run by `cargo xtask interop mdns`"]
+fn malformed_zeroconf_announcements_are_ignored() {
+    let Some(mut lab) = Lab::new(false, true) else {
+        return;
+    };
+    let bad = malformed("kwm-zc", &lab);
+    let good = Keypair::generate().unwrap().peer_id();
+    let mut services: Vec<(String, Vec<String>)> =
+        bad.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect();
+    services.push((
+        "kwm-zc-ok".into(),
+        good_txt(good, &format!("tcp/{}:4000", lab.ip_b)),
+    ));
+    lab.zeroconf_publish("zc_publish", &services, None);
+    check_malformed_ignored(&lab, good, &bad);
+}
+
+// ---------------------------------------------------------------------------
+// Expiry: goodbye and TTL.
+
+#[test]
+#[ignore = "needs root, network namespaces and python zeroconf; run by `cargo xtask interop mdns`"]
+fn zeroconf_peer_without_goodbye_expires_by_ttl() {
+    let Some(mut lab) = Lab::new(false, true) else {
+        return;
+    };
+    let id = Keypair::generate().unwrap().peer_id();
+    let addr = format!("tcp/{}:4000", lab.ip_b);
+    let ttl = 3;
+    let pid = lab.zeroconf_publish(
+        "zc_publish",
+        &[("kwm-zc-ttl".into(), good_txt(id, &addr))],
+        Some(ttl),
+    );
+    let (discovered_tx, discovered_rx) = std::sync::mpsc::channel();
+    let thread = in_ns(&lab.ns_a, move || async move {
+        let mdns = MdnsDiscovery::new(MdnsConfig::default()).unwrap();
+        let mut events = mdns.events();
+        wait_discovered(&mut events, id).await;
+        discovered_tx.send(()).unwrap();
+        let gone = Instant::now();
+        let expired = tokio::time::timeout(DEADLINE, events.next()).await.unwrap();
+        let took = gone.elapsed();
+        // Nothing more about it: expired once.
+        let more = tokio::time::timeout(Duration::from_secs(1), events.next()).await;
+        mdns.shutdown().await.unwrap();
+        (expired, took, more.is_err())
+    });
+    discovered_rx.recv_timeout(DEADLINE).unwrap();
+    // SIGKILL: no goodbye, the records must expire.
+    sh(&["kill", "-KILL", &pid.to_string()]).unwrap();
+    let (expired, took, quiet) = thread.join().unwrap();
+    eprintln!(
+        "peer killed without goodbye expired after {} (TTL {ttl} s)",
+        ms(took)
+    );
+    assert_eq!(
+        expired,
+        Some(DiscoveryEvent::Expired {
+            peer_id: id,
+            source: DiscoverySource::Mdns
+        })
+    );
+    assert!(quiet, "more events after the expiry");
+}
+
+// ---------------------------------------------------------------------------
+// Two knotwork nodes in two namespaces.
+
+#[test]
+#[ignore = "needs root and network namespaces; run by `cargo xtask interop mdns`"]
+fn two_nodes_find_each_other_and_goodbye_expires() {
+    let Some(lab) = Lab::new(false, false) else {
+        return;
+    };
+    let a = Keypair::generate().unwrap().peer_id();
+    let b = Keypair::generate().unwrap().peer_id();
+    let addr_a: PeerAddr = format!("tcp/{}:4000", lab.ip_a).parse().unwrap();
+    let addr_b: PeerAddr = format!("tcp/{}:4000", lab.ip_b).parse().unwrap();
+    let (b_done_tx, b_done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (a_found_tx, a_found_rx) = tokio::sync::oneshot::channel::<()>();
+
+    let (wa, wb) = (addr_a.clone(), addr_b.clone());
+    let node_a = in_ns(&lab.ns_a, move || async move {
+        let start = Instant::now();
+        let mdns = MdnsDiscovery::new(MdnsConfig::default()).unwrap();
+        let mut events = mdns.events();
+        mdns.announce(&LocalPeerInfo {
+            peer_id: a,
+            addrs: vec![wa],
+        })
+        .await
+        .unwrap();
+        let peer = wait_discovered(&mut events, b).await;
+        let took = start.elapsed();
+        assert_eq!(peer.addrs, vec![wb]);
+        a_found_tx.send(()).unwrap();
+        // B says goodbye when it shuts down: expired, once.
+        let _ = b_done_rx.await;
+        let expired = tokio::time::timeout(DEADLINE, events.next()).await.unwrap();
+        let more = tokio::time::timeout(Duration::from_secs(1), events.next()).await;
+        mdns.shutdown().await.unwrap();
+        (took, expired, more.is_err())
+    });
+    let node_b = in_ns(&lab.ns_b, move || async move {
+        let start = Instant::now();
+        let mdns = MdnsDiscovery::new(MdnsConfig::default()).unwrap();
+        let mut events = mdns.events();
+        mdns.announce(&LocalPeerInfo {
+            peer_id: b,
+            addrs: vec![addr_b],
+        })
+        .await
+        .unwrap();
+        let peer = wait_discovered(&mut events, a).await;
+        let took = start.elapsed();
+        assert_eq!(peer.addrs, vec![addr_a]);
+        // Say goodbye only once A has seen us.
+        let _ = a_found_rx.await;
+        mdns.shutdown().await.unwrap();
+        b_done_tx.send(()).unwrap();
+        took
+    });
+    let took_b = node_b.join().unwrap();
+    let (took_a, expired, quiet) = node_a.join().unwrap();
+    eprintln!(
+        "two nodes: A discovered B after {}, B discovered A after {} (from each one's start)",
+        ms(took_a),
+        ms(took_b)
+    );
+    assert_eq!(
+        expired,
+        Some(DiscoveryEvent::Expired {
+            peer_id: b,
+            source: DiscoverySource::Mdns
+        })
+    );
+    assert!(quiet, "more events after the goodbye");
+}
