@@ -21,6 +21,7 @@ mod lint;
 mod project;
 mod python;
 mod shell;
+mod sim;
 mod test;
 
 use std::process::ExitCode;
@@ -45,6 +46,10 @@ commands:
   interop <suite> [--allow-skip] our protocols against independent implementations
                                  (suite: noise); --allow-skip skips when a
                                  prerequisite is missing instead of failing
+  sim --nodes N --lookups M [--churn P] [--loss P] [--seed S] [--records R]
+      [--join oracle|protocol] [--out FILE.svg]
+                                 the DHT simulator (release build): success rate,
+                                 hops, messages, latency, memory; SVG histograms
 ";
 
 fn main() -> ExitCode {
@@ -70,6 +75,7 @@ fn run(mut args: Vec<String>) -> Result<()> {
         "fuzz" => fuzz::run(&project, Flags::new(args)),
         "bench" => bench::run(&project, Flags::new(args)),
         "interop" => interop::run(&project, Flags::new(args)),
+        "sim" => sim::run(&project, &args),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

@@ -31,6 +31,10 @@ pub struct Config {
     pub query_timeout: Duration,
     /// Server or client mode.
     pub mode: Mode,
+    /// A full bucket's oldest entry is only pinged if it was last heard
+    /// from at least this long ago (30 s); see
+    /// [`RoutingTable::with_ping_after`](crate::RoutingTable::with_ping_after).
+    pub liveness_interval: Duration,
     /// Replacement candidates cached per bucket (5).
     pub replacement_cache: usize,
     /// Most entries with an address in one /24 or /64: `(per bucket, per
@@ -69,6 +73,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(5),
             query_timeout: Duration::from_secs(60),
             mode: Mode::Server,
+            liveness_interval: Duration::from_secs(30),
             replacement_cache: 5,
             subnet_limits: Some((2, 10)),
             refresh_interval: Duration::from_secs(600),

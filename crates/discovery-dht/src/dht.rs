@@ -213,7 +213,8 @@ impl Dht {
             config.k,
             config.replacement_cache,
             config.subnet_limits,
-        );
+        )
+        .with_ping_after(config.liveness_interval);
         let store = RecordStore::new(config.max_records, config.max_providers_per_key);
         Self {
             local,
@@ -550,6 +551,12 @@ impl Dht {
         }
         if client {
             self.table.remove(&from);
+        } else if matches!(body, Request::Ping) {
+            // A liveness check of us is no introduction: refresh the pinger
+            // if known, but do not start a check of our own for it.
+            if self.table.get(&from).is_some() {
+                self.heard_from(now, from, &from_addr);
+            }
         } else {
             self.heard_from(now, from, &from_addr);
         }

@@ -21,6 +21,7 @@
 //! addresses cannot fill a node's view of the network.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use knotwork_core::{PeerAddr, PeerId};
 
@@ -114,6 +115,7 @@ pub struct RoutingTable {
     buckets: Vec<KBucket>,
     subnets: BTreeMap<Subnet, u16>,
     len: usize,
+    ping_after: Duration,
 }
 
 impl RoutingTable {
@@ -134,7 +136,18 @@ impl RoutingTable {
             buckets: Vec::new(),
             subnets: BTreeMap::new(),
             len: 0,
+            ping_after: Duration::ZERO,
         }
+    }
+
+    /// Skips the liveness check of a full bucket while its least recently
+    /// seen entry was heard from less than `idle` ago: it is known alive, so
+    /// the candidate just waits in the replacement cache. Without this, a
+    /// ping from a stranger makes the pinged node ping its own oldest entry,
+    /// and so on down a chain.
+    pub fn with_ping_after(mut self, idle: Duration) -> Self {
+        self.ping_after = idle;
+        self
     }
 
     /// The local key.
@@ -247,6 +260,7 @@ impl RoutingTable {
         let idx = self.local.bucket_index(&key).ok_or(DhtError::SelfEntry)?;
         let k = self.k;
         let cap = self.replacement_cap;
+        let ping_after = self.ping_after;
         // Present: move to most recently seen, adopt new addresses if they
         // pass the limits.
         if let Some(pos) = self
@@ -303,7 +317,11 @@ impl RoutingTable {
             }
             bucket.replacements.push(entry);
         }
-        if bucket.pinging.is_some() {
+        let fresh = bucket
+            .entries
+            .first()
+            .is_some_and(|e| e.last_seen + ping_after > now);
+        if bucket.pinging.is_some() || fresh {
             return Ok(InsertOutcome::Full { ping: None });
         }
         let lrs = bucket.entries.first().map(Entry::info);
@@ -433,7 +451,7 @@ impl RoutingTable {
 
     /// Buckets to refresh at `now`: every bucket up to the deepest non-empty
     /// one whose last lookup is older than `interval`.
-    pub fn stale_buckets(&self, now: Time, interval: std::time::Duration) -> Vec<usize> {
+    pub fn stale_buckets(&self, now: Time, interval: Duration) -> Vec<usize> {
         let deepest = self
             .buckets
             .iter()
@@ -590,6 +608,20 @@ mod tests {
         );
         assert!(t.get(&ps[1]).is_none() && t.get(&ps[4]).is_some());
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn recently_seen_oldest_entry_is_not_pinged() {
+        let me = id(0);
+        let mut t = RoutingTable::new(Key::from_peer_id(&me), 1, 2, None)
+            .with_ping_after(Duration::from_secs(30));
+        let ps = peers_in_bucket(&t, 0, 3);
+        t.insert(Time(1_000), ps[0], &mem(0)).unwrap();
+        let out = t.insert(Time(20_000), ps[1], &mem(1)).unwrap();
+        assert_eq!(out, InsertOutcome::Full { ping: None });
+        assert_eq!(t.bucket(0).unwrap().pinging(), None);
+        let out = t.insert(Time(31_000), ps[2], &mem(2)).unwrap();
+        assert!(matches!(out, InsertOutcome::Full { ping: Some(ref p) } if p.peer_id == ps[0]));
     }
 
     #[test]

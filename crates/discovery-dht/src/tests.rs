@@ -327,6 +327,7 @@ fn full_bucket_evicts_only_after_ping_times_out() {
     let mut cfg = config();
     cfg.k = 2;
     cfg.subnet_limits = None;
+    cfg.liveness_interval = Duration::ZERO;
     let mut d = Dht::new(id(0), cfg);
     let me = Key::from_peer_id(&id(0));
     // Three peers of bucket 0.
@@ -335,25 +336,25 @@ fn full_bucket_evicts_only_after_ping_times_out() {
         .filter(|p| me.bucket_index(&Key::from_peer_id(p)) == Some(0))
         .take(3)
         .collect();
-    let ping_req = |from: PeerId, n: u64| -> (PeerId, PeerAddr, DhtMessage) {
+    let find_req = |from: PeerId, n: u64| -> (PeerId, PeerAddr, DhtMessage) {
         (
             from,
             PeerAddr::Mem(n),
             DhtMessage::Request {
                 id: n,
                 client: false,
-                body: Request::Ping,
+                body: Request::FindNode { target: [0; 32] },
             },
         )
     };
     for (n, p) in ps.iter().take(2).enumerate() {
-        let (f, a, m) = ping_req(*p, n as u64);
+        let (f, a, m) = find_req(*p, n as u64);
         d.handle_message(Time(n as u64), f, a, m).unwrap();
     }
     drain(&mut d);
     events(&mut d);
     // The third peer finds the bucket full: the oldest entry is pinged.
-    let (f, a, m) = ping_req(ps[2], 2);
+    let (f, a, m) = find_req(ps[2], 2);
     d.handle_message(Time(10), f, a, m).unwrap();
     let out = drain(&mut d);
     let ping = out
@@ -385,9 +386,34 @@ fn full_bucket_evicts_only_after_ping_times_out() {
 }
 
 #[test]
+fn a_ping_from_a_stranger_is_answered_but_no_introduction() {
+    let mut d = Dht::new(id(0), config());
+    let ping = DhtMessage::Request {
+        id: 3,
+        client: false,
+        body: Request::Ping,
+    };
+    d.handle_message(Time(0), id(1), PeerAddr::Mem(1), ping.clone())
+        .unwrap();
+    assert!(d.table().get(&id(1)).is_none());
+    assert!(matches!(
+        drain(&mut d)[0].message,
+        DhtMessage::Response {
+            id: 3,
+            body: Response::Pong
+        }
+    ));
+    d.add_peer(Time(0), id(1), &[PeerAddr::Mem(1)]).unwrap();
+    d.handle_message(Time(7), id(1), PeerAddr::Mem(1), ping)
+        .unwrap();
+    assert_eq!(d.table().get(&id(1)).unwrap().last_seen, Time(7));
+}
+
+#[test]
 fn full_bucket_keeps_entry_that_answers_the_ping() {
     let mut cfg = config();
     cfg.k = 1;
+    cfg.liveness_interval = Duration::ZERO;
     let mut d = Dht::new(id(0), cfg);
     let me = Key::from_peer_id(&id(0));
     let ps: Vec<PeerId> = (100..)
