@@ -1,15 +1,24 @@
 //! `cargo xtask interop <suite> [--allow-skip]`: our protocols against
 //! independent implementations, run as real peers.
 //!
-//! Each [`Suite`] installs its peers itself. A suite whose prerequisites are
-//! missing fails, unless `--allow-skip` is given: then it says loudly that it
-//! was skipped and why. A failing test always fails.
+//! A [`Suite`] is an integration test of one crate (`#[ignore]`d in plain
+//! test runs, because it needs the peers) plus a `prepare` function that
+//! installs those peers and returns the environment the test reads. A suite
+//! whose prerequisites are missing fails, unless `--allow-skip` is given:
+//! then it says loudly that it was skipped and why. A failing test always
+//! fails.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
 
 use crate::error::{Error, Kind, Result};
 use crate::flags::Flags;
 use crate::project::Project;
 use crate::python::Venv;
 use crate::shell;
+
+/// Environment variables a suite's test reads (where its peers are).
+type TestEnv = Vec<(&'static str, OsString)>;
 
 /// One interop suite.
 #[derive(Debug)]
@@ -18,14 +27,21 @@ pub struct Suite {
     pub name: &'static str,
     /// What it proves, in one line.
     pub about: &'static str,
-    run: fn(&Project) -> Result<()>,
+    /// The package whose integration test it runs (`knotwork-<dir>`).
+    package: &'static str,
+    /// The integration test target, `crates/<dir>/tests/<test>.rs`.
+    test: &'static str,
+    /// Installs the peers; returns the environment variables the test reads.
+    prepare: fn(&Project) -> Result<TestEnv>,
 }
 
 /// Every suite, in the order `cargo xtask ci` runs them.
 pub const SUITES: &[Suite] = &[Suite {
     name: "noise",
     about: "our Noise handshake and transport messages against Python's noiseprotocol and dissononce",
-    run: noise,
+    package: "knotwork-crypto-handshake",
+    test: "interop_noise",
+    prepare: noise_peers,
 }];
 
 /// How a suite ended when it did not fail.
@@ -35,6 +51,14 @@ pub enum Outcome {
     Passed,
     /// It could not run (the reason) and `--allow-skip` was given.
     Skipped(String),
+}
+
+impl Suite {
+    /// Where its test target lives.
+    pub fn test_file(&self, project: &Project) -> PathBuf {
+        let dir = self.package.trim_start_matches("knotwork-");
+        project.path(&format!("crates/{dir}/tests/{}.rs", self.test))
+    }
 }
 
 /// The command.
@@ -54,7 +78,7 @@ pub fn run(project: &Project, mut flags: Flags) -> Result<()> {
 
 /// Runs `suite`; with `allow_skip`, a missing prerequisite is a skip.
 pub fn run_suite(project: &Project, suite: &Suite, allow_skip: bool) -> Result<Outcome> {
-    match (suite.run)(project) {
+    match prepare_and_test(project, suite) {
         Ok(()) => Ok(Outcome::Passed),
         Err(e) if allow_skip && e.kind() == Kind::Unavailable => {
             let reason = e.to_string();
@@ -65,6 +89,25 @@ pub fn run_suite(project: &Project, suite: &Suite, allow_skip: bool) -> Result<O
     }
 }
 
+fn prepare_and_test(project: &Project, suite: &Suite) -> Result<()> {
+    let file = suite.test_file(project);
+    if !file.is_file() {
+        return Err(Error::unavailable(format!(
+            "its test target {} does not exist",
+            file.display()
+        ))
+        .with_fix(format!(
+            "{} must provide it; `--allow-skip` skips the suite until then",
+            suite.package
+        )));
+    }
+    let env = (suite.prepare)(project)?;
+    let mut cmd = project.cargo(["test", "-p", suite.package, "--test", suite.test]);
+    cmd.args(["--", "--include-ignored", "--nocapture"])
+        .envs(env);
+    shell::run(&mut cmd)
+}
+
 fn usage() -> String {
     let mut text = String::from("usage: cargo xtask interop <suite> [--allow-skip]\nsuites:");
     for s in SUITES {
@@ -73,35 +116,15 @@ fn usage() -> String {
     text
 }
 
-/// Python's noiseprotocol and dissononce as Noise peers over TCP, both
-/// directions, both suites; the test is `#[ignore]`d in plain test runs
-/// because it needs these peers.
-fn noise(project: &Project) -> Result<()> {
-    const TEST: &str = "crates/crypto-handshake/tests/interop_noise.rs";
-    if !project.path(TEST).is_file() {
-        return Err(Error::unavailable(format!(
-            "its test target {TEST} does not exist"
-        )));
-    }
+/// Python's noiseprotocol and dissononce, in `.venv`; the test starts them
+/// with the interpreter named by `KNOTWORK_PYTHON`.
+fn noise_peers(project: &Project) -> Result<TestEnv> {
     let venv = Venv::ensure(project)?;
     venv.ensure_packages(
         &["noiseprotocol==0.3.1", "dissononce==0.34.3"],
         "two independent Python Noise implementations the interop test runs as peers",
     )?;
-    shell::run(
-        project
-            .cargo([
-                "test",
-                "-p",
-                "knotwork-crypto-handshake",
-                "--test",
-                "interop_noise",
-                "--",
-                "--include-ignored",
-                "--nocapture",
-            ])
-            .env("KNOTWORK_PYTHON", venv.python()),
-    )
+    Ok(vec![("KNOTWORK_PYTHON", venv.python().into_os_string())])
 }
 
 #[cfg(test)]
@@ -114,6 +137,21 @@ mod tests {
         for (i, s) in SUITES.iter().enumerate() {
             assert!(text.contains(s.name));
             assert!(SUITES.iter().skip(i + 1).all(|t| t.name != s.name));
+        }
+    }
+
+    #[test]
+    fn each_suite_names_an_existing_package() {
+        let project = Project::locate().unwrap();
+        for s in SUITES {
+            let crate_dir = s.test_file(&project);
+            let crate_dir = crate_dir.parent().and_then(|tests| tests.parent()).unwrap();
+            let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+            assert!(
+                manifest.contains(&format!("name = \"{}\"", s.package)),
+                "{}",
+                s.name
+            );
         }
     }
 }
