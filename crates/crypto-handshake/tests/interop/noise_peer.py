@@ -1,0 +1,337 @@
+#!/usr/bin/env python3
+"""An independent knotwork Noise peer, for interop tests.
+
+It speaks knotwork's handshake on top of a third-party Noise library
+(`noiseprotocol` 0.3.1 or `dissononce` 0.34.3) and `cryptography`'s Ed25519:
+
+- preamble: b"KNTW" | version 1 | pattern (1 XX, 2 IK) | suite (1 ChaChaPoly,
+  2 AESGCM) | 0; the initiator's preamble is the Noise prologue; the responder
+  replies with the same 8 bytes (status 0 in the last byte);
+- framing: every Noise message is prefixed by its length, 2 bytes big-endian;
+- identity payload in the messages that carry s: Ed25519 public key (32) |
+  Noise static public key (32) | Ed25519 signature over
+  b"knotwork-noise-static-key-v1" || Noise static public key (64); checked
+  against the static key the Noise library authenticated;
+- IK: the initiator ends with an empty transport message (key confirmation);
+- transport: Noise transport messages, rekeyed (Noise REKEY) after every
+  `--rekey` messages in each direction.
+
+After the handshake it sends an empty frame, b"hello from python", 65519
+bytes of i % 251, b"bye"; then reads 100000 bytes and echoes them back in
+1000-byte frames. `--tamper` flips one ciphertext byte of its first non-empty
+message and stops. Output lines on stdout: "static <hex>", "identity <hex>",
+"listening <port>", "remote <hex>", "ok".
+"""
+
+import argparse
+import socket
+import sys
+import traceback
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+MAGIC = b"KNTW"
+VERSION = 1
+DOMAIN = b"knotwork-noise-static-key-v1"
+PATTERNS = {"XX": 1, "IK": 2}
+SUITES = {"ChaChaPoly": 1, "AESGCM": 2}
+ECHO_LEN = 100000
+
+
+def raw(key):
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class NoiseProtocolLib:
+    """Adapter over `noiseprotocol`."""
+
+    def __init__(self, pattern, suite, initiator, prologue, static_priv, rs):
+        from noise.connection import Keypair, NoiseConnection
+
+        name = "Noise_%s_25519_%s_SHA256" % (pattern, suite)
+        self.conn = NoiseConnection.from_name(name.encode())
+        if initiator:
+            self.conn.set_as_initiator()
+        else:
+            self.conn.set_as_responder()
+        self.conn.set_keypair_from_private_bytes(Keypair.STATIC, static_priv)
+        if rs is not None:
+            self.conn.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, rs)
+        self.conn.set_prologue(prologue)
+        self.conn.start_handshake()
+        # The library drops the handshake state (and rs) when it finishes.
+        self.rs = None
+        proto = self.conn.noise_protocol
+        done = proto.handshake_done
+
+        def capture():
+            rs_key = proto.handshake_state.rs
+            self.rs = rs_key.public_bytes if rs_key is not None else None
+            done()
+
+        proto.handshake_done = capture
+
+    def write(self, payload):
+        return bytes(self.conn.write_message(payload))
+
+    def read(self, msg):
+        return bytes(self.conn.read_message(msg))
+
+    def remote_static(self):
+        if self.rs is not None:
+            return self.rs
+        return self.conn.noise_protocol.handshake_state.rs.public_bytes
+
+    def encrypt(self, pt):
+        return bytes(self.conn.encrypt(pt))
+
+    def decrypt(self, ct):
+        return bytes(self.conn.decrypt(ct))
+
+    def rekey_out(self):
+        self.conn.rekey_outbound_cipher()
+
+    def rekey_in(self):
+        self.conn.rekey_inbound_cipher()
+
+
+class DissononceLib:
+    """Adapter over `dissononce`."""
+
+    def __init__(self, pattern, suite, initiator, prologue, static_priv, rs):
+        from dissononce.cipher.aesgcm import AESGCMCipher
+        from dissononce.cipher.chachapoly import ChaChaPolyCipher
+        from dissononce.dh.x25519.private import PrivateKey
+        from dissononce.dh.x25519.public import PublicKey
+        from dissononce.dh.x25519.x25519 import X25519DH
+        from dissononce.hash.sha256 import SHA256Hash
+        from dissononce.processing.handshakepatterns.interactive.IK import IKHandshakePattern
+        from dissononce.processing.handshakepatterns.interactive.XX import XXHandshakePattern
+        from dissononce.processing.impl.cipherstate import CipherState
+        from dissononce.processing.impl.handshakestate import HandshakeState
+        from dissononce.processing.impl.symmetricstate import SymmetricState
+
+        cipher = AESGCMCipher() if suite == "AESGCM" else ChaChaPolyCipher()
+        dh = X25519DH()
+        self.hs = HandshakeState(SymmetricState(CipherState(cipher), SHA256Hash()), dh)
+        hp = IKHandshakePattern() if pattern == "IK" else XXHandshakePattern()
+        s = dh.generate_keypair(PrivateKey(static_priv))
+        self.hs.initialize(hp, initiator, prologue, s=s,
+                           rs=PublicKey(rs) if rs is not None else None)
+        self.initiator = initiator
+        self.send = self.recv = None
+
+    def _split(self, res):
+        if res is not None:
+            c1, c2 = res
+            self.send, self.recv = (c1, c2) if self.initiator else (c2, c1)
+
+    def write(self, payload):
+        buf = bytearray()
+        self._split(self.hs.write_message(payload, buf))
+        return bytes(buf)
+
+    def read(self, msg):
+        buf = bytearray()
+        self._split(self.hs.read_message(msg, buf))
+        return bytes(buf)
+
+    def remote_static(self):
+        return self.hs.rs.data
+
+    def encrypt(self, pt):
+        return bytes(self.send.encrypt_with_ad(b"", pt))
+
+    def decrypt(self, ct):
+        return bytes(self.recv.decrypt_with_ad(b"", ct))
+
+    @staticmethod
+    def _rekey(cs):
+        # dissononce 0.34.3's CipherState.rekey() departs from the Noise spec
+        # (sections 4.2, 5.1) twice: it keeps all 48 bytes of ENCRYPT (the tag
+        # too) as the new key, and it resets the nonce to 0. The spec: the
+        # first 32 bytes, nonce unchanged. Same cipher, done per the spec.
+        nonce = cs._nonce
+        cs.initialize_key(cs.cipher.encrypt(cs._key, 2**64 - 1, b"", bytes(32))[:32])
+        cs.set_nonce(nonce)
+
+    def rekey_out(self):
+        self._rekey(self.send)
+
+    def rekey_in(self):
+        self._rekey(self.recv)
+
+
+LIBS = {"noiseprotocol": NoiseProtocolLib, "dissononce": DissononceLib}
+
+
+def recv_exact(sock, n):
+    out = bytearray()
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise EOFError("connection closed after %d of %d bytes" % (len(out), n))
+        out.extend(chunk)
+    return bytes(out)
+
+
+def send_frame(sock, msg):
+    sock.sendall(len(msg).to_bytes(2, "big") + msg)
+
+
+def recv_frame(sock):
+    return recv_exact(sock, int.from_bytes(recv_exact(sock, 2), "big"))
+
+
+class Identity:
+    def __init__(self):
+        self.key = ed25519.Ed25519PrivateKey.generate()
+        static = x25519.X25519PrivateKey.generate()
+        self.static_priv = static.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+            serialization.NoEncryption())
+        self.static_pub = raw(static.public_key())
+        self.public = raw(self.key.public_key())
+
+    def payload(self):
+        return self.public + self.static_pub + self.key.sign(DOMAIN + self.static_pub)
+
+
+def verify_payload(payload, remote_static):
+    if len(payload) != 128:
+        raise ValueError("identity payload of %d bytes" % len(payload))
+    identity, signed_static, sig = payload[:32], payload[32:64], payload[64:]
+    ed25519.Ed25519PublicKey.from_public_bytes(identity).verify(sig, DOMAIN + signed_static)
+    if signed_static != remote_static:
+        raise ValueError("signed static key is not the handshake static key")
+    return identity
+
+
+class Transport:
+    """Noise transport messages with knotwork's deterministic rekey."""
+
+    def __init__(self, noise, sock, rekey):
+        self.noise, self.sock, self.rekey = noise, sock, rekey
+        self.sent = self.received = 0
+
+    def seal(self, pt):
+        ct = self.noise.encrypt(pt)
+        self.sent += 1
+        if self.rekey and self.sent % self.rekey == 0:
+            self.noise.rekey_out()
+        return ct
+
+    def send(self, pt):
+        send_frame(self.sock, self.seal(pt))
+
+    def recv(self):
+        pt = self.noise.decrypt(recv_frame(self.sock))
+        self.received += 1
+        if self.rekey and self.received % self.rekey == 0:
+            self.noise.rekey_in()
+        return pt
+
+
+def handshake_initiator(sock, args, me):
+    pattern, suite = args.pattern, args.suite
+    preamble = MAGIC + bytes([VERSION, PATTERNS[pattern], SUITES[suite], 0])
+    rs = bytes.fromhex(args.remote_static) if args.remote_static else None
+    noise = LIBS[args.lib](pattern, suite, True, preamble, me.static_priv, rs)
+    first = noise.write(me.payload() if pattern == "IK" else b"")
+    sock.sendall(preamble)
+    send_frame(sock, first)
+    reply = recv_exact(sock, 8)
+    if reply != preamble:
+        raise ValueError("unexpected reply %r" % reply)
+    payload = noise.read(recv_frame(sock))
+    remote = verify_payload(payload, noise.remote_static())
+    transport = Transport(noise, sock, args.rekey)
+    if pattern == "XX":
+        send_frame(sock, noise.write(me.payload()))
+    else:
+        transport.send(b"")  # key confirmation
+    return remote, transport
+
+
+def handshake_responder(sock, args, me):
+    preamble = recv_exact(sock, 8)
+    if preamble[:4] != MAGIC or preamble[4] != VERSION or preamble[7] != 0:
+        raise ValueError("bad preamble %r" % preamble)
+    pattern = {v: k for k, v in PATTERNS.items()}[preamble[5]]
+    suite = {v: k for k, v in SUITES.items()}[preamble[6]]
+    if suite != args.suite or pattern != args.pattern:
+        raise ValueError("peer chose %s %s" % (pattern, suite))
+    noise = LIBS[args.lib](pattern, suite, False, preamble, me.static_priv, None)
+    payload = noise.read(recv_frame(sock))
+    transport = Transport(noise, sock, args.rekey)
+    if pattern == "XX":
+        if payload:
+            raise ValueError("payload in XX message 1")
+        sock.sendall(preamble)
+        send_frame(sock, noise.write(me.payload()))
+        remote = verify_payload(noise.read(recv_frame(sock)), noise.remote_static())
+    else:
+        remote = verify_payload(payload, noise.remote_static())
+        sock.sendall(preamble)
+        send_frame(sock, noise.write(me.payload()))
+        if transport.recv() != b"":
+            raise ValueError("key confirmation carries data")
+    return remote, transport
+
+
+def exchange(transport, tamper):
+    messages = [b"", b"hello from python", bytes(i % 251 for i in range(65519)), b"bye"]
+    for msg in messages:
+        ct = transport.seal(msg)
+        if tamper and msg:
+            ct = bytearray(ct)
+            ct[len(ct) // 2] ^= 0x01
+            send_frame(transport.sock, bytes(ct))
+            return
+        send_frame(transport.sock, ct)
+    got = bytearray()
+    while len(got) < ECHO_LEN:
+        got.extend(transport.recv())
+    for i in range(0, len(got), 1000):
+        transport.send(bytes(got[i:i + 1000]))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lib", choices=sorted(LIBS), required=True)
+    ap.add_argument("--role", choices=["initiator", "responder"], required=True)
+    ap.add_argument("--pattern", choices=sorted(PATTERNS), default="XX")
+    ap.add_argument("--suite", choices=sorted(SUITES), required=True)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--remote-static", help="hex; the responder's static key for IK")
+    ap.add_argument("--rekey", type=int, default=0)
+    ap.add_argument("--tamper", action="store_true")
+    args = ap.parse_args()
+
+    me = Identity()
+    print("static", me.static_pub.hex())
+    print("identity", me.public.hex(), flush=True)
+    if args.role == "initiator":
+        sock = socket.create_connection(("127.0.0.1", args.port))
+        remote, transport = handshake_initiator(sock, args, me)
+    else:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        print("listening", listener.getsockname()[1], flush=True)
+        sock, _ = listener.accept()
+        remote, transport = handshake_responder(sock, args, me)
+    print("remote", remote.hex(), flush=True)
+    exchange(transport, args.tamper)
+    sock.close()
+    print("ok", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception:  # report on stderr, fail the process
+        print("python peer failed:", file=sys.stderr)
+        traceback.print_exc()
+        sys.exit(1)
