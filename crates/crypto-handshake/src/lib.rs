@@ -68,3 +68,8 @@ pub use error::HandshakeError;
 pub use handshake::{Established, Handshake, StaticIdentity};
 pub use preamble::{Pattern, Suite};
 pub use stream::SecureStream;
+
+/// The README's example, compiled as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
