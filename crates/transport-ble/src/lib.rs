@@ -14,10 +14,10 @@
 //! - [`stream`]: [`BleStream`], a link driven by a tokio task as an
 //!   `AsyncRead + AsyncWrite` byte stream.
 //! - [`gatt`]: UUIDs and the advertised service data (the PeerId).
-//! - `central` (feature `central`, btleplug): `BleTransport` dials
-//!   `ble/<device-id>`, `BleDiscovery` reports scanned peers.
+//! - `central` (feature `central`, btleplug): [`BleTransport`] dials
+//!   `ble/<device-id>`, [`BleDiscovery`] reports scanned peers.
 //! - `peripheral` (feature `peripheral`, Linux, BlueZ over D-Bus):
-//!   `BleListener` advertises and serves the GATT service.
+//!   [`BleListener`] advertises and serves the GATT service.
 //!
 //! # Data flow
 //! ```text
@@ -45,14 +45,65 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "central")]
+mod central;
+#[cfg(feature = "central")]
+mod discovery;
 mod error;
 pub mod frame;
 pub mod gatt;
 pub mod link;
+#[cfg(all(feature = "peripheral", target_os = "linux"))]
+mod peripheral;
 pub mod stream;
+
+#[cfg(feature = "central")]
+pub use central::{BleCentral, BleConfig, BleTransport, device_id};
+#[cfg(feature = "central")]
+pub use discovery::BleDiscovery;
+#[cfg(all(
+    feature = "central",
+    not(all(feature = "peripheral", target_os = "linux"))
+))]
+pub use no_listener::BleListener;
+#[cfg(all(feature = "peripheral", target_os = "linux"))]
+pub use peripheral::BleListener;
 
 pub use error::BleError;
 pub use frame::{Fragmenter, Reassembler, Record};
 pub use gatt::{RX_UUID, SERVICE_UUID, TX_UUID};
 pub use link::{Link, LinkConfig};
 pub use stream::BleStream;
+
+#[cfg(all(
+    feature = "central",
+    not(all(feature = "peripheral", target_os = "linux"))
+))]
+mod no_listener {
+    //! Without the peripheral role there is nothing to listen with.
+
+    use async_trait::async_trait;
+    use knotwork_core::{Listener, PeerAddr, TransportError};
+
+    use crate::BleStream;
+
+    /// Stands in for the peripheral listener on builds without it
+    /// (feature `peripheral` off, or not Linux); it cannot be constructed,
+    /// [`BleTransport::listen`](crate::BleTransport) returns
+    /// `UnsupportedAddr` instead.
+    #[derive(Debug)]
+    pub enum BleListener {}
+
+    #[async_trait]
+    impl Listener for BleListener {
+        type Connection = BleStream;
+
+        fn local_addr(&self) -> PeerAddr {
+            match *self {}
+        }
+
+        async fn accept(&mut self) -> Result<(BleStream, PeerAddr), TransportError> {
+            match *self {}
+        }
+    }
+}
