@@ -36,6 +36,8 @@ pub const MAX_PLAINTEXT: usize = MAX_MESSAGE - TAG_LEN;
 const MAX_FRAME: usize = LEN_PREFIX + MAX_MESSAGE;
 /// How far reads may look past the end of the current frame.
 const LOOKAHEAD: usize = 16 * 1024;
+/// The read buffer never grows past this.
+const READ_BUF_LIMIT: usize = MAX_FRAME + LOOKAHEAD;
 /// Write buffers larger than this are released on flush.
 const KEEP_WRITE_CAPACITY: usize = 16 * 1024;
 
@@ -192,9 +194,10 @@ impl<T> SecureStream<T> {
         Ok(true)
     }
 
-    /// Room to read into: makes sure the current frame (or header) fits
-    /// after `rstart`, moving a partial frame to the front if needed, and
-    /// returns the end of the range to read into.
+    /// Room to read into: the current frame (or its header) plus
+    /// [`LOOKAHEAD`] after `rstart`, within [`READ_BUF_LIMIT`]; moves the
+    /// unread bytes to the front when they would not fit. Returns the end of
+    /// the range to read into.
     fn prepare_read(&mut self) -> usize {
         if self.rstart == self.rend {
             self.rstart = 0;
@@ -205,8 +208,8 @@ impl<T> SecureStream<T> {
             [hi, lo, ..] => LEN_PREFIX + usize::from(u16::from_be_bytes([*hi, *lo])),
             _ => LEN_PREFIX,
         };
-        let target = (frame_len + LOOKAHEAD).min(MAX_FRAME + LOOKAHEAD);
-        if self.rstart + frame_len > self.rbuf.len() && self.rstart > 0 {
+        let target = frame_len + LOOKAHEAD;
+        if self.rstart + target > READ_BUF_LIMIT && self.rstart > 0 {
             self.rbuf.copy_within(self.rstart..self.rend, 0);
             self.rend -= self.rstart;
             self.rstart = 0;

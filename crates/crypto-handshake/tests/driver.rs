@@ -193,6 +193,33 @@ async fn small_writes_share_one_message_until_flush() {
 }
 
 #[tokio::test]
+async fn read_buffer_stays_bounded_under_a_stream_of_small_frames() {
+    let (ca, cb) = (config(), config());
+    let (mut a, mut b, _) = faulty_pair(&ca, &cb).await;
+    let writer = async move {
+        for i in 0..20_000u32 {
+            a.write_all(&i.to_le_bytes().repeat(25)).await.unwrap();
+            a.flush().await.unwrap();
+        }
+        a
+    };
+    let reader = async {
+        let mut buf = [0u8; 100];
+        for i in 0..20_000u32 {
+            b.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf[..4], &i.to_le_bytes());
+        }
+    };
+    let (_a, ()) = tokio::join!(writer, reader);
+    // One maximal frame plus the lookahead, never more.
+    assert!(
+        b.buffer_capacity() <= 2 * (65537 + 16 * 1024),
+        "{}",
+        b.buffer_capacity()
+    );
+}
+
+#[tokio::test]
 async fn both_sides_rekey_on_the_same_message() {
     let (ca, cb) = (
         config().with_rekey_interval(3),
