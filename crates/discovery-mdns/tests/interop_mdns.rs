@@ -977,3 +977,57 @@ fn two_nodes_find_each_other_and_goodbye_expires() {
     );
     assert!(quiet, "more events after the goodbye");
 }
+
+#[test]
+#[ignore = "needs root and network namespaces; run by `cargo xtask interop mdns`"]
+fn reannounce_with_new_addresses_reaches_the_peer() {
+    let Some(lab) = Lab::new(false, false) else {
+        return;
+    };
+    let a = Keypair::generate().unwrap().peer_id();
+    let first: Vec<PeerAddr> = vec![format!("tcp/{}:4000", lab.ip_a).parse().unwrap()];
+    let second: Vec<PeerAddr> = vec![
+        format!("tcp/{}:4000", lab.ip_a).parse().unwrap(),
+        format!("tcp/[{}]:4000", lab.ip6_a).parse().unwrap(),
+    ];
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<()>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+
+    let (f, s) = (first.clone(), second.clone());
+    let node_a = in_ns(&lab.ns_a, move || async move {
+        let mdns = MdnsDiscovery::new(MdnsConfig::default()).unwrap();
+        mdns.announce(&LocalPeerInfo {
+            peer_id: a,
+            addrs: f,
+        })
+        .await
+        .unwrap();
+        let _ = seen_rx.await;
+        mdns.announce(&LocalPeerInfo {
+            peer_id: a,
+            addrs: s,
+        })
+        .await
+        .unwrap();
+        let _ = done_rx.await;
+        mdns.shutdown().await.unwrap();
+    });
+    let node_b = in_ns(&lab.ns_b, move || async move {
+        let mdns = MdnsDiscovery::new(MdnsConfig::default()).unwrap();
+        let mut events = mdns.events();
+        let peer = wait_discovered(&mut events, a).await;
+        assert_eq!(peer.addrs, first);
+        seen_tx.send(()).unwrap();
+        let start = Instant::now();
+        let peer = wait_discovered(&mut events, a).await;
+        let took = start.elapsed();
+        assert_eq!(peer.addrs, second);
+        assert_eq!(mdns.discover().await.unwrap(), vec![peer]);
+        mdns.shutdown().await.unwrap();
+        done_tx.send(()).unwrap();
+        took
+    });
+    let took = node_b.join().unwrap();
+    node_a.join().unwrap();
+    eprintln!("re-announced addresses reached the peer after {}", ms(took));
+}
