@@ -156,14 +156,14 @@ impl MdnsDiscovery {
     /// Says goodbye for every announced instance, stops the daemon and waits
     /// until it has.
     pub async fn shutdown(self) -> Result<(), MdnsError> {
+        // Stop reading first: the daemon ends our subscriptions on its way out.
+        self.task.abort();
         let status = self.shared.daemon.shutdown()?;
-        let result = status
+        status
             .recv_async()
             .await
             .map(|_| ())
-            .map_err(|e| MdnsError::Daemon(e.to_string()));
-        self.task.abort();
-        result
+            .map_err(|e| MdnsError::Daemon(e.to_string()))
     }
 }
 
@@ -344,12 +344,24 @@ fn service_info(service_type: &str, r: &Registration) -> Result<ServiceInfo, Mdn
     )?)
 }
 
-async fn run(shared: Arc<Shared>, browse: Receiver<ServiceEvent>, monitor: Receiver<DaemonEvent>) {
+async fn run(
+    shared: Arc<Shared>,
+    mut browse: Receiver<ServiceEvent>,
+    monitor: Receiver<DaemonEvent>,
+) {
     loop {
         tokio::select! {
             event = browse.recv_async() => match event {
                 Ok(event) => shared.on_service_event(event),
-                Err(_) => break,
+                // The daemon drops a subscriber that falls 1000 events behind
+                // (a flood); subscribe again. Fails once the daemon is gone.
+                Err(_) => match shared.daemon.browse(&shared.config.service_type) {
+                    Ok(again) => {
+                        tracing::warn!("mdns: browse subscription was dropped, subscribed again");
+                        browse = again;
+                    }
+                    Err(_) => break,
+                },
             },
             event = monitor.recv_async() => match event {
                 Ok(DaemonEvent::IpAdd(_) | DaemonEvent::IpDel(_)) => {
