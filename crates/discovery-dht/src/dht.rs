@@ -29,6 +29,9 @@ use crate::record::{Record, RecordStore};
 use crate::table::{Entry, InsertOutcome, RoutingTable};
 use crate::time::Time;
 
+/// Output queue capacity kept once a queue has been drained.
+const QUEUE_KEEP: usize = 16;
+
 /// Identifies a query started by an application call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QueryId(pub u64);
@@ -280,12 +283,21 @@ impl Dht {
 
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        let t = self.transmits.pop_front();
+        if t.is_none() && self.transmits.capacity() > QUEUE_KEEP {
+            // A burst (bootstrap, say) should not pin memory for the node's life.
+            self.transmits.shrink_to(QUEUE_KEEP);
+        }
+        t
     }
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() && self.events.capacity() > QUEUE_KEEP {
+            self.events.shrink_to(QUEUE_KEEP);
+        }
+        e
     }
 
     /// When [`Dht::handle_timeout`] should next be called.

@@ -94,3 +94,7 @@ pub use time::Time;
 
 #[cfg(test)]
 mod tests;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
