@@ -10,7 +10,9 @@
 //! # Read path
 //! Ciphertext is read into one buffer, a frame is opened in place there and
 //! its plaintext copied to the caller. Reads look at most a few KiB past the
-//! current frame, so partial frames rarely need moving.
+//! current frame, so partial frames rarely need moving. While large frames
+//! arrive and the caller reads into a buffer that can hold one, the frame
+//! body is read into the caller's buffer and opened there instead.
 //!
 //! Errors (tampered data: [`HandshakeError::Decrypt`]; a connection cut
 //! mid-frame: [`HandshakeError::Truncated`]) come back as `io::Error`s
@@ -36,6 +38,8 @@ pub const MAX_PLAINTEXT: usize = MAX_MESSAGE - TAG_LEN;
 const MAX_FRAME: usize = LEN_PREFIX + MAX_MESSAGE;
 /// How far reads may look past the end of the current frame.
 const LOOKAHEAD: usize = 16 * 1024;
+/// Frames at least this long may be read straight into the caller's buffer.
+const DIRECT_MIN: usize = 16 * 1024;
 /// The read buffer never grows past this.
 const READ_BUF_LIMIT: usize = MAX_FRAME + LOOKAHEAD;
 /// Write buffers larger than this are released on flush.
@@ -64,6 +68,8 @@ pub struct SecureStream<T> {
     ppos: usize,
     pend: usize,
     frame_end: usize,
+    /// Length of the last frame opened (steers the direct read path).
+    last_frame_len: usize,
     read_err: Option<HandshakeError>,
 }
 
@@ -108,6 +114,7 @@ impl<T> SecureStream<T> {
             ppos: 0,
             pend: 0,
             frame_end: 0,
+            last_frame_len: 0,
             read_err: None,
         }
     }
@@ -191,6 +198,7 @@ impl<T> SecureStream<T> {
         self.ppos = start;
         self.pend = start + plain_len;
         self.frame_end = end;
+        self.last_frame_len = len;
         Ok(true)
     }
 
@@ -279,13 +287,24 @@ impl<T: AsyncRead + Unpin> AsyncRead for SecureStream<T> {
                     continue;
                 }
                 Ok(false) => {}
-                Err(e) => {
-                    let dup = e.duplicate();
-                    this.read_err = Some(e);
-                    return Poll::Ready(Err(dup.into_io()));
-                }
+                Err(e) => return Poll::Ready(Err(this.fail(e))),
             }
-            let end = this.prepare_read();
+            match ready!(this.poll_direct(cx, out)) {
+                Ok(Direct::Delivered) => return Poll::Ready(Ok(())),
+                Ok(Direct::Empty) => continue,
+                Ok(Direct::NotApplicable) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            let mut end = this.prepare_read();
+            if this.rstart == this.rend
+                && this.last_frame_len >= DIRECT_MIN
+                && out.remaining() >= DIRECT_MIN
+            {
+                // Large frames are arriving and the caller has room: read
+                // only the next header, so the body can go straight into
+                // the caller's buffer.
+                end = end.min(this.rend + LEN_PREFIX);
+            }
             let Some(room) = this.rbuf.get_mut(this.rend..end) else {
                 return Poll::Ready(Err(HandshakeError::OutOfOrder.into_io()));
             };
@@ -296,11 +315,86 @@ impl<T: AsyncRead + Unpin> AsyncRead for SecureStream<T> {
                 if this.rstart == this.rend {
                     return Poll::Ready(Ok(()));
                 }
-                this.read_err = Some(HandshakeError::Truncated);
-                return Poll::Ready(Err(HandshakeError::Truncated.into_io()));
+                return Poll::Ready(Err(this.fail(HandshakeError::Truncated)));
             }
             this.rend += n;
         }
+    }
+}
+
+/// Outcome of [`SecureStream::poll_direct`].
+enum Direct {
+    /// Plaintext was put in the caller's buffer.
+    Delivered,
+    /// A valid empty message was consumed.
+    Empty,
+    /// The next frame is not a large one whose header alone is buffered.
+    NotApplicable,
+}
+
+impl<T: AsyncRead + Unpin> SecureStream<T> {
+    /// Makes a read error final and returns it as an `io::Error`.
+    fn fail(&mut self, e: HandshakeError) -> io::Error {
+        let dup = e.duplicate();
+        self.read_err = Some(e);
+        dup.into_io()
+    }
+
+    /// When exactly one frame header is buffered, the frame is large and
+    /// the caller's buffer can hold it, reads the frame body straight into
+    /// the caller's buffer and opens it there: no copy through `rbuf`. If
+    /// the body does not arrive in one go, what came is moved to `rbuf` and
+    /// the usual path continues.
+    fn poll_direct(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<Direct>> {
+        let len = match self.rbuf.get(self.rstart..self.rend) {
+            Some(&[hi, lo]) => usize::from(u16::from_be_bytes([hi, lo])),
+            _ => return Poll::Ready(Ok(Direct::NotApplicable)),
+        };
+        if len < DIRECT_MIN || out.remaining() < len {
+            return Poll::Ready(Ok(Direct::NotApplicable));
+        }
+        let dst = out.initialize_unfilled_to(len);
+        let mut got = 0;
+        while got < len {
+            let mut rb = ReadBuf::new(dst.get_mut(got..).unwrap_or_default());
+            match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                    return Poll::Ready(Err(self.fail(HandshakeError::Truncated)));
+                }
+                Poll::Ready(Ok(())) => got += rb.filled().len(),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if got > 0 {
+                        let partial = dst.get(..got).unwrap_or_default();
+                        if self.rbuf.len() < self.rend + got {
+                            self.rbuf.resize(self.rend + got, 0);
+                        }
+                        if let Some(slot) = self.rbuf.get_mut(self.rend..self.rend + got) {
+                            slot.copy_from_slice(partial);
+                        }
+                        self.rend += got;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        let plain_len = match self.recv.open_in_place(dst) {
+            Ok(plain) => plain.len(),
+            Err(e) => return Poll::Ready(Err(self.fail(e))),
+        };
+        self.rstart = 0;
+        self.rend = 0;
+        self.last_frame_len = len;
+        out.advance(plain_len);
+        Poll::Ready(Ok(if plain_len == 0 {
+            Direct::Empty
+        } else {
+            Direct::Delivered
+        }))
     }
 }
 
