@@ -290,6 +290,16 @@ impl Shared {
 
     fn on_service_event(&self, event: ServiceEvent) {
         let changes = match event {
+            ServiceEvent::ServiceResolved(resolved) if resolved.get_properties().is_empty() => {
+                // The daemon resolves an instance as soon as it has SRV and
+                // addresses; a TXT record sent in a later packet (a large one
+                // may be) comes as another resolution.
+                tracing::debug!(
+                    instance = %resolved.get_fullname(),
+                    "mdns: instance resolved without TXT properties (yet)"
+                );
+                return;
+            }
             ServiceEvent::ServiceResolved(resolved) => {
                 let props = resolved.get_properties().iter().map(|p| (p.key(), p.val()));
                 match lock(&self.browser).handle_resolved(resolved.get_fullname(), props) {
