@@ -18,6 +18,10 @@ use knotwork_core::{DiscoveredPeer, DiscoveryEvent, DiscoverySource, PeerAddr, P
 use crate::error::MdnsError;
 use crate::txt::{self, TxtLimits};
 
+/// Most service instances a [`Browser`] keeps: a LAN that announces more
+/// (a flood) gets the rest ignored, not our memory.
+pub const MAX_INSTANCES: usize = 1024;
+
 /// Instance records and the peers they add up to.
 #[derive(Debug)]
 pub struct Browser {
@@ -53,6 +57,9 @@ impl Browser {
         let key = instance.to_ascii_lowercase();
         if Some(peer.peer_id) == self.local {
             return Ok(self.handle_removed(&key));
+        }
+        if self.instances.len() >= MAX_INSTANCES && !self.instances.contains_key(&key) {
+            return Err(MdnsError::TooManyInstances { max: MAX_INSTANCES });
         }
         let mut affected = vec![peer.peer_id];
         match self.instances.get(&key) {
@@ -200,6 +207,23 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, MdnsError::MissingId);
         assert_eq!(b.peers().len(), 1);
+    }
+
+    #[test]
+    fn instances_are_capped() {
+        let mut b = Browser::new(TxtLimits::DEFAULT);
+        let rec = record(id(), &[]);
+        for i in 0..MAX_INSTANCES {
+            resolve(&mut b, &format!("i{i}._k._udp.local."), &rec);
+        }
+        let entries = rec.iter().map(|e| (e.key.as_str(), e.value.as_deref()));
+        assert_eq!(
+            b.handle_resolved("one-more._k._udp.local.", entries)
+                .unwrap_err(),
+            MdnsError::TooManyInstances { max: MAX_INSTANCES }
+        );
+        // A known instance may still change.
+        resolve(&mut b, "i0._k._udp.local.", &record(id(), &[]));
     }
 
     #[test]

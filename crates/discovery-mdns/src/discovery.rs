@@ -308,7 +308,7 @@ impl Shared {
                         tracing::warn!(
                             instance = %resolved.get_fullname(),
                             %error,
-                            "mdns: ignored malformed announcement"
+                            "mdns: ignored announcement"
                         );
                         return;
                     }

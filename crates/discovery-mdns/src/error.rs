@@ -47,6 +47,13 @@ pub enum MdnsError {
         max: usize,
     },
 
+    /// More service instances on the network than a browser keeps.
+    #[error("too many service instances, keeping at most {max}")]
+    TooManyInstances {
+        /// The limit.
+        max: usize,
+    },
+
     // --- The peer speaks a version we don't. ---
     /// The `v` value is not a protocol version this crate speaks.
     #[error("unsupported protocol version {0:?}")]

@@ -59,7 +59,7 @@ mod error;
 pub mod plan;
 pub mod txt;
 
-pub use browser::Browser;
+pub use browser::{Browser, MAX_INSTANCES};
 pub use discovery::{DEFAULT_SERVICE_TYPE, EVENT_BUFFER, MdnsConfig, MdnsDiscovery};
 pub use error::MdnsError;
 pub use txt::{PROTOCOL_VERSION, TxtEntry, TxtLimits};

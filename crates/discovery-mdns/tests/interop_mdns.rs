@@ -83,7 +83,7 @@ fn log_text() -> String {
 /// Whether the crate logged that it ignored `instance` because of `reason`.
 fn warned(instance: &str, reason: &str) -> bool {
     log_text().lines().any(|l| {
-        l.contains("ignored malformed announcement")
+        l.contains("mdns: ignored announcement")
             && l.contains(&format!("instance={instance}."))
             && l.contains(reason)
     })
