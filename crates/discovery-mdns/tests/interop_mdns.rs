@@ -159,6 +159,7 @@ fn sh(args: &[&str]) -> Result<(), String> {
 struct Lab {
     ns_a: String,
     ns_b: String,
+    veth_a: String,
     veth_b: String,
     ip_a: String,
     ip_b: String,
@@ -209,6 +210,7 @@ impl Lab {
         let lab = Lab {
             ns_a: format!("kwm-{pid}-{n}-a"),
             ns_b: format!("kwm-{pid}-{n}-b"),
+            veth_a: format!("kwm{pid}{n}a"),
             veth_b: format!("kwm{pid}{n}b"),
             ip_a: format!("10.213.{n}.1"),
             ip_b: format!("10.213.{n}.2"),
@@ -221,12 +223,12 @@ impl Lab {
             children: Vec::new(),
             bus: None,
         };
-        let veth_a = format!("kwm{pid}{n}a");
         fs::create_dir_all(&lab.dir).unwrap();
         if let Err(e) = sh(&["ip", "netns", "add", &lab.ns_a]) {
             return unavailable(&format!("network namespaces ({e})"));
         }
-        let (a, b, vb) = (lab.ns_a.clone(), lab.ns_b.clone(), lab.veth_b.clone());
+        let (a, b) = (lab.ns_a.clone(), lab.ns_b.clone());
+        let (veth_a, vb) = (lab.veth_a.clone(), lab.veth_b.clone());
         let setup: &[&[&str]] = &[
             &["ip", "netns", "add", &b],
             &[
@@ -1025,4 +1027,65 @@ fn reannounce_with_new_addresses_reaches_the_peer() {
     let took = node_b.join().unwrap();
     node_a.join().unwrap();
     eprintln!("re-announced addresses reached the peer after {}", ms(took));
+}
+
+#[test]
+#[ignore = "needs root and network namespaces; run by `cargo xtask interop mdns`"]
+fn new_interface_address_is_announced() {
+    let Some(lab) = Lab::new(false, false) else {
+        return;
+    };
+    let a = Keypair::generate().unwrap().peer_id();
+    let n = lab.ip_a.rsplit_once('.').unwrap().0.to_owned();
+    let extra_ip = format!("{n}.3");
+    let before: Vec<PeerAddr> = vec![format!("tcp/{}:4000", lab.ip_a).parse().unwrap()];
+    let after: Vec<PeerAddr> = vec![
+        format!("tcp/{}:4000", lab.ip_a).parse().unwrap(),
+        format!("tcp/{extra_ip}:4000").parse().unwrap(),
+    ];
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+
+    let node_a = in_ns(&lab.ns_a, move || async move {
+        let mdns = MdnsDiscovery::new(MdnsConfig::default()).unwrap();
+        let info = LocalPeerInfo {
+            peer_id: a,
+            addrs: vec!["tcp/0.0.0.0:4000".parse().unwrap()],
+        };
+        mdns.announce(&info).await.unwrap();
+        let _ = done_rx.await;
+        mdns.shutdown().await.unwrap();
+    });
+    let node_b = in_ns(&lab.ns_b, move || async move {
+        let mdns = MdnsDiscovery::new(MdnsConfig::default()).unwrap();
+        let mut events = mdns.events();
+        let peer = wait_discovered(&mut events, a).await;
+        assert_eq!(peer.addrs, before);
+        seen_tx.send(()).unwrap();
+        let start = Instant::now();
+        let peer = wait_discovered(&mut events, a).await;
+        let took = start.elapsed();
+        assert_eq!(peer.addrs, after);
+        mdns.shutdown().await.unwrap();
+        done_tx.send(()).unwrap();
+        took
+    });
+    seen_rx.recv_timeout(DEADLINE).unwrap();
+    sh(&[
+        "ip",
+        "-n",
+        &lab.ns_a,
+        "addr",
+        "add",
+        &format!("{extra_ip}/24"),
+        "dev",
+        &lab.veth_a,
+    ])
+    .unwrap();
+    let took = node_b.join().unwrap();
+    node_a.join().unwrap();
+    eprintln!(
+        "an address added to the interface reached the peer after {}",
+        ms(took)
+    );
 }
