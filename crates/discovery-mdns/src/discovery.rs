@@ -417,6 +417,29 @@ mod tests {
     }
 
     #[test]
+    fn registration_becomes_the_daemons_service_info() {
+        let peer_id = knotwork_core::Keypair::generate().unwrap().peer_id();
+        let info = LocalPeerInfo {
+            peer_id,
+            addrs: vec!["tcp/10.0.0.5:4000".parse().unwrap()],
+        };
+        let entries = txt::encode(&info, TxtLimits::DEFAULT).unwrap();
+        let r = Registration {
+            fullname: format!("0123456789abcdef-2.{DEFAULT_SERVICE_TYPE}"),
+            entries,
+            ips: vec!["10.0.0.5".parse().unwrap()],
+            port: 4000,
+        };
+        let si = service_info(DEFAULT_SERVICE_TYPE, &r).unwrap();
+        assert_eq!(si.get_fullname(), r.fullname);
+        assert_eq!(si.get_hostname(), "0123456789abcdef-2.local.");
+        assert_eq!(si.get_port(), 4000);
+        let props = si.get_properties();
+        let back = txt::decode(props.iter().map(|p| (p.key(), p.val())), TxtLimits::DEFAULT);
+        assert_eq!(back.unwrap().addrs, info.addrs);
+    }
+
+    #[test]
     fn new_needs_a_runtime() {
         assert_eq!(
             MdnsDiscovery::new(MdnsConfig::default()).err(),
