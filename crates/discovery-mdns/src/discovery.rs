@@ -235,12 +235,11 @@ impl Shared {
             );
         }
 
+        // An instance's name is fixed by its interface: gone interfaces say
+        // goodbye, changed records are registered again under the same name.
         for (index, old) in &announcer.registered {
-            if wanted
-                .get(index)
-                .is_none_or(|new| new.fullname != old.fullname)
-            {
-                // Goodbye; the status reply is not needed.
+            if !wanted.contains_key(index) {
+                // The status reply is not needed.
                 let _ = self.daemon.unregister(&old.fullname)?;
             }
         }

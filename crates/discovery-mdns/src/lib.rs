@@ -26,9 +26,13 @@
 //! ```
 //!
 //! # Limits
-//! The `mdns-sd` daemon uses the RFC 6762 default TTLs (75 minutes for the
-//! PTR and TXT records), so a peer that vanishes without a goodbye is expired
-//! when its records do, or earlier if it publishes shorter TTLs.
+//! - The `mdns-sd` daemon uses the RFC 6762 default TTLs (75 minutes for the
+//!   PTR and TXT records), so a peer of ours that vanishes without a goodbye is
+//!   expired when its records do; peers publishing shorter TTLs expire sooner.
+//! - The daemon checks the host's addresses every 5 seconds; a new or removed
+//!   address is re-announced after that check.
+//! - A browser keeps at most [`MAX_INSTANCES`] instances; more are ignored
+//!   with a warning.
 //!
 //! # Example
 //! ```no_run
