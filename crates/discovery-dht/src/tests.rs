@@ -781,3 +781,32 @@ proptest! {
         let _ = DhtMessage::decode(&bytes);
     }
 }
+
+#[test]
+fn silent_peers_fail_per_request_and_queries_end_at_their_deadline() {
+    let cfg = Config {
+        request_timeout: Duration::from_secs(2),
+        query_timeout: Duration::from_secs(3),
+        alpha: 1,
+        subnet_limits: None,
+        ..Config::default()
+    };
+    let mut d = Dht::new(id(0), cfg);
+    for n in 1..=3 {
+        d.add_peer(Time(0), id(n), &[PeerAddr::Mem(n)]).unwrap();
+    }
+    let q = d.find_node(Time(0), Key::hash(b"t"));
+    assert_eq!(drain(&mut d).len(), 1, "alpha = 1");
+    // Per-request timeout: the silent peer fails and the next one is asked.
+    assert_eq!(d.poll_timeout(), Some(Time(2_000)));
+    d.handle_timeout(Time(2_000));
+    assert_eq!(drain(&mut d).len(), 1);
+    // Per-query timeout: at 3 s the query ends, though a request is pending.
+    assert_eq!(d.poll_timeout(), Some(Time(3_000)));
+    d.handle_timeout(Time(3_000));
+    let ev = events(&mut d);
+    assert!(ev.iter().any(|e| matches!(e,
+        Event::QueryFinished { id, stats, .. }
+            if *id == q && stats.timed_out && stats.failures == 1 && stats.requests == 2)));
+    assert_eq!(d.running_queries(), 0);
+}
