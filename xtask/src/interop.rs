@@ -5,7 +5,9 @@
 //! test runs, because it needs the peers) plus a `prepare` function that
 //! installs those peers and returns the environment the test reads. A suite
 //! whose prerequisites are missing fails, unless `--allow-skip` is given:
-//! then it says loudly that it was skipped and why. A failing test always
+//! then it says loudly that it was skipped and why, and the test gets
+//! `KNOTWORK_ALLOW_SKIP=1` so that it too skips (loudly) what this machine
+//! cannot run, such as network namespaces without root. A failing test always
 //! fails.
 
 use std::ffi::OsString;
@@ -15,7 +17,7 @@ use crate::error::{Error, Kind, Result};
 use crate::flags::Flags;
 use crate::project::Project;
 use crate::python::Venv;
-use crate::shell;
+use crate::{shell, system};
 
 /// Environment variables a suite's test reads (where its peers are).
 type TestEnv = Vec<(&'static str, OsString)>;
@@ -31,18 +33,32 @@ pub struct Suite {
     package: &'static str,
     /// The integration test target, `crates/<dir>/tests/<test>.rs`.
     test: &'static str,
+    /// Extra libtest arguments (after `--include-ignored --nocapture`).
+    test_args: &'static [&'static str],
     /// Installs the peers; returns the environment variables the test reads.
     prepare: fn(&Project) -> Result<TestEnv>,
 }
 
 /// Every suite, in the order `cargo xtask ci` runs them.
-pub const SUITES: &[Suite] = &[Suite {
-    name: "noise",
-    about: "our Noise handshake and transport messages against Python's noiseprotocol and dissononce",
-    package: "knotwork-crypto-handshake",
-    test: "interop_noise",
-    prepare: noise_peers,
-}];
+pub const SUITES: &[Suite] = &[
+    Suite {
+        name: "noise",
+        about: "our Noise handshake and transport messages against Python's noiseprotocol and dissononce",
+        package: "knotwork-crypto-handshake",
+        test: "interop_noise",
+        test_args: &[],
+        prepare: noise_peers,
+    },
+    Suite {
+        name: "mdns",
+        about: "our mDNS discovery against avahi and python-zeroconf in network namespaces (root)",
+        package: "knotwork-discovery-mdns",
+        test: "interop_mdns",
+        // Each test builds its own namespaces; one at a time keeps them apart.
+        test_args: &["--test-threads=1"],
+        prepare: mdns_peers,
+    },
+];
 
 /// How a suite ended when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +94,7 @@ pub fn run(project: &Project, mut flags: Flags) -> Result<()> {
 
 /// Runs `suite`; with `allow_skip`, a missing prerequisite is a skip.
 pub fn run_suite(project: &Project, suite: &Suite, allow_skip: bool) -> Result<Outcome> {
-    match prepare_and_test(project, suite) {
+    match prepare_and_test(project, suite, allow_skip) {
         Ok(()) => Ok(Outcome::Passed),
         Err(e) if allow_skip && e.kind() == Kind::Unavailable => {
             let reason = e.to_string();
@@ -89,7 +105,7 @@ pub fn run_suite(project: &Project, suite: &Suite, allow_skip: bool) -> Result<O
     }
 }
 
-fn prepare_and_test(project: &Project, suite: &Suite) -> Result<()> {
+fn prepare_and_test(project: &Project, suite: &Suite, allow_skip: bool) -> Result<()> {
     let file = suite.test_file(project);
     if !file.is_file() {
         return Err(Error::unavailable(format!(
@@ -104,7 +120,11 @@ fn prepare_and_test(project: &Project, suite: &Suite) -> Result<()> {
     let env = (suite.prepare)(project)?;
     let mut cmd = project.cargo(["test", "-p", suite.package, "--test", suite.test]);
     cmd.args(["--", "--include-ignored", "--nocapture"])
+        .args(suite.test_args)
         .envs(env);
+    if allow_skip {
+        cmd.env("KNOTWORK_ALLOW_SKIP", "1");
+    }
     shell::run(&mut cmd)
 }
 
@@ -123,6 +143,32 @@ fn noise_peers(project: &Project) -> Result<TestEnv> {
     venv.ensure_packages(
         &["noiseprotocol==0.3.1", "dissononce==0.34.3"],
         "two independent Python Noise implementations the interop test runs as peers",
+    )?;
+    Ok(vec![("KNOTWORK_PYTHON", venv.python().into_os_string())])
+}
+
+/// avahi (daemon and command-line tools) with its own D-Bus, `ip` for the
+/// namespaces, and python-zeroconf in `.venv`.
+fn mdns_peers(project: &Project) -> Result<TestEnv> {
+    system::ensure_programs(
+        &[
+            ("ip", "iproute2"),
+            ("dbus-daemon", "dbus"),
+            ("avahi-daemon", "avahi-daemon"),
+            ("avahi-browse", "avahi-utils"),
+            ("avahi-publish", "avahi-utils"),
+        ],
+        "avahi is the independent mDNS peer, in network namespaces the test creates",
+    )?;
+    if !system::is_root() {
+        return Err(Error::unavailable(
+            "the mdns suite needs root for network namespaces",
+        ));
+    }
+    let venv = Venv::ensure(project)?;
+    venv.ensure_packages(
+        &["zeroconf==0.154.0"],
+        "python-zeroconf, a second independent mDNS stack the test runs as a peer",
     )?;
     Ok(vec![("KNOTWORK_PYTHON", venv.python().into_os_string())])
 }

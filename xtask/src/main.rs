@@ -22,6 +22,7 @@ mod project;
 mod python;
 mod shell;
 mod sim;
+mod system;
 mod test;
 
 use std::process::ExitCode;
@@ -44,7 +45,7 @@ commands:
   bench [--quick] [--pin CPU] [-- criterion args]
                                  the criterion benches; --pin runs them under taskset
   interop <suite> [--allow-skip] our protocols against independent implementations
-                                 (suite: noise); --allow-skip skips when a
+                                 (suites: noise, mdns); --allow-skip skips when a
                                  prerequisite is missing instead of failing
   sim --nodes N --lookups M [--churn P] [--loss P] [--seed S] [--records R]
       [--join oracle|protocol] [--out FILE.svg]
@@ -106,6 +107,13 @@ mod tests {
             .rfind(|l| !l.is_empty() && !l.starts_with('#'))
             .unwrap();
         assert_eq!(last_command, "cargo xtask ci");
+    }
+
+    #[test]
+    fn help_names_every_interop_suite() {
+        for suite in interop::SUITES {
+            assert!(HELP.contains(suite.name), "{}", suite.name);
+        }
     }
 
     #[test]
