@@ -17,12 +17,12 @@
 //! [`NodeError::Closed`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use knotwork_core::{PeerAddr, PeerId};
 use knotwork_wire::{Frame, FrameCodec, FrameKind, Message, WireError, decode, encode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -35,7 +35,9 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::meter::{Meter, MeterConfig, Offence, RateBudget, Verdict};
 use crate::registry::SessionKind;
-use crate::subsystem::{Delivery, Kind, MessageSubsystem, RequestSubscription, Subscription};
+use crate::subsystem::{
+    Delivery, Dispatcher, Kind, MessageSubsystem, RequestSubscription, Subscription,
+};
 use crate::version::{Disconnect, Version};
 
 /// The message id of a response that says "no answer": the peer has no
@@ -123,8 +125,17 @@ struct Inner {
     reason: Mutex<Option<CloseReason>>,
     /// Cancelled when the channel starts closing.
     closing: CancellationToken,
+    /// Mirrors `closing` for a lock-free check on the send path.
+    closing_flag: AtomicBool,
     /// Cancelled when the channel is fully closed and cleaned up.
     closed: CancellationToken,
+}
+
+impl Inner {
+    fn begin_close(&self) {
+        self.closing_flag.store(true, Ordering::Release);
+        self.closing.cancel();
+    }
 }
 
 /// A handle to one connection; cheap to clone. See the module docs.
@@ -173,6 +184,7 @@ impl Channel {
             rtt: Mutex::new(None),
             reason: Mutex::new(None),
             closing: CancellationToken::new(),
+            closing_flag: AtomicBool::new(false),
             closed: CancellationToken::new(),
         });
         (Self { inner }, Unstarted { parts, rx })
@@ -214,7 +226,7 @@ impl Channel {
 
     /// Whether the channel is closing or closed.
     pub fn is_closed(&self) -> bool {
-        self.inner.closing.is_cancelled()
+        self.inner.closing_flag.load(Ordering::Acquire)
     }
 
     /// Waits until the channel is closed; returns why.
@@ -362,7 +374,7 @@ impl Channel {
                 tokio::time::timeout(self.inner.config.drain_timeout, self.inner.out.send(frame))
                     .await;
         }
-        self.inner.closing.cancel();
+        self.inner.begin_close();
     }
 
     /// Closes without waiting: used where awaiting is impossible.
@@ -376,7 +388,7 @@ impl Channel {
                 .out
                 .try_send(Frame::message(Disconnect::ID, payload));
         }
-        self.inner.closing.cancel();
+        self.inner.begin_close();
     }
 }
 
@@ -463,7 +475,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             w.write_all(&buf).await?;
             w.flush().await?;
             buf.clear();
-            if inner.closing.is_cancelled() {
+            if inner.closing_flag.load(Ordering::Acquire) {
                 break;
             }
         }
@@ -489,12 +501,34 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 /// The reader task; see the module docs.
 async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRead<R, FrameCodec>) {
     let inner = &channel.inner;
-    let mut meter = Meter::new(inner.config.meter, Instant::now().into_std());
+    let mut state = ReaderState {
+        meter: Meter::new(inner.config.meter, Instant::now().into_std()),
+        now: Instant::now().into_std(),
+        cache: None,
+    };
+    let mut burst = 0u32;
     loop {
-        let next = tokio::select! {
-            biased;
-            () = inner.closing.cancelled() => break,
-            f = framed.next() => f,
+        // Frames already buffered are taken without arming the select, and
+        // share one clock reading per burst of up to 32.
+        let next = match framed.next().now_or_never() {
+            Some(f) if !inner.closing_flag.load(Ordering::Acquire) => {
+                burst += 1;
+                if burst >= 32 {
+                    burst = 0;
+                    state.now = Instant::now().into_std();
+                }
+                f
+            }
+            _ => {
+                let f = tokio::select! {
+                    biased;
+                    () = inner.closing.cancelled() => break,
+                    f = framed.next() => f,
+                };
+                burst = 0;
+                state.now = Instant::now().into_std();
+                f
+            }
         };
         let frame = match next {
             None => {
@@ -507,7 +541,7 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRea
             }
             Some(Err(e)) => {
                 tracing::debug!(peer = %inner.info.peer_id.short(), "bad framing: {e}");
-                meter.offend(Offence::BadFraming, Instant::now().into_std());
+                state.meter.offend(Offence::BadFraming, state.now);
                 channel.close_now(
                     CloseReason::Local(DisconnectReason::Misbehaviour),
                     Some(DisconnectReason::Misbehaviour),
@@ -516,13 +550,13 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRea
             }
             Some(Ok(frame)) => frame,
         };
-        if let Some(reason) = handle_frame(&channel, &mut meter, frame).await {
+        if let Some(reason) = handle_frame(&channel, &mut state, frame).await {
             channel.close_now(reason.0, reason.1);
             break;
         }
     }
     // Clean up: end subscriptions, fail pending requests, stop jobs.
-    inner.closing.cancel();
+    inner.begin_close();
     inner.subsystem.clear();
     lock(&inner.pending).clear();
     let jobs = lock(&inner.jobs).take();
@@ -533,10 +567,39 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRea
 
 type Stop = (CloseReason, Option<DisconnectReason>);
 
+/// What the reader keeps between frames.
+struct ReaderState {
+    meter: Meter,
+    /// The arrival time of the current burst of frames.
+    now: std::time::Instant,
+    /// The last dispatcher looked up, valid for one subsystem generation.
+    cache: Option<(Kind, u32, u64, Dispatcher)>,
+}
+
+impl ReaderState {
+    fn dispatcher(
+        &mut self,
+        subsystem: &MessageSubsystem,
+        kind: Kind,
+        id: u32,
+    ) -> Option<Dispatcher> {
+        let generation = subsystem.generation();
+        if let Some((k, i, g, d)) = &self.cache
+            && (*k, *i, *g) == (kind, id, generation)
+        {
+            return Some(d.clone());
+        }
+        let d = subsystem.dispatcher(kind, id)?;
+        self.cache = Some((kind, id, generation, d.clone()));
+        Some(d)
+    }
+}
+
 /// Handles one inbound frame; `Some` closes the channel.
-async fn handle_frame(channel: &Channel, meter: &mut Meter, frame: Frame) -> Option<Stop> {
+async fn handle_frame(channel: &Channel, state: &mut ReaderState, frame: Frame) -> Option<Stop> {
     let inner = &channel.inner;
-    let now = Instant::now().into_std();
+    let now = state.now;
+    let meter = &mut state.meter;
     let misbehaved = || {
         Some((
             CloseReason::Local(DisconnectReason::Misbehaviour),
@@ -576,7 +639,9 @@ async fn handle_frame(channel: &Channel, meter: &mut Meter, frame: Frame) -> Opt
         FrameKind::Message => Kind::Message,
         FrameKind::Request => Kind::Request,
     };
-    let Some(dispatcher) = inner.subsystem.dispatcher(kind, frame.msg_id) else {
+    let dispatcher = state.dispatcher(&inner.subsystem, kind, frame.msg_id);
+    let meter = &mut state.meter;
+    let Some(dispatcher) = dispatcher else {
         if kind == Kind::Request {
             let refusal = Frame::response(REFUSED_RESPONSE_ID, frame.request_id, Bytes::new());
             let _ = inner.out.try_send(refusal);

@@ -223,15 +223,20 @@ fn dial_may_proceed(shared: &Shared, peer: &PeerId) -> bool {
     }
 }
 
-/// Adds `channel` to the peer table. With two channels to one peer, both
-/// nodes keep the one dialed by the smaller PeerId (then the older one);
-/// the other is closed with [`DisconnectReason::Duplicate`].
+/// Adds `channel` to the peer table. With two channels to one peer dialed
+/// by different sides, both nodes keep the one dialed by the smaller
+/// PeerId. With two dialed by the same side, the newer one stays: a dialer
+/// only redials when it no longer has a live channel (see
+/// `dial_may_proceed`), so the older one is stale (say, the peer restarted
+/// and the old connection has not timed out yet). The loser is closed with
+/// [`DisconnectReason::Duplicate`].
 fn insert(shared: &Shared, channel: &Channel) -> Result<(), NodeError> {
     let peer = channel.remote_peer_id();
     let winner = shared.peer_id.min(peer);
     let mut peers = lock(&shared.peers);
     if let Some(existing) = peers.get(&peer) {
-        let new_wins = dialer(shared, channel) == winner && dialer(shared, existing) != winner;
+        let (new, old) = (dialer(shared, channel), dialer(shared, existing));
+        let new_wins = new == old || new == winner;
         if !new_wins {
             return Err(NodeError::AlreadyConnected(peer));
         }

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -104,6 +105,8 @@ pub(crate) enum Kind {
 #[derive(Default)]
 pub struct MessageSubsystem {
     dispatchers: Mutex<HashMap<(Kind, u32), Dispatcher>>,
+    /// Bumped on every change, so the reader can cache lookups.
+    generation: AtomicU64,
 }
 
 impl MessageSubsystem {
@@ -128,6 +131,12 @@ impl MessageSubsystem {
         let mut subs: Vec<_> = d.subscribers.iter().cloned().collect();
         subs.push(sub);
         d.subscribers = Arc::new(subs);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes whenever a subscriber is added or all are dropped.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The dispatcher for a frame, if anyone ever subscribed to its type.
@@ -138,6 +147,7 @@ impl MessageSubsystem {
     /// Drops every subscriber: their `recv` returns `None` once drained.
     pub(crate) fn clear(&self) {
         self.lock().clear();
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Whether anyone subscribed to one-way messages of type `M`.

@@ -424,3 +424,36 @@ async fn requests_are_matched_refused_and_timed_out() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_redial_by_the_same_peer_replaces_its_stale_connection() {
+    let a = start(tcp_node()).await;
+    let mut events = a.events();
+    let kp = Keypair::generate().unwrap();
+    let id = kp.peer_id();
+    let (_old, _, v1) = raw_peer(&addr(&a), kp.clone()).await;
+    assert!(v1.is_ok());
+    eventually(LONG, "first channel", || a.channel(&id).is_some()).await;
+    let first = a.channel(&id).unwrap();
+    // The peer restarts and dials again while the old connection lingers.
+    let (_new, _, v2) = raw_peer(&addr(&a), kp).await;
+    assert!(v2.is_ok());
+    assert_eq!(
+        first.closed().await,
+        CloseReason::Local(DisconnectReason::Duplicate)
+    );
+    let e = wait_event(&mut events, LONG, |e| {
+        matches!(e, NodeEvent::Disconnected { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        NodeEvent::Disconnected {
+            peer: id,
+            reason: CloseReason::Local(DisconnectReason::Duplicate)
+        }
+    );
+    let second = a.channel(&id).unwrap();
+    assert!(!second.same(&first) && !second.is_closed());
+    a.shutdown().await;
+}
