@@ -355,9 +355,15 @@ impl Node {
         lock(&self.shared.peers).get(peer).cloned()
     }
 
-    /// Dials `addr` once (no reconnect) and returns the channel.
+    /// Dials `addr` once (no reconnect) and returns the channel. If the peer
+    /// there is already connected, returns the existing channel.
     pub async fn connect(&self, addr: &PeerAddr) -> Result<Channel, NodeError> {
-        crate::session::connect(&self.shared, addr, SessionKind::Manual).await
+        match crate::session::connect(&self.shared, addr, SessionKind::Manual).await {
+            Err(NodeError::AlreadyConnected(peer)) => {
+                self.channel(&peer).ok_or(NodeError::AlreadyConnected(peer))
+            }
+            other => other,
+        }
     }
 
     /// Node events from now on. A receiver that falls more than 256 events

@@ -148,7 +148,10 @@ async fn establish(
             let _ = version::refuse(secure, reason.clone()).await;
             return Err(NodeError::Refused(reason));
         }
-        return Err(NodeError::Banned(peer.to_string()));
+        return Err(match reason {
+            DisconnectReason::Shutdown => NodeError::ShuttingDown,
+            _ => NodeError::Banned(peer.to_string()),
+        });
     }
     if !inbound && !dial_may_proceed(shared, &peer) {
         return Err(NodeError::AlreadyConnected(peer));

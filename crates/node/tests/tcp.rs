@@ -232,6 +232,11 @@ async fn an_unknown_message_flooder_is_banned_and_good_peers_keep_pinging() {
         CloseReason::Remote(DisconnectReason::Misbehaviour)
     );
     assert!(a.is_banned(&flooder.peer_id()));
+    // The ban list is consulted when dialing too.
+    match a.connect(&addr(&flooder)).await {
+        Err(NodeError::Banned(_)) => {}
+        other => panic!("expected Banned, got {other:?}"),
+    }
     // Coming back is refused with the reason.
     match flooder.connect(&addr(&a)).await {
         Err(NodeError::Refused(DisconnectReason::Banned)) => {}
@@ -456,4 +461,47 @@ async fn a_redial_by_the_same_peer_replaces_its_stale_connection() {
     let second = a.channel(&id).unwrap();
     assert!(!second.same(&first) && !second.is_closed());
     a.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_per_ip_limit_refuses_the_excess_with_a_reason() {
+    let mut config = fast_config();
+    config.max_per_ip = 1;
+    let a = start(tcp_node().config(config)).await;
+    let b = start(tcp_node()).await;
+    let c = start(tcp_node()).await;
+    let kept = b.connect(&addr(&a)).await.unwrap();
+    match c.connect(&addr(&a)).await {
+        Err(NodeError::Refused(DisconnectReason::TooManyFromIp)) => {}
+        other => panic!("expected a TooManyFromIp refusal, got {other:?}"),
+    }
+    // When b leaves, the slot frees up for c.
+    kept.close(DisconnectReason::other("done")).await;
+    eventually(LONG, "a forgot b", || a.peers().is_empty()).await;
+    c.connect(&addr(&a)).await.unwrap();
+    for n in [&a, &b, &c] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn connections_beyond_the_pending_handshake_limit_are_dropped_at_once() {
+    let mut config = fast_config();
+    config.max_pending_handshakes = 1;
+    let a = start(tcp_node().config(config)).await;
+    let knotwork_core::PeerAddr::Tcp(sa) = addr(&a) else {
+        unreachable!()
+    };
+    // A silent connection holds the only handshake slot...
+    let _slow = tokio::net::TcpStream::connect(sa).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ...so the next one is closed without waiting for the handshake timeout.
+    let took = time_to_cut(&addr(&a), &[]).await;
+    assert!(took < HANDSHAKE_TIMEOUT / 2, "dropped after {took:?}");
+    // Once the slow one is cut, handshakes go through again.
+    tokio::time::sleep(HANDSHAKE_TIMEOUT).await;
+    let b = start(tcp_node()).await;
+    b.connect(&addr(&a)).await.unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -1,0 +1,101 @@
+//! Property tests of the node's own messages: every value within the
+//! limits round-trips through the wire encoding, and arbitrary peer bytes
+//! never panic the decoders.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use knotwork_node::protocol::address::{Addrs, GetAddrs, MAX_ADDRS};
+use knotwork_node::protocol::ping::{Ping, Pong};
+use knotwork_node::version::{MAX_LISTEN_ADDRS, MAX_NAME_LEN, MAX_PROTOCOLS};
+use knotwork_node::{Disconnect, DisconnectReason, Version};
+use knotwork_wire::{Message, WireError, decode, encode};
+use proptest::prelude::*;
+
+fn name() -> impl Strategy<Value = String> {
+    proptest::string::string_regex(&format!("[a-z0-9/:._\\[\\]-]{{0,{MAX_NAME_LEN}}}")).unwrap()
+}
+
+fn version() -> impl Strategy<Value = Version> {
+    (
+        name(),
+        proptest::collection::vec(name(), 0..=MAX_PROTOCOLS),
+        proptest::collection::vec(name(), 0..=MAX_LISTEN_ADDRS),
+        name(),
+    )
+        .prop_map(
+            |(node_version, protocols, listen_addrs, observed_addr)| Version {
+                node_version,
+                protocols,
+                listen_addrs,
+                observed_addr,
+            },
+        )
+}
+
+fn reason() -> impl Strategy<Value = DisconnectReason> {
+    prop_oneof![
+        Just(DisconnectReason::Shutdown),
+        Just(DisconnectReason::Duplicate),
+        Just(DisconnectReason::TooManyPeers),
+        Just(DisconnectReason::TooManyFromIp),
+        Just(DisconnectReason::Banned),
+        Just(DisconnectReason::Misbehaviour),
+        Just(DisconnectReason::PingTimeout),
+        Just(DisconnectReason::Probe),
+        any::<String>().prop_map(|s| DisconnectReason::other(&s)),
+    ]
+}
+
+fn roundtrip<M: Message + PartialEq + std::fmt::Debug>(m: &M) {
+    let bytes = encode(m).unwrap();
+    assert!(bytes.len() <= M::MAX_BYTES);
+    assert_eq!(&decode::<M>(&bytes).unwrap(), m);
+}
+
+/// Decoding arbitrary bytes returns a value or a named error, never panics.
+fn never_panics<M: Message>(bytes: &[u8]) {
+    match decode::<M>(bytes) {
+        Ok(_) => {}
+        Err(WireError::MessageTooLarge { len, max, .. }) => assert!(len > max),
+        Err(WireError::Malformed { .. } | WireError::TrailingBytes { .. }) => {}
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+proptest! {
+    #[test]
+    fn version_roundtrips(v in version()) {
+        roundtrip(&v);
+    }
+
+    #[test]
+    fn disconnect_roundtrips(reason in reason()) {
+        roundtrip(&Disconnect { reason });
+    }
+
+    #[test]
+    fn ping_pong_get_addrs_roundtrip(nonce in any::<u64>(), max in any::<u32>()) {
+        roundtrip(&Ping { nonce });
+        roundtrip(&Pong { nonce });
+        roundtrip(&GetAddrs { max });
+    }
+
+    #[test]
+    fn addrs_roundtrip(addrs in proptest::collection::vec(name(), 0..=MAX_ADDRS)) {
+        roundtrip(&Addrs { addrs });
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        never_panics::<Version>(&bytes);
+        never_panics::<Disconnect>(&bytes);
+        never_panics::<Ping>(&bytes);
+        never_panics::<Pong>(&bytes);
+        never_panics::<GetAddrs>(&bytes);
+        never_panics::<Addrs>(&bytes);
+    }
+}
