@@ -33,6 +33,7 @@ use dbus_crossroads::{Crossroads, IfaceBuilder};
 use futures::SinkExt;
 use futures::channel::mpsc;
 use knotwork_core::{Listener, PeerAddr, PeerId, TransportError};
+use tokio::sync::oneshot;
 
 use crate::frame::{MAX_MTU, MIN_MTU};
 use crate::gatt::{RX_UUID, SERVICE_UUID, TX_UUID, service_data};
@@ -66,8 +67,8 @@ struct Active {
 }
 
 struct State {
-    conn: Arc<SyncConnection>,
-    tx_path: Path<'static>,
+    /// Fragments to notify on TX, sent by the task that owns the bus.
+    notify: tokio::sync::mpsc::Sender<Bytes>,
     link: LinkConfig,
     active: Option<Active>,
     accept: tokio::sync::mpsc::Sender<(BleStream, PeerAddr)>,
@@ -78,7 +79,8 @@ struct State {
 pub struct BleListener {
     incoming: tokio::sync::mpsc::Receiver<(BleStream, PeerAddr)>,
     local: PeerAddr,
-    io: tokio::task::JoinHandle<()>,
+    /// Dropping it stops the D-Bus thread.
+    _stop: oneshot::Sender<()>,
 }
 
 impl std::fmt::Debug for BleListener {
@@ -86,12 +88,6 @@ impl std::fmt::Debug for BleListener {
         f.debug_struct("BleListener")
             .field("local", &self.local)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for BleListener {
-    fn drop(&mut self) {
-        self.io.abort();
     }
 }
 
@@ -107,109 +103,169 @@ fn device_from_path(path: &str) -> String {
 impl BleListener {
     /// Exports the GATT application and advertisement for `local` on the
     /// system bus and registers them with BlueZ on `adapter` (e.g. `hci0`).
+    ///
+    /// The bus connection, the GATT handlers and the drivers of accepted
+    /// connections run on a thread of their own (a current-thread tokio
+    /// runtime), so every D-Bus message leaves from the task that polls the
+    /// connection. Dropping the listener stops that thread: BlueZ drops the
+    /// application and advertisement, and open connections end.
     pub async fn bind(local: PeerId, adapter: &str, link: LinkConfig) -> Result<Self, BleError> {
         let local_addr = PeerAddr::ble(adapter).map_err(|_| BleError::NoAdapter)?;
-        let (resource, conn) = dbus_tokio::connection::new_system_sync().map_err(dbus_err)?;
-        let io = tokio::spawn(async move {
-            // Returns only when the bus connection is lost.
-            let _lost = resource.await;
-        });
-        let n = NEXT_APP.fetch_add(1, Ordering::Relaxed);
-        let app: Path<'static> = format!("/org/knotwork/ble{n}").into();
-        let service: Path<'static> = format!("{app}/service0").into();
-        let rx_path: Path<'static> = format!("{service}/rx").into();
-        let tx_path: Path<'static> = format!("{service}/tx").into();
-        let adv_path: Path<'static> = format!("/org/knotwork/adv{n}").into();
         let (accept, incoming) = tokio::sync::mpsc::channel(1);
-        let state = Arc::new(Mutex::new(State {
-            conn: conn.clone(),
-            tx_path: tx_path.clone(),
-            link,
-            active: None,
-            accept,
-        }));
-
-        let mut cr = Crossroads::new();
-        let spawn_conn = conn.clone();
-        cr.set_async_support(Some((
-            spawn_conn,
-            Box::new(|f| {
-                tokio::spawn(f);
-            }),
-        )));
-        let service_iface = cr.register(GATT_SERVICE, |b: &mut IfaceBuilder<()>| {
-            b.property("UUID").get(|_, _| Ok(SERVICE_UUID.to_string()));
-            b.property("Primary").get(|_, _| Ok(true));
-            b.property("Includes")
-                .get(|_, _| Ok(Vec::<Path<'static>>::new()));
-        });
-        let char_iface = register_char(&mut cr, state.clone(), rx_path.clone(), tx_path.clone());
-        let adv_iface = cr.register(ADVERTISEMENT, |b: &mut IfaceBuilder<PropMap>| {
-            b.property("Type").get(|_, _| Ok("peripheral".to_owned()));
-            b.property("ServiceUUIDs")
-                .get(|_, _| Ok(vec![SERVICE_UUID.to_string()]));
-            b.property("ServiceData").get(|_, data| Ok(clone_map(data)));
-            b.method("Release", (), (), |_, _, (): ()| Ok(()));
-        });
-        let mut adv_data = PropMap::new();
-        adv_data.insert(
-            SERVICE_UUID.to_string(),
-            Variant(Box::new(service_data(&local)) as Box<dyn RefArg>),
-        );
-        let om = cr.object_manager::<()>();
-        cr.insert(app.clone(), &[om], ());
-        cr.insert(service.clone(), &[service_iface], ());
-        let rx = Char {
-            uuid: RX_UUID.to_string(),
-            flags: vec!["write-without-response".to_owned()],
-            service: service.clone(),
-        };
-        let tx = Char {
-            uuid: TX_UUID.to_string(),
-            flags: vec!["notify".to_owned()],
-            service: service.clone(),
-        };
-        cr.insert(rx_path, &[char_iface], rx);
-        cr.insert(tx_path, &[char_iface], tx);
-        cr.insert(adv_path.clone(), &[adv_iface], adv_data);
-        conn.start_receive(
-            MatchRule::new_method_call(),
-            Box::new(move |msg, conn| {
-                // A call crossroads cannot route has already been answered
-                // with an error; keep serving.
-                let _ = cr.handle_message(msg, conn);
-                true
-            }),
-        );
-
-        let bluez = Proxy::new(
-            "org.bluez",
-            format!("/org/bluez/{adapter}"),
-            CALL_TIMEOUT,
-            conn,
-        );
-        bluez
-            .method_call::<(), _, _, _>(
-                "org.bluez.GattManager1",
-                "RegisterApplication",
-                (app, PropMap::new()),
-            )
-            .await
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let adapter = adapter.to_owned();
+        std::thread::Builder::new()
+            .name("knotwork-ble-dbus".to_owned())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(dbus_err(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match serve(local, &adapter, link, accept).await {
+                        Ok(()) => {
+                            if ready_tx.send(Ok(())).is_ok() {
+                                // Serve until the listener is dropped.
+                                let _ = stop_rx.await;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
             .map_err(dbus_err)?;
-        bluez
-            .method_call::<(), _, _, _>(
-                "org.bluez.LEAdvertisingManager1",
-                "RegisterAdvertisement",
-                (adv_path, PropMap::new()),
-            )
+        ready_rx
             .await
-            .map_err(dbus_err)?;
+            .map_err(|_| BleError::DBus("d-bus thread ended".to_owned()))??;
         Ok(Self {
             incoming,
             local: local_addr,
-            io,
+            _stop: stop_tx,
         })
     }
+}
+
+/// Connects to the system bus, exports the objects and registers them; runs
+/// on the listener's D-Bus thread, whose tasks keep serving afterwards.
+async fn serve(
+    local: PeerId,
+    adapter: &str,
+    link: LinkConfig,
+    accept: tokio::sync::mpsc::Sender<(BleStream, PeerAddr)>,
+) -> Result<(), BleError> {
+    let (resource, conn) = dbus_tokio::connection::new_system_sync().map_err(dbus_err)?;
+    tokio::spawn(async move {
+        // Returns only when the bus connection is lost.
+        let _lost = resource.await;
+    });
+    let n = NEXT_APP.fetch_add(1, Ordering::Relaxed);
+    let app: Path<'static> = format!("/org/knotwork/ble{n}").into();
+    let service: Path<'static> = format!("{app}/service0").into();
+    let rx_path: Path<'static> = format!("{service}/rx").into();
+    let tx_path: Path<'static> = format!("{service}/tx").into();
+    let adv_path: Path<'static> = format!("/org/knotwork/adv{n}").into();
+    let (notify_tx, mut notify_rx) = tokio::sync::mpsc::channel::<Bytes>(INBOUND_QUEUE);
+    let notify_conn = conn.clone();
+    let notify_path = tx_path.clone();
+    tokio::spawn(async move {
+        while let Some(fragment) = notify_rx.recv().await {
+            if notify(&notify_conn, &notify_path, &fragment).is_err() {
+                break;
+            }
+        }
+    });
+    let state = Arc::new(Mutex::new(State {
+        notify: notify_tx,
+        link,
+        active: None,
+        accept,
+    }));
+
+    let mut cr = Crossroads::new();
+    let spawn_conn = conn.clone();
+    cr.set_async_support(Some((
+        spawn_conn,
+        Box::new(|f| {
+            tokio::spawn(f);
+        }),
+    )));
+    let service_iface = cr.register(GATT_SERVICE, |b: &mut IfaceBuilder<()>| {
+        b.property("UUID").get(|_, _| Ok(SERVICE_UUID.to_string()));
+        b.property("Primary").get(|_, _| Ok(true));
+        b.property("Includes")
+            .get(|_, _| Ok(Vec::<Path<'static>>::new()));
+    });
+    let char_iface = register_char(&mut cr, state.clone(), rx_path.clone(), tx_path.clone());
+    let adv_iface = cr.register(ADVERTISEMENT, |b: &mut IfaceBuilder<PropMap>| {
+        b.property("Type").get(|_, _| Ok("peripheral".to_owned()));
+        b.property("ServiceUUIDs")
+            .get(|_, _| Ok(vec![SERVICE_UUID.to_string()]));
+        b.property("ServiceData").get(|_, data| Ok(clone_map(data)));
+        b.method("Release", (), (), |_, _, (): ()| Ok(()));
+    });
+    let mut adv_data = PropMap::new();
+    adv_data.insert(
+        SERVICE_UUID.to_string(),
+        Variant(Box::new(service_data(&local)) as Box<dyn RefArg>),
+    );
+    let om = cr.object_manager::<()>();
+    cr.insert(app.clone(), &[om], ());
+    cr.insert(service.clone(), &[service_iface], ());
+    let rx = Char {
+        uuid: RX_UUID.to_string(),
+        flags: vec!["write-without-response".to_owned()],
+        service: service.clone(),
+    };
+    let tx = Char {
+        uuid: TX_UUID.to_string(),
+        flags: vec!["notify".to_owned()],
+        service: service.clone(),
+    };
+    cr.insert(rx_path, &[char_iface], rx);
+    cr.insert(tx_path, &[char_iface], tx);
+    cr.insert(adv_path.clone(), &[adv_iface], adv_data);
+    conn.start_receive(
+        MatchRule::new_method_call(),
+        Box::new(move |msg, conn| {
+            // A call crossroads cannot route has already been answered
+            // with an error; keep serving.
+            let _ = cr.handle_message(msg, conn);
+            true
+        }),
+    );
+
+    let bluez = Proxy::new(
+        "org.bluez",
+        format!("/org/bluez/{adapter}"),
+        CALL_TIMEOUT,
+        conn,
+    );
+    bluez
+        .method_call::<(), _, _, _>(
+            "org.bluez.GattManager1",
+            "RegisterApplication",
+            (app, PropMap::new()),
+        )
+        .await
+        .map_err(dbus_err)?;
+    bluez
+        .method_call::<(), _, _, _>(
+            "org.bluez.LEAdvertisingManager1",
+            "RegisterAdvertisement",
+            (adv_path, PropMap::new()),
+        )
+        .await
+        .map_err(dbus_err)?;
+    Ok(())
 }
 
 fn clone_map(m: &PropMap) -> PropMap {
@@ -312,12 +368,18 @@ async fn on_write(
                 if let Some(m) = mtu {
                     link.mtu = m;
                 }
-                let conn = s.conn.clone();
-                let path = s.tx_path.clone();
-                let notify =
-                    move |fragment: Bytes| futures::future::ready(notify(&conn, &path, &fragment));
+                let notify = s.notify.clone();
+                let write = move |fragment: Bytes| {
+                    let notify = notify.clone();
+                    async move {
+                        notify
+                            .send(fragment)
+                            .await
+                            .map_err(|_| BleError::DBus("listener closed".to_owned()))
+                    }
+                };
                 let stream =
-                    BleStream::spawn(link, rx, notify).map_err(|e| MethodErr::failed(&e))?;
+                    BleStream::spawn(link, rx, write).map_err(|e| MethodErr::failed(&e))?;
                 s.active = Some(Active {
                     device: device.clone(),
                     inbound: tx.clone(),

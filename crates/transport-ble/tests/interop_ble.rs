@@ -1,14 +1,18 @@
 //! Both BLE roles through a real D-Bus daemon against python-dbusmock's
 //! `bluez5` template extended by `tests/fixture/knotwork_bluez.py`.
 //!
-//! `cargo xtask interop ble` starts the private bus and the mock, adds
-//! adapter `hci0`, runs these ignored tests with `DBUS_SYSTEM_BUS_ADDRESS`
-//! pointing at it, and tears everything down.
+//! Run it with `cargo xtask interop ble` (or `cargo test -p
+//! knotwork-transport-ble --test interop_ble -- --include-ignored`). Like an
+//! `#[ignore]`d test it does nothing in a plain `cargo test`. When asked to
+//! run, it starts a private bus daemon and the mocked BlueZ, adds adapter
+//! `hci0`, runs the scenarios in a child process of itself whose
+//! `DBUS_SYSTEM_BUS_ADDRESS` points at that bus (btleplug and libdbus read
+//! it from the environment), and kills both processes by PID afterwards,
+//! also when a scenario fails.
 //!
-//! In both tests the fixture bridges the GATT characteristics to a TCP
+//! In both scenarios the fixture bridges the GATT characteristics to a TCP
 //! socket (length-prefixed fragments) where the test runs the other knotwork
 //! endpoint, so a full Noise handshake and a ping cross the D-Bus GATT path.
-#![cfg(all(feature = "central", feature = "peripheral", target_os = "linux"))]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,237 +20,16 @@
     clippy::indexing_slicing
 )]
 
-use std::sync::Arc;
-use std::time::Duration;
+#[cfg(all(feature = "central", feature = "peripheral", target_os = "linux"))]
+#[path = "interop_ble/scenarios.rs"]
+mod scenarios;
 
-use bytes::Bytes;
-use futures::StreamExt;
-use futures::future::BoxFuture;
-use futures::stream::BoxStream;
-use knotwork_core::{Discovery, Keypair, Listener, PeerAddr, Transport};
-use knotwork_crypto_handshake::SecureConfig;
-use knotwork_transport_ble::{
-    BleCentral, BleConfig, BleDiscovery, BleError, BleListener, BleStream, BleTransport,
-    LinkConfig, SERVICE_UUID,
-};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-const MTU: u16 = 185;
-
-fn require_bus() {
-    assert!(
-        std::env::var_os("DBUS_SYSTEM_BUS_ADDRESS").is_some(),
-        "run through `cargo xtask interop ble`: DBUS_SYSTEM_BUS_ADDRESS must point at the mocked BlueZ"
-    );
+#[cfg(all(feature = "central", feature = "peripheral", target_os = "linux"))]
+fn main() {
+    scenarios::main();
 }
 
-/// Calls a method of the fixture (org.knotwork.Fixture on the mock's `/`).
-async fn fixture<A, R>(method: &'static str, args: A) -> R
-where
-    A: dbus::arg::AppendAll + Send + 'static,
-    R: dbus::arg::ReadAll + Send + 'static,
-{
-    tokio::task::spawn_blocking(move || {
-        let conn = dbus::blocking::Connection::new_system().unwrap();
-        let proxy = conn.with_proxy("org.bluez", "/", Duration::from_secs(20));
-        proxy
-            .method_call("org.knotwork.Fixture", method, args)
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
-type Write = Box<dyn FnMut(Bytes) -> BoxFuture<'static, Result<(), BleError>> + Send>;
-
-/// The fixture's socket as a fragment carrier: 2-byte length, fragment.
-fn tcp_carrier(tcp: TcpStream) -> (BoxStream<'static, Bytes>, Write) {
-    let (r, w) = tcp.into_split();
-    let inbound = futures::stream::unfold(r, |mut r| async move {
-        let n = r.read_u16().await.ok()?;
-        let mut buf = vec![0; usize::from(n)];
-        r.read_exact(&mut buf).await.ok()?;
-        Some((Bytes::from(buf), r))
-    })
-    .boxed();
-    let w = Arc::new(tokio::sync::Mutex::new(w));
-    let write: Write = Box::new(move |f: Bytes| {
-        let w = w.clone();
-        Box::pin(async move {
-            let mut w = w.lock().await;
-            let io = |e: std::io::Error| BleError::DBus(e.to_string());
-            w.write_u16(u16::try_from(f.len()).unwrap())
-                .await
-                .map_err(io)?;
-            w.write_all(&f).await.map_err(io)
-        })
-    });
-    (inbound, write)
-}
-
-/// The test's own knotwork endpoint behind the fixture.
-async fn remote_endpoint(listener: TcpListener) -> BleStream {
-    let (tcp, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept())
-        .await
-        .expect("fixture did not connect its bridge")
-        .unwrap();
-    let (inbound, write) = tcp_carrier(tcp);
-    BleStream::spawn(LinkConfig::with_mtu(MTU), inbound, write).unwrap()
-}
-
-/// Ping, then a 64 KiB echo (many fragments and credit grants).
-async fn ping<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) {
-    s.write_all(b"ping").await.unwrap();
-    s.flush().await.unwrap();
-    let mut pong = [0u8; 4];
-    s.read_exact(&mut pong).await.unwrap();
-    assert_eq!(&pong, b"pong");
-    let big: Vec<u8> = (0..65_536u32).map(|i| (i % 253) as u8).collect();
-    s.write_all(&big).await.unwrap();
-    s.flush().await.unwrap();
-    let mut back = vec![0u8; big.len()];
-    s.read_exact(&mut back).await.unwrap();
-    assert_eq!(back, big);
-}
-
-async fn pong<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) {
-    let mut buf = [0u8; 4];
-    s.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"ping");
-    s.write_all(b"pong").await.unwrap();
-    s.flush().await.unwrap();
-    let mut big = vec![0u8; 65_536];
-    s.read_exact(&mut big).await.unwrap();
-    s.write_all(&big).await.unwrap();
-    s.flush().await.unwrap();
-}
-
-/// The bytes inside a variant holding `ay` (at any variant depth).
-fn bytes_of(v: &dyn dbus::arg::RefArg) -> Vec<u8> {
-    if let Some(inner) = v.as_iter() {
-        let items: Vec<_> = inner.collect();
-        if let [only] = items.as_slice() {
-            if only.as_u64().is_none() {
-                return bytes_of(*only);
-            }
-        }
-        return items.iter().map(|b| b.as_u64().unwrap() as u8).collect();
-    }
-    panic!("not a byte array: {v:?}");
-}
-
-#[tokio::test]
-#[ignore = "needs the mocked BlueZ: cargo xtask interop ble"]
-async fn central_scans_connects_and_handshakes() {
-    require_bus();
-    let remote = Keypair::generate().unwrap();
-    let local = Keypair::generate().unwrap();
-    let device = "11:22:33:44:55:66";
-    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = tcp.local_addr().unwrap().port();
-    let service_data = remote.peer_id().as_bytes().to_vec();
-    let (_path,): (dbus::Path<'static>,) =
-        fixture("AddPeripheral", ("hci0", device, service_data, port, MTU)).await;
-    let remote_raw = remote_endpoint(tcp).await;
-
-    // Discovery sees the peer with its PeerId and address.
-    let central = BleCentral::new(BleConfig::default()).await.unwrap();
-    let discovery = BleDiscovery::new(central.clone()).await.unwrap();
-    let found = discovery.discover().await.unwrap();
-    let peer = found
-        .iter()
-        .find(|p| p.peer_id == remote.peer_id())
-        .expect("scan did not find the knotwork peripheral");
-    assert_eq!(peer.addrs, vec![PeerAddr::ble(device).unwrap()]);
-    assert_eq!(peer.source.to_string(), "ble");
-
-    // The transport dials it; the PeerId from the advertisement is checked
-    // by the handshake.
-    let transport = BleTransport::new(local.peer_id(), BleConfig::default())
-        .await
-        .unwrap();
-    let raw = transport.dial(&peer.addrs[0]).await.unwrap();
-    let expected = remote.peer_id();
-    let server = tokio::spawn(async move {
-        let mut s = SecureConfig::new(remote)
-            .unwrap()
-            .upgrade_inbound(remote_raw)
-            .await
-            .unwrap();
-        pong(&mut s).await;
-        s
-    });
-    let mut s = SecureConfig::new(local)
-        .unwrap()
-        .upgrade_outbound(raw, Some(expected))
-        .await
-        .unwrap();
-    assert_eq!(s.remote_peer_id(), expected);
-    ping(&mut s).await;
-    drop(server.await.unwrap());
-    assert_eq!(central.peers().await.unwrap().len(), 1);
-}
-
-#[tokio::test]
-#[ignore = "needs the mocked BlueZ: cargo xtask interop ble"]
-async fn peripheral_advertises_serves_and_handshakes() {
-    require_bus();
-    let local = Keypair::generate().unwrap();
-    let remote = Keypair::generate().unwrap();
-    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = tcp.local_addr().unwrap().port();
-    let (): () = fixture("EnableCentral", ("hci0", port, MTU)).await;
-
-    let mut listener = BleListener::bind(local.peer_id(), "hci0", LinkConfig::default())
-        .await
-        .unwrap();
-    assert_eq!(listener.local_addr(), PeerAddr::ble("hci0").unwrap());
-    let remote_raw = remote_endpoint(tcp).await;
-
-    // The advertisement BlueZ read back carries the service and our PeerId.
-    let mut adv = dbus::arg::PropMap::new();
-    for _ in 0..100 {
-        (adv,) = fixture("Advertisement", ()).await;
-        if !adv.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let uuids: Vec<String> = adv["ServiceUUIDs"]
-        .0
-        .as_iter()
-        .unwrap()
-        .map(|u| u.as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(uuids, vec![SERVICE_UUID.to_string()]);
-    // ServiceData is a{sv}: iterating gives key, value, key, value...
-    let mut entries = adv["ServiceData"].0.as_iter().unwrap();
-    let key = entries.next().unwrap().as_str().unwrap().to_owned();
-    let value: Vec<u8> = bytes_of(entries.next().unwrap());
-    assert_eq!(key, SERVICE_UUID.to_string());
-    assert_eq!(value, local.peer_id().as_bytes().to_vec());
-
-    let expected = local.peer_id();
-    let client = tokio::spawn(async move {
-        let mut s = SecureConfig::new(remote)
-            .unwrap()
-            .upgrade_outbound(remote_raw, Some(expected))
-            .await
-            .unwrap();
-        ping(&mut s).await;
-        s
-    });
-    let (raw, from) = tokio::time::timeout(Duration::from_secs(20), listener.accept())
-        .await
-        .expect("no inbound connection")
-        .unwrap();
-    assert_eq!(from, PeerAddr::ble("AA:BB:CC:DD:EE:01").unwrap());
-    let mut s = SecureConfig::new(local)
-        .unwrap()
-        .upgrade_inbound(raw)
-        .await
-        .unwrap();
-    pong(&mut s).await;
-    drop(client.await.unwrap());
+#[cfg(not(all(feature = "central", feature = "peripheral", target_os = "linux")))]
+fn main() {
+    println!("interop_ble: needs features central + peripheral on Linux; nothing to run");
 }
