@@ -239,11 +239,15 @@ impl Network {
     }
 
     fn make_node(rng: &mut SmallRng, cfg: &Config, stable: bool) -> Node {
-        let mut bytes = [0u8; 32];
-        rng.fill(&mut bytes);
         // 32 random bytes are a valid PeerId for routing; lookups need no
         // signatures. Records are signed by real key pairs.
-        let id = PeerId::from_bytes(&bytes).unwrap_or_else(|_| unreachable_id());
+        let mut bytes = [0u8; 32];
+        let id = loop {
+            rng.fill(&mut bytes);
+            if let Ok(id) = PeerId::from_bytes(&bytes) {
+                break id;
+            }
+        };
         Node {
             id,
             dht: Dht::new(id, cfg.clone()),
@@ -660,11 +664,6 @@ fn prefix_bounds(prefix: &[u8; 32], bits: usize) -> ([u8; 32], [u8; 32]) {
         *h |= !mask;
     }
     (lo, hi)
-}
-
-fn unreachable_id() -> PeerId {
-    // PeerId::from_bytes only fails on a wrong length, and we pass 32 bytes.
-    PeerId::from_bytes(&[0u8; 32]).unwrap_or_else(|_| unreachable_id())
 }
 
 #[cfg(test)]

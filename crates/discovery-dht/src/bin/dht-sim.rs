@@ -119,7 +119,8 @@ fn main() -> ExitCode {
     });
     bar.finish();
     let elapsed = wall.elapsed();
-    print_report(&report, elapsed, rss_before, rss_built);
+    let rss_end = rss_bytes();
+    print_report(&report, elapsed, rss_before, [rss_built, rss_end]);
     match write_histograms(&report, &args.out) {
         Ok(()) => println!("histograms     {}", args.out.display()),
         Err(e) => {
@@ -130,11 +131,12 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `rss` is measured after building the network and at the end.
 fn print_report(
     r: &SimReport,
     elapsed: std::time::Duration,
     before: Option<u64>,
-    built: Option<u64>,
+    rss: [Option<u64>; 2],
 ) {
     let mean = |v: &[u64]| {
         if v.is_empty() {
@@ -190,10 +192,12 @@ fn print_report(
         r.memory_per_node as f64 / 1024.0,
         r.mean_table_len
     );
-    if let (Some(a), Some(b)) = (before, built) {
+    let nodes = (r.nodes + r.joined).max(1) as f64;
+    if let (Some(a), [Some(built), Some(end)]) = (before, rss) {
         print!(
-            "; RSS after build {:.1} KiB/node",
-            b.saturating_sub(a) as f64 / 1024.0 / r.nodes.max(1) as f64
+            "; RSS growth {:.1} KiB/node after build, {:.1} KiB/node at end",
+            built.saturating_sub(a) as f64 / 1024.0 / nodes,
+            end.saturating_sub(a) as f64 / 1024.0 / nodes
         );
     }
     println!();
