@@ -472,8 +472,20 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     Err(_) => break,
                 }
             }
-            w.write_all(&buf).await?;
-            w.flush().await?;
+            // A peer that stops reading blocks this write; once the channel
+            // is closing, it gets the drain timeout and is then abandoned.
+            let write = async {
+                w.write_all(&buf).await?;
+                w.flush().await
+            };
+            let grace = async {
+                inner.closing.cancelled().await;
+                tokio::time::sleep(inner.config.drain_timeout).await;
+            };
+            tokio::select! {
+                r = write => r?,
+                () = grace => return Ok(()),
+            }
             buf.clear();
             if inner.closing_flag.load(Ordering::Acquire) {
                 break;

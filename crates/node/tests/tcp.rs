@@ -505,3 +505,58 @@ async fn connections_beyond_the_pending_handshake_limit_are_dropped_at_once() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_dropped_and_its_socket_closed() {
+    // `a` streams blobs to everyone; the raw peer never reads, so a's writer
+    // blocks, its send queue fills, and pings can no longer be queued.
+    let mut config = fast_config();
+    config.channel.send_queue = 8;
+    let a = start(
+        tcp_node()
+            .config(config)
+            .protocol("stream", Sessions::ALL, |ch| {
+                let ch = ch.clone();
+                async move {
+                    for seq in 0.. {
+                        let blob = Blob {
+                            seq,
+                            data: vec![0u8; 65_536],
+                        };
+                        if ch.send(&blob).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }),
+    )
+    .await;
+    let mut events = a.events();
+    let kp = Keypair::generate().unwrap();
+    let id = kp.peer_id();
+    let (mut raw, _, _) = raw_peer(&addr(&a), kp).await;
+    let e = wait_event(&mut events, LONG, |e| {
+        matches!(e, NodeEvent::Disconnected { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        NodeEvent::Disconnected {
+            peer: id,
+            reason: CloseReason::Local(DisconnectReason::PingTimeout)
+        }
+    );
+    // The socket is released: reading what is buffered ends in EOF or reset.
+    let drained = tokio::time::timeout(LONG, async {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match raw.get_mut().read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the node kept the socket open");
+    a.shutdown().await;
+}

@@ -6,8 +6,10 @@
 //! arrives, the time since the `Ping` left is the channel's round-trip time
 //! ([`Channel::rtt`]). If no matching `Pong` arrives within
 //! [`PingConfig::timeout`], the peer is considered gone and the channel is
-//! closed with [`DisconnectReason::PingTimeout`]. Pongs with another nonce
-//! (late answers to nothing outstanding) are ignored.
+//! closed with [`DisconnectReason::PingTimeout`]; the same happens if a ping
+//! or pong cannot even be queued within the timeout because the peer stopped
+//! reading. Pongs with another nonce (late answers to nothing outstanding)
+//! are ignored.
 //!
 //! The bookkeeping is [`PingState`], a sans-IO state machine: time arrives as
 //! `now`, [`PingState::poll_timeout`] says when to call
@@ -141,6 +143,21 @@ impl PingState {
     }
 }
 
+/// Sends `msg` unless the send queue stays full for `timeout` (the peer
+/// stopped reading): then closes the channel as timed out. Returns whether
+/// the protocol should go on.
+async fn send_in_time<M: Message>(channel: &Channel, msg: &M, timeout: Duration) -> bool {
+    match tokio::time::timeout(timeout, channel.send(msg)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::info!(peer = %channel.remote_peer_id().short(), "ping timeout: peer stopped reading");
+            channel.close(DisconnectReason::PingTimeout).await;
+            false
+        }
+    }
+}
+
 /// The ping protocol on one channel: subscribes, then returns the job.
 pub fn protocol(
     channel: &Channel,
@@ -157,7 +174,7 @@ pub fn protocol(
             tokio::select! {
                 ping = pings.recv() => {
                     let Some(Ping { nonce }) = ping else { return };
-                    if channel.send(&Pong { nonce }).await.is_err() {
+                    if !send_in_time(&channel, &Pong { nonce }, config.timeout).await {
                         return;
                     }
                 }
@@ -169,7 +186,9 @@ pub fn protocol(
                 }
                 () = tokio::time::sleep_until(wake) => {
                     match state.handle_timeout(now(), fastrand::u64(..)) {
-                        Some(PingAction::Send(nonce)) if channel.send(&Ping { nonce }).await.is_err() => {
+                        Some(PingAction::Send(nonce))
+                            if !send_in_time(&channel, &Ping { nonce }, config.timeout).await =>
+                        {
                             return;
                         }
                         Some(PingAction::TimedOut) => {
