@@ -247,10 +247,9 @@ impl Handshake {
         )
     }
 
-    #[doc(hidden)]
-    /// An initiator announcing another protocol `version` (tests of version
-    /// mismatch; there is one version today).
-    pub fn initiator_with_version(
+    /// An initiator announcing protocol `version` (always [`VERSION`] except
+    /// in the version-mismatch tests).
+    fn initiator_with_version(
         local: &StaticIdentity,
         pattern: Pattern,
         suite: Suite,
