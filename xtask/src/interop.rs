@@ -17,7 +17,8 @@ use crate::error::{Error, Kind, Result};
 use crate::flags::Flags;
 use crate::project::Project;
 use crate::python::Venv;
-use crate::{shell, system};
+use crate::shell;
+use crate::system::{self, Need};
 
 /// Environment variables a suite's test reads (where its peers are).
 type TestEnv = Vec<(&'static str, OsString)>;
@@ -57,6 +58,14 @@ pub const SUITES: &[Suite] = &[
         // Each test builds its own namespaces; one at a time keeps them apart.
         test_args: &["--test-threads=1"],
         prepare: mdns_peers,
+    },
+    Suite {
+        name: "ble",
+        about: "both BLE roles over a private D-Bus against python-dbusmock's BlueZ",
+        package: "knotwork-transport-ble",
+        test: "interop_ble",
+        test_args: &[],
+        prepare: ble_peers,
     },
 ];
 
@@ -150,13 +159,13 @@ fn noise_peers(project: &Project) -> Result<TestEnv> {
 /// avahi (daemon and command-line tools) with its own D-Bus, `ip` for the
 /// namespaces, and python-zeroconf in `.venv`.
 fn mdns_peers(project: &Project) -> Result<TestEnv> {
-    system::ensure_programs(
+    system::ensure(
         &[
-            ("ip", "iproute2"),
-            ("dbus-daemon", "dbus"),
-            ("avahi-daemon", "avahi-daemon"),
-            ("avahi-browse", "avahi-utils"),
-            ("avahi-publish", "avahi-utils"),
+            Need::Program("ip", "iproute2"),
+            Need::Program("dbus-daemon", "dbus"),
+            Need::Program("avahi-daemon", "avahi-daemon"),
+            Need::Program("avahi-browse", "avahi-utils"),
+            Need::Program("avahi-publish", "avahi-utils"),
         ],
         "avahi is the independent mDNS peer, in network namespaces the test creates",
     )?;
@@ -171,6 +180,19 @@ fn mdns_peers(project: &Project) -> Result<TestEnv> {
         "python-zeroconf, a second independent mDNS stack the test runs as a peer",
     )?;
     Ok(vec![("KNOTWORK_PYTHON", venv.python().into_os_string())])
+}
+
+/// A D-Bus daemon and python-dbusmock (Debian's, for the system Python);
+/// the test starts the private bus and the mocked BlueZ itself.
+fn ble_peers(_: &Project) -> Result<TestEnv> {
+    system::ensure(
+        &[
+            Need::Program("dbus-daemon", "dbus"),
+            Need::PythonModule("dbusmock", "python3-dbusmock"),
+        ],
+        "python-dbusmock's BlueZ on a private D-Bus is the peer both BLE roles talk to",
+    )?;
+    Ok(Vec::new())
 }
 
 #[cfg(test)]

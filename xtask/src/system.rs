@@ -1,21 +1,47 @@
-//! System programs a command needs (from Debian packages): checked, and
-//! installed with apt-get when xtask runs as root on a Debian-like system.
+//! System packages a command needs (Debian's): checked by what they provide,
+//! and installed with apt-get when xtask runs as root on a Debian-like system.
 
 use std::process::Command;
 
 use crate::error::{Error, Result};
 use crate::shell;
 
-/// A program and the Debian package that provides it.
-pub type Program = (&'static str, &'static str);
+/// Something a Debian package provides, and that package.
+#[derive(Debug, Clone, Copy)]
+pub enum Need {
+    /// A program on `PATH`, from a package.
+    Program(&'static str, &'static str),
+    /// A module the system Python (`/usr/bin/python3`) imports, from a package.
+    PythonModule(&'static str, &'static str),
+}
 
-/// Makes sure every program is on `PATH`, installing the missing ones'
-/// packages with apt-get when possible, and saying why.
-pub fn ensure_programs(programs: &[Program], why: &str) -> Result<()> {
-    let mut packages: Vec<&str> = programs
+/// The system interpreter that Debian's `python3-*` packages install into.
+pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+impl Need {
+    fn package(self) -> &'static str {
+        match self {
+            Need::Program(_, package) | Need::PythonModule(_, package) => package,
+        }
+    }
+
+    fn present(self) -> bool {
+        match self {
+            Need::Program(program, _) => on_path(program),
+            Need::PythonModule(module, _) => shell::succeeds(
+                Command::new(SYSTEM_PYTHON).args(["-c", &format!("import {module}")]),
+            ),
+        }
+    }
+}
+
+/// Makes sure every need is met, installing the missing packages with
+/// apt-get when possible, and saying why.
+pub fn ensure(needs: &[Need], why: &str) -> Result<()> {
+    let mut packages: Vec<&str> = needs
         .iter()
-        .filter(|(program, _)| !on_path(program))
-        .map(|&(_, package)| package)
+        .filter(|need| !need.present())
+        .map(|need| need.package())
         .collect();
     packages.sort_unstable();
     packages.dedup();
@@ -60,13 +86,13 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn finds_programs_on_path() {
-        assert!(on_path("sh"));
-        assert!(!on_path("knotwork-no-such-program"));
+        assert!(Need::Program("sh", "dash").present());
+        assert!(!Need::Program("knotwork-no-such-program", "x").present());
     }
 
     #[test]
-    fn present_programs_need_nothing() {
+    fn met_needs_install_nothing() {
         let cargo = if cfg!(windows) { "cargo.exe" } else { "cargo" };
-        ensure_programs(&[(cargo, "cargo")], "test").unwrap();
+        ensure(&[Need::Program(cargo, "cargo")], "test").unwrap();
     }
 }
