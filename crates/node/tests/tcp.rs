@@ -560,3 +560,17 @@ async fn a_peer_that_stops_reading_is_dropped_and_its_socket_closed() {
     assert!(drained.is_ok(), "the node kept the socket open");
     a.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_ping_sent_as_a_request_is_answered_with_a_pong() {
+    use knotwork_node::protocol::ping::{Ping, Pong};
+    let a = start(tcp_node()).await;
+    let b = start(tcp_node()).await;
+    let ch = b.connect(&addr(&a)).await.unwrap();
+    for nonce in [1, 42, u64::MAX] {
+        let pong: Pong = ch.request(&Ping { nonce }).await.unwrap();
+        assert_eq!(pong, Pong { nonce });
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

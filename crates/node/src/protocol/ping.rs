@@ -11,6 +11,9 @@
 //! reading. Pongs with another nonce (late answers to nothing outstanding)
 //! are ignored.
 //!
+//! A `Ping` sent as a request (as `knot ping` does) is answered with a
+//! `Pong` response, so a tool can time single round trips itself.
+//!
 //! The bookkeeping is [`PingState`], a sans-IO state machine: time arrives as
 //! `now`, [`PingState::poll_timeout`] says when to call
 //! [`PingState::handle_timeout`] next, which says whether to send a ping or
@@ -165,6 +168,7 @@ pub fn protocol(
 ) -> impl std::future::Future<Output = ()> + Send + use<> {
     let mut pings = channel.subscribe::<Ping>();
     let mut pongs = channel.subscribe::<Pong>();
+    let mut ping_requests = channel.subscribe_requests::<Ping>();
     let channel = channel.clone();
     async move {
         let now = || tokio::time::Instant::now().into_std();
@@ -175,6 +179,12 @@ pub fn protocol(
                 ping = pings.recv() => {
                     let Some(Ping { nonce }) = ping else { return };
                     if !send_in_time(&channel, &Pong { nonce }, config.timeout).await {
+                        return;
+                    }
+                }
+                request = ping_requests.recv() => {
+                    let Some((Ping { nonce }, responder)) = request else { return };
+                    if responder.respond(&Pong { nonce }).await.is_err() {
                         return;
                     }
                 }
