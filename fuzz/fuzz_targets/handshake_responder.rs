@@ -25,7 +25,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&chunk, stream)) = data.split_first() else {
         return;
     };
-    let chunk = if chunk == 0 { stream.len().max(1) } else { usize::from(chunk) };
+    let chunk = if chunk == 0 {
+        stream.len().max(1)
+    } else {
+        usize::from(chunk)
+    };
     let mut r = Handshake::responder(identity());
     for part in stream.chunks(chunk) {
         match r.read_input(part) {

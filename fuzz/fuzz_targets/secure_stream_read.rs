@@ -44,7 +44,10 @@ impl AsyncRead for Chunks {
         if self.stall {
             return Poll::Pending;
         }
-        let n = self.chunk.min(buf.remaining()).min(self.data.len() - self.pos);
+        let n = self
+            .chunk
+            .min(buf.remaining())
+            .min(self.data.len() - self.pos);
         let start = self.pos;
         buf.put_slice(&self.data[start..start + n]);
         self.pos += n;
@@ -63,10 +66,18 @@ fuzz_target!(|data: &[u8]| {
     let Some((&cfg, mut ops)) = data.split_first() else {
         return;
     };
-    let suite = if cfg & 1 == 0 { Suite::ChaChaPoly } else { Suite::AesGcm };
+    let suite = if cfg & 1 == 0 {
+        Suite::ChaChaPoly
+    } else {
+        Suite::AesGcm
+    };
     let rekey = u64::from((cfg >> 1) & 3);
     let v = usize::from(cfg >> 3);
-    let read_size = if v < 16 { (v + 1) * 97 } else { (v - 15) * 8192 };
+    let read_size = if v < 16 {
+        (v + 1) * 97
+    } else {
+        (v - 15) * 8192
+    };
     let mut tx = CipherState::new(suite, &KEY, rekey).expect("key");
     let mut wire = Vec::new();
     let mut expected = Vec::new();
@@ -77,7 +88,11 @@ fuzz_target!(|data: &[u8]| {
         let (bytes, tail) = rest.split_at(n);
         chunk = usize::from(*op) * 64 + 1;
         if op % 2 == 0 {
-            let plain = if op & 2 != 0 { bytes.repeat(256) } else { bytes.to_vec() };
+            let plain = if op & 2 != 0 {
+                bytes.repeat(256)
+            } else {
+                bytes.to_vec()
+            };
             let mut msg = plain.clone();
             let tag = tx.seal_in_place(&mut msg).expect("seal");
             msg.extend_from_slice(&tag);
@@ -128,7 +143,9 @@ fuzz_target!(|data: &[u8]| {
             let inner = HandshakeError::from_io(&e).expect("named error");
             assert!(matches!(
                 inner,
-                HandshakeError::Decrypt | HandshakeError::FrameTooShort(_) | HandshakeError::Truncated
+                HandshakeError::Decrypt
+                    | HandshakeError::FrameTooShort(_)
+                    | HandshakeError::Truncated
             ));
         }
     }
