@@ -290,14 +290,48 @@ impl NodeBuilder {
                 shared.spawn_task(crate::session::keep_connected(shared.clone(), addr, kind));
             }
         }
-        Ok(Node { shared })
+        Ok(Node {
+            _guard: Arc::new(ShutdownOnDrop(shared.clone())),
+            shared,
+        })
     }
 }
 
-/// A running node; cheap to clone. See the crate docs.
+/// A running node; cheap to clone. See the crate docs. When the last clone
+/// is dropped the node shuts down as by [`Node::shutdown`] (in the
+/// background, if a tokio runtime is still running).
 #[derive(Clone)]
 pub struct Node {
     shared: Arc<Shared>,
+    _guard: Arc<ShutdownOnDrop>,
+}
+
+/// Shuts the node down when the last [`Node`] handle goes away. The node's
+/// own tasks hold `Shared`, never this guard.
+struct ShutdownOnDrop(Arc<Shared>);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        self.0.shutdown.cancel();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(shutdown(self.0.clone()));
+        }
+    }
+}
+
+/// Stops accepting and dialing, closes every channel with
+/// `Disconnect { Shutdown }` and waits for them to drain.
+async fn shutdown(shared: Arc<Shared>) {
+    shared.shutdown.cancel();
+    let tasks = std::mem::take(&mut *lock(&shared.tasks));
+    drop(tasks);
+    let channels: Vec<Channel> = lock(&shared.peers).values().cloned().collect();
+    let drain = shared.channel_config.drain_timeout * 2;
+    let closing = channels.iter().map(|c| async move {
+        c.close(DisconnectReason::Shutdown).await;
+        c.closed().await;
+    });
+    let _ = tokio::time::timeout(drain, futures::future::join_all(closing)).await;
 }
 
 impl std::fmt::Debug for Node {
@@ -387,15 +421,6 @@ impl Node {
     /// `Disconnect { Shutdown }`, lets queued frames drain (at most the
     /// channel drain timeout) and closes.
     pub async fn shutdown(&self) {
-        self.shared.shutdown.cancel();
-        let tasks = std::mem::take(&mut *lock(&self.shared.tasks));
-        drop(tasks);
-        let channels: Vec<Channel> = lock(&self.shared.peers).values().cloned().collect();
-        let drain = self.shared.channel_config.drain_timeout * 2;
-        let closing = channels.iter().map(|c| async move {
-            c.close(DisconnectReason::Shutdown).await;
-            c.closed().await;
-        });
-        let _ = tokio::time::timeout(drain, futures::future::join_all(closing)).await;
+        shutdown(self.shared.clone()).await;
     }
 }

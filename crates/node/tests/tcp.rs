@@ -574,3 +574,21 @@ async fn a_ping_sent_as_a_request_is_answered_with_a_pong() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn dropping_the_last_node_handle_shuts_it_down() {
+    let a = start(tcp_node()).await;
+    let b = start(tcp_node()).await;
+    let ch = b.connect(&addr(&a)).await.unwrap();
+    let a_addr = addr(&a);
+    let clone = a.clone();
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!ch.is_closed(), "a clone is still alive");
+    drop(clone);
+    let reason = tokio::time::timeout(LONG, ch.closed()).await.unwrap();
+    assert_eq!(reason, CloseReason::Remote(DisconnectReason::Shutdown));
+    // It stopped accepting too.
+    assert!(b.connect(&a_addr).await.is_err());
+    b.shutdown().await;
+}
