@@ -347,6 +347,29 @@ mod tests {
     }
 
     #[test]
+    fn framing_overhead_per_message() {
+        // Header = tag + varint length: 2 bytes under 128, 3 under 16 KiB.
+        for (len, overhead) in [
+            (1usize, 2usize),
+            (127, 2),
+            (128, 3),
+            (16_383, 3),
+            (16_384, 4),
+        ] {
+            let (mut a, _b) = pair(LinkConfig::default());
+            for _ in 0..3 {
+                a.send(Bytes::from(vec![0; len])).unwrap();
+            }
+            let mut wire = 0;
+            while let Some(f) = a.poll_fragment() {
+                wire += f.len();
+            }
+            assert_eq!(wire, 3 * (len + overhead), "len {len}");
+            assert_eq!(crate::frame::header_len(len as u32), overhead);
+        }
+    }
+
+    #[test]
     fn mtu_change_recuts_fragments() {
         let (mut a, mut b) = pair(LinkConfig::default());
         a.set_mtu(185).unwrap();

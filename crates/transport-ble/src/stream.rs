@@ -103,7 +103,21 @@ impl BleStream {
     }
 }
 
+/// What woke the driver.
+enum Event {
+    /// The fragment in flight was handed to the carrier (or failed).
+    Wrote(Result<(), BleError>),
+    /// The carrier delivered a fragment, or ended (`None`).
+    Received(Option<Bytes>),
+    /// The stream queued data, read data (credit to grant) or was dropped.
+    Notified,
+}
+
 /// Moves fragments between the carrier and the link until one side ends.
+///
+/// One fragment is in flight at a time (writes stay in order); received
+/// fragments are taken meanwhile, so a carrier whose two directions share a
+/// buffer cannot stall both ends.
 async fn drive<I, W, F>(
     shared: Arc<Mutex<Shared>>,
     notify: Arc<Notify>,
@@ -114,41 +128,59 @@ async fn drive<I, W, F>(
     W: FnMut(Bytes) -> F,
     F: Future<Output = Result<(), BleError>>,
 {
+    let mut in_flight: Option<Pin<Box<F>>> = None;
     loop {
-        // Send everything the link has queued.
-        loop {
-            let next = lock(&shared).link.poll_fragment();
-            let Some(fragment) = next else { break };
-            if let Err(e) = write(fragment).await {
+        if in_flight.is_none() {
+            let (next, dropped) = {
                 let mut s = lock(&shared);
+                (s.link.poll_fragment(), s.dropped)
+            };
+            match next {
+                Some(fragment) => in_flight = Some(Box::pin(write(fragment))),
+                None if dropped => return,
+                None => {}
+            }
+        }
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        let event = std::future::poll_fn(|cx| {
+            if let Some(w) = in_flight.as_mut() {
+                if let Poll::Ready(r) = w.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Wrote(r));
+                }
+            }
+            if let Poll::Ready(f) = inbound.poll_next_unpin(cx) {
+                return Poll::Ready(Event::Received(f));
+            }
+            if notified.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Notified);
+            }
+            Poll::Pending
+        })
+        .await;
+        let mut s = lock(&shared);
+        match event {
+            Event::Wrote(Ok(())) => in_flight = None,
+            Event::Wrote(Err(e)) => {
                 s.error = Some(e);
                 s.wake();
                 return;
             }
-        }
-        if lock(&shared).dropped {
-            return;
-        }
-        tokio::select! {
-            fragment = inbound.next() => {
-                let mut s = lock(&shared);
-                match fragment {
-                    Some(f) => {
-                        if let Err(e) = s.link.handle_fragment(&f) {
-                            s.error = Some(e);
-                            s.wake();
-                            return;
-                        }
-                        s.wake();
-                    }
-                    None => {
-                        s.carrier_gone = true;
-                        s.wake();
-                        return;
-                    }
+            Event::Received(Some(f)) => {
+                let result = s.link.handle_fragment(&f);
+                if let Err(e) = result {
+                    s.error = Some(e);
+                    s.wake();
+                    return;
                 }
+                s.wake();
             }
-            () = notify.notified() => {}
+            Event::Received(None) => {
+                s.carrier_gone = true;
+                s.wake();
+                return;
+            }
+            Event::Notified => {}
         }
     }
 }
