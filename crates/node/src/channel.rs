@@ -285,11 +285,21 @@ impl Channel {
         if self.is_closed() {
             return Err(self.closed_error());
         }
-        self.inner
-            .out
-            .send(frame)
-            .await
-            .map_err(|_| self.closed_error())
+        // Fast path: room in the queue, no future to set up.
+        match self.inner.out.try_send(frame) {
+            Ok(()) => {
+                // Stay fair: a tight send loop still yields now and then.
+                tokio::task::consume_budget().await;
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(frame)) => self
+                .inner
+                .out
+                .send(frame)
+                .await
+                .map_err(|_| self.closed_error()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(self.closed_error()),
+        }
     }
 
     /// Sends a one-way message. Waits while the send queue is full.
@@ -433,12 +443,10 @@ where
 {
     /// Starts the reader and writer tasks of `channel`.
     pub(crate) fn start(self, channel: &Channel) {
-        let FramedParts {
-            io,
-            read_buf,
-            codec,
-            ..
-        } = self.parts;
+        let FramedParts { io, read_buf, .. } = self.parts;
+        // The exchange used a codec limited to a version message; the
+        // channel accepts frames up to its configured size.
+        let codec = FrameCodec::with_max_frame_len(channel.inner.config.max_frame_len);
         let (r, w) = tokio::io::split(io);
         let mut framed = FramedRead::new(r, codec);
         framed.read_buffer_mut().extend_from_slice(&read_buf);
@@ -506,7 +514,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
     .await;
     if let Err(e) = result {
-        channel.close_now(CloseReason::Io(e.to_string()), None);
+        // A broken write usually means the peer closed the connection; its
+        // Disconnect may still wait in our receive buffer. Let the reader
+        // find it (or EOF) before calling this an I/O failure.
+        tokio::select! {
+            () = inner.closing.cancelled() => {}
+            () = tokio::time::sleep(inner.config.drain_timeout) => {
+                channel.close_now(CloseReason::Io(e.to_string()), None);
+            }
+        }
     }
 }
 

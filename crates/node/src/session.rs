@@ -158,8 +158,7 @@ async fn establish(
     }
     let names = shared.registry.names();
     let ours = Version::new(&names, shared.own_addrs(), &addr);
-    let (theirs, parts) =
-        version::exchange(secure, &ours, shared.channel_config.max_frame_len).await?;
+    let (theirs, parts) = version::exchange(secure, &ours).await?;
     let listen: Vec<PeerAddr> = theirs
         .parsed_listen_addrs()?
         .into_iter()

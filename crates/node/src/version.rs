@@ -98,17 +98,24 @@ impl Version {
     }
 }
 
+/// The largest frame accepted during the version exchange: a version or a
+/// disconnect message, nothing bigger.
+const EXCHANGE_MAX_FRAME_LEN: usize = if Version::MAX_BYTES > Disconnect::MAX_BYTES {
+    Version::MAX_BYTES
+} else {
+    Disconnect::MAX_BYTES
+};
+
 /// Sends `ours` and reads the peer's [`Version`] (or its [`Disconnect`]).
 /// Returns the peer's version and the stream with any bytes read past it.
 pub(crate) async fn exchange<S>(
     io: S,
     ours: &Version,
-    max_frame_len: usize,
 ) -> Result<(Version, FramedParts<S, FrameCodec>), NodeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut framed = Framed::new(io, FrameCodec::with_max_frame_len(max_frame_len));
+    let mut framed = Framed::new(io, FrameCodec::with_max_frame_len(EXCHANGE_MAX_FRAME_LEN));
     framed
         .send(Frame::message(Version::ID, encode(ours)?))
         .await
@@ -163,7 +170,7 @@ mod tests {
             &addr("tcp/127.0.0.1:9"),
         );
         let vb = Version::new(&["ping", "addr"], &[], &addr("tcp/127.0.0.1:8"));
-        let (ra, rb) = tokio::join!(exchange(a, &va, 1 << 16), exchange(b, &vb, 1 << 16));
+        let (ra, rb) = tokio::join!(exchange(a, &va), exchange(b, &vb));
         assert_eq!(ra.unwrap().0, vb);
         assert_eq!(rb.unwrap().0, va);
         assert_eq!(
@@ -176,10 +183,7 @@ mod tests {
     async fn a_refusal_carries_its_reason() {
         let (a, b) = tokio::io::duplex(8192);
         let v = Version::new(&[], &[], &addr("mem/1"));
-        let (ra, rb) = tokio::join!(
-            exchange(a, &v, 1 << 16),
-            refuse(b, DisconnectReason::TooManyPeers)
-        );
+        let (ra, rb) = tokio::join!(exchange(a, &v), refuse(b, DisconnectReason::TooManyPeers));
         rb.unwrap();
         assert!(matches!(
             ra,
@@ -196,8 +200,23 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            exchange(a, &v, 1 << 16).await,
+            exchange(a, &v).await,
             Err(NodeError::UnexpectedFirstFrame(77))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_first_frame_larger_than_a_version_is_refused() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let v = Version::new(&[], &[], &addr("mem/1"));
+        let mut peer = Framed::new(b, FrameCodec::new());
+        let big = bytes::Bytes::from(vec![0u8; EXCHANGE_MAX_FRAME_LEN + 1]);
+        peer.send(Frame::message(Version::ID, big)).await.unwrap();
+        assert!(matches!(
+            exchange(a, &v).await,
+            Err(NodeError::Wire(
+                knotwork_wire::WireError::FrameTooLarge { .. }
+            ))
         ));
     }
 
@@ -206,10 +225,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(8192);
         drop(b);
         let v = Version::new(&[], &[], &addr("mem/1"));
-        assert!(matches!(
-            exchange(a, &v, 1 << 16).await,
-            Err(NodeError::Io(_))
-        ));
+        assert!(matches!(exchange(a, &v).await, Err(NodeError::Io(_))));
     }
 
     #[test]
