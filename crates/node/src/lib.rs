@@ -25,7 +25,10 @@
 //! - [`hosts`]: [`HostStore`] (grey/white/black lists) and [`AddrScope`] (sans-IO).
 //! - [`backoff`]: reconnect schedule with jitter (sans-IO).
 //! - [`version`]: the [`Version`] and [`Disconnect`] messages.
-//! - [`protocol`]: the built-in protocols, [`protocol::ping`] and [`protocol::address`].
+//! - [`protocol`]: the built-in protocols, [`protocol::ping`] and [`protocol::address`];
+//!   the application protocols ([`apps`]): [`protocol::task`], [`protocol::resource`],
+//!   [`protocol::health`], [`protocol::gossip`].
+//! - [`metrics`]: counters, gauges, histograms; Prometheus text over HTTP.
 //!
 //! # Errors
 //! One enum, [`NodeError`], grouped by fault. A misbehaving peer never
@@ -71,11 +74,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod apps;
 pub mod backoff;
 pub mod channel;
 pub mod error;
 pub mod hosts;
 pub mod meter;
+pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod registry;
@@ -84,6 +89,7 @@ pub mod subsystem;
 mod transport;
 pub mod version;
 
+pub use apps::AppsConfig;
 pub use channel::{Channel, ChannelConfig, ChannelInfo, Responder};
 pub use error::{CloseReason, DisconnectReason, NodeError};
 pub use hosts::{AddrScope, HostStore};

@@ -132,6 +132,7 @@ pub(crate) struct Shared {
     pub(crate) per_ip: Mutex<HashMap<IpAddr, usize>>,
     pub(crate) dialing: Mutex<HashSet<PeerAddr>>,
     pub(crate) tasks: Mutex<JoinSet<()>>,
+    pub(crate) apps: crate::apps::Apps,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -166,6 +167,7 @@ pub struct NodeBuilder {
     registry: ProtocolRegistry,
     budgets: HashMap<u32, RateBudget>,
     transports: Vec<Box<dyn AnyTransport>>,
+    apps: Option<crate::apps::AppsConfig>,
 }
 
 impl NodeBuilder {
@@ -218,6 +220,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Enables the application protocols (tasks, resources, health, gossip) with `apps`.
+    pub fn apps(mut self, apps: crate::apps::AppsConfig) -> Self {
+        self.apps = Some(apps);
+        self
+    }
+
     /// Binds the listeners and starts the node.
     pub async fn start(self) -> Result<Node, NodeError> {
         let Self {
@@ -227,9 +235,11 @@ impl NodeBuilder {
             manual,
             config,
             mut registry,
-            budgets,
+            mut budgets,
             mut transports,
+            apps,
         } = self;
+        let apps = crate::apps::Apps::new(&keypair, apps, &mut registry, &mut budgets);
         transports.push(Box::new(knotwork_transport_tcp::TcpTransport::new(
             knotwork_transport_tcp::TcpConfig::default().with_dial_timeout(config.dial_timeout),
         )));
@@ -270,6 +280,7 @@ impl NodeBuilder {
             per_ip: Mutex::new(HashMap::new()),
             dialing: Mutex::new(HashSet::new()),
             tasks: Mutex::new(JoinSet::new()),
+            apps,
             config,
         });
 
@@ -285,6 +296,7 @@ impl NodeBuilder {
             shared.spawn_task(crate::session::accept_loop(shared.clone(), listener));
         }
         shared.spawn_task(crate::session::maintenance(shared.clone()));
+        crate::apps::Apps::start(&shared);
         for (addrs, kind) in [(seeds, SessionKind::Seed), (manual, SessionKind::Manual)] {
             for addr in addrs {
                 shared.spawn_task(crate::session::keep_connected(shared.clone(), addr, kind));
@@ -355,7 +367,34 @@ impl Node {
             registry: ProtocolRegistry::default(),
             budgets: HashMap::new(),
             transports: Vec::new(),
+            apps: None,
         }
+    }
+
+    /// Task distribution (running once enabled with [`NodeBuilder::apps`]).
+    pub fn tasks(&self) -> &crate::protocol::task::Tasks {
+        &self.shared.apps.tasks
+    }
+
+    /// Resource reports (running once enabled with [`NodeBuilder::apps`]).
+    pub fn resources(&self) -> &crate::protocol::resource::Resources {
+        &self.shared.apps.resources
+    }
+
+    /// Health checks of this node's parts; peers' health once enabled
+    /// with [`NodeBuilder::apps`].
+    pub fn health(&self) -> &crate::protocol::health::Health {
+        &self.shared.apps.health
+    }
+
+    /// Gossip pub/sub (running once enabled with [`NodeBuilder::apps`]).
+    pub fn gossip(&self) -> &crate::protocol::gossip::Gossip {
+        &self.shared.apps.gossip
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared.apps.metrics
     }
 
     /// This node's identity.

@@ -289,6 +289,7 @@ async fn supervise(shared: Arc<Shared>, channel: Channel, slot: Option<IpSlot>) 
 
 /// Accepts inbound connections until shutdown.
 pub(crate) async fn accept_loop(shared: Arc<Shared>, mut listener: Box<dyn AnyListener>) {
+    let _up = shared.apps.health.listener_up();
     loop {
         let accepted = tokio::select! {
             () = shared.shutdown.cancelled() => return,

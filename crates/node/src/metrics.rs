@@ -1,0 +1,389 @@
+//! [`Metrics`]: the node's counters, gauges and histograms, in the
+//! Prometheus text format, optionally served over HTTP.
+//!
+//! Every node owns one [`Metrics`] (see [`crate::Node::metrics`]). The node's
+//! parts record into it: a collector task turns [`NodeEvent`]s into connection,
+//! disconnection and ban counters and samples each channel's ping RTT into a
+//! histogram every [`RTT_SAMPLE_INTERVAL`]; the task, gossip, resource and
+//! health protocols count their own work. [`Metrics::encode`] renders the
+//! whole registry (prometheus-client's text encoder, OpenMetrics flavour,
+//! which Prometheus scrapes as is). [`Metrics::serve`] answers
+//! `GET /metrics` on a TCP address with a minimal HTTP/1.1 responder: one
+//! request per connection, a request head of at most [`MAX_REQUEST_HEAD`]
+//! bytes read within [`REQUEST_TIMEOUT`], anything else answered 404/400.
+//!
+//! Label values are drawn from small fixed sets (direction, transport, who
+//! closed, outcome), never from peer-supplied text, so a peer cannot grow
+//! the number of series.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use knotwork_core::PeerAddr;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::error::CloseReason;
+use crate::node::{NodeEvent, Shared};
+use crate::registry::SessionKind;
+
+/// How often the collector samples every channel's RTT into the histogram.
+pub const RTT_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+/// The longest HTTP request head the endpoint reads.
+pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// Time a client has to send its request head.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+struct Inner {
+    registry: Registry,
+    connections: Family<Labels, Counter>,
+    disconnections: Family<Labels, Counter>,
+    peers: Gauge,
+    bans: Counter,
+    rtt: Histogram,
+    tasks: Family<Labels, Counter>,
+    tasks_in_flight: Gauge,
+    gossip: Family<Labels, Counter>,
+    resource_reports: Counter,
+    health: Gauge,
+}
+
+/// The node's metrics; cheap to clone. See the module docs.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What happened to a task, as counted in `knot_tasks_total{event}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskEvent {
+    /// Submitted by this node.
+    Submitted,
+    /// Sent to a worker (first try or retry).
+    Dispatched,
+    /// Re-placed after its worker failed, refused or timed out.
+    Retried,
+    /// Its result reached this node's results stream.
+    Completed,
+    /// Failed for good (no workers, attempts exhausted, cancelled).
+    Failed,
+    /// Run by this node as a worker.
+    Executed,
+}
+
+impl TaskEvent {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Submitted => "submitted",
+            Self::Dispatched => "dispatched",
+            Self::Retried => "retried",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Executed => "executed",
+        }
+    }
+}
+
+impl Metrics {
+    /// An empty registry with every knotwork metric registered at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("knot");
+        let connections = Family::<Labels, Counter>::default();
+        registry.register(
+            "connections",
+            "Channels opened, by direction and transport",
+            connections.clone(),
+        );
+        let disconnections = Family::<Labels, Counter>::default();
+        registry.register(
+            "disconnections",
+            "Channels closed, by who closed them",
+            disconnections.clone(),
+        );
+        let peers = Gauge::default();
+        registry.register("peers", "Open channels", peers.clone());
+        let bans = Counter::default();
+        registry.register("bans", "Peers banned for misbehaviour", bans.clone());
+        let rtt = Histogram::new(exponential_buckets(0.000_125, 2.0, 16));
+        registry.register(
+            "rtt_seconds",
+            "Ping round-trip times, sampled per channel",
+            rtt.clone(),
+        );
+        let tasks = Family::<Labels, Counter>::default();
+        registry.register("tasks", "Task protocol events", tasks.clone());
+        let tasks_in_flight = Gauge::default();
+        registry.register(
+            "tasks_in_flight",
+            "Tasks sent to workers and not answered yet",
+            tasks_in_flight.clone(),
+        );
+        let gossip = Family::<Labels, Counter>::default();
+        registry.register(
+            "gossip_messages",
+            "Gossip messages, by what became of them",
+            gossip.clone(),
+        );
+        let resource_reports = Counter::default();
+        registry.register(
+            "resource_reports",
+            "Resource reports received from peers",
+            resource_reports.clone(),
+        );
+        let health = Gauge::default();
+        registry.register(
+            "health_status",
+            "Last health check: 0 ok, 1 degraded, 2 failing",
+            health.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                connections,
+                disconnections,
+                peers,
+                bans,
+                rtt,
+                tasks,
+                tasks_in_flight,
+                gossip,
+                resource_reports,
+                health,
+            }),
+        }
+    }
+
+    /// The registry in the Prometheus/OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.inner.registry);
+        out
+    }
+
+    /// Serves `GET /metrics` on `addr` until the returned server is dropped.
+    pub async fn serve(&self, addr: SocketAddr) -> std::io::Result<MetricsServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let metrics = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let metrics = metrics.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, &metrics)).await;
+                });
+            }
+        });
+        Ok(MetricsServer { local_addr, task })
+    }
+
+    pub(crate) fn task(&self, event: TaskEvent) {
+        self.inner
+            .tasks
+            .get_or_create(&vec![("event", event.label())])
+            .inc();
+    }
+
+    pub(crate) fn tasks_in_flight(&self, delta: i64) {
+        self.inner.tasks_in_flight.inc_by(delta);
+    }
+
+    pub(crate) fn gossip(&self, result: &'static str) {
+        self.inner
+            .gossip
+            .get_or_create(&vec![("result", result)])
+            .inc();
+    }
+
+    pub(crate) fn resource_report(&self) {
+        self.inner.resource_reports.inc();
+    }
+
+    pub(crate) fn health(&self, level: i64) {
+        self.inner.health.set(level);
+    }
+
+    fn event(&self, event: &NodeEvent) {
+        match event {
+            NodeEvent::Connected { addr, session, .. } => {
+                let direction = match session {
+                    SessionKind::Inbound => "inbound",
+                    SessionKind::Outbound | SessionKind::Manual | SessionKind::Seed => "outbound",
+                };
+                let transport = match addr {
+                    PeerAddr::Tcp(_) => "tcp",
+                    PeerAddr::Ble(_) => "ble",
+                    PeerAddr::Mem(_) => "mem",
+                    _ => "other",
+                };
+                self.inner
+                    .connections
+                    .get_or_create(&vec![("direction", direction), ("transport", transport)])
+                    .inc();
+                self.inner.peers.inc();
+            }
+            NodeEvent::Disconnected { reason, .. } => {
+                let by = match reason {
+                    CloseReason::Local(_) => "local",
+                    CloseReason::Remote(_) => "remote",
+                    CloseReason::Eof => "eof",
+                    CloseReason::Io(_) => "io",
+                };
+                self.inner
+                    .disconnections
+                    .get_or_create(&vec![("closed_by", by)])
+                    .inc();
+                self.inner.peers.dec();
+            }
+            NodeEvent::Banned { .. } => {
+                self.inner.bans.inc();
+            }
+        }
+    }
+}
+
+/// The running HTTP endpoint of [`Metrics::serve`]; stops when dropped.
+#[derive(Debug)]
+pub struct MetricsServer {
+    local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one request head and answers it.
+async fn respond(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > MAX_REQUEST_HEAD {
+            return reply(&mut stream, "431 Request Header Fields Too Large", "").await;
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(buf.get(..n).unwrap_or_default());
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    match (parts.next(), parts.next()) {
+        (Some(b"GET"), Some(b"/metrics")) => reply(&mut stream, "200 OK", &metrics.encode()).await,
+        (Some(_), Some(_)) => reply(&mut stream, "404 Not Found", "").await,
+        _ => reply(&mut stream, "400 Bad Request", "").await,
+    }
+}
+
+async fn reply(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Turns node events into counters and samples RTTs until the node stops.
+pub(crate) async fn collect(shared: Arc<Shared>) {
+    let metrics = shared.apps.metrics.clone();
+    let mut events = shared.events.subscribe();
+    let mut ticker = tokio::time::interval(RTT_SAMPLE_INTERVAL);
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(e) => metrics.event(&e),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            _ = ticker.tick() => {
+                let channels: Vec<_> = crate::node::lock(&shared.peers).values().cloned().collect();
+                for rtt in channels.iter().filter_map(|c| c.rtt()) {
+                    metrics.inner.rtt.observe(rtt.as_secs_f64());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_metrics_render_with_prefix_and_labels() {
+        let m = Metrics::new();
+        m.task(TaskEvent::Submitted);
+        m.task(TaskEvent::Submitted);
+        m.gossip("delivered");
+        let text = m.encode();
+        assert!(
+            text.contains("knot_tasks_total{event=\"submitted\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("knot_gossip_messages_total{result=\"delivered\"} 1"));
+        assert!(text.contains("# TYPE knot_rtt_seconds histogram"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[tokio::test]
+    async fn endpoint_answers_metrics_404_and_garbage() {
+        let m = Metrics::new();
+        m.resource_report();
+        let server = m.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = server.local_addr();
+        let get = |req: &'static [u8]| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(req).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let ok = get(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains("knot_resource_reports_total 1"));
+        let missing = get(b"GET /other HTTP/1.1\r\n\r\n").await;
+        assert!(missing.starts_with("HTTP/1.1 404"));
+        let bad = get(b"garbage\r\n\r\n").await;
+        assert!(bad.starts_with("HTTP/1.1 400"));
+        let huge = get(&[b'a'; 9 * 1024]).await;
+        assert!(huge.starts_with("HTTP/1.1 431"));
+    }
+}

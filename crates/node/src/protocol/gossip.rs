@@ -1,0 +1,695 @@
+//! Gossip: topic-based publish/subscribe by bounded flooding.
+//!
+//! A publisher signs `(origin, seq, topic, data)` with its identity key and
+//! sends the [`GossipMessage`] to at most [`GossipConfig::fanout`] gossip
+//! peers chosen at random, with a hop budget of [`GossipConfig::ttl`]. A node
+//! receiving a message checks, cheapest first: the topic length, the origin
+//! key, whether the origin is banned, whether the message id `(origin, seq)`
+//! is in its seen-cache (a duplicate is dropped), and the signature. A new
+//! valid message enters the seen-cache (entries expire after
+//! [`GossipConfig::seen_ttl`]; the cache holds at most
+//! [`GossipConfig::seen_capacity`], oldest evicted first) and is charged to
+//! its origin's token bucket ([`GossipConfig::origin_budget`], a
+//! [`Meter`] per origin): over budget it is dropped (throttled) and the
+//! origin collects misbehaviour points; at the threshold the origin is banned
+//! for [`MeterConfig::ban_duration`] and, if it is a direct peer, its channel
+//! is closed for misbehaviour (which puts it on the node's ban list). An
+//! accepted message is delivered to the local subscribers of its topic and,
+//! while hops remain, forwarded with `ttl - 1` to up to `fanout` random
+//! gossip peers other than the sender and the origin. Every node relays every
+//! topic; subscriptions only decide local delivery. Frames of direct peers are
+//! also metered by the channel ([`BUDGET`]).
+//!
+//! [`GossipState`] is the sans-IO core (time and the peer list are
+//! arguments); [`Gossip`] is the driver over node channels.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use knotwork_core::{Keypair, PeerId};
+use knotwork_wire::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::channel::Channel;
+use crate::error::DisconnectReason;
+use crate::meter::{Meter, MeterConfig, RateBudget, Verdict};
+use crate::metrics::Metrics;
+use crate::node::lock;
+
+/// Longest topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 64;
+/// Largest message body, in bytes.
+pub const MAX_DATA_LEN: usize = 16 * 1024;
+/// Length of an Ed25519 signature.
+const SIG_LEN: usize = 64;
+
+/// The channel budget of [`GossipMessage`] frames from one direct peer
+/// (relayed traffic of many origins included).
+pub const BUDGET: RateBudget = RateBudget::new(500.0, 1000);
+
+/// One published message, as relayed between peers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipMessage {
+    /// The publisher's public key (its [`PeerId`] bytes).
+    pub origin: [u8; 32],
+    /// The publisher's sequence number; with `origin`, the message id.
+    pub seq: u64,
+    /// The topic.
+    pub topic: String,
+    /// Hops left.
+    pub ttl: u8,
+    /// The body.
+    pub data: Vec<u8>,
+    /// The origin's signature of [`signed_bytes`].
+    pub sig: Vec<u8>,
+}
+
+impl Message for GossipMessage {
+    const NAME: &'static str = "knot/gossip/1";
+    // origin 32 + seq varint 10 + topic (1 length byte + 64) + ttl 1
+    // + data (3 length bytes + 16384) + sig (1 length byte + 64).
+    const MAX_BYTES: usize = 32 + 10 + 1 + MAX_TOPIC_LEN + 1 + 3 + MAX_DATA_LEN + 1 + SIG_LEN;
+}
+
+/// The id of a gossip message: its origin and sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MessageId {
+    /// The publisher.
+    pub origin: PeerId,
+    /// Its sequence number.
+    pub seq: u64,
+}
+
+/// The bytes an origin signs: a domain tag, `seq`, the topic and the data
+/// (not the TTL, which relays decrement).
+pub fn signed_bytes(seq: u64, topic: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + topic.len() + data.len());
+    out.extend_from_slice(GossipMessage::NAME.as_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&(topic.len() as u64).to_le_bytes());
+    out.extend_from_slice(topic.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// Why a gossip message was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GossipError {
+    // --- The message is malformed -----------------------------------------
+    /// The topic is longer than [`MAX_TOPIC_LEN`].
+    #[error("topic too long")]
+    TopicTooLong,
+    /// The body is longer than [`MAX_DATA_LEN`].
+    #[error("data too long")]
+    DataTooLong,
+    /// The origin is not a valid public key.
+    #[error("bad origin key")]
+    BadOrigin,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    // --- The message is fine but unwanted ----------------------------------
+    /// Already seen.
+    #[error("duplicate message")]
+    Duplicate,
+    /// The origin is over its rate budget; the message is dropped.
+    #[error("origin throttled")]
+    Throttled,
+    /// The origin is banned (this message may have caused it).
+    #[error("origin banned")]
+    OriginBanned,
+}
+
+/// Settings of gossip.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct GossipConfig {
+    /// Peers a message is sent or forwarded to, at most.
+    pub fanout: usize,
+    /// Hops a published message may travel.
+    pub ttl: u8,
+    /// How long a message id is remembered.
+    pub seen_ttl: Duration,
+    /// Message ids remembered, at most.
+    pub seen_capacity: usize,
+    /// Messages per origin: sustained rate and burst.
+    pub origin_budget: RateBudget,
+    /// Misbehaviour threshold and ban length for origins over budget.
+    pub origin_meter: MeterConfig,
+    /// Origins tracked for rate limiting, at most (the oldest is forgotten).
+    pub max_origins: usize,
+    /// Messages queued for each local subscriber; a full subscriber misses
+    /// messages rather than slowing the relay.
+    pub subscriber_capacity: usize,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        Self {
+            fanout: 6,
+            ttl: 6,
+            seen_ttl: Duration::from_secs(120),
+            seen_capacity: 65_536,
+            origin_budget: RateBudget::new(50.0, 100),
+            origin_meter: MeterConfig {
+                ban_threshold: 100,
+                decay_per_second: 1.0,
+                ban_duration: Duration::from_secs(600),
+            },
+            max_origins: 4096,
+            subscriber_capacity: 256,
+        }
+    }
+}
+
+/// The sans-IO gossip core; see the module docs.
+#[derive(Debug)]
+pub struct GossipState {
+    config: GossipConfig,
+    next_seq: u64,
+    seen: HashMap<MessageId, Instant>,
+    order: VecDeque<(Instant, MessageId)>,
+    origins: HashMap<PeerId, Meter>,
+    origin_order: VecDeque<PeerId>,
+    banned: HashMap<PeerId, Instant>,
+}
+
+impl GossipState {
+    /// A fresh core; `first_seq` should be random so a restarted publisher
+    /// is not mistaken for its old messages.
+    pub fn new(config: GossipConfig, first_seq: u64) -> Self {
+        Self {
+            config,
+            next_seq: first_seq,
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+            origins: HashMap::new(),
+            origin_order: VecDeque::new(),
+            banned: HashMap::new(),
+        }
+    }
+
+    /// Builds, signs and records a message of ours; returns it with the
+    /// peers (from `peers`) to send it to.
+    pub fn publish(
+        &mut self,
+        keypair: &Keypair,
+        topic: &str,
+        data: Vec<u8>,
+        now: Instant,
+        peers: &[PeerId],
+    ) -> Result<(GossipMessage, Vec<PeerId>), GossipError> {
+        if topic.len() > MAX_TOPIC_LEN {
+            return Err(GossipError::TopicTooLong);
+        }
+        if data.len() > MAX_DATA_LEN {
+            return Err(GossipError::DataTooLong);
+        }
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let origin = keypair.peer_id();
+        let sig = keypair.sign(&signed_bytes(seq, topic, &data)).to_vec();
+        self.remember(MessageId { origin, seq }, now);
+        let msg = GossipMessage {
+            origin: *origin.as_bytes(),
+            seq,
+            topic: topic.to_owned(),
+            ttl: self.config.ttl,
+            data,
+            sig,
+        };
+        let targets = self.pick(peers, &[]);
+        Ok((msg, targets))
+    }
+
+    /// Handles `msg` from direct peer `from` at `now`; on success returns
+    /// the peers (from `peers`) to forward it to, with its TTL already
+    /// decremented in `msg`.
+    pub fn handle_message(
+        &mut self,
+        from: PeerId,
+        msg: &mut GossipMessage,
+        now: Instant,
+        peers: &[PeerId],
+    ) -> Result<Vec<PeerId>, GossipError> {
+        self.handle_timeout(now);
+        if msg.topic.len() > MAX_TOPIC_LEN {
+            return Err(GossipError::TopicTooLong);
+        }
+        if msg.data.len() > MAX_DATA_LEN {
+            return Err(GossipError::DataTooLong);
+        }
+        let origin = PeerId::from_bytes(&msg.origin).map_err(|_| GossipError::BadOrigin)?;
+        if self.is_banned(&origin, now) {
+            return Err(GossipError::OriginBanned);
+        }
+        let id = MessageId {
+            origin,
+            seq: msg.seq,
+        };
+        if self.seen.contains_key(&id) {
+            return Err(GossipError::Duplicate);
+        }
+        origin
+            .public_key()
+            .verify(&signed_bytes(msg.seq, &msg.topic, &msg.data), &msg.sig)
+            .map_err(|_| GossipError::BadSignature)?;
+        self.remember(id, now);
+        let budget = self.config.origin_budget;
+        match self.meter(origin, now).charge(0, budget, now) {
+            Verdict::Accept => {}
+            Verdict::Drop => return Err(GossipError::Throttled),
+            Verdict::Ban => {
+                self.banned
+                    .insert(origin, now + self.config.origin_meter.ban_duration);
+                self.origins.remove(&origin);
+                return Err(GossipError::OriginBanned);
+            }
+        }
+        msg.ttl = msg.ttl.saturating_sub(1);
+        if msg.ttl == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.pick(peers, &[from, origin]))
+    }
+
+    /// Whether `origin` is banned at `now`.
+    pub fn is_banned(&self, origin: &PeerId, now: Instant) -> bool {
+        self.banned.get(origin).is_some_and(|until| *until > now)
+    }
+
+    /// Forgets expired message ids and bans.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(expiry, id)) = self.order.front() {
+            if expiry > now {
+                break;
+            }
+            self.order.pop_front();
+            if self.seen.get(&id) == Some(&expiry) {
+                self.seen.remove(&id);
+            }
+        }
+        self.banned.retain(|_, until| *until > now);
+    }
+
+    /// When [`GossipState::handle_timeout`] has something to forget.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let seen = self.order.front().map(|(t, _)| *t);
+        let ban = self.banned.values().min().copied();
+        seen.into_iter().chain(ban).min()
+    }
+
+    /// Message ids remembered now.
+    pub fn seen_len(&self) -> usize {
+        self.seen.len()
+    }
+
+    fn remember(&mut self, id: MessageId, now: Instant) {
+        while self.seen.len() >= self.config.seen_capacity.max(1) {
+            let Some((expiry, old)) = self.order.pop_front() else {
+                break;
+            };
+            if self.seen.get(&old) == Some(&expiry) {
+                self.seen.remove(&old);
+            }
+        }
+        let expiry = now + self.config.seen_ttl;
+        self.seen.insert(id, expiry);
+        self.order.push_back((expiry, id));
+    }
+
+    fn meter(&mut self, origin: PeerId, now: Instant) -> &mut Meter {
+        if !self.origins.contains_key(&origin) {
+            while self.origins.len() >= self.config.max_origins.max(1) {
+                let Some(old) = self.origin_order.pop_front() else {
+                    break;
+                };
+                self.origins.remove(&old);
+            }
+            self.origin_order.push_back(origin);
+        }
+        let config = self.config.origin_meter;
+        self.origins
+            .entry(origin)
+            .or_insert_with(|| Meter::new(config, now))
+    }
+
+    /// Up to `fanout` random peers not in `except`.
+    fn pick(&self, peers: &[PeerId], except: &[PeerId]) -> Vec<PeerId> {
+        let mut out: Vec<PeerId> = peers
+            .iter()
+            .filter(|p| !except.contains(p))
+            .copied()
+            .collect();
+        fastrand::shuffle(&mut out);
+        out.truncate(self.config.fanout);
+        out
+    }
+}
+
+/// A message delivered to a local subscriber.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GossipEvent {
+    /// Its id (publisher and sequence number).
+    pub id: MessageId,
+    /// The direct peer it came from.
+    pub from: PeerId,
+    /// The topic.
+    pub topic: String,
+    /// The body.
+    pub data: Vec<u8>,
+}
+
+struct Inner {
+    keypair: Keypair,
+    state: Mutex<GossipState>,
+    channels: Mutex<HashMap<PeerId, Channel>>,
+    subscribers: Mutex<HashMap<String, Vec<mpsc::Sender<GossipEvent>>>>,
+    metrics: Metrics,
+}
+
+/// The gossip driver of a node ([`crate::Node::gossip`]); cheap to clone.
+#[derive(Clone)]
+pub struct Gossip {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Gossip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gossip")
+            .field("peers", &self.peers().len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl Gossip {
+    pub(crate) fn new(keypair: Keypair, config: GossipConfig, metrics: Metrics) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                keypair,
+                state: Mutex::new(GossipState::new(config, fastrand::u64(..) >> 1)),
+                channels: Mutex::new(HashMap::new()),
+                subscribers: Mutex::new(HashMap::new()),
+                metrics,
+            }),
+        }
+    }
+
+    /// Peers connected over channels that run gossip.
+    pub fn peers(&self) -> Vec<PeerId> {
+        lock(&self.inner.channels).keys().copied().collect()
+    }
+
+    /// Receives the messages of `topic` published by others from now on.
+    pub fn subscribe(&self, topic: &str) -> mpsc::Receiver<GossipEvent> {
+        let capacity = lock(&self.inner.state).config.subscriber_capacity.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        lock(&self.inner.subscribers)
+            .entry(topic.to_owned())
+            .or_default()
+            .push(tx);
+        rx
+    }
+
+    /// Publishes `data` on `topic`; returns its id and how many peers it
+    /// was sent to.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        data: Vec<u8>,
+    ) -> Result<(MessageId, usize), GossipError> {
+        let peers = self.peers();
+        let (msg, targets) =
+            lock(&self.inner.state).publish(&self.inner.keypair, topic, data, now(), &peers)?;
+        let id = MessageId {
+            origin: self.inner.keypair.peer_id(),
+            seq: msg.seq,
+        };
+        self.inner.metrics.gossip("published");
+        Ok((id, self.send(&msg, &targets).await))
+    }
+
+    async fn send(&self, msg: &GossipMessage, targets: &[PeerId]) -> usize {
+        let channels: Vec<Channel> = {
+            let map = lock(&self.inner.channels);
+            targets.iter().filter_map(|p| map.get(p).cloned()).collect()
+        };
+        let mut sent = 0;
+        for ch in channels {
+            if ch.send(msg).await.is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    fn deliver(&self, event: GossipEvent) {
+        let mut subs = lock(&self.inner.subscribers);
+        if let Some(list) = subs.get_mut(&event.topic) {
+            list.retain(|tx| !tx.is_closed());
+            for tx in list.iter() {
+                if tx.try_send(event.clone()).is_err() {
+                    self.inner.metrics.gossip("subscriber_full");
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, channel: &Channel, mut msg: GossipMessage) {
+        let from = channel.remote_peer_id();
+        let peers = self.peers();
+        let result = lock(&self.inner.state).handle_message(from, &mut msg, now(), &peers);
+        match result {
+            Ok(targets) => {
+                self.inner.metrics.gossip("delivered");
+                if let Ok(origin) = PeerId::from_bytes(&msg.origin) {
+                    self.deliver(GossipEvent {
+                        id: MessageId {
+                            origin,
+                            seq: msg.seq,
+                        },
+                        from,
+                        topic: msg.topic.clone(),
+                        data: msg.data.clone(),
+                    });
+                }
+                self.send(&msg, &targets).await;
+            }
+            Err(GossipError::Duplicate) => self.inner.metrics.gossip("duplicate"),
+            Err(GossipError::Throttled) => self.inner.metrics.gossip("throttled"),
+            Err(GossipError::OriginBanned) => {
+                self.inner.metrics.gossip("banned");
+                if msg.origin == *from.as_bytes() {
+                    tracing::info!(peer = %from.short(), "gossip flood: closing");
+                    channel.close(DisconnectReason::Misbehaviour).await;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(peer = %from.short(), "gossip message refused: {e}");
+                self.inner.metrics.gossip("invalid");
+            }
+        }
+    }
+
+    /// The protocol on one channel: subscribes, then returns the job.
+    pub(crate) fn protocol(
+        &self,
+        channel: &Channel,
+    ) -> impl std::future::Future<Output = ()> + Send + use<> {
+        let mut messages = channel.subscribe::<GossipMessage>();
+        let this = self.clone();
+        let channel = channel.clone();
+        lock(&this.inner.channels).insert(channel.remote_peer_id(), channel.clone());
+        async move {
+            let _registered = Registered {
+                gossip: this.clone(),
+                channel: channel.clone(),
+            };
+            while let Some(msg) = messages.recv().await {
+                this.handle(&channel, msg).await;
+            }
+        }
+    }
+}
+
+/// Removes a channel from the gossip peers when its job ends or is aborted.
+struct Registered {
+    gossip: Gossip,
+    channel: Channel,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut map = lock(&self.gossip.inner.channels);
+        let peer = self.channel.remote_peer_id();
+        if map.get(&peer).is_some_and(|c| c.same(&self.channel)) {
+            map.remove(&peer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<PeerId> {
+        (0..n)
+            .map(|_| Keypair::generate().unwrap().peer_id())
+            .collect()
+    }
+
+    #[test]
+    fn test_publish_then_receive_forwards_once_and_drops_duplicate() {
+        let t0 = Instant::now();
+        let origin = Keypair::generate().unwrap();
+        let peers = ids(10);
+        let mut publisher = GossipState::new(GossipConfig::default(), 7);
+        let (msg, targets) = publisher
+            .publish(&origin, "chat", b"hi".to_vec(), t0, &peers)
+            .unwrap();
+        assert_eq!(targets.len(), 6, "bounded fanout");
+        let mut relay = GossipState::new(GossipConfig::default(), 0);
+        let from = *peers.first().unwrap();
+        let mut copy = msg.clone();
+        let fwd = relay.handle_message(from, &mut copy, t0, &peers).unwrap();
+        assert_eq!(copy.ttl, msg.ttl - 1);
+        assert!(!fwd.contains(&from) && fwd.len() == 6);
+        let mut again = msg.clone();
+        assert_eq!(
+            relay.handle_message(from, &mut again, t0, &peers),
+            Err(GossipError::Duplicate)
+        );
+    }
+
+    #[test]
+    fn test_seen_entry_expires_after_seen_ttl() {
+        let t0 = Instant::now();
+        let origin = Keypair::generate().unwrap();
+        let mut p = GossipState::new(GossipConfig::default(), 0);
+        let (msg, _) = p.publish(&origin, "t", vec![1], t0, &[]).unwrap();
+        let mut relay = GossipState::new(GossipConfig::default(), 0);
+        let from = ids(1).remove(0);
+        relay
+            .handle_message(from, &mut msg.clone(), t0, &[])
+            .unwrap();
+        assert_eq!(relay.seen_len(), 1);
+        assert_eq!(relay.poll_timeout(), Some(t0 + Duration::from_secs(120)));
+        relay.handle_timeout(t0 + Duration::from_secs(119));
+        assert_eq!(relay.seen_len(), 1);
+        relay.handle_timeout(t0 + Duration::from_secs(120));
+        assert_eq!(relay.seen_len(), 0);
+        assert!(
+            relay
+                .handle_message(from, &mut msg.clone(), t0 + Duration::from_secs(121), &[])
+                .is_ok(),
+            "forgotten, so accepted again"
+        );
+    }
+
+    #[test]
+    fn test_ttl_one_is_delivered_not_forwarded() {
+        let t0 = Instant::now();
+        let origin = Keypair::generate().unwrap();
+        let mut p = GossipState::new(GossipConfig::default(), 0);
+        let (mut msg, _) = p.publish(&origin, "t", vec![], t0, &[]).unwrap();
+        msg.ttl = 1;
+        let mut relay = GossipState::new(GossipConfig::default(), 0);
+        let peers = ids(3);
+        assert_eq!(
+            relay.handle_message(peers[0], &mut msg, t0, &peers),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn test_malformed_messages_name_their_fault() {
+        let t0 = Instant::now();
+        let origin = Keypair::generate().unwrap();
+        let mut p = GossipState::new(GossipConfig::default(), 0);
+        let (msg, _) = p.publish(&origin, "t", vec![1, 2], t0, &[]).unwrap();
+        let from = ids(1).remove(0);
+        let mut relay = GossipState::new(GossipConfig::default(), 0);
+        let mut bad = msg.clone();
+        bad.data.push(3);
+        assert_eq!(
+            relay.handle_message(from, &mut bad, t0, &[]),
+            Err(GossipError::BadSignature)
+        );
+        let mut long = msg.clone();
+        long.topic = "x".repeat(MAX_TOPIC_LEN + 1);
+        assert_eq!(
+            relay.handle_message(from, &mut long, t0, &[]),
+            Err(GossipError::TopicTooLong)
+        );
+        let mut big = msg.clone();
+        big.data = vec![0; MAX_DATA_LEN + 1];
+        assert_eq!(
+            relay.handle_message(from, &mut big, t0, &[]),
+            Err(GossipError::DataTooLong)
+        );
+        let mut short_sig = msg.clone();
+        short_sig.sig.truncate(10);
+        assert_eq!(
+            relay.handle_message(from, &mut short_sig, t0, &[]),
+            Err(GossipError::BadSignature)
+        );
+        assert!(
+            relay
+                .handle_message(from, &mut msg.clone(), t0, &[])
+                .is_ok(),
+            "a bad copy does not poison the seen-cache"
+        );
+        assert_eq!(
+            p.publish(&origin, &"x".repeat(65), vec![], t0, &[]),
+            Err(GossipError::TopicTooLong)
+        );
+    }
+
+    #[test]
+    fn test_flooding_origin_is_throttled_then_banned_then_forgiven() {
+        let t0 = Instant::now();
+        let origin = Keypair::generate().unwrap();
+        let config = GossipConfig::default();
+        let mut p = GossipState::new(config, 0);
+        let mut relay = GossipState::new(config, 0);
+        let from = origin.peer_id();
+        let mut results = Vec::new();
+        for _ in 0..200 {
+            let (mut m, _) = p.publish(&origin, "t", vec![], t0, &[]).unwrap();
+            results.push(relay.handle_message(from, &mut m, t0, &[]));
+        }
+        let accepted = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(accepted, 100, "the burst");
+        assert!(results.contains(&Err(GossipError::Throttled)));
+        // 2 points per message over budget: the 50th reaches 100.
+        assert_eq!(results.get(149), Some(&Err(GossipError::OriginBanned)));
+        assert!(relay.is_banned(&from, t0));
+        let later = t0 + Duration::from_secs(601);
+        relay.handle_timeout(later);
+        assert!(!relay.is_banned(&from, later));
+        let (mut m, _) = p.publish(&origin, "t", vec![], later, &[]).unwrap();
+        assert!(relay.handle_message(from, &mut m, later, &[]).is_ok());
+    }
+
+    #[test]
+    fn test_seen_capacity_evicts_oldest() {
+        let t0 = Instant::now();
+        let origin = Keypair::generate().unwrap();
+        let config = GossipConfig {
+            seen_capacity: 3,
+            ..GossipConfig::default()
+        };
+        let mut p = GossipState::new(config, 0);
+        for _ in 0..5 {
+            p.publish(&origin, "t", vec![], t0, &[]).unwrap();
+        }
+        assert_eq!(p.seen_len(), 3);
+    }
+}

@@ -1,0 +1,1023 @@
+//! Task: hand work to peers and collect exactly one result per task.
+//!
+//! A submitter queues a [`Task`] (an id, a kind, a payload, a timeout) with a
+//! [`Placement`]: explicit peers, or the best peers by their latest resource
+//! reports. The [`Scheduler`] places queued tasks in order on connected
+//! workers with a free slot (at most [`TaskConfig::max_in_flight_per_peer`]
+//! each: backpressure), preferring peers the task has not failed on yet and,
+//! among those, the least busy (resource score plus the share of its slots in
+//! use). A placed task is sent as a [`TaskRequest`]; the worker runs the
+//! handler registered for the kind (at most
+//! [`TaskConfig::worker_concurrency`] at once per channel, else it answers
+//! [`TaskReply::Busy`]) and answers [`TaskReply::Done`] or
+//! [`TaskReply::Failed`]. When the worker fails instead — it disconnects,
+//! times out, is busy or has no handler — the task goes back to the front of
+//! the queue and is placed again, on another peer if there is one, until
+//! [`TaskConfig::max_attempts`]. A task that finds no worker within its
+//! timeout fails with [`TaskOutcome::NoWorkers`]. Cancellation removes the
+//! task and tells its worker with [`TaskCancel`]. Results are delivered at
+//! most once per task id: the first answer from any worker the task was
+//! placed on completes it and removes it; anything later about that id is
+//! ignored (and a worker still running it is told to cancel).
+//!
+//! [`Scheduler`] is the sans-IO core: time and replies are inputs; dispatches,
+//! cancellations and results are polled out. [`Tasks`] is the driver: a
+//! dispatcher task that places work over node channels, and the worker side
+//! that runs handlers.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use knotwork_core::PeerId;
+use knotwork_wire::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::Channel;
+use crate::metrics::{Metrics, TaskEvent};
+use crate::node::lock;
+use crate::protocol::resource::Resources;
+
+/// Longest task kind, in bytes.
+pub const MAX_KIND_LEN: usize = 64;
+/// Largest task payload or result, in bytes.
+pub const MAX_PAYLOAD_LEN: usize = 256 * 1024;
+/// Longest failure text a worker sends back, in bytes.
+pub const MAX_ERROR_LEN: usize = 256;
+
+/// A task's id, unique among the tasks of one submitter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TaskId(pub u64);
+
+/// A unit of work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Task {
+    /// Its id.
+    pub id: TaskId,
+    /// Which handler runs it.
+    pub kind: String,
+    /// Its input.
+    pub payload: Vec<u8>,
+    /// Time for one attempt on a worker, and for finding a worker.
+    pub timeout: Duration,
+}
+
+impl Task {
+    /// A task with a random id and a 30 s timeout.
+    pub fn new(kind: impl Into<String>, payload: Vec<u8>) -> Self {
+        Self {
+            id: TaskId(fastrand::u64(..)),
+            kind: kind.into(),
+            payload,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The same task with id `id`.
+    pub fn with_id(mut self, id: TaskId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// The same task with timeout `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// Where a task may run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// On one of these peers.
+    Peers(Vec<PeerId>),
+    /// On any task peer, the least busy first (see [`Resources`]).
+    BestByResources,
+}
+
+/// Asks a worker to run a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRequest {
+    /// The task id.
+    pub id: u64,
+    /// The task kind.
+    pub kind: String,
+    /// The input.
+    pub payload: Vec<u8>,
+}
+
+impl Message for TaskRequest {
+    const NAME: &'static str = "knot/task/request/1";
+    // id varint 10 + kind (1 length byte + 64) + payload (3 length bytes + 256 KiB).
+    const MAX_BYTES: usize = 10 + 1 + MAX_KIND_LEN + 3 + MAX_PAYLOAD_LEN;
+}
+
+/// A worker's answer to a [`TaskRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskReply {
+    /// The handler's output.
+    Done(Vec<u8>),
+    /// The handler's error.
+    Failed(String),
+    /// No handler for the kind.
+    NoHandler,
+    /// All worker slots are busy.
+    Busy,
+}
+
+impl Message for TaskReply {
+    const NAME: &'static str = "knot/task/reply/1";
+    // variant 1 + the larger field: (3 length bytes + 256 KiB).
+    const MAX_BYTES: usize = 1 + 3 + MAX_PAYLOAD_LEN;
+}
+
+/// Tells a worker to stop a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCancel {
+    /// The task id.
+    pub id: u64,
+}
+
+impl Message for TaskCancel {
+    const NAME: &'static str = "knot/task/cancel/1";
+    // id varint 10.
+    const MAX_BYTES: usize = 10;
+}
+
+/// How a task ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskOutcome {
+    /// The handler's output.
+    Done(Vec<u8>),
+    /// The handler's error.
+    Failed(String),
+    /// Every attempt failed (workers gone, timed out, busy, or without handler).
+    Exhausted,
+    /// No worker could take it within its timeout.
+    NoWorkers,
+    /// Cancelled by the submitter.
+    Cancelled,
+}
+
+/// The one result of a task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskResult {
+    /// The task.
+    pub id: TaskId,
+    /// The worker that answered, if one did.
+    pub worker: Option<PeerId>,
+    /// How it ended.
+    pub outcome: TaskOutcome,
+    /// How many times it was placed.
+    pub attempts: u32,
+}
+
+/// Why a task was not accepted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// A task with this id is still pending.
+    #[error("duplicate task id")]
+    DuplicateId,
+    /// The kind is longer than [`MAX_KIND_LEN`].
+    #[error("task kind too long")]
+    KindTooLong,
+    /// The payload is longer than [`MAX_PAYLOAD_LEN`].
+    #[error("task payload too long")]
+    PayloadTooLong,
+    /// [`Placement::Peers`] with no peer.
+    #[error("empty placement")]
+    EmptyPlacement,
+}
+
+/// Settings of the task protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskConfig {
+    /// Tasks sent to one worker and not answered yet, at most.
+    pub max_in_flight_per_peer: usize,
+    /// Placements of one task, at most.
+    pub max_attempts: u32,
+    /// Tasks a worker runs at once for one peer, at most.
+    pub worker_concurrency: usize,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight_per_peer: 8,
+            max_attempts: 5,
+            worker_concurrency: 8,
+        }
+    }
+}
+
+/// A task placed on a worker, to be sent by the driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dispatch {
+    /// The task.
+    pub task: Task,
+    /// The worker.
+    pub peer: PeerId,
+}
+
+#[derive(Debug)]
+enum State {
+    Queued { since: Instant },
+    Running { peer: PeerId, deadline: Instant },
+}
+
+#[derive(Debug)]
+struct Entry {
+    task: Task,
+    placement: Placement,
+    attempts: u32,
+    tried: Vec<PeerId>,
+    state: State,
+}
+
+/// The sans-IO task scheduler of a submitter; see the module docs.
+///
+/// Inputs: [`Scheduler::submit`], [`Scheduler::cancel`],
+/// [`Scheduler::peer_up`]/[`Scheduler::peer_down`],
+/// [`Scheduler::handle_reply`]/[`Scheduler::handle_failure`],
+/// [`Scheduler::handle_timeout`] at [`Scheduler::poll_timeout`]. Outputs, to
+/// drain after any input: [`Scheduler::poll_dispatch`],
+/// [`Scheduler::poll_cancel`], [`Scheduler::poll_result`].
+#[derive(Debug)]
+pub struct Scheduler {
+    config: TaskConfig,
+    entries: HashMap<TaskId, Entry>,
+    queue: VecDeque<TaskId>,
+    peers: HashMap<PeerId, usize>,
+    results: VecDeque<TaskResult>,
+    cancels: VecDeque<(PeerId, TaskId)>,
+    retries: u64,
+}
+
+impl Scheduler {
+    /// An empty scheduler.
+    pub fn new(config: TaskConfig) -> Self {
+        Self {
+            config,
+            entries: HashMap::new(),
+            queue: VecDeque::new(),
+            peers: HashMap::new(),
+            results: VecDeque::new(),
+            cancels: VecDeque::new(),
+            retries: 0,
+        }
+    }
+
+    /// Queues `task` at `now`.
+    pub fn submit(
+        &mut self,
+        task: Task,
+        placement: Placement,
+        now: Instant,
+    ) -> Result<(), TaskError> {
+        if task.kind.len() > MAX_KIND_LEN {
+            return Err(TaskError::KindTooLong);
+        }
+        if task.payload.len() > MAX_PAYLOAD_LEN {
+            return Err(TaskError::PayloadTooLong);
+        }
+        if placement == Placement::Peers(Vec::new()) {
+            return Err(TaskError::EmptyPlacement);
+        }
+        if self.entries.contains_key(&task.id) {
+            return Err(TaskError::DuplicateId);
+        }
+        let id = task.id;
+        self.entries.insert(
+            id,
+            Entry {
+                task,
+                placement,
+                attempts: 0,
+                tried: Vec::new(),
+                state: State::Queued { since: now },
+            },
+        );
+        self.queue.push_back(id);
+        Ok(())
+    }
+
+    /// Cancels task `id`; returns whether it was pending.
+    pub fn cancel(&mut self, id: TaskId) -> bool {
+        let Some(entry) = self.entries.remove(&id) else {
+            return false;
+        };
+        if let State::Running { peer, .. } = entry.state {
+            self.release(&peer);
+            self.cancels.push_back((peer, id));
+        }
+        self.finish(id, None, TaskOutcome::Cancelled, entry.attempts);
+        true
+    }
+
+    /// A worker became reachable.
+    pub fn peer_up(&mut self, peer: PeerId) {
+        self.peers.entry(peer).or_insert(0);
+    }
+
+    /// A worker went away at `now`: its running tasks are placed again.
+    /// Returns how many.
+    pub fn peer_down(&mut self, peer: &PeerId, now: Instant) -> usize {
+        self.peers.remove(peer);
+        let running: Vec<TaskId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e.state, State::Running { peer: p, .. } if p == *peer))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &running {
+            self.requeue(*id, now);
+        }
+        running.len()
+    }
+
+    /// Tasks waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.entries.len() - self.in_flight()
+    }
+
+    /// Tasks sent to workers and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.peers.values().sum()
+    }
+
+    /// Tasks placed again after a worker failed, since the start.
+    pub fn retries(&self) -> u64 {
+        self.retries
+    }
+
+    /// Places the next task that has a worker; `busy` scores a peer's load
+    /// (lower is better).
+    pub fn poll_dispatch(
+        &mut self,
+        now: Instant,
+        busy: &dyn Fn(&PeerId) -> f64,
+    ) -> Option<Dispatch> {
+        let max = self.config.max_in_flight_per_peer.max(1);
+        let free: Vec<(PeerId, usize)> = self
+            .peers
+            .iter()
+            .filter(|(_, n)| **n < max)
+            .map(|(p, n)| (*p, *n))
+            .collect();
+        if free.is_empty() {
+            return None;
+        }
+        let mut stale = 0;
+        let mut chosen = None;
+        for (pos, id) in self.queue.iter().enumerate() {
+            let Some(entry) = self.entries.get(id) else {
+                stale += usize::from(pos == stale);
+                continue;
+            };
+            if !matches!(entry.state, State::Queued { .. }) {
+                continue;
+            }
+            let eligible: Vec<&(PeerId, usize)> = free
+                .iter()
+                .filter(|(p, _)| match &entry.placement {
+                    Placement::Peers(list) => list.contains(p),
+                    Placement::BestByResources => true,
+                })
+                .collect();
+            let untried: Vec<&(PeerId, usize)> = eligible
+                .iter()
+                .copied()
+                .filter(|(p, _)| !entry.tried.contains(p))
+                .collect();
+            let pool = if untried.is_empty() {
+                eligible
+            } else {
+                untried
+            };
+            let score = |(p, n): &(PeerId, usize)| busy(p) + *n as f64 / max as f64;
+            let best = pool
+                .into_iter()
+                .min_by(|a, b| score(a).total_cmp(&score(b)));
+            if let Some((peer, _)) = best {
+                chosen = Some((pos, *id, *peer));
+                break;
+            }
+        }
+        let (pos, id, peer) = chosen?;
+        self.queue.remove(pos);
+        self.queue.drain(..stale.min(pos));
+        let entry = self.entries.get_mut(&id)?;
+        entry.attempts += 1;
+        entry.tried.push(peer);
+        entry.state = State::Running {
+            peer,
+            deadline: now + entry.task.timeout,
+        };
+        *self.peers.entry(peer).or_insert(0) += 1;
+        Some(Dispatch {
+            task: entry.task.clone(),
+            peer,
+        })
+    }
+
+    /// Handles `reply` from worker `from` about task `id` at `now`.
+    pub fn handle_reply(&mut self, from: PeerId, id: TaskId, reply: TaskReply, now: Instant) {
+        let Some(entry) = self.entries.get(&id) else {
+            return;
+        };
+        if !entry.tried.contains(&from) {
+            return;
+        }
+        let outcome = match reply {
+            TaskReply::Done(out) => TaskOutcome::Done(out),
+            TaskReply::Failed(e) => TaskOutcome::Failed(e),
+            TaskReply::NoHandler | TaskReply::Busy => {
+                self.handle_failure(from, id, now);
+                return;
+            }
+        };
+        let Some(entry) = self.entries.remove(&id) else {
+            return;
+        };
+        if let State::Running { peer, .. } = entry.state {
+            self.release(&peer);
+            if peer != from {
+                self.cancels.push_back((peer, id));
+            }
+        }
+        self.finish(id, Some(from), outcome, entry.attempts);
+    }
+
+    /// The attempt of task `id` on worker `from` failed at `now` (timed
+    /// out, refused, or the send failed); the task is placed again.
+    pub fn handle_failure(&mut self, from: PeerId, id: TaskId, now: Instant) {
+        let running_on_from = self
+            .entries
+            .get(&id)
+            .is_some_and(|e| matches!(e.state, State::Running { peer, .. } if peer == from));
+        if running_on_from {
+            self.requeue(id, now);
+        }
+    }
+
+    /// Handles the passage of time up to `now`: attempts past their
+    /// deadline fail, tasks queued longer than their timeout give up.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut late = Vec::new();
+        let mut stuck = Vec::new();
+        for (id, e) in &self.entries {
+            match e.state {
+                State::Running { peer, deadline } if now >= deadline => late.push((*id, peer)),
+                State::Queued { since } if now >= since + e.task.timeout => stuck.push(*id),
+                _ => {}
+            }
+        }
+        for (id, peer) in late {
+            self.cancels.push_back((peer, id));
+            self.requeue(id, now);
+        }
+        for id in stuck {
+            if let Some(e) = self.entries.remove(&id) {
+                let outcome = if e.attempts == 0 {
+                    TaskOutcome::NoWorkers
+                } else {
+                    TaskOutcome::Exhausted
+                };
+                self.finish(id, None, outcome, e.attempts);
+            }
+        }
+    }
+
+    /// When [`Scheduler::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.entries
+            .values()
+            .map(|e| match e.state {
+                State::Running { deadline, .. } => deadline,
+                State::Queued { since } => since + e.task.timeout,
+            })
+            .min()
+    }
+
+    /// The next finished task.
+    pub fn poll_result(&mut self) -> Option<TaskResult> {
+        self.results.pop_front()
+    }
+
+    /// The next cancellation to send: (worker, task).
+    pub fn poll_cancel(&mut self) -> Option<(PeerId, TaskId)> {
+        self.cancels.pop_front()
+    }
+
+    fn release(&mut self, peer: &PeerId) {
+        if let Some(n) = self.peers.get_mut(peer) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    fn requeue(&mut self, id: TaskId, now: Instant) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let State::Running { peer, .. } = entry.state else {
+            return;
+        };
+        let exhausted = entry.attempts >= self.config.max_attempts;
+        entry.state = State::Queued { since: now };
+        self.release(&peer);
+        if exhausted {
+            if let Some(e) = self.entries.remove(&id) {
+                self.finish(id, None, TaskOutcome::Exhausted, e.attempts);
+            }
+        } else {
+            self.retries += 1;
+            self.queue.push_front(id);
+        }
+    }
+
+    fn finish(&mut self, id: TaskId, worker: Option<PeerId>, outcome: TaskOutcome, attempts: u32) {
+        self.results.push_back(TaskResult {
+            id,
+            worker,
+            outcome,
+            attempts,
+        });
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
+type Handler = Arc<dyn Fn(Vec<u8>) -> BoxFuture + Send + Sync>;
+
+struct Inner {
+    config: TaskConfig,
+    scheduler: Mutex<Scheduler>,
+    channels: Mutex<HashMap<PeerId, Channel>>,
+    handlers: Mutex<HashMap<String, Handler>>,
+    results: Mutex<Option<mpsc::UnboundedSender<TaskResult>>>,
+    wake: Notify,
+    resources: Resources,
+    metrics: Metrics,
+}
+
+/// The task protocol of a node ([`crate::Node::tasks`]); cheap to clone.
+#[derive(Clone)]
+pub struct Tasks {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Tasks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tasks").finish_non_exhaustive()
+    }
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn truncated(mut text: String) -> String {
+    let mut end = text.len().min(MAX_ERROR_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
+}
+
+impl Tasks {
+    pub(crate) fn new(config: TaskConfig, resources: Resources, metrics: Metrics) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                scheduler: Mutex::new(Scheduler::new(config)),
+                channels: Mutex::new(HashMap::new()),
+                handlers: Mutex::new(HashMap::new()),
+                results: Mutex::new(None),
+                wake: Notify::new(),
+                resources,
+                metrics,
+            }),
+        }
+    }
+
+    /// Runs tasks of `kind` sent by peers with `handler`.
+    pub fn register<F, Fut>(&self, kind: &str, handler: F)
+    where
+        F: Fn(Vec<u8>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<u8>, String>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |input| Box::pin(handler(input)));
+        lock(&self.inner.handlers).insert(kind.to_owned(), handler);
+    }
+
+    /// Queues `task` for placement; its result arrives on [`Tasks::results`].
+    pub fn submit(&self, task: Task, placement: Placement) -> Result<TaskId, TaskError> {
+        let id = task.id;
+        lock(&self.inner.scheduler).submit(task, placement, now())?;
+        self.inner.metrics.task(TaskEvent::Submitted);
+        self.inner.wake.notify_one();
+        Ok(id)
+    }
+
+    /// Cancels task `id`; returns whether it was pending.
+    pub fn cancel(&self, id: TaskId) -> bool {
+        let cancelled = lock(&self.inner.scheduler).cancel(id);
+        self.inner.wake.notify_one();
+        cancelled
+    }
+
+    /// The stream of results from now on (replacing an earlier stream). It
+    /// holds at most one result per task this node submitted.
+    pub fn results(&self) -> mpsc::UnboundedReceiver<TaskResult> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *lock(&self.inner.results) = Some(tx);
+        rx
+    }
+
+    /// Peers connected over channels that run the task protocol.
+    pub fn peers(&self) -> Vec<PeerId> {
+        lock(&self.inner.channels).keys().copied().collect()
+    }
+
+    /// (queued, in flight, retried so far) of this node's tasks.
+    pub fn stats(&self) -> (usize, usize, u64) {
+        let s = lock(&self.inner.scheduler);
+        (s.queued(), s.in_flight(), s.retries())
+    }
+
+    /// Sends out what the scheduler decided: dispatches, cancellations and
+    /// results.
+    fn flush(&self) {
+        let busy = |p: &PeerId| self.inner.resources.busy_score(p);
+        loop {
+            let next = lock(&self.inner.scheduler).poll_dispatch(now(), &busy);
+            let Some(Dispatch { task, peer }) = next else {
+                break;
+            };
+            let channel = lock(&self.inner.channels).get(&peer).cloned();
+            let Some(channel) = channel else {
+                lock(&self.inner.scheduler).handle_failure(peer, task.id, now());
+                continue;
+            };
+            self.inner.metrics.task(TaskEvent::Dispatched);
+            self.inner.metrics.tasks_in_flight(1);
+            let this = self.clone();
+            let ch = channel.clone();
+            channel.spawn(async move {
+                let req = TaskRequest {
+                    id: task.id.0,
+                    kind: task.kind,
+                    payload: task.payload,
+                };
+                let reply = ch
+                    .request_timeout::<TaskRequest, TaskReply>(&req, task.timeout)
+                    .await;
+                this.inner.metrics.tasks_in_flight(-1);
+                {
+                    let mut s = lock(&this.inner.scheduler);
+                    match reply {
+                        Ok(reply) => s.handle_reply(peer, task.id, reply, now()),
+                        Err(_) => s.handle_failure(peer, task.id, now()),
+                    }
+                }
+                this.inner.wake.notify_one();
+            });
+        }
+        loop {
+            let next = lock(&self.inner.scheduler).poll_cancel();
+            let Some((peer, id)) = next else { break };
+            if let Some(ch) = lock(&self.inner.channels).get(&peer).cloned() {
+                let c = ch.clone();
+                ch.spawn(async move {
+                    let _ = c.send(&TaskCancel { id: id.0 }).await;
+                });
+            }
+        }
+        loop {
+            let next = lock(&self.inner.scheduler).poll_result();
+            let Some(result) = next else { break };
+            let event = match result.outcome {
+                TaskOutcome::Done(_) => TaskEvent::Completed,
+                _ => TaskEvent::Failed,
+            };
+            self.inner.metrics.task(event);
+            if let Some(tx) = lock(&self.inner.results).as_ref() {
+                let _ = tx.send(result);
+            }
+        }
+    }
+
+    /// The dispatcher: places tasks whenever something changed or a
+    /// deadline passed. Runs until the node stops.
+    pub(crate) async fn drive(self) {
+        loop {
+            let retries_before = lock(&self.inner.scheduler).retries();
+            self.flush();
+            let retries_after = lock(&self.inner.scheduler).retries();
+            for _ in retries_before..retries_after {
+                self.inner.metrics.task(TaskEvent::Retried);
+            }
+            let wake = lock(&self.inner.scheduler).poll_timeout();
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = self.inner.wake.notified() => {}
+                () = sleep => lock(&self.inner.scheduler).handle_timeout(now()),
+            }
+        }
+    }
+
+    /// The worker side on one channel, and its registration as a worker
+    /// for the dispatcher: subscribes, then returns the job.
+    pub(crate) fn protocol(&self, channel: &Channel) -> impl Future<Output = ()> + Send + use<> {
+        let mut requests = channel.subscribe_requests::<TaskRequest>();
+        let mut cancels = channel.subscribe::<TaskCancel>();
+        let this = self.clone();
+        let channel = channel.clone();
+        let peer = channel.remote_peer_id();
+        lock(&this.inner.channels).insert(peer, channel.clone());
+        lock(&this.inner.scheduler).peer_up(peer);
+        this.inner.wake.notify_one();
+        async move {
+            let _registered = Registered {
+                tasks: this.clone(),
+                channel: channel.clone(),
+            };
+            let running: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
+            loop {
+                tokio::select! {
+                    req = requests.recv() => {
+                        let Some((req, responder)) = req else { return };
+                        let handler = lock(&this.inner.handlers).get(&req.kind).cloned();
+                        let Some(handler) = handler else {
+                            let _ = responder.respond(&TaskReply::NoHandler).await;
+                            continue;
+                        };
+                        let token = CancellationToken::new();
+                        let admitted = {
+                            let mut running = lock(&running);
+                            let free = running.len() < this.inner.config.worker_concurrency.max(1);
+                            if free {
+                                running.insert(req.id, token.clone());
+                            }
+                            free
+                        };
+                        if !admitted {
+                            let _ = responder.respond(&TaskReply::Busy).await;
+                            continue;
+                        }
+                        this.inner.metrics.task(TaskEvent::Executed);
+                        let running = running.clone();
+                        channel.spawn(async move {
+                            let reply = tokio::select! {
+                                out = handler(req.payload) => Some(match out {
+                                    Ok(out) if out.len() > MAX_PAYLOAD_LEN => {
+                                        TaskReply::Failed("result too large".into())
+                                    }
+                                    Ok(out) => TaskReply::Done(out),
+                                    Err(e) => TaskReply::Failed(truncated(e)),
+                                }),
+                                () = token.cancelled() => None,
+                            };
+                            lock(&running).remove(&req.id);
+                            if let Some(reply) = reply {
+                                let _ = responder.respond(&reply).await;
+                            }
+                        });
+                    }
+                    cancel = cancels.recv() => {
+                        let Some(TaskCancel { id }) = cancel else { return };
+                        if let Some(token) = lock(&running).get(&id) {
+                            token.cancel();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Takes a channel out of the workers (its running tasks are placed again)
+/// when its job ends or is aborted.
+struct Registered {
+    tasks: Tasks,
+    channel: Channel,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let peer = self.channel.remote_peer_id();
+        let removed = {
+            let mut map = lock(&self.tasks.inner.channels);
+            let same = map.get(&peer).is_some_and(|c| c.same(&self.channel));
+            if same {
+                map.remove(&peer);
+            }
+            same
+        };
+        if removed {
+            lock(&self.tasks.inner.scheduler).peer_down(&peer, now());
+            self.tasks.inner.wake.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use knotwork_core::Keypair;
+
+    fn peer() -> PeerId {
+        Keypair::generate().unwrap().peer_id()
+    }
+
+    fn idle(_: &PeerId) -> f64 {
+        0.0
+    }
+
+    fn cfg() -> TaskConfig {
+        TaskConfig {
+            max_in_flight_per_peer: 2,
+            max_attempts: 3,
+            worker_concurrency: 2,
+        }
+    }
+
+    fn task(id: u64) -> Task {
+        Task::new("k", vec![id as u8])
+            .with_id(TaskId(id))
+            .with_timeout(Duration::from_secs(10))
+    }
+
+    #[test]
+    fn test_in_flight_bound_holds_until_replies_free_slots() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(cfg());
+        let w = peer();
+        s.peer_up(w);
+        for i in 0..5 {
+            s.submit(task(i), Placement::BestByResources, t0).unwrap();
+        }
+        let d1 = s.poll_dispatch(t0, &idle).unwrap();
+        let d2 = s.poll_dispatch(t0, &idle).unwrap();
+        assert_eq!((d1.task.id, d2.task.id), (TaskId(0), TaskId(1)), "in order");
+        assert!(
+            s.poll_dispatch(t0, &idle).is_none(),
+            "two in flight at most"
+        );
+        assert_eq!((s.queued(), s.in_flight()), (3, 2));
+        s.handle_reply(w, TaskId(0), TaskReply::Done(vec![9]), t0);
+        let r = s.poll_result().unwrap();
+        assert_eq!(r.outcome, TaskOutcome::Done(vec![9]));
+        assert_eq!((r.worker, r.attempts), (Some(w), 1));
+        assert_eq!(s.poll_dispatch(t0, &idle).unwrap().task.id, TaskId(2));
+    }
+
+    #[test]
+    fn test_running_worker_down_requeues_on_other_peer_and_late_reply_is_ignored() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(cfg());
+        let (a, b) = (peer(), peer());
+        s.peer_up(a);
+        s.submit(task(1), Placement::BestByResources, t0).unwrap();
+        assert_eq!(s.poll_dispatch(t0, &idle).unwrap().peer, a);
+        s.peer_up(b);
+        assert_eq!(s.peer_down(&a, t0), 1);
+        assert_eq!(s.retries(), 1);
+        let d = s.poll_dispatch(t0, &idle).unwrap();
+        assert_eq!(d.peer, b);
+        s.handle_reply(b, TaskId(1), TaskReply::Done(vec![1]), t0);
+        s.handle_reply(a, TaskId(1), TaskReply::Done(vec![1]), t0);
+        s.handle_reply(b, TaskId(1), TaskReply::Done(vec![1]), t0);
+        assert!(s.poll_result().is_some());
+        assert!(s.poll_result().is_none(), "at most once");
+    }
+
+    #[test]
+    fn test_first_answer_wins_and_other_worker_is_cancelled() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(cfg());
+        let (a, b) = (peer(), peer());
+        s.peer_up(a);
+        s.peer_up(b);
+        s.submit(task(1), Placement::Peers(vec![a]), t0).unwrap();
+        s.poll_dispatch(t0, &idle).unwrap();
+        s.handle_failure(a, TaskId(1), t0);
+        s.submit(task(2), Placement::Peers(vec![b]), t0).unwrap();
+        assert_eq!(
+            s.poll_dispatch(t0, &idle).unwrap().peer,
+            a,
+            "only a is allowed for task 1, retried first"
+        );
+        // a answers the first attempt late, while the retry runs on a too.
+        s.handle_reply(a, TaskId(1), TaskReply::Done(vec![]), t0);
+        assert_eq!(s.poll_result().unwrap().attempts, 2);
+        assert_eq!(
+            s.poll_cancel(),
+            None,
+            "the answering worker is not told to cancel"
+        );
+    }
+
+    #[test]
+    fn test_timeout_retries_then_exhausts() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(cfg());
+        let w = peer();
+        s.peer_up(w);
+        s.submit(task(1), Placement::BestByResources, t0).unwrap();
+        let mut t = t0;
+        for attempt in 1..=3 {
+            let d = s.poll_dispatch(t, &idle).unwrap();
+            assert_eq!(d.task.id, TaskId(1), "attempt {attempt}");
+            assert_eq!(s.poll_timeout(), Some(t + Duration::from_secs(10)));
+            t += Duration::from_secs(10);
+            s.handle_timeout(t);
+            assert_eq!(s.poll_cancel(), Some((w, TaskId(1))));
+        }
+        let r = s.poll_result().unwrap();
+        assert_eq!((r.outcome, r.attempts), (TaskOutcome::Exhausted, 3));
+        assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn test_queued_without_workers_gives_up_after_timeout() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(cfg());
+        s.submit(task(1), Placement::BestByResources, t0).unwrap();
+        assert!(s.poll_dispatch(t0, &idle).is_none());
+        s.handle_timeout(t0 + Duration::from_secs(9));
+        assert!(s.poll_result().is_none());
+        s.handle_timeout(t0 + Duration::from_secs(10));
+        assert_eq!(s.poll_result().unwrap().outcome, TaskOutcome::NoWorkers);
+    }
+
+    #[test]
+    fn test_best_by_resources_prefers_idle_peer_and_busy_reply_moves_on() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(cfg());
+        let (a, b) = (peer(), peer());
+        s.peer_up(a);
+        s.peer_up(b);
+        let busy_a = move |p: &PeerId| if *p == a { 5.0 } else { 0.1 };
+        s.submit(task(1), Placement::BestByResources, t0).unwrap();
+        assert_eq!(s.poll_dispatch(t0, &busy_a).unwrap().peer, b);
+        s.handle_reply(b, TaskId(1), TaskReply::Busy, t0);
+        assert_eq!(
+            s.poll_dispatch(t0, &busy_a).unwrap().peer,
+            a,
+            "untried peers first"
+        );
+    }
+
+    #[test]
+    fn test_cancel_running_task_reports_once_and_tells_worker() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(cfg());
+        let w = peer();
+        s.peer_up(w);
+        s.submit(task(1), Placement::BestByResources, t0).unwrap();
+        s.poll_dispatch(t0, &idle).unwrap();
+        assert!(s.cancel(TaskId(1)));
+        assert!(!s.cancel(TaskId(1)));
+        assert_eq!(s.poll_cancel(), Some((w, TaskId(1))));
+        assert_eq!(s.poll_result().unwrap().outcome, TaskOutcome::Cancelled);
+        s.handle_reply(w, TaskId(1), TaskReply::Done(vec![]), t0);
+        assert!(s.poll_result().is_none());
+    }
+
+    #[test]
+    fn test_bad_submissions_name_their_fault() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(cfg());
+        s.submit(task(1), Placement::BestByResources, t0).unwrap();
+        assert_eq!(
+            s.submit(task(1), Placement::BestByResources, t0),
+            Err(TaskError::DuplicateId)
+        );
+        let long = Task::new("k".repeat(MAX_KIND_LEN + 1), vec![]);
+        assert_eq!(
+            s.submit(long, Placement::BestByResources, t0),
+            Err(TaskError::KindTooLong)
+        );
+        let big = Task::new("k", vec![0; MAX_PAYLOAD_LEN + 1]);
+        assert_eq!(
+            s.submit(big, Placement::BestByResources, t0),
+            Err(TaskError::PayloadTooLong)
+        );
+        assert_eq!(
+            s.submit(task(2), Placement::Peers(vec![]), t0),
+            Err(TaskError::EmptyPlacement)
+        );
+    }
+}
