@@ -1,0 +1,411 @@
+//! The application protocols over real nodes (issue 8, "Done when"): tasks
+//! across 5 TCP nodes with a worker stopped mid-run, resource reports and
+//! their age, health when a listener closes, gossip over 5 TCP nodes and a
+//! flooding publisher, metrics scraped over HTTP.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::*;
+use knotwork_core::{Keypair, Listener, MemoryTransport, PeerAddr, Transport, TransportError};
+use knotwork_node::protocol::gossip::GossipConfig;
+use knotwork_node::protocol::health::{HealthConfig, HealthLevel};
+use knotwork_node::protocol::resource::ResourceConfig;
+use knotwork_node::protocol::task::{Placement, Task, TaskId, TaskOutcome};
+use knotwork_node::{AppsConfig, Node, NodeBuilder, NodeEvent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::sync::watch;
+
+const LONG: Duration = Duration::from_secs(20);
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn apps_node() -> NodeBuilder {
+    tcp_node().apps(AppsConfig::default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_tasks_on_five_tcp_nodes_survive_a_stopped_worker() {
+    let submitter = start(apps_node()).await;
+    let mut workers = Vec::new();
+    for i in 0..4 {
+        let w = start(apps_node()).await;
+        if i == 0 {
+            // The victim takes tasks and never finishes them: whatever it
+            // holds when stopped must be placed again.
+            w.tasks().register("hash", |_| {
+                std::future::pending::<Result<Vec<u8>, String>>()
+            });
+        } else {
+            w.tasks().register("hash", |input: Vec<u8>| async move {
+                Ok(fnv(&input).to_le_bytes().to_vec())
+            });
+        }
+        submitter.connect(&addr(&w)).await.unwrap();
+        workers.push(w);
+    }
+    let victim = workers[0].peer_id();
+    eventually(LONG, "4 task peers", || {
+        submitter.tasks().peers().len() == 4
+    })
+    .await;
+
+    let mut results = submitter.tasks().results();
+    let mut expected = HashMap::new();
+    for i in 0..1000u64 {
+        let payload: Vec<u8> = i.to_le_bytes().repeat(16);
+        expected.insert(TaskId(i), fnv(&payload).to_le_bytes().to_vec());
+        let task = Task::new("hash", payload).with_id(TaskId(i));
+        submitter
+            .tasks()
+            .submit(task, Placement::BestByResources)
+            .unwrap();
+    }
+
+    let mut got = HashMap::new();
+    let mut workers_seen = HashSet::new();
+    let mut stopped = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while got.len() < 1000 {
+        let r = tokio::time::timeout_at(deadline, results.recv())
+            .await
+            .expect("all results within 60 s")
+            .unwrap();
+        assert_eq!(
+            r.outcome,
+            TaskOutcome::Done(expected[&r.id].clone()),
+            "task {:?}",
+            r.id
+        );
+        let worker = r.worker.unwrap();
+        assert_ne!(worker, victim);
+        workers_seen.insert(worker);
+        assert!(got.insert(r.id, r).is_none(), "a result delivered twice");
+        if got.len() == 300 && !stopped {
+            let (_, in_flight, _) = submitter.tasks().stats();
+            assert!(in_flight >= 8, "the victim holds its share");
+            workers[0].shutdown().await;
+            stopped = true;
+        }
+    }
+    let (queued, in_flight, retried) = submitter.tasks().stats();
+    assert_eq!((queued, in_flight), (0, 0));
+    assert!(
+        retried >= 8,
+        "the victim's tasks were placed again: {retried}"
+    );
+    assert_eq!(workers_seen.len(), 3);
+    // Nothing more arrives: exactly one result per task.
+    let extra = tokio::time::timeout(Duration::from_millis(300), results.recv()).await;
+    assert!(extra.is_err(), "no result after the last: {extra:?}");
+    for n in workers.iter().chain([&submitter]) {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn resource_reports_arrive_and_age() {
+    let net = MemoryTransport::new();
+    let apps = {
+        let mut c = AppsConfig::default();
+        let mut r = ResourceConfig::default();
+        r.interval = Duration::from_secs(30);
+        c.resources = r;
+        c
+    };
+    let a = Node::builder(Keypair::generate().unwrap())
+        .transport(net.clone())
+        .listen("mem/0".parse().unwrap())
+        .apps(apps)
+        .start()
+        .await
+        .unwrap();
+    let b = Node::builder(Keypair::generate().unwrap())
+        .transport(net)
+        .apps(apps)
+        .start()
+        .await
+        .unwrap();
+    b.connect(&a.listen_addrs()[0]).await.unwrap();
+    eventually(LONG, "a's report at b", || {
+        b.resources().get_peer_resources(&a.peer_id()).is_some()
+    })
+    .await;
+    let first = b.resources().get_peer_resources(&a.peer_id()).unwrap();
+    assert!(first.age < Duration::from_secs(1), "{:?}", first.age);
+    assert_eq!(Some(first.report), a.resources().local());
+    assert!(first.report.cores >= 1);
+
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let older = b.resources().get_peer_resources(&a.peer_id()).unwrap();
+    assert!(
+        older.age >= Duration::from_secs(10) && older.age < Duration::from_secs(11),
+        "{:?}",
+        older.age
+    );
+    // The next report (30 s after a started) replaces it.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let fresh = b.resources().get_peer_resources(&a.peer_id()).unwrap();
+    assert!(fresh.age < Duration::from_secs(6), "{:?}", fresh.age);
+    assert!(a.resources().get_peer_resources(&b.peer_id()).is_some());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A memory transport whose listeners the test can close.
+#[derive(Clone)]
+struct ClosableTransport {
+    inner: MemoryTransport,
+    close: watch::Sender<bool>,
+}
+
+struct ClosableListener {
+    inner: <MemoryTransport as Transport>::Listener,
+    closed: watch::Receiver<bool>,
+    closable: bool,
+}
+
+#[async_trait]
+impl Listener for ClosableListener {
+    type Connection = DuplexStream;
+
+    fn local_addr(&self) -> PeerAddr {
+        self.inner.local_addr()
+    }
+
+    async fn accept(&mut self) -> Result<(DuplexStream, PeerAddr), TransportError> {
+        if !self.closable {
+            return self.inner.accept().await;
+        }
+        tokio::select! {
+            r = self.inner.accept() => r,
+            _ = self.closed.wait_for(|c| *c) => Err(TransportError::ListenerClosed),
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for ClosableTransport {
+    type Connection = DuplexStream;
+    type Listener = ClosableListener;
+
+    async fn listen(&self, addr: &PeerAddr) -> Result<ClosableListener, TransportError> {
+        Ok(ClosableListener {
+            inner: self.inner.listen(addr).await?,
+            closed: self.close.subscribe(),
+            // Only the listener on mem/1 can be closed.
+            closable: *addr == PeerAddr::Mem(1),
+        })
+    }
+
+    async fn dial(&self, addr: &PeerAddr) -> Result<DuplexStream, TransportError> {
+        self.inner.dial(addr).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_turns_degraded_when_a_listener_closes_and_peers_can_ask() {
+    let net = MemoryTransport::new();
+    let (close, _) = watch::channel(false);
+    let mut apps = AppsConfig::default();
+    let mut health = HealthConfig::default();
+    health.interval = Duration::from_secs(1);
+    apps.health = health;
+    let a = Node::builder(Keypair::generate().unwrap())
+        .transport(ClosableTransport {
+            inner: net.clone(),
+            close: close.clone(),
+        })
+        .listen(PeerAddr::Mem(1))
+        .listen(PeerAddr::Mem(2))
+        .apps(apps)
+        .start()
+        .await
+        .unwrap();
+    eventually(LONG, "a degraded for lack of peers only", || {
+        a.health().check_now().reasons == vec!["0 peers, fewer than 1".to_owned()]
+    })
+    .await;
+    let b = Node::builder(Keypair::generate().unwrap())
+        .transport(net)
+        .apps(apps)
+        .start()
+        .await
+        .unwrap();
+    b.connect(&PeerAddr::Mem(2)).await.unwrap();
+    eventually(LONG, "a healthy", || {
+        a.health().status().level == HealthLevel::Ok
+    })
+    .await;
+    let remote = b.health().query(&a.peer_id()).await.unwrap();
+    assert_eq!(remote.level, HealthLevel::Ok);
+
+    close.send_replace(true);
+    eventually(LONG, "a degraded", || {
+        a.health().status().level == HealthLevel::Degraded
+    })
+    .await;
+    let status = a.health().status();
+    assert_eq!(status.reasons, vec!["1 of 2 listeners down".to_owned()]);
+    let remote = b.health().query(&a.peer_id()).await.unwrap();
+    assert_eq!(remote, status, "b sees the same verdict");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_reaches_all_five_tcp_nodes_once_each() {
+    let mut nodes = Vec::new();
+    for _ in 0..5 {
+        nodes.push(start(apps_node()).await);
+    }
+    // A ring: most messages need relaying.
+    for i in 0..5 {
+        nodes[i].connect(&addr(&nodes[(i + 1) % 5])).await.unwrap();
+    }
+    for n in &nodes {
+        eventually(LONG, "2 gossip peers", || n.gossip().peers().len() >= 2).await;
+    }
+    let mut subs: Vec<_> = nodes.iter().map(|n| n.gossip().subscribe("news")).collect();
+    let mut ids = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let (id, sent) = n
+            .gossip()
+            .publish("news", format!("from {i}").into_bytes())
+            .await
+            .unwrap();
+        assert!(sent >= 2);
+        ids.push(id);
+    }
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let mut seen = HashSet::new();
+        for _ in 0..4 {
+            let e = tokio::time::timeout(LONG, sub.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_ne!(
+                e.id.origin,
+                nodes[i].peer_id(),
+                "own messages are not delivered"
+            );
+            let j = ids.iter().position(|id| *id == e.id).unwrap();
+            assert_eq!(e.data, format!("from {j}").into_bytes());
+            assert!(seen.insert(e.id), "node {i} got a message twice");
+        }
+        let extra = tokio::time::timeout(Duration::from_millis(300), sub.recv()).await;
+        assert!(extra.is_err(), "node {i}: nothing more");
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flooding_publisher_is_throttled_then_banned() {
+    let mut strict = AppsConfig::default();
+    let mut gossip = GossipConfig::default();
+    gossip.origin_budget = knotwork_node::RateBudget::new(5.0, 10);
+    strict.gossip = gossip;
+    let b = start(tcp_node().apps(strict)).await;
+    let a = start(apps_node()).await;
+    let mut events = b.events();
+    a.connect(&addr(&b)).await.unwrap();
+    eventually(LONG, "gossip peer", || a.gossip().peers().len() == 1).await;
+    let mut sub = b.gossip().subscribe("spam");
+    for i in 0..200u32 {
+        if a.gossip()
+            .publish("spam", i.to_le_bytes().to_vec())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let banned = a.peer_id();
+    wait_event(
+        &mut events,
+        LONG,
+        |e| matches!(e, NodeEvent::Banned { peer } if *peer == banned),
+    )
+    .await;
+    assert!(b.is_banned(&a.peer_id()));
+    let mut delivered = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
+        delivered += 1;
+    }
+    assert!(
+        (10..40).contains(&delivered),
+        "about the burst gets through: {delivered}"
+    );
+    let text = b.metrics().encode();
+    assert!(text.contains("knot_gossip_messages_total{result=\"throttled\"}"));
+    assert!(text.contains("knot_bans_total 1"), "{text}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_scraped_over_http() {
+    let a = start(apps_node()).await;
+    let b = start(apps_node()).await;
+    b.tasks()
+        .register("echo", |input: Vec<u8>| async move { Ok(input) });
+    a.connect(&addr(&b)).await.unwrap();
+    eventually(LONG, "task peer", || a.tasks().peers().len() == 1).await;
+    let mut results = a.tasks().results();
+    for i in 0..5 {
+        let t = Task::new("echo", vec![i]).with_id(TaskId(u64::from(i)));
+        a.tasks()
+            .submit(t, Placement::Peers(vec![b.peer_id()]))
+            .unwrap();
+    }
+    for _ in 0..5 {
+        let r = tokio::time::timeout(LONG, results.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(r.outcome, TaskOutcome::Done(_)));
+    }
+    let server = a
+        .metrics()
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    let value = |series: &str| -> f64 {
+        response
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing in\n{response}"))
+    };
+    assert!(value("knot_connections_total{direction=\"outbound\",transport=\"tcp\"}") >= 1.0);
+    assert!(value("knot_peers") >= 1.0);
+    assert_eq!(value("knot_tasks_total{event=\"submitted\"}"), 5.0);
+    assert_eq!(value("knot_tasks_total{event=\"completed\"}"), 5.0);
+    assert_eq!(value("knot_tasks_in_flight"), 0.0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
