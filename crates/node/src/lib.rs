@@ -28,6 +28,8 @@
 //! - [`protocol`]: the built-in protocols, [`protocol::ping`] and [`protocol::address`];
 //!   the application protocols ([`apps`]): [`protocol::task`], [`protocol::resource`],
 //!   [`protocol::health`], [`protocol::gossip`].
+//! - `config` and `control` (feature `cli`): `knot.toml` with `KNOT_*`
+//!   overrides; the control socket of a running node (`src/bin/knot`: the `knot` command).
 //! - [`metrics`]: counters, gauges, histograms; Prometheus text over HTTP.
 //!
 //! # Errors
@@ -77,6 +79,10 @@
 pub mod apps;
 pub mod backoff;
 pub mod channel;
+#[cfg(feature = "cli")]
+pub mod config;
+#[cfg(feature = "cli")]
+pub mod control;
 pub mod error;
 pub mod hosts;
 pub mod meter;

@@ -1,0 +1,91 @@
+//! `knot`: run a knotwork node and talk to it.
+//!
+//! One module per subcommand; `main` parses the arguments (clap), sets up
+//! logging (`RUST_LOG`, to stderr) and dispatches. Commands print for people
+//! by default and one JSON value (or one JSON object per line, for streams)
+//! with `--json`.
+
+mod config;
+mod id;
+mod peers;
+mod ping;
+mod run;
+mod settings;
+mod status;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// What a command returns: an error is printed as `error: …` and exits 1.
+pub(crate) type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// knot: a knotwork peer-to-peer node.
+#[derive(Debug, Parser)]
+#[command(name = "knot", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: settings::Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create (if missing) and show this node's identity.
+    Id(id::Args),
+    /// Run a node: listen, dial seeds and peers, serve the control socket.
+    Run(run::Args),
+    /// Measure round-trip times to a node, like ping(8).
+    Ping(ping::Args),
+    /// List the peers of the running node.
+    Peers(peers::Args),
+    /// Show the running node's identity, addresses and counters.
+    Status(status::Args),
+    /// Work with knot.toml.
+    #[command(subcommand)]
+    Config(config::Command),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let global = cli.global;
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Id(args) => id::run(&global, args),
+            Command::Run(args) => run::run(&global, args).await,
+            Command::Ping(args) => ping::run(&global, args).await,
+            Command::Peers(args) => peers::run(&global, args).await,
+            Command::Status(args) => status::run(&global, args).await,
+            Command::Config(cmd) => config::run(&global, cmd),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! `knot run`: run a node until Ctrl-C or SIGTERM.
+//!
+//! Loads the configuration (file, `KNOT_*`, flags), loads or creates the
+//! identity in the data directory, starts the node and its control socket,
+//! prints the PeerId and every bound listen address, then one line per peer
+//! event. On Ctrl-C or SIGTERM it shuts down gracefully: every peer gets a
+//! `Disconnect { Shutdown }` and queued messages drain.
+//!
+//! # Format
+//! Text: `peer id <id>`, `listening on <addr>` (one per address), `control
+//! socket <path>`, then `connected <id> <addr> (<session>)`, `disconnected
+//! <id>: <reason>`, `banned <id>`. With `--json` the same as one object per
+//! line, tagged by `"event"`.
+
+use std::process::ExitCode;
+
+use knotwork_core::{Keypair, PeerAddr};
+use knotwork_node::control::{ControlServer, NodeControl, create_private_dir, session_name};
+use knotwork_node::{Node, NodeEvent};
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::CliResult;
+use crate::settings::{Global, IDENTITY_FILE, print_json, resolve_dir};
+
+/// Arguments of `knot run`; each flag replaces the configured list.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Listen on ADDR (repeatable), e.g. tcp/0.0.0.0:4000 or tcp/127.0.0.1:0.
+    #[arg(long, short = 'l', value_name = "ADDR")]
+    listen: Vec<PeerAddr>,
+    /// Keep a connection to seed ADDR (repeatable).
+    #[arg(long, short = 's', value_name = "ADDR")]
+    seed: Vec<PeerAddr>,
+    /// Keep a connection to peer ADDR (repeatable).
+    #[arg(long, short = 'p', value_name = "ADDR")]
+    peer: Vec<PeerAddr>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum Line {
+    Started {
+        peer_id: String,
+        listen: Vec<String>,
+        control: String,
+    },
+    Connected {
+        peer_id: String,
+        addr: String,
+        session: &'static str,
+    },
+    Disconnected {
+        peer_id: String,
+        reason: String,
+    },
+    Banned {
+        peer_id: String,
+    },
+    Lagged {
+        missed: u64,
+    },
+    Stopping {
+        signal: &'static str,
+    },
+}
+
+fn print(json: bool, line: &Line) -> CliResult<()> {
+    if json {
+        return print_json(line);
+    }
+    match line {
+        Line::Started {
+            peer_id,
+            listen,
+            control,
+        } => {
+            println!("peer id {peer_id}");
+            for addr in listen {
+                println!("listening on {addr}");
+            }
+            println!("control socket {control}");
+        }
+        Line::Connected {
+            peer_id,
+            addr,
+            session,
+        } => println!("connected {peer_id} {addr} ({session})"),
+        Line::Disconnected { peer_id, reason } => println!("disconnected {peer_id}: {reason}"),
+        Line::Banned { peer_id } => println!("banned {peer_id}"),
+        Line::Lagged { missed } => println!("missed {missed} events"),
+        Line::Stopping { signal } => println!("{signal}: shutting down"),
+    }
+    Ok(())
+}
+
+fn event_line(event: NodeEvent) -> Option<Line> {
+    Some(match event {
+        NodeEvent::Connected {
+            peer,
+            addr,
+            session,
+        } => Line::Connected {
+            peer_id: peer.to_string(),
+            addr: addr.to_string(),
+            session: session_name(session),
+        },
+        NodeEvent::Disconnected { peer, reason } => Line::Disconnected {
+            peer_id: peer.to_string(),
+            reason: reason.to_string(),
+        },
+        NodeEvent::Banned { peer } => Line::Banned {
+            peer_id: peer.to_string(),
+        },
+        _ => return None,
+    })
+}
+
+/// Resolves when the process gets SIGTERM (never elsewhere than Unix).
+async fn sigterm() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        term.recv().await;
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::future::pending().await
+}
+
+pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
+    let mut file = global.file_config()?;
+    let flags = [
+        (args.listen, &mut file.listen),
+        (args.seed, &mut file.seeds),
+        (args.peer, &mut file.peers),
+    ];
+    for (given, list) in flags {
+        if !given.is_empty() {
+            *list = given.iter().map(ToString::to_string).collect();
+        }
+    }
+    let config = file.validate()?;
+    let data_dir = resolve_dir(&config.data_dir);
+    create_private_dir(&data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let identity = data_dir.join(IDENTITY_FILE);
+    let keypair = Keypair::load_or_generate(&identity)
+        .map_err(|e| format!("identity {}: {e}", identity.display()))?;
+
+    let mut builder = Node::builder(keypair).config(config.node);
+    for addr in config.listen {
+        builder = builder.listen(addr);
+    }
+    for addr in config.seeds {
+        builder = builder.seed(addr);
+    }
+    for addr in config.peers {
+        builder = builder.peer(addr);
+    }
+    let node = builder.start().await?;
+    let mut events = node.events();
+    let control = NodeControl::new(node.clone());
+    let server = match ControlServer::bind(&data_dir, control).await {
+        Ok(server) => server,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    print(
+        global.json,
+        &Line::Started {
+            peer_id: node.peer_id().to_string(),
+            listen: node
+                .listen_addrs()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            control: server.path().display().to_string(),
+        },
+    )?;
+
+    let mut term = std::pin::pin!(sigterm());
+    let signal = loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(event) => {
+                    if let Some(line) = event_line(event) {
+                        print(global.json, &line)?;
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => print(global.json, &Line::Lagged { missed })?,
+                Err(RecvError::Closed) => break "closed",
+            },
+            result = tokio::signal::ctrl_c() => {
+                result?;
+                break "interrupt";
+            }
+            result = &mut term => {
+                result?;
+                break "terminate";
+            }
+        }
+    };
+    print(global.json, &Line::Stopping { signal })?;
+    drop(server);
+    node.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

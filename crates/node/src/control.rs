@@ -1,0 +1,593 @@
+//! The control endpoint of a running node (feature `cli`): a Unix socket in
+//! the node's data directory through which `knot peers`, `knot status` and
+//! later commands talk to the node.
+//!
+//! # Format
+//! One connection carries one exchange: the client writes one [`Request`] as
+//! a JSON line, the node answers with one [`Response`] as a JSON line and
+//! closes. Lines are at most [`MAX_LINE`] bytes. A new command is a new
+//! [`Request`] variant, a new [`Response`] variant and one arm in
+//! [`NodeControl::answer`].
+//!
+//! ```text
+//! → {"request":"status"}
+//! ← {"response":"status","peer_id":"6Mk…","listen":["tcp/127.0.0.1:4000"],…}
+//! ```
+//!
+//! # Access
+//! Only the node's owner may talk to it: the data directory is made `0700`
+//! and the socket `0600` (see [`ControlServer::bind`]).
+//!
+//! # Bookkeeping
+//! The node itself keeps no start times; [`NodeControl`] follows
+//! [`Node::events`] from the moment it is created to know how long each peer
+//! has been connected and which peers were banned. A peer connected before
+//! that (or during a lag of the event stream) counts from when it was first
+//! seen.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use knotwork_core::PeerId;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, broadcast};
+use tokio::task::JoinHandle;
+
+use crate::node::{Node, NodeEvent};
+use crate::registry::SessionKind;
+
+/// The socket's file name inside the data directory.
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// Longest request or response line, in bytes (newline included).
+pub const MAX_LINE: usize = 1 << 20;
+
+/// How long one exchange may take before the other side is cut.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Exchanges served at once at most; more wait for a turn.
+const MAX_CLIENTS: usize = 8;
+
+/// The path of the control socket of the node whose data directory is `data_dir`.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET_NAME)
+}
+
+/// What a client asks the node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Request {
+    /// The connected peers.
+    Peers,
+    /// The node's identity, addresses and counters.
+    Status,
+}
+
+/// How a connection was made, reduced to who dialed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The peer dialed us.
+    Inbound,
+    /// We dialed the peer.
+    Outbound,
+}
+
+impl From<SessionKind> for Direction {
+    fn from(kind: SessionKind) -> Self {
+        match kind {
+            SessionKind::Inbound => Self::Inbound,
+            SessionKind::Outbound | SessionKind::Manual | SessionKind::Seed => Self::Outbound,
+        }
+    }
+}
+
+/// The lowercase name of a session kind (`inbound`, `outbound`, `manual`, `seed`).
+pub fn session_name(kind: SessionKind) -> &'static str {
+    match kind {
+        SessionKind::Inbound => "inbound",
+        SessionKind::Outbound => "outbound",
+        SessionKind::Manual => "manual",
+        SessionKind::Seed => "seed",
+    }
+}
+
+/// One connected peer, as reported by [`Request::Peers`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    /// The peer's id (base58).
+    pub peer_id: String,
+    /// Its address on this connection.
+    pub addr: String,
+    /// Who dialed.
+    pub direction: Direction,
+    /// The session kind (`inbound`, `outbound`, `manual`, `seed`).
+    pub session: String,
+    /// The last ping round-trip time in microseconds, once measured.
+    pub rtt_us: Option<u64>,
+    /// How long the channel has been open, in milliseconds.
+    pub connected_ms: u64,
+}
+
+/// The node's state, as reported by [`Request::Status`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    /// The node's id (base58).
+    pub peer_id: String,
+    /// The bound listen addresses.
+    pub listen: Vec<String>,
+    /// Inbound channels.
+    pub inbound: usize,
+    /// Outbound channels (outbound, manual and seed sessions).
+    pub outbound: usize,
+    /// Time since the control endpoint started with the node, in milliseconds.
+    pub uptime_ms: u64,
+    /// Peers banned now.
+    pub banned: usize,
+}
+
+/// The node's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Response {
+    /// The answer to [`Request::Peers`].
+    Peers {
+        /// The peers, by id.
+        peers: Vec<PeerEntry>,
+    },
+    /// The answer to [`Request::Status`].
+    Status(StatusReport),
+    /// The request could not be read; the text says why.
+    Error {
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// Errors of the control endpoint, grouped by side: the local socket, the
+/// bytes on it, the node's answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    // --- The socket ---------------------------------------------------------
+    /// No node answers at the socket (none running with this data directory).
+    #[error("no node running: cannot reach {path}: {source}")]
+    NotRunning {
+        /// The socket path.
+        path: String,
+        /// Why connecting failed.
+        source: std::io::Error,
+    },
+    /// A node already serves the socket.
+    #[error("a node already runs with control socket {0}")]
+    InUse(String),
+    /// Creating the directory or socket, reading or writing failed.
+    #[error("control socket i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The exchange took longer than [`EXCHANGE_TIMEOUT`].
+    #[error("control exchange timed out")]
+    Timeout,
+
+    // --- The bytes ----------------------------------------------------------
+    /// A line longer than [`MAX_LINE`].
+    #[error("control line longer than {MAX_LINE} bytes")]
+    LineTooLong,
+    /// The other side closed before sending a whole line.
+    #[error("control connection closed before a whole line")]
+    Truncated,
+    /// A line that is not a valid message.
+    #[error("malformed control message: {0}")]
+    Malformed(String),
+
+    // --- The answer ---------------------------------------------------------
+    /// The node answered with an error.
+    #[error("node refused the request: {0}")]
+    Refused(String),
+}
+
+/// Reads one JSON line of at most [`MAX_LINE`] bytes and decodes it.
+async fn read_message<T, R>(reader: R) -> Result<T, ControlError>
+where
+    T: serde::de::DeserializeOwned,
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let mut line = Vec::new();
+    let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX);
+    BufReader::new(reader.take(limit))
+        .read_until(b'\n', &mut line)
+        .await?;
+    if line.last() != Some(&b'\n') {
+        return Err(if line.len() >= MAX_LINE {
+            ControlError::LineTooLong
+        } else {
+            ControlError::Truncated
+        });
+    }
+    decode(&line)
+}
+
+/// Decodes one message from a JSON line (trailing newline optional).
+pub fn decode<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, ControlError> {
+    serde_json::from_slice(line).map_err(|e| ControlError::Malformed(e.to_string()))
+}
+
+/// Encodes one message as a JSON line.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ControlError> {
+    let mut line = serde_json::to_vec(msg).map_err(|e| ControlError::Malformed(e.to_string()))?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Sends `request` to the node whose data directory is `data_dir` and
+/// returns its answer. A [`Response::Error`] comes back as
+/// [`ControlError::Refused`].
+pub async fn request(data_dir: &Path, request: &Request) -> Result<Response, ControlError> {
+    let path = socket_path(data_dir);
+    let exchange = async {
+        let mut stream =
+            UnixStream::connect(&path)
+                .await
+                .map_err(|source| ControlError::NotRunning {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        stream.write_all(&encode(request)?).await?;
+        read_message::<Response, _>(&mut stream).await
+    };
+    match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await {
+        Ok(Ok(Response::Error { message })) => Err(ControlError::Refused(message)),
+        Ok(other) => other,
+        Err(_) => Err(ControlError::Timeout),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Default)]
+struct Book {
+    /// When each connected peer connected (or was first seen).
+    since: HashMap<PeerId, Instant>,
+    /// Peers banned since the start; whether a ban still holds is the node's call.
+    banned: Vec<PeerId>,
+}
+
+impl Book {
+    fn record(&mut self, event: NodeEvent, now: Instant) {
+        match event {
+            NodeEvent::Connected { peer, .. } => {
+                self.since.insert(peer, now);
+            }
+            NodeEvent::Disconnected { peer, .. } => {
+                self.since.remove(&peer);
+            }
+            NodeEvent::Banned { peer } => {
+                if !self.banned.contains(&peer) {
+                    self.banned.push(peer);
+                }
+            }
+        }
+    }
+}
+
+/// Answers control requests about one node; see the module docs.
+pub struct NodeControl {
+    node: Node,
+    started: Instant,
+    book: Arc<Mutex<Book>>,
+    follower: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for NodeControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeControl")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for NodeControl {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+impl NodeControl {
+    /// Starts following `node`'s events; call it right after the node starts.
+    pub fn new(node: Node) -> Self {
+        let book = Arc::new(Mutex::new(Book::default()));
+        let mut events = node.events();
+        let follower = tokio::spawn({
+            let book = book.clone();
+            async move {
+                loop {
+                    match events.recv().await {
+                        Ok(event) => lock(&book).record(event, Instant::now()),
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }
+        });
+        Self {
+            node,
+            started: Instant::now(),
+            book,
+            follower,
+        }
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The answer to `request`.
+    pub fn answer(&self, request: &Request) -> Response {
+        match request {
+            Request::Peers => Response::Peers {
+                peers: self.peers(),
+            },
+            Request::Status => Response::Status(self.status()),
+        }
+    }
+
+    fn peers(&self) -> Vec<PeerEntry> {
+        let now = Instant::now();
+        let peers = self.node.peers();
+        let mut book = lock(&self.book);
+        peers
+            .into_iter()
+            .map(|p| {
+                let since = *book.since.entry(p.peer_id).or_insert(now);
+                PeerEntry {
+                    peer_id: p.peer_id.to_string(),
+                    addr: p.addr.to_string(),
+                    direction: p.session.into(),
+                    session: session_name(p.session).to_owned(),
+                    rtt_us: p
+                        .rtt
+                        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+                    connected_ms: millis(now.saturating_duration_since(since)),
+                }
+            })
+            .collect()
+    }
+
+    fn status(&self) -> StatusReport {
+        let peers = self.node.peers();
+        let inbound = peers
+            .iter()
+            .filter(|p| p.session == SessionKind::Inbound)
+            .count();
+        let mut book = lock(&self.book);
+        book.banned.retain(|p| self.node.is_banned(p));
+        StatusReport {
+            peer_id: self.node.peer_id().to_string(),
+            listen: self
+                .node
+                .listen_addrs()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            inbound,
+            outbound: peers.len() - inbound,
+            uptime_ms: millis(self.started.elapsed()),
+            banned: book.banned.len(),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The serving control socket; removes the socket file when dropped.
+#[derive(Debug)]
+pub struct ControlServer {
+    path: PathBuf,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Creates `dir` (and its parents) if missing and makes it owner-only (0700).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+impl ControlServer {
+    /// Serves `control` on `<data_dir>/control.sock`. Creates the data
+    /// directory if needed and makes it `0700`, the socket `0600`. A stale
+    /// socket file (left by a node that died) is replaced; a live one is
+    /// [`ControlError::InUse`].
+    pub async fn bind(data_dir: &Path, control: NodeControl) -> Result<Self, ControlError> {
+        create_private_dir(data_dir)?;
+        let path = socket_path(data_dir);
+        if path.exists() {
+            if UnixStream::connect(&path).await.is_ok() {
+                return Err(ControlError::InUse(path.display().to_string()));
+            }
+            std::fs::remove_file(&path)?;
+        }
+        let listener = UnixListener::bind(&path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        let task = tokio::spawn(serve(listener, Arc::new(control)));
+        Ok(Self { path, task })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+async fn serve(listener: UnixListener, control: Arc<NodeControl>) {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                continue;
+            }
+        };
+        let control = control.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(stream, &control)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "control exchange failed"),
+                Err(_) => tracing::debug!("control exchange timed out"),
+            }
+        });
+    }
+}
+
+async fn exchange(mut stream: UnixStream, control: &NodeControl) -> Result<(), ControlError> {
+    let response = match read_message::<Request, _>(&mut stream).await {
+        Ok(request) => control.answer(&request),
+        Err(e @ (ControlError::Io(_) | ControlError::Truncated)) => return Err(e),
+        Err(e) => Response::Error {
+            message: e.to_string(),
+        },
+    };
+    stream.write_all(&encode(&response)?).await?;
+    stream.shutdown().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn requests_are_tagged_json_lines() {
+        assert_eq!(
+            encode(&Request::Peers).unwrap(),
+            b"{\"request\":\"peers\"}\n"
+        );
+        assert_eq!(
+            decode::<Request>(b"{\"request\":\"status\"}\n").unwrap(),
+            Request::Status
+        );
+    }
+
+    #[test]
+    fn unknown_requests_and_fields_are_malformed() {
+        for bad in [
+            &b"{\"request\":\"reboot\"}"[..],
+            b"{}",
+            b"peers",
+            b"\xff\xfe",
+        ] {
+            assert!(
+                matches!(decode::<Request>(bad), Err(ControlError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn long_and_truncated_lines_are_named() {
+        let long = vec![b' '; MAX_LINE + 10];
+        assert!(matches!(
+            read_message::<Request, _>(&long[..]).await,
+            Err(ControlError::LineTooLong)
+        ));
+        assert!(matches!(
+            read_message::<Request, _>(&b"{\"request\":"[..]).await,
+            Err(ControlError::Truncated)
+        ));
+    }
+
+    fn entry() -> impl Strategy<Value = PeerEntry> {
+        (
+            "[1-9A-Za-z]{1,44}",
+            "tcp/[0-9.:]{1,21}",
+            any::<bool>(),
+            prop::option::of(any::<u64>()),
+            any::<u64>(),
+        )
+            .prop_map(|(peer_id, addr, inbound, rtt_us, connected_ms)| PeerEntry {
+                peer_id,
+                addr,
+                direction: if inbound {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                },
+                session: if inbound { "inbound" } else { "seed" }.to_owned(),
+                rtt_us,
+                connected_ms,
+            })
+    }
+
+    fn response() -> impl Strategy<Value = Response> {
+        prop_oneof![
+            prop::collection::vec(entry(), 0..4).prop_map(|peers| Response::Peers { peers }),
+            (
+                "[1-9A-Za-z]{1,44}",
+                prop::collection::vec("tcp/[0-9.:]{1,21}", 0..3),
+                any::<usize>(),
+                any::<usize>(),
+                any::<u64>(),
+                any::<usize>()
+            )
+                .prop_map(|(peer_id, listen, inbound, outbound, uptime_ms, banned)| {
+                    Response::Status(StatusReport {
+                        peer_id,
+                        listen,
+                        inbound,
+                        outbound,
+                        uptime_ms,
+                        banned,
+                    })
+                }),
+            ".*".prop_map(|message| Response::Error { message }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn responses_round_trip(resp in response()) {
+            let line = encode(&resp).unwrap();
+            prop_assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1, "one line");
+            prop_assert_eq!(decode::<Response>(&line).unwrap(), resp);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode::<Request>(&bytes);
+            let _ = decode::<Response>(&bytes);
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! The `knot` binary end to end: identity, two nodes over loopback TCP, the
+//! control socket, ping, graceful shutdown on SIGTERM, configuration.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// `knot` with a clean environment: no `KNOT_*` from the caller, HOME in `home`.
+fn knot(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_knot"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("KNOT_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("HOME", home).env("RUST_LOG", "warn");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("knot runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "knot failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON value")
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A running `knot run`; killed (and reaped) when dropped, also on panic.
+struct Node {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    dir: PathBuf,
+    peer_id: String,
+    addr: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    fn start(home: &Path, name: &str, extra: &[&str]) -> Node {
+        let dir = home.join(name);
+        let mut child = knot(home)
+            .args(["run", "--data-dir"])
+            .arg(&dir)
+            .args(["--listen", "tcp/127.0.0.1:0"])
+            .args(extra)
+            .env("KNOT_PING_INTERVAL_MS", "200")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut node = Node {
+            child,
+            lines,
+            seen: Vec::new(),
+            dir,
+            peer_id: String::new(),
+            addr: String::new(),
+        };
+        node.peer_id = node.wait_line("peer id ").to_owned();
+        node.addr = node.wait_line("listening on ").to_owned();
+        node.wait_line("control socket ");
+        node
+    }
+
+    /// Waits for a stdout line starting with `prefix`; returns the rest.
+    fn wait_line(&mut self, prefix: &str) -> &str {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(i) = self.seen.iter().position(|l| l.starts_with(prefix)) {
+                return &self.seen[i][prefix.len()..];
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!(
+                    "no line {prefix:?} within {DEADLINE:?}; saw {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    fn ctl(&self, home: &Path, command: &str) -> Value {
+        json(&run(knot(home)
+            .args([command, "--json", "--data-dir"])
+            .arg(&self.dir)))
+    }
+
+    /// Polls `knot peers --json` until `peer` is listed; returns its entry.
+    fn wait_peer(&self, home: &Path, peer: &str) -> Value {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let peers = self.ctl(home, "peers");
+            let found = peers["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["peer_id"] == peer)
+                .cloned();
+            match found {
+                Some(entry) => return entry,
+                None if Instant::now() > end => panic!("{peer} never listed: {peers}"),
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < end, "node did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn id_is_created_once_and_kept_private() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("data");
+    let first = run(knot(home.path()).arg("id").arg("--data-dir").arg(&dir));
+    assert!(first.status.success());
+    let second = run(knot(home.path()).arg("id").arg("--data-dir").arg(&dir));
+    assert_eq!(stdout(&first), stdout(&second));
+    let id = stdout(&first).trim().to_owned();
+    assert!(id.len() > 40, "{id}");
+    assert_eq!(mode(&dir.join("identity.key")), 0o600);
+    assert_eq!(mode(&dir), 0o700);
+
+    let out = json(&run(knot(home.path())
+        .args(["id", "--json"])
+        .env("KNOT_DATA_DIR", &dir)));
+    assert_eq!(
+        out["peer_id"],
+        id.as_str(),
+        "KNOT_DATA_DIR finds the same identity"
+    );
+    assert_eq!(out["created"], false);
+
+    // The default data directory is under $HOME.
+    let out = json(&run(knot(home.path()).args(["id", "--json"])));
+    assert!(home.path().join(".local/share/knot/identity.key").exists());
+    assert_ne!(out["peer_id"], id.as_str());
+}
+
+#[test]
+fn two_nodes_peers_status_ping_and_sigterm() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let mut a = Node::start(home, "a", &[]);
+    let mut b = Node::start(home, "b", &["--peer", &a.addr.clone()]);
+    assert!(a.addr.starts_with("tcp/127.0.0.1:"), "{}", a.addr);
+    assert_ne!(a.addr, "tcp/127.0.0.1:0", "the bound port is printed");
+
+    // Each lists the other; B dialed A.
+    let b_at_a = a.wait_peer(home, &b.peer_id);
+    assert_eq!(b_at_a["direction"], "inbound");
+    let a_at_b = b.wait_peer(home, &a.peer_id);
+    assert_eq!(a_at_b["direction"], "outbound");
+    assert_eq!(a_at_b["session"], "manual");
+    assert_eq!(a_at_b["addr"], a.addr.as_str());
+    a.wait_line(&format!("connected {}", b.peer_id));
+
+    // Pings every 200 ms: an RTT shows up.
+    let end = Instant::now() + DEADLINE;
+    while b.wait_peer(home, &a.peer_id)["rtt_us"].is_null() {
+        assert!(Instant::now() < end, "no rtt");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The control socket is owner-only, the data directory too.
+    assert_eq!(mode(&a.dir.join("control.sock")), 0o600);
+    assert_eq!(mode(&a.dir), 0o700);
+
+    let status = a.ctl(home, "status");
+    assert_eq!(status["peer_id"], a.peer_id.as_str());
+    assert_eq!(status["listen"][0], a.addr.as_str());
+    assert_eq!(status["inbound"], 1);
+    assert_eq!(status["outbound"], 0);
+    assert_eq!(status["banned"], 0);
+    let human = stdout(&run(knot(home).arg("status").arg("--data-dir").arg(&b.dir)));
+    assert!(human.contains("1 outbound"), "{human}");
+
+    // knot ping: one line per pong, a summary, exit 0.
+    let out = run(knot(home).args(["ping", &a.addr, "-c", "3", "-i", "0.1"]));
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    let pongs: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" bytes from "))
+        .collect();
+    assert_eq!(pongs.len(), 3, "{text}");
+    assert!(
+        pongs[0].contains(&format!("from {} ({})", a.peer_id, a.addr)),
+        "{text}"
+    );
+    assert!(pongs[2].contains("seq=3 time="), "{text}");
+    assert!(
+        text.contains("3 pings sent, 3 pongs received, 0% loss"),
+        "{text}"
+    );
+    assert!(text.contains("rtt min/avg/max/mdev = "), "{text}");
+
+    // SIGTERM: B says goodbye, A sees the reason, B exits cleanly and
+    // removes its socket.
+    b.terminate();
+    a.wait_line(&format!(
+        "disconnected {}: closed by peer: shutdown",
+        b.peer_id
+    ));
+    assert!(b.wait_exit().success());
+    assert!(!b.dir.join("control.sock").exists());
+    let gone = run(knot(home).arg("peers").arg("--data-dir").arg(&b.dir));
+    assert!(!gone.status.success());
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("no node running"),
+        "{gone:?}"
+    );
+}
+
+#[test]
+fn ping_without_an_answer_fails() {
+    let home = tempfile::tempdir().unwrap();
+    // A port nobody listens on: bind one, note it, free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = run(knot(home.path()).args(["ping", &format!("tcp/127.0.0.1:{port}"), "-c", "1"]));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn config_example_parses_bad_fields_are_named_env_wins() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let example = run(knot(home).args(["config", "example"]));
+    assert!(example.status.success());
+    let file = home.join("knot.toml");
+    std::fs::write(&file, &example.stdout).unwrap();
+    let checked = json(&run(knot(home)
+        .args(["config", "check", "--json", "--config"])
+        .arg(&file)));
+    assert_eq!(checked["max_inbound"], 64);
+    assert_eq!(checked["ping"]["interval_ms"], 15000);
+    assert_eq!(
+        checked["data_dir"],
+        home.join(".local/share/knot").display().to_string()
+    );
+
+    // An environment override wins over the file.
+    let checked = json(&run(knot(home)
+        .args(["config", "check", "--json", "--config"])
+        .arg(&file)
+        .env("KNOT_MAX_INBOUND", "10")
+        .env("KNOT_PING_TIMEOUT_MS", "900")));
+    assert_eq!(checked["max_inbound"], 10);
+    assert_eq!(checked["ping"]["timeout_ms"], 900);
+
+    // Bad values and unknown keys are named.
+    for (text, env, named) in [
+        ("max_inbound = 0", None, "max_inbound"),
+        ("[ping]\ntimeout_ms = 0", None, "ping.timeout_ms"),
+        ("listen = [\"udp/1.2.3.4:5\"]", None, "listen[0]"),
+        ("max_inboud = 3", None, "max_inboud"),
+        ("", Some(("KNOT_MAX_INBOUND", "lots")), "KNOT_MAX_INBOUND"),
+        ("", Some(("KNOT_NO_SUCH_FIELD", "1")), "KNOT_NO_SUCH_FIELD"),
+    ] {
+        let bad = home.join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        let mut cmd = knot(home);
+        cmd.args(["config", "check", "--config"]).arg(&bad);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = run(&mut cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text} passed");
+        assert!(err.contains(named), "{text}: {err}");
+    }
+
+    // `knot run` refuses a bad configuration before starting.
+    let out = run(knot(home)
+        .args(["run", "--data-dir"])
+        .arg(home.join("r"))
+        .env("KNOT_MAX_PER_IP", "0"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_per_ip"));
+}
