@@ -109,7 +109,8 @@ fn parse_port(s: &str) -> Result<u16, AddrParseError> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(AddrParseError::InvalidPort(s.to_string()));
     }
-    s.parse().map_err(|_| AddrParseError::InvalidPort(s.to_string()))
+    s.parse()
+        .map_err(|_| AddrParseError::InvalidPort(s.to_string()))
 }
 
 fn parse_tcp(rest: &str) -> Result<SocketAddr, AddrParseError> {
@@ -194,7 +195,10 @@ mod tests {
             ("ble/a b", InvalidDevice("a b".into())),
             ("mem/x", InvalidMemPort("x".into())),
             ("mem/", InvalidMemPort("".into())),
-            ("mem/99999999999999999999999", InvalidMemPort("99999999999999999999999".into())),
+            (
+                "mem/99999999999999999999999",
+                InvalidMemPort("99999999999999999999999".into()),
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(&text.parse::<PeerAddr>().unwrap_err(), want, "{text}");

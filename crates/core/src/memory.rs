@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use tokio::io::DuplexStream;
 use tokio::sync::mpsc;
 
-use crate::transport::{Listener, Transport, TransportError};
 use crate::PeerAddr;
+use crate::transport::{Listener, Transport, TransportError};
 
 /// Bytes buffered per direction of a connection, by default.
 pub const DEFAULT_PIPE_CAPACITY: usize = 64 * 1024;
