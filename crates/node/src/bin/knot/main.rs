@@ -22,7 +22,7 @@ pub(crate) type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// knot: a knotwork peer-to-peer node.
 #[derive(Debug, Parser)]
-#[command(name = "knot", version, about, propagate_version = true)]
+#[command(name = "knot", version, propagate_version = true)]
 struct Cli {
     #[command(flatten)]
     global: settings::Global,
