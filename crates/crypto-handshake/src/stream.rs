@@ -14,6 +14,9 @@
 //! arrive and the caller reads into a buffer that can hold one, the frame
 //! body is read into the caller's buffer and opened there instead.
 //!
+//! Buffers are allocated on demand and, when the connection goes idle
+//! (flushed; nothing left to read), released if larger than about 16 KiB.
+//!
 //! Errors (tampered data: [`HandshakeError::Decrypt`]; a connection cut
 //! mid-frame: [`HandshakeError::Truncated`]) come back as `io::Error`s
 //! carrying the `HandshakeError` ([`HandshakeError::from_io`]) and are
@@ -42,8 +45,9 @@ const LOOKAHEAD: usize = 16 * 1024;
 const DIRECT_MIN: usize = 16 * 1024;
 /// The read buffer never grows past this.
 const READ_BUF_LIMIT: usize = MAX_FRAME + LOOKAHEAD;
-/// Write buffers larger than this are released on flush.
-const KEEP_WRITE_CAPACITY: usize = 16 * 1024;
+/// Buffers larger than this are released when idle: the write buffer on
+/// flush, the read buffer when the connection has nothing to read.
+const IDLE_KEEP: usize = 16 * 1024 + LEN_PREFIX + 64;
 
 /// An authenticated, encrypted stream to one peer; see the module docs.
 pub struct SecureStream<T> {
@@ -309,8 +313,21 @@ impl<T: AsyncRead + Unpin> AsyncRead for SecureStream<T> {
                 return Poll::Ready(Err(HandshakeError::OutOfOrder.into_io()));
             };
             let mut rb = ReadBuf::new(room);
-            ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
+            let polled = Pin::new(&mut this.io).poll_read(cx, &mut rb);
             let n = rb.filled().len();
+            match polled {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    // Idle with nothing buffered: give a large buffer back.
+                    if this.rstart == this.rend && this.rbuf.len() > IDLE_KEEP {
+                        this.rbuf = Vec::new();
+                        this.rstart = 0;
+                        this.rend = 0;
+                    }
+                    return Poll::Pending;
+                }
+            }
             if n == 0 {
                 if this.rstart == this.rend {
                     return Poll::Ready(Ok(()));
@@ -435,7 +452,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SecureStream<T> {
             this.seal().map_err(HandshakeError::into_io)?;
             ready!(this.poll_drain(cx))?;
         }
-        if this.wbuf.capacity() > KEEP_WRITE_CAPACITY {
+        if this.wbuf.capacity() > IDLE_KEEP {
             this.wbuf = Vec::new();
         }
         Pin::new(&mut this.io).poll_flush(cx)

@@ -269,6 +269,33 @@ async fn tampered_large_frame_read_directly_is_decrypt() {
 }
 
 #[tokio::test]
+async fn idle_streams_give_large_buffers_back() {
+    let (ca, cb) = (config(), config());
+    let (mut a, mut b, _) = faulty_pair(&ca, &cb).await;
+    let data = vec![5u8; 200_000];
+    let mut got = vec![0u8; 200_000];
+    let writer = async {
+        a.write_all(&data).await.unwrap();
+        a.flush().await.unwrap();
+    };
+    let ((), r) = tokio::join!(writer, b.read_exact(&mut got));
+    r.unwrap();
+    assert!(got == data);
+    // Now idle: a read that finds nothing releases the read buffer.
+    let mut one = [0u8; 1];
+    let pending = tokio::time::timeout(Duration::from_millis(20), b.read(&mut one)).await;
+    assert!(pending.is_err(), "nothing was sent");
+    assert!(a.buffer_capacity() <= 20 * 1024, "{}", a.buffer_capacity());
+    assert!(b.buffer_capacity() <= 20 * 1024, "{}", b.buffer_capacity());
+    // And the stream still works afterwards.
+    a.write_all(b"again").await.unwrap();
+    a.flush().await.unwrap();
+    let mut five = [0u8; 5];
+    b.read_exact(&mut five).await.unwrap();
+    assert_eq!(&five, b"again");
+}
+
+#[tokio::test]
 async fn both_sides_rekey_on_the_same_message() {
     let (ca, cb) = (
         config().with_rekey_interval(3),
