@@ -1,5 +1,6 @@
 //! The `knot` binary end to end: identity, two nodes over loopback TCP, the
 //! control socket, ping, graceful shutdown on SIGTERM, configuration.
+#![cfg(feature = "cli")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -345,4 +346,31 @@ fn config_example_parses_bad_fields_are_named_env_wins() {
         .env("KNOT_MAX_PER_IP", "0"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_per_ip"));
+}
+
+#[test]
+fn a_data_dir_serves_one_node_and_a_stale_socket_is_replaced() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let mut first = Node::start(home, "a", &[]);
+    let id = first.peer_id.clone();
+
+    // A second node on the same data directory is refused by name.
+    let out = run(knot(home)
+        .args(["run", "--listen", "tcp/127.0.0.1:0", "--data-dir"])
+        .arg(&first.dir));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already runs"),
+        "{out:?}"
+    );
+
+    // SIGKILL leaves the socket file behind; the next start replaces it
+    // and keeps the identity.
+    first.child.kill().unwrap();
+    first.wait_exit();
+    assert!(first.dir.join("control.sock").exists());
+    let second = Node::start(home, "a", &[]);
+    assert_eq!(second.peer_id, id);
+    assert_eq!(second.ctl(home, "status")["peer_id"], id.as_str());
 }
