@@ -14,8 +14,12 @@
 //! arrive and the caller reads into a buffer that can hold one, the frame
 //! body is read into the caller's buffer and opened there instead.
 //!
-//! Buffers are allocated on demand and, when the connection goes idle
-//! (flushed; nothing left to read), released if larger than about 16 KiB.
+//! Buffers are allocated on demand. The write buffer is released on flush
+//! when larger than about 16 KiB (re-allocating it needs no zeroing); the
+//! read buffer (up to one frame + 16 KiB) is released by
+//! [`SecureStream::release_idle_buffers`], which the owner calls when it
+//! judges the connection idle (releasing on every pending read would
+//! re-zero up to 80 KiB per frame on a stream that is merely waiting).
 //!
 //! Errors (tampered data: [`HandshakeError::Decrypt`]; a connection cut
 //! mid-frame: [`HandshakeError::Truncated`]) come back as `io::Error`s
@@ -45,8 +49,8 @@ const LOOKAHEAD: usize = 16 * 1024;
 const DIRECT_MIN: usize = 16 * 1024;
 /// The read buffer never grows past this.
 const READ_BUF_LIMIT: usize = MAX_FRAME + LOOKAHEAD;
-/// Buffers larger than this are released when idle: the write buffer on
-/// flush, the read buffer when the connection has nothing to read.
+/// Write buffers larger than this are released on flush, read buffers by
+/// [`SecureStream::release_idle_buffers`].
 const IDLE_KEEP: usize = 16 * 1024 + LEN_PREFIX + 64;
 
 /// An authenticated, encrypted stream to one peer; see the module docs.
@@ -152,6 +156,23 @@ impl<T> SecureStream<T> {
     /// bytes received but not read, are dropped.
     pub fn into_inner(self) -> T {
         self.io
+    }
+
+    /// Releases buffers larger than about 16 KiB that hold nothing: the read
+    /// buffer when no received bytes wait in it, the write buffer when no
+    /// plaintext or ciphertext waits in it. Call it from an idle timer.
+    pub fn release_idle_buffers(&mut self) {
+        if self.rstart == self.rend && self.ppos == self.pend && self.rbuf.len() > IDLE_KEEP {
+            self.rbuf = Vec::new();
+            self.rstart = 0;
+            self.rend = 0;
+            self.ppos = 0;
+            self.pend = 0;
+            self.frame_end = 0;
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > IDLE_KEEP {
+            self.wbuf = Vec::new();
+        }
     }
 
     /// Bytes currently held in buffers (for memory accounting).
@@ -318,15 +339,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for SecureStream<T> {
             match polled {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    // Idle with nothing buffered: give a large buffer back.
-                    if this.rstart == this.rend && this.rbuf.len() > IDLE_KEEP {
-                        this.rbuf = Vec::new();
-                        this.rstart = 0;
-                        this.rend = 0;
-                    }
-                    return Poll::Pending;
-                }
+                Poll::Pending => return Poll::Pending,
             }
             if n == 0 {
                 if this.rstart == this.rend {
