@@ -12,9 +12,12 @@
 //! central, so the listener serves one central at a time; another device
 //! writing while a connection is open is refused (`org.bluez.Error.InProgress`).
 //! A connection ends when the central calls `StopNotify`, when the
-//! [`BleStream`] is dropped, or when the listener is dropped. Dropping the
-//! listener closes its D-Bus connection, which makes BlueZ drop the
-//! application and the advertisement.
+//! [`BleStream`] is dropped, when the central breaks the link protocol (the
+//! stream reports the [`BleError`]), or when the listener is dropped. When
+//! it ends, the listener asks BlueZ to disconnect the device
+//! (`Device1.Disconnect`) and refuses its writes until it subscribes to TX
+//! again. Dropping the listener closes its D-Bus connection, which makes
+//! BlueZ drop the application and the advertisement.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -27,24 +30,25 @@ use dbus::arg::{PropMap, RefArg, Variant};
 use dbus::channel::{MatchingReceiver, Sender};
 use dbus::message::{MatchRule, SignalArgs};
 use dbus::nonblock::stdintf::org_freedesktop_dbus::PropertiesPropertiesChanged;
-use dbus::nonblock::{Proxy, SyncConnection};
+use dbus::nonblock::{Process, Proxy, SyncConnection};
 use dbus::{MethodErr, Path};
 use dbus_crossroads::{Crossroads, IfaceBuilder};
-use futures::SinkExt;
 use futures::channel::mpsc;
 use knotwork_core::{Listener, PeerAddr, PeerId, TransportError};
 use tokio::sync::oneshot;
 
-use crate::frame::{MAX_MTU, MIN_MTU};
+use crate::frame::{ATT_OVERHEAD, MAX_MTU, MIN_MTU};
 use crate::gatt::{RX_UUID, SERVICE_UUID, TX_UUID, service_data};
 use crate::{BleError, BleStream, LinkConfig};
 
 const GATT_SERVICE: &str = "org.bluez.GattService1";
 const GATT_CHAR: &str = "org.bluez.GattCharacteristic1";
 const ADVERTISEMENT: &str = "org.bluez.LEAdvertisement1";
-/// Fragments a central may have written that the link has not taken yet.
-const INBOUND_QUEUE: usize = 32;
+/// Notifications queued for the bus task.
+const NOTIFY_QUEUE: usize = 32;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the D-Bus thread reads the bus socket itself (see `serve`).
+const KEEPALIVE: Duration = Duration::from_millis(100);
 
 static NEXT_APP: AtomicU32 = AtomicU32::new(0);
 
@@ -67,6 +71,7 @@ struct Active {
 }
 
 struct State {
+    conn: Arc<SyncConnection>,
     /// Fragments to notify on TX, sent by the task that owns the bus.
     notify: tokio::sync::mpsc::Sender<Bytes>,
     link: LinkConfig,
@@ -167,13 +172,30 @@ async fn serve(
         // Returns only when the bus connection is lost.
         let _lost = resource.await;
     });
+    // Workaround: now and then dbus-tokio's I/O task sleeps while method
+    // calls wait on the bus socket (seen in the interop test: the D-Bus
+    // thread idle in epoll, a central's WriteValue calls unanswered, the
+    // connection up; libdbus is level-triggered, tokio edge-triggered).
+    // Every 100 ms this thread reads and dispatches whatever is waiting.
+    let poll_conn = conn.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(KEEPALIVE);
+        loop {
+            tick.tick().await;
+            let channel: &dbus::channel::Channel = (*poll_conn).as_ref();
+            if channel.read_write(Some(Duration::ZERO)).is_err() {
+                break;
+            }
+            poll_conn.process_all();
+        }
+    });
     let n = NEXT_APP.fetch_add(1, Ordering::Relaxed);
     let app: Path<'static> = format!("/org/knotwork/ble{n}").into();
     let service: Path<'static> = format!("{app}/service0").into();
     let rx_path: Path<'static> = format!("{service}/rx").into();
     let tx_path: Path<'static> = format!("{service}/tx").into();
     let adv_path: Path<'static> = format!("/org/knotwork/adv{n}").into();
-    let (notify_tx, mut notify_rx) = tokio::sync::mpsc::channel::<Bytes>(INBOUND_QUEUE);
+    let (notify_tx, mut notify_rx) = tokio::sync::mpsc::channel::<Bytes>(NOTIFY_QUEUE);
     let notify_conn = conn.clone();
     let notify_path = tx_path.clone();
     tokio::spawn(async move {
@@ -184,6 +206,7 @@ async fn serve(
         }
     });
     let state = Arc::new(Mutex::new(State {
+        conn: conn.clone(),
         notify: notify_tx,
         link,
         active: None,
@@ -292,29 +315,34 @@ fn register_char(
         );
         let write_state = state.clone();
         let rx = rx_path.clone();
-        b.method_with_cr_async(
+        // Synchronous on purpose: BlueZ may have several WriteValue calls in
+        // flight, and fragments must reach the link in the order they came.
+        b.method(
             "WriteValue",
             ("value", "options"),
             (),
-            move |mut ctx, _, (value, options): (Vec<u8>, PropMap)| {
-                let on_rx = *ctx.path() == rx;
-                let state = write_state.clone();
-                async move {
-                    let r = if on_rx {
-                        on_write(&state, value, &options).await
-                    } else {
-                        Err(MethodErr::from((
-                            "org.bluez.Error.NotSupported",
-                            "write to rx",
-                        )))
-                    };
-                    ctx.reply(r)
+            move |ctx, _, (value, options): (Vec<u8>, PropMap)| {
+                if *ctx.path() == rx {
+                    on_write(&write_state, value, &options)
+                } else {
+                    Err(MethodErr::from((
+                        "org.bluez.Error.NotSupported",
+                        "write to rx",
+                    )))
                 }
             },
         );
         let tx = tx_path.clone();
+        let start_state = state.clone();
         b.method("StartNotify", (), (), move |ctx, _, (): ()| {
             if *ctx.path() == tx {
+                // A central (re)subscribing may open a new connection once
+                // the previous one has ended.
+                if let Ok(mut s) = start_state.lock() {
+                    if s.active.as_ref().is_some_and(|a| a.inbound.is_closed()) {
+                        s.active = None;
+                    }
+                }
                 Ok(())
             } else {
                 Err(MethodErr::from((
@@ -335,12 +363,10 @@ fn register_char(
 }
 
 /// A central wrote `value` to RX: feed the open connection, or open one.
-async fn on_write(
-    state: &Mutex<State>,
-    value: Vec<u8>,
-    options: &PropMap,
-) -> Result<(), MethodErr> {
-    let device = dbus::arg::prop_cast::<Path<'static>>(options, "device")
+fn on_write(state: &Mutex<State>, value: Vec<u8>, options: &PropMap) -> Result<(), MethodErr> {
+    let device_path = dbus::arg::prop_cast::<Path<'static>>(options, "device").cloned();
+    let device = device_path
+        .as_ref()
         .map(|p| device_from_path(p))
         .unwrap_or_else(|| "unknown".to_owned());
     let mtu = options
@@ -348,6 +374,13 @@ async fn on_write(
         .and_then(|v| v.0.as_u64())
         .and_then(|m| u16::try_from(m).ok())
         .map(|m| m.clamp(MIN_MTU, MAX_MTU));
+    let payload = usize::from(mtu.unwrap_or(MIN_MTU) - ATT_OVERHEAD);
+    if value.len() > payload {
+        return Err(MethodErr::from((
+            "org.bluez.Error.InvalidValueLength",
+            "longer than mtu - 3",
+        )));
+    }
     let (mut inbound, opened) = {
         let mut s = state
             .lock()
@@ -362,12 +395,20 @@ async fn on_write(
                 }
                 (a.inbound.clone(), None)
             }
+            Some(a) if a.device == device => {
+                // Its connection ended (it broke the link protocol, or the
+                // stream was dropped): nothing more until it subscribes again.
+                return Err(MethodErr::from((
+                    "org.bluez.Error.NotConnected",
+                    "connection closed",
+                )));
+            }
             _ => {
-                let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
                 let mut link = s.link;
                 if let Some(m) = mtu {
                     link.mtu = m;
                 }
+                let (tx, rx) = mpsc::channel(inbound_capacity(link));
                 let notify = s.notify.clone();
                 let write = move |fragment: Bytes| {
                     let notify = notify.clone();
@@ -378,8 +419,21 @@ async fn on_write(
                             .map_err(|_| BleError::DBus("listener closed".to_owned()))
                     }
                 };
-                let stream =
-                    BleStream::spawn(link, rx, write).map_err(|e| MethodErr::failed(&e))?;
+                let (stream, driver) =
+                    BleStream::new(link, rx, write).map_err(|e| MethodErr::failed(&e))?;
+                let conn = s.conn.clone();
+                tokio::spawn(async move {
+                    driver.await;
+                    // The connection is over (closed, dropped, or the central
+                    // broke the protocol): end the BLE link as well.
+                    if let Some(path) = device_path {
+                        let device = Proxy::new("org.bluez", path, CALL_TIMEOUT, conn);
+                        // A central already gone is fine.
+                        let _ = device
+                            .method_call::<(), _, _, _>("org.bluez.Device1", "Disconnect", ())
+                            .await;
+                    }
+                });
                 s.active = Some(Active {
                     device: device.clone(),
                     inbound: tx.clone(),
@@ -392,14 +446,32 @@ async fn on_write(
     };
     if let Some((stream, addr, accept)) = opened {
         accept
-            .send((stream, addr))
-            .await
-            .map_err(|_| MethodErr::failed("listener closed"))?;
+            .try_send((stream, addr))
+            .map_err(|_| MethodErr::failed("listener is not accepting"))?;
     }
-    inbound
-        .send(Bytes::from(value))
-        .await
-        .map_err(|_| MethodErr::failed("connection closed"))
+    inbound.try_send(Bytes::from(value)).map_err(|e| {
+        if e.is_full() {
+            // More in flight than the credit we granted allows: the central
+            // ignores flow control. Dropping the queue ends the connection.
+            if let Ok(mut s) = state.lock() {
+                if let Some(a) = s.active.as_mut() {
+                    a.inbound.close_channel();
+                }
+            }
+            MethodErr::from(("org.bluez.Error.Failed", "receive queue full"))
+        } else {
+            MethodErr::from(("org.bluez.Error.NotConnected", "connection closed"))
+        }
+    })
+}
+
+/// Fragments a connection may have queued before the link takes them: what
+/// a central can have in flight within the credit we grant (every fragment
+/// at most `mtu − 3` bytes), twice, plus slack. A central that overruns it
+/// ignores flow control and is cut off.
+fn inbound_capacity(link: LinkConfig) -> usize {
+    let payload = usize::from(link.mtu.saturating_sub(ATT_OVERHEAD)).max(1);
+    (link.window as usize).div_ceil(payload) * 2 + 16
 }
 
 /// Sends one fragment as a notification: `PropertiesChanged` of TX's `Value`.

@@ -222,6 +222,38 @@ async fn peripheral_advertises_serves_and_handshakes() {
     drop(client.await.unwrap());
 }
 
+async fn peripheral_cuts_off_hostile_central() {
+    let local = Keypair::generate().unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let (): () = fixture("EnableCentral", ("hci0", port, MTU)).await;
+    let mut listener = BleListener::bind(local.peer_id(), "hci0", LinkConfig::default())
+        .await
+        .unwrap();
+    let (mut raw, _) = tokio::time::timeout(Duration::from_secs(20), tcp.accept())
+        .await
+        .expect("fixture did not connect its bridge")
+        .unwrap();
+    // The remote central's first write: a data record claiming 2 GiB.
+    let hostile = [0x00, 0x80, 0x80, 0x80, 0x80, 0x08];
+    raw.write_u16(6).await.unwrap();
+    raw.write_all(&hostile).await.unwrap();
+    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept())
+        .await
+        .expect("no inbound connection")
+        .unwrap();
+    let err = stream.read(&mut [0u8; 16]).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    let inner = err.into_inner().unwrap().downcast::<BleError>().unwrap();
+    assert_eq!(
+        *inner,
+        BleError::MessageTooLarge {
+            len: 1 << 31,
+            max: knotwork_transport_ble::link::DEFAULT_MAX_MESSAGE
+        }
+    );
+}
+
 /// Set in the child process that runs the scenarios.
 const CHILD: &str = "KNOTWORK_BLE_SCENARIOS";
 const PYTHON: &str = "/usr/bin/python3";
@@ -282,6 +314,10 @@ fn run_scenarios() {
     run(
         "peripheral_advertises_serves_and_handshakes",
         Box::pin(peripheral_advertises_serves_and_handshakes()),
+    );
+    run(
+        "peripheral_cuts_off_hostile_central",
+        Box::pin(peripheral_cuts_off_hostile_central()),
     );
 }
 
