@@ -66,6 +66,8 @@ pub struct ChannelConfig {
     pub default_budget: RateBudget,
     /// Budgets per message id.
     pub budgets: HashMap<u32, RateBudget>,
+    /// Byte and frame counters (set by the node).
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Default for ChannelConfig {
@@ -80,6 +82,7 @@ impl Default for ChannelConfig {
             meter: MeterConfig::default(),
             default_budget: RateBudget::default(),
             budgets: HashMap::new(),
+            metrics: None,
         }
     }
 }
@@ -494,6 +497,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 r = write => r?,
                 () = grace => return Ok(()),
             }
+            inner.config.metrics.as_ref().inspect(|m| m.bytes_out(buf.len()));
             buf.clear();
             if inner.closing_flag.load(Ordering::Acquire) {
                 break;
@@ -578,6 +582,7 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRea
             }
             Some(Ok(frame)) => frame,
         };
+        inner.config.metrics.as_ref().inspect(|m| m.frame_in(frame.payload.len()));
         if let Some(reason) = handle_frame(&channel, &mut state, frame).await {
             channel.close_now(reason.0, reason.1);
             break;

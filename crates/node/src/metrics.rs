@@ -31,7 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::error::CloseReason;
+use crate::error::{CloseReason, NodeError};
 use crate::node::{NodeEvent, Shared};
 use crate::registry::SessionKind;
 
@@ -49,6 +49,10 @@ struct Inner {
     connections: Family<Labels, Counter>,
     disconnections: Family<Labels, Counter>,
     peers: Gauge,
+    handshakes: Family<Labels, Counter>,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    frames_in: Counter,
     bans: Counter,
     rtt: Histogram,
     tasks: Family<Labels, Counter>,
@@ -124,6 +128,26 @@ impl Metrics {
         );
         let peers = Gauge::default();
         registry.register("peers", "Open channels", peers.clone());
+        let handshakes = Family::<Labels, Counter>::default();
+        registry.register(
+            "handshakes",
+            "Handshakes and version exchanges, by direction and result",
+            handshakes.clone(),
+        );
+        let bytes_in = Counter::default();
+        registry.register(
+            "received_bytes",
+            "Frame bytes received (after decryption)",
+            bytes_in.clone(),
+        );
+        let bytes_out = Counter::default();
+        registry.register(
+            "sent_bytes",
+            "Frame bytes sent (before encryption)",
+            bytes_out.clone(),
+        );
+        let frames_in = Counter::default();
+        registry.register("received_frames", "Frames received", frames_in.clone());
         let bans = Counter::default();
         registry.register("bans", "Peers banned for misbehaviour", bans.clone());
         let rtt = Histogram::new(exponential_buckets(0.000_125, 2.0, 16));
@@ -164,6 +188,10 @@ impl Metrics {
                 connections,
                 disconnections,
                 peers,
+                handshakes,
+                bytes_in,
+                bytes_out,
+                frames_in,
                 bans,
                 rtt,
                 tasks,
@@ -201,6 +229,39 @@ impl Metrics {
             }
         });
         Ok(MetricsServer { local_addr, task })
+    }
+
+    pub(crate) fn frame_in(&self, payload_len: usize) {
+        self.inner.frames_in.inc();
+        self.inner.bytes_in.inc_by(payload_len as u64);
+    }
+
+    pub(crate) fn bytes_out(&self, len: usize) {
+        self.inner.bytes_out.inc_by(len as u64);
+    }
+
+    /// Counts a handshake of `direction` that succeeded or failed with `failure`.
+    pub(crate) fn handshake(&self, direction: &'static str, failure: Option<&NodeError>) {
+        let result = match failure {
+            None => "ok",
+            Some(NodeError::HandshakeTimeout) => "timeout",
+            Some(NodeError::Refused(_)) => "refused",
+            Some(NodeError::Banned(_)) => "banned",
+            Some(NodeError::Handshake(_)) => "noise",
+            Some(NodeError::WrongPeer { .. }) => "wrong_peer",
+            Some(NodeError::AlreadyConnected(_)) => "duplicate",
+            Some(
+                NodeError::UnexpectedFirstFrame(_)
+                | NodeError::BadVersionAddr(_)
+                | NodeError::Wire(_),
+            ) => "protocol",
+            Some(NodeError::Transport(_) | NodeError::Io(_)) => "io",
+            Some(_) => "other",
+        };
+        self.inner
+            .handshakes
+            .get_or_create(&vec![("direction", direction), ("result", result)])
+            .inc();
     }
 
     pub(crate) fn task(&self, event: TaskEvent) {

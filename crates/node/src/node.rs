@@ -250,6 +250,7 @@ impl NodeBuilder {
             .budgets
             .insert(address::GetAddrs::ID, address::BUDGET);
         channel_config.budgets.extend(budgets);
+        channel_config.metrics = Some(apps.metrics.clone());
 
         let hosts = Arc::new(Mutex::new(HostStore::new(config.host_capacity)));
         let own_addrs = Arc::new(OnceLock::new());

@@ -325,6 +325,11 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, mut listener: Box<dyn AnyLi
             )
             .await;
             drop(permit);
+            let failure = match &result {
+                Ok(r) => r.as_ref().err(),
+                Err(_) => Some(&NodeError::HandshakeTimeout),
+            };
+            shared.apps.metrics.handshake("inbound", failure);
             match result {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::debug!(%from, "inbound connection failed: {e}"),
@@ -350,12 +355,14 @@ pub(crate) async fn connect(
         return Err(NodeError::SelfDial(addr.clone()));
     }
     let conn = dial(shared, addr).await?;
-    tokio::time::timeout(
+    let result = tokio::time::timeout(
         shared.config.handshake_timeout,
         establish(shared, conn, addr.clone(), kind, None),
     )
     .await
-    .map_err(|_| NodeError::HandshakeTimeout)?
+    .unwrap_or(Err(NodeError::HandshakeTimeout));
+    shared.apps.metrics.handshake("outbound", result.as_ref().err());
+    result
 }
 
 /// Keeps a channel to `addr` open, reconnecting with backoff, until shutdown.

@@ -403,6 +403,10 @@ async fn metrics_are_scraped_over_http() {
     };
     assert!(value("knot_connections_total{direction=\"outbound\",transport=\"tcp\"}") >= 1.0);
     assert!(value("knot_peers") >= 1.0);
+    assert!(value("knot_handshakes_total{direction=\"outbound\",result=\"ok\"}") >= 1.0);
+    assert!(value("knot_received_bytes_total") > 0.0);
+    assert!(value("knot_sent_bytes_total") > 0.0);
+    assert!(value("knot_received_frames_total") >= 5.0);
     assert_eq!(value("knot_tasks_total{event=\"submitted\"}"), 5.0);
     assert_eq!(value("knot_tasks_total{event=\"completed\"}"), 5.0);
     assert_eq!(value("knot_tasks_in_flight"), 0.0);
