@@ -5,6 +5,48 @@
 //! Their handles always exist ([`crate::Node::tasks`], …) so code can hold
 //! them unconditionally; without [`AppsConfig`] the protocols are not
 //! registered, no peer runs them with us, and the handles have no peers.
+//!
+//! # Example: a task on a peer, then a gossip message
+//! ```
+//! use knotwork_core::{Keypair, MemoryTransport};
+//! use knotwork_node::protocol::task::{Placement, Task, TaskOutcome};
+//! use knotwork_node::{AppsConfig, Node};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let net = MemoryTransport::new();
+//! let worker = Node::builder(Keypair::generate()?)
+//!     .transport(net.clone())
+//!     .listen("mem/0".parse()?)
+//!     .apps(AppsConfig::default())
+//!     .start()
+//!     .await?;
+//! worker.tasks().register("upper", |input: Vec<u8>| async move {
+//!     Ok(input.to_ascii_uppercase())
+//! });
+//! let mut news = worker.gossip().subscribe("news");
+//!
+//! let boss = Node::builder(Keypair::generate()?)
+//!     .transport(net)
+//!     .apps(AppsConfig::default())
+//!     .start()
+//!     .await?;
+//! boss.connect(&worker.listen_addrs()[0]).await?;
+//! while boss.tasks().peers().is_empty() || boss.gossip().peers().is_empty() {
+//!     tokio::task::yield_now().await;
+//! }
+//! let mut results = boss.tasks().results();
+//! boss.tasks().submit(Task::new("upper", b"knot".to_vec()), Placement::BestByResources)?;
+//! let result = results.recv().await.ok_or("no result")?;
+//! assert_eq!(result.outcome, TaskOutcome::Done(b"KNOT".to_vec()));
+//! assert_eq!(result.worker, Some(worker.peer_id()));
+//!
+//! boss.gossip().publish("news", b"hello".to_vec()).await?;
+//! assert_eq!(news.recv().await.ok_or("no message")?.data, b"hello");
+//! boss.shutdown().await;
+//! worker.shutdown().await;
+//! # Ok(()) }
+//! ```
 
 use std::collections::HashMap;
 use std::sync::Arc;
