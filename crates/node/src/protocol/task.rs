@@ -438,7 +438,7 @@ impl Scheduler {
             TaskReply::Done(out) => TaskOutcome::Done(out),
             TaskReply::Failed(e) => TaskOutcome::Failed(e),
             TaskReply::NoHandler | TaskReply::Busy => {
-                self.handle_failure(from, id, now);
+                self.fail(from, id, now, false);
                 return;
             }
         };
@@ -457,11 +457,20 @@ impl Scheduler {
     /// The attempt of task `id` on worker `from` failed at `now` (timed
     /// out, refused, or the send failed); the task is placed again.
     pub fn handle_failure(&mut self, from: PeerId, id: TaskId, now: Instant) {
+        // The worker may still be running it: tell it to stop, so it does
+        // not answer a request we no longer wait for.
+        self.fail(from, id, now, true);
+    }
+
+    fn fail(&mut self, from: PeerId, id: TaskId, now: Instant, cancel: bool) {
         let running_on_from = self
             .entries
             .get(&id)
             .is_some_and(|e| matches!(e.state, State::Running { peer, .. } if peer == from));
         if running_on_from {
+            if cancel {
+                self.cancels.push_back((from, id));
+            }
             self.requeue(id, now);
         }
     }
@@ -913,6 +922,11 @@ mod tests {
         s.submit(task(1), Placement::Peers(vec![a]), t0).unwrap();
         s.poll_dispatch(t0, &idle).unwrap();
         s.handle_failure(a, TaskId(1), t0);
+        assert_eq!(
+            s.poll_cancel(),
+            Some((a, TaskId(1))),
+            "the failed attempt is stopped"
+        );
         s.submit(task(2), Placement::Peers(vec![b]), t0).unwrap();
         assert_eq!(
             s.poll_dispatch(t0, &idle).unwrap().peer,
@@ -973,6 +987,7 @@ mod tests {
         s.submit(task(1), Placement::BestByResources, t0).unwrap();
         assert_eq!(s.poll_dispatch(t0, &busy_a).unwrap().peer, b);
         s.handle_reply(b, TaskId(1), TaskReply::Busy, t0);
+        assert_eq!(s.poll_cancel(), None, "a busy worker is not running it");
         assert_eq!(
             s.poll_dispatch(t0, &busy_a).unwrap().peer,
             a,
