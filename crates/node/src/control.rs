@@ -7,7 +7,8 @@
 //! a JSON line, the node answers with one [`Response`] as a JSON line and
 //! closes. Lines are at most [`MAX_LINE`] bytes. A new command is a new
 //! [`Request`] variant, a new [`Response`] variant and one arm in
-//! [`NodeControl::answer`].
+//! [`NodeControl::answer`]. Readers ignore response fields they do not know,
+//! so a node may add fields without breaking older clients.
 //!
 //! ```text
 //! → {"request":"status"}
@@ -99,7 +100,6 @@ pub fn session_name(kind: SessionKind) -> &'static str {
 
 /// One connected peer, as reported by [`Request::Peers`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PeerEntry {
     /// The peer's id (base58).
     pub peer_id: String,
@@ -117,7 +117,6 @@ pub struct PeerEntry {
 
 /// The node's state, as reported by [`Request::Status`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StatusReport {
     /// The node's id (base58).
     pub peer_id: String,
@@ -135,7 +134,7 @@ pub struct StatusReport {
 
 /// The node's answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "response", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "response", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Response {
     /// The answer to [`Request::Peers`].
@@ -331,8 +330,9 @@ impl NodeControl {
         &self.node
     }
 
-    /// The answer to `request`.
-    pub fn answer(&self, request: &Request) -> Response {
+    /// The answer to `request` (async, so that requests served by other
+    /// parts of the node, such as DHT queries, can wait for them).
+    pub async fn answer(&self, request: &Request) -> Response {
         match request {
             Request::Peers => Response::Peers {
                 peers: self.peers(),
@@ -473,7 +473,7 @@ async fn serve(listener: UnixListener, control: Arc<NodeControl>) {
 
 async fn exchange(mut stream: UnixStream, control: &NodeControl) -> Result<(), ControlError> {
     let response = match read_message::<Request, _>(&mut stream).await {
-        Ok(request) => control.answer(&request),
+        Ok(request) => control.answer(&request).await,
         Err(e @ (ControlError::Io(_) | ControlError::Truncated)) => return Err(e),
         Err(e) => Response::Error {
             message: e.to_string(),

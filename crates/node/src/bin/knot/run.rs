@@ -12,6 +12,7 @@
 //! <id>: <reason>`, `banned <id>`. With `--json` the same as one object per
 //! line, tagged by `"event"`.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use knotwork_core::{Keypair, PeerAddr};
@@ -21,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::CliResult;
-use crate::settings::{Global, IDENTITY_FILE, print_json, resolve_dir};
+use crate::settings::{Global, IDENTITY_FILE, resolve_dir};
 
 /// Arguments of `knot run`; each flag replaces the configured list.
 #[derive(Debug, clap::Args)]
@@ -65,9 +66,17 @@ enum Line {
     },
 }
 
-fn print(json: bool, line: &Line) -> CliResult<()> {
+/// Prints `line`. A node keeps running when nobody reads its output any
+/// more (a closed pipe), so write errors are ignored here.
+fn print(json: bool, line: &Line) {
+    let _ = write_line(&mut std::io::stdout().lock(), json, line);
+}
+
+fn write_line(out: &mut impl Write, json: bool, line: &Line) -> CliResult<()> {
     if json {
-        return print_json(line);
+        serde_json::to_writer(&mut *out, line)?;
+        writeln!(out)?;
+        return Ok(());
     }
     match line {
         Line::Started {
@@ -75,22 +84,25 @@ fn print(json: bool, line: &Line) -> CliResult<()> {
             listen,
             control,
         } => {
-            println!("peer id {peer_id}");
+            writeln!(out, "peer id {peer_id}")?;
             for addr in listen {
-                println!("listening on {addr}");
+                writeln!(out, "listening on {addr}")?;
             }
-            println!("control socket {control}");
+            writeln!(out, "control socket {control}")?;
         }
         Line::Connected {
             peer_id,
             addr,
             session,
-        } => println!("connected {peer_id} {addr} ({session})"),
-        Line::Disconnected { peer_id, reason } => println!("disconnected {peer_id}: {reason}"),
-        Line::Banned { peer_id } => println!("banned {peer_id}"),
-        Line::Lagged { missed } => println!("missed {missed} events"),
-        Line::Stopping { signal } => println!("{signal}: shutting down"),
+        } => writeln!(out, "connected {peer_id} {addr} ({session})")?,
+        Line::Disconnected { peer_id, reason } => {
+            writeln!(out, "disconnected {peer_id}: {reason}")?
+        }
+        Line::Banned { peer_id } => writeln!(out, "banned {peer_id}")?,
+        Line::Lagged { missed } => writeln!(out, "missed {missed} events")?,
+        Line::Stopping { signal } => writeln!(out, "{signal}: shutting down")?,
     }
+    out.flush()?;
     Ok(())
 }
 
@@ -179,7 +191,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
                 .collect(),
             control: server.path().display().to_string(),
         },
-    )?;
+    );
 
     let mut term = std::pin::pin!(sigterm());
     let signal = loop {
@@ -187,10 +199,10 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
             event = events.recv() => match event {
                 Ok(event) => {
                     if let Some(line) = event_line(event) {
-                        print(global.json, &line)?;
+                        print(global.json, &line);
                     }
                 }
-                Err(RecvError::Lagged(missed)) => print(global.json, &Line::Lagged { missed })?,
+                Err(RecvError::Lagged(missed)) => print(global.json, &Line::Lagged { missed }),
                 Err(RecvError::Closed) => break "closed",
             },
             result = tokio::signal::ctrl_c() => {
@@ -203,7 +215,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
             }
         }
     };
-    print(global.json, &Line::Stopping { signal })?;
+    print(global.json, &Line::Stopping { signal });
     drop(server);
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
