@@ -51,7 +51,7 @@ pub enum ConfigError {
     #[error("{0}")]
     Syntax(String),
     /// A `KNOT_*` environment variable that matches no field.
-    #[error("unknown variable {0} (`knot config example` lists the fields)")]
+    #[error("unknown variable {0} (`knot config env` lists them)")]
     UnknownVariable(String),
     /// A value that does not parse or is out of range.
     #[error("{field}: {reason} (got {value:?})")]
