@@ -6,6 +6,7 @@
 //! with `--json`.
 
 mod config;
+mod demo;
 mod id;
 mod peers;
 mod ping;
@@ -42,6 +43,8 @@ enum Command {
     Peers(peers::Args),
     /// Show the running node's identity, addresses and counters.
     Status(status::Args),
+    /// Start N nodes in this process; they share a batch of hashing tasks.
+    Demo(demo::Args),
     /// Work with knot.toml.
     #[command(subcommand)]
     Config(config::Command),
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
             Command::Ping(args) => ping::run(&global, args).await,
             Command::Peers(args) => peers::run(&global, args).await,
             Command::Status(args) => status::run(&global, args).await,
+            Command::Demo(args) => demo::run(&global, args).await,
             Command::Config(cmd) => config::run(&global, cmd),
         }
     });
