@@ -24,6 +24,10 @@
 //! - [`meter`]: rate budgets, misbehaviour score, ban list (sans-IO).
 //! - [`hosts`]: [`HostStore`] (grey/white/black lists) and [`AddrScope`] (sans-IO).
 //! - [`backoff`]: reconnect schedule with jitter (sans-IO).
+//! - [`discovery`]: every [`knotwork_core::Discovery`] source run together,
+//!   merged by peer ([`DiscoveryMerge`], sans-IO), feeding the host store and
+//!   the dialer; [`UnifiedEvent`]s for applications. mDNS is the `mdns` feature
+//!   (re-exported as `mdns`).
 //! - [`version`]: the [`Version`] and [`Disconnect`] messages.
 //! - [`protocol`]: the built-in protocols, [`protocol::ping`] and [`protocol::address`];
 //!   the application protocols ([`apps`]): [`protocol::task`], [`protocol::resource`],
@@ -83,6 +87,7 @@ pub mod channel;
 pub mod config;
 #[cfg(feature = "cli")]
 pub mod control;
+pub mod discovery;
 pub mod error;
 pub mod hosts;
 pub mod meter;
@@ -97,8 +102,11 @@ pub mod version;
 
 pub use apps::AppsConfig;
 pub use channel::{Channel, ChannelConfig, ChannelInfo, Responder};
+pub use discovery::{DiscoveredInfo, DiscoveryConfig, DiscoveryMerge, UnifiedEvent};
 pub use error::{CloseReason, DisconnectReason, NodeError};
 pub use hosts::{AddrScope, HostStore};
+#[cfg(feature = "mdns")]
+pub use knotwork_discovery_mdns as mdns;
 pub use meter::{MeterConfig, RateBudget};
 pub use node::{Node, NodeBuilder, NodeConfig, NodeEvent, PeerInfo};
 pub use registry::{ProtocolRegistry, SessionKind, Sessions};

@@ -133,6 +133,7 @@ pub(crate) struct Shared {
     pub(crate) dialing: Mutex<HashSet<PeerAddr>>,
     pub(crate) tasks: Mutex<JoinSet<()>>,
     pub(crate) apps: crate::apps::Apps,
+    pub(crate) discovery: crate::discovery::UnifiedDiscovery,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -168,6 +169,8 @@ pub struct NodeBuilder {
     budgets: HashMap<u32, RateBudget>,
     transports: Vec<Box<dyn AnyTransport>>,
     apps: Option<crate::apps::AppsConfig>,
+    discovery: Vec<Arc<dyn knotwork_core::Discovery>>,
+    discovery_config: crate::discovery::DiscoveryConfig,
 }
 
 impl NodeBuilder {
@@ -226,6 +229,20 @@ impl NodeBuilder {
         self
     }
 
+    /// Runs discovery source `source` (mDNS, DHT, …) with the others; what
+    /// they find is merged by peer, put in the host store and dialed. See
+    /// [`crate::discovery`].
+    pub fn discovery(mut self, source: impl knotwork_core::Discovery + 'static) -> Self {
+        self.discovery.push(Arc::new(source));
+        self
+    }
+
+    /// Replaces the discovery settings.
+    pub fn discovery_config(mut self, config: crate::discovery::DiscoveryConfig) -> Self {
+        self.discovery_config = config;
+        self
+    }
+
     /// Binds the listeners and starts the node.
     pub async fn start(self) -> Result<Node, NodeError> {
         let Self {
@@ -238,6 +255,8 @@ impl NodeBuilder {
             mut budgets,
             mut transports,
             apps,
+            discovery,
+            discovery_config,
         } = self;
         let apps = crate::apps::Apps::new(&keypair, apps, &mut registry, &mut budgets);
         transports.push(Box::new(knotwork_transport_tcp::TcpTransport::new(
@@ -265,7 +284,10 @@ impl NodeBuilder {
             address::protocol(ch, h.clone(), own, ask)
         });
 
+        let discovery =
+            crate::discovery::UnifiedDiscovery::new(keypair.peer_id(), discovery_config, discovery);
         let shared = Arc::new(Shared {
+            discovery,
             peer_id: keypair.peer_id(),
             secure: SecureConfig::new(keypair)?.with_timeout(config.handshake_timeout),
             channel_config: Arc::new(channel_config),
@@ -298,6 +320,7 @@ impl NodeBuilder {
         }
         shared.spawn_task(crate::session::maintenance(shared.clone()));
         crate::apps::Apps::start(&shared);
+        crate::discovery::start(&shared);
         for (addrs, kind) in [(seeds, SessionKind::Seed), (manual, SessionKind::Manual)] {
             for addr in addrs {
                 shared.spawn_task(crate::session::keep_connected(shared.clone(), addr, kind));
@@ -369,6 +392,8 @@ impl Node {
             budgets: HashMap::new(),
             transports: Vec::new(),
             apps: None,
+            discovery: Vec::new(),
+            discovery_config: crate::discovery::DiscoveryConfig::default(),
         }
     }
 
@@ -444,6 +469,16 @@ impl Node {
     /// behind gets `RecvError::Lagged`.
     pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// Unified discovery events from now on (see [`crate::discovery`]).
+    pub fn discovery_events(&self) -> broadcast::Receiver<crate::discovery::UnifiedEvent> {
+        self.shared.discovery.subscribe()
+    }
+
+    /// The peers discovery knows now, with their addresses and sources.
+    pub fn discovered_peers(&self) -> Vec<crate::discovery::DiscoveredInfo> {
+        self.shared.discovery.peers()
     }
 
     /// The grey and white lists of the host store, most recent first.
