@@ -15,6 +15,9 @@ use crate::shell;
 /// Seconds per target for `cargo xtask fuzz` when `--seconds` is not given.
 const DEFAULT_SECONDS: u64 = 60;
 
+/// No sanitizer: libFuzzer on the stable toolchain.
+const SANITIZER: [&str; 2] = ["-s", "none"];
+
 /// What libFuzzer reported for one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -52,6 +55,16 @@ pub fn run(project: &Project, mut flags: Flags) -> Result<()> {
 /// crashes, then fails naming the crashed ones.
 pub fn all_targets(project: &Project, seconds: u64) -> Result<Vec<Report>> {
     ensure_cargo_fuzz(project)?;
+    // One build of every target lets cargo compile them in parallel; each
+    // run below then finds its binary fresh.
+    let dir = fuzz_dir(project)?;
+    shell::run(
+        project
+            .cargo(["fuzz", "build", "--fuzz-dir"])
+            .arg(&dir)
+            .current_dir(&dir)
+            .args(SANITIZER),
+    )?;
     let mut reports = Vec::new();
     let mut crashed = Vec::new();
     for target in targets(project)? {
@@ -111,7 +124,8 @@ fn one_target(project: &Project, target: &str, seconds: u64) -> Result<Report> {
     let mut cmd = project.cargo(["fuzz", "run", "--fuzz-dir"]);
     cmd.arg(&dir)
         .current_dir(&dir)
-        .args(["-s", "none", target, "--"])
+        .args(SANITIZER)
+        .args([target, "--"])
         .arg(format!("-max_total_time={seconds}"));
     shell::run_watching_stderr(&mut cmd, |line| {
         if let Some(n) = done_runs(line) {
