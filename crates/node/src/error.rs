@@ -163,6 +163,10 @@ pub enum NodeError {
     /// The node already has a channel to this peer; the new one was dropped.
     #[error("already connected to {0}")]
     AlreadyConnected(PeerId),
+    /// The DHT refused a call (a key or value too large, say).
+    #[cfg(feature = "dht")]
+    #[error(transparent)]
+    Dht(knotwork_discovery_dht::DhtError),
 }
 
 impl NodeError {

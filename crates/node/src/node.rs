@@ -338,7 +338,7 @@ impl NodeBuilder {
 /// background, if a tokio runtime is still running).
 #[derive(Clone)]
 pub struct Node {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     _guard: Arc<ShutdownOnDrop>,
 }
 

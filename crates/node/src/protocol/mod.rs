@@ -1,6 +1,8 @@
 //! The built-in protocols every node runs, one file each.
 
 pub mod address;
+#[cfg(feature = "dht")]
+pub mod dht;
 pub mod gossip;
 pub mod health;
 pub mod ping;

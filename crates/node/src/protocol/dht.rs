@@ -1,0 +1,573 @@
+//! The Kademlia DHT over node channels: a driver around the sans-IO
+//! [`knotwork_discovery_dht::Dht`] core (feature `dht`).
+//!
+//! One tokio task owns the core. Every channel to a peer that runs the
+//! `knotwork/dht` protocol forwards the [`DhtMessage`]s it receives to that
+//! task, tagged with the sender's [`PeerId`] from the authenticated channel and
+//! its first listen address from the version exchange (the address others can
+//! dial; the connection's own address if the peer does not listen). A new
+//! channel also puts the peer in the routing table. The task feeds the core,
+//! then drains it: each [`Transmit`] goes out over the existing channel to its
+//! peer, or the peer is dialed at the addresses the core knows and the message
+//! sent over the new channel (a failed dial is noticed by the core's request
+//! timeout); each finished query answers the [`DhtHandle`] call that started
+//! it; the timer is armed from `poll_timeout`. Time is wall-clock milliseconds
+//! since the UNIX epoch, as record expiry is signed and compared across nodes.
+//!
+//! [`DhtHandle`] is the application's side: `put`/`get` signed records,
+//! `provide`/`providers`, `find_peer`, `bootstrap`, and the
+//! [`knotwork_core::Discovery`] source (announce publishes our signed peer
+//! record — listen addresses under our peer key; discover looks up a random
+//! key and lists the routing table).
+//!
+//! ```no_run
+//! # async fn run(keypair: knotwork_core::Keypair) -> Result<(), knotwork_node::NodeError> {
+//! use knotwork_node::Node;
+//! use knotwork_node::protocol::dht::{Config, DhtHandle};
+//!
+//! let dht = DhtHandle::new(keypair.clone(), Config::default());
+//! let builder = Node::builder(keypair).listen("tcp/127.0.0.1:0".parse()?);
+//! let node = dht.register(builder).start().await?;
+//! dht.start(&node);
+//! dht.bootstrap().await?;
+//! dht.put(b"greeting".to_vec(), b"hello".to_vec()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use knotwork_core::{
+    DiscoveredPeer, Discovery, DiscoveryError, DiscoveryEvent, DiscoverySource, Keypair,
+    LocalPeerInfo, PeerAddr, PeerId,
+};
+pub use knotwork_discovery_dht::{Config, DhtError, DhtMessage, Key, PeerInfo, Record};
+use knotwork_discovery_dht::{Dht, Event, QueryId, QueryResult, Time, Transmit};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::channel::Channel;
+use crate::error::NodeError;
+use crate::node::{Node, NodeBuilder, Shared, lock};
+use crate::registry::{SessionKind, Sessions};
+
+/// The protocol name announced in the version exchange.
+pub const NAME: &str = "knotwork/dht";
+/// Inputs (messages, new peers, calls) queued for the driver at most; a
+/// channel whose messages do not fit waits (backpressure per channel).
+const INBOX: usize = 1024;
+/// Longest lifetime given to records this node publishes.
+const RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Prefix of the record key under which a peer publishes its addresses.
+const PEER_RECORD_PREFIX: &[u8] = b"knotwork/peer/";
+
+type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
+
+/// An application call, answered through its `Reply`.
+enum Call {
+    Put(Vec<u8>, Vec<u8>, Reply<usize>),
+    Get(Vec<u8>, Reply<Option<Record>>),
+    Provide(Vec<u8>, Reply<usize>),
+    Providers(Vec<u8>, Reply<Vec<PeerInfo>>),
+    FindNode(Key, Reply<Vec<PeerInfo>>),
+    Bootstrap(Reply<usize>),
+    Table(Reply<Vec<PeerInfo>>),
+    Held(Vec<u8>, Reply<Option<Record>>),
+}
+
+/// What the driver task receives.
+enum Input {
+    /// A channel to a DHT peer opened.
+    Connected {
+        peer: PeerId,
+        addrs: Vec<PeerAddr>,
+    },
+    /// A message arrived on a channel.
+    Message {
+        peer: PeerId,
+        addr: PeerAddr,
+        msg: DhtMessage,
+    },
+    Call(Call),
+}
+
+/// A query waiting to answer its call.
+enum Waiting {
+    Stored(Reply<usize>),
+    Record(Reply<Option<Record>>),
+    Peers(Reply<Vec<PeerInfo>>),
+}
+
+/// The application's handle on the DHT driver; cheap to clone. See the
+/// module docs.
+#[derive(Clone)]
+pub struct DhtHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    keypair: Keypair,
+    config: Config,
+    inbox: mpsc::Sender<Input>,
+    /// Taken by [`DhtHandle::start`].
+    unstarted: Mutex<Option<mpsc::Receiver<Input>>>,
+    events: broadcast::Sender<DiscoveryEvent>,
+}
+
+impl std::fmt::Debug for DhtHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DhtHandle")
+            .field("peer_id", &self.inner.keypair.peer_id())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> Time {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    Time(ms)
+}
+
+/// The record key under which `peer` publishes its addresses.
+pub fn peer_record_key(peer: &PeerId) -> Vec<u8> {
+    let mut key = PEER_RECORD_PREFIX.to_vec();
+    key.extend_from_slice(peer.as_bytes());
+    key
+}
+
+impl DhtHandle {
+    /// A DHT for the node with identity `keypair` (records it publishes are
+    /// signed with it), with core settings `config`. Register it on the
+    /// node's builder ([`DhtHandle::register`]), then [`DhtHandle::start`] it.
+    pub fn new(keypair: Keypair, config: Config) -> Self {
+        let (inbox, rx) = mpsc::channel(INBOX);
+        let (events, _) = broadcast::channel(256);
+        Self {
+            inner: Arc::new(Inner {
+                keypair,
+                config,
+                inbox,
+                unstarted: Mutex::new(Some(rx)),
+                events,
+            }),
+        }
+    }
+
+    /// Adds the `knotwork/dht` protocol to `builder`, on every channel.
+    pub fn register(&self, builder: NodeBuilder) -> NodeBuilder {
+        let this = self.clone();
+        builder.protocol(NAME, Sessions::ALL, move |ch: &Channel| this.protocol(ch))
+    }
+
+    /// The per-channel half: forwards the channel's DHT messages to the driver.
+    pub fn protocol(&self, channel: &Channel) -> impl Future<Output = ()> + Send + use<> {
+        let mut messages = channel.subscribe::<DhtMessage>();
+        let inbox = self.inner.inbox.clone();
+        let peer = channel.remote_peer_id();
+        let info = channel.info();
+        let listen = info.version.parsed_listen_addrs().unwrap_or_default();
+        let serves = info.version.protocols.iter().any(|p| p == NAME);
+        let addr = listen
+            .first()
+            .cloned()
+            .unwrap_or_else(|| channel.remote_addr().clone());
+        async move {
+            if serves && !listen.is_empty() {
+                let connected = Input::Connected {
+                    peer,
+                    addrs: listen,
+                };
+                if inbox.send(connected).await.is_err() {
+                    return;
+                }
+            }
+            while let Some(msg) = messages.recv().await {
+                let input = Input::Message {
+                    peer,
+                    addr: addr.clone(),
+                    msg,
+                };
+                if inbox.send(input).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Starts the driver task on `node` (it ends when the node shuts down).
+    /// The core announces the node's listen addresses when it provides a
+    /// key. A second call does nothing.
+    pub fn start(&self, node: &Node) {
+        let Some(rx) = lock(&self.inner.unstarted).take() else {
+            return;
+        };
+        let mut config = self.inner.config.clone();
+        config.local_addrs = node.listen_addrs();
+        let core = Dht::new(self.inner.keypair.peer_id(), config);
+        let shared = node.shared.clone();
+        let driver = Driver {
+            core,
+            shared: shared.clone(),
+            keypair: self.inner.keypair.clone(),
+            waiting: HashMap::new(),
+            bootstraps: Vec::new(),
+            events: self.inner.events.clone(),
+        };
+        shared.spawn_task(driver.run(rx));
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Call) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .inbox
+            .send(Input::Call(make(tx)))
+            .await
+            .map_err(|_| NodeError::ShuttingDown)?;
+        rx.await
+            .map_err(|_| NodeError::ShuttingDown)?
+            .map_err(NodeError::Dht)
+    }
+
+    /// Signs `value` under `key` (valid for a day, or the core's longest
+    /// record lifetime if shorter) and stores it at the k closest peers;
+    /// returns how many acknowledged. The node republishes it until it expires.
+    pub async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<usize, NodeError> {
+        self.call(|tx| Call::Put(key, value, tx)).await
+    }
+
+    /// Looks up the record under `key`; `None` if no peer has a valid one.
+    pub async fn get(&self, key: Vec<u8>) -> Result<Option<Record>, NodeError> {
+        self.call(|tx| Call::Get(key, tx)).await
+    }
+
+    /// Announces this node as a provider of `key` to the k closest peers;
+    /// returns how many acknowledged.
+    pub async fn provide(&self, key: Vec<u8>) -> Result<usize, NodeError> {
+        self.call(|tx| Call::Provide(key, tx)).await
+    }
+
+    /// Finds providers of `key`.
+    pub async fn providers(&self, key: Vec<u8>) -> Result<Vec<PeerInfo>, NodeError> {
+        self.call(|tx| Call::Providers(key, tx)).await
+    }
+
+    /// Finds the k closest peers to `target`, closest first.
+    pub async fn find_node(&self, target: Key) -> Result<Vec<PeerInfo>, NodeError> {
+        self.call(|tx| Call::FindNode(target, tx)).await
+    }
+
+    /// Looks `peer` up by id; `None` if the lookup did not reach it.
+    pub async fn find_peer(&self, peer: PeerId) -> Result<Option<PeerInfo>, NodeError> {
+        let closest = self.find_node(Key::from_peer_id(&peer)).await?;
+        Ok(closest.into_iter().find(|p| p.peer_id == peer))
+    }
+
+    /// Finds the addresses `peer` published with [`Discovery::announce`]
+    /// (the record must be signed by `peer` itself).
+    pub async fn peer_record(&self, peer: PeerId) -> Result<Option<Vec<PeerAddr>>, NodeError> {
+        let record = self.get(peer_record_key(&peer)).await?;
+        Ok(record
+            .filter(|r| r.publisher == peer)
+            .map(|r| parse_addrs(&r.value)))
+    }
+
+    /// Fills the routing table: adds the connected DHT peers if it is empty,
+    /// then looks up our own key. Returns the table's size afterwards.
+    pub async fn bootstrap(&self) -> Result<usize, NodeError> {
+        self.call(Call::Bootstrap).await
+    }
+
+    /// The routing table's entries.
+    pub async fn table(&self) -> Result<Vec<PeerInfo>, NodeError> {
+        self.call(Call::Table).await
+    }
+
+    /// The record this node holds under `key` for the network, if any.
+    pub async fn held_record(&self, key: Vec<u8>) -> Result<Option<Record>, NodeError> {
+        self.call(|tx| Call::Held(key, tx)).await
+    }
+}
+
+/// A peer record's value: one address per line; lines that do not parse
+/// are skipped.
+fn encode_addrs(addrs: &[PeerAddr]) -> Vec<u8> {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .into_bytes()
+}
+
+fn parse_addrs(value: &[u8]) -> Vec<PeerAddr> {
+    String::from_utf8_lossy(value)
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect()
+}
+
+#[async_trait]
+impl Discovery for DhtHandle {
+    fn source(&self) -> DiscoverySource {
+        DiscoverySource::Dht
+    }
+
+    async fn announce(&self, info: &LocalPeerInfo) -> Result<(), DiscoveryError> {
+        self.put(peer_record_key(&info.peer_id), encode_addrs(&info.addrs))
+            .await
+            .map(drop)
+            .map_err(|e| DiscoveryError::Failed(e.to_string()))
+    }
+
+    async fn discover(&self) -> Result<Vec<DiscoveredPeer>, DiscoveryError> {
+        let fail = |e: NodeError| DiscoveryError::Failed(e.to_string());
+        let mut random = [0u8; 32];
+        fastrand::fill(&mut random);
+        self.find_node(Key::hash(&random)).await.map_err(fail)?;
+        let table = self.table().await.map_err(fail)?;
+        Ok(table
+            .into_iter()
+            .map(|p| DiscoveredPeer {
+                peer_id: p.peer_id,
+                addrs: p.addrs,
+                source: DiscoverySource::Dht,
+            })
+            .collect())
+    }
+
+    fn events(&self) -> BoxStream<'static, DiscoveryEvent> {
+        let rx = self.inner.events.subscribe();
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => return Some((event, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }))
+    }
+}
+
+/// The task that owns the core.
+struct Driver {
+    core: Dht,
+    shared: Arc<Shared>,
+    keypair: Keypair,
+    waiting: HashMap<QueryId, Waiting>,
+    bootstraps: Vec<Reply<usize>>,
+    events: broadcast::Sender<DiscoveryEvent>,
+}
+
+impl Driver {
+    /// Feeds inputs and timeouts to the core and drains it, until the node
+    /// shuts down.
+    async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        loop {
+            self.drain();
+            let wake = self.core.poll_timeout().map(|t| t.saturating_since(now()));
+            let timer = async {
+                match wake {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(input) => self.input(input),
+                    None => return,
+                },
+                () = timer => self.core.handle_timeout(now()),
+                () = self.shared.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        let now = now();
+        match input {
+            Input::Connected { peer, addrs } => {
+                if let Err(e) = self.core.add_peer(now, peer, &addrs) {
+                    tracing::debug!(%peer, "dht: not added: {e}");
+                }
+            }
+            Input::Message { peer, addr, msg } => {
+                if let Err(e) = self.core.handle_message(now, peer, addr, msg) {
+                    tracing::debug!(%peer, "dht: message refused: {e}");
+                }
+            }
+            Input::Call(call) => self.call(now, call),
+        }
+    }
+
+    fn call(&mut self, now: Time, call: Call) {
+        let started = match call {
+            Call::Put(key, value, tx) => {
+                let ttl = RECORD_TTL.min(self.core.config().record_limits.max_ttl);
+                let limits = &self.core.config().record_limits;
+                let query = Record::sign(&self.keypair, key, value, now + ttl, limits)
+                    .and_then(|r| self.core.put_record(now, r));
+                (query, Waiting::Stored(tx))
+            }
+            Call::Get(key, tx) => (self.core.get_record(now, &key), Waiting::Record(tx)),
+            Call::Provide(key, tx) => (self.core.provide(now, &key), Waiting::Stored(tx)),
+            Call::Providers(key, tx) => (self.core.get_providers(now, &key), Waiting::Peers(tx)),
+            Call::FindNode(target, tx) => {
+                (Ok(self.core.find_node(now, target)), Waiting::Peers(tx))
+            }
+            Call::Bootstrap(tx) => {
+                if self.core.table().is_empty() {
+                    self.add_connected(now);
+                }
+                self.core.bootstrap(now);
+                self.bootstraps.push(tx);
+                return;
+            }
+            Call::Table(tx) => {
+                let _ = tx.send(Ok(self.core.table().iter().map(|e| e.info()).collect()));
+                return;
+            }
+            Call::Held(key, tx) => {
+                let record = self.core.store().get(&Key::hash(&key), now).cloned();
+                let _ = tx.send(Ok(record));
+                return;
+            }
+        };
+        let (query, waiting) = started;
+        match query {
+            Ok(id) => {
+                self.waiting.insert(id, waiting);
+            }
+            Err(e) => waiting.fail(e),
+        }
+    }
+
+    /// Adds every connected peer that runs the DHT (a bootstrap with an
+    /// empty table, before their channels' own announcements arrived).
+    fn add_connected(&mut self, now: Time) {
+        let channels: Vec<Channel> = lock(&self.shared.peers).values().cloned().collect();
+        for ch in channels {
+            let version = &ch.info().version;
+            if !version.protocols.iter().any(|p| p == NAME) {
+                continue;
+            }
+            let addrs = version.parsed_listen_addrs().unwrap_or_default();
+            if !addrs.is_empty() {
+                let _ = self.core.add_peer(now, ch.remote_peer_id(), &addrs);
+            }
+        }
+    }
+
+    /// Sends what the core wants sent and answers finished queries.
+    fn drain(&mut self) {
+        while let Some(t) = self.core.poll_transmit() {
+            transmit(&self.shared, t);
+        }
+        while let Some(event) = self.core.poll_event() {
+            self.event(event);
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::QueryFinished { id, result, .. } => {
+                if let Some(waiting) = self.waiting.remove(&id) {
+                    waiting.answer(result);
+                }
+            }
+            Event::Bootstrapped { peers } => {
+                for tx in self.bootstraps.drain(..) {
+                    let _ = tx.send(Ok(peers));
+                }
+            }
+            Event::PeerAdded(peer) => {
+                let addrs = self
+                    .core
+                    .table()
+                    .get(&peer)
+                    .map(|e| e.addrs.to_vec())
+                    .unwrap_or_default();
+                let _ = self.events.send(DiscoveryEvent::Discovered(DiscoveredPeer {
+                    peer_id: peer,
+                    addrs,
+                    source: DiscoverySource::Dht,
+                }));
+            }
+            Event::PeerEvicted(peer) => {
+                let _ = self.events.send(DiscoveryEvent::Expired {
+                    peer_id: peer,
+                    source: DiscoverySource::Dht,
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Waiting {
+    fn fail(self, e: DhtError) {
+        let _ = match self {
+            Self::Stored(tx) => tx.send(Err(e)).is_ok(),
+            Self::Record(tx) => tx.send(Err(e)).is_ok(),
+            Self::Peers(tx) => tx.send(Err(e)).is_ok(),
+        };
+    }
+
+    /// Answers the call with what its query found. A result of another
+    /// kind than the call's cannot happen; the call would see the driver gone.
+    fn answer(self, result: QueryResult) {
+        let _ = match (self, result) {
+            (
+                Self::Stored(tx),
+                QueryResult::PutValue { stored, .. } | QueryResult::AddProvider { stored, .. },
+            ) => tx.send(Ok(stored)).is_ok(),
+            (Self::Record(tx), QueryResult::GetValue { record, .. }) => tx.send(Ok(record)).is_ok(),
+            (
+                Self::Peers(tx),
+                QueryResult::FindNode { closest: peers, .. }
+                | QueryResult::GetProviders {
+                    providers: peers, ..
+                },
+            ) => tx.send(Ok(peers)).is_ok(),
+            _ => false,
+        };
+    }
+}
+
+/// Sends `t` over the channel to its peer, dialing the peer first if there
+/// is none. Runs on its own task so a slow peer never stalls the driver; a
+/// failure is left to the core's request timeout.
+fn transmit(shared: &Arc<Shared>, t: Transmit) {
+    let channel = lock(&shared.peers).get(&t.to).cloned();
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let channel = match channel {
+            Some(channel) => Some(channel),
+            None => dial(&shared, &t.to, &t.addrs).await,
+        };
+        if let Some(channel) = channel
+            && let Err(e) = channel.send(&t.message).await
+        {
+            tracing::debug!(peer = %t.to, "dht: send failed: {e}");
+        }
+    });
+}
+
+/// A channel to `peer` through the first of `addrs` that reaches it.
+async fn dial(shared: &Arc<Shared>, peer: &PeerId, addrs: &[PeerAddr]) -> Option<Channel> {
+    for addr in addrs {
+        match crate::session::connect(shared, addr, SessionKind::Outbound).await {
+            Ok(channel) if channel.remote_peer_id() == *peer => return Some(channel),
+            Err(NodeError::AlreadyConnected(p)) if p == *peer => {
+                return lock(&shared.peers).get(&p).cloned();
+            }
+            Err(NodeError::ShuttingDown) => return None,
+            Ok(_) | Err(_) => {}
+        }
+    }
+    None
+}
