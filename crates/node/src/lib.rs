@@ -32,6 +32,8 @@
 //! - [`protocol`]: the built-in protocols, [`protocol::ping`] and [`protocol::address`];
 //!   the application protocols ([`apps`]): [`protocol::task`], [`protocol::resource`],
 //!   [`protocol::health`], [`protocol::gossip`].
+//!   The Kademlia DHT driver, `protocol::dht` (feature `dht`, default): a task
+//!   running the `knotwork-discovery-dht` core over channels, with `DhtHandle`.
 //! - `config` and `control` (feature `cli`): `knot.toml` with `KNOT_*`
 //!   overrides; the control socket of a running node (`src/bin/knot`: the `knot` command).
 //! - [`metrics`]: counters, gauges, histograms; Prometheus text over HTTP.
