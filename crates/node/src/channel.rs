@@ -497,7 +497,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 r = write => r?,
                 () = grace => return Ok(()),
             }
-            inner.config.metrics.as_ref().inspect(|m| m.bytes_out(buf.len()));
+            inner
+                .config
+                .metrics
+                .as_ref()
+                .inspect(|m| m.bytes_out(buf.len()));
             buf.clear();
             if inner.closing_flag.load(Ordering::Acquire) {
                 break;
@@ -582,7 +586,11 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRea
             }
             Some(Ok(frame)) => frame,
         };
-        inner.config.metrics.as_ref().inspect(|m| m.frame_in(frame.payload.len()));
+        inner
+            .config
+            .metrics
+            .as_ref()
+            .inspect(|m| m.frame_in(frame.payload.len()));
         if let Some(reason) = handle_frame(&channel, &mut state, frame).await {
             channel.close_now(reason.0, reason.1);
             break;

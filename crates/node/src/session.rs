@@ -361,7 +361,10 @@ pub(crate) async fn connect(
     )
     .await
     .unwrap_or(Err(NodeError::HandshakeTimeout));
-    shared.apps.metrics.handshake("outbound", result.as_ref().err());
+    shared
+        .apps
+        .metrics
+        .handshake("outbound", result.as_ref().err());
     result
 }
 
