@@ -67,6 +67,11 @@ pub enum Request {
     Peers,
     /// The node's identity, addresses and counters.
     Status,
+    /// The health of this node, or of a connected peer (its PeerId, base58).
+    Health {
+        /// The peer to ask; `None` for this node.
+        peer: Option<String>,
+    },
 }
 
 /// How a connection was made, reduced to who dialed.
@@ -144,6 +149,8 @@ pub enum Response {
     },
     /// The answer to [`Request::Status`].
     Status(StatusReport),
+    /// The answer to [`Request::Health`].
+    Health(crate::protocol::health::HealthStatus),
     /// The request could not be read; the text says why.
     Error {
         /// What was wrong.
@@ -338,6 +345,18 @@ impl NodeControl {
                 peers: self.peers(),
             },
             Request::Status => Response::Status(self.status()),
+            Request::Health { peer: None } => Response::Health(self.node.health().status()),
+            Request::Health { peer: Some(peer) } => match peer.parse() {
+                Ok(peer) => match self.node.health().query(&peer).await {
+                    Ok(status) => Response::Health(status),
+                    Err(e) => Response::Error {
+                        message: format!("health of {peer}: {e}"),
+                    },
+                },
+                Err(e) => Response::Error {
+                    message: format!("bad peer id {peer:?}: {e}"),
+                },
+            },
         }
     }
 

@@ -374,3 +374,71 @@ fn a_data_dir_serves_one_node_and_a_stale_socket_is_replaced() {
     assert_eq!(second.peer_id, id);
     assert_eq!(second.ctl(home, "status")["peer_id"], id.as_str());
 }
+
+/// `knot health` output (`--json`) parsed, whatever the exit code says.
+fn health(home: &Path, dir: &Path, peer: Option<&str>) -> (Output, Value) {
+    let out = run(knot(home)
+        .args(["health", "--json", "--data-dir"])
+        .arg(dir)
+        .args(peer));
+    let value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out, value)
+}
+
+#[test]
+fn health_of_self_and_peer_and_metrics_over_http() {
+    use std::io::{Read, Write};
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let mut a = Node::start(home, "a", &["--metrics", "127.0.0.1:0"]);
+    let b = Node::start(home, "b", &["--peer", &a.addr.clone()]);
+    let url = a.wait_line("metrics on ").to_owned();
+    b.wait_peer(home, &a.peer_id);
+    a.wait_peer(home, &b.peer_id);
+
+    // Our own verdict, then B's, asked over the health protocol.
+    let levels = ["Ok", "Degraded", "Failing"];
+    let (out, own) = health(home, &a.dir, None);
+    assert!(levels.contains(&own["level"].as_str().unwrap()), "{own}");
+    assert_eq!(
+        out.status.success(),
+        own["level"] == "Ok",
+        "exit code follows the level"
+    );
+    let (_, remote) = health(home, &a.dir, Some(&b.peer_id));
+    assert!(
+        levels.contains(&remote["level"].as_str().unwrap()),
+        "{remote}"
+    );
+    assert!(remote["reasons"].is_array(), "{remote}");
+    // A peer we are not connected to is a named error, not a verdict.
+    let stranger = knotwork_core::Keypair::generate()
+        .unwrap()
+        .peer_id()
+        .to_string();
+    let (out, _) = health(home, &a.dir, Some(&stranger));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not connected"),
+        "{out:?}"
+    );
+
+    // The metrics endpoint answers GET /metrics with the Prometheus text.
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&host).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: knot\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("# TYPE knot_peers gauge"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("knot_connections_total{")),
+        "a connection was counted: {text}"
+    );
+}

@@ -7,6 +7,7 @@
 
 mod config;
 mod demo;
+mod health;
 mod id;
 mod peers;
 mod ping;
@@ -43,6 +44,8 @@ enum Command {
     Peers(peers::Args),
     /// Show the running node's identity, addresses and counters.
     Status(status::Args),
+    /// Show the running node's health, or a connected peer's.
+    Health(health::Args),
     /// Start N nodes in this process; they share a batch of hashing tasks.
     Demo(demo::Args),
     /// Work with knot.toml.
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
             Command::Ping(args) => ping::run(&global, args).await,
             Command::Peers(args) => peers::run(&global, args).await,
             Command::Status(args) => status::run(&global, args).await,
+            Command::Health(args) => health::run(&global, args).await,
             Command::Demo(args) => demo::run(&global, args).await,
             Command::Config(cmd) => config::run(&global, cmd),
         }

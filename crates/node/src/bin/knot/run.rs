@@ -13,9 +13,11 @@
 //! line, tagged by `"event"`.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use knotwork_core::{Keypair, PeerAddr};
+use knotwork_node::apps::AppsConfig;
 use knotwork_node::control::{ControlServer, NodeControl, create_private_dir, session_name};
 use knotwork_node::{Node, NodeEvent};
 use serde::Serialize;
@@ -36,6 +38,9 @@ pub(crate) struct Args {
     /// Keep a connection to peer ADDR (repeatable).
     #[arg(long, short = 'p', value_name = "ADDR")]
     peer: Vec<PeerAddr>,
+    /// Serve Prometheus metrics at http://IP:PORT/metrics (port 0 picks one).
+    #[arg(long, value_name = "IP:PORT")]
+    metrics: Option<SocketAddr>,
 }
 
 #[derive(Serialize)]
@@ -45,6 +50,7 @@ enum Line {
         peer_id: String,
         listen: Vec<String>,
         control: String,
+        metrics: Option<String>,
     },
     Connected {
         peer_id: String,
@@ -83,12 +89,16 @@ fn write_line(out: &mut impl Write, json: bool, line: &Line) -> CliResult<()> {
             peer_id,
             listen,
             control,
+            metrics,
         } => {
             writeln!(out, "peer id {peer_id}")?;
             for addr in listen {
                 writeln!(out, "listening on {addr}")?;
             }
             writeln!(out, "control socket {control}")?;
+            if let Some(url) = metrics {
+                writeln!(out, "metrics on {url}")?;
+            }
         }
         Line::Connected {
             peer_id,
@@ -160,7 +170,10 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     let keypair = Keypair::load_or_generate(&identity)
         .map_err(|e| format!("identity {}: {e}", identity.display()))?;
 
-    let mut builder = Node::builder(keypair).config(config.node);
+    // Tasks, resources, health and gossip run on every `knot run` node.
+    let mut builder = Node::builder(keypair)
+        .config(config.node)
+        .apps(AppsConfig::default());
     for addr in config.listen {
         builder = builder.listen(addr);
     }
@@ -171,6 +184,16 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         builder = builder.peer(addr);
     }
     let node = builder.start().await?;
+    let metrics = match args.metrics {
+        Some(addr) => match node.metrics().serve(addr).await {
+            Ok(server) => Some(server),
+            Err(e) => {
+                node.shutdown().await;
+                return Err(format!("metrics endpoint {addr}: {e}").into());
+            }
+        },
+        None => None,
+    };
     let mut events = node.events();
     let control = NodeControl::new(node.clone());
     let server = match ControlServer::bind(&data_dir, control).await {
@@ -190,6 +213,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
                 .map(ToString::to_string)
                 .collect(),
             control: server.path().display().to_string(),
+            metrics: metrics
+                .as_ref()
+                .map(|m| format!("http://{}/metrics", m.local_addr())),
         },
     );
 
@@ -217,6 +243,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     };
     print(global.json, &Line::Stopping { signal });
     drop(server);
+    drop(metrics);
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
