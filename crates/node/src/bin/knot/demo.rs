@@ -1,10 +1,10 @@
 //! `knot demo [--nodes N] [--tasks T]`: N nodes (default 5) on loopback in
 //! this process hash T chunks (default 1,000) for the first of them.
 //!
-//! Node 0 listens and is everyone's seed; each later node also keeps a
-//! connection to every node started before it, so the nodes form a full mesh.
-//! (mDNS is left out on purpose: on a LAN it would pull in other people's
-//! nodes.)
+//! Node 0 listens and is everyone's seed; every node runs the DHT as a
+//! discovery source, so each later node finds the others through lookups
+//! via the seed and dials them, until the nodes form a full mesh. (mDNS is
+//! left out on purpose: on a LAN it would pull in other people's nodes.)
 //! Every node runs the application protocols. Node 0 submits one task per
 //! 16 KiB chunk, placed by the workers' resource reports; each worker hashes
 //! its chunk (FNV-1a, with a little simulated work time) and answers. When
@@ -23,9 +23,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use knotwork_core::{Keypair, PeerAddr, PeerId};
+use knotwork_node::protocol::dht::{self, DhtHandle};
 use knotwork_node::protocol::resource::ResourceConfig;
 use knotwork_node::protocol::task::{Placement, Task, TaskId, TaskOutcome};
-use knotwork_node::{AppsConfig, Node, NodeConfig};
+use knotwork_node::{AppsConfig, DiscoveryConfig, Node, NodeConfig};
 use serde::Serialize;
 
 use crate::CliResult;
@@ -71,7 +72,7 @@ fn chunk(i: u64) -> Vec<u8> {
         .collect()
 }
 
-async fn start(seed: Option<&PeerAddr>, earlier: &[PeerAddr]) -> CliResult<Node> {
+async fn start(seed: Option<&PeerAddr>) -> CliResult<Node> {
     let mut config = NodeConfig::default();
     config.ping.interval = Duration::from_millis(500);
     // Fill outbound slots from what address exchange taught quickly.
@@ -80,17 +81,27 @@ async fn start(seed: Option<&PeerAddr>, earlier: &[PeerAddr]) -> CliResult<Node>
     resources.interval = Duration::from_secs(1);
     let mut apps = AppsConfig::default();
     apps.resources = resources;
-    let mut builder = Node::builder(Keypair::generate()?)
+    let keypair = Keypair::generate()?;
+    // Every demo node shares 127.0.0.1: no per-subnet limits.
+    let dht_config = dht::Config {
+        subnet_limits: None,
+        ..Default::default()
+    };
+    let dht = DhtHandle::new(keypair.clone(), dht_config);
+    let mut discovery = DiscoveryConfig::default();
+    discovery.poll_interval = Duration::from_millis(300);
+    let mut builder = Node::builder(keypair)
         .listen("tcp/127.0.0.1:0".parse()?)
         .config(config)
-        .apps(apps);
+        .apps(apps)
+        .discovery(dht.clone())
+        .discovery_config(discovery);
+    builder = dht.register(builder);
     if let Some(seed) = seed {
         builder = builder.seed(seed.clone());
     }
-    for addr in earlier {
-        builder = builder.peer(addr.clone());
-    }
     let node = builder.start().await?;
+    dht.start(&node);
     node.tasks().register("fnv", |input: Vec<u8>| async move {
         // Simulated work: a real job would take a while.
         tokio::time::sleep(Duration::from_millis(40 + fastrand::u64(..80))).await;
@@ -130,18 +141,13 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         return Err("--nodes must be at least 3".into());
     }
     let began = Instant::now();
-    let mut nodes = vec![start(None, &[]).await?];
+    let mut nodes = vec![start(None).await?];
     let seed = nodes
         .first()
         .and_then(|n| n.listen_addrs().first().cloned())
         .ok_or("the seed node has no address")?;
     for _ in 1..args.nodes {
-        let earlier: Vec<PeerAddr> = nodes
-            .iter()
-            .skip(1)
-            .filter_map(|n| n.listen_addrs().first().cloned())
-            .collect();
-        nodes.push(start(Some(&seed), &earlier).await?);
+        nodes.push(start(Some(&seed)).await?);
     }
     let submitter = nodes.first().ok_or("no nodes")?.clone();
     let workers: Vec<PeerId> = nodes.iter().skip(1).map(Node::peer_id).collect();
