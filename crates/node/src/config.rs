@@ -144,6 +144,37 @@ pub struct BackoffSection {
     pub max_ms: u64,
 }
 
+/// Whether the node serves the DHT or only queries it (`[dht] mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DhtMode {
+    /// Answers requests and may be put in others' routing tables.
+    #[default]
+    Server,
+    /// Only sends queries; never in others' routing tables.
+    Client,
+}
+
+/// The `[dht]` section (used when the `dht` feature is built in).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DhtSection {
+    /// Whether `knot run` runs the Kademlia DHT.
+    pub enabled: bool,
+    /// `server` or `client`.
+    pub mode: DhtMode,
+}
+
+impl Default for DhtSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            mode: DhtMode::Server,
+        }
+    }
+}
+
 /// The fields of `knot.toml`, as written; see [`EXAMPLE`] and the module docs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -182,6 +213,8 @@ pub struct FileConfig {
     pub meter: MeterSection,
     /// [`NodeConfig::backoff`].
     pub backoff: BackoffSection,
+    /// The DHT.
+    pub dht: DhtSection,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -256,6 +289,7 @@ impl Default for FileConfig {
             channel: ChannelSection::default(),
             meter: MeterSection::default(),
             backoff: BackoffSection::default(),
+            dht: DhtSection::default(),
         }
     }
 }
@@ -274,6 +308,8 @@ pub struct Validated {
     pub peers: Vec<PeerAddr>,
     /// The node settings.
     pub node: NodeConfig,
+    /// The DHT settings.
+    pub dht: DhtSection,
 }
 
 /// Replaces a leading `~/` (or a lone `~`) in `path` with `home`.
@@ -530,6 +566,7 @@ impl FileConfig {
             seeds,
             peers,
             node,
+            dht: self.dht.clone(),
         })
     }
 }
@@ -691,6 +728,29 @@ mod tests {
         assert_eq!(c.ping.timeout_ms, 9, "the file's value stays");
         assert_eq!(c.meter.decay_per_second, 0.5);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/k"));
+    }
+
+    #[test]
+    fn the_dht_section_takes_its_mode_from_file_and_environment() {
+        let mut c = FileConfig::from_toml("[dht]\nmode = \"client\"").unwrap();
+        assert_eq!(c.dht.mode, DhtMode::Client);
+        assert!(c.dht.enabled);
+        c.apply_env([("KNOT_DHT_ENABLED", "false"), ("KNOT_DHT_MODE", "server")])
+            .unwrap();
+        assert_eq!(
+            c.validate().unwrap().dht,
+            DhtSection {
+                enabled: false,
+                mode: DhtMode::Server
+            }
+        );
+        let e = c.apply_env([("KNOT_DHT_MODE", "relay")]).unwrap_err();
+        assert_eq!(field_of(e), "KNOT_DHT_MODE");
+        let e = FileConfig::from_toml("[dht]\nmode = \"relay\"").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Syntax(m) if m.contains("relay")),
+            "{e}"
+        );
     }
 
     #[test]

@@ -72,6 +72,33 @@ pub enum Request {
         /// The peer to ask; `None` for this node.
         peer: Option<String>,
     },
+    /// Store `value` under `key` in the DHT (signed by this node).
+    DhtPut {
+        /// The record key (UTF-8 text).
+        key: String,
+        /// The value (UTF-8 text).
+        value: String,
+    },
+    /// Look up the record under `key` in the DHT.
+    DhtGet {
+        /// The record key.
+        key: String,
+    },
+    /// Announce this node as a provider of `key`.
+    DhtProvide {
+        /// The key.
+        key: String,
+    },
+    /// Find the providers of `key`.
+    DhtProviders {
+        /// The key.
+        key: String,
+    },
+    /// Find a peer by id through the DHT.
+    DhtFind {
+        /// The peer's id (base58).
+        peer: String,
+    },
 }
 
 /// How a connection was made, reduced to who dialed.
@@ -137,6 +164,26 @@ pub struct StatusReport {
     pub banned: usize,
 }
 
+/// A peer found through the DHT.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhtPeerEntry {
+    /// The peer's id (base58).
+    pub peer_id: String,
+    /// The addresses it is reachable at.
+    pub addrs: Vec<String>,
+}
+
+/// A DHT record, as reported by [`Request::DhtGet`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhtRecordEntry {
+    /// The value, as UTF-8 text (invalid sequences replaced by U+FFFD).
+    pub value: String,
+    /// Who signed it (base58).
+    pub publisher: String,
+    /// When it expires, in milliseconds since the UNIX epoch.
+    pub expires_ms: u64,
+}
+
 /// The node's answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "snake_case")]
@@ -151,6 +198,27 @@ pub enum Response {
     Status(StatusReport),
     /// The answer to [`Request::Health`].
     Health(crate::protocol::health::HealthStatus),
+    /// The answer to [`Request::DhtPut`] and [`Request::DhtProvide`]: how
+    /// many of the closest peers acknowledged.
+    DhtStored {
+        /// Peers that acknowledged.
+        stored: usize,
+    },
+    /// The answer to [`Request::DhtGet`].
+    DhtRecord {
+        /// The record; `None` if no peer has a valid one.
+        record: Option<DhtRecordEntry>,
+    },
+    /// The answer to [`Request::DhtProviders`].
+    DhtProviders {
+        /// The providers found.
+        providers: Vec<DhtPeerEntry>,
+    },
+    /// The answer to [`Request::DhtFind`].
+    DhtPeer {
+        /// The peer; `None` if the lookup did not reach it.
+        peer: Option<DhtPeerEntry>,
+    },
     /// The request could not be read; the text says why.
     Error {
         /// What was wrong.
@@ -285,9 +353,14 @@ impl Book {
     }
 }
 
+/// The answer to every DHT request of a node that runs without the DHT.
+pub const NO_DHT: &str = "this node runs without the DHT (knot run --no-dht, [dht] enabled = false, or built without the dht feature)";
+
 /// Answers control requests about one node; see the module docs.
 pub struct NodeControl {
     node: Node,
+    #[cfg(feature = "dht")]
+    dht: Option<crate::protocol::dht::DhtHandle>,
     started: Instant,
     book: Arc<Mutex<Book>>,
     follower: JoinHandle<()>,
@@ -326,6 +399,8 @@ impl NodeControl {
         });
         Self {
             node,
+            #[cfg(feature = "dht")]
+            dht: None,
             started: Instant::now(),
             book,
             follower,
@@ -335,6 +410,14 @@ impl NodeControl {
     /// The node.
     pub fn node(&self) -> &Node {
         &self.node
+    }
+
+    /// Answers the DHT requests from `dht` (without it they are refused
+    /// with [`NO_DHT`]).
+    #[cfg(feature = "dht")]
+    pub fn with_dht(mut self, dht: crate::protocol::dht::DhtHandle) -> Self {
+        self.dht = Some(dht);
+        self
     }
 
     /// The answer to `request` (async, so that requests served by other
@@ -356,6 +439,36 @@ impl NodeControl {
                 Err(e) => Response::Error {
                     message: format!("bad peer id {peer:?}: {e}"),
                 },
+            },
+            Request::DhtPut { .. }
+            | Request::DhtGet { .. }
+            | Request::DhtProvide { .. }
+            | Request::DhtProviders { .. }
+            | Request::DhtFind { .. } => self.dht(request).await,
+        }
+    }
+
+    #[cfg(not(feature = "dht"))]
+    async fn dht(&self, _request: &Request) -> Response {
+        Response::Error {
+            message: NO_DHT.to_owned(),
+        }
+    }
+
+    /// Answers a DHT request; a query that outlasts the exchange is an error.
+    #[cfg(feature = "dht")]
+    async fn dht(&self, request: &Request) -> Response {
+        let Some(dht) = &self.dht else {
+            return Response::Error {
+                message: NO_DHT.to_owned(),
+            };
+        };
+        let limit = EXCHANGE_TIMEOUT.saturating_sub(Duration::from_millis(500));
+        match tokio::time::timeout(limit, dht_answer(dht, request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(message)) => Response::Error { message },
+            Err(_) => Response::Error {
+                message: format!("dht query took longer than {} ms", millis(limit)),
             },
         }
     }
@@ -404,6 +517,63 @@ impl NodeControl {
             banned: book.banned.len(),
         }
     }
+}
+
+#[cfg(feature = "dht")]
+fn dht_peer(p: crate::protocol::dht::PeerInfo) -> DhtPeerEntry {
+    DhtPeerEntry {
+        peer_id: p.peer_id.to_string(),
+        addrs: p.addrs.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Runs one DHT request on `dht`; `Err` is the error response's text.
+#[cfg(feature = "dht")]
+async fn dht_answer(
+    dht: &crate::protocol::dht::DhtHandle,
+    request: &Request,
+) -> Result<Response, String> {
+    let failed = |e: crate::error::NodeError| format!("dht: {e}");
+    Ok(match request {
+        Request::DhtPut { key, value } => Response::DhtStored {
+            stored: dht
+                .put(key.as_bytes().to_vec(), value.as_bytes().to_vec())
+                .await
+                .map_err(failed)?,
+        },
+        Request::DhtProvide { key } => Response::DhtStored {
+            stored: dht.provide(key.as_bytes().to_vec()).await.map_err(failed)?,
+        },
+        Request::DhtGet { key } => Response::DhtRecord {
+            record: dht
+                .get(key.as_bytes().to_vec())
+                .await
+                .map_err(failed)?
+                .map(|r| DhtRecordEntry {
+                    value: String::from_utf8_lossy(&r.value).into_owned(),
+                    publisher: r.publisher.to_string(),
+                    expires_ms: r.expires.as_millis(),
+                }),
+        },
+        Request::DhtProviders { key } => Response::DhtProviders {
+            providers: dht
+                .providers(key.as_bytes().to_vec())
+                .await
+                .map_err(failed)?
+                .into_iter()
+                .map(dht_peer)
+                .collect(),
+        },
+        Request::DhtFind { peer } => {
+            let id: PeerId = peer
+                .parse()
+                .map_err(|e| format!("bad peer id {peer:?}: {e}"))?;
+            Response::DhtPeer {
+                peer: dht.find_peer(id).await.map_err(failed)?.map(dht_peer),
+            }
+        }
+        _ => return Err("not a dht request".to_owned()),
+    })
 }
 
 fn millis(d: Duration) -> u64 {
@@ -517,6 +687,33 @@ mod tests {
         assert_eq!(
             decode::<Request>(b"{\"request\":\"status\"}\n").unwrap(),
             Request::Status
+        );
+    }
+
+    #[test]
+    fn dht_requests_and_answers_are_tagged_json_lines() {
+        let put = Request::DhtPut {
+            key: "k".into(),
+            value: "v".into(),
+        };
+        assert_eq!(
+            encode(&put).unwrap(),
+            b"{\"request\":\"dht_put\",\"key\":\"k\",\"value\":\"v\"}\n"
+        );
+        assert_eq!(
+            decode::<Request>(b"{\"request\":\"dht_find\",\"peer\":\"x\"}").unwrap(),
+            Request::DhtFind { peer: "x".into() }
+        );
+        let found = Response::DhtPeer {
+            peer: Some(DhtPeerEntry {
+                peer_id: "p".into(),
+                addrs: vec!["tcp/127.0.0.1:1".into()],
+            }),
+        };
+        assert_eq!(decode::<Response>(&encode(&found).unwrap()).unwrap(), found);
+        assert_eq!(
+            encode(&Response::DhtRecord { record: None }).unwrap(),
+            b"{\"response\":\"dht_record\",\"record\":null}\n"
         );
     }
 

@@ -44,7 +44,7 @@ use knotwork_core::{
     DiscoveredPeer, Discovery, DiscoveryError, DiscoveryEvent, DiscoverySource, Keypair,
     LocalPeerInfo, PeerAddr, PeerId,
 };
-pub use knotwork_discovery_dht::{Config, DhtError, DhtMessage, Key, PeerInfo, Record};
+pub use knotwork_discovery_dht::{Config, DhtError, DhtMessage, Key, Mode, PeerInfo, Record};
 use knotwork_discovery_dht::{Dht, Event, QueryId, QueryResult, Time, Transmit};
 use tokio::sync::{broadcast, mpsc, oneshot};
 

@@ -7,6 +7,9 @@
     clippy::indexing_slicing
 )]
 
+#[cfg(feature = "cli")]
+pub mod knot;
+
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};

@@ -7,6 +7,7 @@
 
 mod config;
 mod demo;
+mod dht;
 mod health;
 mod id;
 mod peers;
@@ -48,6 +49,9 @@ enum Command {
     Health(health::Args),
     /// Start N nodes in this process; they share a batch of hashing tasks.
     Demo(demo::Args),
+    /// Use the running node's DHT: put/get records, provide, find.
+    #[command(subcommand)]
+    Dht(dht::Command),
     /// Work with knot.toml.
     #[command(subcommand)]
     Config(config::Command),
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
             Command::Status(args) => status::run(&global, args).await,
             Command::Health(args) => health::run(&global, args).await,
             Command::Demo(args) => demo::run(&global, args).await,
+            Command::Dht(cmd) => dht::run(&global, cmd).await,
             Command::Config(cmd) => config::run(&global, cmd),
         }
     });

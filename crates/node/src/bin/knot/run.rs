@@ -1,7 +1,9 @@
 //! `knot run`: run a node until Ctrl-C or SIGTERM.
 //!
 //! Loads the configuration (file, `KNOT_*`, flags), loads or creates the
-//! identity in the data directory, starts the node and its control socket,
+//! identity in the data directory, starts the node (with the Kademlia DHT
+//! as a discovery source, unless `[dht] enabled = false` or `--no-dht`;
+//! `knot dht …` talks to it) and its control socket,
 //! prints the PeerId and every bound listen address, then one line per peer
 //! event. On Ctrl-C or SIGTERM it shuts down gracefully: every peer gets a
 //! `Disconnect { Shutdown }` and queued messages drain.
@@ -41,6 +43,9 @@ pub(crate) struct Args {
     /// Serve Prometheus metrics at http://IP:PORT/metrics (port 0 picks one).
     #[arg(long, value_name = "IP:PORT")]
     metrics: Option<SocketAddr>,
+    /// Do not run the DHT, whatever `[dht] enabled` says.
+    #[arg(long)]
+    no_dht: bool,
 }
 
 #[derive(Serialize)]
@@ -138,6 +143,26 @@ fn event_line(event: NodeEvent) -> Option<Line> {
     })
 }
 
+/// The DHT of a `knot run` node. Requests and queries are bounded so that
+/// a `knot dht` query ends within one control exchange.
+fn dht_handle(
+    keypair: &Keypair,
+    mode: knotwork_node::config::DhtMode,
+) -> knotwork_node::protocol::dht::DhtHandle {
+    use knotwork_node::config::DhtMode;
+    use knotwork_node::protocol::dht::{Config, DhtHandle, Mode};
+    let config = Config {
+        mode: match mode {
+            DhtMode::Server => Mode::Server,
+            DhtMode::Client => Mode::Client,
+        },
+        request_timeout: std::time::Duration::from_secs(1),
+        query_timeout: std::time::Duration::from_secs(4),
+        ..Config::default()
+    };
+    DhtHandle::new(keypair.clone(), config)
+}
+
 /// Resolves when the process gets SIGTERM (never elsewhere than Unix).
 async fn sigterm() -> std::io::Result<()> {
     #[cfg(unix)]
@@ -171,7 +196,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         .map_err(|e| format!("identity {}: {e}", identity.display()))?;
 
     // Tasks, resources, health and gossip run on every `knot run` node.
-    let mut builder = Node::builder(keypair)
+    let mut builder = Node::builder(keypair.clone())
         .config(config.node)
         .apps(AppsConfig::default());
     for addr in config.listen {
@@ -183,7 +208,14 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     for addr in config.peers {
         builder = builder.peer(addr);
     }
+    let dht = (config.dht.enabled && !args.no_dht).then(|| dht_handle(&keypair, config.dht.mode));
+    if let Some(dht) = &dht {
+        builder = dht.register(builder).discovery(dht.clone());
+    }
     let node = builder.start().await?;
+    if let Some(dht) = &dht {
+        dht.start(&node);
+    }
     let metrics = match args.metrics {
         Some(addr) => match node.metrics().serve(addr).await {
             Ok(server) => Some(server),
@@ -196,6 +228,10 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     };
     let mut events = node.events();
     let control = NodeControl::new(node.clone());
+    let control = match dht {
+        Some(dht) => control.with_dht(dht),
+        None => control,
+    };
     let server = match ControlServer::bind(&data_dir, control).await {
         Ok(server) => server,
         Err(e) => {
