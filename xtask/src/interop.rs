@@ -67,6 +67,15 @@ pub const SUITES: &[Suite] = &[
         test_args: &[],
         prepare: ble_peers,
     },
+    Suite {
+        name: "nat",
+        about: "knot nodes behind nftables masquerade routers and miniupnpd in network namespaces (root)",
+        package: "knotwork-node",
+        test: "interop_nat",
+        // Each test builds its own test bed; one at a time keeps the machine calm.
+        test_args: &["--test-threads=1"],
+        prepare: nat_routers,
+    },
 ];
 
 /// How a suite ended when it did not fail.
@@ -192,6 +201,27 @@ fn ble_peers(_: &Project) -> Result<TestEnv> {
         ],
         "python-dbusmock's BlueZ on a private D-Bus is the peer both BLE roles talk to",
     )?;
+    Ok(Vec::new())
+}
+
+/// `ip` for the namespaces, nftables for the routers' masquerade and
+/// filter, miniupnpd built for nftables as the UPnP gateway and miniupnpc's
+/// `upnpc` to list its mappings; the test builds the topology itself.
+fn nat_routers(_: &Project) -> Result<TestEnv> {
+    system::ensure(
+        &[
+            Need::Program("ip", "iproute2"),
+            Need::Program("nft", "nftables"),
+            Need::Program("miniupnpd", "miniupnpd-nftables"),
+            Need::Program("upnpc", "miniupnpc"),
+        ],
+        "NAT routers (nftables masquerade) and a UPnP gateway (miniupnpd) in network namespaces",
+    )?;
+    if !system::is_root() {
+        return Err(Error::unavailable(
+            "the nat suite needs root for network namespaces",
+        ));
+    }
     Ok(Vec::new())
 }
 

@@ -45,7 +45,7 @@ commands:
   bench [--quick] [--pin CPU] [-- criterion args]
                                  the criterion benches; --pin runs them under taskset
   interop <suite> [--allow-skip] our protocols against independent implementations
-                                 (suites: noise, mdns, ble); --allow-skip skips when a
+                                 (suites: noise, mdns, ble, nat); --allow-skip skips when a
                                  prerequisite is missing instead of failing
   sim --nodes N --lookups M [--churn P] [--loss P] [--seed S] [--records R]
       [--join oracle|protocol] [--out FILE.svg]

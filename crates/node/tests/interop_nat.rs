@@ -1,0 +1,142 @@
+//! knot nodes through real NAT: network namespaces, nftables masquerade
+//! routers and miniupnpd (see `interop_nat/bed.rs` for the topology).
+//!
+//! Every test is `#[ignore]`d: it needs root, `ip`, `nft`, and for UPnP
+//! `miniupnpd` (built for nftables) and `upnpc`. `cargo xtask interop nat`
+//! installs them and runs:
+//!
+//! ```text
+//! cargo test -p knotwork-node --test interop_nat -- --include-ignored --test-threads=1 --nocapture
+//! ```
+//!
+//! Without root or those programs a test FAILS saying why, unless
+//! `KNOTWORK_ALLOW_SKIP=1`, when it says SKIPPED and returns. Each test builds
+//! its own bed and tears it down when it ends, also when it fails.
+#![cfg(feature = "cli")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "interop_nat/bed.rs"]
+mod bed;
+#[path = "interop_nat/knot.rs"]
+mod knot;
+
+use std::time::Duration;
+
+use bed::{Bed, Options, Site};
+use knot::{PORT, ip_of};
+
+/// How long a dial that should fail is given before it counts as failed.
+const DIAL: Duration = Duration::from_secs(2);
+
+#[test]
+#[ignore = "needs root and nftables: cargo xtask interop nat"]
+fn private_host_reaches_public_host_seen_at_its_router_address() {
+    let Some(mut bed) = Bed::new(Options::default()) else {
+        return;
+    };
+    let public = bed.knot(Site::Public, "public", &[]);
+    assert!(
+        bed.tcp_connects(Site::HostA, Site::Public.addr(PORT), DIAL),
+        "host A cannot open a TCP connection to the public host"
+    );
+    let dial = format!("tcp/{}", Site::Public.addr(PORT));
+    let a = bed.knot(Site::HostA, "a", &["--peer", &dial]);
+    let (entry, took) = bed.wait_peer(&public, &a);
+    eprintln!("host A connected to the public host in {took:?}: {entry}");
+    assert_eq!(entry["direction"], "inbound");
+    // The public host sees host A at router A's public address: masquerade
+    // rewrote the source, and that is the address it reports as observed.
+    let addr = entry["addr"].as_str().unwrap();
+    assert_eq!(ip_of(addr), Site::RouterA.ip().to_string(), "{entry}");
+    let (back, _) = bed.wait_peer(&a, &public);
+    assert_eq!(back["direction"], "outbound");
+    assert_eq!(
+        ip_of(back["addr"].as_str().unwrap()),
+        Site::Public.ip().to_string()
+    );
+}
+
+#[test]
+#[ignore = "needs root and nftables: cargo xtask interop nat"]
+fn public_host_cannot_dial_a_private_host() {
+    let Some(mut bed) = Bed::new(Options::default()) else {
+        return;
+    };
+    let a = bed.knot(Site::HostA, "a", &[]);
+    // The node listens: its own router reaches it from the LAN side.
+    assert!(bed.tcp_connects(Site::RouterA, Site::HostA.addr(PORT), DIAL));
+    // The public host has no route into the LAN...
+    assert!(!bed.tcp_connects(Site::Public, Site::HostA.addr(PORT), DIAL));
+    // ...and the router's public address has nothing mapped to it.
+    assert!(!bed.tcp_connects(Site::Public, Site::RouterA.addr(PORT), DIAL));
+    // A public host that routes the LAN through router A is dropped by the
+    // router's filter: only replies come in.
+    let via = Site::RouterA.ip().to_string();
+    bed.exec(
+        Site::Public,
+        &["ip", "route", "add", "10.67.0.0/24", "via", &via],
+    )
+    .unwrap();
+    assert!(!bed.tcp_connects(Site::Public, Site::HostA.addr(PORT), DIAL));
+    // A knot node on the public host asked to keep a connection to host A
+    // never gets one.
+    let dial = format!("tcp/{}", Site::HostA.addr(PORT));
+    let public = bed.knot(Site::Public, "public", &["--peer", &dial]);
+    std::thread::sleep(DIAL);
+    let peers = bed.ctl(&public, "peers");
+    assert_eq!(peers["peers"].as_array().map(Vec::len), Some(0), "{peers}");
+    let peers = bed.ctl(&a, "peers");
+    assert_eq!(peers["peers"].as_array().map(Vec::len), Some(0), "{peers}");
+}
+
+/// The mappings `upnpc -l` lists on LAN B's gateway, as `ext->ip:port` pairs.
+fn upnp_mappings(bed: &Bed) -> Vec<String> {
+    let out = bed.exec(Site::HostB, &["upnpc", "-l"]).unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(" TCP ") && l.contains("->"))
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root, nftables and miniupnpd: cargo xtask interop nat"]
+fn upnp_gateway_opens_and_closes_a_port_for_upnpc() {
+    let Some(mut bed) = Bed::new(Options { upnp: true }) else {
+        return;
+    };
+    let b = bed.knot(Site::HostB, "b", &[]);
+    let outside = Site::RouterB.addr(PORT);
+    assert!(!bed.tcp_connects(Site::Public, outside, DIAL));
+    let (ip, port) = (Site::HostB.ip().to_string(), PORT.to_string());
+    bed.exec(
+        Site::HostB,
+        &["upnpc", "-e", "bed", "-a", &ip, &port, &port, "TCP", "60"],
+    )
+    .unwrap();
+    let mapping = format!("{PORT}->{}", Site::HostB.addr(PORT));
+    assert_eq!(upnp_mappings(&bed), vec![mapping]);
+    assert!(
+        bed.ruleset(Site::RouterB)
+            .contains(&format!("dnat ip to {}", Site::HostB.addr(PORT))),
+        "{}",
+        bed.ruleset(Site::RouterB)
+    );
+    assert!(bed.tcp_connects(Site::Public, outside, DIAL));
+    let dial = format!("tcp/{outside}");
+    let public = bed.knot(Site::Public, "public", &["--peer", &dial]);
+    let (entry, took) = bed.wait_peer(&public, &b);
+    eprintln!("public host dialed host B through the mapping in {took:?}: {entry}");
+    assert_eq!(entry["direction"], "outbound");
+
+    bed.exec(Site::HostB, &["upnpc", "-d", &port, "TCP"])
+        .unwrap();
+    assert!(upnp_mappings(&bed).is_empty());
+    assert!(!bed.ruleset(Site::RouterB).contains("dnat ip to"));
+    assert!(!bed.tcp_connects(Site::Public, outside, DIAL));
+}

@@ -1,0 +1,110 @@
+//! `knot run` processes in the bed, and their control socket.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::bed::{Bed, DEADLINE, Site};
+
+/// The TCP port every node listens on (each namespace has its own ports).
+pub const PORT: u16 = 4000;
+
+/// A `knot run` started in the bed (the bed owns the process).
+pub struct Knot {
+    /// Its name in the bed (log file `<name>.log`).
+    pub name: String,
+    /// Where it runs.
+    pub site: Site,
+    /// Its data directory (identity, control socket).
+    pub dir: PathBuf,
+    /// Its PeerId as `knot run` printed it.
+    pub peer_id: String,
+}
+
+impl Bed {
+    /// Starts `knot run` in `site` listening on `tcp/0.0.0.0:4000`, plus
+    /// `extra` arguments; waits until it prints its control socket.
+    pub fn knot(&mut self, site: Site, name: &str, extra: &[&str]) -> Knot {
+        let dir = self.dir.join(name);
+        let home = self.dir.display().to_string();
+        let data = dir.display().to_string();
+        let listen = format!("tcp/0.0.0.0:{PORT}");
+        let mut args = vec![
+            env!("CARGO_BIN_EXE_knot"),
+            "run",
+            "--data-dir",
+            &data,
+            "--listen",
+            &listen,
+        ];
+        args.extend(extra);
+        let env = [
+            ("HOME", home.as_str()),
+            ("RUST_LOG", "info"),
+            ("KNOT_PING_INTERVAL_MS", "200"),
+        ];
+        self.spawn_env(site, name, &args, &env);
+        let log = self.wait_log(name, "control socket ");
+        let peer_id = log
+            .lines()
+            .find_map(|l| l.strip_prefix("peer id "))
+            .unwrap_or_else(|| panic!("{name} printed no peer id:\n{log}"))
+            .to_owned();
+        Knot {
+            name: name.to_owned(),
+            site,
+            dir,
+            peer_id,
+        }
+    }
+
+    /// `knot <command> --json` against `node`'s control socket.
+    pub fn ctl(&self, node: &Knot, command: &str) -> Value {
+        let data = node.dir.display().to_string();
+        let out = self
+            .exec(
+                node.site,
+                &[
+                    env!("CARGO_BIN_EXE_knot"),
+                    command,
+                    "--json",
+                    "--data-dir",
+                    &data,
+                ],
+            )
+            .unwrap_or_else(|e| panic!("knot {command} for {}: {e}", node.name));
+        serde_json::from_slice(&out.stdout).expect("knot prints one JSON value")
+    }
+
+    /// Polls `knot peers --json` of `node` until `peer` is listed; returns its
+    /// entry and how long that took.
+    pub fn wait_peer(&self, node: &Knot, peer: &Knot) -> (Value, Duration) {
+        let start = Instant::now();
+        loop {
+            let peers = self.ctl(node, "peers");
+            let found = peers["peers"]
+                .as_array()
+                .and_then(|all| all.iter().find(|p| p["peer_id"] == peer.peer_id.as_str()));
+            if let Some(entry) = found {
+                return (entry.clone(), start.elapsed());
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{} never listed {} within {DEADLINE:?}: {peers}",
+                node.name,
+                peer.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The IPv4 address part of a `tcp/ip:port` (or `ip:port`) address string.
+pub fn ip_of(addr: &str) -> String {
+    let socket = addr.trim_start_matches("tcp/");
+    match socket.rsplit_once(':') {
+        Some((ip, _)) => ip.to_owned(),
+        None => panic!("not an ip:port address: {addr}"),
+    }
+}
