@@ -67,6 +67,11 @@ pub enum DhtError {
     /// A record under a key another publisher already holds unexpired.
     #[error("record key held by another publisher")]
     KeyTaken,
+    /// A record under another peer's peer-record key
+    /// ([`peer_record_key`](crate::record::peer_record_key)): only that
+    /// peer may publish there.
+    #[error("peer record signed by another peer")]
+    ForeignPeerRecord,
     /// A stored record replaced by an older one from the same publisher.
     #[error("record older than the stored one")]
     StaleRecord,

@@ -23,6 +23,19 @@ use crate::time::Time;
 /// Domain separation prefix of the signed encoding.
 const SIGNING_DOMAIN: &[u8] = b"knotwork-dht-record-v1\0";
 
+/// Prefix of the key under which a peer publishes its own addresses; see
+/// [`peer_record_key`].
+pub const PEER_RECORD_PREFIX: &[u8] = b"knotwork/peer/";
+
+/// The record key under which `peer` publishes its addresses. Only `peer`
+/// may publish under it: [`Record::validate`] refuses a record there signed
+/// by anyone else ([`DhtError::ForeignPeerRecord`]).
+pub fn peer_record_key(peer: &PeerId) -> Vec<u8> {
+    let mut key = PEER_RECORD_PREFIX.to_vec();
+    key.extend_from_slice(peer.as_bytes());
+    key
+}
+
 /// Size limits applied to records and keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordLimits {
@@ -91,10 +104,15 @@ impl Record {
         Key::hash(&self.key)
     }
 
-    /// Checks sizes, expiry (not passed, not beyond `now + max_ttl`) and the
-    /// signature, cheapest first.
+    /// Checks sizes, that a peer record is its own peer's, expiry (not
+    /// passed, not beyond `now + max_ttl`) and the signature, cheapest first.
     pub fn validate(&self, now: Time, limits: &RecordLimits) -> Result<(), DhtError> {
         check_sizes(&self.key, &self.value, limits)?;
+        if let Some(owner) = self.key.strip_prefix(PEER_RECORD_PREFIX)
+            && owner != self.publisher.as_bytes()
+        {
+            return Err(DhtError::ForeignPeerRecord);
+        }
         if self.expires <= now {
             return Err(DhtError::RecordExpired);
         }
@@ -310,6 +328,19 @@ mod tests {
         let mut bad = rec.clone();
         bad.publisher = other.peer_id();
         assert_eq!(bad.validate(now, &limits()), Err(DhtError::BadSignature));
+    }
+
+    #[test]
+    fn only_a_peer_publishes_under_its_peer_key() {
+        let (kp, other) = (Keypair::generate().unwrap(), Keypair::generate().unwrap());
+        let l = limits();
+        let own = Record::sign(&kp, peer_record_key(&kp.peer_id()), vec![1], Time(9), &l);
+        own.unwrap().validate(Time(0), &l).unwrap();
+        let foreign = Record::sign(&kp, peer_record_key(&other.peer_id()), vec![1], Time(9), &l);
+        assert_eq!(
+            foreign.unwrap().validate(Time(0), &l),
+            Err(DhtError::ForeignPeerRecord)
+        );
     }
 
     #[test]

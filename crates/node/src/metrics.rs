@@ -60,6 +60,8 @@ struct Inner {
     gossip: Family<Labels, Counter>,
     resource_reports: Counter,
     health: Gauge,
+    #[cfg(feature = "dht")]
+    dht: DhtMetrics,
 }
 
 /// The node's metrics; cheap to clone. See the module docs.
@@ -182,6 +184,8 @@ impl Metrics {
             "Last health check: 0 ok, 1 degraded, 2 failing",
             health.clone(),
         );
+        #[cfg(feature = "dht")]
+        let dht = DhtMetrics::register(&mut registry);
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -199,6 +203,8 @@ impl Metrics {
                 gossip,
                 resource_reports,
                 health,
+                #[cfg(feature = "dht")]
+                dht,
             }),
         }
     }
@@ -326,6 +332,105 @@ impl Metrics {
                 self.inner.bans.inc();
             }
         }
+    }
+}
+
+// ---- DHT -------------------------------------------------------------------
+
+/// The DHT driver's metrics (feature `dht`).
+#[cfg(feature = "dht")]
+struct DhtMetrics {
+    started: Family<Labels, Counter>,
+    finished: Family<Labels, Counter>,
+    duration: Histogram,
+    records: Gauge,
+    table: Gauge,
+    refused: Family<Labels, Counter>,
+}
+
+#[cfg(feature = "dht")]
+impl DhtMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            started: Family::default(),
+            finished: Family::default(),
+            // 1 ms to ~65 s.
+            duration: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            records: Gauge::default(),
+            table: Gauge::default(),
+            refused: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("dht");
+        r.register(
+            "queries_started",
+            "DHT queries started by this node, by kind",
+            m.started.clone(),
+        );
+        r.register(
+            "queries_finished",
+            "DHT queries finished, by kind and outcome (ok, empty, timeout, error)",
+            m.finished.clone(),
+        );
+        r.register(
+            "query_duration_seconds",
+            "Time from start to end of a DHT query",
+            m.duration.clone(),
+        );
+        r.register("records", "Records held for the network", m.records.clone());
+        r.register(
+            "routing_table_peers",
+            "Entries in the routing table",
+            m.table.clone(),
+        );
+        r.register(
+            "refused_messages",
+            "DHT messages refused, by reason",
+            m.refused.clone(),
+        );
+        m
+    }
+}
+
+#[cfg(feature = "dht")]
+impl Metrics {
+    /// Counts a query of `kind` (`find_node`, `get`, `put`, `provide`,
+    /// `providers`) started.
+    pub(crate) fn dht_query_started(&self, kind: &'static str) {
+        self.inner
+            .dht
+            .started
+            .get_or_create(&vec![("kind", kind)])
+            .inc();
+    }
+
+    /// Counts a query of `kind` finished with `outcome` after `duration`.
+    pub(crate) fn dht_query_finished(
+        &self,
+        kind: &'static str,
+        outcome: &'static str,
+        duration: Duration,
+    ) {
+        let dht = &self.inner.dht;
+        dht.finished
+            .get_or_create(&vec![("kind", kind), ("outcome", outcome)])
+            .inc();
+        dht.duration.observe(duration.as_secs_f64());
+    }
+
+    /// Sets the records held and the routing table's size.
+    pub(crate) fn dht_state(&self, records: usize, table: usize) {
+        let dht = &self.inner.dht;
+        dht.records.set(i64::try_from(records).unwrap_or(i64::MAX));
+        dht.table.set(i64::try_from(table).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a message refused for `reason` (a fixed name per error kind).
+    pub(crate) fn dht_refused(&self, reason: &'static str) {
+        self.inner
+            .dht
+            .refused
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
     }
 }
 

@@ -1,5 +1,6 @@
 //! The DHT driver over real TCP on loopback (issue 5, "real network test"):
-//! 20 nodes in one process, bootstrapped from one seed.
+//! 20 nodes in one process, bootstrapped from one seed; record republishing
+//! and expiry on virtual time; a peer sending forged records gets banned.
 #![cfg(feature = "dht")]
 #![allow(
     clippy::unwrap_used,
@@ -10,13 +11,17 @@
 
 mod common;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use knotwork_core::{Discovery, Keypair, LocalPeerInfo};
-use knotwork_node::protocol::dht::{Config, DhtHandle};
+use futures::SinkExt;
+use knotwork_core::{Discovery, Keypair, LocalPeerInfo, MemoryTransport, PeerAddr};
+use knotwork_discovery_dht::{RecordLimits, Request, Response};
+use knotwork_node::protocol::dht::{Config, DhtHandle, DhtMessage, Record, Time, TokioClock};
 use knotwork_node::protocol::ping::PingConfig;
-use knotwork_node::{Node, NodeError};
+use knotwork_node::{Node, NodeError, NodeEvent};
+use knotwork_wire::{Frame, Message, encode};
 
 const NODES: usize = 20;
 /// Replicas per record: small, so that k − 1 holders can be shut down.
@@ -154,4 +159,170 @@ async fn an_oversized_value_is_refused_with_the_core_error() {
         ),
         "{err:?}"
     );
+}
+
+/// Settings for the virtual-time test: records live 10 minutes and are
+/// re-put every 2; only the publisher re-puts (holders do not replicate).
+fn short_lived() -> Config {
+    Config {
+        record_limits: RecordLimits {
+            max_ttl: Duration::from_secs(600),
+            ..RecordLimits::default()
+        },
+        republish_interval: Duration::from_secs(120),
+        maintenance_interval: Duration::from_secs(30),
+        replicate_interval: None,
+        ..dht_config()
+    }
+}
+
+/// A node on the in-memory transport at `mem/<port>` whose DHT reads `clock`.
+async fn virtual_node(
+    net: &MemoryTransport,
+    port: u64,
+    clock: &Arc<TokioClock>,
+) -> (Node, DhtHandle) {
+    let keypair = Keypair::generate().unwrap();
+    let dht = DhtHandle::with_clock(keypair.clone(), short_lived(), clock.clone());
+    let mut config = fast_config();
+    // Ten virtual minutes pass: keep the number of timer wake-ups small.
+    config.ping = PingConfig {
+        interval: Duration::from_secs(5),
+        timeout: Duration::from_secs(10),
+    };
+    config.maintenance_interval = Duration::from_secs(1);
+    let builder = Node::builder(keypair)
+        .transport(net.clone())
+        .listen(PeerAddr::Mem(port))
+        .config(config);
+    let node = dht.register(builder).start().await.unwrap();
+    dht.start(&node);
+    (node, dht)
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_are_republished_and_expire_on_virtual_time() {
+    let net = MemoryTransport::new();
+    let clock = Arc::new(TokioClock::new(Time(1_700_000_000_000)));
+    let (a, dht_a) = virtual_node(&net, 1, &clock).await;
+    let (b, dht_b) = virtual_node(&net, 2, &clock).await;
+    let (c, dht_c) = virtual_node(&net, 3, &clock).await;
+    b.connect(&PeerAddr::Mem(1)).await.unwrap();
+    assert!(dht_b.bootstrap().await.unwrap() >= 1);
+
+    let key = b"short-lived".to_vec();
+    let put_at = tokio::time::Instant::now();
+    assert!(dht_a.put(key.clone(), b"v".to_vec()).await.unwrap() >= 1);
+    assert!(dht_b.held_record(key.clone()).await.unwrap().is_some());
+
+    // c joins after the put: it holds nothing until a re-puts.
+    c.connect(&PeerAddr::Mem(2)).await.unwrap();
+    assert!(dht_c.bootstrap().await.unwrap() >= 2);
+    assert_eq!(dht_c.held_record(key.clone()).await.unwrap(), None);
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    assert_eq!(
+        dht_c.held_record(key.clone()).await.unwrap(),
+        None,
+        "not republished before the interval"
+    );
+    // The republish interval (2 min) and one maintenance tick (30 s) later.
+    tokio::time::sleep_until(put_at + Duration::from_secs(150)).await;
+    let republished = dht_c.held_record(key.clone()).await.unwrap().unwrap();
+    assert_eq!(republished.publisher, a.peer_id());
+
+    // Still held just before the 10-minute expiry, gone one tick after it.
+    tokio::time::sleep_until(put_at + Duration::from_secs(590)).await;
+    assert!(dht_b.held_record(key.clone()).await.unwrap().is_some());
+    tokio::time::sleep_until(put_at + Duration::from_secs(640)).await;
+    for dht in [&dht_a, &dht_b, &dht_c] {
+        assert_eq!(dht.held_record(key.clone()).await.unwrap(), None);
+    }
+    assert_eq!(dht_b.get(key).await.unwrap(), None);
+
+    // The metrics saw it: one put by a, found on b; b's table and store.
+    let text = a.metrics().encode();
+    assert!(
+        text.contains("knot_dht_queries_started_total{kind=\"put\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("knot_dht_queries_finished_total{kind=\"put\",outcome=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE knot_dht_query_duration_seconds histogram"));
+    let text = b.metrics().encode();
+    assert!(
+        text.contains("knot_dht_queries_finished_total{kind=\"get\",outcome=\"empty\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("knot_dht_routing_table_peers 2"), "{text}");
+    assert!(text.contains("knot_dht_records 0"), "{text}");
+}
+
+/// A signed record with its value changed afterwards: the signature fails.
+fn forged_put(id: u64) -> Frame {
+    let keypair = Keypair::generate().unwrap();
+    let in_an_hour =
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(3600);
+    let expires = Time(u64::try_from(in_an_hour.as_millis()).unwrap());
+    let limits = RecordLimits::default();
+    let mut record =
+        Record::sign(&keypair, b"k".to_vec(), b"v".to_vec(), expires, &limits).unwrap();
+    record.value = b"forged".to_vec();
+    let msg = DhtMessage::Request {
+        id,
+        client: false,
+        body: Request::PutValue {
+            record: record.to_wire(),
+        },
+    };
+    Frame::message(DhtMessage::ID, encode(&msg).unwrap())
+}
+
+#[tokio::test]
+async fn a_peer_that_keeps_sending_bad_records_is_banned() {
+    let (node, _dht) = dht_node().await;
+    let mut events = node.events();
+    let (mut raw, _, version) = raw_peer(&addr(&node), Keypair::generate().unwrap()).await;
+    assert!(version.is_ok());
+    let raw_id = match wait_event(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, NodeEvent::Connected { .. })
+    })
+    .await
+    {
+        NodeEvent::Connected { peer, .. } => peer,
+        other => panic!("{other:?}"),
+    };
+    // An unsolicited response (5 points), then forged records (25 each):
+    // the fourth reaches the threshold of 100.
+    let unsolicited = DhtMessage::Response {
+        id: 77,
+        body: Response::Pong,
+    };
+    raw.send(Frame::message(
+        DhtMessage::ID,
+        encode(&unsolicited).unwrap(),
+    ))
+    .await
+    .unwrap();
+    for id in 0..4 {
+        raw.send(forged_put(id)).await.unwrap();
+    }
+    wait_event(
+        &mut events,
+        Duration::from_secs(5),
+        |e| matches!(e, NodeEvent::Banned { peer } if *peer == raw_id),
+    )
+    .await;
+    assert!(node.is_banned(&raw_id));
+    let text = node.metrics().encode();
+    assert!(
+        text.contains("knot_dht_refused_messages_total{reason=\"bad_signature\"} 4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("knot_dht_refused_messages_total{reason=\"unsolicited\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("knot_bans_total 1"), "{text}");
 }

@@ -11,8 +11,23 @@
 //! peer, or the peer is dialed at the addresses the core knows and the message
 //! sent over the new channel (a failed dial is noticed by the core's request
 //! timeout); each finished query answers the [`DhtHandle`] call that started
-//! it; the timer is armed from `poll_timeout`. Time is wall-clock milliseconds
-//! since the UNIX epoch, as record expiry is signed and compared across nodes.
+//! it; the timer is armed from `poll_timeout`. Time comes from the handle's
+//! [`Clock`]: [`SystemClock`] (milliseconds since the UNIX epoch, as record
+//! expiry is signed and compared across nodes) unless built with
+//! [`DhtHandle::with_clock`]; a test passes a [`TokioClock`] and runs on
+//! `tokio::time::pause`, so expiry and republishing happen on virtual time.
+//!
+//! A message the core refuses for the sender's fault (a bad signature, an
+//! oversized record, more than k peers in a response, an unsolicited
+//! response, a peer record signed by another peer, a peer entry flooding one
+//! subnet, …) is logged with its reason, counted in
+//! `knot_dht_refused_messages_total{reason}` and costs the sender
+//! misbehaviour points on a [`Meter`] per peer (the node's meter settings);
+//! at the ban threshold its channel is closed for misbehaviour, which bans
+//! it. Refusals an honest peer can cause (an expired record, a key taken by
+//! another publisher, a full store) cost nothing. Query counts, outcomes and
+//! durations, records held and the routing table's size go to the node's
+//! [`Metrics`](crate::metrics::Metrics).
 //!
 //! [`DhtHandle`] is the application's side: `put`/`get` signed records,
 //! `provide`/`providers`, `find_peer`, `bootstrap`, and the
@@ -38,14 +53,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::error::DisconnectReason;
+use crate::meter::{Meter, MeterConfig, Offence, Verdict};
+
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use knotwork_core::{
     DiscoveredPeer, Discovery, DiscoveryError, DiscoveryEvent, DiscoverySource, Keypair,
     LocalPeerInfo, PeerAddr, PeerId,
 };
-pub use knotwork_discovery_dht::{Config, DhtError, DhtMessage, Key, Mode, PeerInfo, Record};
-use knotwork_discovery_dht::{Dht, Event, QueryId, QueryResult, Time, Transmit};
+pub use knotwork_discovery_dht::{
+    Config, DhtError, DhtMessage, Key, Mode, PeerInfo, Record, Time, peer_record_key,
+};
+use knotwork_discovery_dht::{Dht, Event, QueryId, QueryResult, QueryStats, Transmit};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::channel::Channel;
@@ -60,8 +80,8 @@ pub const NAME: &str = "knotwork/dht";
 const INBOX: usize = 1024;
 /// Longest lifetime given to records this node publishes.
 const RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Prefix of the record key under which a peer publishes its addresses.
-const PEER_RECORD_PREFIX: &[u8] = b"knotwork/peer/";
+/// Misbehaviour meters kept at most; past it, those back at zero are dropped.
+const MAX_METERS: usize = 1024;
 
 type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
 
@@ -84,9 +104,9 @@ enum Input {
         peer: PeerId,
         addrs: Vec<PeerAddr>,
     },
-    /// A message arrived on a channel.
+    /// A message arrived on `channel`.
     Message {
-        peer: PeerId,
+        channel: Channel,
         addr: PeerAddr,
         msg: DhtMessage,
     },
@@ -100,6 +120,100 @@ enum Waiting {
     Peers(Reply<Vec<PeerInfo>>),
 }
 
+/// Where the driver reads the time: milliseconds since an epoch the clock
+/// chooses. Every node of one network must share the epoch (record expiry
+/// is signed), so real nodes use [`SystemClock`].
+pub trait Clock: Send + Sync + 'static {
+    /// The time now.
+    fn now(&self) -> Time;
+}
+
+/// Wall-clock milliseconds since the UNIX epoch.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Time {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        Time(ms)
+    }
+}
+
+/// Milliseconds from `epoch`, advancing with tokio's clock: under
+/// `tokio::time::pause` the DHT runs on virtual time (the driver's timers
+/// and this clock move together).
+#[derive(Clone, Copy, Debug)]
+pub struct TokioClock {
+    epoch: Time,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock that reads `epoch` now.
+    pub fn new(epoch: Time) -> Self {
+        Self {
+            epoch,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Time {
+        self.epoch + self.start.elapsed()
+    }
+}
+
+/// How a query went, as the `outcome` label: `ok` (something found or
+/// stored), `empty`, or `timeout` (it hit its deadline).
+fn outcome(result: &QueryResult, stats: &QueryStats) -> &'static str {
+    let found = match result {
+        QueryResult::FindNode { closest, .. } => !closest.is_empty(),
+        QueryResult::GetValue { record, .. } => record.is_some(),
+        QueryResult::PutValue { stored, .. } | QueryResult::AddProvider { stored, .. } => {
+            *stored > 0
+        }
+        QueryResult::GetProviders { providers, .. } => !providers.is_empty(),
+    };
+    match (found, stats.timed_out) {
+        (true, _) => "ok",
+        (false, true) => "timeout",
+        (false, false) => "empty",
+    }
+}
+
+/// The misbehaviour a refused message costs its sender (with the reason's
+/// metric label), or `None` when an honest peer can cause the refusal.
+fn offence(e: &DhtError) -> (&'static str, Option<Offence>) {
+    let bad = Some(Offence::Malformed);
+    match e {
+        DhtError::TooManyPeers { .. } => ("too_many_peers", bad),
+        DhtError::TooManyAddrs { .. } => ("too_many_addrs", bad),
+        DhtError::SubnetFlood { .. } => ("subnet_flood", bad),
+        DhtError::Unsolicited => ("unsolicited", Some(Offence::UnexpectedResponse)),
+        DhtError::UnexpectedResponse => ("unexpected_response", Some(Offence::UnexpectedResponse)),
+        DhtError::BadSignature => ("bad_signature", bad),
+        DhtError::RecordTooLarge { .. } => ("record_too_large", bad),
+        DhtError::KeyTooLarge { .. } => ("key_too_large", bad),
+        DhtError::TtlTooLong => ("ttl_too_long", bad),
+        DhtError::WrongKey => ("wrong_key", bad),
+        DhtError::ForeignPeerRecord => ("foreign_peer_record", bad),
+        DhtError::MessageTooLarge { .. } => ("message_too_large", bad),
+        DhtError::Malformed => ("malformed", bad),
+        DhtError::BadAddress => ("bad_address", bad),
+        DhtError::RecordExpired => ("record_expired", None),
+        DhtError::KeyTaken => ("key_taken", None),
+        DhtError::StaleRecord => ("stale_record", None),
+        DhtError::StoreFull => ("store_full", None),
+        DhtError::BucketSubnetLimit | DhtError::TableSubnetLimit => ("subnet_limit", None),
+        DhtError::SelfEntry => ("self_entry", None),
+        _ => ("other", None),
+    }
+}
+
 /// The application's handle on the DHT driver; cheap to clone. See the
 /// module docs.
 #[derive(Clone)]
@@ -110,6 +224,7 @@ pub struct DhtHandle {
 struct Inner {
     keypair: Keypair,
     config: Config,
+    clock: Arc<dyn Clock>,
     inbox: mpsc::Sender<Input>,
     /// Taken by [`DhtHandle::start`].
     unstarted: Mutex<Option<mpsc::Receiver<Input>>>,
@@ -124,32 +239,24 @@ impl std::fmt::Debug for DhtHandle {
     }
 }
 
-fn now() -> Time {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    Time(ms)
-}
-
-/// The record key under which `peer` publishes its addresses.
-pub fn peer_record_key(peer: &PeerId) -> Vec<u8> {
-    let mut key = PEER_RECORD_PREFIX.to_vec();
-    key.extend_from_slice(peer.as_bytes());
-    key
-}
-
 impl DhtHandle {
     /// A DHT for the node with identity `keypair` (records it publishes are
     /// signed with it), with core settings `config`. Register it on the
     /// node's builder ([`DhtHandle::register`]), then [`DhtHandle::start`] it.
+    /// Time is the [`SystemClock`].
     pub fn new(keypair: Keypair, config: Config) -> Self {
+        Self::with_clock(keypair, config, Arc::new(SystemClock))
+    }
+
+    /// [`DhtHandle::new`] with time read from `clock`.
+    pub fn with_clock(keypair: Keypair, config: Config, clock: Arc<dyn Clock>) -> Self {
         let (inbox, rx) = mpsc::channel(INBOX);
         let (events, _) = broadcast::channel(256);
         Self {
             inner: Arc::new(Inner {
                 keypair,
                 config,
+                clock,
                 inbox,
                 unstarted: Mutex::new(Some(rx)),
                 events,
@@ -167,6 +274,7 @@ impl DhtHandle {
     pub fn protocol(&self, channel: &Channel) -> impl Future<Output = ()> + Send + use<> {
         let mut messages = channel.subscribe::<DhtMessage>();
         let inbox = self.inner.inbox.clone();
+        let channel = channel.clone();
         let peer = channel.remote_peer_id();
         let info = channel.info();
         let listen = info.version.parsed_listen_addrs().unwrap_or_default();
@@ -187,7 +295,7 @@ impl DhtHandle {
             }
             while let Some(msg) = messages.recv().await {
                 let input = Input::Message {
-                    peer,
+                    channel: channel.clone(),
                     addr: addr.clone(),
                     msg,
                 };
@@ -211,8 +319,11 @@ impl DhtHandle {
         let shared = node.shared.clone();
         let driver = Driver {
             core,
+            meter: shared.channel_config.meter,
             shared: shared.clone(),
             keypair: self.inner.keypair.clone(),
+            clock: self.inner.clock.clone(),
+            meters: HashMap::new(),
             waiting: HashMap::new(),
             bootstraps: Vec::new(),
             events: self.inner.events.clone(),
@@ -358,7 +469,13 @@ struct Driver {
     core: Dht,
     shared: Arc<Shared>,
     keypair: Keypair,
-    waiting: HashMap<QueryId, Waiting>,
+    clock: Arc<dyn Clock>,
+    /// Misbehaviour settings of the node's channels.
+    meter: MeterConfig,
+    /// Misbehaviour scores of peers that sent refused messages.
+    meters: HashMap<PeerId, Meter>,
+    /// Calls waiting for their query, with the query's kind.
+    waiting: HashMap<QueryId, (Waiting, &'static str)>,
     bootstraps: Vec<Reply<usize>>,
     events: broadcast::Sender<DiscoveryEvent>,
 }
@@ -369,7 +486,10 @@ impl Driver {
     async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
         loop {
             self.drain();
-            let wake = self.core.poll_timeout().map(|t| t.saturating_since(now()));
+            let wake = self
+                .core
+                .poll_timeout()
+                .map(|t| t.saturating_since(self.clock.now()));
             let timer = async {
                 match wake {
                     Some(d) => tokio::time::sleep(d).await,
@@ -381,44 +501,83 @@ impl Driver {
                     Some(input) => self.input(input),
                     None => return,
                 },
-                () = timer => self.core.handle_timeout(now()),
+                () = timer => self.core.handle_timeout(self.clock.now()),
                 () = self.shared.shutdown.cancelled() => return,
             }
         }
     }
 
     fn input(&mut self, input: Input) {
-        let now = now();
+        let now = self.clock.now();
         match input {
             Input::Connected { peer, addrs } => {
                 if let Err(e) = self.core.add_peer(now, peer, &addrs) {
                     tracing::debug!(%peer, "dht: not added: {e}");
                 }
             }
-            Input::Message { peer, addr, msg } => {
+            Input::Message { channel, addr, msg } => {
+                let peer = channel.remote_peer_id();
                 if let Err(e) = self.core.handle_message(now, peer, addr, msg) {
-                    tracing::debug!(%peer, "dht: message refused: {e}");
+                    self.refused(&channel, &e);
                 }
             }
             Input::Call(call) => self.call(now, call),
         }
     }
 
+    /// Counts a refused message; if it was the sender's fault, charges the
+    /// sender and closes its channel at the ban threshold.
+    fn refused(&mut self, channel: &Channel, e: &DhtError) {
+        let peer = channel.remote_peer_id();
+        let (reason, offence) = offence(e);
+        self.shared.apps.metrics.dht_refused(reason);
+        let Some(offence) = offence else {
+            tracing::debug!(peer = %peer.short(), reason, "dht: message refused: {e}");
+            return;
+        };
+        tracing::info!(peer = %peer.short(), reason, "dht: misbehaviour: {e}");
+        let now = tokio::time::Instant::now().into_std();
+        if self.meters.len() >= MAX_METERS {
+            self.meters.retain(|_, m| m.score() > 0);
+        }
+        let config = self.meter;
+        let verdict = self
+            .meters
+            .entry(peer)
+            .or_insert_with(|| Meter::new(config, now))
+            .offend(offence, now);
+        if verdict == Verdict::Ban {
+            self.meters.remove(&peer);
+            tracing::info!(peer = %peer.short(), "dht: misbehaviour threshold reached: closing");
+            let channel = channel.clone();
+            tokio::spawn(async move { channel.close(DisconnectReason::Misbehaviour).await });
+        }
+    }
+
     fn call(&mut self, now: Time, call: Call) {
+        // (the query, who waits for it, its kind for the metrics)
         let started = match call {
             Call::Put(key, value, tx) => {
                 let ttl = RECORD_TTL.min(self.core.config().record_limits.max_ttl);
                 let limits = &self.core.config().record_limits;
                 let query = Record::sign(&self.keypair, key, value, now + ttl, limits)
                     .and_then(|r| self.core.put_record(now, r));
-                (query, Waiting::Stored(tx))
+                (query, Waiting::Stored(tx), "put")
             }
-            Call::Get(key, tx) => (self.core.get_record(now, &key), Waiting::Record(tx)),
-            Call::Provide(key, tx) => (self.core.provide(now, &key), Waiting::Stored(tx)),
-            Call::Providers(key, tx) => (self.core.get_providers(now, &key), Waiting::Peers(tx)),
-            Call::FindNode(target, tx) => {
-                (Ok(self.core.find_node(now, target)), Waiting::Peers(tx))
+            Call::Get(key, tx) => (self.core.get_record(now, &key), Waiting::Record(tx), "get"),
+            Call::Provide(key, tx) => {
+                (self.core.provide(now, &key), Waiting::Stored(tx), "provide")
             }
+            Call::Providers(key, tx) => (
+                self.core.get_providers(now, &key),
+                Waiting::Peers(tx),
+                "providers",
+            ),
+            Call::FindNode(target, tx) => (
+                Ok(self.core.find_node(now, target)),
+                Waiting::Peers(tx),
+                "find_node",
+            ),
             Call::Bootstrap(tx) => {
                 if self.core.table().is_empty() {
                     self.add_connected(now);
@@ -437,12 +596,17 @@ impl Driver {
                 return;
             }
         };
-        let (query, waiting) = started;
+        let (query, waiting, kind) = started;
+        self.shared.apps.metrics.dht_query_started(kind);
         match query {
             Ok(id) => {
-                self.waiting.insert(id, waiting);
+                self.waiting.insert(id, (waiting, kind));
             }
-            Err(e) => waiting.fail(e),
+            Err(e) => {
+                let metrics = &self.shared.apps.metrics;
+                metrics.dht_query_finished(kind, "error", Duration::ZERO);
+                waiting.fail(e);
+            }
         }
     }
 
@@ -470,12 +634,17 @@ impl Driver {
         while let Some(event) = self.core.poll_event() {
             self.event(event);
         }
+        let (records, table) = (self.core.store().len(), self.core.table().len());
+        self.shared.apps.metrics.dht_state(records, table);
     }
 
     fn event(&mut self, event: Event) {
         match event {
-            Event::QueryFinished { id, result, .. } => {
-                if let Some(waiting) = self.waiting.remove(&id) {
+            Event::QueryFinished { id, result, stats } => {
+                if let Some((waiting, kind)) = self.waiting.remove(&id) {
+                    let outcome = outcome(&result, &stats);
+                    let metrics = &self.shared.apps.metrics;
+                    metrics.dht_query_finished(kind, outcome, stats.duration);
                     waiting.answer(result);
                 }
             }
@@ -570,4 +739,49 @@ async fn dial(shared: &Arc<Shared>, peer: &PeerId, addrs: &[PeerAddr]) -> Option
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_the_sender_caused_cost_points_and_honest_ones_do_not() {
+        let senders_fault = [
+            (DhtError::BadSignature, "bad_signature"),
+            (
+                DhtError::RecordTooLarge { size: 9, max: 8 },
+                "record_too_large",
+            ),
+            (
+                DhtError::TooManyPeers { got: 21, max: 20 },
+                "too_many_peers",
+            ),
+            (DhtError::Unsolicited, "unsolicited"),
+            (DhtError::ForeignPeerRecord, "foreign_peer_record"),
+            (DhtError::SubnetFlood { got: 3, max: 2 }, "subnet_flood"),
+        ];
+        for (e, reason) in senders_fault {
+            let (label, offence) = offence(&e);
+            assert_eq!(label, reason);
+            assert!(offence.is_some(), "{e}");
+        }
+        for e in [
+            DhtError::RecordExpired,
+            DhtError::KeyTaken,
+            DhtError::StaleRecord,
+            DhtError::StoreFull,
+            DhtError::TableSubnetLimit,
+        ] {
+            assert_eq!(offence(&e).1, None, "{e}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tokio_clock_follows_virtual_time() {
+        let clock = TokioClock::new(Time(1_000));
+        assert_eq!(clock.now(), Time(1_000));
+        tokio::time::advance(Duration::from_secs(90)).await;
+        assert_eq!(clock.now(), Time(91_000));
+    }
 }
