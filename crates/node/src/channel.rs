@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::meter::{Meter, MeterConfig, Offence, RateBudget, Verdict};
+use crate::metrics::offence_label;
 use crate::registry::SessionKind;
 use crate::subsystem::{
     Delivery, Dispatcher, Kind, MessageSubsystem, RequestSubscription, Subscription,
@@ -126,6 +127,8 @@ struct Inner {
     jobs: Mutex<Option<JoinSet<()>>>,
     rtt: Mutex<Option<Duration>>,
     reason: Mutex<Option<CloseReason>>,
+    /// What the peer did to be closed for misbehaviour (a metrics label).
+    misbehaviour: OnceLock<&'static str>,
     /// Cancelled when the channel starts closing.
     closing: CancellationToken,
     /// Mirrors `closing` for a lock-free check on the send path.
@@ -186,6 +189,7 @@ impl Channel {
             jobs: Mutex::new(Some(JoinSet::new())),
             rtt: Mutex::new(None),
             reason: Mutex::new(None),
+            misbehaviour: OnceLock::new(),
             closing: CancellationToken::new(),
             closing_flag: AtomicBool::new(false),
             closed: CancellationToken::new(),
@@ -213,8 +217,33 @@ impl Channel {
         *lock(&self.inner.rtt)
     }
 
+    /// Records a ping round-trip time (and feeds the RTT histogram).
     pub(crate) fn set_rtt(&self, rtt: Duration) {
         *lock(&self.inner.rtt) = Some(rtt);
+        self.metrics().inspect(|m| m.rtt(rtt));
+    }
+
+    fn metrics(&self) -> Option<&crate::metrics::Metrics> {
+        self.inner.config.metrics.as_ref()
+    }
+
+    /// Counts an outbound message of type `M`.
+    fn count_out<M: Message>(&self, payload: &Bytes) {
+        self.metrics()
+            .inspect(|m| m.message_out(M::ID, M::NAME, payload.len()));
+    }
+
+    /// What the peer did to be closed for misbehaviour: the label of its
+    /// ban in the metrics (`other` if nobody said).
+    pub(crate) fn misbehaviour(&self) -> &'static str {
+        self.inner.misbehaviour.get().copied().unwrap_or("other")
+    }
+
+    /// Closes the channel for misbehaviour `what` (a short label, as in
+    /// `knot_bans_total{reason}`); the node bans the peer.
+    pub(crate) async fn close_misbehaving(&self, what: &'static str) {
+        let _ = self.inner.misbehaviour.set(what);
+        self.close(DisconnectReason::Misbehaviour).await;
     }
 
     /// The message subsystem of this channel.
@@ -257,6 +286,7 @@ impl Channel {
     /// misbehaviour.
     pub fn subscribe<M: Message>(&self) -> Subscription<M> {
         let (sub, erased) = Subscription::new(self.inner.config.subscription_capacity);
+        self.metrics().inspect(|m| m.register_type(M::ID, M::NAME));
         if !self.is_closed() {
             self.inner.subsystem.add(
                 Kind::Message,
@@ -272,6 +302,7 @@ impl Channel {
     /// Subscribes to requests of type `M`; answer each with its [`Responder`].
     pub fn subscribe_requests<M: Message>(&self) -> RequestSubscription<M> {
         let (sub, erased) = RequestSubscription::new(self.inner.config.subscription_capacity);
+        self.metrics().inspect(|m| m.register_type(M::ID, M::NAME));
         if !self.is_closed() {
             self.inner.subsystem.add(
                 Kind::Request,
@@ -307,7 +338,9 @@ impl Channel {
 
     /// Sends a one-way message. Waits while the send queue is full.
     pub async fn send<M: Message>(&self, msg: &M) -> Result<(), NodeError> {
-        self.send_frame(Frame::message(M::ID, encode(msg)?)).await
+        let payload = encode(msg)?;
+        self.count_out::<M>(&payload);
+        self.send_frame(Frame::message(M::ID, payload)).await
     }
 
     /// Sends a request and waits for its response, at most
@@ -324,6 +357,9 @@ impl Channel {
         timeout: Duration,
     ) -> Result<Resp, NodeError> {
         let payload = encode(req)?;
+        self.count_out::<Req>(&payload);
+        self.metrics()
+            .inspect(|m| m.register_type(Resp::ID, Resp::NAME));
         let id = loop {
             let id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
             if id != 0 {
@@ -425,7 +461,9 @@ impl Responder {
     /// Sends `resp` as the answer.
     pub async fn respond<M: Message>(mut self, resp: &M) -> Result<(), NodeError> {
         self.answered = true;
-        let frame = Frame::response(M::ID, self.request_id, encode(resp)?);
+        let payload = encode(resp)?;
+        self.channel.count_out::<M>(&payload);
+        let frame = Frame::response(M::ID, self.request_id, payload);
         self.channel.send_frame(frame).await
     }
 }
@@ -578,6 +616,7 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRea
             Some(Err(e)) => {
                 tracing::debug!(peer = %inner.info.peer_id.short(), "bad framing: {e}");
                 state.meter.offend(Offence::BadFraming, state.now);
+                let _ = inner.misbehaviour.set(offence_label(Offence::BadFraming));
                 channel.close_now(
                     CloseReason::Local(DisconnectReason::Misbehaviour),
                     Some(DisconnectReason::Misbehaviour),
@@ -590,7 +629,7 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRea
             .config
             .metrics
             .as_ref()
-            .inspect(|m| m.frame_in(frame.payload.len()));
+            .inspect(|m| m.frame_in(frame.msg_id, frame.payload.len()));
         if let Some(reason) = handle_frame(&channel, &mut state, frame).await {
             channel.close_now(reason.0, reason.1);
             break;
@@ -641,7 +680,8 @@ async fn handle_frame(channel: &Channel, state: &mut ReaderState, frame: Frame) 
     let inner = &channel.inner;
     let now = state.now;
     let meter = &mut state.meter;
-    let misbehaved = || {
+    let misbehaved = |o: Offence| {
+        let _ = inner.misbehaviour.set(offence_label(o));
         Some((
             CloseReason::Local(DisconnectReason::Misbehaviour),
             Some(DisconnectReason::Misbehaviour),
@@ -673,7 +713,7 @@ async fn handle_frame(channel: &Channel, state: &mut ReaderState, frame: Frame) 
             // it as a typed error; the peer pays for it.
             let _ = p.tx.send(frame);
             if !fits && offend(meter, Offence::UnexpectedResponse) == Verdict::Ban {
-                return misbehaved();
+                return misbehaved(Offence::UnexpectedResponse);
             }
             return None;
         }
@@ -688,20 +728,20 @@ async fn handle_frame(channel: &Channel, state: &mut ReaderState, frame: Frame) 
             let _ = inner.out.try_send(refusal);
         }
         return match offend(meter, Offence::UnknownMessage) {
-            Verdict::Ban => misbehaved(),
+            Verdict::Ban => misbehaved(Offence::UnknownMessage),
             _ => None,
         };
     };
     if frame.payload.len() > dispatcher.max_bytes {
         return match offend(meter, Offence::Oversized) {
-            Verdict::Ban => misbehaved(),
+            Verdict::Ban => misbehaved(Offence::Oversized),
             _ => None,
         };
     }
     match meter.charge(frame.msg_id, dispatcher.budget, now) {
         Verdict::Accept => {}
         Verdict::Drop => return None,
-        Verdict::Ban => return misbehaved(),
+        Verdict::Ban => return misbehaved(Offence::OverBudget),
     }
     for sub in dispatcher.subscribers.iter() {
         match sub.deliver(&frame.payload, frame.request_id, channel) {
@@ -714,7 +754,7 @@ async fn handle_frame(channel: &Channel, state: &mut ReaderState, frame: Frame) 
             }
             Err(_) => {
                 if offend(meter, Offence::Malformed) == Verdict::Ban {
-                    return misbehaved();
+                    return misbehaved(Offence::Malformed);
                 }
                 break;
             }

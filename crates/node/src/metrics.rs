@@ -2,10 +2,12 @@
 //! Prometheus text format, optionally served over HTTP.
 //!
 //! Every node owns one [`Metrics`] (see [`crate::Node::metrics`]). The node's
-//! parts record into it: a collector task turns [`NodeEvent`]s into connection,
-//! disconnection and ban counters and samples each channel's ping RTT into a
-//! histogram every [`RTT_SAMPLE_INTERVAL`]; the task, gossip, resource and
-//! health protocols count their own work. [`Metrics::encode`] renders the
+//! parts record into it: a collector task turns [`NodeEvent`]s into connection
+//! and disconnection counters; channels count messages and bytes per message
+//! type and feed every ping round trip into the RTT histogram (so it is
+//! sampled at the ping interval, `[ping] interval_ms` in `knot.toml`); the
+//! session layer counts handshakes and bans by reason; the task, gossip,
+//! resource and health protocols count their own work. [`Metrics::encode`] renders the
 //! whole registry (prometheus-client's text encoder, OpenMetrics flavour,
 //! which Prometheus scrapes as is). [`Metrics::serve`] answers
 //! `GET /metrics` on a TCP address with a minimal HTTP/1.1 responder: one
@@ -13,11 +15,23 @@
 //! bytes read within [`REQUEST_TIMEOUT`], anything else answered 404/400.
 //!
 //! Label values are drawn from small fixed sets (direction, transport, who
-//! closed, outcome), never from peer-supplied text, so a peer cannot grow
-//! the number of series.
+//! closed, outcome, the `NAME`s of message types this node registered),
+//! never from peer-supplied text, so a peer cannot grow the number of series:
+//! frames of ids the node never registered count as type `unknown`.
+//!
+//! # Per-type message counters
+//! Every frame is counted on the reader's or sender's path, so the counting
+//! takes no lock and allocates nothing. A type is registered once, when a
+//! channel subscribes to it or first sends it: it gets a slot in a fixed
+//! open-addressed table ([`MAX_MESSAGE_TYPES`] slots, keyed by message id,
+//! claimed by compare-and-swap) holding its four counters, taken from the
+//! registry's families at that moment. Counting a frame is then a few atomic
+//! loads to find the slot and two atomic adds. Inbound ids are only looked
+//! up, never inserted, so a peer cannot fill the table.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use knotwork_core::PeerAddr;
@@ -32,11 +46,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::{CloseReason, NodeError};
+use crate::meter::Offence;
 use crate::node::{NodeEvent, Shared};
 use crate::registry::SessionKind;
 
-/// How often the collector samples every channel's RTT into the histogram.
-pub const RTT_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+/// Message types counted under their own `type` label, at most; types
+/// registered beyond these count as `other`.
+pub const MAX_MESSAGE_TYPES: usize = 128;
 /// The longest HTTP request head the endpoint reads.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// Time a client has to send its request head.
@@ -53,7 +69,8 @@ struct Inner {
     bytes_in: Counter,
     bytes_out: Counter,
     frames_in: Counter,
-    bans: Counter,
+    types: MessageTypes,
+    bans: Family<Labels, Counter>,
     rtt: Histogram,
     tasks: Family<Labels, Counter>,
     tasks_in_flight: Gauge,
@@ -150,12 +167,29 @@ impl Metrics {
         );
         let frames_in = Counter::default();
         registry.register("received_frames", "Frames received", frames_in.clone());
-        let bans = Counter::default();
-        registry.register("bans", "Peers banned for misbehaviour", bans.clone());
+        let messages = Family::<Labels, Counter>::default();
+        registry.register(
+            "messages",
+            "Messages received and queued for sending, by direction and type",
+            messages.clone(),
+        );
+        let message_bytes = Family::<Labels, Counter>::default();
+        registry.register(
+            "message_bytes",
+            "Message payload bytes, by direction and type",
+            message_bytes.clone(),
+        );
+        let types = MessageTypes::new(messages, message_bytes);
+        let bans = Family::<Labels, Counter>::default();
+        registry.register(
+            "bans",
+            "Peers banned for misbehaviour, by the offence that did it",
+            bans.clone(),
+        );
         let rtt = Histogram::new(exponential_buckets(0.000_125, 2.0, 16));
         registry.register(
             "rtt_seconds",
-            "Ping round-trip times, sampled per channel",
+            "Ping round-trip times, one sample per pong",
             rtt.clone(),
         );
         let tasks = Family::<Labels, Counter>::default();
@@ -196,6 +230,7 @@ impl Metrics {
                 bytes_in,
                 bytes_out,
                 frames_in,
+                types,
                 bans,
                 rtt,
                 tasks,
@@ -237,9 +272,41 @@ impl Metrics {
         Ok(MetricsServer { local_addr, task })
     }
 
-    pub(crate) fn frame_in(&self, payload_len: usize) {
+    /// Counts a received frame of message id `id`.
+    pub(crate) fn frame_in(&self, id: u32, payload_len: usize) {
+        let len = payload_len as u64;
         self.inner.frames_in.inc();
-        self.inner.bytes_in.inc_by(payload_len as u64);
+        self.inner.bytes_in.inc_by(len);
+        let types = &self.inner.types;
+        let c = types.find(id).unwrap_or(&types.unknown);
+        c.received.inc();
+        c.received_bytes.inc_by(len);
+    }
+
+    /// Registers message type `name` (id `id`), so frames of it are counted
+    /// under its name.
+    pub(crate) fn register_type(&self, id: u32, name: &'static str) {
+        self.inner.types.get_or_insert(id, name);
+    }
+
+    /// Counts a message of type `name` (id `id`) queued for sending.
+    pub(crate) fn message_out(&self, id: u32, name: &'static str, payload_len: usize) {
+        let c = self.inner.types.get_or_insert(id, name);
+        c.sent.inc();
+        c.sent_bytes.inc_by(payload_len as u64);
+    }
+
+    /// Records one ping round-trip time.
+    pub(crate) fn rtt(&self, rtt: Duration) {
+        self.inner.rtt.observe(rtt.as_secs_f64());
+    }
+
+    /// Counts a ban for misbehaviour `reason` (see [`offence_label`]).
+    pub(crate) fn ban(&self, reason: &'static str) {
+        self.inner
+            .bans
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
     }
 
     pub(crate) fn bytes_out(&self, len: usize) {
@@ -328,9 +395,8 @@ impl Metrics {
                     .inc();
                 self.inner.peers.dec();
             }
-            NodeEvent::Banned { .. } => {
-                self.inner.bans.inc();
-            }
+            // Counted with its reason where the ban is made.
+            NodeEvent::Banned { .. } => {}
         }
     }
 }
@@ -487,24 +553,129 @@ async fn reply(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Res
     stream.shutdown().await
 }
 
-/// Turns node events into counters and samples RTTs until the node stops.
+/// The `reason` label of a ban caused by offence `o`.
+pub(crate) fn offence_label(o: Offence) -> &'static str {
+    match o {
+        Offence::UnknownMessage => "unknown_message",
+        Offence::Oversized => "oversized",
+        Offence::Malformed => "malformed",
+        Offence::OverBudget => "over_budget",
+        Offence::UnexpectedResponse => "unexpected_response",
+        Offence::BadFraming => "bad_framing",
+    }
+}
+
+/// The four counters of one message type.
+struct TypeCounters {
+    received: Counter,
+    received_bytes: Counter,
+    sent: Counter,
+    sent_bytes: Counter,
+}
+
+impl TypeCounters {
+    fn new(
+        messages: &Family<Labels, Counter>,
+        bytes: &Family<Labels, Counter>,
+        name: &'static str,
+    ) -> Self {
+        let series = |family: &Family<Labels, Counter>, direction| {
+            family
+                .get_or_create(&vec![("direction", direction), ("type", name)])
+                .clone()
+        };
+        Self {
+            received: series(messages, "in"),
+            received_bytes: series(bytes, "in"),
+            sent: series(messages, "out"),
+            sent_bytes: series(bytes, "out"),
+        }
+    }
+}
+
+/// One slot of [`MessageTypes`]: `key` is 0 while free, else
+/// [`OCCUPIED`]` | id`; `counters` is set right after the key is claimed.
+#[derive(Default)]
+struct Slot {
+    key: AtomicU64,
+    counters: OnceLock<TypeCounters>,
+}
+
+const OCCUPIED: u64 = 1 << 32;
+
+/// The lock-free table of per-type counters; see the module docs.
+struct MessageTypes {
+    slots: Box<[Slot]>,
+    messages: Family<Labels, Counter>,
+    bytes: Family<Labels, Counter>,
+    /// Received frames of ids nobody registered.
+    unknown: TypeCounters,
+    /// Types registered after the table filled up.
+    other: TypeCounters,
+}
+
+impl MessageTypes {
+    fn new(messages: Family<Labels, Counter>, bytes: Family<Labels, Counter>) -> Self {
+        Self {
+            slots: (0..MAX_MESSAGE_TYPES).map(|_| Slot::default()).collect(),
+            unknown: TypeCounters::new(&messages, &bytes, "unknown"),
+            other: TypeCounters::new(&messages, &bytes, "other"),
+            messages,
+            bytes,
+        }
+    }
+
+    /// The slot of `id`, claiming a free one if `insert`. Ids are hashes of
+    /// names, so the probe starts at the id itself. Slots are never freed,
+    /// so a free slot ends the search.
+    fn slot(&self, id: u32, insert: bool) -> Option<&Slot> {
+        let key = OCCUPIED | u64::from(id);
+        let n = self.slots.len();
+        let start = id as usize % n;
+        for i in 0..n {
+            let slot = self.slots.get((start + i) % n)?;
+            match slot.key.load(Ordering::Acquire) {
+                k if k == key => return Some(slot),
+                0 if !insert => return None,
+                0 => match slot
+                    .key
+                    .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => return Some(slot),
+                    Err(k) if k == key => return Some(slot),
+                    Err(_) => {}
+                },
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// The counters of a registered `id`.
+    fn find(&self, id: u32) -> Option<&TypeCounters> {
+        self.slot(id, false).and_then(|s| s.counters.get())
+    }
+
+    /// The counters of `id`, registering it as `name` first if needed.
+    fn get_or_insert(&self, id: u32, name: &'static str) -> &TypeCounters {
+        match self.slot(id, true) {
+            Some(slot) => slot
+                .counters
+                .get_or_init(|| TypeCounters::new(&self.messages, &self.bytes, name)),
+            None => &self.other,
+        }
+    }
+}
+
+/// Turns node events into counters until the node stops.
 pub(crate) async fn collect(shared: Arc<Shared>) {
     let metrics = shared.apps.metrics.clone();
     let mut events = shared.events.subscribe();
-    let mut ticker = tokio::time::interval(RTT_SAMPLE_INTERVAL);
     loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Ok(e) => metrics.event(&e),
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return,
-            },
-            _ = ticker.tick() => {
-                let channels: Vec<_> = crate::node::lock(&shared.peers).values().cloned().collect();
-                for rtt in channels.iter().filter_map(|c| c.rtt()) {
-                    metrics.inner.rtt.observe(rtt.as_secs_f64());
-                }
-            }
+        match events.recv().await {
+            Ok(e) => metrics.event(&e),
+            Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
         }
     }
 }
@@ -527,6 +698,63 @@ mod tests {
         assert!(text.contains("knot_gossip_messages_total{result=\"delivered\"} 1"));
         assert!(text.contains("# TYPE knot_rtt_seconds histogram"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn messages_count_per_registered_type_and_unknown_ids_apart() {
+        let m = Metrics::new();
+        m.register_type(7, "test/a/1");
+        m.frame_in(7, 10);
+        m.frame_in(7, 5);
+        m.message_out(9, "test/b/1", 3);
+        m.frame_in(9, 4);
+        m.frame_in(12345, 100);
+        let text = m.encode();
+        for line in [
+            "knot_messages_total{direction=\"in\",type=\"test/a/1\"} 2",
+            "knot_message_bytes_total{direction=\"in\",type=\"test/a/1\"} 15",
+            "knot_messages_total{direction=\"out\",type=\"test/a/1\"} 0",
+            "knot_messages_total{direction=\"out\",type=\"test/b/1\"} 1",
+            "knot_message_bytes_total{direction=\"out\",type=\"test/b/1\"} 3",
+            "knot_messages_total{direction=\"in\",type=\"test/b/1\"} 1",
+            "knot_messages_total{direction=\"in\",type=\"unknown\"} 1",
+            "knot_message_bytes_total{direction=\"in\",type=\"unknown\"} 100",
+            "knot_received_frames_total 4",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn types_beyond_the_table_count_as_other_and_colliding_slots_probe_on() {
+        let m = Metrics::new();
+        // Ids that all start probing at slot 0.
+        let n = MAX_MESSAGE_TYPES as u32;
+        for i in 0..n {
+            m.message_out(i * n, "test/same-slot", 1);
+        }
+        m.message_out(n * n, "test/late/1", 2);
+        m.frame_in((n - 1) * n, 1);
+        let text = m.encode();
+        assert!(text.contains("knot_messages_total{direction=\"out\",type=\"other\"} 1"));
+        assert!(
+            text.contains("knot_messages_total{direction=\"out\",type=\"test/same-slot\"} 128")
+        );
+        assert!(text.contains("knot_messages_total{direction=\"in\",type=\"test/same-slot\"} 1"));
+        assert!(!text.contains("test/late/1"));
+    }
+
+    #[test]
+    fn bans_count_by_reason_and_rtt_by_sample() {
+        let m = Metrics::new();
+        m.ban(offence_label(Offence::OverBudget));
+        m.ban("gossip_flood");
+        m.ban("gossip_flood");
+        m.rtt(Duration::from_millis(3));
+        let text = m.encode();
+        assert!(text.contains("knot_bans_total{reason=\"over_budget\"} 1"));
+        assert!(text.contains("knot_bans_total{reason=\"gossip_flood\"} 2"));
+        assert!(text.contains("knot_rtt_seconds_count 1"), "{text}");
     }
 
     #[tokio::test]

@@ -281,6 +281,7 @@ async fn supervise(shared: Arc<Shared>, channel: Channel, slot: Option<IpSlot>) 
             }
         }
         lock(&shared.bans).ban(peer, addrs, until);
+        shared.apps.metrics.ban(channel.misbehaviour());
         tracing::info!(peer = %peer.short(), "banned for misbehaviour");
         shared.emit(NodeEvent::Banned { peer });
     }

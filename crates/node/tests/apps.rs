@@ -16,12 +16,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::*;
+use futures::SinkExt;
 use knotwork_core::{Keypair, Listener, MemoryTransport, PeerAddr, Transport, TransportError};
 use knotwork_node::protocol::gossip::GossipConfig;
 use knotwork_node::protocol::health::{HealthConfig, HealthLevel};
 use knotwork_node::protocol::resource::ResourceConfig;
 use knotwork_node::protocol::task::{Placement, Task, TaskId, TaskOutcome};
 use knotwork_node::{AppsConfig, Node, NodeBuilder, NodeEvent};
+use knotwork_wire::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
 
@@ -353,7 +355,10 @@ async fn flooding_publisher_is_throttled_then_banned() {
     );
     let text = b.metrics().encode();
     assert!(text.contains("knot_gossip_messages_total{result=\"throttled\"}"));
-    assert!(text.contains("knot_bans_total 1"), "{text}");
+    assert!(
+        text.contains("knot_bans_total{reason=\"gossip_flood\"} 1"),
+        "{text}"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -380,6 +385,29 @@ async fn metrics_are_scraped_over_http() {
             .unwrap();
         assert!(matches!(r.outcome, TaskOutcome::Done(_)));
     }
+    // A ping round trip (every 100 ms here) lands in the RTT histogram.
+    eventually(LONG, "an rtt", || a.peers().iter().any(|p| p.rtt.is_some())).await;
+    // Bytes that are no handshake: an inbound handshake failure.
+    let PeerAddr::Tcp(a_tcp) = addr(&a) else {
+        panic!("tcp")
+    };
+    let mut junk = tokio::net::TcpStream::connect(a_tcp).await.unwrap();
+    junk.write_all(&[0xff; 64]).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = junk.read_to_end(&mut rest).await;
+    // A peer sending types nobody registered: counted as `unknown`, then banned.
+    let mut events = a.events();
+    let (mut rogue, _, _) = raw_peer(&addr(&a), Keypair::generate().unwrap()).await;
+    for _ in 0..10 {
+        if rogue
+            .send(Frame::message(0xdead_beef, bytes::Bytes::new()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    wait_event(&mut events, LONG, |e| matches!(e, NodeEvent::Banned { .. })).await;
     let server = a
         .metrics()
         .serve("127.0.0.1:0".parse().unwrap())
@@ -410,6 +438,30 @@ async fn metrics_are_scraped_over_http() {
     assert_eq!(value("knot_tasks_total{event=\"submitted\"}"), 5.0);
     assert_eq!(value("knot_tasks_total{event=\"completed\"}"), 5.0);
     assert_eq!(value("knot_tasks_in_flight"), 0.0);
+    // Per-type message rates, by the NAME of each registered type.
+    let tasks_out = "knot_messages_total{direction=\"out\",type=\"knot/task/request/1\"}";
+    assert_eq!(value(tasks_out), 5.0);
+    let tasks_out_bytes =
+        "knot_message_bytes_total{direction=\"out\",type=\"knot/task/request/1\"}";
+    assert!(value(tasks_out_bytes) > 0.0);
+    assert_eq!(
+        value("knot_messages_total{direction=\"in\",type=\"knot/task/reply/1\"}"),
+        5.0
+    );
+    assert!(value("knot_messages_total{direction=\"in\",type=\"knot/pong/1\"}") >= 1.0);
+    assert!(value("knot_messages_total{direction=\"out\",type=\"knot/ping/1\"}") >= 1.0);
+    assert!(value("knot_messages_total{direction=\"in\",type=\"unknown\"}") >= 10.0);
+    assert!(
+        value("knot_message_bytes_total{direction=\"in\",type=\"knot/resource/report/1\"}") > 0.0
+    );
+    assert!(value("knot_rtt_seconds_count") >= 1.0);
+    assert!(value("knot_rtt_seconds_sum") > 0.0);
+    assert!(value("knot_connections_total{direction=\"inbound\",transport=\"tcp\"}") >= 1.0);
+    assert_eq!(
+        value("knot_handshakes_total{direction=\"inbound\",result=\"noise\"}"),
+        1.0
+    );
+    assert_eq!(value("knot_bans_total{reason=\"unknown_message\"}"), 1.0);
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -33,7 +33,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::channel::Channel;
-use crate::error::DisconnectReason;
 use crate::meter::{Meter, MeterConfig, RateBudget, Verdict};
 use crate::metrics::Metrics;
 use crate::node::lock;
@@ -488,7 +487,7 @@ impl Gossip {
                 self.inner.metrics.gossip("banned");
                 if msg.origin == *from.as_bytes() {
                     tracing::info!(peer = %from.short(), "gossip flood: closing");
-                    channel.close(DisconnectReason::Misbehaviour).await;
+                    channel.close_misbehaving("gossip_flood").await;
                 }
             }
             Err(e) => {
