@@ -52,7 +52,8 @@ fn put_get_provide_find_across_three_knot_run_processes() {
     let home = home.path();
     let a = Node::start(home, "a", &[]);
     let b = Node::start(home, "b", &["--seed", &a.addr.clone()]);
-    let c = Node::start(home, "c", &["--seed", &a.addr.clone()]);
+    let mut c = Node::start(home, "c", &["--seed", &a.addr.clone()]);
+    c.wait_line("dht server");
 
     let put = dht_until_found(home, &b, &["put", "greeting", "hello there"]);
     assert_eq!(put["response"], "dht_stored");

@@ -10,7 +10,7 @@
 //!
 //! # Format
 //! Text: `peer id <id>`, `listening on <addr>` (one per address), `control
-//! socket <path>`, then `connected <id> <addr> (<session>)`, `disconnected
+//! socket <path>`, `metrics on <url>` and `dht server|client` when on, then `connected <id> <addr> (<session>)`, `disconnected
 //! <id>: <reason>`, `banned <id>`. With `--json` the same as one object per
 //! line, tagged by `"event"`.
 
@@ -20,7 +20,9 @@ use std::process::ExitCode;
 
 use knotwork_core::{Keypair, PeerAddr};
 use knotwork_node::apps::AppsConfig;
+use knotwork_node::config::DhtMode;
 use knotwork_node::control::{ControlServer, NodeControl, create_private_dir, session_name};
+use knotwork_node::protocol::dht::{Config, DhtHandle, Mode};
 use knotwork_node::{Node, NodeEvent};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -56,6 +58,8 @@ enum Line {
         listen: Vec<String>,
         control: String,
         metrics: Option<String>,
+        /// `server` or `client`; `None` without the DHT.
+        dht: Option<&'static str>,
     },
     Connected {
         peer_id: String,
@@ -95,6 +99,7 @@ fn write_line(out: &mut impl Write, json: bool, line: &Line) -> CliResult<()> {
             listen,
             control,
             metrics,
+            dht,
         } => {
             writeln!(out, "peer id {peer_id}")?;
             for addr in listen {
@@ -103,6 +108,9 @@ fn write_line(out: &mut impl Write, json: bool, line: &Line) -> CliResult<()> {
             writeln!(out, "control socket {control}")?;
             if let Some(url) = metrics {
                 writeln!(out, "metrics on {url}")?;
+            }
+            if let Some(mode) = dht {
+                writeln!(out, "dht {mode}")?;
             }
         }
         Line::Connected {
@@ -145,12 +153,7 @@ fn event_line(event: NodeEvent) -> Option<Line> {
 
 /// The DHT of a `knot run` node. Requests and queries are bounded so that
 /// a `knot dht` query ends within one control exchange.
-fn dht_handle(
-    keypair: &Keypair,
-    mode: knotwork_node::config::DhtMode,
-) -> knotwork_node::protocol::dht::DhtHandle {
-    use knotwork_node::config::DhtMode;
-    use knotwork_node::protocol::dht::{Config, DhtHandle, Mode};
+fn dht_handle(keypair: &Keypair, mode: DhtMode) -> DhtHandle {
     let config = Config {
         mode: match mode {
             DhtMode::Server => Mode::Server,
@@ -209,6 +212,10 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         builder = builder.peer(addr);
     }
     let dht = (config.dht.enabled && !args.no_dht).then(|| dht_handle(&keypair, config.dht.mode));
+    let dht_mode = dht.as_ref().map(|_| match config.dht.mode {
+        DhtMode::Server => "server",
+        DhtMode::Client => "client",
+    });
     if let Some(dht) = &dht {
         builder = dht.register(builder).discovery(dht.clone());
     }
@@ -252,6 +259,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
             metrics: metrics
                 .as_ref()
                 .map(|m| format!("http://{}/metrics", m.local_addr())),
+            dht: dht_mode,
         },
     );
 
