@@ -324,5 +324,8 @@ async fn a_peer_that_keeps_sending_bad_records_is_banned() {
         text.contains("knot_dht_refused_messages_total{reason=\"unsolicited\"} 1"),
         "{text}"
     );
-    assert!(text.contains("knot_bans_total 1"), "{text}");
+    assert!(
+        text.contains("knot_bans_total{reason=\"bad_signature\"} 1"),
+        "{text}"
+    );
 }

@@ -24,7 +24,7 @@
 //! `knot_dht_refused_messages_total{reason}` and costs the sender
 //! misbehaviour points on a [`Meter`] per peer (the node's meter settings);
 //! at the ban threshold its channel is closed for misbehaviour, which bans
-//! it. Refusals an honest peer can cause (an expired record, a key taken by
+//! it (`knot_bans_total{reason}` names the refusal that tipped it). Refusals an honest peer can cause (an expired record, a key taken by
 //! another publisher, a full store) cost nothing. Query counts, outcomes and
 //! durations, records held and the routing table's size go to the node's
 //! [`Metrics`](crate::metrics::Metrics).
@@ -53,7 +53,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::error::DisconnectReason;
 use crate::meter::{Meter, MeterConfig, Offence, Verdict};
 
 use async_trait::async_trait;
@@ -550,7 +549,7 @@ impl Driver {
             self.meters.remove(&peer);
             tracing::info!(peer = %peer.short(), "dht: misbehaviour threshold reached: closing");
             let channel = channel.clone();
-            tokio::spawn(async move { channel.close(DisconnectReason::Misbehaviour).await });
+            tokio::spawn(async move { channel.close_misbehaving(reason).await });
         }
     }
 
