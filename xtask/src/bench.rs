@@ -1,12 +1,17 @@
 //! `cargo xtask bench [--quick] [--pin CPU] [-- criterion args]`: the
-//! workspace's criterion benches.
+//! workspace's criterion benches, then the loopback perf harness
+//! (`benches/src/bin/perf`).
 //!
-//! Benches are built first on all cores, then run; with `--pin CPU` the run
-//! (not the build) is wrapped in `taskset -c CPU`, so a whole measurement
-//! stays on one core. `--quick` asks criterion for short runs, to check that
-//! benches work rather than to measure. Each kind of measurement is one
-//! [`Phase`] run the same way.
+//! Each phase is built first on all cores, then run. With `--pin CPU` the
+//! criterion run (not the build) is wrapped in `taskset -c CPU`, so a whole
+//! measurement stays on one core; the harness pins itself (its pinned
+//! placement on CPU, default 0) because it also measures unpinned. `--quick`
+//! asks for short runs, to check that benches work rather than to measure;
+//! the quick harness is built in the dev profile, which `cargo xtask ci`
+//! has built already. The harness writes `perf.json` and `perf.svg` to
+//! `<target dir>/perf`. Each kind of measurement is one [`Phase`].
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::error::{Error, Result};
@@ -43,16 +48,30 @@ impl Options {
 enum Phase {
     /// Every `[[bench]]` target of the workspace (criterion, `harness = false`).
     Criterion,
+    /// The perf harness, `benches/src/bin/perf`: raw TCP against each layer.
+    Harness,
 }
 
 impl Phase {
-    const ALL: &[Phase] = &[Phase::Criterion];
+    const ALL: &[Phase] = &[Phase::Criterion, Phase::Harness];
 
     /// Builds without measuring, on every core.
-    fn build(self, project: &Project) -> Command {
+    fn build(self, project: &Project, opts: &Options) -> Command {
         match self {
             Phase::Criterion => project.cargo(["bench", "--workspace", "--bench", "*", "--no-run"]),
+            Phase::Harness => {
+                let mut cmd = project.cargo(["build", "-p", "knotwork-benches", "--bin", "perf"]);
+                if !opts.quick {
+                    cmd.arg("--release");
+                }
+                cmd
+            }
         }
+    }
+
+    /// Whether the phase places its own threads (else `--pin` wraps it in taskset).
+    fn pins_itself(self) -> bool {
+        matches!(self, Phase::Harness)
     }
 
     /// Measures (cargo only checks the build is fresh, then runs the benches).
@@ -72,7 +91,52 @@ impl Phase {
                 cmd.args(&opts.criterion_args);
                 cmd
             }
+            Phase::Harness => {
+                let mut cmd = project.cargo(["run", "-p", "knotwork-benches", "--bin", "perf"]);
+                if !opts.quick {
+                    cmd.arg("--release");
+                }
+                cmd.arg("--");
+                if opts.quick {
+                    cmd.arg("--quick");
+                }
+                cmd.arg("--cpu")
+                    .arg(opts.pin.unwrap_or(0).to_string())
+                    .arg("--out")
+                    .arg(perf_dir(project));
+                cmd
+            }
         }
+    }
+}
+
+/// Where the harness writes `perf.json` and `perf.svg`.
+fn perf_dir(project: &Project) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project.path("target"))
+        .join("perf")
+}
+
+/// The harness alone with `--quick`: what `cargo xtask ci` runs to check
+/// that it works (no thresholds).
+pub fn harness_quick(project: &Project) -> Result<()> {
+    run_phase(
+        project,
+        Phase::Harness,
+        &Options {
+            quick: true,
+            ..Options::default()
+        },
+    )
+}
+
+fn run_phase(project: &Project, phase: Phase, opts: &Options) -> Result<()> {
+    shell::run(&mut phase.build(project, opts))?;
+    let mut measure = phase.measure(project, opts);
+    match opts.pin {
+        Some(cpu) if !phase.pins_itself() => shell::run(&mut pinned(cpu, &measure)?),
+        _ => shell::run(&mut measure),
     }
 }
 
@@ -80,12 +144,7 @@ impl Phase {
 pub fn run(project: &Project, flags: Flags) -> Result<()> {
     let opts = Options::parse(flags)?;
     for &phase in Phase::ALL {
-        shell::run(&mut phase.build(project))?;
-        let mut measure = phase.measure(project, &opts);
-        match opts.pin {
-            Some(cpu) => shell::run(&mut pinned(cpu, &measure)?)?,
-            None => shell::run(&mut measure)?,
-        }
+        run_phase(project, phase, &opts)?;
     }
     Ok(())
 }

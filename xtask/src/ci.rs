@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::flags::Flags;
 use crate::project::Project;
-use crate::{fuzz, interop, lint, shell, test};
+use crate::{bench, fuzz, interop, lint, shell, test};
 
 const DEFAULT_FUZZ_SECONDS: u64 = 10;
 
@@ -126,6 +126,11 @@ fn steps(project: &Project, fuzz_seconds: u64) -> Vec<Step<'_>> {
                         .join(", "),
                 ))
             },
+        ),
+        Step::new(
+            "perf quick",
+            "the perf harness failed; `cargo xtask bench --quick` reproduces it",
+            || bench::harness_quick(project).map(ok),
         ),
         Step::new(
             "lint ci",
@@ -251,8 +256,18 @@ mod tests {
         assert!(steps.iter().all(|s| !s.fix.is_empty()));
         let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
-            names.get(..6),
-            Some(&["fmt", "clippy", "test", "doc", "fuzz", "lint ci"][..])
+            names.get(..7),
+            Some(
+                &[
+                    "fmt",
+                    "clippy",
+                    "test",
+                    "doc",
+                    "fuzz",
+                    "perf quick",
+                    "lint ci"
+                ][..]
+            )
         );
     }
 }

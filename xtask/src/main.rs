@@ -43,7 +43,8 @@ commands:
   fuzz <target> [--seconds N]    fuzz one target (default 60 s); --all fuzzes every
                                  target, --list names them
   bench [--quick] [--pin CPU] [-- criterion args]
-                                 the criterion benches; --pin runs them under taskset
+                                 the criterion benches (--pin: under taskset), then the
+                                 perf harness (pinned to CPU, default 0, and unpinned)
   interop <suite> [--allow-skip] our protocols against independent implementations
                                  (suites: noise, mdns, ble, nat); --allow-skip skips when a
                                  prerequisite is missing instead of failing

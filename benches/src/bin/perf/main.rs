@@ -1,0 +1,423 @@
+//! The loopback perf harness: every scenario for raw tokio TCP and for
+//! knotwork at each layer (SecureStream with each suite, node `Channel`
+//! with typed messages), in one process run, in both placements (pinned to
+//! one CPU: the headline; unpinned), each figure as a ratio to its
+//! baseline. Prints a table, writes `perf.json` and draws `perf.svg`.
+//!
+//! `cargo xtask bench [--quick] [--pin CPU]` runs it after the criterion
+//! benches; by hand: `cargo run --release -p knotwork-benches --bin perf --
+//! [--quick] [--cpu N] [--out DIR]` (default: CPU 0, `target/perf`).
+//!
+//! # Layout
+//! - [`sides`]: the runtimes of the two ends and where they run.
+//! - [`stream`]: raw TCP and SecureStream scenarios (one code path).
+//! - [`node`]: node scenarios and a light dialer for many connections.
+//! - [`crypto`]: in-memory references (AEAD limit, snow XX responder).
+//! - [`memory`]: memory per idle connection (child processes).
+//! - [`report`]: table, JSON, chart.
+//! - [`sys`]: pinning, fd limit, RSS, thread CPU time.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod crypto;
+mod memory;
+mod node;
+mod report;
+mod sides;
+mod stream;
+mod sys;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use knotwork_crypto_handshake::Suite;
+
+use crate::memory::Holder;
+use crate::report::{Report, Row};
+use crate::sides::{Placement, Sides};
+use crate::stream::Layer;
+
+/// How much each scenario does.
+struct Sizes {
+    bulk: u64,
+    rounds: usize,
+    pipelined: usize,
+    connects: usize,
+    handshakes: usize,
+    memory: &'static [usize],
+}
+
+const FULL: Sizes = Sizes {
+    bulk: 1 << 30,
+    rounds: 20_000,
+    pipelined: 1_000_000,
+    connects: 300,
+    handshakes: 2_000,
+    memory: &[1_000, 10_000],
+};
+
+const QUICK: Sizes = Sizes {
+    bulk: 32 << 20,
+    rounds: 2_000,
+    pipelined: 50_000,
+    connects: 30,
+    handshakes: 100,
+    memory: &[200],
+};
+
+/// Command-line options of a measuring run.
+struct Options {
+    quick: bool,
+    cpu: usize,
+    out: PathBuf,
+}
+
+const USAGE: &str = "usage: perf [--quick] [--cpu N] [--out DIR]";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("--memory-child") => {
+            let holder = args.get(1).and_then(|h| Holder::parse(h)).expect(USAGE);
+            let count = args.get(2).and_then(|c| c.parse().ok()).expect(USAGE);
+            return memory::server_main(holder, count);
+        }
+        Some("--dial-child") => {
+            let holder = args.get(1).and_then(|h| Holder::parse(h)).expect(USAGE);
+            let addr = args.get(2).and_then(|a| a.parse().ok()).expect(USAGE);
+            let count = args.get(3).and_then(|c| c.parse().ok()).expect(USAGE);
+            return memory::dialer_main(holder, addr, count);
+        }
+        _ => {}
+    }
+    let mut opts = Options {
+        quick: false,
+        cpu: 0,
+        out: PathBuf::from("target/perf"),
+    };
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => opts.quick = true,
+            "--cpu" => opts.cpu = it.next().and_then(|c| c.parse().ok()).expect(USAGE),
+            "--out" => opts.out = it.next().map(PathBuf::from).expect(USAGE),
+            _ => panic!("unknown argument `{arg}`\n{USAGE}"),
+        }
+    }
+    let sizes = if opts.quick { &QUICK } else { &FULL };
+    sys::raise_nofile();
+    let mut rows = Vec::new();
+    for placement in [Placement::Pinned(opts.cpu), Placement::Unpinned] {
+        eprintln!("perf: measuring {}", placement.label());
+        measure(placement, sizes, &mut rows);
+    }
+    eprintln!("perf: memory per idle connection");
+    for &count in sizes.memory {
+        memory_rows(count, &mut rows);
+    }
+    let report = Report {
+        quick: opts.quick,
+        cpu: opts.cpu,
+        cpus: sys::cpus(),
+        rows,
+    };
+    println!("{}", report.table());
+    report.write(&opts.out).expect("write perf.json / perf.svg");
+    println!(
+        "perf: wrote {} and {}",
+        opts.out.join("perf.json").display(),
+        opts.out.join("perf.svg").display()
+    );
+}
+
+fn p50(times: &mut [Duration]) -> f64 {
+    times.sort();
+    times
+        .get(times.len() / 2)
+        .map_or(0.0, Duration::as_secs_f64)
+}
+
+fn p99(times: &[Duration]) -> f64 {
+    times
+        .get(times.len() * 99 / 100)
+        .map_or(0.0, Duration::as_secs_f64)
+}
+
+/// Builds rows of one placement.
+struct Rows<'a> {
+    placement: Placement,
+    rows: &'a mut Vec<Row>,
+}
+
+impl Rows<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        scenario: &'static str,
+        layer: String,
+        value: f64,
+        unit: &'static str,
+        p99: Option<f64>,
+        baseline: (&str, f64),
+        limit: Option<f64>,
+        target: &'static str,
+    ) {
+        self.rows.push(Row {
+            placement: self.placement.key().to_string(),
+            scenario,
+            layer,
+            value,
+            unit,
+            p99,
+            baseline: baseline.0.to_string(),
+            ratio: (baseline.1 > 0.0).then(|| value / baseline.1),
+            limit,
+            target,
+        });
+    }
+
+    fn latencies(
+        &mut self,
+        scenario: &'static str,
+        layer: String,
+        mut times: Vec<Duration>,
+        baseline: (&str, f64),
+        target: &'static str,
+    ) -> f64 {
+        let median = p50(&mut times);
+        let tail = p99(&times);
+        let base = if baseline.1 > 0.0 { baseline.1 } else { median };
+        self.push(
+            scenario,
+            layer,
+            median,
+            "s",
+            Some(tail),
+            (baseline.0, base),
+            None,
+            target,
+        );
+        median
+    }
+}
+
+fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
+    let sides = Sides::new(placement);
+    let mut out = Rows { placement, rows };
+    let secure = [Suite::ChaChaPoly, Suite::AesGcm];
+
+    let raw_bulk = stream::bulk(&sides, Layer::Raw, sizes.bulk);
+    out.push(
+        "bulk",
+        Layer::Raw.label(),
+        raw_bulk,
+        "B/s",
+        None,
+        ("raw tcp", raw_bulk),
+        None,
+        "",
+    );
+    for suite in secure {
+        let layer = Layer::Secure(suite);
+        let total = sizes.bulk;
+        let aead = sides.server(async move { crypto::aead_rate(suite, total) });
+        let limit = 1.0 / (1.0 + raw_bulk / aead);
+        let rate = stream::bulk(&sides, layer, sizes.bulk);
+        let target = match suite {
+            Suite::AesGcm => ">= 0.5x",
+            _ => ">= 0.26x",
+        };
+        out.push(
+            "bulk",
+            layer.label(),
+            rate,
+            "B/s",
+            None,
+            ("raw tcp", raw_bulk),
+            Some(limit),
+            target,
+        );
+        out.push(
+            "aead seal+open",
+            format!("ring {suite:?} in memory"),
+            aead,
+            "B/s",
+            None,
+            ("raw tcp bulk", raw_bulk),
+            None,
+            "",
+        );
+    }
+
+    let layers = [
+        Layer::Raw,
+        Layer::Secure(Suite::ChaChaPoly),
+        Layer::Secure(Suite::AesGcm),
+    ];
+    let mut raw_rtt = 0.0;
+    for layer in layers {
+        let times = stream::ping_pong(&sides, layer, sizes.rounds);
+        let m = out.latencies(
+            "rtt 64B",
+            layer.label(),
+            times,
+            ("raw tcp ping-pong", raw_rtt),
+            "",
+        );
+        if layer == Layer::Raw {
+            raw_rtt = m;
+        }
+    }
+    let mut raw_pipe = 0.0;
+    for layer in layers {
+        let rate = stream::pipelined(&sides, layer, sizes.pipelined);
+        if layer == Layer::Raw {
+            raw_pipe = rate;
+        }
+        out.push(
+            "pipelined 64B",
+            layer.label(),
+            rate,
+            "msg/s",
+            None,
+            ("raw tcp length-prefixed", raw_pipe),
+            None,
+            "",
+        );
+    }
+    let mut raw_connect = 0.0;
+    for layer in [Layer::Raw, Layer::Secure(Suite::preferred())] {
+        let times = stream::connect(&sides, layer, sizes.connects);
+        let label = match layer {
+            Layer::Raw => "raw tcp connect".to_string(),
+            other => format!("{} + XX", other.label()),
+        };
+        let m = out.latencies(
+            "connect",
+            label,
+            times,
+            ("raw tcp connect", raw_connect),
+            "",
+        );
+        if layer == Layer::Raw {
+            raw_connect = m;
+        }
+    }
+
+    let mut pair = node::pair(&sides);
+    let times = pair.request_response(&sides, sizes.rounds);
+    out.latencies(
+        "rtt 64B",
+        "node request/response".into(),
+        times,
+        ("raw tcp ping-pong", raw_rtt),
+        "<= 1.5x",
+    );
+    let rate = pair.pipelined(&sides, sizes.pipelined);
+    out.push(
+        "pipelined 64B",
+        "node typed send".into(),
+        rate,
+        "msg/s",
+        None,
+        ("raw tcp length-prefixed", raw_pipe),
+        None,
+        ">= 0.2x",
+    );
+    let (first, again) = pair.connects(&sides, sizes.connects);
+    out.latencies(
+        "connect",
+        "node XX + version".into(),
+        first,
+        ("raw tcp connect", raw_connect),
+        "<= 400 us",
+    );
+    out.latencies(
+        "connect",
+        "node reconnect + version".into(),
+        again,
+        ("raw tcp connect", raw_connect),
+        "<= 400 us",
+    );
+    pair.shutdown(&sides);
+    drop(sides);
+
+    let suite = Suite::preferred();
+    let one = Sides::new(placement);
+    let count = sizes.handshakes;
+    let snow = one.server(async move { crypto::snow_responder_rate(suite, count) });
+    drop(one);
+    out.push(
+        "handshakes",
+        format!("snow XX responder {suite:?} in memory"),
+        snow,
+        "hs/s",
+        None,
+        ("snow responder", snow),
+        None,
+        "",
+    );
+    let split = Sides::split(placement);
+    let (wall, cpu) = node::inbound_handshakes(&split, sizes.handshakes, 24);
+    drop(split);
+    let per_core = sizes.handshakes as f64 / cpu;
+    out.push(
+        "handshakes",
+        "node inbound / server cpu-s".into(),
+        per_core,
+        "hs/s",
+        None,
+        ("snow responder", snow),
+        None,
+        ">= 0.8x",
+    );
+    out.push(
+        "handshakes",
+        "node inbound / wall-s".into(),
+        sizes.handshakes as f64 / wall,
+        "hs/s",
+        None,
+        ("snow responder", snow),
+        None,
+        "",
+    );
+}
+
+fn memory_rows(count: usize, rows: &mut Vec<Row>) {
+    let raw = memory::measure(Holder::Raw, count);
+    let node = memory::measure(Holder::Node, count);
+    let mut out = Rows {
+        placement: Placement::Unpinned,
+        rows,
+    };
+    let scenario = match count {
+        200 => "idle mem 200",
+        1_000 => "idle mem 1k",
+        10_000 => "idle mem 10k",
+        _ => "idle memory",
+    };
+    out.push(
+        scenario,
+        "raw tcp task".into(),
+        raw,
+        "B",
+        None,
+        ("raw tcp task", raw),
+        None,
+        "",
+    );
+    out.push(
+        scenario,
+        "node channel".into(),
+        node,
+        "B",
+        None,
+        ("raw tcp task", raw),
+        None,
+        "<= 16 KiB",
+    );
+}

@@ -1,0 +1,272 @@
+//! Node scenarios: typed messages over a `Channel` between two nodes on
+//! loopback TCP, and a light dialer that speaks just enough of the node
+//! protocol (Noise XX, then a `Version` each way) to open many inbound
+//! connections cheaply.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use knotwork_core::{Keypair, PeerAddr};
+use knotwork_crypto_handshake::{SecureConfig, SecureStream};
+use knotwork_node::{Channel, Node, NodeConfig, RateBudget, Sessions, Subscription, Version};
+use knotwork_wire::{Frame, FrameCodec, Message, encode};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+
+use crate::sides::{Sides, wait};
+use crate::stream::SMALL;
+
+/// A typed message of 64 payload bytes.
+#[derive(Serialize, Deserialize)]
+struct Blob(bytes::Bytes);
+
+impl Message for Blob {
+    const NAME: &'static str = "perf/blob/1";
+    // length varint (1) + 64 bytes.
+    const MAX_BYTES: usize = 1 + SMALL;
+}
+
+fn blob() -> Blob {
+    Blob(bytes::Bytes::from_static(&[7u8; SMALL]))
+}
+
+/// A config for a server taking many connections from one IP, without
+/// pings during a measurement.
+fn server_config() -> NodeConfig {
+    let mut config = NodeConfig::default();
+    config.max_inbound = 1 << 20;
+    config.max_per_ip = 1 << 20;
+    config.max_pending_handshakes = 256;
+    config.ping.interval = Duration::from_secs(3600);
+    config.ping.timeout = Duration::from_secs(3600);
+    config
+}
+
+/// The server node: echoes `Blob` requests, and hands out each inbound
+/// channel's `Blob` subscription.
+pub struct Server {
+    node: Node,
+    addr: PeerAddr,
+    subs: mpsc::Receiver<Subscription<Blob>>,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let (tx, subs) = mpsc::channel(16);
+        let node = Node::builder(Keypair::generate().expect("keypair"))
+            .config(server_config())
+            .listen("tcp/127.0.0.1:0".parse().expect("addr"))
+            .budget::<Blob>(RateBudget::UNLIMITED)
+            .protocol("perf", Sessions::ALL, move |ch| {
+                let mut requests = ch.subscribe_requests::<Blob>();
+                let sub = ch.subscribe::<Blob>();
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.try_send(sub);
+                    while let Some((b, r)) = requests.recv().await {
+                        let _ = r.respond(&b).await;
+                    }
+                }
+            })
+            .start()
+            .await
+            .expect("server node");
+        let addr = node.listen_addrs().first().cloned().expect("listen addr");
+        Server { node, addr, subs }
+    }
+
+    fn socket_addr(&self) -> SocketAddr {
+        match &self.addr {
+            PeerAddr::Tcp(sa) => *sa,
+            other => panic!("not a tcp address: {other}"),
+        }
+    }
+}
+
+async fn client_node() -> Node {
+    Node::builder(Keypair::generate().expect("keypair"))
+        .start()
+        .await
+        .expect("client node")
+}
+
+/// A connected pair: the client's channel and the server side's `Blob`
+/// subscription of that channel.
+pub struct Pair {
+    server: Server,
+    client: Node,
+    channel: Channel,
+    inbound: Option<Subscription<Blob>>,
+}
+
+/// Starts a server and a client node and connects them.
+pub fn pair(sides: &Sides) -> Pair {
+    let mut server = sides.server(Server::start());
+    let addr = server.addr.clone();
+    let (client, channel) = sides.client(async move {
+        let client = client_node().await;
+        let channel = client.connect(&addr).await.expect("connect");
+        (client, channel)
+    });
+    let (server, inbound) = sides.server(async move {
+        let sub = server.subs.recv().await.expect("inbound subscription");
+        (server, sub)
+    });
+    Pair {
+        server,
+        client,
+        channel,
+        inbound: Some(inbound),
+    }
+}
+
+impl Pair {
+    /// Typed 64 B request/response round trips, each timed.
+    pub fn request_response(&self, sides: &Sides, rounds: usize) -> Vec<Duration> {
+        let ch = self.channel.clone();
+        sides.client(async move {
+            let req = blob();
+            let mut times = Vec::with_capacity(rounds);
+            for i in 0..rounds + rounds / 10 {
+                let t = Instant::now();
+                let _: Blob = ch.request(&req).await.expect("request");
+                if i >= rounds / 10 {
+                    times.push(t.elapsed());
+                }
+            }
+            times
+        })
+    }
+
+    /// Typed 64 B one-way messages, `count` of them, in messages/s until
+    /// the server's subscription has them all.
+    pub fn pipelined(&mut self, sides: &Sides, count: usize) -> f64 {
+        let mut inbound = self.inbound.take().expect("subscription");
+        let counter = sides.spawn_server(async move {
+            for _ in 0..count {
+                inbound.recv().await.expect("message");
+            }
+            (Instant::now(), inbound)
+        });
+        let ch = self.channel.clone();
+        let start = sides.client(async move {
+            let msg = blob();
+            let start = Instant::now();
+            for _ in 0..count {
+                ch.send(&msg).await.expect("send");
+            }
+            start
+        });
+        let (done, inbound) = wait(counter);
+        self.inbound = Some(inbound);
+        count as f64 / (done - start).as_secs_f64()
+    }
+
+    /// Connect + handshake + version exchange, `count` times with a fresh
+    /// client identity each (first contact, Noise XX), then `count` times
+    /// from one client that dialed before (its node knows the server's key).
+    pub fn connects(&self, sides: &Sides, count: usize) -> (Vec<Duration>, Vec<Duration>) {
+        let addr = self.server.addr.clone();
+        let server = self.server.node.clone();
+        sides.client(async move {
+            let mut first = Vec::with_capacity(count);
+            for _ in 0..count {
+                let fresh = client_node().await;
+                let t = Instant::now();
+                let c = fresh.connect(&addr).await.expect("connect");
+                first.push(t.elapsed());
+                fresh.shutdown().await;
+                c.closed().await;
+            }
+            let again = client_node().await;
+            let mut repeat = Vec::with_capacity(count);
+            for _ in 0..count {
+                let t = Instant::now();
+                let c = again.connect(&addr).await.expect("reconnect");
+                repeat.push(t.elapsed());
+                c.close(knotwork_node::DisconnectReason::other("bench"))
+                    .await;
+                c.closed().await;
+                while server.channel(&again.peer_id()).is_some() {
+                    tokio::task::yield_now().await;
+                }
+            }
+            again.shutdown().await;
+            (first, repeat)
+        })
+    }
+
+    /// Shuts both nodes down.
+    pub fn shutdown(self, sides: &Sides) {
+        let Pair { server, client, .. } = self;
+        sides.client(async move { client.shutdown().await });
+        sides.server(async move { server.node.shutdown().await });
+    }
+}
+
+/// A dialed node connection, held open: the secure stream after the
+/// version exchange.
+pub type Light = Framed<SecureStream<TcpStream>, FrameCodec>;
+
+/// Dials `addr` as a node would, with a fresh identity: Noise XX, then our
+/// `Version`, then the server's.
+pub async fn light_dial(addr: SocketAddr) -> Light {
+    let secure = SecureConfig::new(Keypair::generate().expect("keypair")).expect("config");
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let stream = secure.upgrade_outbound(tcp, None).await.expect("handshake");
+    let mut framed = Framed::new(stream, FrameCodec::new());
+    let ours = Version::new(&[], &[], &PeerAddr::Tcp(addr));
+    framed
+        .send(Frame::message(Version::ID, encode(&ours).expect("encode")))
+        .await
+        .expect("send version");
+    let theirs = framed.next().await.expect("version").expect("frame");
+    assert_eq!(theirs.msg_id, Version::ID, "server refused");
+    framed
+}
+
+/// Inbound connections a node accepts: `count` light dials from
+/// `dialers` concurrent tasks on the client end, each dropped once open.
+/// Returns (wall seconds, server-thread CPU seconds) for them all.
+pub fn inbound_handshakes(sides: &Sides, count: usize, dialers: usize) -> (f64, f64) {
+    let server = sides.server(Server::start());
+    let addr = server.socket_addr();
+    let node = server.node.clone();
+    let cpu0 = sides.server(async { crate::sys::thread_cpu() });
+    let start = Instant::now();
+    let left = Arc::new(AtomicUsize::new(count));
+    sides.client(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..dialers {
+            let left = left.clone();
+            tasks.spawn(async move {
+                while left
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    drop(light_dial(addr).await);
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    });
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = sides.server(async { crate::sys::thread_cpu() }) - cpu0;
+    sides.server(async move { node.shutdown().await });
+    drop(server);
+    (wall, cpu.as_secs_f64())
+}
+
+/// Starts a server node for the memory scenario; returns its node and
+/// TCP address.
+pub fn memory_server(sides: &Sides) -> (Node, SocketAddr) {
+    let server = sides.server(Server::start());
+    let addr = server.socket_addr();
+    (server.node, addr)
+}
