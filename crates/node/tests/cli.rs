@@ -235,7 +235,6 @@ fn health(home: &Path, dir: &Path, peer: Option<&str>) -> (Output, Value) {
 
 #[test]
 fn health_of_self_and_peer_and_metrics_over_http() {
-    use std::io::{Read, Write};
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
     let mut a = Node::start(home, "a", &["--metrics", "127.0.0.1:0"]);
@@ -272,17 +271,7 @@ fn health_of_self_and_peer_and_metrics_over_http() {
     );
 
     // The metrics endpoint answers GET /metrics with the Prometheus text.
-    let host = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_owned();
-    let mut stream = std::net::TcpStream::connect(&host).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: knot\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let text = scrape(&url);
     assert!(text.contains("# TYPE knot_peers gauge"), "{text}");
     assert!(
         text.lines()

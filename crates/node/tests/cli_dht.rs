@@ -1,6 +1,7 @@
 //! `knot dht …` end to end: three `knot run` processes on 127.0.0.1 with the
 //! DHT on (the default); a record put through one is read through another,
-//! a provider and a peer are found, and a node run with `--no-dht` refuses.
+//! a provider and a peer are found, the metrics endpoint counts it, and a
+//! node run with `--no-dht` refuses.
 #![cfg(feature = "cli")]
 #![allow(
     clippy::unwrap_used,
@@ -51,7 +52,12 @@ fn put_get_provide_find_across_three_knot_run_processes() {
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
     let a = Node::start(home, "a", &[]);
-    let b = Node::start(home, "b", &["--seed", &a.addr.clone()]);
+    let mut b = Node::start(
+        home,
+        "b",
+        &["--seed", &a.addr.clone(), "--metrics", "127.0.0.1:0"],
+    );
+    let metrics = b.wait_line("metrics on ").to_owned();
     let mut c = Node::start(home, "c", &["--seed", &a.addr.clone()]);
     c.wait_line("dht server");
 
@@ -86,6 +92,23 @@ fn put_get_provide_find_across_three_knot_run_processes() {
     let found = dht_until_found(home, &c, &["find", &b.peer_id]);
     assert_eq!(found["peer"]["peer_id"], b.peer_id.as_str());
     assert_eq!(found["peer"]["addrs"][0], b.addr.as_str());
+
+    // b's metrics endpoint counts its queries (its peer-record announce
+    // is a put too) and what it holds.
+    let text = scrape(&metrics);
+    let value = |series: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(series));
+        let value = line.and_then(|l| l.rsplit(' ').next());
+        value
+            .unwrap_or_else(|| panic!("{series} missing: {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("knot_dht_queries_finished_total{kind=\"put\",outcome=\"ok\"}") >= 1);
+    assert_eq!(value("knot_dht_queries_started_total{kind=\"provide\"}"), 1);
+    assert!(value("knot_dht_records ") >= 1, "b holds its own record");
+    assert!(value("knot_dht_routing_table_peers ") >= 1);
+
     let bad = dht(home, &c, &["find", "not-a-peer-id"]);
     assert!(!bad.status.success());
     assert!(

@@ -1,7 +1,7 @@
 //! Helpers for tests that run the `knot` binary: a clean environment, its
 //! output as JSON, and `knot run` processes that are killed when dropped.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -160,4 +160,20 @@ impl Node {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// `GET /metrics` from a `knot run --metrics` endpoint (`url` as printed on
+/// its `metrics on` line); the whole HTTP response, checked to be a 200.
+pub fn scrape(url: &str) -> String {
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: knot\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
 }
