@@ -741,7 +741,11 @@ async fn handle_frame(channel: &Channel, state: &mut ReaderState, frame: Frame) 
     match meter.charge(frame.msg_id, dispatcher.budget, now) {
         Verdict::Accept => {}
         Verdict::Drop => return None,
-        Verdict::Ban => return misbehaved(Offence::OverBudget),
+        Verdict::Ban => {
+            // Named once, when it bans (every dropped frame would flood the log).
+            tracing::debug!(peer = %inner.info.peer_id.short(), offence = ?Offence::OverBudget, msg_id, "peer offence");
+            return misbehaved(Offence::OverBudget);
+        }
     }
     for sub in dispatcher.subscribers.iter() {
         match sub.deliver(&frame.payload, frame.request_id, channel) {

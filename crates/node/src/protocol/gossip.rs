@@ -18,7 +18,11 @@
 //! while hops remain, forwarded with `ttl - 1` to up to `fanout` random
 //! gossip peers other than the sender and the origin. Every node relays every
 //! topic; subscriptions only decide local delivery. Frames of direct peers are
-//! also metered by the channel ([`BUDGET`]).
+//! also metered by the channel ([`BUDGET`]); so that a flood from many
+//! origins, each within its own budget, is not relayed faster than a peer's
+//! channel accepts (which would get this node banned by its honest peers),
+//! messages to each direct peer are also limited by
+//! [`GossipConfig::relay_budget`]: a peer without a token is skipped.
 //!
 //! [`GossipState`] is the sans-IO core (time and the peer list are
 //! arguments); [`Gossip`] is the driver over node channels.
@@ -143,6 +147,10 @@ pub struct GossipConfig {
     /// Messages queued for each local subscriber; a full subscriber misses
     /// messages rather than slowing the relay.
     pub subscriber_capacity: usize,
+    /// Messages sent (published or relayed) to one direct peer: sustained
+    /// rate and burst. Below the receiver's [`BUDGET`], with room for
+    /// frames that arrive bunched together.
+    pub relay_budget: RateBudget,
 }
 
 impl Default for GossipConfig {
@@ -160,6 +168,7 @@ impl Default for GossipConfig {
             },
             max_origins: 4096,
             subscriber_capacity: 256,
+            relay_budget: RateBudget::new(BUDGET.per_second / 2.0, BUDGET.burst / 2),
         }
     }
 }
@@ -174,6 +183,8 @@ pub struct GossipState {
     origins: HashMap<PeerId, Meter>,
     origin_order: VecDeque<PeerId>,
     banned: HashMap<PeerId, Instant>,
+    /// Token buckets of messages sent to each direct peer.
+    relays: HashMap<PeerId, Meter>,
 }
 
 impl GossipState {
@@ -188,6 +199,7 @@ impl GossipState {
             origins: HashMap::new(),
             origin_order: VecDeque::new(),
             banned: HashMap::new(),
+            relays: HashMap::new(),
         }
     }
 
@@ -220,7 +232,7 @@ impl GossipState {
             data,
             sig,
         };
-        let targets = self.pick(peers, &[]);
+        let targets = self.pick(peers, &[], now);
         Ok((msg, targets))
     }
 
@@ -272,7 +284,7 @@ impl GossipState {
         if msg.ttl == 0 {
             return Ok(Vec::new());
         }
-        Ok(self.pick(peers, &[from, origin]))
+        Ok(self.pick(peers, &[from, origin], now))
     }
 
     /// Whether `origin` is banned at `now`.
@@ -336,15 +348,38 @@ impl GossipState {
             .or_insert_with(|| Meter::new(config, now))
     }
 
-    /// Up to `fanout` random peers not in `except`.
-    fn pick(&self, peers: &[PeerId], except: &[PeerId]) -> Vec<PeerId> {
-        let mut out: Vec<PeerId> = peers
+    /// Up to `fanout` random peers not in `except` that have a relay token
+    /// at `now` (each one picked spends one).
+    fn pick(&mut self, peers: &[PeerId], except: &[PeerId], now: Instant) -> Vec<PeerId> {
+        let mut candidates: Vec<PeerId> = peers
             .iter()
             .filter(|p| !except.contains(p))
             .copied()
             .collect();
-        fastrand::shuffle(&mut out);
-        out.truncate(self.config.fanout);
+        fastrand::shuffle(&mut candidates);
+        // Buckets of peers that left go; the map stays as small as `peers`.
+        if self.relays.len() > peers.len() {
+            self.relays.retain(|p, _| peers.contains(p));
+        }
+        let budget = self.config.relay_budget;
+        // Never bans: an empty bucket only skips the peer.
+        let config = MeterConfig {
+            ban_threshold: u32::MAX,
+            ..MeterConfig::default()
+        };
+        let mut out = Vec::new();
+        for peer in candidates {
+            if out.len() >= self.config.fanout {
+                break;
+            }
+            let bucket = self
+                .relays
+                .entry(peer)
+                .or_insert_with(|| Meter::new(config, now));
+            if bucket.charge(0, budget, now) == Verdict::Accept {
+                out.push(peer);
+            }
+        }
         out
     }
 }
@@ -675,6 +710,38 @@ mod tests {
         assert!(!relay.is_banned(&from, later));
         let (mut m, _) = p.publish(&origin, "t", vec![], later, &[]).unwrap();
         assert!(relay.handle_message(from, &mut m, later, &[]).is_ok());
+    }
+
+    #[test]
+    fn test_relay_to_a_peer_stays_within_its_relay_budget() {
+        let t0 = Instant::now();
+        let config = GossipConfig::default();
+        let mut relay = GossipState::new(config, 0);
+        let from = ids(1).remove(0);
+        let honest = ids(1);
+        // A flood of many origins, each within its own budget.
+        let mut forwarded = 0;
+        for _ in 0..1000 {
+            let origin = Keypair::generate().unwrap();
+            let (mut m, _) = GossipState::new(config, 0)
+                .publish(&origin, "t", vec![], t0, &[])
+                .unwrap();
+            let targets = relay.handle_message(from, &mut m, t0, &honest).unwrap();
+            forwarded += targets.len();
+        }
+        assert_eq!(forwarded, config.relay_budget.burst as usize, "the burst");
+        assert!(config.relay_budget.burst <= BUDGET.burst);
+        assert!(config.relay_budget.per_second <= BUDGET.per_second);
+        // Tokens come back with time.
+        let later = t0 + Duration::from_secs(1);
+        let origin = Keypair::generate().unwrap();
+        let (mut m, _) = GossipState::new(config, 0)
+            .publish(&origin, "t", vec![], later, &[])
+            .unwrap();
+        assert_eq!(
+            relay.handle_message(from, &mut m, later, &honest),
+            Ok(honest)
+        );
     }
 
     #[test]
