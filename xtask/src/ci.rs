@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::flags::Flags;
 use crate::project::Project;
-use crate::{bench, fuzz, interop, lint, shell, test};
+use crate::{bench, chaos, fuzz, interop, lint, shell, test};
 
 const DEFAULT_FUZZ_SECONDS: u64 = 10;
 
@@ -153,6 +153,11 @@ fn steps(project: &Project, fuzz_seconds: u64) -> Vec<Step<'_>> {
             },
         ));
     }
+    steps.push(Step::new(
+        "chaos --quick",
+        "`cargo xtask chaos --quick` reproduces it (root; logs under /tmp/kwc-run-*)",
+        || chaos::run_suite(project, true, false, None).map(ok),
+    ));
     steps
 }
 

@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! One module per command — [`ci`], [`mod@test`], [`fuzz`], [`mod@bench`],
-//! [`interop`] — and the few pieces they share: [`project`] (where the repo
+//! [`interop`], [`sim`], [`chaos`] — and the few pieces they share: [`project`] (where the repo
 //! is, how to start cargo), [`shell`] (running commands), [`python`] (the
 //! `.venv` with interop peers and linters), [`lint`] (actionlint and
 //! shellcheck), [`flags`] (arguments) and [`error`].
@@ -12,6 +12,7 @@
 //! says what it installs and why. Failures exit non-zero with the fix named.
 
 mod bench;
+mod chaos;
 mod ci;
 mod error;
 mod flags;
@@ -52,6 +53,10 @@ commands:
       [--join oracle|protocol] [--out FILE.svg]
                                  the DHT simulator (release build): success rate,
                                  hops, messages, latency, memory; SVG histograms
+  chaos [--quick] [--allow-skip] [--only SCENARIO]
+                                 faults and hostile load on node processes in network
+                                 namespaces (root): lossy, partition, crash, hostile;
+                                 --quick takes under 5 minutes
 ";
 
 fn main() -> ExitCode {
@@ -78,6 +83,7 @@ fn run(mut args: Vec<String>) -> Result<()> {
         "bench" => bench::run(&project, Flags::new(args)),
         "interop" => interop::run(&project, Flags::new(args)),
         "sim" => sim::run(&project, &args),
+        "chaos" => chaos::run(&project, Flags::new(args)),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

@@ -1,0 +1,706 @@
+//! `cargo xtask chaos [--quick] [--allow-skip]`: faults and hostile load
+//! against real node processes in network namespaces (root).
+//!
+//! Seven host namespaces hang off one bridge ([`net`]); each scenario starts
+//! fresh processes of the `chaos` example of `knotwork-node` (roles worker,
+//! submitter, good, attacker; [`proc`]) and checks its own outcome:
+//!
+//! 1. **lossy**: every host on a slow, lossy switch (5 % loss, 100 ms ± 20 ms
+//!    one-way delay per frame, so frames overtake each other; user space,
+//!    as this kernel has no `netem`); five workers, one submitter: every
+//!    task exactly once and correct, every DHT record put and read back.
+//! 2. **partition**: the bridge drops traffic between hosts {1,2,3} and
+//!    {4,5,6} (the submitter's side) for a while, then heals: the
+//!    submitter's channels to the far side time out, it reconnects to all
+//!    five workers by itself, its DHT table regains its size, and every task
+//!    completes exactly once.
+//! 3. **crash**: `kill -9` of a worker that holds DHT records and has tasks
+//!    in flight: the records stay readable, its tasks are placed again
+//!    (retries > 0), every task completes once; restarted with the same
+//!    identity file, it comes back with the same PeerId and rejoins.
+//! 4. **hostile**: a good peer measures ping RTT and task throughput on a
+//!    target while an attacker namespace runs, one after the other, a
+//!    connection flood, slowloris handshakes, oversized frames, garbage
+//!    after the handshake, an unknown-message flood, a DHT query flood and
+//!    a gossip flood. The target's log must name the reason it cut each
+//!    attacker, the good peer's channel must stay open with pings answered
+//!    and tasks done in every window, and the target's RSS must stay under
+//!    [`RSS_BOUND_MIB`].
+//!
+//! A summary table closes the run; any failed check fails the command.
+
+mod json;
+mod net;
+mod proc;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::flags::Flags;
+use crate::project::Project;
+use crate::shell;
+use crate::system::{self, Need};
+use net::{Net, host_ip, host_ns, wan_ip};
+use proc::{Line, Proc};
+
+/// The bound on the hostile scenario's target RSS, in MiB (a debug build
+/// idles at ~15 MiB).
+pub const RSS_BOUND_MIB: u64 = 256;
+/// Host namespaces: workers 1-5, the submitter or good peer on 6, the attacker on 7.
+const HOSTS: usize = 7;
+const WORKERS: usize = 5;
+const CLIENT: usize = 6;
+const ATTACKER: usize = 7;
+/// The attacks of the hostile scenario, in order.
+const ATTACKS: &[(&str, &[&str])] = &[
+    ("conn-flood", &["too many connections from this ip"]),
+    (
+        "slowloris",
+        &["handshake timed out", "too many pending handshakes"],
+    ),
+    (
+        "oversized",
+        &["offence=Oversized", "banned for misbehaviour"],
+    ),
+    ("garbage", &["bad framing"]),
+    ("unknown", &["offence=UnknownMessage"]),
+    ("dht-flood", &["offence=OverBudget"]),
+    ("gossip-flood", &["gossip flood: closing"]),
+];
+
+/// Sizes of one run.
+#[derive(Clone, Copy, Debug)]
+struct Sizes {
+    tasks: u64,
+    keys: u64,
+    partition: Duration,
+    attack: Duration,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                tasks: 200,
+                keys: 10,
+                partition: Duration::from_secs(10),
+                attack: Duration::from_secs(7),
+            }
+        } else {
+            Self {
+                tasks: 1000,
+                keys: 20,
+                partition: Duration::from_secs(30),
+                attack: Duration::from_secs(15),
+            }
+        }
+    }
+}
+
+/// How one scenario ended.
+#[derive(Debug, Default)]
+struct Outcome {
+    figures: Vec<String>,
+    failures: Vec<String>,
+}
+
+impl Outcome {
+    fn figure(&mut self, text: impl Into<String>) {
+        self.figures.push(text.into());
+    }
+
+    /// Records a failure unless `ok`.
+    fn check(&mut self, ok: bool, what: impl Into<String>) {
+        if !ok {
+            self.failures.push(what.into());
+        }
+    }
+}
+
+/// The command.
+pub fn run(project: &Project, mut flags: Flags) -> Result<()> {
+    let quick = flags.flag("--quick");
+    let allow_skip = flags.flag("--allow-skip");
+    let only: Option<String> = flags.value("--only")?;
+    flags.finish()?;
+    run_suite(project, quick, allow_skip, only.as_deref())
+}
+
+/// Runs the suite, or only scenario `only` (`cargo xtask ci` runs all of
+/// it with `quick`).
+pub fn run_suite(
+    project: &Project,
+    quick: bool,
+    allow_skip: bool,
+    only: Option<&str>,
+) -> Result<()> {
+    if !system::is_root() {
+        let e =
+            Error::unavailable("the chaos suite needs root (network namespaces, TAP devices, nft)")
+                .with_fix("run it as root: sudo -E cargo xtask chaos");
+        if allow_skip {
+            println!("chaos: SKIPPED (--allow-skip): {e}");
+            return Ok(());
+        }
+        return Err(e);
+    }
+    system::ensure(
+        &[
+            Need::Program("ip", "iproute2"),
+            Need::Program("nft", "nftables"),
+        ],
+        "the chaos suite builds namespaces, a lossy switch and partitions",
+    )?;
+    let began = Instant::now();
+    let bin = build(project)?;
+    println!(
+        "chaos: built {} in {:.1} s",
+        bin.display(),
+        began.elapsed().as_secs_f64()
+    );
+    let dir = std::env::temp_dir().join(format!("{}-run-{}", net::PREFIX, std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::failed(format!("{}: {e}", dir.display())))?;
+    let sizes = Sizes::new(quick);
+    let net = Net::new(HOSTS)?;
+    let ctx = Ctx {
+        bin: &bin,
+        dir: &dir,
+        net: &net,
+        sizes,
+        wan: std::cell::Cell::new(false),
+    };
+    type Scenario = fn(&Ctx<'_>, &mut Outcome) -> Result<()>;
+    let scenarios: [(&str, Scenario); 4] = [
+        ("lossy", lossy),
+        ("partition", partition),
+        ("crash", crash),
+        ("hostile", hostile),
+    ];
+    if let Some(only) = only
+        && !scenarios.iter().any(|(name, _)| *name == only)
+    {
+        return Err(Error::failed(format!(
+            "no scenario `{only}` (lossy, partition, crash, hostile)"
+        )));
+    }
+    let mut table = Vec::new();
+    for (name, scenario) in scenarios {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        println!("\n==> chaos {name}");
+        let start = Instant::now();
+        let mut outcome = Outcome::default();
+        if let Err(e) = scenario(&ctx, &mut outcome) {
+            outcome.failures.push(e.to_string());
+        }
+        net.heal_if_split();
+        for f in &outcome.failures {
+            println!("chaos {name}: FAILED: {f}");
+        }
+        table.push((name, start.elapsed(), outcome));
+    }
+    drop(net);
+    println!(
+        "\n==> chaos summary ({} run, logs in {})",
+        if quick { "quick" } else { "full" },
+        dir.display()
+    );
+    println!(
+        "  {:<10} {:<6} {:>7}  figures",
+        "scenario", "result", "time"
+    );
+    for (name, took, outcome) in &table {
+        let result = if outcome.failures.is_empty() {
+            "pass"
+        } else {
+            "FAIL"
+        };
+        println!(
+            "  {name:<10} {result:<6} {:>6.1}s  {}",
+            took.as_secs_f64(),
+            outcome.figures.join("; ")
+        );
+    }
+    println!(
+        "  total {:.1} s (with the build)",
+        began.elapsed().as_secs_f64()
+    );
+    let failed: Vec<&str> = table
+        .iter()
+        .filter(|(_, _, o)| !o.failures.is_empty())
+        .map(|(n, _, _)| *n)
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(
+            Error::failed(format!("chaos scenarios failed: {}", failed.join(", "))).with_fix(
+                format!(
+                    "the failed checks are printed above; logs in {}",
+                    dir.display()
+                ),
+            ),
+        )
+    }
+}
+
+/// Builds the chaos example (debug: it shares the test build's artifacts)
+/// and returns its path.
+fn build(project: &Project) -> Result<PathBuf> {
+    let out = shell::output(&mut project.cargo([
+        "build",
+        "--package",
+        "knotwork-node",
+        "--example",
+        "chaos",
+        "--message-format=json",
+    ]))?;
+    out.lines()
+        .filter_map(|l| json::field(l, "executable"))
+        .find(|p| p.contains("examples/chaos"))
+        .map(PathBuf::from)
+        .ok_or_else(|| Error::failed("cargo built no chaos example executable"))
+}
+
+/// What every scenario needs.
+struct Ctx<'a> {
+    bin: &'a Path,
+    dir: &'a Path,
+    net: &'a Net,
+    sizes: Sizes,
+    /// Whether nodes use the slow, lossy switch instead of the bridge.
+    wan: std::cell::Cell<bool>,
+}
+
+impl Ctx<'_> {
+    fn addr(&self, host: usize, port: u16) -> String {
+        let ip = if self.wan.get() {
+            wan_ip(host)
+        } else {
+            host_ip(host)
+        };
+        format!("tcp/{ip}:{port}")
+    }
+
+    fn start(
+        &self,
+        name: &str,
+        host: usize,
+        role: &str,
+        args: &[String],
+        log: &str,
+    ) -> Result<Proc> {
+        let mut all = vec![role.to_owned()];
+        all.extend(args.iter().cloned());
+        Proc::start(name, &host_ns(host), self.bin, &all, self.dir, log)
+    }
+
+    /// Workers on hosts 1..=5 listening on `port`; 1 is everyone's seed.
+    /// `extra(i)` adds arguments for worker `i`.
+    fn workers(&self, port: u16, extra: impl Fn(usize) -> Vec<String>) -> Result<Vec<Proc>> {
+        let seed = self.addr(1, port);
+        (1..=WORKERS)
+            .map(|i| {
+                let mut args = vec!["--listen".to_owned(), self.addr(i, port)];
+                if i != 1 {
+                    args.extend(["--seed".to_owned(), seed.clone()]);
+                }
+                args.extend(["--keys".to_owned(), self.sizes.keys.to_string()]);
+                args.extend(extra(i));
+                self.start(&format!("worker{i}"), i, "worker", &args, "warn")
+            })
+            .collect()
+    }
+
+    fn submitter(&self, port: u16, extra: &[String]) -> Result<Proc> {
+        let mut args: Vec<String> = [
+            "--seed",
+            &self.addr(1, port),
+            "--workers",
+            &WORKERS.to_string(),
+            "--tasks",
+            &self.sizes.tasks.to_string(),
+            "--keys",
+            &self.sizes.keys.to_string(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(extra.iter().cloned());
+        self.start("submitter", CLIENT, "submitter", &args, "warn")
+    }
+}
+
+/// Checks a submitter's summary: every task exactly once and correct,
+/// every record put and read back; adds the figures.
+fn check_summary(summary: &Line, sizes: Sizes, outcome: &mut Outcome) {
+    let s = &summary.text;
+    let n = |k: &str| json::num(s, k);
+    let tasks = sizes.tasks as f64;
+    outcome.figure(format!(
+        "{}/{} tasks once, {} dup, {} lost",
+        n("unique"),
+        tasks,
+        n("duplicates"),
+        tasks - n("unique") + n("failed")
+    ));
+    outcome.figure(format!(
+        "{} retried (max {} attempts)",
+        n("retried"),
+        n("attempts_max")
+    ));
+    outcome.figure(format!("tasks took {:.1} s", n("task_secs")));
+    outcome.figure(format!(
+        "ping RTT p50 {:.1} ms max {:.1} ms",
+        n("rtt_ms_p50"),
+        n("rtt_ms_max")
+    ));
+    outcome.figure(format!(
+        "DHT put {}/{} get {}/{}",
+        n("dht_put_ok"),
+        n("keys"),
+        n("dht_get_ok"),
+        n("keys")
+    ));
+    outcome.check(
+        n("unique") == tasks,
+        format!("{} of {tasks} tasks have a result", n("unique")),
+    );
+    outcome.check(
+        n("duplicates") == 0.0,
+        format!("{} results delivered twice", n("duplicates")),
+    );
+    outcome.check(n("wrong") == 0.0, format!("{} wrong results", n("wrong")));
+    outcome.check(n("failed") == 0.0, format!("{} tasks failed", n("failed")));
+    outcome.check(
+        n("dht_put_ok") == sizes.keys as f64,
+        format!(
+            "{} of {} DHT puts acknowledged",
+            n("dht_put_ok"),
+            sizes.keys
+        ),
+    );
+    outcome.check(
+        n("dht_get_ok") == sizes.keys as f64,
+        format!(
+            "{} of {} DHT records read back",
+            n("dht_get_ok"),
+            sizes.keys
+        ),
+    );
+}
+
+fn lossy(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
+    let mut wan = ctx.net.wan(ctx.dir, 100, 20, 0.05)?;
+    ctx.wan.set(true);
+    let result = lossy_run(ctx, outcome);
+    ctx.wan.set(false);
+    wan.kill();
+    if let Some(stats) = wan.last("stats") {
+        let n = |k: &str| json::num(&stats.text, k);
+        outcome.figure(format!(
+            "switch: 100 +/- 20 ms, {} frames, {} dropped ({:.1} %), {} reordered",
+            n("frames"),
+            n("dropped"),
+            100.0 * n("dropped") / n("frames").max(1.0),
+            n("reordered")
+        ));
+        outcome.check(
+            n("dropped") > 0.0 && n("reordered") > 0.0,
+            "the switch dropped or reordered nothing",
+        );
+    } else {
+        outcome.check(false, "the switch reported no counts");
+    }
+    result
+}
+
+fn lossy_run(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
+    let _workers = ctx.workers(4110, |_| Vec::new())?;
+    let mut submitter = ctx.submitter(4110, &[])?;
+    let ready = submitter.wait_for("ready", Duration::from_secs(90), |_| true)?;
+    outcome.figure(format!("mesh in {} ms", json::num(&ready.text, "ms")));
+    let summary = submitter.wait_for("summary", Duration::from_secs(240), |_| true)?;
+    check_summary(&summary, ctx.sizes, outcome);
+    Ok(())
+}
+
+fn partition(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
+    let sizes = ctx.sizes;
+    let hold = sizes.partition;
+    // Tasks spread over the partition and ten seconds either side.
+    let span = hold.as_secs() + 13;
+    let rate = sizes.tasks.div_ceil(span);
+    let min_secs = hold.as_secs() + 25;
+    let _workers = ctx.workers(4120, |_| Vec::new())?;
+    let mut submitter = ctx.submitter(
+        4120,
+        &[
+            "--rate".into(),
+            rate.to_string(),
+            "--min-secs".into(),
+            min_secs.to_string(),
+        ],
+    )?;
+    submitter.wait_for("put", Duration::from_secs(120), |_| true)?;
+    let before = submitter.wait_for("progress", Duration::from_secs(10), |l| {
+        json::num(&l.text, "secs") >= 3.0
+    })?;
+    let table_before = json::num(&before.text, "dht_table");
+    let (a, b) = ([1, 2, 3], [4, 5, CLIENT]);
+    ctx.net.partition(&a, &b)?;
+    let cut_at = Instant::now();
+    println!("chaos: partitioned {a:?} | {b:?} for {} s", hold.as_secs());
+    std::thread::sleep(hold);
+    ctx.net.heal()?;
+    let healed_at = Instant::now();
+    println!("chaos: healed");
+    let during: Vec<Line> = submitter
+        .events("progress")
+        .into_iter()
+        .filter(|l| l.at > cut_at && l.at <= healed_at)
+        .collect();
+    let min_peers = during
+        .iter()
+        .map(|l| json::num(&l.text, "peers"))
+        .fold(f64::MAX, f64::min);
+    let timeouts = submitter
+        .events("disconnected")
+        .iter()
+        .filter(|l| l.at > cut_at && l.at <= healed_at)
+        .count();
+    outcome.figure(format!(
+        "peers during split min {min_peers}, {timeouts} channels closed"
+    ));
+    outcome.check(
+        min_peers < WORKERS as f64 && timeouts > 0,
+        "the submitter's channels across the split did not time out",
+    );
+    let back = submitter.wait_for("progress", Duration::from_secs(35), |l| {
+        l.at > healed_at
+            && json::num(&l.text, "peers") >= WORKERS as f64
+            && json::num(&l.text, "dht_table") >= table_before
+    });
+    match back {
+        Ok(line) => outcome.figure(format!(
+            "reconnected to all {WORKERS} and DHT table {} (was {table_before}) {:.1} s after heal",
+            json::num(&line.text, "dht_table"),
+            (line.at - healed_at).as_secs_f64()
+        )),
+        Err(e) => outcome.check(false, format!("no recovery after the heal: {e}")),
+    }
+    let summary = submitter.wait_for("summary", Duration::from_secs(240), |_| true)?;
+    check_summary(&summary, sizes, outcome);
+    Ok(())
+}
+
+fn crash(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
+    let sizes = ctx.sizes;
+    let port = 4130;
+    let identity = ctx.dir.join("victim.key").to_string_lossy().into_owned();
+    let victim_args = |i: usize| {
+        let mut args = vec!["--work-ms".to_owned(), "500".to_owned()];
+        if i == WORKERS {
+            args.extend(["--identity".to_owned(), identity.clone()]);
+        }
+        args
+    };
+    let mut workers = ctx.workers(port, victim_args)?;
+    // ~20 tasks a second on five workers that take 0.5 s each: every
+    // worker has tasks in flight at any time.
+    let rate = 20;
+    let mut submitter = ctx.submitter(port, &["--rate".into(), rate.to_string()])?;
+    submitter.wait_for("put", Duration::from_secs(120), |_| true)?;
+    submitter.wait_for("progress", Duration::from_secs(120), |l| {
+        json::num(&l.text, "done") >= (sizes.tasks / 3) as f64
+    })?;
+    let victim = workers
+        .last_mut()
+        .ok_or_else(|| Error::failed("no workers"))?;
+    let victim_id = victim
+        .last("started")
+        .and_then(|l| json::field(&l.text, "peer").map(str::to_owned))
+        .ok_or_else(|| Error::failed("the victim never started"))?;
+    let held = victim
+        .last("status")
+        .map_or(0.0, |l| json::num(&l.text, "held"));
+    outcome.figure(format!("victim held {held}/{} records", sizes.keys));
+    outcome.check(held > 0.0, "the victim held no DHT record before the crash");
+    victim.kill();
+    let killed_at = Instant::now();
+    println!("chaos: kill -9 worker{WORKERS} ({victim_id})");
+    let summary = submitter.wait_for("summary", Duration::from_secs(240), |_| true)?;
+    check_summary(&summary, sizes, outcome);
+    outcome.check(
+        json::num(&summary.text, "retried") > 0.0,
+        "no task was placed again after the crash",
+    );
+    drop(submitter);
+    // Restart with the same identity file and address.
+    let restarted_at = Instant::now();
+    let mut args = vec!["--listen".to_owned(), ctx.addr(WORKERS, port)];
+    args.extend(["--seed".to_owned(), ctx.addr(1, port)]);
+    args.extend(victim_args(WORKERS));
+    let mut again = ctx.start("worker5-restarted", WORKERS, "worker", &args, "warn")?;
+    let started = again.wait_for("started", Duration::from_secs(30), |_| true)?;
+    let same = json::field(&started.text, "peer") == Some(victim_id.as_str());
+    outcome.check(same, "the restarted worker has another PeerId");
+    match again.wait_for("status", Duration::from_secs(30), |l| {
+        json::num(&l.text, "peers") >= (WORKERS - 1) as f64 && json::num(&l.text, "dht_table") >= 1.0
+    }) {
+        Ok(line) => outcome.figure(format!(
+            "restarted (same PeerId: {same}) and rejoined {} peers in {:.1} s ({:.1} s after the kill)",
+            json::num(&line.text, "peers"),
+            (line.at - restarted_at).as_secs_f64(),
+            (line.at - killed_at).as_secs_f64()
+        )),
+        Err(e) => outcome.check(false, format!("the restarted worker did not rejoin: {e}")),
+    }
+    Ok(())
+}
+
+/// RTT p50 and tasks per second of the good peer's samples in `[from, to)`.
+fn good_figures(samples: &[Line], from: Instant, to: Instant) -> (Option<f64>, f64, usize) {
+    let window: Vec<&Line> = samples
+        .iter()
+        .filter(|l| l.at >= from && l.at < to)
+        .collect();
+    let mut rtts: Vec<f64> = window
+        .iter()
+        .flat_map(|l| json::nums(&l.text, "rtts_ms"))
+        .collect();
+    rtts.sort_by(f64::total_cmp);
+    let done: f64 = window
+        .iter()
+        .map(|l| json::num(&l.text, "tasks_done"))
+        .sum();
+    let secs = (to - from).as_secs_f64().max(0.001);
+    let p50 = rtts.get(rtts.len() / 2).copied();
+    (p50, done / secs, rtts.len())
+}
+
+fn hostile(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
+    let port = 4140;
+    let target_addr = ctx.addr(1, port);
+    let args = vec!["--listen".to_owned(), target_addr.clone()];
+    let mut target = ctx.start("target", 1, "worker", &args, "info,knotwork_node=debug")?;
+    target.wait_for("started", Duration::from_secs(30), |_| true)?;
+    let good_args = vec![
+        "--target".to_owned(),
+        target_addr.clone(),
+        "--secs".to_owned(),
+        "3600".to_owned(),
+    ];
+    let mut good = ctx.start(
+        "good",
+        CLIENT,
+        "good",
+        &good_args,
+        "info,knotwork_node=debug",
+    )?;
+    good.wait_for("ready", Duration::from_secs(30), |_| true)?;
+    let mut rss_max = 0u64;
+    let mut sample_rss = |target: &Proc| {
+        if let Some(kib) = target.rss_kib() {
+            rss_max = rss_max.max(kib);
+        }
+    };
+    let baseline_from = Instant::now();
+    while baseline_from.elapsed() < Duration::from_secs(4) {
+        sample_rss(&target);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rss_idle = target.rss_kib().unwrap_or(0);
+    let baseline_to = Instant::now();
+    let mut windows = Vec::new();
+    let mut attackers = Vec::new();
+    for (kind, _) in ATTACKS {
+        let secs = ctx.sizes.attack.as_secs().to_string();
+        let args: Vec<String> = ["--target", &target_addr, "--attack", kind, "--secs", &secs]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let from = Instant::now();
+        let mut attacker = ctx.start(
+            &format!("attacker-{kind}"),
+            ATTACKER,
+            "attacker",
+            &args,
+            "warn",
+        )?;
+        while !attacker.exited() && from.elapsed() < ctx.sizes.attack + Duration::from_secs(30) {
+            sample_rss(&target);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        windows.push((*kind, from, Instant::now()));
+        attackers.push(attacker);
+    }
+    // Give the last log lines and samples a moment.
+    std::thread::sleep(Duration::from_millis(700));
+    let log = std::fs::read_to_string(&target.log).unwrap_or_default();
+    let samples = good.events("sample");
+    let (base_rtt, base_rate, _) = good_figures(&samples, baseline_from, baseline_to);
+    outcome.figure(format!(
+        "baseline: RTT p50 {:.1} ms, {base_rate:.0} tasks/s",
+        base_rtt.unwrap_or(f64::NAN)
+    ));
+    for ((kind, patterns), attacker) in ATTACKS.iter().zip(&attackers) {
+        let Some(&(_, from, to)) = windows.iter().find(|w| w.0 == *kind) else {
+            continue;
+        };
+        let (rtt, rate, pings) = good_figures(&samples, from, to);
+        let report = attacker.last("attack");
+        let (attempts, cut) = report.as_ref().map_or((0.0, 0.0), |l| {
+            (json::num(&l.text, "attempts"), json::num(&l.text, "cut"))
+        });
+        let hits: Vec<String> = patterns
+            .iter()
+            .map(|p| format!("\"{p}\" x{}", log.matches(p).count()))
+            .collect();
+        outcome.figure(format!(
+            "{kind}: {cut}/{attempts} cut, log {}, good RTT p50 {:.1} ms, {rate:.0} tasks/s",
+            hits.join(" "),
+            rtt.unwrap_or(f64::NAN)
+        ));
+        outcome.check(
+            report.is_some(),
+            format!("{kind}: the attacker did not report"),
+        );
+        outcome.check(
+            cut > 0.0,
+            format!("{kind}: the target never cut the attacker"),
+        );
+        for p in *patterns {
+            outcome.check(
+                log.contains(p),
+                format!("{kind}: no \"{p}\" in the target's log"),
+            );
+        }
+        outcome.check(
+            pings > 0,
+            format!("{kind}: the good peer got no ping answer"),
+        );
+        outcome.check(
+            rate > 0.0,
+            format!("{kind}: the good peer got no task done"),
+        );
+    }
+    let closed = samples
+        .iter()
+        .any(|l| json::field(&l.text, "open") == Some("false"))
+        || !good.events("disconnected").is_empty();
+    outcome.check(!closed, "the good peer's channel to the target closed");
+    outcome.figure(format!(
+        "target RSS idle {} MiB, max {} MiB (bound {RSS_BOUND_MIB} MiB)",
+        rss_idle / 1024,
+        rss_max / 1024
+    ));
+    outcome.check(rss_max > 0, "the target's RSS was never read");
+    outcome.check(
+        rss_max < RSS_BOUND_MIB * 1024,
+        format!("the target's RSS reached {} MiB", rss_max / 1024),
+    );
+    Ok(())
+}

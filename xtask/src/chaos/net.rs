@@ -1,0 +1,218 @@
+//! The chaos network: a bridge in its own namespace and host namespaces
+//! joined to it by veth pairs, nftables partitions on the bridge, and a
+//! slow, lossy switch in user space ([`Net::wan`]; this kernel has no
+//! `netem`). Everything carries the prefix [`PREFIX`];
+//! leftovers of an earlier run are removed first, and [`Net`]'s `Drop`
+//! deletes the namespaces (which deletes their links and rules).
+
+use std::process::Command;
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::chaos::proc::Proc;
+use crate::error::{Error, Result};
+use crate::shell;
+use crate::system::SYSTEM_PYTHON;
+
+/// Prefix of every namespace and link the chaos suite makes.
+pub const PREFIX: &str = "kwc";
+/// The hosts' subnet: host `i` is `10.201.0.i/24`.
+const SUBNET: &str = "10.201.0";
+/// The slow, lossy switch's subnet: host `i` is `10.202.0.i/24` on it.
+const WAN_SUBNET: &str = "10.202.0";
+/// The switch (Python, standard library only): see the file's docstring.
+const WAN_SCRIPT: &str = include_str!("wan.py");
+/// The nftables table that partitions the bridge.
+const PARTITION_TABLE: &str = "kwc_partition";
+
+/// The namespaces of one run.
+#[derive(Debug)]
+pub struct Net {
+    hosts: usize,
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    shell::output(Command::new("ip").args(args)).map(|_| ())
+}
+
+fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<String> {
+    shell::output(
+        Command::new("ip")
+            .args(["netns", "exec", ns, program])
+            .args(args),
+    )
+}
+
+fn bridge_ns() -> String {
+    format!("{PREFIX}-br")
+}
+
+/// The namespace of host `i` (1-based).
+pub fn host_ns(i: usize) -> String {
+    format!("{PREFIX}-{i}")
+}
+
+/// The IP address of host `i`.
+pub fn host_ip(i: usize) -> String {
+    format!("{SUBNET}.{i}")
+}
+
+/// The IP address of host `i` on the slow, lossy switch.
+pub fn wan_ip(i: usize) -> String {
+    format!("{WAN_SUBNET}.{i}")
+}
+
+/// Host `i`'s interface on the slow, lossy switch.
+fn wan_link(i: usize) -> String {
+    format!("{PREFIX}-w{i}")
+}
+
+/// The host end of host `i`'s veth (inside its namespace).
+fn host_link(i: usize) -> String {
+    format!("{PREFIX}-h{i}")
+}
+
+/// The bridge end of host `i`'s veth (inside the bridge namespace).
+fn port_link(i: usize) -> String {
+    format!("{PREFIX}-p{i}")
+}
+
+/// Deletes every namespace whose name starts with the prefix.
+pub fn remove_leftovers() {
+    let Ok(list) = shell::output(Command::new("ip").args(["netns", "list"])) else {
+        return;
+    };
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        if name.starts_with(&format!("{PREFIX}-")) {
+            println!("chaos: removing leftover namespace {name}");
+            let _ = ip(&["netns", "delete", name]);
+        }
+    }
+}
+
+impl Net {
+    /// Builds the bridge and `hosts` host namespaces.
+    pub fn new(hosts: usize) -> Result<Self> {
+        remove_leftovers();
+        // The guard exists before anything is made, so a failure midway
+        // still deletes what was made.
+        let net = Self { hosts };
+        let br = bridge_ns();
+        ip(&["netns", "add", &br])?;
+        in_ns(&br, "ip", &["link", "add", "br0", "type", "bridge"])?;
+        in_ns(&br, "ip", &["link", "set", "br0", "up"])?;
+        in_ns(&br, "ip", &["link", "set", "lo", "up"])?;
+        for i in 1..=hosts {
+            let ns = host_ns(i);
+            let (h, p) = (host_link(i), port_link(i));
+            ip(&["netns", "add", &ns])?;
+            ip(&["link", "add", &h, "type", "veth", "peer", "name", &p])?;
+            ip(&["link", "set", &h, "netns", &ns])?;
+            ip(&["link", "set", &p, "netns", &br])?;
+            in_ns(&br, "ip", &["link", "set", &p, "master", "br0"])?;
+            in_ns(&br, "ip", &["link", "set", &p, "up"])?;
+            let addr = format!("{}/24", host_ip(i));
+            in_ns(&ns, "ip", &["addr", "add", &addr, "dev", &h])?;
+            in_ns(&ns, "ip", &["link", "set", &h, "up"])?;
+            in_ns(&ns, "ip", &["link", "set", "lo", "up"])?;
+        }
+        Ok(net)
+    }
+
+    /// Starts the slow, lossy switch ([`WAN_SCRIPT`]) in the bridge
+    /// namespace and gives every host an interface on it ([`wan_ip`]).
+    /// The kernel here has no `netem` qdisc, so the switch does in user
+    /// space what netem would: delay +/- jitter, loss, reordering.
+    pub fn wan(&self, dir: &Path, delay_ms: u32, jitter_ms: u32, loss: f64) -> Result<Proc> {
+        let script = dir.join("wan.py");
+        std::fs::write(&script, WAN_SCRIPT)
+            .map_err(|e| Error::failed(format!("{}: {e}", script.display())))?;
+        let prefix = format!("{PREFIX}-w");
+        let args: Vec<String> = vec![
+            script.to_string_lossy().into_owned(),
+            prefix,
+            self.hosts.to_string(),
+            delay_ms.to_string(),
+            jitter_ms.to_string(),
+            loss.to_string(),
+        ];
+        let mut wan = Proc::start(
+            "wan",
+            &bridge_ns(),
+            Path::new(SYSTEM_PYTHON),
+            &args,
+            dir,
+            "",
+        )?;
+        wan.wait_for("ready", Duration::from_secs(10), |_| true)?;
+        let br = bridge_ns();
+        for i in 1..=self.hosts {
+            let (link, ns) = (wan_link(i), host_ns(i));
+            in_ns(&br, "ip", &["link", "set", &link, "netns", &ns])?;
+            let addr = format!("{}/24", wan_ip(i));
+            in_ns(&ns, "ip", &["addr", "add", &addr, "dev", &link])?;
+            in_ns(&ns, "ip", &["link", "set", &link, "up"])?;
+        }
+        Ok(wan)
+    }
+
+    /// Drops every frame the bridge would forward between a host of `a`
+    /// and a host of `b` (nftables, bridge family).
+    pub fn partition(&self, a: &[usize], b: &[usize]) -> Result<()> {
+        let mut rules = format!(
+            "table bridge {PARTITION_TABLE} {{\n chain forward {{\n  type filter hook forward priority 0; policy accept;\n"
+        );
+        for x in a {
+            for y in b {
+                for (from, to) in [(x, y), (y, x)] {
+                    rules.push_str(&format!(
+                        "  iifname \"{}\" oifname \"{}\" drop\n",
+                        port_link(*from),
+                        port_link(*to)
+                    ));
+                }
+            }
+        }
+        rules.push_str(" }\n}\n");
+        let file = std::env::temp_dir().join(format!("{PREFIX}-partition.nft"));
+        std::fs::write(&file, rules)
+            .map_err(|e| Error::failed(format!("{}: {e}", file.display())))?;
+        let path = file.to_string_lossy().into_owned();
+        in_ns(&bridge_ns(), "nft", &["-f", &path]).map(|_| ())
+    }
+
+    /// Removes the partition.
+    pub fn heal(&self) -> Result<()> {
+        in_ns(
+            &bridge_ns(),
+            "nft",
+            &["delete", "table", "bridge", PARTITION_TABLE],
+        )
+        .map(|_| ())
+    }
+
+    /// Removes the partition if there is one (quietly).
+    pub fn heal_if_split(&self) {
+        let args = [
+            "netns",
+            "exec",
+            &bridge_ns(),
+            "nft",
+            "delete",
+            "table",
+            "bridge",
+            PARTITION_TABLE,
+        ];
+        shell::succeeds(Command::new("ip").args(args));
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for i in 1..=self.hosts {
+            let _ = ip(&["netns", "delete", &host_ns(i)]);
+        }
+        let _ = ip(&["netns", "delete", &bridge_ns()]);
+    }
+}
