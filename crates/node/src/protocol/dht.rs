@@ -79,7 +79,8 @@ pub const NAME: &str = "knotwork/dht";
 const INBOX: usize = 1024;
 /// Longest lifetime given to records this node publishes.
 const RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Misbehaviour meters kept at most; past it, those back at zero are dropped.
+/// Misbehaviour meters kept at most; past it, those of peers no longer
+/// connected are dropped.
 const MAX_METERS: usize = 1024;
 
 type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
@@ -537,7 +538,8 @@ impl Driver {
         tracing::info!(peer = %peer.short(), reason, "dht: misbehaviour: {e}");
         let now = tokio::time::Instant::now().into_std();
         if self.meters.len() >= MAX_METERS {
-            self.meters.retain(|_, m| m.score() > 0);
+            let connected = lock(&self.shared.peers);
+            self.meters.retain(|p, _| connected.contains_key(p));
         }
         let config = self.meter;
         let verdict = self
