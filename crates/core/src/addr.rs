@@ -6,13 +6,24 @@
 //! | `tcp/[::1]:4000` | TCP over IPv6 (brackets required) |
 //! | `ble/<device-id>` | a Bluetooth LE device (1–64 chars of `[A-Za-z0-9:_.-]`) |
 //! | `mem/7` | port 7 of a [`MemoryTransport`](crate::MemoryTransport) network |
+//! | `relay/tcp/1.2.3.4:4000/<relay-id>/<target-id>` | peer `<target-id>` reached through the relay node `<relay-id>` at `tcp/1.2.3.4:4000` ([`RelayAddr`]) |
+//!
+//! A relay address nests exactly one non-relay address; the two PeerIds are
+//! base58 (see [`PeerId`]), so the text splits unambiguously at its last two
+//! `/`. The longest text form (an IPv6 relay) is under [`MAX_ADDR_TEXT_LEN`] bytes.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
+use crate::PeerId;
+
 /// Longest accepted BLE device id.
 pub const MAX_BLE_DEVICE_LEN: usize = 64;
+
+/// Longest text form of any [`PeerAddr`], in bytes: a relay address over
+/// IPv6 is `relay/` (6) + `tcp/[` 39 `]:65535` (51) + 2 × (`/` + 44) = 147.
+pub const MAX_ADDR_TEXT_LEN: usize = 160;
 
 /// A typed peer address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -24,6 +35,19 @@ pub enum PeerAddr {
     Ble(String),
     /// A port of an in-process memory network.
     Mem(u64),
+    /// A peer reached through a relay node (circuit relay).
+    Relay(Box<RelayAddr>),
+}
+
+/// Where a relayed peer is reached: the relay node and the peer behind it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayAddr {
+    /// The relay's own address; never a relay address itself.
+    pub relay: PeerAddr,
+    /// The relay's identity, checked by the handshake with the relay.
+    pub relay_peer: PeerId,
+    /// The peer that holds a reservation on the relay.
+    pub target: PeerId,
 }
 
 /// Why a [`PeerAddr`] text did not parse.
@@ -31,10 +55,10 @@ pub enum PeerAddr {
 #[non_exhaustive]
 pub enum AddrParseError {
     /// No `scheme/` prefix.
-    #[error("missing scheme: expected tcp/, ble/ or mem/")]
+    #[error("missing scheme: expected tcp/, ble/, mem/ or relay/")]
     MissingScheme,
-    /// A scheme other than tcp, ble or mem.
-    #[error("unknown scheme {0:?}: expected tcp, ble or mem")]
+    /// A scheme other than tcp, ble, mem or relay.
+    #[error("unknown scheme {0:?}: expected tcp, ble, mem or relay")]
     UnknownScheme(String),
     /// A TCP address without `:port`.
     #[error("missing port")]
@@ -57,16 +81,47 @@ pub enum AddrParseError {
     /// A memory port that is not a number.
     #[error("invalid memory port {0:?}")]
     InvalidMemPort(String),
+    /// A relay address without `<relay-addr>/<relay-id>/<target-id>`.
+    #[error("relay address must be relay/<addr>/<relay-peer-id>/<target-peer-id>")]
+    MissingRelayPart,
+    /// A relay address whose relay is itself a relay address.
+    #[error("a relay address cannot go through another relay")]
+    NestedRelay,
+    /// A PeerId in a relay address that is not valid.
+    #[error("invalid peer id {0:?} in relay address")]
+    InvalidPeerId(String),
 }
 
 impl PeerAddr {
-    /// The transport scheme: `"tcp"`, `"ble"` or `"mem"`.
+    /// The transport scheme: `"tcp"`, `"ble"`, `"mem"` or `"relay"`.
     pub fn scheme(&self) -> &'static str {
         match self {
             PeerAddr::Tcp(_) => "tcp",
             PeerAddr::Ble(_) => "ble",
             PeerAddr::Mem(_) => "mem",
+            PeerAddr::Relay(_) => "relay",
         }
+    }
+
+    /// Builds a relay address; `relay` must not be a relay address itself.
+    pub fn relayed(
+        relay: PeerAddr,
+        relay_peer: PeerId,
+        target: PeerId,
+    ) -> Result<Self, AddrParseError> {
+        if matches!(relay, PeerAddr::Relay(_)) {
+            return Err(AddrParseError::NestedRelay);
+        }
+        Ok(PeerAddr::Relay(Box::new(RelayAddr {
+            relay,
+            relay_peer,
+            target,
+        })))
+    }
+
+    /// Whether this is a relay address.
+    pub fn is_relayed(&self) -> bool {
+        matches!(self, PeerAddr::Relay(_))
     }
 
     /// Builds a BLE address, checking the device id.
@@ -90,6 +145,7 @@ impl fmt::Display for PeerAddr {
             PeerAddr::Tcp(sa) => write!(f, "tcp/{sa}"),
             PeerAddr::Ble(dev) => write!(f, "ble/{dev}"),
             PeerAddr::Mem(n) => write!(f, "mem/{n}"),
+            PeerAddr::Relay(r) => write!(f, "relay/{}/{}/{}", r.relay, r.relay_peer, r.target),
         }
     }
 }
@@ -134,6 +190,25 @@ fn parse_tcp(rest: &str) -> Result<SocketAddr, AddrParseError> {
     Ok(SocketAddr::new(IpAddr::V4(ip), parse_port(port)?))
 }
 
+fn parse_peer_id(s: &str) -> Result<PeerId, AddrParseError> {
+    s.parse()
+        .map_err(|_| AddrParseError::InvalidPeerId(s.to_string()))
+}
+
+fn parse_relay(rest: &str) -> Result<PeerAddr, AddrParseError> {
+    let (rest, target) = rest
+        .rsplit_once('/')
+        .ok_or(AddrParseError::MissingRelayPart)?;
+    let (inner, relay_peer) = rest
+        .rsplit_once('/')
+        .ok_or(AddrParseError::MissingRelayPart)?;
+    if inner.starts_with("relay/") {
+        return Err(AddrParseError::NestedRelay);
+    }
+    let relay = inner.parse()?;
+    PeerAddr::relayed(relay, parse_peer_id(relay_peer)?, parse_peer_id(target)?)
+}
+
 impl FromStr for PeerAddr {
     type Err = AddrParseError;
 
@@ -142,6 +217,7 @@ impl FromStr for PeerAddr {
         match scheme {
             "tcp" => parse_tcp(rest).map(PeerAddr::Tcp),
             "ble" => PeerAddr::ble(rest),
+            "relay" => parse_relay(rest),
             "mem" => {
                 if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(AddrParseError::InvalidMemPort(rest.to_string()));
@@ -173,6 +249,63 @@ mod tests {
         ] {
             let a: PeerAddr = s.parse().unwrap();
             assert_eq!(a.to_string(), s);
+        }
+    }
+
+    fn peer_ids() -> Vec<PeerId> {
+        (0..4)
+            .map(|_| crate::Keypair::generate().unwrap().peer_id())
+            .collect()
+    }
+
+    #[test]
+    fn relay_addresses_round_trip_and_nest_once() {
+        let ids = peer_ids();
+        let (r, t) = (ids[0], ids[1]);
+        for inner in [
+            "tcp/1.2.3.4:4000",
+            "tcp/[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
+            "mem/3",
+        ] {
+            let text = format!("relay/{inner}/{r}/{t}");
+            let a: PeerAddr = text.parse().unwrap();
+            assert_eq!(a.to_string(), text);
+            assert!(a.is_relayed());
+            assert!(text.len() <= MAX_ADDR_TEXT_LEN, "{}", text.len());
+            let PeerAddr::Relay(ra) = a else {
+                panic!("not relay")
+            };
+            assert_eq!(
+                (ra.relay.to_string(), ra.relay_peer, ra.target),
+                (inner.to_string(), r, t)
+            );
+        }
+        let nested = PeerAddr::relayed("mem/1".parse().unwrap(), r, t).unwrap();
+        assert_eq!(
+            PeerAddr::relayed(nested.clone(), r, t),
+            Err(AddrParseError::NestedRelay)
+        );
+        assert_eq!(
+            format!("relay/{nested}/{r}/{t}").parse::<PeerAddr>(),
+            Err(AddrParseError::NestedRelay)
+        );
+        use AddrParseError::*;
+        let cases: Vec<(String, AddrParseError)> = vec![
+            ("relay/".into(), MissingRelayPart),
+            (format!("relay/{t}"), MissingRelayPart),
+            (
+                format!("relay/mem/1/nope/{t}"),
+                InvalidPeerId("nope".into()),
+            ),
+            (
+                format!("relay/mem/1/{r}/0OIl"),
+                InvalidPeerId("0OIl".into()),
+            ),
+            (format!("relay/udp/1/{r}/{t}"), UnknownScheme("udp".into())),
+            (format!("relay/tcp/1.2.3.4/{r}/{t}"), MissingPort),
+        ];
+        for (text, want) in cases {
+            assert_eq!(text.parse::<PeerAddr>().unwrap_err(), want, "{text}");
         }
     }
 
@@ -210,6 +343,17 @@ mod tests {
     }
 
     fn any_addr() -> impl Strategy<Value = PeerAddr> {
+        let ids = peer_ids();
+        let direct = any_direct_addr();
+        prop_oneof![
+            any_direct_addr(),
+            (direct, 0..ids.len(), 0..ids.len()).prop_map(move |(relay, r, t)| {
+                PeerAddr::relayed(relay, ids[r], ids[t]).unwrap()
+            }),
+        ]
+    }
+
+    fn any_direct_addr() -> impl Strategy<Value = PeerAddr> {
         prop_oneof![
             any::<SocketAddr>().prop_map(|sa| {
                 // Scope ids and flow info are not part of the text form.

@@ -39,7 +39,7 @@ pub mod identity;
 pub mod memory;
 pub mod transport;
 
-pub use addr::{AddrParseError, PeerAddr};
+pub use addr::{AddrParseError, MAX_ADDR_TEXT_LEN, PeerAddr, RelayAddr};
 pub use discovery::{
     DiscoveredPeer, Discovery, DiscoveryError, DiscoveryEvent, DiscoverySource, LocalPeerInfo,
 };

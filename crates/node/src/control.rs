@@ -99,6 +99,11 @@ pub enum Request {
         /// The peer's id (base58).
         peer: String,
     },
+    /// Dial an address (a relay address too) once and report the channel.
+    Connect {
+        /// The address, text form of a `PeerAddr`.
+        addr: String,
+    },
 }
 
 /// How a connection was made, reduced to who dialed.
@@ -145,6 +150,8 @@ pub struct PeerEntry {
     pub rtt_us: Option<u64>,
     /// How long the channel has been open, in milliseconds.
     pub connected_ms: u64,
+    /// Whether the channel runs through a relay.
+    pub relayed: bool,
 }
 
 /// The node's state, as reported by [`Request::Status`].
@@ -218,6 +225,15 @@ pub enum Response {
     DhtPeer {
         /// The peer; `None` if the lookup did not reach it.
         peer: Option<DhtPeerEntry>,
+    },
+    /// The answer to [`Request::Connect`]: the channel now open.
+    Connected {
+        /// The peer's id (base58).
+        peer_id: String,
+        /// The channel's remote address.
+        addr: String,
+        /// Whether the channel runs through a relay.
+        relayed: bool,
     },
     /// The request could not be read; the text says why.
     Error {
@@ -349,6 +365,7 @@ impl Book {
                     self.banned.push(peer);
                 }
             }
+            NodeEvent::RelayReserved { .. } => {}
         }
     }
 }
@@ -445,6 +462,33 @@ impl NodeControl {
             | Request::DhtProvide { .. }
             | Request::DhtProviders { .. }
             | Request::DhtFind { .. } => self.dht(request).await,
+            Request::Connect { addr } => self.connect(addr).await,
+        }
+    }
+
+    /// Dials `addr`, answering before the client's exchange timeout.
+    async fn connect(&self, addr: &str) -> Response {
+        let addr: knotwork_core::PeerAddr = match addr.parse() {
+            Ok(addr) => addr,
+            Err(e) => {
+                return Response::Error {
+                    message: format!("bad address {addr:?}: {e}"),
+                };
+            }
+        };
+        let limit = EXCHANGE_TIMEOUT.saturating_sub(Duration::from_millis(500));
+        match tokio::time::timeout(limit, self.node.connect(&addr)).await {
+            Ok(Ok(channel)) => Response::Connected {
+                peer_id: channel.remote_peer_id().to_string(),
+                addr: channel.remote_addr().to_string(),
+                relayed: channel.remote_addr().is_relayed(),
+            },
+            Ok(Err(e)) => Response::Error {
+                message: format!("connect {addr}: {e}"),
+            },
+            Err(_) => Response::Error {
+                message: format!("connect {addr}: timed out after {} ms", millis(limit)),
+            },
         }
     }
 
@@ -490,6 +534,7 @@ impl NodeControl {
                         .rtt
                         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
                     connected_ms: millis(now.saturating_duration_since(since)),
+                    relayed: p.addr.is_relayed(),
                 }
             })
             .collect()
@@ -688,6 +733,12 @@ mod tests {
             decode::<Request>(b"{\"request\":\"status\"}\n").unwrap(),
             Request::Status
         );
+        assert_eq!(
+            decode::<Request>(b"{\"request\":\"connect\",\"addr\":\"mem/1\"}\n").unwrap(),
+            Request::Connect {
+                addr: "mem/1".into()
+            }
+        );
     }
 
     #[test]
@@ -755,7 +806,6 @@ mod tests {
         )
             .prop_map(|(peer_id, addr, inbound, rtt_us, connected_ms)| PeerEntry {
                 peer_id,
-                addr,
                 direction: if inbound {
                     Direction::Inbound
                 } else {
@@ -764,7 +814,13 @@ mod tests {
                 session: if inbound { "inbound" } else { "seed" }.to_owned(),
                 rtt_us,
                 connected_ms,
+                relayed: addr_is_relay(&addr),
+                addr,
             })
+    }
+
+    fn addr_is_relay(addr: &str) -> bool {
+        addr.starts_with("relay/")
     }
 
     fn response() -> impl Strategy<Value = Response> {
@@ -789,6 +845,16 @@ mod tests {
                     })
                 }),
             ".*".prop_map(|message| Response::Error { message }),
+            (
+                "[1-9A-Za-z]{1,44}",
+                "relay/mem/[0-9]{1,3}/[1-9A-Za-z]{44}/[1-9A-Za-z]{44}",
+                any::<bool>()
+            )
+                .prop_map(|(peer_id, addr, relayed)| Response::Connected {
+                    peer_id,
+                    addr,
+                    relayed
+                }),
         ]
     }
 

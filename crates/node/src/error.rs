@@ -114,6 +114,10 @@ pub enum NodeError {
         got: PeerId,
     },
 
+    /// A relay refused the reservation or circuit, or ended the circuit.
+    #[error("relay: {0}")]
+    Relay(crate::protocol::relay::RelayError),
+
     // --- A request failed ---------------------------------------------------
     /// No response arrived within the request timeout.
     #[error("request timed out")]

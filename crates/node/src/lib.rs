@@ -36,6 +36,8 @@
 //!   running the `knotwork-discovery-dht` core over channels, with `DhtHandle`.
 //! - `config` and `control` (feature `cli`): `knot.toml` with `KNOT_*`
 //!   overrides; the control socket of a running node (`src/bin/knot`: the `knot` command).
+//! - [`nat`]: observed external addresses, the relay service and client
+//!   ([`protocol::relay`]), relayed addresses ([`knotwork_core::RelayAddr`]).
 //! - [`metrics`]: counters, gauges, histograms; Prometheus text over HTTP.
 //!
 //! # Errors
@@ -94,6 +96,7 @@ pub mod error;
 pub mod hosts;
 pub mod meter;
 pub mod metrics;
+pub mod nat;
 pub mod node;
 pub mod protocol;
 pub mod registry;

@@ -79,6 +79,7 @@ struct Inner {
     health: Gauge,
     #[cfg(feature = "dht")]
     dht: DhtMetrics,
+    relay_circuits: Gauge,
 }
 
 /// The node's metrics; cheap to clone. See the module docs.
@@ -220,8 +221,15 @@ impl Metrics {
         );
         #[cfg(feature = "dht")]
         let dht = DhtMetrics::register(&mut registry);
+        let relay_circuits = Gauge::default();
+        registry.register(
+            "relay_circuits",
+            "Circuits this node relays now",
+            relay_circuits.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
+                relay_circuits,
                 registry,
                 connections,
                 disconnections,
@@ -314,6 +322,13 @@ impl Metrics {
     }
 
     /// Counts a handshake of `direction` that succeeded or failed with `failure`.
+    /// Sets the number of circuits this node relays.
+    pub fn relay_circuits(&self, open: usize) {
+        self.inner
+            .relay_circuits
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
     pub(crate) fn handshake(&self, direction: &'static str, failure: Option<&NodeError>) {
         let result = match failure {
             None => "ok",
@@ -374,6 +389,7 @@ impl Metrics {
                     PeerAddr::Tcp(_) => "tcp",
                     PeerAddr::Ble(_) => "ble",
                     PeerAddr::Mem(_) => "mem",
+                    PeerAddr::Relay(_) => "relay",
                     _ => "other",
                 };
                 self.inner
@@ -397,6 +413,7 @@ impl Metrics {
             }
             // Counted with its reason where the ban is made.
             NodeEvent::Banned { .. } => {}
+            NodeEvent::RelayReserved { .. } => {}
         }
     }
 }

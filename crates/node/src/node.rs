@@ -18,7 +18,7 @@ use crate::channel::{Channel, ChannelConfig};
 use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::hosts::HostStore;
 use crate::meter::{BanList, RateBudget};
-use crate::protocol::{address, ping};
+use crate::protocol::{address, ping, relay};
 use crate::registry::{ProtocolRegistry, SessionKind, Sessions};
 use crate::transport::AnyTransport;
 
@@ -53,6 +53,8 @@ pub struct NodeConfig {
     pub host_capacity: usize,
     /// Reconnect schedule for manual and seed peers.
     pub backoff: BackoffConfig,
+    /// NAT traversal: relay service, observed addresses, hole punching.
+    pub nat: crate::nat::NatConfig,
 }
 
 impl Default for NodeConfig {
@@ -69,6 +71,7 @@ impl Default for NodeConfig {
             maintenance_interval: Duration::from_secs(5),
             host_capacity: 1024,
             backoff: BackoffConfig::default(),
+            nat: crate::nat::NatConfig::default(),
         }
     }
 }
@@ -97,6 +100,13 @@ pub enum NodeEvent {
     Banned {
         /// The peer.
         peer: PeerId,
+    },
+    /// A relay granted this node a reservation; `addr` reaches us through it.
+    RelayReserved {
+        /// The relay.
+        relay: PeerId,
+        /// Our relayed address, now advertised.
+        addr: PeerAddr,
     },
 }
 
@@ -134,6 +144,7 @@ pub(crate) struct Shared {
     pub(crate) tasks: Mutex<JoinSet<()>>,
     pub(crate) apps: crate::apps::Apps,
     pub(crate) discovery: crate::discovery::UnifiedDiscovery,
+    pub(crate) nat: Arc<crate::nat::Nat>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -143,6 +154,14 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     pub(crate) fn own_addrs(&self) -> &[PeerAddr] {
         self.own_addrs.get().map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The addresses told to peers: the bound ones, then confirmed external
+    /// and relayed ones.
+    pub(crate) fn advertised_addrs(&self) -> Vec<PeerAddr> {
+        let mut addrs = self.own_addrs().to_vec();
+        addrs.extend(self.nat.external());
+        addrs
     }
 
     pub(crate) fn emit(&self, event: NodeEvent) {
@@ -164,6 +183,7 @@ pub struct NodeBuilder {
     listen: Vec<PeerAddr>,
     seeds: Vec<PeerAddr>,
     manual: Vec<PeerAddr>,
+    relays: Vec<PeerAddr>,
     config: NodeConfig,
     registry: ProtocolRegistry,
     budgets: HashMap<u32, RateBudget>,
@@ -189,6 +209,13 @@ impl NodeBuilder {
     /// Keeps a connection to peer `addr`, reconnecting with backoff.
     pub fn peer(mut self, addr: PeerAddr) -> Self {
         self.manual.push(addr);
+        self
+    }
+
+    /// Keeps a connection to the relay at `addr` and a reservation on it,
+    /// advertising the relayed address (see [`crate::nat`]).
+    pub fn relay(mut self, addr: PeerAddr) -> Self {
+        self.relays.push(addr);
         self
     }
 
@@ -250,6 +277,7 @@ impl NodeBuilder {
             listen,
             seeds,
             manual,
+            relays,
             config,
             mut registry,
             mut budgets,
@@ -268,6 +296,12 @@ impl NodeBuilder {
         channel_config
             .budgets
             .insert(address::GetAddrs::ID, address::BUDGET);
+        for id in [relay::ToRelay::ID, relay::FromRelay::ID] {
+            channel_config.budgets.insert(id, relay::DATA_BUDGET);
+        }
+        for id in [relay::Reserve::ID, relay::Connect::ID, relay::Incoming::ID] {
+            channel_config.budgets.insert(id, relay::CONTROL_BUDGET);
+        }
         channel_config.budgets.extend(budgets);
         channel_config.metrics = Some(apps.metrics.clone());
 
@@ -284,10 +318,13 @@ impl NodeBuilder {
             address::protocol(ch, h.clone(), own, ask)
         });
 
+        let nat = crate::nat::Nat::new(config.nat.clone(), &apps.metrics);
+        nat.register(&mut registry);
         let discovery =
             crate::discovery::UnifiedDiscovery::new(keypair.peer_id(), discovery_config, discovery);
         let shared = Arc::new(Shared {
             discovery,
+            nat,
             peer_id: keypair.peer_id(),
             secure: SecureConfig::new(keypair)?.with_timeout(config.handshake_timeout),
             channel_config: Arc::new(channel_config),
@@ -321,6 +358,7 @@ impl NodeBuilder {
         shared.spawn_task(crate::session::maintenance(shared.clone()));
         crate::apps::Apps::start(&shared);
         crate::discovery::start(&shared);
+        crate::nat::Nat::start(&shared, relays);
         for (addrs, kind) in [(seeds, SessionKind::Seed), (manual, SessionKind::Manual)] {
             for addr in addrs {
                 shared.spawn_task(crate::session::keep_connected(shared.clone(), addr, kind));
@@ -387,6 +425,7 @@ impl Node {
             listen: Vec::new(),
             seeds: Vec::new(),
             manual: Vec::new(),
+            relays: Vec::new(),
             config: NodeConfig::default(),
             registry: ProtocolRegistry::default(),
             budgets: HashMap::new(),

@@ -39,8 +39,30 @@ pub(crate) async fn listen(
     Err(TransportError::UnsupportedAddr(addr.clone()).into())
 }
 
-/// Dials `addr` on the first transport that supports it.
-async fn dial(shared: &Shared, addr: &PeerAddr) -> Result<BoxStream, NodeError> {
+/// Dials `addr` on the first transport that supports it; a relay address
+/// opens a circuit through the relay (connecting to it first if needed).
+async fn dial(shared: &Arc<Shared>, addr: &PeerAddr) -> Result<BoxStream, NodeError> {
+    if let PeerAddr::Relay(r) = addr {
+        let existing = lock(&shared.peers).get(&r.relay_peer).cloned();
+        let relay = match existing {
+            Some(channel) => channel,
+            None => match Box::pin(connect(shared, &r.relay, SessionKind::Manual)).await {
+                Err(NodeError::AlreadyConnected(peer)) => lock(&shared.peers)
+                    .get(&peer)
+                    .cloned()
+                    .ok_or(NodeError::NotConnected(peer))?,
+                other => other?,
+            },
+        };
+        if relay.remote_peer_id() != r.relay_peer {
+            return Err(NodeError::WrongPeer {
+                expected: r.relay_peer,
+                got: relay.remote_peer_id(),
+            });
+        }
+        let stream = crate::protocol::relay::dial(&shared.nat.client, &relay, r.target).await?;
+        return Ok(Box::new(stream));
+    }
     for t in &shared.transports {
         match t.dial(addr).await {
             Err(TransportError::UnsupportedAddr(_)) => continue,
@@ -113,7 +135,7 @@ fn inbound_count(shared: &Shared) -> usize {
 
 /// The pipeline; see the module docs. `slot` is the per-IP count of an
 /// inbound connection, kept until the channel closes.
-async fn establish(
+pub(crate) async fn establish(
     shared: &Arc<Shared>,
     conn: BoxStream,
     addr: PeerAddr,
@@ -129,6 +151,15 @@ async fn establish(
     let peer = secure.remote_peer_id();
     if peer == shared.peer_id {
         return Err(NodeError::SelfDial(addr));
+    }
+    if let PeerAddr::Relay(r) = &addr
+        && !inbound
+        && r.target != peer
+    {
+        return Err(NodeError::WrongPeer {
+            expected: r.target,
+            got: peer,
+        });
     }
     let now = Instant::now().into_std();
     let refusal = if lock(&shared.bans).is_peer_banned(&peer, now) {
@@ -157,8 +188,16 @@ async fn establish(
         return Err(NodeError::AlreadyConnected(peer));
     }
     let names = shared.registry.names();
-    let ours = Version::new(&names, shared.own_addrs(), &addr);
+    let ours = Version::new(&names, &shared.advertised_addrs(), &addr);
     let (theirs, parts) = version::exchange(secure, &ours).await?;
+    if !addr.is_relayed()
+        && let Some(external) =
+            shared
+                .nat
+                .observe(peer, &addr, &theirs.observed_addr, shared.own_addrs())
+    {
+        tracing::info!(%external, "external address confirmed by peers");
+    }
     let listen: Vec<PeerAddr> = theirs
         .parsed_listen_addrs()?
         .into_iter()
@@ -218,6 +257,7 @@ fn dialer(shared: &Shared, channel: &Channel) -> PeerId {
 fn dial_may_proceed(shared: &Shared, peer: &PeerId) -> bool {
     match lock(&shared.peers).get(peer) {
         None => true,
+        Some(existing) if existing.remote_addr().is_relayed() => true,
         Some(existing) => {
             let winner = shared.peer_id.min(*peer);
             winner == shared.peer_id && dialer(shared, existing) != winner
@@ -230,15 +270,23 @@ fn dial_may_proceed(shared: &Shared, peer: &PeerId) -> bool {
 /// PeerId. With two dialed by the same side, the newer one stays: a dialer
 /// only redials when it no longer has a live channel (see
 /// `dial_may_proceed`), so the older one is stale (say, the peer restarted
-/// and the old connection has not timed out yet). The loser is closed with
-/// [`DisconnectReason::Duplicate`].
+/// and the old connection has not timed out yet). Before both rules, a
+/// direct channel beats a relayed one (hole punching replaces the relayed
+/// channel). The loser is closed with [`DisconnectReason::Duplicate`].
 fn insert(shared: &Shared, channel: &Channel) -> Result<(), NodeError> {
     let peer = channel.remote_peer_id();
     let winner = shared.peer_id.min(peer);
     let mut peers = lock(&shared.peers);
     if let Some(existing) = peers.get(&peer) {
         let (new, old) = (dialer(shared, channel), dialer(shared, existing));
-        let new_wins = new == old || new == winner;
+        let new_wins = match (
+            channel.remote_addr().is_relayed(),
+            existing.remote_addr().is_relayed(),
+        ) {
+            (false, true) => true,
+            (true, false) => false,
+            _ => new == old || new == winner,
+        };
         if !new_wins {
             return Err(NodeError::AlreadyConnected(peer));
         }

@@ -6,7 +6,7 @@
 //! fails with [`NodeError::Refused`] and the reason.
 
 use futures::{SinkExt, StreamExt};
-use knotwork_core::PeerAddr;
+use knotwork_core::{MAX_ADDR_TEXT_LEN, PeerAddr};
 use knotwork_wire::{Frame, FrameCodec, FrameKind, Message, decode, encode};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -18,7 +18,7 @@ use crate::error::{DisconnectReason, MAX_REASON_LEN, NodeError};
 pub const MAX_PROTOCOLS: usize = 32;
 /// Most listen addresses a [`Version`] lists.
 pub const MAX_LISTEN_ADDRS: usize = 8;
-/// Longest protocol name or address text, in bytes.
+/// Longest protocol name or node version text, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
 
 /// What a node tells a peer about itself right after the handshake.
@@ -38,10 +38,10 @@ impl Message for Version {
     const NAME: &'static str = "knot/version/1";
     // node_version: 1 (len) + 64;
     // protocols:    1 (count) + 32 × (1 + 64) = 2081;
-    // listen_addrs: 1 (count) + 8 × (1 + 64) = 521;
-    // observed:     1 + 64.
-    // Total 2732, rounded up to 3 KiB.
-    const MAX_BYTES: usize = 3 * 1024;
+    // listen_addrs: 1 (count) + 8 × (2 + 160) = 1297 (relay addresses are long);
+    // observed:     2 + 160.
+    // Total 3605, rounded up to 4 KiB.
+    const MAX_BYTES: usize = 4 * 1024;
 }
 
 /// Sent before closing a connection, to say why.
@@ -57,12 +57,12 @@ impl Message for Disconnect {
     const MAX_BYTES: usize = 3 + MAX_REASON_LEN;
 }
 
-/// Cuts a text to [`MAX_NAME_LEN`] bytes on a character boundary.
-fn cap(text: String) -> String {
-    if text.len() <= MAX_NAME_LEN {
+/// Cuts a text to `max` bytes on a character boundary.
+fn cap(text: String, max: usize) -> String {
+    if text.len() <= max {
         return text;
     }
-    let mut end = MAX_NAME_LEN;
+    let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -73,18 +73,21 @@ impl Version {
     /// Our version message, cut to the limits above.
     pub fn new(protocols: &[&'static str], listen: &[PeerAddr], observed: &PeerAddr) -> Self {
         Self {
-            node_version: cap(format!("knotwork/{}", env!("CARGO_PKG_VERSION"))),
+            node_version: cap(
+                format!("knotwork/{}", env!("CARGO_PKG_VERSION")),
+                MAX_NAME_LEN,
+            ),
             protocols: protocols
                 .iter()
                 .take(MAX_PROTOCOLS)
-                .map(|p| cap((*p).to_owned()))
+                .map(|p| cap((*p).to_owned(), MAX_NAME_LEN))
                 .collect(),
             listen_addrs: listen
                 .iter()
                 .take(MAX_LISTEN_ADDRS)
-                .map(|a| cap(a.to_string()))
+                .map(|a| cap(a.to_string(), MAX_ADDR_TEXT_LEN))
                 .collect(),
-            observed_addr: cap(observed.to_string()),
+            observed_addr: cap(observed.to_string(), MAX_ADDR_TEXT_LEN),
         }
     }
 

@@ -14,14 +14,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use knotwork_core::PeerAddr;
+use knotwork_core::{MAX_ADDR_TEXT_LEN, PeerAddr};
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::Channel;
 use crate::hosts::{AddrScope, HostStore};
 use crate::meter::RateBudget;
-use crate::version::MAX_NAME_LEN;
 
 /// Most addresses in one [`Addrs`].
 pub const MAX_ADDRS: usize = 32;
@@ -51,8 +50,8 @@ pub struct Addrs {
 
 impl Message for Addrs {
     const NAME: &'static str = "knot/addrs/1";
-    // addrs: 1 (count) + 32 × (1 (length) + 64) = 2081 bytes.
-    const MAX_BYTES: usize = 1 + MAX_ADDRS * (1 + MAX_NAME_LEN);
+    // addrs: 1 (count) + 32 × (2 (length) + 160) = 5185 bytes.
+    const MAX_BYTES: usize = 1 + MAX_ADDRS * (2 + MAX_ADDR_TEXT_LEN);
 }
 
 fn lock(hosts: &Mutex<HostStore>) -> std::sync::MutexGuard<'_, HostStore> {

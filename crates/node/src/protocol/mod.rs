@@ -6,5 +6,6 @@ pub mod dht;
 pub mod gossip;
 pub mod health;
 pub mod ping;
+pub mod relay;
 pub mod resource;
 pub mod task;

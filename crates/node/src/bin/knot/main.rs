@@ -6,6 +6,7 @@
 //! with `--json`.
 
 mod config;
+mod connect;
 mod demo;
 mod dht;
 mod health;
@@ -41,6 +42,8 @@ enum Command {
     Run(run::Args),
     /// Measure round-trip times to a node, like ping(8).
     Ping(ping::Args),
+    /// Make the running node dial an address (a relay address too).
+    Connect(connect::Args),
     /// List the peers of the running node.
     Peers(peers::Args),
     /// Show the running node's identity, addresses and counters.
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
             Command::Id(args) => id::run(&global, args),
             Command::Run(args) => run::run(&global, args).await,
             Command::Ping(args) => ping::run(&global, args).await,
+            Command::Connect(args) => connect::run(&global, args).await,
             Command::Peers(args) => peers::run(&global, args).await,
             Command::Status(args) => status::run(&global, args).await,
             Command::Health(args) => health::run(&global, args).await,

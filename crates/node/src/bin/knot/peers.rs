@@ -2,8 +2,9 @@
 //!
 //! # Format
 //! A table: PeerId, address, direction, session kind, last RTT, time
-//! connected. With `--json`: `{"peers":[{"peer_id","addr","direction",
-//! "session","rtt_us","connected_ms"}]}`.
+//! connected; a relayed channel's address starts with `relay/`. With
+//! `--json`: `{"peers":[{"peer_id","addr","direction","session","rtt_us",
+//! "connected_ms","relayed"}]}`.
 
 use std::process::ExitCode;
 

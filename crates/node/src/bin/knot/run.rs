@@ -10,9 +10,11 @@
 //!
 //! # Format
 //! Text: `peer id <id>`, `listening on <addr>` (one per address), `control
-//! socket <path>`, `metrics on <url>` and `dht server|client` when on, then `connected <id> <addr> (<session>)`, `disconnected
-//! <id>: <reason>`, `banned <id>`. With `--json` the same as one object per
-//! line, tagged by `"event"`.
+//! socket <path>`, `metrics on <url>` and `dht server|client` when on, then
+//! `connected <id> <addr> (<session>)`, `disconnected <id>: <reason>`,
+//! `banned <id>`, `relayed address <addr>` (a relay granted a reservation;
+//! `relay_reserved` with `relay` and `addr` in JSON). With `--json` the same
+//! as one object per line, tagged by `"event"`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -42,6 +44,12 @@ pub(crate) struct Args {
     /// Keep a connection to peer ADDR (repeatable).
     #[arg(long, short = 'p', value_name = "ADDR")]
     peer: Vec<PeerAddr>,
+    /// Offer the relay service to peers (default limits).
+    #[arg(long)]
+    relay_service: bool,
+    /// Keep a connection to the relay at ADDR and a reservation on it (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    relay: Vec<PeerAddr>,
     /// Serve Prometheus metrics at http://IP:PORT/metrics (port 0 picks one).
     #[arg(long, value_name = "IP:PORT")]
     metrics: Option<SocketAddr>,
@@ -72,6 +80,10 @@ enum Line {
     },
     Banned {
         peer_id: String,
+    },
+    RelayReserved {
+        relay: String,
+        addr: String,
     },
     Lagged {
         missed: u64,
@@ -122,6 +134,7 @@ fn write_line(out: &mut impl Write, json: bool, line: &Line) -> CliResult<()> {
             writeln!(out, "disconnected {peer_id}: {reason}")?
         }
         Line::Banned { peer_id } => writeln!(out, "banned {peer_id}")?,
+        Line::RelayReserved { addr, .. } => writeln!(out, "relayed address {addr}")?,
         Line::Lagged { missed } => writeln!(out, "missed {missed} events")?,
         Line::Stopping { signal } => writeln!(out, "{signal}: shutting down")?,
     }
@@ -146,6 +159,10 @@ fn event_line(event: NodeEvent) -> Option<Line> {
         },
         NodeEvent::Banned { peer } => Line::Banned {
             peer_id: peer.to_string(),
+        },
+        NodeEvent::RelayReserved { relay, addr } => Line::RelayReserved {
+            relay: relay.to_string(),
+            addr: addr.to_string(),
         },
         _ => return None,
     })
@@ -190,7 +207,10 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
             *list = given.iter().map(ToString::to_string).collect();
         }
     }
-    let config = file.validate()?;
+    let mut config = file.validate()?;
+    if args.relay_service {
+        config.node.nat.relay_service = Some(Default::default());
+    }
     let data_dir = resolve_dir(&config.data_dir);
     create_private_dir(&data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
@@ -210,6 +230,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     }
     for addr in config.peers {
         builder = builder.peer(addr);
+    }
+    for addr in args.relay {
+        builder = builder.relay(addr);
     }
     let dht = (config.dht.enabled && !args.no_dht).then(|| dht_handle(&keypair, config.dht.mode));
     let dht_mode = dht.as_ref().map(|_| match config.dht.mode {

@@ -1,0 +1,265 @@
+//! NAT traversal: the node's external addresses and the relay (service and
+//! client).
+//!
+//! - [`ObservedAddrs`] (sans-IO) collects the addresses peers see us at, from
+//!   their version messages, and confirms one when enough independent peers
+//!   agree; confirmed addresses are advertised as listen addresses.
+//! - [`crate::protocol::relay`]: with [`NatConfig::relay_service`] set the node
+//!   lets peers reserve a slot and forwards circuits between a dialer and a
+//!   reserved peer. With [`NodeBuilder::relay`](crate::NodeBuilder::relay) the
+//!   node keeps a channel to a relay, holds a reservation there and
+//!   advertises its relayed address (`relay/<relay-addr>/<relay-id>/<own-id>`,
+//!   [`crate::NodeEvent::RelayReserved`]). Dialing a relay address opens a
+//!   circuit and runs the normal handshake over it.
+
+mod observed;
+
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use knotwork_core::{PeerAddr, PeerId};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+pub use observed::ObservedAddrs;
+
+use crate::channel::Channel;
+use crate::error::NodeError;
+use crate::node::{NodeEvent, Shared, lock};
+use crate::protocol::relay::{self, Inbound, RelayClient, RelayLimits, RelayService};
+use crate::registry::{ProtocolRegistry, SessionKind, Sessions};
+
+/// Inbound circuits waiting for their handshake, at most.
+const INBOUND_QUEUE: usize = 16;
+
+/// NAT traversal settings of a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NatConfig {
+    /// Offer the relay service with these limits; `None`: refuse with
+    /// [`relay::RelayError::Disabled`].
+    pub relay_service: Option<RelayLimits>,
+    /// Independent peers that must report an external address before the
+    /// node advertises it.
+    pub observed_quorum: usize,
+    /// How long a peer's report of our address counts.
+    pub observed_ttl: Duration,
+    /// Wait before asking a relay again after a failed reservation.
+    pub reservation_retry: Duration,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        Self {
+            relay_service: None,
+            observed_quorum: 3,
+            observed_ttl: Duration::from_secs(30 * 60),
+            reservation_retry: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The node's NAT state; one per node, in `Shared`.
+pub(crate) struct Nat {
+    pub(crate) config: NatConfig,
+    pub(crate) client: Arc<RelayClient>,
+    service: Option<Arc<RelayService>>,
+    incoming: mpsc::Sender<Inbound>,
+    incoming_rx: Mutex<Option<mpsc::Receiver<Inbound>>>,
+    observed: Mutex<ObservedAddrs>,
+    relayed: Mutex<Vec<PeerAddr>>,
+    shared: OnceLock<Weak<Shared>>,
+}
+
+impl Nat {
+    pub(crate) fn new(config: NatConfig, metrics: &crate::metrics::Metrics) -> Arc<Self> {
+        let (incoming, rx) = mpsc::channel(INBOUND_QUEUE);
+        Arc::new(Self {
+            service: config
+                .relay_service
+                .clone()
+                .map(|limits| RelayService::new(limits, metrics.clone())),
+            observed: Mutex::new(ObservedAddrs::new(
+                config.observed_quorum,
+                config.observed_ttl,
+            )),
+            config,
+            client: Arc::new(RelayClient::default()),
+            incoming,
+            incoming_rx: Mutex::new(Some(rx)),
+            relayed: Mutex::new(Vec::new()),
+            shared: OnceLock::new(),
+        })
+    }
+
+    /// Registers the relay protocol in `registry`.
+    pub(crate) fn register(self: &Arc<Self>, registry: &mut ProtocolRegistry) {
+        let nat = self.clone();
+        registry.register("knot/relay", Sessions::ALL, move |ch: &Channel| {
+            relay::protocol(
+                ch,
+                nat.service.clone(),
+                nat.client.clone(),
+                nat.incoming.clone(),
+            )
+        });
+    }
+
+    /// Addresses to advertise besides the bound ones: confirmed external
+    /// addresses and relayed addresses.
+    pub(crate) fn external(&self) -> Vec<PeerAddr> {
+        let mut out = lock(&self.observed).confirmed();
+        out.extend(lock(&self.relayed).iter().cloned());
+        out
+    }
+
+    /// Records the address peer `voter` (at `voter_addr`) sees us at.
+    pub(crate) fn observe(
+        &self,
+        voter: PeerId,
+        voter_addr: &PeerAddr,
+        observed: &str,
+        listen: &[PeerAddr],
+    ) -> Option<PeerAddr> {
+        let observed: PeerAddr = observed.parse().ok()?;
+        let port = listen.iter().find_map(|a| match a {
+            PeerAddr::Tcp(sa) => Some(sa.port()),
+            _ => None,
+        })?;
+        lock(&self.observed).observe(
+            voter,
+            voter_addr,
+            &observed,
+            port,
+            Instant::now().into_std(),
+        )
+    }
+
+    /// Starts the tasks: the handshake of inbound circuits and one
+    /// reservation keeper per relay.
+    pub(crate) fn start(shared: &Arc<Shared>, relays: Vec<PeerAddr>) {
+        let nat = &shared.nat;
+        let _ = nat.shared.set(Arc::downgrade(shared));
+        if let Some(rx) = lock(&nat.incoming_rx).take() {
+            shared.spawn_task(accept_circuits(shared.clone(), rx));
+        }
+        for addr in relays {
+            shared.spawn_task(keep_reservation(shared.clone(), addr));
+        }
+    }
+}
+
+/// Runs the pipeline (as inbound) on every circuit a relay opened to us.
+async fn accept_circuits(shared: Arc<Shared>, mut rx: mpsc::Receiver<Inbound>) {
+    loop {
+        let Inbound {
+            stream,
+            from,
+            relay,
+        } = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            next = rx.recv() => match next {
+                Some(inbound) => inbound,
+                None => return,
+            },
+        };
+        let Ok(permit) = shared.pending_handshakes.clone().try_acquire_owned() else {
+            tracing::debug!(from = %from.short(), "too many pending handshakes; circuit dropped");
+            continue;
+        };
+        let addr =
+            match PeerAddr::relayed(relay.remote_addr().clone(), relay.remote_peer_id(), from) {
+                Ok(addr) => addr,
+                Err(e) => {
+                    tracing::debug!("circuit from a relayed relay: {e}");
+                    continue;
+                }
+            };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let result = tokio::time::timeout(
+                shared.config.handshake_timeout,
+                crate::session::establish(
+                    &shared,
+                    Box::new(stream),
+                    addr.clone(),
+                    SessionKind::Inbound,
+                    None,
+                ),
+            )
+            .await
+            .unwrap_or(Err(NodeError::HandshakeTimeout));
+            drop(permit);
+            shared
+                .apps
+                .metrics
+                .handshake("inbound", result.as_ref().err());
+            if let Err(e) = result {
+                tracing::debug!(%addr, "relayed inbound failed: {e}");
+            }
+        });
+    }
+}
+
+/// Keeps a channel to the relay at `addr` and a reservation on it; while
+/// the reservation holds, the relayed address is advertised.
+async fn keep_reservation(shared: Arc<Shared>, addr: PeerAddr) {
+    loop {
+        let channel = match crate::session::connect(&shared, &addr, SessionKind::Seed).await {
+            Ok(channel) => Some(channel),
+            Err(NodeError::AlreadyConnected(peer)) => lock(&shared.peers).get(&peer).cloned(),
+            Err(NodeError::ShuttingDown) => return,
+            Err(e) => {
+                tracing::debug!(%addr, "relay connect failed: {e}");
+                None
+            }
+        };
+        if let Some(channel) = channel {
+            hold_reservation(&shared, &addr, &channel).await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(shared.nat.config.reservation_retry) => {}
+            () = shared.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Reserves on `channel` and renews at half the lifetime until the channel
+/// closes or the relay refuses.
+async fn hold_reservation(shared: &Arc<Shared>, addr: &PeerAddr, channel: &Channel) {
+    let relayed = match PeerAddr::relayed(addr.clone(), channel.remote_peer_id(), shared.peer_id) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(%addr, "cannot reserve on a relay address: {e}");
+            return;
+        }
+    };
+    let mut announced = false;
+    loop {
+        let ttl = match relay::reserve(channel).await {
+            Ok(ttl) => ttl,
+            Err(e) => {
+                tracing::info!(%addr, "relay reservation failed: {e}");
+                break;
+            }
+        };
+        if !announced {
+            announced = true;
+            lock(&shared.nat.relayed).push(relayed.clone());
+            tracing::info!(%relayed, "relay reservation held");
+            shared.emit(NodeEvent::RelayReserved {
+                relay: channel.remote_peer_id(),
+                addr: relayed.clone(),
+            });
+        }
+        tokio::select! {
+            () = tokio::time::sleep((ttl / 2).max(Duration::from_secs(1))) => {}
+            _ = channel.closed() => break,
+            () = shared.shutdown.cancelled() => break,
+        }
+    }
+    lock(&shared.nat.relayed).retain(|a| *a != relayed);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,239 @@
+//! [`ObservedAddrs`]: which external address the node has, by vote (sans-IO).
+//!
+//! Every peer tells us in its version message the address it sees our
+//! connection come from. One peer may lie or sit on our side of a NAT, so an
+//! address counts as confirmed only when at least `quorum` independent peers
+//! report it: distinct PeerIds from distinct networks (an IPv4 /24 or an
+//! IPv6 /48 counts once, so one operator with many nodes in one subnet has
+//! one vote). A peer's newer report replaces its older one; votes older than
+//! the time to live lapse.
+//!
+//! The candidate is the observed IP with our listen port: the port a peer
+//! sees belongs to the outgoing connection, while a NAT that keeps ports
+//! (nftables masquerade does when it can) maps our listen port to the same
+//! port outside, which is what a dial from outside needs.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use knotwork_core::{PeerAddr, PeerId};
+
+#[derive(Clone, Debug)]
+struct Vote {
+    peer: PeerId,
+    group: Group,
+    at: Instant,
+}
+
+/// The network a voter is in; one vote per network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Group {
+    V4([u8; 3]),
+    V6([u16; 3]),
+    /// Not an IP (memory transport): each peer is its own network.
+    Peer(PeerId),
+}
+
+impl Group {
+    fn of(peer: PeerId, addr: &PeerAddr) -> Self {
+        match addr {
+            PeerAddr::Tcp(sa) => match sa.ip() {
+                IpAddr::V4(v4) => {
+                    let [a, b, c, _] = v4.octets();
+                    Group::V4([a, b, c])
+                }
+                IpAddr::V6(v6) => {
+                    let [a, b, c, ..] = v6.segments();
+                    Group::V6([a, b, c])
+                }
+            },
+            _ => Group::Peer(peer),
+        }
+    }
+}
+
+/// Votes for external addresses; see the module docs.
+#[derive(Clone, Debug)]
+pub struct ObservedAddrs {
+    quorum: usize,
+    ttl: Duration,
+    votes: HashMap<SocketAddr, Vec<Vote>>,
+}
+
+impl ObservedAddrs {
+    /// Confirms an address once `quorum` (at least 1) independent peers
+    /// report it; a vote lapses after `ttl`.
+    pub fn new(quorum: usize, ttl: Duration) -> Self {
+        Self {
+            quorum: quorum.max(1),
+            ttl,
+            votes: HashMap::new(),
+        }
+    }
+
+    fn independent(&self, votes: &[Vote]) -> usize {
+        let mut groups: Vec<Group> = votes.iter().map(|v| v.group).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        groups.len()
+    }
+
+    /// Peer `voter`, connected from `voter_addr`, says it sees us at
+    /// `observed`; `listen_port` is our listen port. Returns the candidate
+    /// if this vote confirmed it (it was not confirmed before).
+    pub fn observe(
+        &mut self,
+        voter: PeerId,
+        voter_addr: &PeerAddr,
+        observed: &PeerAddr,
+        listen_port: u16,
+        now: Instant,
+    ) -> Option<PeerAddr> {
+        let PeerAddr::Tcp(seen) = observed else {
+            return None;
+        };
+        if seen.ip().is_unspecified() {
+            return None;
+        }
+        self.expire(now);
+        let candidate = SocketAddr::new(seen.ip(), listen_port);
+        for votes in self.votes.values_mut() {
+            votes.retain(|v| v.peer != voter);
+        }
+        self.votes.retain(|_, v| !v.is_empty());
+        let before = self.confirmed_at(&candidate);
+        self.votes.entry(candidate).or_default().push(Vote {
+            peer: voter,
+            group: Group::of(voter, voter_addr),
+            at: now,
+        });
+        (!before && self.confirmed_at(&candidate)).then_some(PeerAddr::Tcp(candidate))
+    }
+
+    fn confirmed_at(&self, candidate: &SocketAddr) -> bool {
+        self.votes
+            .get(candidate)
+            .is_some_and(|v| self.independent(v) >= self.quorum)
+    }
+
+    /// Drops votes older than the time to live.
+    pub fn expire(&mut self, now: Instant) {
+        let ttl = self.ttl;
+        for votes in self.votes.values_mut() {
+            votes.retain(|v| now.saturating_duration_since(v.at) < ttl);
+        }
+        self.votes.retain(|_, v| !v.is_empty());
+    }
+
+    /// The confirmed addresses, most votes first.
+    pub fn confirmed(&self) -> Vec<PeerAddr> {
+        let mut out: Vec<(usize, SocketAddr)> = self
+            .votes
+            .iter()
+            .map(|(a, v)| (self.independent(v), *a))
+            .filter(|(n, _)| *n >= self.quorum)
+            .collect();
+        out.sort_by(|a, b| b.cmp(a));
+        out.into_iter().map(|(_, a)| PeerAddr::Tcp(a)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use knotwork_core::Keypair;
+
+    fn peer() -> PeerId {
+        Keypair::generate().unwrap().peer_id()
+    }
+
+    fn a(s: &str) -> PeerAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn test_three_independent_peers_confirm() {
+        let mut o = ObservedAddrs::new(3, Duration::from_secs(60));
+        let now = Instant::now();
+        let seen = a("tcp/203.0.113.5:41000");
+        assert_eq!(
+            o.observe(peer(), &a("tcp/198.51.100.1:1"), &seen, 4000, now),
+            None
+        );
+        assert_eq!(
+            o.observe(peer(), &a("tcp/192.0.2.1:1"), &seen, 4000, now),
+            None
+        );
+        assert!(o.confirmed().is_empty());
+        let third = o.observe(peer(), &a("tcp/100.1.2.3:1"), &seen, 4000, now);
+        assert_eq!(third, Some(a("tcp/203.0.113.5:4000")));
+        assert_eq!(o.confirmed(), vec![a("tcp/203.0.113.5:4000")]);
+        // A fourth vote does not confirm it again.
+        assert_eq!(
+            o.observe(peer(), &a("tcp/100.9.2.3:1"), &seen, 4000, now),
+            None
+        );
+    }
+
+    #[test]
+    fn test_one_subnet_or_one_peer_is_one_vote() {
+        let mut o = ObservedAddrs::new(3, Duration::from_secs(60));
+        let now = Instant::now();
+        let seen = a("tcp/203.0.113.5:41000");
+        for host in 1..=5 {
+            o.observe(
+                peer(),
+                &a(&format!("tcp/198.51.100.{host}:1")),
+                &seen,
+                4000,
+                now,
+            );
+        }
+        let liar = peer();
+        for net in 1..=5 {
+            o.observe(liar, &a(&format!("tcp/10.{net}.0.1:1")), &seen, 4000, now);
+        }
+        assert!(o.confirmed().is_empty(), "two independent voters only");
+    }
+
+    #[test]
+    fn test_votes_expire() {
+        let mut o = ObservedAddrs::new(2, Duration::from_secs(60));
+        let now = Instant::now();
+        let seen = a("tcp/203.0.113.5:41000");
+        o.observe(peer(), &a("tcp/198.51.100.1:1"), &seen, 4000, now);
+        let later = now + Duration::from_secs(61);
+        assert_eq!(
+            o.observe(peer(), &a("tcp/192.0.2.1:1"), &seen, 4000, later),
+            None
+        );
+        o.observe(peer(), &a("tcp/100.1.2.3:1"), &seen, 4000, later);
+        assert_eq!(o.confirmed().len(), 1);
+        o.expire(later + Duration::from_secs(61));
+        assert!(o.confirmed().is_empty());
+    }
+
+    #[test]
+    fn test_a_changed_report_moves_the_vote() {
+        let mut o = ObservedAddrs::new(1, Duration::from_secs(60));
+        let now = Instant::now();
+        let p = peer();
+        o.observe(
+            p,
+            &a("tcp/198.51.100.1:1"),
+            &a("tcp/203.0.113.5:1"),
+            4000,
+            now,
+        );
+        o.observe(
+            p,
+            &a("tcp/198.51.100.1:1"),
+            &a("tcp/203.0.113.6:1"),
+            4000,
+            now,
+        );
+        assert_eq!(o.confirmed(), vec![a("tcp/203.0.113.6:4000")]);
+        assert_eq!(o.observe(p, &a("mem/1"), &a("mem/2"), 4000, now), None);
+    }
+}

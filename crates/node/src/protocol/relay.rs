@@ -1,0 +1,899 @@
+//! Circuit relay: a node with the relay service on forwards opaque bytes
+//! between a dialer and a peer that reserved a slot with it.
+//!
+//! A peer behind a NAT keeps a channel to a public relay node and sends it
+//! [`Reserve`]. The relay records the reservation (bounded, with a lifetime)
+//! and the reserved peer publishes `relay/<relay-addr>/<relay-id>/<own-id>`
+//! (see [`knotwork_core::RelayAddr`]). A dialer with that address connects to
+//! the relay and sends [`Connect`] naming the target; the relay checks the
+//! reservation and its limits, asks the target with [`Incoming`] and, when the
+//! target accepts, answers the dialer with the circuit id. From then on each
+//! side writes [`ToRelay::Data`] on its channel to the relay and the relay
+//! passes the bytes on as [`FromRelay::Data`] to the other side. Each end
+//! turns its circuit into a plain byte stream ([`CircuitStream`]) over which
+//! the node runs the normal Noise handshake and version exchange, end to end:
+//! the relay only ever sees ciphertext.
+//!
+//! The relay counts bytes and time per circuit ([`RelayTable`], sans-IO: time
+//! is an argument) and closes a circuit that exceeds
+//! [`RelayLimits::max_bytes`] or [`RelayLimits::max_duration`], telling both
+//! ends why with [`FromRelay::Close`]. Every refusal is a [`RelayError`].
+//! Circuit ids are chosen by the relay; data to the relay and data from it are
+//! different message types, so a node that is relay and client at once on
+//! one channel never confuses the two.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use knotwork_core::PeerId;
+use knotwork_wire::Message;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::sync::mpsc;
+
+use crate::channel::Channel;
+use crate::error::NodeError;
+use crate::meter::RateBudget;
+
+/// Largest data chunk in one [`ToRelay::Data`] / [`FromRelay::Data`].
+pub const MAX_CHUNK: usize = 16 * 1024;
+
+/// Bytes buffered inside each end of a [`CircuitStream`].
+const STREAM_BUFFER: usize = 64 * 1024;
+
+/// Chunks queued per circuit at its end before the channel's reader waits.
+const CIRCUIT_QUEUE: usize = 16;
+
+/// The rate budget of circuit data messages: a stream of 16 KiB chunks.
+pub const DATA_BUDGET: RateBudget = RateBudget::new(4000.0, 8000);
+
+/// The rate budget of control messages (reserve, connect, incoming).
+pub const CONTROL_BUDGET: RateBudget = RateBudget::new(20.0, 40);
+
+/// Why a relay refused or ended a reservation or circuit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    // --- The relay does not serve ------------------------------------------
+    /// The node does not offer the relay service.
+    #[error("relay service disabled")]
+    Disabled,
+    /// The target has no reservation with this relay.
+    #[error("no reservation for the target")]
+    NoReservation,
+    /// The target did not accept the circuit (gone, or refused).
+    #[error("target refused the circuit")]
+    TargetRefused,
+
+    // --- A limit was reached -------------------------------------------------
+    /// The relay holds as many reservations as it accepts.
+    #[error("relay limit: reservations")]
+    LimitReservations,
+    /// The relay carries as many circuits as it accepts, in total or for
+    /// one of the two peers.
+    #[error("relay limit: circuits")]
+    LimitCircuits,
+    /// The circuit carried as many bytes as the relay allows.
+    #[error("relay limit: bytes per circuit")]
+    LimitBytes,
+    /// The circuit was open as long as the relay allows.
+    #[error("relay limit: circuit duration")]
+    LimitDuration,
+}
+
+/// Limits of the relay service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RelayLimits {
+    /// Reservations held at once.
+    pub max_reservations: usize,
+    /// Circuits open at once, in total.
+    pub max_circuits: usize,
+    /// Circuits open at once with one peer at either end.
+    pub max_circuits_per_peer: usize,
+    /// Bytes one circuit carries (both directions together).
+    pub max_bytes: u64,
+    /// How long one circuit may stay open.
+    pub max_duration: Duration,
+    /// How long a reservation holds before the peer must renew it.
+    pub reservation_ttl: Duration,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        Self {
+            max_reservations: 128,
+            max_circuits: 64,
+            max_circuits_per_peer: 8,
+            max_bytes: 64 << 20,
+            max_duration: Duration::from_secs(10 * 60),
+            reservation_ttl: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+// --- Messages -----------------------------------------------------------------
+
+/// Asks the relay for a reservation; answered with [`Reserved`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reserve;
+
+impl Message for Reserve {
+    const NAME: &'static str = "knot/relay/reserve/1";
+    // A unit struct: no bytes.
+    const MAX_BYTES: usize = 0;
+}
+
+/// The answer to [`Reserve`]: the reservation's lifetime in seconds, or why not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reserved(pub Result<u32, RelayError>);
+
+impl Message for Reserved {
+    const NAME: &'static str = "knot/relay/reserved/1";
+    // Result tag 1 + (u32 varint 5 | error variant 1).
+    const MAX_BYTES: usize = 6;
+}
+
+/// Asks the relay for a circuit to `target`; answered with [`Connected`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connect {
+    /// The target's PeerId bytes.
+    pub target: [u8; 32],
+}
+
+impl Message for Connect {
+    const NAME: &'static str = "knot/relay/connect/1";
+    // target: 32 bytes.
+    const MAX_BYTES: usize = 32;
+}
+
+/// The answer to [`Connect`]: the circuit id, or why not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connected(pub Result<u64, RelayError>);
+
+impl Message for Connected {
+    const NAME: &'static str = "knot/relay/connected/1";
+    // Result tag 1 + (u64 varint 10 | error variant 1).
+    const MAX_BYTES: usize = 11;
+}
+
+/// The relay asks a reserved peer to take circuit `circuit` from `from`;
+/// answered with [`Accepted`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incoming {
+    /// The circuit id.
+    pub circuit: u64,
+    /// The dialer's PeerId bytes.
+    pub from: [u8; 32],
+}
+
+impl Message for Incoming {
+    const NAME: &'static str = "knot/relay/incoming/1";
+    // circuit: u64 varint 10; from: 32 bytes.
+    const MAX_BYTES: usize = 42;
+}
+
+/// The answer to [`Incoming`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted(pub Result<(), RelayError>);
+
+impl Message for Accepted {
+    const NAME: &'static str = "knot/relay/accepted/1";
+    // Result tag 1 + error variant 1.
+    const MAX_BYTES: usize = 2;
+}
+
+/// Circuit traffic from an end to the relay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToRelay {
+    /// Bytes for the other end.
+    Data {
+        /// The circuit id.
+        circuit: u64,
+        /// At most [`MAX_CHUNK`] bytes.
+        data: Bytes,
+    },
+    /// This end closed the circuit.
+    Close {
+        /// The circuit id.
+        circuit: u64,
+    },
+}
+
+impl Message for ToRelay {
+    const NAME: &'static str = "knot/relay/to-relay/1";
+    // variant 1 + circuit varint 10 + length varint 3 + MAX_CHUNK.
+    const MAX_BYTES: usize = 14 + MAX_CHUNK;
+}
+
+/// Circuit traffic from the relay to an end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromRelay {
+    /// Bytes from the other end.
+    Data {
+        /// The circuit id.
+        circuit: u64,
+        /// At most [`MAX_CHUNK`] bytes.
+        data: Bytes,
+    },
+    /// The circuit ended: the other end closed it, or a limit (the reason).
+    Close {
+        /// The circuit id.
+        circuit: u64,
+        /// The limit that ended it, if any.
+        reason: Option<RelayError>,
+    },
+}
+
+impl Message for FromRelay {
+    const NAME: &'static str = "knot/relay/from-relay/1";
+    // variant 1 + circuit varint 10 + length varint 3 + MAX_CHUNK.
+    const MAX_BYTES: usize = 14 + MAX_CHUNK;
+}
+
+// --- The relay's bookkeeping (sans-IO) ----------------------------------------
+
+#[derive(Clone, Debug)]
+struct Circuit {
+    ends: [PeerId; 2],
+    bytes: u64,
+    deadline: Instant,
+}
+
+/// Reservations and circuits of a relay, with their limits; time is an
+/// argument. See the module docs.
+#[derive(Clone, Debug)]
+pub struct RelayTable {
+    limits: RelayLimits,
+    reservations: HashMap<PeerId, Instant>,
+    circuits: HashMap<u64, Circuit>,
+    next_id: u64,
+}
+
+impl RelayTable {
+    /// An empty table.
+    pub fn new(limits: RelayLimits) -> Self {
+        Self {
+            limits,
+            reservations: HashMap::new(),
+            circuits: HashMap::new(),
+            next_id: 1,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &RelayLimits {
+        &self.limits
+    }
+
+    /// Reserves (or renews) a slot for `peer`; returns when it expires.
+    pub fn reserve(&mut self, peer: PeerId, now: Instant) -> Result<Instant, RelayError> {
+        self.reservations.retain(|_, until| *until > now);
+        if !self.reservations.contains_key(&peer)
+            && self.reservations.len() >= self.limits.max_reservations
+        {
+            return Err(RelayError::LimitReservations);
+        }
+        let until = now + self.limits.reservation_ttl;
+        self.reservations.insert(peer, until);
+        Ok(until)
+    }
+
+    /// Drops `peer`'s reservation.
+    pub fn unreserve(&mut self, peer: &PeerId) {
+        self.reservations.remove(peer);
+    }
+
+    /// Whether `peer` holds a reservation now.
+    pub fn is_reserved(&self, peer: &PeerId, now: Instant) -> bool {
+        self.reservations
+            .get(peer)
+            .is_some_and(|until| *until > now)
+    }
+
+    fn circuits_of(&self, peer: &PeerId) -> usize {
+        self.circuits
+            .values()
+            .filter(|c| c.ends.contains(peer))
+            .count()
+    }
+
+    /// Opens a circuit from `from` to `target`; returns its id.
+    pub fn open(&mut self, from: PeerId, target: PeerId, now: Instant) -> Result<u64, RelayError> {
+        if !self.is_reserved(&target, now) {
+            return Err(RelayError::NoReservation);
+        }
+        let per_peer = self.limits.max_circuits_per_peer;
+        if self.circuits.len() >= self.limits.max_circuits
+            || self.circuits_of(&from) >= per_peer
+            || self.circuits_of(&target) >= per_peer
+        {
+            return Err(RelayError::LimitCircuits);
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.circuits.insert(
+            id,
+            Circuit {
+                ends: [from, target],
+                bytes: 0,
+                deadline: now + self.limits.max_duration,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Accounts `len` bytes sent by `from` on `circuit`. Returns the peer to
+    /// pass them to, `Ok(None)` for a circuit that does not exist (or does
+    /// not have `from` at an end), or the limit the bytes broke; the circuit
+    /// is then removed.
+    pub fn forward(
+        &mut self,
+        circuit: u64,
+        from: &PeerId,
+        len: usize,
+        now: Instant,
+    ) -> Result<Option<PeerId>, RelayError> {
+        let Some(c) = self.circuits.get_mut(&circuit) else {
+            return Ok(None);
+        };
+        let to = match c.ends {
+            [a, b] if a == *from => b,
+            [a, b] if b == *from => a,
+            _ => return Ok(None),
+        };
+        let verdict = if now >= c.deadline {
+            Err(RelayError::LimitDuration)
+        } else {
+            c.bytes = c.bytes.saturating_add(len as u64);
+            if c.bytes > self.limits.max_bytes {
+                Err(RelayError::LimitBytes)
+            } else {
+                Ok(Some(to))
+            }
+        };
+        if verdict.is_err() {
+            self.circuits.remove(&circuit);
+        }
+        verdict
+    }
+
+    /// Removes `circuit`; returns its two ends if it existed.
+    pub fn close(&mut self, circuit: u64) -> Option<[PeerId; 2]> {
+        self.circuits.remove(&circuit).map(|c| c.ends)
+    }
+
+    /// Removes and returns the circuits whose time is up at `now`.
+    pub fn expire(&mut self, now: Instant) -> Vec<u64> {
+        let mut gone: Vec<u64> = self
+            .circuits
+            .iter()
+            .filter(|(_, c)| now >= c.deadline)
+            .map(|(id, _)| *id)
+            .collect();
+        gone.sort_unstable();
+        for id in &gone {
+            self.circuits.remove(id);
+        }
+        self.reservations.retain(|_, until| *until > now);
+        gone
+    }
+
+    /// When the next circuit's time is up.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.circuits.values().map(|c| c.deadline).min()
+    }
+
+    /// Circuits open now.
+    pub fn circuits(&self) -> usize {
+        self.circuits.len()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn peer_of(bytes: &[u8; 32]) -> Option<PeerId> {
+    PeerId::from_bytes(bytes).ok()
+}
+
+// --- The relay service (tokio glue) -------------------------------------------
+
+/// The tokio clock (virtual in tests), as a std instant for the table.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// The relay side: the table, the channels of reserved peers and of both
+/// legs of every circuit.
+pub(crate) struct RelayService {
+    table: Mutex<RelayTable>,
+    reserved: Mutex<HashMap<PeerId, Channel>>,
+    legs: Mutex<HashMap<u64, [Channel; 2]>>,
+    metrics: crate::metrics::Metrics,
+    /// Every byte forwarded, for the test that the relay sees no plaintext.
+    #[cfg(test)]
+    pub(crate) forwarded: Mutex<Vec<u8>>,
+}
+
+impl RelayService {
+    pub(crate) fn new(limits: RelayLimits, metrics: crate::metrics::Metrics) -> Arc<Self> {
+        Arc::new(Self {
+            table: Mutex::new(RelayTable::new(limits)),
+            reserved: Mutex::new(HashMap::new()),
+            legs: Mutex::new(HashMap::new()),
+            metrics,
+            #[cfg(test)]
+            forwarded: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn reserve(&self, channel: &Channel) -> Result<u32, RelayError> {
+        let peer = channel.remote_peer_id();
+        let mut table = lock(&self.table);
+        table.reserve(peer, now())?;
+        lock(&self.reserved).insert(peer, channel.clone());
+        Ok(u32::try_from(table.limits().reservation_ttl.as_secs()).unwrap_or(u32::MAX))
+    }
+
+    /// Opens a circuit from the peer of `from` to `target` and asks the target.
+    async fn connect(self: &Arc<Self>, from: &Channel, target: PeerId) -> Result<u64, RelayError> {
+        let source = from.remote_peer_id();
+        let Some(to) = lock(&self.reserved).get(&target).cloned() else {
+            return Err(RelayError::NoReservation);
+        };
+        let (id, deadline) = {
+            let mut table = lock(&self.table);
+            let id = table.open(source, target, now())?;
+            (id, now() + table.limits().max_duration)
+        };
+        lock(&self.legs).insert(id, [from.clone(), to.clone()]);
+        self.gauge();
+        let ask = Incoming {
+            circuit: id,
+            from: *source.as_bytes(),
+        };
+        match to.request::<Incoming, Accepted>(&ask).await {
+            Ok(Accepted(Ok(()))) => {}
+            _ => {
+                self.drop_circuit(id);
+                return Err(RelayError::TargetRefused);
+            }
+        }
+        let service = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+            let expired = lock(&service.table).expire(now());
+            for id in expired {
+                service.end(id, Some(RelayError::LimitDuration)).await;
+            }
+        });
+        Ok(id)
+    }
+
+    fn gauge(&self) {
+        let open = lock(&self.table).circuits();
+        self.metrics.relay_circuits(open);
+    }
+
+    fn drop_circuit(&self, id: u64) -> Option<[Channel; 2]> {
+        lock(&self.table).close(id);
+        let legs = lock(&self.legs).remove(&id);
+        self.gauge();
+        legs
+    }
+
+    /// Ends circuit `id` and tells both ends (`reason`: the limit, if any).
+    async fn end(&self, id: u64, reason: Option<RelayError>) {
+        let Some(legs) = self.drop_circuit(id) else {
+            return;
+        };
+        let close = FromRelay::Close {
+            circuit: id,
+            reason,
+        };
+        for leg in legs {
+            let _ = leg.send(&close).await;
+        }
+    }
+
+    async fn forward(&self, from: &Channel, circuit: u64, data: Bytes) {
+        let verdict = lock(&self.table).forward(circuit, &from.remote_peer_id(), data.len(), now());
+        match verdict {
+            Ok(Some(to)) => {
+                #[cfg(test)]
+                lock(&self.forwarded).extend_from_slice(&data);
+                let leg = lock(&self.legs)
+                    .get(&circuit)
+                    .and_then(|legs| legs.iter().find(|c| c.remote_peer_id() == to).cloned());
+                if let Some(leg) = leg {
+                    let _ = leg.send(&FromRelay::Data { circuit, data }).await;
+                }
+            }
+            Ok(None) => {}
+            Err(limit) => {
+                // The table dropped the circuit already; tell both ends.
+                let legs = lock(&self.legs).remove(&circuit);
+                self.gauge();
+                let close = FromRelay::Close {
+                    circuit,
+                    reason: Some(limit),
+                };
+                for leg in legs.into_iter().flatten() {
+                    let _ = leg.send(&close).await;
+                }
+            }
+        }
+    }
+
+    /// A channel closed: its reservation and every circuit it carried go.
+    async fn channel_gone(&self, channel: &Channel) {
+        let peer = channel.remote_peer_id();
+        {
+            let mut reserved = lock(&self.reserved);
+            if reserved.get(&peer).is_some_and(|c| c.same(channel)) {
+                reserved.remove(&peer);
+                lock(&self.table).unreserve(&peer);
+            }
+        }
+        let ids: Vec<u64> = lock(&self.legs)
+            .iter()
+            .filter(|(_, legs)| legs.iter().any(|c| c.same(channel)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.end(id, None).await;
+        }
+    }
+}
+
+// --- The ends of circuits -------------------------------------------------------
+
+/// A relayed byte stream: one end of a circuit, AsyncRead + AsyncWrite.
+pub type CircuitStream = DuplexStream;
+
+/// The circuits this node is an end of, by relay and circuit id.
+#[derive(Default)]
+pub(crate) struct RelayClient {
+    circuits: Mutex<HashMap<(PeerId, u64), mpsc::Sender<Bytes>>>,
+}
+
+impl RelayClient {
+    /// Turns circuit `circuit` on `relay` into a byte stream: bytes written
+    /// to it go out as [`ToRelay::Data`], [`FromRelay::Data`] comes out of it.
+    /// The pumps run as jobs of the relay channel.
+    pub(crate) fn open(self: &Arc<Self>, relay: &Channel, circuit: u64) -> CircuitStream {
+        let (user, inner) = tokio::io::duplex(STREAM_BUFFER);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(CIRCUIT_QUEUE);
+        let key = (relay.remote_peer_id(), circuit);
+        lock(&self.circuits).insert(key, tx);
+        let (mut inner_r, mut inner_w) = tokio::io::split(inner);
+        relay.spawn(async move {
+            while let Some(data) = rx.recv().await {
+                if inner_w.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+            let _ = inner_w.shutdown().await;
+        });
+        let (channel, client) = (relay.clone(), self.clone());
+        relay.spawn(async move {
+            let mut buf = vec![0u8; MAX_CHUNK];
+            loop {
+                let n = match inner_r.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                if channel
+                    .send(&ToRelay::Data { circuit, data })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            lock(&client.circuits).remove(&key);
+            let _ = channel.send(&ToRelay::Close { circuit }).await;
+        });
+        user
+    }
+
+    async fn deliver(&self, relay: PeerId, circuit: u64, data: Bytes) {
+        let tx = lock(&self.circuits).get(&(relay, circuit)).cloned();
+        if let Some(tx) = tx
+            && tx.send(data).await.is_err()
+        {
+            lock(&self.circuits).remove(&(relay, circuit));
+        }
+    }
+
+    fn closed(&self, relay: PeerId, circuit: u64) {
+        lock(&self.circuits).remove(&(relay, circuit));
+    }
+
+    fn relay_gone(&self, relay: PeerId) {
+        lock(&self.circuits).retain(|(r, _), _| *r != relay);
+    }
+}
+
+/// Asks `relay` for a circuit to `target` and returns it as a byte stream.
+pub(crate) async fn dial(
+    client: &Arc<RelayClient>,
+    relay: &Channel,
+    target: PeerId,
+) -> Result<CircuitStream, NodeError> {
+    let Connected(answer) = relay
+        .request::<Connect, Connected>(&Connect {
+            target: *target.as_bytes(),
+        })
+        .await?;
+    let circuit = answer.map_err(NodeError::Relay)?;
+    Ok(client.open(relay, circuit))
+}
+
+/// Asks `relay` for a reservation; returns how long it holds.
+pub(crate) async fn reserve(relay: &Channel) -> Result<Duration, NodeError> {
+    let Reserved(answer) = relay.request::<Reserve, Reserved>(&Reserve).await?;
+    let secs = answer.map_err(NodeError::Relay)?;
+    Ok(Duration::from_secs(u64::from(secs)))
+}
+
+/// A circuit a relay opened to this node: the stream and the dialer.
+pub(crate) struct Inbound {
+    /// The byte stream.
+    pub(crate) stream: CircuitStream,
+    /// The dialing peer.
+    pub(crate) from: PeerId,
+    /// The channel to the relay.
+    pub(crate) relay: Channel,
+}
+
+/// The relay protocol on one channel: serves reservations and circuits if
+/// `service` is set (refuses them with [`RelayError::Disabled`] otherwise)
+/// and carries the circuits this node is an end of; accepted inbound
+/// circuits go to `incoming`.
+pub(crate) fn protocol(
+    channel: &Channel,
+    service: Option<Arc<RelayService>>,
+    client: Arc<RelayClient>,
+    incoming: mpsc::Sender<Inbound>,
+) -> impl std::future::Future<Output = ()> + Send + use<> {
+    let mut reserves = channel.subscribe_requests::<Reserve>();
+    let mut connects = channel.subscribe_requests::<Connect>();
+    let mut incomings = channel.subscribe_requests::<Incoming>();
+    let mut to_relay = channel.subscribe::<ToRelay>();
+    let mut from_relay = channel.subscribe::<FromRelay>();
+    let channel = channel.clone();
+    async move {
+        let peer = channel.remote_peer_id();
+        // Runs when the channel closes and aborts this job.
+        struct Cleanup(Channel, Option<Arc<RelayService>>, Arc<RelayClient>);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                self.2.relay_gone(self.0.remote_peer_id());
+                if let Some(service) = self.1.take() {
+                    let channel = self.0.clone();
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        rt.spawn(async move { service.channel_gone(&channel).await });
+                    }
+                }
+            }
+        }
+        let _cleanup = Cleanup(channel.clone(), service.clone(), client.clone());
+        loop {
+            tokio::select! {
+                Some((Reserve, responder)) = reserves.recv() => {
+                    let answer = match &service {
+                        Some(s) => s.reserve(&channel),
+                        None => Err(RelayError::Disabled),
+                    };
+                    let _ = responder.respond(&Reserved(answer)).await;
+                }
+                Some((Connect { target }, responder)) = connects.recv() => {
+                    let (service, from) = (service.clone(), channel.clone());
+                    channel.spawn(async move {
+                        let answer = match (service, peer_of(&target)) {
+                            (None, _) => Err(RelayError::Disabled),
+                            (Some(_), None) => Err(RelayError::NoReservation),
+                            (Some(s), Some(target)) => s.connect(&from, target).await,
+                        };
+                        let _ = responder.respond(&Connected(answer)).await;
+                    });
+                }
+                Some((Incoming { circuit, from }, responder)) = incomings.recv() => {
+                    let answer = match peer_of(&from) {
+                        Some(from) => {
+                            let stream = client.open(&channel, circuit);
+                            match incoming.try_send(Inbound { stream, from, relay: channel.clone() }) {
+                                Ok(()) => Ok(()),
+                                Err(_) => {
+                                    client.closed(peer, circuit);
+                                    Err(RelayError::TargetRefused)
+                                }
+                            }
+                        }
+                        None => Err(RelayError::TargetRefused),
+                    };
+                    let _ = responder.respond(&Accepted(answer)).await;
+                }
+                Some(msg) = to_relay.recv() => match (&service, msg) {
+                    (Some(s), ToRelay::Data { circuit, data }) => s.forward(&channel, circuit, data).await,
+                    (Some(s), ToRelay::Close { circuit }) => s.end(circuit, None).await,
+                    (None, _) => {}
+                },
+                Some(msg) = from_relay.recv() => match msg {
+                    FromRelay::Data { circuit, data } => client.deliver(peer, circuit, data).await,
+                    FromRelay::Close { circuit, reason } => {
+                        if let Some(reason) = reason {
+                            tracing::debug!(relay = %peer.short(), circuit, %reason, "circuit closed by relay");
+                        }
+                        client.closed(peer, circuit);
+                    }
+                },
+                else => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use knotwork_core::Keypair;
+    use knotwork_wire::{decode, encode};
+    use proptest::prelude::*;
+
+    fn peers(n: usize) -> Vec<PeerId> {
+        (0..n)
+            .map(|_| Keypair::generate().unwrap().peer_id())
+            .collect()
+    }
+
+    fn limits() -> RelayLimits {
+        RelayLimits {
+            max_reservations: 2,
+            max_circuits: 3,
+            max_circuits_per_peer: 2,
+            max_bytes: 100,
+            max_duration: Duration::from_secs(10),
+            reservation_ttl: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn test_open_without_reservation_is_refused() {
+        let p = peers(2);
+        let mut t = RelayTable::new(limits());
+        let now = Instant::now();
+        assert_eq!(t.open(p[0], p[1], now), Err(RelayError::NoReservation));
+        t.reserve(p[1], now).unwrap();
+        assert!(t.open(p[0], p[1], now).is_ok());
+        // The reservation lapses after its lifetime.
+        let later = now + Duration::from_secs(61);
+        assert_eq!(t.open(p[0], p[1], later), Err(RelayError::NoReservation));
+    }
+
+    #[test]
+    fn test_reservations_are_bounded_and_renewable() {
+        let p = peers(3);
+        let mut t = RelayTable::new(limits());
+        let now = Instant::now();
+        t.reserve(p[0], now).unwrap();
+        t.reserve(p[1], now).unwrap();
+        assert_eq!(t.reserve(p[2], now), Err(RelayError::LimitReservations));
+        assert!(t.reserve(p[0], now).is_ok(), "renewal of a held slot");
+        t.unreserve(&p[0]);
+        assert!(t.reserve(p[2], now).is_ok());
+    }
+
+    #[test]
+    fn test_circuit_limits_total_and_per_peer() {
+        let p = peers(5);
+        let mut t = RelayTable::new(limits());
+        let now = Instant::now();
+        t.reserve(p[0], now).unwrap();
+        t.reserve(p[1], now).unwrap();
+        t.open(p[2], p[0], now).unwrap();
+        t.open(p[2], p[0], now).unwrap();
+        // Per peer: p[2] and p[0] have 2 each.
+        assert_eq!(t.open(p[2], p[1], now), Err(RelayError::LimitCircuits));
+        assert_eq!(t.open(p[3], p[0], now), Err(RelayError::LimitCircuits));
+        t.open(p[3], p[1], now).unwrap();
+        // Total: 3.
+        assert_eq!(t.open(p[4], p[1], now), Err(RelayError::LimitCircuits));
+        assert_eq!(t.circuits(), 3);
+    }
+
+    #[test]
+    fn test_forward_counts_bytes_both_ways() {
+        let p = peers(3);
+        let mut t = RelayTable::new(limits());
+        let now = Instant::now();
+        t.reserve(p[1], now).unwrap();
+        let id = t.open(p[0], p[1], now).unwrap();
+        assert_eq!(t.forward(id, &p[0], 60, now), Ok(Some(p[1])));
+        assert_eq!(t.forward(id, &p[1], 40, now), Ok(Some(p[0])));
+        assert_eq!(t.forward(id, &p[2], 1, now), Ok(None), "not an end");
+        assert_eq!(t.forward(id + 9, &p[0], 1, now), Ok(None), "unknown id");
+        assert_eq!(t.forward(id, &p[0], 1, now), Err(RelayError::LimitBytes));
+        assert_eq!(t.circuits(), 0, "the circuit is gone");
+    }
+
+    #[test]
+    fn test_circuit_expires_at_its_deadline() {
+        let p = peers(2);
+        let mut t = RelayTable::new(limits());
+        let now = Instant::now();
+        t.reserve(p[1], now).unwrap();
+        let id = t.open(p[0], p[1], now).unwrap();
+        assert_eq!(t.poll_timeout(), Some(now + Duration::from_secs(10)));
+        assert!(t.expire(now + Duration::from_secs(9)).is_empty());
+        let late = now + Duration::from_secs(10);
+        assert_eq!(
+            t.forward(id, &p[0], 1, late),
+            Err(RelayError::LimitDuration)
+        );
+        let id = t.open(p[0], p[1], now).unwrap();
+        assert_eq!(t.expire(late), vec![id]);
+        assert_eq!(t.close(id), None);
+    }
+
+    fn any_error() -> impl Strategy<Value = RelayError> {
+        prop_oneof![
+            Just(RelayError::Disabled),
+            Just(RelayError::NoReservation),
+            Just(RelayError::TargetRefused),
+            Just(RelayError::LimitReservations),
+            Just(RelayError::LimitCircuits),
+            Just(RelayError::LimitBytes),
+            Just(RelayError::LimitDuration),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn messages_round_trip(
+            circuit in any::<u64>(),
+            data in proptest::collection::vec(any::<u8>(), 0..=MAX_CHUNK),
+            err in any_error(),
+            secs in any::<u32>(),
+            key in any::<[u8; 32]>(),
+        ) {
+            let data = Bytes::from(data);
+            let to = ToRelay::Data { circuit, data: data.clone() };
+            prop_assert_eq!(decode::<ToRelay>(&encode(&to).unwrap()).unwrap(), to);
+            let close = ToRelay::Close { circuit };
+            prop_assert_eq!(decode::<ToRelay>(&encode(&close).unwrap()).unwrap(), close);
+            let from = FromRelay::Data { circuit, data };
+            prop_assert_eq!(decode::<FromRelay>(&encode(&from).unwrap()).unwrap(), from);
+            let end = FromRelay::Close { circuit, reason: Some(err.clone()) };
+            prop_assert_eq!(decode::<FromRelay>(&encode(&end).unwrap()).unwrap(), end);
+            for r in [Reserved(Ok(secs)), Reserved(Err(err.clone()))] {
+                prop_assert_eq!(decode::<Reserved>(&encode(&r).unwrap()).unwrap(), r);
+            }
+            for c in [Connected(Ok(circuit)), Connected(Err(err.clone()))] {
+                prop_assert_eq!(decode::<Connected>(&encode(&c).unwrap()).unwrap(), c);
+            }
+            let a = Accepted(Err(err));
+            prop_assert_eq!(decode::<Accepted>(&encode(&a).unwrap()).unwrap(), a);
+            let i = Incoming { circuit, from: key };
+            prop_assert_eq!(decode::<Incoming>(&encode(&i).unwrap()).unwrap(), i);
+            let c = Connect { target: key };
+            prop_assert_eq!(decode::<Connect>(&encode(&c).unwrap()).unwrap(), c);
+        }
+
+        #[test]
+        fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode::<ToRelay>(&bytes);
+            let _ = decode::<FromRelay>(&bytes);
+            let _ = decode::<Reserved>(&bytes);
+            let _ = decode::<Connected>(&bytes);
+            let _ = decode::<Accepted>(&bytes);
+            let _ = decode::<Incoming>(&bytes);
+        }
+    }
+}

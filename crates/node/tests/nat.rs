@@ -1,0 +1,232 @@
+//! NAT traversal on one machine: the relay (reservations, circuits, limits)
+//! between three nodes over the memory transport on virtual time, and over
+//! loopback TCP.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{fast_config, wait_event};
+use knotwork_core::{Keypair, MemoryTransport, PeerAddr};
+use knotwork_node::nat::NatConfig;
+use knotwork_node::protocol::relay::{RelayError, RelayLimits};
+use knotwork_node::{Node, NodeBuilder, NodeConfig, NodeError, NodeEvent, Sessions};
+use knotwork_wire::Message;
+use serde::{Deserialize, Serialize};
+
+/// An echo request carrying bytes, to push data through a circuit.
+#[derive(Serialize, Deserialize)]
+struct Echo(Vec<u8>);
+
+impl Message for Echo {
+    const NAME: &'static str = "test/nat-echo/1";
+    const MAX_BYTES: usize = 256 * 1024;
+}
+
+fn echo(b: NodeBuilder) -> NodeBuilder {
+    b.protocol("test/nat-echo", Sessions::ALL, |ch| {
+        let mut requests = ch.subscribe_requests::<Echo>();
+        async move {
+            while let Some((msg, responder)) = requests.recv().await {
+                let _ = responder.respond(&msg).await;
+            }
+        }
+    })
+}
+
+fn relay_config(limits: RelayLimits) -> NodeConfig {
+    let mut c = fast_config();
+    c.nat = NatConfig::default();
+    c.nat.relay_service = Some(limits);
+    c.nat.reservation_retry = Duration::from_millis(200);
+    c
+}
+
+fn mem_node(net: &MemoryTransport, config: NodeConfig) -> NodeBuilder {
+    echo(
+        Node::builder(Keypair::generate().unwrap())
+            .transport(net.clone())
+            .listen("mem/0".parse().unwrap())
+            .config(config),
+    )
+}
+
+/// Starts `b` with a reservation on `relay`; returns it and its relayed address.
+async fn reserved(b: NodeBuilder, relay: &Node) -> (Node, PeerAddr) {
+    let b = b.relay(relay.listen_addrs()[0].clone());
+    let node = b.start().await.unwrap();
+    let mut events = node.events();
+    let event = wait_event(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, NodeEvent::RelayReserved { .. })
+    })
+    .await;
+    let NodeEvent::RelayReserved { relay: r, addr } = event else {
+        unreachable!()
+    };
+    assert_eq!(r, relay.peer_id());
+    (node, addr)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dialer_reaches_a_reserved_peer_through_the_relay() {
+    let net = MemoryTransport::new();
+    let relay = mem_node(&net, relay_config(RelayLimits::default()))
+        .start()
+        .await
+        .unwrap();
+    let (b, relayed) = reserved(mem_node(&net, fast_config()), &relay).await;
+    assert_eq!(
+        relayed.to_string(),
+        format!(
+            "relay/{}/{}/{}",
+            relay.listen_addrs()[0],
+            relay.peer_id(),
+            b.peer_id()
+        )
+    );
+    // The relayed address is advertised to peers in the version message.
+    let a = mem_node(&net, fast_config()).start().await.unwrap();
+    let ch = a.connect(&relayed).await.unwrap();
+    assert_eq!(ch.remote_peer_id(), b.peer_id());
+    assert!(ch.remote_addr().is_relayed());
+    let listed = &ch.info().version.listen_addrs;
+    assert!(listed.contains(&relayed.to_string()), "{listed:?}");
+
+    let Echo(back) = ch
+        .request::<Echo, Echo>(&Echo(vec![7u8; 100_000]))
+        .await
+        .unwrap();
+    assert_eq!(back, vec![7u8; 100_000]);
+    // b sees an inbound relayed channel from a.
+    let from_b = b.channel(&a.peer_id()).unwrap();
+    assert!(from_b.remote_addr().is_relayed());
+    assert!(
+        a.peers()
+            .iter()
+            .any(|p| p.peer_id == b.peer_id() && p.addr.is_relayed())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn refusals_are_named() {
+    let net = MemoryTransport::new();
+    let mut limits = RelayLimits::default();
+    limits.max_circuits_per_peer = 1;
+    let relay = mem_node(&net, relay_config(limits)).start().await.unwrap();
+    let plain = mem_node(&net, fast_config()).start().await.unwrap();
+    let (b, relayed) = reserved(mem_node(&net, fast_config()), &relay).await;
+    let a = mem_node(&net, fast_config()).start().await.unwrap();
+
+    // No reservation: `plain` never reserved.
+    let to_plain = PeerAddr::relayed(
+        relay.listen_addrs()[0].clone(),
+        relay.peer_id(),
+        plain.peer_id(),
+    )
+    .unwrap();
+    assert!(matches!(
+        a.connect(&to_plain).await,
+        Err(NodeError::Relay(RelayError::NoReservation))
+    ));
+    // Relay disabled: `plain` offers no relay service.
+    let via_plain = PeerAddr::relayed(
+        plain.listen_addrs()[0].clone(),
+        plain.peer_id(),
+        b.peer_id(),
+    )
+    .unwrap();
+    assert!(matches!(
+        a.connect(&via_plain).await,
+        Err(NodeError::Relay(RelayError::Disabled))
+    ));
+    // One circuit per peer: the first works, a second is refused.
+    let ch = a.connect(&relayed).await.unwrap();
+    let c = mem_node(&net, fast_config()).start().await.unwrap();
+    assert!(matches!(
+        c.connect(&relayed).await,
+        Err(NodeError::Relay(RelayError::LimitCircuits))
+    ));
+    // The relay is still up and the first circuit still works.
+    let Echo(back) = ch.request::<Echo, Echo>(&Echo(vec![1; 10])).await.unwrap();
+    assert_eq!(back, vec![1; 10]);
+    // A reservation on a node without the service is refused (no event).
+    let lone = mem_node(&net, fast_config())
+        .relay(plain.listen_addrs()[0].clone())
+        .start()
+        .await
+        .unwrap();
+    let mut events = lone.events();
+    let waited = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            if let Ok(NodeEvent::RelayReserved { .. }) = events.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(waited.is_err(), "a disabled relay granted a reservation");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_relay_cuts_a_circuit_over_its_byte_or_time_limit_and_stays_up() {
+    let net = MemoryTransport::new();
+    let mut limits = RelayLimits::default();
+    limits.max_bytes = 64 * 1024;
+    limits.max_duration = Duration::from_secs(30);
+    let relay = mem_node(&net, relay_config(limits)).start().await.unwrap();
+    let (b, relayed) = reserved(mem_node(&net, fast_config()), &relay).await;
+    let a = mem_node(&net, fast_config()).start().await.unwrap();
+
+    // Bytes: 100 KB cannot pass a 64 KiB circuit.
+    let ch = a.connect(&relayed).await.unwrap();
+    let result = ch.request::<Echo, Echo>(&Echo(vec![0; 100_000])).await;
+    assert!(result.is_err());
+    tokio::time::timeout(Duration::from_secs(5), ch.closed())
+        .await
+        .unwrap();
+    assert!(relay.metrics().encode().contains("knot_relay_circuits 0"));
+
+    // Time: a fresh circuit carries small messages until 30 s pass.
+    let ch = a.connect(&relayed).await.unwrap();
+    let Echo(back) = ch.request::<Echo, Echo>(&Echo(vec![2; 10])).await.unwrap();
+    assert_eq!(back, vec![2; 10]);
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(60), ch.closed())
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(29));
+    assert!(
+        b.channel(&relay.peer_id()).is_some(),
+        "b keeps its relay channel"
+    );
+}
+
+#[tokio::test]
+async fn relay_over_loopback_tcp() {
+    let tcp = |config| {
+        echo(
+            Node::builder(Keypair::generate().unwrap())
+                .listen("tcp/127.0.0.1:0".parse().unwrap())
+                .config(config),
+        )
+    };
+    let relay = tcp(relay_config(RelayLimits::default()))
+        .start()
+        .await
+        .unwrap();
+    let (b, relayed) = reserved(tcp(fast_config()), &relay).await;
+    let a = tcp(fast_config()).start().await.unwrap();
+    let ch = a.connect(&relayed).await.unwrap();
+    assert_eq!(ch.remote_peer_id(), b.peer_id());
+    let Echo(back) = ch
+        .request::<Echo, Echo>(&Echo(vec![9; 50_000]))
+        .await
+        .unwrap();
+    assert_eq!(back.len(), 50_000);
+}
