@@ -41,7 +41,7 @@ use crate::flags::Flags;
 use crate::project::Project;
 use crate::shell;
 use crate::system::{self, Need};
-use net::{Net, host_ip, host_ns, wan_ip};
+use net::{Net, host_ip, wan_ip};
 use proc::{Line, Proc};
 
 /// The bound on the hostile scenario's target RSS, in MiB (a debug build
@@ -294,7 +294,7 @@ impl Ctx<'_> {
     ) -> Result<Proc> {
         let mut all = vec![role.to_owned()];
         all.extend(args.iter().cloned());
-        Proc::start(name, &host_ns(host), self.bin, &all, self.dir, log)
+        Proc::start(name, &self.net.host_ns(host), self.bin, &all, self.dir, log)
     }
 
     /// Workers on hosts 1..=5 listening on `port`; 1 is everyone's seed.

@@ -1,9 +1,10 @@
 //! The chaos network: a bridge in its own namespace and host namespaces
 //! joined to it by veth pairs, nftables partitions on the bridge, and a
 //! slow, lossy switch in user space ([`Net::wan`]; this kernel has no
-//! `netem`). Everything carries the prefix [`PREFIX`];
-//! leftovers of an earlier run are removed first, and [`Net`]'s `Drop`
-//! deletes the namespaces (which deletes their links and rules).
+//! `netem`). The namespaces are named `kwc<pid>-…` after the xtask's process
+//! id, so runs at the same time keep apart; every link is made inside them.
+//! Namespaces of runs whose process is gone are removed first, and [`Net`]'s
+//! `Drop` deletes this run's (which deletes their links and rules).
 
 use std::process::Command;
 
@@ -30,6 +31,8 @@ const PARTITION_TABLE: &str = "kwc_partition";
 #[derive(Debug)]
 pub struct Net {
     hosts: usize,
+    /// `kwc<pid>`.
+    ns_prefix: String,
 }
 
 fn ip(args: &[&str]) -> Result<()> {
@@ -42,15 +45,6 @@ fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<String> {
             .args(["netns", "exec", ns, program])
             .args(args),
     )
-}
-
-fn bridge_ns() -> String {
-    format!("{PREFIX}-br")
-}
-
-/// The namespace of host `i` (1-based).
-pub fn host_ns(i: usize) -> String {
-    format!("{PREFIX}-{i}")
 }
 
 /// The IP address of host `i`.
@@ -78,13 +72,19 @@ fn port_link(i: usize) -> String {
     format!("{PREFIX}-p{i}")
 }
 
-/// Deletes every namespace whose name starts with the prefix.
+/// The process id in a chaos namespace's name (`kwc<pid>-…`).
+fn owner(name: &str) -> Option<u32> {
+    name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok()
+}
+
+/// Deletes the namespaces of chaos runs whose process is gone.
 pub fn remove_leftovers() {
     let Ok(list) = shell::output(Command::new("ip").args(["netns", "list"])) else {
         return;
     };
     for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
-        if name.starts_with(&format!("{PREFIX}-")) {
+        let Some(pid) = owner(name) else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
             println!("chaos: removing leftover namespace {name}");
             let _ = ip(&["netns", "delete", name]);
         }
@@ -92,24 +92,37 @@ pub fn remove_leftovers() {
 }
 
 impl Net {
+    fn bridge_ns(&self) -> String {
+        format!("{}-br", self.ns_prefix)
+    }
+
+    /// The namespace of host `i` (1-based).
+    pub fn host_ns(&self, i: usize) -> String {
+        format!("{}-{i}", self.ns_prefix)
+    }
+
     /// Builds the bridge and `hosts` host namespaces.
     pub fn new(hosts: usize) -> Result<Self> {
         remove_leftovers();
         // The guard exists before anything is made, so a failure midway
         // still deletes what was made.
-        let net = Self { hosts };
-        let br = bridge_ns();
+        let net = Self {
+            hosts,
+            ns_prefix: format!("{PREFIX}{}", std::process::id()),
+        };
+        let br = net.bridge_ns();
         ip(&["netns", "add", &br])?;
         in_ns(&br, "ip", &["link", "add", "br0", "type", "bridge"])?;
         in_ns(&br, "ip", &["link", "set", "br0", "up"])?;
         in_ns(&br, "ip", &["link", "set", "lo", "up"])?;
         for i in 1..=hosts {
-            let ns = host_ns(i);
+            let ns = net.host_ns(i);
             let (h, p) = (host_link(i), port_link(i));
             ip(&["netns", "add", &ns])?;
-            ip(&["link", "add", &h, "type", "veth", "peer", "name", &p])?;
-            ip(&["link", "set", &h, "netns", &ns])?;
-            ip(&["link", "set", &p, "netns", &br])?;
+            // Made inside the namespaces: no name in the root namespace.
+            ip(&[
+                "link", "add", &h, "netns", &ns, "type", "veth", "peer", "name", &p, "netns", &br,
+            ])?;
             in_ns(&br, "ip", &["link", "set", &p, "master", "br0"])?;
             in_ns(&br, "ip", &["link", "set", &p, "up"])?;
             let addr = format!("{}/24", host_ip(i));
@@ -139,16 +152,16 @@ impl Net {
         ];
         let mut wan = Proc::start(
             "wan",
-            &bridge_ns(),
+            &self.bridge_ns(),
             Path::new(SYSTEM_PYTHON),
             &args,
             dir,
             "",
         )?;
         wan.wait_for("ready", Duration::from_secs(10), |_| true)?;
-        let br = bridge_ns();
+        let br = self.bridge_ns();
         for i in 1..=self.hosts {
-            let (link, ns) = (wan_link(i), host_ns(i));
+            let (link, ns) = (wan_link(i), self.host_ns(i));
             in_ns(&br, "ip", &["link", "set", &link, "netns", &ns])?;
             let addr = format!("{}/24", wan_ip(i));
             in_ns(&ns, "ip", &["addr", "add", &addr, "dev", &link])?;
@@ -175,17 +188,17 @@ impl Net {
             }
         }
         rules.push_str(" }\n}\n");
-        let file = std::env::temp_dir().join(format!("{PREFIX}-partition.nft"));
+        let file = std::env::temp_dir().join(format!("{}-partition.nft", self.ns_prefix));
         std::fs::write(&file, rules)
             .map_err(|e| Error::failed(format!("{}: {e}", file.display())))?;
         let path = file.to_string_lossy().into_owned();
-        in_ns(&bridge_ns(), "nft", &["-f", &path]).map(|_| ())
+        in_ns(&self.bridge_ns(), "nft", &["-f", &path]).map(|_| ())
     }
 
     /// Removes the partition.
     pub fn heal(&self) -> Result<()> {
         in_ns(
-            &bridge_ns(),
+            &self.bridge_ns(),
             "nft",
             &["delete", "table", "bridge", PARTITION_TABLE],
         )
@@ -197,7 +210,7 @@ impl Net {
         let args = [
             "netns",
             "exec",
-            &bridge_ns(),
+            &self.bridge_ns(),
             "nft",
             "delete",
             "table",
@@ -211,8 +224,21 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         for i in 1..=self.hosts {
-            let _ = ip(&["netns", "delete", &host_ns(i)]);
+            let _ = ip(&["netns", "delete", &self.host_ns(i)]);
         }
-        let _ = ip(&["netns", "delete", &bridge_ns()]);
+        let _ = ip(&["netns", "delete", &self.bridge_ns()]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_names_carry_the_owner_pid() {
+        assert_eq!(owner("kwc4242-br"), Some(4242));
+        assert_eq!(owner("kwc4242-3"), Some(4242));
+        assert_eq!(owner("kwx-sw"), None);
+        assert_eq!(owner("kwc-br"), None);
     }
 }
