@@ -581,6 +581,25 @@ fn good_figures(samples: &[Line], from: Instant, to: Instant) -> (Option<f64>, f
     (p50, done / secs, rtts.len())
 }
 
+fn in_window(samples: &[Line], from: Instant, to: Instant) -> Vec<&Line> {
+    samples
+        .iter()
+        .filter(|l| l.at >= from && l.at < to)
+        .collect()
+}
+
+/// The good peer's fresh sessions in `[from, to)`: (joined, failed).
+fn joins(samples: &[Line], from: Instant, to: Instant) -> (f64, f64) {
+    in_window(samples, from, to)
+        .iter()
+        .fold((0.0, 0.0), |(ok, failed), l| {
+            (
+                ok + json::num(&l.text, "joins_ok"),
+                failed + json::num(&l.text, "joins_failed"),
+            )
+        })
+}
+
 fn hostile(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
     let port = 4140;
     let target_addr = ctx.addr(1, port);
@@ -642,15 +661,18 @@ fn hostile(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
     let log = std::fs::read_to_string(&target.log).unwrap_or_default();
     let samples = good.events("sample");
     let (base_rtt, base_rate, _) = good_figures(&samples, baseline_from, baseline_to);
+    let (joined, refused) = joins(&samples, baseline_from, baseline_to);
     outcome.figure(format!(
-        "baseline: RTT p50 {:.1} ms, {base_rate:.0} tasks/s",
-        base_rtt.unwrap_or(f64::NAN)
+        "baseline: RTT p50 {:.1} ms, {base_rate:.0} tasks/s, new sessions {joined}/{}",
+        base_rtt.unwrap_or(f64::NAN),
+        joined + refused
     ));
     for ((kind, patterns), attacker) in ATTACKS.iter().zip(&attackers) {
         let Some(&(_, from, to)) = windows.iter().find(|w| w.0 == *kind) else {
             continue;
         };
         let (rtt, rate, pings) = good_figures(&samples, from, to);
+        let (joined, refused) = joins(&samples, from, to);
         let report = attacker.last("attack");
         let (attempts, cut) = report.as_ref().map_or((0.0, 0.0), |l| {
             (json::num(&l.text, "attempts"), json::num(&l.text, "cut"))
@@ -660,9 +682,10 @@ fn hostile(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
             .map(|p| format!("\"{p}\" x{}", log.matches(p).count()))
             .collect();
         outcome.figure(format!(
-            "{kind}: {cut}/{attempts} cut, log {}, good RTT p50 {:.1} ms, {rate:.0} tasks/s",
+            "{kind}: {cut}/{attempts} cut, log {}, good RTT p50 {:.1} ms, {rate:.0} tasks/s, new sessions {joined}/{}",
             hits.join(" "),
-            rtt.unwrap_or(f64::NAN)
+            rtt.unwrap_or(f64::NAN),
+            joined + refused
         ));
         outcome.check(
             report.is_some(),

@@ -23,8 +23,9 @@
 //!   and prints `summary` (unique, duplicates, wrong, failed, retried, ping
 //!   RTT p50/max, DHT puts/gets that succeeded).
 //! - **good**: a well-behaved peer of the target: every 200 ms a ping
-//!   request (its RTT), and tasks placed on the target, 8 in flight; prints
-//!   `sample` every 500 ms (RTTs, tasks done, whether the channel is open).
+//!   request (its RTT), tasks placed on the target, 8 in flight, and every
+//!   second a fresh session (can a new peer join?); prints `sample` every
+//!   500 ms (RTTs, tasks done, joins, whether the channel is open).
 //! - **attacker**: one attack for S seconds, then `attack` with its counts.
 //!   Kinds: `conn-flood` (handshakes from one IP, held open, past the
 //!   limits), `slowloris` (TCP connections that send a handshake byte a
@@ -434,6 +435,25 @@ async fn good(args: &Args) -> Res<()> {
     let (mut done, mut bad) = (0u64, 0u64);
     let mut rtts: Vec<f64> = Vec::new();
     let mut ping_failures = 0u64;
+    // Once a second, a fresh session by hand (handshake and version
+    // exchange, then closed): can a new peer still get in?
+    let PeerAddr::Tcp(sock) = target.clone() else {
+        return Err("--target must be a tcp address".into());
+    };
+    let (probe_tx, mut probe_rx) = tokio::sync::mpsc::channel::<bool>(8);
+    let prober = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let ok = tokio::time::timeout(Duration::from_secs(5), raw_session(sock))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if probe_tx.send(ok).await.is_err() {
+                return;
+            }
+        }
+    });
+    let (mut joins_ok, mut joins_failed) = (0u64, 0u64);
     while began.elapsed() < secs {
         tokio::select! {
             r = results.recv() => {
@@ -452,8 +472,13 @@ async fn good(args: &Args) -> Res<()> {
                     Err(_) => ping_failures += 1,
                 }
             }
+            Some(ok) = probe_rx.recv() => {
+                if ok { joins_ok += 1 } else { joins_failed += 1 }
+            }
             _ = report.tick() => {
                 emit(json!({
+                    "joins_ok": std::mem::take(&mut joins_ok),
+                    "joins_failed": std::mem::take(&mut joins_failed),
                     "event": "sample",
                     "secs": began.elapsed().as_secs_f64(),
                     "rtts_ms": std::mem::take(&mut rtts),
@@ -465,6 +490,7 @@ async fn good(args: &Args) -> Res<()> {
             }
         }
     }
+    prober.abort();
     node.shutdown().await;
     Ok(())
 }
