@@ -80,6 +80,8 @@ struct Inner {
     #[cfg(feature = "dht")]
     dht: DhtMetrics,
     relay_circuits: Gauge,
+    holepunch_attempts: Counter,
+    holepunch_successes: Counter,
 }
 
 /// The node's metrics; cheap to clone. See the module docs.
@@ -227,9 +229,23 @@ impl Metrics {
             "Circuits this node relays now",
             relay_circuits.clone(),
         );
+        let holepunch_attempts = Counter::default();
+        registry.register(
+            "holepunch_attempts",
+            "Hole punches tried over relayed channels",
+            holepunch_attempts.clone(),
+        );
+        let holepunch_successes = Counter::default();
+        registry.register(
+            "holepunch_successes",
+            "Hole punches that gave a direct channel",
+            holepunch_successes.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 relay_circuits,
+                holepunch_attempts,
+                holepunch_successes,
                 registry,
                 connections,
                 disconnections,
@@ -327,6 +343,14 @@ impl Metrics {
         self.inner
             .relay_circuits
             .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn holepunch_attempt(&self) {
+        self.inner.holepunch_attempts.inc();
+    }
+
+    pub(crate) fn holepunch_success(&self) {
+        self.inner.holepunch_successes.inc();
     }
 
     pub(crate) fn handshake(&self, direction: &'static str, failure: Option<&NodeError>) {

@@ -287,9 +287,12 @@ impl NodeBuilder {
             discovery_config,
         } = self;
         let apps = crate::apps::Apps::new(&keypair, apps, &mut registry, &mut budgets);
-        transports.push(Box::new(knotwork_transport_tcp::TcpTransport::new(
-            knotwork_transport_tcp::TcpConfig::default().with_dial_timeout(config.dial_timeout),
-        )));
+        let tcp = knotwork_transport_tcp::TcpTransport::new(
+            knotwork_transport_tcp::TcpConfig::default()
+                .with_dial_timeout(config.dial_timeout)
+                .with_port_reuse(config.nat.holepunch),
+        );
+        transports.push(Box::new(tcp.clone()));
         let mut channel_config = config.channel.clone();
         channel_config.budgets.insert(ping::Ping::ID, ping::BUDGET);
         channel_config.budgets.insert(ping::Pong::ID, ping::BUDGET);
@@ -318,7 +321,7 @@ impl NodeBuilder {
             address::protocol(ch, h.clone(), own, ask)
         });
 
-        let nat = crate::nat::Nat::new(config.nat.clone(), &apps.metrics);
+        let nat = crate::nat::Nat::new(config.nat.clone(), &apps.metrics, tcp);
         nat.register(&mut registry);
         let discovery =
             crate::discovery::UnifiedDiscovery::new(keypair.peer_id(), discovery_config, discovery);
@@ -343,6 +346,7 @@ impl NodeBuilder {
             apps,
             config,
         });
+        crate::nat::Nat::bind(&shared);
 
         let mut bound = Vec::new();
         let mut listeners = Vec::new();

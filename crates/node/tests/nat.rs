@@ -230,3 +230,97 @@ async fn relay_over_loopback_tcp() {
         .unwrap();
     assert_eq!(back.len(), 50_000);
 }
+
+fn tcp_node(ip: &str, config: NodeConfig) -> NodeBuilder {
+    echo(
+        Node::builder(Keypair::generate().unwrap())
+            .listen(format!("tcp/{ip}:0").parse().unwrap())
+            .config(config),
+    )
+}
+
+fn counter(node: &Node, name: &str) -> u64 {
+    let text = node.metrics().encode();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
+}
+
+/// 127.0.0.1 and 127.0.0.2 play two hosts; the relay runs on 127.0.0.1.
+#[tokio::test]
+async fn a_hole_punch_on_loopback_replaces_the_relayed_channel() {
+    let relay = tcp_node("127.0.0.1", relay_config(RelayLimits::default()))
+        .start()
+        .await
+        .unwrap();
+    let (b, relayed) = reserved(tcp_node("127.0.0.2", fast_config()), &relay).await;
+    let a = tcp_node("127.0.0.1", fast_config()).start().await.unwrap();
+    let mut events = a.events();
+    let ch = a.connect(&relayed).await.unwrap();
+    assert!(ch.remote_addr().is_relayed());
+    // The direct channel arrives and the relayed one closes as a duplicate.
+    let direct = wait_event(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, NodeEvent::Connected { peer, addr, .. } if *peer == b.peer_id() && !addr.is_relayed())
+    })
+    .await;
+    let NodeEvent::Connected { addr, .. } = direct else {
+        unreachable!()
+    };
+    assert!(
+        addr == b.listen_addrs()[0] || addr.to_string().starts_with("tcp/127.0.0.2:"),
+        "{addr}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), ch.closed())
+        .await
+        .unwrap();
+    let now = a.channel(&b.peer_id()).unwrap();
+    assert!(!now.remote_addr().is_relayed());
+    let Echo(back) = now
+        .request::<Echo, Echo>(&Echo(vec![5; 1000]))
+        .await
+        .unwrap();
+    assert_eq!(back, vec![5; 1000]);
+    common::eventually(Duration::from_secs(5), "b sees a directly", || {
+        b.channel(&a.peer_id())
+            .is_some_and(|c| !c.remote_addr().is_relayed())
+    })
+    .await;
+    common::eventually(Duration::from_secs(5), "a counts the success", || {
+        counter(&a, "knot_holepunch_successes_total") == 1
+    })
+    .await;
+    assert_eq!(counter(&a, "knot_holepunch_attempts_total"), 1);
+    common::eventually(Duration::from_secs(5), "the circuit is released", || {
+        relay.metrics().encode().contains("knot_relay_circuits 0")
+    })
+    .await;
+}
+
+/// The dialer has no TCP listener (nothing to punch from, nothing to dial
+/// back to): the punch fails and the relayed channel stays and works.
+#[tokio::test]
+async fn a_failed_hole_punch_keeps_the_relayed_channel() {
+    let relay = tcp_node("127.0.0.1", relay_config(RelayLimits::default()))
+        .start()
+        .await
+        .unwrap();
+    let (b, relayed) = reserved(tcp_node("127.0.0.2", fast_config()), &relay).await;
+    let a = echo(Node::builder(Keypair::generate().unwrap()).config(fast_config()))
+        .start()
+        .await
+        .unwrap();
+    let ch = a.connect(&relayed).await.unwrap();
+    common::eventually(Duration::from_secs(10), "both punches end", || {
+        counter(&a, "knot_holepunch_attempts_total") == 1
+            && counter(&b, "knot_holepunch_attempts_total") == 1
+    })
+    .await;
+    // Failure is reported after the handshake timeout on each side.
+    tokio::time::sleep(common::HANDSHAKE_TIMEOUT * 2).await;
+    assert_eq!(counter(&a, "knot_holepunch_successes_total"), 0);
+    assert_eq!(counter(&b, "knot_holepunch_successes_total"), 0);
+    assert!(!ch.is_closed());
+    assert!(a.channel(&b.peer_id()).unwrap().same(&ch));
+    let Echo(back) = ch.request::<Echo, Echo>(&Echo(vec![3; 10])).await.unwrap();
+    assert_eq!(back, vec![3; 10]);
+}

@@ -6,6 +6,13 @@
 //! frames leave at once instead of waiting on delayed ACKs) and TCP keepalive
 //! (a dead peer behind a silent NAT is noticed by the kernel).
 //!
+//! With [`TcpConfig::port_reuse`] the listener is bound with `SO_REUSEADDR`
+//! and `SO_REUSEPORT`, and [`TcpTransport::dial_from`] opens a connection
+//! from the listen port itself: a NAT then maps the listen port outward, and
+//! two peers dialing each other from their listen ports at once meet in a
+//! TCP simultaneous open (hole punching). Port reuse also lets a second
+//! listener of the same user bind the same port, so it is off by default.
+//!
 //! Errors are the shared [`TransportError`]: `AddrInUse` and
 //! `ConnectionRefused` are mapped from the I/O error kinds, a dial that takes
 //! longer than [`TcpConfig::dial_timeout`] is `Timeout`, and any address other
@@ -38,7 +45,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use knotwork_core::{Listener, PeerAddr, Transport, TransportError};
 use socket2::{SockRef, TcpKeepalive};
-use tokio::net::{TcpListener as TokioListener, TcpStream};
+use tokio::net::{TcpListener as TokioListener, TcpSocket, TcpStream};
 
 /// Settings of a [`TcpTransport`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +56,9 @@ pub struct TcpConfig {
     /// Idle time before the kernel sends the first keepalive probe;
     /// `None` leaves keepalive off.
     pub keepalive: Option<Duration>,
+    /// Bind listeners with `SO_REUSEADDR` + `SO_REUSEPORT` so that
+    /// [`TcpTransport::dial_from`] can dial from a listen port.
+    pub port_reuse: bool,
 }
 
 impl Default for TcpConfig {
@@ -56,6 +66,7 @@ impl Default for TcpConfig {
         Self {
             dial_timeout: Duration::from_secs(10),
             keepalive: Some(Duration::from_secs(60)),
+            port_reuse: false,
         }
     }
 }
@@ -64,6 +75,12 @@ impl TcpConfig {
     /// Sets [`TcpConfig::dial_timeout`].
     pub fn with_dial_timeout(mut self, timeout: Duration) -> Self {
         self.dial_timeout = timeout;
+        self
+    }
+
+    /// Sets [`TcpConfig::port_reuse`].
+    pub fn with_port_reuse(mut self, on: bool) -> Self {
+        self.port_reuse = on;
         self
     }
 
@@ -90,6 +107,48 @@ impl TcpTransport {
     pub fn config(&self) -> &TcpConfig {
         &self.config
     }
+
+    /// Dials `addr` from local address `local` (a listen address bound with
+    /// [`TcpConfig::port_reuse`]), for hole punching; see the crate docs.
+    pub async fn dial_from(
+        &self,
+        local: SocketAddr,
+        addr: &PeerAddr,
+    ) -> Result<TcpStream, TransportError> {
+        let sa = socket_addr(addr)?;
+        let socket = reusable_socket(local)?;
+        socket.bind(local)?;
+        self.finish_dial(addr, socket.connect(sa)).await
+    }
+
+    async fn finish_dial(
+        &self,
+        addr: &PeerAddr,
+        connect: impl std::future::Future<Output = io::Result<TcpStream>>,
+    ) -> Result<TcpStream, TransportError> {
+        let stream = tokio::time::timeout(self.config.dial_timeout, connect)
+            .await
+            .map_err(|_| TransportError::Timeout(addr.clone()))?
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::ConnectionRefused => TransportError::ConnectionRefused(addr.clone()),
+                _ => TransportError::Io(e),
+            })?;
+        tune(&stream, self.config.keepalive)?;
+        Ok(stream)
+    }
+}
+
+/// A socket for `local`'s family with `SO_REUSEADDR` and `SO_REUSEPORT` set.
+fn reusable_socket(local: SocketAddr) -> io::Result<TcpSocket> {
+    let socket = if local.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    Ok(socket)
 }
 
 /// Accepts inbound TCP connections on one bound address.
@@ -141,7 +200,15 @@ impl Transport for TcpTransport {
 
     async fn listen(&self, addr: &PeerAddr) -> Result<TcpListener, TransportError> {
         let sa = socket_addr(addr)?;
-        let inner = TokioListener::bind(sa).await.map_err(|e| match e.kind() {
+        let bound = if self.config.port_reuse {
+            reusable_socket(sa).and_then(|s| {
+                s.bind(sa)?;
+                s.listen(1024)
+            })
+        } else {
+            TokioListener::bind(sa).await
+        };
+        let inner = bound.map_err(|e| match e.kind() {
             io::ErrorKind::AddrInUse => TransportError::AddrInUse(addr.clone()),
             _ => TransportError::Io(e),
         })?;
@@ -155,14 +222,6 @@ impl Transport for TcpTransport {
 
     async fn dial(&self, addr: &PeerAddr) -> Result<TcpStream, TransportError> {
         let sa = socket_addr(addr)?;
-        let stream = tokio::time::timeout(self.config.dial_timeout, TcpStream::connect(sa))
-            .await
-            .map_err(|_| TransportError::Timeout(addr.clone()))?
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::ConnectionRefused => TransportError::ConnectionRefused(addr.clone()),
-                _ => TransportError::Io(e),
-            })?;
-        tune(&stream, self.config.keepalive)?;
-        Ok(stream)
+        self.finish_dial(addr, TcpStream::connect(sa)).await
     }
 }

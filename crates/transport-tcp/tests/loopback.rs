@@ -148,3 +148,39 @@ async fn keepalive_can_be_turned_off() {
     assert!(!SockRef::from(&server).keepalive().unwrap());
     assert!(client.nodelay().unwrap() && server.nodelay().unwrap());
 }
+
+#[tokio::test]
+async fn dial_from_the_listen_port_shows_that_port_to_the_peer() {
+    let tcp = TcpTransport::new(TcpConfig::default().with_port_reuse(true));
+    let mut a = tcp
+        .listen(&"tcp/127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut b = tcp
+        .listen(&"tcp/127.0.0.2:0".parse().unwrap())
+        .await
+        .unwrap();
+    let PeerAddr::Tcp(a_local) = a.local_addr() else {
+        panic!("tcp listener")
+    };
+    let mut out = tcp.dial_from(a_local, &b.local_addr()).await.unwrap();
+    let (mut inbound, from) = b.accept().await.unwrap();
+    assert_eq!(from, a.local_addr(), "the dial leaves from a's listen port");
+    out.write_all(b"punch").await.unwrap();
+    let mut buf = [0u8; 5];
+    inbound.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"punch");
+    // a's listener still accepts while the reused port carries the dial.
+    let _c = tcp.dial(&a.local_addr()).await.unwrap();
+    a.accept().await.unwrap();
+    // Without port reuse the listen port cannot be dialed from.
+    let plain = TcpTransport::default();
+    let l = plain
+        .listen(&"tcp/127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let PeerAddr::Tcp(l_local) = l.local_addr() else {
+        panic!("tcp listener")
+    };
+    assert!(plain.dial_from(l_local, &b.local_addr()).await.is_err());
+}

@@ -1,5 +1,5 @@
-//! NAT traversal: the node's external addresses and the relay (service and
-//! client).
+//! NAT traversal: the node's external addresses, the relay (service and
+//! client) and hole punching.
 //!
 //! - [`ObservedAddrs`] (sans-IO) collects the addresses peers see us at, from
 //!   their version messages, and confirms one when enough independent peers
@@ -11,6 +11,9 @@
 //!   advertises its relayed address (`relay/<relay-addr>/<relay-id>/<own-id>`,
 //!   [`crate::NodeEvent::RelayReserved`]). Dialing a relay address opens a
 //!   circuit and runs the normal handshake over it.
+//! - [`crate::protocol::holepunch`]: over a relayed channel both ends try a
+//!   simultaneous TCP open from their listen ports and keep the direct
+//!   connection when it works ([`NatConfig::holepunch`]).
 
 mod observed;
 
@@ -44,6 +47,9 @@ pub struct NatConfig {
     pub observed_quorum: usize,
     /// How long a peer's report of our address counts.
     pub observed_ttl: Duration,
+    /// Try a direct connection over every relayed one (hole punching); the
+    /// TCP listeners then bind with port reuse.
+    pub holepunch: bool,
     /// Wait before asking a relay again after a failed reservation.
     pub reservation_retry: Duration,
 }
@@ -54,6 +60,7 @@ impl Default for NatConfig {
             relay_service: None,
             observed_quorum: 3,
             observed_ttl: Duration::from_secs(30 * 60),
+            holepunch: true,
             reservation_retry: Duration::from_secs(5),
         }
     }
@@ -69,10 +76,16 @@ pub(crate) struct Nat {
     observed: Mutex<ObservedAddrs>,
     relayed: Mutex<Vec<PeerAddr>>,
     shared: OnceLock<Weak<Shared>>,
+    tcp: knotwork_transport_tcp::TcpTransport,
 }
 
 impl Nat {
-    pub(crate) fn new(config: NatConfig, metrics: &crate::metrics::Metrics) -> Arc<Self> {
+    /// `tcp`: the node's TCP transport, for dials from the listen port.
+    pub(crate) fn new(
+        config: NatConfig,
+        metrics: &crate::metrics::Metrics,
+        tcp: knotwork_transport_tcp::TcpTransport,
+    ) -> Arc<Self> {
         let (incoming, rx) = mpsc::channel(INBOUND_QUEUE);
         Arc::new(Self {
             service: config
@@ -89,10 +102,11 @@ impl Nat {
             incoming_rx: Mutex::new(Some(rx)),
             relayed: Mutex::new(Vec::new()),
             shared: OnceLock::new(),
+            tcp,
         })
     }
 
-    /// Registers the relay protocol in `registry`.
+    /// Registers the relay protocol (and hole punching) in `registry`.
     pub(crate) fn register(self: &Arc<Self>, registry: &mut ProtocolRegistry) {
         let nat = self.clone();
         registry.register("knot/relay", Sessions::ALL, move |ch: &Channel| {
@@ -103,6 +117,12 @@ impl Nat {
                 nat.incoming.clone(),
             )
         });
+        if self.config.holepunch {
+            let nat = self.clone();
+            registry.register("knot/holepunch", Sessions::ALL, move |ch: &Channel| {
+                crate::protocol::holepunch::protocol(ch, nat.shared.get().cloned(), nat.tcp.clone())
+            });
+        }
     }
 
     /// Addresses to advertise besides the bound ones: confirmed external
@@ -135,11 +155,15 @@ impl Nat {
         )
     }
 
+    /// Lets the protocols reach the node; call it as soon as `shared` exists.
+    pub(crate) fn bind(shared: &Arc<Shared>) {
+        let _ = shared.nat.shared.set(Arc::downgrade(shared));
+    }
+
     /// Starts the tasks: the handshake of inbound circuits and one
     /// reservation keeper per relay.
     pub(crate) fn start(shared: &Arc<Shared>, relays: Vec<PeerAddr>) {
         let nat = &shared.nat;
-        let _ = nat.shared.set(Arc::downgrade(shared));
         if let Some(rx) = lock(&nat.incoming_rx).take() {
             shared.spawn_task(accept_circuits(shared.clone(), rx));
         }

@@ -5,6 +5,7 @@ pub mod address;
 pub mod dht;
 pub mod gossip;
 pub mod health;
+pub mod holepunch;
 pub mod ping;
 pub mod relay;
 pub mod resource;

@@ -1,0 +1,351 @@
+//! Hole punching over a relayed channel (DCUtR-like): both peers open a TCP
+//! connection to each other at the same moment from their listen ports, and
+//! the direct channel replaces the relayed one.
+//!
+//! The side that dialed through the relay starts: it sends its candidate
+//! addresses in a [`Punch`] request (its TCP listen addresses, its confirmed
+//! external addresses, and the IP the relay sees it at with its listen
+//! port) and times the answer, the other side's candidates: one round trip.
+//! It then sends [`Sync`] and waits half that round trip; the other side
+//! dials as soon as [`Sync`] arrives, so both dials leave at about the same
+//! time. Each side dials every candidate of the other from its own listen
+//! port (port reuse, see `knotwork_transport_tcp::TcpConfig::port_reuse`),
+//! so each NAT maps the listen port outward and lets the other side's SYN in.
+//!
+//! Three things can happen to the TCP connection, and the Noise roles follow:
+//! one side's SYN reaches the other's listener (the listener side runs the
+//! normal inbound pipeline, the dialing side must be the Noise initiator);
+//! or both SYNs cross (a simultaneous open: both dials succeed and nobody
+//! accepted). A dialed connection is therefore the initiator if this node
+//! has the smaller PeerId; the larger waits [`PEEK_WAIT`] for the first
+//! bytes: if the peer starts the handshake it answers as responder (the
+//! simultaneous open), otherwise the peer is a listener and it initiates
+//! ([`role`]). The node's de-duplication keeps a direct channel over a
+//! relayed one to the same PeerId; when no dial works the relayed channel
+//! simply stays. Attempts and successes are counted in
+//! `knot_holepunch_attempts_total` / `knot_holepunch_successes_total`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use knotwork_core::{MAX_ADDR_TEXT_LEN, PeerAddr, PeerId};
+use knotwork_transport_tcp::TcpTransport;
+use knotwork_wire::Message;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::channel::Channel;
+use crate::node::{Shared, lock};
+use crate::registry::SessionKind;
+
+/// Most candidate addresses in one [`Punch`].
+pub const MAX_PUNCH_ADDRS: usize = 8;
+
+/// How long the larger PeerId waits for the peer's first handshake bytes on
+/// a punched connection before it starts the handshake itself.
+pub const PEEK_WAIT: Duration = Duration::from_millis(500);
+
+/// Candidate addresses of one side; the request and its answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Punch {
+    /// Text forms of TCP [`PeerAddr`]s.
+    pub addrs: Vec<String>,
+}
+
+impl Message for Punch {
+    const NAME: &'static str = "knot/holepunch/addrs/1";
+    // addrs: 1 (count) + 8 × (2 (length) + 160).
+    const MAX_BYTES: usize = 1 + MAX_PUNCH_ADDRS * (2 + MAX_ADDR_TEXT_LEN);
+}
+
+/// "Dial now": sent by the starting side half a round trip before it dials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sync;
+
+impl Message for Sync {
+    const NAME: &'static str = "knot/holepunch/sync/1";
+    // A unit struct: no bytes.
+    const MAX_BYTES: usize = 0;
+}
+
+/// The Noise role on a connection this node dialed while punching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Start the handshake at once.
+    Initiator,
+    /// Wait up to [`PEEK_WAIT`]: answer if the peer starts, else start.
+    Wait,
+}
+
+/// The role of `local` on a connection it dialed to `remote`; see the
+/// module docs.
+pub fn role(local: PeerId, remote: PeerId) -> Role {
+    if local < remote {
+        Role::Initiator
+    } else {
+        Role::Wait
+    }
+}
+
+/// Our candidate addresses: TCP listen addresses with a concrete IP, the
+/// confirmed external ones, and `observed_ip` (as a relay sees us) with
+/// each listen port; without duplicates, at most [`MAX_PUNCH_ADDRS`].
+pub fn candidates(
+    listen: &[PeerAddr],
+    external: &[PeerAddr],
+    observed_ip: Option<std::net::IpAddr>,
+) -> Vec<PeerAddr> {
+    let mut out: Vec<PeerAddr> = Vec::new();
+    let tcp = |a: &PeerAddr| match a {
+        PeerAddr::Tcp(sa) => Some(*sa),
+        _ => None,
+    };
+    let mut push = |sa: SocketAddr| {
+        let a = PeerAddr::Tcp(sa);
+        if !sa.ip().is_unspecified() && sa.port() != 0 && !out.contains(&a) {
+            out.push(a);
+        }
+    };
+    for sa in listen.iter().filter_map(tcp) {
+        push(sa);
+    }
+    for sa in external.iter().filter_map(tcp) {
+        push(sa);
+    }
+    if let Some(ip) = observed_ip {
+        for sa in listen.iter().filter_map(tcp) {
+            push(SocketAddr::new(ip, sa.port()));
+        }
+    }
+    out.truncate(MAX_PUNCH_ADDRS);
+    out
+}
+
+/// The other side's candidates, parsed; anything but TCP is dropped.
+fn parse(addrs: &[String]) -> Vec<SocketAddr> {
+    addrs
+        .iter()
+        .take(MAX_PUNCH_ADDRS)
+        .filter_map(|a| match a.parse::<PeerAddr>() {
+            Ok(PeerAddr::Tcp(sa)) => Some(sa),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Our candidates for the peer at the other end of relayed `channel`.
+fn own_candidates(shared: &Shared, channel: &Channel) -> Vec<String> {
+    let observed_ip =
+        match channel.remote_addr() {
+            PeerAddr::Relay(r) => lock(&shared.peers).get(&r.relay_peer).and_then(|relay| {
+                match relay.info().version.observed_addr.parse::<PeerAddr>() {
+                    Ok(PeerAddr::Tcp(sa)) => Some(sa.ip()),
+                    _ => None,
+                }
+            }),
+            _ => None,
+        };
+    candidates(shared.own_addrs(), &shared.nat.external(), observed_ip)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// Hole punching on one channel; does nothing unless the channel is relayed.
+pub(crate) fn protocol(
+    channel: &Channel,
+    shared: Option<Weak<Shared>>,
+    tcp: TcpTransport,
+) -> impl std::future::Future<Output = ()> + Send + use<> {
+    let relayed = channel.remote_addr().is_relayed();
+    let starts = channel.info().session != SessionKind::Inbound;
+    let mut requests = (relayed && !starts).then(|| channel.subscribe_requests::<Punch>());
+    let mut syncs = (relayed && !starts).then(|| channel.subscribe::<Sync>());
+    let channel = channel.clone();
+    async move {
+        let Some(shared) = shared.and_then(|w| w.upgrade()) else {
+            return;
+        };
+        if !relayed {
+            return;
+        }
+        let theirs = if starts {
+            let ours = own_candidates(&shared, &channel);
+            let sent = Instant::now();
+            let Ok(Punch { addrs }) = channel
+                .request::<Punch, Punch>(&Punch { addrs: ours })
+                .await
+            else {
+                return;
+            };
+            let rtt = sent.elapsed();
+            if channel.send(&Sync).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(rtt / 2).await;
+            addrs
+        } else {
+            let (Some(requests), Some(syncs)) = (requests.as_mut(), syncs.as_mut()) else {
+                return;
+            };
+            let Some((Punch { addrs }, responder)) = requests.recv().await else {
+                return;
+            };
+            let ours = own_candidates(&shared, &channel);
+            if responder.respond(&Punch { addrs: ours }).await.is_err() {
+                return;
+            }
+            if syncs.recv().await.is_none() {
+                return;
+            }
+            addrs
+        };
+        // Detached: a success closes this relayed channel and its jobs.
+        tokio::spawn(punch(shared, channel.remote_peer_id(), parse(&theirs), tcp));
+    }
+}
+
+/// Dials `targets` from our listen port and runs the pipeline on the first
+/// connection; counts the attempt and, if `peer` ends up on a direct
+/// channel, the success.
+async fn punch(shared: Arc<Shared>, peer: PeerId, targets: Vec<SocketAddr>, tcp: TcpTransport) {
+    let metrics = shared.apps.metrics.clone();
+    metrics.holepunch_attempt();
+    let mut events = shared.events.subscribe();
+    let local = shared.own_addrs().iter().find_map(|a| match a {
+        PeerAddr::Tcp(sa) => Some(*sa),
+        _ => None,
+    });
+    if let Some(local) = local
+        && !targets.is_empty()
+    {
+        let dials = targets.iter().map(|sa| {
+            let tcp = &tcp;
+            Box::pin(async move { tcp.dial_from(local, &PeerAddr::Tcp(*sa)).await })
+        });
+        match futures::future::select_ok(dials).await {
+            Ok((stream, _)) => {
+                if let Err(e) = handshake(&shared, peer, stream).await {
+                    tracing::debug!(peer = %peer.short(), "punched connection failed: {e}");
+                }
+            }
+            Err(e) => tracing::debug!(peer = %peer.short(), "hole punch dials failed: {e}"),
+        }
+    }
+    // The direct channel may also arrive through our listener.
+    let direct = |shared: &Shared| {
+        lock(&shared.peers)
+            .get(&peer)
+            .is_some_and(|c| !c.remote_addr().is_relayed())
+    };
+    let waited = tokio::time::timeout(shared.config.handshake_timeout, async {
+        while !direct(&shared) {
+            if let Err(tokio::sync::broadcast::error::RecvError::Closed) = events.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    if waited.is_ok() && direct(&shared) {
+        metrics.holepunch_success();
+        tracing::info!(peer = %peer.short(), "hole punch succeeded");
+    } else {
+        tracing::info!(peer = %peer.short(), "hole punch failed; the relayed channel stays");
+    }
+}
+
+/// Runs the pipeline on a punched connection in the role [`role`] picks.
+async fn handshake(
+    shared: &Arc<Shared>,
+    peer: PeerId,
+    stream: tokio::net::TcpStream,
+) -> Result<(), crate::NodeError> {
+    let addr = PeerAddr::Tcp(stream.peer_addr()?);
+    let session = match role(shared.peer_id, peer) {
+        Role::Initiator => SessionKind::Manual,
+        Role::Wait => {
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(PEEK_WAIT, stream.peek(&mut byte)).await {
+                Ok(Ok(n)) if n > 0 => SessionKind::Inbound,
+                _ => SessionKind::Manual,
+            }
+        }
+    };
+    let pipeline = crate::session::establish(shared, Box::new(stream), addr, session, None);
+    let channel = tokio::time::timeout(shared.config.handshake_timeout, pipeline)
+        .await
+        .map_err(|_| crate::NodeError::HandshakeTimeout)??;
+    if channel.remote_peer_id() != peer {
+        channel
+            .close(crate::DisconnectReason::other(
+                "hole punch reached another peer",
+            ))
+            .await;
+        return Err(crate::NodeError::WrongPeer {
+            expected: peer,
+            got: channel.remote_peer_id(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use knotwork_core::Keypair;
+    use knotwork_wire::{decode, encode};
+    use proptest::prelude::*;
+
+    fn a(s: &str) -> PeerAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn test_roles_are_opposite() {
+        let (x, y) = (
+            Keypair::generate().unwrap().peer_id(),
+            Keypair::generate().unwrap().peer_id(),
+        );
+        let (rx, ry) = (role(x, y), role(y, x));
+        assert_ne!(rx, ry);
+        assert!(rx == Role::Initiator || ry == Role::Initiator);
+    }
+
+    #[test]
+    fn test_candidates_fill_in_the_observed_ip() {
+        let listen = [a("tcp/0.0.0.0:4000"), a("tcp/10.0.0.5:4001"), a("mem/1")];
+        let external = [a("tcp/203.0.113.9:4000")];
+        let got = candidates(&listen, &external, Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(
+            got,
+            vec![
+                a("tcp/10.0.0.5:4001"),
+                a("tcp/203.0.113.9:4000"),
+                a("tcp/203.0.113.9:4001"),
+            ]
+        );
+        let many: Vec<PeerAddr> = (1..40).map(|p| a(&format!("tcp/10.0.0.1:{p}"))).collect();
+        assert_eq!(candidates(&many, &[], None).len(), MAX_PUNCH_ADDRS);
+    }
+
+    #[test]
+    fn test_only_tcp_candidates_are_dialed() {
+        let addrs = vec!["tcp/1.2.3.4:5".to_owned(), "mem/3".into(), "junk".into()];
+        assert_eq!(parse(&addrs), vec!["1.2.3.4:5".parse().unwrap()]);
+    }
+
+    proptest! {
+        #[test]
+        fn punch_round_trips(addrs in proptest::collection::vec("[ -~]{0,160}", 0..=MAX_PUNCH_ADDRS)) {
+            let p = Punch { addrs };
+            prop_assert_eq!(decode::<Punch>(&encode(&p).unwrap()).unwrap(), p);
+        }
+
+        #[test]
+        fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode::<Punch>(&bytes);
+            let _ = decode::<Sync>(&bytes);
+        }
+    }
+}
