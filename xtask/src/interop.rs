@@ -188,7 +188,36 @@ fn mdns_peers(project: &Project) -> Result<TestEnv> {
         &["zeroconf==0.154.0"],
         "python-zeroconf, a second independent mDNS stack the test runs as a peer",
     )?;
-    Ok(vec![("KNOTWORK_PYTHON", venv.python().into_os_string())])
+    Ok(vec![
+        ("KNOTWORK_PYTHON", venv.python().into_os_string()),
+        ("KNOTWORK_KNOT", knot_binary(project)?.into_os_string()),
+    ])
+}
+
+/// Builds the `knot` command (the mdns suite runs two `knot run` nodes) and
+/// returns the path cargo reports for it.
+fn knot_binary(project: &Project) -> Result<PathBuf> {
+    let json = shell::output(&mut project.cargo([
+        "build",
+        "-p",
+        "knotwork-node",
+        "--bin",
+        "knot",
+        "--message-format=json-render-diagnostics",
+    ]))?;
+    executable(&json, "knot").ok_or_else(|| Error::failed("cargo built no `knot` executable"))
+}
+
+/// The `"executable"` cargo's JSON messages report for binary `name`.
+fn executable(messages: &str, name: &str) -> Option<PathBuf> {
+    const KEY: &str = "\"executable\":\"";
+    messages
+        .lines()
+        .filter(|l| l.contains(&format!("\"name\":\"{name}\"")))
+        .find_map(|l| {
+            let rest = l.get(l.find(KEY)? + KEY.len()..)?;
+            Some(PathBuf::from(rest.get(..rest.find('"')?)?))
+        })
 }
 
 /// A D-Bus daemon and python-dbusmock (Debian's, for the system Python);
@@ -228,6 +257,22 @@ fn nat_routers(_: &Project) -> Result<TestEnv> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_executable_is_read_from_cargo_messages() {
+        let messages = concat!(
+            r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"knotwork_node"},"executable":null}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"knot"},"executable":"/t/debug/knot","fresh":true}"#,
+            "\n",
+            r#"{"reason":"build-finished","success":true}"#,
+        );
+        assert_eq!(
+            executable(messages, "knot"),
+            Some(PathBuf::from("/t/debug/knot"))
+        );
+        assert_eq!(executable(messages, "knotwork_node"), None);
+    }
 
     #[test]
     fn suite_names_are_unique_and_listed() {

@@ -103,3 +103,24 @@ pub trait Discovery: Send + Sync {
     /// A stream of changes from now on.
     fn events(&self) -> BoxStream<'static, DiscoveryEvent>;
 }
+
+/// A shared source is a source: the node runs it while its owner keeps a
+/// handle (to say goodbye on shutdown, or to query it directly).
+#[async_trait]
+impl<T: Discovery + ?Sized> Discovery for std::sync::Arc<T> {
+    fn source(&self) -> DiscoverySource {
+        (**self).source()
+    }
+
+    async fn announce(&self, info: &LocalPeerInfo) -> Result<(), DiscoveryError> {
+        (**self).announce(info).await
+    }
+
+    async fn discover(&self) -> Result<Vec<DiscoveredPeer>, DiscoveryError> {
+        (**self).discover().await
+    }
+
+    fn events(&self) -> BoxStream<'static, DiscoveryEvent> {
+        (**self).events()
+    }
+}

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream};
@@ -151,6 +152,30 @@ impl MdnsDiscovery {
             .values()
             .map(|r| r.fullname.clone())
             .collect()
+    }
+
+    /// Says goodbye for every announced instance (peers expire us at once
+    /// rather than after the records' TTL) and waits until the daemon has
+    /// sent it, at most `timeout`. Browsing goes on; only a later
+    /// `announce` registers again.
+    pub async fn goodbye(&self, timeout: Duration) -> Result<(), MdnsError> {
+        let registered = {
+            let mut announcer = lock(&self.shared.announcer);
+            announcer.info = None;
+            std::mem::take(&mut announcer.registered)
+        };
+        let mut pending = Vec::new();
+        for r in registered.values() {
+            pending.push(self.shared.daemon.unregister(&r.fullname)?);
+        }
+        let all = futures::future::join_all(pending.iter().map(|rx| rx.recv_async()));
+        match tokio::time::timeout(timeout, all).await {
+            Ok(results) => results
+                .into_iter()
+                .try_for_each(|r| r.map(|_| ()))
+                .map_err(|e| MdnsError::Daemon(e.to_string())),
+            Err(_) => Err(MdnsError::Daemon("goodbye timed out".into())),
+        }
     }
 
     /// Says goodbye for every announced instance, stops the daemon and waits

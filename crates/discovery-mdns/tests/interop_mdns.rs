@@ -609,3 +609,88 @@ fn new_interface_address_is_announced() {
         ms(took)
     );
 }
+
+// ---------------------------------------------------------------------------
+// The `knot` command: two `knot run` nodes, one per namespace, mDNS on by
+// default, find each other and connect; a stopped node's goodbye expires it
+// at the other at once (not after the records' TTL).
+
+/// The `knot` binary `cargo xtask interop mdns` built (`KNOTWORK_KNOT`).
+fn knot_binary() -> Option<std::path::PathBuf> {
+    std::env::var_os("KNOTWORK_KNOT").map(Into::into)
+}
+
+/// The text after `prefix` on the first line of `log` that has it.
+fn line_after<'a>(log: &'a str, prefix: &str) -> Option<&'a str> {
+    log.lines().find_map(|l| l.strip_prefix(prefix))
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and the knot binary; run by `cargo xtask interop mdns`"]
+fn two_knot_run_nodes_find_each_other_and_connect() {
+    let Some(knot) = knot_binary() else {
+        let _ = unavailable("the knot binary (KNOTWORK_KNOT, set by `cargo xtask interop mdns`)");
+        return;
+    };
+    let Some(mut lab) = Lab::new(false, false) else {
+        return;
+    };
+    let knot = knot.to_string_lossy().into_owned();
+    let start = Instant::now();
+    for (ns, name) in [(lab.ns_a.clone(), "knot-a"), (lab.ns_b.clone(), "knot-b")] {
+        let dir = lab.path(name).to_string_lossy().into_owned();
+        let args = ["run", "--listen", "tcp/0.0.0.0:0", "--data-dir", &dir];
+        lab.spawn_in(&ns, name, &[&[knot.as_str()][..], &args[..]].concat());
+    }
+    lab.wait_log("knot-a", "control socket ");
+    lab.wait_log("knot-b", "control socket ");
+    let (log_a, log_b) = (lab.log("knot-a"), lab.log("knot-b"));
+    let id_a = line_after(&log_a, "peer id ").unwrap().to_owned();
+    let id_b = line_after(&log_b, "peer id ").unwrap().to_owned();
+    let listen_b = line_after(&log_b, "listening on ").unwrap().to_owned();
+    let port_b = listen_b.rsplit(':').next().unwrap();
+
+    // Found by mDNS at B's veth address (never loopback), then connected.
+    lab.wait_log("knot-a", &format!("connected {id_b}"));
+    let connected_a = start.elapsed();
+    lab.wait_log("knot-b", &format!("connected {id_a}"));
+    let connected_b = start.elapsed();
+    // B may dial first: A then learns of B by mDNS after B connected.
+    lab.wait_log("knot-a", &format!("discovered {id_b} "));
+    let log_a = lab.log("knot-a");
+    let found = line_after(&log_a, &format!("discovered {id_b} ")).unwrap();
+    assert_eq!(
+        found,
+        format!("tcp/{}:{port_b} (mdns)", lab.ip_b),
+        "{log_a}"
+    );
+    eprintln!(
+        "two `knot run`: connected {} (A) and {} (B) after both were started",
+        ms(connected_a),
+        ms(connected_b)
+    );
+
+    // `knot peers` names mDNS as the source.
+    let peers = Command::new(&knot)
+        .args(["peers", "--json", "--data-dir"])
+        .arg(lab.path("knot-a"))
+        .output()
+        .unwrap();
+    assert!(peers.status.success(), "{peers:?}");
+    let text = String::from_utf8_lossy(&peers.stdout);
+    assert!(text.contains(&id_b), "{text}");
+    assert!(text.contains("\"sources\":[\"mdns\""), "{text}");
+
+    // B stops (SIGTERM, like Ctrl-C): its goodbye reaches A.
+    let pid_b = lab
+        .children
+        .iter()
+        .find(|(n, _)| n == "knot-b")
+        .map(|(_, c)| c.id())
+        .unwrap();
+    // `ip netns exec` execs the command, so the child is knot itself.
+    sh(&["kill", "-TERM", &pid_b.to_string()]).unwrap();
+    lab.wait_log("knot-b", "shutting down");
+    lab.wait_log("knot-a", &format!("disconnected {id_b}"));
+    lab.wait_log("knot-a", &format!("expired {id_b}"));
+}

@@ -175,6 +175,26 @@ impl Default for DhtSection {
     }
 }
 
+/// The `[mdns]` section: LAN discovery by mDNS / DNS-SD in `knot run`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MdnsSection {
+    /// Announce this node and find peers on the local network.
+    pub enabled: bool,
+    /// The DNS-SD service type; a private network picks its own.
+    pub service_type: String,
+}
+
+impl Default for MdnsSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            service_type: "_knotwork._udp.local.".into(),
+        }
+    }
+}
+
 /// The fields of `knot.toml`, as written; see [`EXAMPLE`] and the module docs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -215,6 +235,8 @@ pub struct FileConfig {
     pub backoff: BackoffSection,
     /// The DHT.
     pub dht: DhtSection,
+    /// LAN discovery.
+    pub mdns: MdnsSection,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -290,6 +312,7 @@ impl Default for FileConfig {
             meter: MeterSection::default(),
             backoff: BackoffSection::default(),
             dht: DhtSection::default(),
+            mdns: MdnsSection::default(),
         }
     }
 }
@@ -310,6 +333,8 @@ pub struct Validated {
     pub node: NodeConfig,
     /// The DHT settings.
     pub dht: DhtSection,
+    /// LAN discovery settings.
+    pub mdns: MdnsSection,
 }
 
 /// Replaces a leading `~/` (or a lone `~`) in `path` with `home`.
@@ -567,6 +592,7 @@ impl FileConfig {
             peers,
             node,
             dht: self.dht.clone(),
+            mdns: self.mdns.clone(),
         })
     }
 }
@@ -763,6 +789,25 @@ mod tests {
         let e = c.apply_env([("KNOT_COLOUR", "blue")]).unwrap_err();
         assert_eq!(e, ConfigError::UnknownVariable("KNOT_COLOUR".into()));
         assert_eq!(c, FileConfig::default(), "failed overrides change nothing");
+    }
+
+    #[test]
+    fn mdns_is_on_by_default_and_can_be_switched_off() {
+        assert!(FileConfig::default().validate().unwrap().mdns.enabled);
+        let c = FileConfig::from_toml("[mdns]\nenabled = false\n").unwrap();
+        assert!(!c.validate().unwrap().mdns.enabled);
+        let mut c = FileConfig::default();
+        c.apply_env([("KNOT_MDNS_ENABLED", "false")]).unwrap();
+        assert!(!c.mdns.enabled);
+    }
+
+    #[cfg(feature = "mdns")]
+    #[test]
+    fn the_default_service_type_is_the_mdns_crates() {
+        assert_eq!(
+            MdnsSection::default().service_type,
+            knotwork_discovery_mdns::DEFAULT_SERVICE_TYPE
+        );
     }
 
     #[test]

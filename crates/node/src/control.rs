@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use knotwork_core::PeerId;
+use knotwork_core::{DiscoverySource, PeerId};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -152,6 +152,11 @@ pub struct PeerEntry {
     pub connected_ms: u64,
     /// Whether the channel runs through a relay.
     pub relayed: bool,
+    /// How this node learned of the peer: the discovery sources that
+    /// report it (`mdns`, `dht`, …), and `seed` or `manual` for configured
+    /// addresses; empty for a peer that only dialed in.
+    #[serde(default)]
+    pub sources: Vec<String>,
 }
 
 /// The node's state, as reported by [`Request::Status`].
@@ -520,11 +525,29 @@ impl NodeControl {
     fn peers(&self) -> Vec<PeerEntry> {
         let now = Instant::now();
         let peers = self.node.peers();
+        let discovered: HashMap<PeerId, Vec<DiscoverySource>> = self
+            .node
+            .discovered_peers()
+            .into_iter()
+            .map(|d| (d.peer, d.sources))
+            .collect();
         let mut book = lock(&self.book);
         peers
             .into_iter()
             .map(|p| {
                 let since = *book.since.entry(p.peer_id).or_insert(now);
+                let mut sources: Vec<String> = discovered
+                    .get(&p.peer_id)
+                    .into_iter()
+                    .flatten()
+                    .map(ToString::to_string)
+                    .collect();
+                let configured = match p.session {
+                    SessionKind::Seed => Some(DiscoverySource::Seed),
+                    SessionKind::Manual => Some(DiscoverySource::Manual),
+                    _ => None,
+                };
+                sources.extend(configured.map(|s| s.to_string()));
                 PeerEntry {
                     peer_id: p.peer_id.to_string(),
                     addr: p.addr.to_string(),
@@ -535,6 +558,7 @@ impl NodeControl {
                         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
                     connected_ms: millis(now.saturating_duration_since(since)),
                     relayed: p.addr.is_relayed(),
+                    sources,
                 }
             })
             .collect()
@@ -769,6 +793,13 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_entry_without_sources_reads_as_none() {
+        let line = br#"{"peer_id":"x","addr":"tcp/1.2.3.4:5","direction":"inbound","session":"inbound","rtt_us":null,"connected_ms":7,"relayed":false}"#;
+        let entry: PeerEntry = decode(line).unwrap();
+        assert!(entry.sources.is_empty());
+    }
+
+    #[test]
     fn unknown_requests_and_fields_are_malformed() {
         for bad in [
             &b"{\"request\":\"reboot\"}"[..],
@@ -803,19 +834,23 @@ mod tests {
             any::<bool>(),
             prop::option::of(any::<u64>()),
             any::<u64>(),
+            prop::collection::vec("mdns|dht|seed|manual", 0..3),
         )
-            .prop_map(|(peer_id, addr, inbound, rtt_us, connected_ms)| PeerEntry {
-                peer_id,
-                direction: if inbound {
-                    Direction::Inbound
-                } else {
-                    Direction::Outbound
-                },
-                session: if inbound { "inbound" } else { "seed" }.to_owned(),
-                rtt_us,
-                connected_ms,
-                relayed: addr_is_relay(&addr),
-                addr,
+            .prop_map(|(peer_id, addr, inbound, rtt_us, connected_ms, sources)| {
+                PeerEntry {
+                    peer_id,
+                    direction: if inbound {
+                        Direction::Inbound
+                    } else {
+                        Direction::Outbound
+                    },
+                    session: if inbound { "inbound" } else { "seed" }.to_owned(),
+                    rtt_us,
+                    connected_ms,
+                    relayed: addr_is_relay(&addr),
+                    sources,
+                    addr,
+                }
             })
     }
 

@@ -61,6 +61,12 @@ fn two_nodes_peers_status_ping_and_sigterm() {
     let a_at_b = b.wait_peer(home, &a.peer_id);
     assert_eq!(a_at_b["direction"], "outbound");
     assert_eq!(a_at_b["session"], "manual");
+    // Configured by hand; the DHT may have reported it too by now.
+    let sources = |entry: &Value| -> Vec<String> {
+        serde_json::from_value(entry["sources"].clone()).unwrap()
+    };
+    assert!(sources(&a_at_b).contains(&"manual".into()), "{a_at_b}");
+    assert!(!sources(&b_at_a).contains(&"manual".into()), "{b_at_a}");
     assert_eq!(a_at_b["addr"], a.addr.as_str());
     a.wait_line(&format!("connected {}", b.peer_id));
 
@@ -205,7 +211,13 @@ fn a_data_dir_serves_one_node_and_a_stale_socket_is_replaced() {
 
     // A second node on the same data directory is refused by name.
     let out = run(knot(home)
-        .args(["run", "--listen", "tcp/127.0.0.1:0", "--data-dir"])
+        .args([
+            "run",
+            "--no-mdns",
+            "--listen",
+            "tcp/127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(&first.dir));
     assert!(!out.status.success());
     assert!(

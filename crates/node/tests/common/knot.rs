@@ -68,7 +68,7 @@ impl Node {
         let mut child = knot(home)
             .args(["run", "--data-dir"])
             .arg(&dir)
-            .args(["--listen", "tcp/127.0.0.1:0"])
+            .args(["--listen", "tcp/127.0.0.1:0", "--no-mdns"])
             .args(extra)
             .env("KNOT_PING_INTERVAL_MS", "200")
             .stdout(Stdio::piped())

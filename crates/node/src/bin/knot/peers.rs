@@ -2,9 +2,10 @@
 //!
 //! # Format
 //! A table: PeerId, address, direction, session kind, last RTT, time
-//! connected; a relayed channel's address starts with `relay/`. With
+//! connected, how the peer was found (`mdns,dht`, `seed`, `-` for a peer
+//! that dialed in); a relayed channel's address starts with `relay/`. With
 //! `--json`: `{"peers":[{"peer_id","addr","direction","session","rtt_us",
-//! "connected_ms","relayed"}]}`.
+//! "connected_ms","relayed","sources"}]}`.
 
 use std::process::ExitCode;
 
@@ -33,8 +34,8 @@ pub(crate) async fn run(global: &Global, _args: Args) -> CliResult<ExitCode> {
     let id_width = peers.iter().map(|p| p.peer_id.len()).max().unwrap_or(0);
     let addr_width = peers.iter().map(|p| p.addr.len()).max().unwrap_or(0).max(7);
     println!(
-        "{:id_width$}  {:addr_width$}  {:9}  {:8}  {:>10}  CONNECTED",
-        "PEER", "ADDRESS", "DIRECTION", "SESSION", "RTT"
+        "{:id_width$}  {:addr_width$}  {:9}  {:8}  {:>10}  {:9}  SOURCES",
+        "PEER", "ADDRESS", "DIRECTION", "SESSION", "RTT", "CONNECTED"
     );
     for p in peers {
         let direction = match p.direction {
@@ -44,8 +45,13 @@ pub(crate) async fn run(global: &Global, _args: Args) -> CliResult<ExitCode> {
         let rtt = p
             .rtt_us
             .map_or_else(|| "-".to_owned(), |us| format!("{:.3} ms", us as f64 / 1e3));
+        let sources = if p.sources.is_empty() {
+            "-".to_owned()
+        } else {
+            p.sources.join(",")
+        };
         println!(
-            "{:id_width$}  {:addr_width$}  {direction:9}  {:8}  {rtt:>10}  {}",
+            "{:id_width$}  {:addr_width$}  {direction:9}  {:8}  {rtt:>10}  {:9}  {sources}",
             p.peer_id,
             p.addr,
             p.session,

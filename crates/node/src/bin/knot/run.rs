@@ -11,10 +11,12 @@
 //! # Format
 //! Text: `peer id <id>`, `listening on <addr>` (one per address), `control
 //! socket <path>`, `metrics on <url>` and `dht server|client` when on, then
+//! `discovered <id> <addr,…> (<source,…>)`, `expired <id>`,
 //! `connected <id> <addr> (<session>)`, `disconnected <id>: <reason>`,
 //! `banned <id>`, `relayed address <addr>` (a relay granted a reservation;
-//! `relay_reserved` with `relay` and `addr` in JSON). With `--json` the same
-//! as one object per line, tagged by `"event"`.
+//! `relay_reserved` with `relay` and `addr` in JSON); `mdns unavailable:
+//! <reason>` when LAN discovery could not start (the node runs on without
+//! it). With `--json` the same as one object per line, tagged by `"event"`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -22,8 +24,9 @@ use std::process::ExitCode;
 
 use knotwork_core::{Keypair, PeerAddr};
 use knotwork_node::apps::AppsConfig;
-use knotwork_node::config::DhtMode;
+use knotwork_node::config::{DhtMode, MdnsSection};
 use knotwork_node::control::{ControlServer, NodeControl, create_private_dir, session_name};
+use knotwork_node::discovery::UnifiedEvent;
 use knotwork_node::protocol::dht::{Config, DhtHandle, Mode};
 use knotwork_node::{Node, NodeEvent};
 use serde::Serialize;
@@ -56,6 +59,9 @@ pub(crate) struct Args {
     /// Do not run the DHT, whatever `[dht] enabled` says.
     #[arg(long)]
     no_dht: bool,
+    /// Do not announce or look for peers on the LAN by mDNS (see `[mdns]`).
+    #[arg(long)]
+    no_mdns: bool,
 }
 
 #[derive(Serialize)]
@@ -68,6 +74,18 @@ enum Line {
         metrics: Option<String>,
         /// `server` or `client`; `None` without the DHT.
         dht: Option<&'static str>,
+    },
+    /// mDNS could not start; the node runs without it.
+    MdnsUnavailable {
+        reason: String,
+    },
+    Discovered {
+        peer_id: String,
+        addrs: Vec<String>,
+        sources: Vec<String>,
+    },
+    Expired {
+        peer_id: String,
     },
     Connected {
         peer_id: String,
@@ -125,6 +143,18 @@ fn write_line(out: &mut impl Write, json: bool, line: &Line) -> CliResult<()> {
                 writeln!(out, "dht {mode}")?;
             }
         }
+        Line::MdnsUnavailable { reason } => writeln!(out, "mdns unavailable: {reason}")?,
+        Line::Discovered {
+            peer_id,
+            addrs,
+            sources,
+        } => writeln!(
+            out,
+            "discovered {peer_id} {} ({})",
+            addrs.join(","),
+            sources.join(",")
+        )?,
+        Line::Expired { peer_id } => writeln!(out, "expired {peer_id}")?,
         Line::Connected {
             peer_id,
             addr,
@@ -182,6 +212,92 @@ fn dht_handle(keypair: &Keypair, mode: DhtMode) -> DhtHandle {
     };
     DhtHandle::new(keypair.clone(), config)
 }
+
+fn discovery_line(event: UnifiedEvent) -> Option<Line> {
+    match event {
+        UnifiedEvent::PeerDiscovered {
+            peer,
+            addrs,
+            sources,
+        } => Some(Line::Discovered {
+            peer_id: peer.to_string(),
+            addrs: addrs.iter().map(ToString::to_string).collect(),
+            sources: sources.iter().map(ToString::to_string).collect(),
+        }),
+        UnifiedEvent::PeerExpired { peer } => Some(Line::Expired {
+            peer_id: peer.to_string(),
+        }),
+        _ => None,
+    }
+}
+
+/// mDNS discovery as `knot run` uses it: started unless switched off; when
+/// the daemon cannot start (no multicast interface) the node runs without
+/// it and says why. Kept to say goodbye on shutdown.
+#[cfg(feature = "mdns")]
+struct Lan(Option<std::sync::Arc<knotwork_node::mdns::MdnsDiscovery>>);
+
+#[cfg(feature = "mdns")]
+impl Lan {
+    fn start(section: &MdnsSection, off: bool, json: bool) -> Self {
+        use knotwork_node::mdns::{MdnsConfig, MdnsDiscovery};
+        if off || !section.enabled {
+            return Self(None);
+        }
+        let config = MdnsConfig {
+            service_type: section.service_type.clone(),
+            ..MdnsConfig::default()
+        };
+        match MdnsDiscovery::new(config) {
+            Ok(mdns) => Self(Some(std::sync::Arc::new(mdns))),
+            Err(e) => {
+                let reason = e.to_string();
+                print(json, &Line::MdnsUnavailable { reason });
+                Self(None)
+            }
+        }
+    }
+
+    fn register(&self, builder: knotwork_node::NodeBuilder) -> knotwork_node::NodeBuilder {
+        match &self.0 {
+            Some(mdns) => builder.discovery(mdns.clone()),
+            None => builder,
+        }
+    }
+
+    /// Peers drop us now instead of when our records' TTL runs out.
+    async fn goodbye(&self) {
+        if let Some(mdns) = &self.0
+            && let Err(e) = mdns.goodbye(GOODBYE_TIMEOUT).await
+        {
+            tracing::debug!("mdns goodbye: {e}");
+        }
+    }
+}
+
+#[cfg(not(feature = "mdns"))]
+struct Lan;
+
+#[cfg(not(feature = "mdns"))]
+impl Lan {
+    fn start(section: &MdnsSection, off: bool, json: bool) -> Self {
+        if !off && section.enabled {
+            let reason = "built without the `mdns` feature".into();
+            print(json, &Line::MdnsUnavailable { reason });
+        }
+        Self
+    }
+
+    fn register(&self, builder: knotwork_node::NodeBuilder) -> knotwork_node::NodeBuilder {
+        builder
+    }
+
+    async fn goodbye(&self) {}
+}
+
+#[cfg(feature = "mdns")]
+/// How long shutdown waits for the mDNS goodbye to go out.
+const GOODBYE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Resolves when the process gets SIGTERM (never elsewhere than Unix).
 async fn sigterm() -> std::io::Result<()> {
@@ -242,7 +358,8 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     if let Some(dht) = &dht {
         builder = dht.register(builder).discovery(dht.clone());
     }
-    let node = builder.start().await?;
+    let lan = Lan::start(&config.mdns, args.no_mdns, global.json);
+    let node = lan.register(builder).start().await?;
     if let Some(dht) = &dht {
         dht.start(&node);
     }
@@ -257,6 +374,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         None => None,
     };
     let mut events = node.events();
+    let mut discovered = node.discovery_events();
     let control = NodeControl::new(node.clone());
     let control = match dht {
         Some(dht) => control.with_dht(dht),
@@ -298,6 +416,15 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
                 Err(RecvError::Lagged(missed)) => print(global.json, &Line::Lagged { missed }),
                 Err(RecvError::Closed) => break "closed",
             },
+            event = discovered.recv() => match event {
+                Ok(event) => {
+                    if let Some(line) = discovery_line(event) {
+                        print(global.json, &line);
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => print(global.json, &Line::Lagged { missed }),
+                Err(RecvError::Closed) => break "closed",
+            },
             result = tokio::signal::ctrl_c() => {
                 result?;
                 break "interrupt";
@@ -311,6 +438,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     print(global.json, &Line::Stopping { signal });
     drop(server);
     drop(metrics);
+    lan.goodbye().await;
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
