@@ -195,6 +195,27 @@ impl Default for MdnsSection {
     }
 }
 
+/// The `[nat]` section: NAT traversal of `knot run`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NatSection {
+    /// Map the listen port on the LAN's UPnP gateway (feature `upnp`); off
+    /// by default because the gateway search is a multicast on the LAN.
+    pub upnp: bool,
+    /// The UPnP lease asked for, renewed at half of it.
+    pub upnp_lease_ms: u64,
+}
+
+impl Default for NatSection {
+    fn default() -> Self {
+        Self {
+            upnp: false,
+            upnp_lease_ms: 3_600_000,
+        }
+    }
+}
+
 /// The fields of `knot.toml`, as written; see [`EXAMPLE`] and the module docs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -237,6 +258,8 @@ pub struct FileConfig {
     pub dht: DhtSection,
     /// LAN discovery.
     pub mdns: MdnsSection,
+    /// NAT traversal.
+    pub nat: NatSection,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -313,6 +336,7 @@ impl Default for FileConfig {
             backoff: BackoffSection::default(),
             dht: DhtSection::default(),
             mdns: MdnsSection::default(),
+            nat: NatSection::default(),
         }
     }
 }
@@ -335,6 +359,8 @@ pub struct Validated {
     pub dht: DhtSection,
     /// LAN discovery settings.
     pub mdns: MdnsSection,
+    /// NAT traversal settings (`upnp_lease_ms` checked to be at least 1000).
+    pub nat: NatSection,
 }
 
 /// Replaces a leading `~/` (or a lone `~`) in `path` with `home`.
@@ -585,6 +611,14 @@ impl FileConfig {
             ));
         }
 
+        if self.nat.upnp_lease_ms < 1000 {
+            return Err(bad(
+                "nat.upnp_lease_ms",
+                self.nat.upnp_lease_ms,
+                "must be at least 1000 (UPnP leases are whole seconds)",
+            ));
+        }
+
         Ok(Validated {
             data_dir: self.data_dir.clone(),
             listen,
@@ -593,6 +627,7 @@ impl FileConfig {
             node,
             dht: self.dht.clone(),
             mdns: self.mdns.clone(),
+            nat: self.nat.clone(),
         })
     }
 }
@@ -689,7 +724,7 @@ mod tests {
 
     #[test]
     fn out_of_range_values_are_refused_by_name() {
-        let cases: [(&str, Breaker); 9] = [
+        let cases: [(&str, Breaker); 10] = [
             ("max_inbound", |c| c.max_inbound = 0),
             ("handshake_timeout_ms", |c| c.handshake_timeout_ms = 0),
             ("ping.timeout_ms", |c| c.ping.timeout_ms = 0),
@@ -713,6 +748,7 @@ mod tests {
                 c.meter.decay_per_second = -1.0
             }),
             ("backoff.max_ms", |c| c.backoff.max_ms = 1),
+            ("nat.upnp_lease_ms", |c| c.nat.upnp_lease_ms = 999),
         ];
         for (field, break_it) in cases {
             let mut c = FileConfig::default();
@@ -754,6 +790,20 @@ mod tests {
         assert_eq!(c.ping.timeout_ms, 9, "the file's value stays");
         assert_eq!(c.meter.decay_per_second, 0.5);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/k"));
+    }
+
+    #[test]
+    fn the_nat_section_is_off_by_default_and_set_by_file_or_environment() {
+        assert!(!FileConfig::default().validate().unwrap().nat.upnp);
+        let mut c = FileConfig::from_toml("[nat]\nupnp = true").unwrap();
+        c.apply_env([("KNOT_NAT_UPNP_LEASE_MS", "4000")]).unwrap();
+        assert_eq!(
+            c.validate().unwrap().nat,
+            NatSection {
+                upnp: true,
+                upnp_lease_ms: 4000
+            }
+        );
     }
 
     #[test]

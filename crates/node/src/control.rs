@@ -371,6 +371,7 @@ impl Book {
                 }
             }
             NodeEvent::RelayReserved { .. } => {}
+            NodeEvent::UpnpMapped { .. } | NodeEvent::UpnpLost { .. } => {}
         }
     }
 }

@@ -39,6 +39,8 @@
 //! - [`nat`]: observed external addresses, the relay service and client
 //!   ([`protocol::relay`]), relayed addresses ([`knotwork_core::RelayAddr`]).
 //! - [`metrics`]: counters, gauges, histograms; Prometheus text over HTTP.
+//! - `upnp` (feature `upnp`, default; off unless enabled on the builder): UPnP
+//!   IGD mapping of the listen port, its lease schedule (sans-IO) and renewal.
 //!
 //! # Errors
 //! One enum, [`NodeError`], grouped by fault. A misbehaving peer never
@@ -103,6 +105,8 @@ pub mod registry;
 mod session;
 pub mod subsystem;
 mod transport;
+#[cfg(feature = "upnp")]
+pub mod upnp;
 pub mod version;
 
 pub use apps::AppsConfig;

@@ -82,6 +82,9 @@ struct Inner {
     relay_circuits: Gauge,
     holepunch_attempts: Counter,
     holepunch_successes: Counter,
+    #[cfg_attr(not(feature = "upnp"), allow(dead_code))]
+    upnp: Family<Labels, Counter>,
+    upnp_mapped: Gauge,
 }
 
 /// The node's metrics; cheap to clone. See the module docs.
@@ -241,6 +244,18 @@ impl Metrics {
             "Hole punches that gave a direct channel",
             holepunch_successes.clone(),
         );
+        let upnp = Family::<Labels, Counter>::default();
+        registry.register(
+            "upnp_requests",
+            "UPnP gateway exchanges by result: mapped, renewed, failed, deleted",
+            upnp.clone(),
+        );
+        let upnp_mapped = Gauge::default();
+        registry.register(
+            "upnp_mapped",
+            "1 while the UPnP gateway maps the listen port",
+            upnp_mapped.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 relay_circuits,
@@ -264,6 +279,8 @@ impl Metrics {
                 health,
                 #[cfg(feature = "dht")]
                 dht,
+                upnp,
+                upnp_mapped,
             }),
         }
     }
@@ -402,6 +419,19 @@ impl Metrics {
         self.inner.health.set(level);
     }
 
+    /// One UPnP gateway exchange ended with `result` (`mapped`, `renewed`,
+    /// `failed`, `deleted`); `deleted` also clears the mapped gauge.
+    #[cfg_attr(not(feature = "upnp"), allow(dead_code))]
+    pub(crate) fn upnp(&self, result: &'static str) {
+        self.inner
+            .upnp
+            .get_or_create(&vec![("result", result)])
+            .inc();
+        if result == "deleted" {
+            self.inner.upnp_mapped.set(0);
+        }
+    }
+
     fn event(&self, event: &NodeEvent) {
         match event {
             NodeEvent::Connected { addr, session, .. } => {
@@ -438,6 +468,12 @@ impl Metrics {
             // Counted with its reason where the ban is made.
             NodeEvent::Banned { .. } => {}
             NodeEvent::RelayReserved { .. } => {}
+            NodeEvent::UpnpMapped { .. } => {
+                self.inner.upnp_mapped.set(1);
+            }
+            NodeEvent::UpnpLost { .. } => {
+                self.inner.upnp_mapped.set(0);
+            }
         }
     }
 }
@@ -731,7 +767,9 @@ mod tests {
         m.task(TaskEvent::Submitted);
         m.task(TaskEvent::Submitted);
         m.gossip("delivered");
+        m.upnp("mapped");
         let text = m.encode();
+        assert!(text.contains("knot_upnp_requests_total{result=\"mapped\"} 1"));
         assert!(
             text.contains("knot_tasks_total{event=\"submitted\"} 2"),
             "{text}"

@@ -108,6 +108,19 @@ pub enum NodeEvent {
         /// Our relayed address, now advertised.
         addr: PeerAddr,
     },
+    /// The UPnP gateway maps `external` to our listen port; it is advertised
+    /// from now on.
+    UpnpMapped {
+        /// Our address on the gateway's public side.
+        external: PeerAddr,
+        /// The lease asked for (renewed at half of it).
+        lease: Duration,
+    },
+    /// The UPnP mapping lapsed (renewals failed); no longer advertised.
+    UpnpLost {
+        /// The address that was mapped.
+        external: PeerAddr,
+    },
 }
 
 /// A snapshot of one connected peer.
@@ -145,6 +158,8 @@ pub(crate) struct Shared {
     pub(crate) apps: crate::apps::Apps,
     pub(crate) discovery: crate::discovery::UnifiedDiscovery,
     pub(crate) nat: Arc<crate::nat::Nat>,
+    #[cfg(feature = "upnp")]
+    pub(crate) upnp: crate::upnp::Upnp,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -157,10 +172,12 @@ impl Shared {
     }
 
     /// The addresses told to peers: the bound ones, then confirmed external
-    /// and relayed ones.
+    /// and relayed ones, then the UPnP-mapped one.
     pub(crate) fn advertised_addrs(&self) -> Vec<PeerAddr> {
         let mut addrs = self.own_addrs().to_vec();
         addrs.extend(self.nat.external());
+        #[cfg(feature = "upnp")]
+        addrs.extend(self.upnp.external());
         addrs
     }
 
@@ -191,6 +208,8 @@ pub struct NodeBuilder {
     apps: Option<crate::apps::AppsConfig>,
     discovery: Vec<Arc<dyn knotwork_core::Discovery>>,
     discovery_config: crate::discovery::DiscoveryConfig,
+    #[cfg(feature = "upnp")]
+    upnp: Option<crate::upnp::UpnpConfig>,
 }
 
 impl NodeBuilder {
@@ -270,6 +289,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Maps the first IPv4 TCP listen port on the LAN's UPnP gateway and
+    /// advertises the external address (see [`crate::upnp`]).
+    #[cfg(feature = "upnp")]
+    pub fn upnp(mut self, config: crate::upnp::UpnpConfig) -> Self {
+        self.upnp = Some(config);
+        self
+    }
+
     /// Binds the listeners and starts the node.
     pub async fn start(self) -> Result<Node, NodeError> {
         let Self {
@@ -285,6 +312,8 @@ impl NodeBuilder {
             apps,
             discovery,
             discovery_config,
+            #[cfg(feature = "upnp")]
+            upnp,
         } = self;
         let apps = crate::apps::Apps::new(&keypair, apps, &mut registry, &mut budgets);
         let tcp = knotwork_transport_tcp::TcpTransport::new(
@@ -328,6 +357,8 @@ impl NodeBuilder {
         let shared = Arc::new(Shared {
             discovery,
             nat,
+            #[cfg(feature = "upnp")]
+            upnp: crate::upnp::Upnp::new(upnp),
             peer_id: keypair.peer_id(),
             secure: SecureConfig::new(keypair)?.with_timeout(config.handshake_timeout),
             channel_config: Arc::new(channel_config),
@@ -363,6 +394,8 @@ impl NodeBuilder {
         crate::apps::Apps::start(&shared);
         crate::discovery::start(&shared);
         crate::nat::Nat::start(&shared, relays);
+        #[cfg(feature = "upnp")]
+        crate::upnp::Upnp::start(&shared);
         for (addrs, kind) in [(seeds, SessionKind::Seed), (manual, SessionKind::Manual)] {
             for addr in addrs {
                 shared.spawn_task(crate::session::keep_connected(shared.clone(), addr, kind));
@@ -403,6 +436,8 @@ async fn shutdown(shared: Arc<Shared>) {
     shared.shutdown.cancel();
     let tasks = std::mem::take(&mut *lock(&shared.tasks));
     drop(tasks);
+    #[cfg(feature = "upnp")]
+    shared.upnp.release(&shared.apps.metrics).await;
     let channels: Vec<Channel> = lock(&shared.peers).values().cloned().collect();
     let drain = shared.channel_config.drain_timeout * 2;
     let closing = channels.iter().map(|c| async move {
@@ -437,6 +472,8 @@ impl Node {
             apps: None,
             discovery: Vec::new(),
             discovery_config: crate::discovery::DiscoveryConfig::default(),
+            #[cfg(feature = "upnp")]
+            upnp: None,
         }
     }
 
@@ -474,6 +511,12 @@ impl Node {
     /// The addresses the node listens on (bound ports filled in).
     pub fn listen_addrs(&self) -> Vec<PeerAddr> {
         self.shared.own_addrs().to_vec()
+    }
+
+    /// The UPnP mapping held now (see [`NodeBuilder::upnp`]).
+    #[cfg(feature = "upnp")]
+    pub fn upnp_mapping(&self) -> Option<crate::upnp::UpnpMapping> {
+        self.shared.upnp.mapping()
     }
 
     /// The connected peers.

@@ -25,7 +25,7 @@ mod bed;
 #[path = "interop_nat/knot.rs"]
 mod knot;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bed::{Bed, Options, Site};
 use knot::{PORT, ip_of};
@@ -139,4 +139,59 @@ fn upnp_gateway_opens_and_closes_a_port_for_upnpc() {
     assert!(upnp_mappings(&bed).is_empty());
     assert!(!bed.ruleset(Site::RouterB).contains("dnat ip to"));
     assert!(!bed.tcp_connects(Site::Public, outside, DIAL));
+}
+
+#[test]
+#[ignore = "needs root, nftables and miniupnpd: cargo xtask interop nat"]
+fn node_maps_its_port_by_upnp_is_dialed_directly_and_unmaps_on_shutdown() {
+    let Some(mut bed) = Bed::new(Options { upnp: true }) else {
+        return;
+    };
+    // A 4 s lease: renewed every 2 s, lapsed within 4 s if it were not.
+    let lease = Duration::from_secs(4);
+    let start = Instant::now();
+    let b = bed.knot_env(
+        Site::HostB,
+        "b",
+        &["--upnp"],
+        &[("KNOT_NAT_UPNP_LEASE_MS", "4000")],
+    );
+    let log = bed.wait_log("b", "upnp mapped ");
+    let mapped_in = start.elapsed();
+    let external = format!("tcp/{}", Site::RouterB.addr(PORT));
+    assert!(
+        log.contains(&format!("upnp mapped {external} (lease 4 s)")),
+        "{log}"
+    );
+    let mapping = format!("{PORT}->{}", Site::HostB.addr(PORT));
+    assert_eq!(upnp_mappings(&bed), vec![mapping.clone()]);
+
+    let public = bed.knot(Site::Public, "public", &["--peer", &external]);
+    let (entry, dialed_in) = bed.wait_peer(&public, &b);
+    assert_eq!(entry["direction"], "outbound");
+    assert_eq!(entry["addr"], external.as_str());
+    // Forwarded, not masqueraded: host B sees the public host itself.
+    let (back, _) = bed.wait_peer(&b, &public);
+    assert_eq!(back["direction"], "inbound");
+    assert_eq!(
+        ip_of(back["addr"].as_str().unwrap()),
+        Site::Public.ip().to_string()
+    );
+    eprintln!(
+        "upnp: mapped {mapped_in:?} after start; public node connected directly in {dialed_in:?}"
+    );
+
+    // Two and a half leases later the mapping is still there: renewed.
+    std::thread::sleep(lease * 5 / 2);
+    let renewals = bed.log("b").matches("upnp lease renewed").count();
+    assert!(renewals >= 3, "{renewals} renewals:\n{}", bed.log("b"));
+    assert_eq!(upnp_mappings(&bed), vec![mapping]);
+
+    let start = Instant::now();
+    bed.stop(&b);
+    eprintln!("upnp: node stopped in {:?}", start.elapsed());
+    assert!(bed.log("b").contains("upnp mapping deleted"));
+    assert!(upnp_mappings(&bed).is_empty());
+    assert!(!bed.ruleset(Site::RouterB).contains("dnat ip to"));
+    assert!(!bed.tcp_connects(Site::Public, Site::RouterB.addr(PORT), DIAL));
 }

@@ -436,7 +436,6 @@ enable_natpmp=no
 secure_mode=yes
 system_uptime=no
 notify_interval=30
-clean_ruleset_interval=0
 uuid=6b6e6f74-776f-726b-0000-{:012x}
 upnp_table_name=miniupnpd
 upnp_nat_table_name=miniupnpd
@@ -466,6 +465,11 @@ deny 0-65535 0.0.0.0/0 0-65535
     pub fn spawn_env(&mut self, site: Site, name: &str, args: &[&str], env: &[(&str, &str)]) {
         let log = fs::File::create(self.log_path(name)).expect("log file");
         let mut cmd = Command::new("ip");
+        for (key, _) in std::env::vars() {
+            if key.starts_with("KNOT_") {
+                cmd.env_remove(key);
+            }
+        }
         cmd.args(["netns", "exec", &self.ns(site)])
             .args(args)
             .envs(env.iter().copied())
@@ -513,6 +517,21 @@ deny 0-65535 0.0.0.0/0 0-65535
                 "{name} did not say {needle:?} within {DEADLINE:?}:\n{log}"
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM to `name` and waits (bounded) for it to exit.
+    pub fn terminate(&mut self, name: &str) -> std::process::ExitStatus {
+        let child = self.child(name);
+        let pid = child.id().to_string();
+        sh(&["kill", "-TERM", &pid]).unwrap_or_else(|e| panic!("{e}"));
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child(name).try_wait() {
+                return status;
+            }
+            assert!(start.elapsed() < DEADLINE, "{name} ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

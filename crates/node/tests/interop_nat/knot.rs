@@ -23,9 +23,20 @@ pub struct Knot {
 }
 
 impl Bed {
-    /// Starts `knot run` in `site` listening on `tcp/0.0.0.0:4000`, plus
-    /// `extra` arguments; waits until it prints its control socket.
+    /// Starts `knot run` in `site` listening on `tcp/0.0.0.0:4000` without
+    /// mDNS, plus `extra` arguments; waits until it prints its control socket.
     pub fn knot(&mut self, site: Site, name: &str, extra: &[&str]) -> Knot {
+        self.knot_env(site, name, extra, &[])
+    }
+
+    /// [`Bed::knot`] with extra environment variables (`KNOT_*` settings).
+    pub fn knot_env(
+        &mut self,
+        site: Site,
+        name: &str,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Knot {
         let dir = self.dir.join(name);
         let home = self.dir.display().to_string();
         let data = dir.display().to_string();
@@ -37,13 +48,16 @@ impl Bed {
             &data,
             "--listen",
             &listen,
+            // Only the peers a test names: no LAN discovery across the bridge.
+            "--no-mdns",
         ];
         args.extend(extra);
-        let env = [
+        let mut env = vec![
             ("HOME", home.as_str()),
             ("RUST_LOG", "info"),
             ("KNOT_PING_INTERVAL_MS", "200"),
         ];
+        env.extend(vars);
         self.spawn_env(site, name, &args, &env);
         let log = self.wait_log(name, "control socket ");
         let peer_id = log
@@ -97,6 +111,12 @@ impl Bed {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// `kill -TERM` for a node and a bounded wait for its exit.
+    pub fn stop(&mut self, node: &Knot) {
+        let status = self.terminate(&node.name);
+        assert!(status.success(), "{} exited with {status}", node.name);
     }
 }
 

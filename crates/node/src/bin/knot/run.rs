@@ -5,7 +5,9 @@
 //! as a discovery source, unless `[dht] enabled = false` or `--no-dht`;
 //! `knot dht …` talks to it) and its control socket,
 //! prints the PeerId and every bound listen address, then one line per peer
-//! event. On Ctrl-C or SIGTERM it shuts down gracefully: every peer gets a
+//! event. With `[nat] upnp = true` or `--upnp` it maps its listen port on the
+//! LAN's UPnP gateway, renews the lease and deletes the mapping on shutdown.
+//! On Ctrl-C or SIGTERM it shuts down gracefully: every peer gets a
 //! `Disconnect { Shutdown }` and queued messages drain.
 //!
 //! # Format
@@ -16,7 +18,9 @@
 //! `banned <id>`, `relayed address <addr>` (a relay granted a reservation;
 //! `relay_reserved` with `relay` and `addr` in JSON); `mdns unavailable:
 //! <reason>` when LAN discovery could not start (the node runs on without
-//! it). With `--json` the same as one object per line, tagged by `"event"`.
+//! it); `upnp mapped <addr> (lease <secs> s)`, `upnp lost <addr>` (`upnp_mapped`
+//! with `external` and `lease_ms` in JSON). With `--json` the same as one
+//! object per line, tagged by `"event"`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -62,6 +66,9 @@ pub(crate) struct Args {
     /// Do not announce or look for peers on the LAN by mDNS (see `[mdns]`).
     #[arg(long)]
     no_mdns: bool,
+    /// Map the listen port on the LAN's UPnP gateway (`[nat] upnp`).
+    #[arg(long)]
+    upnp: bool,
 }
 
 #[derive(Serialize)]
@@ -102,6 +109,13 @@ enum Line {
     RelayReserved {
         relay: String,
         addr: String,
+    },
+    UpnpMapped {
+        external: String,
+        lease_ms: u64,
+    },
+    UpnpLost {
+        external: String,
     },
     Lagged {
         missed: u64,
@@ -165,6 +179,10 @@ fn write_line(out: &mut impl Write, json: bool, line: &Line) -> CliResult<()> {
         }
         Line::Banned { peer_id } => writeln!(out, "banned {peer_id}")?,
         Line::RelayReserved { addr, .. } => writeln!(out, "relayed address {addr}")?,
+        Line::UpnpMapped { external, lease_ms } => {
+            writeln!(out, "upnp mapped {external} (lease {} s)", lease_ms / 1000)?
+        }
+        Line::UpnpLost { external } => writeln!(out, "upnp lost {external}")?,
         Line::Lagged { missed } => writeln!(out, "missed {missed} events")?,
         Line::Stopping { signal } => writeln!(out, "{signal}: shutting down")?,
     }
@@ -193,6 +211,13 @@ fn event_line(event: NodeEvent) -> Option<Line> {
         NodeEvent::RelayReserved { relay, addr } => Line::RelayReserved {
             relay: relay.to_string(),
             addr: addr.to_string(),
+        },
+        NodeEvent::UpnpMapped { external, lease } => Line::UpnpMapped {
+            external: external.to_string(),
+            lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+        },
+        NodeEvent::UpnpLost { external } => Line::UpnpLost {
+            external: external.to_string(),
         },
         _ => return None,
     })
@@ -349,6 +374,16 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     }
     for addr in args.relay {
         builder = builder.relay(addr);
+    }
+    #[cfg(not(feature = "upnp"))]
+    if config.nat.upnp || args.upnp {
+        return Err("this knot is built without the `upnp` feature".into());
+    }
+    #[cfg(feature = "upnp")]
+    if config.nat.upnp || args.upnp {
+        let mut upnp = knotwork_node::upnp::UpnpConfig::default();
+        upnp.lease = std::time::Duration::from_millis(config.nat.upnp_lease_ms);
+        builder = builder.upnp(upnp);
     }
     let dht = (config.dht.enabled && !args.no_dht).then(|| dht_handle(&keypair, config.dht.mode));
     let dht_mode = dht.as_ref().map(|_| match config.dht.mode {
