@@ -11,13 +11,17 @@
 //! Responses go to the request that is waiting for them, matched by request
 //! id.
 //!
+//! A third job gives the secure stream's read buffer back when no frame has
+//! been read for [`ChannelConfig::idle_release`] (see `buffers`),
+//! so idle connections hold little memory.
+//!
 //! Protocols attached to a channel run as jobs in its [`tokio::task::JoinSet`]; when
 //! the channel closes (either side, any reason) every job is aborted, every
 //! subscription ends and every pending request fails with
 //! [`NodeError::Closed`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -32,9 +36,10 @@ use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedParts, FramedRead};
 use tokio_util::sync::CancellationToken;
 
+use crate::buffers::{IdleBuffers, StreamBuffers};
 use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::meter::{Meter, MeterConfig, Offence, RateBudget, Verdict};
-use crate::metrics::offence_label;
+use crate::metrics::{Direction, Tally, offence_label};
 use crate::registry::SessionKind;
 use crate::subsystem::{
     Delivery, Dispatcher, Kind, MessageSubsystem, RequestSubscription, Subscription,
@@ -44,6 +49,8 @@ use crate::version::{Disconnect, Version};
 /// The message id of a response that says "no answer": the peer has no
 /// handler for the request, or its handler dropped it.
 pub const REFUSED_RESPONSE_ID: u32 = 0;
+/// The type name refusals are counted under in the metrics.
+const REFUSED_NAME: &str = "knot/refused";
 
 /// Settings shared by all channels of a node.
 #[derive(Clone, Debug)]
@@ -67,6 +74,10 @@ pub struct ChannelConfig {
     pub default_budget: RateBudget,
     /// Budgets per message id.
     pub budgets: HashMap<u32, RateBudget>,
+    /// After this long without reading a frame, the connection's empty
+    /// read buffer is freed (checked once per period, so it happens
+    /// between one and two periods after the last read).
+    pub idle_release: Duration,
     /// Byte and frame counters (set by the node).
     pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
@@ -83,6 +94,7 @@ impl Default for ChannelConfig {
             meter: MeterConfig::default(),
             default_budget: RateBudget::default(),
             budgets: HashMap::new(),
+            idle_release: Duration::from_secs(5),
             metrics: None,
         }
     }
@@ -129,6 +141,10 @@ struct Inner {
     reason: Mutex<Option<CloseReason>>,
     /// What the peer did to be closed for misbehaviour (a metrics label).
     misbehaviour: OnceLock<&'static str>,
+    /// Bursts of frames read so far: the idle job watches it move.
+    reads: AtomicU64,
+    /// The stream's buffers, once started.
+    buffers: OnceLock<Arc<dyn StreamBuffers>>,
     /// Cancelled when the channel starts closing.
     closing: CancellationToken,
     /// Mirrors `closing` for a lock-free check on the send path.
@@ -190,11 +206,18 @@ impl Channel {
             rtt: Mutex::new(None),
             reason: Mutex::new(None),
             misbehaviour: OnceLock::new(),
+            reads: AtomicU64::new(0),
+            buffers: OnceLock::new(),
             closing: CancellationToken::new(),
             closing_flag: AtomicBool::new(false),
             closed: CancellationToken::new(),
         });
-        (Self { inner }, Unstarted { parts, rx })
+        let channel = Self { inner };
+        channel.register::<Disconnect>();
+        channel
+            .metrics()
+            .inspect(|m| m.register_type(REFUSED_RESPONSE_ID, REFUSED_NAME));
+        (channel, Unstarted { parts, rx })
     }
 
     /// The authenticated identity of the peer.
@@ -227,10 +250,9 @@ impl Channel {
         self.inner.config.metrics.as_ref()
     }
 
-    /// Counts an outbound message of type `M`.
-    fn count_out<M: Message>(&self, payload: &Bytes) {
-        self.metrics()
-            .inspect(|m| m.message_out(M::ID, M::NAME, payload.len()));
+    /// Registers type `M` so its frames are counted under its name.
+    fn register<M: Message>(&self) {
+        self.metrics().inspect(|m| m.register_type(M::ID, M::NAME));
     }
 
     /// What the peer did to be closed for misbehaviour: the label of its
@@ -244,6 +266,12 @@ impl Channel {
     pub(crate) async fn close_misbehaving(&self, what: &'static str) {
         let _ = self.inner.misbehaviour.set(what);
         self.close(DisconnectReason::Misbehaviour).await;
+    }
+
+    /// Bytes the connection's stream holds in its buffers now (0 before
+    /// the channel starts).
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner.buffers.get().map_or(0, |b| b.capacity())
     }
 
     /// The message subsystem of this channel.
@@ -286,7 +314,7 @@ impl Channel {
     /// misbehaviour.
     pub fn subscribe<M: Message>(&self) -> Subscription<M> {
         let (sub, erased) = Subscription::new(self.inner.config.subscription_capacity);
-        self.metrics().inspect(|m| m.register_type(M::ID, M::NAME));
+        self.register::<M>();
         if !self.is_closed() {
             self.inner.subsystem.add(
                 Kind::Message,
@@ -302,7 +330,7 @@ impl Channel {
     /// Subscribes to requests of type `M`; answer each with its [`Responder`].
     pub fn subscribe_requests<M: Message>(&self) -> RequestSubscription<M> {
         let (sub, erased) = RequestSubscription::new(self.inner.config.subscription_capacity);
-        self.metrics().inspect(|m| m.register_type(M::ID, M::NAME));
+        self.register::<M>();
         if !self.is_closed() {
             self.inner.subsystem.add(
                 Kind::Request,
@@ -339,7 +367,7 @@ impl Channel {
     /// Sends a one-way message. Waits while the send queue is full.
     pub async fn send<M: Message>(&self, msg: &M) -> Result<(), NodeError> {
         let payload = encode(msg)?;
-        self.count_out::<M>(&payload);
+        self.register::<M>();
         self.send_frame(Frame::message(M::ID, payload)).await
     }
 
@@ -357,9 +385,8 @@ impl Channel {
         timeout: Duration,
     ) -> Result<Resp, NodeError> {
         let payload = encode(req)?;
-        self.count_out::<Req>(&payload);
-        self.metrics()
-            .inspect(|m| m.register_type(Resp::ID, Resp::NAME));
+        self.register::<Req>();
+        self.register::<Resp>();
         let id = loop {
             let id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
             if id != 0 {
@@ -462,7 +489,7 @@ impl Responder {
     pub async fn respond<M: Message>(mut self, resp: &M) -> Result<(), NodeError> {
         self.answered = true;
         let payload = encode(resp)?;
-        self.channel.count_out::<M>(&payload);
+        self.channel.register::<M>();
         let frame = Frame::response(M::ID, self.request_id, payload);
         self.channel.send_frame(frame).await
     }
@@ -480,19 +507,41 @@ impl Drop for Responder {
 
 impl<S> Unstarted<S>
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    S: AsyncRead + AsyncWrite + IdleBuffers + Send + Unpin + 'static,
 {
-    /// Starts the reader and writer tasks of `channel`.
+    /// Starts the reader and writer tasks and the idle job of `channel`.
     pub(crate) fn start(self, channel: &Channel) {
         let FramedParts { io, read_buf, .. } = self.parts;
         // The exchange used a codec limited to a version message; the
         // channel accepts frames up to its configured size.
         let codec = FrameCodec::with_max_frame_len(channel.inner.config.max_frame_len);
-        let (r, w) = tokio::io::split(io);
+        let (r, w, buffers) = crate::buffers::split(io);
+        let _ = channel.inner.buffers.set(buffers.clone());
         let mut framed = FramedRead::new(r, codec);
         framed.read_buffer_mut().extend_from_slice(&read_buf);
         tokio::spawn(write_loop(channel.clone(), w, self.rx, codec));
         tokio::spawn(read_loop(channel.clone(), framed));
+        channel.spawn(release_when_idle(channel.clone(), buffers));
+    }
+}
+
+/// The idle job; see the module docs.
+async fn release_when_idle(channel: Channel, buffers: Arc<dyn StreamBuffers>) {
+    let period = channel
+        .inner
+        .config
+        .idle_release
+        .max(Duration::from_millis(1));
+    let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = channel.inner.reads.load(Ordering::Relaxed);
+    loop {
+        ticks.tick().await;
+        let reads = channel.inner.reads.load(Ordering::Relaxed);
+        if reads == seen {
+            buffers.release_idle();
+        }
+        seen = reads;
     }
 }
 
@@ -506,6 +555,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let inner = &channel.inner;
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let batch_bytes = inner.config.batch_bytes.max(1);
+    let mut tally = Tally::new(inner.config.metrics.clone(), Direction::Out);
     let result: Result<(), NodeError> = async {
         loop {
             let first = tokio::select! {
@@ -514,10 +564,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 () = inner.closing.cancelled() => None,
             };
             let Some(first) = first else { break };
+            tally.add(first.msg_id, first.payload.len());
             codec.encode(first, &mut buf)?;
             while buf.len() < batch_bytes {
                 match rx.try_recv() {
-                    Ok(f) => codec.encode(f, &mut buf)?,
+                    Ok(f) => {
+                        tally.add(f.msg_id, f.payload.len());
+                        codec.encode(f, &mut buf)?;
+                    }
                     Err(_) => break,
                 }
             }
@@ -540,6 +594,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 .metrics
                 .as_ref()
                 .inspect(|m| m.bytes_out(buf.len()));
+            tally.flush();
             buf.clear();
             if inner.closing_flag.load(Ordering::Acquire) {
                 break;
@@ -549,8 +604,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         // shut the write side down.
         let drain = async {
             while let Ok(f) = rx.try_recv() {
+                tally.add(f.msg_id, f.payload.len());
                 codec.encode(f, &mut buf)?;
             }
+            tally.flush();
             w.write_all(&buf).await?;
             w.shutdown().await?;
             Ok::<(), NodeError>(())
@@ -579,6 +636,7 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRea
         meter: Meter::new(inner.config.meter, Instant::now().into_std()),
         now: Instant::now().into_std(),
         cache: None,
+        tally: Tally::new(inner.config.metrics.clone(), Direction::In),
     };
     let mut burst = 0u32;
     loop {
@@ -590,10 +648,13 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRea
                 if burst >= 32 {
                     burst = 0;
                     state.now = Instant::now().into_std();
+                    state.tally.flush();
+                    inner.reads.fetch_add(1, Ordering::Relaxed);
                 }
                 f
             }
             _ => {
+                state.tally.flush();
                 let f = tokio::select! {
                     biased;
                     () = inner.closing.cancelled() => break,
@@ -601,6 +662,7 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRea
                 };
                 burst = 0;
                 state.now = Instant::now().into_std();
+                inner.reads.fetch_add(1, Ordering::Relaxed);
                 f
             }
         };
@@ -625,16 +687,13 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRea
             }
             Some(Ok(frame)) => frame,
         };
-        inner
-            .config
-            .metrics
-            .as_ref()
-            .inspect(|m| m.frame_in(frame.msg_id, frame.payload.len()));
+        state.tally.add(frame.msg_id, frame.payload.len());
         if let Some(reason) = handle_frame(&channel, &mut state, frame).await {
             channel.close_now(reason.0, reason.1);
             break;
         }
     }
+    state.tally.flush();
     // Clean up: end subscriptions, fail pending requests, stop jobs.
     inner.begin_close();
     inner.subsystem.clear();
@@ -654,6 +713,8 @@ struct ReaderState {
     now: std::time::Instant,
     /// The last dispatcher looked up, valid for one subsystem generation.
     cache: Option<(Kind, u32, u64, Dispatcher)>,
+    /// Frames read and not yet added to the metrics.
+    tally: Tally,
 }
 
 impl ReaderState {
@@ -813,6 +874,13 @@ mod tests {
         }
     }
 
+    impl IdleBuffers for Counted {
+        fn release_idle_buffers(&mut self) {}
+        fn buffer_capacity(&self) -> usize {
+            0
+        }
+    }
+
     type Peer = Framed<DuplexStream, FrameCodec>;
 
     fn channel(config: ChannelConfig) -> (Channel, Unstarted<Counted>, Peer, Arc<AtomicUsize>) {
@@ -894,6 +962,59 @@ mod tests {
         let frame = Frame::message(Ping::ID, encode(&Ping { nonce: 1 }).unwrap());
         let (ch, mut peer) = abuse(config, 60, frame).await;
         assert_banned(&ch, &mut peer).await;
+    }
+
+    /// A message large enough to grow the secure stream's read buffer.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Bulk(Vec<u8>);
+    impl Message for Bulk {
+        const NAME: &'static str = "test/bulk/1";
+        // length varint 3 + 200 KB.
+        const MAX_BYTES: usize = 3 + 200_000;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_channel_gives_its_read_buffer_back() {
+        use knotwork_crypto_handshake::SecureConfig;
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let (ka, kb) = (Keypair::generate().unwrap(), Keypair::generate().unwrap());
+        let (ca, cb) = (
+            SecureConfig::new(ka).unwrap(),
+            SecureConfig::new(kb).unwrap(),
+        );
+        let (ours, theirs) = tokio::join!(ca.upgrade_inbound(a), cb.upgrade_outbound(b, None));
+        let (ours, theirs) = (ours.unwrap(), theirs.unwrap());
+        let info = ChannelInfo {
+            peer_id: ours.remote_peer_id(),
+            remote_addr: PeerAddr::Mem(1),
+            session: SessionKind::Inbound,
+            version: Version::new(&[], &[], &PeerAddr::Mem(1)),
+        };
+        let config = ChannelConfig {
+            idle_release: Duration::from_secs(1),
+            ..ChannelConfig::default()
+        };
+        let parts = FramedParts::new::<Frame>(ours, FrameCodec::new());
+        let (ch, io) = Channel::new(parts, info, Arc::new(config));
+        let mut bulk = ch.subscribe::<Bulk>();
+        io.start(&ch);
+        let mut peer = Framed::new(theirs, FrameCodec::new());
+        let payload = encode(&Bulk(vec![7; 200_000])).unwrap();
+        peer.send(Frame::message(Bulk::ID, payload)).await.unwrap();
+        assert_eq!(bulk.recv().await.unwrap().0.len(), 200_000);
+        let busy = ch.buffered_bytes();
+        assert!(busy > 64 * 1024, "the burst grew the read buffer: {busy}");
+        // Half a period later nothing has changed; two periods later the
+        // empty buffer is gone.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(ch.buffered_bytes(), busy);
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let idle = ch.buffered_bytes();
+        assert!(idle <= 20 * 1024, "released after idle: {idle}");
+        // The channel still reads afterwards.
+        let payload = encode(&Bulk(vec![1; 10])).unwrap();
+        peer.send(Frame::message(Bulk::ID, payload)).await.unwrap();
+        assert_eq!(bulk.recv().await.unwrap().0, vec![1; 10]);
     }
 
     #[tokio::test]

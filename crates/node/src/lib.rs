@@ -19,6 +19,8 @@
 //! - `session`: the connection pipeline, accept loop and limits, dialing,
 //!   refinery, outbound slots, reconnect.
 //! - [`channel`]: [`Channel`], its reader and writer tasks, [`Responder`].
+//! - `buffers`: the halves of a channel's stream and the idle release of
+//!   its buffers.
 //! - [`subsystem`]: [`MessageSubsystem`], [`Subscription`], [`RequestSubscription`].
 //! - [`registry`]: [`ProtocolRegistry`], [`SessionKind`], [`Sessions`].
 //! - [`meter`]: rate budgets, misbehaviour score, ban list (sans-IO).
@@ -88,6 +90,7 @@
 
 pub mod apps;
 pub mod backoff;
+mod buffers;
 pub mod channel;
 #[cfg(feature = "cli")]
 pub mod config;

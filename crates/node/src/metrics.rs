@@ -17,17 +17,21 @@
 //! Label values are drawn from small fixed sets (direction, transport, who
 //! closed, outcome, the `NAME`s of message types this node registered),
 //! never from peer-supplied text, so a peer cannot grow the number of series:
-//! frames of ids the node never registered count as type `unknown`.
+//! frames of ids without a registered type count as type `unknown`.
 //!
 //! # Per-type message counters
-//! Every frame is counted on the reader's or sender's path, so the counting
-//! takes no lock and allocates nothing. A type is registered once, when a
-//! channel subscribes to it or first sends it: it gets a slot in a fixed
-//! open-addressed table ([`MAX_MESSAGE_TYPES`] slots, keyed by message id,
-//! claimed by compare-and-swap) holding its four counters, taken from the
-//! registry's families at that moment. Counting a frame is then a few atomic
-//! loads to find the slot and two atomic adds. Inbound ids are only looked
-//! up, never inserted, so a peer cannot fill the table.
+//! Frames are counted on the channel's hot paths, so the counting takes no
+//! lock and allocates nothing. A type is registered when a channel
+//! subscribes to it or sends it (registering a known type is two atomic
+//! loads): it gets a slot in a fixed open-addressed table
+//! ([`MAX_MESSAGE_TYPES`] slots, keyed by message id, claimed by
+//! compare-and-swap) holding its four counters, taken from the registry's
+//! families once. The reader and the writer count frames in a local
+//! `Tally` (a compare and two additions per frame) and add it to the
+//! table's counters at the end of each burst or batch, or when the type
+//! changes. Inbound ids are only looked up, never inserted, so a peer
+//! cannot fill the table; a type registered after the table filled counts
+//! as `unknown`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,7 +55,7 @@ use crate::node::{NodeEvent, Shared};
 use crate::registry::SessionKind;
 
 /// Message types counted under their own `type` label, at most; types
-/// registered beyond these count as `other`.
+/// registered beyond these count as `unknown`.
 pub const MAX_MESSAGE_TYPES: usize = 128;
 /// The longest HTTP request head the endpoint reads.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -176,7 +180,7 @@ impl Metrics {
         let messages = Family::<Labels, Counter>::default();
         registry.register(
             "messages",
-            "Messages received and queued for sending, by direction and type",
+            "Messages received and sent, by direction and type",
             messages.clone(),
         );
         let message_bytes = Family::<Labels, Counter>::default();
@@ -313,28 +317,29 @@ impl Metrics {
         Ok(MetricsServer { local_addr, task })
     }
 
-    /// Counts a received frame of message id `id`.
-    pub(crate) fn frame_in(&self, id: u32, payload_len: usize) {
-        let len = payload_len as u64;
-        self.inner.frames_in.inc();
-        self.inner.bytes_in.inc_by(len);
+    /// Counts `frames` frames of message id `id` carrying `bytes` payload
+    /// bytes, in direction `direction`.
+    fn add_frames(&self, direction: Direction, id: u32, frames: u64, bytes: u64) {
         let types = &self.inner.types;
         let c = types.find(id).unwrap_or(&types.unknown);
-        c.received.inc();
-        c.received_bytes.inc_by(len);
+        match direction {
+            Direction::In => {
+                self.inner.frames_in.inc_by(frames);
+                self.inner.bytes_in.inc_by(bytes);
+                c.received.inc_by(frames);
+                c.received_bytes.inc_by(bytes);
+            }
+            Direction::Out => {
+                c.sent.inc_by(frames);
+                c.sent_bytes.inc_by(bytes);
+            }
+        }
     }
 
     /// Registers message type `name` (id `id`), so frames of it are counted
     /// under its name.
     pub(crate) fn register_type(&self, id: u32, name: &'static str) {
-        self.inner.types.get_or_insert(id, name);
-    }
-
-    /// Counts a message of type `name` (id `id`) queued for sending.
-    pub(crate) fn message_out(&self, id: u32, name: &'static str, payload_len: usize) {
-        let c = self.inner.types.get_or_insert(id, name);
-        c.sent.inc();
-        c.sent_bytes.inc_by(payload_len as u64);
+        self.inner.types.insert(id, name);
     }
 
     /// Records one ping round-trip time.
@@ -642,6 +647,60 @@ pub(crate) fn offence_label(o: Offence) -> &'static str {
     }
 }
 
+/// Which way frames went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Received from the peer.
+    In,
+    /// Sent to the peer.
+    Out,
+}
+
+/// Frames of one type counted by a channel's reader or writer and added to
+/// the shared counters in one go; see the module docs.
+pub(crate) struct Tally {
+    metrics: Option<Metrics>,
+    direction: Direction,
+    id: u32,
+    frames: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    /// An empty tally that adds to `metrics`, if any.
+    pub(crate) fn new(metrics: Option<Metrics>, direction: Direction) -> Self {
+        Self {
+            metrics,
+            direction,
+            id: 0,
+            frames: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Counts one frame of id `id` with `payload_len` payload bytes.
+    pub(crate) fn add(&mut self, id: u32, payload_len: usize) {
+        if self.id != id {
+            self.flush();
+            self.id = id;
+        }
+        self.frames += 1;
+        self.bytes += payload_len as u64;
+    }
+
+    /// Adds what was counted to the shared counters.
+    pub(crate) fn flush(&mut self) {
+        if self.frames == 0 {
+            return;
+        }
+        if let Some(m) = &self.metrics {
+            m.add_frames(self.direction, self.id, self.frames, self.bytes);
+        }
+        self.frames = 0;
+        self.bytes = 0;
+    }
+}
+
 /// The four counters of one message type.
 struct TypeCounters {
     received: Counter,
@@ -685,10 +744,8 @@ struct MessageTypes {
     slots: Box<[Slot]>,
     messages: Family<Labels, Counter>,
     bytes: Family<Labels, Counter>,
-    /// Received frames of ids nobody registered.
+    /// Frames of ids without a slot.
     unknown: TypeCounters,
-    /// Types registered after the table filled up.
-    other: TypeCounters,
 }
 
 impl MessageTypes {
@@ -696,7 +753,6 @@ impl MessageTypes {
         Self {
             slots: (0..MAX_MESSAGE_TYPES).map(|_| Slot::default()).collect(),
             unknown: TypeCounters::new(&messages, &bytes, "unknown"),
-            other: TypeCounters::new(&messages, &bytes, "other"),
             messages,
             bytes,
         }
@@ -733,13 +789,11 @@ impl MessageTypes {
         self.slot(id, false).and_then(|s| s.counters.get())
     }
 
-    /// The counters of `id`, registering it as `name` first if needed.
-    fn get_or_insert(&self, id: u32, name: &'static str) -> &TypeCounters {
-        match self.slot(id, true) {
-            Some(slot) => slot
-                .counters
-                .get_or_init(|| TypeCounters::new(&self.messages, &self.bytes, name)),
-            None => &self.other,
+    /// Registers `id` as `name`, unless it is registered or the table is full.
+    fn insert(&self, id: u32, name: &'static str) {
+        if let Some(slot) = self.slot(id, true) {
+            slot.counters
+                .get_or_init(|| TypeCounters::new(&self.messages, &self.bytes, name));
         }
     }
 }
@@ -783,11 +837,20 @@ mod tests {
     fn messages_count_per_registered_type_and_unknown_ids_apart() {
         let m = Metrics::new();
         m.register_type(7, "test/a/1");
-        m.frame_in(7, 10);
-        m.frame_in(7, 5);
-        m.message_out(9, "test/b/1", 3);
-        m.frame_in(9, 4);
-        m.frame_in(12345, 100);
+        m.register_type(9, "test/b/1");
+        let mut reader = Tally::new(Some(m.clone()), Direction::In);
+        let mut writer = Tally::new(Some(m.clone()), Direction::Out);
+        reader.add(7, 10);
+        reader.add(7, 5);
+        writer.add(9, 3);
+        reader.add(9, 4);
+        reader.add(12345, 100);
+        assert!(
+            !m.encode().contains("type=\"unknown\"} 1"),
+            "the last type waits for the flush"
+        );
+        reader.flush();
+        writer.flush();
         let text = m.encode();
         for line in [
             "knot_messages_total{direction=\"in\",type=\"test/a/1\"} 2",
@@ -805,17 +868,23 @@ mod tests {
     }
 
     #[test]
-    fn types_beyond_the_table_count_as_other_and_colliding_slots_probe_on() {
+    fn types_beyond_the_table_count_as_unknown_and_colliding_slots_probe_on() {
         let m = Metrics::new();
+        let mut writer = Tally::new(Some(m.clone()), Direction::Out);
         // Ids that all start probing at slot 0.
         let n = MAX_MESSAGE_TYPES as u32;
         for i in 0..n {
-            m.message_out(i * n, "test/same-slot", 1);
+            m.register_type(i * n, "test/same-slot");
+            writer.add(i * n, 1);
         }
-        m.message_out(n * n, "test/late/1", 2);
-        m.frame_in((n - 1) * n, 1);
+        m.register_type(n * n, "test/late/1");
+        writer.add(n * n, 2);
+        writer.flush();
+        let mut reader = Tally::new(Some(m.clone()), Direction::In);
+        reader.add((n - 1) * n, 1);
+        reader.flush();
         let text = m.encode();
-        assert!(text.contains("knot_messages_total{direction=\"out\",type=\"other\"} 1"));
+        assert!(text.contains("knot_messages_total{direction=\"out\",type=\"unknown\"} 1"));
         assert!(
             text.contains("knot_messages_total{direction=\"out\",type=\"test/same-slot\"} 128")
         );
