@@ -27,8 +27,8 @@ mod knot;
 
 use std::time::{Duration, Instant};
 
-use bed::{Bed, Options, Site};
-use knot::{PORT, ip_of};
+use bed::{Bed, DEADLINE, Options, Site};
+use knot::{Knot, PORT, ip_of};
 
 /// How long a dial that should fail is given before it counts as failed.
 const DIAL: Duration = Duration::from_secs(2);
@@ -88,9 +88,9 @@ fn public_host_cannot_dial_a_private_host() {
     let dial = format!("tcp/{}", Site::HostA.addr(PORT));
     let public = bed.knot(Site::Public, "public", &["--peer", &dial]);
     std::thread::sleep(DIAL);
-    let peers = bed.ctl(&public, "peers");
+    let peers = bed.ctl(&public, &["peers"]);
     assert_eq!(peers["peers"].as_array().map(Vec::len), Some(0), "{peers}");
-    let peers = bed.ctl(&a, "peers");
+    let peers = bed.ctl(&a, &["peers"]);
     assert_eq!(peers["peers"].as_array().map(Vec::len), Some(0), "{peers}");
 }
 
@@ -194,4 +194,139 @@ fn node_maps_its_port_by_upnp_is_dialed_directly_and_unmaps_on_shutdown() {
     assert!(upnp_mappings(&bed).is_empty());
     assert!(!bed.ruleset(Site::RouterB).contains("dnat ip to"));
     assert!(!bed.tcp_connects(Site::Public, Site::RouterB.addr(PORT), DIAL));
+}
+
+/// The relay on the public bridge, and hosts A and B each holding a
+/// reservation on it; returns them and B's relayed address.
+fn relay_and_two_private_nodes(bed: &mut Bed) -> (Knot, Knot, Knot, String) {
+    let relay = bed.knot(Site::Relay, "relay", &["--relay-service"]);
+    let at = format!("tcp/{}", Site::Relay.addr(PORT));
+    let a = bed.knot(Site::HostA, "a", &["--relay", &at]);
+    let b = bed.knot(Site::HostB, "b", &["--relay", &at]);
+    let log = bed.wait_log("b", "relayed address ");
+    let relayed = log
+        .lines()
+        .find_map(|l| l.strip_prefix("relayed address "))
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        relayed,
+        format!("relay/{at}/{}/{}", relay.peer_id, b.peer_id),
+        "{log}"
+    );
+    (relay, a, b, relayed)
+}
+
+/// `a` dials `relayed` (B through the relay) with `knot connect`; checks
+/// that B answered as itself over the relay and returns how long it took.
+fn connect_through_relay(bed: &Bed, a: &Knot, b: &Knot, relayed: &str) -> Duration {
+    let start = Instant::now();
+    let out = bed.ctl(a, &["connect", relayed]);
+    let took = start.elapsed();
+    // The end-to-end handshake authenticated B's identity, not the relay's.
+    assert_eq!(out["peer_id"], b.peer_id.as_str(), "{out}");
+    assert_eq!(out["relayed"], true, "{out}");
+    assert_eq!(out["addr"], relayed, "{out}");
+    took
+}
+
+#[test]
+#[ignore = "needs root and nftables: cargo xtask interop nat"]
+fn private_nodes_meet_through_the_relay_then_directly_by_hole_punching() {
+    let Some(mut bed) = Bed::new(Options::default()) else {
+        return;
+    };
+    let (relay, a, b, relayed) = relay_and_two_private_nodes(&mut bed);
+    let start = Instant::now();
+    let relayed_in = connect_through_relay(&bed, &a, &b, &relayed);
+    // B, too, knows A by its identity, over the relay.
+    let (seen_by_b, _) = bed.wait_peer(&b, &a);
+    assert_eq!(seen_by_b["peer_id"], a.peer_id.as_str());
+
+    // The punch: both run lines show a direct connection to the other.
+    let direct = format!("connected {} tcp/", b.peer_id);
+    let log = bed.wait_log("a", &direct);
+    let punched_in = start.elapsed();
+    let line = log.lines().find(|l| l.starts_with(&direct)).unwrap();
+    bed.wait_log("b", &format!("connected {} tcp/", a.peer_id));
+    let entry = loop {
+        let entry = bed.peer_entry(&a, &b).expect("A stays connected to B");
+        if entry["relayed"] == false {
+            break entry;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "A's channel to B stays relayed: {entry}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Direct, to B's router's public address: masquerade kept B's port.
+    let addr = entry["addr"].as_str().unwrap();
+    assert_eq!(ip_of(addr), Site::RouterB.ip().to_string(), "{entry}");
+    let back = bed.peer_entry(&b, &a).expect("B stays connected to A");
+    assert_eq!(back["relayed"], false, "{back}");
+    assert_eq!(
+        ip_of(back["addr"].as_str().unwrap()),
+        Site::RouterA.ip().to_string()
+    );
+    // The relay carried the circuit but is not a peer of that connection.
+    assert!(bed.peer_entry(&relay, &a).is_some());
+    eprintln!(
+        "nat: A reached B through the relay in {relayed_in:?}; \
+         direct after hole punching {punched_in:?} after the dial ({line})"
+    );
+}
+
+#[test]
+#[ignore = "needs root and nftables: cargo xtask interop nat"]
+fn a_nat_that_drops_unsolicited_syns_keeps_the_connection_relayed() {
+    let Some(mut bed) = Bed::new(Options::default()) else {
+        return;
+    };
+    // Both routers drop every TCP SYN arriving on their public side, even
+    // one that conntrack would take for the answer of a simultaneous open.
+    for router in [Site::RouterA, Site::RouterB] {
+        bed.nft(
+            router,
+            "insert rule ip filter forward iifname wan tcp flags & (syn | ack) == syn counter drop",
+        )
+        .unwrap();
+    }
+    let (_relay, a, b, relayed) = relay_and_two_private_nodes(&mut bed);
+    connect_through_relay(&bed, &a, &b, &relayed);
+    // The punch gets its handshake timeout (5 s) and more; then the
+    // connection is still the relayed one, and it carries pings.
+    std::thread::sleep(Duration::from_secs(8));
+    let refused: u64 = [Site::RouterA, Site::RouterB]
+        .iter()
+        .map(|&r| dropped_syns(&bed.ruleset(r)))
+        .sum();
+    assert!(refused > 0, "no punch SYN reached a router");
+    let entry = bed.peer_entry(&a, &b).expect("A stays connected to B");
+    assert_eq!(entry["relayed"], true, "{entry}");
+    assert_eq!(entry["addr"], relayed.as_str());
+    assert!(
+        !bed.log("a")
+            .contains(&format!("connected {} tcp/", b.peer_id))
+    );
+    let rtt = |node: &Knot, peer: &Knot| {
+        bed.peer_entry(node, peer)
+            .and_then(|e| e["rtt_us"].as_u64())
+    };
+    assert!(
+        rtt(&a, &b).is_some() && rtt(&b, &a).is_some(),
+        "pings cross the relay"
+    );
+    eprintln!("nat: {refused} punch SYNs dropped; A and B stay connected through the relay");
+}
+
+/// The packets counted by the `counter drop` rules of a ruleset.
+fn dropped_syns(ruleset: &str) -> u64 {
+    ruleset
+        .lines()
+        .filter(|l| l.contains("counter packets") && l.contains("drop"))
+        .filter_map(|l| l.split("counter packets ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
 }

@@ -13,8 +13,8 @@
 //! on a reserved or private external address; the namespaces have no link to
 //! the machine's own network, so these packets never leave the bed. Each
 //! router forwards, masquerades what leaves its WAN side and drops what
-//! arrives there unsolicited (conntrack `established,related` and ports
-//! mapped by miniupnpd pass). Every namespace name starts with
+//! arrives there unsolicited, silently (conntrack `established,related` and
+//! ports mapped by miniupnpd pass). Every namespace name starts with
 //! `kwn<pid>-<seq>-`: a bed deletes its namespaces and kills what it started
 //! (by PID) when dropped, also when a test panics, and a new bed first removes
 //! leftovers of test processes that no longer run.
@@ -381,7 +381,19 @@ impl Bed {
             "add rule ip filter forward ct state established,related accept",
         )?;
         self.nft(router, "add rule ip filter forward iifname lan accept")?;
-        self.nft(router, "add rule ip filter forward ct status dnat accept")
+        self.nft(router, "add rule ip filter forward ct status dnat accept")?;
+        // Stealth on the public side, as home routers are: what is not an
+        // answer is dropped, never answered with a reset (a reset would
+        // kill a simultaneous open whose first SYN arrives early).
+        self.nft(
+            router,
+            "add chain ip filter input { type filter hook input priority 0; policy accept; }",
+        )?;
+        self.nft(
+            router,
+            "add rule ip filter input iifname wan ct state established,related accept",
+        )?;
+        self.nft(router, "add rule ip filter input iifname wan drop")
             .map(drop)
     }
 

@@ -73,22 +73,25 @@ impl Bed {
         }
     }
 
-    /// `knot <command> --json` against `node`'s control socket.
-    pub fn ctl(&self, node: &Knot, command: &str) -> Value {
+    /// `knot <args…> --json` against `node`'s control socket.
+    pub fn ctl(&self, node: &Knot, args: &[&str]) -> Value {
         let data = node.dir.display().to_string();
+        let mut all = vec![env!("CARGO_BIN_EXE_knot")];
+        all.extend(args);
+        all.extend(["--json", "--data-dir", &data]);
         let out = self
-            .exec(
-                node.site,
-                &[
-                    env!("CARGO_BIN_EXE_knot"),
-                    command,
-                    "--json",
-                    "--data-dir",
-                    &data,
-                ],
-            )
-            .unwrap_or_else(|e| panic!("knot {command} for {}: {e}", node.name));
+            .exec(node.site, &all)
+            .unwrap_or_else(|e| panic!("knot {args:?} for {}: {e}", node.name));
         serde_json::from_slice(&out.stdout).expect("knot prints one JSON value")
+    }
+
+    /// `node`'s entry for `peer` in `knot peers --json`, if listed.
+    pub fn peer_entry(&self, node: &Knot, peer: &Knot) -> Option<Value> {
+        let peers = self.ctl(node, &["peers"]);
+        peers["peers"]
+            .as_array()
+            .and_then(|all| all.iter().find(|p| p["peer_id"] == peer.peer_id.as_str()))
+            .cloned()
     }
 
     /// Polls `knot peers --json` of `node` until `peer` is listed; returns its
@@ -96,16 +99,12 @@ impl Bed {
     pub fn wait_peer(&self, node: &Knot, peer: &Knot) -> (Value, Duration) {
         let start = Instant::now();
         loop {
-            let peers = self.ctl(node, "peers");
-            let found = peers["peers"]
-                .as_array()
-                .and_then(|all| all.iter().find(|p| p["peer_id"] == peer.peer_id.as_str()));
-            if let Some(entry) = found {
-                return (entry.clone(), start.elapsed());
+            if let Some(entry) = self.peer_entry(node, peer) {
+                return (entry, start.elapsed());
             }
             assert!(
                 start.elapsed() < DEADLINE,
-                "{} never listed {} within {DEADLINE:?}: {peers}",
+                "{} never listed {} within {DEADLINE:?}",
                 node.name,
                 peer.name
             );
