@@ -283,15 +283,7 @@ fn a_nat_that_drops_unsolicited_syns_keeps_the_connection_relayed() {
     let Some(mut bed) = Bed::new(Options::default()) else {
         return;
     };
-    // Both routers drop every TCP SYN arriving on their public side, even
-    // one that conntrack would take for the answer of a simultaneous open.
-    for router in [Site::RouterA, Site::RouterB] {
-        bed.nft(
-            router,
-            "insert rule ip filter forward iifname wan tcp flags & (syn | ack) == syn counter drop",
-        )
-        .unwrap();
-    }
+    refuse_punches(&bed);
     let (_relay, a, b, relayed) = relay_and_two_private_nodes(&mut bed);
     connect_through_relay(&bed, &a, &b, &relayed);
     // The punch gets its handshake timeout (5 s) and more; then the
@@ -320,6 +312,18 @@ fn a_nat_that_drops_unsolicited_syns_keeps_the_connection_relayed() {
     eprintln!("nat: {refused} punch SYNs dropped; A and B stay connected through the relay");
 }
 
+/// Both routers drop every TCP SYN arriving on their public side, even one
+/// that conntrack would take for the answer of a simultaneous open.
+fn refuse_punches(bed: &Bed) {
+    for router in [Site::RouterA, Site::RouterB] {
+        bed.nft(
+            router,
+            "insert rule ip filter forward iifname wan tcp flags & (syn | ack) == syn counter drop",
+        )
+        .unwrap();
+    }
+}
+
 /// The packets counted by the `counter drop` rules of a ruleset.
 fn dropped_syns(ruleset: &str) -> u64 {
     ruleset
@@ -329,4 +333,67 @@ fn dropped_syns(ruleset: &str) -> u64 {
         .filter_map(|rest| rest.split_whitespace().next())
         .filter_map(|n| n.parse::<u64>().ok())
         .sum()
+}
+
+#[test]
+#[ignore = "needs root and nftables: cargo xtask interop nat"]
+fn relay_refuses_circuits_over_its_per_peer_limit_and_stays_up() {
+    let Some(mut bed) = Bed::new(Options::default()) else {
+        return;
+    };
+    // Circuits stay relayed (no punch), and no node dials by itself (no DHT).
+    refuse_punches(&bed);
+    // Every dialer comes from router A's one address: lift the per-IP
+    // connection limit (8) so that the relay's own circuit limit is reached.
+    let per_ip = [("KNOT_MAX_PER_IP", "32")];
+    let relay = bed.knot_env(
+        Site::Relay,
+        "relay",
+        &["--relay-service", "--no-dht"],
+        &per_ip,
+    );
+    let at = format!("tcp/{}", Site::Relay.addr(PORT));
+    let b = bed.knot_env(Site::HostB, "b", &["--relay", &at, "--no-dht"], &per_ip);
+    let log = bed.wait_log("b", "relayed address ");
+    let relayed = log
+        .lines()
+        .find_map(|l| l.strip_prefix("relayed address "))
+        .unwrap()
+        .to_owned();
+    // The default limit: 8 circuits with one peer (B) at either end.
+    let limit = 8;
+    let mut dialers = Vec::new();
+    for i in 0..=limit {
+        let port = PORT + 1 + u16::try_from(i).unwrap();
+        let name = format!("d{i}");
+        dialers.push(bed.knot_on(Site::HostA, &name, port, &["--no-dht"], &[]));
+    }
+    let start = Instant::now();
+    for d in &dialers[..limit] {
+        connect_through_relay(&bed, d, &b, &relayed);
+    }
+    let opened_in = start.elapsed();
+    let last = &dialers[limit];
+    let data = last.dir.display().to_string();
+    let knot = env!("CARGO_BIN_EXE_knot");
+    let refused = bed
+        .exec(
+            Site::HostA,
+            &[knot, "connect", &relayed, "--data-dir", &data],
+        )
+        .unwrap_err();
+    assert!(refused.contains("relay limit: circuits"), "{refused}");
+    // The relay is up and serves: its control socket answers, B keeps its
+    // reservation channel, and the circuits it carries still work.
+    let (entry, _) = bed.wait_peer(&relay, &b);
+    assert_eq!(entry["relayed"], false);
+    for d in &dialers[..limit] {
+        let entry = bed.peer_entry(d, &b).expect("the circuit stays open");
+        assert_eq!(entry["relayed"], true, "{entry}");
+    }
+    eprintln!(
+        "relay: {limit} circuits to B opened in {opened_in:?}; circuit {} refused: {}",
+        limit + 1,
+        &refused[refused.find("relay limit").unwrap_or(0)..]
+    );
 }

@@ -37,10 +37,22 @@ impl Bed {
         extra: &[&str],
         vars: &[(&str, &str)],
     ) -> Knot {
+        self.knot_on(site, name, PORT, extra, vars)
+    }
+
+    /// [`Bed::knot_env`] listening on `port` (several nodes in one place).
+    pub fn knot_on(
+        &mut self,
+        site: Site,
+        name: &str,
+        port: u16,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Knot {
         let dir = self.dir.join(name);
         let home = self.dir.display().to_string();
         let data = dir.display().to_string();
-        let listen = format!("tcp/0.0.0.0:{PORT}");
+        let listen = format!("tcp/0.0.0.0:{port}");
         let mut args = vec![
             env!("CARGO_BIN_EXE_knot"),
             "run",
