@@ -203,18 +203,21 @@ fn relay_and_two_private_nodes(bed: &mut Bed) -> (Knot, Knot, Knot, String) {
     let at = format!("tcp/{}", Site::Relay.addr(PORT));
     let a = bed.knot(Site::HostA, "a", &["--relay", &at]);
     let b = bed.knot(Site::HostB, "b", &["--relay", &at]);
-    let log = bed.wait_log("b", "relayed address ");
-    let relayed = log
-        .lines()
-        .find_map(|l| l.strip_prefix("relayed address "))
-        .unwrap()
-        .to_owned();
+    let relayed = relayed_address(bed, &b);
     assert_eq!(
         relayed,
-        format!("relay/{at}/{}/{}", relay.peer_id, b.peer_id),
-        "{log}"
+        format!("relay/{at}/{}/{}", relay.peer_id, b.peer_id)
     );
     (relay, a, b, relayed)
+}
+
+/// The relayed address `node` prints once its relay granted a reservation.
+fn relayed_address(bed: &mut Bed, node: &Knot) -> String {
+    let log = bed.wait_log(&node.name, "relayed address ");
+    log.lines()
+        .find_map(|l| l.strip_prefix("relayed address "))
+        .unwrap()
+        .to_owned()
 }
 
 /// `a` dials `relayed` (B through the relay) with `knot connect`; checks
@@ -354,12 +357,7 @@ fn relay_refuses_circuits_over_its_per_peer_limit_and_stays_up() {
     );
     let at = format!("tcp/{}", Site::Relay.addr(PORT));
     let b = bed.knot_env(Site::HostB, "b", &["--relay", &at, "--no-dht"], &per_ip);
-    let log = bed.wait_log("b", "relayed address ");
-    let relayed = log
-        .lines()
-        .find_map(|l| l.strip_prefix("relayed address "))
-        .unwrap()
-        .to_owned();
+    let relayed = relayed_address(&mut bed, &b);
     // The default limit: 8 circuits with one peer (B) at either end.
     let limit = 8;
     let mut dialers = Vec::new();
