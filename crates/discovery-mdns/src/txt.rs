@@ -359,13 +359,12 @@ mod tests {
             .unwrap_err(),
             MdnsError::UnsupportedVersion(String::new())
         );
-        assert_eq!(
+        // The reason is PeerAddr's parse error, whatever schemes it knows.
+        assert!(matches!(
             decode_pairs(&[("id", &id), ("v", "1"), ("a0", "udp/1.2.3.4:5")]).unwrap_err(),
-            MdnsError::BadAddress {
-                key: "a0".into(),
-                reason: "unknown scheme \"udp\": expected tcp, ble or mem".into()
-            }
-        );
+            MdnsError::BadAddress { key, reason }
+                if key == "a0" && reason.starts_with("unknown scheme \"udp\"")
+        ));
         assert!(matches!(
             decode(
                 vec![
