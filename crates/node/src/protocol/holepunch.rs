@@ -10,7 +10,10 @@
 //! dials as soon as [`Sync`] arrives, so both dials leave at about the same
 //! time. Each side dials every candidate of the other from its own listen
 //! port (port reuse, see `knotwork_transport_tcp::TcpConfig::port_reuse`),
-//! so each NAT maps the listen port outward and lets the other side's SYN in.
+//! so each NAT maps the listen port outward and lets the other side's SYN in;
+//! a refused dial is repeated every [`REDIAL_INTERVAL`] for up to the
+//! handshake timeout, since the first SYNs may arrive before the other
+//! NAT has a mapping.
 //!
 //! Three things can happen to the TCP connection, and the Noise roles follow:
 //! one side's SYN reaches the other's listener (the listener side runs the
@@ -45,6 +48,9 @@ pub const MAX_PUNCH_ADDRS: usize = 8;
 /// How long the larger PeerId waits for the peer's first handshake bytes on
 /// a punched connection before it starts the handshake itself.
 pub const PEEK_WAIT: Duration = Duration::from_millis(500);
+
+/// Pause between two dials of one candidate while punching.
+pub const REDIAL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Candidate addresses of one side; the request and its answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,10 +226,10 @@ async fn punch(shared: Arc<Shared>, peer: PeerId, targets: Vec<SocketAddr>, tcp:
     if let Some(local) = local
         && !targets.is_empty()
     {
-        let dials = targets.iter().map(|sa| {
-            let tcp = &tcp;
-            Box::pin(async move { tcp.dial_from(local, &PeerAddr::Tcp(*sa)).await })
-        });
+        let until = Instant::now() + shared.config.handshake_timeout;
+        let dials = targets
+            .iter()
+            .map(|sa| Box::pin(dial_until(&tcp, local, PeerAddr::Tcp(*sa), until)));
         match futures::future::select_ok(dials).await {
             Ok((stream, _)) => {
                 if let Err(e) = handshake(&shared, peer, stream).await {
@@ -252,6 +258,27 @@ async fn punch(shared: Arc<Shared>, peer: PeerId, targets: Vec<SocketAddr>, tcp:
         tracing::info!(peer = %peer.short(), "hole punch succeeded");
     } else {
         tracing::info!(peer = %peer.short(), "hole punch failed; the relayed channel stays");
+    }
+}
+
+/// Dials `target` from `local`, again every [`REDIAL_INTERVAL`] until
+/// `until` while the dial fails: a SYN that reaches the other NAT before
+/// the other side's own SYN opened it is refused or dropped, and the next
+/// one may cross.
+async fn dial_until(
+    tcp: &TcpTransport,
+    local: SocketAddr,
+    target: PeerAddr,
+    until: Instant,
+) -> Result<tokio::net::TcpStream, knotwork_core::TransportError> {
+    loop {
+        let attempt = tokio::time::timeout_at(until, tcp.dial_from(local, &target)).await;
+        match attempt {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) if Instant::now() + REDIAL_INTERVAL >= until => return Err(e),
+            Ok(Err(_)) => tokio::time::sleep(REDIAL_INTERVAL).await,
+            Err(_) => return Err(knotwork_core::TransportError::Timeout(target)),
+        }
     }
 }
 
