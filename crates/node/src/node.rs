@@ -38,7 +38,8 @@ pub struct NodeConfig {
     /// refused with [`DisconnectReason::TooManyFromIp`].
     pub max_per_ip: usize,
     /// Inbound connections in the handshake at once at most; the excess is
-    /// dropped unanswered.
+    /// dropped unanswered. A connection over [`NodeConfig::max_per_ip`]
+    /// only gets a handshake slot while half of them are free.
     pub max_pending_handshakes: usize,
     /// Time for the handshake and version exchange, both directions; a
     /// silent or slow peer is cut after it.

@@ -354,11 +354,21 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, mut listener: Box<dyn AnyLi
                 continue;
             }
         };
+        let slot = IpSlot::take(&shared, &from);
+        // A connection over its IP's limit is refused after the handshake
+        // anyway; it gets a handshake slot only while half of them are free,
+        // so one IP (slowloris) cannot hold every slot and lock out others.
+        if slot.over_limit
+            && shared.pending_handshakes.available_permits()
+                <= shared.config.max_pending_handshakes / 2
+        {
+            tracing::debug!(%from, "too many connections from this ip; dropped before the handshake");
+            continue;
+        }
         let Ok(permit) = shared.pending_handshakes.clone().try_acquire_owned() else {
             tracing::debug!(%from, "too many pending handshakes; dropped");
             continue;
         };
-        let slot = IpSlot::take(&shared, &from);
         let shared = shared.clone();
         tokio::spawn(async move {
             let timeout = shared.config.handshake_timeout;

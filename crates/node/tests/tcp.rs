@@ -507,6 +507,40 @@ async fn connections_beyond_the_pending_handshake_limit_are_dropped_at_once() {
 }
 
 #[tokio::test]
+async fn one_ip_over_its_limit_cannot_hold_every_handshake_slot() {
+    let mut config = fast_config();
+    config.max_pending_handshakes = 8;
+    config.max_per_ip = 2;
+    let a = start(tcp_node().config(config)).await;
+    let knotwork_core::PeerAddr::Tcp(sa) = addr(&a) else {
+        unreachable!()
+    };
+    // Slowloris from 127.0.0.1: twenty silent connections, most over the
+    // IP's limit; they may take at most half of the handshake slots.
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        slow.push(tokio::net::TcpStream::connect(sa).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A peer from another address still completes its handshake.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let tcp = socket.connect(sa).await.unwrap();
+    let keypair = Keypair::generate().unwrap();
+    let secure = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT / 2,
+        knotwork_crypto_handshake::upgrade_outbound(tcp, &keypair, None),
+    )
+    .await;
+    assert!(
+        matches!(secure, Ok(Ok(_))),
+        "the other peer got no handshake slot"
+    );
+    drop(slow);
+    a.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_peer_that_stops_reading_is_dropped_and_its_socket_closed() {
     // `a` streams blobs to everyone; the raw peer never reads, so a's writer
     // blocks, its send queue fills, and pings can no longer be queued.
