@@ -24,7 +24,8 @@
 //!    after the handshake, an unknown-message flood, a DHT query flood and
 //!    a gossip flood. The target's log must name the reason it cut each
 //!    attacker, the good peer's channel must stay open with pings answered
-//!    and tasks done in every window, and the target's RSS must stay under
+//!    and tasks done in every window, a fresh session from the good host must
+//!    get in during every attack, and the target's RSS must stay under
 //!    [`RSS_BOUND_MIB`].
 //!
 //! A summary table closes the run; any failed check fails the command.
@@ -57,7 +58,7 @@ const ATTACKS: &[(&str, &[&str])] = &[
     ("conn-flood", &["too many connections from this ip"]),
     (
         "slowloris",
-        &["handshake timed out", "too many pending handshakes"],
+        &["handshake timed out", "dropped before the handshake"],
     ),
     (
         "oversized",
@@ -709,6 +710,7 @@ fn hostile(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
             rate > 0.0,
             format!("{kind}: the good peer got no task done"),
         );
+        outcome.check(joined > 0.0, format!("{kind}: no new session got in"));
     }
     let closed = samples
         .iter()
