@@ -1,0 +1,62 @@
+//! Arbitrary bytes into the decoders of the NAT traversal messages (relay
+//! reservations, circuits and data; hole punch candidates), the first byte
+//! choosing the type, and relay data into the relay's bookkeeping.
+//!
+//! Checks: nothing panics; a decoded message re-encodes and decodes to
+//! itself; the relay table accounts any circuit data and stays usable.
+#![no_main]
+
+use std::time::Instant;
+
+use knotwork_core::{PeerAddr, PeerId};
+use knotwork_node::protocol::holepunch::Punch;
+use knotwork_node::protocol::relay::{
+    Accepted, Connect, Connected, FromRelay, Incoming, RelayLimits, RelayTable, Reserved, ToRelay,
+};
+use knotwork_wire::{Message, decode, encode};
+use libfuzzer_sys::fuzz_target;
+
+fn peer(n: u8) -> PeerId {
+    PeerId::from_bytes(&[n; 32]).expect("32 bytes")
+}
+
+fn roundtrip<M: Message + PartialEq + std::fmt::Debug>(bytes: &[u8]) -> Option<M> {
+    let m = decode::<M>(bytes).ok()?;
+    let again = encode(&m).expect("a decoded message re-encodes");
+    assert_eq!(decode::<M>(&again).expect("re-encoded bytes decode"), m);
+    Some(m)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, bytes)) = data.split_first() else {
+        return;
+    };
+    match which % 8 {
+        0 => {
+            if let Some(ToRelay::Data { circuit, data }) = roundtrip::<ToRelay>(bytes) {
+                let now = Instant::now();
+                let mut table = RelayTable::new(RelayLimits::default());
+                table.reserve(peer(2), now).expect("an empty table reserves");
+                let id = table.open(peer(1), peer(2), now).expect("a reserved target");
+                let _ = table.forward(circuit, &peer(1), data.len(), now);
+                let _ = table.forward(id, &peer(1), data.len(), now);
+                assert!(table.circuits() <= 1);
+            }
+        }
+        1 => drop(roundtrip::<FromRelay>(bytes)),
+        2 => drop(roundtrip::<Reserved>(bytes)),
+        3 => drop(roundtrip::<Connected>(bytes)),
+        4 => drop(roundtrip::<Accepted>(bytes)),
+        5 => drop(roundtrip::<Incoming>(bytes)),
+        6 => drop(roundtrip::<Connect>(bytes)),
+        _ => {
+            if let Some(Punch { addrs }) = roundtrip::<Punch>(bytes) {
+                for a in addrs {
+                    if let Ok(addr) = a.parse::<PeerAddr>() {
+                        assert_eq!(addr.to_string().parse::<PeerAddr>(), Ok(addr));
+                    }
+                }
+            }
+        }
+    }
+});
