@@ -14,12 +14,12 @@
 //! arrive and the caller reads into a buffer that can hold one, the frame
 //! body is read into the caller's buffer and opened there instead.
 //!
-//! Buffers are allocated on demand. The write buffer is released on flush
-//! when larger than about 16 KiB (re-allocating it needs no zeroing); the
-//! read buffer (up to one frame + 16 KiB) is released by
-//! [`SecureStream::release_idle_buffers`], which the owner calls when it
-//! judges the connection idle (releasing on every pending read would
-//! re-zero up to 80 KiB per frame on a stream that is merely waiting).
+//! Buffers are allocated on demand and never zeroed. The write buffer is
+//! released on flush when larger than about 16 KiB; the read buffer (up to
+//! one frame + 16 KiB, read into uninitialised capacity) is released
+//! whenever a read finds the connection empty with nothing left buffered,
+//! so an idle stream holds no read buffer. A stream that is merely waiting
+//! pays one allocation per wake-up for that, and no zeroing.
 //!
 //! Errors (tampered data: [`HandshakeError::Decrypt`]; a connection cut
 //! mid-frame: [`HandshakeError::Truncated`]) come back as `io::Error`s
@@ -30,8 +30,10 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use bytes::{BufMut, BytesMut};
 use knotwork_core::PeerId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::io::poll_read_buf;
 
 use crate::cipher::{CipherState, TAG_LEN};
 use crate::handshake::{Established, LEN_PREFIX};
@@ -67,7 +69,8 @@ pub struct SecureStream<T> {
     sealed: bool,
     /// Bytes of the sealed frame already written.
     wpos: usize,
-    rbuf: Vec<u8>,
+    /// Received bytes; its length is `rend`.
+    rbuf: BytesMut,
     /// Received bytes not yet consumed: `rbuf[rstart..rend]`.
     rstart: usize,
     rend: usize,
@@ -116,7 +119,7 @@ impl<T> SecureStream<T> {
             wbuf: Vec::new(),
             sealed: false,
             wpos: 0,
-            rbuf: Vec::new(),
+            rbuf: BytesMut::new(),
             rstart: 0,
             rend: 0,
             ppos: 0,
@@ -158,20 +161,27 @@ impl<T> SecureStream<T> {
         self.io
     }
 
-    /// Releases buffers larger than about 16 KiB that hold nothing: the read
-    /// buffer when no received bytes wait in it, the write buffer when no
-    /// plaintext or ciphertext waits in it. Call it from an idle timer.
+    /// Releases buffers that hold nothing: the read buffer when no received
+    /// bytes wait in it, the write buffer (when larger than about 16 KiB)
+    /// when no plaintext or ciphertext waits in it. Reads release the read
+    /// buffer by themselves when the connection goes quiet; this is for an
+    /// owner that wants the memory back at a time of its choosing.
     pub fn release_idle_buffers(&mut self) {
-        if self.rstart == self.rend && self.ppos == self.pend && self.rbuf.len() > IDLE_KEEP {
-            self.rbuf = Vec::new();
+        self.release_read_buffer();
+        if self.wbuf.is_empty() && self.wbuf.capacity() > IDLE_KEEP {
+            self.wbuf = Vec::new();
+        }
+    }
+
+    /// Frees the read buffer if nothing waits in it.
+    fn release_read_buffer(&mut self) {
+        if self.rstart == self.rend && self.ppos == self.pend && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
             self.rstart = 0;
             self.rend = 0;
             self.ppos = 0;
             self.pend = 0;
             self.frame_end = 0;
-        }
-        if self.wbuf.is_empty() && self.wbuf.capacity() > IDLE_KEEP {
-            self.wbuf = Vec::new();
         }
     }
 
@@ -230,11 +240,12 @@ impl<T> SecureStream<T> {
     /// Room to read into: the current frame (or its header) plus
     /// [`LOOKAHEAD`] after `rstart`, within [`READ_BUF_LIMIT`]; moves the
     /// unread bytes to the front when they would not fit. Returns the end of
-    /// the range to read into.
+    /// the range to read into (capacity is reserved up to it).
     fn prepare_read(&mut self) -> usize {
         if self.rstart == self.rend {
             self.rstart = 0;
             self.rend = 0;
+            self.rbuf.clear();
         }
         let window = self.rbuf.get(self.rstart..self.rend).unwrap_or_default();
         let frame_len = match window {
@@ -246,11 +257,10 @@ impl<T> SecureStream<T> {
             self.rbuf.copy_within(self.rstart..self.rend, 0);
             self.rend -= self.rstart;
             self.rstart = 0;
+            self.rbuf.truncate(self.rend);
         }
         let want_end = self.rstart + target;
-        if self.rbuf.len() < want_end {
-            self.rbuf.resize(want_end, 0);
-        }
+        self.rbuf.reserve(want_end.saturating_sub(self.rend));
         want_end
     }
 }
@@ -330,17 +340,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for SecureStream<T> {
                 // the caller's buffer.
                 end = end.min(this.rend + LEN_PREFIX);
             }
-            let Some(room) = this.rbuf.get_mut(this.rend..end) else {
-                return Poll::Ready(Err(HandshakeError::OutOfOrder.into_io()));
-            };
-            let mut rb = ReadBuf::new(room);
-            let polled = Pin::new(&mut this.io).poll_read(cx, &mut rb);
-            let n = rb.filled().len();
-            match polled {
-                Poll::Ready(Ok(())) => {}
+            let mut room = (&mut this.rbuf).limit(end.saturating_sub(this.rend));
+            let n = match poll_read_buf(Pin::new(&mut this.io), cx, &mut room) {
+                Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
+                Poll::Pending => {
+                    this.release_read_buffer();
+                    return Poll::Pending;
+                }
+            };
             if n == 0 {
                 if this.rstart == this.rend {
                     return Poll::Ready(Ok(()));
@@ -399,13 +407,8 @@ impl<T: AsyncRead + Unpin> SecureStream<T> {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     if got > 0 {
-                        let partial = dst.get(..got).unwrap_or_default();
-                        if self.rbuf.len() < self.rend + got {
-                            self.rbuf.resize(self.rend + got, 0);
-                        }
-                        if let Some(slot) = self.rbuf.get_mut(self.rend..self.rend + got) {
-                            slot.copy_from_slice(partial);
-                        }
+                        self.rbuf
+                            .extend_from_slice(dst.get(..got).unwrap_or_default());
                         self.rend += got;
                     }
                     return Poll::Pending;
@@ -418,6 +421,7 @@ impl<T: AsyncRead + Unpin> SecureStream<T> {
         };
         self.rstart = 0;
         self.rend = 0;
+        self.rbuf.clear();
         self.last_frame_len = len;
         out.advance(plain_len);
         Poll::Ready(Ok(if plain_len == 0 {
