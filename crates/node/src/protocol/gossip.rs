@@ -108,10 +108,9 @@ pub enum GossipError {
     /// The body is longer than [`MAX_DATA_LEN`].
     #[error("data too long")]
     DataTooLong,
-    /// The origin is not a valid public key.
-    #[error("bad origin key")]
-    BadOrigin,
-    /// The signature does not verify.
+    /// The signature does not verify against the origin key (an origin
+    /// that is no Ed25519 key fails here too: the wire fixes its length, and
+    /// only verifying tells a point that is no key).
     #[error("bad signature")]
     BadSignature,
     // --- The message is fine but unwanted ----------------------------------
@@ -253,7 +252,7 @@ impl GossipState {
         if msg.data.len() > MAX_DATA_LEN {
             return Err(GossipError::DataTooLong);
         }
-        let origin = PeerId::from_bytes(&msg.origin).map_err(|_| GossipError::BadOrigin)?;
+        let origin = PeerId::from_bytes(&msg.origin).map_err(|_| GossipError::BadSignature)?;
         if self.is_banned(&origin, now) {
             return Err(GossipError::OriginBanned);
         }
@@ -667,6 +666,20 @@ mod tests {
         assert_eq!(
             relay.handle_message(from, &mut big, t0, &[]),
             Err(GossipError::DataTooLong)
+        );
+        let mut other_origin = msg.clone();
+        other_origin.origin = *from.as_bytes();
+        assert_eq!(
+            relay.handle_message(from, &mut other_origin, t0, &[]),
+            Err(GossipError::BadSignature)
+        );
+        let mut no_key = msg.clone();
+        // Bytes nobody holds the key of (perhaps no curve point at all).
+        no_key.origin = [0; 32];
+        no_key.origin[0] = 2;
+        assert_eq!(
+            relay.handle_message(from, &mut no_key, t0, &[]),
+            Err(GossipError::BadSignature)
         );
         let mut short_sig = msg.clone();
         short_sig.sig.truncate(10);

@@ -180,7 +180,8 @@ pub struct TaskResult {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TaskError {
-    /// A task with this id is still pending.
+    /// A task with this id is still pending (submitted here, or, from a
+    /// peer, still running on this worker).
     #[error("duplicate task id")]
     DuplicateId,
     /// The kind is longer than [`MAX_KIND_LEN`].
@@ -192,6 +193,41 @@ pub enum TaskError {
     /// [`Placement::Peers`] with no peer.
     #[error("empty placement")]
     EmptyPlacement,
+}
+
+/// [`TaskError::KindTooLong`] or [`TaskError::PayloadTooLong`] if a task
+/// of `kind` with `payload` is over the limits.
+fn check_sizes(kind: &str, payload: &[u8]) -> Result<(), TaskError> {
+    if kind.len() > MAX_KIND_LEN {
+        return Err(TaskError::KindTooLong);
+    }
+    if payload.len() > MAX_PAYLOAD_LEN {
+        return Err(TaskError::PayloadTooLong);
+    }
+    Ok(())
+}
+
+/// How a worker takes a request from a peer: a request over the limits
+/// ([`TaskError::KindTooLong`], [`TaskError::PayloadTooLong`]: its frame
+/// fits `MAX_BYTES`, which bounds only the sum) or with the id of a task
+/// the worker still runs for that peer ([`TaskError::DuplicateId`]) is an
+/// error; `Ok(None)` when all `limit` slots are busy; else the token that
+/// cancels the task, now counted in `running`.
+fn admit(
+    running: &mut HashMap<u64, CancellationToken>,
+    req: &TaskRequest,
+    limit: usize,
+) -> Result<Option<CancellationToken>, TaskError> {
+    check_sizes(&req.kind, &req.payload)?;
+    if running.contains_key(&req.id) {
+        return Err(TaskError::DuplicateId);
+    }
+    if running.len() >= limit.max(1) {
+        return Ok(None);
+    }
+    let token = CancellationToken::new();
+    running.insert(req.id, token.clone());
+    Ok(Some(token))
 }
 
 /// Settings of the task protocol.
@@ -280,12 +316,7 @@ impl Scheduler {
         placement: Placement,
         now: Instant,
     ) -> Result<(), TaskError> {
-        if task.kind.len() > MAX_KIND_LEN {
-            return Err(TaskError::KindTooLong);
-        }
-        if task.payload.len() > MAX_PAYLOAD_LEN {
-            return Err(TaskError::PayloadTooLong);
-        }
+        check_sizes(&task.kind, &task.payload)?;
         if placement == Placement::Peers(Vec::new()) {
             return Err(TaskError::EmptyPlacement);
         }
@@ -772,19 +803,20 @@ impl Tasks {
                             let _ = responder.respond(&TaskReply::NoHandler).await;
                             continue;
                         };
-                        let token = CancellationToken::new();
-                        let admitted = {
-                            let mut running = lock(&running);
-                            let free = running.len() < this.inner.config.worker_concurrency.max(1);
-                            if free {
-                                running.insert(req.id, token.clone());
+                        let limit = this.inner.config.worker_concurrency;
+                        let admitted = admit(&mut lock(&running), &req, limit);
+                        let token = match admitted {
+                            Ok(Some(token)) => token,
+                            Ok(None) => {
+                                let _ = responder.respond(&TaskReply::Busy).await;
+                                continue;
                             }
-                            free
+                            Err(e) => {
+                                tracing::debug!(peer = %peer.short(), "task request refused: {e}");
+                                let _ = responder.respond(&TaskReply::Failed(e.to_string())).await;
+                                continue;
+                            }
                         };
-                        if !admitted {
-                            let _ = responder.respond(&TaskReply::Busy).await;
-                            continue;
-                        }
                         this.inner.metrics.task(TaskEvent::Executed);
                         let running = running.clone();
                         channel.spawn(async move {

@@ -192,3 +192,38 @@ fn test_bad_submissions_name_their_fault() {
         Err(TaskError::EmptyPlacement)
     );
 }
+
+#[test]
+fn test_worker_names_the_fault_of_a_bad_request() {
+    let mut running = HashMap::new();
+    let req = |id: u64, kind: &str, len: usize| TaskRequest {
+        id,
+        kind: kind.into(),
+        payload: vec![0; len],
+    };
+    let long_kind = "k".repeat(MAX_KIND_LEN + 1);
+    assert!(matches!(
+        admit(&mut running, &req(1, &long_kind, 0), 2),
+        Err(TaskError::KindTooLong)
+    ));
+    assert!(matches!(
+        admit(&mut running, &req(1, "k", MAX_PAYLOAD_LEN + 1), 2),
+        Err(TaskError::PayloadTooLong)
+    ));
+    assert!(running.is_empty(), "refused requests take no slot");
+    let first = admit(&mut running, &req(1, "k", 1), 2).unwrap();
+    assert!(first.is_some());
+    assert!(
+        matches!(
+            admit(&mut running, &req(1, "k", 1), 2),
+            Err(TaskError::DuplicateId)
+        ),
+        "a second request with a running id must not replace its cancel token"
+    );
+    assert!(admit(&mut running, &req(2, "k", 1), 2).unwrap().is_some());
+    assert!(
+        matches!(admit(&mut running, &req(3, "k", 1), 2), Ok(None)),
+        "busy"
+    );
+    assert_eq!(running.len(), 2);
+}
