@@ -13,7 +13,10 @@ use std::time::Duration;
 use common::*;
 use futures::SinkExt;
 use knotwork_core::Keypair;
-use knotwork_node::{CloseReason, DisconnectReason, NodeError, NodeEvent, SessionKind, Sessions};
+use knotwork_node::{
+    Channel, CloseReason, DisconnectReason, Node, NodeConfig, NodeError, NodeEvent, SessionKind,
+    Sessions,
+};
 use knotwork_wire::{Frame, Message};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,18 +97,28 @@ async fn a_peer_that_stops_answering_is_dropped_after_the_ping_timeout() {
     a.shutdown().await;
 }
 
-#[tokio::test]
-async fn the_connection_limit_refuses_the_excess_with_a_reason() {
-    let mut config = fast_config();
-    config.max_inbound = 1;
+/// Starts node `a` with `config` and two nodes `b`, `c`; `b` connects to
+/// `a`, then `c` is refused with `reason`. Returns the nodes and `b`'s channel.
+async fn refuse_the_second(
+    config: NodeConfig,
+    reason: DisconnectReason,
+) -> (Node, Node, Node, Channel) {
     let a = start(tcp_node().config(config)).await;
     let b = start(tcp_node()).await;
     let c = start(tcp_node()).await;
     let kept = b.connect(&addr(&a)).await.unwrap();
     match c.connect(&addr(&a)).await {
-        Err(NodeError::Refused(DisconnectReason::TooManyPeers)) => {}
-        other => panic!("expected a TooManyPeers refusal, got {other:?}"),
+        Err(NodeError::Refused(r)) if r == reason => {}
+        other => panic!("expected a {reason:?} refusal, got {other:?}"),
     }
+    (a, b, c, kept)
+}
+
+#[tokio::test]
+async fn the_connection_limit_refuses_the_excess_with_a_reason() {
+    let mut config = fast_config();
+    config.max_inbound = 1;
+    let (a, b, c, kept) = refuse_the_second(config, DisconnectReason::TooManyPeers).await;
     // The existing peer keeps working: it outlives several ping timeouts
     // (it would be dropped without pong replies) and its requests succeed.
     tokio::time::sleep(PING_TIMEOUT * 2).await;
@@ -467,14 +480,7 @@ async fn a_redial_by_the_same_peer_replaces_its_stale_connection() {
 async fn the_per_ip_limit_refuses_the_excess_with_a_reason() {
     let mut config = fast_config();
     config.max_per_ip = 1;
-    let a = start(tcp_node().config(config)).await;
-    let b = start(tcp_node()).await;
-    let c = start(tcp_node()).await;
-    let kept = b.connect(&addr(&a)).await.unwrap();
-    match c.connect(&addr(&a)).await {
-        Err(NodeError::Refused(DisconnectReason::TooManyFromIp)) => {}
-        other => panic!("expected a TooManyFromIp refusal, got {other:?}"),
-    }
+    let (a, b, c, kept) = refuse_the_second(config, DisconnectReason::TooManyFromIp).await;
     // When b leaves, the slot frees up for c.
     kept.close(DisconnectReason::other("done")).await;
     eventually(LONG, "a forgot b", || a.peers().is_empty()).await;
