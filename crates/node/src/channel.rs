@@ -149,6 +149,9 @@ struct Inner {
     closing: CancellationToken,
     /// Mirrors `closing` for a lock-free check on the send path.
     closing_flag: AtomicBool,
+    /// Cancelled when the writer task has ended (its last bytes written,
+    /// or abandoned after the drain timeout).
+    written: CancellationToken,
     /// Cancelled when the channel is fully closed and cleaned up.
     closed: CancellationToken,
 }
@@ -210,6 +213,7 @@ impl Channel {
             buffers: OnceLock::new(),
             closing: CancellationToken::new(),
             closing_flag: AtomicBool::new(false),
+            written: CancellationToken::new(),
             closed: CancellationToken::new(),
         });
         let channel = Self { inner };
@@ -289,7 +293,9 @@ impl Channel {
         self.inner.closing_flag.load(Ordering::Acquire)
     }
 
-    /// Waits until the channel is closed; returns why.
+    /// Waits until the channel is closed; returns why. By then the writer
+    /// has ended: what was queued (a closing `Disconnect` among it) has
+    /// been written, or abandoned after the drain timeout.
     pub async fn closed(&self) -> CloseReason {
         self.inner.closed.cancelled().await;
         self.close_reason().unwrap_or(CloseReason::Eof)
@@ -553,6 +559,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut codec: FrameCodec,
 ) {
     let inner = &channel.inner;
+    // However the writer ends (even aborted), `closed` may then fire.
+    let _written = inner.written.clone().drop_guard();
     // Allocated per batch (without zeroing) and freed when the queue runs
     // dry, so an idle channel holds no write buffer.
     let mut buf = BytesMut::new();
@@ -706,6 +714,10 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRea
     lock(&inner.pending).clear();
     let jobs = lock(&inner.jobs).take();
     drop(jobs);
+    // Closed means the writer is done too: whoever waits for it (a node
+    // shutting down, then the process exiting) must not cut the Disconnect
+    // and the queued frames off before they are written.
+    inner.written.cancelled().await;
     tracing::debug!(peer = %inner.info.peer_id.short(), reason = ?channel.close_reason(), "channel closed");
     inner.closed.cancel();
 }
@@ -846,10 +858,14 @@ mod tests {
     use tokio::io::{DuplexStream, ReadBuf};
     use tokio_util::codec::Framed;
 
-    /// A stream that counts flushes.
+    /// A stream that counts flushes and can make each write wait first.
     struct Counted {
         io: DuplexStream,
         flushes: Arc<AtomicUsize>,
+        /// How long each write waits before it starts.
+        write_delay: Duration,
+        /// The wait of the write in progress.
+        waiting: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 
     impl AsyncRead for Counted {
@@ -868,7 +884,16 @@ mod tests {
             cx: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<std::io::Result<usize>> {
-            Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+            let this = self.get_mut();
+            if !this.write_delay.is_zero() {
+                let delay = this.write_delay;
+                let wait = this
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+                std::task::ready!(wait.as_mut().poll(cx));
+                this.waiting = None;
+            }
+            Pin::new(&mut this.io).poll_write(cx, buf)
         }
         fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             let this = self.get_mut();
@@ -895,6 +920,8 @@ mod tests {
         let io = Counted {
             io: a,
             flushes: flushes.clone(),
+            write_delay: Duration::ZERO,
+            waiting: None,
         };
         let parts = FramedParts::new::<Frame>(io, FrameCodec::new());
         let info = ChannelInfo {
@@ -1034,6 +1061,31 @@ mod tests {
             assert_eq!(decode::<Pong>(&f.payload).unwrap(), Pong { nonce });
         }
         assert_eq!(flushes.load(Ordering::SeqCst), 1, "50 frames, one flush");
+    }
+
+    /// Regression: `closed` used to fire as soon as the reader stopped, while
+    /// the writer still held the Disconnect; a process exiting right after
+    /// `Node::shutdown` then cut it off and the peer saw a bare EOF.
+    #[tokio::test(start_paused = true)]
+    async fn closed_means_the_disconnect_was_written() {
+        let (ch, mut io, mut peer, _) = channel(ChannelConfig::default());
+        io.parts.io.write_delay = Duration::from_millis(100);
+        io.start(&ch);
+        ch.close(DisconnectReason::Shutdown).await;
+        ch.closed().await;
+        let f = peer
+            .next()
+            .now_or_never()
+            .expect("the Disconnect is already written")
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.msg_id, Disconnect::ID);
+        let d: Disconnect = decode(&f.payload).unwrap();
+        assert_eq!(d.reason, DisconnectReason::Shutdown);
+        assert!(
+            peer.next().await.is_none(),
+            "then the write side shuts down"
+        );
     }
 
     #[tokio::test]
