@@ -212,6 +212,10 @@ pub(crate) fn protocol(
     }
 }
 
+/// The shortest time a punch waits for the direct channel after its own
+/// dials ended, before it counts as failed.
+const MIN_SUCCESS_WINDOW: Duration = Duration::from_secs(5);
+
 /// Dials `targets` from our listen port and runs the pipeline on the first
 /// connection; counts the attempt and, if `peer` ends up on a direct
 /// channel, the success.
@@ -245,7 +249,10 @@ async fn punch(shared: Arc<Shared>, peer: PeerId, targets: Vec<SocketAddr>, tcp:
             .get(&peer)
             .is_some_and(|c| !c.remote_addr().is_relayed())
     };
-    let waited = tokio::time::timeout(shared.config.handshake_timeout, async {
+    // The other side's dial has its own handshake timeout and may land
+    // after ours gave up (more so on a loaded host): give it a wider window.
+    let window = (shared.config.handshake_timeout * 3).max(MIN_SUCCESS_WINDOW);
+    let waited = tokio::time::timeout(window, async {
         while !direct(&shared) {
             if let Err(tokio::sync::broadcast::error::RecvError::Closed) = events.recv().await {
                 return;
