@@ -16,6 +16,7 @@
 //! - [`memory`]: memory per idle connection (child processes).
 //! - [`report`]: table, JSON, chart.
 //! - [`sys`]: pinning, fd limit, RSS, thread CPU time.
+//! - [`watchdog`]: a progress line per scenario and a time limit on each.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -30,6 +31,7 @@ mod report;
 mod sides;
 mod stream;
 mod sys;
+mod watchdog;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -110,6 +112,11 @@ fn main() {
     }
     let sizes = if opts.quick { &QUICK } else { &FULL };
     sys::raise_nofile();
+    watchdog::start(if opts.quick {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(600)
+    });
     let mut rows = Vec::new();
     for placement in [Placement::Pinned(opts.cpu), Placement::Unpinned] {
         eprintln!("perf: measuring {}", placement.label());
@@ -117,8 +124,10 @@ fn main() {
     }
     eprintln!("perf: memory per idle connection");
     for &count in sizes.memory {
+        watchdog::step(format_args!("idle memory, {count} connections"));
         memory_rows(count, &mut rows);
     }
+    watchdog::idle();
     let report = Report {
         quick: opts.quick,
         cpu: opts.cpu,
@@ -210,6 +219,7 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
     let mut out = Rows { placement, rows };
     let secure = [Suite::ChaChaPoly, Suite::AesGcm];
 
+    watchdog::step("bulk raw tcp");
     let raw_bulk = stream::bulk(&sides, Layer::Raw, sizes.bulk);
     out.push(
         "bulk",
@@ -224,8 +234,10 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
     for suite in secure {
         let layer = Layer::Secure(suite);
         let total = sizes.bulk;
+        watchdog::step(format_args!("aead {suite:?} in memory"));
         let aead = sides.server(async move { crypto::aead_rate(suite, total) });
         let limit = 1.0 / (1.0 + raw_bulk / aead);
+        watchdog::step(format_args!("bulk {}", layer.label()));
         let rate = stream::bulk(&sides, layer, sizes.bulk);
         let target = match suite {
             Suite::AesGcm => ">= 0.5x",
@@ -260,6 +272,7 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
     ];
     let mut raw_rtt = 0.0;
     for layer in layers {
+        watchdog::step(format_args!("rtt 64B {}", layer.label()));
         let times = stream::ping_pong(&sides, layer, sizes.rounds);
         let m = out.latencies(
             "rtt 64B",
@@ -274,6 +287,7 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
     }
     let mut raw_pipe = 0.0;
     for layer in layers {
+        watchdog::step(format_args!("pipelined 64B {}", layer.label()));
         let rate = stream::pipelined(&sides, layer, sizes.pipelined);
         if layer == Layer::Raw {
             raw_pipe = rate;
@@ -291,6 +305,7 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
     }
     let mut raw_connect = 0.0;
     for layer in [Layer::Raw, Layer::Secure(Suite::preferred())] {
+        watchdog::step(format_args!("connect {}", layer.label()));
         let times = stream::connect(&sides, layer, sizes.connects);
         let label = match layer {
             Layer::Raw => "raw tcp connect".to_string(),
@@ -308,7 +323,9 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
         }
     }
 
+    watchdog::step("node pair");
     let mut pair = node::pair(&sides);
+    watchdog::step("rtt 64B node request/response");
     let times = pair.request_response(&sides, sizes.rounds);
     out.latencies(
         "rtt 64B",
@@ -317,6 +334,7 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
         ("raw tcp ping-pong", raw_rtt),
         "<= 1.5x",
     );
+    watchdog::step("pipelined 64B node typed send");
     let rate = pair.pipelined(&sides, sizes.pipelined);
     out.push(
         "pipelined 64B",
@@ -328,6 +346,7 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
         None,
         ">= 0.2x",
     );
+    watchdog::step("connect node (first and reconnect)");
     let (first, again) = pair.connects(&sides, sizes.connects);
     out.latencies(
         "connect",
@@ -343,12 +362,14 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
         ("raw tcp connect", raw_connect),
         "<= 400 us",
     );
+    watchdog::step("node pair shutdown");
     pair.shutdown(&sides);
     drop(sides);
 
     let suite = Suite::preferred();
     let one = Sides::new(placement);
     let count = sizes.handshakes;
+    watchdog::step("snow XX responder in memory");
     let snow = one.server(async move { crypto::snow_responder_rate(suite, count) });
     drop(one);
     out.push(
@@ -362,6 +383,7 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
         "",
     );
     let split = Sides::split(placement);
+    watchdog::step("node inbound handshakes");
     let (wall, cpu) = node::inbound_handshakes(&split, sizes.handshakes, 24);
     drop(split);
     let per_core = sizes.handshakes as f64 / cpu;
