@@ -277,7 +277,10 @@ impl DhtHandle {
         let channel = channel.clone();
         let peer = channel.remote_peer_id();
         let info = channel.info();
-        let listen = info.version.parsed_listen_addrs().unwrap_or_default();
+        let listen = reachable_at(
+            info.version.parsed_listen_addrs().unwrap_or_default(),
+            channel.remote_addr(),
+        );
         let serves = info.version.protocols.iter().any(|p| p == NAME);
         let addr = listen
             .first()
@@ -403,6 +406,44 @@ impl DhtHandle {
     }
 }
 
+/// A peer's listen addresses as others can dial them: a wildcard IP
+/// (`tcp/0.0.0.0:4000`, `tcp/[::]:4000`) means "every address of the host",
+/// which nobody else can dial, so it becomes the IP the peer's connection
+/// comes from, with the listen port (of the same family; else dropped).
+fn reachable_at(listen: Vec<PeerAddr>, remote: &PeerAddr) -> Vec<PeerAddr> {
+    let seen = match remote {
+        PeerAddr::Tcp(sa) => Some(sa.ip()),
+        _ => None,
+    };
+    let mut out: Vec<PeerAddr> = Vec::with_capacity(listen.len());
+    for addr in listen {
+        let addr = match addr {
+            PeerAddr::Tcp(sa) if sa.ip().is_unspecified() => match seen {
+                Some(ip) if ip.is_ipv4() == sa.is_ipv4() => {
+                    PeerAddr::Tcp(std::net::SocketAddr::new(ip, sa.port()))
+                }
+                _ => continue,
+            },
+            other => other,
+        };
+        if !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    out
+}
+
+/// Our own addresses for our peer record: wildcard listen addresses say
+/// nothing to a peer elsewhere, so they are left out (peers learn those
+/// from the connection instead, see [`reachable_at`]).
+fn publishable(addrs: &[PeerAddr]) -> Vec<PeerAddr> {
+    addrs
+        .iter()
+        .filter(|a| !matches!(a, PeerAddr::Tcp(sa) if sa.ip().is_unspecified()))
+        .cloned()
+        .collect()
+}
+
 /// A peer record's value: one address per line; lines that do not parse
 /// are skipped.
 fn encode_addrs(addrs: &[PeerAddr]) -> Vec<u8> {
@@ -428,7 +469,11 @@ impl Discovery for DhtHandle {
     }
 
     async fn announce(&self, info: &LocalPeerInfo) -> Result<(), DiscoveryError> {
-        self.put(peer_record_key(&info.peer_id), encode_addrs(&info.addrs))
+        let addrs = publishable(&info.addrs);
+        if addrs.is_empty() {
+            return Ok(());
+        }
+        self.put(peer_record_key(&info.peer_id), encode_addrs(&addrs))
             .await
             .map(drop)
             .map_err(|e| DiscoveryError::Failed(e.to_string()))
@@ -620,7 +665,10 @@ impl Driver {
             if !version.protocols.iter().any(|p| p == NAME) {
                 continue;
             }
-            let addrs = version.parsed_listen_addrs().unwrap_or_default();
+            let addrs = reachable_at(
+                version.parsed_listen_addrs().unwrap_or_default(),
+                ch.remote_addr(),
+            );
             if !addrs.is_empty() {
                 let _ = self.core.add_peer(now, ch.remote_peer_id(), &addrs);
             }
@@ -776,6 +824,29 @@ mod tests {
         ] {
             assert_eq!(offence(&e).1, None, "{e}");
         }
+    }
+
+    #[test]
+    fn wildcard_listen_addresses_become_the_address_the_peer_is_seen_at() {
+        let a = |s: &str| s.parse::<PeerAddr>().unwrap();
+        let listen = vec![
+            a("tcp/0.0.0.0:4000"),
+            a("tcp/[::]:4000"),
+            a("tcp/192.0.2.7:4001"),
+            a("tcp/10.0.0.2:4000"),
+        ];
+        assert_eq!(
+            reachable_at(listen.clone(), &a("tcp/10.0.0.2:51234")),
+            vec![a("tcp/10.0.0.2:4000"), a("tcp/192.0.2.7:4001")]
+        );
+        assert_eq!(
+            reachable_at(listen.clone(), &a("mem/3")),
+            vec![a("tcp/192.0.2.7:4001"), a("tcp/10.0.0.2:4000")]
+        );
+        assert_eq!(
+            publishable(&listen),
+            vec![a("tcp/192.0.2.7:4001"), a("tcp/10.0.0.2:4000")]
+        );
     }
 
     #[tokio::test(start_paused = true)]
