@@ -31,6 +31,7 @@ use crate::backoff::BackoffConfig;
 use crate::meter::{MeterConfig, RateBudget};
 use crate::node::NodeConfig;
 use crate::protocol::ping::PingConfig;
+use crate::protocol::relay::RelayLimits;
 
 /// The commented example `knot.toml` printed by `knot config example`;
 /// every field at its default (a test checks that).
@@ -216,6 +217,43 @@ impl Default for NatSection {
     }
 }
 
+/// The `[relay]` section: the circuit relay service and hole punching
+/// ([`crate::nat`]); the limits apply when `service` is on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RelaySection {
+    /// Offer the relay service ([`crate::nat::NatConfig::relay_service`]).
+    pub service: bool,
+    /// [`RelayLimits::max_reservations`].
+    pub max_reservations: usize,
+    /// [`RelayLimits::max_circuits`].
+    pub max_circuits: usize,
+    /// [`RelayLimits::max_circuits_per_peer`].
+    pub max_circuits_per_peer: usize,
+    /// [`RelayLimits::max_bytes`].
+    pub max_bytes: u64,
+    /// [`RelayLimits::max_duration`].
+    pub max_duration_ms: u64,
+    /// [`crate::nat::NatConfig::holepunch`].
+    pub holepunch: bool,
+}
+
+impl Default for RelaySection {
+    fn default() -> Self {
+        let limits = RelayLimits::default();
+        Self {
+            service: false,
+            max_reservations: limits.max_reservations,
+            max_circuits: limits.max_circuits,
+            max_circuits_per_peer: limits.max_circuits_per_peer,
+            max_bytes: limits.max_bytes,
+            max_duration_ms: millis(limits.max_duration),
+            holepunch: crate::nat::NatConfig::default().holepunch,
+        }
+    }
+}
+
 /// The fields of `knot.toml`, as written; see [`EXAMPLE`] and the module docs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -260,6 +298,8 @@ pub struct FileConfig {
     pub mdns: MdnsSection,
     /// NAT traversal.
     pub nat: NatSection,
+    /// The relay service and hole punching.
+    pub relay: RelaySection,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -337,6 +377,7 @@ impl Default for FileConfig {
             dht: DhtSection::default(),
             mdns: MdnsSection::default(),
             nat: NatSection::default(),
+            relay: RelaySection::default(),
         }
     }
 }
@@ -619,6 +660,30 @@ impl FileConfig {
             ));
         }
 
+        let r = &self.relay;
+        node.nat.holepunch = r.holepunch;
+        if r.service {
+            if r.max_bytes == 0 {
+                return Err(bad(
+                    "relay.max_bytes",
+                    r.max_bytes,
+                    "must be greater than 0",
+                ));
+            }
+            let limits = RelayLimits {
+                max_reservations: nonzero("relay.max_reservations", r.max_reservations)?,
+                max_circuits: nonzero("relay.max_circuits", r.max_circuits)?,
+                max_circuits_per_peer: nonzero(
+                    "relay.max_circuits_per_peer",
+                    r.max_circuits_per_peer,
+                )?,
+                max_bytes: r.max_bytes,
+                max_duration: positive("relay.max_duration_ms", r.max_duration_ms)?,
+                ..RelayLimits::default()
+            };
+            node.nat.relay_service = Some(limits);
+        }
+
         Ok(Validated {
             data_dir: self.data_dir.clone(),
             listen,
@@ -724,7 +789,7 @@ mod tests {
 
     #[test]
     fn out_of_range_values_are_refused_by_name() {
-        let cases: [(&str, Breaker); 10] = [
+        let cases: [(&str, Breaker); 13] = [
             ("max_inbound", |c| c.max_inbound = 0),
             ("handshake_timeout_ms", |c| c.handshake_timeout_ms = 0),
             ("ping.timeout_ms", |c| c.ping.timeout_ms = 0),
@@ -749,6 +814,18 @@ mod tests {
             }),
             ("backoff.max_ms", |c| c.backoff.max_ms = 1),
             ("nat.upnp_lease_ms", |c| c.nat.upnp_lease_ms = 999),
+            ("relay.max_circuits", |c| {
+                c.relay.service = true;
+                c.relay.max_circuits = 0
+            }),
+            ("relay.max_bytes", |c| {
+                c.relay.service = true;
+                c.relay.max_bytes = 0
+            }),
+            ("relay.max_duration_ms", |c| {
+                c.relay.service = true;
+                c.relay.max_duration_ms = 0
+            }),
         ];
         for (field, break_it) in cases {
             let mut c = FileConfig::default();

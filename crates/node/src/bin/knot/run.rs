@@ -51,7 +51,8 @@ pub(crate) struct Args {
     /// Keep a connection to peer ADDR (repeatable).
     #[arg(long, short = 'p', value_name = "ADDR")]
     peer: Vec<PeerAddr>,
-    /// Offer the relay service to peers (default limits).
+    /// Offer the relay service to peers (as `[relay] service = true`; the
+    /// limits come from `[relay]`).
     #[arg(long)]
     relay_service: bool,
     /// Keep a connection to the relay at ADDR and a reservation on it (repeatable).
@@ -348,10 +349,10 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
             *list = given.iter().map(ToString::to_string).collect();
         }
     }
-    let mut config = file.validate()?;
     if args.relay_service {
-        config.node.nat.relay_service = Some(Default::default());
+        file.relay.service = true;
     }
+    let config = file.validate()?;
     let data_dir = resolve_dir(&config.data_dir);
     create_private_dir(&data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
