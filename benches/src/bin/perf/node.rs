@@ -175,26 +175,33 @@ impl Pair {
         let server = self.server.node.clone();
         sides.client(async move {
             let mut first = Vec::with_capacity(count);
-            for _ in 0..count {
+            for i in 0..count {
                 let fresh = client_node().await;
                 let t = Instant::now();
-                let c = fresh.connect(&addr).await.expect("connect");
+                let c = step(i, "first contact: connect", fresh.connect(&addr))
+                    .await
+                    .expect("connect");
                 first.push(t.elapsed());
-                fresh.shutdown().await;
-                c.closed().await;
+                step(i, "first contact: shutdown", fresh.shutdown()).await;
+                step(i, "first contact: closed", c.closed()).await;
             }
             let again = client_node().await;
             let mut repeat = Vec::with_capacity(count);
-            for _ in 0..count {
+            for i in 0..count {
                 let t = Instant::now();
-                let c = again.connect(&addr).await.expect("reconnect");
+                let c = step(i, "reconnect: connect", again.connect(&addr))
+                    .await
+                    .expect("reconnect");
                 repeat.push(t.elapsed());
-                c.close(knotwork_node::DisconnectReason::other("bench"))
-                    .await;
-                c.closed().await;
-                while server.channel(&again.peer_id()).is_some() {
-                    tokio::task::yield_now().await;
-                }
+                let bench = knotwork_node::DisconnectReason::other("bench");
+                step(i, "reconnect: close", c.close(bench)).await;
+                step(i, "reconnect: closed", c.closed()).await;
+                let forget = async {
+                    while server.channel(&again.peer_id()).is_some() {
+                        tokio::task::yield_now().await;
+                    }
+                };
+                step(i, "reconnect: server forgets", forget).await;
             }
             again.shutdown().await;
             (first, repeat)
@@ -212,6 +219,18 @@ impl Pair {
 /// A dialed node connection, held open: the secure stream after the
 /// version exchange.
 pub type Light = Framed<SecureStream<TcpStream>, FrameCodec>;
+
+/// Awaits `f`, one step of round `i` of a scenario; panics naming the
+/// step when it takes longer than [`STEP_LIMIT`].
+async fn step<F: Future>(i: usize, what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(STEP_LIMIT, f).await {
+        Ok(out) => out,
+        Err(_) => panic!("round {i}, {what}: no progress in {STEP_LIMIT:?}"),
+    }
+}
+
+/// How long one step of a node scenario may take.
+const STEP_LIMIT: Duration = Duration::from_secs(20);
 
 /// Dials `addr` as a node would, with a fresh identity: Noise XX, then our
 /// `Version`, then the server's.
