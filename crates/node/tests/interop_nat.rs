@@ -156,9 +156,11 @@ fn node_maps_its_port_by_upnp_is_dialed_directly_and_unmaps_on_shutdown() {
         &["--upnp"],
         &[("KNOT_NAT_UPNP_LEASE_MS", "4000")],
     );
-    let log = bed.wait_log("b", "upnp mapped ");
-    let mapped_in = start.elapsed();
     let external = format!("tcp/{}", Site::RouterB.addr(PORT));
+    // The exact stdout line: the tracing line `upnp mapped external=…` on
+    // stderr comes first and must not end the wait.
+    let log = bed.wait_log("b", &format!("upnp mapped {external} "));
+    let mapped_in = start.elapsed();
     assert!(
         log.contains(&format!("upnp mapped {external} (lease 4 s)")),
         "{log}"

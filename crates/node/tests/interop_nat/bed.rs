@@ -513,11 +513,13 @@ deny 0-65535 0.0.0.0/0 0-65535
         }
     }
 
-    /// Waits until `name`'s log contains `needle`; returns the log.
+    /// Waits until a complete line of `name`'s log contains `needle`;
+    /// returns the log up to its last complete line.
     pub fn wait_log(&mut self, name: &str, needle: &str) -> String {
         let start = Instant::now();
         loop {
-            let log = self.log(name);
+            let mut log = self.log(name);
+            log.truncate(log.rfind('\n').map_or(0, |end| end + 1));
             if log.contains(needle) {
                 return log;
             }
