@@ -1,15 +1,19 @@
 //! Arbitrary bytes into the decoders of the NAT traversal messages (relay
-//! reservations, circuits and data; hole punch candidates), the first byte
-//! choosing the type, and relay data into the relay's bookkeeping.
+//! reservations, circuits and data; hole punch candidates; dial-back
+//! requests and results), the first byte choosing the type, relay data into
+//! the relay's bookkeeping and dial-back candidates into the limiter.
 //!
 //! Checks: nothing panics; a decoded message re-encodes and decodes to
-//! itself; the relay table accounts any circuit data and stays usable.
+//! itself; the relay table accounts any circuit data and stays usable; the
+//! dial-back limiter only ever admits the asker's own IP.
 #![no_main]
 
 use std::time::Instant;
 
 use knotwork_core::{PeerAddr, PeerId};
+use knotwork_node::nat::{DialBackLimiter, DialBackLimits};
 use knotwork_node::protocol::holepunch::Punch;
+use knotwork_node::protocol::reachability::{DialBack, DialBackResult};
 use knotwork_node::protocol::relay::{
     Accepted, Connect, Connected, FromRelay, Incoming, RelayLimits, RelayTable, Reserved, ToRelay,
 };
@@ -31,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
-    match which % 8 {
+    match which % 10 {
         0 => {
             if let Some(ToRelay::Data { circuit, data }) = roundtrip::<ToRelay>(bytes) {
                 let now = Instant::now();
@@ -49,6 +53,18 @@ fuzz_target!(|data: &[u8]| {
         4 => drop(roundtrip::<Accepted>(bytes)),
         5 => drop(roundtrip::<Incoming>(bytes)),
         6 => drop(roundtrip::<Connect>(bytes)),
+        7 => {
+            if let Some(DialBack { addrs }) = roundtrip::<DialBack>(bytes) {
+                let candidates: Vec<PeerAddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                let conn: PeerAddr = "tcp/198.51.100.7:50000".parse().expect("an address");
+                let mut limiter = DialBackLimiter::new(DialBackLimits::default());
+                if let Ok(target) = limiter.admit(peer(1), &conn, &candidates, Instant::now()) {
+                    assert_eq!(target.ip().to_string(), "198.51.100.7");
+                    assert_eq!(limiter.running(), 1);
+                }
+            }
+        }
+        8 => drop(roundtrip::<DialBackResult>(bytes)),
         _ => {
             if let Some(Punch { addrs }) = roundtrip::<Punch>(bytes) {
                 for a in addrs {

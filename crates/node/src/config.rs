@@ -206,6 +206,8 @@ pub struct NatSection {
     pub upnp: bool,
     /// The UPnP lease asked for, renewed at half of it.
     pub upnp_lease_ms: u64,
+    /// [`crate::nat::ReachabilityConfig::quorum`].
+    pub reachability_quorum: usize,
 }
 
 impl Default for NatSection {
@@ -213,6 +215,7 @@ impl Default for NatSection {
         Self {
             upnp: false,
             upnp_lease_ms: 3_600_000,
+            reachability_quorum: crate::nat::ReachabilityConfig::default().quorum,
         }
     }
 }
@@ -660,6 +663,9 @@ impl FileConfig {
             ));
         }
 
+        node.nat.reachability.quorum =
+            nonzero("nat.reachability_quorum", self.nat.reachability_quorum)?;
+
         let r = &self.relay;
         node.nat.holepunch = r.holepunch;
         if r.service {
@@ -789,7 +795,7 @@ mod tests {
 
     #[test]
     fn out_of_range_values_are_refused_by_name() {
-        let cases: [(&str, Breaker); 13] = [
+        let cases: [(&str, Breaker); 14] = [
             ("max_inbound", |c| c.max_inbound = 0),
             ("handshake_timeout_ms", |c| c.handshake_timeout_ms = 0),
             ("ping.timeout_ms", |c| c.ping.timeout_ms = 0),
@@ -814,6 +820,7 @@ mod tests {
             }),
             ("backoff.max_ms", |c| c.backoff.max_ms = 1),
             ("nat.upnp_lease_ms", |c| c.nat.upnp_lease_ms = 999),
+            ("nat.reachability_quorum", |c| c.nat.reachability_quorum = 0),
             ("relay.max_circuits", |c| {
                 c.relay.service = true;
                 c.relay.max_circuits = 0
@@ -873,14 +880,21 @@ mod tests {
     fn the_nat_section_is_off_by_default_and_set_by_file_or_environment() {
         assert!(!FileConfig::default().validate().unwrap().nat.upnp);
         let mut c = FileConfig::from_toml("[nat]\nupnp = true").unwrap();
-        c.apply_env([("KNOT_NAT_UPNP_LEASE_MS", "4000")]).unwrap();
+        c.apply_env([
+            ("KNOT_NAT_UPNP_LEASE_MS", "4000"),
+            ("KNOT_NAT_REACHABILITY_QUORUM", "1"),
+        ])
+        .unwrap();
+        let v = c.validate().unwrap();
         assert_eq!(
-            c.validate().unwrap().nat,
+            v.nat,
             NatSection {
                 upnp: true,
-                upnp_lease_ms: 4000
+                upnp_lease_ms: 4000,
+                reachability_quorum: 1,
             }
         );
+        assert_eq!(v.node.nat.reachability.quorum, 1);
     }
 
     #[test]

@@ -174,6 +174,10 @@ pub struct StatusReport {
     pub uptime_ms: u64,
     /// Peers banned now.
     pub banned: usize,
+    /// Whether peers can dial the node: `public <addr>`, `private` or
+    /// `unknown` (see [`crate::protocol::reachability`]).
+    #[serde(default)]
+    pub reachability: String,
 }
 
 /// A peer found through the DHT.
@@ -371,7 +375,9 @@ impl Book {
                 }
             }
             NodeEvent::RelayReserved { .. } => {}
-            NodeEvent::UpnpMapped { .. } | NodeEvent::UpnpLost { .. } => {}
+            NodeEvent::UpnpMapped { .. }
+            | NodeEvent::UpnpLost { .. }
+            | NodeEvent::ReachabilityChanged { .. } => {}
         }
     }
 }
@@ -585,6 +591,7 @@ impl NodeControl {
             outbound: peers.len() - inbound,
             uptime_ms: millis(self.started.elapsed()),
             banned: book.banned.len(),
+            reachability: self.node.reachability().to_string(),
         }
     }
 }
@@ -868,18 +875,22 @@ mod tests {
                 any::<usize>(),
                 any::<usize>(),
                 any::<u64>(),
-                any::<usize>()
+                any::<usize>(),
+                "(unknown|private|public tcp/[0-9.:]{1,21})"
             )
-                .prop_map(|(peer_id, listen, inbound, outbound, uptime_ms, banned)| {
-                    Response::Status(StatusReport {
-                        peer_id,
-                        listen,
-                        inbound,
-                        outbound,
-                        uptime_ms,
-                        banned,
-                    })
-                }),
+                .prop_map(
+                    |(peer_id, listen, inbound, outbound, uptime_ms, banned, reachability)| {
+                        Response::Status(StatusReport {
+                            peer_id,
+                            listen,
+                            inbound,
+                            outbound,
+                            uptime_ms,
+                            banned,
+                            reachability,
+                        })
+                    },
+                ),
             ".*".prop_map(|message| Response::Error { message }),
             (
                 "[1-9A-Za-z]{1,44}",

@@ -89,6 +89,7 @@ struct Inner {
     #[cfg_attr(not(feature = "upnp"), allow(dead_code))]
     upnp: Family<Labels, Counter>,
     upnp_mapped: Gauge,
+    reachability: Family<Labels, Gauge>,
 }
 
 /// The node's metrics; cheap to clone. See the module docs.
@@ -260,8 +261,16 @@ impl Metrics {
             "1 while the UPnP gateway maps the listen port",
             upnp_mapped.clone(),
         );
+        let reachability = Family::<Labels, Gauge>::default();
+        registry.register(
+            "reachability",
+            "1 for the node's reachability as peers' dial-backs found it (public, private, unknown)",
+            reachability.clone(),
+        );
+        set_reachability(&reachability, "unknown");
         Self {
             inner: Arc::new(Inner {
+                reachability,
                 relay_circuits,
                 holepunch_attempts,
                 holepunch_successes,
@@ -479,7 +488,19 @@ impl Metrics {
             NodeEvent::UpnpLost { .. } => {
                 self.inner.upnp_mapped.set(0);
             }
+            NodeEvent::ReachabilityChanged { reachability } => {
+                set_reachability(&self.inner.reachability, reachability.state());
+            }
         }
+    }
+}
+
+/// Sets the `state` series of `knot_reachability` to 1 and the others to 0.
+fn set_reachability(family: &Family<Labels, Gauge>, state: &'static str) {
+    for s in ["public", "private", "unknown"] {
+        family
+            .get_or_create(&vec![("state", s)])
+            .set(i64::from(s == state));
     }
 }
 

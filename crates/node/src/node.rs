@@ -122,6 +122,12 @@ pub enum NodeEvent {
         /// The address that was mapped.
         external: PeerAddr,
     },
+    /// Peers' dial-backs changed the verdict on our reachability (see
+    /// [`crate::protocol::reachability`]).
+    ReachabilityChanged {
+        /// The new verdict.
+        reachability: crate::nat::Reachability,
+    },
 }
 
 /// A snapshot of one connected peer.
@@ -518,6 +524,12 @@ impl Node {
     #[cfg(feature = "upnp")]
     pub fn upnp_mapping(&self) -> Option<crate::upnp::UpnpMapping> {
         self.shared.upnp.mapping()
+    }
+
+    /// Whether peers can dial this node, as their dial-backs said last
+    /// (see [`crate::protocol::reachability`]).
+    pub fn reachability(&self) -> crate::nat::Reachability {
+        lock(&self.shared.nat.reachability).clone()
     }
 
     /// The connected peers.

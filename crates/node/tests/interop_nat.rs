@@ -397,3 +397,111 @@ fn relay_refuses_circuits_over_its_per_peer_limit_and_stays_up() {
         &refused[refused.find("relay limit").unwrap_or(0)..]
     );
 }
+
+/// Waits for the whole stdout line `reachability <want>` (`public <addr>`
+/// or `private`) of `node`: not for any verdict (a node may say `private`
+/// before its UPnP mapping makes it public), and not for the stderr tracing
+/// line that ends the same way and comes first.
+fn wait_reachability(bed: &mut Bed, node: &Knot, want: &str, start: Instant) -> Duration {
+    let line = format!("reachability {want}");
+    let log = bed.wait_log(&node.name, &format!("\n{line}\n"));
+    assert!(log.lines().any(|l| l == line), "{log}");
+    start.elapsed()
+}
+
+/// `knot dht find <peer>` on `node`, polled until the answer lists
+/// `addr`; returns the addresses and how long that took.
+fn wait_dht_find(bed: &Bed, node: &Knot, peer: &Knot, addr: &str) -> (Vec<String>, Duration) {
+    let start = Instant::now();
+    let data = node.dir.display().to_string();
+    let knot = env!("CARGO_BIN_EXE_knot");
+    loop {
+        // Exit code 1 (not found yet) is an answer too.
+        let args = [
+            knot,
+            "dht",
+            "find",
+            &peer.peer_id,
+            "--json",
+            "--data-dir",
+            &data,
+        ];
+        let last = match bed.exec(node.site, &args) {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+            Err(e) => e,
+        };
+        if let Ok(answer) = serde_json::from_str::<serde_json::Value>(last.trim()) {
+            let addrs: Vec<String> = answer["peer"]["addrs"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if addrs.iter().any(|a| a == addr) {
+                return (addrs, start.elapsed());
+            }
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{} never found {addr} for {} in the DHT; last answer: {last}",
+            node.name,
+            peer.name
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The reachability check through real NAT: the relay and the public node
+/// are dialed back at their addresses (public), host A behind masquerade
+/// is not (private), host B's UPnP mapping makes it public at the router's
+/// address. Host A's relayed address is in its DHT peer record: host B,
+/// knowing only A's PeerId, finds it with `knot dht find` and connects
+/// through the relay, end to end authenticated.
+#[test]
+#[ignore = "needs root, nftables and miniupnpd: cargo xtask interop nat"]
+fn reachability_through_nat_and_a_relayed_peer_found_by_id() {
+    let Some(mut bed) = Bed::new(Options { upnp: true }) else {
+        return;
+    };
+    let start = Instant::now();
+    let at = format!("tcp/{}", Site::Relay.addr(PORT));
+    let public_at = format!("tcp/{}", Site::Public.addr(PORT));
+    let relay = bed.knot(Site::Relay, "relay", &["--relay-service"]);
+    let public = bed.knot(Site::Public, "public", &["--peer", &at]);
+    let a = bed.knot(Site::HostA, "a", &["--relay", &at, "--peer", &public_at]);
+    let b = bed.knot(
+        Site::HostB,
+        "b",
+        &["--upnp", "--peer", &at, "--peer", &public_at],
+    );
+
+    let relay_in = wait_reachability(&mut bed, &relay, &format!("public {at}"), start);
+    let public_in = wait_reachability(&mut bed, &public, &format!("public {public_at}"), start);
+    let a_in = wait_reachability(&mut bed, &a, "private", start);
+    let mapped = format!("tcp/{}", Site::RouterB.addr(PORT));
+    let b_in = wait_reachability(&mut bed, &b, &format!("public {mapped}"), start);
+    let status = bed.ctl(&b, &["status"]);
+    assert_eq!(
+        status["reachability"],
+        format!("public {mapped}"),
+        "{status}"
+    );
+    eprintln!(
+        "reachability (from the first start): relay public in {relay_in:?}, public node \
+         public in {public_in:?}, host A private in {a_in:?}, host B public at its UPnP \
+         mapping in {b_in:?}"
+    );
+
+    let relayed = relayed_address(&mut bed, &a);
+    let found_at = Instant::now();
+    let (addrs, found_in) = wait_dht_find(&bed, &b, &a, &relayed);
+    let connected_in = connect_through_relay(&bed, &b, &a, &relayed);
+    eprintln!(
+        "dht: B found A's relayed address by PeerId in {found_in:?} ({}); connected \
+         through the relay in {connected_in:?}; {:?} from the lookup's start",
+        addrs.join(" "),
+        found_at.elapsed()
+    );
+}

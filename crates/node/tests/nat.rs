@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use common::{fast_config, wait_event};
 use knotwork_core::{Keypair, MemoryTransport, PeerAddr};
-use knotwork_node::nat::NatConfig;
+use knotwork_node::nat::{DialBackError, DialBackLimits, NatConfig, Reachability};
+use knotwork_node::protocol::reachability::{DialBack, DialBackResult};
 use knotwork_node::protocol::relay::{RelayError, RelayLimits};
 use knotwork_node::{Node, NodeBuilder, NodeConfig, NodeError, NodeEvent, Sessions};
 use knotwork_wire::Message;
@@ -323,4 +324,121 @@ async fn a_failed_hole_punch_keeps_the_relayed_channel() {
     assert!(a.channel(&b.peer_id()).unwrap().same(&ch));
     let Echo(back) = ch.request::<Echo, Echo>(&Echo(vec![3; 10])).await.unwrap();
     assert_eq!(back, vec![3; 10]);
+}
+
+// --- Reachability: peers dial us back -----------------------------------------
+
+/// Waits for `node`'s verdict `want` (the exact event), at most 20 s.
+async fn wait_reachability(
+    events: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
+    want: &Reachability,
+) {
+    let event = wait_event(
+        events,
+        Duration::from_secs(20),
+        |e| matches!(e, NodeEvent::ReachabilityChanged { reachability } if reachability == want),
+    )
+    .await;
+    assert!(matches!(event, NodeEvent::ReachabilityChanged { .. }));
+}
+
+/// A listener on loopback asks two peers; both dial it back from fresh
+/// sockets and it reports Public at its listen address.
+#[tokio::test]
+async fn two_peers_dial_a_loopback_node_back_and_it_is_public() {
+    let p = tcp_node("127.0.0.1", fast_config()).start().await.unwrap();
+    let mut events = p.events();
+    assert_eq!(p.reachability(), Reachability::Unknown);
+    let s1 = tcp_node("127.0.0.1", fast_config()).start().await.unwrap();
+    let s2 = tcp_node("127.0.0.1", fast_config()).start().await.unwrap();
+    s1.connect(&p.listen_addrs()[0]).await.unwrap();
+    s2.connect(&p.listen_addrs()[0]).await.unwrap();
+    let want = Reachability::Public(p.listen_addrs()[0].clone());
+    wait_reachability(&mut events, &want).await;
+    assert_eq!(p.reachability(), want);
+    let metrics = p.metrics().encode();
+    assert!(
+        metrics.contains("knot_reachability{state=\"public\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("knot_reachability{state=\"unknown\"} 0"));
+}
+
+/// The node listens on 127.0.0.2 but its connections leave from 127.0.0.1:
+/// the peers see 127.0.0.1, dial its port there, find nothing (as a NAT
+/// would drop them) and it reports Private.
+#[tokio::test]
+async fn a_node_its_peers_cannot_dial_back_is_private() {
+    let x = tcp_node("127.0.0.2", fast_config()).start().await.unwrap();
+    let mut events = x.events();
+    let s1 = tcp_node("127.0.0.1", fast_config()).start().await.unwrap();
+    let s2 = tcp_node("127.0.0.1", fast_config()).start().await.unwrap();
+    x.connect(&s1.listen_addrs()[0]).await.unwrap();
+    x.connect(&s2.listen_addrs()[0]).await.unwrap();
+    wait_reachability(&mut events, &Reachability::Private).await;
+    assert_eq!(x.reachability(), Reachability::Private);
+}
+
+/// Asks `ch`'s peer to dial back at `addrs`; returns its answer.
+async fn dial_back(ch: &knotwork_node::Channel, addrs: &[&str]) -> Result<String, DialBackError> {
+    let request = DialBack {
+        addrs: addrs.iter().map(|a| (*a).to_owned()).collect(),
+    };
+    let DialBackResult(answer) = ch
+        .request_timeout::<DialBack, DialBackResult>(&request, Duration::from_secs(10))
+        .await
+        .unwrap();
+    answer
+}
+
+/// The answering side refuses by name: a third party's address, over its
+/// rate, over a non-IP (or relayed) channel, or when switched off.
+#[tokio::test]
+async fn dial_back_refusals_are_named() {
+    let mut config = fast_config();
+    let mut limits = DialBackLimits::default();
+    limits.per_peer = 1;
+    config.nat.dial_back = Some(limits);
+    let s = tcp_node("127.0.0.1", config).start().await.unwrap();
+    // No listener: this node never asks on its own.
+    let a = Node::builder(Keypair::generate().unwrap())
+        .config(fast_config())
+        .start()
+        .await
+        .unwrap();
+    let ch = a.connect(&s.listen_addrs()[0]).await.unwrap();
+    assert_eq!(
+        dial_back(&ch, &["tcp/192.0.2.1:4000"]).await,
+        Err(DialBackError::ThirdParty)
+    );
+    assert_eq!(
+        dial_back(&ch, &["junk", "tcp/0.0.0.0:4000"]).await,
+        Err(DialBackError::NoCandidate)
+    );
+    // Port 1 on loopback: nobody listens.
+    assert_eq!(
+        dial_back(&ch, &["tcp/127.0.0.1:1"]).await,
+        Err(DialBackError::Unreachable)
+    );
+    assert_eq!(
+        dial_back(&ch, &["tcp/127.0.0.1:1"]).await,
+        Err(DialBackError::PeerRateLimited)
+    );
+
+    let net = MemoryTransport::new();
+    let m = mem_node(&net, fast_config()).start().await.unwrap();
+    let b = mem_node(&net, fast_config()).start().await.unwrap();
+    let ch = b.connect(&m.listen_addrs()[0]).await.unwrap();
+    assert_eq!(
+        dial_back(&ch, &["tcp/127.0.0.1:1"]).await,
+        Err(DialBackError::NotDirect)
+    );
+    let mut off = fast_config();
+    off.nat.dial_back = None;
+    let m = mem_node(&net, off).start().await.unwrap();
+    let ch = b.connect(&m.listen_addrs()[0]).await.unwrap();
+    assert_eq!(
+        dial_back(&ch, &["tcp/127.0.0.1:1"]).await,
+        Err(DialBackError::Disabled)
+    );
 }

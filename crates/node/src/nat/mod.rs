@@ -14,8 +14,15 @@
 //! - [`crate::protocol::holepunch`]: over a relayed channel both ends try a
 //!   simultaneous TCP open from their listen ports and keep the direct
 //!   connection when it works ([`NatConfig::holepunch`]).
+//! - [`ReachabilityCheck`] and [`DialBackLimiter`] (sans-IO), run by
+//!   [`crate::protocol::reachability`]: peers dial the node back from fresh
+//!   sockets and it learns whether it is [`Reachability::Public`] (and at
+//!   which address) or [`Reachability::Private`]; it serves the same to
+//!   peers within [`NatConfig::dial_back`]. A relay reservation is held
+//!   whatever the verdict (a node asked to use a relay keeps one).
 
 mod observed;
+mod reachability;
 
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -25,6 +32,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 pub use observed::ObservedAddrs;
+pub use reachability::{
+    DialBackError, DialBackLimiter, DialBackLimits, Reachability, ReachabilityCheck,
+    ReachabilityConfig,
+};
 
 use crate::channel::Channel;
 use crate::error::NodeError;
@@ -52,6 +63,12 @@ pub struct NatConfig {
     pub holepunch: bool,
     /// Wait before asking a relay again after a failed reservation.
     pub reservation_retry: Duration,
+    /// How the node checks its own reachability by asking peers to dial it
+    /// back ([`crate::protocol::reachability`]).
+    pub reachability: ReachabilityConfig,
+    /// Dial peers back when they ask, within these limits; `None`: refuse
+    /// with [`DialBackError::Disabled`].
+    pub dial_back: Option<DialBackLimits>,
 }
 
 impl Default for NatConfig {
@@ -62,6 +79,8 @@ impl Default for NatConfig {
             observed_ttl: Duration::from_secs(30 * 60),
             holepunch: true,
             reservation_retry: Duration::from_secs(5),
+            reachability: ReachabilityConfig::default(),
+            dial_back: Some(DialBackLimits::default()),
         }
     }
 }
@@ -76,7 +95,11 @@ pub(crate) struct Nat {
     observed: Mutex<ObservedAddrs>,
     relayed: Mutex<Vec<PeerAddr>>,
     shared: OnceLock<Weak<Shared>>,
-    tcp: knotwork_transport_tcp::TcpTransport,
+    pub(crate) tcp: knotwork_transport_tcp::TcpTransport,
+    /// The last reachability verdict.
+    pub(crate) reachability: Mutex<Reachability>,
+    /// Admission of dial-back requests; `None` when the node refuses them.
+    pub(crate) dial_backs: Option<Mutex<DialBackLimiter>>,
 }
 
 impl Nat {
@@ -87,6 +110,9 @@ impl Nat {
         tcp: knotwork_transport_tcp::TcpTransport,
     ) -> Arc<Self> {
         let (incoming, rx) = mpsc::channel(INBOUND_QUEUE);
+        let dial_backs = config
+            .dial_back
+            .map(|limits| Mutex::new(DialBackLimiter::new(limits)));
         Arc::new(Self {
             service: config
                 .relay_service
@@ -103,6 +129,8 @@ impl Nat {
             relayed: Mutex::new(Vec::new()),
             shared: OnceLock::new(),
             tcp,
+            reachability: Mutex::new(Reachability::Unknown),
+            dial_backs,
         })
     }
 
@@ -117,12 +145,25 @@ impl Nat {
                 nat.incoming.clone(),
             )
         });
+        let nat = self.clone();
+        registry.register(
+            crate::protocol::reachability::NAME,
+            Sessions::ALL,
+            move |ch: &Channel| {
+                crate::protocol::reachability::protocol(ch, nat.shared.get().cloned())
+            },
+        );
         if self.config.holepunch {
             let nat = self.clone();
             registry.register("knot/holepunch", Sessions::ALL, move |ch: &Channel| {
                 crate::protocol::holepunch::protocol(ch, nat.shared.get().cloned(), nat.tcp.clone())
             });
         }
+    }
+
+    /// The external addresses peers confirmed.
+    pub(crate) fn confirmed(&self) -> Vec<PeerAddr> {
+        lock(&self.observed).confirmed()
     }
 
     /// Addresses to advertise besides the bound ones: confirmed external
@@ -169,6 +210,14 @@ impl Nat {
         }
         for addr in relays {
             shared.spawn_task(keep_reservation(shared.clone(), addr));
+        }
+        // Only a TCP listener can be dialed back.
+        if shared
+            .own_addrs()
+            .iter()
+            .any(|a| matches!(a, PeerAddr::Tcp(_)))
+        {
+            shared.spawn_task(crate::protocol::reachability::run(shared.clone()));
         }
     }
 }

@@ -35,6 +35,12 @@
 //! record — listen addresses under our peer key; discover looks up a random
 //! key and lists the routing table).
 //!
+//! The peer record follows the node: when the addresses it advertises change
+//! (a relay reservation, a UPnP mapping, a reachability verdict) the record
+//! is put again with every dialable address, the relayed one included, so a
+//! peer that knows only our PeerId finds a way in ([`DhtHandle::find_peer`]
+//! merges the record's addresses into what the lookup found).
+//!
 //! ```no_run
 //! # async fn run(keypair: knotwork_core::Keypair) -> Result<(), knotwork_node::NodeError> {
 //! use knotwork_node::Node;
@@ -69,7 +75,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::channel::Channel;
 use crate::error::NodeError;
-use crate::node::{Node, NodeBuilder, Shared, lock};
+use crate::node::{Node, NodeBuilder, NodeEvent, Shared, lock};
 use crate::registry::{SessionKind, Sessions};
 
 /// The protocol name announced in the version exchange.
@@ -332,6 +338,7 @@ impl DhtHandle {
             events: self.inner.events.clone(),
         };
         shared.spawn_task(driver.run(rx));
+        shared.spawn_task(keep_peer_record(self.clone(), shared.clone()));
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Call) -> Result<T, NodeError> {
@@ -374,10 +381,14 @@ impl DhtHandle {
         self.call(|tx| Call::FindNode(target, tx)).await
     }
 
-    /// Looks `peer` up by id; `None` if the lookup did not reach it.
+    /// Looks `peer` up by id: its routing entry from a lookup, with the
+    /// addresses of its own peer record added (a relayed address, say);
+    /// `None` if neither was found.
     pub async fn find_peer(&self, peer: PeerId) -> Result<Option<PeerInfo>, NodeError> {
         let closest = self.find_node(Key::from_peer_id(&peer)).await?;
-        Ok(closest.into_iter().find(|p| p.peer_id == peer))
+        let found = closest.into_iter().find(|p| p.peer_id == peer);
+        let published = self.peer_record(peer).await?.unwrap_or_default();
+        Ok(merge_peer(peer, found, published))
     }
 
     /// Finds the addresses `peer` published with [`Discovery::announce`]
@@ -431,6 +442,79 @@ fn reachable_at(listen: Vec<PeerAddr>, remote: &PeerAddr) -> Vec<PeerAddr> {
         }
     }
     out
+}
+
+/// A lookup's entry for `peer` with the addresses of its record appended
+/// (without repeats); `None` if there is neither.
+fn merge_peer(peer: PeerId, found: Option<PeerInfo>, published: Vec<PeerAddr>) -> Option<PeerInfo> {
+    if found.is_none() && published.is_empty() {
+        return None;
+    }
+    let mut info = found.unwrap_or(PeerInfo {
+        peer_id: peer,
+        addrs: Vec::new(),
+    });
+    for addr in published {
+        if !info.addrs.contains(&addr) {
+            info.addrs.push(addr);
+        }
+    }
+    Some(info)
+}
+
+/// How often an update of our peer record that reached no peer is tried
+/// again.
+const RECORD_RETRY: Duration = Duration::from_secs(2);
+
+/// Keeps our peer record current: puts it again when the addresses the node
+/// advertises change, until a peer stored it (see the module docs).
+async fn keep_peer_record(dht: DhtHandle, shared: Arc<Shared>) {
+    let mut events = shared.events.subscribe();
+    let mut published = publishable(shared.own_addrs());
+    let mut retry = false;
+    loop {
+        let timer = async {
+            if retry {
+                tokio::time::sleep(RECORD_RETRY).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            () = timer => {}
+            event = events.recv() => match event {
+                Ok(
+                    NodeEvent::RelayReserved { .. }
+                    | NodeEvent::UpnpMapped { .. }
+                    | NodeEvent::UpnpLost { .. }
+                    | NodeEvent::ReachabilityChanged { .. },
+                )
+                | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+        let addrs = publishable(&shared.advertised_addrs());
+        if addrs == published || addrs.is_empty() {
+            retry = false;
+            continue;
+        }
+        let key = peer_record_key(&shared.peer_id);
+        match dht.put(key, encode_addrs(&addrs)).await {
+            Ok(stored) if stored > 0 => {
+                let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                tracing::info!(stored, "dht: peer record updated: {}", list.join(" "));
+                published = addrs;
+                retry = false;
+            }
+            Ok(_) => retry = true,
+            Err(e) => {
+                tracing::debug!("dht: peer record update failed: {e}");
+                retry = true;
+            }
+        }
+    }
 }
 
 /// Our own addresses for our peer record: wildcard listen addresses say
@@ -846,6 +930,33 @@ mod tests {
         assert_eq!(
             publishable(&listen),
             vec![a("tcp/192.0.2.7:4001"), a("tcp/10.0.0.2:4000")]
+        );
+    }
+
+    #[test]
+    fn a_found_peer_gets_its_records_addresses_added() {
+        let a = |s: &str| s.parse::<PeerAddr>().unwrap();
+        let peer = Keypair::generate().unwrap().peer_id();
+        let relay = Keypair::generate().unwrap().peer_id();
+        let relayed = PeerAddr::relayed(a("tcp/192.0.2.1:4000"), relay, peer).unwrap();
+        let seen = a("tcp/198.51.100.2:4000");
+        assert_eq!(merge_peer(peer, None, Vec::new()), None);
+        let found = PeerInfo {
+            peer_id: peer,
+            addrs: vec![seen.clone()],
+        };
+        let merged = merge_peer(peer, Some(found), vec![seen.clone(), relayed.clone()]);
+        assert_eq!(merged.unwrap().addrs, vec![seen, relayed.clone()]);
+        // Only the record: still found.
+        let merged = merge_peer(peer, None, vec![relayed.clone()]).unwrap();
+        assert_eq!(
+            (merged.peer_id, merged.addrs),
+            (peer, vec![relayed.clone()])
+        );
+        // The record's text form carries the relayed address.
+        assert_eq!(
+            parse_addrs(&encode_addrs(std::slice::from_ref(&relayed))),
+            vec![relayed]
         );
     }
 

@@ -7,6 +7,7 @@ pub mod gossip;
 pub mod health;
 pub mod holepunch;
 pub mod ping;
+pub mod reachability;
 pub mod relay;
 pub mod resource;
 pub mod task;

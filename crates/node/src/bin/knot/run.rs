@@ -19,8 +19,10 @@
 //! `relay_reserved` with `relay` and `addr` in JSON); `mdns unavailable:
 //! <reason>` when LAN discovery could not start (the node runs on without
 //! it); `upnp mapped <addr> (lease <secs> s)`, `upnp lost <addr>` (`upnp_mapped`
-//! with `external` and `lease_ms` in JSON). With `--json` the same as one
-//! object per line, tagged by `"event"`.
+//! with `external` and `lease_ms` in JSON); `reachability public <addr>`,
+//! `reachability private` or `reachability unknown` when peers' dial-backs
+//! change the verdict (`reachability` with `state` and `addr` in JSON).
+//! With `--json` the same as one object per line, tagged by `"event"`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -31,6 +33,7 @@ use knotwork_node::apps::AppsConfig;
 use knotwork_node::config::{DhtMode, MdnsSection};
 use knotwork_node::control::{ControlServer, NodeControl, create_private_dir, session_name};
 use knotwork_node::discovery::UnifiedEvent;
+use knotwork_node::nat::Reachability;
 use knotwork_node::protocol::dht::{Config, DhtHandle, Mode};
 use knotwork_node::{Node, NodeEvent};
 use serde::Serialize;
@@ -118,6 +121,10 @@ enum Line {
     UpnpLost {
         external: String,
     },
+    Reachability {
+        state: &'static str,
+        addr: Option<String>,
+    },
     Lagged {
         missed: u64,
     },
@@ -184,6 +191,10 @@ fn write_line(out: &mut impl Write, json: bool, line: &Line) -> CliResult<()> {
             writeln!(out, "upnp mapped {external} (lease {} s)", lease_ms / 1000)?
         }
         Line::UpnpLost { external } => writeln!(out, "upnp lost {external}")?,
+        Line::Reachability { state, addr } => match addr {
+            Some(addr) => writeln!(out, "reachability {state} {addr}")?,
+            None => writeln!(out, "reachability {state}")?,
+        },
         Line::Lagged { missed } => writeln!(out, "missed {missed} events")?,
         Line::Stopping { signal } => writeln!(out, "{signal}: shutting down")?,
     }
@@ -219,6 +230,13 @@ fn event_line(event: NodeEvent) -> Option<Line> {
         },
         NodeEvent::UpnpLost { external } => Line::UpnpLost {
             external: external.to_string(),
+        },
+        NodeEvent::ReachabilityChanged { reachability } => Line::Reachability {
+            state: reachability.state(),
+            addr: match reachability {
+                Reachability::Public(addr) => Some(addr.to_string()),
+                _ => None,
+            },
         },
         _ => return None,
     })

@@ -3,7 +3,7 @@
 //!
 //! # Format
 //! One `key: value` line each; with `--json`: `{"peer_id","listen",
-//! "inbound","outbound","uptime_ms","banned"}`.
+//! "inbound","outbound","uptime_ms","banned","reachability"}`.
 
 use std::process::ExitCode;
 
@@ -37,5 +37,6 @@ pub(crate) async fn run(global: &Global, _args: Args) -> CliResult<ExitCode> {
     );
     println!("uptime:   {}", human_duration(s.uptime_ms));
     println!("banned:   {}", s.banned);
+    println!("reachability: {}", s.reachability);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,448 @@
+//! Reachability (sans-IO): is this node dialable from outside, and at which
+//! address? Two state machines, time always an argument.
+//!
+//! [`ReachabilityCheck`] is the asking side. A check runs in rounds. A round
+//! asks up to [`ReachabilityConfig::servers`] connected peers (direct
+//! channels only) to dial us back on our candidate addresses; each peer
+//! answers with the address it reached us at, or why it could not. An
+//! address that [`ReachabilityConfig::quorum`] peers reached makes us
+//! [`Reachability::Public`]; `quorum` failed dials, more than the successes,
+//! make us [`Reachability::Private`]. A refusal (the peer's limits, a
+//! relayed channel) says nothing about us and does not count; a peer that
+//! does not answer within [`ReachabilityConfig::answer_timeout`] neither.
+//! A round that ends without a verdict keeps the previous one and starts
+//! again after [`ReachabilityConfig::retry`] (new peers are asked as they
+//! connect); a round with a verdict is repeated after
+//! [`ReachabilityConfig::recheck`]. A change of the candidate set (a
+//! confirmed observed address gained or lost, a UPnP mapping, a listen
+//! address) starts a new round at once.
+//!
+//! Polling contract (as quinn's): feed `add_server`/`remove_server`,
+//! `set_candidates`, `handle_answer`; call [`ReachabilityCheck::poll_ask`]
+//! until `None` and send each peer a request; take verdict changes from
+//! [`ReachabilityCheck::poll_event`]; call
+//! [`ReachabilityCheck::handle_timeout`] at
+//! [`ReachabilityCheck::poll_timeout`].
+//!
+//! [`DialBackLimiter`] is the answering side's admission. A peer may only be
+//! dialed at the IP its connection comes from (never a third party: no
+//! amplification), on a direct connection, within a per-peer and a global
+//! rate and a bound on concurrent dial-backs. Every refusal is a named
+//! [`DialBackError`].
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use knotwork_core::{PeerAddr, PeerId};
+use serde::{Deserialize, Serialize};
+
+/// Whether the node can be dialed from outside.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reachability {
+    /// Not known yet (too few answers).
+    #[default]
+    Unknown,
+    /// Peers dialed us from outside at this address.
+    Public(PeerAddr),
+    /// Peers could not dial us: behind a NAT or firewall.
+    Private,
+}
+
+impl Reachability {
+    /// `public`, `private` or `unknown` (the metric label).
+    pub fn state(&self) -> &'static str {
+        match self {
+            Reachability::Unknown => "unknown",
+            Reachability::Public(_) => "public",
+            Reachability::Private => "private",
+        }
+    }
+}
+
+impl std::fmt::Display for Reachability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reachability::Public(addr) => write!(f, "public {addr}"),
+            other => f.write_str(other.state()),
+        }
+    }
+}
+
+/// Why a peer did not dial us back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialBackError {
+    // --- Refused: says nothing about the asker's reachability --------------
+    /// The peer does not serve dial-backs.
+    #[error("dial-back refused: disabled")]
+    Disabled,
+    /// The request came over a relayed (or non-IP) channel: no IP to dial.
+    #[error("dial-back refused: channel not direct")]
+    NotDirect,
+    /// The request named no usable TCP address.
+    #[error("dial-back refused: no candidate address")]
+    NoCandidate,
+    /// Every candidate is at another IP than the asker's connection.
+    #[error("dial-back refused: third-party address")]
+    ThirdParty,
+    /// The asker asked too often.
+    #[error("dial-back refused: rate limit for this peer")]
+    PeerRateLimited,
+    /// The peer dials back for too many askers at the moment.
+    #[error("dial-back refused: global rate limit")]
+    GlobalRateLimited,
+    /// As many dial-backs are running as the peer allows.
+    #[error("dial-back refused: busy")]
+    Busy,
+
+    // --- Failed: the asker is not reachable there ---------------------------
+    /// No TCP connection (refused, or timed out).
+    #[error("dial-back failed: unreachable")]
+    Unreachable,
+    /// Connected, but the handshake did not complete.
+    #[error("dial-back failed: handshake")]
+    HandshakeFailed,
+    /// The handshake reached another peer than the asker.
+    #[error("dial-back failed: another peer answered")]
+    WrongPeer,
+}
+
+impl DialBackError {
+    /// Whether the peer refused to try (the answer says nothing about us).
+    pub fn is_refusal(self) -> bool {
+        !matches!(
+            self,
+            DialBackError::Unreachable | DialBackError::HandshakeFailed | DialBackError::WrongPeer
+        )
+    }
+}
+
+/// Settings of the reachability check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReachabilityConfig {
+    /// Agreeing answers needed for a verdict (at least 1).
+    pub quorum: usize,
+    /// Peers asked per round at most.
+    pub servers: usize,
+    /// How long a peer has to answer.
+    pub answer_timeout: Duration,
+    /// Time between two rounds after a verdict.
+    pub recheck: Duration,
+    /// Time before a round without a verdict starts again.
+    pub retry: Duration,
+}
+
+impl Default for ReachabilityConfig {
+    fn default() -> Self {
+        Self {
+            quorum: 2,
+            servers: 4,
+            answer_timeout: Duration::from_secs(20),
+            recheck: Duration::from_secs(15 * 60),
+            retry: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Round {
+    started: Instant,
+    asked: Vec<PeerId>,
+    /// Peers asked and not answered yet, with their deadline.
+    pending: HashMap<PeerId, Instant>,
+    reached: Vec<(PeerId, PeerAddr)>,
+    failed: Vec<PeerId>,
+}
+
+/// The asking side; see the module docs.
+#[derive(Clone, Debug)]
+pub struct ReachabilityCheck {
+    config: ReachabilityConfig,
+    state: Reachability,
+    candidates: Vec<PeerAddr>,
+    servers: Vec<PeerId>,
+    round: Option<Round>,
+    next_round: Option<Instant>,
+    events: VecDeque<Reachability>,
+}
+
+impl ReachabilityCheck {
+    /// A check whose first round starts at `now`.
+    pub fn new(config: ReachabilityConfig, now: Instant) -> Self {
+        Self {
+            config: ReachabilityConfig {
+                quorum: config.quorum.max(1),
+                servers: config.servers.max(1),
+                ..config
+            },
+            state: Reachability::Unknown,
+            candidates: Vec::new(),
+            servers: Vec::new(),
+            round: None,
+            next_round: Some(now),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The verdict now.
+    pub fn reachability(&self) -> &Reachability {
+        &self.state
+    }
+
+    /// Our candidate addresses changed (or not): a new set starts a new
+    /// round at `now`.
+    pub fn set_candidates(&mut self, mut candidates: Vec<PeerAddr>, now: Instant) {
+        candidates.sort_by_key(ToString::to_string);
+        candidates.dedup();
+        if candidates != self.candidates {
+            self.candidates = candidates;
+            self.round = None;
+            self.next_round = Some(now);
+        }
+    }
+
+    /// `peer` can be asked (a direct channel that runs the protocol).
+    pub fn add_server(&mut self, peer: PeerId) {
+        if !self.servers.contains(&peer) {
+            self.servers.push(peer);
+        }
+    }
+
+    /// `peer` is gone; its pending question is dropped.
+    pub fn remove_server(&mut self, peer: &PeerId, now: Instant) {
+        self.servers.retain(|p| p != peer);
+        if let Some(round) = &mut self.round {
+            round.pending.remove(peer);
+        }
+        self.conclude(now);
+    }
+
+    /// The next peer to ask, if the round wants one more; the caller sends
+    /// it the request now.
+    pub fn poll_ask(&mut self, now: Instant) -> Option<PeerId> {
+        self.start_due(now);
+        let round = self.round.as_mut()?;
+        if round.asked.len() >= self.config.servers {
+            return None;
+        }
+        let peer = *self.servers.iter().find(|p| !round.asked.contains(p))?;
+        round.asked.push(peer);
+        round.pending.insert(peer, now + self.config.answer_timeout);
+        Some(peer)
+    }
+
+    /// `peer` answered: `Ok(addr)` it reached us at `addr`, or why not.
+    /// Answers from peers not asked in this round are ignored.
+    pub fn handle_answer(
+        &mut self,
+        peer: PeerId,
+        answer: Result<PeerAddr, DialBackError>,
+        now: Instant,
+    ) {
+        let Some(round) = &mut self.round else {
+            return;
+        };
+        if round.pending.remove(&peer).is_none() {
+            return;
+        }
+        match answer {
+            Ok(addr) => round.reached.push((peer, addr)),
+            Err(e) if e.is_refusal() => {}
+            Err(_) => round.failed.push(peer),
+        }
+        self.conclude(now);
+    }
+
+    /// Expires unanswered questions, restarts a round without a verdict
+    /// after the retry time and starts a due round.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(round) = &mut self.round {
+            round.pending.retain(|_, deadline| *deadline > now);
+            if now >= round.started + self.config.retry && round.pending.is_empty() {
+                self.round = None;
+                self.next_round = Some(now);
+            }
+        }
+        self.start_due(now);
+        self.conclude(now);
+    }
+
+    /// When to call [`ReachabilityCheck::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.round {
+            // A round restarts only once nobody is pending.
+            Some(round) if round.pending.is_empty() => Some(round.started + self.config.retry),
+            Some(round) => round.pending.values().copied().min(),
+            None => self.next_round,
+        }
+    }
+
+    /// The next change of the verdict.
+    pub fn poll_event(&mut self) -> Option<Reachability> {
+        self.events.pop_front()
+    }
+
+    fn start_due(&mut self, now: Instant) {
+        if self.round.is_none() && self.next_round.is_some_and(|at| at <= now) {
+            self.next_round = None;
+            self.round = Some(Round {
+                started: now,
+                asked: Vec::new(),
+                pending: HashMap::new(),
+                reached: Vec::new(),
+                failed: Vec::new(),
+            });
+        }
+    }
+
+    /// Ends the round if its answers make a verdict.
+    fn conclude(&mut self, now: Instant) {
+        let Some(round) = &self.round else {
+            return;
+        };
+        let quorum = self.config.quorum;
+        let mut counts: Vec<(&PeerAddr, usize)> = Vec::new();
+        for (_, addr) in &round.reached {
+            match counts.iter_mut().find(|(a, _)| *a == addr) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((addr, 1)),
+            }
+        }
+        let public = counts
+            .iter()
+            .filter(|(_, n)| *n >= quorum)
+            .max_by_key(|(_, n)| *n)
+            .map(|(a, _)| (*a).clone());
+        let verdict = match public {
+            Some(addr) => Reachability::Public(addr),
+            None if round.failed.len() >= quorum && round.failed.len() > round.reached.len() => {
+                Reachability::Private
+            }
+            None => return,
+        };
+        self.round = None;
+        self.next_round = Some(now + self.config.recheck);
+        self.set_state(verdict);
+    }
+
+    /// The one place the verdict changes.
+    fn set_state(&mut self, state: Reachability) {
+        if state != self.state {
+            self.state = state.clone();
+            self.events.push_back(state);
+        }
+    }
+}
+
+/// Limits of the answering side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DialBackLimits {
+    /// Dial-backs for one peer per window.
+    pub per_peer: usize,
+    /// Dial-backs for all peers per window.
+    pub global: usize,
+    /// The rate window.
+    pub window: Duration,
+    /// Dial-backs running at once.
+    pub concurrent: usize,
+}
+
+impl Default for DialBackLimits {
+    fn default() -> Self {
+        Self {
+            per_peer: 4,
+            global: 64,
+            window: Duration::from_secs(60),
+            concurrent: 4,
+        }
+    }
+}
+
+/// The answering side's admission; see the module docs.
+#[derive(Clone, Debug)]
+pub struct DialBackLimiter {
+    limits: DialBackLimits,
+    /// Admitted dial-backs within the window, oldest first (at most
+    /// `limits.global` entries).
+    recent: VecDeque<(Instant, PeerId)>,
+    running: usize,
+}
+
+impl DialBackLimiter {
+    /// A limiter with nothing admitted.
+    pub fn new(limits: DialBackLimits) -> Self {
+        Self {
+            limits,
+            recent: VecDeque::new(),
+            running: 0,
+        }
+    }
+
+    /// Peer `peer`, connected from `conn`, asks to be dialed at one of
+    /// `candidates`. Returns the address to dial (the first candidate at
+    /// the connection's IP) and counts it as running until
+    /// [`DialBackLimiter::finish`], or why not.
+    pub fn admit(
+        &mut self,
+        peer: PeerId,
+        conn: &PeerAddr,
+        candidates: &[PeerAddr],
+        now: Instant,
+    ) -> Result<SocketAddr, DialBackError> {
+        let PeerAddr::Tcp(from) = conn else {
+            return Err(DialBackError::NotDirect);
+        };
+        let usable: Vec<SocketAddr> = candidates
+            .iter()
+            .filter_map(|a| match a {
+                PeerAddr::Tcp(sa) if !sa.ip().is_unspecified() && sa.port() != 0 => Some(*sa),
+                _ => None,
+            })
+            .collect();
+        if usable.is_empty() {
+            return Err(DialBackError::NoCandidate);
+        }
+        let target = usable
+            .into_iter()
+            .find(|sa| sa.ip() == from.ip())
+            .ok_or(DialBackError::ThirdParty)?;
+        let window = self.limits.window;
+        while self
+            .recent
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= window)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.iter().filter(|(_, p)| *p == peer).count() >= self.limits.per_peer {
+            return Err(DialBackError::PeerRateLimited);
+        }
+        if self.recent.len() >= self.limits.global {
+            return Err(DialBackError::GlobalRateLimited);
+        }
+        if self.running >= self.limits.concurrent {
+            return Err(DialBackError::Busy);
+        }
+        self.recent.push_back((now, peer));
+        self.running += 1;
+        Ok(target)
+    }
+
+    /// An admitted dial-back ended.
+    pub fn finish(&mut self) {
+        self.running = self.running.saturating_sub(1);
+    }
+
+    /// Dial-backs running now.
+    pub fn running(&self) -> usize {
+        self.running
+    }
+}
+
+#[cfg(test)]
+#[path = "reachability_tests.rs"]
+mod tests;

@@ -1,0 +1,332 @@
+//! Reachability over node channels: peers dial each other back (the AutoNAT
+//! idea) and each node learns whether it is [`Reachability::Public`].
+//!
+//! # Asking
+//! One task per node runs the sans-IO [`ReachabilityCheck`]. Every direct
+//! channel to a peer that runs `knot/reachability` is a server it may ask.
+//! It sends such a peer [`DialBack`] with our candidate addresses: the IP
+//! that peer sees our connection come from (its version message) with each
+//! TCP listen port, our confirmed external addresses and the UPnP mapping
+//! (see [`crate::protocol::holepunch::candidates`]). The peer answers
+//! [`DialBackResult`]: the address it reached us at, or a
+//! [`DialBackError`]. An answer naming an address we did not send is
+//! dropped (a peer cannot make us advertise a stranger's address). The
+//! candidate set is recomputed on every node event (a confirmed address, a
+//! UPnP mapping gained or lost), and a change starts a new round. Each
+//! change of the verdict is stored, logged, counted in
+//! `knot_reachability{state}` and emitted as
+//! [`NodeEvent::ReachabilityChanged`].
+//!
+//! # Answering
+//! [`DialBackLimiter`](crate::nat::DialBackLimiter) admits the request: only the first candidate at the
+//! IP the asker's channel comes from, on a direct channel, within the rate
+//! and concurrency limits ([`crate::nat::NatConfig::dial_back`]). The node
+//! then dials it from a fresh socket (a plain dial: a new ephemeral port,
+//! never the listen port, so the asker's NAT has no mapping for it) and runs
+//! the Noise handshake only: it proves the listener there holds the asker's
+//! key, then the connection is dropped. Connect and handshake together get
+//! the node's handshake timeout.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use knotwork_core::{MAX_ADDR_TEXT_LEN, PeerAddr, PeerId, Transport};
+use knotwork_wire::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+
+use crate::channel::Channel;
+use crate::nat::{DialBackError, Reachability, ReachabilityCheck};
+use crate::node::{NodeEvent, Shared, lock};
+use crate::protocol::holepunch::{MAX_PUNCH_ADDRS, candidates};
+
+/// The protocol name announced in the version exchange.
+pub const NAME: &str = "knot/reachability";
+
+/// Most candidate addresses in one [`DialBack`].
+pub const MAX_DIAL_BACK_ADDRS: usize = MAX_PUNCH_ADDRS;
+
+/// "Dial me back at one of these"; answered with [`DialBackResult`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DialBack {
+    /// Text forms of TCP [`PeerAddr`]s.
+    pub addrs: Vec<String>,
+}
+
+impl Message for DialBack {
+    const NAME: &'static str = "knot/reachability/dial-back/1";
+    // addrs: 1 (count) + 8 × (2 (length) + 160).
+    const MAX_BYTES: usize = 1 + MAX_DIAL_BACK_ADDRS * (2 + MAX_ADDR_TEXT_LEN);
+}
+
+/// The address the peer reached us at, or why not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DialBackResult(pub Result<String, DialBackError>);
+
+impl Message for DialBackResult {
+    const NAME: &'static str = "knot/reachability/result/1";
+    // Result tag 1 + (length 2 + 160 | error variant 1).
+    const MAX_BYTES: usize = 3 + MAX_ADDR_TEXT_LEN;
+}
+
+/// The tokio clock (virtual in tests), as a std instant for the cores.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// The peer's candidates, parsed; what does not parse is dropped.
+fn parse(addrs: &[String]) -> Vec<PeerAddr> {
+    addrs
+        .iter()
+        .take(MAX_DIAL_BACK_ADDRS)
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}
+
+/// Serves dial-back requests on one channel.
+pub(crate) fn protocol(
+    channel: &Channel,
+    shared: Option<Weak<Shared>>,
+) -> impl std::future::Future<Output = ()> + Send + use<> {
+    let mut requests = channel.subscribe_requests::<DialBack>();
+    let channel = channel.clone();
+    async move {
+        let peer = channel.remote_peer_id();
+        while let Some((DialBack { addrs }, responder)) = requests.recv().await {
+            let Some(shared) = shared.as_ref().and_then(Weak::upgrade) else {
+                return;
+            };
+            let admitted = match &shared.nat.dial_backs {
+                Some(limiter) => {
+                    lock(limiter).admit(peer, channel.remote_addr(), &parse(&addrs), now())
+                }
+                None => Err(DialBackError::Disabled),
+            };
+            let target = match admitted {
+                Ok(target) => target,
+                Err(e) => {
+                    tracing::debug!(peer = %peer.short(), "{e}");
+                    let _ = responder.respond(&DialBackResult(Err(e))).await;
+                    continue;
+                }
+            };
+            channel.spawn(async move {
+                // Counts the dial-back as running until this job ends,
+                // however it ends (the channel may close first).
+                struct Running(Arc<Shared>);
+                impl Drop for Running {
+                    fn drop(&mut self) {
+                        if let Some(limiter) = &self.0.nat.dial_backs {
+                            lock(limiter).finish();
+                        }
+                    }
+                }
+                let running = Running(shared);
+                let answer = dial_back(&running.0, peer, PeerAddr::Tcp(target)).await;
+                tracing::debug!(peer = %peer.short(), %target, ?answer, "dial-back");
+                let answer = DialBackResult(answer.map(|a| a.to_string()));
+                let _ = responder.respond(&answer).await;
+            });
+        }
+    }
+}
+
+/// Dials `peer` at `addr` from a fresh socket and runs the handshake far
+/// enough to learn who answered.
+async fn dial_back(
+    shared: &Shared,
+    peer: PeerId,
+    addr: PeerAddr,
+) -> Result<PeerAddr, DialBackError> {
+    let attempt = async {
+        let conn = shared
+            .nat
+            .tcp
+            .dial(&addr)
+            .await
+            .map_err(|_| DialBackError::Unreachable)?;
+        let secure = shared
+            .secure
+            .upgrade_outbound(conn, None)
+            .await
+            .map_err(|_| DialBackError::HandshakeFailed)?;
+        if secure.remote_peer_id() != peer {
+            return Err(DialBackError::WrongPeer);
+        }
+        Ok(addr.clone())
+    };
+    tokio::time::timeout(shared.config.handshake_timeout, attempt)
+        .await
+        .unwrap_or(Err(DialBackError::Unreachable))
+}
+
+/// Our external addresses that are not relayed: confirmed by peers, and the
+/// UPnP mapping.
+fn external(shared: &Shared) -> Vec<PeerAddr> {
+    #[allow(unused_mut)]
+    let mut out = shared.nat.confirmed();
+    #[cfg(feature = "upnp")]
+    out.extend(shared.upnp.external());
+    out
+}
+
+/// The IP `channel`'s peer sees our connection come from.
+fn observed_ip(channel: &Channel) -> Option<IpAddr> {
+    match channel.info().version.observed_addr.parse::<PeerAddr>() {
+        Ok(PeerAddr::Tcp(sa)) => Some(sa.ip()),
+        _ => None,
+    }
+}
+
+/// Whether the check may ask the peer of `channel`.
+fn serves(channel: &Channel) -> bool {
+    !channel.remote_addr().is_relayed()
+        && channel.info().version.protocols.iter().any(|p| p == NAME)
+}
+
+/// The peer's channel if the check may ask it.
+fn server(shared: &Shared, peer: &PeerId) -> Option<Channel> {
+    lock(&shared.peers).get(peer).filter(|c| serves(c)).cloned()
+}
+
+type Answer = (PeerId, Result<PeerAddr, DialBackError>);
+
+/// Sends `peer` a [`DialBack`] and passes its answer to `answers`; no
+/// answer (timeout, channel gone, an address we did not send) passes
+/// nothing and the check's own deadline expires the question.
+fn ask(shared: &Shared, peer: PeerId, timeout: Duration, answers: mpsc::Sender<Answer>) {
+    let Some(channel) = server(shared, &peer) else {
+        return;
+    };
+    let sent = candidates(shared.own_addrs(), &external(shared), observed_ip(&channel));
+    let request = DialBack {
+        addrs: sent.iter().map(ToString::to_string).collect(),
+    };
+    let ch = channel.clone();
+    channel.spawn(async move {
+        let answer = match ch
+            .request_timeout::<DialBack, DialBackResult>(&request, timeout)
+            .await
+        {
+            Ok(DialBackResult(Ok(text))) => match text.parse::<PeerAddr>() {
+                Ok(addr) if sent.contains(&addr) => Ok(addr),
+                _ => return,
+            },
+            Ok(DialBackResult(Err(e))) => Err(e),
+            Err(_) => return,
+        };
+        let _ = answers.send((peer, answer)).await;
+    });
+}
+
+/// Stores, logs and emits a new verdict.
+fn publish(shared: &Shared, reachability: Reachability) {
+    tracing::info!("reachability {reachability}");
+    *lock(&shared.nat.reachability) = reachability.clone();
+    shared.emit(NodeEvent::ReachabilityChanged { reachability });
+}
+
+/// The asking side: runs the check until shutdown; see the module docs.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let config = shared.nat.config.reachability;
+    let mut check = ReachabilityCheck::new(config, now());
+    let mut events = shared.events.subscribe();
+    let (tx, mut answers) = mpsc::channel::<Answer>(config.servers.max(1));
+    for channel in lock(&shared.peers).values().filter(|c| serves(c)) {
+        check.add_server(channel.remote_peer_id());
+    }
+    loop {
+        let t = now();
+        check.set_candidates(candidates(shared.own_addrs(), &external(&shared), None), t);
+        while let Some(peer) = check.poll_ask(t) {
+            ask(&shared, peer, config.answer_timeout, tx.clone());
+        }
+        while let Some(reachability) = check.poll_event() {
+            publish(&shared, reachability);
+        }
+        let wake = check.poll_timeout().map(tokio::time::Instant::from_std);
+        let timer = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            event = events.recv() => match event {
+                Ok(NodeEvent::Connected { peer, .. }) => {
+                    if server(&shared, &peer).is_some() {
+                        check.add_server(peer);
+                    }
+                }
+                Ok(NodeEvent::Disconnected { peer, .. }) => {
+                    // A duplicate closing leaves the channel that won.
+                    if server(&shared, &peer).is_none() {
+                        check.remove_server(&peer, now());
+                    }
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            Some((peer, answer)) = answers.recv() => check.handle_answer(peer, answer, now()),
+            () = timer => check.handle_timeout(now()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use knotwork_wire::{decode, encode};
+    use proptest::prelude::*;
+
+    fn any_error() -> impl Strategy<Value = DialBackError> {
+        prop_oneof![
+            Just(DialBackError::Disabled),
+            Just(DialBackError::NotDirect),
+            Just(DialBackError::NoCandidate),
+            Just(DialBackError::ThirdParty),
+            Just(DialBackError::PeerRateLimited),
+            Just(DialBackError::GlobalRateLimited),
+            Just(DialBackError::Busy),
+            Just(DialBackError::Unreachable),
+            Just(DialBackError::HandshakeFailed),
+            Just(DialBackError::WrongPeer),
+        ]
+    }
+
+    #[test]
+    fn test_unparsable_candidates_are_dropped() {
+        let addrs = vec!["tcp/1.2.3.4:5".to_owned(), "junk".into(), "mem/3".into()];
+        let parsed = parse(&addrs);
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0], "tcp/1.2.3.4:5".parse().unwrap());
+    }
+
+    proptest! {
+        #[test]
+        fn messages_round_trip(
+            addrs in proptest::collection::vec("[ -~]{0,160}", 0..=MAX_DIAL_BACK_ADDRS),
+            addr in "[ -~]{0,160}",
+            err in any_error(),
+        ) {
+            let d = DialBack { addrs };
+            let bytes = encode(&d).unwrap();
+            prop_assert!(bytes.len() <= DialBack::MAX_BYTES);
+            prop_assert_eq!(decode::<DialBack>(&bytes).unwrap(), d);
+            for r in [DialBackResult(Ok(addr)), DialBackResult(Err(err))] {
+                let bytes = encode(&r).unwrap();
+                prop_assert!(bytes.len() <= DialBackResult::MAX_BYTES);
+                prop_assert_eq!(decode::<DialBackResult>(&bytes).unwrap(), r);
+            }
+        }
+
+        #[test]
+        fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode::<DialBack>(&bytes);
+            let _ = decode::<DialBackResult>(&bytes);
+        }
+    }
+}
