@@ -176,7 +176,7 @@ pub(crate) fn protocol(
         if !relayed {
             return;
         }
-        let theirs = if starts {
+        let (theirs, wait) = if starts {
             let ours = own_candidates(&shared, &channel);
             let sent = Instant::now();
             let Ok(Punch { addrs }) = channel
@@ -189,8 +189,7 @@ pub(crate) fn protocol(
             if channel.send(&Sync).await.is_err() {
                 return;
             }
-            tokio::time::sleep(rtt / 2).await;
-            addrs
+            (addrs, rtt / 2)
         } else {
             let (Some(requests), Some(syncs)) = (requests.as_mut(), syncs.as_mut()) else {
                 return;
@@ -205,10 +204,16 @@ pub(crate) fn protocol(
             if syncs.recv().await.is_none() {
                 return;
             }
-            addrs
+            (addrs, Duration::ZERO)
         };
-        // Detached: a success closes this relayed channel and its jobs.
-        tokio::spawn(punch(shared, channel.remote_peer_id(), parse(&theirs), tcp));
+        // Detached, the wait for our half round trip too: a success closes
+        // this relayed channel and its jobs, and the other side's dial may
+        // succeed (and close it) before that wait is over.
+        let (peer, targets) = (channel.remote_peer_id(), parse(&theirs));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            punch(shared, peer, targets, tcp).await;
+        });
     }
 }
 
