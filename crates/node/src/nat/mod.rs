@@ -33,7 +33,7 @@ use tokio::time::Instant;
 
 pub use observed::ObservedAddrs;
 pub use reachability::{
-    DialBackError, DialBackLimiter, DialBackLimits, Reachability, ReachabilityCheck,
+    DialBackError, DialBackLimiter, DialBackLimits, Question, Reachability, ReachabilityCheck,
     ReachabilityConfig,
 };
 

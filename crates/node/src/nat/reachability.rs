@@ -19,7 +19,9 @@
 //!
 //! Polling contract (as quinn's): feed `add_server`/`remove_server`,
 //! `set_candidates`, `handle_answer`; call [`ReachabilityCheck::poll_ask`]
-//! until `None` and send each peer a request; take verdict changes from
+//! until `None` and send each [`Question`]'s peer a request, answering
+//! with the question (an answer to a question of an earlier round, or to
+//! an earlier question to the same peer, is ignored); take verdict changes from
 //! [`ReachabilityCheck::poll_event`]; call
 //! [`ReachabilityCheck::handle_timeout`] at
 //! [`ReachabilityCheck::poll_timeout`].
@@ -147,12 +149,22 @@ impl Default for ReachabilityConfig {
     }
 }
 
+/// One request of the check: ask `peer`; its answer goes back to
+/// [`ReachabilityCheck::handle_answer`] with this question.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Question {
+    /// The peer to ask.
+    pub peer: PeerId,
+    /// Tells this question from earlier ones to the same peer.
+    pub id: u64,
+}
+
 #[derive(Clone, Debug)]
 struct Round {
     started: Instant,
     asked: Vec<PeerId>,
-    /// Peers asked and not answered yet, with their deadline.
-    pending: HashMap<PeerId, Instant>,
+    /// Peers asked and not answered yet: the question's id and deadline.
+    pending: HashMap<PeerId, (u64, Instant)>,
     reached: Vec<(PeerId, PeerAddr)>,
     failed: Vec<PeerId>,
 }
@@ -166,6 +178,7 @@ pub struct ReachabilityCheck {
     servers: Vec<PeerId>,
     round: Option<Round>,
     next_round: Option<Instant>,
+    next_question: u64,
     events: VecDeque<Reachability>,
 }
 
@@ -183,6 +196,7 @@ impl ReachabilityCheck {
             servers: Vec::new(),
             round: None,
             next_round: Some(now),
+            next_question: 0,
             events: VecDeque::new(),
         }
     }
@@ -222,7 +236,7 @@ impl ReachabilityCheck {
 
     /// The next peer to ask, if the round wants one more; the caller sends
     /// it the request now.
-    pub fn poll_ask(&mut self, now: Instant) -> Option<PeerId> {
+    pub fn poll_ask(&mut self, now: Instant) -> Option<Question> {
         self.start_due(now);
         let round = self.round.as_mut()?;
         if round.asked.len() >= self.config.servers {
@@ -230,24 +244,30 @@ impl ReachabilityCheck {
         }
         let peer = *self.servers.iter().find(|p| !round.asked.contains(p))?;
         round.asked.push(peer);
-        round.pending.insert(peer, now + self.config.answer_timeout);
-        Some(peer)
+        self.next_question += 1;
+        let id = self.next_question;
+        round
+            .pending
+            .insert(peer, (id, now + self.config.answer_timeout));
+        Some(Question { peer, id })
     }
 
-    /// `peer` answered: `Ok(addr)` it reached us at `addr`, or why not.
-    /// Answers from peers not asked in this round are ignored.
+    /// The answer to `question`: `Ok(addr)` the peer reached us at `addr`,
+    /// or why not. Only the pending question of this round counts.
     pub fn handle_answer(
         &mut self,
-        peer: PeerId,
+        question: Question,
         answer: Result<PeerAddr, DialBackError>,
         now: Instant,
     ) {
         let Some(round) = &mut self.round else {
             return;
         };
-        if round.pending.remove(&peer).is_none() {
+        let peer = question.peer;
+        if round.pending.get(&peer).map(|(id, _)| *id) != Some(question.id) {
             return;
         }
+        round.pending.remove(&peer);
         match answer {
             Ok(addr) => round.reached.push((peer, addr)),
             Err(e) if e.is_refusal() => {}
@@ -260,7 +280,7 @@ impl ReachabilityCheck {
     /// after the retry time and starts a due round.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(round) = &mut self.round {
-            round.pending.retain(|_, deadline| *deadline > now);
+            round.pending.retain(|_, (_, deadline)| *deadline > now);
             if now >= round.started + self.config.retry && round.pending.is_empty() {
                 self.round = None;
                 self.next_round = Some(now);
@@ -275,7 +295,7 @@ impl ReachabilityCheck {
         match &self.round {
             // A round restarts only once nobody is pending.
             Some(round) if round.pending.is_empty() => Some(round.started + self.config.retry),
-            Some(round) => round.pending.values().copied().min(),
+            Some(round) => round.pending.values().map(|(_, at)| *at).min(),
             None => self.next_round,
         }
     }

@@ -22,7 +22,7 @@ fn config() -> ReachabilityConfig {
 }
 
 /// A check with `n` servers and the peers it asked at `now`.
-fn asked(n: usize, now: Instant) -> (ReachabilityCheck, Vec<PeerId>) {
+fn asked(n: usize, now: Instant) -> (ReachabilityCheck, Vec<Question>) {
     let mut c = ReachabilityCheck::new(config(), now);
     for _ in 0..n {
         c.add_server(peer());
@@ -88,7 +88,10 @@ fn test_refusals_and_strangers_do_not_count() {
         assert!(e.is_refusal());
         c.handle_answer(*p, Err(e), t0);
     }
-    let stranger = peer();
+    let stranger = Question {
+        peer: peer(),
+        id: 1,
+    };
     c.handle_answer(stranger, Err(DialBackError::Unreachable), t0);
     c.handle_answer(stranger, Err(DialBackError::Unreachable), t0);
     assert_eq!(c.reachability(), &Reachability::Unknown);
@@ -108,10 +111,13 @@ fn test_asks_at_most_servers_and_new_peers_as_they_come() {
     assert!(none.is_empty());
     let late = peer();
     c2.add_server(late);
-    assert_eq!(c2.poll_ask(t0 + Duration::from_secs(1)), Some(late));
+    assert_eq!(
+        c2.poll_ask(t0 + Duration::from_secs(1)).map(|q| q.peer),
+        Some(late)
+    );
     assert_eq!(c2.poll_ask(t0 + Duration::from_secs(1)), None);
     // A server that leaves drops out of the pending set.
-    c.remove_server(&asked[0], t0);
+    c.remove_server(&asked[0].peer, t0);
     assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(10)));
 }
 
@@ -127,7 +133,7 @@ fn test_unanswered_round_retries_and_keeps_the_verdict() {
     let t1 = t0 + Duration::from_secs(600);
     assert_eq!(c.poll_timeout(), Some(t1));
     c.handle_timeout(t1);
-    let again: Vec<PeerId> = std::iter::from_fn(|| c.poll_ask(t1)).collect();
+    let again: Vec<Question> = std::iter::from_fn(|| c.poll_ask(t1)).collect();
     assert_eq!(again.len(), 2);
     assert_eq!(c.poll_timeout(), Some(t1 + Duration::from_secs(10)));
     c.handle_timeout(t1 + Duration::from_secs(10));
@@ -156,7 +162,7 @@ fn test_candidate_change_starts_a_round_now() {
     let upnp = a("tcp/203.0.113.5:4000");
     c.set_candidates(vec![upnp.clone()], t1);
     assert_eq!(c.poll_timeout(), Some(t1));
-    let again: Vec<PeerId> = std::iter::from_fn(|| c.poll_ask(t1)).collect();
+    let again: Vec<Question> = std::iter::from_fn(|| c.poll_ask(t1)).collect();
     assert_eq!(again.len(), 2);
     // The same set again (another order) changes nothing.
     c.set_candidates(vec![upnp.clone(), upnp.clone()], t1);
@@ -168,6 +174,27 @@ fn test_candidate_change_starts_a_round_now() {
     // The mapping is lost: re-checked at once.
     c.set_candidates(Vec::new(), t1 + Duration::from_secs(1));
     assert_eq!(c.poll_timeout(), Some(t1 + Duration::from_secs(1)));
+}
+
+/// A round restarted by a candidate change asks the same peers again; the
+/// late answers to the old questions do not count in the new round.
+#[test]
+fn test_answers_to_an_earlier_round_are_ignored() {
+    let t0 = Instant::now();
+    let (mut c, old) = asked(2, t0);
+    let upnp = a("tcp/203.0.113.5:4000");
+    c.set_candidates(vec![upnp.clone()], t0);
+    let new: Vec<Question> = std::iter::from_fn(|| c.poll_ask(t0)).collect();
+    assert_eq!(new.len(), 2);
+    assert_eq!(new[0].peer, old[0].peer);
+    for q in &old {
+        c.handle_answer(*q, Err(DialBackError::Unreachable), t0);
+    }
+    assert_eq!(c.poll_event(), None, "stale failures");
+    for q in &new {
+        c.handle_answer(*q, Ok(upnp.clone()), t0);
+    }
+    assert_eq!(c.poll_event(), Some(Reachability::Public(upnp)));
 }
 
 #[test]

@@ -38,7 +38,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use crate::channel::Channel;
-use crate::nat::{DialBackError, Reachability, ReachabilityCheck};
+use crate::nat::{DialBackError, Question, Reachability, ReachabilityCheck};
 use crate::node::{NodeEvent, Shared, lock};
 use crate::protocol::holepunch::{MAX_PUNCH_ADDRS, candidates};
 
@@ -191,13 +191,13 @@ fn server(shared: &Shared, peer: &PeerId) -> Option<Channel> {
     lock(&shared.peers).get(peer).filter(|c| serves(c)).cloned()
 }
 
-type Answer = (PeerId, Result<PeerAddr, DialBackError>);
+type Answer = (Question, Result<PeerAddr, DialBackError>);
 
-/// Sends `peer` a [`DialBack`] and passes its answer to `answers`; no
-/// answer (timeout, channel gone, an address we did not send) passes
-/// nothing and the check's own deadline expires the question.
-fn ask(shared: &Shared, peer: PeerId, timeout: Duration, answers: mpsc::Sender<Answer>) {
-    let Some(channel) = server(shared, &peer) else {
+/// Sends the question's peer a [`DialBack`] and passes its answer to
+/// `answers`; no answer (timeout, channel gone, an address we did not
+/// send) passes nothing and the check's own deadline expires the question.
+fn ask(shared: &Shared, question: Question, timeout: Duration, answers: mpsc::Sender<Answer>) {
+    let Some(channel) = server(shared, &question.peer) else {
         return;
     };
     let sent = candidates(shared.own_addrs(), &external(shared), observed_ip(&channel));
@@ -217,7 +217,7 @@ fn ask(shared: &Shared, peer: PeerId, timeout: Duration, answers: mpsc::Sender<A
             Ok(DialBackResult(Err(e))) => Err(e),
             Err(_) => return,
         };
-        let _ = answers.send((peer, answer)).await;
+        let _ = answers.send((question, answer)).await;
     });
 }
 
@@ -240,8 +240,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     loop {
         let t = now();
         check.set_candidates(candidates(shared.own_addrs(), &external(&shared), None), t);
-        while let Some(peer) = check.poll_ask(t) {
-            ask(&shared, peer, config.answer_timeout, tx.clone());
+        while let Some(question) = check.poll_ask(t) {
+            ask(&shared, question, config.answer_timeout, tx.clone());
         }
         while let Some(reachability) = check.poll_event() {
             publish(&shared, reachability);
@@ -270,7 +270,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return,
             },
-            Some((peer, answer)) = answers.recv() => check.handle_answer(peer, answer, now()),
+            Some((question, answer)) = answers.recv() => check.handle_answer(question, answer, now()),
             () = timer => check.handle_timeout(now()),
         }
     }
