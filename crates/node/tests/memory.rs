@@ -75,3 +75,85 @@ async fn manual_peers_are_redialed_with_backoff_until_they_answer() {
     b.shutdown().await;
     a2.shutdown().await;
 }
+
+/// Connects `client` to `server` at `port` by hand, closes the channel and
+/// waits (bounded, virtual time) until the server has no channel to it.
+async fn connect_and_close(client: &Node, server: &Node, port: &PeerAddr, round: usize) {
+    let ch = tokio::time::timeout(Duration::from_secs(5), client.connect(port))
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: connect made no progress"))
+        .unwrap();
+    ch.close(DisconnectReason::other("done")).await;
+    ch.closed().await;
+    let what = format!("round {round}: the server forgets the client");
+    eventually(Duration::from_secs(5), &what, || {
+        server.channel(&client.peer_id()).is_none()
+    })
+    .await;
+}
+
+/// Why the perf harness hung in "node connects" (issue 9): a manual
+/// connection makes the address a verified host, so the dialing node's
+/// outbound maintenance dials it again on its next round. The harness
+/// waited for the server to forget the client while the client's own
+/// maintenance had connected it again.
+#[tokio::test(start_paused = true)]
+async fn a_closed_manual_peer_comes_back_through_outbound_maintenance() {
+    let net = MemoryTransport::new();
+    let port = PeerAddr::Mem(4343);
+    let start = |listen: Option<PeerAddr>, config| {
+        let mut b = Node::builder(Keypair::generate().unwrap())
+            .transport(net.clone())
+            .config(config);
+        if let Some(l) = listen {
+            b = b.listen(l);
+        }
+        b.start()
+    };
+    let server = start(Some(port.clone()), fast_config()).await.unwrap();
+    let client = start(None, fast_config()).await.unwrap();
+    connect_and_close(&client, &server, &port, 0).await;
+    // Maintenance runs every 100 ms in the test config.
+    eventually(Duration::from_secs(2), "the outbound redial", || {
+        client
+            .channel(&server.peer_id())
+            .is_some_and(|c| c.info().session == SessionKind::Outbound)
+    })
+    .await;
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// The harness's client nodes have no outbound slots: closed stays closed,
+/// round after round, however the maintenance rounds fall.
+#[tokio::test(start_paused = true)]
+async fn without_outbound_slots_a_closed_peer_stays_closed() {
+    let net = MemoryTransport::new();
+    let port = PeerAddr::Mem(4344);
+    let server = Node::builder(Keypair::generate().unwrap())
+        .transport(net.clone())
+        .config(fast_config())
+        .listen(port.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut config = fast_config();
+    config.outbound_slots = 0;
+    let client = Node::builder(Keypair::generate().unwrap())
+        .transport(net.clone())
+        .config(config)
+        .start()
+        .await
+        .unwrap();
+    for round in 0..20 {
+        connect_and_close(&client, &server, &port, round).await;
+        // Several maintenance rounds pass between connections.
+        tokio::time::sleep(Duration::from_millis(35 * (round as u64 % 5))).await;
+        assert!(
+            server.channel(&client.peer_id()).is_none(),
+            "round {round}: the client dialed the server again by itself"
+        );
+    }
+    client.shutdown().await;
+    server.shutdown().await;
+}
