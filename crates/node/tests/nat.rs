@@ -15,6 +15,7 @@ use std::time::Duration;
 use common::{fast_config, wait_event};
 use knotwork_core::{Keypair, MemoryTransport, PeerAddr};
 use knotwork_node::nat::{DialBackError, DialBackLimits, NatConfig, Reachability};
+use knotwork_node::protocol::dht::DhtHandle;
 use knotwork_node::protocol::reachability::{DialBack, DialBackResult};
 use knotwork_node::protocol::relay::{RelayError, RelayLimits};
 use knotwork_node::{Node, NodeBuilder, NodeConfig, NodeError, NodeEvent, Sessions};
@@ -441,4 +442,69 @@ async fn dial_back_refusals_are_named() {
         dial_back(&ch, &["tcp/127.0.0.1:1"]).await,
         Err(DialBackError::Disabled)
     );
+}
+
+/// A DHT node on loopback TCP (`ip`), built by `build`.
+async fn dht_node(
+    ip: &str,
+    config: NodeConfig,
+    build: impl FnOnce(NodeBuilder) -> NodeBuilder,
+) -> (Node, DhtHandle) {
+    let keypair = Keypair::generate().unwrap();
+    let dht_config = knotwork_node::protocol::dht::Config {
+        // Every node is on 127.0.0.x.
+        subnet_limits: None,
+        request_timeout: Duration::from_secs(1),
+        query_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let dht = DhtHandle::new(keypair.clone(), dht_config);
+    let builder = echo(
+        Node::builder(keypair)
+            .listen(format!("tcp/{ip}:0").parse().unwrap())
+            .config(config),
+    );
+    let node = dht.register(build(builder)).start().await.unwrap();
+    dht.start(&node);
+    (node, dht)
+}
+
+/// A node with a relay reservation puts its relayed address in its DHT
+/// peer record; a node that knows only its PeerId finds that address with
+/// `find_peer` and connects through the relay.
+#[tokio::test]
+async fn the_relayed_address_is_found_by_peer_id_in_the_dht() {
+    let (relay, _) = dht_node("127.0.0.1", relay_config(RelayLimits::default()), |b| b).await;
+    let at = relay.listen_addrs()[0].clone();
+    let (b, _) = dht_node("127.0.0.2", fast_config(), |builder| {
+        builder.relay(at.clone())
+    })
+    .await;
+    let mut events = b.events();
+    let event = wait_event(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, NodeEvent::RelayReserved { .. })
+    })
+    .await;
+    let NodeEvent::RelayReserved { addr: relayed, .. } = event else {
+        unreachable!()
+    };
+    let (a, a_dht) = dht_node("127.0.0.1", fast_config(), |b| b).await;
+    a.connect(&at).await.unwrap();
+    let mut last = None;
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let found = a_dht.find_peer(b.peer_id()).await.unwrap();
+            if found.as_ref().is_some_and(|p| p.addrs.contains(&relayed)) {
+                return found;
+            }
+            last = found;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {relayed} for b in the DHT; last lookup: {last:?}"));
+    assert_eq!(found.unwrap().peer_id, b.peer_id());
+    let ch = a.connect(&relayed).await.unwrap();
+    assert_eq!(ch.remote_peer_id(), b.peer_id());
+    assert!(ch.remote_addr().is_relayed());
 }
