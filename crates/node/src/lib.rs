@@ -39,7 +39,9 @@
 //! - `config` and `control` (feature `cli`): `knot.toml` with `KNOT_*`
 //!   overrides; the control socket of a running node (`src/bin/knot`: the `knot` command).
 //! - [`nat`]: observed external addresses, the relay service and client
-//!   ([`protocol::relay`]), relayed addresses ([`knotwork_core::RelayAddr`]).
+//!   ([`protocol::relay`]), relayed addresses ([`knotwork_core::RelayAddr`]),
+//!   reachability by peers' dial-backs ([`protocol::reachability`]: public at
+//!   an address, or private).
 //! - [`metrics`]: counters, gauges, histograms; Prometheus text over HTTP.
 //! - `upnp` (feature `upnp`, default; off unless enabled on the builder): UPnP
 //!   IGD mapping of the listen port, its lease schedule (sans-IO) and renewal.
