@@ -26,18 +26,19 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use knotwork_core::{PeerAddr, PeerId};
 use knotwork_wire::{Frame, FrameCodec, FrameKind, Message, WireError, decode, encode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_util::codec::{Encoder, FramedParts, FramedRead};
+use tokio_util::codec::{Encoder, FramedParts};
 use tokio_util::sync::CancellationToken;
 
 use crate::buffers::{IdleBuffers, StreamBuffers};
 use crate::error::{CloseReason, DisconnectReason, NodeError};
+use crate::frames::FrameReader;
 use crate::meter::{Meter, MeterConfig, Offence, RateBudget, Verdict};
 use crate::metrics::{Direction, Tally, offence_label};
 use crate::registry::SessionKind;
@@ -523,8 +524,7 @@ where
         let codec = FrameCodec::with_max_frame_len(channel.inner.config.max_frame_len);
         let (r, w, buffers) = crate::buffers::split(io);
         let _ = channel.inner.buffers.set(buffers.clone());
-        let mut framed = FramedRead::new(r, codec);
-        framed.read_buffer_mut().extend_from_slice(&read_buf);
+        let framed = FrameReader::new(r, codec, &read_buf);
         tokio::spawn(write_loop(channel.clone(), w, self.rx, codec));
         tokio::spawn(read_loop(channel.clone(), framed));
         channel.spawn(release_when_idle(channel.clone(), buffers));
@@ -644,7 +644,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 }
 
 /// The reader task; see the module docs.
-async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRead<R, FrameCodec>) {
+async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FrameReader<R>) {
     let inner = &channel.inner;
     let mut state = ReaderState {
         meter: Meter::new(inner.config.meter, Instant::now().into_std()),
@@ -656,7 +656,7 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRea
     loop {
         // Frames already buffered are taken without arming the select, and
         // share one clock reading per burst of up to 32.
-        let next = match framed.next().now_or_never() {
+        let next = match framed.next_buffered() {
             Some(f) if !inner.closing_flag.load(Ordering::Acquire) => {
                 burst += 1;
                 if burst >= 32 {
@@ -665,7 +665,7 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FramedRea
                     state.tally.flush();
                     inner.reads.fetch_add(1, Ordering::Relaxed);
                 }
-                f
+                Some(f)
             }
             _ => {
                 state.tally.flush();
@@ -850,7 +850,7 @@ async fn handle_frame(channel: &Channel, state: &mut ReaderState, frame: Frame) 
 mod tests {
     use super::*;
     use crate::protocol::ping::{Ping, Pong};
-    use futures::SinkExt;
+    use futures::{FutureExt, SinkExt};
     use knotwork_core::Keypair;
     use std::pin::Pin;
     use std::sync::atomic::AtomicUsize;

@@ -21,6 +21,8 @@
 //! - [`channel`]: [`Channel`], its reader and writer tasks, [`Responder`].
 //! - `buffers`: the halves of a channel's stream and the idle release of
 //!   its buffers.
+//! - `frames`: the reader's frame decoder, which frees its buffer when idle.
+//! - `queue`: the bounded queue of a subscription, empty of memory when idle.
 //! - [`subsystem`]: [`MessageSubsystem`], [`Subscription`], [`RequestSubscription`].
 //! - [`registry`]: [`ProtocolRegistry`], [`SessionKind`], [`Sessions`].
 //! - [`meter`]: rate budgets, misbehaviour score, ban list (sans-IO).
@@ -100,12 +102,14 @@ pub mod config;
 pub mod control;
 pub mod discovery;
 pub mod error;
+mod frames;
 pub mod hosts;
 pub mod meter;
 pub mod metrics;
 pub mod nat;
 pub mod node;
 pub mod protocol;
+mod queue;
 pub mod registry;
 mod session;
 pub mod subsystem;

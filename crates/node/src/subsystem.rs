@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use knotwork_wire::{Message, WireError, decode};
-use tokio::sync::mpsc;
 
 use crate::channel::{Channel, Responder};
 use crate::meter::RateBudget;
+use crate::queue::{self, TrySendError};
 
 /// A delivery that has to wait for room in a full queue.
 pub(crate) type Pending<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -45,7 +45,7 @@ pub(crate) trait Subscriber: Send + Sync {
     ) -> Result<Delivery<'a>, WireError>;
 }
 
-struct MessageSub<M>(mpsc::Sender<M>);
+struct MessageSub<M>(queue::Sender<M>);
 
 impl<M: Message> Subscriber for MessageSub<M> {
     fn deliver<'a>(
@@ -57,15 +57,15 @@ impl<M: Message> Subscriber for MessageSub<M> {
         let msg = decode::<M>(payload)?;
         Ok(match self.0.try_send(msg) {
             Ok(()) => Delivery::Done,
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
-            Err(mpsc::error::TrySendError::Full(msg)) => Delivery::Wait(Box::pin(async move {
-                let _ = self.0.send(msg).await;
+            Err(TrySendError::Closed) => Delivery::Gone,
+            Err(TrySendError::Full(msg)) => Delivery::Wait(Box::pin(async move {
+                self.0.send(msg).await;
             })),
         })
     }
 }
 
-struct RequestSub<M>(mpsc::Sender<(M, Responder)>);
+struct RequestSub<M>(queue::Sender<(M, Responder)>);
 
 impl<M: Message> Subscriber for RequestSub<M> {
     fn deliver<'a>(
@@ -78,9 +78,9 @@ impl<M: Message> Subscriber for RequestSub<M> {
         let item = (msg, Responder::new(channel.clone(), request_id));
         Ok(match self.0.try_send(item) {
             Ok(()) => Delivery::Done,
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
-            Err(mpsc::error::TrySendError::Full(item)) => Delivery::Wait(Box::pin(async move {
-                let _ = self.0.send(item).await;
+            Err(TrySendError::Closed) => Delivery::Gone,
+            Err(TrySendError::Full(item)) => Delivery::Wait(Box::pin(async move {
+                self.0.send(item).await;
             })),
         })
     }
@@ -158,12 +158,12 @@ impl MessageSubsystem {
 
 /// A bounded queue of `M`s received on one channel.
 pub struct Subscription<M> {
-    rx: mpsc::Receiver<M>,
+    rx: queue::Receiver<M>,
 }
 
 impl<M: Message> Subscription<M> {
     pub(crate) fn new(capacity: usize) -> (Self, Arc<dyn Subscriber>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (tx, rx) = queue::bounded(capacity);
         (Self { rx }, Arc::new(MessageSub(tx)))
     }
 
@@ -175,12 +175,12 @@ impl<M: Message> Subscription<M> {
 
 /// A bounded queue of requests of type `M`, each with its [`Responder`].
 pub struct RequestSubscription<M> {
-    rx: mpsc::Receiver<(M, Responder)>,
+    rx: queue::Receiver<(M, Responder)>,
 }
 
 impl<M: Message> RequestSubscription<M> {
     pub(crate) fn new(capacity: usize) -> (Self, Arc<dyn Subscriber>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (tx, rx) = queue::bounded(capacity);
         (Self { rx }, Arc::new(RequestSub(tx)))
     }
 

@@ -1,0 +1,226 @@
+//! A bounded single-producer, single-consumer queue that holds no memory
+//! while empty: the queue of each subscription.
+//!
+//! `tokio::sync::mpsc` allocates its first block of 32 slots when the
+//! channel is made, about 1.5 KiB per subscription for a typical item, and
+//! a channel has a dozen subscriptions (ping, address, relay, ...), most
+//! of which never see a message. Here the items live in a `VecDeque` that
+//! grows on the first push and, past a few slots, is freed again when the
+//! consumer empties it, so an idle subscription costs one small `Arc`.
+//!
+//! Wake-ups use two [`Notify`]s with one waiter each (the one producer
+//! waiting for room, the one consumer waiting for an item); `notify_one`
+//! stores a permit when nobody waits yet, so a push between the
+//! consumer's check and its wait is not missed.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+/// Slots an emptied queue keeps (the first push allocates about this many).
+const KEEP: usize = 4;
+
+struct State<T> {
+    items: VecDeque<T>,
+    /// The sender was dropped.
+    sender_gone: bool,
+    /// The receiver was dropped.
+    receiver_gone: bool,
+}
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    capacity: usize,
+    /// Notified on push and when the sender goes.
+    item: Notify,
+    /// Notified on pop and when the receiver goes.
+    room: Notify,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Why [`Sender::try_send`] gave the item back.
+pub(crate) enum TrySendError<T> {
+    /// The queue holds `capacity` items.
+    Full(T),
+    /// The receiver is gone.
+    Closed,
+}
+
+/// The producing end.
+pub(crate) struct Sender<T>(Arc<Shared<T>>);
+
+/// The consuming end.
+pub(crate) struct Receiver<T>(Arc<Shared<T>>);
+
+/// A queue of at most `capacity` (at least 1) items.
+pub(crate) fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            sender_gone: false,
+            receiver_gone: false,
+        }),
+        capacity: capacity.max(1),
+        item: Notify::new(),
+        room: Notify::new(),
+    });
+    (Sender(shared.clone()), Receiver(shared))
+}
+
+impl<T> Sender<T> {
+    /// Queues `item` if there is room.
+    pub(crate) fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        {
+            let mut state = self.0.lock();
+            if state.receiver_gone {
+                return Err(TrySendError::Closed);
+            }
+            if state.items.len() >= self.0.capacity {
+                return Err(TrySendError::Full(item));
+            }
+            state.items.push_back(item);
+        }
+        self.0.item.notify_one();
+        Ok(())
+    }
+
+    /// Queues `item`, waiting for room; `false` if the receiver is gone.
+    pub(crate) async fn send(&self, mut item: T) -> bool {
+        loop {
+            match self.try_send(item) {
+                Ok(()) => return true,
+                Err(TrySendError::Closed) => return false,
+                Err(TrySendError::Full(back)) => item = back,
+            }
+            self.0.room.notified().await;
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.0.lock().sender_gone = true;
+        self.0.item.notify_one();
+    }
+}
+
+impl<T> Receiver<T> {
+    /// The next item; `None` once the sender is gone and the queue empty.
+    pub(crate) async fn recv(&mut self) -> Option<T> {
+        loop {
+            {
+                let mut state = self.0.lock();
+                if let Some(item) = state.items.pop_front() {
+                    if state.items.is_empty() && state.items.capacity() > KEEP {
+                        // A burst's slots go; a few stay so a steady
+                        // trickle does not allocate per item.
+                        state.items = VecDeque::new();
+                    }
+                    drop(state);
+                    self.0.room.notify_one();
+                    return Some(item);
+                }
+                if state.sender_gone {
+                    return None;
+                }
+            }
+            self.0.item.notified().await;
+        }
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let items = {
+            let mut state = self.0.lock();
+            state.receiver_gone = true;
+            std::mem::take(&mut state.items)
+        };
+        // Dropped outside the lock (a `Responder` sends on drop).
+        drop(items);
+        self.0.room.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    #[tokio::test]
+    async fn items_come_out_in_order_and_end_when_the_sender_goes() {
+        let (tx, mut rx) = bounded(4);
+        for i in 0..4 {
+            assert!(tx.try_send(i).is_ok());
+        }
+        assert!(matches!(tx.try_send(9), Err(TrySendError::Full(9))));
+        drop(tx);
+        for i in 0..4 {
+            assert_eq!(rx.recv().await, Some(i));
+        }
+        assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn an_empty_queue_frees_its_slots() {
+        let (tx, mut rx) = bounded(64);
+        assert_eq!(rx.0.lock().items.capacity(), 0);
+        for i in 0..10 {
+            assert!(tx.try_send(i).is_ok());
+        }
+        assert!(rx.0.lock().items.capacity() >= 10);
+        for _ in 0..10 {
+            rx.recv().await;
+        }
+        assert_eq!(rx.0.lock().items.capacity(), 0);
+        // A trickle keeps its few slots.
+        assert!(tx.try_send(1).is_ok());
+        rx.recv().await;
+        assert!(rx.0.lock().items.capacity() <= KEEP);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_makes_the_sender_wait_for_room() {
+        let (tx, mut rx) = bounded(1);
+        assert!(tx.try_send(1).is_ok());
+        let mut send = Box::pin(tx.send(2));
+        assert!((&mut send).now_or_never().is_none(), "full: waits");
+        assert_eq!(rx.recv().await, Some(1));
+        assert!(send.await);
+        assert_eq!(rx.recv().await, Some(2));
+    }
+
+    #[tokio::test]
+    async fn the_receiver_is_woken_by_a_later_push_and_by_the_sender_going() {
+        let (tx, mut rx) = bounded::<u32>(2);
+        let consumer = tokio::spawn(async move { (rx.recv().await, rx.recv().await) });
+        tokio::task::yield_now().await;
+        assert!(tx.send(7).await);
+        drop(tx);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), consumer)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, (Some(7), None));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_receiver_closes_the_queue_for_a_waiting_sender() {
+        let (tx, rx) = bounded(1);
+        assert!(tx.try_send(1).is_ok());
+        let sender = tokio::spawn(async move { tx.send(2).await });
+        tokio::task::yield_now().await;
+        drop(rx);
+        let sent = tokio::time::timeout(std::time::Duration::from_secs(5), sender)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!sent);
+    }
+}
