@@ -374,7 +374,7 @@ impl Book {
                     self.banned.push(peer);
                 }
             }
-            NodeEvent::RelayReserved { .. } => {}
+            NodeEvent::RelayReserved { .. } | NodeEvent::RelayReleased { .. } => {}
             NodeEvent::UpnpMapped { .. }
             | NodeEvent::UpnpLost { .. }
             | NodeEvent::ReachabilityChanged { .. } => {}

@@ -481,7 +481,7 @@ impl Metrics {
             }
             // Counted with its reason where the ban is made.
             NodeEvent::Banned { .. } => {}
-            NodeEvent::RelayReserved { .. } => {}
+            NodeEvent::RelayReserved { .. } | NodeEvent::RelayReleased { .. } => {}
             NodeEvent::UpnpMapped { .. } => {
                 self.inner.upnp_mapped.set(1);
             }

@@ -109,6 +109,15 @@ pub enum NodeEvent {
         /// Our relayed address, now advertised.
         addr: PeerAddr,
     },
+    /// The relayed address is no longer advertised: the relay channel
+    /// closed, the relay refused a renewal, or the node turned public (see
+    /// [`crate::nat`]); the reservation is no longer renewed.
+    RelayReleased {
+        /// The relay.
+        relay: PeerId,
+        /// The relayed address that was advertised.
+        addr: PeerAddr,
+    },
     /// The UPnP gateway maps `external` to our listen port; it is advertised
     /// from now on.
     UpnpMapped {
@@ -529,7 +538,7 @@ impl Node {
     /// Whether peers can dial this node, as their dial-backs said last
     /// (see [`crate::protocol::reachability`]).
     pub fn reachability(&self) -> crate::nat::Reachability {
-        lock(&self.shared.nat.reachability).clone()
+        self.shared.nat.reachability.borrow().clone()
     }
 
     /// The connected peers.

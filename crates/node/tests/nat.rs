@@ -508,3 +508,36 @@ async fn the_relayed_address_is_found_by_peer_id_in_the_dht() {
     assert_eq!(ch.remote_peer_id(), b.peer_id());
     assert!(ch.remote_addr().is_relayed());
 }
+
+/// A node with a relay turns public (two peers dial it back on loopback):
+/// it releases the reservation and stops advertising the relayed address.
+#[tokio::test]
+async fn a_node_that_turns_public_releases_its_relay_reservation() {
+    let relay = tcp_node("127.0.0.1", relay_config(RelayLimits::default()))
+        .start()
+        .await
+        .unwrap();
+    let (b, relayed) = reserved(tcp_node("127.0.0.1", fast_config()), &relay).await;
+    let mut events = b.events();
+    // The relay is one server; a second peer makes the quorum.
+    let s = tcp_node("127.0.0.1", fast_config()).start().await.unwrap();
+    s.connect(&b.listen_addrs()[0]).await.unwrap();
+    let want = Reachability::Public(b.listen_addrs()[0].clone());
+    let event = wait_event(&mut events, Duration::from_secs(20), |e| {
+        matches!(e, NodeEvent::RelayReleased { .. })
+    })
+    .await;
+    assert_eq!(
+        event,
+        NodeEvent::RelayReleased {
+            relay: relay.peer_id(),
+            addr: relayed.clone()
+        }
+    );
+    assert_eq!(b.reachability(), want);
+    // Peers that connect now are told the direct address only.
+    let c = tcp_node("127.0.0.1", fast_config()).start().await.unwrap();
+    let ch = c.connect(&b.listen_addrs()[0]).await.unwrap();
+    let told = ch.info().version.parsed_listen_addrs().unwrap();
+    assert!(!told.contains(&relayed), "{told:?}");
+}

@@ -18,8 +18,11 @@
 //!   [`crate::protocol::reachability`]: peers dial the node back from fresh
 //!   sockets and it learns whether it is [`Reachability::Public`] (and at
 //!   which address) or [`Reachability::Private`]; it serves the same to
-//!   peers within [`NatConfig::dial_back`]. A relay reservation is held
-//!   whatever the verdict (a node asked to use a relay keeps one).
+//!   peers within [`NatConfig::dial_back`]. A node with a relay holds a
+//!   reservation while it is not known to be public: from the start (the
+//!   verdict is unknown then), released (no longer renewed nor advertised,
+//!   [`crate::NodeEvent::RelayReleased`]) when it turns public, taken again
+//!   when it turns private or unknown.
 
 mod observed;
 mod reachability;
@@ -96,8 +99,8 @@ pub(crate) struct Nat {
     relayed: Mutex<Vec<PeerAddr>>,
     shared: OnceLock<Weak<Shared>>,
     pub(crate) tcp: knotwork_transport_tcp::TcpTransport,
-    /// The last reachability verdict.
-    pub(crate) reachability: Mutex<Reachability>,
+    /// The last reachability verdict; the reservation keepers watch it.
+    pub(crate) reachability: tokio::sync::watch::Sender<Reachability>,
     /// Admission of dial-back requests; `None` when the node refuses them.
     pub(crate) dial_backs: Option<Mutex<DialBackLimiter>>,
 }
@@ -129,7 +132,7 @@ impl Nat {
             relayed: Mutex::new(Vec::new()),
             shared: OnceLock::new(),
             tcp,
-            reachability: Mutex::new(Reachability::Unknown),
+            reachability: tokio::sync::watch::Sender::new(Reachability::Unknown),
             dial_backs,
         })
     }
@@ -274,10 +277,22 @@ async fn accept_circuits(shared: Arc<Shared>, mut rx: mpsc::Receiver<Inbound>) {
     }
 }
 
-/// Keeps a channel to the relay at `addr` and a reservation on it; while
-/// the reservation holds, the relayed address is advertised.
+fn is_public(r: &Reachability) -> bool {
+    matches!(r, Reachability::Public(_))
+}
+
+/// Keeps a channel to the relay at `addr` and a reservation on it while the
+/// node is not public; while the reservation holds, the relayed address is
+/// advertised.
 async fn keep_reservation(shared: Arc<Shared>, addr: PeerAddr) {
+    let mut reachability = shared.nat.reachability.subscribe();
     loop {
+        tokio::select! {
+            waited = reachability.wait_for(|r| !is_public(r)) => if waited.is_err() {
+                return;
+            },
+            () = shared.shutdown.cancelled() => return,
+        }
         let channel = match crate::session::connect(&shared, &addr, SessionKind::Seed).await {
             Ok(channel) => Some(channel),
             Err(NodeError::AlreadyConnected(peer)) => lock(&shared.peers).get(&peer).cloned(),
@@ -308,6 +323,7 @@ async fn hold_reservation(shared: &Arc<Shared>, addr: &PeerAddr, channel: &Chann
         }
     };
     let mut announced = false;
+    let mut reachability = shared.nat.reachability.subscribe();
     loop {
         let ttl = match relay::reserve(channel).await {
             Ok(ttl) => ttl,
@@ -329,9 +345,19 @@ async fn hold_reservation(shared: &Arc<Shared>, addr: &PeerAddr, channel: &Chann
             () = tokio::time::sleep((ttl / 2).max(Duration::from_secs(1))) => {}
             _ = channel.closed() => break,
             () = shared.shutdown.cancelled() => break,
+            _ = reachability.wait_for(is_public) => {
+                tracing::info!(%relayed, "reachable directly: relay reservation released");
+                break;
+            }
         }
     }
     lock(&shared.nat.relayed).retain(|a| *a != relayed);
+    if announced {
+        shared.emit(NodeEvent::RelayReleased {
+            relay: channel.remote_peer_id(),
+            addr: relayed,
+        });
+    }
 }
 
 #[cfg(test)]

@@ -486,6 +486,7 @@ async fn keep_peer_record(dht: DhtHandle, shared: Arc<Shared>) {
             event = events.recv() => match event {
                 Ok(
                     NodeEvent::RelayReserved { .. }
+                    | NodeEvent::RelayReleased { .. }
                     | NodeEvent::UpnpMapped { .. }
                     | NodeEvent::UpnpLost { .. }
                     | NodeEvent::ReachabilityChanged { .. },

@@ -224,7 +224,7 @@ fn ask(shared: &Shared, question: Question, timeout: Duration, answers: mpsc::Se
 /// Stores, logs and emits a new verdict.
 fn publish(shared: &Shared, reachability: Reachability) {
     tracing::info!("reachability {reachability}");
-    *lock(&shared.nat.reachability) = reachability.clone();
+    shared.nat.reachability.send_replace(reachability.clone());
     shared.emit(NodeEvent::ReachabilityChanged { reachability });
 }
 

@@ -16,7 +16,9 @@
 //! `discovered <id> <addr,…> (<source,…>)`, `expired <id>`,
 //! `connected <id> <addr> (<session>)`, `disconnected <id>: <reason>`,
 //! `banned <id>`, `relayed address <addr>` (a relay granted a reservation;
-//! `relay_reserved` with `relay` and `addr` in JSON); `mdns unavailable:
+//! `relay_reserved` with `relay` and `addr` in JSON), `relay released
+//! <addr>` (no longer advertised: the node turned public or lost the relay;
+//! `relay_released`); `mdns unavailable:
 //! <reason>` when LAN discovery could not start (the node runs on without
 //! it); `upnp mapped <addr> (lease <secs> s)`, `upnp lost <addr>` (`upnp_mapped`
 //! with `external` and `lease_ms` in JSON); `reachability public <addr>`,
@@ -114,6 +116,10 @@ enum Line {
         relay: String,
         addr: String,
     },
+    RelayReleased {
+        relay: String,
+        addr: String,
+    },
     UpnpMapped {
         external: String,
         lease_ms: u64,
@@ -187,6 +193,7 @@ fn write_line(out: &mut impl Write, json: bool, line: &Line) -> CliResult<()> {
         }
         Line::Banned { peer_id } => writeln!(out, "banned {peer_id}")?,
         Line::RelayReserved { addr, .. } => writeln!(out, "relayed address {addr}")?,
+        Line::RelayReleased { addr, .. } => writeln!(out, "relay released {addr}")?,
         Line::UpnpMapped { external, lease_ms } => {
             writeln!(out, "upnp mapped {external} (lease {} s)", lease_ms / 1000)?
         }
@@ -221,6 +228,10 @@ fn event_line(event: NodeEvent) -> Option<Line> {
             peer_id: peer.to_string(),
         },
         NodeEvent::RelayReserved { relay, addr } => Line::RelayReserved {
+            relay: relay.to_string(),
+            addr: addr.to_string(),
+        },
+        NodeEvent::RelayReleased { relay, addr } => Line::RelayReleased {
             relay: relay.to_string(),
             addr: addr.to_string(),
         },
