@@ -164,9 +164,12 @@ impl Nat {
         }
     }
 
-    /// The external addresses peers confirmed.
+    /// The external addresses peers confirmed, lapsed votes dropped first
+    /// (so a lost address changes the reachability check's candidates).
     pub(crate) fn confirmed(&self) -> Vec<PeerAddr> {
-        lock(&self.observed).confirmed()
+        let mut observed = lock(&self.observed);
+        observed.expire(Instant::now().into_std());
+        observed.confirmed()
     }
 
     /// Addresses to advertise besides the bound ones: confirmed external
