@@ -1,13 +1,12 @@
 //! The read and write halves of a channel's stream, with a third handle
-//! that reaches the stream between reads to give idle buffers back.
+//! that reads how many bytes the stream holds in its buffers
+//! ([`crate::Channel::buffered_bytes`]).
 //!
 //! A channel's reader and writer each own one half; both lock the stream
 //! for the length of one `poll_*` call (as `tokio::io::split` does). The
-//! third handle, [`StreamBuffers`], takes the same lock to call
-//! [`IdleBuffers::release_idle_buffers`]: the channel's idle job does that
-//! when no frame has been read for [`crate::ChannelConfig::idle_release`],
-//! so an idle connection does not keep the up to ~80 KiB read buffer of
-//! its [`SecureStream`] from its last burst.
+//! third handle, [`StreamBuffers`], takes the same lock to ask. The
+//! [`SecureStream`] frees its read buffer by itself whenever a read finds
+//! the connection empty, so nothing here needs to release anything.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,19 +15,13 @@ use std::task::{Context, Poll};
 use knotwork_crypto_handshake::SecureStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A stream whose buffers can be given back while it is idle.
-pub(crate) trait IdleBuffers {
-    /// Frees buffers that hold nothing.
-    fn release_idle_buffers(&mut self);
+/// A stream that can say how much its buffers hold.
+pub(crate) trait BufferedBytes {
     /// Bytes held in buffers.
     fn buffer_capacity(&self) -> usize;
 }
 
-impl<T> IdleBuffers for SecureStream<T> {
-    fn release_idle_buffers(&mut self) {
-        SecureStream::release_idle_buffers(self);
-    }
-
+impl<T> BufferedBytes for SecureStream<T> {
     fn buffer_capacity(&self) -> usize {
         SecureStream::buffer_capacity(self)
     }
@@ -36,9 +29,7 @@ impl<T> IdleBuffers for SecureStream<T> {
 
 /// The buffers of a split stream, reached from outside its two halves.
 pub(crate) trait StreamBuffers: Send + Sync {
-    /// See [`IdleBuffers::release_idle_buffers`].
-    fn release_idle(&self);
-    /// See [`IdleBuffers::buffer_capacity`].
+    /// See [`BufferedBytes::buffer_capacity`].
     fn capacity(&self) -> usize;
 }
 
@@ -50,11 +41,7 @@ impl<S> Stream<S> {
     }
 }
 
-impl<S: IdleBuffers + Send> StreamBuffers for Stream<S> {
-    fn release_idle(&self) {
-        self.lock().release_idle_buffers();
-    }
-
+impl<S: BufferedBytes + Send> StreamBuffers for Stream<S> {
     fn capacity(&self) -> usize {
         self.lock().buffer_capacity()
     }
@@ -69,7 +56,7 @@ pub(crate) struct WriteHalf<S>(Arc<Stream<S>>);
 /// Splits `stream` into its halves and a handle to its buffers.
 pub(crate) fn split<S>(stream: S) -> (ReadHalf<S>, WriteHalf<S>, Arc<dyn StreamBuffers>)
 where
-    S: IdleBuffers + Send + 'static,
+    S: BufferedBytes + Send + 'static,
 {
     let shared = Arc::new(Stream(Mutex::new(stream)));
     (ReadHalf(shared.clone()), WriteHalf(shared.clone()), shared)

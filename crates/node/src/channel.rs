@@ -11,9 +11,10 @@
 //! Responses go to the request that is waiting for them, matched by request
 //! id.
 //!
-//! A third job gives the secure stream's read buffer back when no frame has
-//! been read for [`ChannelConfig::idle_release`] (see `buffers`),
-//! so idle connections hold little memory.
+//! Idle connections hold no read buffers: the reader's frame decoder (see
+//! `frames`) and the secure stream below each free theirs when a read finds
+//! the connection empty, and the writer allocates its batch buffer per
+//! batch.
 //!
 //! Protocols attached to a channel run as jobs in its [`tokio::task::JoinSet`]; when
 //! the channel closes (either side, any reason) every job is aborted, every
@@ -21,7 +22,7 @@
 //! [`NodeError::Closed`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -30,17 +31,18 @@ use futures::StreamExt;
 use knotwork_core::{PeerAddr, PeerId};
 use knotwork_wire::{Frame, FrameCodec, FrameKind, Message, WireError, decode, encode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedParts};
 use tokio_util::sync::CancellationToken;
 
-use crate::buffers::{IdleBuffers, StreamBuffers};
+use crate::buffers::{BufferedBytes, StreamBuffers};
 use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::frames::FrameReader;
 use crate::meter::{Meter, MeterConfig, Offence, RateBudget, Verdict};
 use crate::metrics::{Direction, Tally, offence_label};
+use crate::queue::{self, TrySendError};
 use crate::registry::SessionKind;
 use crate::subsystem::{
     Delivery, Dispatcher, Kind, MessageSubsystem, RequestSubscription, Subscription,
@@ -75,10 +77,6 @@ pub struct ChannelConfig {
     pub default_budget: RateBudget,
     /// Budgets per message id.
     pub budgets: HashMap<u32, RateBudget>,
-    /// After this long without reading a frame, the connection's empty
-    /// read buffer is freed (checked once per period, so it happens
-    /// between one and two periods after the last read).
-    pub idle_release: Duration,
     /// Byte and frame counters (set by the node).
     pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
@@ -95,7 +93,6 @@ impl Default for ChannelConfig {
             meter: MeterConfig::default(),
             default_budget: RateBudget::default(),
             budgets: HashMap::new(),
-            idle_release: Duration::from_secs(5),
             metrics: None,
         }
     }
@@ -133,7 +130,7 @@ struct Pending {
 struct Inner {
     info: ChannelInfo,
     config: Arc<ChannelConfig>,
-    out: mpsc::Sender<Frame>,
+    out: queue::Sender<Frame>,
     subsystem: MessageSubsystem,
     pending: Mutex<HashMap<u32, Pending>>,
     next_request_id: AtomicU32,
@@ -142,8 +139,6 @@ struct Inner {
     reason: Mutex<Option<CloseReason>>,
     /// What the peer did to be closed for misbehaviour (a metrics label).
     misbehaviour: OnceLock<&'static str>,
-    /// Bursts of frames read so far: the idle job watches it move.
-    reads: AtomicU64,
     /// The stream's buffers, once started.
     buffers: OnceLock<Arc<dyn StreamBuffers>>,
     /// Cancelled when the channel starts closing.
@@ -187,7 +182,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The I/O half of a channel, kept until its protocols are attached.
 pub(crate) struct Unstarted<S> {
     parts: FramedParts<S, FrameCodec>,
-    rx: mpsc::Receiver<Frame>,
+    rx: queue::Receiver<Frame>,
 }
 
 impl Channel {
@@ -198,7 +193,7 @@ impl Channel {
         info: ChannelInfo,
         config: Arc<ChannelConfig>,
     ) -> (Self, Unstarted<S>) {
-        let (out, rx) = mpsc::channel(config.send_queue.max(1));
+        let (out, rx) = queue::bounded(config.send_queue);
         let inner = Arc::new(Inner {
             info,
             config,
@@ -210,7 +205,6 @@ impl Channel {
             rtt: Mutex::new(None),
             reason: Mutex::new(None),
             misbehaviour: OnceLock::new(),
-            reads: AtomicU64::new(0),
             buffers: OnceLock::new(),
             closing: CancellationToken::new(),
             closing_flag: AtomicBool::new(false),
@@ -361,13 +355,11 @@ impl Channel {
                 tokio::task::consume_budget().await;
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(frame)) => self
-                .inner
-                .out
-                .send(frame)
-                .await
-                .map_err(|_| self.closed_error()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(self.closed_error()),
+            Err(TrySendError::Full(frame)) => match self.inner.out.send(frame).await {
+                true => Ok(()),
+                false => Err(self.closed_error()),
+            },
+            Err(TrySendError::Closed) => Err(self.closed_error()),
         }
     }
 
@@ -514,9 +506,9 @@ impl Drop for Responder {
 
 impl<S> Unstarted<S>
 where
-    S: AsyncRead + AsyncWrite + IdleBuffers + Send + Unpin + 'static,
+    S: AsyncRead + AsyncWrite + BufferedBytes + Send + Unpin + 'static,
 {
-    /// Starts the reader and writer tasks and the idle job of `channel`.
+    /// Starts the reader and writer tasks of `channel`.
     pub(crate) fn start(self, channel: &Channel) {
         let FramedParts { io, read_buf, .. } = self.parts;
         // The exchange used a codec limited to a version message; the
@@ -527,27 +519,6 @@ where
         let framed = FrameReader::new(r, codec, &read_buf);
         tokio::spawn(write_loop(channel.clone(), w, self.rx, codec));
         tokio::spawn(read_loop(channel.clone(), framed));
-        channel.spawn(release_when_idle(channel.clone(), buffers));
-    }
-}
-
-/// The idle job; see the module docs.
-async fn release_when_idle(channel: Channel, buffers: Arc<dyn StreamBuffers>) {
-    let period = channel
-        .inner
-        .config
-        .idle_release
-        .max(Duration::from_millis(1));
-    let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen = channel.inner.reads.load(Ordering::Relaxed);
-    loop {
-        ticks.tick().await;
-        let reads = channel.inner.reads.load(Ordering::Relaxed);
-        if reads == seen {
-            buffers.release_idle();
-        }
-        seen = reads;
     }
 }
 
@@ -555,7 +526,7 @@ async fn release_when_idle(channel: Channel, buffers: Arc<dyn StreamBuffers>) {
 async fn write_loop<W: AsyncWrite + Unpin>(
     channel: Channel,
     mut w: W,
-    mut rx: mpsc::Receiver<Frame>,
+    mut rx: queue::Receiver<Frame>,
     mut codec: FrameCodec,
 ) {
     let inner = &channel.inner;
@@ -579,11 +550,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             codec.encode(first, &mut buf)?;
             while buf.len() < batch_bytes {
                 match rx.try_recv() {
-                    Ok(f) => {
+                    Some(f) => {
                         tally.add(f.msg_id, f.payload.len());
                         codec.encode(f, &mut buf)?;
                     }
-                    Err(_) => break,
+                    None => break,
                 }
             }
             // A peer that stops reading blocks this write; once the channel
@@ -617,7 +588,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         // Closing: send what is still queued (the Disconnect among it), then
         // shut the write side down.
         let drain = async {
-            while let Ok(f) = rx.try_recv() {
+            while let Some(f) = rx.try_recv() {
                 tally.add(f.msg_id, f.payload.len());
                 codec.encode(f, &mut buf)?;
             }
@@ -663,7 +634,6 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FrameRead
                     burst = 0;
                     state.now = Instant::now().into_std();
                     state.tally.flush();
-                    inner.reads.fetch_add(1, Ordering::Relaxed);
                 }
                 Some(f)
             }
@@ -676,7 +646,6 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FrameRead
                 };
                 burst = 0;
                 state.now = Instant::now().into_std();
-                inner.reads.fetch_add(1, Ordering::Relaxed);
                 f
             }
         };
@@ -905,8 +874,7 @@ mod tests {
         }
     }
 
-    impl IdleBuffers for Counted {
-        fn release_idle_buffers(&mut self) {}
+    impl BufferedBytes for Counted {
         fn buffer_capacity(&self) -> usize {
             0
         }
@@ -1023,26 +991,31 @@ mod tests {
             session: SessionKind::Inbound,
             version: Version::new(&[], &[], &PeerAddr::Mem(1)),
         };
-        let config = ChannelConfig {
-            idle_release: Duration::from_secs(1),
-            ..ChannelConfig::default()
-        };
         let parts = FramedParts::new::<Frame>(ours, FrameCodec::new());
-        let (ch, io) = Channel::new(parts, info, Arc::new(config));
+        let (ch, io) = Channel::new(parts, info, Arc::new(ChannelConfig::default()));
         let mut bulk = ch.subscribe::<Bulk>();
         io.start(&ch);
         let mut peer = Framed::new(theirs, FrameCodec::new());
         let payload = encode(&Bulk(vec![7; 200_000])).unwrap();
         peer.send(Frame::message(Bulk::ID, payload)).await.unwrap();
         assert_eq!(bulk.recv().await.unwrap().0.len(), 200_000);
-        // The secure stream frees its read buffer as soon as a read finds
-        // the connection empty, so the burst leaves nothing large behind,
-        // and the idle job keeps it that way.
-        let after = ch.buffered_bytes();
-        assert!(after <= 20 * 1024, "read buffer after the burst: {after}");
-        tokio::time::sleep(Duration::from_millis(2100)).await;
-        let idle = ch.buffered_bytes();
-        assert!(idle <= 20 * 1024, "released after idle: {idle}");
+        // The secure stream frees its read buffer as soon as the reader's
+        // next read finds the connection empty: nothing stays behind
+        // without any timer.
+        let freed = async {
+            while ch.buffered_bytes() > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(1), freed)
+            .await
+            .is_err()
+        {
+            panic!(
+                "still buffered after the burst: {} bytes",
+                ch.buffered_bytes()
+            );
+        }
         // The channel still reads afterwards.
         let payload = encode(&Bulk(vec![1; 10])).unwrap();
         peer.send(Frame::message(Bulk::ID, payload)).await.unwrap();

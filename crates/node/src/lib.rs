@@ -19,8 +19,8 @@
 //! - `session`: the connection pipeline, accept loop and limits, dialing,
 //!   refinery, outbound slots, reconnect.
 //! - [`channel`]: [`Channel`], its reader and writer tasks, [`Responder`].
-//! - `buffers`: the halves of a channel's stream and the idle release of
-//!   its buffers.
+//! - `buffers`: the halves of a channel's stream and the count of its
+//!   buffered bytes.
 //! - `frames`: the reader's frame decoder, which frees its buffer when idle.
 //! - `queue`: the bounded queue of a subscription, empty of memory when idle.
 //! - [`subsystem`]: [`MessageSubsystem`], [`Subscription`], [`RequestSubscription`].

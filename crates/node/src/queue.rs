@@ -1,17 +1,21 @@
-//! A bounded single-producer, single-consumer queue that holds no memory
-//! while empty: the queue of each subscription.
+//! A bounded queue that holds no memory while empty: the queue of each
+//! subscription (one producer, one consumer) and a channel's send queue
+//! (any number of tasks sending through one [`Sender`], one writer).
 //!
 //! `tokio::sync::mpsc` allocates its first block of 32 slots when the
-//! channel is made, about 1.5 KiB per subscription for a typical item, and
-//! a channel has a dozen subscriptions (ping, address, relay, ...), most
-//! of which never see a message. Here the items live in a `VecDeque` that
-//! grows on the first push and, past a few slots, is freed again when the
-//! consumer empties it, so an idle subscription costs one small `Arc`.
+//! channel is made: about 1.5 KiB for the send queue and 1.1-1.8 KiB per
+//! subscription, and a channel has a dozen subscriptions (ping, address,
+//! relay, ...), most of which never see a message. Here the items live in
+//! a `VecDeque` that grows on the first push and, past a few slots, is
+//! freed again when the consumer empties it, so an idle queue costs one
+//! small `Arc`.
 //!
-//! Wake-ups use two [`Notify`]s with one waiter each (the one producer
-//! waiting for room, the one consumer waiting for an item); `notify_one`
-//! stores a permit when nobody waits yet, so a push between the
-//! consumer's check and its wait is not missed.
+//! Wake-ups: the one consumer waits on a [`Notify`] that every push
+//! notifies with `notify_one`, which stores a permit when nobody waits
+//! yet, so a push between the consumer's check and its wait is not
+//! missed. Senders waiting for room register before they look
+//! (`Notified::enable`) and every pop wakes them all, so a waiter that
+//! gives up (a timed-out send) cannot swallow the wake-up of another.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,7 +38,7 @@ struct Shared<T> {
     capacity: usize,
     /// Notified on push and when the sender goes.
     item: Notify,
-    /// Notified on pop and when the receiver goes.
+    /// Wakes every waiting sender on pop and when the receiver goes.
     room: Notify,
 }
 
@@ -93,12 +97,15 @@ impl<T> Sender<T> {
     /// Queues `item`, waiting for room; `false` if the receiver is gone.
     pub(crate) async fn send(&self, mut item: T) -> bool {
         loop {
+            let room = self.0.room.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
             match self.try_send(item) {
                 Ok(()) => return true,
                 Err(TrySendError::Closed) => return false,
                 Err(TrySendError::Full(back)) => item = back,
             }
-            self.0.room.notified().await;
+            room.await;
         }
     }
 }
@@ -112,26 +119,42 @@ impl<T> Drop for Sender<T> {
 
 impl<T> Receiver<T> {
     /// The next item; `None` once the sender is gone and the queue empty.
+    /// Cancel-safe: an item is taken only when this returns it.
     pub(crate) async fn recv(&mut self) -> Option<T> {
         loop {
-            {
-                let mut state = self.0.lock();
-                if let Some(item) = state.items.pop_front() {
-                    if state.items.is_empty() && state.items.capacity() > KEEP {
-                        // A burst's slots go; a few stay so a steady
-                        // trickle does not allocate per item.
-                        state.items = VecDeque::new();
-                    }
-                    drop(state);
-                    self.0.room.notify_one();
-                    return Some(item);
-                }
-                if state.sender_gone {
-                    return None;
-                }
+            match self.pop() {
+                Ok(item) => return Some(item),
+                Err(true) => return None,
+                Err(false) => {}
             }
             self.0.item.notified().await;
         }
+    }
+
+    /// The next item if one is queued.
+    pub(crate) fn try_recv(&mut self) -> Option<T> {
+        self.pop().ok()
+    }
+
+    /// Whether no item is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.lock().items.is_empty()
+    }
+
+    /// Takes the first item, or says whether the sender is gone.
+    fn pop(&mut self) -> Result<T, bool> {
+        let mut state = self.0.lock();
+        let Some(item) = state.items.pop_front() else {
+            return Err(state.sender_gone);
+        };
+        if state.items.is_empty() && state.items.capacity() > KEEP {
+            // A burst's slots go; a few stay so a steady trickle does not
+            // allocate per item.
+            state.items = VecDeque::new();
+        }
+        drop(state);
+        self.0.room.notify_waiters();
+        Ok(item)
     }
 }
 
@@ -144,7 +167,7 @@ impl<T> Drop for Receiver<T> {
         };
         // Dropped outside the lock (a `Responder` sends on drop).
         drop(items);
-        self.0.room.notify_one();
+        self.0.room.notify_waiters();
     }
 }
 
@@ -208,6 +231,32 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(got, (Some(7), None));
+    }
+
+    #[tokio::test]
+    async fn every_waiting_sender_gets_in_even_when_one_gives_up() {
+        let (tx, mut rx) = bounded(1);
+        let tx = Arc::new(tx);
+        assert!(tx.try_send(0).is_ok());
+        let mut senders = tokio::task::JoinSet::new();
+        for i in 1..=3 {
+            let tx = tx.clone();
+            senders.spawn(async move { tx.send(i).await });
+        }
+        // One more waits and gives up: its wake-up must not be lost.
+        let quitter = tokio::time::timeout(std::time::Duration::from_millis(1), tx.send(9));
+        assert!(quitter.await.is_err());
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let item = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv());
+            got.push(item.await.unwrap().unwrap());
+        }
+        got.sort();
+        assert_eq!(got, vec![0, 1, 2, 3]);
+        assert!(rx.try_recv().is_none() && rx.is_empty());
+        while let Some(sent) = senders.join_next().await {
+            assert!(sent.unwrap());
+        }
     }
 
     #[tokio::test]
