@@ -11,7 +11,7 @@ use knotwork_core::{Keypair, PeerId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::handshake::{Established, Handshake, MAX_HANDSHAKE_MESSAGE, StaticIdentity};
-use crate::payload::STATIC_KEY_LEN;
+use crate::payload::{PAYLOAD_LEN, STATIC_KEY_LEN};
 use crate::{HandshakeError, SecureStream, Suite};
 
 /// Default limit for a whole handshake.
@@ -24,6 +24,12 @@ pub const DEFAULT_KNOWN_PEERS: usize = 1024;
 /// A bounded cache of remote Noise static keys, filled after successful
 /// handshakes (or from discovery records) so the next dial can use IK.
 /// When full, the oldest entry goes.
+///
+/// It also remembers the last identity payload whose signature checked out
+/// for each peer (as many peers, oldest out first): when a peer reconnects
+/// with the very same payload bytes, the handshake skips the Ed25519 check
+/// (same bytes, same verdict) but still checks that the payload names the
+/// Noise static key the handshake authenticated.
 #[derive(Debug)]
 pub struct KnownPeers {
     capacity: usize,
@@ -32,8 +38,44 @@ pub struct KnownPeers {
 
 #[derive(Debug, Default)]
 struct KnownInner {
-    keys: HashMap<PeerId, [u8; STATIC_KEY_LEN]>,
+    keys: Bounded<[u8; STATIC_KEY_LEN]>,
+    /// Identity payloads whose signature was checked, by the peer they name.
+    payloads: Bounded<[u8; PAYLOAD_LEN]>,
+}
+
+/// A map by peer that drops its oldest entry when over capacity.
+#[derive(Debug)]
+struct Bounded<V> {
+    map: HashMap<PeerId, V>,
     order: VecDeque<PeerId>,
+}
+
+impl<V> Default for Bounded<V> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<V> Bounded<V> {
+    fn insert(&mut self, peer: PeerId, value: V, capacity: usize) {
+        if self.map.insert(peer, value).is_none() {
+            self.order.push_back(peer);
+            while self.order.len() > capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, peer: &PeerId) {
+        if self.map.remove(peer).is_some() {
+            self.order.retain(|p| p != peer);
+        }
+    }
 }
 
 impl KnownPeers {
@@ -52,33 +94,42 @@ impl KnownPeers {
 
     /// Remembers `peer`'s static key.
     pub fn insert(&self, peer: PeerId, static_key: [u8; STATIC_KEY_LEN]) {
-        let mut g = self.lock();
-        if g.keys.insert(peer, static_key).is_none() {
-            g.order.push_back(peer);
-            while g.order.len() > self.capacity {
-                if let Some(old) = g.order.pop_front() {
-                    g.keys.remove(&old);
-                }
-            }
-        }
+        self.lock().keys.insert(peer, static_key, self.capacity);
     }
 
     /// `peer`'s static key, if known.
     pub fn get(&self, peer: &PeerId) -> Option<[u8; STATIC_KEY_LEN]> {
-        self.lock().keys.get(peer).copied()
+        self.lock().keys.map.get(peer).copied()
     }
 
     /// Forgets `peer`.
     pub fn remove(&self, peer: &PeerId) {
         let mut g = self.lock();
-        if g.keys.remove(peer).is_some() {
-            g.order.retain(|p| p != peer);
-        }
+        g.keys.remove(peer);
+        g.payloads.remove(peer);
+    }
+
+    /// Remembers that `payload` (whose first 32 bytes name `peer`) carries
+    /// a valid signature.
+    pub(crate) fn remember_payload(&self, peer: PeerId, payload: &[u8]) {
+        let Ok(bytes) = <[u8; PAYLOAD_LEN]>::try_from(payload) else {
+            return;
+        };
+        self.lock().payloads.insert(peer, bytes, self.capacity);
+    }
+
+    /// True if exactly these payload bytes were checked for `peer` before.
+    pub(crate) fn payload_checked(&self, peer: &PeerId, payload: &[u8]) -> bool {
+        self.lock()
+            .payloads
+            .map
+            .get(peer)
+            .is_some_and(|p| p.as_slice() == payload)
     }
 
     /// Number of peers remembered.
     pub fn len(&self) -> usize {
-        self.lock().keys.len()
+        self.lock().keys.map.len()
     }
 
     /// True if no peer is remembered.
@@ -167,7 +218,8 @@ impl SecureConfig {
         let hs = match known {
             Some((peer, key)) => Handshake::ik_initiator(&self.local, self.suite, peer, &key)?,
             None => Handshake::xx_initiator(&self.local, self.suite, expected)?,
-        };
+        }
+        .with_known_peers(self.known.clone());
         match self.drive(&mut io, hs).await {
             Ok(est) => Ok(self.established(io, est)),
             Err(HandshakeError::IkRejected) => {
@@ -209,7 +261,7 @@ impl SecureConfig {
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
-        let hs = Handshake::responder(&self.local);
+        let hs = Handshake::responder(&self.local).with_known_peers(self.known.clone());
         let est = self.drive(&mut io, hs).await?;
         Ok(self.established(io, est))
     }

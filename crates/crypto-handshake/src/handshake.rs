@@ -31,12 +31,15 @@
 //! hold a reply that tells the peer why (version, suite, IK rejected); send
 //! it before closing.
 
+use std::sync::Arc;
+
 use knotwork_core::{Keypair, PeerId};
 
-use crate::HandshakeError;
 use crate::cipher::{CipherState, KEY_LEN};
 use crate::payload::{self, STATIC_KEY_LEN};
 use crate::preamble::{self, PREAMBLE_LEN, Pattern, Status, Suite, VERSION};
+use crate::resolver::{KeyPair, Resolver};
+use crate::{HandshakeError, KnownPeers};
 
 /// The largest handshake message accepted (the longest we send is 224 bytes).
 pub const MAX_HANDSHAKE_MESSAGE: usize = 1024;
@@ -48,8 +51,7 @@ pub const LEN_PREFIX: usize = 2;
 #[derive(Clone)]
 pub struct StaticIdentity {
     identity: Keypair,
-    static_private: [u8; STATIC_KEY_LEN],
-    static_public: [u8; STATIC_KEY_LEN],
+    static_key: KeyPair,
     payload: Vec<u8>,
 }
 
@@ -69,11 +71,19 @@ fn noise_err(e: snow::Error) -> HandshakeError {
     }
 }
 
-fn builder(pattern: Pattern, suite: Suite) -> Result<snow::Builder<'static>, HandshakeError> {
+/// A snow builder for `pattern` and `suite` with our static key pair
+/// (see [`crate::resolver`]).
+fn builder(
+    pattern: Pattern,
+    suite: Suite,
+    static_key: &KeyPair,
+) -> Result<snow::Builder<'_>, HandshakeError> {
     let params: snow::params::NoiseParams = preamble::noise_params(pattern, suite)
         .parse()
         .map_err(noise_err)?;
-    Ok(snow::Builder::new(params))
+    snow::Builder::with_resolver(params, Box::new(Resolver::new(Some(*static_key))))
+        .local_private_key(&static_key.private)
+        .map_err(noise_err)
 }
 
 fn key32(bytes: &[u8]) -> Result<[u8; STATIC_KEY_LEN], HandshakeError> {
@@ -85,22 +95,11 @@ fn key32(bytes: &[u8]) -> Result<[u8; STATIC_KEY_LEN], HandshakeError> {
 impl StaticIdentity {
     /// A fresh random X25519 static key bound to `identity`.
     pub fn generate(identity: Keypair) -> Result<Self, HandshakeError> {
-        let kp = builder(Pattern::Xx, Suite::ChaChaPoly)?
-            .generate_keypair()
-            .map_err(noise_err)?;
-        Self::from_static_private(identity, &key32(&kp.private)?, &key32(&kp.public)?)
-    }
-
-    fn from_static_private(
-        identity: Keypair,
-        private: &[u8; STATIC_KEY_LEN],
-        public: &[u8; STATIC_KEY_LEN],
-    ) -> Result<Self, HandshakeError> {
-        let payload = payload::make(&identity, public);
+        let static_key = KeyPair::generate()?;
+        let payload = payload::make(&identity, &static_key.public);
         Ok(Self {
             identity,
-            static_private: *private,
-            static_public: *public,
+            static_key,
             payload,
         })
     }
@@ -117,7 +116,7 @@ impl StaticIdentity {
 
     /// The X25519 static public key (what peers cache to dial us with IK).
     pub fn static_public(&self) -> &[u8; STATIC_KEY_LEN] {
-        &self.static_public
+        &self.static_key.public
     }
 }
 
@@ -166,7 +165,7 @@ pub struct Handshake {
     pattern: Pattern,
     suite: Suite,
     noise: Option<snow::HandshakeState>,
-    static_private: [u8; STATIC_KEY_LEN],
+    static_key: KeyPair,
     payload: Vec<u8>,
     expected: Option<PeerId>,
     inbuf: Vec<u8>,
@@ -177,6 +176,8 @@ pub struct Handshake {
     accepted: Option<preamble::RawPreamble>,
     /// Noise messages read so far.
     received: u8,
+    /// Identity payloads already checked (see [`Handshake::with_known_peers`]).
+    checked: Option<Arc<KnownPeers>>,
 }
 
 impl std::fmt::Debug for Handshake {
@@ -208,7 +209,7 @@ impl Handshake {
             pattern,
             suite,
             noise: None,
-            static_private: local.static_private,
+            static_key: local.static_key,
             payload: local.payload.clone(),
             expected: None,
             inbuf: Vec::new(),
@@ -217,7 +218,17 @@ impl Handshake {
             ciphers: None,
             accepted: None,
             received: 0,
+            checked: None,
         }
+    }
+
+    /// Lets the handshake skip the Ed25519 check of a peer's identity
+    /// payload that `known` has seen checked before, byte for byte, and
+    /// record the ones it checks (see [`KnownPeers`]). The payload must
+    /// still name the Noise static key this handshake authenticated.
+    pub fn with_known_peers(mut self, known: Arc<KnownPeers>) -> Self {
+        self.checked = Some(known);
+        self
     }
 
     /// An XX initiator proposing `suite`; with `expected`, the handshake
@@ -258,10 +269,8 @@ impl Handshake {
         version: u8,
     ) -> Result<Self, HandshakeError> {
         let pre = preamble::encode(version, pattern, suite);
-        let mut b = builder(pattern, suite)?
+        let mut b = builder(pattern, suite, &local.static_key)?
             .prologue(&pre)
-            .map_err(noise_err)?
-            .local_private_key(&local.static_private)
             .map_err(noise_err)?;
         if let Some(rs) = remote_static {
             b = b.remote_public_key(rs).map_err(noise_err)?;
@@ -427,10 +436,8 @@ impl Handshake {
         };
         self.pattern = pattern;
         self.suite = suite;
-        let noise = builder(pattern, suite)?
+        let noise = builder(pattern, suite, &self.static_key)?
             .prologue(&bytes)
-            .map_err(noise_err)?
-            .local_private_key(&self.static_private)
             .map_err(noise_err)?
             .build_responder()
             .map_err(noise_err)?;
@@ -477,7 +484,7 @@ impl Handshake {
 
     fn authenticate(&mut self, payload: &[u8]) -> Result<(), HandshakeError> {
         let remote_static = key32(self.noise()?.get_remote_static().unwrap_or_default())?;
-        let remote = payload::verify(payload, &remote_static)?;
+        let remote = payload::verify(payload, &remote_static, self.checked.as_deref())?;
         if let Some(expected) = self.expected {
             if expected != remote {
                 return Err(HandshakeError::PeerIdMismatch {

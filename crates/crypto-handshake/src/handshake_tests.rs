@@ -272,6 +272,29 @@ fn payload_for_another_static_key_is_mismatch() {
 }
 
 #[test]
+fn a_payload_checked_before_is_not_checked_again_but_still_bound() {
+    let (a, b) = (identity(), identity());
+    let known = Arc::new(KnownPeers::new(8));
+    let mut i = Handshake::xx_initiator(&a, Suite::ChaChaPoly, None).unwrap();
+    let mut r = Handshake::responder(&b).with_known_peers(known.clone());
+    run(&mut i, &mut r).unwrap();
+    assert!(known.payload_checked(&a.peer_id(), &a.payload));
+    // The same peer again: the handshake completes from the cache.
+    let mut i = Handshake::xx_initiator(&a, Suite::ChaChaPoly, None).unwrap();
+    let mut r = Handshake::responder(&b).with_known_peers(known.clone());
+    run(&mut i, &mut r).unwrap();
+    assert_eq!(r.finish().unwrap().remote, a.peer_id());
+    // Someone replaying a's (cached) payload over their own static key.
+    let forged = with_payload(identity(), |p| *p = a.payload.clone());
+    let mut i = Handshake::xx_initiator(&forged, Suite::ChaChaPoly, None).unwrap();
+    let mut r = Handshake::responder(&b).with_known_peers(known);
+    assert!(matches!(
+        run(&mut i, &mut r),
+        Err(("responder", HandshakeError::StaticKeyMismatch))
+    ));
+}
+
+#[test]
 fn short_payload_is_bad_payload() {
     let b = with_payload(identity(), |p| p.truncate(10));
     let mut i = Handshake::xx_initiator(&identity(), Suite::AesGcm, None).unwrap();
@@ -286,11 +309,10 @@ fn short_payload_is_bad_payload() {
 fn xx_message_one_with_payload_is_malformed() {
     let b = identity();
     let pre = preamble::encode(VERSION, Pattern::Xx, Suite::AesGcm);
-    let mut noise = builder(Pattern::Xx, Suite::AesGcm)
+    let other = identity();
+    let mut noise = builder(Pattern::Xx, Suite::AesGcm, &other.static_key)
         .unwrap()
         .prologue(&pre)
-        .unwrap()
-        .local_private_key(&identity().static_private)
         .unwrap()
         .build_initiator()
         .unwrap();

@@ -8,6 +8,8 @@
 //!   Noise static key.
 //! - [`handshake`]: [`Handshake`], the sans-IO state machine (XX, and IK for
 //!   known peers), built on snow.
+//! - `resolver` (private): the crypto snow runs on: ring, and X25519 from
+//!   curve25519-dalek with precomputed tables and the static key computed once.
 //! - [`cipher`]: [`CipherState`], one transport direction, in-place AEAD with
 //!   ring, Noise rekey.
 //! - [`stream`]: [`SecureStream`], tokio `AsyncRead + AsyncWrite` over the
@@ -60,6 +62,7 @@ mod error;
 pub mod handshake;
 pub mod payload;
 pub mod preamble;
+mod resolver;
 pub mod stream;
 
 pub use cipher::CipherState;

@@ -11,7 +11,7 @@
 
 use knotwork_core::{Keypair, PeerId, PublicKey, SIGNATURE_LEN};
 
-use crate::HandshakeError;
+use crate::{HandshakeError, KnownPeers};
 
 /// Domain-separation string prefixed to the signed static key.
 pub const DOMAIN: &[u8] = b"knotwork-noise-static-key-v1";
@@ -34,8 +34,14 @@ pub(crate) fn make(identity: &Keypair, static_pub: &[u8; STATIC_KEY_LEN]) -> Vec
 }
 
 /// Checks `payload` against the static key `remote_static` that the
-/// handshake authenticated; returns the peer's id.
-pub(crate) fn verify(payload: &[u8], remote_static: &[u8]) -> Result<PeerId, HandshakeError> {
+/// handshake authenticated; returns the peer's id. With `checked`, a
+/// payload found there byte for byte skips the signature check, and one
+/// whose signature checks out is added to it.
+pub(crate) fn verify(
+    payload: &[u8],
+    remote_static: &[u8],
+    checked: Option<&KnownPeers>,
+) -> Result<PeerId, HandshakeError> {
     if payload.len() != PAYLOAD_LEN {
         return Err(HandshakeError::BadPayload(payload.len()));
     }
@@ -43,15 +49,21 @@ pub(crate) fn verify(payload: &[u8], remote_static: &[u8]) -> Result<PeerId, Han
     let (signed_static, sig) = rest.split_at(STATIC_KEY_LEN);
     let key =
         PublicKey::from_bytes(identity).map_err(|_| HandshakeError::BadPayload(payload.len()))?;
-    let mut msg = Vec::with_capacity(DOMAIN.len() + STATIC_KEY_LEN);
-    msg.extend_from_slice(DOMAIN);
-    msg.extend_from_slice(signed_static);
-    key.verify(&msg, sig)
-        .map_err(|_| HandshakeError::BadSignature)?;
+    let peer = key.to_peer_id();
+    if !checked.is_some_and(|c| c.payload_checked(&peer, payload)) {
+        let mut msg = Vec::with_capacity(DOMAIN.len() + STATIC_KEY_LEN);
+        msg.extend_from_slice(DOMAIN);
+        msg.extend_from_slice(signed_static);
+        key.verify(&msg, sig)
+            .map_err(|_| HandshakeError::BadSignature)?;
+        if let Some(c) = checked {
+            c.remember_payload(peer, payload);
+        }
+    }
     if signed_static != remote_static {
         return Err(HandshakeError::StaticKeyMismatch);
     }
-    Ok(key.to_peer_id())
+    Ok(peer)
 }
 
 #[cfg(test)]
@@ -64,7 +76,7 @@ mod tests {
         let s = [7u8; 32];
         let p = make(&kp, &s);
         assert_eq!(p.len(), PAYLOAD_LEN);
-        assert_eq!(verify(&p, &s).unwrap(), kp.peer_id());
+        assert_eq!(verify(&p, &s, None).unwrap(), kp.peer_id());
     }
 
     #[test]
@@ -73,7 +85,10 @@ mod tests {
         let s = [7u8; 32];
         let mut p = make(&kp, &s);
         p[100] ^= 1;
-        assert!(matches!(verify(&p, &s), Err(HandshakeError::BadSignature)));
+        assert!(matches!(
+            verify(&p, &s, None),
+            Err(HandshakeError::BadSignature)
+        ));
     }
 
     #[test]
@@ -81,15 +96,50 @@ mod tests {
         let kp = Keypair::generate().unwrap();
         let p = make(&kp, &[7u8; 32]);
         assert!(matches!(
-            verify(&p, &[8u8; 32]),
+            verify(&p, &[8u8; 32], None),
             Err(HandshakeError::StaticKeyMismatch)
         ));
     }
 
     #[test]
+    fn a_checked_payload_skips_only_the_signature_check() {
+        let kp = Keypair::generate().unwrap();
+        let s = [7u8; 32];
+        let p = make(&kp, &s);
+        let known = KnownPeers::new(4);
+        assert_eq!(verify(&p, &s, Some(&known)).unwrap(), kp.peer_id());
+        assert!(known.payload_checked(&kp.peer_id(), &p));
+        // The same bytes again: still bound to the handshake's static key.
+        assert!(matches!(
+            verify(&p, &[8u8; 32], Some(&known)),
+            Err(HandshakeError::StaticKeyMismatch)
+        ));
+        // Any other bytes for that peer are checked in full.
+        let mut forged = p.clone();
+        forged[100] ^= 1;
+        assert!(matches!(
+            verify(&forged, &s, Some(&known)),
+            Err(HandshakeError::BadSignature)
+        ));
+        assert!(!known.payload_checked(&kp.peer_id(), &forged));
+    }
+
+    #[test]
+    fn checked_payloads_are_bounded() {
+        let known = KnownPeers::new(2);
+        let s = [7u8; 32];
+        let peers: Vec<Keypair> = (0..3).map(|_| Keypair::generate().unwrap()).collect();
+        for kp in &peers {
+            verify(&make(kp, &s), &s, Some(&known)).unwrap();
+        }
+        assert!(!known.payload_checked(&peers[0].peer_id(), &make(&peers[0], &s)));
+        assert!(known.payload_checked(&peers[2].peer_id(), &make(&peers[2], &s)));
+    }
+
+    #[test]
     fn short_payload_is_named() {
         assert!(matches!(
-            verify(&[0u8; 5], &[0u8; 32]),
+            verify(&[0u8; 5], &[0u8; 32], None),
             Err(HandshakeError::BadPayload(5))
         ));
     }
