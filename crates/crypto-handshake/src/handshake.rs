@@ -327,14 +327,22 @@ impl Handshake {
         self.step == Step::Done
     }
 
-    /// How many more bytes the current item needs (at least one while
-    /// [`Handshake::wants_input`]; 0 otherwise). A driver may read exactly
-    /// this many bytes to never read past the handshake.
+    /// How many more bytes the handshake is sure to take (at least one
+    /// while [`Handshake::wants_input`]; 0 otherwise): the rest of the
+    /// current item, and for a preamble also the length prefix of the frame
+    /// that always follows it (one read instead of two). A driver may read
+    /// up to this many bytes and never read past the handshake.
     pub fn bytes_wanted(&self) -> usize {
         if !self.wants_input() {
             return 0;
         }
-        self.item_len().saturating_sub(self.inbuf.len()).max(1)
+        let next_prefix = match self.step {
+            Step::Preamble | Step::Reply => LEN_PREFIX,
+            _ => 0,
+        };
+        (self.item_len() + next_prefix)
+            .saturating_sub(self.inbuf.len())
+            .max(1)
     }
 
     fn item_len(&self) -> usize {

@@ -99,6 +99,28 @@ fn byte_at_a_time_input_works_and_never_overreads() {
 }
 
 #[test]
+fn bytes_wanted_covers_a_preamble_and_the_next_length_prefix() {
+    let (_, _, mut i, mut r) = xx_pair(Suite::ChaChaPoly);
+    let msg1 = i.take_output();
+    // Preamble and the frame's length prefix in one read, then the frame.
+    assert_eq!(r.bytes_wanted(), PREAMBLE_LEN + LEN_PREFIX);
+    let first = r.bytes_wanted();
+    assert_eq!(r.read_input(&msg1[..first]).unwrap(), first);
+    assert_eq!(r.bytes_wanted(), msg1.len() - first);
+    assert_eq!(r.read_input(&msg1[first..]).unwrap(), msg1.len() - first);
+    // The same on the initiator's side for the reply.
+    let msg2 = r.take_output();
+    assert_eq!(i.bytes_wanted(), PREAMBLE_LEN + LEN_PREFIX);
+    let first = i.bytes_wanted();
+    i.read_input(&msg2[..first]).unwrap();
+    assert_eq!(i.bytes_wanted(), msg2.len() - first);
+    i.read_input(&msg2[first..]).unwrap();
+    r.read_input(&i.take_output()).unwrap();
+    assert!(i.is_finished() && r.is_finished());
+    assert_eq!((i.bytes_wanted(), r.bytes_wanted()), (0, 0));
+}
+
+#[test]
 fn truncated_message_is_truncated() {
     let (_, _, mut i, mut r) = xx_pair(Suite::ChaChaPoly);
     let out = i.take_output();
