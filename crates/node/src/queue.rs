@@ -14,8 +14,9 @@
 //! notifies with `notify_one`, which stores a permit when nobody waits
 //! yet, so a push between the consumer's check and its wait is not
 //! missed. Senders waiting for room register before they look
-//! (`Notified::enable`) and every pop wakes them all, so a waiter that
-//! gives up (a timed-out send) cannot swallow the wake-up of another.
+//! (`Notified::enable`) and a pop from a full queue wakes them all, so a
+//! waiter that gives up (a timed-out send) cannot swallow the wake-up of
+//! another.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -144,6 +145,9 @@ impl<T> Receiver<T> {
     /// Takes the first item, or says whether the sender is gone.
     fn pop(&mut self) -> Result<T, bool> {
         let mut state = self.0.lock();
+        // Senders wait only on a full queue (and registered before they
+        // saw it full), so only a pop from a full queue wakes them.
+        let was_full = state.items.len() >= self.0.capacity;
         let Some(item) = state.items.pop_front() else {
             return Err(state.sender_gone);
         };
@@ -153,7 +157,9 @@ impl<T> Receiver<T> {
             state.items = VecDeque::new();
         }
         drop(state);
-        self.0.room.notify_waiters();
+        if was_full {
+            self.0.room.notify_waiters();
+        }
         Ok(item)
     }
 }
