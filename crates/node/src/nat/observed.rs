@@ -8,6 +8,14 @@
 //! one vote). A peer's newer report replaces its older one; votes older than
 //! the time to live lapse.
 //!
+//! Voters are free to make (a fresh identity per connection), so the state is
+//! bounded: one vote per network per candidate (the newest), at most
+//! [`MAX_VOTES_PER_ADDR`] networks per candidate and [`MAX_CANDIDATES`]
+//! candidates. A new candidate only displaces one that has a single vote
+//! itself, so a flood of made-up addresses cannot push out one that several
+//! networks agree on. Each report costs at most `MAX_CANDIDATES ×
+//! MAX_VOTES_PER_ADDR` steps, however many peers came before.
+//!
 //! The candidate is the observed IP with our listen port: the port a peer
 //! sees belongs to the outgoing connection, while a NAT that keeps ports
 //! (nftables masquerade does when it can) maps our listen port to the same
@@ -18,6 +26,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use knotwork_core::{PeerAddr, PeerId};
+
+/// Most candidate addresses voted for at once.
+pub const MAX_CANDIDATES: usize = 16;
+
+/// Most networks whose votes are kept for one candidate (a quorum above this
+/// cannot be reached).
+pub const MAX_VOTES_PER_ADDR: usize = 32;
 
 #[derive(Clone, Debug)]
 struct Vote {
@@ -72,11 +87,9 @@ impl ObservedAddrs {
         }
     }
 
-    fn independent(&self, votes: &[Vote]) -> usize {
-        let mut groups: Vec<Group> = votes.iter().map(|v| v.group).collect();
-        groups.sort_unstable();
-        groups.dedup();
-        groups.len()
+    /// Independent votes: the lists hold one vote per network.
+    fn independent(votes: &[Vote]) -> usize {
+        votes.len()
     }
 
     /// Peer `voter`, connected from `voter_addr`, says it sees us at
@@ -102,19 +115,45 @@ impl ObservedAddrs {
             votes.retain(|v| v.peer != voter);
         }
         self.votes.retain(|_, v| !v.is_empty());
+        if !self.votes.contains_key(&candidate) && !self.make_room() {
+            return None;
+        }
         let before = self.confirmed_at(&candidate);
-        self.votes.entry(candidate).or_default().push(Vote {
+        let group = Group::of(voter, voter_addr);
+        let votes = self.votes.entry(candidate).or_default();
+        votes.retain(|v| v.group != group);
+        if votes.len() >= MAX_VOTES_PER_ADDR {
+            // Votes are pushed in time order: the first is the oldest.
+            votes.remove(0);
+        }
+        votes.push(Vote {
             peer: voter,
-            group: Group::of(voter, voter_addr),
+            group,
             at: now,
         });
         (!before && self.confirmed_at(&candidate)).then_some(PeerAddr::Tcp(candidate))
     }
 
+    /// Makes room for one more candidate: below the limit there is; at it,
+    /// the oldest candidate with a single vote goes. `false`: every
+    /// candidate has more support than a newcomer, the new vote is dropped.
+    fn make_room(&mut self) -> bool {
+        if self.votes.len() < MAX_CANDIDATES {
+            return true;
+        }
+        let weakest = self
+            .votes
+            .iter()
+            .filter(|(_, v)| Self::independent(v) <= 1)
+            .min_by_key(|(_, v)| v.iter().map(|vote| vote.at).max())
+            .map(|(addr, _)| *addr);
+        weakest.is_some_and(|addr| self.votes.remove(&addr).is_some())
+    }
+
     fn confirmed_at(&self, candidate: &SocketAddr) -> bool {
         self.votes
             .get(candidate)
-            .is_some_and(|v| self.independent(v) >= self.quorum)
+            .is_some_and(|v| Self::independent(v) >= self.quorum)
     }
 
     /// Drops votes older than the time to live.
@@ -131,7 +170,7 @@ impl ObservedAddrs {
         let mut out: Vec<(usize, SocketAddr)> = self
             .votes
             .iter()
-            .map(|(a, v)| (self.independent(v), *a))
+            .map(|(a, v)| (Self::independent(v), *a))
             .filter(|(n, _)| *n >= self.quorum)
             .collect();
         out.sort_by(|a, b| b.cmp(a));
@@ -212,6 +251,42 @@ mod tests {
         assert_eq!(o.confirmed().len(), 1);
         o.expire(later + Duration::from_secs(61));
         assert!(o.confirmed().is_empty());
+    }
+
+    #[test]
+    fn test_a_flood_of_voters_and_made_up_addresses_stays_bounded() {
+        let mut o = ObservedAddrs::new(3, Duration::from_secs(600));
+        let now = Instant::now();
+        let real = a("tcp/203.0.113.5:41000");
+        for net in 1..=3 {
+            o.observe(
+                peer(),
+                &a(&format!("tcp/100.{net}.0.1:1")),
+                &real,
+                4000,
+                now,
+            );
+        }
+        assert_eq!(o.confirmed(), vec![a("tcp/203.0.113.5:4000")]);
+        // 5,000 fresh identities from 5,000 networks, each naming its own
+        // address for us, then all of them voting for one more.
+        for i in 0..5_000u32 {
+            let [_, b, c, d] = i.to_be_bytes();
+            let voter = a(&format!("tcp/{}.{c}.{d}.1:1", 20 + b));
+            let made_up = a(&format!("tcp/198.{b}.{c}.{d}:1"));
+            o.observe(peer(), &voter, &made_up, 4000, now);
+        }
+        for i in 0..5_000u32 {
+            let [_, b, c, d] = i.to_be_bytes();
+            let voter = a(&format!("tcp/{}.{c}.{d}.1:1", 40 + b));
+            o.observe(peer(), &voter, &a("tcp/192.0.2.9:1"), 4000, now);
+        }
+        assert!(o.votes.len() <= MAX_CANDIDATES);
+        assert!(o.votes.values().all(|v| v.len() <= MAX_VOTES_PER_ADDR));
+        // The address three networks agreed on is still confirmed, and so
+        // is the one thousands voted for.
+        assert!(o.confirmed().contains(&a("tcp/203.0.113.5:4000")));
+        assert_eq!(o.confirmed().first(), Some(&a("tcp/192.0.2.9:4000")));
     }
 
     #[test]
