@@ -259,6 +259,9 @@ pub struct Dispatch {
     pub task: Task,
     /// The worker.
     pub peer: PeerId,
+    /// Which placement of the task this is (1 for the first); a failure
+    /// is reported with it, see [`Scheduler::handle_failure`].
+    pub attempt: u32,
 }
 
 #[derive(Debug)]
@@ -280,7 +283,8 @@ struct Entry {
 ///
 /// Inputs: [`Scheduler::submit`], [`Scheduler::cancel`],
 /// [`Scheduler::peer_up`]/[`Scheduler::peer_down`],
-/// [`Scheduler::handle_reply`]/[`Scheduler::handle_failure`],
+/// [`Scheduler::handle_reply`]/[`Scheduler::handle_failure`]/
+/// [`Scheduler::handle_lost`],
 /// [`Scheduler::handle_timeout`] at [`Scheduler::poll_timeout`]. Outputs, to
 /// drain after any input: [`Scheduler::poll_dispatch`],
 /// [`Scheduler::poll_cancel`], [`Scheduler::poll_result`].
@@ -454,6 +458,7 @@ impl Scheduler {
         Some(Dispatch {
             task: entry.task.clone(),
             peer,
+            attempt: entry.attempts,
         })
     }
 
@@ -469,7 +474,7 @@ impl Scheduler {
             TaskReply::Done(out) => TaskOutcome::Done(out),
             TaskReply::Failed(e) => TaskOutcome::Failed(e),
             TaskReply::NoHandler | TaskReply::Busy => {
-                self.fail(from, id, now, false);
+                self.fail(from, id, None, now, false);
                 return;
             }
         };
@@ -485,19 +490,34 @@ impl Scheduler {
         self.finish(id, Some(from), outcome, entry.attempts);
     }
 
-    /// The attempt of task `id` on worker `from` failed at `now` (timed
-    /// out, refused, or the send failed); the task is placed again.
-    pub fn handle_failure(&mut self, from: PeerId, id: TaskId, now: Instant) {
+    /// Placement `attempt` ([`Dispatch::attempt`]) of task `id` on worker
+    /// `from` failed at `now` (timed out, refused, the send failed, or its
+    /// channel closed before an answer); the task is placed again. A
+    /// report about an earlier attempt than the running one is ignored:
+    /// the task may have been placed on the same worker again since.
+    pub fn handle_failure(&mut self, from: PeerId, id: TaskId, attempt: u32, now: Instant) {
         // The worker may still be running it: tell it to stop, so it does
         // not answer a request we no longer wait for.
-        self.fail(from, id, now, true);
+        self.fail(from, id, Some(attempt), now, true);
     }
 
-    fn fail(&mut self, from: PeerId, id: TaskId, now: Instant, cancel: bool) {
-        let running_on_from = self
-            .entries
-            .get(&id)
-            .is_some_and(|e| matches!(e.state, State::Running { peer, .. } if peer == from));
+    /// Placement `attempt` of task `id` on worker `from` ended with the
+    /// connection to it at `now`: the task is placed again, and nothing is
+    /// cancelled (the worker stopped the task with the connection; a cancel
+    /// sent over a newer connection could only hit a newer placement).
+    /// Reports about earlier attempts are ignored, as in
+    /// [`Scheduler::handle_failure`].
+    pub fn handle_lost(&mut self, from: PeerId, id: TaskId, attempt: u32, now: Instant) {
+        self.fail(from, id, Some(attempt), now, false);
+    }
+
+    /// Places task `id` again if it runs on `from` (in placement
+    /// `attempt`, when given).
+    fn fail(&mut self, from: PeerId, id: TaskId, attempt: Option<u32>, now: Instant, cancel: bool) {
+        let running_on_from = self.entries.get(&id).is_some_and(|e| {
+            matches!(e.state, State::Running { peer, .. } if peer == from)
+                && attempt.is_none_or(|a| a == e.attempts)
+        });
         if running_on_from {
             if cancel {
                 self.cancels.push_back((from, id));
@@ -691,42 +711,81 @@ impl Tasks {
         (s.queued(), s.in_flight(), s.retries())
     }
 
+    /// Takes `channel` out of the workers if it is still the one
+    /// registered for its peer; the peer's running tasks are placed again.
+    fn unregister(&self, channel: &Channel) {
+        let peer = channel.remote_peer_id();
+        let removed = {
+            let mut map = lock(&self.inner.channels);
+            let same = map.get(&peer).is_some_and(|c| c.same(channel));
+            if same {
+                map.remove(&peer);
+            }
+            same
+        };
+        if removed {
+            lock(&self.inner.scheduler).peer_down(&peer, now());
+            self.inner.wake.notify_one();
+        }
+    }
+
     /// Sends out what the scheduler decided: dispatches, cancellations and
     /// results.
     fn flush(&self) {
         let busy = |p: &PeerId| self.inner.resources.busy_score(p);
+        // A closed channel leaves the workers when its job ends; until
+        // then nothing is placed on it (its jobs would be dropped at once).
+        let closed: Vec<Channel> = lock(&self.inner.channels)
+            .values()
+            .filter(|c| c.is_closed())
+            .cloned()
+            .collect();
+        for channel in &closed {
+            self.unregister(channel);
+        }
         loop {
             let next = lock(&self.inner.scheduler).poll_dispatch(now(), &busy);
-            let Some(Dispatch { task, peer }) = next else {
+            let Some(Dispatch {
+                task,
+                peer,
+                attempt,
+            }) = next
+            else {
                 break;
             };
             let channel = lock(&self.inner.channels).get(&peer).cloned();
             let Some(channel) = channel else {
-                lock(&self.inner.scheduler).handle_failure(peer, task.id, now());
+                lock(&self.inner.scheduler).handle_failure(peer, task.id, attempt, now());
                 continue;
             };
+            if channel.is_closed() {
+                // Closed since the check above: the task goes back too.
+                self.unregister(&channel);
+                continue;
+            }
             self.inner.metrics.task(TaskEvent::Dispatched);
             self.inner.metrics.tasks_in_flight(1);
-            let this = self.clone();
-            let ch = channel.clone();
+            let outcome = Attempt {
+                tasks: self.clone(),
+                channel: channel.clone(),
+                id: task.id,
+                attempt,
+                reply: None,
+            };
+            // Moved into the job: if the job never runs or is aborted (its
+            // channel closed, say replaced by a duplicate), dropping it
+            // reports the failure.
             channel.spawn(async move {
                 let req = TaskRequest {
                     id: task.id.0,
                     kind: task.kind,
                     payload: task.payload,
                 };
-                let reply = ch
+                let reply = outcome
+                    .channel
                     .request_timeout::<TaskRequest, TaskReply>(&req, task.timeout)
                     .await;
-                this.inner.metrics.tasks_in_flight(-1);
-                {
-                    let mut s = lock(&this.inner.scheduler);
-                    match reply {
-                        Ok(reply) => s.handle_reply(peer, task.id, reply, now()),
-                        Err(_) => s.handle_failure(peer, task.id, now()),
-                    }
-                }
-                this.inner.wake.notify_one();
+                outcome.finish(reply.ok());
             });
         }
         loop {
@@ -848,6 +907,47 @@ impl Tasks {
     }
 }
 
+/// One placement of a task, sent by a request job over `channel`: when
+/// the job ends it reports the reply, or a failure if there was none (the
+/// request failed or timed out), or that the attempt was lost with its
+/// channel (closed: that also aborts the channel's jobs, and dropping the
+/// job reports). Without that last case a task sent over a channel
+/// replaced by a duplicate would wait for its whole timeout before being
+/// placed again.
+struct Attempt {
+    tasks: Tasks,
+    channel: Channel,
+    id: TaskId,
+    attempt: u32,
+    reply: Option<TaskReply>,
+}
+
+impl Attempt {
+    /// Reports `reply` (`None`: the request failed or timed out).
+    fn finish(mut self, reply: Option<TaskReply>) {
+        self.reply = reply;
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let inner = &self.tasks.inner;
+        inner.metrics.tasks_in_flight(-1);
+        {
+            let peer = self.channel.remote_peer_id();
+            let mut s = lock(&inner.scheduler);
+            match self.reply.take() {
+                Some(reply) => s.handle_reply(peer, self.id, reply, now()),
+                None if self.channel.is_closed() => {
+                    s.handle_lost(peer, self.id, self.attempt, now());
+                }
+                None => s.handle_failure(peer, self.id, self.attempt, now()),
+            }
+        }
+        inner.wake.notify_one();
+    }
+}
+
 /// Takes a channel out of the workers (its running tasks are placed again)
 /// when its job ends or is aborted.
 struct Registered {
@@ -857,19 +957,7 @@ struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        let peer = self.channel.remote_peer_id();
-        let removed = {
-            let mut map = lock(&self.tasks.inner.channels);
-            let same = map.get(&peer).is_some_and(|c| c.same(&self.channel));
-            if same {
-                map.remove(&peer);
-            }
-            same
-        };
-        if removed {
-            lock(&self.tasks.inner.scheduler).peer_down(&peer, now());
-            self.tasks.inner.wake.notify_one();
-        }
+        self.tasks.unregister(&self.channel);
     }
 }
 

@@ -70,6 +70,45 @@ fn test_running_worker_down_requeues_on_other_peer_and_late_reply_is_ignored() {
 }
 
 #[test]
+fn test_running_attempt_ignores_a_failure_of_an_earlier_one() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg());
+    let a = peer();
+    s.peer_up(a);
+    s.submit(task(1), Placement::BestByResources, t0).unwrap();
+    let first = s.poll_dispatch(t0, &idle).unwrap();
+    // The scheduler times the first attempt out and places it on a again.
+    let t1 = t0 + Duration::from_secs(10);
+    s.handle_timeout(t1);
+    let second = s.poll_dispatch(t1, &idle).unwrap();
+    assert_eq!((second.peer, second.attempt), (a, 2));
+    // The first attempt's request reports its own timeout after that.
+    s.handle_failure(a, TaskId(1), first.attempt, t1);
+    assert_eq!(s.in_flight(), 1, "the second attempt still runs");
+    assert_eq!(s.retries(), 1);
+    s.handle_failure(a, TaskId(1), second.attempt, t1);
+    assert_eq!((s.in_flight(), s.queued(), s.retries()), (0, 1, 2));
+}
+
+#[test]
+fn test_lost_attempt_is_placed_again_without_a_cancel() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg());
+    let a = peer();
+    s.peer_up(a);
+    s.submit(task(1), Placement::BestByResources, t0).unwrap();
+    let first = s.poll_dispatch(t0, &idle).unwrap();
+    s.handle_lost(a, TaskId(1), first.attempt, t0);
+    assert_eq!(
+        s.poll_cancel(),
+        None,
+        "the worker stopped it with the channel"
+    );
+    let second = s.poll_dispatch(t0, &idle).unwrap();
+    assert_eq!((second.peer, second.attempt), (a, 2));
+}
+
+#[test]
 fn test_first_answer_wins_and_other_worker_is_cancelled() {
     let t0 = Instant::now();
     let mut s = Scheduler::new(cfg());
@@ -77,8 +116,9 @@ fn test_first_answer_wins_and_other_worker_is_cancelled() {
     s.peer_up(a);
     s.peer_up(b);
     s.submit(task(1), Placement::Peers(vec![a]), t0).unwrap();
-    s.poll_dispatch(t0, &idle).unwrap();
-    s.handle_failure(a, TaskId(1), t0);
+    let first = s.poll_dispatch(t0, &idle).unwrap();
+    assert_eq!(first.attempt, 1);
+    s.handle_failure(a, TaskId(1), first.attempt, t0);
     assert_eq!(
         s.poll_cancel(),
         Some((a, TaskId(1))),
