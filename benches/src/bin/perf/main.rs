@@ -76,9 +76,60 @@ struct Options {
     quick: bool,
     cpu: usize,
     out: PathBuf,
+    only: Only,
 }
 
-const USAGE: &str = "usage: perf [--quick] [--cpu N] [--out DIR]";
+/// Which scenario groups a run measures (`--only a,b`; all by default).
+/// The raw TCP baselines of rtt, pipelined and connect always run, so
+/// every ratio has its baseline from the same run.
+#[derive(Clone, Copy)]
+struct Only {
+    bulk: bool,
+    stream: bool,
+    node: bool,
+    handshakes: bool,
+    memory: bool,
+    unpinned: bool,
+}
+
+impl Only {
+    const ALL: Only = Only {
+        bulk: true,
+        stream: true,
+        node: true,
+        handshakes: true,
+        memory: true,
+        unpinned: true,
+    };
+
+    /// Parses `bulk,stream,node,handshakes,memory,unpinned`.
+    fn parse(list: &str) -> Option<Only> {
+        let mut only = Only {
+            bulk: false,
+            stream: false,
+            node: false,
+            handshakes: false,
+            memory: false,
+            unpinned: false,
+        };
+        for group in list.split(',') {
+            let flag = match group {
+                "bulk" => &mut only.bulk,
+                "stream" => &mut only.stream,
+                "node" => &mut only.node,
+                "handshakes" => &mut only.handshakes,
+                "memory" => &mut only.memory,
+                "unpinned" => &mut only.unpinned,
+                _ => return None,
+            };
+            *flag = true;
+        }
+        Some(only)
+    }
+}
+
+const USAGE: &str = "usage: perf [--quick] [--cpu N] [--out DIR] \
+     [--only bulk,stream,node,handshakes,memory,unpinned]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -100,6 +151,7 @@ fn main() {
         quick: false,
         cpu: 0,
         out: PathBuf::from("target/perf"),
+        only: Only::ALL,
     };
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -107,6 +159,7 @@ fn main() {
             "--quick" => opts.quick = true,
             "--cpu" => opts.cpu = it.next().and_then(|c| c.parse().ok()).expect(USAGE),
             "--out" => opts.out = it.next().map(PathBuf::from).expect(USAGE),
+            "--only" => opts.only = it.next().and_then(|l| Only::parse(&l)).expect(USAGE),
             _ => panic!("unknown argument `{arg}`\n{USAGE}"),
         }
     }
@@ -118,12 +171,15 @@ fn main() {
         Duration::from_secs(600)
     });
     let mut rows = Vec::new();
-    for placement in [Placement::Pinned(opts.cpu), Placement::Unpinned] {
+    let placements = [Placement::Pinned(opts.cpu), Placement::Unpinned];
+    let placements = placements.get(..if opts.only.unpinned { 2 } else { 1 });
+    for &placement in placements.unwrap_or_default() {
         eprintln!("perf: measuring {}", placement.label());
-        measure(placement, sizes, &mut rows);
+        measure(placement, sizes, opts.only, &mut rows);
     }
     eprintln!("perf: memory per idle connection");
-    for &count in sizes.memory {
+    let memory = if opts.only.memory { sizes.memory } else { &[] };
+    for &count in memory {
         watchdog::step(format_args!("idle memory, {count} connections"));
         memory_rows(count, &mut rows);
     }
@@ -214,64 +270,24 @@ impl Rows<'_> {
     }
 }
 
-fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
+fn measure(placement: Placement, sizes: &Sizes, only: Only, rows: &mut Vec<Row>) {
     let sides = Sides::new(placement);
     let mut out = Rows { placement, rows };
-    let secure = [Suite::ChaChaPoly, Suite::AesGcm];
-
-    watchdog::step("bulk raw tcp");
-    let raw_bulk = stream::bulk(&sides, Layer::Raw, sizes.bulk);
-    out.push(
-        "bulk",
-        Layer::Raw.label(),
-        raw_bulk,
-        "B/s",
-        None,
-        ("raw tcp", raw_bulk),
-        None,
-        "",
-    );
-    for suite in secure {
-        let layer = Layer::Secure(suite);
-        let total = sizes.bulk;
-        watchdog::step(format_args!("aead {suite:?} in memory"));
-        let aead = sides.server(async move { crypto::aead_rate(suite, total) });
-        let limit = 1.0 / (1.0 + raw_bulk / aead);
-        watchdog::step(format_args!("bulk {}", layer.label()));
-        let rate = stream::bulk(&sides, layer, sizes.bulk);
-        let target = match suite {
-            Suite::AesGcm => ">= 0.5x",
-            _ => ">= 0.26x",
-        };
-        out.push(
-            "bulk",
-            layer.label(),
-            rate,
-            "B/s",
-            None,
-            ("raw tcp", raw_bulk),
-            Some(limit),
-            target,
-        );
-        out.push(
-            "aead seal+open",
-            format!("ring {suite:?} in memory"),
-            aead,
-            "B/s",
-            None,
-            ("raw tcp bulk", raw_bulk),
-            None,
-            "",
-        );
+    if only.bulk {
+        measure_bulk(&sides, sizes, &mut out);
     }
+    let layers: &[Layer] = if only.stream {
+        &[
+            Layer::Raw,
+            Layer::Secure(Suite::ChaChaPoly),
+            Layer::Secure(Suite::AesGcm),
+        ]
+    } else {
+        &[Layer::Raw]
+    };
 
-    let layers = [
-        Layer::Raw,
-        Layer::Secure(Suite::ChaChaPoly),
-        Layer::Secure(Suite::AesGcm),
-    ];
     let mut raw_rtt = 0.0;
-    for layer in layers {
+    for &layer in layers {
         watchdog::step(format_args!("rtt 64B {}", layer.label()));
         let times = stream::ping_pong(&sides, layer, sizes.rounds);
         let m = out.latencies(
@@ -286,7 +302,7 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
         }
     }
     let mut raw_pipe = 0.0;
-    for layer in layers {
+    for &layer in layers {
         watchdog::step(format_args!("pipelined 64B {}", layer.label()));
         let rate = stream::pipelined(&sides, layer, sizes.pipelined);
         if layer == Layer::Raw {
@@ -304,7 +320,12 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
         );
     }
     let mut raw_connect = 0.0;
-    for layer in [Layer::Raw, Layer::Secure(Suite::preferred())] {
+    let connect_layers: &[Layer] = if only.stream {
+        &[Layer::Raw, Layer::Secure(Suite::preferred())]
+    } else {
+        &[Layer::Raw]
+    };
+    for &layer in connect_layers {
         watchdog::step(format_args!("connect {}", layer.label()));
         let times = stream::connect(&sides, layer, sizes.connects);
         let label = match layer {
@@ -323,10 +344,23 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
         }
     }
 
+    if only.node {
+        measure_node(&sides, sizes, (raw_rtt, raw_pipe, raw_connect), &mut out);
+    }
+    drop(sides);
+    if only.handshakes {
+        measure_handshakes(placement, sizes, &mut out);
+    }
+}
+
+/// Typed messages and connects through two nodes, as ratios to the raw
+/// TCP baselines `(rtt, pipelined, connect)` of the same run.
+fn measure_node(sides: &Sides, sizes: &Sizes, raw: (f64, f64, f64), out: &mut Rows<'_>) {
+    let (raw_rtt, raw_pipe, raw_connect) = raw;
     watchdog::step("node pair");
-    let mut pair = node::pair(&sides);
+    let mut pair = node::pair(sides);
     watchdog::step("rtt 64B node request/response");
-    let times = pair.request_response(&sides, sizes.rounds);
+    let times = pair.request_response(sides, sizes.rounds);
     out.latencies(
         "rtt 64B",
         "node request/response".into(),
@@ -335,7 +369,7 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
         "<= 1.5x",
     );
     watchdog::step("pipelined 64B node typed send");
-    let rate = pair.pipelined(&sides, sizes.pipelined);
+    let rate = pair.pipelined(sides, sizes.pipelined);
     out.push(
         "pipelined 64B",
         "node typed send".into(),
@@ -347,7 +381,7 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
         ">= 0.2x",
     );
     watchdog::step("connect node (first and reconnect)");
-    let (first, again) = pair.connects(&sides, sizes.connects);
+    let (first, again) = pair.connects(sides, sizes.connects);
     out.latencies(
         "connect",
         "node XX + version".into(),
@@ -363,9 +397,12 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
         "<= 400 us",
     );
     watchdog::step("node pair shutdown");
-    pair.shutdown(&sides);
-    drop(sides);
+    pair.shutdown(sides);
+}
 
+/// Inbound handshakes a node accepts per server CPU second, against the
+/// in-memory snow XX responder.
+fn measure_handshakes(placement: Placement, sizes: &Sizes, out: &mut Rows<'_>) {
     let suite = Suite::preferred();
     let one = Sides::new(placement);
     let count = sizes.handshakes;
@@ -407,6 +444,57 @@ fn measure(placement: Placement, sizes: &Sizes, rows: &mut Vec<Row>) {
         None,
         "",
     );
+}
+
+/// Bulk throughput of raw TCP and SecureStream with each suite, and the
+/// in-memory AEAD rate that bounds each suite.
+fn measure_bulk(sides: &Sides, sizes: &Sizes, out: &mut Rows<'_>) {
+    let secure = [Suite::ChaChaPoly, Suite::AesGcm];
+    watchdog::step("bulk raw tcp");
+    let raw_bulk = stream::bulk(sides, Layer::Raw, sizes.bulk);
+    out.push(
+        "bulk",
+        Layer::Raw.label(),
+        raw_bulk,
+        "B/s",
+        None,
+        ("raw tcp", raw_bulk),
+        None,
+        "",
+    );
+    for suite in secure {
+        let layer = Layer::Secure(suite);
+        let total = sizes.bulk;
+        watchdog::step(format_args!("aead {suite:?} in memory"));
+        let aead = sides.server(async move { crypto::aead_rate(suite, total) });
+        let limit = 1.0 / (1.0 + raw_bulk / aead);
+        watchdog::step(format_args!("bulk {}", layer.label()));
+        let rate = stream::bulk(sides, layer, sizes.bulk);
+        let target = match suite {
+            Suite::AesGcm => ">= 0.5x",
+            _ => ">= 0.26x",
+        };
+        out.push(
+            "bulk",
+            layer.label(),
+            rate,
+            "B/s",
+            None,
+            ("raw tcp", raw_bulk),
+            Some(limit),
+            target,
+        );
+        out.push(
+            "aead seal+open",
+            format!("ring {suite:?} in memory"),
+            aead,
+            "B/s",
+            None,
+            ("raw tcp bulk", raw_bulk),
+            None,
+            "",
+        );
+    }
 }
 
 fn memory_rows(count: usize, rows: &mut Vec<Row>) {
