@@ -3,8 +3,9 @@
 //! - `handshake/*`: complete XX handshakes in memory (sans-IO, no I/O), ours
 //!   (Noise + identity payload signature checks + preamble + framing) vs
 //!   bare snow XX with the same suite, on snow's own resolver (ring, and
-//!   curve25519-dalek built with the same precomputed tables as ours; ours
-//!   also skips deriving the static public key per handshake). Goal: ours ≥
+//!   curve25519-dalek with its precomputed base-point tables; ours uses
+//!   AWS-LC's X25519 and skips deriving the static public key per
+//!   handshake). Goal: ours ≥
 //!   0.9× snow. `ed25519_verify_x2` is the cost of the two signature checks
 //!   alone (the bound: both are needed on a first contact).
 //! - `throughput_<suite>/*`: 1 MiB as 16 writes of 64 KiB through two

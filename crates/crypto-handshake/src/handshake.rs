@@ -81,7 +81,7 @@ fn builder(
     let params: snow::params::NoiseParams = preamble::noise_params(pattern, suite)
         .parse()
         .map_err(noise_err)?;
-    snow::Builder::with_resolver(params, Box::new(Resolver::new(Some(*static_key))))
+    snow::Builder::with_resolver(params, Box::new(Resolver::new(Some(static_key.clone()))))
         .local_private_key(&static_key.private)
         .map_err(noise_err)
 }
@@ -209,7 +209,7 @@ impl Handshake {
             pattern,
             suite,
             noise: None,
-            static_key: local.static_key,
+            static_key: local.static_key.clone(),
             payload: local.payload.clone(),
             expected: None,
             inbuf: Vec::new(),

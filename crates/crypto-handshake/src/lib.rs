@@ -9,7 +9,7 @@
 //! - [`handshake`]: [`Handshake`], the sans-IO state machine (XX, and IK for
 //!   known peers), built on snow.
 //! - `resolver` (private): the crypto snow runs on: ring, and X25519 from
-//!   curve25519-dalek with precomputed tables and the static key computed once.
+//!   aws-lc-rs with the static key computed once.
 //! - [`cipher`]: [`CipherState`], one transport direction, in-place AEAD with
 //!   ring, Noise rekey.
 //! - [`stream`]: [`SecureStream`], tokio `AsyncRead + AsyncWrite` over the

