@@ -170,6 +170,11 @@ pub(crate) struct Shared {
     pub(crate) pending_handshakes: Arc<Semaphore>,
     pub(crate) per_ip: Mutex<HashMap<IpAddr, usize>>,
     pub(crate) dialing: Mutex<HashSet<PeerAddr>>,
+    /// Peers an outbound pipeline has authenticated and not yet put in the
+    /// peer table (see `session::Establishing`); `established` wakes those
+    /// waiting for one to finish.
+    pub(crate) establishing: Mutex<HashSet<PeerId>>,
+    pub(crate) established: tokio::sync::Notify,
     pub(crate) tasks: Mutex<JoinSet<()>>,
     pub(crate) apps: crate::apps::Apps,
     pub(crate) discovery: crate::discovery::UnifiedDiscovery,
@@ -389,6 +394,8 @@ impl NodeBuilder {
             pending_handshakes: Arc::new(Semaphore::new(config.max_pending_handshakes.max(1))),
             per_ip: Mutex::new(HashMap::new()),
             dialing: Mutex::new(HashSet::new()),
+            establishing: Mutex::new(HashSet::new()),
+            established: tokio::sync::Notify::new(),
             tasks: Mutex::new(JoinSet::new()),
             apps,
             config,
@@ -563,11 +570,12 @@ impl Node {
     }
 
     /// Dials `addr` once (no reconnect) and returns the channel. If the peer
-    /// there is already connected, returns the existing channel.
+    /// there is already connected, or another dial of ours is opening a
+    /// channel to it, returns that channel.
     pub async fn connect(&self, addr: &PeerAddr) -> Result<Channel, NodeError> {
         match crate::session::connect(&self.shared, addr, SessionKind::Manual).await {
             Err(NodeError::AlreadyConnected(peer)) => {
-                self.channel(&peer).ok_or(NodeError::AlreadyConnected(peer))
+                crate::session::existing_channel(&self.shared, peer).await
             }
             other => other,
         }

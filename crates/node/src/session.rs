@@ -47,10 +47,7 @@ async fn dial(shared: &Arc<Shared>, addr: &PeerAddr) -> Result<BoxStream, NodeEr
         let relay = match existing {
             Some(channel) => channel,
             None => match Box::pin(connect(shared, &r.relay, SessionKind::Manual)).await {
-                Err(NodeError::AlreadyConnected(peer)) => lock(&shared.peers)
-                    .get(&peer)
-                    .cloned()
-                    .ok_or(NodeError::NotConnected(peer))?,
+                Err(NodeError::AlreadyConnected(peer)) => existing_channel(shared, peer).await?,
                 other => other?,
             },
         };
@@ -184,9 +181,11 @@ pub(crate) async fn establish(
             _ => NodeError::Banned(peer.to_string()),
         });
     }
-    if !inbound && !dial_may_proceed(shared, &peer) {
-        return Err(NodeError::AlreadyConnected(peer));
-    }
+    let _establishing = if inbound {
+        None
+    } else {
+        Some(Establishing::claim(shared, peer)?)
+    };
     let names = shared.registry.names();
     let ours = Version::new(&names, &shared.advertised_addrs(), &addr);
     let (theirs, parts) = version::exchange(secure, &ours).await?;
@@ -241,6 +240,60 @@ pub(crate) async fn establish(
     });
     tokio::spawn(supervise(shared.clone(), channel.clone(), slot));
     Ok(channel)
+}
+
+/// An outbound pipeline's claim on its peer, from the handshake until the
+/// channel is in the peer table (or the pipeline fails). Two dials of one
+/// peer at once (a manual connect while maintenance or discovery dials it)
+/// used to both pass [`dial_may_proceed`] before either channel was
+/// inserted, and the newer then closed the older as a duplicate; now the
+/// second gives way ([`NodeError::AlreadyConnected`]) and `Node::connect`
+/// waits for the first ([`existing_channel`]).
+struct Establishing<'a> {
+    shared: &'a Shared,
+    peer: PeerId,
+}
+
+impl<'a> Establishing<'a> {
+    fn claim(shared: &'a Shared, peer: PeerId) -> Result<Self, NodeError> {
+        let mut establishing = lock(&shared.establishing);
+        if establishing.contains(&peer) || !dial_may_proceed(shared, &peer) {
+            return Err(NodeError::AlreadyConnected(peer));
+        }
+        establishing.insert(peer);
+        Ok(Self { shared, peer })
+    }
+}
+
+impl Drop for Establishing<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.establishing).remove(&self.peer);
+        self.shared.established.notify_waiters();
+    }
+}
+
+/// The channel to `peer`, waiting (at most the handshake timeout) for one
+/// of our dials that is opening it; `AlreadyConnected` if none comes (the
+/// other dial failed, or the peer's own dial to us won and is still
+/// opening).
+pub(crate) async fn existing_channel(shared: &Shared, peer: PeerId) -> Result<Channel, NodeError> {
+    let wait = async {
+        loop {
+            let done = shared.established.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if let Some(channel) = lock(&shared.peers).get(&peer) {
+                return Ok(channel.clone());
+            }
+            if !lock(&shared.establishing).contains(&peer) {
+                return Err(NodeError::AlreadyConnected(peer));
+            }
+            done.await;
+        }
+    };
+    tokio::time::timeout(shared.config.handshake_timeout, wait)
+        .await
+        .unwrap_or(Err(NodeError::AlreadyConnected(peer)))
 }
 
 /// Which side dialed `channel`.

@@ -233,3 +233,51 @@ async fn a_task_on_a_channel_replaced_by_a_duplicate_is_placed_again_at_once() {
     small.shutdown().await;
     large.shutdown().await;
 }
+
+/// Two dials of one peer at once (here two `connect` calls; in a node,
+/// say, a manual connect while outbound maintenance dials the same host)
+/// used to both pass the duplicate check before either channel was in the
+/// peer table; the newer then closed the older as `Duplicate`, a channel
+/// `connect` had already returned. Now the second waits for the first
+/// and returns its channel.
+#[tokio::test(start_paused = true)]
+async fn concurrent_connects_to_one_peer_return_one_live_channel() {
+    let net = MemoryTransport::new();
+    let port = PeerAddr::Mem(4343);
+    let server = Node::builder(Keypair::generate().unwrap())
+        .transport(net.clone())
+        .config(fast_config())
+        .listen(port.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut config = fast_config();
+    config.outbound_slots = 0;
+    let client = Node::builder(Keypair::generate().unwrap())
+        .transport(net.clone())
+        .config(config)
+        .start()
+        .await
+        .unwrap();
+    for round in 0..5 {
+        let (a, b) = tokio::join!(client.connect(&port), client.connect(&port));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a.same(&b), "round {round}: two channels to one peer");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !a.is_closed(),
+            "round {round}: closed as {:?}",
+            a.close_reason()
+        );
+        assert!(client.channel(&server.peer_id()).unwrap().same(&a));
+        a.close(DisconnectReason::other("round over")).await;
+        a.closed().await;
+        eventually(Duration::from_secs(2), "both ends forget", || {
+            client.channel(&server.peer_id()).is_none()
+                && server.channel(&client.peer_id()).is_none()
+        })
+        .await;
+    }
+    client.shutdown().await;
+    server.shutdown().await;
+}
