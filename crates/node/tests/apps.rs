@@ -439,10 +439,10 @@ async fn metrics_are_scraped_over_http() {
     assert_eq!(value("knot_tasks_total{event=\"completed\"}"), 5.0);
     assert_eq!(value("knot_tasks_in_flight"), 0.0);
     // Per-type message rates, by the NAME of each registered type.
-    let tasks_out = "knot_messages_total{direction=\"out\",type=\"knot/task/request/1\"}";
+    let tasks_out = "knot_messages_total{direction=\"out\",type=\"knot/task/request/2\"}";
     assert_eq!(value(tasks_out), 5.0);
     let tasks_out_bytes =
-        "knot_message_bytes_total{direction=\"out\",type=\"knot/task/request/1\"}";
+        "knot_message_bytes_total{direction=\"out\",type=\"knot/task/request/2\"}";
     assert!(value(tasks_out_bytes) > 0.0);
     assert_eq!(
         value("knot_messages_total{direction=\"in\",type=\"knot/task/reply/1\"}"),

@@ -61,14 +61,14 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn task_messages_roundtrip(id in any::<u64>(), kind in text(MAX_KIND_LEN), len in 0..=MAX_PAYLOAD_LEN, fill in any::<u8>(), err in text(256)) {
+    fn task_messages_roundtrip(id in any::<u64>(), attempt in any::<u32>(), kind in text(MAX_KIND_LEN), len in 0..=MAX_PAYLOAD_LEN, fill in any::<u8>(), err in text(256)) {
         let payload = vec![fill; len];
-        roundtrip(&TaskRequest { id, kind, payload: payload.clone() });
+        roundtrip(&TaskRequest { id, attempt, kind, payload: payload.clone() });
         roundtrip(&TaskReply::Done(payload));
         roundtrip(&TaskReply::Failed(err));
         roundtrip(&TaskReply::NoHandler);
         roundtrip(&TaskReply::Busy);
-        roundtrip(&TaskCancel { id });
+        roundtrip(&TaskCancel { id, attempt });
     }
 
     #[test]

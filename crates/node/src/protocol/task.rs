@@ -104,6 +104,10 @@ pub enum Placement {
 pub struct TaskRequest {
     /// The task id.
     pub id: u64,
+    /// Which placement of the task this is (1 for the first): a worker
+    /// still running an earlier one for this submitter stops it and runs
+    /// this one (the submitter gave the earlier one up).
+    pub attempt: u32,
     /// The task kind.
     pub kind: String,
     /// The input.
@@ -111,9 +115,10 @@ pub struct TaskRequest {
 }
 
 impl Message for TaskRequest {
-    const NAME: &'static str = "knot/task/request/1";
-    // id varint 10 + kind (1 length byte + 64) + payload (3 length bytes + 256 KiB).
-    const MAX_BYTES: usize = 10 + 1 + MAX_KIND_LEN + 3 + MAX_PAYLOAD_LEN;
+    const NAME: &'static str = "knot/task/request/2";
+    // id varint 10 + attempt varint 5 + kind (1 length byte + 64) + payload
+    // (3 length bytes + 256 KiB).
+    const MAX_BYTES: usize = 10 + 5 + 1 + MAX_KIND_LEN + 3 + MAX_PAYLOAD_LEN;
 }
 
 /// A worker's answer to a [`TaskRequest`].
@@ -140,12 +145,15 @@ impl Message for TaskReply {
 pub struct TaskCancel {
     /// The task id.
     pub id: u64,
+    /// The placement to stop ([`TaskRequest::attempt`]); a cancel of an
+    /// earlier placement than the one running leaves it alone.
+    pub attempt: u32,
 }
 
 impl Message for TaskCancel {
-    const NAME: &'static str = "knot/task/cancel/1";
-    // id varint 10.
-    const MAX_BYTES: usize = 10;
+    const NAME: &'static str = "knot/task/cancel/2";
+    // id varint 10 + attempt varint 5.
+    const MAX_BYTES: usize = 10 + 5;
 }
 
 /// How a task ended.
@@ -207,27 +215,53 @@ fn check_sizes(kind: &str, payload: &[u8]) -> Result<(), TaskError> {
     Ok(())
 }
 
+/// The tasks a worker runs for one peer: task id -> (attempt, the token
+/// that stops it).
+type Running = HashMap<u64, (u32, CancellationToken)>;
+
 /// How a worker takes a request from a peer: a request over the limits
 /// ([`TaskError::KindTooLong`], [`TaskError::PayloadTooLong`]: its frame
 /// fits `MAX_BYTES`, which bounds only the sum) or with the id of a task
-/// the worker still runs for that peer ([`TaskError::DuplicateId`]) is an
-/// error; `Ok(None)` when all `limit` slots are busy; else the token that
-/// cancels the task, now counted in `running`.
+/// the worker still runs for that peer in the same or a later attempt
+/// ([`TaskError::DuplicateId`]) is an error; a later attempt of a running
+/// task stops the earlier one and takes its slot (the submitter timed it
+/// out; its cancel may still be on the way); `Ok(None)` when all `limit`
+/// slots are busy; else the token that cancels the task, now counted in
+/// `running`.
 fn admit(
-    running: &mut HashMap<u64, CancellationToken>,
+    running: &mut Running,
     req: &TaskRequest,
     limit: usize,
 ) -> Result<Option<CancellationToken>, TaskError> {
     check_sizes(&req.kind, &req.payload)?;
-    if running.contains_key(&req.id) {
-        return Err(TaskError::DuplicateId);
-    }
-    if running.len() >= limit.max(1) {
-        return Ok(None);
+    match running.get(&req.id) {
+        Some((attempt, _)) if *attempt >= req.attempt => return Err(TaskError::DuplicateId),
+        Some((_, earlier)) => earlier.cancel(),
+        None if running.len() >= limit.max(1) => return Ok(None),
+        None => {}
     }
     let token = CancellationToken::new();
-    running.insert(req.id, token.clone());
+    running.insert(req.id, (req.attempt, token.clone()));
     Ok(Some(token))
+}
+
+/// A worker's handling of `cancel`: stops the task if the attempt running
+/// is the one named (an earlier attempt's late cancel must not stop a
+/// later one).
+fn cancel_running(running: &Running, cancel: &TaskCancel) {
+    if let Some((attempt, token)) = running.get(&cancel.id)
+        && *attempt == cancel.attempt
+    {
+        token.cancel();
+    }
+}
+
+/// A worker's task `id` in `attempt` has ended: it leaves `running`,
+/// unless a later attempt has replaced it there.
+fn finished(running: &mut Running, id: u64, attempt: u32) {
+    if running.get(&id).is_some_and(|(a, _)| *a == attempt) {
+        running.remove(&id);
+    }
 }
 
 /// Settings of the task protocol.
@@ -295,7 +329,7 @@ pub struct Scheduler {
     queue: VecDeque<TaskId>,
     peers: HashMap<PeerId, usize>,
     results: VecDeque<TaskResult>,
-    cancels: VecDeque<(PeerId, TaskId)>,
+    cancels: VecDeque<(PeerId, TaskId, u32)>,
     retries: u64,
 }
 
@@ -349,7 +383,7 @@ impl Scheduler {
         };
         if let State::Running { peer, .. } = entry.state {
             self.release(&peer);
-            self.cancels.push_back((peer, id));
+            self.cancels.push_back((peer, id, entry.attempts));
         }
         self.finish(id, None, TaskOutcome::Cancelled, entry.attempts);
         true
@@ -484,7 +518,7 @@ impl Scheduler {
         if let State::Running { peer, .. } = entry.state {
             self.release(&peer);
             if peer != from {
-                self.cancels.push_back((peer, id));
+                self.cancels.push_back((peer, id, entry.attempts));
             }
         }
         self.finish(id, Some(from), outcome, entry.attempts);
@@ -514,13 +548,14 @@ impl Scheduler {
     /// Places task `id` again if it runs on `from` (in placement
     /// `attempt`, when given).
     fn fail(&mut self, from: PeerId, id: TaskId, attempt: Option<u32>, now: Instant, cancel: bool) {
-        let running_on_from = self.entries.get(&id).is_some_and(|e| {
-            matches!(e.state, State::Running { peer, .. } if peer == from)
-                && attempt.is_none_or(|a| a == e.attempts)
+        let running_on_from = self.entries.get(&id).and_then(|e| {
+            (matches!(e.state, State::Running { peer, .. } if peer == from)
+                && attempt.is_none_or(|a| a == e.attempts))
+            .then_some(e.attempts)
         });
-        if running_on_from {
+        if let Some(attempt) = running_on_from {
             if cancel {
-                self.cancels.push_back((from, id));
+                self.cancels.push_back((from, id, attempt));
             }
             self.requeue(id, now);
         }
@@ -533,13 +568,15 @@ impl Scheduler {
         let mut stuck = Vec::new();
         for (id, e) in &self.entries {
             match e.state {
-                State::Running { peer, deadline } if now >= deadline => late.push((*id, peer)),
+                State::Running { peer, deadline } if now >= deadline => {
+                    late.push((*id, peer, e.attempts));
+                }
                 State::Queued { since } if now >= since + e.task.timeout => stuck.push(*id),
                 _ => {}
             }
         }
-        for (id, peer) in late {
-            self.cancels.push_back((peer, id));
+        for (id, peer, attempt) in late {
+            self.cancels.push_back((peer, id, attempt));
             self.requeue(id, now);
         }
         for id in stuck {
@@ -570,8 +607,8 @@ impl Scheduler {
         self.results.pop_front()
     }
 
-    /// The next cancellation to send: (worker, task).
-    pub fn poll_cancel(&mut self) -> Option<(PeerId, TaskId)> {
+    /// The next cancellation to send: (worker, task, attempt).
+    pub fn poll_cancel(&mut self) -> Option<(PeerId, TaskId, u32)> {
         self.cancels.pop_front()
     }
 
@@ -778,6 +815,7 @@ impl Tasks {
             channel.spawn(async move {
                 let req = TaskRequest {
                     id: task.id.0,
+                    attempt,
                     kind: task.kind,
                     payload: task.payload,
                 };
@@ -790,11 +828,13 @@ impl Tasks {
         }
         loop {
             let next = lock(&self.inner.scheduler).poll_cancel();
-            let Some((peer, id)) = next else { break };
+            let Some((peer, id, attempt)) = next else {
+                break;
+            };
             if let Some(ch) = lock(&self.inner.channels).get(&peer).cloned() {
                 let c = ch.clone();
                 ch.spawn(async move {
-                    let _ = c.send(&TaskCancel { id: id.0 }).await;
+                    let _ = c.send(&TaskCancel { id: id.0, attempt }).await;
                 });
             }
         }
@@ -852,7 +892,7 @@ impl Tasks {
                 tasks: this.clone(),
                 channel: channel.clone(),
             };
-            let running: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
+            let running: Arc<Mutex<Running>> = Arc::default();
             loop {
                 tokio::select! {
                     req = requests.recv() => {
@@ -889,17 +929,15 @@ impl Tasks {
                                 }),
                                 () = token.cancelled() => None,
                             };
-                            lock(&running).remove(&req.id);
+                            finished(&mut lock(&running), req.id, req.attempt);
                             if let Some(reply) = reply {
                                 let _ = responder.respond(&reply).await;
                             }
                         });
                     }
                     cancel = cancels.recv() => {
-                        let Some(TaskCancel { id }) = cancel else { return };
-                        if let Some(token) = lock(&running).get(&id) {
-                            token.cancel();
-                        }
+                        let Some(cancel) = cancel else { return };
+                        cancel_running(&lock(&running), &cancel);
                     }
                 }
             }

@@ -121,7 +121,7 @@ fn test_first_answer_wins_and_other_worker_is_cancelled() {
     s.handle_failure(a, TaskId(1), first.attempt, t0);
     assert_eq!(
         s.poll_cancel(),
-        Some((a, TaskId(1))),
+        Some((a, TaskId(1), 1)),
         "the failed attempt is stopped"
     );
     s.submit(task(2), Placement::Peers(vec![b]), t0).unwrap();
@@ -154,7 +154,7 @@ fn test_timeout_retries_then_exhausts() {
         assert_eq!(s.poll_timeout(), Some(t + Duration::from_secs(10)));
         t += Duration::from_secs(10);
         s.handle_timeout(t);
-        assert_eq!(s.poll_cancel(), Some((w, TaskId(1))));
+        assert_eq!(s.poll_cancel(), Some((w, TaskId(1), attempt)));
     }
     let r = s.poll_result().unwrap();
     assert_eq!((r.outcome, r.attempts), (TaskOutcome::Exhausted, 3));
@@ -202,7 +202,7 @@ fn test_cancel_running_task_reports_once_and_tells_worker() {
     s.poll_dispatch(t0, &idle).unwrap();
     assert!(s.cancel(TaskId(1)));
     assert!(!s.cancel(TaskId(1)));
-    assert_eq!(s.poll_cancel(), Some((w, TaskId(1))));
+    assert_eq!(s.poll_cancel(), Some((w, TaskId(1), 1)));
     assert_eq!(s.poll_result().unwrap().outcome, TaskOutcome::Cancelled);
     s.handle_reply(w, TaskId(1), TaskReply::Done(vec![]), t0);
     assert!(s.poll_result().is_none());
@@ -238,6 +238,7 @@ fn test_worker_names_the_fault_of_a_bad_request() {
     let mut running = HashMap::new();
     let req = |id: u64, kind: &str, len: usize| TaskRequest {
         id,
+        attempt: 1,
         kind: kind.into(),
         payload: vec![0; len],
     };
@@ -258,7 +259,7 @@ fn test_worker_names_the_fault_of_a_bad_request() {
             admit(&mut running, &req(1, "k", 1), 2),
             Err(TaskError::DuplicateId)
         ),
-        "a second request with a running id must not replace its cancel token"
+        "a second request of a running attempt must not replace its cancel token"
     );
     assert!(admit(&mut running, &req(2, "k", 1), 2).unwrap().is_some());
     assert!(
@@ -266,4 +267,37 @@ fn test_worker_names_the_fault_of_a_bad_request() {
         "busy"
     );
     assert_eq!(running.len(), 2);
+}
+
+#[test]
+fn a_later_attempt_replaces_the_running_one_and_an_old_cancel_misses_it() {
+    let mut running = Running::new();
+    let req = |attempt: u32| TaskRequest {
+        id: 7,
+        attempt,
+        kind: "k".into(),
+        payload: vec![],
+    };
+    let first = admit(&mut running, &req(1), 1).unwrap().unwrap();
+    // Attempt 1 timed out at the submitter; attempt 2 reaches the worker
+    // before the cancel of attempt 1 does.
+    let second = admit(&mut running, &req(2), 1).unwrap().unwrap();
+    assert!(first.is_cancelled(), "the earlier attempt is stopped");
+    assert!(!second.is_cancelled());
+    assert_eq!(running.len(), 1, "it takes the earlier attempt's slot");
+    // An older attempt arriving late is refused.
+    assert!(matches!(
+        admit(&mut running, &req(1), 1),
+        Err(TaskError::DuplicateId)
+    ));
+    // The late cancel of attempt 1 leaves attempt 2 running.
+    cancel_running(&running, &TaskCancel { id: 7, attempt: 1 });
+    assert!(!second.is_cancelled());
+    // Attempt 1's job ends: attempt 2 stays counted.
+    finished(&mut running, 7, 1);
+    assert_eq!(running.len(), 1);
+    cancel_running(&running, &TaskCancel { id: 7, attempt: 2 });
+    assert!(second.is_cancelled());
+    finished(&mut running, 7, 2);
+    assert!(running.is_empty());
 }
