@@ -19,7 +19,7 @@ use knotwork_core::{
     DiscoveredPeer, Discovery, DiscoveryError, DiscoveryEvent, DiscoverySource, Keypair,
     LocalPeerInfo, MemoryTransport, PeerAddr, PeerId,
 };
-use knotwork_node::{DiscoveryConfig, Node, NodeBuilder, NodeEvent, SessionKind, UnifiedEvent};
+use knotwork_node::{DiscoveryConfig, NodeBuilder, NodeEvent, SessionKind, UnifiedEvent};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
@@ -131,10 +131,8 @@ fn config() -> DiscoveryConfig {
 }
 
 fn node(net: &MemoryTransport) -> NodeBuilder {
-    Node::builder(Keypair::generate().unwrap())
-        .transport(net.clone())
+    common::mem_node(net)
         .listen("mem/0".parse().unwrap())
-        .config(common::fast_config())
         .discovery_config(config())
 }
 

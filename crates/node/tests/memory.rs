@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{eventually, fast_config};
-use knotwork_core::{Keypair, MemoryTransport, PeerAddr};
+use common::{eventually, fast_config, mem_node};
+use knotwork_core::{MemoryTransport, PeerAddr};
 use knotwork_node::protocol::task::{Placement, Task, TaskId, TaskOutcome};
 use knotwork_node::{AppsConfig, CloseReason, DisconnectReason, Node, SessionKind};
 
@@ -21,24 +21,12 @@ use knotwork_node::{AppsConfig, CloseReason, DisconnectReason, Node, SessionKind
 async fn manual_peers_are_redialed_with_backoff_until_they_answer() {
     let net = MemoryTransport::new();
     let port = PeerAddr::Mem(4242);
-    let b = Node::builder(Keypair::generate().unwrap())
-        .transport(net.clone())
-        .config(fast_config())
-        .peer(port.clone())
-        .start()
-        .await
-        .unwrap();
+    let b = mem_node(&net).peer(port.clone()).start().await.unwrap();
     // Nobody listens yet: b keeps failing and backing off (virtual time).
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(b.peers().is_empty());
 
-    let a = Node::builder(Keypair::generate().unwrap())
-        .transport(net.clone())
-        .config(fast_config())
-        .listen(port.clone())
-        .start()
-        .await
-        .unwrap();
+    let a = mem_node(&net).listen(port.clone()).start().await.unwrap();
     // The backoff is capped at 400 ms in the test config.
     eventually(Duration::from_secs(1), "b reaches a", || {
         b.channel(&a.peer_id()).is_some()
@@ -54,12 +42,7 @@ async fn manual_peers_are_redialed_with_backoff_until_they_answer() {
         CloseReason::Remote(DisconnectReason::Shutdown)
     );
     let a2 = loop {
-        let started = Node::builder(Keypair::generate().unwrap())
-            .transport(net.clone())
-            .config(fast_config())
-            .listen(port.clone())
-            .start()
-            .await;
+        let started = mem_node(&net).listen(port.clone()).start().await;
         match started {
             Ok(n) => break n,
             // The old listener is dropped when its aborted task is.
@@ -77,6 +60,16 @@ async fn manual_peers_are_redialed_with_backoff_until_they_answer() {
     .await;
     b.shutdown().await;
     a2.shutdown().await;
+}
+
+/// A server listening at `port` and a client that dials only when told
+/// (no outbound slots), both on `net`.
+async fn server_and_dialer(net: &MemoryTransport, port: &PeerAddr) -> (Node, Node) {
+    let server = mem_node(net).listen(port.clone()).start().await.unwrap();
+    let mut config = fast_config();
+    config.outbound_slots = 0;
+    let client = mem_node(net).config(config).start().await.unwrap();
+    (server, client)
 }
 
 /// Connects `client` to `server` at `port` by hand, closes the channel and
@@ -104,17 +97,8 @@ async fn connect_and_close(client: &Node, server: &Node, port: &PeerAddr, round:
 async fn a_closed_manual_peer_comes_back_through_outbound_maintenance() {
     let net = MemoryTransport::new();
     let port = PeerAddr::Mem(4343);
-    let start = |listen: Option<PeerAddr>, config| {
-        let mut b = Node::builder(Keypair::generate().unwrap())
-            .transport(net.clone())
-            .config(config);
-        if let Some(l) = listen {
-            b = b.listen(l);
-        }
-        b.start()
-    };
-    let server = start(Some(port.clone()), fast_config()).await.unwrap();
-    let client = start(None, fast_config()).await.unwrap();
+    let server = mem_node(&net).listen(port.clone()).start().await.unwrap();
+    let client = mem_node(&net).start().await.unwrap();
     connect_and_close(&client, &server, &port, 0).await;
     // Maintenance runs every 100 ms in the test config.
     eventually(Duration::from_secs(2), "the outbound redial", || {
@@ -133,21 +117,7 @@ async fn a_closed_manual_peer_comes_back_through_outbound_maintenance() {
 async fn without_outbound_slots_a_closed_peer_stays_closed() {
     let net = MemoryTransport::new();
     let port = PeerAddr::Mem(4344);
-    let server = Node::builder(Keypair::generate().unwrap())
-        .transport(net.clone())
-        .config(fast_config())
-        .listen(port.clone())
-        .start()
-        .await
-        .unwrap();
-    let mut config = fast_config();
-    config.outbound_slots = 0;
-    let client = Node::builder(Keypair::generate().unwrap())
-        .transport(net.clone())
-        .config(config)
-        .start()
-        .await
-        .unwrap();
+    let (server, client) = server_and_dialer(&net, &port).await;
     for round in 0..20 {
         connect_and_close(&client, &server, &port, round).await;
         // Several maintenance rounds pass between connections.
@@ -168,9 +138,7 @@ async fn without_outbound_slots_a_closed_peer_stays_closed() {
 async fn a_task_on_a_channel_replaced_by_a_duplicate_is_placed_again_at_once() {
     let net = MemoryTransport::new();
     let node = |port| {
-        Node::builder(Keypair::generate().unwrap())
-            .transport(net.clone())
-            .config(fast_config())
+        mem_node(&net)
             .listen(PeerAddr::Mem(port))
             .apps(AppsConfig::default())
             .start()
@@ -244,21 +212,7 @@ async fn a_task_on_a_channel_replaced_by_a_duplicate_is_placed_again_at_once() {
 async fn concurrent_connects_to_one_peer_return_one_live_channel() {
     let net = MemoryTransport::new();
     let port = PeerAddr::Mem(4343);
-    let server = Node::builder(Keypair::generate().unwrap())
-        .transport(net.clone())
-        .config(fast_config())
-        .listen(port.clone())
-        .start()
-        .await
-        .unwrap();
-    let mut config = fast_config();
-    config.outbound_slots = 0;
-    let client = Node::builder(Keypair::generate().unwrap())
-        .transport(net.clone())
-        .config(config)
-        .start()
-        .await
-        .unwrap();
+    let (server, client) = server_and_dialer(&net, &port).await;
     for round in 0..5 {
         let (a, b) = tokio::join!(client.connect(&port), client.connect(&port));
         let (a, b) = (a.unwrap(), b.unwrap());

@@ -13,7 +13,7 @@ pub mod knot;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use knotwork_core::{Keypair, PeerAddr, PeerId};
+use knotwork_core::{Keypair, MemoryTransport, PeerAddr, PeerId};
 use knotwork_crypto_handshake::{SecureConfig, SecureStream};
 use knotwork_node::protocol::ping::PingConfig;
 use knotwork_node::{Node, NodeBuilder, NodeConfig, NodeEvent, Version};
@@ -40,6 +40,13 @@ pub fn fast_config() -> NodeConfig {
     c.channel.drain_timeout = Duration::from_millis(500);
     c.channel.request_timeout = Duration::from_secs(2);
     c
+}
+
+/// A node on the in-memory network `net`, with [`fast_config`].
+pub fn mem_node(net: &MemoryTransport) -> NodeBuilder {
+    Node::builder(Keypair::generate().unwrap())
+        .transport(net.clone())
+        .config(fast_config())
 }
 
 pub fn tcp_node() -> NodeBuilder {
