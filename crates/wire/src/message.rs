@@ -6,7 +6,7 @@
 //! [`encode`] never buffers more than `MAX_BYTES` (it only counts the rest to
 //! report the size), and [`decode`] refuses a longer payload before parsing.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -57,22 +57,28 @@ pub const fn message_id(name: &str) -> u32 {
 
 /// Encodes `msg` with postcard, refusing it with
 /// [`WireError::MessageTooLarge`] if it is longer than [`Message::MAX_BYTES`].
+///
+/// Two passes: the first only counts the bytes (nothing is stored, so an
+/// oversized message costs no memory), the second writes them into a
+/// buffer of exactly that size, which becomes the `Bytes` without another
+/// allocation (one allocation per message; growing a small buffer and
+/// freezing it took three).
 pub fn encode<M: Message>(msg: &M) -> Result<Bytes, WireError> {
-    let sink =
-        postcard::serialize_with_flavor(msg, BoundedSink::new(M::MAX_BYTES)).map_err(|source| {
-            WireError::Serialize {
-                name: M::NAME,
-                source,
-            }
-        })?;
-    if sink.len > M::MAX_BYTES {
+    let serialize_error = |source| WireError::Serialize {
+        name: M::NAME,
+        source,
+    };
+    let len = postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
+        .map_err(serialize_error)?;
+    if len > M::MAX_BYTES {
         return Err(WireError::MessageTooLarge {
             name: M::NAME,
-            len: sink.len,
+            len,
             max: M::MAX_BYTES,
         });
     }
-    Ok(sink.buf.freeze())
+    let buf = postcard::to_extend(msg, Vec::with_capacity(len)).map_err(serialize_error)?;
+    Ok(Bytes::from(buf))
 }
 
 /// Decodes a `M` from a frame payload.
@@ -101,51 +107,6 @@ pub fn decode<M: Message>(payload: &[u8]) -> Result<M, WireError> {
         });
     }
     Ok(msg)
-}
-
-/// A postcard output that stores at most `max` bytes and counts the rest, so
-/// an oversized message costs no more memory than a legal one yet its size
-/// can still be reported.
-struct BoundedSink {
-    buf: BytesMut,
-    max: usize,
-    len: usize,
-}
-
-impl BoundedSink {
-    /// Bytes reserved up front: most messages are small.
-    const INITIAL_CAPACITY: usize = 64;
-
-    fn new(max: usize) -> Self {
-        Self {
-            buf: BytesMut::with_capacity(max.min(Self::INITIAL_CAPACITY)),
-            max,
-            len: 0,
-        }
-    }
-}
-
-impl postcard::ser_flavors::Flavor for BoundedSink {
-    type Output = Self;
-
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.len = self.len.saturating_add(data.len());
-        if self.len <= self.max {
-            self.buf.put_slice(data);
-        } else if !self.buf.is_empty() {
-            // Over the limit: the result will be refused, stop storing.
-            self.buf = BytesMut::new();
-        }
-        Ok(())
-    }
-
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.try_extend(&[data])
-    }
-
-    fn finalize(self) -> postcard::Result<Self> {
-        Ok(self)
-    }
 }
 
 #[cfg(test)]
