@@ -60,8 +60,11 @@ const REFUSED_NAME: &str = "knot/refused";
 #[non_exhaustive]
 pub struct ChannelConfig {
     /// Frames waiting for the writer, at most; `send` waits when full.
+    /// The writer takes what is queued in batches, so up to as many again
+    /// may be in its hands at once.
     pub send_queue: usize,
-    /// Messages waiting in each subscription, at most.
+    /// Messages waiting in each subscription, at most (and, as for
+    /// `send_queue`, as many again taken by the subscriber's last `recv`).
     pub subscription_capacity: usize,
     /// Default time a request waits for its response.
     pub request_timeout: Duration,

@@ -170,6 +170,10 @@ impl Meter {
 
     /// Charges one frame of type `msg_id` against `budget` at `now`.
     pub fn charge(&mut self, msg_id: u32, budget: RateBudget, now: Instant) -> Verdict {
+        if budget.per_second == f64::INFINITY {
+            // Unlimited: nothing to count (and no bucket to look up per frame).
+            return Verdict::Accept;
+        }
         let burst = f64::from(budget.burst);
         let bucket = self.buckets.entry(msg_id).or_insert(Bucket {
             tokens: burst,
@@ -240,6 +244,16 @@ mod tests {
         assert_eq!(m.charge(1, budget, t1), Verdict::Drop);
         // Other types have their own bucket.
         assert_eq!(m.charge(2, budget, t1), Verdict::Accept);
+    }
+
+    #[test]
+    fn an_unlimited_budget_takes_everything_and_keeps_no_bucket() {
+        let t0 = Instant::now();
+        let mut m = Meter::new(MeterConfig::default(), t0);
+        for _ in 0..100_000 {
+            assert_eq!(m.charge(1, RateBudget::UNLIMITED, t0), Verdict::Accept);
+        }
+        assert!(m.buckets.is_empty());
     }
 
     #[test]

@@ -10,10 +10,15 @@
 //! freed again when the consumer empties it, so an idle queue costs one
 //! small `Arc`.
 //!
-//! Wake-ups: the one consumer waits on a [`Notify`] that every push
-//! notifies with `notify_one`, which stores a permit when nobody waits
-//! yet, so a push between the consumer's check and its wait is not
-//! missed. Senders waiting for room register before they look
+//! The consumer takes everything queued at once into a batch of its own
+//! (one lock per batch, not per item), so up to twice `capacity` items can
+//! be in memory: `capacity` queued and a batch being consumed.
+//!
+//! Wake-ups: the one consumer waits on a [`Notify`] only after it found
+//! the queue empty, and the push that ends an empty queue notifies it with
+//! `notify_one`, which stores a permit when nobody waits yet, so a push
+//! between the consumer's check and its wait is not missed (pushes onto a
+//! queue that still holds items skip the notify). Senders waiting for room register before they look
 //! (`Notified::enable`) and a pop from a full queue wakes them all, so a
 //! waiter that gives up (a timed-out send) cannot swallow the wake-up of
 //! another.
@@ -60,8 +65,11 @@ pub(crate) enum TrySendError<T> {
 /// The producing end.
 pub(crate) struct Sender<T>(Arc<Shared<T>>);
 
-/// The consuming end.
-pub(crate) struct Receiver<T>(Arc<Shared<T>>);
+/// The consuming end: the queue and the batch taken from it.
+pub(crate) struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+    batch: VecDeque<T>,
+}
 
 /// A queue of at most `capacity` (at least 1) items.
 pub(crate) fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
@@ -75,13 +83,17 @@ pub(crate) fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         item: Notify::new(),
         room: Notify::new(),
     });
-    (Sender(shared.clone()), Receiver(shared))
+    let rx = Receiver {
+        shared: shared.clone(),
+        batch: VecDeque::new(),
+    };
+    (Sender(shared), rx)
 }
 
 impl<T> Sender<T> {
     /// Queues `item` if there is room.
     pub(crate) fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        {
+        let was_empty = {
             let mut state = self.0.lock();
             if state.receiver_gone {
                 return Err(TrySendError::Closed);
@@ -90,8 +102,13 @@ impl<T> Sender<T> {
                 return Err(TrySendError::Full(item));
             }
             state.items.push_back(item);
+            state.items.len() == 1
+        };
+        // The consumer waits only after it found the queue empty, so only
+        // the push that ends an empty queue need wake it.
+        if was_empty {
+            self.0.item.notify_one();
         }
-        self.0.item.notify_one();
         Ok(())
     }
 
@@ -128,7 +145,7 @@ impl<T> Receiver<T> {
                 Err(true) => return None,
                 Err(false) => {}
             }
-            self.0.item.notified().await;
+            self.shared.item.notified().await;
         }
     }
 
@@ -139,41 +156,50 @@ impl<T> Receiver<T> {
 
     /// Whether no item is queued.
     pub(crate) fn is_empty(&self) -> bool {
-        self.0.lock().items.is_empty()
+        self.batch.is_empty() && self.shared.lock().items.is_empty()
     }
 
     /// Takes the first item, or says whether the sender is gone.
     fn pop(&mut self) -> Result<T, bool> {
-        let mut state = self.0.lock();
+        if let Some(item) = self.batch.pop_front() {
+            return Ok(item);
+        }
+        // The batch is used up: take all that is queued, leaving the
+        // batch's slots to the queue.
+        let mut state = self.shared.lock();
         // Senders wait only on a full queue (and registered before they
-        // saw it full), so only a pop from a full queue wakes them.
-        let was_full = state.items.len() >= self.0.capacity;
-        let Some(item) = state.items.pop_front() else {
-            return Err(state.sender_gone);
-        };
-        if state.items.is_empty() && state.items.capacity() > KEEP {
-            // A burst's slots go; a few stay so a steady trickle does not
-            // allocate per item.
+        // saw it full), so only taking from a full queue wakes them.
+        let was_full = state.items.len() >= self.shared.capacity;
+        std::mem::swap(&mut state.items, &mut self.batch);
+        let sender_gone = state.sender_gone;
+        let idle = self.batch.is_empty();
+        if idle && state.items.capacity() > KEEP {
+            // Nothing was queued: a burst's slots go (busy, they go back and
+            // forth between queue and batch); a few stay so a steady
+            // trickle does not allocate per item.
             state.items = VecDeque::new();
         }
         drop(state);
         if was_full {
-            self.0.room.notify_waiters();
+            self.shared.room.notify_waiters();
         }
-        Ok(item)
+        if idle && self.batch.capacity() > KEEP {
+            self.batch = VecDeque::new();
+        }
+        self.batch.pop_front().ok_or(sender_gone)
     }
 }
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let items = {
-            let mut state = self.0.lock();
+            let mut state = self.shared.lock();
             state.receiver_gone = true;
             std::mem::take(&mut state.items)
         };
         // Dropped outside the lock (a `Responder` sends on drop).
         drop(items);
-        self.0.room.notify_waiters();
+        self.shared.room.notify_waiters();
     }
 }
 
@@ -199,19 +225,44 @@ mod tests {
     #[tokio::test]
     async fn an_empty_queue_frees_its_slots() {
         let (tx, mut rx) = bounded(64);
-        assert_eq!(rx.0.lock().items.capacity(), 0);
+        assert_eq!(rx.shared.lock().items.capacity(), 0);
         for i in 0..10 {
             assert!(tx.try_send(i).is_ok());
         }
-        assert!(rx.0.lock().items.capacity() >= 10);
+        assert!(rx.shared.lock().items.capacity() >= 10);
         for _ in 0..10 {
             rx.recv().await;
         }
-        assert_eq!(rx.0.lock().items.capacity(), 0);
+        // The consumer finds it empty: the slots of queue and batch go.
+        assert!(rx.try_recv().is_none());
+        assert_eq!(rx.shared.lock().items.capacity(), 0);
+        assert_eq!(rx.batch.capacity(), 0);
         // A trickle keeps its few slots.
         assert!(tx.try_send(1).is_ok());
         rx.recv().await;
-        assert!(rx.0.lock().items.capacity() <= KEEP);
+        assert!(rx.try_recv().is_none());
+        assert!(rx.shared.lock().items.capacity() <= KEEP);
+        assert!(rx.batch.capacity() <= KEEP);
+    }
+
+    #[tokio::test]
+    async fn the_consumer_takes_a_batch_and_senders_get_room_at_once() {
+        let (tx, mut rx) = bounded(3);
+        for i in 0..3 {
+            assert!(tx.try_send(i).is_ok());
+        }
+        assert!(matches!(tx.try_send(9), Err(TrySendError::Full(9))));
+        // One recv takes all three: the queue has room for three more
+        // while the batch is consumed (at most twice the capacity in all).
+        assert_eq!(rx.recv().await, Some(0));
+        for i in 3..6 {
+            assert!(tx.try_send(i).is_ok());
+        }
+        assert!(matches!(tx.try_send(9), Err(TrySendError::Full(9))));
+        for i in 1..6 {
+            assert_eq!(rx.recv().await, Some(i), "in order across batches");
+        }
+        assert!(rx.is_empty());
     }
 
     #[tokio::test]
