@@ -70,7 +70,7 @@ pub use config::{KnownPeers, SecureConfig, upgrade_inbound, upgrade_outbound};
 pub use error::HandshakeError;
 pub use handshake::{Established, Handshake, StaticIdentity};
 pub use preamble::{Pattern, Suite};
-pub use stream::SecureStream;
+pub use stream::{BUSY_BURST, SecureStream};
 
 /// The README's example, compiled as a doc test.
 #[doc = include_str!("../README.md")]

@@ -302,6 +302,38 @@ async fn idle_streams_give_buffers_back() {
     assert_eq!(&five, b"again");
 }
 
+/// Polls one read of `b` that must find nothing.
+async fn read_finds_nothing<S: AsyncRead + Unpin>(b: &mut S) {
+    let mut one = [0u8; 1];
+    let mut rb = ReadBuf::new(&mut one);
+    let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *b).poll_read(cx, &mut rb)));
+    assert!(polled.await.is_pending(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_busy_stream_keeps_its_read_buffer_until_a_quiet_exchange() {
+    let (ca, cb) = (config(), config());
+    let (mut a, mut b, _) = faulty_pair(&ca, &cb).await;
+    // A burst of small frames, BUSY_BURST bytes and more, all through the
+    // read buffer.
+    let frames = knotwork_crypto_handshake::BUSY_BURST / 100 + 1;
+    for i in 0..frames {
+        a.write_all(&[i as u8; 100]).await.unwrap();
+        a.flush().await.unwrap();
+    }
+    let mut got = vec![0u8; frames * 100];
+    b.read_exact(&mut got).await.unwrap();
+    read_finds_nothing(&mut b).await;
+    assert!(b.buffer_capacity() > 0, "busy: kept for the next burst");
+    // A ping-sized exchange: the next read that finds nothing frees it.
+    a.write_all(b"ping").await.unwrap();
+    a.flush().await.unwrap();
+    let mut four = [0u8; 4];
+    b.read_exact(&mut four).await.unwrap();
+    read_finds_nothing(&mut b).await;
+    assert_eq!(b.buffer_capacity(), 0, "quiet: freed");
+}
+
 #[tokio::test]
 async fn both_sides_rekey_on_the_same_message() {
     let (ca, cb) = (

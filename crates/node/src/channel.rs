@@ -48,6 +48,7 @@ use crate::subsystem::{
     Delivery, Dispatcher, Kind, MessageSubsystem, RequestSubscription, Subscription,
 };
 use crate::version::{Disconnect, Version};
+use knotwork_crypto_handshake::BUSY_BURST;
 
 /// The message id of a response that says "no answer": the peer has no
 /// handler for the request, or its handler dropped it.
@@ -536,7 +537,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     // However the writer ends (even aborted), `closed` may then fire.
     let _written = inner.written.clone().drop_guard();
     // Allocated per batch (without zeroing) and freed when the queue runs
-    // dry, so an idle channel holds no write buffer.
+    // dry after a small batch, so an idle channel holds no write buffer.
     let mut buf = BytesMut::new();
     let batch_bytes = inner.config.batch_bytes.max(1);
     let mut tally = Tally::new(inner.config.metrics.clone(), Direction::Out);
@@ -580,8 +581,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 .as_ref()
                 .inspect(|m| m.bytes_out(buf.len()));
             tally.flush();
+            // A small batch (the queue ran dry: quiet) gives the buffer
+            // back; after a large one it stays for the next (see
+            // `BUSY_BURST`).
+            let quiet = buf.len() < BUSY_BURST;
             buf.clear();
-            if rx.is_empty() {
+            if quiet && rx.is_empty() {
                 buf = BytesMut::new();
             }
             if inner.closing_flag.load(Ordering::Acquire) {
@@ -1002,9 +1007,13 @@ mod tests {
         let payload = encode(&Bulk(vec![7; 200_000])).unwrap();
         peer.send(Frame::message(Bulk::ID, payload)).await.unwrap();
         assert_eq!(bulk.recv().await.unwrap().0.len(), 200_000);
-        // The secure stream frees its read buffer as soon as the reader's
-        // next read finds the connection empty: nothing stays behind
-        // without any timer.
+        // A busy stream may keep its read buffer after a large burst; the
+        // next small exchange (as a ping would be) lets it go as soon as
+        // the reader's next read finds the connection empty: nothing stays
+        // behind, without any timer.
+        let small = encode(&Bulk(vec![1; 10])).unwrap();
+        peer.send(Frame::message(Bulk::ID, small)).await.unwrap();
+        assert_eq!(bulk.recv().await.unwrap().0.len(), 10);
         let freed = async {
             while ch.buffered_bytes() > 0 {
                 tokio::time::sleep(Duration::from_millis(1)).await;

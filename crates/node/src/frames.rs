@@ -4,15 +4,18 @@
 //! `tokio_util`'s `FramedRead` keeps an 8 KiB buffer for the life of the
 //! connection, a third of what an idle connection cost. This reader
 //! reserves [`READ_CHUNK`] when it reads and frees the buffer when a read
-//! finds the stream empty with no partial frame left in it; the secure
-//! stream below does the same with its own buffer, so an idle channel
-//! holds neither.
+//! finds the stream empty with no partial frame left in it, unless the
+//! reads since the last such time brought at least [`BUSY_BURST`] bytes (a
+//! busy channel keeps it for the next burst; its next quiet exchange, a
+//! ping, frees it). The secure stream below does the same with its own
+//! buffer, so an idle channel holds neither.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use futures::Stream;
+use knotwork_crypto_handshake::BUSY_BURST;
 use knotwork_wire::{Frame, FrameCodec, WireError};
 use tokio::io::AsyncRead;
 use tokio_util::codec::Decoder;
@@ -29,6 +32,8 @@ pub(crate) struct FrameReader<R> {
     codec: FrameCodec,
     buf: BytesMut,
     eof: bool,
+    /// Bytes read since a read last found the stream empty.
+    burst: usize,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -40,6 +45,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             codec,
             buf: BytesMut::from(buffered),
             eof: false,
+            burst: 0,
         }
     }
 
@@ -75,13 +81,14 @@ impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
             }
             match poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf) {
                 Poll::Pending => {
-                    if this.buf.is_empty() {
+                    if this.buf.is_empty() && this.burst < BUSY_BURST {
                         this.buf = BytesMut::new();
                     }
+                    this.burst = 0;
                     return Poll::Pending;
                 }
                 Poll::Ready(Ok(0)) => this.eof = true,
-                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Ok(n)) => this.burst = this.burst.saturating_add(n),
                 Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(WireError::Io(e)))),
             }
         }
@@ -128,6 +135,30 @@ mod tests {
         assert_eq!(reader.capacity(), 0, "idle: buffer freed");
         drop(a);
         assert!(reader.next().await.is_none(), "clean end");
+    }
+
+    #[tokio::test]
+    async fn a_busy_reader_keeps_its_buffer_until_a_quiet_read() {
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        let mut reader = FrameReader::new(b, FrameCodec::new(), &[]);
+        // A burst of 64 frames of 100 bytes: more than BUSY_BURST.
+        let burst: Vec<Frame> = (0..64)
+            .map(|i| Frame::message(7, Bytes::from(vec![i; 100])))
+            .collect();
+        a.write_all(&encoded(&burst)).await.unwrap();
+        for f in &burst {
+            assert_eq!(reader.next().await.unwrap().unwrap(), *f);
+        }
+        assert!(reader.next().now_or_never().is_none());
+        assert!(reader.capacity() > 0, "busy: kept for the next burst");
+        // One small frame (a ping, say): the next empty read frees it.
+        let ping = Frame::message(7, Bytes::from_static(b"ping"));
+        a.write_all(&encoded(std::slice::from_ref(&ping)))
+            .await
+            .unwrap();
+        assert_eq!(reader.next().await.unwrap().unwrap(), ping);
+        assert!(reader.next().now_or_never().is_none());
+        assert_eq!(reader.capacity(), 0, "quiet: freed");
     }
 
     #[tokio::test]
