@@ -1,7 +1,12 @@
 //! Unit tests of the task [`Scheduler`](super::Scheduler) on explicit times.
 
-use super::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use knotwork_core::Keypair;
+
+use super::driver::{Running, admit, cancel_running, finished};
+use super::*;
 
 fn peer() -> PeerId {
     Keypair::generate().unwrap().peer_id()
