@@ -8,6 +8,10 @@
 //!   handshake). Goal: ours ≥
 //!   0.9× snow. `ed25519_verify_x2` is the cost of the two signature checks
 //!   alone (the bound: both are needed on a first contact).
+//! - `primitives/*`: why the handshake takes X25519 and the identity check
+//!   from AWS-LC: one X25519 DH with curve25519-dalek (snow's, and ours
+//!   before) and with AWS-LC, and one Ed25519 check with ring (the rest of
+//!   the stack) and with AWS-LC (the handshake).
 //! - `throughput_<suite>/*`: 1 MiB as 16 writes of 64 KiB through two
 //!   `SecureStream`s over an in-memory pipe (write, seal, pipe, open, read)
 //!   vs ring's seal + open of the same 16 × 64 KiB. Goal: ≥ 0.85× ring.
@@ -108,6 +112,36 @@ fn handshakes(c: &mut Criterion) {
         bch.iter(|| {
             pk.verify(&msg, &sig).unwrap();
             pk.verify(&msg, &sig).unwrap();
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("primitives");
+    g.throughput(Throughput::Elements(1));
+    let scalar = [0x42u8; 32];
+    let peer = curve25519_dalek::MontgomeryPoint::mul_base_clamped([0x17; 32]).to_bytes();
+    g.bench_function("x25519_dalek", |bch| {
+        bch.iter(|| curve25519_dalek::MontgomeryPoint(peer).mul_clamped(scalar))
+    });
+    let key =
+        aws_lc_rs::agreement::PrivateKey::from_private_key(&aws_lc_rs::agreement::X25519, &scalar)
+            .unwrap();
+    g.bench_function("x25519_aws_lc", |bch| {
+        bch.iter(|| {
+            let public =
+                aws_lc_rs::agreement::UnparsedPublicKey::new(&aws_lc_rs::agreement::X25519, &peer);
+            aws_lc_rs::agreement::agree(&key, public, (), |k| Ok(k[0])).unwrap()
+        })
+    });
+    let pk_bytes = pk.as_bytes().to_vec();
+    g.bench_function("ed25519_verify_ring", |bch| {
+        bch.iter(|| pk.verify(&msg, &sig).unwrap())
+    });
+    g.bench_function("ed25519_verify_aws_lc", |bch| {
+        bch.iter(|| {
+            aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, &pk_bytes)
+                .verify(&msg, &sig)
+                .unwrap()
         })
     });
     g.finish();

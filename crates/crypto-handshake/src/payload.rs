@@ -10,7 +10,8 @@
 //! identity key.
 //!
 //! The signature is checked with AWS-LC's Ed25519 (the library the
-//! handshake's X25519 comes from), 26 µs against ring's 34 µs here: it is
+//! handshake's X25519 comes from), 31.5 µs against ring's 42.0 µs here
+//! (the `primitives` bench in `benches/benches/handshake.rs`): it is
 //! on the path of every first contact, on both sides. Both come from the
 //! same BoringSSL code (cofactorless, canonical `S` only), so they accept
 //! and refuse the same signatures as `knotwork_core::PublicKey::verify`.

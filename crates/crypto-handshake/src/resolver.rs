@@ -2,9 +2,10 @@
 //! handshake cipher and the random numbers, and X25519 from aws-lc-rs.
 //!
 //! Three things make it cheaper than snow's own resolvers:
-//! - X25519 is AWS-LC's (assembly on x86_64 and aarch64), 2.3× the speed of
-//!   curve25519-dalek's ladder here (17.7 vs 40.6 µs per DH, 5.1 vs 12.7 µs
-//!   per key pair); ring has one as well, but only for single-use ephemeral
+//! - X25519 is AWS-LC's (assembly on x86_64 and aarch64), 2.4× the speed of
+//!   curve25519-dalek's ladder here (23.6 vs 57.2 µs per DH in `cargo bench
+//!   -p knotwork-benches --bench handshake -- primitives`, on CPU 1); ring
+//!   has one as well, but only for single-use ephemeral
 //!   keys, and Noise uses each key in two DHs and the static key in every
 //!   handshake;
 //! - the node's static key pair, AWS-LC key object included, is computed

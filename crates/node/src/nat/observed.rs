@@ -9,7 +9,8 @@
 //! the time to live lapse.
 //!
 //! Voters are free to make (a fresh identity per connection), so the state is
-//! bounded: one vote per network per candidate (the newest), at most
+//! bounded: one vote per network per candidate (the newest; so a candidate's
+//! vote count is its number of independent networks), at most
 //! [`MAX_VOTES_PER_ADDR`] networks per candidate and [`MAX_CANDIDATES`]
 //! candidates. A new candidate only displaces one that has a single vote
 //! itself, so a flood of made-up addresses cannot push out one that several
@@ -87,11 +88,6 @@ impl ObservedAddrs {
         }
     }
 
-    /// Independent votes: the lists hold one vote per network.
-    fn independent(votes: &[Vote]) -> usize {
-        votes.len()
-    }
-
     /// Peer `voter`, connected from `voter_addr`, says it sees us at
     /// `observed`; `listen_port` is our listen port. Returns the candidate
     /// if this vote confirmed it (it was not confirmed before).
@@ -144,7 +140,7 @@ impl ObservedAddrs {
         let weakest = self
             .votes
             .iter()
-            .filter(|(_, v)| Self::independent(v) <= 1)
+            .filter(|(_, v)| v.len() <= 1)
             .min_by_key(|(_, v)| v.iter().map(|vote| vote.at).max())
             .map(|(addr, _)| *addr);
         weakest.is_some_and(|addr| self.votes.remove(&addr).is_some())
@@ -153,7 +149,7 @@ impl ObservedAddrs {
     fn confirmed_at(&self, candidate: &SocketAddr) -> bool {
         self.votes
             .get(candidate)
-            .is_some_and(|v| Self::independent(v) >= self.quorum)
+            .is_some_and(|v| v.len() >= self.quorum)
     }
 
     /// Drops votes older than the time to live.
@@ -170,7 +166,7 @@ impl ObservedAddrs {
         let mut out: Vec<(usize, SocketAddr)> = self
             .votes
             .iter()
-            .map(|(a, v)| (Self::independent(v), *a))
+            .map(|(a, v)| (v.len(), *a))
             .filter(|(n, _)| *n >= self.quorum)
             .collect();
         out.sort_by(|a, b| b.cmp(a));

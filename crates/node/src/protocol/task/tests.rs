@@ -24,6 +24,14 @@ fn cfg() -> TaskConfig {
     }
 }
 
+/// A scheduler with one worker up and task 1 submitted at `t0`.
+fn one_task_on(worker: PeerId, t0: Instant) -> Scheduler {
+    let mut s = Scheduler::new(cfg());
+    s.peer_up(worker);
+    s.submit(task(1), Placement::BestByResources, t0).unwrap();
+    s
+}
+
 fn task(id: u64) -> Task {
     Task::new("k", vec![id as u8])
         .with_id(TaskId(id))
@@ -76,11 +84,8 @@ fn test_running_worker_down_requeues_on_other_peer_and_late_reply_is_ignored() {
 
 #[test]
 fn test_running_attempt_ignores_a_failure_of_an_earlier_one() {
-    let t0 = Instant::now();
-    let mut s = Scheduler::new(cfg());
-    let a = peer();
-    s.peer_up(a);
-    s.submit(task(1), Placement::BestByResources, t0).unwrap();
+    let (t0, a) = (Instant::now(), peer());
+    let mut s = one_task_on(a, t0);
     let first = s.poll_dispatch(t0, &idle).unwrap();
     // The scheduler times the first attempt out and places it on a again.
     let t1 = t0 + Duration::from_secs(10);
@@ -97,11 +102,8 @@ fn test_running_attempt_ignores_a_failure_of_an_earlier_one() {
 
 #[test]
 fn test_lost_attempt_is_placed_again_without_a_cancel() {
-    let t0 = Instant::now();
-    let mut s = Scheduler::new(cfg());
-    let a = peer();
-    s.peer_up(a);
-    s.submit(task(1), Placement::BestByResources, t0).unwrap();
+    let (t0, a) = (Instant::now(), peer());
+    let mut s = one_task_on(a, t0);
     let first = s.poll_dispatch(t0, &idle).unwrap();
     s.handle_lost(a, TaskId(1), first.attempt, t0);
     assert_eq!(
@@ -147,11 +149,8 @@ fn test_first_answer_wins_and_other_worker_is_cancelled() {
 
 #[test]
 fn test_timeout_retries_then_exhausts() {
-    let t0 = Instant::now();
-    let mut s = Scheduler::new(cfg());
-    let w = peer();
-    s.peer_up(w);
-    s.submit(task(1), Placement::BestByResources, t0).unwrap();
+    let (t0, w) = (Instant::now(), peer());
+    let mut s = one_task_on(w, t0);
     let mut t = t0;
     for attempt in 1..=3 {
         let d = s.poll_dispatch(t, &idle).unwrap();
@@ -199,11 +198,8 @@ fn test_best_by_resources_prefers_idle_peer_and_busy_reply_moves_on() {
 
 #[test]
 fn test_cancel_running_task_reports_once_and_tells_worker() {
-    let t0 = Instant::now();
-    let mut s = Scheduler::new(cfg());
-    let w = peer();
-    s.peer_up(w);
-    s.submit(task(1), Placement::BestByResources, t0).unwrap();
+    let (t0, w) = (Instant::now(), peer());
+    let mut s = one_task_on(w, t0);
     s.poll_dispatch(t0, &idle).unwrap();
     assert!(s.cancel(TaskId(1)));
     assert!(!s.cancel(TaskId(1)));
