@@ -1,20 +1,21 @@
 //! [`Channel`]: one authenticated connection to one peer.
 //!
-//! A channel owns two tasks. The **writer** owns the write half: it takes
-//! frames from a bounded queue, drains everything queued (up to
-//! [`ChannelConfig::batch_bytes`]), encodes it all into one buffer and writes
-//! and flushes it once, so the secure stream below seals the whole batch in
-//! one AEAD call. The **reader** decodes frames, meters them (see
+//! A channel owns two tasks. The **writer** owns the write half: senders
+//! serialize their frames straight into a shared, bounded byte buffer (see
+//! `outbox`), and the writer takes everything waiting there (up to
+//! [`ChannelConfig::batch_bytes`] and a frame) and writes and flushes it
+//! once, so the secure stream below seals the whole batch in one AEAD
+//! call. The **reader** decodes frames, meters them (see
 //! [`crate::meter`]), and hands them to the [`MessageSubsystem`], which queues
 //! them in typed bounded subscriptions; a full subscription makes the reader
 //! wait, so a slow consumer slows the peer instead of losing messages.
 //! Responses go to the request that is waiting for them, matched by request
 //! id.
 //!
-//! Idle connections hold no read buffers: the reader's frame decoder (see
+//! Idle connections hold no buffers: the reader's frame decoder (see
 //! `frames`) and the secure stream below each free theirs when a read finds
-//! the connection empty, and the writer allocates its batch buffer per
-//! batch.
+//! the connection quiet, and the writer frees its batch buffers after a
+//! small batch (see `BUSY_BURST`).
 //!
 //! Protocols attached to a channel run as jobs in its [`tokio::task::JoinSet`]; when
 //! the channel closes (either side, any reason) every job is aborted, every
@@ -26,15 +27,16 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures::StreamExt;
 use knotwork_core::{PeerAddr, PeerId};
-use knotwork_wire::{Frame, FrameCodec, FrameKind, Message, WireError, decode, encode};
+use knotwork_wire::{Frame, FrameCodec, FrameKind, Message, WireError, decode};
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_util::codec::{Encoder, FramedParts};
+use tokio_util::codec::FramedParts;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffers::{BufferedBytes, StreamBuffers};
@@ -42,7 +44,7 @@ use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::frames::FrameReader;
 use crate::meter::{Meter, MeterConfig, Offence, RateBudget, Verdict};
 use crate::metrics::{Direction, Tally, offence_label};
-use crate::queue::{self, TrySendError};
+use crate::outbox::{Limits, Outbox, PushError};
 use crate::registry::SessionKind;
 use crate::subsystem::{
     Delivery, Dispatcher, Kind, MessageSubsystem, RequestSubscription, Subscription,
@@ -53,16 +55,26 @@ use knotwork_crypto_handshake::BUSY_BURST;
 /// The message id of a response that says "no answer": the peer has no
 /// handler for the request, or its handler dropped it.
 pub const REFUSED_RESPONSE_ID: u32 = 0;
-/// The type name refusals are counted under in the metrics.
-const REFUSED_NAME: &str = "knot/refused";
+
+/// The empty response that says "no answer" ([`REFUSED_RESPONSE_ID`]).
+#[derive(Serialize, Deserialize)]
+struct Refused;
+
+impl Message for Refused {
+    /// The type name refusals are counted under in the metrics.
+    const NAME: &'static str = "knot/refused";
+    const ID: u32 = REFUSED_RESPONSE_ID;
+    // A unit struct encodes to nothing.
+    const MAX_BYTES: usize = 0;
+}
 
 /// Settings shared by all channels of a node.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ChannelConfig {
     /// Frames waiting for the writer, at most; `send` waits when full.
-    /// The writer takes what is queued in batches, so up to as many again
-    /// may be in its hands at once.
+    /// The writer takes what is waiting in one batch, so up to as many
+    /// again may be in its hands at once.
     pub send_queue: usize,
     /// Messages waiting in each subscription, at most (and, as for
     /// `send_queue`, as many again taken by the subscriber's last `recv`).
@@ -71,7 +83,8 @@ pub struct ChannelConfig {
     pub request_timeout: Duration,
     /// Largest frame payload accepted from the peer.
     pub max_frame_len: usize,
-    /// The writer flushes at least this often in bytes: a batch stops growing here.
+    /// Bytes waiting for the writer before `send` waits (a frame is let in
+    /// while fewer are waiting): the most a batch holds, plus one frame.
     pub batch_bytes: usize,
     /// How long closing waits for queued frames to go out.
     pub drain_timeout: Duration,
@@ -134,7 +147,7 @@ struct Pending {
 struct Inner {
     info: ChannelInfo,
     config: Arc<ChannelConfig>,
-    out: queue::Sender<Frame>,
+    out: Outbox,
     subsystem: MessageSubsystem,
     pending: Mutex<HashMap<u32, Pending>>,
     next_request_id: AtomicU32,
@@ -186,7 +199,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The I/O half of a channel, kept until its protocols are attached.
 pub(crate) struct Unstarted<S> {
     parts: FramedParts<S, FrameCodec>,
-    rx: queue::Receiver<Frame>,
 }
 
 impl Channel {
@@ -197,7 +209,14 @@ impl Channel {
         info: ChannelInfo,
         config: Arc<ChannelConfig>,
     ) -> (Self, Unstarted<S>) {
-        let (out, rx) = queue::bounded(config.send_queue);
+        let out = Outbox::new(
+            FrameCodec::with_max_frame_len(config.max_frame_len),
+            Limits {
+                frames: config.send_queue,
+                bytes: config.batch_bytes,
+            },
+            config.metrics.clone(),
+        );
         let inner = Arc::new(Inner {
             info,
             config,
@@ -217,10 +236,8 @@ impl Channel {
         });
         let channel = Self { inner };
         channel.register::<Disconnect>();
-        channel
-            .metrics()
-            .inspect(|m| m.register_type(REFUSED_RESPONSE_ID, REFUSED_NAME));
-        (channel, Unstarted { parts, rx })
+        channel.register::<Refused>();
+        (channel, Unstarted { parts })
     }
 
     /// The authenticated identity of the peer.
@@ -348,30 +365,37 @@ impl Channel {
         sub
     }
 
-    async fn send_frame(&self, frame: Frame) -> Result<(), NodeError> {
+    /// Queues a frame of `kind` carrying `msg`, waiting for room.
+    async fn send_frame<M: Message>(
+        &self,
+        kind: FrameKind,
+        request_id: u32,
+        msg: &M,
+    ) -> Result<(), NodeError> {
         if self.is_closed() {
             return Err(self.closed_error());
         }
-        // Fast path: room in the queue, no future to set up.
-        match self.inner.out.try_send(frame) {
+        // Fast path: room in the outbox, no future to set up.
+        let pushed = match self.inner.out.try_push(kind, request_id, msg) {
             Ok(()) => {
                 // Stay fair: a tight send loop still yields now and then.
                 tokio::task::consume_budget().await;
                 Ok(())
             }
-            Err(TrySendError::Full(frame)) => match self.inner.out.send(frame).await {
-                true => Ok(()),
-                false => Err(self.closed_error()),
-            },
-            Err(TrySendError::Closed) => Err(self.closed_error()),
+            Err(PushError::Full) => self.inner.out.push(kind, request_id, msg).await,
+            Err(e) => Err(e),
+        };
+        match pushed {
+            Ok(()) => Ok(()),
+            Err(PushError::Encode(e)) => Err(e.into()),
+            Err(PushError::Full | PushError::Closed) => Err(self.closed_error()),
         }
     }
 
     /// Sends a one-way message. Waits while the send queue is full.
     pub async fn send<M: Message>(&self, msg: &M) -> Result<(), NodeError> {
-        let payload = encode(msg)?;
         self.register::<M>();
-        self.send_frame(Frame::message(M::ID, payload)).await
+        self.send_frame(FrameKind::Message, 0, msg).await
     }
 
     /// Sends a request and waits for its response, at most
@@ -387,7 +411,6 @@ impl Channel {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, NodeError> {
-        let payload = encode(req)?;
         self.register::<Req>();
         self.register::<Resp>();
         let id = loop {
@@ -413,8 +436,7 @@ impl Channel {
             }
         }
         let _cleanup = Cleanup(&self.inner, id);
-        self.send_frame(Frame::request(Req::ID, id, payload))
-            .await?;
+        self.send_frame(FrameKind::Request, id, req).await?;
         let frame = match tokio::time::timeout(timeout, rx).await {
             Err(_) => return Err(NodeError::RequestTimeout),
             Ok(Err(_)) => return Err(self.closed_error()),
@@ -447,25 +469,20 @@ impl Channel {
             return;
         }
         self.set_reason(CloseReason::Local(reason.clone()));
-        if let Ok(payload) = encode(&Disconnect { reason }) {
-            let frame = Frame::message(Disconnect::ID, payload);
-            let _ =
-                tokio::time::timeout(self.inner.config.drain_timeout, self.inner.out.send(frame))
-                    .await;
-        }
+        let bye = Disconnect { reason };
+        let bye = self.inner.out.push(FrameKind::Message, 0, &bye);
+        let _ = tokio::time::timeout(self.inner.config.drain_timeout, bye).await;
         self.inner.begin_close();
     }
 
     /// Closes without waiting: used where awaiting is impossible.
     fn close_now(&self, reason: CloseReason, notify: Option<DisconnectReason>) {
         self.set_reason(reason);
-        if let Some(reason) = notify
-            && let Ok(payload) = encode(&Disconnect { reason })
-        {
+        if let Some(reason) = notify {
             let _ = self
                 .inner
                 .out
-                .try_send(Frame::message(Disconnect::ID, payload));
+                .try_push(FrameKind::Message, 0, &Disconnect { reason });
         }
         self.inner.begin_close();
     }
@@ -491,19 +508,22 @@ impl Responder {
     /// Sends `resp` as the answer.
     pub async fn respond<M: Message>(mut self, resp: &M) -> Result<(), NodeError> {
         self.answered = true;
-        let payload = encode(resp)?;
         self.channel.register::<M>();
-        let frame = Frame::response(M::ID, self.request_id, payload);
-        self.channel.send_frame(frame).await
+        self.channel
+            .send_frame(FrameKind::Response, self.request_id, resp)
+            .await
     }
 }
 
 impl Drop for Responder {
     fn drop(&mut self) {
         if !self.answered {
-            let frame = Frame::response(REFUSED_RESPONSE_ID, self.request_id, Bytes::new());
             // Best effort: if the queue is full the requester times out instead.
-            let _ = self.channel.inner.out.try_send(frame);
+            let _ = self
+                .channel
+                .inner
+                .out
+                .try_push(FrameKind::Response, self.request_id, &Refused);
         }
     }
 }
@@ -521,45 +541,38 @@ where
         let (r, w, buffers) = crate::buffers::split(io);
         let _ = channel.inner.buffers.set(buffers.clone());
         let framed = FrameReader::new(r, codec, &read_buf);
-        tokio::spawn(write_loop(channel.clone(), w, self.rx, codec));
+        tokio::spawn(write_loop(channel.clone(), w));
         tokio::spawn(read_loop(channel.clone(), framed));
     }
 }
 
 /// The writer task; see the module docs.
-async fn write_loop<W: AsyncWrite + Unpin>(
-    channel: Channel,
-    mut w: W,
-    mut rx: queue::Receiver<Frame>,
-    mut codec: FrameCodec,
-) {
+async fn write_loop<W: AsyncWrite + Unpin>(channel: Channel, mut w: W) {
     let inner = &channel.inner;
-    // However the writer ends (even aborted), `closed` may then fire.
-    let _written = inner.written.clone().drop_guard();
-    // Allocated per batch (without zeroing) and freed when the queue runs
-    // dry after a small batch, so an idle channel holds no write buffer.
+    // However the writer ends (even aborted), senders are refused and
+    // `closed` may then fire.
+    struct Ended<'a>(&'a Inner);
+    impl Drop for Ended<'_> {
+        fn drop(&mut self) {
+            self.0.out.close();
+            self.0.written.cancel();
+        }
+    }
+    let _ended = Ended(inner);
+    // What the writer took from the outbox; its capacity goes back to the
+    // senders at the next take. Both buffers are freed after a small
+    // batch, so an idle channel holds no write buffer.
     let mut buf = BytesMut::new();
-    let batch_bytes = inner.config.batch_bytes.max(1);
-    let mut tally = Tally::new(inner.config.metrics.clone(), Direction::Out);
     let result: Result<(), NodeError> = async {
         loop {
-            let first = tokio::select! {
+            tokio::select! {
                 biased;
-                f = rx.recv() => f,
-                () = inner.closing.cancelled() => None,
-            };
-            let Some(first) = first else { break };
-            tally.add(first.msg_id, first.payload.len());
-            buf.reserve(16 * 1024);
-            codec.encode(first, &mut buf)?;
-            while buf.len() < batch_bytes {
-                match rx.try_recv() {
-                    Some(f) => {
-                        tally.add(f.msg_id, f.payload.len());
-                        codec.encode(f, &mut buf)?;
-                    }
-                    None => break,
-                }
+                () = inner.out.ready() => {}
+                () = inner.closing.cancelled() => break,
+            }
+            buf.clear();
+            if !inner.out.take(&mut buf) {
+                continue;
             }
             // A peer that stops reading blocks this write; once the channel
             // is closing, it gets the drain timeout and is then abandoned.
@@ -580,28 +593,23 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 .metrics
                 .as_ref()
                 .inspect(|m| m.bytes_out(buf.len()));
-            tally.flush();
             // A small batch (the queue ran dry: quiet) gives the buffer
             // back; after a large one it stays for the next (see
             // `BUSY_BURST`).
-            let quiet = buf.len() < BUSY_BURST;
-            buf.clear();
-            if quiet && rx.is_empty() {
+            if buf.len() < BUSY_BURST && inner.out.release_if_empty() {
                 buf = BytesMut::new();
             }
             if inner.closing_flag.load(Ordering::Acquire) {
                 break;
             }
         }
-        // Closing: send what is still queued (the Disconnect among it), then
-        // shut the write side down.
+        // Closing: send what is still waiting (the Disconnect among it),
+        // then shut the write side down.
         let drain = async {
-            while let Some(f) = rx.try_recv() {
-                tally.add(f.msg_id, f.payload.len());
-                codec.encode(f, &mut buf)?;
+            buf.clear();
+            if inner.out.take(&mut buf) {
+                w.write_all(&buf).await?;
             }
-            tally.flush();
-            w.write_all(&buf).await?;
             w.shutdown().await?;
             Ok::<(), NodeError>(())
         };
@@ -780,8 +788,9 @@ async fn handle_frame(channel: &Channel, state: &mut ReaderState, frame: Frame) 
     let meter = &mut state.meter;
     let Some(dispatcher) = dispatcher else {
         if kind == Kind::Request {
-            let refusal = Frame::response(REFUSED_RESPONSE_ID, frame.request_id, Bytes::new());
-            let _ = inner.out.try_send(refusal);
+            let _ = inner
+                .out
+                .try_push(FrameKind::Response, frame.request_id, &Refused);
         }
         return match offend(meter, Offence::UnknownMessage) {
             Verdict::Ban => misbehaved(Offence::UnknownMessage),
@@ -827,8 +836,10 @@ async fn handle_frame(channel: &Channel, state: &mut ReaderState, frame: Frame) 
 mod tests {
     use super::*;
     use crate::protocol::ping::{Ping, Pong};
+    use bytes::Bytes;
     use futures::{FutureExt, SinkExt};
     use knotwork_core::Keypair;
+    use knotwork_wire::encode;
     use std::pin::Pin;
     use std::sync::atomic::AtomicUsize;
     use std::task::{Context, Poll};

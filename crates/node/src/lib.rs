@@ -108,6 +108,7 @@ pub mod meter;
 pub mod metrics;
 pub mod nat;
 pub mod node;
+mod outbox;
 pub mod protocol;
 mod queue;
 pub mod registry;

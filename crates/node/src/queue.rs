@@ -1,10 +1,9 @@
 //! A bounded queue that holds no memory while empty: the queue of each
-//! subscription (one producer, one consumer) and a channel's send queue
-//! (any number of tasks sending through one [`Sender`], one writer).
+//! subscription (the channel's reader produces, the subscriber consumes).
+//! (A channel's send side is `outbox`: bytes, not items.)
 //!
 //! `tokio::sync::mpsc` allocates its first block of 32 slots when the
-//! channel is made: about 1.5 KiB for the send queue and 1.1-1.8 KiB per
-//! subscription, and a channel has a dozen subscriptions (ping, address,
+//! channel is made: 1.1-1.8 KiB per subscription, and a channel has a dozen subscriptions (ping, address,
 //! relay, ...), most of which never see a message. Here the items live in
 //! a `VecDeque` that grows on the first push and, past a few slots, is
 //! freed again when the consumer empties it, so an idle queue costs one
@@ -155,16 +154,6 @@ impl<T> Receiver<T> {
         }
     }
 
-    /// The next item if one is queued.
-    pub(crate) fn try_recv(&mut self) -> Option<T> {
-        self.pop().ok()
-    }
-
-    /// Whether no item is queued.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.batch.as_ref().is_none_or(|b| b.is_empty()) && self.shared.lock().items.is_empty()
-    }
-
     /// Takes the first item, or says whether the sender is gone.
     fn pop(&mut self) -> Result<T, bool> {
         if let Some(item) = self.batch.as_mut().and_then(|b| b.pop_front()) {
@@ -247,13 +236,13 @@ mod tests {
             rx.recv().await;
         }
         // The consumer finds it empty: the slots of queue and batch go.
-        assert!(rx.try_recv().is_none());
+        assert!(rx.pop().is_err());
         assert_eq!(rx.shared.lock().items.capacity(), 0);
         assert!(rx.batch.is_none());
         // A trickle keeps its few slots.
         assert!(tx.try_send(1).is_ok());
         rx.recv().await;
-        assert!(rx.try_recv().is_none());
+        assert!(rx.pop().is_err());
         assert!(rx.shared.lock().items.capacity() <= KEEP);
         assert!(rx.batch.is_none());
     }
@@ -275,7 +264,7 @@ mod tests {
         for i in 1..6 {
             assert_eq!(rx.recv().await, Some(i), "in order across batches");
         }
-        assert!(rx.is_empty());
+        assert!(rx.pop().is_err());
     }
 
     #[tokio::test]
@@ -323,7 +312,7 @@ mod tests {
         }
         got.sort();
         assert_eq!(got, vec![0, 1, 2, 3]);
-        assert!(rx.try_recv().is_none() && rx.is_empty());
+        assert!(rx.pop().is_err());
         while let Some(sent) = senders.join_next().await {
             assert!(sent.unwrap());
         }

@@ -12,13 +12,15 @@
 //! # Encoding
 //! Header and payload are appended to the destination buffer (one copy of
 //! the payload, into the send buffer). To avoid even that copy, write
-//! [`Frame::encode_header`] and the payload separately.
+//! [`Frame::encode_header`] and the payload separately, or have
+//! [`FrameCodec::encode_message`] serialize a typed message straight into
+//! the send buffer (no payload of its own at all).
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::WireError;
-use crate::frame::{DEFAULT_MAX_FRAME_LEN, Frame, HEADER_LEN, Header};
+use crate::frame::{DEFAULT_MAX_FRAME_LEN, Frame, FrameKind, HEADER_LEN, Header, header_bytes};
+use crate::{Message, WireError};
 
 /// The largest payload limit a codec accepts: what the 32-bit length field
 /// can express, and small enough that header + payload fits a `usize`.
@@ -70,6 +72,74 @@ impl FrameCodec {
         self.max_frame_len
     }
 
+    /// Appends one frame of `kind` carrying `msg` to `dst`: the header,
+    /// then `msg` serialized in place, with no payload buffer of its own.
+    /// Returns the payload length.
+    ///
+    /// The same bytes as [`encode`](crate::encode) and then
+    /// [`Encoder::encode`] of the frame, and the same refusals:
+    /// [`WireError::MessageTooLarge`] over [`Message::MAX_BYTES`],
+    /// [`WireError::FrameTooLarge`] over this codec's limit,
+    /// [`WireError::RequestIdOnMessage`], [`WireError::Serialize`]. Never
+    /// more than the smaller limit is written; on any refusal (or a panic
+    /// in `msg`'s `Serialize`) `dst` is left as it was.
+    pub fn encode_message<M: Message>(
+        &self,
+        kind: FrameKind,
+        request_id: u32,
+        msg: &M,
+        dst: &mut BytesMut,
+    ) -> Result<usize, WireError> {
+        // Checked before anything is written.
+        header_bytes(kind, M::ID, request_id, 0)?;
+        let limit = M::MAX_BYTES.min(self.max_frame_len);
+        let out = Rollback::new(dst);
+        out.buf.put_bytes(0, HEADER_LEN);
+        let body = Limited {
+            buf: &mut *out.buf,
+            left: limit,
+        };
+        let len = match postcard::serialize_with_flavor(msg, body) {
+            Ok(()) => out.buf.len() - out.start - HEADER_LEN,
+            Err(postcard::Error::SerializeBufferFull) => {
+                // Over a limit: count the whole message to report it.
+                let len =
+                    postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
+                        .unwrap_or(usize::MAX);
+                return Err(if len > M::MAX_BYTES {
+                    WireError::MessageTooLarge {
+                        name: M::NAME,
+                        len,
+                        max: M::MAX_BYTES,
+                    }
+                } else {
+                    WireError::FrameTooLarge {
+                        len,
+                        max: self.max_frame_len,
+                    }
+                });
+            }
+            Err(source) => {
+                return Err(WireError::Serialize {
+                    name: M::NAME,
+                    source,
+                });
+            }
+        };
+        // `len <= limit <= max_frame_len`, which fits the 32-bit field.
+        let header = header_bytes(
+            kind,
+            M::ID,
+            request_id,
+            u32::try_from(len).unwrap_or(u32::MAX),
+        )?;
+        if let Some(slot) = out.buf.get_mut(out.start..out.start + HEADER_LEN) {
+            slot.copy_from_slice(&header);
+        }
+        out.keep();
+        Ok(len)
+    }
+
     /// Checks `frame` against this codec's limit and returns its header.
     fn checked_header(&self, frame: &Frame) -> Result<[u8; HEADER_LEN], WireError> {
         if frame.payload.len() > self.max_frame_len {
@@ -79,6 +149,64 @@ impl FrameCodec {
             });
         }
         frame.encode_header()
+    }
+}
+
+/// Truncates the buffer back to where it was, unless kept: a refused or
+/// panicking serialization leaves no partial frame behind.
+struct Rollback<'a> {
+    buf: &'a mut BytesMut,
+    start: usize,
+    keep: bool,
+}
+
+impl<'a> Rollback<'a> {
+    fn new(buf: &'a mut BytesMut) -> Self {
+        let start = buf.len();
+        Self {
+            buf,
+            start,
+            keep: false,
+        }
+    }
+
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.buf.truncate(self.start);
+        }
+    }
+}
+
+/// A postcard flavor appending to a `BytesMut`, at most `left` bytes more.
+struct Limited<'a> {
+    buf: &'a mut BytesMut,
+    left: usize,
+}
+
+impl postcard::ser_flavors::Flavor for Limited<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.left = self
+            .left
+            .checked_sub(data.len())
+            .ok_or(postcard::Error::SerializeBufferFull)?;
+        self.buf.put_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 

@@ -119,32 +119,29 @@ impl Frame {
             len: self.payload.len(),
             max: u32::MAX as usize,
         })?;
-        if self.kind == FrameKind::Message && self.request_id != 0 {
-            return Err(WireError::RequestIdOnMessage(self.request_id));
-        }
-        let [m0, m1] = MAGIC;
-        let [i0, i1, i2, i3] = self.msg_id.to_be_bytes();
-        let [r0, r1, r2, r3] = self.request_id.to_be_bytes();
-        let [l0, l1, l2, l3] = len.to_be_bytes();
-        Ok([
-            m0,
-            m1,
-            VERSION,
-            self.kind as u8,
-            i0,
-            i1,
-            i2,
-            i3,
-            r0,
-            r1,
-            r2,
-            r3,
-            l0,
-            l1,
-            l2,
-            l3,
-        ])
+        header_bytes(self.kind, self.msg_id, self.request_id, len)
     }
+}
+
+/// The 16 header bytes of a frame with a payload of `len` bytes; a
+/// [`FrameKind::Message`] with a non-zero request id is
+/// [`WireError::RequestIdOnMessage`].
+pub(crate) fn header_bytes(
+    kind: FrameKind,
+    msg_id: u32,
+    request_id: u32,
+    len: u32,
+) -> Result<[u8; HEADER_LEN], WireError> {
+    if kind == FrameKind::Message && request_id != 0 {
+        return Err(WireError::RequestIdOnMessage(request_id));
+    }
+    let [m0, m1] = MAGIC;
+    let [i0, i1, i2, i3] = msg_id.to_be_bytes();
+    let [r0, r1, r2, r3] = request_id.to_be_bytes();
+    let [l0, l1, l2, l3] = len.to_be_bytes();
+    Ok([
+        m0, m1, VERSION, kind as u8, i0, i1, i2, i3, r0, r1, r2, r3, l0, l1, l2, l3,
+    ])
 }
 
 /// A checked frame header: everything but the payload.

@@ -143,6 +143,109 @@ proptest! {
     }
 }
 
+proptest! {
+    /// A message serialized straight into the send buffer is byte for byte
+    /// what `encode` and the codec's `Encoder` write, after whatever the
+    /// buffer held, and decodes back to the message.
+    #[test]
+    fn encode_message_equals_encode_then_frame(
+        msg in arb_sample(),
+        kind in prop_oneof![Just(FrameKind::Message), Just(FrameKind::Request), Just(FrameKind::Response)],
+        request_id in 1u32..,
+        before in prop::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let request_id = if kind == FrameKind::Message { 0 } else { request_id };
+        let mut codec = FrameCodec::new();
+        let mut direct = BytesMut::from(&before[..]);
+        let len = codec.encode_message(kind, request_id, &msg, &mut direct).unwrap();
+        let payload = encode(&msg).unwrap();
+        prop_assert_eq!(len, payload.len());
+        let mut framed = BytesMut::from(&before[..]);
+        let frame = Frame { kind, msg_id: Sample::ID, request_id, payload };
+        codec.encode(frame.clone(), &mut framed).unwrap();
+        prop_assert_eq!(&direct, &framed);
+        let mut rest = direct.split_off(before.len());
+        let got = codec.decode(&mut rest).unwrap().unwrap();
+        prop_assert_eq!(&got, &frame);
+        prop_assert_eq!(decode::<Sample>(&got.payload).unwrap(), msg);
+    }
+
+    /// `encode_message` refuses exactly what `encode` refuses (or what the
+    /// codec's frame limit refuses), with the true size, and leaves the
+    /// buffer as it was.
+    #[test]
+    fn encode_message_limits_are_exact(text in "[a-z]{0,40}", max_frame_len in 0usize..30) {
+        let note = Tiny { text };
+        let real_len = postcard::to_allocvec(&note).unwrap().len();
+        let codec = FrameCodec::with_max_frame_len(max_frame_len);
+        let mut buf = BytesMut::from(&b"kept"[..]);
+        match codec.encode_message(FrameKind::Message, 0, &note, &mut buf) {
+            Ok(len) => {
+                prop_assert!(real_len <= Tiny::MAX_BYTES && real_len <= max_frame_len);
+                prop_assert_eq!(len, real_len);
+                prop_assert_eq!(buf.len(), 4 + HEADER_LEN + real_len);
+            }
+            Err(e) => {
+                match e {
+                    WireError::MessageTooLarge { len, max, .. } => {
+                        prop_assert!(real_len > Tiny::MAX_BYTES);
+                        prop_assert_eq!((len, max), (real_len, Tiny::MAX_BYTES));
+                    }
+                    WireError::FrameTooLarge { len, max } => {
+                        prop_assert!(real_len <= Tiny::MAX_BYTES && real_len > max_frame_len);
+                        prop_assert_eq!((len, max), (real_len, max_frame_len));
+                    }
+                    other => prop_assert!(false, "unexpected error {other}"),
+                }
+                prop_assert_eq!(&buf[..], &b"kept"[..]);
+            }
+        }
+    }
+}
+
+#[test]
+fn encode_message_refuses_a_request_id_on_a_message_before_writing() {
+    let mut buf = BytesMut::new();
+    let err = FrameCodec::new()
+        .encode_message(FrameKind::Message, 3, &Tiny { text: "a".into() }, &mut buf)
+        .unwrap_err();
+    assert!(matches!(err, WireError::RequestIdOnMessage(3)));
+    assert!(buf.is_empty());
+}
+
+/// A `Serialize` impl that fails after writing part of the message.
+struct FailsHalfway;
+
+impl Serialize for FailsHalfway {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeTuple};
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&7u8)?;
+        Err(S::Error::custom("refused"))
+    }
+}
+
+impl<'de> Deserialize<'de> for FailsHalfway {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u8::deserialize(d).map(|_| FailsHalfway)
+    }
+}
+
+impl Message for FailsHalfway {
+    const NAME: &'static str = "test/fails-halfway/1";
+    const MAX_BYTES: usize = 2;
+}
+
+#[test]
+fn encode_message_leaves_no_partial_frame_when_serialize_fails() {
+    let mut buf = BytesMut::from(&b"kept"[..]);
+    let err = FrameCodec::new()
+        .encode_message(FrameKind::Message, 0, &FailsHalfway, &mut buf)
+        .unwrap_err();
+    assert!(matches!(err, WireError::Serialize { .. }), "{err}");
+    assert_eq!(&buf[..], b"kept");
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Body {
     Empty,
