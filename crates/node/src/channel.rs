@@ -270,7 +270,7 @@ impl Channel {
         self.inner.config.metrics.as_ref()
     }
 
-    /// Registers type `M` so its frames are counted under its name.
+    /// Registers type `M` so the frames received of it are counted under its name.
     fn register<M: Message>(&self) {
         self.metrics().inspect(|m| m.register_type(M::ID, M::NAME));
     }
@@ -394,7 +394,6 @@ impl Channel {
 
     /// Sends a one-way message. Waits while the send queue is full.
     pub async fn send<M: Message>(&self, msg: &M) -> Result<(), NodeError> {
-        self.register::<M>();
         self.send_frame(FrameKind::Message, 0, msg).await
     }
 
@@ -411,7 +410,7 @@ impl Channel {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, NodeError> {
-        self.register::<Req>();
+        // (Sent types are registered by the outbox as they go out.)
         self.register::<Resp>();
         let id = loop {
             let id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
@@ -508,7 +507,6 @@ impl Responder {
     /// Sends `resp` as the answer.
     pub async fn respond<M: Message>(mut self, resp: &M) -> Result<(), NodeError> {
         self.answered = true;
-        self.channel.register::<M>();
         self.channel
             .send_frame(FrameKind::Response, self.request_id, resp)
             .await
@@ -721,21 +719,21 @@ struct ReaderState {
 }
 
 impl ReaderState {
-    fn dispatcher(
-        &mut self,
+    /// The dispatcher of `(kind, id)`, from the cache when it is still valid.
+    fn dispatcher<'a>(
+        cache: &'a mut Option<(Kind, u32, u64, Dispatcher)>,
         subsystem: &MessageSubsystem,
         kind: Kind,
         id: u32,
-    ) -> Option<Dispatcher> {
+    ) -> Option<&'a Dispatcher> {
         let generation = subsystem.generation();
-        if let Some((k, i, g, d)) = &self.cache
-            && (*k, *i, *g) == (kind, id, generation)
-        {
-            return Some(d.clone());
+        let valid = cache
+            .as_ref()
+            .is_some_and(|(k, i, g, _)| (*k, *i, *g) == (kind, id, generation));
+        if !valid {
+            *cache = Some((kind, id, generation, subsystem.dispatcher(kind, id)?));
         }
-        let d = subsystem.dispatcher(kind, id)?;
-        self.cache = Some((kind, id, generation, d.clone()));
-        Some(d)
+        cache.as_ref().map(|(.., d)| d)
     }
 }
 
@@ -784,7 +782,8 @@ async fn handle_frame(channel: &Channel, state: &mut ReaderState, frame: Frame) 
         FrameKind::Message => Kind::Message,
         FrameKind::Request => Kind::Request,
     };
-    let dispatcher = state.dispatcher(&inner.subsystem, kind, frame.msg_id);
+    let dispatcher =
+        ReaderState::dispatcher(&mut state.cache, &inner.subsystem, kind, frame.msg_id);
     let meter = &mut state.meter;
     let Some(dispatcher) = dispatcher else {
         if kind == Kind::Request {

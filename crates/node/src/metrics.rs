@@ -709,6 +709,18 @@ impl Tally {
         self.bytes += payload_len as u64;
     }
 
+    /// Counts one frame of message type `M` with `payload_len` payload
+    /// bytes, registering `M`'s name when the type changes (so a sender
+    /// registers each type once per run of it, not per frame).
+    pub(crate) fn add_typed<M: knotwork_wire::Message>(&mut self, payload_len: usize) {
+        if self.id != M::ID {
+            if let Some(m) = &self.metrics {
+                m.register_type(M::ID, M::NAME);
+            }
+        }
+        self.add(M::ID, payload_len);
+    }
+
     /// Adds what was counted to the shared counters.
     pub(crate) fn flush(&mut self) {
         if self.frames == 0 {

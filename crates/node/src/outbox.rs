@@ -17,8 +17,9 @@
 //! for room register before they look, and a take from a full buffer
 //! wakes them all.
 //!
-//! Outbound frames are counted for the metrics here, under the lock, so
-//! the writer never has to parse what it sends.
+//! Outbound frames are counted for the metrics here, under the lock (and
+//! their type registered by name, see `Tally::add_typed`), so the writer
+//! never has to parse what it sends.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -114,7 +115,7 @@ impl Outbox {
                 .codec
                 .encode_message(kind, request_id, msg, &mut state.buf)
                 .map_err(PushError::Encode)?;
-            state.tally.add(M::ID, len);
+            state.tally.add_typed::<M>(len);
             state.frames += 1;
             state.frames == 1
         };
