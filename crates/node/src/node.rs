@@ -337,8 +337,12 @@ impl NodeBuilder {
             upnp,
         } = self;
         let apps = crate::apps::Apps::new(&keypair, apps, &mut registry, &mut budgets);
+        // No TCP keepalive: the ping protocol already probes every channel
+        // (and keeps NAT mappings warm) far more often, so its three
+        // setsockopt calls per connection would buy nothing.
         let tcp = knotwork_transport_tcp::TcpTransport::new(
             knotwork_transport_tcp::TcpConfig::default()
+                .with_keepalive(None)
                 .with_dial_timeout(config.dial_timeout)
                 .with_port_reuse(config.nat.holepunch),
         );
