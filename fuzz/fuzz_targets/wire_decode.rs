@@ -1,10 +1,12 @@
-//! Arbitrary bytes, split at arbitrary points, into `FrameCodec`; each
-//! accepted payload into `decode::<Probe>`.
+//! Arbitrary bytes, split at arbitrary points, into `FrameCodec` (both
+//! `decode` and the in-place `decode_ref`); each accepted payload into
+//! `decode::<Probe>`.
 //!
 //! Input layout: byte 0 picks how many chunk sizes follow (0..=15), those
 //! bytes are the chunk sizes (1..=256, used in turn), the rest is the stream.
 //! Checks: nothing panics; feeding in chunks gives the same frames and the
-//! same final error as feeding everything at once; every accepted frame
+//! same final error as feeding everything at once; `decode_ref` sees the
+//! same frame or error as `decode` at every step; every accepted frame
 //! re-encodes to exactly the bytes it was decoded from.
 #![no_main]
 
@@ -46,11 +48,26 @@ fn run(stream: &[u8], sizes: &[u8]) -> (Vec<knotwork_wire::Frame>, Option<String
         buf.extend_from_slice(chunk);
         let at_end = rest.is_empty();
         loop {
+            let view = codec
+                .decode_ref(&buf)
+                .map(|f| f.map(|f| (f.kind, f.msg_id, f.request_id, f.payload.to_vec())))
+                .map_err(|e| e.to_string());
             let step = if at_end {
                 codec.decode_eof(&mut buf)
             } else {
                 codec.decode(&mut buf)
             };
+            match (&view, &step) {
+                (Ok(Some(v)), Ok(Some(f))) => assert_eq!(
+                    v,
+                    &(f.kind, f.msg_id, f.request_id, f.payload.to_vec()),
+                    "decode_ref and decode differ"
+                ),
+                (Err(a), Err(b)) => assert_eq!(a, &b.to_string()),
+                // At the end, leftover bytes are an error only `decode_eof` names.
+                (Ok(None), Ok(None) | Err(_)) => {}
+                (a, b) => panic!("decode_ref {a:?} but decode {b:?}"),
+            }
             match step {
                 Ok(Some(frame)) => {
                     let _ = decode::<Probe>(&frame.payload);

@@ -28,9 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures::StreamExt;
 use knotwork_core::{PeerAddr, PeerId};
-use knotwork_wire::{Frame, FrameCodec, FrameKind, Message, WireError, decode};
+use knotwork_wire::{Frame, FrameCodec, FrameKind, FrameRef, Message, WireError, decode};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
@@ -639,9 +638,9 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FrameRead
     };
     let mut burst = 0u32;
     loop {
-        // Frames already buffered are taken without arming the select, and
-        // share one clock reading per burst of up to 32.
-        let next = match framed.next_buffered() {
+        // Frames already buffered are handled without arming the select,
+        // and share one clock reading per burst of up to 32.
+        let frame = match framed.peek() {
             Some(f) if !inner.closing_flag.load(Ordering::Acquire) => {
                 burst += 1;
                 if burst >= 32 {
@@ -649,43 +648,50 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FrameRead
                     state.now = Instant::now().into_std();
                     state.tally.flush();
                 }
-                Some(f)
+                f
             }
             _ => {
                 state.tally.flush();
-                let f = tokio::select! {
+                let filled = tokio::select! {
                     biased;
                     () = inner.closing.cancelled() => break,
-                    f = framed.next() => f,
+                    r = framed.fill() => r,
                 };
                 burst = 0;
                 state.now = Instant::now().into_std();
-                f
+                match filled {
+                    Ok(true) => continue,
+                    Ok(false) => channel.close_now(CloseReason::Eof, None),
+                    Err(WireError::Io(e)) => {
+                        channel.close_now(CloseReason::Io(e.to_string()), None)
+                    }
+                    Err(e) => bad_framing(&channel, &mut state, &e),
+                }
+                break;
             }
         };
-        let frame = match next {
-            None => {
-                channel.close_now(CloseReason::Eof, None);
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                bad_framing(&channel, &mut state, &e);
                 break;
             }
-            Some(Err(WireError::Io(e))) => {
-                channel.close_now(CloseReason::Io(e.to_string()), None);
-                break;
-            }
-            Some(Err(e)) => {
-                tracing::debug!(peer = %inner.info.peer_id.short(), "bad framing: {e}");
-                state.meter.offend(Offence::BadFraming, state.now);
-                let _ = inner.misbehaviour.set(offence_label(Offence::BadFraming));
-                channel.close_now(
-                    CloseReason::Local(DisconnectReason::Misbehaviour),
-                    Some(DisconnectReason::Misbehaviour),
-                );
-                break;
-            }
-            Some(Ok(frame)) => frame,
         };
         state.tally.add(frame.msg_id, frame.payload.len());
-        if let Some(reason) = handle_frame(&channel, &mut state, frame).await {
+        let stop = if frame.kind == FrameKind::Response {
+            // The response travels on to its requester: it gets a frame of
+            // its own (a view of the buffer, not a copy).
+            match framed.take() {
+                Some(Ok(owned)) => handle_response(&channel, &mut state, owned),
+                _ => None,
+            }
+        } else {
+            let len = frame.encoded_len();
+            let stop = handle_frame(&channel, &mut state, frame).await;
+            framed.consume(len);
+            stop
+        };
+        if let Some(reason) = stop {
             channel.close_now(reason.0, reason.1);
             break;
         }
@@ -706,6 +712,18 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FrameRead
 }
 
 type Stop = (CloseReason, Option<DisconnectReason>);
+
+/// Closes the channel for a framing error (`e`), which bans the peer.
+fn bad_framing(channel: &Channel, state: &mut ReaderState, e: &WireError) {
+    let inner = &channel.inner;
+    tracing::debug!(peer = %inner.info.peer_id.short(), "bad framing: {e}");
+    state.meter.offend(Offence::BadFraming, state.now);
+    let _ = inner.misbehaviour.set(offence_label(Offence::BadFraming));
+    channel.close_now(
+        CloseReason::Local(DisconnectReason::Misbehaviour),
+        Some(DisconnectReason::Misbehaviour),
+    );
+}
 
 /// What the reader keeps between frames.
 struct ReaderState {
@@ -737,50 +755,73 @@ impl ReaderState {
     }
 }
 
-/// Handles one inbound frame; `Some` closes the channel.
-async fn handle_frame(channel: &Channel, state: &mut ReaderState, frame: Frame) -> Option<Stop> {
-    let inner = &channel.inner;
-    let now = state.now;
-    let meter = &mut state.meter;
-    let misbehaved = |o: Offence| {
-        let _ = inner.misbehaviour.set(offence_label(o));
-        Some((
-            CloseReason::Local(DisconnectReason::Misbehaviour),
-            Some(DisconnectReason::Misbehaviour),
-        ))
+/// Counts offence `o` by the frame of id `msg_id` against the peer.
+fn offend(
+    channel: &Channel,
+    meter: &mut Meter,
+    now: std::time::Instant,
+    o: Offence,
+    msg_id: u32,
+) -> Verdict {
+    tracing::debug!(peer = %channel.inner.info.peer_id.short(), offence = ?o, msg_id, "peer offence");
+    meter.offend(o, now)
+}
+
+/// Closes the channel for misbehaviour `o` (the peer is banned).
+fn misbehaved(channel: &Channel, o: Offence) -> Option<Stop> {
+    let _ = channel.inner.misbehaviour.set(offence_label(o));
+    Some((
+        CloseReason::Local(DisconnectReason::Misbehaviour),
+        Some(DisconnectReason::Misbehaviour),
+    ))
+}
+
+/// Hands a response to the request waiting for it; `Some` closes the
+/// channel.
+fn handle_response(channel: &Channel, state: &mut ReaderState, frame: Frame) -> Option<Stop> {
+    let pending = lock(&channel.inner.pending).remove(&frame.request_id);
+    let fits = pending.as_ref().is_some_and(|p| {
+        (frame.msg_id == p.expected && frame.payload.len() <= p.max_bytes)
+            || (frame.msg_id == REFUSED_RESPONSE_ID && frame.payload.is_empty())
+    });
+    let Some(p) = pending else {
+        // Most likely the answer to a request that timed out.
+        return None;
     };
     let msg_id = frame.msg_id;
-    let offend = |meter: &mut Meter, o: Offence| {
-        tracing::debug!(peer = %inner.info.peer_id.short(), offence = ?o, msg_id, "peer offence");
-        meter.offend(o, now)
-    };
+    // A mismatched answer still reaches the requester, which reports it as
+    // a typed error; the peer pays for it.
+    let _ = p.tx.send(frame);
+    let o = Offence::UnexpectedResponse;
+    if !fits && offend(channel, &mut state.meter, state.now, o, msg_id) == Verdict::Ban {
+        return misbehaved(channel, o);
+    }
+    None
+}
+
+/// Handles one inbound message or request, seen in the read buffer;
+/// `Some` closes the channel.
+async fn handle_frame(
+    channel: &Channel,
+    state: &mut ReaderState,
+    frame: FrameRef<'_>,
+) -> Option<Stop> {
+    let inner = &channel.inner;
+    let now = state.now;
+    let msg_id = frame.msg_id;
+    let offend = |meter: &mut Meter, o: Offence| offend(channel, meter, now, o, msg_id);
+    let misbehaved = |o: Offence| misbehaved(channel, o);
     let kind = match frame.kind {
         FrameKind::Message if frame.msg_id == Disconnect::ID => {
-            let reason = decode::<Disconnect>(&frame.payload)
+            let reason = decode::<Disconnect>(frame.payload)
                 .map(|d| d.reason)
                 .unwrap_or_else(|_| DisconnectReason::other("malformed disconnect"));
             return Some((CloseReason::Remote(reason), None));
         }
-        FrameKind::Response => {
-            let pending = lock(&inner.pending).remove(&frame.request_id);
-            let fits = pending.as_ref().is_some_and(|p| {
-                (frame.msg_id == p.expected && frame.payload.len() <= p.max_bytes)
-                    || (frame.msg_id == REFUSED_RESPONSE_ID && frame.payload.is_empty())
-            });
-            let Some(p) = pending else {
-                // Most likely the answer to a request that timed out.
-                return None;
-            };
-            // A mismatched answer still reaches the requester, which reports
-            // it as a typed error; the peer pays for it.
-            let _ = p.tx.send(frame);
-            if !fits && offend(meter, Offence::UnexpectedResponse) == Verdict::Ban {
-                return misbehaved(Offence::UnexpectedResponse);
-            }
-            return None;
-        }
         FrameKind::Message => Kind::Message,
         FrameKind::Request => Kind::Request,
+        // The reader hands responses to `handle_response` instead.
+        FrameKind::Response => return None,
     };
     let dispatcher =
         ReaderState::dispatcher(&mut state.cache, &inner.subsystem, kind, frame.msg_id);
@@ -812,7 +853,7 @@ async fn handle_frame(channel: &Channel, state: &mut ReaderState, frame: Frame) 
         }
     }
     for sub in dispatcher.subscribers.iter() {
-        match sub.deliver(&frame.payload, frame.request_id, channel) {
+        match sub.deliver(frame.payload, frame.request_id, channel) {
             Ok(Delivery::Done | Delivery::Gone) => {}
             Ok(Delivery::Wait(pending)) => {
                 tokio::select! {
@@ -836,7 +877,7 @@ mod tests {
     use super::*;
     use crate::protocol::ping::{Ping, Pong};
     use bytes::Bytes;
-    use futures::{FutureExt, SinkExt};
+    use futures::{FutureExt, SinkExt, StreamExt};
     use knotwork_core::Keypair;
     use knotwork_wire::encode;
     use std::pin::Pin;

@@ -13,10 +13,9 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
-use futures::Stream;
+use bytes::{Buf, BytesMut};
 use knotwork_crypto_handshake::BUSY_BURST;
-use knotwork_wire::{Frame, FrameCodec, WireError};
+use knotwork_wire::{Frame, FrameCodec, FrameRef, WireError};
 use tokio::io::AsyncRead;
 use tokio_util::codec::Decoder;
 use tokio_util::io::poll_read_buf;
@@ -26,7 +25,13 @@ const MIN_ROOM: usize = 1024;
 /// Bytes reserved for a read.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// A stream of frames read from `R`; see the module docs.
+/// Frames read from `R`; see the module docs.
+///
+/// A frame is looked at in place ([`FrameReader::peek`], then
+/// [`FrameReader::consume`]): decoding a typed message from it needs no
+/// `Bytes` of its own (which would cost a reference count up and down per
+/// frame). [`FrameReader::take`] hands out an owned frame where one must
+/// outlive the buffer (a response travelling to its requester).
 pub(crate) struct FrameReader<R> {
     io: R,
     codec: FrameCodec,
@@ -49,12 +54,56 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The next frame already in the buffer, without reading.
-    pub(crate) fn next_buffered(&mut self) -> Option<Result<Frame, WireError>> {
-        if self.eof {
-            return None;
-        }
+    /// The next frame if it is wholly buffered (or the framing error in
+    /// its header), without reading or consuming it.
+    pub(crate) fn peek(&self) -> Option<Result<FrameRef<'_>, WireError>> {
+        self.codec.decode_ref(&self.buf).transpose()
+    }
+
+    /// Drops the first `len` buffered bytes: the frame [`Self::peek`]
+    /// returned, `len` being its `encoded_len`.
+    pub(crate) fn consume(&mut self, len: usize) {
+        self.buf.advance(len.min(self.buf.len()));
+    }
+
+    /// Takes the next frame if it is wholly buffered, as an owned frame
+    /// whose payload is a view of the buffer.
+    pub(crate) fn take(&mut self) -> Option<Result<Frame, WireError>> {
         self.codec.decode(&mut self.buf).transpose()
+    }
+
+    /// Reads until a frame (or a framing error) is buffered: `Ok(true)`;
+    /// `Ok(false)` at a clean end of the stream; an error for a broken
+    /// read or a stream cut mid-frame. Cancel-safe.
+    pub(crate) async fn fill(&mut self) -> Result<bool, WireError> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, WireError>> {
+        loop {
+            if self.peek().is_some() {
+                return Poll::Ready(Ok(true));
+            }
+            if self.eof {
+                // No whole frame left: a clean end, or a cut one.
+                return Poll::Ready(self.codec.decode_eof(&mut self.buf).map(|f| f.is_some()));
+            }
+            if self.buf.capacity() - self.buf.len() < MIN_ROOM {
+                self.buf.reserve(READ_CHUNK);
+            }
+            match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf) {
+                Poll::Pending => {
+                    if self.buf.is_empty() && self.burst < BUSY_BURST {
+                        self.buf = BytesMut::new();
+                    }
+                    self.burst = 0;
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(0)) => self.eof = true,
+                Poll::Ready(Ok(n)) => self.burst = self.burst.saturating_add(n),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(WireError::Io(e))),
+            }
+        }
     }
 
     /// Bytes the reader holds in its buffer now.
@@ -64,44 +113,40 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
-impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
-    type Item = Result<Frame, WireError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        loop {
-            if this.eof {
-                return Poll::Ready(this.codec.decode_eof(&mut this.buf).transpose());
-            }
-            if let Some(frame) = this.codec.decode(&mut this.buf).transpose() {
-                return Poll::Ready(Some(frame));
-            }
-            if this.buf.capacity() - this.buf.len() < MIN_ROOM {
-                this.buf.reserve(READ_CHUNK);
-            }
-            match poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf) {
-                Poll::Pending => {
-                    if this.buf.is_empty() && this.burst < BUSY_BURST {
-                        this.buf = BytesMut::new();
-                    }
-                    this.burst = 0;
-                    return Poll::Pending;
-                }
-                Poll::Ready(Ok(0)) => this.eof = true,
-                Poll::Ready(Ok(n)) => this.burst = this.burst.saturating_add(n),
-                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(WireError::Io(e)))),
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use futures::{FutureExt, StreamExt};
+    use futures::FutureExt;
     use tokio::io::AsyncWriteExt;
     use tokio_util::codec::Encoder;
+
+    /// The next frame, reading as needed; `None` at a clean end.
+    async fn next<R: AsyncRead + Unpin>(
+        r: &mut FrameReader<R>,
+    ) -> Option<Result<Frame, WireError>> {
+        match r.fill().await {
+            Ok(true) => r.take(),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The next frame seen in place, then consumed, as an owned copy.
+    fn peek_and_consume<R: AsyncRead + Unpin>(r: &mut FrameReader<R>) -> Option<Frame> {
+        let f = r.peek()?.unwrap();
+        let (frame, len) = (
+            Frame {
+                kind: f.kind,
+                msg_id: f.msg_id,
+                request_id: f.request_id,
+                payload: Bytes::copy_from_slice(f.payload),
+            },
+            f.encoded_len(),
+        );
+        r.consume(len);
+        Some(frame)
+    }
 
     fn encoded(frames: &[Frame]) -> BytesMut {
         let mut out = BytesMut::new();
@@ -122,19 +167,23 @@ mod tests {
         // in two pieces.
         let first_len = bytes.len() / 3;
         let mut reader = FrameReader::new(b, FrameCodec::new(), &bytes[..first_len]);
-        assert_eq!(reader.next_buffered().unwrap().unwrap(), frames[0]);
+        assert_eq!(peek_and_consume(&mut reader).unwrap(), frames[0]);
         a.write_all(&bytes[first_len..first_len + 10])
             .await
             .unwrap();
-        assert!(reader.next().now_or_never().is_none(), "half a frame");
+        assert!(next(&mut reader).now_or_never().is_none(), "half a frame");
         assert!(reader.capacity() > 0, "a partial frame stays buffered");
         a.write_all(&bytes[first_len + 10..]).await.unwrap();
-        assert_eq!(reader.next().await.unwrap().unwrap(), frames[1]);
-        assert_eq!(reader.next_buffered().unwrap().unwrap(), frames[2]);
-        assert!(reader.next().now_or_never().is_none(), "nothing more yet");
+        assert_eq!(next(&mut reader).await.unwrap().unwrap(), frames[1]);
+        assert_eq!(peek_and_consume(&mut reader).unwrap(), frames[2]);
+        assert!(reader.peek().is_none());
+        assert!(
+            next(&mut reader).now_or_never().is_none(),
+            "nothing more yet"
+        );
         assert_eq!(reader.capacity(), 0, "idle: buffer freed");
         drop(a);
-        assert!(reader.next().await.is_none(), "clean end");
+        assert!(next(&mut reader).await.is_none(), "clean end");
     }
 
     #[tokio::test]
@@ -147,17 +196,17 @@ mod tests {
             .collect();
         a.write_all(&encoded(&burst)).await.unwrap();
         for f in &burst {
-            assert_eq!(reader.next().await.unwrap().unwrap(), *f);
+            assert_eq!(next(&mut reader).await.unwrap().unwrap(), *f);
         }
-        assert!(reader.next().now_or_never().is_none());
+        assert!(next(&mut reader).now_or_never().is_none());
         assert!(reader.capacity() > 0, "busy: kept for the next burst");
         // One small frame (a ping, say): the next empty read frees it.
         let ping = Frame::message(7, Bytes::from_static(b"ping"));
         a.write_all(&encoded(std::slice::from_ref(&ping)))
             .await
             .unwrap();
-        assert_eq!(reader.next().await.unwrap().unwrap(), ping);
-        assert!(reader.next().now_or_never().is_none());
+        assert_eq!(next(&mut reader).await.unwrap().unwrap(), ping);
+        assert!(next(&mut reader).now_or_never().is_none());
         assert_eq!(reader.capacity(), 0, "quiet: freed");
     }
 
@@ -169,7 +218,7 @@ mod tests {
         a.write_all(&bytes[..50]).await.unwrap();
         drop(a);
         assert!(matches!(
-            reader.next().await,
+            next(&mut reader).await,
             Some(Err(WireError::Truncated { have: 50, .. }))
         ));
     }

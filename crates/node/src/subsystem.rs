@@ -15,7 +15,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use knotwork_wire::{Message, WireError, decode};
 
 use crate::channel::{Channel, Responder};
@@ -39,7 +38,7 @@ pub(crate) enum Delivery<'a> {
 pub(crate) trait Subscriber: Send + Sync {
     fn deliver<'a>(
         &'a self,
-        payload: &Bytes,
+        payload: &[u8],
         request_id: u32,
         channel: &Channel,
     ) -> Result<Delivery<'a>, WireError>;
@@ -50,7 +49,7 @@ struct MessageSub<M>(queue::Sender<M>);
 impl<M: Message> Subscriber for MessageSub<M> {
     fn deliver<'a>(
         &'a self,
-        payload: &Bytes,
+        payload: &[u8],
         _: u32,
         _: &Channel,
     ) -> Result<Delivery<'a>, WireError> {
@@ -70,7 +69,7 @@ struct RequestSub<M>(queue::Sender<(M, Responder)>);
 impl<M: Message> Subscriber for RequestSub<M> {
     fn deliver<'a>(
         &'a self,
-        payload: &Bytes,
+        payload: &[u8],
         request_id: u32,
         channel: &Channel,
     ) -> Result<Delivery<'a>, WireError> {

@@ -19,7 +19,9 @@
 use bytes::{Buf, BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::frame::{DEFAULT_MAX_FRAME_LEN, Frame, FrameKind, HEADER_LEN, Header, header_bytes};
+use crate::frame::{
+    DEFAULT_MAX_FRAME_LEN, Frame, FrameKind, FrameRef, HEADER_LEN, Header, header_bytes,
+};
 use crate::{Message, WireError};
 
 /// The largest payload limit a codec accepts: what the 32-bit length field
@@ -138,6 +140,28 @@ impl FrameCodec {
         }
         out.keep();
         Ok(len)
+    }
+
+    /// The first frame in `src` if it is complete, as a view into `src`:
+    /// the same checks and errors as [`Decoder::decode`], but nothing is
+    /// consumed, reserved or allocated. `Ok(None)`: more bytes are needed.
+    /// Drop the frame with `src.advance(frame.encoded_len())`.
+    #[inline]
+    pub fn decode_ref<'a>(&self, src: &'a [u8]) -> Result<Option<FrameRef<'a>>, WireError> {
+        let Some(header_bytes) = src.first_chunk::<HEADER_LEN>() else {
+            return Ok(None);
+        };
+        let header = Header::parse(header_bytes, self.max_frame_len)?;
+        // Cannot overflow: payload_len <= max_frame_len <= LIMIT_CEILING.
+        let Some(payload) = src.get(HEADER_LEN..HEADER_LEN + header.payload_len) else {
+            return Ok(None);
+        };
+        Ok(Some(FrameRef {
+            kind: header.kind,
+            msg_id: header.msg_id,
+            request_id: header.request_id,
+            payload,
+        }))
     }
 
     /// Checks `frame` against this codec's limit and returns its header.

@@ -144,6 +144,30 @@ pub(crate) fn header_bytes(
     ])
 }
 
+/// A frame still in the receive buffer: what
+/// [`FrameCodec::decode_ref`](crate::FrameCodec::decode_ref) returns. The
+/// payload borrows the buffer, so a reader that only needs to look at a
+/// frame (decode a typed message from it) takes no reference count and
+/// allocates nothing for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef<'a> {
+    /// What the frame is for.
+    pub kind: FrameKind,
+    /// Which message type the payload holds.
+    pub msg_id: u32,
+    /// Pairs a response with its request; 0 for [`FrameKind::Message`].
+    pub request_id: u32,
+    /// The message bytes.
+    pub payload: &'a [u8],
+}
+
+impl FrameRef<'_> {
+    /// Header plus payload length: the bytes this frame takes in the buffer.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN.saturating_add(self.payload.len())
+    }
+}
+
 /// A checked frame header: everything but the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {

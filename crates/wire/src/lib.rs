@@ -90,7 +90,7 @@ mod message;
 
 pub use codec::FrameCodec;
 pub use error::WireError;
-pub use frame::{DEFAULT_MAX_FRAME_LEN, Frame, FrameKind, HEADER_LEN, MAGIC, VERSION};
+pub use frame::{DEFAULT_MAX_FRAME_LEN, Frame, FrameKind, FrameRef, HEADER_LEN, MAGIC, VERSION};
 pub use message::{Message, decode, encode, message_id};
 
 /// Compiles and runs the README's example as a doctest.

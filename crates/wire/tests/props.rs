@@ -79,8 +79,9 @@ proptest! {
         prop_assert_eq!(encoded.len(), frame.encoded_len());
     }
 
-    /// Arbitrary bytes never panic the decoder, and whatever it accepts
-    /// re-encodes to exactly the bytes it consumed.
+    /// Arbitrary bytes never panic the decoder, whatever it accepts
+    /// re-encodes to exactly the bytes it consumed, and `decode_ref` sees
+    /// the same frames and errors.
     #[test]
     fn arbitrary_bytes_decode_or_fail_cleanly(
         mut bytes in prop::collection::vec(any::<u8>(), 0..200),
@@ -99,7 +100,23 @@ proptest! {
         let mut codec = FrameCodec::with_max_frame_len(128);
         let mut consumed = 0;
         loop {
-            match codec.decode(&mut buf) {
+            // The view and the owned frame agree, and the view consumes nothing.
+            let view = codec.decode_ref(&buf).map(|f| f.map(|f| {
+                (f.kind, f.msg_id, f.request_id, Bytes::copy_from_slice(f.payload), f.encoded_len())
+            }));
+            let before = buf.len();
+            let owned = codec.decode(&mut buf);
+            match (&view, &owned) {
+                (Ok(Some((kind, msg_id, request_id, payload, len))), Ok(Some(frame))) => {
+                    prop_assert_eq!((*kind, *msg_id, *request_id), (frame.kind, frame.msg_id, frame.request_id));
+                    prop_assert_eq!(payload, &frame.payload);
+                    prop_assert_eq!(*len, before - buf.len());
+                }
+                (Ok(None), Ok(None)) => {}
+                (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                (a, b) => prop_assert!(false, "decode_ref {a:?} but decode {b:?}"),
+            }
+            match owned {
                 Ok(Some(frame)) => {
                     let mut again = BytesMut::new();
                     codec.encode(frame, &mut again).unwrap();
