@@ -343,14 +343,18 @@ impl<T: AsyncRead + Unpin> AsyncRead for SecureStream<T> {
                 Err(e) => return Poll::Ready(Err(e)),
             }
             let mut end = this.prepare_read();
-            if this.rstart == this.rend
-                && this.last_frame_len >= DIRECT_MIN
-                && out.remaining() >= DIRECT_MIN
-            {
+            if this.last_frame_len >= DIRECT_MIN && out.remaining() >= DIRECT_MIN {
                 // Large frames are arriving and the caller has room: read
-                // only the next header, so the body can go straight into
-                // the caller's buffer.
-                end = end.min(this.rend + LEN_PREFIX);
+                // no further than the end of the current frame (or only the
+                // next header when none is buffered), so that the next body
+                // can go straight into the caller's buffer.
+                let current_end = match this.rbuf.get(this.rstart..this.rend) {
+                    Some([hi, lo, ..]) => {
+                        this.rstart + LEN_PREFIX + usize::from(u16::from_be_bytes([*hi, *lo]))
+                    }
+                    _ => this.rstart + LEN_PREFIX,
+                };
+                end = end.min(current_end);
             }
             let mut room = (&mut this.rbuf).limit(end.saturating_sub(this.rend));
             let n = match poll_read_buf(Pin::new(&mut this.io), cx, &mut room) {

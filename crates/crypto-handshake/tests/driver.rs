@@ -29,6 +29,7 @@ fn config() -> SecureConfig {
 /// stream at a chosen offset (counted in bytes read so far).
 struct Faulty<T> {
     io: T,
+    sizes: Arc<std::sync::Mutex<Vec<usize>>>,
     read: Arc<AtomicU64>,
     flip_at: Arc<AtomicU64>,
     eof_at: Arc<AtomicU64>,
@@ -36,6 +37,8 @@ struct Faulty<T> {
 
 #[derive(Clone)]
 struct FaultHandle {
+    /// What each read of the connection returned, in bytes.
+    sizes: Arc<std::sync::Mutex<Vec<usize>>>,
     read: Arc<AtomicU64>,
     flip_at: Arc<AtomicU64>,
     eof_at: Arc<AtomicU64>,
@@ -54,6 +57,7 @@ impl FaultHandle {
 
 fn faulty<T>(io: T) -> (Faulty<T>, FaultHandle) {
     let h = FaultHandle {
+        sizes: Arc::default(),
         read: Arc::new(AtomicU64::new(0)),
         flip_at: Arc::new(AtomicU64::new(u64::MAX)),
         eof_at: Arc::new(AtomicU64::new(u64::MAX)),
@@ -61,6 +65,7 @@ fn faulty<T>(io: T) -> (Faulty<T>, FaultHandle) {
     (
         Faulty {
             io,
+            sizes: h.sizes.clone(),
             read: h.read.clone(),
             flip_at: h.flip_at.clone(),
             eof_at: h.eof_at.clone(),
@@ -91,6 +96,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Faulty<T> {
         }
         buf.advance(n);
         self.read.fetch_add(n as u64, Ordering::SeqCst);
+        self.sizes.lock().unwrap().push(n);
         Poll::Ready(Ok(()))
     }
 }
@@ -121,7 +127,20 @@ async fn faulty_pair(
     SecureStream<Faulty<DuplexStream>>,
     FaultHandle,
 ) {
-    let (x, y) = tokio::io::duplex(64 * 1024);
+    faulty_pair_with(ca, cb, 64 * 1024).await
+}
+
+/// As [`faulty_pair`], over an in-memory pipe holding `capacity` bytes.
+async fn faulty_pair_with(
+    ca: &SecureConfig,
+    cb: &SecureConfig,
+    capacity: usize,
+) -> (
+    SecureStream<DuplexStream>,
+    SecureStream<Faulty<DuplexStream>>,
+    FaultHandle,
+) {
+    let (x, y) = tokio::io::duplex(capacity);
     let (y, handle) = faulty(y);
     let (a, b) = tokio::join!(
         ca.upgrade_outbound(x, Some(cb.local().peer_id())),
@@ -266,6 +285,31 @@ async fn tampered_large_frame_read_directly_is_decrypt() {
     a.flush().await.unwrap();
     let err = b.read(&mut buf).await.unwrap_err();
     assert!(matches!(inner(&err), HandshakeError::Decrypt), "{err:?}");
+}
+
+#[tokio::test]
+async fn back_to_back_large_frames_are_read_straight_into_the_callers_buffer() {
+    let (ca, cb) = (config(), config());
+    // A pipe with room for all of it, so the reader always finds more
+    // than one frame waiting.
+    let (mut a, mut b, fault) = faulty_pair_with(&ca, &cb, 4 << 20).await;
+    let data: Vec<u8> = (0..8 * 65_519).map(|i| (i % 251) as u8).collect();
+    a.write_all(&data).await.unwrap();
+    a.flush().await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < data.len() {
+        let n = b.read(&mut buf).await.unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got == data, "bytes differ");
+    // After the first frame no read went past the frame it was in (a
+    // look-ahead into the next frame sends that frame through the read
+    // buffer and a copy): each header is read alone, then its body
+    // straight into the caller's buffer.
+    let sizes = fault.sizes.lock().unwrap().clone();
+    let headers = sizes.iter().filter(|&&n| n == 2).count();
+    assert!(headers >= 6, "reads: {sizes:?}");
 }
 
 #[tokio::test]
