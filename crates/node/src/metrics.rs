@@ -49,7 +49,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::error::{CloseReason, NodeError};
+use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::meter::Offence;
 use crate::node::{NodeEvent, Shared};
 use crate::registry::SessionKind;
@@ -388,6 +388,8 @@ impl Metrics {
         let result = match failure {
             None => "ok",
             Some(NodeError::HandshakeTimeout) => "timeout",
+            // A reachability dial-back: the handshake worked, then it closed.
+            Some(NodeError::Refused(DisconnectReason::Probe)) => "probe",
             Some(NodeError::Refused(_)) => "refused",
             Some(NodeError::Banned(_)) => "banned",
             Some(NodeError::Handshake(_)) => "noise",

@@ -363,6 +363,21 @@ async fn two_peers_dial_a_loopback_node_back_and_it_is_public() {
         "{metrics}"
     );
     assert!(metrics.contains("knot_reachability{state=\"unknown\"} 0"));
+    // Each dial-back ends its connection as a probe, which the node counts
+    // as one, not as a failed inbound handshake.
+    let probes = "knot_handshakes_total{direction=\"inbound\",result=\"probe\"}";
+    common::eventually(Duration::from_secs(10), "both probes counted", || {
+        p.metrics()
+            .encode()
+            .lines()
+            .any(|l| l.strip_prefix(probes).is_some_and(|v| v.trim() == "2"))
+    })
+    .await;
+    let metrics = p.metrics().encode();
+    assert!(
+        !metrics.contains("direction=\"inbound\",result=\"io\""),
+        "{metrics}"
+    );
 }
 
 /// The node listens on 127.0.0.2 but its connections leave from 127.0.0.1:

@@ -38,9 +38,11 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use crate::channel::Channel;
+use crate::error::DisconnectReason;
 use crate::nat::{DialBackError, Question, Reachability, ReachabilityCheck};
 use crate::node::{NodeEvent, Shared, lock};
 use crate::protocol::holepunch::{MAX_PUNCH_ADDRS, candidates};
+use crate::version;
 
 /// The protocol name announced in the version exchange.
 pub const NAME: &str = "knot/reachability";
@@ -155,6 +157,9 @@ async fn dial_back(
         if secure.remote_peer_id() != peer {
             return Err(DialBackError::WrongPeer);
         }
+        // Say it was only a probe, so the peer counts it as one (not as a
+        // failed inbound connection) and closes its side at once.
+        let _ = version::refuse(secure, DisconnectReason::Probe).await;
         Ok(addr.clone())
     };
     tokio::time::timeout(shared.config.handshake_timeout, attempt)
