@@ -1,13 +1,13 @@
 //! A bounded queue that holds no memory while empty: the queue of each
-//! subscription (the channel's reader produces, the subscriber consumes).
-//! (A channel's send side is `outbox`: bytes, not items.)
+//! subscription (the channel's reader produces, the subscriber consumes;
+//! a channel's send side is `outbox`: bytes, not items).
 //!
 //! `tokio::sync::mpsc` allocates its first block of 32 slots when the
-//! channel is made: 1.1-1.8 KiB per subscription, and a channel has a dozen subscriptions (ping, address,
-//! relay, ...), most of which never see a message. Here the items live in
-//! a `VecDeque` that grows on the first push and, past a few slots, is
-//! freed again when the consumer empties it, so an idle queue costs one
-//! small `Arc`.
+//! channel is made: 1.1-1.8 KiB per subscription, and a channel has a
+//! dozen subscriptions (ping, address, relay, ...), most of which never
+//! see a message. Here the items live in a `VecDeque` that grows on the
+//! first push and, past a few slots, is freed again when the consumer
+//! empties it, so an idle queue costs one small `Arc`.
 //!
 //! The consumer takes everything queued at once into a batch of its own
 //! (one lock per batch, not per item), so up to twice `capacity` items can

@@ -164,6 +164,17 @@ impl FrameCodec {
         }))
     }
 
+    /// The bytes the first frame in `src` takes in all (its header alone
+    /// while fewer than [`HEADER_LEN`] bytes are there); the header's
+    /// framing error if it has one.
+    fn needed(&self, src: &[u8]) -> Result<usize, WireError> {
+        Ok(match src.first_chunk::<HEADER_LEN>() {
+            // Cannot overflow: payload_len <= max_frame_len <= LIMIT_CEILING.
+            Some(header) => HEADER_LEN + Header::parse(header, self.max_frame_len)?.payload_len,
+            None => HEADER_LEN,
+        })
+    }
+
     /// Checks `frame` against this codec's limit and returns its header.
     fn checked_header(&self, frame: &Frame) -> Result<[u8; HEADER_LEN], WireError> {
         if frame.payload.len() > self.max_frame_len {
@@ -240,23 +251,20 @@ impl Decoder for FrameCodec {
 
     #[inline]
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
-        let Some(header_bytes) = src.first_chunk::<HEADER_LEN>() else {
-            src.reserve(HEADER_LEN - src.len());
+        let Some(f) = self.decode_ref(src)? else {
+            // Room for the rest of the frame (or of its header).
+            let need = self.needed(src)?;
+            src.reserve(need.saturating_sub(src.len()));
             return Ok(None);
         };
-        let header = Header::parse(header_bytes, self.max_frame_len)?;
-        // Cannot overflow: payload_len <= max_frame_len <= LIMIT_CEILING.
-        let frame_len = HEADER_LEN + header.payload_len;
-        if src.len() < frame_len {
-            src.reserve(frame_len - src.len());
-            return Ok(None);
-        }
+        let (kind, msg_id, request_id, frame_len) =
+            (f.kind, f.msg_id, f.request_id, f.encoded_len());
         let mut payload = src.split_to(frame_len).freeze();
         payload.advance(HEADER_LEN);
         Ok(Some(Frame {
-            kind: header.kind,
-            msg_id: header.msg_id,
-            request_id: header.request_id,
+            kind,
+            msg_id,
+            request_id,
             payload,
         }))
     }
@@ -268,17 +276,9 @@ impl Decoder for FrameCodec {
         if src.is_empty() {
             return Ok(None);
         }
-        // decode() returned Ok(None), so a complete header parsed and its
-        // length is within the limit, or fewer than HEADER_LEN bytes arrived.
-        let need = match src.first_chunk::<HEADER_LEN>() {
-            Some(header_bytes) => {
-                HEADER_LEN + Header::parse(header_bytes, self.max_frame_len)?.payload_len
-            }
-            None => HEADER_LEN,
-        };
         Err(WireError::Truncated {
             have: src.len(),
-            need,
+            need: self.needed(src)?,
         })
     }
 }
