@@ -37,6 +37,7 @@ pub mod addr;
 pub mod discovery;
 pub mod identity;
 pub mod memory;
+pub mod sync;
 pub mod transport;
 
 pub use addr::{AddrParseError, MAX_ADDR_TEXT_LEN, PeerAddr, RelayAddr};
@@ -45,4 +46,5 @@ pub use discovery::{
 };
 pub use identity::{IdentityError, Keypair, PeerId, PublicKey, SIGNATURE_LEN};
 pub use memory::MemoryTransport;
+pub use sync::lock;
 pub use transport::{Listener, RawConnection, Transport, TransportError};

@@ -37,7 +37,7 @@ struct Stream<S>(Mutex<S>);
 
 impl<S> Stream<S> {
     fn lock(&self) -> MutexGuard<'_, S> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        knotwork_core::lock(&self.0)
     }
 }
 

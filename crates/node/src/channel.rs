@@ -17,23 +17,22 @@
 //! the connection quiet, and the writer frees its batch buffers after a
 //! small batch (see `BUSY_BURST`).
 //!
-//! Protocols attached to a channel run as jobs in its [`tokio::task::JoinSet`]; when
+//! Protocols attached to a channel run as its [`Jobs`](crate::jobs::Jobs); when
 //! the channel closes (either side, any reason) every job is aborted, every
 //! subscription ends and every pending request fails with
 //! [`NodeError::Closed`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use knotwork_core::{PeerAddr, PeerId};
+use knotwork_core::{PeerAddr, PeerId, lock};
 use knotwork_wire::{Frame, FrameCodec, FrameKind, FrameRef, Message, WireError, decode};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::codec::FramedParts;
 use tokio_util::sync::CancellationToken;
@@ -150,7 +149,7 @@ struct Inner {
     subsystem: MessageSubsystem,
     pending: Mutex<HashMap<u32, Pending>>,
     next_request_id: AtomicU32,
-    jobs: Mutex<Option<JoinSet<()>>>,
+    jobs: crate::jobs::Jobs,
     rtt: Mutex<Option<Duration>>,
     reason: Mutex<Option<CloseReason>>,
     /// What the peer did to be closed for misbehaviour (a metrics label).
@@ -191,9 +190,6 @@ impl std::fmt::Debug for Channel {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The I/O half of a channel, kept until its protocols are attached.
 pub(crate) struct Unstarted<S> {
@@ -223,7 +219,7 @@ impl Channel {
             subsystem: MessageSubsystem::default(),
             pending: Mutex::new(HashMap::new()),
             next_request_id: AtomicU32::new(1),
-            jobs: Mutex::new(Some(JoinSet::new())),
+            jobs: crate::jobs::Jobs::default(),
             rtt: Mutex::new(None),
             reason: Mutex::new(None),
             misbehaviour: OnceLock::new(),
@@ -282,7 +278,7 @@ impl Channel {
 
     /// Closes the channel for misbehaviour `what` (a short label, as in
     /// `knot_bans_total{reason}`); the node bans the peer.
-    pub(crate) async fn close_misbehaving(&self, what: &'static str) {
+    pub async fn close_misbehaving(&self, what: &'static str) {
         let _ = self.inner.misbehaviour.set(what);
         self.close(DisconnectReason::Misbehaviour).await;
     }
@@ -450,14 +446,18 @@ impl Channel {
         }
     }
 
-    /// Runs `job` until it ends or the channel closes, whichever is first.
+    /// Runs `job` until it ends or the channel closes, whichever is first;
+    /// finished jobs are reaped (see [`crate::jobs`]).
     pub fn spawn<F>(&self, job: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        if let Some(jobs) = lock(&self.inner.jobs).as_mut() {
-            jobs.spawn(job);
-        }
+        self.inner.jobs.spawn(job);
+    }
+
+    /// Jobs running on this channel now.
+    pub fn jobs(&self) -> usize {
+        self.inner.jobs.len()
     }
 
     /// Closes the channel: tells the peer `reason`, sends what is queued
@@ -701,8 +701,7 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FrameRead
     inner.begin_close();
     inner.subsystem.clear();
     lock(&inner.pending).clear();
-    let jobs = lock(&inner.jobs).take();
-    drop(jobs);
+    inner.jobs.close();
     // Closed means the writer is done too: whoever waits for it (a node
     // shutting down, then the process exiting) must not cut the Disconnect
     // and the queued frames off before they are written.

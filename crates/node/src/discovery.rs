@@ -37,6 +37,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, BackoffConfig};
+use crate::dial::{DialCause, DialOpts};
 use crate::node::{Shared, lock};
 use crate::registry::SessionKind;
 
@@ -311,27 +312,27 @@ fn dial(shared: &Arc<Shared>, peer: PeerId, addrs: &[PeerAddr]) {
         .count();
     let own = shared.own_addrs();
     let candidates: Vec<PeerAddr> = addrs.iter().filter(|a| !own.contains(a)).cloned().collect();
-    let Some(first) = candidates.first().cloned() else {
+    if candidates.is_empty() {
         return;
-    };
+    }
     {
-        let mut dialing = lock(&shared.dialing);
-        if candidates.iter().any(|a| dialing.contains(a))
-            || outbound + dialing.len() >= shared.config.outbound_slots
+        let dials = lock(&shared.dials);
+        let dialing = dials.in_flight(DialCause::Slots) + dials.in_flight(DialCause::Discovery);
+        if candidates.iter().any(|a| dials.is_dialing(a))
+            || outbound + dialing >= shared.config.outbound_slots
         {
             return;
         }
-        dialing.insert(first.clone());
     }
-    let shared = shared.clone();
-    shared.clone().spawn_task(async move {
+    let node = shared.clone();
+    shared.spawn_task(async move {
         for addr in &candidates {
-            match crate::session::connect(&shared, addr, SessionKind::Outbound).await {
-                Ok(_) | Err(crate::NodeError::AlreadyConnected(_)) => break,
+            let opts = DialOpts::new(DialCause::Discovery).peer(peer);
+            match crate::session::dial(&node, addr, opts).await {
+                Ok(_) => break,
                 Err(e) => tracing::debug!(%addr, peer = %peer.short(), "discovered peer: dial failed: {e}"),
             }
         }
-        lock(&shared.dialing).remove(&first);
     });
 }
 

@@ -114,9 +114,16 @@ pub enum NodeError {
         got: PeerId,
     },
 
-    /// A relay refused the reservation or circuit, or ended the circuit.
-    #[error("relay: {0}")]
-    Relay(crate::protocol::relay::RelayError),
+    /// A service's protocol failed with its own error (a relay refused a
+    /// circuit, say); `source` is the protocol crate's error type.
+    #[error("{protocol}: {source}")]
+    Protocol {
+        /// The protocol's name.
+        protocol: &'static str,
+        /// Its error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 
     // --- A request failed ---------------------------------------------------
     /// No response arrived within the request timeout.
@@ -167,10 +174,41 @@ pub enum NodeError {
     /// The node already has a channel to this peer; the new one was dropped.
     #[error("already connected to {0}")]
     AlreadyConnected(PeerId),
-    /// The DHT refused a call (a key or value too large, say).
-    #[cfg(feature = "dht")]
-    #[error(transparent)]
-    Dht(knotwork_discovery_dht::DhtError),
+    /// Every pending-handshake slot is taken; the connection was dropped.
+    #[error("too many pending handshakes")]
+    TooManyPending,
+
+    // --- The dial policy refused (see `crate::dial`) -------------------------
+    /// The address is outside the scope of the peer that gave it.
+    #[error("address {0} is out of scope for the peer that gave it")]
+    OutOfScope(PeerAddr),
+    /// The cause's dial budget is spent for now.
+    #[error("dial budget of {0} spent")]
+    DialBudget(crate::dial::DialCause),
+    /// Another dial of this address was under way and failed.
+    #[error("dial of {0} failed")]
+    DialFailed(PeerAddr),
+}
+
+impl NodeError {
+    /// A service protocol's error `source`, named `protocol`.
+    pub fn protocol(
+        protocol: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Protocol {
+            protocol,
+            source: Box::new(source),
+        }
+    }
+
+    /// The service protocol's error, if this is one of type `E`.
+    pub fn protocol_error<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            Self::Protocol { source, .. } => source.downcast_ref(),
+            _ => None,
+        }
+    }
 }
 
 impl NodeError {

@@ -14,15 +14,25 @@
 //!                                                                                        └─► Subscription<M> (bounded)
 //! ```
 //!
+//! The runtime knows no protocol beyond ping and address exchange. Gossip,
+//! tasks, NAT traversal and the DHT are [`Service`]s in crates of their own,
+//! written against the same public extension API an application uses
+//! ([`service`]): per-channel protocols, node-wide jobs, the node's dial
+//! policy ([`dial`]), advertised-address contributions ([`addrs`]), events
+//! and metrics.
+//!
 //! # Layout
-//! - [`node`]: [`Node`], [`NodeBuilder`], [`NodeConfig`], [`NodeEvent`].
+//! - [`node`]: [`Node`] and [`NodeHandle`] (what services see), [`NodeEvent`].
+//! - [`builder`]: [`NodeBuilder`], [`NodeConfig`].
+//! - [`service`]: the extension API: [`Service`], [`Setup`], [`Dialer`].
+//! - [`dial`]: the dial policy (scope, budgets per cause, one dial per address).
+//! - [`addrs`]: advertised addresses and [`AddrContribution`]s.
+//! - [`jobs`]: owned tasks, reaped when they finish.
 //! - `session`: the connection pipeline, accept loop and limits, dialing,
-//!   refinery, outbound slots, reconnect.
+//!   probes; `maintain`: refinery, outbound slots, reconnects.
 //! - [`channel`]: [`Channel`], its reader and writer tasks, [`Responder`].
-//! - `buffers`: the halves of a channel's stream and the count of its
-//!   buffered bytes.
-//! - `frames`: the reader's frame decoder, which frees its buffer when idle.
-//! - `queue`: the bounded queue of a subscription, empty of memory when idle.
+//! - `buffers`, `frames`, `outbox`, `queue`: a channel's stream halves and
+//!   buffers, its frame decoder, its send buffer, a subscription's queue.
 //! - [`subsystem`]: [`MessageSubsystem`], [`Subscription`], [`RequestSubscription`].
 //! - [`registry`]: [`ProtocolRegistry`], [`SessionKind`], [`Sessions`].
 //! - [`meter`]: rate budgets, misbehaviour score, ban list (sans-IO).
@@ -30,23 +40,12 @@
 //! - [`backoff`]: reconnect schedule with jitter (sans-IO).
 //! - [`discovery`]: every [`knotwork_core::Discovery`] source run together,
 //!   merged by peer ([`DiscoveryMerge`], sans-IO), feeding the host store and
-//!   the dialer; [`UnifiedEvent`]s for applications. mDNS is the `mdns` feature
-//!   (re-exported as `mdns`).
+//!   the dialer; [`UnifiedEvent`]s for applications.
 //! - [`version`]: the [`Version`] and [`Disconnect`] messages.
-//! - [`protocol`]: the built-in protocols, [`protocol::ping`] and [`protocol::address`];
-//!   the application protocols ([`apps`]): [`protocol::task`], [`protocol::resource`],
-//!   [`protocol::health`], [`protocol::gossip`].
-//!   The Kademlia DHT driver, `protocol::dht` (feature `dht`, default): a task
-//!   running the `knotwork-discovery-dht` core over channels, with `DhtHandle`.
-//! - `config` and `control` (feature `cli`): `knot.toml` with `KNOT_*`
-//!   overrides; the control socket of a running node (`src/bin/knot`: the `knot` command).
-//! - [`nat`]: observed external addresses, the relay service and client
-//!   ([`protocol::relay`]), relayed addresses ([`knotwork_core::RelayAddr`]),
-//!   reachability by peers' dial-backs ([`protocol::reachability`]: public at
-//!   an address, or private).
-//! - [`metrics`]: counters, gauges, histograms; Prometheus text over HTTP.
-//! - `upnp` (feature `upnp`, default; off unless enabled on the builder): UPnP
-//!   IGD mapping of the listen port, its lease schedule (sans-IO) and renewal.
+//! - [`protocol`]: [`protocol::ping`] and [`protocol::address`].
+//! - [`metrics`]: counters, gauges, histograms; services register their
+//!   own; Prometheus text over HTTP.
+//! - [`transport`]: transports behind one object-safe face; [`BoxStream`].
 //!
 //! # Errors
 //! One enum, [`NodeError`], grouped by fault. A misbehaving peer never
@@ -92,42 +91,44 @@
 //! # Ok(()) }
 //! ```
 
-pub mod apps;
+pub mod addrs;
 pub mod backoff;
 mod buffers;
+pub mod builder;
 pub mod channel;
-#[cfg(feature = "cli")]
-pub mod config;
-#[cfg(feature = "cli")]
-pub mod control;
+pub mod dial;
 pub mod discovery;
 pub mod error;
 mod frames;
 pub mod hosts;
+pub mod jobs;
+mod maintain;
 pub mod meter;
 pub mod metrics;
-pub mod nat;
 pub mod node;
 mod outbox;
 pub mod protocol;
 mod queue;
 pub mod registry;
+pub mod service;
 mod session;
 pub mod subsystem;
-mod transport;
-#[cfg(feature = "upnp")]
-pub mod upnp;
+pub mod transport;
 pub mod version;
 
-pub use apps::AppsConfig;
+pub use addrs::AddrContribution;
+pub use builder::{NodeBuilder, NodeConfig};
 pub use channel::{Channel, ChannelConfig, ChannelInfo, Responder};
+pub use dial::{DialCause, DialOpts};
 pub use discovery::{DiscoveredInfo, DiscoveryConfig, DiscoveryMerge, UnifiedEvent};
 pub use error::{CloseReason, DisconnectReason, NodeError};
 pub use hosts::{AddrScope, HostStore};
-#[cfg(feature = "mdns")]
-pub use knotwork_discovery_mdns as mdns;
+pub use jobs::Jobs;
 pub use meter::{MeterConfig, RateBudget};
-pub use node::{Node, NodeBuilder, NodeConfig, NodeEvent, PeerInfo};
+pub use metrics::Metrics;
+pub use node::{Node, NodeEvent, NodeHandle, PeerInfo, WeakNode};
 pub use registry::{ProtocolRegistry, SessionKind, Sessions};
+pub use service::{Dialer, Service, Setup};
 pub use subsystem::{MessageSubsystem, RequestSubscription, Subscription};
+pub use transport::BoxStream;
 pub use version::{Disconnect, Version};

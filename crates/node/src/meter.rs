@@ -97,10 +97,34 @@ impl Default for MeterConfig {
     }
 }
 
+/// A token bucket of one [`RateBudget`] (sans-IO: time is an argument).
 #[derive(Clone, Copy, Debug)]
-struct Bucket {
+pub struct TokenBucket {
     tokens: f64,
     at: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket of `budget` at `now`.
+    pub fn new(budget: RateBudget, now: Instant) -> Self {
+        Self {
+            tokens: f64::from(budget.burst),
+            at: now,
+        }
+    }
+
+    /// Takes one token at `now` if there is one.
+    pub fn take(&mut self, budget: RateBudget, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * budget.per_second).min(f64::from(budget.burst));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// What the [`Meter`] says about one inbound frame.
@@ -120,7 +144,7 @@ pub struct Meter {
     config: MeterConfig,
     score: u32,
     scored_at: Instant,
-    buckets: HashMap<u32, Bucket>,
+    buckets: HashMap<u32, TokenBucket>,
 }
 
 impl Meter {
@@ -174,16 +198,11 @@ impl Meter {
             // Unlimited: nothing to count (and no bucket to look up per frame).
             return Verdict::Accept;
         }
-        let burst = f64::from(budget.burst);
-        let bucket = self.buckets.entry(msg_id).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        let dt = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + dt * budget.per_second).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        let bucket = self
+            .buckets
+            .entry(msg_id)
+            .or_insert_with(|| TokenBucket::new(budget, now));
+        if bucket.take(budget, now) {
             Verdict::Accept
         } else {
             self.offend(Offence::OverBudget, now)

@@ -1,13 +1,15 @@
 //! [`Metrics`]: the node's counters, gauges and histograms, in the
 //! Prometheus text format, optionally served over HTTP.
 //!
-//! Every node owns one [`Metrics`] (see [`crate::Node::metrics`]). The node's
-//! parts record into it: a collector task turns [`NodeEvent`]s into connection
-//! and disconnection counters; channels count messages and bytes per message
-//! type and feed every ping round trip into the RTT histogram (so it is
-//! sampled at the ping interval, `[ping] interval_ms` in `knot.toml`); the
-//! session layer counts handshakes and bans by reason; the task, gossip,
-//! resource and health protocols count their own work. [`Metrics::encode`] renders the
+//! Every node owns one [`Metrics`] (see [`crate::NodeHandle::metrics`]). The
+//! runtime records into it: a collector task turns [`NodeEvent`]s into
+//! connection and disconnection counters; channels count messages and bytes
+//! per message type and feed every ping round trip into the RTT histogram
+//! (so it is sampled at the ping interval, `[ping] interval_ms` in
+//! `knot.toml`); the session layer counts handshakes and bans by reason.
+//! Services register their own families with [`Metrics::register`] (tasks,
+//! gossip, the DHT, NAT traversal each count their own work) and they are
+//! rendered with the rest, under the same `knot_` prefix. [`Metrics::encode`] renders the
 //! whole registry (prometheus-client's text encoder, OpenMetrics flavour,
 //! which Prometheus scrapes as is). [`Metrics::serve`] answers
 //! `GET /metrics` on a TCP address with a minimal HTTP/1.1 responder: one
@@ -35,7 +37,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use knotwork_core::PeerAddr;
@@ -44,14 +46,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::meter::Offence;
-use crate::node::{NodeEvent, Shared};
+use crate::node::{NodeEvent, Shared, lock};
 use crate::registry::SessionKind;
 
 /// Message types counted under their own `type` label, at most; types
@@ -62,10 +64,16 @@ pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// Time a client has to send its request head.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Labels = Vec<(&'static str, &'static str)>;
+/// The label set of every knotwork metric family: fixed names and values
+/// from small fixed sets.
+pub type Labels = Vec<(&'static str, &'static str)>;
+
+/// The `prometheus_client` version the registry uses, for services that
+/// register metric families of their own.
+pub use prometheus_client;
 
 struct Inner {
-    registry: Registry,
+    registry: Mutex<Registry>,
     connections: Family<Labels, Counter>,
     disconnections: Family<Labels, Counter>,
     peers: Gauge,
@@ -76,20 +84,6 @@ struct Inner {
     types: MessageTypes,
     bans: Family<Labels, Counter>,
     rtt: Histogram,
-    tasks: Family<Labels, Counter>,
-    tasks_in_flight: Gauge,
-    gossip: Family<Labels, Counter>,
-    resource_reports: Counter,
-    health: Gauge,
-    #[cfg(feature = "dht")]
-    dht: DhtMetrics,
-    relay_circuits: Gauge,
-    holepunch_attempts: Counter,
-    holepunch_successes: Counter,
-    #[cfg_attr(not(feature = "upnp"), allow(dead_code))]
-    upnp: Family<Labels, Counter>,
-    upnp_mapped: Gauge,
-    reachability: Family<Labels, Gauge>,
 }
 
 /// The node's metrics; cheap to clone. See the module docs.
@@ -110,38 +104,8 @@ impl Default for Metrics {
     }
 }
 
-/// What happened to a task, as counted in `knot_tasks_total{event}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskEvent {
-    /// Submitted by this node.
-    Submitted,
-    /// Sent to a worker (first try or retry).
-    Dispatched,
-    /// Re-placed after its worker failed, refused or timed out.
-    Retried,
-    /// Its result reached this node's results stream.
-    Completed,
-    /// Failed for good (no workers, attempts exhausted, cancelled).
-    Failed,
-    /// Run by this node as a worker.
-    Executed,
-}
-
-impl TaskEvent {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Submitted => "submitted",
-            Self::Dispatched => "dispatched",
-            Self::Retried => "retried",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Executed => "executed",
-        }
-    }
-}
-
 impl Metrics {
-    /// An empty registry with every knotwork metric registered at zero.
+    /// A registry with the runtime's metrics registered at zero.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("knot");
         let connections = Family::<Labels, Counter>::default();
@@ -203,78 +167,9 @@ impl Metrics {
             "Ping round-trip times, one sample per pong",
             rtt.clone(),
         );
-        let tasks = Family::<Labels, Counter>::default();
-        registry.register("tasks", "Task protocol events", tasks.clone());
-        let tasks_in_flight = Gauge::default();
-        registry.register(
-            "tasks_in_flight",
-            "Tasks sent to workers and not answered yet",
-            tasks_in_flight.clone(),
-        );
-        let gossip = Family::<Labels, Counter>::default();
-        registry.register(
-            "gossip_messages",
-            "Gossip messages, by what became of them",
-            gossip.clone(),
-        );
-        let resource_reports = Counter::default();
-        registry.register(
-            "resource_reports",
-            "Resource reports received from peers",
-            resource_reports.clone(),
-        );
-        let health = Gauge::default();
-        registry.register(
-            "health_status",
-            "Last health check: 0 ok, 1 degraded, 2 failing",
-            health.clone(),
-        );
-        #[cfg(feature = "dht")]
-        let dht = DhtMetrics::register(&mut registry);
-        let relay_circuits = Gauge::default();
-        registry.register(
-            "relay_circuits",
-            "Circuits this node relays now",
-            relay_circuits.clone(),
-        );
-        let holepunch_attempts = Counter::default();
-        registry.register(
-            "holepunch_attempts",
-            "Hole punches tried over relayed channels",
-            holepunch_attempts.clone(),
-        );
-        let holepunch_successes = Counter::default();
-        registry.register(
-            "holepunch_successes",
-            "Hole punches that gave a direct channel",
-            holepunch_successes.clone(),
-        );
-        let upnp = Family::<Labels, Counter>::default();
-        registry.register(
-            "upnp_requests",
-            "UPnP gateway exchanges by result: mapped, renewed, failed, deleted",
-            upnp.clone(),
-        );
-        let upnp_mapped = Gauge::default();
-        registry.register(
-            "upnp_mapped",
-            "1 while the UPnP gateway maps the listen port",
-            upnp_mapped.clone(),
-        );
-        let reachability = Family::<Labels, Gauge>::default();
-        registry.register(
-            "reachability",
-            "1 for the node's reachability as peers' dial-backs found it (public, private, unknown)",
-            reachability.clone(),
-        );
-        set_reachability(&reachability, "unknown");
         Self {
             inner: Arc::new(Inner {
-                reachability,
-                relay_circuits,
-                holepunch_attempts,
-                holepunch_successes,
-                registry,
+                registry: Mutex::new(registry),
                 connections,
                 disconnections,
                 peers,
@@ -285,15 +180,6 @@ impl Metrics {
                 types,
                 bans,
                 rtt,
-                tasks,
-                tasks_in_flight,
-                gossip,
-                resource_reports,
-                health,
-                #[cfg(feature = "dht")]
-                dht,
-                upnp,
-                upnp_mapped,
             }),
         }
     }
@@ -302,8 +188,16 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.inner.registry);
+        let _ = encode(&mut out, &lock(&self.inner.registry));
         out
+    }
+
+    /// Registers a service's metric `name` (rendered as `knot_<name>`,
+    /// with `_total` added to counters) with its `help` text. Register once,
+    /// at setup; label values must come from small fixed sets, never from
+    /// peer input.
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        lock(&self.inner.registry).register(name, help, metric);
     }
 
     /// Serves `GET /metrics` on `addr` until the returned server is dropped.
@@ -369,21 +263,6 @@ impl Metrics {
     }
 
     /// Counts a handshake of `direction` that succeeded or failed with `failure`.
-    /// Sets the number of circuits this node relays.
-    pub fn relay_circuits(&self, open: usize) {
-        self.inner
-            .relay_circuits
-            .set(i64::try_from(open).unwrap_or(i64::MAX));
-    }
-
-    pub(crate) fn holepunch_attempt(&self) {
-        self.inner.holepunch_attempts.inc();
-    }
-
-    pub(crate) fn holepunch_success(&self) {
-        self.inner.holepunch_successes.inc();
-    }
-
     pub(crate) fn handshake(&self, direction: &'static str, failure: Option<&NodeError>) {
         let result = match failure {
             None => "ok",
@@ -407,45 +286,6 @@ impl Metrics {
             .handshakes
             .get_or_create(&vec![("direction", direction), ("result", result)])
             .inc();
-    }
-
-    pub(crate) fn task(&self, event: TaskEvent) {
-        self.inner
-            .tasks
-            .get_or_create(&vec![("event", event.label())])
-            .inc();
-    }
-
-    pub(crate) fn tasks_in_flight(&self, delta: i64) {
-        self.inner.tasks_in_flight.inc_by(delta);
-    }
-
-    pub(crate) fn gossip(&self, result: &'static str) {
-        self.inner
-            .gossip
-            .get_or_create(&vec![("result", result)])
-            .inc();
-    }
-
-    pub(crate) fn resource_report(&self) {
-        self.inner.resource_reports.inc();
-    }
-
-    pub(crate) fn health(&self, level: i64) {
-        self.inner.health.set(level);
-    }
-
-    /// One UPnP gateway exchange ended with `result` (`mapped`, `renewed`,
-    /// `failed`, `deleted`); `deleted` also clears the mapped gauge.
-    #[cfg_attr(not(feature = "upnp"), allow(dead_code))]
-    pub(crate) fn upnp(&self, result: &'static str) {
-        self.inner
-            .upnp
-            .get_or_create(&vec![("result", result)])
-            .inc();
-        if result == "deleted" {
-            self.inner.upnp_mapped.set(0);
-        }
     }
 
     fn event(&self, event: &NodeEvent) {
@@ -483,125 +323,7 @@ impl Metrics {
             }
             // Counted with its reason where the ban is made.
             NodeEvent::Banned { .. } => {}
-            NodeEvent::RelayReserved { .. } | NodeEvent::RelayReleased { .. } => {}
-            NodeEvent::UpnpMapped { .. } => {
-                self.inner.upnp_mapped.set(1);
-            }
-            NodeEvent::UpnpLost { .. } => {
-                self.inner.upnp_mapped.set(0);
-            }
-            NodeEvent::ReachabilityChanged { reachability } => {
-                set_reachability(&self.inner.reachability, reachability.state());
-            }
         }
-    }
-}
-
-/// Sets the `state` series of `knot_reachability` to 1 and the others to 0.
-fn set_reachability(family: &Family<Labels, Gauge>, state: &'static str) {
-    for s in ["public", "private", "unknown"] {
-        family
-            .get_or_create(&vec![("state", s)])
-            .set(i64::from(s == state));
-    }
-}
-
-// ---- DHT -------------------------------------------------------------------
-
-/// The DHT driver's metrics (feature `dht`).
-#[cfg(feature = "dht")]
-struct DhtMetrics {
-    started: Family<Labels, Counter>,
-    finished: Family<Labels, Counter>,
-    duration: Histogram,
-    records: Gauge,
-    table: Gauge,
-    refused: Family<Labels, Counter>,
-}
-
-#[cfg(feature = "dht")]
-impl DhtMetrics {
-    fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            started: Family::default(),
-            finished: Family::default(),
-            // 1 ms to ~65 s.
-            duration: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
-            records: Gauge::default(),
-            table: Gauge::default(),
-            refused: Family::default(),
-        };
-        let r = registry.sub_registry_with_prefix("dht");
-        r.register(
-            "queries_started",
-            "DHT queries started by this node, by kind",
-            m.started.clone(),
-        );
-        r.register(
-            "queries_finished",
-            "DHT queries finished, by kind and outcome (ok, empty, timeout, error)",
-            m.finished.clone(),
-        );
-        r.register(
-            "query_duration_seconds",
-            "Time from start to end of a DHT query",
-            m.duration.clone(),
-        );
-        r.register("records", "Records held for the network", m.records.clone());
-        r.register(
-            "routing_table_peers",
-            "Entries in the routing table",
-            m.table.clone(),
-        );
-        r.register(
-            "refused_messages",
-            "DHT messages refused, by reason",
-            m.refused.clone(),
-        );
-        m
-    }
-}
-
-#[cfg(feature = "dht")]
-impl Metrics {
-    /// Counts a query of `kind` (`find_node`, `get`, `put`, `provide`,
-    /// `providers`) started.
-    pub(crate) fn dht_query_started(&self, kind: &'static str) {
-        self.inner
-            .dht
-            .started
-            .get_or_create(&vec![("kind", kind)])
-            .inc();
-    }
-
-    /// Counts a query of `kind` finished with `outcome` after `duration`.
-    pub(crate) fn dht_query_finished(
-        &self,
-        kind: &'static str,
-        outcome: &'static str,
-        duration: Duration,
-    ) {
-        let dht = &self.inner.dht;
-        dht.finished
-            .get_or_create(&vec![("kind", kind), ("outcome", outcome)])
-            .inc();
-        dht.duration.observe(duration.as_secs_f64());
-    }
-
-    /// Sets the records held and the routing table's size.
-    pub(crate) fn dht_state(&self, records: usize, table: usize) {
-        let dht = &self.inner.dht;
-        dht.records.set(i64::try_from(records).unwrap_or(i64::MAX));
-        dht.table.set(i64::try_from(table).unwrap_or(i64::MAX));
-    }
-
-    /// Counts a message refused for `reason` (a fixed name per error kind).
-    pub(crate) fn dht_refused(&self, reason: &'static str) {
-        self.inner
-            .dht
-            .refused
-            .get_or_create(&vec![("reason", reason)])
-            .inc();
     }
 }
 
@@ -835,7 +557,7 @@ impl MessageTypes {
 
 /// Turns node events into counters until the node stops.
 pub(crate) async fn collect(shared: Arc<Shared>) {
-    let metrics = shared.apps.metrics.clone();
+    let metrics = shared.metrics.clone();
     let mut events = shared.events.subscribe();
     loop {
         match events.recv().await {
@@ -853,17 +575,14 @@ mod tests {
     #[test]
     fn registered_metrics_render_with_prefix_and_labels() {
         let m = Metrics::new();
-        m.task(TaskEvent::Submitted);
-        m.task(TaskEvent::Submitted);
-        m.gossip("delivered");
-        m.upnp("mapped");
+        let tasks = Family::<Labels, Counter>::default();
+        m.register("tasks", "Task protocol events", tasks.clone());
+        tasks.get_or_create(&vec![("event", "submitted")]).inc_by(2);
         let text = m.encode();
-        assert!(text.contains("knot_upnp_requests_total{result=\"mapped\"} 1"));
         assert!(
             text.contains("knot_tasks_total{event=\"submitted\"} 2"),
             "{text}"
         );
-        assert!(text.contains("knot_gossip_messages_total{result=\"delivered\"} 1"));
         assert!(text.contains("# TYPE knot_rtt_seconds histogram"));
         assert!(text.ends_with("# EOF\n"));
     }
@@ -943,7 +662,7 @@ mod tests {
     #[tokio::test]
     async fn endpoint_answers_metrics_404_and_garbage() {
         let m = Metrics::new();
-        m.resource_report();
+        m.rtt(Duration::from_millis(1));
         let server = m.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = server.local_addr();
         let get = |req: &'static [u8]| async move {
@@ -955,7 +674,7 @@ mod tests {
         };
         let ok = get(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.contains("knot_resource_reports_total 1"));
+        assert!(ok.contains("knot_rtt_seconds_count 1"));
         let missing = get(b"GET /other HTTP/1.1\r\n\r\n").await;
         assert!(missing.starts_with("HTTP/1.1 404"));
         let bad = get(b"garbage\r\n\r\n").await;

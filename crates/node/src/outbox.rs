@@ -89,7 +89,7 @@ impl Outbox {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        knotwork_core::lock(&self.state)
     }
 
     /// Queues a frame of `kind` carrying `msg`, if there is room.

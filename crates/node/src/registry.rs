@@ -66,6 +66,7 @@ impl BitOr for Sessions {
 
 type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 type Constructor = Arc<dyn Fn(&Channel) -> Job + Send + Sync>;
+type Hook = Arc<dyn Fn(&Channel) + Send + Sync>;
 
 #[derive(Clone)]
 struct Entry {
@@ -78,6 +79,7 @@ struct Entry {
 #[derive(Clone, Default)]
 pub struct ProtocolRegistry {
     entries: Vec<Entry>,
+    hooks: Vec<Hook>,
 }
 
 impl std::fmt::Debug for ProtocolRegistry {
@@ -100,14 +102,23 @@ impl ProtocolRegistry {
         });
     }
 
+    /// Calls `hook` with every new channel, before its protocols are
+    /// constructed; nothing is announced to peers.
+    pub fn on_channel(&mut self, hook: impl Fn(&Channel) + Send + Sync + 'static) {
+        self.hooks.push(Arc::new(hook));
+    }
+
     /// Names of all registered protocols, in registration order.
     pub fn names(&self) -> Vec<&'static str> {
         self.entries.iter().map(|e| e.name).collect()
     }
 
-    /// Constructs every protocol for `channel`'s session and spawns it as a
-    /// job of the channel.
+    /// Runs the hooks, then constructs every protocol for `channel`'s
+    /// session and spawns it as a job of the channel.
     pub fn attach(&self, channel: &Channel) {
+        for hook in &self.hooks {
+            hook(channel);
+        }
         let kind = channel.info().session;
         for e in self.entries.iter().filter(|e| e.sessions.contains(kind)) {
             channel.spawn((e.constructor)(channel));

@@ -1,7 +1,7 @@
-//! How connections are made and kept: the pipeline from a raw connection to
-//! a started [`Channel`], the accept loop with its limits, dialing, the
-//! maintenance loop (refinery and outbound slots) and reconnecting to
-//! manual and seed peers.
+//! How connections are made: the pipeline from a raw connection to a
+//! started [`Channel`], the accept loop with its limits, dialing through the
+//! node's policy ([`crate::dial`]) and probes. Keeping connections (the
+//! maintenance loop, reconnects) is in `maintain`.
 //!
 //! ```text
 //! raw conn ─► Noise handshake ─► ban / limit checks ─► version exchange ─► de-dup ─► Channel
@@ -16,11 +16,13 @@ use std::sync::Arc;
 use knotwork_core::{PeerAddr, PeerId, TransportError};
 use tokio::time::Instant;
 
-use crate::backoff::Backoff;
+use tokio::sync::watch;
+
 use crate::channel::{Channel, ChannelInfo};
+use crate::dial::{Admission, DialOpts, Outcome};
 use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::hosts::AddrScope;
-use crate::node::{NodeEvent, Shared, lock};
+use crate::node::{NodeEvent, NodeHandle, Shared, lock};
 use crate::registry::SessionKind;
 use crate::transport::{AnyListener, BoxStream};
 use crate::version::{self, Version};
@@ -39,32 +41,20 @@ pub(crate) async fn listen(
     Err(TransportError::UnsupportedAddr(addr.clone()).into())
 }
 
-/// Dials `addr` on the first transport that supports it; a relay address
-/// opens a circuit through the relay (connecting to it first if needed).
-async fn dial(shared: &Arc<Shared>, addr: &PeerAddr) -> Result<BoxStream, NodeError> {
-    if let PeerAddr::Relay(r) = addr {
-        let existing = lock(&shared.peers).get(&r.relay_peer).cloned();
-        let relay = match existing {
-            Some(channel) => channel,
-            None => match Box::pin(connect(shared, &r.relay, SessionKind::Manual)).await {
-                Err(NodeError::AlreadyConnected(peer)) => existing_channel(shared, peer).await?,
-                other => other?,
-            },
-        };
-        if relay.remote_peer_id() != r.relay_peer {
-            return Err(NodeError::WrongPeer {
-                expected: r.relay_peer,
-                got: relay.remote_peer_id(),
-            });
-        }
-        let stream = crate::protocol::relay::dial(&shared.nat.client, &relay, r.target).await?;
-        return Ok(Box::new(stream));
-    }
+/// Opens a raw stream to `addr`: the first transport that supports it,
+/// else the first service [`Dialer`](crate::Dialer) that handles it.
+pub(crate) async fn raw_dial(shared: &Arc<Shared>, addr: &PeerAddr) -> Result<BoxStream, NodeError> {
     for t in &shared.transports {
         match t.dial(addr).await {
             Err(TransportError::UnsupportedAddr(_)) => continue,
             other => return Ok(other?),
         }
+    }
+    if let Some(dialer) = shared.dialers.iter().find(|d| d.handles(addr)) {
+        let node = NodeHandle {
+            shared: shared.clone(),
+        };
+        return dialer.dial(&node, addr).await;
     }
     Err(TransportError::UnsupportedAddr(addr.clone()).into())
 }
@@ -137,13 +127,14 @@ pub(crate) async fn establish(
     conn: BoxStream,
     addr: PeerAddr,
     session: SessionKind,
+    expected: Option<PeerId>,
     slot: Option<IpSlot>,
 ) -> Result<Channel, NodeError> {
     let inbound = session == SessionKind::Inbound;
     let secure = if inbound {
         shared.secure.upgrade_inbound(conn).await?
     } else {
-        shared.secure.upgrade_outbound(conn, None).await?
+        shared.secure.upgrade_outbound(conn, expected).await?
     };
     let peer = secure.remote_peer_id();
     if peer == shared.peer_id {
@@ -187,16 +178,8 @@ pub(crate) async fn establish(
         Some(Establishing::claim(shared, peer)?)
     };
     let names = shared.registry.names();
-    let ours = Version::new(&names, &shared.advertised_addrs(), &addr);
+    let ours = Version::new(&names, &shared.addrs.advertised(), &addr);
     let (theirs, parts) = version::exchange(secure, &ours).await?;
-    if !addr.is_relayed()
-        && let Some(external) =
-            shared
-                .nat
-                .observe(peer, &addr, &theirs.observed_addr, shared.own_addrs())
-    {
-        tracing::info!(%external, "external address confirmed by peers");
-    }
     let listen: Vec<PeerAddr> = theirs
         .parsed_listen_addrs()?
         .into_iter()
@@ -382,16 +365,33 @@ async fn supervise(shared: Arc<Shared>, channel: Channel, slot: Option<IpSlot>) 
             }
         }
         lock(&shared.bans).ban(peer, addrs, until);
-        shared.apps.metrics.ban(channel.misbehaviour());
+        shared.metrics.ban(channel.misbehaviour());
         tracing::info!(peer = %peer.short(), "banned for misbehaviour");
         shared.emit(NodeEvent::Banned { peer });
     }
     shared.emit(NodeEvent::Disconnected { peer, reason });
 }
 
+/// Marks one accept loop as running until dropped.
+struct ListenerUp(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ListenerUp {
+    fn new(shared: &Shared) -> Self {
+        let up = shared.listeners_up.clone();
+        up.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(up)
+    }
+}
+
+impl Drop for ListenerUp {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Accepts inbound connections until shutdown.
 pub(crate) async fn accept_loop(shared: Arc<Shared>, mut listener: Box<dyn AnyListener>) {
-    let _up = shared.apps.health.listener_up();
+    let _up = ListenerUp::new(&shared);
     loop {
         let accepted = tokio::select! {
             () = shared.shutdown.cancelled() => return,
@@ -418,189 +418,152 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, mut listener: Box<dyn AnyLi
             tracing::debug!(%from, "too many connections from this ip; dropped before the handshake");
             continue;
         }
-        let Ok(permit) = shared.pending_handshakes.clone().try_acquire_owned() else {
-            tracing::debug!(%from, "too many pending handshakes; dropped");
-            continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let timeout = shared.config.handshake_timeout;
-            let result = tokio::time::timeout(
-                timeout,
-                establish(
-                    &shared,
-                    conn,
-                    from.clone(),
-                    SessionKind::Inbound,
-                    Some(slot),
-                ),
-            )
-            .await;
-            drop(permit);
-            let failure = match &result {
-                Ok(r) => r.as_ref().err(),
-                Err(_) => Some(&NodeError::HandshakeTimeout),
-            };
-            shared.apps.metrics.handshake("inbound", failure);
-            match result {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::debug!(%from, "inbound connection failed: {e}"),
-                Err(_) => tracing::debug!(%from, "inbound handshake timed out"),
-            }
-        });
+        if let Err(e) = accept(&shared, conn, from.clone(), Some(slot)) {
+            tracing::debug!(%from, "{e}; dropped");
+        }
     }
 }
 
-/// Dials `addr` and runs the pipeline for session `kind`.
-pub(crate) async fn connect(
+/// Runs the inbound pipeline on `conn` as a task of its own, holding a
+/// pending-handshake slot until it ends (see [`NodeHandle::accept`]).
+pub(crate) fn accept(
+    shared: &Arc<Shared>,
+    conn: BoxStream,
+    from: PeerAddr,
+    slot: Option<IpSlot>,
+) -> Result<(), NodeError> {
+    let Ok(permit) = shared.pending_handshakes.clone().try_acquire_owned() else {
+        return Err(NodeError::TooManyPending);
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let timeout = shared.config.handshake_timeout;
+        let pipeline = establish(&shared, conn, from.clone(), SessionKind::Inbound, None, slot);
+        let result = tokio::time::timeout(timeout, pipeline)
+            .await
+            .unwrap_or(Err(NodeError::HandshakeTimeout));
+        drop(permit);
+        shared.metrics.handshake("inbound", result.as_ref().err());
+        if let Err(e) = result {
+            tracing::debug!(%from, "inbound connection failed: {e}");
+        }
+    });
+    Ok(())
+}
+
+/// The pipeline on a stream a service opened, within the handshake timeout.
+pub(crate) async fn establish_within(
+    shared: &Arc<Shared>,
+    conn: BoxStream,
+    addr: PeerAddr,
+    session: SessionKind,
+) -> Result<Channel, NodeError> {
+    let pipeline = establish(shared, conn, addr, session, None, None);
+    tokio::time::timeout(shared.config.handshake_timeout, pipeline)
+        .await
+        .unwrap_or(Err(NodeError::HandshakeTimeout))
+}
+
+/// Dials `addr` and runs the pipeline for `opts`, without the policy.
+async fn connect(
     shared: &Arc<Shared>,
     addr: &PeerAddr,
-    kind: SessionKind,
+    opts: &DialOpts,
+) -> Result<Channel, NodeError> {
+    let conn = raw_dial(shared, addr).await?;
+    let pipeline = establish(
+        shared,
+        conn,
+        addr.clone(),
+        opts.cause.session(),
+        opts.peer,
+        None,
+    );
+    let result = tokio::time::timeout(shared.config.handshake_timeout, pipeline)
+        .await
+        .unwrap_or(Err(NodeError::HandshakeTimeout));
+    shared.metrics.handshake("outbound", result.as_ref().err());
+    result
+}
+
+/// Ends a leading dial in the gate however its future ends (a dropped dial
+/// reaches nobody).
+struct Leading<'a> {
+    shared: &'a Shared,
+    addr: &'a PeerAddr,
+    tx: watch::Sender<Option<Outcome>>,
+    outcome: Outcome,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.dials).end(self.addr, &self.tx, self.outcome);
+    }
+}
+
+/// [`NodeHandle::dial`]: the policy, then the dial.
+pub(crate) async fn dial(
+    shared: &Arc<Shared>,
+    addr: &PeerAddr,
+    opts: DialOpts,
 ) -> Result<Channel, NodeError> {
     if shared.shutdown.is_cancelled() {
         return Err(NodeError::ShuttingDown);
     }
-    if lock(&shared.bans).is_addr_banned(addr, Instant::now().into_std()) {
+    let now = Instant::now().into_std();
+    if lock(&shared.bans).is_addr_banned(addr, now) {
         return Err(NodeError::Banned(addr.to_string()));
     }
     if shared.own_addrs().contains(addr) {
         return Err(NodeError::SelfDial(addr.clone()));
     }
-    let conn = dial(shared, addr).await?;
-    let result = tokio::time::timeout(
-        shared.config.handshake_timeout,
-        establish(shared, conn, addr.clone(), kind, None),
-    )
-    .await
-    .unwrap_or(Err(NodeError::HandshakeTimeout));
-    shared
-        .apps
-        .metrics
-        .handshake("outbound", result.as_ref().err());
-    result
-}
-
-/// Keeps a channel to `addr` open, reconnecting with backoff, until shutdown.
-pub(crate) async fn keep_connected(shared: Arc<Shared>, addr: PeerAddr, kind: SessionKind) {
-    let mut backoff = Backoff::new(shared.config.backoff);
-    loop {
-        let channel = match connect(&shared, &addr, kind).await {
-            Ok(channel) => {
-                backoff.on_success();
-                Some(channel)
-            }
-            Err(NodeError::AlreadyConnected(peer)) => lock(&shared.peers).get(&peer).cloned(),
-            Err(NodeError::ShuttingDown) => return,
-            Err(e) => {
-                tracing::debug!(%addr, "connect failed: {e}");
-                None
-            }
-        };
-        if let Some(channel) = channel {
-            tokio::select! {
-                _ = channel.closed() => {}
-                () = shared.shutdown.cancelled() => return,
+    let admission = lock(&shared.dials).begin(addr, &opts, now)?;
+    let result = match admission {
+        Admission::Follow(mut rx) => {
+            let outcome = rx.wait_for(Option::is_some).await.ok().and_then(|o| *o);
+            match outcome.flatten() {
+                Some(peer) => Err(NodeError::AlreadyConnected(peer)),
+                None => Err(NodeError::DialFailed(addr.clone())),
             }
         }
-        let at = backoff.on_failure(Instant::now().into_std(), fastrand::u64(..));
-        tokio::select! {
-            () = tokio::time::sleep_until(Instant::from_std(at)) => {}
-            () = shared.shutdown.cancelled() => return,
+        Admission::Lead(tx) => {
+            let mut leading = Leading {
+                shared,
+                addr,
+                tx,
+                outcome: None,
+            };
+            let result = connect(shared, addr, &opts).await;
+            leading.outcome = match &result {
+                Ok(channel) => Some(channel.remote_peer_id()),
+                Err(NodeError::AlreadyConnected(peer)) => Some(*peer),
+                Err(_) => None,
+            };
+            result
         }
-    }
-}
-
-/// Every [`NodeConfig::maintenance_interval`](crate::NodeConfig::maintenance_interval):
-/// expire bans, let the refinery verify one grey host, fill outbound slots.
-pub(crate) async fn maintenance(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(shared.config.maintenance_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shared.shutdown.cancelled() => return,
-        }
-        lock(&shared.bans).expire(Instant::now().into_std());
-        refine(&shared).await;
-        fill_outbound(&shared);
-    }
-}
-
-/// Addresses the node is connected to or dialing, and its own.
-fn busy_addrs(shared: &Shared) -> Vec<PeerAddr> {
-    let mut busy: Vec<PeerAddr> = shared.own_addrs().to_vec();
-    for c in lock(&shared.peers).values() {
-        busy.push(c.remote_addr().clone());
-        busy.extend(c.info().version.parsed_listen_addrs().unwrap_or_default());
-    }
-    busy.extend(lock(&shared.dialing).iter().cloned());
-    busy
-}
-
-/// The refinery: probes the oldest grey host with a handshake (no channel)
-/// and whitelists it if a knotwork node answers, forgets it otherwise.
-async fn refine(shared: &Arc<Shared>) {
-    let Some(addr) = lock(&shared.hosts).next_grey() else {
-        return;
     };
-    let now = Instant::now().into_std();
-    if busy_addrs(shared).contains(&addr) {
-        // Already connected to it: verified.
-        lock(&shared.hosts).promote(&addr, now);
-        return;
-    }
-    let probe = async {
-        let conn = dial(shared, &addr).await?;
-        let secure = shared.secure.upgrade_outbound(conn, None).await?;
-        Ok::<PeerId, NodeError>(secure.remote_peer_id())
-    };
-    let result = tokio::time::timeout(shared.config.handshake_timeout, probe).await;
-    let mut hosts = lock(&shared.hosts);
     match result {
-        Ok(Ok(peer)) if peer != shared.peer_id => {
-            tracing::debug!(%addr, peer = %peer.short(), "refinery: whitelisted");
-            hosts.promote(&addr, now);
-        }
-        _ => {
-            tracing::debug!(%addr, "refinery: unreachable, forgotten");
-            hosts.forget(&addr);
-        }
+        Err(NodeError::AlreadyConnected(peer)) => existing_channel(shared, peer).await,
+        other => other,
     }
 }
 
-/// Dials white hosts until the outbound slots are full.
-fn fill_outbound(shared: &Arc<Shared>) {
-    let outbound = lock(&shared.peers)
-        .values()
-        .filter(|c| c.info().session == SessionKind::Outbound)
-        .count();
-    let dialing = lock(&shared.dialing).len();
-    let free = shared
-        .config
-        .outbound_slots
-        .saturating_sub(outbound + dialing);
-    if free == 0 {
-        return;
-    }
-    let busy = busy_addrs(shared);
-    let now = Instant::now().into_std();
-    let candidates: Vec<PeerAddr> = lock(&shared.hosts)
-        .white()
-        .into_iter()
-        .filter(|a| !busy.contains(a) && !lock(&shared.bans).is_addr_banned(a, now))
-        .take(free)
-        .collect();
-    for addr in candidates {
-        lock(&shared.dialing).insert(addr.clone());
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connect(&shared, &addr, SessionKind::Outbound).await {
-                tracing::debug!(%addr, "outbound dial failed: {e}");
-                if !matches!(e, NodeError::AlreadyConnected(_)) {
-                    lock(&shared.hosts).forget(&addr);
-                }
-            }
-            lock(&shared.dialing).remove(&addr);
-        });
-    }
+/// [`NodeHandle::probe`].
+pub(crate) async fn probe(
+    shared: &Arc<Shared>,
+    addr: &PeerAddr,
+    expected: Option<PeerId>,
+) -> Result<PeerId, NodeError> {
+    let attempt = async {
+        let conn = raw_dial(shared, addr).await?;
+        let secure = shared.secure.upgrade_outbound(conn, expected).await?;
+        let peer = secure.remote_peer_id();
+        // Say it was only a probe, so the peer counts it as one (not as a
+        // failed inbound connection) and closes its side at once.
+        let _ = version::refuse(secure, DisconnectReason::Probe).await;
+        Ok(peer)
+    };
+    tokio::time::timeout(shared.config.handshake_timeout, attempt)
+        .await
+        .unwrap_or(Err(NodeError::HandshakeTimeout))
 }

@@ -1,5 +1,7 @@
-//! Transports behind one object-safe face, so a node can run TCP and the
-//! memory transport (and later BLE) side by side without type parameters.
+//! Transports behind one object-safe face, so a node can run TCP, the
+//! memory transport and others side by side without type parameters, and
+//! [`BoxStream`]: any raw connection, boxed (what a
+//! [`Dialer`](crate::Dialer) returns and [`NodeHandle::establish`](crate::NodeHandle::establish) takes).
 
 use std::future::Future;
 use std::pin::Pin;

@@ -8,14 +8,11 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::{eventually, fast_config, mem_node};
 use knotwork_core::{MemoryTransport, PeerAddr};
-use knotwork_node::protocol::task::{Placement, Task, TaskId, TaskOutcome};
-use knotwork_node::{AppsConfig, CloseReason, DisconnectReason, Node, SessionKind};
+use knotwork_node::{CloseReason, DisconnectReason, Node, SessionKind};
 
 #[tokio::test(start_paused = true)]
 async fn manual_peers_are_redialed_with_backoff_until_they_answer() {
@@ -129,77 +126,6 @@ async fn without_outbound_slots_a_closed_peer_stays_closed() {
     }
     client.shutdown().await;
     server.shutdown().await;
-}
-
-/// A task in flight on a channel that a duplicate replaces is placed again
-/// at once, not after its 30 s timeout: the replaced channel's request job
-/// is aborted when it closes and reports the attempt as failed.
-#[tokio::test(start_paused = true)]
-async fn a_task_on_a_channel_replaced_by_a_duplicate_is_placed_again_at_once() {
-    let net = MemoryTransport::new();
-    let node = |port| {
-        mem_node(&net)
-            .listen(PeerAddr::Mem(port))
-            .apps(AppsConfig::default())
-            .start()
-    };
-    let (x, y) = (node(7101).await.unwrap(), node(7102).await.unwrap());
-    // Both keep the channel dialed by the smaller PeerId: the larger dials
-    // first, the smaller's dial then replaces that channel on both sides.
-    let (small, large) = if x.peer_id() < y.peer_id() {
-        (x, y)
-    } else {
-        (y, x)
-    };
-    // The worker's first run never answers; later ones do.
-    let runs = Arc::new(AtomicU32::new(0));
-    let counter = runs.clone();
-    small.tasks().register("k", move |input: Vec<u8>| {
-        let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
-        async move {
-            if first {
-                std::future::pending::<()>().await;
-            }
-            Ok(input)
-        }
-    });
-    let first = large.connect(&small.listen_addrs()[0]).await.unwrap();
-    eventually(Duration::from_secs(2), "a task peer", || {
-        large.tasks().peers() == vec![small.peer_id()]
-    })
-    .await;
-    let mut results = large.tasks().results();
-    let task = Task::new("k", b"in".to_vec()).with_id(TaskId(1));
-    large
-        .tasks()
-        .submit(task, Placement::BestByResources)
-        .unwrap();
-    eventually(Duration::from_secs(2), "the task running on small", || {
-        runs.load(Ordering::SeqCst) == 1
-    })
-    .await;
-
-    let second = small.connect(&large.listen_addrs()[0]).await.unwrap();
-    // Closed here or by small first (then small's Disconnect says why).
-    let closed = first.closed().await;
-    assert!(
-        matches!(
-            closed,
-            CloseReason::Local(DisconnectReason::Duplicate)
-                | CloseReason::Remote(DisconnectReason::Duplicate)
-        ),
-        "{closed:?}"
-    );
-    let result = tokio::time::timeout(Duration::from_secs(5), results.recv())
-        .await
-        .expect("placed again before the task's 30 s timeout")
-        .unwrap();
-    assert_eq!(result.outcome, TaskOutcome::Done(b"in".to_vec()));
-    assert_eq!(result.attempts, 2);
-    assert_eq!(runs.load(Ordering::SeqCst), 2);
-    assert!(!second.is_closed());
-    small.shutdown().await;
-    large.shutdown().await;
 }
 
 /// Two dials of one peer at once (here two `connect` calls; in a node,

@@ -14,7 +14,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use knotwork_core::{MAX_ADDR_TEXT_LEN, PeerAddr};
+use knotwork_core::{MAX_ADDR_TEXT_LEN, PeerAddr, lock};
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
 
@@ -52,10 +52,6 @@ impl Message for Addrs {
     const NAME: &'static str = "knot/addrs/1";
     // addrs: 1 (count) + 32 × (2 (length) + 160) = 5185 bytes.
     const MAX_BYTES: usize = 1 + MAX_ADDRS * (2 + MAX_ADDR_TEXT_LEN);
-}
-
-fn lock(hosts: &Mutex<HostStore>) -> std::sync::MutexGuard<'_, HostStore> {
-    hosts.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The address protocol on one channel. `own` are this node's addresses

@@ -1,13 +1,5 @@
-//! The built-in protocols every node runs, one file each.
+//! The protocols every node runs: ping and address exchange. Everything
+//! else is a service in a crate of its own (see [`crate::service`]).
 
 pub mod address;
-#[cfg(feature = "dht")]
-pub mod dht;
-pub mod gossip;
-pub mod health;
-pub mod holepunch;
 pub mod ping;
-pub mod reachability;
-pub mod relay;
-pub mod resource;
-pub mod task;

@@ -7,9 +7,6 @@
     clippy::indexing_slicing
 )]
 
-#[cfg(feature = "cli")]
-pub mod knot;
-
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
