@@ -12,8 +12,10 @@ use knotwork_node::protocol::address::{Addrs, GetAddrs, MAX_ADDRS};
 use knotwork_node::protocol::ping::{Ping, Pong};
 use knotwork_node::version::{MAX_LISTEN_ADDRS, MAX_NAME_LEN, MAX_PROTOCOLS};
 use knotwork_node::{Disconnect, DisconnectReason, Version};
-use knotwork_wire::{Message, WireError, decode, encode};
 use proptest::prelude::*;
+
+mod common;
+use common::{never_panics, roundtrip};
 
 fn name() -> impl Strategy<Value = String> {
     proptest::string::string_regex(&format!("[a-z0-9/:._\\[\\]-]{{0,{MAX_NAME_LEN}}}")).unwrap()
@@ -48,22 +50,6 @@ fn reason() -> impl Strategy<Value = DisconnectReason> {
         Just(DisconnectReason::Probe),
         any::<String>().prop_map(|s| DisconnectReason::other(&s)),
     ]
-}
-
-fn roundtrip<M: Message + PartialEq + std::fmt::Debug>(m: &M) {
-    let bytes = encode(m).unwrap();
-    assert!(bytes.len() <= M::MAX_BYTES);
-    assert_eq!(&decode::<M>(&bytes).unwrap(), m);
-}
-
-/// Decoding arbitrary bytes returns a value or a named error, never panics.
-fn never_panics<M: Message>(bytes: &[u8]) {
-    match decode::<M>(bytes) {
-        Ok(_) => {}
-        Err(WireError::MessageTooLarge { len, max, .. }) => assert!(len > max),
-        Err(WireError::Malformed { .. } | WireError::TrailingBytes { .. }) => {}
-        Err(e) => panic!("unexpected error {e}"),
-    }
 }
 
 proptest! {

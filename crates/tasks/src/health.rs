@@ -14,20 +14,24 @@
 //! [`evaluate`] is sans-IO; the driver gathers the inputs and owns the timer.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use knotwork_core::PeerId;
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::channel::Channel;
-use crate::error::NodeError;
-use crate::meter::RateBudget;
-use crate::metrics::Metrics;
-use crate::node::{Shared, lock};
+use knotwork_node::Channel;
+use knotwork_node::NodeError;
+use knotwork_node::RateBudget;
+use crate::metrics::TaskMetrics as Metrics;
+use knotwork_core::lock;
+use knotwork_node::WeakNode;
 
+use crate::task::Tasks;
+
+/// The protocol name announced in the version exchange.
+pub const NAME: &str = "knot/health";
 /// Reasons in one status, at most.
 pub const MAX_REASONS: usize = 8;
 /// Longest reason, in bytes.
@@ -144,25 +148,16 @@ pub fn evaluate(inputs: &HealthInputs, config: &HealthConfig) -> HealthStatus {
     HealthStatus { level, reasons }
 }
 
-/// Counts a running accept loop while alive.
-pub(crate) struct ListenerUp(Arc<AtomicUsize>);
-
-impl Drop for ListenerUp {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 struct Inner {
     config: HealthConfig,
     latest: Mutex<Option<HealthStatus>>,
-    listeners_up: Arc<AtomicUsize>,
     channels: Mutex<HashMap<PeerId, Channel>>,
-    node: OnceLock<Weak<Shared>>,
+    node: OnceLock<WeakNode>,
+    tasks: Tasks,
     metrics: Metrics,
 }
 
-/// The health checks of a node ([`crate::Node::health`]); cheap to clone.
+/// The health checks of a node ([`crate::TasksService::health`]); cheap to clone.
 #[derive(Clone)]
 pub struct Health {
     inner: Arc<Inner>,
@@ -175,23 +170,17 @@ impl std::fmt::Debug for Health {
 }
 
 impl Health {
-    pub(crate) fn new(config: HealthConfig, metrics: Metrics) -> Self {
+    pub(crate) fn new(config: HealthConfig, tasks: Tasks, metrics: Metrics) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
                 latest: Mutex::new(None),
-                listeners_up: Arc::new(AtomicUsize::new(0)),
                 channels: Mutex::new(HashMap::new()),
                 node: OnceLock::new(),
+                tasks,
                 metrics,
             }),
         }
-    }
-
-    /// Marks one accept loop as running until the guard drops.
-    pub(crate) fn listener_up(&self) -> ListenerUp {
-        self.inner.listeners_up.fetch_add(1, Ordering::AcqRel);
-        ListenerUp(self.inner.listeners_up.clone())
     }
 
     /// The latest periodic verdict (a fresh check if none ran yet).
@@ -202,13 +191,13 @@ impl Health {
 
     /// Checks now, keeps and returns the verdict.
     pub fn check_now(&self) -> HealthStatus {
-        let shared = self.inner.node.get().and_then(Weak::upgrade);
-        let inputs = match &shared {
-            Some(shared) => HealthInputs {
-                listeners: shared.own_addrs().len(),
-                listeners_up: self.inner.listeners_up.load(Ordering::Acquire),
-                peers: lock(&shared.peers).len(),
-                queued_tasks: shared.apps.tasks.stats().0,
+        let node = self.inner.node.get().and_then(WeakNode::upgrade);
+        let inputs = match &node {
+            Some(node) => HealthInputs {
+                listeners: node.listen_addrs().len(),
+                listeners_up: node.listeners_up(),
+                peers: node.channels().len(),
+                queued_tasks: self.inner.tasks.stats().0,
             },
             None => HealthInputs::default(),
         };
@@ -232,8 +221,8 @@ impl Health {
     }
 
     /// Checks every interval until the node stops.
-    pub(crate) async fn drive(self, shared: &Arc<Shared>) {
-        let _ = self.inner.node.set(Arc::downgrade(shared));
+    pub(crate) async fn drive(self, node: WeakNode) {
+        let _ = self.inner.node.set(node);
         let mut ticker = tokio::time::interval(self.inner.config.interval);
         loop {
             ticker.tick().await;

@@ -25,11 +25,13 @@ use knotwork_core::PeerId;
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::channel::Channel;
-use crate::meter::RateBudget;
-use crate::metrics::Metrics;
-use crate::node::lock;
+use knotwork_node::Channel;
+use knotwork_node::RateBudget;
+use crate::metrics::TaskMetrics as Metrics;
+use knotwork_core::lock;
 
+/// The protocol name announced in the version exchange.
+pub const NAME: &str = "knot/resource";
 /// The channel budget of reports: one per interval is honest.
 pub const BUDGET: RateBudget = RateBudget::new(1.0, 5);
 /// The score of a peer without a report: as busy as a fully loaded one.
@@ -267,7 +269,7 @@ struct Inner {
     metrics: Metrics,
 }
 
-/// The resource protocol of a node ([`crate::Node::resources`]); cheap to clone.
+/// The resource protocol of a node ([`crate::TasksService::resources`]); cheap to clone.
 #[derive(Clone)]
 pub struct Resources {
     inner: Arc<Inner>,

@@ -14,7 +14,7 @@ use knotwork_core::{Keypair, MemoryTransport, PeerAddr, PeerId};
 use knotwork_crypto_handshake::{SecureConfig, SecureStream};
 use knotwork_node::protocol::ping::PingConfig;
 use knotwork_node::{Node, NodeBuilder, NodeConfig, NodeEvent, Version};
-use knotwork_wire::{Frame, FrameCodec, Message, decode, encode};
+use knotwork_wire::{Frame, FrameCodec, Message, WireError, decode, encode};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -121,4 +121,29 @@ pub async fn raw_peer(
         Err(first)
     };
     (framed, remote, theirs)
+}
+
+/// Encodes `m`, checks it fits its `MAX_BYTES` and decodes back equal.
+pub fn roundtrip<M: Message + PartialEq + std::fmt::Debug>(m: &M) {
+    let bytes = encode(m).unwrap();
+    assert!(
+        bytes.len() <= M::MAX_BYTES,
+        "{} > {}",
+        bytes.len(),
+        M::MAX_BYTES
+    );
+    assert_eq!(&decode::<M>(&bytes).unwrap(), m);
+}
+
+/// Decoding arbitrary bytes returns a value or a named error, never panics.
+pub fn never_panics<M: Message>(bytes: &[u8]) -> Option<M> {
+    match decode::<M>(bytes) {
+        Ok(m) => Some(m),
+        Err(WireError::MessageTooLarge { len, max, .. }) => {
+            assert!(len > max);
+            None
+        }
+        Err(WireError::Malformed { .. } | WireError::TrailingBytes { .. }) => None,
+        Err(e) => panic!("unexpected error {e}"),
+    }
 }

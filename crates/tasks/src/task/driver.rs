@@ -15,10 +15,10 @@ use super::{
     Dispatch, MAX_ERROR_LEN, MAX_PAYLOAD_LEN, Placement, Scheduler, Task, TaskCancel, TaskConfig,
     TaskError, TaskId, TaskOutcome, TaskReply, TaskRequest, TaskResult, check_sizes,
 };
-use crate::channel::Channel;
-use crate::metrics::{Metrics, TaskEvent};
-use crate::node::lock;
-use crate::protocol::resource::Resources;
+use knotwork_node::Channel;
+use crate::metrics::{TaskEvent, TaskMetrics as Metrics};
+use knotwork_core::lock;
+use crate::resource::Resources;
 
 /// The tasks a worker runs for one peer: task id -> (attempt, the token
 /// that stops it).
@@ -83,7 +83,7 @@ struct Inner {
     metrics: Metrics,
 }
 
-/// The task protocol of a node ([`crate::Node::tasks`]); cheap to clone.
+/// The task protocol of a node ([`crate::TasksService::tasks`]); cheap to clone.
 #[derive(Clone)]
 pub struct Tasks {
     inner: Arc<Inner>,

@@ -36,6 +36,8 @@ use knotwork_core::PeerId;
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
 
+/// The protocol name announced in the version exchange.
+pub const NAME: &str = "knot/task";
 /// Longest task kind, in bytes.
 pub const MAX_KIND_LEN: usize = 64;
 /// Largest task payload or result, in bytes.
@@ -89,7 +91,7 @@ impl Task {
 pub enum Placement {
     /// On one of these peers.
     Peers(Vec<PeerId>),
-    /// On any task peer, the least busy first (see [`Resources`](crate::protocol::resource::Resources)).
+    /// On any task peer, the least busy first (see [`Resources`](crate::resource::Resources)).
     BestByResources,
 }
 

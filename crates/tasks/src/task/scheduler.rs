@@ -1,5 +1,5 @@
 //! The sans-IO task [`Scheduler`] of a submitter; see the module docs of
-//! [`crate::protocol::task`].
+//! [`crate::task`].
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;

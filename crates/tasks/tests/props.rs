@@ -1,5 +1,5 @@
-//! Property tests of the application protocols' messages (task, resource,
-//! health, gossip): every value within the limits round-trips through the
+//! Property tests of the task, resource and health messages: every value
+//! within the limits round-trips through the
 //! wire encoding within its `MAX_BYTES`, and arbitrary peer bytes never panic
 //! the decoders or the cores they feed.
 #![allow(
@@ -12,42 +12,20 @@
 use std::time::Instant;
 
 use knotwork_core::Keypair;
-use knotwork_node::protocol::gossip::{
-    GossipConfig, GossipMessage, GossipState, MAX_DATA_LEN, MAX_TOPIC_LEN,
-};
-use knotwork_node::protocol::health::{
+use knotwork_tasks::health::{
     HealthLevel, HealthQuery, HealthStatus, MAX_REASON_LEN, MAX_REASONS,
 };
-use knotwork_node::protocol::resource::{ResourceReport, ResourceTable};
-use knotwork_node::protocol::task::{
+use knotwork_tasks::resource::{ResourceReport, ResourceTable};
+use knotwork_tasks::task::{
     MAX_KIND_LEN, MAX_PAYLOAD_LEN, Placement, Scheduler, Task, TaskCancel, TaskConfig, TaskId,
     TaskReply, TaskRequest,
 };
-use knotwork_wire::{Message, WireError, decode, encode};
+use knotwork_wire::{Message, decode, encode};
 use proptest::prelude::*;
 
-fn roundtrip<M: Message + PartialEq + std::fmt::Debug>(m: &M) {
-    let bytes = encode(m).unwrap();
-    assert!(
-        bytes.len() <= M::MAX_BYTES,
-        "{} > {}",
-        bytes.len(),
-        M::MAX_BYTES
-    );
-    assert_eq!(&decode::<M>(&bytes).unwrap(), m);
-}
-
-fn never_panics<M: Message>(bytes: &[u8]) -> Option<M> {
-    match decode::<M>(bytes) {
-        Ok(m) => Some(m),
-        Err(WireError::MessageTooLarge { len, max, .. }) => {
-            assert!(len > max);
-            None
-        }
-        Err(WireError::Malformed { .. } | WireError::TrailingBytes { .. }) => None,
-        Err(e) => panic!("unexpected error {e}"),
-    }
-}
+#[path = "../../node/tests/common/mod.rs"]
+mod common;
+use common::{never_panics, roundtrip};
 
 fn text(max: usize) -> impl Strategy<Value = String> {
     proptest::string::string_regex(&format!("[a-z0-9/ ._-]{{0,{max}}}")).unwrap()
@@ -91,22 +69,9 @@ proptest! {
     }
 
     #[test]
-    fn gossip_message_roundtrips(topic in text(MAX_TOPIC_LEN), len in 0..=MAX_DATA_LEN, seq in any::<u64>(), ttl in any::<u8>()) {
-        let key = Keypair::generate().unwrap();
-        let mut state = GossipState::new(GossipConfig::default(), seq);
-        let (mut msg, _) = state.publish(&key, &topic, vec![7; len], Instant::now(), &[]).unwrap();
-        msg.ttl = ttl;
-        roundtrip(&msg);
-    }
-
-    #[test]
     fn arbitrary_bytes_never_panic_decoders_or_cores(bytes in bytes(4096)) {
         let now = Instant::now();
         let peer = Keypair::generate().unwrap().peer_id();
-        if let Some(mut m) = never_panics::<GossipMessage>(&bytes) {
-            let mut state = GossipState::new(GossipConfig::default(), 0);
-            let _ = state.handle_message(peer, &mut m, now, &[peer]);
-        }
         if let Some(r) = never_panics::<ResourceReport>(&bytes) {
             let _ = ResourceTable::default().insert(peer, r, now);
             let _ = r.busy_score();
