@@ -1,5 +1,7 @@
-//! The Kademlia DHT over node channels: a driver around the sans-IO
-//! [`knotwork_discovery_dht::Dht`] core (feature `dht`).
+//! knotwork-dht-node: the Kademlia DHT over node channels, a driver around
+//! the sans-IO [`knotwork_discovery_dht::Dht`] core, as a knotwork-node
+//! [`Service`] written against the node's public extension API. (Its own
+//! crate, so the core crate stays free of tokio and of the node.)
 //!
 //! One tokio task owns the core. Every channel to a peer that runs the
 //! `knotwork/dht` protocol forwards the [`DhtMessage`]s it receives to that
@@ -27,7 +29,7 @@
 //! it (`knot_bans_total{reason}` names the refusal that tipped it). Refusals an honest peer can cause (an expired record, a key taken by
 //! another publisher, a full store) cost nothing. Query counts, outcomes and
 //! durations, records held and the routing table's size go to the node's
-//! [`Metrics`](crate::metrics::Metrics).
+//! [`Metrics`](knotwork_node::Metrics).
 //!
 //! [`DhtHandle`] is the application's side: `put`/`get` signed records,
 //! `provide`/`providers`, `find_peer`, `bootstrap`, and the
@@ -36,30 +38,37 @@
 //! key and lists the routing table).
 //!
 //! The peer record follows the node: when the addresses it advertises change
-//! (a relay reservation, a UPnP mapping, a reachability verdict) the record
-//! is put again with every dialable address, the relayed one included, so a
+//! (a relay reservation, a UPnP mapping, a confirmed external address:
+//! [`NodeHandle::watch_advertised`]) the record is put again with every
+//! dialable address, the relayed one included, so a
 //! peer that knows only our PeerId finds a way in ([`DhtHandle::find_peer`]
 //! merges the record's addresses into what the lookup found).
 //!
+//! # Errors
+//! Calls return [`DhtNodeError`]: the core refused the call, or the driver
+//! is not running.
+//!
 //! ```no_run
-//! # async fn run(keypair: knotwork_core::Keypair) -> Result<(), knotwork_node::NodeError> {
+//! # async fn run(keypair: knotwork_core::Keypair) -> Result<(), Box<dyn std::error::Error>> {
+//! use knotwork_dht_node::{Config, DhtHandle};
 //! use knotwork_node::Node;
-//! use knotwork_node::protocol::dht::{Config, DhtHandle};
 //!
 //! let dht = DhtHandle::new(keypair.clone(), Config::default());
-//! let builder = Node::builder(keypair).listen("tcp/127.0.0.1:0".parse()?);
-//! let node = dht.register(builder).start().await?;
-//! dht.start(&node);
+//! let node = Node::builder(keypair)
+//!     .listen("tcp/127.0.0.1:0".parse()?)
+//!     .service(dht.clone())
+//!     .discovery(dht.clone())
+//!     .start()
+//!     .await?;
 //! dht.bootstrap().await?;
 //! dht.put(b"greeting".to_vec(), b"hello".to_vec()).await?;
+//! # node.shutdown().await;
 //! # Ok(()) }
 //! ```
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use crate::meter::{Meter, MeterConfig, Offence, Verdict};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -73,10 +82,27 @@ pub use knotwork_discovery_dht::{
 use knotwork_discovery_dht::{Dht, Event, QueryId, QueryResult, QueryStats, Transmit};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::channel::Channel;
-use crate::error::NodeError;
-use crate::node::{Node, NodeBuilder, NodeEvent, Shared, lock};
-use crate::registry::{SessionKind, Sessions};
+use knotwork_core::lock;
+use knotwork_node::meter::{Meter, MeterConfig, Offence, Verdict};
+use knotwork_node::{
+    Channel, DialCause, DialOpts, NodeError, NodeHandle, Service, Sessions, Setup,
+};
+
+mod metrics;
+use metrics::DhtMetrics;
+
+/// Why a DHT call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DhtNodeError {
+    /// The core refused the call (a key or value too large, say).
+    #[error(transparent)]
+    Dht(#[from] DhtError),
+    /// The driver is not running: the node was not started with this
+    /// service, or it shut down.
+    #[error("the DHT is not running")]
+    NotRunning,
+}
 
 /// The protocol name announced in the version exchange.
 pub const NAME: &str = "knotwork/dht";
@@ -232,9 +258,10 @@ struct Inner {
     config: Config,
     clock: Arc<dyn Clock>,
     inbox: mpsc::Sender<Input>,
-    /// Taken by [`DhtHandle::start`].
+    /// Taken when the service starts.
     unstarted: Mutex<Option<mpsc::Receiver<Input>>>,
     events: broadcast::Sender<DiscoveryEvent>,
+    metrics: DhtMetrics,
 }
 
 impl std::fmt::Debug for DhtHandle {
@@ -247,9 +274,9 @@ impl std::fmt::Debug for DhtHandle {
 
 impl DhtHandle {
     /// A DHT for the node with identity `keypair` (records it publishes are
-    /// signed with it), with core settings `config`. Register it on the
-    /// node's builder ([`DhtHandle::register`]), then [`DhtHandle::start`] it.
-    /// Time is the [`SystemClock`].
+    /// signed with it), with core settings `config`. Add a clone to the
+    /// node's builder as a service (and as a discovery source, to find peers
+    /// with it). Time is the [`SystemClock`].
     pub fn new(keypair: Keypair, config: Config) -> Self {
         Self::with_clock(keypair, config, Arc::new(SystemClock))
     }
@@ -266,18 +293,13 @@ impl DhtHandle {
                 inbox,
                 unstarted: Mutex::new(Some(rx)),
                 events,
+                metrics: DhtMetrics::default(),
             }),
         }
     }
 
-    /// Adds the `knotwork/dht` protocol to `builder`, on every channel.
-    pub fn register(&self, builder: NodeBuilder) -> NodeBuilder {
-        let this = self.clone();
-        builder.protocol(NAME, Sessions::ALL, move |ch: &Channel| this.protocol(ch))
-    }
-
     /// The per-channel half: forwards the channel's DHT messages to the driver.
-    pub fn protocol(&self, channel: &Channel) -> impl Future<Output = ()> + Send + use<> {
+    fn protocol(&self, channel: &Channel) -> impl Future<Output = ()> + Send + use<> {
         let mut messages = channel.subscribe::<DhtMessage>();
         let inbox = self.inner.inbox.clone();
         let channel = channel.clone();
@@ -318,73 +340,71 @@ impl DhtHandle {
     /// Starts the driver task on `node` (it ends when the node shuts down).
     /// The core announces the node's listen addresses when it provides a
     /// key. A second call does nothing.
-    pub fn start(&self, node: &Node) {
+    fn run(&self, node: &NodeHandle) {
         let Some(rx) = lock(&self.inner.unstarted).take() else {
             return;
         };
         let mut config = self.inner.config.clone();
         config.local_addrs = node.listen_addrs();
         let core = Dht::new(self.inner.keypair.peer_id(), config);
-        let shared = node.shared.clone();
         let driver = Driver {
             core,
-            meter: shared.channel_config.meter,
-            shared: shared.clone(),
+            meter: node.config().channel.meter,
+            node: node.clone(),
             keypair: self.inner.keypair.clone(),
             clock: self.inner.clock.clone(),
             meters: HashMap::new(),
             waiting: HashMap::new(),
             bootstraps: Vec::new(),
             events: self.inner.events.clone(),
+            metrics: self.inner.metrics.clone(),
         };
-        shared.spawn_task(driver.run(rx));
-        shared.spawn_task(keep_peer_record(self.clone(), shared.clone()));
+        node.spawn(driver.run(rx));
+        node.spawn(keep_peer_record(self.clone(), node.clone()));
     }
 
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Call) -> Result<T, NodeError> {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Call) -> Result<T, DhtNodeError> {
         let (tx, rx) = oneshot::channel();
         self.inner
             .inbox
             .send(Input::Call(make(tx)))
             .await
-            .map_err(|_| NodeError::ShuttingDown)?;
-        rx.await
-            .map_err(|_| NodeError::ShuttingDown)?
-            .map_err(NodeError::Dht)
+            .map_err(|_| DhtNodeError::NotRunning)?;
+        Ok(rx.await.map_err(|_| DhtNodeError::NotRunning)??)
     }
 
     /// Signs `value` under `key` (valid for a day, or the core's longest
     /// record lifetime if shorter) and stores it at the k closest peers;
     /// returns how many acknowledged. The node republishes it until it expires.
-    pub async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<usize, NodeError> {
+    pub async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<usize, DhtNodeError> {
         self.call(|tx| Call::Put(key, value, tx)).await
     }
 
     /// Looks up the record under `key`; `None` if no peer has a valid one.
-    pub async fn get(&self, key: Vec<u8>) -> Result<Option<Record>, NodeError> {
+    pub async fn get(&self, key: Vec<u8>) -> Result<Option<Record>, DhtNodeError> {
         self.call(|tx| Call::Get(key, tx)).await
     }
 
     /// Announces this node as a provider of `key` to the k closest peers;
     /// returns how many acknowledged.
-    pub async fn provide(&self, key: Vec<u8>) -> Result<usize, NodeError> {
+    pub async fn provide(&self, key: Vec<u8>) -> Result<usize, DhtNodeError> {
         self.call(|tx| Call::Provide(key, tx)).await
     }
 
     /// Finds providers of `key`.
-    pub async fn providers(&self, key: Vec<u8>) -> Result<Vec<PeerInfo>, NodeError> {
+    pub async fn providers(&self, key: Vec<u8>) -> Result<Vec<PeerInfo>, DhtNodeError> {
         self.call(|tx| Call::Providers(key, tx)).await
     }
 
     /// Finds the k closest peers to `target`, closest first.
-    pub async fn find_node(&self, target: Key) -> Result<Vec<PeerInfo>, NodeError> {
+    pub async fn find_node(&self, target: Key) -> Result<Vec<PeerInfo>, DhtNodeError> {
         self.call(|tx| Call::FindNode(target, tx)).await
     }
 
     /// Looks `peer` up by id: its routing entry from a lookup, with the
     /// addresses of its own peer record added (a relayed address, say);
     /// `None` if neither was found.
-    pub async fn find_peer(&self, peer: PeerId) -> Result<Option<PeerInfo>, NodeError> {
+    pub async fn find_peer(&self, peer: PeerId) -> Result<Option<PeerInfo>, DhtNodeError> {
         let closest = self.find_node(Key::from_peer_id(&peer)).await?;
         let found = closest.into_iter().find(|p| p.peer_id == peer);
         let published = self.peer_record(peer).await?.unwrap_or_default();
@@ -393,7 +413,7 @@ impl DhtHandle {
 
     /// Finds the addresses `peer` published with [`Discovery::announce`]
     /// (the record must be signed by `peer` itself).
-    pub async fn peer_record(&self, peer: PeerId) -> Result<Option<Vec<PeerAddr>>, NodeError> {
+    pub async fn peer_record(&self, peer: PeerId) -> Result<Option<Vec<PeerAddr>>, DhtNodeError> {
         let record = self.get(peer_record_key(&peer)).await?;
         Ok(record
             .filter(|r| r.publisher == peer)
@@ -402,17 +422,17 @@ impl DhtHandle {
 
     /// Fills the routing table: adds the connected DHT peers if it is empty,
     /// then looks up our own key. Returns the table's size afterwards.
-    pub async fn bootstrap(&self) -> Result<usize, NodeError> {
+    pub async fn bootstrap(&self) -> Result<usize, DhtNodeError> {
         self.call(Call::Bootstrap).await
     }
 
     /// The routing table's entries.
-    pub async fn table(&self) -> Result<Vec<PeerInfo>, NodeError> {
+    pub async fn table(&self) -> Result<Vec<PeerInfo>, DhtNodeError> {
         self.call(Call::Table).await
     }
 
     /// The record this node holds under `key` for the network, if any.
-    pub async fn held_record(&self, key: Vec<u8>) -> Result<Option<Record>, NodeError> {
+    pub async fn held_record(&self, key: Vec<u8>) -> Result<Option<Record>, DhtNodeError> {
         self.call(|tx| Call::Held(key, tx)).await
     }
 }
@@ -468,9 +488,9 @@ const RECORD_RETRY: Duration = Duration::from_secs(2);
 
 /// Keeps our peer record current: puts it again when the addresses the node
 /// advertises change, until a peer stored it (see the module docs).
-async fn keep_peer_record(dht: DhtHandle, shared: Arc<Shared>) {
-    let mut events = shared.events.subscribe();
-    let mut published = publishable(shared.own_addrs());
+async fn keep_peer_record(dht: DhtHandle, node: NodeHandle) {
+    let mut advertised = node.watch_advertised();
+    let mut published = publishable(&node.listen_addrs());
     let mut retry = false;
     loop {
         let timer = async {
@@ -481,27 +501,17 @@ async fn keep_peer_record(dht: DhtHandle, shared: Arc<Shared>) {
             }
         };
         tokio::select! {
-            () = shared.shutdown.cancelled() => return,
             () = timer => {}
-            event = events.recv() => match event {
-                Ok(
-                    NodeEvent::RelayReserved { .. }
-                    | NodeEvent::RelayReleased { .. }
-                    | NodeEvent::UpnpMapped { .. }
-                    | NodeEvent::UpnpLost { .. }
-                    | NodeEvent::ReachabilityChanged { .. },
-                )
-                | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Closed) => return,
+            changed = advertised.changed() => if changed.is_err() {
+                return;
             },
         }
-        let addrs = publishable(&shared.advertised_addrs());
+        let addrs = publishable(&advertised.borrow_and_update().clone());
         if addrs == published || addrs.is_empty() {
             retry = false;
             continue;
         }
-        let key = peer_record_key(&shared.peer_id);
+        let key = peer_record_key(&node.peer_id());
         match dht.put(key, encode_addrs(&addrs)).await {
             Ok(stored) if stored > 0 => {
                 let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
@@ -565,7 +575,7 @@ impl Discovery for DhtHandle {
     }
 
     async fn discover(&self) -> Result<Vec<DiscoveredPeer>, DiscoveryError> {
-        let fail = |e: NodeError| DiscoveryError::Failed(e.to_string());
+        let fail = |e: DhtNodeError| DiscoveryError::Failed(e.to_string());
         let mut random = [0u8; 32];
         fastrand::fill(&mut random);
         self.find_node(Key::hash(&random)).await.map_err(fail)?;
@@ -597,7 +607,8 @@ impl Discovery for DhtHandle {
 /// The task that owns the core.
 struct Driver {
     core: Dht,
-    shared: Arc<Shared>,
+    node: NodeHandle,
+    metrics: DhtMetrics,
     keypair: Keypair,
     clock: Arc<dyn Clock>,
     /// Misbehaviour settings of the node's channels.
@@ -632,7 +643,6 @@ impl Driver {
                     None => return,
                 },
                 () = timer => self.core.handle_timeout(self.clock.now()),
-                () = self.shared.shutdown.cancelled() => return,
             }
         }
     }
@@ -660,7 +670,7 @@ impl Driver {
     fn refused(&mut self, channel: &Channel, e: &DhtError) {
         let peer = channel.remote_peer_id();
         let (reason, offence) = offence(e);
-        self.shared.apps.metrics.dht_refused(reason);
+        self.metrics.refused(reason);
         let Some(offence) = offence else {
             tracing::debug!(peer = %peer.short(), reason, "dht: message refused: {e}");
             return;
@@ -668,8 +678,8 @@ impl Driver {
         tracing::info!(peer = %peer.short(), reason, "dht: misbehaviour: {e}");
         let now = tokio::time::Instant::now().into_std();
         if self.meters.len() >= MAX_METERS {
-            let connected = lock(&self.shared.peers);
-            self.meters.retain(|p, _| connected.contains_key(p));
+            let node = &self.node;
+            self.meters.retain(|p, _| node.channel(p).is_some());
         }
         let config = self.meter;
         let verdict = self
@@ -728,14 +738,13 @@ impl Driver {
             }
         };
         let (query, waiting, kind) = started;
-        self.shared.apps.metrics.dht_query_started(kind);
+        self.metrics.query_started(kind);
         match query {
             Ok(id) => {
                 self.waiting.insert(id, (waiting, kind));
             }
             Err(e) => {
-                let metrics = &self.shared.apps.metrics;
-                metrics.dht_query_finished(kind, "error", Duration::ZERO);
+                self.metrics.query_finished(kind, "error", Duration::ZERO);
                 waiting.fail(e);
             }
         }
@@ -744,8 +753,7 @@ impl Driver {
     /// Adds every connected peer that runs the DHT (a bootstrap with an
     /// empty table, before their channels' own announcements arrived).
     fn add_connected(&mut self, now: Time) {
-        let channels: Vec<Channel> = lock(&self.shared.peers).values().cloned().collect();
-        for ch in channels {
+        for ch in self.node.channels() {
             let version = &ch.info().version;
             if !version.protocols.iter().any(|p| p == NAME) {
                 continue;
@@ -763,13 +771,13 @@ impl Driver {
     /// Sends what the core wants sent and answers finished queries.
     fn drain(&mut self) {
         while let Some(t) = self.core.poll_transmit() {
-            transmit(&self.shared, t);
+            transmit(&self.node, t);
         }
         while let Some(event) = self.core.poll_event() {
             self.event(event);
         }
         let (records, table) = (self.core.store().len(), self.core.table().len());
-        self.shared.apps.metrics.dht_state(records, table);
+        self.metrics.state(records, table);
     }
 
     fn event(&mut self, event: Event) {
@@ -777,8 +785,7 @@ impl Driver {
             Event::QueryFinished { id, result, stats } => {
                 if let Some((waiting, kind)) = self.waiting.remove(&id) {
                     let outcome = outcome(&result, &stats);
-                    let metrics = &self.shared.apps.metrics;
-                    metrics.dht_query_finished(kind, outcome, stats.duration);
+                    self.metrics.query_finished(kind, outcome, stats.duration);
                     waiting.answer(result);
                 }
             }
@@ -844,13 +851,13 @@ impl Waiting {
 /// Sends `t` over the channel to its peer, dialing the peer first if there
 /// is none. Runs on its own task so a slow peer never stalls the driver; a
 /// failure is left to the core's request timeout.
-fn transmit(shared: &Arc<Shared>, t: Transmit) {
-    let channel = lock(&shared.peers).get(&t.to).cloned();
-    let shared = shared.clone();
+fn transmit(node: &NodeHandle, t: Transmit) {
+    let channel = node.channel(&t.to);
+    let node = node.clone();
     tokio::spawn(async move {
         let channel = match channel {
             Some(channel) => Some(channel),
-            None => dial(&shared, &t.to, &t.addrs).await,
+            None => dial(&node, &t.to, &t.addrs).await,
         };
         if let Some(channel) = channel
             && let Err(e) = channel.send(&t.message).await
@@ -861,18 +868,28 @@ fn transmit(shared: &Arc<Shared>, t: Transmit) {
 }
 
 /// A channel to `peer` through the first of `addrs` that reaches it.
-async fn dial(shared: &Arc<Shared>, peer: &PeerId, addrs: &[PeerAddr]) -> Option<Channel> {
+async fn dial(node: &NodeHandle, peer: &PeerId, addrs: &[PeerAddr]) -> Option<Channel> {
     for addr in addrs {
-        match crate::session::connect(shared, addr, SessionKind::Outbound).await {
+        let opts = DialOpts::new(DialCause::Service(NAME)).peer(*peer);
+        match node.dial(addr, opts).await {
             Ok(channel) if channel.remote_peer_id() == *peer => return Some(channel),
-            Err(NodeError::AlreadyConnected(p)) if p == *peer => {
-                return lock(&shared.peers).get(&p).cloned();
-            }
             Err(NodeError::ShuttingDown) => return None,
             Ok(_) | Err(_) => {}
         }
     }
     None
+}
+
+impl Service for DhtHandle {
+    fn setup(&self, setup: &mut Setup<'_>) {
+        self.inner.metrics.register(setup.metrics());
+        let this = self.clone();
+        setup.protocol(NAME, Sessions::ALL, move |ch: &Channel| this.protocol(ch));
+    }
+
+    fn start(&self, node: &NodeHandle) {
+        self.run(node);
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! The DHT driver over real TCP on loopback (issue 5, "real network test"):
 //! 20 nodes in one process, bootstrapped from one seed; record republishing
 //! and expiry on virtual time; a peer sending forged records gets banned.
-#![cfg(feature = "dht")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,6 +8,7 @@
     clippy::indexing_slicing
 )]
 
+#[path = "../../node/tests/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;
@@ -18,9 +18,11 @@ use common::*;
 use futures::SinkExt;
 use knotwork_core::{Discovery, Keypair, LocalPeerInfo, MemoryTransport, PeerAddr};
 use knotwork_discovery_dht::{RecordLimits, Request, Response};
-use knotwork_node::protocol::dht::{Config, DhtHandle, DhtMessage, Record, Time, TokioClock};
+use knotwork_dht_node::{
+    Config, DhtError, DhtHandle, DhtMessage, DhtNodeError, Record, Time, TokioClock,
+};
 use knotwork_node::protocol::ping::PingConfig;
-use knotwork_node::{Node, NodeError, NodeEvent};
+use knotwork_node::{Node, NodeEvent};
 use knotwork_wire::{Frame, Message, encode};
 
 const NODES: usize = 20;
@@ -52,8 +54,7 @@ async fn dht_node() -> (Node, DhtHandle) {
     let builder = Node::builder(keypair)
         .listen("tcp/127.0.0.1:0".parse().unwrap())
         .config(config);
-    let node = dht.register(builder).start().await.unwrap();
-    dht.start(&node);
+    let node = builder.service(dht.clone()).start().await.unwrap();
     (node, dht)
 }
 
@@ -140,7 +141,7 @@ async fn twenty_nodes_put_get_provide_find_and_survive_k_minus_1_holders() {
     // A shut-down node's DHT no longer answers calls.
     let stopped = nodes[holders[0]].1.get(key).await;
     assert!(
-        matches!(stopped, Err(NodeError::ShuttingDown)),
+        matches!(stopped, Err(DhtNodeError::NotRunning)),
         "{stopped:?}"
     );
 }
@@ -155,7 +156,7 @@ async fn an_oversized_value_is_refused_with_the_core_error() {
     assert!(
         matches!(
             err,
-            NodeError::Dht(knotwork_node::protocol::dht::DhtError::RecordTooLarge { .. })
+            DhtNodeError::Dht(DhtError::RecordTooLarge { .. })
         ),
         "{err:?}"
     );
@@ -195,8 +196,7 @@ async fn virtual_node(
         .transport(net.clone())
         .listen(PeerAddr::Mem(port))
         .config(config);
-    let node = dht.register(builder).start().await.unwrap();
-    dht.start(&node);
+    let node = builder.service(dht.clone()).start().await.unwrap();
     (node, dht)
 }
 

@@ -7,42 +7,41 @@
 //! It sends such a peer [`DialBack`] with our candidate addresses: the IP
 //! that peer sees our connection come from (its version message) with each
 //! TCP listen port, our confirmed external addresses and the UPnP mapping
-//! (see [`crate::protocol::holepunch::candidates`]). The peer answers
+//! (see [`crate::holepunch::candidates`]). The peer answers
 //! [`DialBackResult`]: the address it reached us at, or a
 //! [`DialBackError`]. An answer naming an address we did not send is
 //! dropped (a peer cannot make us advertise a stranger's address). The
 //! candidate set is recomputed on every node event (a confirmed address, a
-//! UPnP mapping gained or lost), and a change starts a new round. Each
+//! UPnP mapping gained or lost: the advertised addresses change), and a
+//! change starts a new round. Each
 //! change of the verdict is stored, logged, counted in
 //! `knot_reachability{state}` and emitted as
-//! [`NodeEvent::ReachabilityChanged`].
+//! [`NatEvent::ReachabilityChanged`](crate::NatEvent::ReachabilityChanged).
 //!
 //! # Answering
-//! [`DialBackLimiter`](crate::nat::DialBackLimiter) admits the request: only the first candidate at the
+//! [`DialBackLimiter`](crate::DialBackLimiter) admits the request: only the first candidate at the
 //! IP the asker's channel comes from, on a direct channel, within the rate
-//! and concurrency limits ([`crate::nat::NatConfig::dial_back`]). The node
-//! then dials it from a fresh socket (a plain dial: a new ephemeral port,
-//! never the listen port, so the asker's NAT has no mapping for it) and runs
-//! the Noise handshake only: it proves the listener there holds the asker's
-//! key, then the connection is dropped. Connect and handshake together get
-//! the node's handshake timeout.
+//! and concurrency limits ([`crate::NatConfig::dial_back`]). The node
+//! then probes it ([`NodeHandle::probe`]: a plain dial from a fresh socket,
+//! a new ephemeral port, never the listen port, so the asker's NAT has no
+//! mapping for it, and the Noise handshake only): it proves the listener
+//! there holds the asker's key, then the connection is closed as a probe.
+//! Connect and handshake together get the node's handshake timeout.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use knotwork_core::{MAX_ADDR_TEXT_LEN, PeerAddr, PeerId, Transport};
+use knotwork_core::{MAX_ADDR_TEXT_LEN, PeerAddr, PeerId, lock};
+use knotwork_crypto_handshake::HandshakeError;
+use knotwork_node::{Channel, NodeError, NodeEvent, NodeHandle};
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
-use crate::channel::Channel;
-use crate::error::DisconnectReason;
-use crate::nat::{DialBackError, Question, Reachability, ReachabilityCheck};
-use crate::node::{NodeEvent, Shared, lock};
-use crate::protocol::holepunch::{MAX_PUNCH_ADDRS, candidates};
-use crate::version;
+use crate::holepunch::{MAX_PUNCH_ADDRS, candidates};
+use crate::{DialBackError, Inner, Question, ReachabilityCheck};
 
 /// The protocol name announced in the version exchange.
 pub const NAME: &str = "knot/reachability";
@@ -90,17 +89,17 @@ fn parse(addrs: &[String]) -> Vec<PeerAddr> {
 /// Serves dial-back requests on one channel.
 pub(crate) fn protocol(
     channel: &Channel,
-    shared: Option<Weak<Shared>>,
+    nat: Arc<Inner>,
 ) -> impl std::future::Future<Output = ()> + Send + use<> {
     let mut requests = channel.subscribe_requests::<DialBack>();
     let channel = channel.clone();
     async move {
         let peer = channel.remote_peer_id();
         while let Some((DialBack { addrs }, responder)) = requests.recv().await {
-            let Some(shared) = shared.as_ref().and_then(Weak::upgrade) else {
+            let Some(node) = nat.node() else {
                 return;
             };
-            let admitted = match &shared.nat.dial_backs {
+            let admitted = match &nat.dial_backs {
                 Some(limiter) => {
                     lock(limiter).admit(peer, channel.remote_addr(), &parse(&addrs), now())
                 }
@@ -114,19 +113,20 @@ pub(crate) fn protocol(
                     continue;
                 }
             };
-            channel.spawn(async move {
-                // Counts the dial-back as running until this job ends,
-                // however it ends (the channel may close first).
-                struct Running(Arc<Shared>);
-                impl Drop for Running {
-                    fn drop(&mut self) {
-                        if let Some(limiter) = &self.0.nat.dial_backs {
-                            lock(limiter).finish();
-                        }
+            // Counts the dial-back as running until its job ends, however it
+            // ends (the channel may close first, or before it starts).
+            struct Running(Arc<Inner>);
+            impl Drop for Running {
+                fn drop(&mut self) {
+                    if let Some(limiter) = &self.0.dial_backs {
+                        lock(limiter).finish();
                     }
                 }
-                let running = Running(shared);
-                let answer = dial_back(&running.0, peer, PeerAddr::Tcp(target)).await;
+            }
+            let running = Running(nat.clone());
+            channel.spawn(async move {
+                let _running = running;
+                let answer = dial_back(&node, peer, PeerAddr::Tcp(target)).await;
                 tracing::debug!(peer = %peer.short(), %target, ?answer, "dial-back");
                 let answer = DialBackResult(answer.map(|a| a.to_string()));
                 let _ = responder.respond(&answer).await;
@@ -135,45 +135,30 @@ pub(crate) fn protocol(
     }
 }
 
-/// Dials `peer` at `addr` from a fresh socket and runs the handshake far
-/// enough to learn who answered.
+/// Probes `peer` at `addr` from a fresh socket: whether the listener there
+/// holds `peer`'s key.
 async fn dial_back(
-    shared: &Shared,
+    node: &NodeHandle,
     peer: PeerId,
     addr: PeerAddr,
 ) -> Result<PeerAddr, DialBackError> {
-    let attempt = async {
-        let conn = shared
-            .nat
-            .tcp
-            .dial(&addr)
-            .await
-            .map_err(|_| DialBackError::Unreachable)?;
-        let secure = shared
-            .secure
-            .upgrade_outbound(conn, None)
-            .await
-            .map_err(|_| DialBackError::HandshakeFailed)?;
-        if secure.remote_peer_id() != peer {
-            return Err(DialBackError::WrongPeer);
+    match node.probe(&addr, Some(peer)).await {
+        Ok(_) => Ok(addr),
+        Err(NodeError::Handshake(HandshakeError::PeerIdMismatch { .. })) => {
+            Err(DialBackError::WrongPeer)
         }
-        // Say it was only a probe, so the peer counts it as one (not as a
-        // failed inbound connection) and closes its side at once.
-        let _ = version::refuse(secure, DisconnectReason::Probe).await;
-        Ok(addr.clone())
-    };
-    tokio::time::timeout(shared.config.handshake_timeout, attempt)
-        .await
-        .unwrap_or(Err(DialBackError::Unreachable))
+        Err(NodeError::Handshake(_)) => Err(DialBackError::HandshakeFailed),
+        Err(_) => Err(DialBackError::Unreachable),
+    }
 }
 
 /// Our external addresses that are not relayed: confirmed by peers, and the
 /// UPnP mapping.
-fn external(shared: &Shared) -> Vec<PeerAddr> {
+fn external(nat: &Inner) -> Vec<PeerAddr> {
     #[allow(unused_mut)]
-    let mut out = shared.nat.confirmed();
+    let mut out = nat.confirmed();
     #[cfg(feature = "upnp")]
-    out.extend(shared.upnp.external());
+    out.extend(nat.upnp.external());
     out
 }
 
@@ -192,8 +177,8 @@ fn serves(channel: &Channel) -> bool {
 }
 
 /// The peer's channel if the check may ask it.
-fn server(shared: &Shared, peer: &PeerId) -> Option<Channel> {
-    lock(&shared.peers).get(peer).filter(|c| serves(c)).cloned()
+fn server(node: &NodeHandle, peer: &PeerId) -> Option<Channel> {
+    node.channel(peer).filter(serves)
 }
 
 type Answer = (Question, Result<PeerAddr, DialBackError>);
@@ -201,11 +186,17 @@ type Answer = (Question, Result<PeerAddr, DialBackError>);
 /// Sends the question's peer a [`DialBack`] and passes its answer to
 /// `answers`; no answer (timeout, channel gone, an address we did not
 /// send) passes nothing and the check's own deadline expires the question.
-fn ask(shared: &Shared, question: Question, timeout: Duration, answers: mpsc::Sender<Answer>) {
-    let Some(channel) = server(shared, &question.peer) else {
+fn ask(
+    node: &NodeHandle,
+    nat: &Inner,
+    question: Question,
+    timeout: Duration,
+    answers: mpsc::Sender<Answer>,
+) {
+    let Some(channel) = server(node, &question.peer) else {
         return;
     };
-    let sent = candidates(shared.own_addrs(), &external(shared), observed_ip(&channel));
+    let sent = candidates(&node.listen_addrs(), &external(nat), observed_ip(&channel));
     let request = DialBack {
         addrs: sent.iter().map(ToString::to_string).collect(),
     };
@@ -226,30 +217,25 @@ fn ask(shared: &Shared, question: Question, timeout: Duration, answers: mpsc::Se
     });
 }
 
-/// Stores, logs and emits a new verdict.
-fn publish(shared: &Shared, reachability: Reachability) {
-    tracing::info!("reachability {reachability}");
-    shared.nat.reachability.send_replace(reachability.clone());
-    shared.emit(NodeEvent::ReachabilityChanged { reachability });
-}
-
 /// The asking side: runs the check until shutdown; see the module docs.
-pub(crate) async fn run(shared: Arc<Shared>) {
-    let config = shared.nat.config.reachability;
+pub(crate) async fn run(node: NodeHandle, nat: Arc<Inner>) {
+    let config = nat.config.reachability;
     let mut check = ReachabilityCheck::new(config, now());
-    let mut events = shared.events.subscribe();
+    let mut events = node.events();
+    // A confirmed address or a UPnP mapping changes the candidates.
+    let mut advertised = node.watch_advertised();
     let (tx, mut answers) = mpsc::channel::<Answer>(config.servers.max(1));
-    for channel in lock(&shared.peers).values().filter(|c| serves(c)) {
+    for channel in node.channels().iter().filter(|c| serves(c)) {
         check.add_server(channel.remote_peer_id());
     }
     loop {
         let t = now();
-        check.set_candidates(candidates(shared.own_addrs(), &external(&shared), None), t);
+        check.set_candidates(candidates(&node.listen_addrs(), &external(&nat), None), t);
         while let Some(question) = check.poll_ask(t) {
-            ask(&shared, question, config.answer_timeout, tx.clone());
+            ask(&node, &nat, question, config.answer_timeout, tx.clone());
         }
         while let Some(reachability) = check.poll_event() {
-            publish(&shared, reachability);
+            nat.publish(reachability);
         }
         let wake = check.poll_timeout().map(tokio::time::Instant::from_std);
         let timer = async {
@@ -259,16 +245,18 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         };
         tokio::select! {
-            () = shared.shutdown.cancelled() => return,
+            changed = advertised.changed() => if changed.is_err() {
+                return;
+            },
             event = events.recv() => match event {
                 Ok(NodeEvent::Connected { peer, .. }) => {
-                    if server(&shared, &peer).is_some() {
+                    if server(&node, &peer).is_some() {
                         check.add_server(peer);
                     }
                 }
                 Ok(NodeEvent::Disconnected { peer, .. }) => {
                     // A duplicate closing leaves the channel that won.
-                    if server(&shared, &peer).is_none() {
+                    if server(&node, &peer).is_none() {
                         check.remove_server(&peer, now());
                     }
                 }

@@ -29,18 +29,20 @@
 //! `knot_holepunch_attempts_total` / `knot_holepunch_successes_total`.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use knotwork_core::{MAX_ADDR_TEXT_LEN, PeerAddr, PeerId};
+use knotwork_node::{Channel, DisconnectReason, NodeError, NodeHandle, SessionKind};
 use knotwork_transport_tcp::TcpTransport;
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::channel::Channel;
-use crate::node::{Shared, lock};
-use crate::registry::SessionKind;
+use crate::Inner;
+
+/// The protocol name announced in the version exchange.
+pub const NAME: &str = "knot/holepunch";
 
 /// Most candidate addresses in one [`Punch`].
 pub const MAX_PUNCH_ADDRS: usize = 8;
@@ -141,18 +143,17 @@ fn parse(addrs: &[String]) -> Vec<SocketAddr> {
 }
 
 /// Our candidates for the peer at the other end of relayed `channel`.
-fn own_candidates(shared: &Shared, channel: &Channel) -> Vec<String> {
-    let observed_ip =
-        match channel.remote_addr() {
-            PeerAddr::Relay(r) => lock(&shared.peers).get(&r.relay_peer).and_then(|relay| {
-                match relay.info().version.observed_addr.parse::<PeerAddr>() {
-                    Ok(PeerAddr::Tcp(sa)) => Some(sa.ip()),
-                    _ => None,
-                }
-            }),
-            _ => None,
-        };
-    candidates(shared.own_addrs(), &shared.nat.external(), observed_ip)
+fn own_candidates(node: &NodeHandle, nat: &Inner, channel: &Channel) -> Vec<String> {
+    let observed_ip = match channel.remote_addr() {
+        PeerAddr::Relay(r) => node.channel(&r.relay_peer).and_then(|relay| {
+            match relay.info().version.observed_addr.parse::<PeerAddr>() {
+                Ok(PeerAddr::Tcp(sa)) => Some(sa.ip()),
+                _ => None,
+            }
+        }),
+        _ => None,
+    };
+    candidates(&node.listen_addrs(), &nat.external(), observed_ip)
         .iter()
         .map(ToString::to_string)
         .collect()
@@ -161,8 +162,7 @@ fn own_candidates(shared: &Shared, channel: &Channel) -> Vec<String> {
 /// Hole punching on one channel; does nothing unless the channel is relayed.
 pub(crate) fn protocol(
     channel: &Channel,
-    shared: Option<Weak<Shared>>,
-    tcp: TcpTransport,
+    nat: Arc<Inner>,
 ) -> impl std::future::Future<Output = ()> + Send + use<> {
     let relayed = channel.remote_addr().is_relayed();
     let starts = channel.info().session != SessionKind::Inbound;
@@ -170,14 +170,14 @@ pub(crate) fn protocol(
     let mut syncs = (relayed && !starts).then(|| channel.subscribe::<Sync>());
     let channel = channel.clone();
     async move {
-        let Some(shared) = shared.and_then(|w| w.upgrade()) else {
-            return;
-        };
         if !relayed {
             return;
         }
+        let Some(node) = nat.node() else {
+            return;
+        };
         let (theirs, wait) = if starts {
-            let ours = own_candidates(&shared, &channel);
+            let ours = own_candidates(&node, &nat, &channel);
             let sent = Instant::now();
             let Ok(Punch { addrs }) = channel
                 .request::<Punch, Punch>(&Punch { addrs: ours })
@@ -197,7 +197,7 @@ pub(crate) fn protocol(
             let Some((Punch { addrs }, responder)) = requests.recv().await else {
                 return;
             };
-            let ours = own_candidates(&shared, &channel);
+            let ours = own_candidates(&node, &nat, &channel);
             if responder.respond(&Punch { addrs: ours }).await.is_err() {
                 return;
             }
@@ -210,9 +210,9 @@ pub(crate) fn protocol(
         // this relayed channel and its jobs, and the other side's dial may
         // succeed (and close it) before that wait is over.
         let (peer, targets) = (channel.remote_peer_id(), parse(&theirs));
-        tokio::spawn(async move {
+        node.clone().spawn(async move {
             tokio::time::sleep(wait).await;
-            punch(shared, peer, targets, tcp).await;
+            punch(&node, &nat, peer, targets).await;
         });
     }
 }
@@ -224,24 +224,24 @@ const MIN_SUCCESS_WINDOW: Duration = Duration::from_secs(5);
 /// Dials `targets` from our listen port and runs the pipeline on the first
 /// connection; counts the attempt and, if `peer` ends up on a direct
 /// channel, the success.
-async fn punch(shared: Arc<Shared>, peer: PeerId, targets: Vec<SocketAddr>, tcp: TcpTransport) {
-    let metrics = shared.apps.metrics.clone();
+async fn punch(node: &NodeHandle, nat: &Inner, peer: PeerId, targets: Vec<SocketAddr>) {
+    let metrics = &nat.metrics;
     metrics.holepunch_attempt();
-    let mut events = shared.events.subscribe();
-    let local = shared.own_addrs().iter().find_map(|a| match a {
+    let mut events = node.events();
+    let local = node.listen_addrs().iter().find_map(|a| match a {
         PeerAddr::Tcp(sa) => Some(*sa),
         _ => None,
     });
     if let Some(local) = local
         && !targets.is_empty()
     {
-        let until = Instant::now() + shared.config.handshake_timeout;
+        let until = Instant::now() + node.config().handshake_timeout;
         let dials = targets
             .iter()
-            .map(|sa| Box::pin(dial_until(&tcp, local, PeerAddr::Tcp(*sa), until)));
+            .map(|sa| Box::pin(dial_until(node.tcp(), local, PeerAddr::Tcp(*sa), until)));
         match futures::future::select_ok(dials).await {
             Ok((stream, _)) => {
-                if let Err(e) = handshake(&shared, peer, stream).await {
+                if let Err(e) = handshake(node, peer, stream).await {
                     tracing::debug!(peer = %peer.short(), "punched connection failed: {e}");
                 }
             }
@@ -249,23 +249,22 @@ async fn punch(shared: Arc<Shared>, peer: PeerId, targets: Vec<SocketAddr>, tcp:
         }
     }
     // The direct channel may also arrive through our listener.
-    let direct = |shared: &Shared| {
-        lock(&shared.peers)
-            .get(&peer)
+    let direct = |node: &NodeHandle| {
+        node.channel(&peer)
             .is_some_and(|c| !c.remote_addr().is_relayed())
     };
     // The other side's dial has its own handshake timeout and may land
     // after ours gave up (more so on a loaded host): give it a wider window.
-    let window = (shared.config.handshake_timeout * 3).max(MIN_SUCCESS_WINDOW);
+    let window = (node.config().handshake_timeout * 3).max(MIN_SUCCESS_WINDOW);
     let waited = tokio::time::timeout(window, async {
-        while !direct(&shared) {
+        while !direct(node) {
             if let Err(tokio::sync::broadcast::error::RecvError::Closed) = events.recv().await {
                 return;
             }
         }
     })
     .await;
-    if waited.is_ok() && direct(&shared) {
+    if waited.is_ok() && direct(node) {
         metrics.holepunch_success();
         tracing::info!(peer = %peer.short(), "hole punch succeeded");
     } else {
@@ -296,12 +295,12 @@ async fn dial_until(
 
 /// Runs the pipeline on a punched connection in the role [`role`] picks.
 async fn handshake(
-    shared: &Arc<Shared>,
+    node: &NodeHandle,
     peer: PeerId,
     stream: tokio::net::TcpStream,
-) -> Result<(), crate::NodeError> {
+) -> Result<(), NodeError> {
     let addr = PeerAddr::Tcp(stream.peer_addr()?);
-    let session = match role(shared.peer_id, peer) {
+    let session = match role(node.peer_id(), peer) {
         Role::Initiator => SessionKind::Manual,
         Role::Wait => {
             let mut byte = [0u8; 1];
@@ -311,17 +310,12 @@ async fn handshake(
             }
         }
     };
-    let pipeline = crate::session::establish(shared, Box::new(stream), addr, session, None);
-    let channel = tokio::time::timeout(shared.config.handshake_timeout, pipeline)
-        .await
-        .map_err(|_| crate::NodeError::HandshakeTimeout)??;
+    let channel = node.establish(Box::new(stream), addr, session).await?;
     if channel.remote_peer_id() != peer {
         channel
-            .close(crate::DisconnectReason::other(
-                "hole punch reached another peer",
-            ))
+            .close(DisconnectReason::other("hole punch reached another peer"))
             .await;
-        return Err(crate::NodeError::WrongPeer {
+        return Err(NodeError::WrongPeer {
             expected: peer,
             got: channel.remote_peer_id(),
         });

@@ -1,37 +1,84 @@
-//! NAT traversal: the node's external addresses, the relay (service and
-//! client) and hole punching.
+//! knotwork-nat: NAT traversal for a knotwork node, as one [`Service`]
+//! written against the node's public extension API.
 //!
 //! - [`ObservedAddrs`] (sans-IO) collects the addresses peers see us at, from
 //!   their version messages, and confirms one when enough independent peers
-//!   agree; confirmed addresses are advertised as listen addresses.
-//! - [`crate::protocol::relay`]: with [`NatConfig::relay_service`] set the node
-//!   lets peers reserve a slot and forwards circuits between a dialer and a
-//!   reserved peer. With [`NodeBuilder::relay`](crate::NodeBuilder::relay) the
-//!   node keeps a channel to a relay, holds a reservation there and
-//!   advertises its relayed address (`relay/<relay-addr>/<relay-id>/<own-id>`,
-//!   [`crate::NodeEvent::RelayReserved`]). Dialing a relay address opens a
-//!   circuit and runs the normal handshake over it.
-//! - [`crate::protocol::holepunch`]: over a relayed channel both ends try a
-//!   simultaneous TCP open from their listen ports and keep the direct
-//!   connection when it works ([`NatConfig::holepunch`]).
+//!   agree; confirmed addresses are advertised (an address contribution).
+//! - [`relay`]: with [`NatConfig::relay_service`] set the node lets peers
+//!   reserve a slot and forwards circuits between a dialer and a reserved
+//!   peer. With [`NatConfig::relays`] the node keeps a channel to each relay,
+//!   holds a reservation there and advertises its relayed address
+//!   (`relay/<relay-addr>/<relay-id>/<own-id>`, [`NatEvent::RelayReserved`]).
+//!   Dialing a relayed address opens a circuit (the service registers a
+//!   [`Dialer`](knotwork_node::Dialer) for them) and runs the normal
+//!   handshake over it.
+//! - [`holepunch`]: over a relayed channel both ends try a simultaneous TCP
+//!   open from their listen ports and keep the direct connection when it
+//!   works ([`NatConfig::holepunch`]).
 //! - [`ReachabilityCheck`] and [`DialBackLimiter`] (sans-IO), run by
-//!   [`crate::protocol::reachability`]: peers dial the node back from fresh
-//!   sockets and it learns whether it is [`Reachability::Public`] (and at
-//!   which address) or [`Reachability::Private`]; it serves the same to
-//!   peers within [`NatConfig::dial_back`]. A node with a relay holds a
-//!   reservation while it is not known to be public: from the start (the
-//!   verdict is unknown then), released (no longer renewed nor advertised,
-//!   [`crate::NodeEvent::RelayReleased`]) when it turns public, taken again
-//!   when it turns private or unknown.
+//!   [`dialback`]: peers dial the node back from fresh sockets and it learns
+//!   whether it is [`Reachability::Public`] (and at which address) or
+//!   [`Reachability::Private`]; it serves the same to peers within
+//!   [`NatConfig::dial_back`]. A node with a relay holds a reservation while
+//!   it is not known to be public: from the start (the verdict is unknown
+//!   then), released (no longer renewed nor advertised,
+//!   [`NatEvent::RelayReleased`]) when it turns public, taken again when it
+//!   turns private or unknown.
+//! - [`upnp`] (feature `upnp`, default; off unless [`NatConfig::upnp`] is
+//!   set): UPnP IGD mapping of the listen port, its lease schedule (sans-IO)
+//!   and renewal.
+//!
+//! ```
+//! use knotwork_core::{Keypair, MemoryTransport};
+//! use knotwork_nat::{Nat, NatConfig, NatEvent, RelayLimits};
+//! use knotwork_node::Node;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let net = MemoryTransport::new();
+//! let mut relay_config = NatConfig::default();
+//! relay_config.relay_service = Some(RelayLimits::default());
+//! let relay = Node::builder(Keypair::generate()?)
+//!     .transport(net.clone())
+//!     .listen("mem/0".parse()?)
+//!     .service(Nat::new(relay_config))
+//!     .start()
+//!     .await?;
+//! let mut config = NatConfig::default();
+//! config.relays.push(relay.listen_addrs()[0].clone());
+//! let nat = Nat::new(config);
+//! let mut events = nat.events();
+//! let _private = Node::builder(Keypair::generate()?)
+//!     .transport(net)
+//!     .service(nat.clone())
+//!     .start()
+//!     .await?;
+//! let NatEvent::RelayReserved { addr, .. } = events.recv().await? else {
+//!     return Err("expected a reservation".into());
+//! };
+//! assert!(addr.is_relayed());
+//! # Ok(()) }
+//! ```
 
+pub mod dialback;
+pub mod holepunch;
+mod metrics;
 mod observed;
 mod reachability;
+pub mod relay;
+#[cfg(feature = "upnp")]
+pub mod upnp;
 
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use knotwork_core::{PeerAddr, PeerId};
-use tokio::sync::mpsc;
+use async_trait::async_trait;
+use knotwork_core::{PeerAddr, PeerId, lock};
+use knotwork_node::{
+    AddrContribution, Channel, DialCause, DialOpts, NodeError, NodeHandle, Service, Sessions,
+    Setup, WeakNode,
+};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
 pub use observed::ObservedAddrs;
@@ -39,12 +86,10 @@ pub use reachability::{
     DialBackError, DialBackLimiter, DialBackLimits, Question, Reachability, ReachabilityCheck,
     ReachabilityConfig,
 };
+pub use relay::{RelayError, RelayLimits};
 
-use crate::channel::Channel;
-use crate::error::NodeError;
-use crate::node::{NodeEvent, Shared, lock};
-use crate::protocol::relay::{self, Inbound, RelayClient, RelayLimits, RelayService};
-use crate::registry::{ProtocolRegistry, SessionKind, Sessions};
+use crate::metrics::NatMetrics;
+use crate::relay::{Inbound, RelayClient, RelayService};
 
 /// Inbound circuits waiting for their handshake, at most.
 const INBOUND_QUEUE: usize = 16;
@@ -54,8 +99,10 @@ const INBOUND_QUEUE: usize = 16;
 #[non_exhaustive]
 pub struct NatConfig {
     /// Offer the relay service with these limits; `None`: refuse with
-    /// [`relay::RelayError::Disabled`].
+    /// [`RelayError::Disabled`].
     pub relay_service: Option<RelayLimits>,
+    /// Relays to keep a reservation on while the node is not public.
+    pub relays: Vec<PeerAddr>,
     /// Independent peers that must report an external address before the
     /// node advertises it.
     pub observed_quorum: usize,
@@ -67,80 +114,278 @@ pub struct NatConfig {
     /// Wait before asking a relay again after a failed reservation.
     pub reservation_retry: Duration,
     /// How the node checks its own reachability by asking peers to dial it
-    /// back ([`crate::protocol::reachability`]).
+    /// back ([`dialback`]).
     pub reachability: ReachabilityConfig,
     /// Dial peers back when they ask, within these limits; `None`: refuse
     /// with [`DialBackError::Disabled`].
     pub dial_back: Option<DialBackLimits>,
+    /// Map the first IPv4 TCP listen port on the LAN's UPnP gateway and
+    /// advertise the external address; `None`: off.
+    #[cfg(feature = "upnp")]
+    pub upnp: Option<upnp::UpnpConfig>,
 }
 
 impl Default for NatConfig {
     fn default() -> Self {
         Self {
             relay_service: None,
+            relays: Vec::new(),
             observed_quorum: 3,
             observed_ttl: Duration::from_secs(30 * 60),
             holepunch: true,
             reservation_retry: Duration::from_secs(5),
             reachability: ReachabilityConfig::default(),
             dial_back: Some(DialBackLimits::default()),
+            #[cfg(feature = "upnp")]
+            upnp: None,
         }
     }
 }
 
-/// The node's NAT state; one per node, in `Shared`.
-pub(crate) struct Nat {
+/// What NAT traversal did; from [`Nat::events`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NatEvent {
+    /// A relay granted this node a reservation; `addr` reaches us through it.
+    RelayReserved {
+        /// The relay.
+        relay: PeerId,
+        /// Our relayed address, now advertised.
+        addr: PeerAddr,
+    },
+    /// The relayed address is no longer advertised: the relay channel
+    /// closed, the relay refused a renewal, or the node turned public; the
+    /// reservation is no longer renewed.
+    RelayReleased {
+        /// The relay.
+        relay: PeerId,
+        /// The relayed address that was advertised.
+        addr: PeerAddr,
+    },
+    /// The UPnP gateway maps `external` to our listen port; it is advertised
+    /// from now on.
+    UpnpMapped {
+        /// Our address on the gateway's public side.
+        external: PeerAddr,
+        /// The lease asked for (renewed at half of it).
+        lease: Duration,
+    },
+    /// The UPnP mapping lapsed (renewals failed); no longer advertised.
+    UpnpLost {
+        /// The address that was mapped.
+        external: PeerAddr,
+    },
+    /// Peers' dial-backs changed the verdict on our reachability.
+    ReachabilityChanged {
+        /// The new verdict.
+        reachability: Reachability,
+    },
+}
+
+/// The advertised-address contributions of the service, made at start.
+struct Contributions {
+    observed: AddrContribution,
+    relayed: AddrContribution,
+}
+
+/// The service's state, shared by its protocols and jobs.
+pub(crate) struct Inner {
     pub(crate) config: NatConfig,
     pub(crate) client: Arc<RelayClient>,
-    service: Option<Arc<RelayService>>,
+    pub(crate) service: Option<Arc<RelayService>>,
     incoming: mpsc::Sender<Inbound>,
     incoming_rx: Mutex<Option<mpsc::Receiver<Inbound>>>,
     observed: Mutex<ObservedAddrs>,
-    relayed: Mutex<Vec<PeerAddr>>,
-    shared: OnceLock<Weak<Shared>>,
-    pub(crate) tcp: knotwork_transport_tcp::TcpTransport,
+    node: OnceLock<WeakNode>,
+    contributions: OnceLock<Contributions>,
     /// The last reachability verdict; the reservation keepers watch it.
-    pub(crate) reachability: tokio::sync::watch::Sender<Reachability>,
+    pub(crate) reachability: watch::Sender<Reachability>,
     /// Admission of dial-back requests; `None` when the node refuses them.
     pub(crate) dial_backs: Option<Mutex<DialBackLimiter>>,
+    events: broadcast::Sender<NatEvent>,
+    pub(crate) metrics: NatMetrics,
+    #[cfg(feature = "upnp")]
+    pub(crate) upnp: upnp::Upnp,
+}
+
+/// NAT traversal on a node: add a clone with
+/// [`NodeBuilder::service`](knotwork_node::NodeBuilder::service); cheap to
+/// clone. See the crate docs.
+#[derive(Clone)]
+pub struct Nat {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Nat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nat")
+            .field("reachability", &self.reachability())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Nat {
-    /// `tcp`: the node's TCP transport, for dials from the listen port.
-    pub(crate) fn new(
-        config: NatConfig,
-        metrics: &crate::metrics::Metrics,
-        tcp: knotwork_transport_tcp::TcpTransport,
-    ) -> Arc<Self> {
+    /// NAT traversal with `config`; it runs once added to a node.
+    pub fn new(config: NatConfig) -> Self {
         let (incoming, rx) = mpsc::channel(INBOUND_QUEUE);
+        let metrics = NatMetrics::default();
         let dial_backs = config
             .dial_back
             .map(|limits| Mutex::new(DialBackLimiter::new(limits)));
-        Arc::new(Self {
-            service: config
-                .relay_service
-                .clone()
-                .map(|limits| RelayService::new(limits, metrics.clone())),
-            observed: Mutex::new(ObservedAddrs::new(
-                config.observed_quorum,
-                config.observed_ttl,
-            )),
-            config,
-            client: Arc::new(RelayClient::default()),
-            incoming,
-            incoming_rx: Mutex::new(Some(rx)),
-            relayed: Mutex::new(Vec::new()),
-            shared: OnceLock::new(),
-            tcp,
-            reachability: tokio::sync::watch::Sender::new(Reachability::Unknown),
-            dial_backs,
-        })
+        Self {
+            inner: Arc::new(Inner {
+                service: config
+                    .relay_service
+                    .clone()
+                    .map(|limits| RelayService::new(limits, metrics.clone())),
+                observed: Mutex::new(ObservedAddrs::new(
+                    config.observed_quorum,
+                    config.observed_ttl,
+                )),
+                #[cfg(feature = "upnp")]
+                upnp: upnp::Upnp::new(config.upnp.clone()),
+                config,
+                client: Arc::new(RelayClient::default()),
+                incoming,
+                incoming_rx: Mutex::new(Some(rx)),
+                node: OnceLock::new(),
+                contributions: OnceLock::new(),
+                reachability: watch::Sender::new(Reachability::Unknown),
+                dial_backs,
+                events: broadcast::channel(64).0,
+                metrics,
+            }),
+        }
     }
 
-    /// Registers the relay protocol (and hole punching) in `registry`.
-    pub(crate) fn register(self: &Arc<Self>, registry: &mut ProtocolRegistry) {
-        let nat = self.clone();
-        registry.register("knot/relay", Sessions::ALL, move |ch: &Channel| {
+    /// NAT events from now on; a receiver more than 64 behind gets `Lagged`.
+    pub fn events(&self) -> broadcast::Receiver<NatEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Whether peers can dial this node, as their dial-backs said last.
+    pub fn reachability(&self) -> Reachability {
+        self.inner.reachability.borrow().clone()
+    }
+
+    /// The external addresses advertised: confirmed by peers, then relayed.
+    pub fn external(&self) -> Vec<PeerAddr> {
+        self.inner.external()
+    }
+
+    /// The UPnP mapping held now.
+    #[cfg(feature = "upnp")]
+    pub fn upnp_mapping(&self) -> Option<upnp::UpnpMapping> {
+        self.inner.upnp.mapping()
+    }
+
+    /// Circuits this node relays now (0 without the relay service).
+    pub fn relayed_circuits(&self) -> usize {
+        self.inner.service.as_ref().map_or(0, |s| s.circuits())
+    }
+
+    /// Every byte the relay service forwarded (for the test that a relay
+    /// sees only ciphertext).
+    #[cfg(test)]
+    pub(crate) fn forwarded(&self) -> Vec<u8> {
+        self.inner
+            .service
+            .as_ref()
+            .map(|s| lock(&s.forwarded).clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Inner {
+    /// The node, while it runs.
+    pub(crate) fn node(&self) -> Option<NodeHandle> {
+        self.node.get().and_then(WeakNode::upgrade)
+    }
+
+    pub(crate) fn emit(&self, event: NatEvent) {
+        // No receiver is fine; a lagging receiver sees `Lagged`.
+        let _ = self.events.send(event);
+    }
+
+    /// The external addresses peers confirmed, lapsed votes dropped first
+    /// (so a lost address changes the reachability check's candidates).
+    pub(crate) fn confirmed(&self) -> Vec<PeerAddr> {
+        let confirmed = {
+            let mut observed = lock(&self.observed);
+            observed.expire(Instant::now().into_std());
+            observed.confirmed()
+        };
+        if let Some(c) = self.contributions.get() {
+            c.observed.set(confirmed.clone());
+        }
+        confirmed
+    }
+
+    /// Confirmed external addresses, then relayed ones.
+    pub(crate) fn external(&self) -> Vec<PeerAddr> {
+        let mut out = lock(&self.observed).confirmed();
+        if let Some(c) = self.contributions.get() {
+            out.extend(c.relayed.get());
+        }
+        out
+    }
+
+    /// Records the address the peer of `channel` sees us at (its version
+    /// message), if the channel is direct.
+    fn observe(&self, channel: &Channel) {
+        let addr = channel.remote_addr();
+        let Some(node) = self.node() else {
+            return;
+        };
+        if addr.is_relayed() {
+            return;
+        }
+        let Ok(observed) = channel.info().version.observed_addr.parse::<PeerAddr>() else {
+            return;
+        };
+        let Some(port) = node.listen_addrs().iter().find_map(|a| match a {
+            PeerAddr::Tcp(sa) => Some(sa.port()),
+            _ => None,
+        }) else {
+            return;
+        };
+        let now = Instant::now().into_std();
+        let (confirmed, all) = {
+            let mut votes = lock(&self.observed);
+            let confirmed = votes.observe(channel.remote_peer_id(), addr, &observed, port, now);
+            (confirmed, votes.confirmed())
+        };
+        if let Some(external) = confirmed {
+            tracing::info!(%external, "external address confirmed by peers");
+        }
+        if let Some(c) = self.contributions.get() {
+            c.observed.set(all);
+        }
+    }
+
+    /// Stores, logs, counts and emits a new reachability verdict.
+    pub(crate) fn publish(&self, reachability: Reachability) {
+        tracing::info!("reachability {reachability}");
+        self.metrics.reachability(reachability.state());
+        self.reachability.send_replace(reachability.clone());
+        self.emit(NatEvent::ReachabilityChanged { reachability });
+    }
+}
+
+#[async_trait]
+impl Service for Nat {
+    fn setup(&self, setup: &mut Setup<'_>) {
+        let inner = &self.inner;
+        inner.metrics.register(setup.metrics());
+        setup.default_budget::<relay::ToRelay>(relay::DATA_BUDGET);
+        setup.default_budget::<relay::FromRelay>(relay::DATA_BUDGET);
+        setup.default_budget::<relay::Reserve>(relay::CONTROL_BUDGET);
+        setup.default_budget::<relay::Connect>(relay::CONTROL_BUDGET);
+        setup.default_budget::<relay::Incoming>(relay::CONTROL_BUDGET);
+        let nat = inner.clone();
+        setup.on_channel(move |ch: &Channel| nat.observe(ch));
+        let nat = inner.clone();
+        setup.protocol(relay::NAME, Sessions::ALL, move |ch: &Channel| {
             relay::protocol(
                 ch,
                 nat.service.clone(),
@@ -148,104 +393,59 @@ impl Nat {
                 nat.incoming.clone(),
             )
         });
-        let nat = self.clone();
-        registry.register(
-            crate::protocol::reachability::NAME,
-            Sessions::ALL,
-            move |ch: &Channel| {
-                crate::protocol::reachability::protocol(ch, nat.shared.get().cloned())
-            },
-        );
-        if self.config.holepunch {
-            let nat = self.clone();
-            registry.register("knot/holepunch", Sessions::ALL, move |ch: &Channel| {
-                crate::protocol::holepunch::protocol(ch, nat.shared.get().cloned(), nat.tcp.clone())
+        let nat = inner.clone();
+        setup.protocol(dialback::NAME, Sessions::ALL, move |ch: &Channel| {
+            dialback::protocol(ch, nat.clone())
+        });
+        if inner.config.holepunch {
+            setup.reuse_tcp_port();
+            let nat = inner.clone();
+            setup.protocol(holepunch::NAME, Sessions::ALL, move |ch: &Channel| {
+                holepunch::protocol(ch, nat.clone())
             });
         }
+        setup.dialer(relay::RelayDialer(inner.client.clone()));
     }
 
-    /// The external addresses peers confirmed, lapsed votes dropped first
-    /// (so a lost address changes the reachability check's candidates).
-    pub(crate) fn confirmed(&self) -> Vec<PeerAddr> {
-        let mut observed = lock(&self.observed);
-        observed.expire(Instant::now().into_std());
-        observed.confirmed()
-    }
-
-    /// Addresses to advertise besides the bound ones: confirmed external
-    /// addresses and relayed addresses.
-    pub(crate) fn external(&self) -> Vec<PeerAddr> {
-        let mut out = lock(&self.observed).confirmed();
-        out.extend(lock(&self.relayed).iter().cloned());
-        out
-    }
-
-    /// Records the address peer `voter` (at `voter_addr`) sees us at.
-    pub(crate) fn observe(
-        &self,
-        voter: PeerId,
-        voter_addr: &PeerAddr,
-        observed: &str,
-        listen: &[PeerAddr],
-    ) -> Option<PeerAddr> {
-        let observed: PeerAddr = observed.parse().ok()?;
-        let port = listen.iter().find_map(|a| match a {
-            PeerAddr::Tcp(sa) => Some(sa.port()),
-            _ => None,
-        })?;
-        lock(&self.observed).observe(
-            voter,
-            voter_addr,
-            &observed,
-            port,
-            Instant::now().into_std(),
-        )
-    }
-
-    /// Lets the protocols reach the node; call it as soon as `shared` exists.
-    pub(crate) fn bind(shared: &Arc<Shared>) {
-        let _ = shared.nat.shared.set(Arc::downgrade(shared));
-    }
-
-    /// Starts the tasks: the handshake of inbound circuits and one
-    /// reservation keeper per relay.
-    pub(crate) fn start(shared: &Arc<Shared>, relays: Vec<PeerAddr>) {
-        let nat = &shared.nat;
-        if let Some(rx) = lock(&nat.incoming_rx).take() {
-            shared.spawn_task(accept_circuits(shared.clone(), rx));
+    fn start(&self, node: &NodeHandle) {
+        let inner = &self.inner;
+        let _ = inner.node.set(node.downgrade());
+        let _ = inner.contributions.set(Contributions {
+            observed: node.contribute_addrs("observed"),
+            relayed: node.contribute_addrs("relayed"),
+        });
+        if let Some(rx) = lock(&inner.incoming_rx).take() {
+            node.spawn(accept_circuits(node.clone(), rx));
         }
-        for addr in relays {
-            shared.spawn_task(keep_reservation(shared.clone(), addr));
+        for addr in inner.config.relays.clone() {
+            node.spawn(keep_reservation(node.clone(), inner.clone(), addr));
         }
         // Only a TCP listener can be dialed back.
-        if shared
-            .own_addrs()
+        if node
+            .listen_addrs()
             .iter()
             .any(|a| matches!(a, PeerAddr::Tcp(_)))
         {
-            shared.spawn_task(crate::protocol::reachability::run(shared.clone()));
+            node.spawn(dialback::run(node.clone(), inner.clone()));
         }
+        #[cfg(feature = "upnp")]
+        upnp::start(node, inner);
+    }
+
+    async fn stop(&self) {
+        #[cfg(feature = "upnp")]
+        self.inner.upnp.release(&self.inner.metrics).await;
     }
 }
 
 /// Runs the pipeline (as inbound) on every circuit a relay opened to us.
-async fn accept_circuits(shared: Arc<Shared>, mut rx: mpsc::Receiver<Inbound>) {
-    loop {
-        let Inbound {
-            stream,
-            from,
-            relay,
-        } = tokio::select! {
-            () = shared.shutdown.cancelled() => return,
-            next = rx.recv() => match next {
-                Some(inbound) => inbound,
-                None => return,
-            },
-        };
-        let Ok(permit) = shared.pending_handshakes.clone().try_acquire_owned() else {
-            tracing::debug!(from = %from.short(), "too many pending handshakes; circuit dropped");
-            continue;
-        };
+async fn accept_circuits(node: NodeHandle, mut rx: mpsc::Receiver<Inbound>) {
+    while let Some(Inbound {
+        stream,
+        from,
+        relay,
+    }) = rx.recv().await
+    {
         let addr =
             match PeerAddr::relayed(relay.remote_addr().clone(), relay.remote_peer_id(), from) {
                 Ok(addr) => addr,
@@ -254,29 +454,9 @@ async fn accept_circuits(shared: Arc<Shared>, mut rx: mpsc::Receiver<Inbound>) {
                     continue;
                 }
             };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let result = tokio::time::timeout(
-                shared.config.handshake_timeout,
-                crate::session::establish(
-                    &shared,
-                    Box::new(stream),
-                    addr.clone(),
-                    SessionKind::Inbound,
-                    None,
-                ),
-            )
-            .await
-            .unwrap_or(Err(NodeError::HandshakeTimeout));
-            drop(permit);
-            shared
-                .apps
-                .metrics
-                .handshake("inbound", result.as_ref().err());
-            if let Err(e) = result {
-                tracing::debug!(%addr, "relayed inbound failed: {e}");
-            }
-        });
+        if let Err(e) = node.accept(Box::new(stream), addr) {
+            tracing::debug!(from = %from.short(), "{e}; circuit dropped");
+        }
     }
 }
 
@@ -287,18 +467,14 @@ fn is_public(r: &Reachability) -> bool {
 /// Keeps a channel to the relay at `addr` and a reservation on it while the
 /// node is not public; while the reservation holds, the relayed address is
 /// advertised.
-async fn keep_reservation(shared: Arc<Shared>, addr: PeerAddr) {
-    let mut reachability = shared.nat.reachability.subscribe();
+async fn keep_reservation(node: NodeHandle, nat: Arc<Inner>, addr: PeerAddr) {
+    let mut reachability = nat.reachability.subscribe();
     loop {
-        tokio::select! {
-            waited = reachability.wait_for(|r| !is_public(r)) => if waited.is_err() {
-                return;
-            },
-            () = shared.shutdown.cancelled() => return,
+        if reachability.wait_for(|r| !is_public(r)).await.is_err() {
+            return;
         }
-        let channel = match crate::session::connect(&shared, &addr, SessionKind::Seed).await {
+        let channel = match node.dial(&addr, DialOpts::new(DialCause::Seed)).await {
             Ok(channel) => Some(channel),
-            Err(NodeError::AlreadyConnected(peer)) => lock(&shared.peers).get(&peer).cloned(),
             Err(NodeError::ShuttingDown) => return,
             Err(e) => {
                 tracing::debug!(%addr, "relay connect failed: {e}");
@@ -306,27 +482,27 @@ async fn keep_reservation(shared: Arc<Shared>, addr: PeerAddr) {
             }
         };
         if let Some(channel) = channel {
-            hold_reservation(&shared, &addr, &channel).await;
+            hold_reservation(&node, &nat, &addr, &channel).await;
         }
-        tokio::select! {
-            () = tokio::time::sleep(shared.nat.config.reservation_retry) => {}
-            () = shared.shutdown.cancelled() => return,
-        }
+        tokio::time::sleep(nat.config.reservation_retry).await;
     }
 }
 
 /// Reserves on `channel` and renews at half the lifetime until the channel
 /// closes or the relay refuses.
-async fn hold_reservation(shared: &Arc<Shared>, addr: &PeerAddr, channel: &Channel) {
-    let relayed = match PeerAddr::relayed(addr.clone(), channel.remote_peer_id(), shared.peer_id) {
+async fn hold_reservation(node: &NodeHandle, nat: &Inner, addr: &PeerAddr, channel: &Channel) {
+    let relayed = match PeerAddr::relayed(addr.clone(), channel.remote_peer_id(), node.peer_id()) {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(%addr, "cannot reserve on a relay address: {e}");
             return;
         }
     };
+    let Some(contributions) = nat.contributions.get() else {
+        return;
+    };
     let mut announced = false;
-    let mut reachability = shared.nat.reachability.subscribe();
+    let mut reachability = nat.reachability.subscribe();
     loop {
         let ttl = match relay::reserve(channel).await {
             Ok(ttl) => ttl,
@@ -337,9 +513,9 @@ async fn hold_reservation(shared: &Arc<Shared>, addr: &PeerAddr, channel: &Chann
         };
         if !announced {
             announced = true;
-            lock(&shared.nat.relayed).push(relayed.clone());
+            contributions.relayed.add(relayed.clone());
             tracing::info!(%relayed, "relay reservation held");
-            shared.emit(NodeEvent::RelayReserved {
+            nat.emit(NatEvent::RelayReserved {
                 relay: channel.remote_peer_id(),
                 addr: relayed.clone(),
             });
@@ -347,16 +523,15 @@ async fn hold_reservation(shared: &Arc<Shared>, addr: &PeerAddr, channel: &Chann
         tokio::select! {
             () = tokio::time::sleep((ttl / 2).max(Duration::from_secs(1))) => {}
             _ = channel.closed() => break,
-            () = shared.shutdown.cancelled() => break,
             _ = reachability.wait_for(is_public) => {
                 tracing::info!(%relayed, "reachable directly: relay reservation released");
                 break;
             }
         }
     }
-    lock(&shared.nat.relayed).retain(|a| *a != relayed);
+    contributions.relayed.remove(&relayed);
     if announced {
-        shared.emit(NodeEvent::RelayReleased {
+        nat.emit(NatEvent::RelayReleased {
             relay: channel.remote_peer_id(),
             addr: relayed,
         });

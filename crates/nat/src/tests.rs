@@ -7,8 +7,9 @@ use knotwork_core::{Keypair, MemoryTransport, PeerAddr};
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::relay::RelayLimits;
-use crate::{Node, NodeConfig, NodeEvent, Sessions};
+use knotwork_node::{Node, NodeBuilder, Sessions};
+
+use crate::{Nat, NatConfig, NatEvent, RelayLimits};
 
 #[derive(Serialize, Deserialize)]
 struct Note(String);
@@ -18,11 +19,11 @@ impl Message for Note {
     const MAX_BYTES: usize = 4096;
 }
 
-fn node(net: &MemoryTransport, config: NodeConfig) -> crate::NodeBuilder {
+fn node(net: &MemoryTransport, nat: &Nat) -> NodeBuilder {
     Node::builder(Keypair::generate().unwrap())
         .transport(net.clone())
         .listen("mem/0".parse().unwrap())
-        .config(config)
+        .service(nat.clone())
         .protocol("test/nat-note", Sessions::ALL, |ch| {
             let mut requests = ch.subscribe_requests::<Note>();
             async move {
@@ -36,25 +37,30 @@ fn node(net: &MemoryTransport, config: NodeConfig) -> crate::NodeBuilder {
 #[tokio::test(start_paused = true)]
 async fn the_relay_forwards_only_ciphertext() {
     let net = MemoryTransport::new();
-    let mut relay_config = NodeConfig::default();
-    relay_config.nat.relay_service = Some(RelayLimits::default());
-    let relay = node(&net, relay_config).start().await.unwrap();
-    let b = node(&net, NodeConfig::default())
-        .relay(relay.listen_addrs()[0].clone())
-        .start()
-        .await
-        .unwrap();
-    let mut events = b.events();
+    let relay_nat = Nat::new(NatConfig {
+        relay_service: Some(RelayLimits::default()),
+        ..NatConfig::default()
+    });
+    let relay = node(&net, &relay_nat).start().await.unwrap();
+    let b_nat = Nat::new(NatConfig {
+        relays: vec![relay.listen_addrs()[0].clone()],
+        ..NatConfig::default()
+    });
+    let mut events = b_nat.events();
+    let b = node(&net, &b_nat).start().await.unwrap();
     let relayed: PeerAddr = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if let Ok(NodeEvent::RelayReserved { addr, .. }) = events.recv().await {
+            if let Ok(NatEvent::RelayReserved { addr, .. }) = events.recv().await {
                 return addr;
             }
         }
     })
     .await
     .unwrap();
-    let a = node(&net, NodeConfig::default()).start().await.unwrap();
+    let a = node(&net, &Nat::new(NatConfig::default()))
+        .start()
+        .await
+        .unwrap();
     let ch = a.connect(&relayed).await.unwrap();
     let secret = "attack at dawn, the password is swordfish";
     let Note(answer) = ch
@@ -63,8 +69,7 @@ async fn the_relay_forwards_only_ciphertext() {
         .unwrap();
     assert_eq!(answer, secret.to_uppercase());
 
-    let service = relay.shared.nat.service.clone().unwrap();
-    let forwarded = service.forwarded.lock().unwrap().clone();
+    let forwarded = relay_nat.forwarded();
     assert!(
         forwarded.len() > 2 * secret.len(),
         "the circuit carried the exchange"
@@ -78,7 +83,7 @@ async fn the_relay_forwards_only_ciphertext() {
         );
     }
     // Not even the peers' version messages pass in the clear.
-    let name = crate::version::Version::NAME;
+    let name = knotwork_node::Version::NAME;
     assert!(!forwarded.windows(name.len()).any(|w| w == name.as_bytes()));
     let b_listen = b.listen_addrs()[0].to_string();
     assert!(

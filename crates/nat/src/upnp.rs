@@ -13,14 +13,12 @@
 //! half the lease by adding the same mapping again; a failed attempt is
 //! retried after [`UpnpConfig::retry`], and a mapping whose lease ran out
 //! while renewals failed is dropped. While mapped, the external address is
-//! advertised with the listen addresses (version exchange, address
-//! exchange) and reported as [`NodeEvent::UpnpMapped`]; on
-//! [`Node::shutdown`](crate::Node::shutdown) the mapping is deleted from the
-//! gateway.
+//! advertised with the listen addresses (an address contribution) and
+//! reported as [`NatEvent::UpnpMapped`]; when the node shuts down the
+//! mapping is deleted from the gateway.
 //!
-//! UPnP is off unless enabled with
-//! [`NodeBuilder::upnp`](crate::NodeBuilder::upnp): the search is a
-//! multicast on the local network.
+//! UPnP is off unless enabled with [`NatConfig::upnp`](crate::NatConfig::upnp):
+//! the search is a multicast on the local network.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -29,9 +27,11 @@ use std::time::{Duration, Instant};
 use igd_next::PortMappingProtocol;
 use igd_next::aio::Gateway;
 use igd_next::aio::tokio::Tokio;
-use knotwork_core::PeerAddr;
+use knotwork_core::{PeerAddr, lock};
+use knotwork_node::{AddrContribution, NodeHandle};
 
-use crate::node::{NodeEvent, Shared, lock};
+use crate::metrics::NatMetrics;
+use crate::{Inner, NatEvent};
 
 /// UPnP settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,7 +190,7 @@ pub struct UpnpMapping {
     pub internal: SocketAddr,
 }
 
-/// The node's UPnP state, in `Shared`.
+/// The node's UPnP state.
 pub(crate) struct Upnp {
     config: Option<UpnpConfig>,
     held: Mutex<Option<(Gateway<Tokio>, UpnpMapping)>>,
@@ -215,16 +215,9 @@ impl Upnp {
         self.mapping().map(|m| PeerAddr::Tcp(m.external))
     }
 
-    /// Starts the driver when UPnP is on.
-    pub(crate) fn start(shared: &Arc<Shared>) {
-        if let Some(config) = shared.upnp.config.clone() {
-            shared.spawn_task(drive(shared.clone(), config));
-        }
-    }
-
     /// Deletes the held mapping from the gateway (bounded by the search
     /// timeout); called on shutdown.
-    pub(crate) async fn release(&self, metrics: &crate::metrics::Metrics) {
+    pub(crate) async fn release(&self, metrics: &NatMetrics) {
         let (Some(config), Some((gateway, mapping))) = (&self.config, lock(&self.held).take())
         else {
             return;
@@ -283,12 +276,20 @@ async fn internal_addr(listen: SocketAddr, gateway: SocketAddr) -> Result<Socket
     Ok(SocketAddr::new(ip, listen.port()))
 }
 
+/// Starts the driver when UPnP is on.
+pub(crate) fn start(node: &NodeHandle, nat: &Arc<Inner>) {
+    if let Some(config) = nat.upnp.config.clone() {
+        let contribution = node.contribute_addrs("upnp");
+        node.spawn(drive(node.clone(), nat.clone(), config, contribution));
+    }
+}
+
 /// Finds the gateway and adds a mapping for the node's listen port.
 async fn map(
-    shared: &Shared,
+    node: &NodeHandle,
     config: &UpnpConfig,
 ) -> Result<(Gateway<Tokio>, UpnpMapping), UpnpError> {
-    let listen = ipv4_listener(shared.own_addrs())?;
+    let listen = ipv4_listener(&node.listen_addrs())?;
     let options = igd_next::SearchOptions {
         timeout: Some(config.search_timeout),
         single_search_timeout: Some(config.search_timeout),
@@ -299,7 +300,7 @@ async fn map(
     let internal = internal_addr(listen, gateway.addr).await?;
     let limit = config.search_timeout;
     let ip = bounded(limit, gateway.get_external_ip(), UpnpError::ExternalAddr).await?;
-    let description = description(shared);
+    let description = description(node);
     let lease = lease_secs(config.lease);
     let tcp = PortMappingProtocol::TCP;
     let same = gateway.add_port(tcp, internal.port(), internal, lease, &description);
@@ -319,11 +320,11 @@ async fn map(
 }
 
 /// Adds the held mapping again, extending its lease.
-async fn renew(shared: &Shared, config: &UpnpConfig) -> Result<(), UpnpError> {
-    let Some((gateway, mapping)) = lock(&shared.upnp.held).clone() else {
+async fn renew(node: &NodeHandle, upnp: &Upnp, config: &UpnpConfig) -> Result<(), UpnpError> {
+    let Some((gateway, mapping)) = lock(&upnp.held).clone() else {
         return Err(UpnpError::Map("no mapping held".into()));
     };
-    let description = description(shared);
+    let description = description(node);
     let renew = gateway.add_port(
         PortMappingProtocol::TCP,
         mapping.external.port(),
@@ -334,8 +335,8 @@ async fn renew(shared: &Shared, config: &UpnpConfig) -> Result<(), UpnpError> {
     bounded(config.search_timeout, renew, UpnpError::Map).await
 }
 
-fn description(shared: &Shared) -> String {
-    format!("knot {}", shared.peer_id.short())
+fn description(node: &NodeHandle) -> String {
+    format!("knot {}", node.peer_id().short())
 }
 
 fn lease_secs(lease: Duration) -> u32 {
@@ -343,51 +344,59 @@ fn lease_secs(lease: Duration) -> u32 {
     u32::try_from(lease.as_secs()).unwrap_or(u32::MAX).max(1)
 }
 
-/// The UPnP task: follows the [`LeaseSchedule`] until the node shuts down.
-async fn drive(shared: Arc<Shared>, config: UpnpConfig) {
+/// The UPnP task: follows the [`LeaseSchedule`] until the node shuts down;
+/// `advertised` carries the mapped address while mapped.
+async fn drive(
+    node: NodeHandle,
+    nat: Arc<Inner>,
+    config: UpnpConfig,
+    advertised: AddrContribution,
+) {
     let now = || tokio::time::Instant::now().into_std();
+    let upnp = &nat.upnp;
+    let metrics = &nat.metrics;
     let mut schedule = LeaseSchedule::new(now(), config.lease, config.retry);
     loop {
         let due = tokio::time::Instant::from_std(schedule.poll_timeout());
-        tokio::select! {
-            () = shared.shutdown.cancelled() => return,
-            () = tokio::time::sleep_until(due) => {}
-        }
+        tokio::time::sleep_until(due).await;
         if schedule.handle_timeout(now()) {
-            if let Some((_, lost)) = lock(&shared.upnp.held).take() {
+            if let Some((_, lost)) = lock(&upnp.held).take() {
                 tracing::warn!(external = %lost.external, "upnp mapping lapsed");
-                shared.emit(NodeEvent::UpnpLost {
+                advertised.set(Vec::new());
+                metrics.upnp("lost");
+                nat.emit(NatEvent::UpnpLost {
                     external: PeerAddr::Tcp(lost.external),
                 });
             }
         }
         match schedule.poll_action(now()) {
-            Some(LeaseAction::Map) => match map(&shared, &config).await {
+            Some(LeaseAction::Map) => match map(&node, &config).await {
                 Ok((gateway, mapping)) => {
                     schedule.handle_success(now());
-                    shared.apps.metrics.upnp("mapped");
+                    metrics.upnp("mapped");
                     tracing::info!(external = %mapping.external, internal = %mapping.internal, "upnp mapped");
-                    *lock(&shared.upnp.held) = Some((gateway, mapping.clone()));
-                    shared.emit(NodeEvent::UpnpMapped {
+                    *lock(&upnp.held) = Some((gateway, mapping.clone()));
+                    advertised.set(vec![PeerAddr::Tcp(mapping.external)]);
+                    nat.emit(NatEvent::UpnpMapped {
                         external: PeerAddr::Tcp(mapping.external),
                         lease: config.lease,
                     });
                 }
                 Err(e) => {
                     schedule.handle_failure(now());
-                    shared.apps.metrics.upnp("failed");
+                    metrics.upnp("failed");
                     tracing::warn!("upnp: {e}; retrying in {:?}", config.retry);
                 }
             },
-            Some(LeaseAction::Renew) => match renew(&shared, &config).await {
+            Some(LeaseAction::Renew) => match renew(&node, upnp, &config).await {
                 Ok(()) => {
                     schedule.handle_success(now());
-                    shared.apps.metrics.upnp("renewed");
+                    metrics.upnp("renewed");
                     tracing::info!("upnp lease renewed for {:?}", config.lease);
                 }
                 Err(e) => {
                     schedule.handle_failure(now());
-                    shared.apps.metrics.upnp("failed");
+                    metrics.upnp("failed");
                     tracing::warn!("upnp renewal: {e}; retrying in {:?}", config.retry);
                 }
             },

@@ -8,19 +8,23 @@
     clippy::indexing_slicing
 )]
 
+#[path = "../../node/tests/common/mod.rs"]
 mod common;
 
 use std::time::Duration;
 
 use common::{fast_config, wait_event};
 use knotwork_core::{Keypair, MemoryTransport, PeerAddr};
-use knotwork_node::nat::{DialBackError, DialBackLimits, NatConfig, Reachability};
-use knotwork_node::protocol::dht::DhtHandle;
-use knotwork_node::protocol::reachability::{DialBack, DialBackResult};
-use knotwork_node::protocol::relay::{RelayError, RelayLimits};
-use knotwork_node::{Node, NodeBuilder, NodeConfig, NodeError, NodeEvent, Sessions};
+use knotwork_dht_node::DhtHandle;
+use knotwork_nat::dialback::{DialBack, DialBackResult};
+use knotwork_nat::{
+    DialBackError, DialBackLimits, Nat, NatConfig, NatEvent, Reachability, RelayError,
+    RelayLimits,
+};
+use knotwork_node::{Node, NodeBuilder, NodeError, NodeEvent, Sessions};
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
 /// An echo request carrying bytes, to push data through a circuit.
 #[derive(Serialize, Deserialize)]
@@ -42,47 +46,106 @@ fn echo(b: NodeBuilder) -> NodeBuilder {
     })
 }
 
-fn relay_config(limits: RelayLimits) -> NodeConfig {
-    let mut c = fast_config();
-    c.nat = NatConfig::default();
-    c.nat.relay_service = Some(limits);
-    c.nat.reservation_retry = Duration::from_millis(200);
+/// A started node with NAT traversal, and its handle.
+struct NatNode {
+    node: Node,
+    nat: Nat,
+}
+
+impl std::ops::Deref for NatNode {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl NatNode {
+    fn reachability(&self) -> Reachability {
+        self.nat.reachability()
+    }
+
+    fn nat_events(&self) -> broadcast::Receiver<NatEvent> {
+        self.nat.events()
+    }
+}
+
+/// NAT settings with a short reservation retry.
+fn nat_config() -> NatConfig {
+    let mut c = NatConfig::default();
+    c.reservation_retry = Duration::from_millis(200);
     c
 }
 
-fn mem_node(net: &MemoryTransport, config: NodeConfig) -> NodeBuilder {
+fn relay_config(limits: RelayLimits) -> NatConfig {
+    let mut c = nat_config();
+    c.relay_service = Some(limits);
+    c
+}
+
+async fn start(builder: NodeBuilder, config: NatConfig) -> NatNode {
+    let nat = Nat::new(config);
+    let node = builder.service(nat.clone()).start().await.unwrap();
+    NatNode { node, nat }
+}
+
+fn mem_node(net: &MemoryTransport) -> NodeBuilder {
     echo(
         Node::builder(Keypair::generate().unwrap())
             .transport(net.clone())
             .listen("mem/0".parse().unwrap())
-            .config(config),
+            .config(fast_config()),
     )
 }
 
+/// Waits for the first NAT event matching `pred`.
+async fn wait_nat_event(
+    events: &mut broadcast::Receiver<NatEvent>,
+    limit: Duration,
+    mut pred: impl FnMut(&NatEvent) -> bool,
+) -> NatEvent {
+    tokio::time::timeout(limit, async {
+        loop {
+            let e = events.recv().await.unwrap();
+            if pred(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("event did not come")
+}
+
 /// Starts `b` with a reservation on `relay`; returns it and its relayed address.
-async fn reserved(b: NodeBuilder, relay: &Node) -> (Node, PeerAddr) {
-    let b = b.relay(relay.listen_addrs()[0].clone());
-    let node = b.start().await.unwrap();
-    let mut events = node.events();
-    let event = wait_event(&mut events, Duration::from_secs(5), |e| {
-        matches!(e, NodeEvent::RelayReserved { .. })
+async fn reserved(b: NodeBuilder, relay: &Node) -> (NatNode, PeerAddr) {
+    let mut config = nat_config();
+    config.relays.push(relay.listen_addrs()[0].clone());
+    let nat = Nat::new(config);
+    let mut events = nat.events();
+    let node = b.service(nat.clone()).start().await.unwrap();
+    let event = wait_nat_event(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, NatEvent::RelayReserved { .. })
     })
     .await;
-    let NodeEvent::RelayReserved { relay: r, addr } = event else {
+    let NatEvent::RelayReserved { relay: r, addr } = event else {
         unreachable!()
     };
     assert_eq!(r, relay.peer_id());
-    (node, addr)
+    (NatNode { node, nat }, addr)
+}
+
+/// Whether `result` is the relay's refusal `want`.
+fn refused(result: Result<knotwork_node::Channel, NodeError>, want: RelayError) -> bool {
+    match result {
+        Err(e) => e.protocol_error::<RelayError>() == Some(&want),
+        Ok(_) => false,
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_dialer_reaches_a_reserved_peer_through_the_relay() {
     let net = MemoryTransport::new();
-    let relay = mem_node(&net, relay_config(RelayLimits::default()))
-        .start()
-        .await
-        .unwrap();
-    let (b, relayed) = reserved(mem_node(&net, fast_config()), &relay).await;
+    let relay = start(mem_node(&net), relay_config(RelayLimits::default())).await;
+    let (b, relayed) = reserved(mem_node(&net), &relay).await;
     assert_eq!(
         relayed.to_string(),
         format!(
@@ -93,7 +156,7 @@ async fn a_dialer_reaches_a_reserved_peer_through_the_relay() {
         )
     );
     // The relayed address is advertised to peers in the version message.
-    let a = mem_node(&net, fast_config()).start().await.unwrap();
+    let a = start(mem_node(&net), nat_config()).await;
     let ch = a.connect(&relayed).await.unwrap();
     assert_eq!(ch.remote_peer_id(), b.peer_id());
     assert!(ch.remote_addr().is_relayed());
@@ -120,10 +183,10 @@ async fn refusals_are_named() {
     let net = MemoryTransport::new();
     let mut limits = RelayLimits::default();
     limits.max_circuits_per_peer = 1;
-    let relay = mem_node(&net, relay_config(limits)).start().await.unwrap();
-    let plain = mem_node(&net, fast_config()).start().await.unwrap();
-    let (b, relayed) = reserved(mem_node(&net, fast_config()), &relay).await;
-    let a = mem_node(&net, fast_config()).start().await.unwrap();
+    let relay = start(mem_node(&net), relay_config(limits)).await;
+    let plain = start(mem_node(&net), nat_config()).await;
+    let (b, relayed) = reserved(mem_node(&net), &relay).await;
+    let a = start(mem_node(&net), nat_config()).await;
 
     // No reservation: `plain` never reserved.
     let to_plain = PeerAddr::relayed(
@@ -132,9 +195,9 @@ async fn refusals_are_named() {
         plain.peer_id(),
     )
     .unwrap();
-    assert!(matches!(
+    assert!(refused(
         a.connect(&to_plain).await,
-        Err(NodeError::Relay(RelayError::NoReservation))
+        RelayError::NoReservation
     ));
     // Relay disabled: `plain` offers no relay service.
     let via_plain = PeerAddr::relayed(
@@ -143,30 +206,22 @@ async fn refusals_are_named() {
         b.peer_id(),
     )
     .unwrap();
-    assert!(matches!(
-        a.connect(&via_plain).await,
-        Err(NodeError::Relay(RelayError::Disabled))
-    ));
+    assert!(refused(a.connect(&via_plain).await, RelayError::Disabled));
     // One circuit per peer: the first works, a second is refused.
     let ch = a.connect(&relayed).await.unwrap();
-    let c = mem_node(&net, fast_config()).start().await.unwrap();
-    assert!(matches!(
-        c.connect(&relayed).await,
-        Err(NodeError::Relay(RelayError::LimitCircuits))
-    ));
+    let c = start(mem_node(&net), nat_config()).await;
+    assert!(refused(c.connect(&relayed).await, RelayError::LimitCircuits));
     // The relay is still up and the first circuit still works.
     let Echo(back) = ch.request::<Echo, Echo>(&Echo(vec![1; 10])).await.unwrap();
     assert_eq!(back, vec![1; 10]);
     // A reservation on a node without the service is refused (no event).
-    let lone = mem_node(&net, fast_config())
-        .relay(plain.listen_addrs()[0].clone())
-        .start()
-        .await
-        .unwrap();
-    let mut events = lone.events();
+    let mut lone = nat_config();
+    lone.relays.push(plain.listen_addrs()[0].clone());
+    let lone = start(mem_node(&net), lone).await;
+    let mut events = lone.nat_events();
     let waited = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
-            if let Ok(NodeEvent::RelayReserved { .. }) = events.recv().await {
+            if let Ok(NatEvent::RelayReserved { .. }) = events.recv().await {
                 return;
             }
         }
@@ -181,9 +236,9 @@ async fn the_relay_cuts_a_circuit_over_its_byte_or_time_limit_and_stays_up() {
     let mut limits = RelayLimits::default();
     limits.max_bytes = 64 * 1024;
     limits.max_duration = Duration::from_secs(30);
-    let relay = mem_node(&net, relay_config(limits)).start().await.unwrap();
-    let (b, relayed) = reserved(mem_node(&net, fast_config()), &relay).await;
-    let a = mem_node(&net, fast_config()).start().await.unwrap();
+    let relay = start(mem_node(&net), relay_config(limits)).await;
+    let (b, relayed) = reserved(mem_node(&net), &relay).await;
+    let a = start(mem_node(&net), nat_config()).await;
 
     // Bytes: 100 KB cannot pass a 64 KiB circuit.
     let ch = a.connect(&relayed).await.unwrap();
@@ -211,19 +266,13 @@ async fn the_relay_cuts_a_circuit_over_its_byte_or_time_limit_and_stays_up() {
 
 #[tokio::test]
 async fn relay_over_loopback_tcp() {
-    let tcp = |config| {
-        echo(
-            Node::builder(Keypair::generate().unwrap())
-                .listen("tcp/127.0.0.1:0".parse().unwrap())
-                .config(config),
-        )
-    };
-    let relay = tcp(relay_config(RelayLimits::default()))
-        .start()
-        .await
-        .unwrap();
-    let (b, relayed) = reserved(tcp(fast_config()), &relay).await;
-    let a = tcp(fast_config()).start().await.unwrap();
+    let relay = start(
+        tcp_node("127.0.0.1"),
+        relay_config(RelayLimits::default()),
+    )
+    .await;
+    let (b, relayed) = reserved(tcp_node("127.0.0.1"), &relay).await;
+    let a = start(tcp_node("127.0.0.1"), nat_config()).await;
     let ch = a.connect(&relayed).await.unwrap();
     assert_eq!(ch.remote_peer_id(), b.peer_id());
     let Echo(back) = ch
@@ -233,11 +282,11 @@ async fn relay_over_loopback_tcp() {
     assert_eq!(back.len(), 50_000);
 }
 
-fn tcp_node(ip: &str, config: NodeConfig) -> NodeBuilder {
+fn tcp_node(ip: &str) -> NodeBuilder {
     echo(
         Node::builder(Keypair::generate().unwrap())
             .listen(format!("tcp/{ip}:0").parse().unwrap())
-            .config(config),
+            .config(fast_config()),
     )
 }
 
@@ -251,12 +300,13 @@ fn counter(node: &Node, name: &str) -> u64 {
 /// 127.0.0.1 and 127.0.0.2 play two hosts; the relay runs on 127.0.0.1.
 #[tokio::test]
 async fn a_hole_punch_on_loopback_replaces_the_relayed_channel() {
-    let relay = tcp_node("127.0.0.1", relay_config(RelayLimits::default()))
-        .start()
-        .await
-        .unwrap();
-    let (b, relayed) = reserved(tcp_node("127.0.0.2", fast_config()), &relay).await;
-    let a = tcp_node("127.0.0.1", fast_config()).start().await.unwrap();
+    let relay = start(
+        tcp_node("127.0.0.1"),
+        relay_config(RelayLimits::default()),
+    )
+    .await;
+    let (b, relayed) = reserved(tcp_node("127.0.0.2"), &relay).await;
+    let a = start(tcp_node("127.0.0.1"), nat_config()).await;
     let mut events = a.events();
     let ch = a.connect(&relayed).await.unwrap();
     assert!(ch.remote_addr().is_relayed());
@@ -302,15 +352,17 @@ async fn a_hole_punch_on_loopback_replaces_the_relayed_channel() {
 /// back to): the punch fails and the relayed channel stays and works.
 #[tokio::test]
 async fn a_failed_hole_punch_keeps_the_relayed_channel() {
-    let relay = tcp_node("127.0.0.1", relay_config(RelayLimits::default()))
-        .start()
-        .await
-        .unwrap();
-    let (b, relayed) = reserved(tcp_node("127.0.0.2", fast_config()), &relay).await;
-    let a = echo(Node::builder(Keypair::generate().unwrap()).config(fast_config()))
-        .start()
-        .await
-        .unwrap();
+    let relay = start(
+        tcp_node("127.0.0.1"),
+        relay_config(RelayLimits::default()),
+    )
+    .await;
+    let (b, relayed) = reserved(tcp_node("127.0.0.2"), &relay).await;
+    let a = start(
+        echo(Node::builder(Keypair::generate().unwrap()).config(fast_config())),
+        nat_config(),
+    )
+    .await;
     let ch = a.connect(&relayed).await.unwrap();
     common::eventually(Duration::from_secs(10), "both punches end", || {
         counter(&a, "knot_holepunch_attempts_total") == 1
@@ -330,28 +382,25 @@ async fn a_failed_hole_punch_keeps_the_relayed_channel() {
 // --- Reachability: peers dial us back -----------------------------------------
 
 /// Waits for `node`'s verdict `want` (the exact event), at most 20 s.
-async fn wait_reachability(
-    events: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
-    want: &Reachability,
-) {
-    let event = wait_event(
+async fn wait_reachability(events: &mut broadcast::Receiver<NatEvent>, want: &Reachability) {
+    let event = wait_nat_event(
         events,
         Duration::from_secs(20),
-        |e| matches!(e, NodeEvent::ReachabilityChanged { reachability } if reachability == want),
+        |e| matches!(e, NatEvent::ReachabilityChanged { reachability } if reachability == want),
     )
     .await;
-    assert!(matches!(event, NodeEvent::ReachabilityChanged { .. }));
+    assert!(matches!(event, NatEvent::ReachabilityChanged { .. }));
 }
 
 /// A listener on loopback asks two peers; both dial it back from fresh
 /// sockets and it reports Public at its listen address.
 #[tokio::test]
 async fn two_peers_dial_a_loopback_node_back_and_it_is_public() {
-    let p = tcp_node("127.0.0.1", fast_config()).start().await.unwrap();
-    let mut events = p.events();
+    let p = start(tcp_node("127.0.0.1"), nat_config()).await;
+    let mut events = p.nat_events();
     assert_eq!(p.reachability(), Reachability::Unknown);
-    let s1 = tcp_node("127.0.0.1", fast_config()).start().await.unwrap();
-    let s2 = tcp_node("127.0.0.1", fast_config()).start().await.unwrap();
+    let s1 = start(tcp_node("127.0.0.1"), nat_config()).await;
+    let s2 = start(tcp_node("127.0.0.1"), nat_config()).await;
     s1.connect(&p.listen_addrs()[0]).await.unwrap();
     s2.connect(&p.listen_addrs()[0]).await.unwrap();
     let want = Reachability::Public(p.listen_addrs()[0].clone());
@@ -385,10 +434,10 @@ async fn two_peers_dial_a_loopback_node_back_and_it_is_public() {
 /// would drop them) and it reports Private.
 #[tokio::test]
 async fn a_node_its_peers_cannot_dial_back_is_private() {
-    let x = tcp_node("127.0.0.2", fast_config()).start().await.unwrap();
-    let mut events = x.events();
-    let s1 = tcp_node("127.0.0.1", fast_config()).start().await.unwrap();
-    let s2 = tcp_node("127.0.0.1", fast_config()).start().await.unwrap();
+    let x = start(tcp_node("127.0.0.2"), nat_config()).await;
+    let mut events = x.nat_events();
+    let s1 = start(tcp_node("127.0.0.1"), nat_config()).await;
+    let s2 = start(tcp_node("127.0.0.1"), nat_config()).await;
     x.connect(&s1.listen_addrs()[0]).await.unwrap();
     x.connect(&s2.listen_addrs()[0]).await.unwrap();
     wait_reachability(&mut events, &Reachability::Private).await;
@@ -411,17 +460,17 @@ async fn dial_back(ch: &knotwork_node::Channel, addrs: &[&str]) -> Result<String
 /// rate, over a non-IP (or relayed) channel, or when switched off.
 #[tokio::test]
 async fn dial_back_refusals_are_named() {
-    let mut config = fast_config();
+    let mut config = nat_config();
     let mut limits = DialBackLimits::default();
     limits.per_peer = 1;
-    config.nat.dial_back = Some(limits);
-    let s = tcp_node("127.0.0.1", config).start().await.unwrap();
+    config.dial_back = Some(limits);
+    let s = start(tcp_node("127.0.0.1"), config).await;
     // No listener: this node never asks on its own.
-    let a = Node::builder(Keypair::generate().unwrap())
-        .config(fast_config())
-        .start()
-        .await
-        .unwrap();
+    let a = start(
+        Node::builder(Keypair::generate().unwrap()).config(fast_config()),
+        nat_config(),
+    )
+    .await;
     let ch = a.connect(&s.listen_addrs()[0]).await.unwrap();
     assert_eq!(
         dial_back(&ch, &["tcp/192.0.2.1:4000"]).await,
@@ -442,16 +491,16 @@ async fn dial_back_refusals_are_named() {
     );
 
     let net = MemoryTransport::new();
-    let m = mem_node(&net, fast_config()).start().await.unwrap();
-    let b = mem_node(&net, fast_config()).start().await.unwrap();
+    let m = start(mem_node(&net), nat_config()).await;
+    let b = start(mem_node(&net), nat_config()).await;
     let ch = b.connect(&m.listen_addrs()[0]).await.unwrap();
     assert_eq!(
         dial_back(&ch, &["tcp/127.0.0.1:1"]).await,
         Err(DialBackError::NotDirect)
     );
-    let mut off = fast_config();
-    off.nat.dial_back = None;
-    let m = mem_node(&net, off).start().await.unwrap();
+    let mut off = nat_config();
+    off.dial_back = None;
+    let m = start(mem_node(&net), off).await;
     let ch = b.connect(&m.listen_addrs()[0]).await.unwrap();
     assert_eq!(
         dial_back(&ch, &["tcp/127.0.0.1:1"]).await,
@@ -459,14 +508,10 @@ async fn dial_back_refusals_are_named() {
     );
 }
 
-/// A DHT node on loopback TCP (`ip`), built by `build`.
-async fn dht_node(
-    ip: &str,
-    config: NodeConfig,
-    build: impl FnOnce(NodeBuilder) -> NodeBuilder,
-) -> (Node, DhtHandle) {
+/// A DHT node with NAT traversal `nat` on loopback TCP (`ip`).
+async fn dht_node(ip: &str, nat: NatConfig) -> (NatNode, DhtHandle) {
     let keypair = Keypair::generate().unwrap();
-    let dht_config = knotwork_node::protocol::dht::Config {
+    let dht_config = knotwork_dht_node::Config {
         // Every node is on 127.0.0.x.
         subnet_limits: None,
         request_timeout: Duration::from_secs(1),
@@ -477,11 +522,9 @@ async fn dht_node(
     let builder = echo(
         Node::builder(keypair)
             .listen(format!("tcp/{ip}:0").parse().unwrap())
-            .config(config),
+            .config(fast_config()),
     );
-    let node = dht.register(build(builder)).start().await.unwrap();
-    dht.start(&node);
-    (node, dht)
+    (start(builder.service(dht.clone()), nat).await, dht)
 }
 
 /// A node with a relay reservation puts its relayed address in its DHT
@@ -489,21 +532,22 @@ async fn dht_node(
 /// `find_peer` and connects through the relay.
 #[tokio::test]
 async fn the_relayed_address_is_found_by_peer_id_in_the_dht() {
-    let (relay, _) = dht_node("127.0.0.1", relay_config(RelayLimits::default()), |b| b).await;
+    let (relay, _) = dht_node("127.0.0.1", relay_config(RelayLimits::default())).await;
     let at = relay.listen_addrs()[0].clone();
-    let (b, _) = dht_node("127.0.0.2", fast_config(), |builder| {
-        builder.relay(at.clone())
+    let mut with_relay = nat_config();
+    with_relay.relays.push(at.clone());
+    let (b, _) = dht_node("127.0.0.2", with_relay).await;
+    let relayed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(addr) = b.nat.external().into_iter().find(PeerAddr::is_relayed) {
+                return addr;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     })
-    .await;
-    let mut events = b.events();
-    let event = wait_event(&mut events, Duration::from_secs(10), |e| {
-        matches!(e, NodeEvent::RelayReserved { .. })
-    })
-    .await;
-    let NodeEvent::RelayReserved { addr: relayed, .. } = event else {
-        unreachable!()
-    };
-    let (a, a_dht) = dht_node("127.0.0.1", fast_config(), |b| b).await;
+    .await
+    .unwrap();
+    let (a, a_dht) = dht_node("127.0.0.1", nat_config()).await;
     a.connect(&at).await.unwrap();
     let mut last = None;
     let found = tokio::time::timeout(Duration::from_secs(20), async {
@@ -528,30 +572,31 @@ async fn the_relayed_address_is_found_by_peer_id_in_the_dht() {
 /// it releases the reservation and stops advertising the relayed address.
 #[tokio::test]
 async fn a_node_that_turns_public_releases_its_relay_reservation() {
-    let relay = tcp_node("127.0.0.1", relay_config(RelayLimits::default()))
-        .start()
-        .await
-        .unwrap();
-    let (b, relayed) = reserved(tcp_node("127.0.0.1", fast_config()), &relay).await;
-    let mut events = b.events();
+    let relay = start(
+        tcp_node("127.0.0.1"),
+        relay_config(RelayLimits::default()),
+    )
+    .await;
+    let (b, relayed) = reserved(tcp_node("127.0.0.1"), &relay).await;
+    let mut events = b.nat_events();
     // The relay is one server; a second peer makes the quorum.
-    let s = tcp_node("127.0.0.1", fast_config()).start().await.unwrap();
+    let s = start(tcp_node("127.0.0.1"), nat_config()).await;
     s.connect(&b.listen_addrs()[0]).await.unwrap();
     let want = Reachability::Public(b.listen_addrs()[0].clone());
-    let event = wait_event(&mut events, Duration::from_secs(20), |e| {
-        matches!(e, NodeEvent::RelayReleased { .. })
+    let event = wait_nat_event(&mut events, Duration::from_secs(20), |e| {
+        matches!(e, NatEvent::RelayReleased { .. })
     })
     .await;
     assert_eq!(
         event,
-        NodeEvent::RelayReleased {
+        NatEvent::RelayReleased {
             relay: relay.peer_id(),
             addr: relayed.clone()
         }
     );
     assert_eq!(b.reachability(), want);
     // Peers that connect now are told the direct address only.
-    let c = tcp_node("127.0.0.1", fast_config()).start().await.unwrap();
+    let c = start(tcp_node("127.0.0.1"), nat_config()).await;
     let ch = c.connect(&b.listen_addrs()[0]).await.unwrap();
     let told = ch.info().version.parsed_listen_addrs().unwrap();
     assert!(!told.contains(&relayed), "{told:?}");
