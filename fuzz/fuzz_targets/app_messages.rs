@@ -10,10 +10,10 @@
 use std::time::{Duration, Instant};
 
 use knotwork_core::PeerId;
-use knotwork_node::protocol::gossip::{GossipConfig, GossipMessage, GossipState};
-use knotwork_node::protocol::health::{HealthQuery, HealthStatus};
-use knotwork_node::protocol::resource::{ResourceReport, ResourceTable};
-use knotwork_node::protocol::task::{
+use knotwork_gossip::{GossipConfig, GossipMessage, GossipState};
+use knotwork_tasks::health::{HealthQuery, HealthStatus};
+use knotwork_tasks::resource::{ResourceReport, ResourceTable};
+use knotwork_tasks::task::{
     Placement, Scheduler, Task, TaskCancel, TaskConfig, TaskId, TaskReply, TaskRequest,
 };
 use knotwork_wire::{Message, decode, encode};

@@ -11,10 +11,10 @@
 use std::time::Instant;
 
 use knotwork_core::{PeerAddr, PeerId};
-use knotwork_node::nat::{DialBackLimiter, DialBackLimits};
-use knotwork_node::protocol::holepunch::Punch;
-use knotwork_node::protocol::reachability::{DialBack, DialBackResult};
-use knotwork_node::protocol::relay::{
+use knotwork_nat::{DialBackLimiter, DialBackLimits};
+use knotwork_nat::holepunch::Punch;
+use knotwork_nat::dialback::{DialBack, DialBackResult};
+use knotwork_nat::relay::{
     Accepted, Connect, Connected, FromRelay, Incoming, RelayLimits, RelayTable, Reserved, ToRelay,
 };
 use knotwork_wire::{Message, decode, encode};

@@ -2,7 +2,7 @@
 //! against real node processes in network namespaces (root).
 //!
 //! Seven host namespaces hang off one bridge ([`net`]); each scenario starts
-//! fresh processes of the `chaos` example of `knotwork-node` (roles worker,
+//! fresh processes of the `chaos` example of `knotwork-knot` (roles worker,
 //! submitter, good, attacker; [`proc`]) and checks its own outcome:
 //!
 //! 1. **lossy**: every host on a slow, lossy switch (5 % loss, 100 ms ± 20 ms
@@ -253,7 +253,7 @@ fn build(project: &Project) -> Result<PathBuf> {
     let out = shell::output(&mut project.cargo([
         "build",
         "--package",
-        "knotwork-node",
+        "knotwork-knot",
         "--example",
         "chaos",
         "--message-format=json",

@@ -70,7 +70,7 @@ pub const SUITES: &[Suite] = &[
     Suite {
         name: "nat",
         about: "knot nodes behind nftables masquerade routers and miniupnpd in network namespaces (root)",
-        package: "knotwork-node",
+        package: "knotwork-knot",
         test: "interop_nat",
         // Each test builds its own test bed; one at a time keeps the machine calm.
         test_args: &["--test-threads=1"],
@@ -200,7 +200,7 @@ fn knot_binary(project: &Project) -> Result<PathBuf> {
     let json = shell::output(&mut project.cargo([
         "build",
         "-p",
-        "knotwork-node",
+        "knotwork-knot",
         "--bin",
         "knot",
         "--message-format=json-render-diagnostics",

@@ -77,7 +77,8 @@ use knotwork_core::{
     LocalPeerInfo, PeerAddr, PeerId,
 };
 pub use knotwork_discovery_dht::{
-    Config, DhtError, DhtMessage, Key, Mode, PeerInfo, Record, Time, peer_record_key,
+    Config, DhtError, DhtMessage, Key, Mode, PeerInfo, Record, Request, Response, Time,
+    peer_record_key,
 };
 use knotwork_discovery_dht::{Dht, Event, QueryId, QueryResult, QueryStats, Transmit};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -986,3 +987,8 @@ mod tests {
         assert_eq!(clock.now(), Time(91_000));
     }
 }
+
+/// Compiles and runs the README's example as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

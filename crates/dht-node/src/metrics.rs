@@ -79,7 +79,12 @@ impl DhtMetrics {
     }
 
     /// Counts a query of `kind` finished with `outcome` after `duration`.
-    pub(crate) fn query_finished(&self, kind: &'static str, outcome: &'static str, duration: Duration) {
+    pub(crate) fn query_finished(
+        &self,
+        kind: &'static str,
+        outcome: &'static str,
+        duration: Duration,
+    ) {
         self.finished
             .get_or_create(&vec![("kind", kind), ("outcome", outcome)])
             .inc();

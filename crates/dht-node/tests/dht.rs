@@ -17,10 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::*;
 use futures::SinkExt;
 use knotwork_core::{Discovery, Keypair, LocalPeerInfo, MemoryTransport, PeerAddr};
-use knotwork_discovery_dht::{RecordLimits, Request, Response};
 use knotwork_dht_node::{
     Config, DhtError, DhtHandle, DhtMessage, DhtNodeError, Record, Time, TokioClock,
 };
+use knotwork_discovery_dht::{RecordLimits, Request, Response};
 use knotwork_node::protocol::ping::PingConfig;
 use knotwork_node::{Node, NodeEvent};
 use knotwork_wire::{Frame, Message, encode};
@@ -154,10 +154,7 @@ async fn an_oversized_value_is_refused_with_the_core_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            DhtNodeError::Dht(DhtError::RecordTooLarge { .. })
-        ),
+        matches!(err, DhtNodeError::Dht(DhtError::RecordTooLarge { .. })),
         "{err:?}"
     );
 }

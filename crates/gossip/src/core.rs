@@ -6,9 +6,9 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use knotwork_core::{Keypair, PeerId};
+use knotwork_node::meter::{Meter, MeterConfig, RateBudget, Verdict};
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
-use knotwork_node::meter::{Meter, MeterConfig, RateBudget, Verdict};
 
 /// Longest topic name, in bytes.
 pub const MAX_TOPIC_LEN: usize = 64;

@@ -235,10 +235,7 @@ impl Gossip {
     }
 
     /// The protocol on one channel: subscribes, then returns the job.
-    fn protocol(
-        &self,
-        channel: &Channel,
-    ) -> impl std::future::Future<Output = ()> + Send + use<> {
+    fn protocol(&self, channel: &Channel) -> impl std::future::Future<Output = ()> + Send + use<> {
         let mut messages = channel.subscribe::<GossipMessage>();
         let this = self.clone();
         let channel = channel.clone();
@@ -283,3 +280,8 @@ impl Service for Gossip {
         setup.protocol(NAME, Sessions::ALL, move |ch: &Channel| gossip.protocol(ch));
     }
 }
+
+/// Compiles and runs the README's example as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -171,4 +171,3 @@ async fn flooding_publisher_is_throttled_then_banned() {
     a.shutdown().await;
     b.shutdown().await;
 }
-

@@ -50,14 +50,15 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use knotwork_core::{Keypair, PeerAddr, PeerId};
-use knotwork_node::protocol::dht::{self, DhtHandle, DhtMessage};
-use knotwork_node::protocol::gossip::GossipMessage;
+use knotwork_dht_node::{self as dht, DhtHandle, DhtMessage};
+use knotwork_gossip::{Gossip, GossipConfig, GossipMessage};
 use knotwork_node::protocol::ping::{Ping, Pong};
-use knotwork_node::protocol::resource::ResourceConfig;
-use knotwork_node::protocol::task::{Placement, Task, TaskId, TaskOutcome};
 use knotwork_node::{
-    AppsConfig, Disconnect, DiscoveryConfig, Node, NodeConfig, NodeEvent, Version,
+    Disconnect, DiscoveryConfig, Node, NodeBuilder, NodeConfig, NodeEvent, Version,
 };
+use knotwork_tasks::resource::ResourceConfig;
+use knotwork_tasks::task::{Placement, Task, TaskId, TaskOutcome};
+use knotwork_tasks::{Tasks, TasksConfig, TasksService};
 use knotwork_wire::{Frame, FrameCodec, Message};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -150,7 +151,7 @@ fn record_value(i: u64) -> Vec<u8> {
 
 /// Settings shared by workers and submitters: fast pings (a dead link is
 /// noticed in ~4 s), fast maintenance, resource reports every second.
-fn node_config() -> (NodeConfig, AppsConfig) {
+fn node_config() -> (NodeConfig, TasksConfig) {
     let mut config = NodeConfig::default();
     config.ping.interval = Duration::from_secs(1);
     config.ping.timeout = Duration::from_secs(4);
@@ -158,9 +159,56 @@ fn node_config() -> (NodeConfig, AppsConfig) {
     config.backoff.max = Duration::from_secs(4);
     let mut resources = ResourceConfig::default();
     resources.interval = Duration::from_secs(1);
-    let mut apps = AppsConfig::default();
+    let mut apps = TasksConfig::default();
     apps.resources = resources;
     (config, apps)
+}
+
+/// A running node, its task protocols and gossip.
+#[derive(Clone)]
+struct App {
+    node: Node,
+    apps: TasksService,
+    gossip: Gossip,
+}
+
+impl std::ops::Deref for App {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl App {
+    fn tasks(&self) -> &Tasks {
+        self.apps.tasks()
+    }
+
+    fn gossip(&self) -> &Gossip {
+        &self.gossip
+    }
+
+    /// Starts `builder`, with the task protocols and gossip (as every
+    /// `knot run` node has them) if `with`.
+    async fn start(
+        builder: NodeBuilder,
+        keypair: &Keypair,
+        config: TasksConfig,
+        with: bool,
+    ) -> Res<Self> {
+        let apps = TasksService::new(config);
+        let gossip = Gossip::new(keypair.clone(), GossipConfig::default());
+        let builder = if with {
+            builder.service(apps.clone()).service(gossip.clone())
+        } else {
+            builder
+        };
+        Ok(Self {
+            node: builder.start().await?,
+            apps,
+            gossip,
+        })
+    }
 }
 
 /// A node with the DHT as discovery source and the apps; `listen` may be empty.
@@ -168,8 +216,8 @@ async fn dht_node(
     keypair: Keypair,
     listen: Vec<PeerAddr>,
     seeds: Vec<PeerAddr>,
-) -> Res<(Node, DhtHandle)> {
-    let (config, apps) = node_config();
+) -> Res<(App, DhtHandle)> {
+    let (config, app_config) = node_config();
     // Every chaos host sits in one /24.
     let dht = DhtHandle::new(
         keypair.clone(),
@@ -180,9 +228,9 @@ async fn dht_node(
     );
     let mut discovery = DiscoveryConfig::default();
     discovery.poll_interval = Duration::from_millis(500);
-    let mut builder = Node::builder(keypair)
+    let mut builder = Node::builder(keypair.clone())
         .config(config)
-        .apps(apps)
+        .service(dht.clone())
         .discovery(dht.clone())
         .discovery_config(discovery);
     for addr in listen {
@@ -191,9 +239,7 @@ async fn dht_node(
     for addr in seeds {
         builder = builder.seed(addr);
     }
-    let node = dht.register(builder).start().await?;
-    dht.start(&node);
-    Ok((node, dht))
+    Ok((App::start(builder, &keypair, app_config, true).await?, dht))
 }
 
 /// Prints the node's peer events as they happen.
@@ -397,13 +443,11 @@ async fn submitter(args: &Args) -> Res<()> {
 }
 
 /// A node without listeners or apps beyond what `apps` says.
-async fn plain_node(apps: bool) -> Res<Node> {
+async fn plain_node(with: bool) -> Res<App> {
     let (config, app_config) = node_config();
-    let mut builder = Node::builder(Keypair::generate()?).config(config);
-    if apps {
-        builder = builder.apps(app_config);
-    }
-    Ok(builder.start().await?)
+    let keypair = Keypair::generate()?;
+    let builder = Node::builder(keypair.clone()).config(config);
+    App::start(builder, &keypair, app_config, with).await
 }
 
 async fn good(args: &Args) -> Res<()> {
@@ -672,7 +716,7 @@ async fn per_identity<F, Fut>(
     tally: &mut Tally,
     flood: F,
 ) where
-    F: Fn(Node, knotwork_node::Channel) -> Fut,
+    F: Fn(App, knotwork_node::Channel) -> Fut,
     Fut: std::future::Future<Output = u64>,
 {
     while Instant::now() < until {
@@ -758,7 +802,7 @@ async fn attacker(args: &Args) -> Res<()> {
                     DhtMessage::Request {
                         id,
                         client: true,
-                        body: knotwork_discovery_dht::Request::FindNode { target },
+                        body: knotwork_dht_node::Request::FindNode { target },
                     }
                 })
                 .await

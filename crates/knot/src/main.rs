@@ -1,21 +1,20 @@
 //! `knot`: run a knotwork node and talk to it.
 //!
-//! One module per subcommand; `main` parses the arguments (clap), sets up
-//! logging (`RUST_LOG`, to stderr) and dispatches. Commands print for people
-//! by default and one JSON value (or one JSON object per line, for streams)
-//! with `--json`.
+//! The one place that composes every knotwork crate: the node runtime with
+//! the task, gossip, NAT and DHT services, mDNS discovery, `knot.toml`
+//! ([`config`]) and the control socket ([`control`]).
+//!
+//! One module per subcommand ([`cmd`]); `main` parses the arguments (clap),
+//! sets up logging (`RUST_LOG`, to stderr) and dispatches. Commands print for
+//! people by default and one JSON value (or one JSON object per line, for
+//! streams) with `--json`.
 
+mod cmd;
 mod config;
-mod connect;
-mod demo;
-mod dht;
-mod health;
-mod id;
-mod peers;
-mod ping;
-mod run;
+mod control;
 mod settings;
-mod status;
+
+use cmd::{config as config_cmd, connect, demo, dht, health, id, peers, ping, run, status};
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -58,7 +57,7 @@ enum Command {
     Dht(dht::Command),
     /// Work with knot.toml.
     #[command(subcommand)]
-    Config(config::Command),
+    Config(config_cmd::Command),
 }
 
 fn init_logging() {
@@ -97,7 +96,7 @@ fn main() -> ExitCode {
             Command::Health(args) => health::run(&global, args).await,
             Command::Demo(args) => demo::run(&global, args).await,
             Command::Dht(cmd) => dht::run(&global, cmd).await,
-            Command::Config(cmd) => config::run(&global, cmd),
+            Command::Config(cmd) => config_cmd::run(&global, cmd),
         }
     });
     match result {

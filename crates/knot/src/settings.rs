@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use knotwork_node::config::{FileConfig, expand_home};
+use crate::config::{FileConfig, expand_home};
 use serde::Serialize;
 
 use crate::CliResult;

@@ -1,6 +1,5 @@
 //! The `knot` binary end to end: identity, two nodes over loopback TCP, the
 //! control socket, ping, graceful shutdown on SIGTERM, configuration.
-#![cfg(feature = "cli")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

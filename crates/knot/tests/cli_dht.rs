@@ -2,7 +2,6 @@
 //! DHT on (the default); a record put through one is read through another,
 //! a provider and a peer are found, the metrics endpoint counts it, and a
 //! node run with `--no-dht` refuses.
-#![cfg(feature = "cli")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

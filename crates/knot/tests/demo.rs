@@ -1,7 +1,6 @@
 //! `knot demo` end to end: it finishes by itself, every task has exactly one
 //! verified result, the stopped worker's tasks were placed again, and the
 //! text output shows the live view and the summary.
-#![cfg(feature = "cli")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

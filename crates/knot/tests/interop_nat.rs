@@ -12,7 +12,6 @@
 //! Without root or those programs a test FAILS saying why, unless
 //! `KNOTWORK_ALLOW_SKIP=1`, when it says SKIPPED and returns. Each test builds
 //! its own bed and tears it down when it ends, also when it fails.
-#![cfg(feature = "cli")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -540,3 +540,8 @@ async fn hold_reservation(node: &NodeHandle, nat: &Inner, addr: &PeerAddr, chann
 
 #[cfg(test)]
 mod tests;
+
+/// Compiles and runs the README's example as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -18,8 +18,7 @@ use knotwork_core::{Keypair, MemoryTransport, PeerAddr};
 use knotwork_dht_node::DhtHandle;
 use knotwork_nat::dialback::{DialBack, DialBackResult};
 use knotwork_nat::{
-    DialBackError, DialBackLimits, Nat, NatConfig, NatEvent, Reachability, RelayError,
-    RelayLimits,
+    DialBackError, DialBackLimits, Nat, NatConfig, NatEvent, Reachability, RelayError, RelayLimits,
 };
 use knotwork_node::{Node, NodeBuilder, NodeError, NodeEvent, Sessions};
 use knotwork_wire::Message;
@@ -210,7 +209,10 @@ async fn refusals_are_named() {
     // One circuit per peer: the first works, a second is refused.
     let ch = a.connect(&relayed).await.unwrap();
     let c = start(mem_node(&net), nat_config()).await;
-    assert!(refused(c.connect(&relayed).await, RelayError::LimitCircuits));
+    assert!(refused(
+        c.connect(&relayed).await,
+        RelayError::LimitCircuits
+    ));
     // The relay is still up and the first circuit still works.
     let Echo(back) = ch.request::<Echo, Echo>(&Echo(vec![1; 10])).await.unwrap();
     assert_eq!(back, vec![1; 10]);
@@ -266,11 +268,7 @@ async fn the_relay_cuts_a_circuit_over_its_byte_or_time_limit_and_stays_up() {
 
 #[tokio::test]
 async fn relay_over_loopback_tcp() {
-    let relay = start(
-        tcp_node("127.0.0.1"),
-        relay_config(RelayLimits::default()),
-    )
-    .await;
+    let relay = start(tcp_node("127.0.0.1"), relay_config(RelayLimits::default())).await;
     let (b, relayed) = reserved(tcp_node("127.0.0.1"), &relay).await;
     let a = start(tcp_node("127.0.0.1"), nat_config()).await;
     let ch = a.connect(&relayed).await.unwrap();
@@ -300,11 +298,7 @@ fn counter(node: &Node, name: &str) -> u64 {
 /// 127.0.0.1 and 127.0.0.2 play two hosts; the relay runs on 127.0.0.1.
 #[tokio::test]
 async fn a_hole_punch_on_loopback_replaces_the_relayed_channel() {
-    let relay = start(
-        tcp_node("127.0.0.1"),
-        relay_config(RelayLimits::default()),
-    )
-    .await;
+    let relay = start(tcp_node("127.0.0.1"), relay_config(RelayLimits::default())).await;
     let (b, relayed) = reserved(tcp_node("127.0.0.2"), &relay).await;
     let a = start(tcp_node("127.0.0.1"), nat_config()).await;
     let mut events = a.events();
@@ -352,11 +346,7 @@ async fn a_hole_punch_on_loopback_replaces_the_relayed_channel() {
 /// back to): the punch fails and the relayed channel stays and works.
 #[tokio::test]
 async fn a_failed_hole_punch_keeps_the_relayed_channel() {
-    let relay = start(
-        tcp_node("127.0.0.1"),
-        relay_config(RelayLimits::default()),
-    )
-    .await;
+    let relay = start(tcp_node("127.0.0.1"), relay_config(RelayLimits::default())).await;
     let (b, relayed) = reserved(tcp_node("127.0.0.2"), &relay).await;
     let a = start(
         echo(Node::builder(Keypair::generate().unwrap()).config(fast_config())),
@@ -572,11 +562,7 @@ async fn the_relayed_address_is_found_by_peer_id_in_the_dht() {
 /// it releases the reservation and stops advertising the relayed address.
 #[tokio::test]
 async fn a_node_that_turns_public_releases_its_relay_reservation() {
-    let relay = start(
-        tcp_node("127.0.0.1"),
-        relay_config(RelayLimits::default()),
-    )
-    .await;
+    let relay = start(tcp_node("127.0.0.1"), relay_config(RelayLimits::default())).await;
     let (b, relayed) = reserved(tcp_node("127.0.0.1"), &relay).await;
     let mut events = b.nat_events();
     // The relay is one server; a second peer makes the quorum.

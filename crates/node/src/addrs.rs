@@ -34,7 +34,6 @@ pub(crate) struct AddrBook {
     advertised: watch::Sender<Vec<PeerAddr>>,
 }
 
-
 impl AddrBook {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {

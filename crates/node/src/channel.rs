@@ -190,7 +190,6 @@ impl std::fmt::Debug for Channel {
     }
 }
 
-
 /// The I/O half of a channel, kept until its protocols are attached.
 pub(crate) struct Unstarted<S> {
     parts: FramedParts<S, FrameCodec>,

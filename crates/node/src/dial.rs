@@ -174,7 +174,12 @@ impl DialGate {
     }
 
     /// The dial of `addr` ended, reaching `outcome`.
-    pub(crate) fn end(&mut self, addr: &PeerAddr, tx: &watch::Sender<Option<Outcome>>, outcome: Outcome) {
+    pub(crate) fn end(
+        &mut self,
+        addr: &PeerAddr,
+        tx: &watch::Sender<Option<Outcome>>,
+        outcome: Outcome,
+    ) {
         self.in_flight.remove(addr);
         tx.send_replace(Some(outcome));
     }
@@ -218,7 +223,11 @@ mod tests {
         let mut gate = DialGate::new(RateBudget::default());
         let now = Instant::now();
         let opts = DialOpts::new(DialCause::Service("dht")).heard_from(AddrScope::Public);
-        for addr in ["tcp/127.0.0.1:22", "tcp/10.0.0.1:80", "tcp/169.254.169.254:80"] {
+        for addr in [
+            "tcp/127.0.0.1:22",
+            "tcp/10.0.0.1:80",
+            "tcp/169.254.169.254:80",
+        ] {
             assert!(matches!(
                 gate.begin(&a(addr), &opts, now),
                 Err(NodeError::OutOfScope(_))
@@ -245,7 +254,11 @@ mod tests {
             Err(NodeError::DialBudget(DialCause::Service("dht")))
         ));
         // Other causes are not affected; the user's dials are not budgeted.
-        lead(gate.begin(&PeerAddr::Mem(10), &DialOpts::new(DialCause::Discovery), now));
+        lead(gate.begin(
+            &PeerAddr::Mem(10),
+            &DialOpts::new(DialCause::Discovery),
+            now,
+        ));
         for i in 20..40 {
             lead(gate.begin(&PeerAddr::Mem(i), &DialOpts::new(DialCause::User), now));
         }

@@ -11,7 +11,7 @@
 //! finished since the last spawn.
 
 use std::future::Future;
-use std::sync::{Mutex};
+use std::sync::Mutex;
 
 use knotwork_core::lock;
 use tokio::task::JoinSet;
@@ -29,7 +29,6 @@ impl Default for Jobs {
         }
     }
 }
-
 
 /// Drops the entries of finished tasks.
 fn reap(set: &mut JoinSet<()>) {

@@ -132,3 +132,8 @@ pub use service::{Dialer, Service, Setup};
 pub use subsystem::{MessageSubsystem, RequestSubscription, Subscription};
 pub use transport::BoxStream;
 pub use version::{Disconnect, Version};
+
+/// Compiles and runs the README's example as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

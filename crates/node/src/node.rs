@@ -109,7 +109,6 @@ pub(crate) struct Shared {
     pub(crate) listeners_up: Arc<AtomicUsize>,
 }
 
-
 impl Shared {
     pub(crate) fn own_addrs(&self) -> &[PeerAddr] {
         self.addrs.listen()

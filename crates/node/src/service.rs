@@ -17,73 +17,37 @@
 //! When the node shuts down its jobs are aborted and [`Service::stop`] is
 //! awaited before the channels close.
 //!
-//! # Example: a presence service
-//! Every minute, each peer is told which peers this node sees; a peer that
-//! hears of one it does not know dials it (through the node's policy: the
-//! address must be in the scope of the peer that told us, and the dials
-//! have their own budget). The node advertises a name of its own as an
-//! address contribution. The full program is `examples/presence.rs`.
+//! # Example: a small service
+//! Counts the channels the node opened (a hook on every channel) and, while
+//! the node runs, advertises one extra address (a node-wide job holding an
+//! address contribution). A fuller service, which dials peers through the
+//! node's policy, is `examples/presence.rs`.
 //!
 //! ```
-//! use std::sync::{Arc, Mutex};
-//! use std::time::Duration;
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
 //!
 //! use knotwork_core::{Keypair, MemoryTransport, PeerAddr};
-//! use knotwork_node::{
-//!     AddrScope, Channel, DialCause, DialOpts, Node, NodeHandle, RateBudget, Service,
-//!     Sessions, Setup,
-//! };
-//! use knotwork_wire::Message;
-//! use serde::{Deserialize, Serialize};
-//!
-//! /// The peers one node sees, as address texts.
-//! #[derive(Serialize, Deserialize)]
-//! struct Presence(Vec<String>);
-//! impl Message for Presence {
-//!     const NAME: &'static str = "example/presence/1";
-//!     const MAX_BYTES: usize = 1 + 16 * (2 + 160);
-//! }
+//! use knotwork_node::{Node, NodeHandle, Service, Setup};
 //!
 //! #[derive(Clone, Default)]
-//! struct PresenceService {
-//!     node: Arc<Mutex<Option<knotwork_node::WeakNode>>>,
-//! }
+//! struct Census(Arc<AtomicUsize>);
 //!
-//! impl Service for PresenceService {
+//! impl Service for Census {
 //!     fn setup(&self, setup: &mut Setup<'_>) {
-//!         setup.default_budget::<Presence>(RateBudget::new(1.0, 4));
-//!         let this = self.clone();
-//!         setup.protocol("example/presence", Sessions::ALL, move |ch: &Channel| {
-//!             let mut heard = ch.subscribe::<Presence>();
-//!             let scope = AddrScope::of(ch.remote_addr());
-//!             let node = this.node.lock().unwrap().clone();
-//!             async move {
-//!                 while let Some(Presence(addrs)) = heard.recv().await {
-//!                     let Some(node) = node.as_ref().and_then(|n| n.upgrade()) else { return };
-//!                     for addr in addrs.iter().filter_map(|a| a.parse::<PeerAddr>().ok()) {
-//!                         let opts = DialOpts::new(DialCause::Service("presence")).heard_from(scope);
-//!                         // Refused by scope or budget, or unreachable: the next round tries again.
-//!                         let _ = node.dial(&addr, opts).await;
-//!                     }
-//!                 }
-//!             }
+//!         let seen = self.0.clone();
+//!         setup.on_channel(move |_channel| {
+//!             seen.fetch_add(1, Ordering::Relaxed);
 //!         });
 //!     }
 //!
 //!     fn start(&self, node: &NodeHandle) {
-//!         *self.node.lock().unwrap() = Some(node.downgrade());
-//!         let node = node.clone();
-//!         node.clone().spawn(async move {
-//!             let _name = node.contribute_addrs("presence");
-//!             let mut tick = tokio::time::interval(Duration::from_secs(60));
-//!             loop {
-//!                 tick.tick().await;
-//!                 let seen: Vec<String> =
-//!                     node.channels().iter().map(|c| c.remote_addr().to_string()).collect();
-//!                 for channel in node.channels() {
-//!                     let _ = channel.send(&Presence(seen.clone())).await;
-//!                 }
-//!             }
+//!         let handle = node.clone();
+//!         node.spawn(async move {
+//!             let extra = handle.contribute_addrs("census");
+//!             extra.add(PeerAddr::Mem(99));
+//!             // Advertised until the node stops (which aborts this job).
+//!             handle.stopping().await;
 //!         });
 //!     }
 //! }
@@ -91,14 +55,20 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let net = MemoryTransport::new();
-//! let node = Node::builder(Keypair::generate()?)
-//!     .transport(net)
-//!     .listen("mem/0".parse()?)
-//!     .service(PresenceService::default())
+//! let census = Census::default();
+//! let a = Node::builder(Keypair::generate()?)
+//!     .transport(net.clone())
+//!     .listen("mem/1".parse()?)
+//!     .service(census.clone())
 //!     .start()
 //!     .await?;
-//! assert_eq!(node.jobs(), 3); // accept loop, maintenance, metrics … and ours
-//! # node.shutdown().await;
+//! let b = Node::builder(Keypair::generate()?).transport(net).start().await?;
+//! let channel = b.connect(&PeerAddr::Mem(1)).await?;
+//! tokio::task::yield_now().await;
+//! assert_eq!(census.0.load(Ordering::Relaxed), 1);
+//! // b was told a's listen address and the one the service contributes.
+//! let told = channel.info().version.parsed_listen_addrs()?;
+//! assert_eq!(told, vec![PeerAddr::Mem(1), PeerAddr::Mem(99)]);
 //! # Ok(()) }
 //! ```
 

@@ -43,7 +43,10 @@ pub(crate) async fn listen(
 
 /// Opens a raw stream to `addr`: the first transport that supports it,
 /// else the first service [`Dialer`](crate::Dialer) that handles it.
-pub(crate) async fn raw_dial(shared: &Arc<Shared>, addr: &PeerAddr) -> Result<BoxStream, NodeError> {
+pub(crate) async fn raw_dial(
+    shared: &Arc<Shared>,
+    addr: &PeerAddr,
+) -> Result<BoxStream, NodeError> {
     for t in &shared.transports {
         match t.dial(addr).await {
             Err(TransportError::UnsupportedAddr(_)) => continue,
@@ -438,7 +441,14 @@ pub(crate) fn accept(
     let shared = shared.clone();
     tokio::spawn(async move {
         let timeout = shared.config.handshake_timeout;
-        let pipeline = establish(&shared, conn, from.clone(), SessionKind::Inbound, None, slot);
+        let pipeline = establish(
+            &shared,
+            conn,
+            from.clone(),
+            SessionKind::Inbound,
+            None,
+            slot,
+        );
         let result = tokio::time::timeout(timeout, pipeline)
             .await
             .unwrap_or(Err(NodeError::HandshakeTimeout));

@@ -21,11 +21,11 @@ use knotwork_core::PeerId;
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::TaskMetrics as Metrics;
+use knotwork_core::lock;
 use knotwork_node::Channel;
 use knotwork_node::NodeError;
 use knotwork_node::RateBudget;
-use crate::metrics::TaskMetrics as Metrics;
-use knotwork_core::lock;
 use knotwork_node::WeakNode;
 
 use crate::task::Tasks;

@@ -146,3 +146,8 @@ impl Service for TasksService {
         node.spawn(self.resources.clone().drive());
     }
 }
+
+/// Compiles and runs the README's example as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -25,10 +25,10 @@ use knotwork_core::PeerId;
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
 
-use knotwork_node::Channel;
-use knotwork_node::RateBudget;
 use crate::metrics::TaskMetrics as Metrics;
 use knotwork_core::lock;
+use knotwork_node::Channel;
+use knotwork_node::RateBudget;
 
 /// The protocol name announced in the version exchange.
 pub const NAME: &str = "knot/resource";

@@ -12,9 +12,7 @@
 use std::time::Instant;
 
 use knotwork_core::Keypair;
-use knotwork_tasks::health::{
-    HealthLevel, HealthQuery, HealthStatus, MAX_REASON_LEN, MAX_REASONS,
-};
+use knotwork_tasks::health::{HealthLevel, HealthQuery, HealthStatus, MAX_REASON_LEN, MAX_REASONS};
 use knotwork_tasks::resource::{ResourceReport, ResourceTable};
 use knotwork_tasks::task::{
     MAX_KIND_LEN, MAX_PAYLOAD_LEN, Placement, Scheduler, Task, TaskCancel, TaskConfig, TaskId,

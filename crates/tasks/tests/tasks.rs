@@ -171,8 +171,7 @@ async fn resource_reports_arrive_and_age() {
     )
     .await;
     let b = AppNode::start(
-        Node::builder(Keypair::generate().unwrap())
-            .transport(net),
+        Node::builder(Keypair::generate().unwrap()).transport(net),
         apps,
     )
     .await;
@@ -277,8 +276,7 @@ async fn health_turns_degraded_when_a_listener_closes_and_peers_can_ask() {
     })
     .await;
     let b = AppNode::start(
-        Node::builder(Keypair::generate().unwrap())
-            .transport(net),
+        Node::builder(Keypair::generate().unwrap()).transport(net),
         apps,
     )
     .await;

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use knotwork_node::config::{EXAMPLE, FileConfig};
+use crate::config::{EXAMPLE, FileConfig};
 
 use crate::CliResult;
 use crate::settings::{Global, print_json, resolve_dir};

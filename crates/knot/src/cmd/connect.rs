@@ -7,8 +7,8 @@
 
 use std::process::ExitCode;
 
+use crate::control::{self, Request, Response};
 use knotwork_core::PeerAddr;
-use knotwork_node::control::{self, Request, Response};
 
 use crate::CliResult;
 use crate::settings::{Global, print_json};

@@ -23,10 +23,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use knotwork_core::{Keypair, PeerAddr, PeerId};
-use knotwork_node::protocol::dht::{self, DhtHandle};
-use knotwork_node::protocol::resource::ResourceConfig;
-use knotwork_node::protocol::task::{Placement, Task, TaskId, TaskOutcome};
-use knotwork_node::{AppsConfig, DiscoveryConfig, Node, NodeConfig};
+use knotwork_dht_node::{self as dht, DhtHandle};
+use knotwork_node::{DiscoveryConfig, Node, NodeConfig};
+use knotwork_tasks::resource::ResourceConfig;
+use knotwork_tasks::task::{Placement, Task, TaskId, TaskOutcome};
+use knotwork_tasks::{Tasks, TasksConfig, TasksService};
 use serde::Serialize;
 
 use crate::CliResult;
@@ -72,15 +73,36 @@ fn chunk(i: u64) -> Vec<u8> {
         .collect()
 }
 
-async fn start(seed: Option<&PeerAddr>) -> CliResult<Node> {
+/// A demo node and its task protocols.
+#[derive(Clone)]
+struct DemoNode {
+    node: Node,
+    apps: TasksService,
+}
+
+impl std::ops::Deref for DemoNode {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl DemoNode {
+    fn tasks(&self) -> &Tasks {
+        self.apps.tasks()
+    }
+}
+
+async fn start(seed: Option<&PeerAddr>) -> CliResult<DemoNode> {
     let mut config = NodeConfig::default();
     config.ping.interval = Duration::from_millis(500);
     // Fill outbound slots from what address exchange taught quickly.
     config.maintenance_interval = Duration::from_millis(200);
     let mut resources = ResourceConfig::default();
     resources.interval = Duration::from_secs(1);
-    let mut apps = AppsConfig::default();
+    let mut apps = TasksConfig::default();
     apps.resources = resources;
+    let apps = TasksService::new(apps);
     let keypair = Keypair::generate()?;
     // Every demo node shares 127.0.0.1: no per-subnet limits.
     let dht_config = dht::Config {
@@ -93,24 +115,23 @@ async fn start(seed: Option<&PeerAddr>) -> CliResult<Node> {
     let mut builder = Node::builder(keypair)
         .listen("tcp/127.0.0.1:0".parse()?)
         .config(config)
-        .apps(apps)
+        .service(apps.clone())
+        .service(dht.clone())
         .discovery(dht.clone())
         .discovery_config(discovery);
-    builder = dht.register(builder);
     if let Some(seed) = seed {
         builder = builder.seed(seed.clone());
     }
     let node = builder.start().await?;
-    dht.start(&node);
-    node.tasks().register("fnv", |input: Vec<u8>| async move {
+    apps.tasks().register("fnv", |input: Vec<u8>| async move {
         // Simulated work: a real job would take a while.
         tokio::time::sleep(Duration::from_millis(40 + fastrand::u64(..80))).await;
         Ok(fnv(&input).to_le_bytes().to_vec())
     });
-    Ok(node)
+    Ok(DemoNode { node, apps })
 }
 
-fn live_line(nodes: &[Node], done: u64, total: u64) -> String {
+fn live_line(nodes: &[DemoNode], done: u64, total: u64) -> String {
     const WIDTH: u64 = 30;
     let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
     let bar: String = (0..WIDTH)
@@ -150,7 +171,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         nodes.push(start(Some(&seed)).await?);
     }
     let submitter = nodes.first().ok_or("no nodes")?.clone();
-    let workers: Vec<PeerId> = nodes.iter().skip(1).map(Node::peer_id).collect();
+    let workers: Vec<PeerId> = nodes.iter().skip(1).map(|n| n.peer_id()).collect();
     let victim = nodes.last().ok_or("no nodes")?.clone();
     if !global.json {
         println!(
@@ -161,7 +182,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
             seed
         );
     }
-    let meshed = |nodes: &[Node]| nodes.iter().all(|n| n.peers().len() + 1 >= nodes.len());
+    let meshed = |nodes: &[DemoNode]| nodes.iter().all(|n| n.peers().len() + 1 >= nodes.len());
     while submitter.tasks().peers().len() < workers.len() || !meshed(&nodes) {
         if began.elapsed() > LIMIT {
             return Err("the nodes did not connect within a minute".into());

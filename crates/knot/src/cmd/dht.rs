@@ -23,7 +23,7 @@
 
 use std::process::ExitCode;
 
-use knotwork_node::control::{self, DhtPeerEntry, Request, Response};
+use crate::control::{self, DhtPeerEntry, Request, Response};
 
 use crate::CliResult;
 use crate::settings::{Global, print_json};

@@ -7,8 +7,8 @@
 
 use std::process::ExitCode;
 
-use knotwork_node::control::{self, Request, Response};
-use knotwork_node::protocol::health::HealthLevel;
+use crate::control::{self, Request, Response};
+use knotwork_tasks::health::HealthLevel;
 
 use crate::CliResult;
 use crate::settings::{Global, print_json};

@@ -5,8 +5,8 @@
 
 use std::process::ExitCode;
 
+use crate::control::create_private_dir;
 use knotwork_core::Keypair;
-use knotwork_node::control::create_private_dir;
 use serde::Serialize;
 
 use crate::CliResult;

@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-use knotwork_node::control::{self, Direction, Request, Response};
+use crate::control::{self, Direction, Request, Response};
 
 use crate::CliResult;
 use crate::settings::{Global, human_duration, print_json};

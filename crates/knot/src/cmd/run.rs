@@ -30,14 +30,16 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use crate::config::{DhtMode, MdnsSection};
+use crate::control::{ControlServer, NodeControl, create_private_dir, session_name};
 use knotwork_core::{Keypair, PeerAddr};
-use knotwork_node::apps::AppsConfig;
-use knotwork_node::config::{DhtMode, MdnsSection};
-use knotwork_node::control::{ControlServer, NodeControl, create_private_dir, session_name};
+use knotwork_dht_node::{Config, DhtHandle, Mode};
+use knotwork_discovery_mdns::{MdnsConfig, MdnsDiscovery};
+use knotwork_gossip::{Gossip, GossipConfig};
+use knotwork_nat::{Nat, NatEvent, Reachability};
 use knotwork_node::discovery::UnifiedEvent;
-use knotwork_node::nat::Reachability;
-use knotwork_node::protocol::dht::{Config, DhtHandle, Mode};
-use knotwork_node::{Node, NodeEvent};
+use knotwork_node::{Node, NodeBuilder, NodeEvent};
+use knotwork_tasks::{TasksConfig, TasksService};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -209,7 +211,7 @@ fn write_line(out: &mut impl Write, json: bool, line: &Line) -> CliResult<()> {
     Ok(())
 }
 
-fn event_line(event: NodeEvent) -> Option<Line> {
+fn node_line(event: NodeEvent) -> Option<Line> {
     Some(match event {
         NodeEvent::Connected {
             peer,
@@ -227,22 +229,28 @@ fn event_line(event: NodeEvent) -> Option<Line> {
         NodeEvent::Banned { peer } => Line::Banned {
             peer_id: peer.to_string(),
         },
-        NodeEvent::RelayReserved { relay, addr } => Line::RelayReserved {
+        _ => return None,
+    })
+}
+
+fn nat_line(event: NatEvent) -> Option<Line> {
+    Some(match event {
+        NatEvent::RelayReserved { relay, addr } => Line::RelayReserved {
             relay: relay.to_string(),
             addr: addr.to_string(),
         },
-        NodeEvent::RelayReleased { relay, addr } => Line::RelayReleased {
+        NatEvent::RelayReleased { relay, addr } => Line::RelayReleased {
             relay: relay.to_string(),
             addr: addr.to_string(),
         },
-        NodeEvent::UpnpMapped { external, lease } => Line::UpnpMapped {
+        NatEvent::UpnpMapped { external, lease } => Line::UpnpMapped {
             external: external.to_string(),
             lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
         },
-        NodeEvent::UpnpLost { external } => Line::UpnpLost {
+        NatEvent::UpnpLost { external } => Line::UpnpLost {
             external: external.to_string(),
         },
-        NodeEvent::ReachabilityChanged { reachability } => Line::Reachability {
+        NatEvent::ReachabilityChanged { reachability } => Line::Reachability {
             state: reachability.state(),
             addr: match reachability {
                 Reachability::Public(addr) => Some(addr.to_string()),
@@ -289,13 +297,10 @@ fn discovery_line(event: UnifiedEvent) -> Option<Line> {
 /// mDNS discovery as `knot run` uses it: started unless switched off; when
 /// the daemon cannot start (no multicast interface) the node runs without
 /// it and says why. Kept to say goodbye on shutdown.
-#[cfg(feature = "mdns")]
-struct Lan(Option<std::sync::Arc<knotwork_node::mdns::MdnsDiscovery>>);
+struct Lan(Option<std::sync::Arc<MdnsDiscovery>>);
 
-#[cfg(feature = "mdns")]
 impl Lan {
     fn start(section: &MdnsSection, off: bool, json: bool) -> Self {
-        use knotwork_node::mdns::{MdnsConfig, MdnsDiscovery};
         if off || !section.enabled {
             return Self(None);
         }
@@ -313,7 +318,7 @@ impl Lan {
         }
     }
 
-    fn register(&self, builder: knotwork_node::NodeBuilder) -> knotwork_node::NodeBuilder {
+    fn register(&self, builder: NodeBuilder) -> NodeBuilder {
         match &self.0 {
             Some(mdns) => builder.discovery(mdns.clone()),
             None => builder,
@@ -330,27 +335,6 @@ impl Lan {
     }
 }
 
-#[cfg(not(feature = "mdns"))]
-struct Lan;
-
-#[cfg(not(feature = "mdns"))]
-impl Lan {
-    fn start(section: &MdnsSection, off: bool, json: bool) -> Self {
-        if !off && section.enabled {
-            let reason = "built without the `mdns` feature".into();
-            print(json, &Line::MdnsUnavailable { reason });
-        }
-        Self
-    }
-
-    fn register(&self, builder: knotwork_node::NodeBuilder) -> knotwork_node::NodeBuilder {
-        builder
-    }
-
-    async fn goodbye(&self) {}
-}
-
-#[cfg(feature = "mdns")]
 /// How long shutdown waits for the mDNS goodbye to go out.
 const GOODBYE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -389,10 +373,23 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     let keypair = Keypair::load_or_generate(&identity)
         .map_err(|e| format!("identity {}: {e}", identity.display()))?;
 
-    // Tasks, resources, health and gossip run on every `knot run` node.
+    // Tasks, resources, health, gossip and NAT traversal run on every
+    // `knot run` node.
+    let apps = TasksService::new(TasksConfig::default());
+    let gossip = Gossip::new(keypair.clone(), GossipConfig::default());
+    let mut nat_config = config.nat_config;
+    nat_config.relays = args.relay;
+    if config.nat.upnp || args.upnp {
+        let mut upnp = knotwork_nat::upnp::UpnpConfig::default();
+        upnp.lease = std::time::Duration::from_millis(config.nat.upnp_lease_ms);
+        nat_config.upnp = Some(upnp);
+    }
+    let nat = Nat::new(nat_config);
     let mut builder = Node::builder(keypair.clone())
         .config(config.node)
-        .apps(AppsConfig::default());
+        .service(apps.clone())
+        .service(gossip)
+        .service(nat.clone());
     for addr in config.listen {
         builder = builder.listen(addr);
     }
@@ -402,32 +399,16 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     for addr in config.peers {
         builder = builder.peer(addr);
     }
-    for addr in args.relay {
-        builder = builder.relay(addr);
-    }
-    #[cfg(not(feature = "upnp"))]
-    if config.nat.upnp || args.upnp {
-        return Err("this knot is built without the `upnp` feature".into());
-    }
-    #[cfg(feature = "upnp")]
-    if config.nat.upnp || args.upnp {
-        let mut upnp = knotwork_node::upnp::UpnpConfig::default();
-        upnp.lease = std::time::Duration::from_millis(config.nat.upnp_lease_ms);
-        builder = builder.upnp(upnp);
-    }
     let dht = (config.dht.enabled && !args.no_dht).then(|| dht_handle(&keypair, config.dht.mode));
     let dht_mode = dht.as_ref().map(|_| match config.dht.mode {
         DhtMode::Server => "server",
         DhtMode::Client => "client",
     });
     if let Some(dht) = &dht {
-        builder = dht.register(builder).discovery(dht.clone());
+        builder = builder.service(dht.clone()).discovery(dht.clone());
     }
     let lan = Lan::start(&config.mdns, args.no_mdns, global.json);
     let node = lan.register(builder).start().await?;
-    if let Some(dht) = &dht {
-        dht.start(&node);
-    }
     let metrics = match args.metrics {
         Some(addr) => match node.metrics().serve(addr).await {
             Ok(server) => Some(server),
@@ -439,8 +420,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         None => None,
     };
     let mut events = node.events();
+    let mut nat_events = nat.events();
     let mut discovered = node.discovery_events();
-    let control = NodeControl::new(node.clone());
+    let control = NodeControl::new(node.clone(), apps, nat);
     let control = match dht {
         Some(dht) => control.with_dht(dht),
         None => control,
@@ -474,7 +456,16 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         tokio::select! {
             event = events.recv() => match event {
                 Ok(event) => {
-                    if let Some(line) = event_line(event) {
+                    if let Some(line) = node_line(event) {
+                        print(global.json, &line);
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => print(global.json, &Line::Lagged { missed }),
+                Err(RecvError::Closed) => break "closed",
+            },
+            event = nat_events.recv() => match event {
+                Ok(event) => {
+                    if let Some(line) = nat_line(event) {
                         print(global.json, &line);
                     }
                 }

@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use knotwork_node::control::{self, Request, Response};
+use crate::control::{self, Request, Response};
 
 use crate::CliResult;
 use crate::settings::{Global, human_duration, print_json};

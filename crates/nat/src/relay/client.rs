@@ -205,7 +205,6 @@ pub(crate) fn protocol(
     }
 }
 
-
 /// Opens circuits to relayed addresses (`relay/<addr>/<relay>/<target>`):
 /// through the channel to the relay, dialing it first if needed.
 pub(crate) struct RelayDialer(pub(crate) Arc<RelayClient>);

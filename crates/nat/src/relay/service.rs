@@ -50,7 +50,11 @@ impl RelayService {
     }
 
     /// Opens a circuit from the peer of `from` to `target` and asks the target.
-    pub(crate) async fn connect(self: &Arc<Self>, from: &Channel, target: PeerId) -> Result<u64, RelayError> {
+    pub(crate) async fn connect(
+        self: &Arc<Self>,
+        from: &Channel,
+        target: PeerId,
+    ) -> Result<u64, RelayError> {
         let source = from.remote_peer_id();
         let Some(to) = lock(&self.reserved).get(&target).cloned() else {
             return Err(RelayError::NoReservation);
@@ -164,4 +168,3 @@ impl RelayService {
         }
     }
 }
-

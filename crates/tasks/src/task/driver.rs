@@ -15,10 +15,10 @@ use super::{
     Dispatch, MAX_ERROR_LEN, MAX_PAYLOAD_LEN, Placement, Scheduler, Task, TaskCancel, TaskConfig,
     TaskError, TaskId, TaskOutcome, TaskReply, TaskRequest, TaskResult, check_sizes,
 };
-use knotwork_node::Channel;
 use crate::metrics::{TaskEvent, TaskMetrics as Metrics};
-use knotwork_core::lock;
 use crate::resource::Resources;
+use knotwork_core::lock;
+use knotwork_node::Channel;
 
 /// The tasks a worker runs for one peer: task id -> (attempt, the token
 /// that stops it).

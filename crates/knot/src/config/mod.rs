@@ -1,11 +1,11 @@
 //! `knot.toml`: the node's configuration file, its `KNOT_*` environment
-//! overrides and validation (feature `cli`).
+//! overrides and validation.
 //!
 //! Values come from three places, later ones winning: the file
 //! ([`FileConfig::from_toml`]), then environment variables
 //! ([`FileConfig::apply_env`]), then command-line flags (the caller sets the
 //! fields). [`FileConfig::validate`] turns the result into a [`Validated`]
-//! configuration — a [`NodeConfig`] and parsed addresses — or a
+//! configuration — a [`NodeConfig`], a [`NatConfig`] and parsed addresses — or a
 //! [`ConfigError`] that names the field at fault.
 //!
 //! # Format
@@ -27,15 +27,14 @@ use std::time::Duration;
 use knotwork_core::PeerAddr;
 use serde::{Deserialize, Serialize};
 
-use crate::backoff::BackoffConfig;
-use crate::meter::{MeterConfig, RateBudget};
-use crate::node::NodeConfig;
-use crate::protocol::ping::PingConfig;
-use crate::protocol::relay::RelayLimits;
+use knotwork_nat::{NatConfig, RelayLimits};
+use knotwork_node::backoff::BackoffConfig;
+use knotwork_node::protocol::ping::PingConfig;
+use knotwork_node::{MeterConfig, NodeConfig, RateBudget};
 
 /// The commented example `knot.toml` printed by `knot config example`;
 /// every field at its default (a test checks that).
-pub const EXAMPLE: &str = include_str!("../knot.example.toml");
+pub const EXAMPLE: &str = include_str!("../../knot.example.toml");
 
 /// The prefix of every environment override.
 pub const ENV_PREFIX: &str = "KNOT_";
@@ -215,7 +214,7 @@ impl Default for NatSection {
         Self {
             upnp: false,
             upnp_lease_ms: 3_600_000,
-            reachability_quorum: crate::nat::ReachabilityConfig::default().quorum,
+            reachability_quorum: knotwork_nat::ReachabilityConfig::default().quorum,
         }
     }
 }
@@ -252,7 +251,7 @@ impl Default for RelaySection {
             max_circuits_per_peer: limits.max_circuits_per_peer,
             max_bytes: limits.max_bytes,
             max_duration_ms: millis(limits.max_duration),
-            holepunch: crate::nat::NatConfig::default().holepunch,
+            holepunch: NatConfig::default().holepunch,
         }
     }
 }
@@ -321,7 +320,7 @@ impl Default for PingSection {
 
 impl Default for ChannelSection {
     fn default() -> Self {
-        let d = crate::ChannelConfig::default();
+        let d = knotwork_node::ChannelConfig::default();
         Self {
             send_queue: d.send_queue,
             subscription_capacity: d.subscription_capacity,
@@ -403,7 +402,9 @@ pub struct Validated {
     pub dht: DhtSection,
     /// LAN discovery settings.
     pub mdns: MdnsSection,
-    /// NAT traversal settings (`upnp_lease_ms` checked to be at least 1000).
+    /// NAT traversal settings (relays and UPnP are set by the caller).
+    pub nat_config: NatConfig,
+    /// UPnP settings (`upnp_lease_ms` checked to be at least 1000).
     pub nat: NatSection,
 }
 
@@ -573,20 +574,17 @@ impl FileConfig {
         let seeds = addrs("seeds", &self.seeds)?;
         let peers = addrs("peers", &self.peers)?;
 
-        let mut node = NodeConfig {
-            max_inbound: nonzero("max_inbound", self.max_inbound)?,
-            max_per_ip: nonzero("max_per_ip", self.max_per_ip)?,
-            max_pending_handshakes: nonzero("max_pending_handshakes", self.max_pending_handshakes)?,
-            handshake_timeout: positive("handshake_timeout_ms", self.handshake_timeout_ms)?,
-            dial_timeout: positive("dial_timeout_ms", self.dial_timeout_ms)?,
-            outbound_slots: self.outbound_slots,
-            maintenance_interval: positive(
-                "maintenance_interval_ms",
-                self.maintenance_interval_ms,
-            )?,
-            host_capacity: nonzero("host_capacity", self.host_capacity)?,
-            ..NodeConfig::default()
-        };
+        let mut node = NodeConfig::default();
+        node.max_inbound = nonzero("max_inbound", self.max_inbound)?;
+        node.max_per_ip = nonzero("max_per_ip", self.max_per_ip)?;
+        node.max_pending_handshakes =
+            nonzero("max_pending_handshakes", self.max_pending_handshakes)?;
+        node.handshake_timeout = positive("handshake_timeout_ms", self.handshake_timeout_ms)?;
+        node.dial_timeout = positive("dial_timeout_ms", self.dial_timeout_ms)?;
+        node.outbound_slots = self.outbound_slots;
+        node.maintenance_interval =
+            positive("maintenance_interval_ms", self.maintenance_interval_ms)?;
+        node.host_capacity = nonzero("host_capacity", self.host_capacity)?;
 
         node.ping.interval = positive("ping.interval_ms", self.ping.interval_ms)?;
         node.ping.timeout = positive("ping.timeout_ms", self.ping.timeout_ms)?;
@@ -663,11 +661,12 @@ impl FileConfig {
             ));
         }
 
-        node.nat.reachability.quorum =
+        let mut nat_config = NatConfig::default();
+        nat_config.reachability.quorum =
             nonzero("nat.reachability_quorum", self.nat.reachability_quorum)?;
 
         let r = &self.relay;
-        node.nat.holepunch = r.holepunch;
+        nat_config.holepunch = r.holepunch;
         if r.service {
             if r.max_bytes == 0 {
                 return Err(bad(
@@ -676,18 +675,14 @@ impl FileConfig {
                     "must be greater than 0",
                 ));
             }
-            let limits = RelayLimits {
-                max_reservations: nonzero("relay.max_reservations", r.max_reservations)?,
-                max_circuits: nonzero("relay.max_circuits", r.max_circuits)?,
-                max_circuits_per_peer: nonzero(
-                    "relay.max_circuits_per_peer",
-                    r.max_circuits_per_peer,
-                )?,
-                max_bytes: r.max_bytes,
-                max_duration: positive("relay.max_duration_ms", r.max_duration_ms)?,
-                ..RelayLimits::default()
-            };
-            node.nat.relay_service = Some(limits);
+            let mut limits = RelayLimits::default();
+            limits.max_reservations = nonzero("relay.max_reservations", r.max_reservations)?;
+            limits.max_circuits = nonzero("relay.max_circuits", r.max_circuits)?;
+            limits.max_circuits_per_peer =
+                nonzero("relay.max_circuits_per_peer", r.max_circuits_per_peer)?;
+            limits.max_bytes = r.max_bytes;
+            limits.max_duration = positive("relay.max_duration_ms", r.max_duration_ms)?;
+            nat_config.relay_service = Some(limits);
         }
 
         Ok(Validated {
@@ -698,274 +693,11 @@ impl FileConfig {
             node,
             dht: self.dht.clone(),
             mdns: self.mdns.clone(),
+            nat_config,
             nat: self.nat.clone(),
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn field_of(e: ConfigError) -> String {
-        match e {
-            ConfigError::BadValue { field, .. } => field,
-            other => panic!("expected BadValue, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_example_is_the_default_and_validates() {
-        let parsed = FileConfig::from_toml(EXAMPLE).unwrap();
-        assert_eq!(parsed, FileConfig::default());
-        let v = parsed.validate().unwrap();
-        assert_eq!(
-            v.listen,
-            vec!["tcp/0.0.0.0:4000".parse::<PeerAddr>().unwrap()]
-        );
-        let d = NodeConfig::default();
-        assert_eq!(v.node.ping, d.ping);
-        assert_eq!(v.node.backoff, d.backoff);
-        assert_eq!(v.node.channel.meter, d.channel.meter);
-        assert_eq!(v.node.channel.default_budget, d.channel.default_budget);
-        assert_eq!(v.node.handshake_timeout, d.handshake_timeout);
-    }
-
-    #[test]
-    fn the_example_spells_out_every_field() {
-        let example: toml::Table = toml::from_str(EXAMPLE).unwrap();
-        let fields = env_fields().unwrap();
-        assert!(fields.len() > 20, "{} fields", fields.len());
-        for f in fields {
-            let mut at = &example;
-            let (last, sections) = f.path.split_last().unwrap();
-            for s in sections {
-                at = at[s.as_str()].as_table().unwrap();
-            }
-            assert!(
-                at.contains_key(last),
-                "{} missing in knot.example.toml",
-                f.var
-            );
-        }
-    }
-
-    #[test]
-    fn an_empty_file_is_all_defaults() {
-        assert_eq!(FileConfig::from_toml("").unwrap(), FileConfig::default());
-    }
-
-    #[test]
-    fn unknown_keys_and_wrong_types_are_named() {
-        for (text, key) in [
-            ("max_inboud = 3", "max_inboud"),
-            ("max_inbound = \"many\"", "max_inbound"),
-            ("max_inbound = -1", "max_inbound"),
-            ("[ping]\nintervl_ms = 3", "intervl_ms"),
-            ("[pong]\ninterval_ms = 3", "pong"),
-            (
-                "[channel.budgets]\n\"a/1\" = { per_second = 1.0, brust = 2 }",
-                "brust",
-            ),
-        ] {
-            let e = FileConfig::from_toml(text).unwrap_err();
-            assert!(
-                matches!(&e, ConfigError::Syntax(m) if m.contains(key)),
-                "{text}: {e}"
-            );
-        }
-    }
-
-    #[test]
-    fn bad_addresses_name_the_list_entry() {
-        let c = FileConfig {
-            seeds: vec!["tcp/1.2.3.4:5".into(), "udp/1.2.3.4:5".into()],
-            ..FileConfig::default()
-        };
-        match c.validate() {
-            Err(ConfigError::BadValue { field, value, .. }) => {
-                assert_eq!(field, "seeds[1]");
-                assert_eq!(value, "udp/1.2.3.4:5");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    type Breaker = fn(&mut FileConfig);
-
-    #[test]
-    fn out_of_range_values_are_refused_by_name() {
-        let cases: [(&str, Breaker); 14] = [
-            ("max_inbound", |c| c.max_inbound = 0),
-            ("handshake_timeout_ms", |c| c.handshake_timeout_ms = 0),
-            ("ping.timeout_ms", |c| c.ping.timeout_ms = 0),
-            ("channel.send_queue", |c| c.channel.send_queue = 0),
-            ("channel.max_frame_len", |c| {
-                c.channel.max_frame_len = 1 << 30
-            }),
-            ("channel.default_per_second", |c| {
-                c.channel.default_per_second = f64::NAN
-            }),
-            ("channel.budgets.\"x/1\".burst", |c| {
-                c.channel.budgets.insert(
-                    "x/1".into(),
-                    BudgetEntry {
-                        per_second: 1.0,
-                        burst: 0,
-                    },
-                );
-            }),
-            ("meter.decay_per_second", |c| {
-                c.meter.decay_per_second = -1.0
-            }),
-            ("backoff.max_ms", |c| c.backoff.max_ms = 1),
-            ("nat.upnp_lease_ms", |c| c.nat.upnp_lease_ms = 999),
-            ("nat.reachability_quorum", |c| c.nat.reachability_quorum = 0),
-            ("relay.max_circuits", |c| {
-                c.relay.service = true;
-                c.relay.max_circuits = 0
-            }),
-            ("relay.max_bytes", |c| {
-                c.relay.service = true;
-                c.relay.max_bytes = 0
-            }),
-            ("relay.max_duration_ms", |c| {
-                c.relay.service = true;
-                c.relay.max_duration_ms = 0
-            }),
-        ];
-        for (field, break_it) in cases {
-            let mut c = FileConfig::default();
-            break_it(&mut c);
-            assert_eq!(field_of(c.validate().unwrap_err()), field);
-        }
-    }
-
-    #[test]
-    fn budgets_are_keyed_by_message_name() {
-        let c = FileConfig::from_toml(
-            "[channel.budgets]\n\"example/echo/1\" = { per_second = 5.0, burst = 9 }",
-        )
-        .unwrap();
-        let v = c.validate().unwrap();
-        assert_eq!(
-            v.node
-                .channel
-                .budget(knotwork_wire::message_id("example/echo/1")),
-            RateBudget::new(5.0, 9)
-        );
-    }
-
-    #[test]
-    fn environment_overrides_the_file() {
-        let mut c = FileConfig::from_toml("max_inbound = 5\n[ping]\ntimeout_ms = 9").unwrap();
-        c.apply_env([
-            ("KNOT_MAX_INBOUND", "7"),
-            ("KNOT_LISTEN", "tcp/127.0.0.1:1, tcp/[::1]:2"),
-            ("KNOT_PING_INTERVAL_MS", "1500"),
-            ("KNOT_METER_DECAY_PER_SECOND", "0.5"),
-            ("KNOT_DATA_DIR", "/tmp/k"),
-            ("HOME", "/root"),
-        ])
-        .unwrap();
-        assert_eq!(c.max_inbound, 7);
-        assert_eq!(c.listen, vec!["tcp/127.0.0.1:1", "tcp/[::1]:2"]);
-        assert_eq!(c.ping.interval_ms, 1500);
-        assert_eq!(c.ping.timeout_ms, 9, "the file's value stays");
-        assert_eq!(c.meter.decay_per_second, 0.5);
-        assert_eq!(c.data_dir, PathBuf::from("/tmp/k"));
-    }
-
-    #[test]
-    fn the_nat_section_is_off_by_default_and_set_by_file_or_environment() {
-        assert!(!FileConfig::default().validate().unwrap().nat.upnp);
-        let mut c = FileConfig::from_toml("[nat]\nupnp = true").unwrap();
-        c.apply_env([
-            ("KNOT_NAT_UPNP_LEASE_MS", "4000"),
-            ("KNOT_NAT_REACHABILITY_QUORUM", "1"),
-        ])
-        .unwrap();
-        let v = c.validate().unwrap();
-        assert_eq!(
-            v.nat,
-            NatSection {
-                upnp: true,
-                upnp_lease_ms: 4000,
-                reachability_quorum: 1,
-            }
-        );
-        assert_eq!(v.node.nat.reachability.quorum, 1);
-    }
-
-    #[test]
-    fn the_dht_section_takes_its_mode_from_file_and_environment() {
-        let mut c = FileConfig::from_toml("[dht]\nmode = \"client\"").unwrap();
-        assert_eq!(c.dht.mode, DhtMode::Client);
-        assert!(c.dht.enabled);
-        c.apply_env([("KNOT_DHT_ENABLED", "false"), ("KNOT_DHT_MODE", "server")])
-            .unwrap();
-        assert_eq!(
-            c.validate().unwrap().dht,
-            DhtSection {
-                enabled: false,
-                mode: DhtMode::Server
-            }
-        );
-        let e = c.apply_env([("KNOT_DHT_MODE", "relay")]).unwrap_err();
-        assert_eq!(field_of(e), "KNOT_DHT_MODE");
-        let e = FileConfig::from_toml("[dht]\nmode = \"relay\"").unwrap_err();
-        assert!(
-            matches!(&e, ConfigError::Syntax(m) if m.contains("relay")),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn bad_environment_values_name_the_variable() {
-        let mut c = FileConfig::default();
-        let e = c.apply_env([("KNOT_MAX_INBOUND", "lots")]).unwrap_err();
-        assert_eq!(field_of(e), "KNOT_MAX_INBOUND");
-        let e = c.apply_env([("KNOT_MAX_INBOUND", "-3")]).unwrap_err();
-        assert_eq!(field_of(e), "KNOT_MAX_INBOUND");
-        let e = c.apply_env([("KNOT_COLOUR", "blue")]).unwrap_err();
-        assert_eq!(e, ConfigError::UnknownVariable("KNOT_COLOUR".into()));
-        assert_eq!(c, FileConfig::default(), "failed overrides change nothing");
-    }
-
-    #[test]
-    fn mdns_is_on_by_default_and_can_be_switched_off() {
-        assert!(FileConfig::default().validate().unwrap().mdns.enabled);
-        let c = FileConfig::from_toml("[mdns]\nenabled = false\n").unwrap();
-        assert!(!c.validate().unwrap().mdns.enabled);
-        let mut c = FileConfig::default();
-        c.apply_env([("KNOT_MDNS_ENABLED", "false")]).unwrap();
-        assert!(!c.mdns.enabled);
-    }
-
-    #[cfg(feature = "mdns")]
-    #[test]
-    fn the_default_service_type_is_the_mdns_crates() {
-        assert_eq!(
-            MdnsSection::default().service_type,
-            knotwork_discovery_mdns::DEFAULT_SERVICE_TYPE
-        );
-    }
-
-    #[test]
-    fn home_is_expanded_only_at_the_start() {
-        let home = Path::new("/home/k");
-        assert_eq!(
-            expand_home(Path::new("~/.local/share/knot"), Some(home)),
-            PathBuf::from("/home/k/.local/share/knot")
-        );
-        assert_eq!(
-            expand_home(Path::new("~"), Some(home)),
-            PathBuf::from("/home/k")
-        );
-        assert_eq!(
-            expand_home(Path::new("/a/~/b"), Some(home)),
-            PathBuf::from("/a/~/b")
-        );
-        assert_eq!(expand_home(Path::new("~/x"), None), PathBuf::from("~/x"));
-    }
-}
+mod tests;

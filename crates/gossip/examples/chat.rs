@@ -5,9 +5,9 @@
 //! reach.
 //!
 //! ```text
-//! cargo run -p knotwork-node --example chat                      # terminal 1
-//! cargo run -p knotwork-node --example chat                      # terminal 2 (same LAN)
-//! cargo run -p knotwork-node --example chat -- --no-mdns --peer tcp/192.168.1.7:4100
+//! cargo run -p knotwork-gossip --example chat                      # terminal 1
+//! cargo run -p knotwork-gossip --example chat                      # terminal 2 (same LAN)
+//! cargo run -p knotwork-gossip --example chat -- --no-mdns --peer tcp/192.168.1.7:4100
 //! ```
 //!
 //! Options: `--listen <addr>` (default `tcp/0.0.0.0:0`), `--peer <addr>`
@@ -19,7 +19,8 @@ use std::error::Error;
 use futures::StreamExt;
 use knotwork_core::{Discovery, DiscoveryEvent, Keypair, LocalPeerInfo, PeerAddr};
 use knotwork_discovery_mdns::{MdnsConfig, MdnsDiscovery};
-use knotwork_node::{AppsConfig, Node};
+use knotwork_gossip::{Gossip, GossipConfig};
+use knotwork_node::Node;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 struct Args {
@@ -82,9 +83,11 @@ async fn mdns(node: &Node) -> Result<MdnsDiscovery, Box<dyn Error>> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let args = args()?;
-    let mut builder = Node::builder(Keypair::generate()?)
+    let keypair = Keypair::generate()?;
+    let gossip = Gossip::new(keypair.clone(), GossipConfig::default());
+    let mut builder = Node::builder(keypair)
         .listen(args.listen)
-        .apps(AppsConfig::default());
+        .service(gossip.clone());
     for peer in args.peers {
         builder = builder.peer(peer);
     }
@@ -107,7 +110,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         None
     };
 
-    let mut messages = node.gossip().subscribe(&args.topic);
+    let mut messages = gossip.subscribe(&args.topic);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut seen_peers = HashSet::new();
     loop {
@@ -117,7 +120,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let (_, sent) = node.gossip().publish(&args.topic, line.into_bytes()).await?;
+                let (_, sent) = gossip.publish(&args.topic, line.into_bytes()).await?;
                 if sent == 0 {
                     println!("* nobody to send to yet");
                 }

@@ -1,0 +1,399 @@
+//! The node side of the control socket: [`NodeControl`] answers requests
+//! about one node, [`ControlServer`] serves it on the socket.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use knotwork_core::{DiscoverySource, PeerId, lock};
+use knotwork_dht_node::DhtHandle;
+use knotwork_nat::Nat;
+use knotwork_node::{Node, NodeEvent, SessionKind};
+use knotwork_tasks::TasksService;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, broadcast};
+use tokio::task::JoinHandle;
+
+use super::{
+    ControlError, DhtPeerEntry, DhtRecordEntry, EXCHANGE_TIMEOUT, MAX_CLIENTS, PeerEntry, Request,
+    Response, StatusReport, encode, read_message, session_name, socket_path,
+};
+
+#[derive(Default)]
+struct Book {
+    /// When each connected peer connected (or was first seen).
+    since: HashMap<PeerId, Instant>,
+    /// Peers banned since the start; whether a ban still holds is the node's call.
+    banned: Vec<PeerId>,
+}
+
+impl Book {
+    fn record(&mut self, event: NodeEvent, now: Instant) {
+        match event {
+            NodeEvent::Connected { peer, .. } => {
+                self.since.insert(peer, now);
+            }
+            NodeEvent::Disconnected { peer, .. } => {
+                self.since.remove(&peer);
+            }
+            NodeEvent::Banned { peer } if !self.banned.contains(&peer) => {
+                self.banned.push(peer);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The answer to every DHT request of a node that runs without the DHT.
+pub const NO_DHT: &str = "this node runs without the DHT (knot run --no-dht, [dht] enabled = false, or built without the dht feature)";
+
+/// Answers control requests about one node; see the module docs.
+pub struct NodeControl {
+    node: Node,
+    apps: TasksService,
+    nat: Nat,
+    dht: Option<DhtHandle>,
+    started: Instant,
+    book: Arc<Mutex<Book>>,
+    follower: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for NodeControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeControl")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for NodeControl {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+impl NodeControl {
+    /// Starts following `node`'s events; call it right after the node
+    /// starts. `apps` and `nat` are the node's services.
+    pub fn new(node: Node, apps: TasksService, nat: Nat) -> Self {
+        let book = Arc::new(Mutex::new(Book::default()));
+        let mut events = node.events();
+        let follower = tokio::spawn({
+            let book = book.clone();
+            async move {
+                loop {
+                    match events.recv().await {
+                        Ok(event) => lock(&book).record(event, Instant::now()),
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }
+        });
+        Self {
+            node,
+            apps,
+            nat,
+            dht: None,
+            started: Instant::now(),
+            book,
+            follower,
+        }
+    }
+
+    /// Answers the DHT requests from `dht` (without it they are refused
+    /// with [`NO_DHT`]).
+    pub fn with_dht(mut self, dht: DhtHandle) -> Self {
+        self.dht = Some(dht);
+        self
+    }
+
+    /// The answer to `request` (async, so that requests served by other
+    /// parts of the node, such as DHT queries, can wait for them).
+    pub async fn answer(&self, request: &Request) -> Response {
+        match request {
+            Request::Peers => Response::Peers {
+                peers: self.peers(),
+            },
+            Request::Status => Response::Status(self.status()),
+            Request::Health { peer: None } => Response::Health(self.apps.health().status()),
+            Request::Health { peer: Some(peer) } => match peer.parse() {
+                Ok(peer) => match self.apps.health().query(&peer).await {
+                    Ok(status) => Response::Health(status),
+                    Err(e) => Response::Error {
+                        message: format!("health of {peer}: {e}"),
+                    },
+                },
+                Err(e) => Response::Error {
+                    message: format!("bad peer id {peer:?}: {e}"),
+                },
+            },
+            Request::DhtPut { .. }
+            | Request::DhtGet { .. }
+            | Request::DhtProvide { .. }
+            | Request::DhtProviders { .. }
+            | Request::DhtFind { .. } => self.dht(request).await,
+            Request::Connect { addr } => self.connect(addr).await,
+        }
+    }
+
+    /// Dials `addr`, answering before the client's exchange timeout.
+    async fn connect(&self, addr: &str) -> Response {
+        let addr: knotwork_core::PeerAddr = match addr.parse() {
+            Ok(addr) => addr,
+            Err(e) => {
+                return Response::Error {
+                    message: format!("bad address {addr:?}: {e}"),
+                };
+            }
+        };
+        let limit = EXCHANGE_TIMEOUT.saturating_sub(Duration::from_millis(500));
+        match tokio::time::timeout(limit, self.node.connect(&addr)).await {
+            Ok(Ok(channel)) => Response::Connected {
+                peer_id: channel.remote_peer_id().to_string(),
+                addr: channel.remote_addr().to_string(),
+                relayed: channel.remote_addr().is_relayed(),
+            },
+            Ok(Err(e)) => Response::Error {
+                message: format!("connect {addr}: {e}"),
+            },
+            Err(_) => Response::Error {
+                message: format!("connect {addr}: timed out after {} ms", millis(limit)),
+            },
+        }
+    }
+
+    /// Answers a DHT request; a query that outlasts the exchange is an error.
+    async fn dht(&self, request: &Request) -> Response {
+        let Some(dht) = &self.dht else {
+            return Response::Error {
+                message: NO_DHT.to_owned(),
+            };
+        };
+        let limit = EXCHANGE_TIMEOUT.saturating_sub(Duration::from_millis(500));
+        match tokio::time::timeout(limit, dht_answer(dht, request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(message)) => Response::Error { message },
+            Err(_) => Response::Error {
+                message: format!("dht query took longer than {} ms", millis(limit)),
+            },
+        }
+    }
+
+    fn peers(&self) -> Vec<PeerEntry> {
+        let now = Instant::now();
+        let peers = self.node.peers();
+        let discovered: HashMap<PeerId, Vec<DiscoverySource>> = self
+            .node
+            .discovered_peers()
+            .into_iter()
+            .map(|d| (d.peer, d.sources))
+            .collect();
+        let mut book = lock(&self.book);
+        peers
+            .into_iter()
+            .map(|p| {
+                let since = *book.since.entry(p.peer_id).or_insert(now);
+                let mut sources: Vec<String> = discovered
+                    .get(&p.peer_id)
+                    .into_iter()
+                    .flatten()
+                    .map(ToString::to_string)
+                    .collect();
+                let configured = match p.session {
+                    SessionKind::Seed => Some(DiscoverySource::Seed),
+                    SessionKind::Manual => Some(DiscoverySource::Manual),
+                    _ => None,
+                };
+                sources.extend(configured.map(|s| s.to_string()));
+                PeerEntry {
+                    peer_id: p.peer_id.to_string(),
+                    addr: p.addr.to_string(),
+                    direction: p.session.into(),
+                    session: session_name(p.session).to_owned(),
+                    rtt_us: p
+                        .rtt
+                        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+                    connected_ms: millis(now.saturating_duration_since(since)),
+                    relayed: p.addr.is_relayed(),
+                    sources,
+                }
+            })
+            .collect()
+    }
+
+    fn status(&self) -> StatusReport {
+        let peers = self.node.peers();
+        let inbound = peers
+            .iter()
+            .filter(|p| p.session == SessionKind::Inbound)
+            .count();
+        let mut book = lock(&self.book);
+        book.banned.retain(|p| self.node.is_banned(p));
+        StatusReport {
+            peer_id: self.node.peer_id().to_string(),
+            listen: self
+                .node
+                .listen_addrs()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            inbound,
+            outbound: peers.len() - inbound,
+            uptime_ms: millis(self.started.elapsed()),
+            banned: book.banned.len(),
+            reachability: self.nat.reachability().to_string(),
+        }
+    }
+}
+
+fn dht_peer(p: knotwork_dht_node::PeerInfo) -> DhtPeerEntry {
+    DhtPeerEntry {
+        peer_id: p.peer_id.to_string(),
+        addrs: p.addrs.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Runs one DHT request on `dht`; `Err` is the error response's text.
+async fn dht_answer(dht: &DhtHandle, request: &Request) -> Result<Response, String> {
+    let failed = |e: knotwork_dht_node::DhtNodeError| format!("dht: {e}");
+    Ok(match request {
+        Request::DhtPut { key, value } => Response::DhtStored {
+            stored: dht
+                .put(key.as_bytes().to_vec(), value.as_bytes().to_vec())
+                .await
+                .map_err(failed)?,
+        },
+        Request::DhtProvide { key } => Response::DhtStored {
+            stored: dht.provide(key.as_bytes().to_vec()).await.map_err(failed)?,
+        },
+        Request::DhtGet { key } => Response::DhtRecord {
+            record: dht
+                .get(key.as_bytes().to_vec())
+                .await
+                .map_err(failed)?
+                .map(|r| DhtRecordEntry {
+                    value: String::from_utf8_lossy(&r.value).into_owned(),
+                    publisher: r.publisher.to_string(),
+                    expires_ms: r.expires.as_millis(),
+                }),
+        },
+        Request::DhtProviders { key } => Response::DhtProviders {
+            providers: dht
+                .providers(key.as_bytes().to_vec())
+                .await
+                .map_err(failed)?
+                .into_iter()
+                .map(dht_peer)
+                .collect(),
+        },
+        Request::DhtFind { peer } => {
+            let id: PeerId = peer
+                .parse()
+                .map_err(|e| format!("bad peer id {peer:?}: {e}"))?;
+            Response::DhtPeer {
+                peer: dht.find_peer(id).await.map_err(failed)?.map(dht_peer),
+            }
+        }
+        _ => return Err("not a dht request".to_owned()),
+    })
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The serving control socket; removes the socket file when dropped.
+#[derive(Debug)]
+pub struct ControlServer {
+    path: PathBuf,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Creates `dir` (and its parents) if missing and makes it owner-only (0700).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+impl ControlServer {
+    /// Serves `control` on `<data_dir>/control.sock`. Creates the data
+    /// directory if needed and makes it `0700`, the socket `0600`. A stale
+    /// socket file (left by a node that died) is replaced; a live one is
+    /// [`ControlError::InUse`].
+    pub async fn bind(data_dir: &Path, control: NodeControl) -> Result<Self, ControlError> {
+        create_private_dir(data_dir)?;
+        let path = socket_path(data_dir);
+        if path.exists() {
+            if UnixStream::connect(&path).await.is_ok() {
+                return Err(ControlError::InUse(path.display().to_string()));
+            }
+            std::fs::remove_file(&path)?;
+        }
+        let listener = UnixListener::bind(&path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        let task = tokio::spawn(serve(listener, Arc::new(control)));
+        Ok(Self { path, task })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+async fn serve(listener: UnixListener, control: Arc<NodeControl>) {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                continue;
+            }
+        };
+        let control = control.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(stream, &control)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "control exchange failed"),
+                Err(_) => tracing::debug!("control exchange timed out"),
+            }
+        });
+    }
+}
+
+async fn exchange(mut stream: UnixStream, control: &NodeControl) -> Result<(), ControlError> {
+    let response = match read_message::<Request, _>(&mut stream).await {
+        Ok(request) => control.answer(&request).await,
+        Err(e @ (ControlError::Io(_) | ControlError::Truncated)) => return Err(e),
+        Err(e) => Response::Error {
+            message: e.to_string(),
+        },
+    };
+    stream.write_all(&encode(&response)?).await?;
+    stream.shutdown().await?;
+    Ok(())
+}
