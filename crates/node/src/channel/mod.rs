@@ -1,0 +1,530 @@
+//! [`Channel`]: one authenticated connection to one peer.
+//!
+//! A channel owns two tasks. The **writer** owns the write half: senders
+//! serialize their frames straight into a shared, bounded byte buffer (see
+//! `outbox`), and the writer takes everything waiting there (up to
+//! [`ChannelConfig::batch_bytes`] and a frame) and writes and flushes it
+//! once, so the secure stream below seals the whole batch in one AEAD
+//! call. The **reader** decodes frames, meters them (see
+//! [`crate::meter`]), and hands them to the [`MessageSubsystem`], which queues
+//! them in typed bounded subscriptions; a full subscription makes the reader
+//! wait, so a slow consumer slows the peer instead of losing messages.
+//! Responses go to the request that is waiting for them, matched by request
+//! id.
+//!
+//! Idle connections hold no buffers: the reader's frame decoder (see
+//! `frames`) and the secure stream below each free theirs when a read finds
+//! the connection quiet, and the writer frees its batch buffers after a
+//! small batch (see `BUSY_BURST`).
+//!
+//! Protocols attached to a channel run as its [`Jobs`](crate::jobs::Jobs); when
+//! the channel closes (either side, any reason) every job is aborted, every
+//! subscription ends and every pending request fails with
+//! [`NodeError::Closed`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use knotwork_core::{PeerAddr, PeerId, lock};
+use knotwork_wire::{Frame, FrameCodec, FrameKind, FrameRef, Message, WireError, decode};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_util::codec::FramedParts;
+use tokio_util::sync::CancellationToken;
+
+use crate::buffers::{BufferedBytes, StreamBuffers};
+use crate::error::{CloseReason, DisconnectReason, NodeError};
+use crate::frames::FrameReader;
+use crate::meter::{Meter, MeterConfig, Offence, RateBudget, Verdict};
+use crate::metrics::{Direction, Tally, offence_label};
+use crate::outbox::{Limits, Outbox, PushError};
+use crate::registry::SessionKind;
+use crate::subsystem::{
+    Delivery, Dispatcher, Kind, MessageSubsystem, RequestSubscription, Subscription,
+};
+use crate::version::{Disconnect, Version};
+use knotwork_crypto_handshake::BUSY_BURST;
+
+/// The message id of a response that says "no answer": the peer has no
+/// handler for the request, or its handler dropped it.
+pub const REFUSED_RESPONSE_ID: u32 = 0;
+
+/// The empty response that says "no answer" ([`REFUSED_RESPONSE_ID`]).
+#[derive(Serialize, Deserialize)]
+struct Refused;
+
+impl Message for Refused {
+    /// The type name refusals are counted under in the metrics.
+    const NAME: &'static str = "knot/refused";
+    const ID: u32 = REFUSED_RESPONSE_ID;
+    // A unit struct encodes to nothing.
+    const MAX_BYTES: usize = 0;
+}
+
+/// Settings shared by all channels of a node.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ChannelConfig {
+    /// Frames waiting for the writer, at most; `send` waits when full.
+    /// The writer takes what is waiting in one batch, so up to as many
+    /// again may be in its hands at once.
+    pub send_queue: usize,
+    /// Messages waiting in each subscription, at most (and, as for
+    /// `send_queue`, as many again taken by the subscriber's last `recv`).
+    pub subscription_capacity: usize,
+    /// Default time a request waits for its response.
+    pub request_timeout: Duration,
+    /// Largest frame payload accepted from the peer.
+    pub max_frame_len: usize,
+    /// Bytes waiting for the writer before `send` waits (a frame is let in
+    /// while fewer are waiting): the most a batch holds, plus one frame.
+    pub batch_bytes: usize,
+    /// How long closing waits for queued frames to go out.
+    pub drain_timeout: Duration,
+    /// Misbehaviour thresholds.
+    pub meter: MeterConfig,
+    /// Budget of message types without their own entry in `budgets`.
+    pub default_budget: RateBudget,
+    /// Budgets per message id.
+    pub budgets: HashMap<u32, RateBudget>,
+    /// Byte and frame counters (set by the node).
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self {
+            send_queue: 256,
+            subscription_capacity: 64,
+            request_timeout: Duration::from_secs(10),
+            max_frame_len: knotwork_wire::DEFAULT_MAX_FRAME_LEN,
+            batch_bytes: 60 * 1024,
+            drain_timeout: Duration::from_secs(2),
+            meter: MeterConfig::default(),
+            default_budget: RateBudget::default(),
+            budgets: HashMap::new(),
+            metrics: None,
+        }
+    }
+}
+
+impl ChannelConfig {
+    /// The budget of message id `id`.
+    pub fn budget(&self, id: u32) -> RateBudget {
+        self.budgets
+            .get(&id)
+            .copied()
+            .unwrap_or(self.default_budget)
+    }
+}
+
+/// What the node knows about the peer at the other end of a channel.
+#[derive(Clone, Debug)]
+pub struct ChannelInfo {
+    /// The authenticated identity of the peer.
+    pub peer_id: PeerId,
+    /// The address the connection goes to (dialed) or comes from (accepted).
+    pub remote_addr: PeerAddr,
+    /// How the connection was made.
+    pub session: SessionKind,
+    /// The peer's version message.
+    pub version: Version,
+}
+
+struct Pending {
+    expected: u32,
+    max_bytes: usize,
+    tx: oneshot::Sender<Frame>,
+}
+
+struct Inner {
+    info: ChannelInfo,
+    config: Arc<ChannelConfig>,
+    out: Outbox,
+    subsystem: MessageSubsystem,
+    pending: Mutex<HashMap<u32, Pending>>,
+    next_request_id: AtomicU32,
+    jobs: crate::jobs::Jobs,
+    rtt: Mutex<Option<Duration>>,
+    reason: Mutex<Option<CloseReason>>,
+    /// What the peer did to be closed for misbehaviour (a metrics label).
+    misbehaviour: OnceLock<&'static str>,
+    /// The stream's buffers, once started.
+    buffers: OnceLock<Arc<dyn StreamBuffers>>,
+    /// Cancelled when the channel starts closing.
+    closing: CancellationToken,
+    /// Mirrors `closing` for a lock-free check on the send path.
+    closing_flag: AtomicBool,
+    /// Cancelled when the writer task has ended (its last bytes written,
+    /// or abandoned after the drain timeout).
+    written: CancellationToken,
+    /// Cancelled when the channel is fully closed and cleaned up.
+    closed: CancellationToken,
+}
+
+impl Inner {
+    fn begin_close(&self) {
+        self.closing_flag.store(true, Ordering::Release);
+        self.closing.cancel();
+    }
+}
+
+/// A handle to one connection; cheap to clone. See the module docs.
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("peer", &self.inner.info.peer_id)
+            .field("addr", &self.inner.info.remote_addr)
+            .field("session", &self.inner.info.session)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The I/O half of a channel, kept until its protocols are attached.
+pub(crate) struct Unstarted<S> {
+    parts: FramedParts<S, FrameCodec>,
+}
+
+impl Channel {
+    /// A channel over `parts` (the stream after the version exchange), not
+    /// yet reading or writing: subscribe first, then [`Unstarted::start`].
+    pub(crate) fn new<S>(
+        parts: FramedParts<S, FrameCodec>,
+        info: ChannelInfo,
+        config: Arc<ChannelConfig>,
+    ) -> (Self, Unstarted<S>) {
+        let out = Outbox::new(
+            FrameCodec::with_max_frame_len(config.max_frame_len),
+            Limits {
+                frames: config.send_queue,
+                bytes: config.batch_bytes,
+            },
+            config.metrics.clone(),
+        );
+        let inner = Arc::new(Inner {
+            info,
+            config,
+            out,
+            subsystem: MessageSubsystem::default(),
+            pending: Mutex::new(HashMap::new()),
+            next_request_id: AtomicU32::new(1),
+            jobs: crate::jobs::Jobs::default(),
+            rtt: Mutex::new(None),
+            reason: Mutex::new(None),
+            misbehaviour: OnceLock::new(),
+            buffers: OnceLock::new(),
+            closing: CancellationToken::new(),
+            closing_flag: AtomicBool::new(false),
+            written: CancellationToken::new(),
+            closed: CancellationToken::new(),
+        });
+        let channel = Self { inner };
+        channel.register::<Disconnect>();
+        channel.register::<Refused>();
+        (channel, Unstarted { parts })
+    }
+
+    /// The authenticated identity of the peer.
+    pub fn remote_peer_id(&self) -> PeerId {
+        self.inner.info.peer_id
+    }
+
+    /// The peer's address as seen on this connection.
+    pub fn remote_addr(&self) -> &PeerAddr {
+        &self.inner.info.remote_addr
+    }
+
+    /// What the node knows about the peer.
+    pub fn info(&self) -> &ChannelInfo {
+        &self.inner.info
+    }
+
+    /// The last round-trip time measured by the ping protocol.
+    pub fn rtt(&self) -> Option<Duration> {
+        *lock(&self.inner.rtt)
+    }
+
+    /// Records a ping round-trip time (and feeds the RTT histogram).
+    pub(crate) fn set_rtt(&self, rtt: Duration) {
+        *lock(&self.inner.rtt) = Some(rtt);
+        self.metrics().inspect(|m| m.rtt(rtt));
+    }
+
+    fn metrics(&self) -> Option<&crate::metrics::Metrics> {
+        self.inner.config.metrics.as_ref()
+    }
+
+    /// Registers type `M` so the frames received of it are counted under its name.
+    fn register<M: Message>(&self) {
+        self.metrics().inspect(|m| m.register_type(M::ID, M::NAME));
+    }
+
+    /// What the peer did to be closed for misbehaviour: the label of its
+    /// ban in the metrics (`other` if nobody said).
+    pub(crate) fn misbehaviour(&self) -> &'static str {
+        self.inner.misbehaviour.get().copied().unwrap_or("other")
+    }
+
+    /// Closes the channel for misbehaviour `what` (a short label, as in
+    /// `knot_bans_total{reason}`); the node bans the peer.
+    pub async fn close_misbehaving(&self, what: &'static str) {
+        let _ = self.inner.misbehaviour.set(what);
+        self.close(DisconnectReason::Misbehaviour).await;
+    }
+
+    /// Bytes the connection's stream holds in its buffers now (0 before
+    /// the channel starts).
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner.buffers.get().map_or(0, |b| b.capacity())
+    }
+
+    /// The message subsystem of this channel.
+    pub fn subsystem(&self) -> &MessageSubsystem {
+        &self.inner.subsystem
+    }
+
+    /// Whether `self` and `other` are handles to the same connection.
+    pub fn same(&self, other: &Channel) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Whether the channel is closing or closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closing_flag.load(Ordering::Acquire)
+    }
+
+    /// Waits until the channel is closed; returns why. By then the writer
+    /// has ended: what was queued (a closing `Disconnect` among it) has
+    /// been written, or abandoned after the drain timeout.
+    pub async fn closed(&self) -> CloseReason {
+        self.inner.closed.cancelled().await;
+        self.close_reason().unwrap_or(CloseReason::Eof)
+    }
+
+    /// Why the channel closed, once it did.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        lock(&self.inner.reason).clone()
+    }
+
+    fn closed_error(&self) -> NodeError {
+        NodeError::Closed(self.close_reason().unwrap_or(CloseReason::Eof))
+    }
+
+    /// Records the first reason only.
+    fn set_reason(&self, reason: CloseReason) {
+        lock(&self.inner.reason).get_or_insert(reason);
+    }
+
+    /// Subscribes to one-way messages of type `M`. Subscribe before the
+    /// peer sends: a message of a type nobody subscribed to counts as
+    /// misbehaviour.
+    pub fn subscribe<M: Message>(&self) -> Subscription<M> {
+        let (sub, erased) = Subscription::new(self.inner.config.subscription_capacity);
+        self.register::<M>();
+        if !self.is_closed() {
+            self.inner.subsystem.add(
+                Kind::Message,
+                M::ID,
+                M::MAX_BYTES,
+                self.inner.config.budget(M::ID),
+                erased,
+            );
+        }
+        sub
+    }
+
+    /// Subscribes to requests of type `M`; answer each with its [`Responder`].
+    pub fn subscribe_requests<M: Message>(&self) -> RequestSubscription<M> {
+        let (sub, erased) = RequestSubscription::new(self.inner.config.subscription_capacity);
+        self.register::<M>();
+        if !self.is_closed() {
+            self.inner.subsystem.add(
+                Kind::Request,
+                M::ID,
+                M::MAX_BYTES,
+                self.inner.config.budget(M::ID),
+                erased,
+            );
+        }
+        sub
+    }
+
+    /// Queues a frame of `kind` carrying `msg`, waiting for room.
+    async fn send_frame<M: Message>(
+        &self,
+        kind: FrameKind,
+        request_id: u32,
+        msg: &M,
+    ) -> Result<(), NodeError> {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        // Fast path: room in the outbox, no future to set up.
+        let pushed = match self.inner.out.try_push(kind, request_id, msg) {
+            Ok(()) => {
+                // Stay fair: a tight send loop still yields now and then.
+                tokio::task::consume_budget().await;
+                Ok(())
+            }
+            Err(PushError::Full) => self.inner.out.push(kind, request_id, msg).await,
+            Err(e) => Err(e),
+        };
+        match pushed {
+            Ok(()) => Ok(()),
+            Err(PushError::Encode(e)) => Err(e.into()),
+            Err(PushError::Full | PushError::Closed) => Err(self.closed_error()),
+        }
+    }
+
+    /// Sends a one-way message. Waits while the send queue is full.
+    pub async fn send<M: Message>(&self, msg: &M) -> Result<(), NodeError> {
+        self.send_frame(FrameKind::Message, 0, msg).await
+    }
+
+    /// Sends a request and waits for its response, at most
+    /// [`ChannelConfig::request_timeout`].
+    pub async fn request<Req: Message, Resp: Message>(&self, req: &Req) -> Result<Resp, NodeError> {
+        self.request_timeout(req, self.inner.config.request_timeout)
+            .await
+    }
+
+    /// Sends a request and waits for its response, at most `timeout`.
+    pub async fn request_timeout<Req: Message, Resp: Message>(
+        &self,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, NodeError> {
+        // (Sent types are registered by the outbox as they go out.)
+        self.register::<Resp>();
+        let id = loop {
+            let id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                break id;
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        lock(&self.inner.pending).insert(
+            id,
+            Pending {
+                expected: Resp::ID,
+                max_bytes: Resp::MAX_BYTES,
+                tx,
+            },
+        );
+        // Remove the entry however this future ends (timeout, cancellation).
+        struct Cleanup<'a>(&'a Inner, u32);
+        impl Drop for Cleanup<'_> {
+            fn drop(&mut self) {
+                lock(&self.0.pending).remove(&self.1);
+            }
+        }
+        let _cleanup = Cleanup(&self.inner, id);
+        self.send_frame(FrameKind::Request, id, req).await?;
+        let frame = match tokio::time::timeout(timeout, rx).await {
+            Err(_) => return Err(NodeError::RequestTimeout),
+            Ok(Err(_)) => return Err(self.closed_error()),
+            Ok(Ok(frame)) => frame,
+        };
+        match frame.msg_id {
+            id if id == Resp::ID => Ok(decode::<Resp>(&frame.payload)?),
+            REFUSED_RESPONSE_ID => Err(NodeError::RequestRefused),
+            got => Err(NodeError::UnexpectedResponse {
+                expected: Resp::ID,
+                got,
+            }),
+        }
+    }
+
+    /// Runs `job` until it ends or the channel closes, whichever is first;
+    /// finished jobs are reaped (see [`crate::jobs`]).
+    pub fn spawn<F>(&self, job: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.jobs.spawn(job);
+    }
+
+    /// Jobs running on this channel now.
+    pub fn jobs(&self) -> usize {
+        self.inner.jobs.len()
+    }
+
+    /// Closes the channel: tells the peer `reason`, sends what is queued
+    /// (for at most [`ChannelConfig::drain_timeout`]), and stops every job.
+    pub async fn close(&self, reason: DisconnectReason) {
+        if self.is_closed() {
+            return;
+        }
+        self.set_reason(CloseReason::Local(reason.clone()));
+        let bye = Disconnect { reason };
+        let bye = self.inner.out.push(FrameKind::Message, 0, &bye);
+        let _ = tokio::time::timeout(self.inner.config.drain_timeout, bye).await;
+        self.inner.begin_close();
+    }
+
+    /// Closes without waiting: used where awaiting is impossible.
+    fn close_now(&self, reason: CloseReason, notify: Option<DisconnectReason>) {
+        self.set_reason(reason);
+        if let Some(reason) = notify {
+            let _ = self
+                .inner
+                .out
+                .try_push(FrameKind::Message, 0, &Disconnect { reason });
+        }
+        self.inner.begin_close();
+    }
+}
+
+/// Answers one request; see [`Channel::subscribe_requests`]. Dropping it
+/// unanswered tells the peer the request was refused.
+pub struct Responder {
+    channel: Channel,
+    request_id: u32,
+    answered: bool,
+}
+
+impl Responder {
+    pub(crate) fn new(channel: Channel, request_id: u32) -> Self {
+        Self {
+            channel,
+            request_id,
+            answered: false,
+        }
+    }
+
+    /// Sends `resp` as the answer.
+    pub async fn respond<M: Message>(mut self, resp: &M) -> Result<(), NodeError> {
+        self.answered = true;
+        self.channel
+            .send_frame(FrameKind::Response, self.request_id, resp)
+            .await
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if !self.answered {
+            // Best effort: if the queue is full the requester times out instead.
+            let _ = self
+                .channel
+                .inner
+                .out
+                .try_push(FrameKind::Response, self.request_id, &Refused);
+        }
+    }
+}
+
+mod io;
+
+#[cfg(test)]
+mod tests;

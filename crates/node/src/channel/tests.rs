@@ -1,0 +1,300 @@
+use super::*;
+use crate::protocol::ping::{Ping, Pong};
+use bytes::Bytes;
+use futures::{FutureExt, SinkExt, StreamExt};
+use knotwork_core::Keypair;
+use knotwork_wire::encode;
+use std::pin::Pin;
+use std::sync::atomic::AtomicUsize;
+use std::task::{Context, Poll};
+use tokio::io::{DuplexStream, ReadBuf};
+use tokio_util::codec::Framed;
+
+/// A stream that counts flushes and can make each write wait first.
+struct Counted {
+    io: DuplexStream,
+    flushes: Arc<AtomicUsize>,
+    /// How long each write waits before it starts.
+    write_delay: Duration,
+    /// The wait of the write in progress.
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if !this.write_delay.is_zero() {
+            let delay = this.write_delay;
+            let wait = this
+                .waiting
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+            std::task::ready!(wait.as_mut().poll(cx));
+            this.waiting = None;
+        }
+        Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        this.flushes.fetch_add(1, Ordering::SeqCst);
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl BufferedBytes for Counted {
+    fn buffer_capacity(&self) -> usize {
+        0
+    }
+}
+
+type Peer = Framed<DuplexStream, FrameCodec>;
+
+fn channel(config: ChannelConfig) -> (Channel, Unstarted<Counted>, Peer, Arc<AtomicUsize>) {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let flushes = Arc::new(AtomicUsize::new(0));
+    let io = Counted {
+        io: a,
+        flushes: flushes.clone(),
+        write_delay: Duration::ZERO,
+        waiting: None,
+    };
+    let parts = FramedParts::new::<Frame>(io, FrameCodec::new());
+    let info = ChannelInfo {
+        peer_id: Keypair::generate().unwrap().peer_id(),
+        remote_addr: PeerAddr::Mem(1),
+        session: SessionKind::Inbound,
+        version: Version::new(&[], &[], &PeerAddr::Mem(1)),
+    };
+    let (ch, io) = Channel::new(parts, info, Arc::new(config));
+    (ch, io, Framed::new(b, FrameCodec::new()), flushes)
+}
+
+/// Sends `frame` from the peer `n` times; returns how the channel closed.
+async fn abuse(config: ChannelConfig, n: usize, frame: Frame) -> (Channel, Peer) {
+    let (ch, io, mut peer, _) = channel(config);
+    let _pings = ch.subscribe::<Ping>();
+    io.start(&ch);
+    for _ in 0..n {
+        if peer.send(frame.clone()).await.is_err() {
+            break;
+        }
+    }
+    (ch, peer)
+}
+
+async fn assert_banned(ch: &Channel, peer: &mut Peer) {
+    let reason = tokio::time::timeout(Duration::from_secs(5), ch.closed())
+        .await
+        .unwrap();
+    assert_eq!(reason, CloseReason::Local(DisconnectReason::Misbehaviour));
+    // The peer is told why.
+    loop {
+        let f = peer.next().await.unwrap().unwrap();
+        if f.msg_id == Disconnect::ID {
+            let d: Disconnect = decode(&f.payload).unwrap();
+            assert_eq!(d.reason, DisconnectReason::Misbehaviour);
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn oversized_payloads_get_the_peer_banned() {
+    let frame = Frame::message(Ping::ID, Bytes::from(vec![0u8; Ping::MAX_BYTES + 1]));
+    let (ch, mut peer) = abuse(ChannelConfig::default(), 4, frame).await;
+    assert_banned(&ch, &mut peer).await;
+}
+
+#[tokio::test]
+async fn malformed_payloads_get_the_peer_banned() {
+    // Ten 0xff bytes are a varint that never ends: not a u64.
+    let frame = Frame::message(Ping::ID, Bytes::from(vec![0xffu8; 10]));
+    let (ch, mut peer) = abuse(ChannelConfig::default(), 4, frame).await;
+    assert_banned(&ch, &mut peer).await;
+}
+
+#[tokio::test]
+async fn unknown_types_get_the_peer_banned_at_the_threshold_only() {
+    let frame = Frame::message(12345, Bytes::new());
+    let (ch, _peer) = abuse(ChannelConfig::default(), 9, frame.clone()).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!ch.is_closed(), "90 points stay under the threshold of 100");
+    let (ch, mut peer) = abuse(ChannelConfig::default(), 10, frame).await;
+    assert_banned(&ch, &mut peer).await;
+}
+
+#[tokio::test]
+async fn a_flood_over_budget_gets_the_peer_banned() {
+    let mut config = ChannelConfig::default();
+    config.budgets.insert(Ping::ID, RateBudget::new(1.0, 1));
+    let frame = Frame::message(Ping::ID, encode(&Ping { nonce: 1 }).unwrap());
+    let (ch, mut peer) = abuse(config, 60, frame).await;
+    assert_banned(&ch, &mut peer).await;
+}
+
+/// A message large enough to grow the secure stream's read buffer.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Bulk(Vec<u8>);
+impl Message for Bulk {
+    const NAME: &'static str = "test/bulk/1";
+    // length varint 3 + 200 KB.
+    const MAX_BYTES: usize = 3 + 200_000;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_channel_gives_its_read_buffer_back() {
+    use knotwork_crypto_handshake::SecureConfig;
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let (ka, kb) = (Keypair::generate().unwrap(), Keypair::generate().unwrap());
+    let (ca, cb) = (
+        SecureConfig::new(ka).unwrap(),
+        SecureConfig::new(kb).unwrap(),
+    );
+    let (ours, theirs) = tokio::join!(ca.upgrade_inbound(a), cb.upgrade_outbound(b, None));
+    let (ours, theirs) = (ours.unwrap(), theirs.unwrap());
+    let info = ChannelInfo {
+        peer_id: ours.remote_peer_id(),
+        remote_addr: PeerAddr::Mem(1),
+        session: SessionKind::Inbound,
+        version: Version::new(&[], &[], &PeerAddr::Mem(1)),
+    };
+    let parts = FramedParts::new::<Frame>(ours, FrameCodec::new());
+    let (ch, io) = Channel::new(parts, info, Arc::new(ChannelConfig::default()));
+    let mut bulk = ch.subscribe::<Bulk>();
+    io.start(&ch);
+    let mut peer = Framed::new(theirs, FrameCodec::new());
+    let payload = encode(&Bulk(vec![7; 200_000])).unwrap();
+    peer.send(Frame::message(Bulk::ID, payload)).await.unwrap();
+    assert_eq!(bulk.recv().await.unwrap().0.len(), 200_000);
+    // A busy stream may keep its read buffer after a large burst; the
+    // next small exchange (as a ping would be) lets it go as soon as
+    // the reader's next read finds the connection empty: nothing stays
+    // behind, without any timer.
+    let small = encode(&Bulk(vec![1; 10])).unwrap();
+    peer.send(Frame::message(Bulk::ID, small)).await.unwrap();
+    assert_eq!(bulk.recv().await.unwrap().0.len(), 10);
+    let freed = async {
+        while ch.buffered_bytes() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(1), freed)
+        .await
+        .is_err()
+    {
+        panic!(
+            "still buffered after the burst: {} bytes",
+            ch.buffered_bytes()
+        );
+    }
+    // The channel still reads afterwards.
+    let payload = encode(&Bulk(vec![1; 10])).unwrap();
+    peer.send(Frame::message(Bulk::ID, payload)).await.unwrap();
+    assert_eq!(bulk.recv().await.unwrap().0, vec![1; 10]);
+}
+
+#[tokio::test]
+async fn queued_frames_leave_in_one_flush() {
+    let (ch, io, mut peer, flushes) = channel(ChannelConfig::default());
+    for nonce in 0..50 {
+        ch.send(&Pong { nonce }).await.unwrap();
+    }
+    io.start(&ch);
+    for nonce in 0..50 {
+        let f = peer.next().await.unwrap().unwrap();
+        assert_eq!(decode::<Pong>(&f.payload).unwrap(), Pong { nonce });
+    }
+    assert_eq!(flushes.load(Ordering::SeqCst), 1, "50 frames, one flush");
+}
+
+/// Regression: `closed` used to fire as soon as the reader stopped, while
+/// the writer still held the Disconnect; a process exiting right after
+/// `Node::shutdown` then cut it off and the peer saw a bare EOF.
+#[tokio::test(start_paused = true)]
+async fn closed_means_the_disconnect_was_written() {
+    let (ch, mut io, mut peer, _) = channel(ChannelConfig::default());
+    io.parts.io.write_delay = Duration::from_millis(100);
+    io.start(&ch);
+    ch.close(DisconnectReason::Shutdown).await;
+    ch.closed().await;
+    let f = peer
+        .next()
+        .now_or_never()
+        .expect("the Disconnect is already written")
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.msg_id, Disconnect::ID);
+    let d: Disconnect = decode(&f.payload).unwrap();
+    assert_eq!(d.reason, DisconnectReason::Shutdown);
+    assert!(
+        peer.next().await.is_none(),
+        "then the write side shuts down"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_responder_refuses_the_request() {
+    let (ch, io, mut peer, _) = channel(ChannelConfig::default());
+    let mut requests = ch.subscribe_requests::<Ping>();
+    io.start(&ch);
+    let payload = encode(&Ping { nonce: 9 }).unwrap();
+    peer.send(Frame::request(Ping::ID, 77, payload))
+        .await
+        .unwrap();
+    let (ping, responder) = requests.recv().await.unwrap();
+    assert_eq!(ping, Ping { nonce: 9 });
+    drop(responder);
+    let f = peer.next().await.unwrap().unwrap();
+    assert_eq!(
+        (f.kind, f.msg_id, f.request_id),
+        (FrameKind::Response, REFUSED_RESPONSE_ID, 77)
+    );
+}
+
+#[tokio::test]
+async fn closing_ends_subscriptions_and_pending_requests() {
+    let (ch, io, mut peer, _) = channel(ChannelConfig::default());
+    let mut pongs = ch.subscribe::<Pong>();
+    io.start(&ch);
+    let requester = ch.clone();
+    let pending =
+        tokio::spawn(async move { requester.request::<Ping, Pong>(&Ping { nonce: 1 }).await });
+    let f = peer.next().await.unwrap().unwrap();
+    assert_eq!(f.kind, FrameKind::Request);
+    let bye = encode(&Disconnect {
+        reason: DisconnectReason::other("bye"),
+    })
+    .unwrap();
+    peer.send(Frame::message(Disconnect::ID, bye))
+        .await
+        .unwrap();
+    assert_eq!(
+        ch.closed().await,
+        CloseReason::Remote(DisconnectReason::Other("bye".into()))
+    );
+    assert!(pongs.recv().await.is_none());
+    assert!(matches!(
+        pending.await.unwrap(),
+        Err(NodeError::Closed(CloseReason::Remote(_)))
+    ));
+    assert!(matches!(
+        ch.send(&Pong { nonce: 2 }).await,
+        Err(NodeError::Closed(_))
+    ));
+}
