@@ -2,7 +2,13 @@
 //!
 //! A [`PeerId`] is the peer's Ed25519 public key itself (32 bytes), so any
 //! signature made by a peer can be checked from its id alone. Its text form is
-//! base58 (Bitcoin alphabet), 43 or 44 characters, easy to copy and paste.
+//! base58 (Bitcoin alphabet), at most 44 characters (43 or 44 for all but a
+//! few keys), easy to copy and paste.
+//!
+//! A [`Keypair`] comes from the system's random numbers
+//! ([`Keypair::generate`]), from a key file or its PKCS#8 bytes
+//! ([`Keypair::load`], [`Keypair::from_pkcs8`]), or from a 32-byte Ed25519
+//! seed ([`Keypair::from_seed`]) where identities must be reproducible.
 
 use std::fmt;
 use std::path::Path;
@@ -16,6 +22,25 @@ use ring::signature::{self, Ed25519KeyPair, KeyPair as _};
 pub const PUBLIC_KEY_LEN: usize = 32;
 /// Length of an Ed25519 signature in bytes.
 pub const SIGNATURE_LEN: usize = 64;
+/// Length of an Ed25519 seed (the secret key of RFC 8032) in bytes.
+pub const SEED_LEN: usize = 32;
+/// Longest text form of a [`PeerId`]: 32 bytes in base58 take at most 44
+/// characters (in postcard, a `PeerId` therefore takes at most 45 bytes).
+pub const MAX_PEER_ID_TEXT_LEN: usize = 44;
+
+/// The PKCS#8 v2 document (RFC 5958, RFC 8410) of an Ed25519 key pair is
+/// this prefix, the 32-byte seed, [`PKCS8_MIDDLE`] and the 32-byte public
+/// key: 83 bytes, the layout `ring` generates and reads.
+const PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x51, // SEQUENCE, 81 bytes
+    0x02, 0x01, 0x01, // INTEGER 1: version 2 (with the public key)
+    0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, // AlgorithmIdentifier: OID 1.3.101.112, Ed25519
+    0x04, 0x22, 0x04, 0x20, // OCTET STRING { OCTET STRING, 32 bytes: the seed }
+];
+/// See [`PKCS8_PREFIX`].
+const PKCS8_MIDDLE: [u8; 3] = [
+    0x81, 0x21, 0x00, // [1] IMPLICIT BIT STRING, 0 unused bits: the public key
+];
 
 /// Errors of identity handling: key files, signatures and `PeerId` text.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +90,21 @@ impl Keypair {
         let rng = SystemRandom::new();
         let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| IdentityError::Rng)?;
         Self::from_pkcs8(doc.as_ref())
+    }
+
+    /// The key pair of an Ed25519 seed (the 32-byte secret key of RFC
+    /// 8032): the same seed always gives the same identity, for
+    /// simulations and tests that need reproducible peers. Keep a real
+    /// node's seed as secret as its key file.
+    pub fn from_seed(seed: [u8; SEED_LEN]) -> Result<Self, IdentityError> {
+        let pair = Ed25519KeyPair::from_seed_unchecked(&seed)
+            .map_err(|_| IdentityError::InvalidPrivateKey)?;
+        let mut pkcs8 = Vec::with_capacity(PKCS8_PREFIX.len() + 2 * SEED_LEN + PKCS8_MIDDLE.len());
+        pkcs8.extend_from_slice(&PKCS8_PREFIX);
+        pkcs8.extend_from_slice(&seed);
+        pkcs8.extend_from_slice(&PKCS8_MIDDLE);
+        pkcs8.extend_from_slice(pair.public_key().as_ref());
+        Self::from_pkcs8(&pkcs8)
     }
 
     /// Loads a key pair from its PKCS#8 (v2) encoding.
@@ -244,9 +284,8 @@ impl FromStr for PeerId {
     type Err = IdentityError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        // 32 bytes need at most 44 base58 characters; refuse longer input
-        // before decoding it.
-        if s.len() > 44 {
+        // Refuse text longer than any PeerId before decoding it.
+        if s.len() > MAX_PEER_ID_TEXT_LEN {
             return Err(IdentityError::PeerIdLength(s.len() * 3 / 4));
         }
         let bytes = bs58::decode(s)
@@ -310,6 +349,51 @@ mod tests {
         ));
     }
 
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// RFC 8032 section 7.1, TEST 1: secret key (seed), public key and the
+    /// signature of the empty message.
+    #[test]
+    fn from_seed_matches_rfc8032() {
+        let seed = unhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
+        let kp = Keypair::from_seed(seed.try_into().unwrap()).unwrap();
+        assert_eq!(
+            kp.public().as_bytes().to_vec(),
+            unhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+        );
+        assert_eq!(
+            kp.sign(b"").to_vec(),
+            unhex(concat!(
+                "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555",
+                "fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+            ))
+        );
+    }
+
+    /// A generated key pair's PKCS#8 document has the layout `from_seed`
+    /// builds: the seed taken out of it gives back the same document.
+    #[test]
+    fn from_seed_builds_the_pkcs8_layout_ring_generates() {
+        let kp = Keypair::generate().unwrap();
+        let doc = kp.to_pkcs8();
+        assert_eq!(doc.len(), 83);
+        assert_eq!(doc[..16], PKCS8_PREFIX);
+        assert_eq!(doc[48..51], PKCS8_MIDDLE);
+        assert_eq!(&doc[51..], kp.public().as_bytes());
+        let again = Keypair::from_seed(doc[16..48].try_into().unwrap()).unwrap();
+        assert_eq!(again.to_pkcs8(), doc);
+        assert_eq!(again.peer_id(), kp.peer_id());
+        assert_ne!(
+            Keypair::from_seed([1; SEED_LEN]).unwrap().peer_id(),
+            Keypair::from_seed([2; SEED_LEN]).unwrap().peer_id()
+        );
+    }
+
     #[test]
     fn load_refuses_garbage() {
         assert!(matches!(
@@ -328,6 +412,12 @@ mod tests {
             "abc".parse::<PeerId>(),
             Err(IdentityError::PeerIdLength(_))
         ));
+        // The longest and the shortest text: all bytes 0xff, all zero.
+        assert_eq!(
+            PeerId::from_bytes(&[0xff; 32]).unwrap().to_string().len(),
+            MAX_PEER_ID_TEXT_LEN
+        );
+        assert_eq!(PeerId::from_bytes(&[0; 32]).unwrap().to_string().len(), 32);
         assert!(matches!(
             "1".repeat(45).parse::<PeerId>(),
             Err(IdentityError::PeerIdLength(_))

@@ -10,6 +10,23 @@
 //! - [`discovery`]: the [`Discovery`] trait and [`DiscoveredPeer`].
 //! - [`memory`]: [`MemoryTransport`], an in-process transport with bounded
 //!   pipes that behaves like TCP, for tests and examples.
+//! - `serde_impls` (private): serde for the identity and address types.
+//!
+//! # serde
+//! - Feature `serde` (on by default): [`PeerId`] and [`PeerAddr`] serialize
+//!   as their text forms in every format (`Display` out, `FromStr` in), so
+//!   a JSON config and a postcard message both hold `tcp/127.0.0.1:4000`.
+//!   In postcard each is its text's length (a varint: 1 byte below 128, else
+//!   2) and the text: a `PeerId` takes at most 1 + [`MAX_PEER_ID_TEXT_LEN`]
+//!   = 45 bytes; count that in a message's `MAX_BYTES`.
+//! - Feature `keypair-serde` (off by default): [`Keypair`] serializes as its
+//!   PKCS#8 document ([`Keypair::to_pkcs8`], the bytes of a key file), as
+//!   base58 text in human-readable formats (JSON, TOML) and as bytes in the
+//!   others (postcard). It is a secret, hence the separate feature; a
+//!   `Keypair`'s `Debug` output shows only its `PeerId`.
+//!
+//! Text that does not parse fails deserialization with the `FromStr` error
+//! ([`IdentityError`], [`AddrParseError`]) as the serde error's message.
 //!
 //! # Example
 //! ```
@@ -37,6 +54,8 @@ pub mod addr;
 pub mod discovery;
 pub mod identity;
 pub mod memory;
+#[cfg(feature = "serde")]
+mod serde_impls;
 pub mod sync;
 pub mod transport;
 
@@ -44,7 +63,9 @@ pub use addr::{AddrParseError, MAX_ADDR_TEXT_LEN, PeerAddr, RelayAddr};
 pub use discovery::{
     DiscoveredPeer, Discovery, DiscoveryError, DiscoveryEvent, DiscoverySource, LocalPeerInfo,
 };
-pub use identity::{IdentityError, Keypair, PeerId, PublicKey, SIGNATURE_LEN};
+pub use identity::{
+    IdentityError, Keypair, MAX_PEER_ID_TEXT_LEN, PeerId, PublicKey, SEED_LEN, SIGNATURE_LEN,
+};
 pub use memory::MemoryTransport;
 pub use sync::lock;
 pub use transport::{Listener, RawConnection, Transport, TransportError};

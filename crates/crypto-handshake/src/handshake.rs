@@ -71,19 +71,43 @@ fn noise_err(e: snow::Error) -> HandshakeError {
     }
 }
 
-/// A snow builder for `pattern` and `suite` with our static key pair
-/// (see [`crate::resolver`]).
-fn builder(
+/// A snow builder for `pattern` and `suite` with our static key pair (see
+/// [`crate::resolver`]), and the ephemeral key fixed if `ephemeral` is
+/// given (see [`Overrides`]).
+fn builder<'a>(
     pattern: Pattern,
     suite: Suite,
-    static_key: &KeyPair,
-) -> Result<snow::Builder<'_>, HandshakeError> {
+    static_key: &'a KeyPair,
+    ephemeral: Option<&'a [u8; STATIC_KEY_LEN]>,
+) -> Result<snow::Builder<'a>, HandshakeError> {
     let params: snow::params::NoiseParams = preamble::noise_params(pattern, suite)
         .parse()
         .map_err(noise_err)?;
-    snow::Builder::with_resolver(params, Box::new(Resolver::new(Some(static_key.clone()))))
+    let b = snow::Builder::with_resolver(params, Box::new(Resolver::new(Some(static_key.clone()))))
         .local_private_key(&static_key.private)
-        .map_err(noise_err)
+        .map_err(noise_err)?;
+    Ok(match ephemeral {
+        Some(e) => b.fixed_ephemeral_key_for_testing_only(e),
+        None => b,
+    })
+}
+
+/// What tests fix that a real handshake leaves alone: the protocol version
+/// announced (the version-mismatch tests) and the ephemeral private key
+/// (the spec's test vectors, which need the same bytes on every run). Real
+/// handshakes use [`Overrides::NONE`]: version [`VERSION`], a fresh random
+/// ephemeral key.
+#[derive(Clone, Copy)]
+struct Overrides {
+    version: u8,
+    ephemeral: Option<[u8; STATIC_KEY_LEN]>,
+}
+
+impl Overrides {
+    const NONE: Self = Self {
+        version: VERSION,
+        ephemeral: None,
+    };
 }
 
 fn key32(bytes: &[u8]) -> Result<[u8; STATIC_KEY_LEN], HandshakeError> {
@@ -95,13 +119,17 @@ fn key32(bytes: &[u8]) -> Result<[u8; STATIC_KEY_LEN], HandshakeError> {
 impl StaticIdentity {
     /// A fresh random X25519 static key bound to `identity`.
     pub fn generate(identity: Keypair) -> Result<Self, HandshakeError> {
-        let static_key = KeyPair::generate()?;
+        Ok(Self::with_static_key(identity, KeyPair::generate()?))
+    }
+
+    /// `static_key` bound to `identity`.
+    fn with_static_key(identity: Keypair, static_key: KeyPair) -> Self {
         let payload = payload::make(&identity, &static_key.public);
-        Ok(Self {
+        Self {
             identity,
             static_key,
             payload,
-        })
+        }
     }
 
     /// The Ed25519 identity.
@@ -178,6 +206,8 @@ pub struct Handshake {
     received: u8,
     /// Identity payloads already checked (see [`Handshake::with_known_peers`]).
     checked: Option<Arc<KnownPeers>>,
+    /// The ephemeral key a test fixed (see [`Overrides`]); `None` when real.
+    ephemeral: Option<[u8; STATIC_KEY_LEN]>,
 }
 
 impl std::fmt::Debug for Handshake {
@@ -219,6 +249,7 @@ impl Handshake {
             accepted: None,
             received: 0,
             checked: None,
+            ephemeral: None,
         }
     }
 
@@ -238,7 +269,7 @@ impl Handshake {
         suite: Suite,
         expected: Option<PeerId>,
     ) -> Result<Self, HandshakeError> {
-        Self::initiator_with_version(local, Pattern::Xx, suite, expected, None, VERSION)
+        Self::initiator(local, Pattern::Xx, suite, expected, None, Overrides::NONE)
     }
 
     /// An IK initiator that knows `expected`'s static key `remote_static`.
@@ -248,30 +279,34 @@ impl Handshake {
         expected: PeerId,
         remote_static: &[u8; STATIC_KEY_LEN],
     ) -> Result<Self, HandshakeError> {
-        Self::initiator_with_version(
+        Self::initiator(
             local,
             Pattern::Ik,
             suite,
             Some(expected),
             Some(remote_static),
-            VERSION,
+            Overrides::NONE,
         )
     }
 
-    /// An initiator announcing protocol `version` (always [`VERSION`] except
-    /// in the version-mismatch tests).
-    fn initiator_with_version(
+    /// An initiator; `overrides` is [`Overrides::NONE`] except in tests.
+    fn initiator(
         local: &StaticIdentity,
         pattern: Pattern,
         suite: Suite,
         expected: Option<PeerId>,
         remote_static: Option<&[u8; STATIC_KEY_LEN]>,
-        version: u8,
+        overrides: Overrides,
     ) -> Result<Self, HandshakeError> {
-        let pre = preamble::encode(version, pattern, suite);
-        let mut b = builder(pattern, suite, &local.static_key)?
-            .prologue(&pre)
-            .map_err(noise_err)?;
+        let pre = preamble::encode(overrides.version, pattern, suite);
+        let mut b = builder(
+            pattern,
+            suite,
+            &local.static_key,
+            overrides.ephemeral.as_ref(),
+        )?
+        .prologue(&pre)
+        .map_err(noise_err)?;
         if let Some(rs) = remote_static {
             b = b.remote_public_key(rs).map_err(noise_err)?;
         }
@@ -444,7 +479,7 @@ impl Handshake {
         };
         self.pattern = pattern;
         self.suite = suite;
-        let noise = builder(pattern, suite, &self.static_key)?
+        let noise = builder(pattern, suite, &self.static_key, self.ephemeral.as_ref())?
             .prologue(&bytes)
             .map_err(noise_err)?
             .build_responder()
@@ -633,3 +668,7 @@ impl Handshake {
 #[cfg(test)]
 #[path = "handshake_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "handshake_vectors.rs"]
+mod vectors;

@@ -182,8 +182,18 @@ fn unknown_suite_is_refused_with_a_reply() {
 #[test]
 fn version_mismatch_is_named_on_both_sides() {
     let (a, b) = (identity(), identity());
-    let mut i =
-        Handshake::initiator_with_version(&a, Pattern::Xx, Suite::AesGcm, None, None, 2).unwrap();
+    let mut i = Handshake::initiator(
+        &a,
+        Pattern::Xx,
+        Suite::AesGcm,
+        None,
+        None,
+        Overrides {
+            version: 2,
+            ephemeral: None,
+        },
+    )
+    .unwrap();
     let mut r = Handshake::responder(&b);
     assert!(matches!(
         r.read_input(&i.take_output()),
@@ -332,7 +342,7 @@ fn xx_message_one_with_payload_is_malformed() {
     let b = identity();
     let pre = preamble::encode(VERSION, Pattern::Xx, Suite::AesGcm);
     let other = identity();
-    let mut noise = builder(Pattern::Xx, Suite::AesGcm, &other.static_key)
+    let mut noise = builder(Pattern::Xx, Suite::AesGcm, &other.static_key, None)
         .unwrap()
         .prologue(&pre)
         .unwrap()

@@ -10,6 +10,9 @@
 //! identities are authenticated both ways (the Python peer reports the id it
 //! verified; we check the one we verified).
 //!
+//! The Python peer also recomputes the spec's test vectors
+//! (`docs/vectors`) with each library and its own frame encoder.
+//!
 //! Ignored by default (they need Python): run `cargo xtask interop noise`,
 //! which creates the virtualenv and sets `KNOTWORK_PYTHON`.
 #![allow(
@@ -274,5 +277,31 @@ async fn python_tampered_byte_is_decrypt() {
         for suite in Suite::ALL {
             we_initiate(lib, suite, Pattern::Xx, true).await;
         }
+    }
+}
+
+/// The number of handshake cases and frames in the spec's vector files.
+fn vector_counts(dir: &std::path::Path) -> String {
+    let count = |file: &str, list: &str| {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        json[list].as_array().unwrap().len()
+    };
+    format!(
+        "{} {}",
+        count("handshake.json", "cases"),
+        count("frames.json", "frames")
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs Python peers: run `cargo xtask interop noise`"]
+async fn python_checks_the_spec_vectors() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/vectors");
+    for lib in LIBS {
+        let args = ["--lib", lib, "--vectors", &dir.display().to_string()].map(String::from);
+        let mut peer = Peer::spawn(&args);
+        assert_eq!(peer.expect("vectors").await, vector_counts(&dir), "{lib}");
+        peer.finish().await;
     }
 }

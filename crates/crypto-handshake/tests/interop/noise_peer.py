@@ -21,12 +21,22 @@ bytes of i % 251, b"bye"; then reads 100000 bytes and echoes them back in
 1000-byte frames. `--tamper` flips one ciphertext byte of its first non-empty
 message and stops. Output lines on stdout: "static <hex>", "identity <hex>",
 "listening <port>", "remote <hex>", "ok".
+
+`--vectors DIR` instead checks the spec's test vectors (docs/vectors, see
+docs/protocol.md): it recomputes every handshake and transport message of
+handshake.json with the library (with the vectors' fixed ephemeral keys)
+and every frame of frames.json with its own encoder (FNV-1a, postcard, the
+16-byte header), and fails on the first byte that differs. Output lines:
+"vectors <handshake cases> <frames>", "ok".
 """
 
 import argparse
+import json
+import os
 import socket
 import sys
 import traceback
+import warnings
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
@@ -44,9 +54,9 @@ def raw(key):
 
 
 class NoiseProtocolLib:
-    """Adapter over `noiseprotocol`."""
+    """Adapter over `noiseprotocol`; `e_priv` fixes the ephemeral key."""
 
-    def __init__(self, pattern, suite, initiator, prologue, static_priv, rs):
+    def __init__(self, pattern, suite, initiator, prologue, static_priv, rs, e_priv=None):
         from noise.connection import Keypair, NoiseConnection
 
         name = "Noise_%s_25519_%s_SHA256" % (pattern, suite)
@@ -58,6 +68,11 @@ class NoiseProtocolLib:
         self.conn.set_keypair_from_private_bytes(Keypair.STATIC, static_priv)
         if rs is not None:
             self.conn.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, rs)
+        if e_priv is not None:
+            # The library uses a preset ephemeral key instead of a fresh one
+            # (and warns that this is for tests only, which it is).
+            warnings.filterwarnings("ignore", "One of ephemeral keypairs is already set")
+            self.conn.set_keypair_from_private_bytes(Keypair.EPHEMERAL, e_priv)
         self.conn.set_prologue(prologue)
         self.conn.start_handshake()
         # The library drops the handshake state (and rs) when it finishes.
@@ -97,9 +112,9 @@ class NoiseProtocolLib:
 
 
 class DissononceLib:
-    """Adapter over `dissononce`."""
+    """Adapter over `dissononce`; `e_priv` fixes the ephemeral key."""
 
-    def __init__(self, pattern, suite, initiator, prologue, static_priv, rs):
+    def __init__(self, pattern, suite, initiator, prologue, static_priv, rs, e_priv=None):
         from dissononce.cipher.aesgcm import AESGCMCipher
         from dissononce.cipher.chachapoly import ChaChaPolyCipher
         from dissononce.dh.x25519.private import PrivateKey
@@ -114,6 +129,12 @@ class DissononceLib:
 
         cipher = AESGCMCipher() if suite == "AESGCM" else ChaChaPolyCipher()
         dh = X25519DH()
+        if e_priv is not None:
+            # The library always draws its ephemeral key with
+            # generate_keypair(): hand it the fixed one instead.
+            fixed = dh.generate_keypair(PrivateKey(e_priv))
+            draw = dh.generate_keypair
+            dh.generate_keypair = lambda privatekey=None: fixed if privatekey is None else draw(privatekey)
         self.hs = HandshakeState(SymmetricState(CipherState(cipher), SHA256Hash()), dh)
         hp = IKHandshakePattern() if pattern == "IK" else XXHandshakePattern()
         s = dh.generate_keypair(PrivateKey(static_priv))
@@ -185,9 +206,18 @@ def recv_frame(sock):
 
 
 class Identity:
-    def __init__(self):
-        self.key = ed25519.Ed25519PrivateKey.generate()
-        static = x25519.X25519PrivateKey.generate()
+    """An Ed25519 identity and an X25519 static key: random, or from the
+    given seed and private key."""
+
+    def __init__(self, seed=None, static_priv=None):
+        if seed is None:
+            self.key = ed25519.Ed25519PrivateKey.generate()
+        else:
+            self.key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+        if static_priv is None:
+            static = x25519.X25519PrivateKey.generate()
+        else:
+            static = x25519.X25519PrivateKey.from_private_bytes(static_priv)
         self.static_priv = static.private_bytes(
             serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
             serialization.NoEncryption())
@@ -225,12 +255,15 @@ class Transport:
     def send(self, pt):
         send_frame(self.sock, self.seal(pt))
 
-    def recv(self):
-        pt = self.noise.decrypt(recv_frame(self.sock))
+    def open(self, ct):
+        pt = self.noise.decrypt(ct)
         self.received += 1
         if self.rekey and self.received % self.rekey == 0:
             self.noise.rekey_in()
         return pt
+
+    def recv(self):
+        return self.open(recv_frame(self.sock))
 
 
 def handshake_initiator(sock, args, me):
@@ -297,17 +330,175 @@ def exchange(transport, tamper):
         transport.send(bytes(got[i:i + 1000]))
 
 
+# --- The spec's test vectors (--vectors) ------------------------------------
+
+BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def base58(data):
+    """Base58, Bitcoin alphabet: a PeerId's text form."""
+    n = int.from_bytes(data, "big")
+    out = ""
+    while n:
+        n, digit = divmod(n, 58)
+        out = BASE58[digit] + out
+    zeros = len(data) - len(data.lstrip(b"\0"))
+    return "1" * zeros + out
+
+
+def same(what, got, want):
+    if got != want:
+        raise ValueError("%s: computed %s, the vector says %s" % (what, got, want))
+
+
+def frame(msg):
+    return len(msg).to_bytes(2, "big") + msg
+
+
+def check_handshake_case(lib, case, rekey):
+    name, pattern, suite = case["name"], case["pattern"], case["suite"]
+    ids = {}
+    for role in ("initiator", "responder"):
+        v = case[role]
+        me = Identity(bytes.fromhex(v["ed25519_seed"]), bytes.fromhex(v["static_private"]))
+        e_pub = raw(x25519.X25519PrivateKey.from_private_bytes(
+            bytes.fromhex(v["ephemeral_private"])).public_key())
+        same("%s %s ed25519 key" % (name, role), me.public.hex(), v["ed25519_public"])
+        same("%s %s peer id" % (name, role), base58(me.public), v["peer_id"])
+        same("%s %s static key" % (name, role), me.static_pub.hex(), v["static_public"])
+        same("%s %s ephemeral key" % (name, role), e_pub.hex(), v["ephemeral_public"])
+        ids[role] = me
+    i, r = ids["initiator"], ids["responder"]
+    preamble = MAGIC + bytes([VERSION, PATTERNS[pattern], SUITES[suite], 0])
+    ini = LIBS[lib](pattern, suite, True, preamble, i.static_priv,
+                    r.static_pub if pattern == "IK" else None,
+                    bytes.fromhex(case["initiator"]["ephemeral_private"]))
+    res = LIBS[lib](pattern, suite, False, preamble, r.static_priv, None,
+                    bytes.fromhex(case["responder"]["ephemeral_private"]))
+    ti, tr = Transport(ini, None, rekey), Transport(res, None, rekey)
+    flights = []
+    msg1 = ini.write(i.payload() if pattern == "IK" else b"")
+    flights.append(("initiator", preamble + frame(msg1)))
+    payload = res.read(msg1)
+    if pattern == "IK":
+        same(name + " identity in message 1", verify_payload(payload, res.remote_static()), i.public)
+    else:
+        same(name + " payload of message 1", payload, b"")
+    msg2 = res.write(r.payload())
+    flights.append(("responder", preamble + frame(msg2)))
+    same(name + " identity in message 2", verify_payload(ini.read(msg2), ini.remote_static()), r.public)
+    if pattern == "XX":
+        msg3 = ini.write(i.payload())
+        flights.append(("initiator", frame(msg3)))
+        same(name + " identity in message 3", verify_payload(res.read(msg3), res.remote_static()), i.public)
+    else:
+        confirm = ti.seal(b"")
+        flights.append(("initiator", frame(confirm)))
+        same(name + " key confirmation", tr.open(confirm), b"")
+    same(name + " handshake", [(who, data.hex()) for who, data in flights],
+         [(f["from"], f["bytes"]) for f in case["handshake"]])
+    for m in case["transport"]:
+        send, recv = (ti, tr) if m["from"] == "initiator" else (tr, ti)
+        while send.sent < m["nonce"]:
+            same(name + " filling message", recv.open(send.seal(b"\0")), b"\0")
+        plaintext = bytes.fromhex(m["plaintext"])
+        ct = send.seal(plaintext)
+        same("%s %s transport message %d" % (name, m["from"], m["nonce"]), frame(ct).hex(), m["frame"])
+        same(name + " transport plaintext", recv.open(ct), plaintext)
+
+
+def fnv1a(name):
+    h = 0x811C9DC5
+    for byte in name.encode():
+        h = ((h ^ byte) * 0x01000193) % 2**32
+    return h
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def text(s):
+    return varint(len(s.encode())) + s.encode()
+
+
+def texts(items):
+    return varint(len(items)) + b"".join(text(s) for s in items)
+
+
+DISCONNECT_REASONS = ["Shutdown", "Duplicate", "TooManyPeers", "TooManyFromIp", "Banned",
+                      "Misbehaviour", "PingTimeout", "Probe", "Other"]
+
+
+def encode_message(name, f):
+    """Postcard, by hand, for the message types the vectors use."""
+    if name == "knot/version/1":
+        return (text(f["node_version"]) + texts(f["protocols"]) + texts(f["listen_addrs"])
+                + text(f["observed_addr"]))
+    if name in ("knot/ping/1", "knot/pong/1"):
+        return varint(f["nonce"])
+    if name == "knot/get-addrs/1":
+        return varint(f["max"])
+    if name == "knot/addrs/1":
+        return texts(f["addrs"])
+    if name == "knot/disconnect/1":
+        reason = f["reason"]
+        if isinstance(reason, dict):
+            (variant, data), = reason.items()
+            return varint(DISCONNECT_REASONS.index(variant)) + text(data)
+        return varint(DISCONNECT_REASONS.index(reason))
+    if name == "knot/refused":
+        return b""
+    raise ValueError("no encoder for " + name)
+
+
+def check_frame(v):
+    name = v["message"]
+    msg_id = 0 if name == "knot/refused" else fnv1a(name)
+    kind = {"message": 0, "request": 1, "response": 2}[v["kind"]]
+    payload = encode_message(name, v["fields"])
+    header = (b"kw" + bytes([1, kind]) + msg_id.to_bytes(4, "big")
+              + v["request_id"].to_bytes(4, "big") + len(payload).to_bytes(4, "big"))
+    same(v["name"] + " msg_id", "%#010x" % msg_id, v["msg_id"])
+    same(v["name"] + " payload", payload.hex(), v["payload"])
+    same(v["name"] + " frame", (header + payload).hex(), v["frame"])
+
+
+def check_vectors(lib, directory):
+    with open(os.path.join(directory, "handshake.json")) as f:
+        handshakes = json.load(f)
+    with open(os.path.join(directory, "frames.json")) as f:
+        frames = json.load(f)
+    for case in handshakes["cases"]:
+        check_handshake_case(lib, case, handshakes["rekey_interval"])
+    for v in frames["frames"]:
+        check_frame(v)
+    print("vectors", len(handshakes["cases"]), len(frames["frames"]), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lib", choices=sorted(LIBS), required=True)
-    ap.add_argument("--role", choices=["initiator", "responder"], required=True)
+    ap.add_argument("--vectors", metavar="DIR", help="check the test vectors in DIR and exit")
+    ap.add_argument("--role", choices=["initiator", "responder"])
     ap.add_argument("--pattern", choices=sorted(PATTERNS), default="XX")
-    ap.add_argument("--suite", choices=sorted(SUITES), required=True)
+    ap.add_argument("--suite", choices=sorted(SUITES))
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--remote-static", help="hex; the responder's static key for IK")
     ap.add_argument("--rekey", type=int, default=0)
     ap.add_argument("--tamper", action="store_true")
     args = ap.parse_args()
+    if args.vectors:
+        check_vectors(args.lib, args.vectors)
+        print("ok", flush=True)
+        return
+    if args.role is None or args.suite is None:
+        ap.error("--role and --suite are required unless --vectors is given")
 
     me = Identity()
     print("static", me.static_pub.hex())
