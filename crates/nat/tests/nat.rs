@@ -96,24 +96,6 @@ fn mem_node(net: &MemoryTransport) -> NodeBuilder {
     )
 }
 
-/// Waits for the first NAT event matching `pred`.
-async fn wait_nat_event(
-    events: &mut broadcast::Receiver<NatEvent>,
-    limit: Duration,
-    mut pred: impl FnMut(&NatEvent) -> bool,
-) -> NatEvent {
-    tokio::time::timeout(limit, async {
-        loop {
-            let e = events.recv().await.unwrap();
-            if pred(&e) {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("event did not come")
-}
-
 /// Starts `b` with a reservation on `relay`; returns it and its relayed address.
 async fn reserved(b: NodeBuilder, relay: &Node) -> (NatNode, PeerAddr) {
     let mut config = nat_config();
@@ -121,7 +103,7 @@ async fn reserved(b: NodeBuilder, relay: &Node) -> (NatNode, PeerAddr) {
     let nat = Nat::new(config);
     let mut events = nat.events();
     let node = b.service(nat.clone()).start().await.unwrap();
-    let event = wait_nat_event(&mut events, Duration::from_secs(5), |e| {
+    let event = wait_event(&mut events, Duration::from_secs(5), |e| {
         matches!(e, NatEvent::RelayReserved { .. })
     })
     .await;
@@ -373,7 +355,7 @@ async fn a_failed_hole_punch_keeps_the_relayed_channel() {
 
 /// Waits for `node`'s verdict `want` (the exact event), at most 20 s.
 async fn wait_reachability(events: &mut broadcast::Receiver<NatEvent>, want: &Reachability) {
-    let event = wait_nat_event(
+    let event = wait_event(
         events,
         Duration::from_secs(20),
         |e| matches!(e, NatEvent::ReachabilityChanged { reachability } if reachability == want),
@@ -569,7 +551,7 @@ async fn a_node_that_turns_public_releases_its_relay_reservation() {
     let s = start(tcp_node("127.0.0.1"), nat_config()).await;
     s.connect(&b.listen_addrs()[0]).await.unwrap();
     let want = Reachability::Public(b.listen_addrs()[0].clone());
-    let event = wait_nat_event(&mut events, Duration::from_secs(20), |e| {
+    let event = wait_event(&mut events, Duration::from_secs(20), |e| {
         matches!(e, NatEvent::RelayReleased { .. })
     })
     .await;

@@ -13,7 +13,7 @@ use futures::{SinkExt, StreamExt};
 use knotwork_core::{Keypair, MemoryTransport, PeerAddr, PeerId};
 use knotwork_crypto_handshake::{SecureConfig, SecureStream};
 use knotwork_node::protocol::ping::PingConfig;
-use knotwork_node::{Node, NodeBuilder, NodeConfig, NodeEvent, Version};
+use knotwork_node::{Node, NodeBuilder, NodeConfig, Version};
 use knotwork_wire::{Frame, FrameCodec, Message, WireError, decode, encode};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -72,12 +72,12 @@ pub async fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> b
     }
 }
 
-/// Waits for the first event matching `pred`.
-pub async fn wait_event(
-    events: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
+/// Waits for the first event matching `pred` (node events, NAT events, …).
+pub async fn wait_event<E: Clone>(
+    events: &mut tokio::sync::broadcast::Receiver<E>,
     limit: Duration,
-    mut pred: impl FnMut(&NodeEvent) -> bool,
-) -> NodeEvent {
+    mut pred: impl FnMut(&E) -> bool,
+) -> E {
     tokio::time::timeout(limit, async {
         loop {
             let e = events.recv().await.unwrap();
