@@ -12,6 +12,7 @@
 mod cmd;
 mod config;
 mod control;
+mod error;
 mod settings;
 
 use cmd::{config as config_cmd, connect, demo, dht, health, id, peers, ping, run, status};

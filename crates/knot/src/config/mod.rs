@@ -6,7 +6,7 @@
 //! ([`FileConfig::apply_env`]), then command-line flags (the caller sets the
 //! fields). [`FileConfig::validate`] turns the result into a [`Validated`]
 //! configuration — a [`NodeConfig`], a [`NatConfig`] and parsed addresses — or a
-//! [`ConfigError`] that names the field at fault.
+//! [`KnotError`] that names the field at fault.
 //!
 //! # Format
 //! [`EXAMPLE`] is the commented reference, with every field at its default.
@@ -20,6 +20,7 @@
 //! Nothing here reads files or the process environment: the caller passes
 //! the text and the variables in.
 
+use crate::error::KnotError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,32 +43,8 @@ pub const ENV_PREFIX: &str = "KNOT_";
 /// The largest `channel.max_frame_len`: 16 MiB.
 pub const MAX_FRAME_LEN_LIMIT: usize = 16 << 20;
 
-/// What is wrong with a configuration; each variant names the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file is not TOML, or a key is unknown or has the wrong type; the
-    /// message names the key.
-    #[error("{0}")]
-    Syntax(String),
-    /// A `KNOT_*` environment variable that matches no field.
-    #[error("unknown variable {0} (`knot config env` lists them)")]
-    UnknownVariable(String),
-    /// A value that does not parse or is out of range.
-    #[error("{field}: {reason} (got {value:?})")]
-    BadValue {
-        /// The field (`max_inbound`, `listen[1]`, `ping.timeout_ms`) or
-        /// variable (`KNOT_MAX_INBOUND`).
-        field: String,
-        /// The offending value.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
-
-fn bad(field: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> ConfigError {
-    ConfigError::BadValue {
+fn bad(field: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> KnotError {
+    KnotError::BadValue {
         field: field.into(),
         value: value.to_string(),
         reason: reason.into(),
@@ -426,7 +403,7 @@ struct EnvField {
 
 /// Every field that has an environment variable: every leaf of the default
 /// configuration, except the entries of maps (`channel.budgets`).
-fn env_fields() -> Result<Vec<EnvField>, ConfigError> {
+fn env_fields() -> Result<Vec<EnvField>, KnotError> {
     fn walk(table: &toml::Table, prefix: &[String], out: &mut Vec<EnvField>) {
         for (key, value) in table {
             let mut path = prefix.to_vec();
@@ -442,14 +419,14 @@ fn env_fields() -> Result<Vec<EnvField>, ConfigError> {
         }
     }
     let defaults = toml::Table::try_from(FileConfig::default())
-        .map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        .map_err(|e| KnotError::Syntax(e.to_string()))?;
     let mut out = Vec::new();
     walk(&defaults, &[], &mut out);
     Ok(out)
 }
 
 /// Parses the text of an environment variable as a value of the type of `default`.
-fn parse_env(var: &str, text: &str, default: &toml::Value) -> Result<toml::Value, ConfigError> {
+fn parse_env(var: &str, text: &str, default: &toml::Value) -> Result<toml::Value, KnotError> {
     let t = text.trim();
     Ok(match default {
         toml::Value::Integer(_) => toml::Value::Integer(
@@ -475,9 +452,9 @@ fn parse_env(var: &str, text: &str, default: &toml::Value) -> Result<toml::Value
 
 impl FileConfig {
     /// Parses `knot.toml` text; unknown keys and wrong types are
-    /// [`ConfigError::Syntax`] naming the key.
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string().trim().to_owned()))
+    /// [`KnotError::Syntax`] naming the key.
+    pub fn from_toml(text: &str) -> Result<Self, KnotError> {
+        toml::from_str(text).map_err(|e| KnotError::Syntax(e.to_string().trim().to_owned()))
     }
 
     /// The names of all environment variables [`FileConfig::apply_env`] knows.
@@ -490,7 +467,7 @@ impl FileConfig {
     /// Applies the `KNOT_*` variables among `vars` (other names are
     /// ignored; a `KNOT_*` name that matches no field is an error, so typos
     /// do not pass silently).
-    pub fn apply_env<I, K, V>(&mut self, vars: I) -> Result<(), ConfigError>
+    pub fn apply_env<I, K, V>(&mut self, vars: I) -> Result<(), KnotError>
     where
         I: IntoIterator<Item = (K, V)>,
         K: AsRef<str>,
@@ -505,22 +482,22 @@ impl FileConfig {
             let field = fields
                 .iter()
                 .find(|f| f.var == var)
-                .ok_or_else(|| ConfigError::UnknownVariable(var.to_owned()))?;
+                .ok_or_else(|| KnotError::UnknownVariable(var.to_owned()))?;
             let value = parse_env(var, text, &field.default)?;
             let mut table =
-                toml::Table::try_from(&*self).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+                toml::Table::try_from(&*self).map_err(|e| KnotError::Syntax(e.to_string()))?;
             let mut slot = &mut table;
             let (last, sections) = field
                 .path
                 .split_last()
-                .ok_or_else(|| ConfigError::UnknownVariable(var.to_owned()))?;
+                .ok_or_else(|| KnotError::UnknownVariable(var.to_owned()))?;
             for section in sections {
                 slot = match slot
                     .entry(section.clone())
                     .or_insert_with(|| toml::Value::Table(toml::Table::new()))
                 {
                     toml::Value::Table(t) => t,
-                    _ => return Err(ConfigError::UnknownVariable(var.to_owned())),
+                    _ => return Err(KnotError::UnknownVariable(var.to_owned())),
                 };
             }
             slot.insert(last.clone(), value);
@@ -532,8 +509,8 @@ impl FileConfig {
     }
 
     /// Checks every field; the first bad one is the error.
-    pub fn validate(&self) -> Result<Validated, ConfigError> {
-        fn addrs(field: &str, list: &[String]) -> Result<Vec<PeerAddr>, ConfigError> {
+    pub fn validate(&self) -> Result<Validated, KnotError> {
+        fn addrs(field: &str, list: &[String]) -> Result<Vec<PeerAddr>, KnotError> {
             list.iter()
                 .enumerate()
                 .map(|(i, a)| {
@@ -542,13 +519,13 @@ impl FileConfig {
                 })
                 .collect()
         }
-        fn positive(field: &str, v: u64) -> Result<Duration, ConfigError> {
+        fn positive(field: &str, v: u64) -> Result<Duration, KnotError> {
             match v {
                 0 => Err(bad(field, v, "must be greater than 0")),
                 ms => Ok(Duration::from_millis(ms)),
             }
         }
-        fn nonzero(field: &str, v: usize) -> Result<usize, ConfigError> {
+        fn nonzero(field: &str, v: usize) -> Result<usize, KnotError> {
             match v {
                 0 => Err(bad(field, v, "must be greater than 0")),
                 n => Ok(n),
@@ -559,7 +536,7 @@ impl FileConfig {
             names: [String; 2],
             per_second: f64,
             burst: u32,
-        ) -> Result<RateBudget, ConfigError> {
+        ) -> Result<RateBudget, KnotError> {
             let [rate_field, burst_field] = names;
             if per_second.is_nan() || per_second <= 0.0 {
                 return Err(bad(rate_field, per_second, "must be greater than 0"));

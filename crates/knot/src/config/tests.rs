@@ -1,8 +1,8 @@
 use super::*;
 
-fn field_of(e: ConfigError) -> String {
+fn field_of(e: KnotError) -> String {
     match e {
-        ConfigError::BadValue { field, .. } => field,
+        KnotError::BadValue { field, .. } => field,
         other => panic!("expected BadValue, got {other:?}"),
     }
 }
@@ -63,7 +63,7 @@ fn unknown_keys_and_wrong_types_are_named() {
     ] {
         let e = FileConfig::from_toml(text).unwrap_err();
         assert!(
-            matches!(&e, ConfigError::Syntax(m) if m.contains(key)),
+            matches!(&e, KnotError::Syntax(m) if m.contains(key)),
             "{text}: {e}"
         );
     }
@@ -76,7 +76,7 @@ fn bad_addresses_name_the_list_entry() {
         ..FileConfig::default()
     };
     match c.validate() {
-        Err(ConfigError::BadValue { field, value, .. }) => {
+        Err(KnotError::BadValue { field, value, .. }) => {
             assert_eq!(field, "seeds[1]");
             assert_eq!(value, "udp/1.2.3.4:5");
         }
@@ -208,7 +208,7 @@ fn the_dht_section_takes_its_mode_from_file_and_environment() {
     assert_eq!(field_of(e), "KNOT_DHT_MODE");
     let e = FileConfig::from_toml("[dht]\nmode = \"relay\"").unwrap_err();
     assert!(
-        matches!(&e, ConfigError::Syntax(m) if m.contains("relay")),
+        matches!(&e, KnotError::Syntax(m) if m.contains("relay")),
         "{e}"
     );
 }
@@ -221,7 +221,10 @@ fn bad_environment_values_name_the_variable() {
     let e = c.apply_env([("KNOT_MAX_INBOUND", "-3")]).unwrap_err();
     assert_eq!(field_of(e), "KNOT_MAX_INBOUND");
     let e = c.apply_env([("KNOT_COLOUR", "blue")]).unwrap_err();
-    assert_eq!(e, ConfigError::UnknownVariable("KNOT_COLOUR".into()));
+    assert!(
+        matches!(&e, KnotError::UnknownVariable(v) if v == "KNOT_COLOUR"),
+        "{e:?}"
+    );
     assert_eq!(c, FileConfig::default(), "failed overrides change nothing");
 }
 

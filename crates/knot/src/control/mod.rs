@@ -26,6 +26,7 @@
 //! that (or during a lag of the event stream) counts from when it was first
 //! seen.
 
+use crate::error::KnotError;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -247,49 +248,8 @@ pub(crate) enum Response {
     },
 }
 
-/// Errors of the control endpoint, grouped by side: the local socket, the
-/// bytes on it, the node's answer.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub(crate) enum ControlError {
-    // --- The socket ---------------------------------------------------------
-    /// No node answers at the socket (none running with this data directory).
-    #[error("no node running: cannot reach {path}: {source}")]
-    NotRunning {
-        /// The socket path.
-        path: String,
-        /// Why connecting failed.
-        source: std::io::Error,
-    },
-    /// A node already serves the socket.
-    #[error("a node already runs with control socket {0}")]
-    InUse(String),
-    /// Creating the directory or socket, reading or writing failed.
-    #[error("control socket i/o: {0}")]
-    Io(#[from] std::io::Error),
-    /// The exchange took longer than [`EXCHANGE_TIMEOUT`].
-    #[error("control exchange timed out")]
-    Timeout,
-
-    // --- The bytes ----------------------------------------------------------
-    /// A line longer than [`MAX_LINE`].
-    #[error("control line longer than {MAX_LINE} bytes")]
-    LineTooLong,
-    /// The other side closed before sending a whole line.
-    #[error("control connection closed before a whole line")]
-    Truncated,
-    /// A line that is not a valid message.
-    #[error("malformed control message: {0}")]
-    Malformed(String),
-
-    // --- The answer ---------------------------------------------------------
-    /// The node answered with an error.
-    #[error("node refused the request: {0}")]
-    Refused(String),
-}
-
 /// Reads one JSON line of at most [`MAX_LINE`] bytes and decodes it.
-async fn read_message<T, R>(reader: R) -> Result<T, ControlError>
+async fn read_message<T, R>(reader: R) -> Result<T, KnotError>
 where
     T: serde::de::DeserializeOwned,
     R: tokio::io::AsyncRead + Unpin,
@@ -301,36 +261,36 @@ where
         .await?;
     if line.last() != Some(&b'\n') {
         return Err(if line.len() >= MAX_LINE {
-            ControlError::LineTooLong
+            KnotError::LineTooLong
         } else {
-            ControlError::Truncated
+            KnotError::Truncated
         });
     }
     decode(&line)
 }
 
 /// Decodes one message from a JSON line (trailing newline optional).
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, ControlError> {
-    serde_json::from_slice(line).map_err(|e| ControlError::Malformed(e.to_string()))
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, KnotError> {
+    serde_json::from_slice(line).map_err(|e| KnotError::Malformed(e.to_string()))
 }
 
 /// Encodes one message as a JSON line.
-pub(crate) fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ControlError> {
-    let mut line = serde_json::to_vec(msg).map_err(|e| ControlError::Malformed(e.to_string()))?;
+pub(crate) fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, KnotError> {
+    let mut line = serde_json::to_vec(msg).map_err(|e| KnotError::Malformed(e.to_string()))?;
     line.push(b'\n');
     Ok(line)
 }
 
 /// Sends `request` to the node whose data directory is `data_dir` and
 /// returns its answer. A [`Response::Error`] comes back as
-/// [`ControlError::Refused`].
-pub(crate) async fn request(data_dir: &Path, request: &Request) -> Result<Response, ControlError> {
+/// [`KnotError::Refused`].
+pub(crate) async fn request(data_dir: &Path, request: &Request) -> Result<Response, KnotError> {
     let path = socket_path(data_dir);
     let exchange = async {
         let mut stream =
             UnixStream::connect(&path)
                 .await
-                .map_err(|source| ControlError::NotRunning {
+                .map_err(|source| KnotError::NotRunning {
                     path: path.display().to_string(),
                     source,
                 })?;
@@ -338,9 +298,9 @@ pub(crate) async fn request(data_dir: &Path, request: &Request) -> Result<Respon
         read_message::<Response, _>(&mut stream).await
     };
     match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await {
-        Ok(Ok(Response::Error { message })) => Err(ControlError::Refused(message)),
+        Ok(Ok(Response::Error { message })) => Err(KnotError::Refused(message)),
         Ok(other) => other,
-        Err(_) => Err(ControlError::Timeout),
+        Err(_) => Err(KnotError::Timeout),
     }
 }
 

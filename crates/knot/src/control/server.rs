@@ -1,6 +1,7 @@
 //! The node side of the control socket: [`NodeControl`] answers requests
 //! about one node, [`ControlServer`] serves it on the socket.
 
+use crate::error::KnotError;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -17,8 +18,8 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinHandle;
 
 use super::{
-    ControlError, DhtPeerEntry, DhtRecordEntry, EXCHANGE_TIMEOUT, MAX_CLIENTS, PeerEntry, Request,
-    Response, StatusReport, encode, read_message, session_name, socket_path,
+    DhtPeerEntry, DhtRecordEntry, EXCHANGE_TIMEOUT, MAX_CLIENTS, PeerEntry, Request, Response,
+    StatusReport, encode, read_message, session_name, socket_path,
 };
 
 #[derive(Default)]
@@ -334,13 +335,13 @@ impl ControlServer {
     /// Serves `control` on `<data_dir>/control.sock`. Creates the data
     /// directory if needed and makes it `0700`, the socket `0600`. A stale
     /// socket file (left by a node that died) is replaced; a live one is
-    /// [`ControlError::InUse`].
-    pub async fn bind(data_dir: &Path, control: NodeControl) -> Result<Self, ControlError> {
+    /// [`KnotError::InUse`].
+    pub async fn bind(data_dir: &Path, control: NodeControl) -> Result<Self, KnotError> {
         create_private_dir(data_dir)?;
         let path = socket_path(data_dir);
         if path.exists() {
             if UnixStream::connect(&path).await.is_ok() {
-                return Err(ControlError::InUse(path.display().to_string()));
+                return Err(KnotError::InUse(path.display().to_string()));
             }
             std::fs::remove_file(&path)?;
         }
@@ -385,10 +386,10 @@ async fn serve(listener: UnixListener, control: Arc<NodeControl>) {
     }
 }
 
-async fn exchange(mut stream: UnixStream, control: &NodeControl) -> Result<(), ControlError> {
+async fn exchange(mut stream: UnixStream, control: &NodeControl) -> Result<(), KnotError> {
     let response = match read_message::<Request, _>(&mut stream).await {
         Ok(request) => control.answer(&request).await,
-        Err(e @ (ControlError::Io(_) | ControlError::Truncated)) => return Err(e),
+        Err(e @ (KnotError::Io(_) | KnotError::Truncated)) => return Err(e),
         Err(e) => Response::Error {
             message: e.to_string(),
         },

@@ -62,7 +62,7 @@ fn unknown_requests_and_fields_are_malformed() {
         b"\xff\xfe",
     ] {
         assert!(
-            matches!(decode::<Request>(bad), Err(ControlError::Malformed(_))),
+            matches!(decode::<Request>(bad), Err(KnotError::Malformed(_))),
             "{bad:?}"
         );
     }
@@ -73,11 +73,11 @@ async fn long_and_truncated_lines_are_named() {
     let long = vec![b' '; MAX_LINE + 10];
     assert!(matches!(
         read_message::<Request, _>(&long[..]).await,
-        Err(ControlError::LineTooLong)
+        Err(KnotError::LineTooLong)
     ));
     assert!(matches!(
         read_message::<Request, _>(&b"{\"request\":"[..]).await,
-        Err(ControlError::Truncated)
+        Err(KnotError::Truncated)
     ));
 }
 
