@@ -83,11 +83,19 @@ impl QuicConfig {
 }
 
 /// The rustls pieces every connection of one transport shares.
-#[derive(Debug)]
 pub(crate) struct Tls {
     provider: Arc<CryptoProvider>,
     key: Arc<CertifiedKey>,
     transport: Arc<TransportConfig>,
+    /// Address validation tokens (NEW_TOKEN) from servers, shared by all
+    /// dials: a returning client skips the server's Retry round trip.
+    tokens: Arc<dyn quinn::TokenStore>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").finish_non_exhaustive()
+    }
 }
 
 impl Tls {
@@ -98,6 +106,7 @@ impl Tls {
             provider,
             key,
             transport: Arc::new(transport_config(config)),
+            tokens: Arc::new(quinn::TokenMemoryCache::default()),
         })
     }
 
@@ -142,7 +151,9 @@ impl Tls {
         let crypto = QuicClientConfig::try_from(tls)
             .map_err(|e| QuicError::Tls(rustls::Error::General(e.to_string())))?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-        client.transport_config(self.transport.clone());
+        client
+            .transport_config(self.transport.clone())
+            .token_store(self.tokens.clone());
         Ok((client, verifier))
     }
 }

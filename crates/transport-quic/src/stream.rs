@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use knotwork_core::PeerId;
 use quinn::rustls::pki_types::CertificateDer;
@@ -28,11 +29,28 @@ const CLOSE_PROTOCOL: u32 = 1;
 /// One bidirectional QUIC stream as a byte stream (AsyncRead + AsyncWrite).
 ///
 /// Shutting down the write half finishes the stream (the peer reads EOF);
-/// dropping it finishes it too.
+/// dropping it finishes it too. As with a TCP socket, bytes written before
+/// the drop are still delivered: the connection stays open until the peer
+/// has acknowledged them, for at most
+/// [`QuicConfig::idle_timeout`](crate::QuicConfig::idle_timeout) (without
+/// this a QUIC connection closes at once when its last stream and handle
+/// are dropped, and discards what is unsent).
 #[derive(Debug)]
 pub struct QuicStream {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
+    linger: Duration,
+}
+
+impl Drop for QuicStream {
+    fn drop(&mut self) {
+        // The future holds the connection open; the SendStream's own drop,
+        // right after this, finishes the stream.
+        let acked = tokio::time::timeout(self.linger, self.send.stopped());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(acked);
+        }
+    }
 }
 
 impl AsyncRead for QuicStream {
@@ -87,6 +105,7 @@ impl AsyncWrite for QuicStream {
 pub struct QuicHandle {
     conn: quinn::Connection,
     peer: PeerId,
+    linger: Duration,
 }
 
 impl QuicHandle {
@@ -105,13 +124,21 @@ impl QuicHandle {
     /// written on it.
     pub async fn open_stream(&self) -> Result<QuicStream, QuicError> {
         let (send, recv) = self.conn.open_bi().await?;
-        Ok(QuicStream { send, recv })
+        Ok(self.stream(send, recv))
     }
 
     /// Waits for the next stream the peer opens (after the first one).
     pub async fn accept_stream(&self) -> Result<QuicStream, QuicError> {
         let (send, recv) = self.conn.accept_bi().await?;
-        Ok(QuicStream { send, recv })
+        Ok(self.stream(send, recv))
+    }
+
+    fn stream(&self, send: quinn::SendStream, recv: quinn::RecvStream) -> QuicStream {
+        QuicStream {
+            send,
+            recv,
+            linger: self.linger,
+        }
     }
 
     /// Closes the connection and all its streams at once; the peer sees
@@ -140,10 +167,11 @@ pub struct QuicConnection {
 
 impl QuicConnection {
     /// The dialer's side: opens the first stream and writes the tag.
-    pub(crate) async fn open(conn: quinn::Connection) -> Result<Self, QuicError> {
+    pub(crate) async fn open(conn: quinn::Connection, linger: Duration) -> Result<Self, QuicError> {
         let handle = QuicHandle {
             peer: peer_of(&conn)?,
             conn,
+            linger,
         };
         let mut main = handle.open_stream().await?;
         main.write_all(&[MAIN_STREAM_TAG]).await?;
@@ -151,10 +179,14 @@ impl QuicConnection {
     }
 
     /// The listener's side: accepts the first stream and checks its tag.
-    pub(crate) async fn accept(conn: quinn::Connection) -> Result<Self, QuicError> {
+    pub(crate) async fn accept(
+        conn: quinn::Connection,
+        linger: Duration,
+    ) -> Result<Self, QuicError> {
         let handle = QuicHandle {
             peer: peer_of(&conn)?,
             conn,
+            linger,
         };
         let mut main = handle.accept_stream().await?;
         let tag = main.read_u8().await?;

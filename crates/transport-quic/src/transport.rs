@@ -172,7 +172,8 @@ impl QuicTransport {
     ) -> Result<QuicConnection, QuicError> {
         let (client, verifier) = self.inner.tls.client_config(expected)?;
         let connecting = endpoint.connect_with(client, to, SERVER_NAME)?;
-        let handshake = async { QuicConnection::open(connecting.await?).await };
+        let linger = self.inner.config.idle_timeout;
+        let handshake = async { QuicConnection::open(connecting.await?, linger).await };
         match tokio::time::timeout(self.inner.config.handshake_timeout, handshake).await {
             Ok(Ok(conn)) => Ok(conn),
             // A failed check of ours is the reason, not the alert it sent.
@@ -328,10 +329,12 @@ async fn serve(
             continue;
         }
         stats.handshakes.fetch_add(1, Ordering::Relaxed);
-        let (ready, stats, timeout) = (ready.clone(), stats.clone(), config.handshake_timeout);
+        let (ready, stats) = (ready.clone(), stats.clone());
+        let (timeout, linger) = (config.handshake_timeout, config.idle_timeout);
         let remote = incoming.remote_address();
         handshakes.spawn(async move {
-            let handshake = async { QuicConnection::accept(incoming.accept()?.await?).await };
+            let handshake =
+                async { QuicConnection::accept(incoming.accept()?.await?, linger).await };
             match tokio::time::timeout(timeout, handshake).await {
                 Ok(Ok(conn)) => {
                     // The listener is gone if this fails; the connection closes.
