@@ -111,7 +111,10 @@ impl Tls {
     }
 
     /// The server side: any peer that proves an Ed25519 identity.
-    pub(crate) fn server_config(&self, config: &QuicConfig) -> Result<quinn::ServerConfig, QuicError> {
+    pub(crate) fn server_config(
+        &self,
+        config: &QuicConfig,
+    ) -> Result<quinn::ServerConfig, QuicError> {
         let verifier = Arc::new(PeerVerifier::new(None, &self.provider));
         let mut tls = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?

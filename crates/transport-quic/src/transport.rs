@@ -150,7 +150,11 @@ impl QuicTransport {
         {
             return Ok(e.clone());
         }
-        let slot = if to.is_ipv4() { &mut eps.v4 } else { &mut eps.v6 };
+        let slot = if to.is_ipv4() {
+            &mut eps.v4
+        } else {
+            &mut eps.v6
+        };
         if let Some(e) = slot {
             return Ok(e.clone());
         }
@@ -350,5 +354,41 @@ async fn serve(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_first_stream_without_the_tag_is_refused() {
+        let server =
+            QuicTransport::new(&Keypair::generate().unwrap(), QuicConfig::default()).unwrap();
+        let listener = server
+            .listen_quic(&"quic/127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        // A client with a valid identity that skips the tag.
+        let client =
+            QuicTransport::new(&Keypair::generate().unwrap(), QuicConfig::default()).unwrap();
+        let (config, _) = client.inner.tls.client_config(None).unwrap();
+        let endpoint = client.dial_endpoint(listener.local).unwrap();
+        let conn = endpoint
+            .connect_with(config, listener.local, SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        send.write_all(b"\x00hello").await.unwrap();
+        match conn.closed().await {
+            quinn::ConnectionError::ApplicationClosed(c) => {
+                assert_eq!(c.error_code, quinn::VarInt::from_u32(1));
+                assert_eq!(&c.reason[..], b"bad stream tag");
+            }
+            other => panic!("expected an application close, got {other:?}"),
+        }
+        assert_eq!(listener.stats().failed, 1);
     }
 }

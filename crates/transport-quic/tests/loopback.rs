@@ -111,7 +111,9 @@ async fn bulk_echo_is_byte_exact() {
 
     let conn = client.dial(&addr).await.unwrap();
     let (mut r, mut w) = tokio::io::split(conn);
-    let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i * 7 + i / 4093) as u8).collect();
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32)
+        .map(|i| (i * 7 + i / 4093) as u8)
+        .collect();
     let sent = data.clone();
     let writer = tokio::spawn(async move {
         w.write_all(&sent).await.unwrap();
@@ -154,7 +156,10 @@ async fn many_concurrent_connections() {
     }
     let stats = echo.await.unwrap().stats();
     assert_eq!(stats.handshakes, N as u64, "{stats:?}");
-    assert_eq!(stats.retries, N as u64, "each new source is sent a Retry first");
+    assert_eq!(
+        stats.retries, N as u64,
+        "each new source is sent a Retry first"
+    );
     assert_eq!(stats.failed, 0, "{stats:?}");
 }
 
@@ -309,7 +314,10 @@ async fn server_claiming_a_key_it_cannot_sign_with_is_bad_signature() {
         .unwrap_err();
     assert!(matches!(err, TransportError::Handshake(_)), "{err:?}");
     assert!(
-        matches!(QuicError::from_transport(&err), Some(QuicError::BadSignature)),
+        matches!(
+            QuicError::from_transport(&err),
+            Some(QuicError::BadSignature)
+        ),
         "{err:?}"
     );
     assert!(accept.await.unwrap().is_err());
