@@ -220,7 +220,6 @@ async fn main() {
 }
 
 async fn bulk_part(stacks: &[Stack], mib: usize, bytes: usize) {
-
     let mut secs: Vec<Vec<f64>> = vec![Vec::new(); stacks.len()];
     for _ in 0..ROUNDS {
         for (i, s) in stacks.iter().enumerate() {
@@ -241,7 +240,6 @@ async fn bulk_part(stacks: &[Stack], mib: usize, bytes: usize) {
             m / mbs[1]
         );
     }
-
 }
 
 async fn rtt_part(stacks: &[Stack]) {
@@ -261,7 +259,6 @@ async fn rtt_part(stacks: &[Stack]) {
             us(*r) / us(udp)
         );
     }
-
 }
 
 async fn connect_part() {

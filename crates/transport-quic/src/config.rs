@@ -165,7 +165,8 @@ fn transport_config(config: &QuicConfig) -> TransportConfig {
     let millis = u64::try_from(config.idle_timeout.as_millis()).unwrap_or(u64::MAX);
     let idle = IdleTimeout::from(VarInt::from_u64(millis).unwrap_or(VarInt::MAX));
     let mut t = TransportConfig::default();
-    t.max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams))
+    // The first stream needs one.
+    t.max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams.max(1)))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .max_idle_timeout(Some(idle))
         .keep_alive_interval(config.keep_alive);

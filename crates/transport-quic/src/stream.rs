@@ -146,11 +146,6 @@ impl QuicHandle {
     pub fn close(&self) {
         self.conn.close(CLOSE_OK.into(), b"");
     }
-
-    /// The underlying quinn connection (statistics, RTT, datagrams).
-    pub fn quinn(&self) -> &quinn::Connection {
-        &self.conn
-    }
 }
 
 /// An authenticated QUIC connection as one byte stream (its first stream),
