@@ -317,7 +317,11 @@ async fn connect_part() {
     let mut sockets = Vec::with_capacity(CONNECTS);
     for _ in 0..CONNECTS {
         let t = quic();
-        sockets.push(t.listen(&"quic/127.0.0.1:0".parse().unwrap()).await.unwrap());
+        sockets.push(
+            t.listen(&"quic/127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap(),
+        );
         fresh.push(t);
     }
     let quic_first = connect(|| quic_dial(fresh.pop().unwrap())).await;

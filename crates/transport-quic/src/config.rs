@@ -31,6 +31,16 @@ pub struct QuicConfig {
     /// Bidirectional streams the peer may have open at once on one
     /// connection, the first stream included.
     pub max_streams: u32,
+    /// Bytes the peer may send on one stream beyond what we have read
+    /// (flow control): a reader that stalls holds at most this much of
+    /// that stream. At least the path's bandwidth times its round trip,
+    /// or one stream cannot fill the path.
+    pub stream_window: u32,
+    /// Bytes the peer may send on all streams of a connection beyond what
+    /// we have read: the most one peer can make us buffer. While fewer
+    /// than `receive_window / stream_window` streams are stalled, the
+    /// others still flow.
+    pub receive_window: u32,
     /// Connections one endpoint (a listener and the dials from it) keeps at
     /// once; a connection attempt beyond it is refused.
     pub max_connections: usize,
@@ -47,6 +57,8 @@ impl Default for QuicConfig {
             idle_timeout: Duration::from_secs(30),
             keep_alive: Some(Duration::from_secs(10)),
             max_streams: 64,
+            stream_window: 1 << 20,
+            receive_window: 8 << 20,
             max_connections: 4096,
             max_pending_handshakes: 256,
         }
@@ -70,6 +82,13 @@ impl QuicConfig {
     /// Sets [`QuicConfig::max_streams`].
     pub fn with_max_streams(mut self, n: u32) -> Self {
         self.max_streams = n;
+        self
+    }
+
+    /// Sets [`QuicConfig::stream_window`] and [`QuicConfig::receive_window`].
+    pub fn with_windows(mut self, stream: u32, connection: u32) -> Self {
+        self.stream_window = stream;
+        self.receive_window = connection;
         self
     }
 
@@ -168,6 +187,10 @@ fn transport_config(config: &QuicConfig) -> TransportConfig {
     // The first stream needs one.
     t.max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams.max(1)))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(config.stream_window))
+        .receive_window(VarInt::from_u32(config.receive_window))
+        // No unreliable datagrams: nothing a peer could fill a buffer with.
+        .datagram_receive_buffer_size(None)
         .max_idle_timeout(Some(idle))
         .keep_alive_interval(config.keep_alive);
     t
