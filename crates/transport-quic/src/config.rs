@@ -147,9 +147,13 @@ impl Tls {
         let crypto = QuicServerConfig::try_from(tls)
             .map_err(|e| QuicError::Tls(rustls::Error::General(e.to_string())))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        // Attempts waiting for the listener's verdict (Retry, refuse or
+        // handshake): a few packets each, no 0-RTT, so small buffers.
         server
             .transport_config(self.transport.clone())
-            .max_incoming(config.max_pending_handshakes);
+            .max_incoming(config.max_pending_handshakes)
+            .incoming_buffer_size(64 << 10)
+            .incoming_buffer_size_total(4 << 20);
         Ok(server)
     }
 
