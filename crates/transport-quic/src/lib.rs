@@ -64,3 +64,8 @@ pub use config::{ALPN, QuicConfig};
 pub use error::QuicError;
 pub use stream::{MAIN_STREAM_TAG, QuicConnection, QuicHandle, QuicStream};
 pub use transport::{ListenerStats, QuicListener, QuicTransport};
+
+/// Compiles the README's example as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
