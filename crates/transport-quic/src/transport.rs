@@ -232,7 +232,9 @@ struct Counters {
 
 /// Accepts inbound QUIC connections on one UDP socket, which
 /// [`QuicTransport::dial_from`] can also dial from. Dropping it stops
-/// accepting; connections already made, and dials from its socket, go on.
+/// accepting: a new connection attempt gets no answer (the dialer times
+/// out, as at a port nobody listens on), while connections already made
+/// go on on the socket, which closes with the last of them.
 #[derive(Debug)]
 pub struct QuicListener {
     transport: QuicTransport,

@@ -424,3 +424,30 @@ async fn connections_over_the_limit_are_refused() {
     }
     assert_eq!(listener.stats().refused, 1);
 }
+
+#[tokio::test]
+async fn dropping_the_listener_stops_accepting_but_keeps_connections() {
+    let (_, server) = transport();
+    let key = Keypair::generate().unwrap();
+    let config = QuicConfig::default().with_handshake_timeout(Duration::from_millis(300));
+    let client = QuicTransport::new(&key, config).unwrap();
+    let mut listener = listen(&server, "quic/127.0.0.1:0").await;
+    let addr = listener.local_addr();
+    let mut conn = client.dial(&addr).await.unwrap();
+    let (mut inbound, _) = listener.accept().await.unwrap();
+    drop(listener);
+
+    conn.write_all(b"still").await.unwrap();
+    let mut buf = [0u8; 5];
+    inbound.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still");
+    // The socket stays open for the connection, but answers no new one:
+    // a dial gets nothing back, as from a port nobody listens on.
+    match client.dial(&addr).await {
+        Err(TransportError::Timeout(a)) => assert_eq!(a, addr),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    inbound.write_all(b"alive").await.unwrap();
+    conn.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"alive");
+}
