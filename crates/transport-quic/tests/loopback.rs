@@ -451,3 +451,39 @@ async fn dropping_the_listener_stops_accepting_but_keeps_connections() {
     conn.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"alive");
 }
+
+#[tokio::test]
+async fn a_client_of_another_protocol_fails_the_handshake() {
+    let (_, server) = transport();
+    let mut listener = listen(&server, "quic/127.0.0.1:0").await;
+    let PeerAddr::Quic(sa) = listener.local_addr() else {
+        panic!("not quic")
+    };
+    // An HTTP/3 client with a valid key of its own.
+    let me = Keypair::generate().unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyPeer))
+        .with_client_cert_resolver(Arc::new(
+            rustls::client::AlwaysResolvesClientRawPublicKeys::new(forged_key(&me, &me)),
+        ));
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let err = endpoint
+        .connect_with(quinn::ClientConfig::new(Arc::new(crypto)), sa, "x")
+        .unwrap()
+        .await
+        .unwrap_err();
+    // TLS alert no_application_protocol (120).
+    assert!(
+        matches!(err, quinn::ConnectionError::ConnectionClosed(ref c)
+            if u64::from(c.error_code) == 0x100 + 120),
+        "{err:?}"
+    );
+    let none = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+    assert!(none.is_err());
+    assert_eq!(listener.stats().failed, 1);
+}
