@@ -90,3 +90,28 @@ async fn dial_from_a_socket_not_listening_is_named() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn dials_leave_from_a_listening_socket_of_the_same_family() {
+    let (ka, kb) = (Keypair::generate().unwrap(), Keypair::generate().unwrap());
+    let a = QuicTransport::new(&ka, QuicConfig::default()).unwrap();
+    let b = QuicTransport::new(&kb, QuicConfig::default()).unwrap();
+    let mut lb = b
+        .listen(&"quic/127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+
+    // Not listening: an ephemeral dial-only socket.
+    let _first = a.dial(&lb.local_addr()).await.unwrap();
+    let (_, from) = lb.accept().await.unwrap();
+    let la = a
+        .listen(&"quic/127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    assert_ne!(from, la.local_addr());
+
+    // Listening: the dial leaves from the listen socket.
+    let _second = a.dial(&lb.local_addr()).await.unwrap();
+    let (_, from) = lb.accept().await.unwrap();
+    assert_eq!(from, la.local_addr());
+}
