@@ -13,7 +13,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::{PeerAddr, PeerId};
 
-/// A raw byte stream a transport gives: ordered, reliable, unauthenticated.
+/// A raw byte stream a transport gives: ordered, reliable, and
+/// unauthenticated unless [`Transport::authenticated_peer`] says otherwise.
 pub trait RawConnection: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> RawConnection for T {}
