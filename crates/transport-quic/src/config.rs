@@ -134,7 +134,7 @@ impl Tls {
         &self,
         config: &QuicConfig,
     ) -> Result<quinn::ServerConfig, QuicError> {
-        let verifier = Arc::new(PeerVerifier::new(None, &self.provider));
+        let verifier = Arc::new(PeerVerifier::listener(&self.provider));
         let mut tls = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
@@ -163,7 +163,7 @@ impl Tls {
         &self,
         expected: Option<PeerId>,
     ) -> Result<(quinn::ClientConfig, Arc<PeerVerifier>), QuicError> {
-        let verifier = Arc::new(PeerVerifier::new(expected, &self.provider));
+        let verifier = Arc::new(PeerVerifier::dialer(expected, &self.provider));
         let mut tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()

@@ -110,22 +110,33 @@ pub(crate) struct PeerVerifier {
     /// The PeerId the dialer asked for; `None` accepts any valid identity.
     expected: Option<PeerId>,
     algorithms: WebPkiSupportedAlgorithms,
-    /// The first failure, for the dialer to return by name.
-    failure: Mutex<Option<QuicError>>,
+    /// A dial's verifier: the first failure, to return by name. The
+    /// listener's verifier, shared by all inbound handshakes, has none.
+    failure: Option<Mutex<Option<QuicError>>>,
 }
 
 impl PeerVerifier {
-    pub(crate) fn new(expected: Option<PeerId>, provider: &CryptoProvider) -> Self {
+    /// The verifier of one dial, expecting `expected` if given.
+    pub(crate) fn dialer(expected: Option<PeerId>, provider: &CryptoProvider) -> Self {
         Self {
             expected,
             algorithms: provider.signature_verification_algorithms,
-            failure: Mutex::new(None),
+            failure: Some(Mutex::new(None)),
         }
     }
 
-    /// The failure recorded by a check, if one failed.
+    /// The verifier of a listener: any valid identity.
+    pub(crate) fn listener(provider: &CryptoProvider) -> Self {
+        Self {
+            expected: None,
+            algorithms: provider.signature_verification_algorithms,
+            failure: None,
+        }
+    }
+
+    /// The failure recorded by a dial's check, if one failed.
     pub(crate) fn take_failure(&self) -> Option<QuicError> {
-        self.failure.lock().ok().and_then(|mut f| f.take())
+        self.failure.as_ref()?.lock().ok()?.take()
     }
 
     fn fail(&self, err: QuicError) -> rustls::Error {
@@ -133,7 +144,7 @@ impl PeerVerifier {
             QuicError::BadSignature => CertificateError::BadSignature,
             _ => CertificateError::ApplicationVerificationFailure,
         };
-        if let Ok(mut slot) = self.failure.lock() {
+        if let Some(Ok(mut slot)) = self.failure.as_ref().map(Mutex::lock) {
             slot.get_or_insert(err);
         }
         rustls::Error::InvalidCertificate(alert)
@@ -307,7 +318,7 @@ mod tests {
     #[test]
     fn verifier_names_a_mismatched_peer() {
         let (a, b) = (Keypair::generate().unwrap(), Keypair::generate().unwrap());
-        let v = PeerVerifier::new(Some(a.peer_id()), &provider());
+        let v = PeerVerifier::dialer(Some(a.peer_id()), &provider());
         let key = CertificateDer::from(encode_spki(&b.public()).to_vec());
         assert!(v.check_key(&key, &[]).is_err());
         assert!(matches!(
