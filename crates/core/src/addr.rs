@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `tcp/127.0.0.1:4000` | TCP over IPv4 |
 //! | `tcp/[::1]:4000` | TCP over IPv6 (brackets required) |
+//! | `quic/127.0.0.1:4000`, `quic/[::1]:4000` | QUIC over UDP, IPv4 or IPv6 (as for TCP) |
 //! | `ble/<device-id>` | a Bluetooth LE device (1–64 chars of `[A-Za-z0-9:_.-]`) |
 //! | `mem/7` | port 7 of a [`MemoryTransport`](crate::MemoryTransport) network |
 //! | `relay/tcp/1.2.3.4:4000/<relay-id>/<target-id>` | peer `<target-id>` reached through the relay node `<relay-id>` at `tcp/1.2.3.4:4000` ([`RelayAddr`]) |
@@ -22,7 +23,7 @@ use crate::PeerId;
 pub const MAX_BLE_DEVICE_LEN: usize = 64;
 
 /// Longest text form of any [`PeerAddr`], in bytes: a relay address over
-/// IPv6 is `relay/` (6) + `tcp/[` 39 `]:65535` (51) + 2 × (`/` + 44) = 147.
+/// IPv6 over QUIC is `relay/` (6) + `quic/[` 39 `]:65535` (52) + 2 × (`/` + 44) = 148.
 pub const MAX_ADDR_TEXT_LEN: usize = 160;
 
 /// A typed peer address.
@@ -31,6 +32,8 @@ pub const MAX_ADDR_TEXT_LEN: usize = 160;
 pub enum PeerAddr {
     /// TCP to an IP address and port.
     Tcp(SocketAddr),
+    /// QUIC (over UDP) to an IP address and port.
+    Quic(SocketAddr),
     /// Bluetooth LE to a device id (a MAC address on Linux, a UUID on macOS).
     Ble(String),
     /// A port of an in-process memory network.
@@ -55,12 +58,12 @@ pub struct RelayAddr {
 #[non_exhaustive]
 pub enum AddrParseError {
     /// No `scheme/` prefix.
-    #[error("missing scheme: expected tcp/, ble/, mem/ or relay/")]
+    #[error("missing scheme: expected tcp/, quic/, ble/, mem/ or relay/")]
     MissingScheme,
-    /// A scheme other than tcp, ble, mem or relay.
-    #[error("unknown scheme {0:?}: expected tcp, ble, mem or relay")]
+    /// A scheme other than tcp, quic, ble, mem or relay.
+    #[error("unknown scheme {0:?}: expected tcp, quic, ble, mem or relay")]
     UnknownScheme(String),
-    /// A TCP address without `:port`.
+    /// A TCP or QUIC address without `:port`.
     #[error("missing port")]
     MissingPort,
     /// The port is not a number from 0 to 65535.
@@ -93,10 +96,11 @@ pub enum AddrParseError {
 }
 
 impl PeerAddr {
-    /// The transport scheme: `"tcp"`, `"ble"`, `"mem"` or `"relay"`.
+    /// The transport scheme: `"tcp"`, `"quic"`, `"ble"`, `"mem"` or `"relay"`.
     pub fn scheme(&self) -> &'static str {
         match self {
             PeerAddr::Tcp(_) => "tcp",
+            PeerAddr::Quic(_) => "quic",
             PeerAddr::Ble(_) => "ble",
             PeerAddr::Mem(_) => "mem",
             PeerAddr::Relay(_) => "relay",
@@ -143,6 +147,7 @@ impl fmt::Display for PeerAddr {
         match self {
             // SocketAddr's Display already brackets IPv6.
             PeerAddr::Tcp(sa) => write!(f, "tcp/{sa}"),
+            PeerAddr::Quic(sa) => write!(f, "quic/{sa}"),
             PeerAddr::Ble(dev) => write!(f, "ble/{dev}"),
             PeerAddr::Mem(n) => write!(f, "mem/{n}"),
             PeerAddr::Relay(r) => write!(f, "relay/{}/{}/{}", r.relay, r.relay_peer, r.target),
@@ -216,6 +221,7 @@ impl FromStr for PeerAddr {
         let (scheme, rest) = s.split_once('/').ok_or(AddrParseError::MissingScheme)?;
         match scheme {
             "tcp" => parse_tcp(rest).map(PeerAddr::Tcp),
+            "quic" => parse_tcp(rest).map(PeerAddr::Quic),
             "ble" => PeerAddr::ble(rest),
             "relay" => parse_relay(rest),
             "mem" => {
@@ -243,6 +249,8 @@ mod tests {
             "tcp/[::1]:4000",
             "tcp/0.0.0.0:0",
             "tcp/[fe80::1]:65535",
+            "quic/127.0.0.1:4000",
+            "quic/[::1]:4000",
             "ble/11:22:33:44:55:66",
             "ble/6f2c1d2e-aaaa-bbbb-cccc-0123456789ab",
             "mem/7",
@@ -265,6 +273,7 @@ mod tests {
         for inner in [
             "tcp/1.2.3.4:4000",
             "tcp/[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
+            "quic/[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
             "mem/3",
         ] {
             let text = format!("relay/{inner}/{r}/{t}");
@@ -324,6 +333,10 @@ mod tests {
             ("tcp/[nope]:80", InvalidIp("nope".into())),
             ("tcp/[::1:80", InvalidIp("[::1:80".into())),
             ("tcp/::1:80", Ipv6WithoutBrackets),
+            ("quic/127.0.0.1", MissingPort),
+            ("quic/127.0.0.1:65536", InvalidPort("65536".into())),
+            ("quic/localhost:80", InvalidIp("localhost".into())),
+            ("quic/::1:80", Ipv6WithoutBrackets),
             ("ble/", EmptyDevice),
             ("ble/a b", InvalidDevice("a b".into())),
             ("mem/x", InvalidMemPort("x".into())),
@@ -359,6 +372,7 @@ mod tests {
                 // Scope ids and flow info are not part of the text form.
                 PeerAddr::Tcp(SocketAddr::new(sa.ip(), sa.port()))
             }),
+            any::<SocketAddr>().prop_map(|sa| PeerAddr::Quic(SocketAddr::new(sa.ip(), sa.port()))),
             "[A-Za-z0-9:_.-]{1,64}".prop_map(PeerAddr::Ble),
             any::<u64>().prop_map(PeerAddr::Mem),
         ]

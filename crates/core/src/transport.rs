@@ -1,15 +1,20 @@
 //! The [`Transport`] trait: how raw byte streams are opened and accepted.
 //!
-//! A transport knows nothing about identity or encryption: it gives a raw,
-//! ordered, reliable byte stream ([`RawConnection`]). The handshake crate
-//! upgrades any such stream into an authenticated, encrypted one.
+//! A transport gives a raw, ordered, reliable byte stream ([`RawConnection`]).
+//! Most transports know nothing about identity or encryption: the handshake
+//! crate upgrades their streams into authenticated, encrypted ones. A
+//! transport that authenticates the peer itself (QUIC, whose TLS handshake
+//! proves the peer's Ed25519 identity) says so through
+//! [`Transport::authenticated_peer`], and the node then skips its own
+//! handshake on that connection.
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::PeerAddr;
+use crate::{PeerAddr, PeerId};
 
-/// A raw byte stream a transport gives: ordered, reliable, unauthenticated.
+/// A raw byte stream a transport gives: ordered, reliable, and
+/// unauthenticated unless [`Transport::authenticated_peer`] says otherwise.
 pub trait RawConnection: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> RawConnection for T {}
@@ -33,6 +38,11 @@ pub enum TransportError {
     /// The listener was closed.
     #[error("listener closed")]
     ListenerClosed,
+    /// The transport's own handshake failed: a transport that authenticates
+    /// (see [`Transport::authenticated_peer`]) found the peer's identity
+    /// wrong, or the peer refused ours. The transport's own error is inside.
+    #[error("transport handshake: {0}")]
+    Handshake(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// Any other I/O error.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -64,4 +74,17 @@ pub trait Transport: Send + Sync {
 
     /// Opens a connection to `addr`.
     async fn dial(&self, addr: &PeerAddr) -> Result<Self::Connection, TransportError>;
+
+    /// The peer this transport authenticated on `conn`, if it does so.
+    ///
+    /// `Some(peer)` promises that the transport's own handshake proved
+    /// that the other end holds `peer`'s Ed25519 key, and that the bytes of
+    /// `conn` are encrypted and integrity-protected under keys bound to
+    /// that proof: the node may then skip its Noise handshake and run only
+    /// the version exchange. `None` (the default, and what TCP, BLE and
+    /// the memory transport return) means the node must authenticate the
+    /// connection itself.
+    fn authenticated_peer(_conn: &Self::Connection) -> Option<PeerId> {
+        None
+    }
 }
