@@ -54,6 +54,7 @@ pub mod addr;
 pub mod discovery;
 pub mod identity;
 pub mod memory;
+pub mod netgroup;
 #[cfg(feature = "serde")]
 mod serde_impls;
 pub mod sync;
@@ -67,5 +68,6 @@ pub use identity::{
     IdentityError, Keypair, MAX_PEER_ID_TEXT_LEN, PeerId, PublicKey, SEED_LEN, SIGNATURE_LEN,
 };
 pub use memory::MemoryTransport;
+pub use netgroup::IpPrefix;
 pub use sync::lock;
 pub use transport::{Listener, RawConnection, Transport, TransportError};

@@ -454,9 +454,7 @@ async fn accept_circuits(node: NodeHandle, mut rx: mpsc::Receiver<Inbound>) {
                     continue;
                 }
             };
-        if let Err(e) = node.accept(Box::new(stream), addr) {
-            tracing::debug!(from = %from.short(), "{e}; circuit dropped");
-        }
+        node.accept(Box::new(stream), addr);
     }
 }
 

@@ -9,10 +9,11 @@ use std::time::Duration;
 use knotwork_core::{Keypair, PeerAddr, Transport};
 use knotwork_crypto_handshake::SecureConfig;
 use knotwork_wire::Message;
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::addrs::AddrBook;
+use crate::admission::{Pending, StartBudget};
 use crate::backoff::BackoffConfig;
 use crate::channel::{Channel, ChannelConfig};
 use crate::dial::{DialCause, DialGate};
@@ -21,7 +22,7 @@ use crate::hosts::HostStore;
 use crate::jobs::Jobs;
 use crate::meter::{BanList, RateBudget};
 use crate::metrics::Metrics;
-use crate::node::{Node, NodeHandle, Shared, ShutdownOnDrop};
+use crate::node::{Node, NodeHandle, PendingSlots, Shared, ShutdownOnDrop};
 use crate::protocol::{address, ping};
 use crate::registry::{ProtocolRegistry, SessionKind, Sessions};
 use crate::service::{Dialer, Service, Setup};
@@ -39,13 +40,23 @@ pub struct NodeConfig {
     /// Inbound channels at most; the excess is refused with
     /// [`DisconnectReason::TooManyPeers`](crate::DisconnectReason::TooManyPeers).
     pub max_inbound: usize,
-    /// Inbound connections from one IP address at most; the excess is
-    /// refused with [`DisconnectReason::TooManyFromIp`](crate::DisconnectReason::TooManyFromIp).
+    /// Inbound connections from one host (an IPv4 address, an IPv6 /64) at
+    /// most; the excess is refused with
+    /// [`DisconnectReason::TooManyFromIp`](crate::DisconnectReason::TooManyFromIp).
     pub max_per_ip: usize,
-    /// Inbound connections in the handshake at once at most; the excess is
-    /// dropped unanswered. A connection over [`NodeConfig::max_per_ip`]
-    /// only gets a handshake slot while half of them are free.
+    /// Inbound connections from one subnet (an IPv4 /24, an IPv6 /48) at
+    /// most; the excess is refused the same way.
+    pub max_per_subnet: usize,
+    /// Inbound connections in the handshake at once at most. When all slots
+    /// are taken a new connection evicts the oldest silent one of the
+    /// origin holding the most (see [`crate::admission`]).
     pub max_pending_handshakes: usize,
+    /// Time an inbound connection has to send its first byte; a silent one
+    /// is cut (a dialer starts the handshake at once).
+    pub first_byte_timeout: Duration,
+    /// Handshake starts each host (an IPv4 address, an IPv6 /64) may make;
+    /// over budget, a connection is dropped before any crypto.
+    pub handshake_starts: RateBudget,
     /// Time for the handshake and version exchange, both directions; a
     /// silent or slow peer is cut after it.
     pub handshake_timeout: Duration,
@@ -71,7 +82,10 @@ impl Default for NodeConfig {
             ping: ping::PingConfig::default(),
             max_inbound: 64,
             max_per_ip: 8,
-            max_pending_handshakes: 32,
+            max_per_subnet: 32,
+            max_pending_handshakes: 256,
+            first_byte_timeout: Duration::from_secs(2),
+            handshake_starts: RateBudget::new(10.0, 50),
             handshake_timeout: Duration::from_secs(5),
             dial_timeout: Duration::from_secs(10),
             outbound_slots: 8,
@@ -271,7 +285,11 @@ impl NodeBuilder {
             addrs,
             events: broadcast::channel(256).0,
             shutdown: CancellationToken::new(),
-            pending_handshakes: Arc::new(Semaphore::new(config.max_pending_handshakes.max(1))),
+            pending: Mutex::new(PendingSlots {
+                table: Pending::new(config.max_pending_handshakes),
+                cuts: HashMap::new(),
+            }),
+            starts: Mutex::new(StartBudget::new(config.handshake_starts)),
             per_ip: Mutex::new(HashMap::new()),
             dials: Mutex::new(DialGate::new(config.dial_budget)),
             establishing: Mutex::new(HashSet::new()),

@@ -92,10 +92,12 @@
 //! ```
 
 pub mod addrs;
+pub mod admission;
 pub mod backoff;
 mod buffers;
 pub mod builder;
 pub mod channel;
+mod deadline;
 pub mod dial;
 pub mod discovery;
 pub mod error;

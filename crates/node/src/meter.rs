@@ -8,15 +8,16 @@
 //! a frame over budget, or a framing error. Points decay linearly over time so
 //! an honest peer's rare slip is forgotten. When the score reaches
 //! [`MeterConfig::ban_threshold`] the channel closes and the node puts the
-//! peer in its [`BanList`] for [`MeterConfig::ban_duration`]; the ban list is
-//! consulted when accepting and when dialing.
+//! peer (and the host its inbound connection came from, or the address we
+//! dialed it at) in its [`BanList`] for [`MeterConfig::ban_duration`]; the
+//! ban list is consulted when accepting and when dialing.
 //!
 //! All of it is sans-IO: time is an argument.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use knotwork_core::{PeerAddr, PeerId};
+use knotwork_core::{IpPrefix, PeerAddr, PeerId};
 
 /// How often a peer may send one message type: a token bucket.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -210,20 +211,54 @@ impl Meter {
     }
 }
 
-/// Banned peers and addresses, each until an instant.
+/// Entries of each kind a [`BanList`] holds at most; past it, the ban that
+/// ends soonest is dropped.
+pub const MAX_BANS: usize = 4096;
+
+/// Banned peers, hosts and addresses, each until an instant; see the
+/// module docs. Only what the node saw is banned: a peer's identity, the
+/// host (IPv4 address, IPv6 /64) its inbound connection came from, an
+/// address we dialed. Never addresses a peer merely claimed, so a peer
+/// cannot get others banned by naming them. Each map holds at most
+/// [`MAX_BANS`] entries.
 #[derive(Debug, Default)]
 pub struct BanList {
     peers: HashMap<PeerId, Instant>,
+    hosts: HashMap<IpPrefix, Instant>,
     addrs: HashMap<PeerAddr, Instant>,
 }
 
-impl BanList {
-    /// Bans `peer` (and the addresses it was reached at) until `until`.
-    pub fn ban(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = PeerAddr>, until: Instant) {
-        self.peers.insert(peer, until);
-        for a in addrs {
-            self.addrs.insert(a, until);
+/// Inserts `key` until `until`, dropping the entry that ends soonest when
+/// `map` is full.
+fn insert_capped<K: std::hash::Hash + Eq + Clone>(
+    map: &mut HashMap<K, Instant>,
+    key: K,
+    until: Instant,
+) {
+    if !map.contains_key(&key) && map.len() >= MAX_BANS {
+        let soonest = map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
+        if let Some(soonest) = soonest {
+            map.remove(&soonest);
         }
+    }
+    let entry = map.entry(key).or_insert(until);
+    *entry = (*entry).max(until);
+}
+
+impl BanList {
+    /// Bans `peer` until `until`.
+    pub fn ban_peer(&mut self, peer: PeerId, until: Instant) {
+        insert_capped(&mut self.peers, peer, until);
+    }
+
+    /// Bans every connection from `host` until `until`.
+    pub fn ban_host(&mut self, host: IpPrefix, until: Instant) {
+        insert_capped(&mut self.hosts, host, until);
+    }
+
+    /// Bans dialing `addr` until `until`.
+    pub fn ban_addr(&mut self, addr: PeerAddr, until: Instant) {
+        insert_capped(&mut self.addrs, addr, until);
     }
 
     /// Whether `peer` is banned at `now`.
@@ -231,7 +266,14 @@ impl BanList {
         self.peers.get(peer).is_some_and(|until| *until > now)
     }
 
-    /// Whether `addr` is banned at `now`.
+    /// Whether connections from `ip` are banned at `now`.
+    pub fn is_host_banned(&self, ip: std::net::IpAddr, now: Instant) -> bool {
+        self.hosts
+            .get(&IpPrefix::host(ip))
+            .is_some_and(|until| *until > now)
+    }
+
+    /// Whether dialing `addr` is banned at `now`.
     pub fn is_addr_banned(&self, addr: &PeerAddr, now: Instant) -> bool {
         self.addrs.get(addr).is_some_and(|until| *until > now)
     }
@@ -239,7 +281,18 @@ impl BanList {
     /// Forgets bans that ended before `now`.
     pub fn expire(&mut self, now: Instant) {
         self.peers.retain(|_, until| *until > now);
+        self.hosts.retain(|_, until| *until > now);
         self.addrs.retain(|_, until| *until > now);
+    }
+
+    /// Bans held now (peers, hosts, addresses).
+    pub fn len(&self) -> usize {
+        self.peers.len() + self.hosts.len() + self.addrs.len()
+    }
+
+    /// Whether nothing is banned.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -312,12 +365,35 @@ mod tests {
     }
 
     #[test]
+    fn m7_the_ban_list_is_capped_and_keeps_the_longest_bans() {
+        let t0 = Instant::now();
+        let mut bans = BanList::default();
+        for i in 0..(MAX_BANS as u32 + 1_000) {
+            let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(i));
+            bans.ban_host(
+                IpPrefix::host(ip),
+                t0 + Duration::from_secs(u64::from(i) + 1),
+            );
+        }
+        assert_eq!(bans.len(), MAX_BANS);
+        // The ones ending soonest went; the last one stays.
+        assert!(!bans.is_host_banned(std::net::Ipv4Addr::from(0).into(), t0));
+        assert!(bans.is_host_banned(std::net::Ipv4Addr::from(MAX_BANS as u32 + 999).into(), t0));
+        // An IPv6 host is its /64.
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        bans.ban_host(IpPrefix::host(v6), t0 + Duration::from_secs(1_000_000));
+        assert!(bans.is_host_banned("2001:db8::ffff".parse().unwrap(), t0));
+        assert!(!bans.is_host_banned("2001:db8:0:1::1".parse().unwrap(), t0));
+    }
+
+    #[test]
     fn bans_expire() {
         let t0 = Instant::now();
         let peer = Keypair::generate().unwrap().peer_id();
         let addr: PeerAddr = "tcp/10.0.0.1:4000".parse().unwrap();
         let mut bans = BanList::default();
-        bans.ban(peer, [addr.clone()], t0 + Duration::from_secs(10));
+        bans.ban_peer(peer, t0 + Duration::from_secs(10));
+        bans.ban_addr(addr.clone(), t0 + Duration::from_secs(10));
         assert!(bans.is_peer_banned(&peer, t0));
         assert!(bans.is_addr_banned(&addr, t0 + Duration::from_secs(9)));
         let later = t0 + Duration::from_secs(10);

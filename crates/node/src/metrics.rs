@@ -78,6 +78,7 @@ struct Inner {
     disconnections: Family<Labels, Counter>,
     peers: Gauge,
     handshakes: Family<Labels, Counter>,
+    dropped: Family<Labels, Counter>,
     bytes_in: Counter,
     bytes_out: Counter,
     frames_in: Counter,
@@ -128,6 +129,12 @@ impl Metrics {
             "Handshakes and version exchanges, by direction and result",
             handshakes.clone(),
         );
+        let dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "connections_dropped",
+            "Inbound connections dropped before their handshake, by reason: banned host, over the start rate, evicted from a full pending table, silent past the first-byte deadline",
+            dropped.clone(),
+        );
         let bytes_in = Counter::default();
         registry.register(
             "received_bytes",
@@ -174,6 +181,7 @@ impl Metrics {
                 disconnections,
                 peers,
                 handshakes,
+                dropped,
                 bytes_in,
                 bytes_out,
                 frames_in,
@@ -266,7 +274,10 @@ impl Metrics {
     pub(crate) fn handshake(&self, direction: &'static str, failure: Option<&NodeError>) {
         let result = match failure {
             None => "ok",
-            Some(NodeError::HandshakeTimeout) => "timeout",
+            Some(
+                NodeError::HandshakeTimeout
+                | NodeError::Handshake(knotwork_crypto_handshake::HandshakeError::Timeout),
+            ) => "timeout",
             // A reachability dial-back: the handshake worked, then it closed.
             Some(NodeError::Refused(DisconnectReason::Probe)) => "probe",
             Some(NodeError::Refused(_)) => "refused",
@@ -285,6 +296,15 @@ impl Metrics {
         self.inner
             .handshakes
             .get_or_create(&vec![("direction", direction), ("result", result)])
+            .inc();
+    }
+
+    /// Counts an inbound connection dropped before its handshake for
+    /// `reason` (`banned`, `rate`, `evicted`, `first_byte`).
+    pub(crate) fn dropped(&self, reason: &'static str) {
+        self.inner
+            .dropped
+            .get_or_create(&vec![("reason", reason)])
             .inc();
     }
 

@@ -10,20 +10,20 @@
 //! [`Node`] is dropped the node shuts down. Handles do not keep it running.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 pub(crate) use knotwork_core::lock;
-use knotwork_core::{PeerAddr, PeerId};
+use knotwork_core::{IpPrefix, PeerAddr, PeerId};
 use knotwork_crypto_handshake::SecureConfig;
 use knotwork_transport_tcp::TcpTransport;
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::addrs::{AddrBook, AddrContribution};
+use crate::admission::{Pending, StartBudget};
 use crate::builder::NodeConfig;
 use crate::channel::{Channel, ChannelConfig};
 use crate::dial::{DialCause, DialGate, DialOpts};
@@ -94,8 +94,12 @@ pub(crate) struct Shared {
     pub(crate) addrs: Arc<AddrBook>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) shutdown: CancellationToken,
-    pub(crate) pending_handshakes: Arc<Semaphore>,
-    pub(crate) per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Pending inbound handshakes and how to cut each (see `crate::admission`).
+    pub(crate) pending: Mutex<PendingSlots>,
+    /// Handshake starts per host.
+    pub(crate) starts: Mutex<StartBudget>,
+    /// Inbound connections per host and per subnet.
+    pub(crate) per_ip: Mutex<HashMap<IpPrefix, usize>>,
     pub(crate) dials: Mutex<DialGate>,
     /// Peers an outbound pipeline has authenticated and not yet put in the
     /// peer table (see `session::Establishing`); `established` wakes those
@@ -107,6 +111,12 @@ pub(crate) struct Shared {
     pub(crate) discovery: crate::discovery::UnifiedDiscovery,
     pub(crate) metrics: Metrics,
     pub(crate) listeners_up: Arc<AtomicUsize>,
+}
+
+/// The pending handshakes and the token that cuts each.
+pub(crate) struct PendingSlots {
+    pub(crate) table: Pending,
+    pub(crate) cuts: HashMap<u64, CancellationToken>,
 }
 
 impl Shared {
@@ -352,10 +362,11 @@ impl NodeHandle {
 
     /// Accepts a stream a peer opened through a service (a relayed circuit)
     /// as an inbound connection: it takes a pending-handshake slot like a
-    /// connection from a listener, or is refused with
-    /// [`NodeError::TooManyPending`]; the pipeline then runs as a node job.
-    pub fn accept(&self, stream: BoxStream, addr: PeerAddr) -> Result<(), NodeError> {
-        crate::session::accept(&self.shared, stream, addr, None)
+    /// connection from a listener (evicting the crowded origin's oldest
+    /// when all are taken, see [`crate::admission`]), with the first-byte
+    /// deadline; the pipeline runs as a task of its own.
+    pub fn accept(&self, stream: BoxStream, addr: PeerAddr) {
+        crate::session::accept(&self.shared, stream, addr, None);
     }
 
     /// Runs `job` until it ends or the node shuts down; finished jobs are

@@ -10,15 +10,17 @@
 //! The handshake and version exchange together must finish within
 //! [`NodeConfig::handshake_timeout`](crate::NodeConfig::handshake_timeout).
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use knotwork_core::{PeerAddr, PeerId, TransportError};
+use knotwork_core::{IpPrefix, PeerAddr, PeerId, TransportError};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use tokio::sync::watch;
 
+use crate::admission::{Admit, Origin, host_of};
 use crate::channel::{Channel, ChannelInfo};
+use crate::deadline::FirstByte;
 use crate::dial::{Admission, DialOpts, Outcome};
 use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::hosts::AddrScope;
@@ -62,25 +64,29 @@ pub(crate) async fn raw_dial(
     Err(TransportError::UnsupportedAddr(addr.clone()).into())
 }
 
-/// Counts one inbound connection from an IP for as long as it lives.
+/// Counts one inbound connection from a host (an IPv4 address, an IPv6
+/// /64) and its subnet (/24, /48) for as long as it lives.
 pub(crate) struct IpSlot {
     shared: Arc<Shared>,
-    ip: Option<IpAddr>,
+    ip: Option<(IpPrefix, IpPrefix)>,
     over_limit: bool,
 }
 
 impl IpSlot {
     fn take(shared: &Arc<Shared>, from: &PeerAddr) -> Self {
         let ip = match from {
-            PeerAddr::Tcp(sa) => Some(sa.ip()),
+            PeerAddr::Tcp(sa) => Some((IpPrefix::host(sa.ip()), IpPrefix::subnet(sa.ip()))),
             _ => None,
         };
         let mut over_limit = false;
-        if let Some(ip) = ip {
-            let mut map = lock(&shared.per_ip);
-            let n = map.entry(ip).or_insert(0);
-            *n += 1;
-            over_limit = *n > shared.config.max_per_ip;
+        if let Some((host, subnet)) = ip {
+            let mut counts = lock(&shared.per_ip);
+            let on_host = counts.entry(host).or_insert(0);
+            *on_host += 1;
+            over_limit = *on_host > shared.config.max_per_ip;
+            let on_subnet = counts.entry(subnet).or_insert(0);
+            *on_subnet += 1;
+            over_limit |= *on_subnet > shared.config.max_per_subnet;
         }
         Self {
             shared: shared.clone(),
@@ -92,12 +98,14 @@ impl IpSlot {
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        if let Some(ip) = self.ip {
-            let mut map = lock(&self.shared.per_ip);
-            if let Some(n) = map.get_mut(&ip) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    map.remove(&ip);
+        if let Some((host, subnet)) = self.ip {
+            let mut counts = lock(&self.shared.per_ip);
+            for key in [host, subnet] {
+                if let Some(n) = counts.get_mut(&key) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        counts.remove(&key);
+                    }
                 }
             }
         }
@@ -165,7 +173,7 @@ pub(crate) async fn establish(
         None
     };
     if let Some(reason) = refusal {
-        tracing::debug!(peer = %peer.short(), %addr, %reason, "refusing connection");
+        tracing::info!(peer = %peer.short(), %addr, %reason, "refusing connection");
         if inbound {
             let _ = version::refuse(secure, reason.clone()).await;
             return Err(NodeError::Refused(reason));
@@ -353,26 +361,49 @@ async fn supervise(shared: Arc<Shared>, channel: Channel, slot: Option<IpSlot>) 
     if reason == CloseReason::Local(DisconnectReason::Misbehaviour) {
         let now = Instant::now().into_std();
         let until = now + shared.channel_config.meter.ban_duration;
-        let mut addrs = channel
-            .info()
-            .version
-            .parsed_listen_addrs()
-            .unwrap_or_default();
-        if channel.info().session != SessionKind::Inbound {
-            addrs.push(channel.remote_addr().clone());
-        }
+        let addr = channel.remote_addr();
         {
-            let mut hosts = lock(&shared.hosts);
-            for a in &addrs {
-                hosts.blacklist(a, now);
+            let mut bans = lock(&shared.bans);
+            bans.ban_peer(peer, until);
+            match ban_target(channel.info().session, addr) {
+                BanTarget::Host(host) => bans.ban_host(host, until),
+                BanTarget::Addr => {
+                    bans.ban_addr(addr.clone(), until);
+                    lock(&shared.hosts).blacklist(addr, now);
+                }
+                BanTarget::PeerOnly => {}
             }
         }
-        lock(&shared.bans).ban(peer, addrs, until);
         shared.metrics.ban(channel.misbehaviour());
-        tracing::info!(peer = %peer.short(), "banned for misbehaviour");
+        tracing::info!(peer = %peer.short(), %addr, reason = channel.misbehaviour(), "banned for misbehaviour");
         shared.emit(NodeEvent::Banned { peer });
     }
     shared.emit(NodeEvent::Disconnected { peer, reason });
+}
+
+/// What a misbehaving peer's ban covers besides its identity.
+#[derive(Debug, PartialEq, Eq)]
+enum BanTarget {
+    /// The host its inbound connection came from.
+    Host(IpPrefix),
+    /// The address we dialed it at.
+    Addr,
+    /// Nothing more: an inbound peer on this machine (banning the loopback
+    /// host would ban every local process) or without an IP.
+    PeerOnly,
+}
+
+/// What we saw, never what the peer claimed (a peer naming others' addresses
+/// as its own must not get them banned, review finding M7): the host of an
+/// inbound connection, the address of an outbound one.
+fn ban_target(session: SessionKind, addr: &PeerAddr) -> BanTarget {
+    if session != SessionKind::Inbound {
+        return BanTarget::Addr;
+    }
+    match host_of(addr) {
+        Some(host) if AddrScope::of(addr) != AddrScope::Loopback => BanTarget::Host(host),
+        _ => BanTarget::PeerOnly,
+    }
 }
 
 /// Marks one accept loop as running until dropped.
@@ -410,34 +441,52 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, mut listener: Box<dyn AnyLi
                 continue;
             }
         };
+        // Before any crypto: a banned host, or one over its budget of
+        // handshake starts, is dropped (see `crate::admission`).
+        if let PeerAddr::Tcp(sa) = &from {
+            let now = Instant::now().into_std();
+            if lock(&shared.bans).is_host_banned(sa.ip(), now) {
+                shared.metrics.dropped("banned");
+                tracing::debug!(%from, "banned host; dropped");
+                continue;
+            }
+            if !lock(&shared.starts).take(sa.ip(), now) {
+                shared.metrics.dropped("rate");
+                tracing::debug!(%from, "over its handshake start budget; dropped");
+                continue;
+            }
+        }
         let slot = IpSlot::take(&shared, &from);
-        // A connection over its IP's limit is refused after the handshake
-        // anyway; it gets a handshake slot only while half of them are free,
-        // so one IP (slowloris) cannot hold every slot and lock out others.
-        if slot.over_limit
-            && shared.pending_handshakes.available_permits()
-                <= shared.config.max_pending_handshakes / 2
-        {
-            tracing::debug!(%from, "too many connections from this ip; dropped before the handshake");
-            continue;
-        }
-        if let Err(e) = accept(&shared, conn, from.clone(), Some(slot)) {
-            tracing::debug!(%from, "{e}; dropped");
-        }
+        accept(&shared, conn, from, Some(slot));
     }
 }
 
-/// Runs the inbound pipeline on `conn` as a task of its own, holding a
-/// pending-handshake slot until it ends (see [`NodeHandle::accept`]).
-pub(crate) fn accept(
-    shared: &Arc<Shared>,
-    conn: BoxStream,
-    from: PeerAddr,
-    slot: Option<IpSlot>,
-) -> Result<(), NodeError> {
-    let Ok(permit) = shared.pending_handshakes.clone().try_acquire_owned() else {
-        return Err(NodeError::TooManyPending);
+/// Runs the inbound pipeline on `conn` as a task of its own, in a pending
+/// slot (evicting another when they are all taken, see `crate::admission`)
+/// with a first-byte deadline.
+pub(crate) fn accept(shared: &Arc<Shared>, conn: BoxStream, from: PeerAddr, slot: Option<IpSlot>) {
+    let now = Instant::now().into_std();
+    let (id, cut) = {
+        let mut pending = lock(&shared.pending);
+        let (id, evicted) = match pending.table.admit(Origin::of(&from), now) {
+            Admit::Slot(id) => (id, None),
+            Admit::Evict { id, evict } => (id, pending.cuts.remove(&evict)),
+        };
+        if let Some(evicted) = evicted {
+            evicted.cancel();
+            shared.metrics.dropped("evicted");
+        }
+        let cut = CancellationToken::new();
+        pending.cuts.insert(id, cut.clone());
+        (id, cut)
     };
+    let node = shared.clone();
+    let started = move || lock(&node.pending).table.started(id);
+    let conn: BoxStream = Box::new(FirstByte::new(
+        conn,
+        shared.config.first_byte_timeout,
+        Box::new(started),
+    ));
     let shared = shared.clone();
     tokio::spawn(async move {
         let timeout = shared.config.handshake_timeout;
@@ -449,16 +498,31 @@ pub(crate) fn accept(
             None,
             slot,
         );
-        let result = tokio::time::timeout(timeout, pipeline)
-            .await
-            .unwrap_or(Err(NodeError::HandshakeTimeout));
-        drop(permit);
-        shared.metrics.handshake("inbound", result.as_ref().err());
-        if let Err(e) = result {
-            tracing::debug!(%from, "inbound connection failed: {e}");
+        let result = tokio::select! {
+            r = tokio::time::timeout(timeout, pipeline) => r.unwrap_or(Err(NodeError::HandshakeTimeout)),
+            () = cut.cancelled() => Err(NodeError::TooManyPending),
+        };
+        {
+            let mut pending = lock(&shared.pending);
+            pending.table.remove(id);
+            pending.cuts.remove(&id);
+        }
+        match &result {
+            Err(NodeError::TooManyPending) => {
+                tracing::debug!(%from, "evicted from its pending handshake slot");
+            }
+            Err(e) if FirstByte::timed_out(e) => {
+                shared.metrics.dropped("first_byte");
+                tracing::debug!(%from, "sent nothing within the first-byte deadline; dropped");
+            }
+            other => {
+                shared.metrics.handshake("inbound", other.as_ref().err());
+                if let Err(e) = other {
+                    tracing::info!(%from, "inbound handshake failed: {e}");
+                }
+            }
         }
     });
-    Ok(())
 }
 
 /// The pipeline on a stream a service opened, within the handshake timeout.
@@ -576,4 +640,36 @@ pub(crate) async fn probe(
     tokio::time::timeout(shared.config.handshake_timeout, attempt)
         .await
         .unwrap_or(Err(NodeError::HandshakeTimeout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn m7_a_ban_covers_what_the_node_saw_not_what_the_peer_claimed() {
+        let inbound = "tcp/203.0.113.7:51000".parse().unwrap();
+        assert_eq!(
+            ban_target(SessionKind::Inbound, &inbound),
+            BanTarget::Host(IpPrefix::host("203.0.113.7".parse().unwrap()))
+        );
+        let v6 = "tcp/[2001:db8::7]:51000".parse().unwrap();
+        assert_eq!(
+            ban_target(SessionKind::Inbound, &v6),
+            BanTarget::Host(IpPrefix::host("2001:db8::1".parse().unwrap())),
+            "the /64"
+        );
+        let local = "tcp/127.0.0.1:51000".parse().unwrap();
+        assert_eq!(
+            ban_target(SessionKind::Inbound, &local),
+            BanTarget::PeerOnly
+        );
+        assert_eq!(
+            ban_target(SessionKind::Inbound, &PeerAddr::Mem(3)),
+            BanTarget::PeerOnly
+        );
+        let dialed = "tcp/198.51.100.2:4000".parse().unwrap();
+        assert_eq!(ban_target(SessionKind::Outbound, &dialed), BanTarget::Addr);
+        assert_eq!(ban_target(SessionKind::Seed, &dialed), BanTarget::Addr);
+    }
 }

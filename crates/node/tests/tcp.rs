@@ -490,24 +490,48 @@ async fn the_per_ip_limit_refuses_the_excess_with_a_reason() {
     }
 }
 
+/// Slowloris: when every pending slot is taken, a new connection evicts
+/// the oldest silent one instead of being refused, and a connection that
+/// sends nothing is cut at the first-byte deadline (well before the
+/// handshake timeout); both are counted.
 #[tokio::test]
-async fn connections_beyond_the_pending_handshake_limit_are_dropped_at_once() {
+async fn a_full_pending_table_evicts_the_silent_and_silence_is_cut_early() {
     let mut config = fast_config();
     config.max_pending_handshakes = 1;
+    config.first_byte_timeout = Duration::from_millis(300);
     let a = start(tcp_node().config(config)).await;
     let knotwork_core::PeerAddr::Tcp(sa) = addr(&a) else {
         unreachable!()
     };
     // A silent connection holds the only handshake slot...
-    let _slow = tokio::net::TcpStream::connect(sa).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(sa).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    // ...so the next one is closed without waiting for the handshake timeout.
-    let took = time_to_cut(&addr(&a), &[]).await;
-    assert!(took < HANDSHAKE_TIMEOUT / 2, "dropped after {took:?}");
-    // Once the slow one is cut, handshakes go through again.
-    tokio::time::sleep(HANDSHAKE_TIMEOUT).await;
+    // ...and a peer arriving now evicts it and completes its handshake.
     let b = start(tcp_node()).await;
     b.connect(&addr(&a)).await.unwrap();
+    let mut buf = [0u8; 1];
+    let cut = tokio::time::timeout(HANDSHAKE_TIMEOUT / 2, slow.read(&mut buf)).await;
+    assert!(
+        matches!(cut, Ok(Ok(0) | Err(_))),
+        "the silent one was cut: {cut:?}"
+    );
+    // Alone, a silent connection is cut at the first-byte deadline.
+    let mut lone = tokio::net::TcpStream::connect(sa).await.unwrap();
+    let began = tokio::time::Instant::now();
+    let cut = tokio::time::timeout(HANDSHAKE_TIMEOUT, lone.read(&mut buf)).await;
+    assert!(matches!(cut, Ok(Ok(0) | Err(_))), "cut: {cut:?}");
+    assert!(
+        began.elapsed() < HANDSHAKE_TIMEOUT / 2,
+        "after {:?}",
+        began.elapsed()
+    );
+    let text = a.metrics().encode();
+    for line in [
+        "knot_connections_dropped_total{reason=\"evicted\"} 1",
+        "knot_connections_dropped_total{reason=\"first_byte\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing in\n{text}");
+    }
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -517,12 +541,13 @@ async fn one_ip_over_its_limit_cannot_hold_every_handshake_slot() {
     let mut config = fast_config();
     config.max_pending_handshakes = 8;
     config.max_per_ip = 2;
+    config.handshake_starts = knotwork_node::RateBudget::UNLIMITED;
     let a = start(tcp_node().config(config)).await;
     let knotwork_core::PeerAddr::Tcp(sa) = addr(&a) else {
         unreachable!()
     };
-    // Slowloris from 127.0.0.1: twenty silent connections, most over the
-    // IP's limit; they may take at most half of the handshake slots.
+    // Slowloris from 127.0.0.1: twenty silent connections; however many
+    // slots they hold, a newcomer evicts one of them.
     let mut slow = Vec::new();
     for _ in 0..20 {
         slow.push(tokio::net::TcpStream::connect(sa).await.unwrap());

@@ -251,8 +251,16 @@ pub struct FileConfig {
     pub max_inbound: usize,
     /// [`NodeConfig::max_per_ip`].
     pub max_per_ip: usize,
+    /// [`NodeConfig::max_per_subnet`].
+    pub max_per_subnet: usize,
     /// [`NodeConfig::max_pending_handshakes`].
     pub max_pending_handshakes: usize,
+    /// [`NodeConfig::first_byte_timeout`].
+    pub first_byte_timeout_ms: u64,
+    /// [`NodeConfig::handshake_starts`]: handshake starts per second per host.
+    pub handshake_starts_per_second: f64,
+    /// [`NodeConfig::handshake_starts`]: handshake starts at once per host.
+    pub handshake_starts_burst: u32,
     /// [`NodeConfig::handshake_timeout`].
     pub handshake_timeout_ms: u64,
     /// [`NodeConfig::dial_timeout`].
@@ -343,7 +351,11 @@ impl Default for FileConfig {
             peers: Vec::new(),
             max_inbound: d.max_inbound,
             max_per_ip: d.max_per_ip,
+            max_per_subnet: d.max_per_subnet,
             max_pending_handshakes: d.max_pending_handshakes,
+            first_byte_timeout_ms: millis(d.first_byte_timeout),
+            handshake_starts_per_second: d.handshake_starts.per_second,
+            handshake_starts_burst: d.handshake_starts.burst,
             handshake_timeout_ms: millis(d.handshake_timeout),
             dial_timeout_ms: millis(d.dial_timeout),
             outbound_slots: d.outbound_slots,
@@ -554,8 +566,18 @@ impl FileConfig {
         let mut node = NodeConfig::default();
         node.max_inbound = nonzero("max_inbound", self.max_inbound)?;
         node.max_per_ip = nonzero("max_per_ip", self.max_per_ip)?;
+        node.max_per_subnet = nonzero("max_per_subnet", self.max_per_subnet)?;
         node.max_pending_handshakes =
             nonzero("max_pending_handshakes", self.max_pending_handshakes)?;
+        node.first_byte_timeout = positive("first_byte_timeout_ms", self.first_byte_timeout_ms)?;
+        node.handshake_starts = budget(
+            [
+                "handshake_starts_per_second".into(),
+                "handshake_starts_burst".into(),
+            ],
+            self.handshake_starts_per_second,
+            self.handshake_starts_burst,
+        )?;
         node.handshake_timeout = positive("handshake_timeout_ms", self.handshake_timeout_ms)?;
         node.dial_timeout = positive("dial_timeout_ms", self.dial_timeout_ms)?;
         node.outbound_slots = self.outbound_slots;
