@@ -38,6 +38,7 @@ use tokio::time::Instant;
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::dial::{DialCause, DialOpts};
+use crate::hosts::AddrScope;
 use crate::node::{Shared, lock};
 use crate::registry::SessionKind;
 
@@ -286,14 +287,32 @@ fn log_failure(source: DiscoverySource, e: &DiscoveryError) {
     tracing::debug!(%source, "discovery source failed: {e}");
 }
 
-/// Merges one event, broadcasts the result and feeds the node.
-fn handle(shared: &Arc<Shared>, event: DiscoveryEvent) {
+/// How far the addresses a source reports may be from us: the LAN for
+/// mDNS and BLE (a LAN peer never makes us dial loopback); any scope for
+/// the DHT, which filters what peers tell it by their own scope, and for
+/// seeds and manual entries, which the user gave.
+fn source_scope(source: DiscoverySource) -> AddrScope {
+    match source {
+        DiscoverySource::Mdns | DiscoverySource::Ble => AddrScope::Private,
+        _ => AddrScope::Loopback,
+    }
+}
+
+/// Merges one event, broadcasts the result and feeds the node. Addresses
+/// out of the source's scope are dropped first (review finding M3).
+fn handle(shared: &Arc<Shared>, mut event: DiscoveryEvent) {
+    if let DiscoveryEvent::Discovered(found) = &mut event {
+        let scope = source_scope(found.source);
+        found
+            .addrs
+            .retain(|a| AddrScope::of(a).shareable_with(scope));
+    }
     let Some(unified) = lock(&shared.discovery.merge).handle_event(event) else {
         return;
     };
     if let UnifiedEvent::PeerDiscovered { peer, addrs, .. } = &unified {
         let now = Instant::now().into_std();
-        lock(&shared.hosts).add_grey(addrs.iter().cloned(), now);
+        lock(&shared.hosts).add_grey(addrs.iter().cloned(), AddrScope::Loopback, now);
         dial(shared, *peer, addrs);
     }
     // No receiver is fine; a lagging receiver sees `Lagged`.

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use knotwork_core::PeerAddr;
+use knotwork_core::{IpPrefix, PeerAddr};
 
 /// How far an address is reachable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -40,8 +40,11 @@ impl AddrScope {
     /// The scope of `addr`.
     pub fn of(addr: &PeerAddr) -> Self {
         match addr {
-            PeerAddr::Tcp(sa) => Self::of_ip(sa.ip()),
+            PeerAddr::Tcp(sa) | PeerAddr::Quic(sa) => Self::of_ip(sa.ip()),
             PeerAddr::Mem(_) => Self::Loopback,
+            // A relayed peer is as far away as its relay: a public relay's
+            // peers are public peers (review finding M3).
+            PeerAddr::Relay(r) => Self::of(&r.relay),
             _ => Self::Private,
         }
     }
@@ -102,17 +105,42 @@ pub enum HostList {
     Black,
 }
 
+/// The netgroup of an address for diversity (review finding M12): an IPv4
+/// /16 or IPv6 /32 ([`IpPrefix::group`]); addresses without an IP (memory,
+/// BLE) form one group, relayed ones their relay's.
+pub fn netgroup(addr: &PeerAddr) -> Option<IpPrefix> {
+    match addr {
+        PeerAddr::Tcp(sa) | PeerAddr::Quic(sa) => Some(IpPrefix::group(sa.ip())),
+        PeerAddr::Relay(r) => netgroup(&r.relay),
+        _ => None,
+    }
+}
+
 #[derive(Debug, Default)]
 struct List {
     seen: HashMap<PeerAddr, Instant>,
 }
 
 impl List {
+    /// Inserts `addr`; when full, evicts the oldest entry of the netgroup
+    /// with the most entries, so that one group (an attacker's /16 full of
+    /// addresses) can only ever push out its own.
     fn insert(&mut self, addr: PeerAddr, now: Instant, cap: usize) {
         if !self.seen.contains_key(&addr) && self.seen.len() >= cap {
+            let mut sizes: HashMap<Option<IpPrefix>, usize> = HashMap::new();
+            for a in self.seen.keys() {
+                *sizes.entry(netgroup(a)).or_default() += 1;
+            }
+            *sizes.entry(netgroup(&addr)).or_default() += 1;
+            let crowded = sizes
+                .into_iter()
+                .filter(|(g, _)| self.seen.keys().any(|a| netgroup(a) == *g))
+                .max_by_key(|(_, n)| *n)
+                .map(|(g, _)| g);
             let oldest = self
                 .seen
                 .iter()
+                .filter(|(a, _)| crowded.is_none_or(|g| netgroup(a) == g))
                 .min_by_key(|(_, t)| **t)
                 .map(|(a, _)| a.clone());
             if let Some(oldest) = oldest {
@@ -170,11 +198,18 @@ impl HostStore {
         }
     }
 
-    /// Records addresses heard from a peer: unknown, routable ones go grey.
-    /// Addresses already white or black keep their place.
-    pub fn add_grey(&mut self, addrs: impl IntoIterator<Item = PeerAddr>, now: Instant) {
+    /// Records addresses heard from a peer whose connection has scope
+    /// `heard_from`: unknown ones in that scope go grey (a public peer never
+    /// puts loopback or private addresses in our store, review finding M3);
+    /// addresses already white or black keep their place.
+    pub fn add_grey(
+        &mut self,
+        addrs: impl IntoIterator<Item = PeerAddr>,
+        heard_from: AddrScope,
+        now: Instant,
+    ) {
         for addr in addrs {
-            if AddrScope::of(&addr) == AddrScope::Unroutable || self.list_of(&addr).is_some() {
+            if !AddrScope::of(&addr).shareable_with(heard_from) || self.list_of(&addr).is_some() {
                 continue;
             }
             self.grey.insert(addr, now, self.capacity);
@@ -211,6 +246,38 @@ impl HostStore {
     /// White addresses, most recently verified first.
     pub fn white(&self) -> Vec<PeerAddr> {
         self.white.newest_first()
+    }
+
+    /// Up to `n` white addresses to dial for outbound slots, in random order
+    /// (`seed` picks it), at most one per netgroup and none in `used` (the
+    /// groups of the outbound peers we have) or accepted by `skip`: an
+    /// attacker owning many addresses in one /16 gets one slot at most
+    /// (review finding M12).
+    pub fn outbound_candidates(
+        &self,
+        n: usize,
+        used: &[Option<IpPrefix>],
+        seed: u64,
+        skip: impl Fn(&PeerAddr) -> bool,
+    ) -> Vec<PeerAddr> {
+        let mut all = self.white.newest_first();
+        let mut rng = fastrand::Rng::with_seed(seed);
+        rng.shuffle(&mut all);
+        let mut groups: Vec<Option<IpPrefix>> = used.to_vec();
+        let mut out = Vec::new();
+        for addr in all {
+            if out.len() >= n {
+                break;
+            }
+            let group = netgroup(&addr);
+            // Addresses without an IP (memory, BLE) are not grouped.
+            if (group.is_some() && groups.contains(&group)) || skip(&addr) {
+                continue;
+            }
+            groups.push(group);
+            out.push(addr);
+        }
+        out
     }
 
     /// Grey addresses, most recently heard first.
@@ -273,12 +340,16 @@ mod tests {
     fn new_addresses_go_grey_then_white_when_promoted() {
         let now = Instant::now();
         let mut h = HostStore::new(10);
-        h.add_grey([a("tcp/8.8.8.8:1"), a("tcp/0.0.0.0:5")], now);
+        h.add_grey(
+            [a("tcp/8.8.8.8:1"), a("tcp/0.0.0.0:5")],
+            AddrScope::Loopback,
+            now,
+        );
         assert_eq!(h.list_of(&a("tcp/8.8.8.8:1")), Some(HostList::Grey));
         assert_eq!(h.list_of(&a("tcp/0.0.0.0:5")), None, "unroutable refused");
         h.promote(&a("tcp/8.8.8.8:1"), now);
         assert_eq!(h.list_of(&a("tcp/8.8.8.8:1")), Some(HostList::White));
-        h.add_grey([a("tcp/8.8.8.8:1")], now);
+        h.add_grey([a("tcp/8.8.8.8:1")], AddrScope::Loopback, now);
         assert_eq!(
             h.list_of(&a("tcp/8.8.8.8:1")),
             Some(HostList::White),
@@ -299,7 +370,11 @@ mod tests {
         let mut h = HostStore::new(3);
         for i in 0..5u16 {
             let t = t0 + Duration::from_secs(u64::from(i));
-            h.add_grey([a(&format!("tcp/8.8.8.8:{}", 100 + i))], t);
+            h.add_grey(
+                [a(&format!("tcp/8.8.8.8:{}", 100 + i))],
+                AddrScope::Public,
+                t,
+            );
         }
         let grey = h.grey();
         assert_eq!(grey.len(), 3);
@@ -330,6 +405,72 @@ mod tests {
             h.shareable(&a("tcp/127.0.0.1:9"), 1).len(),
             1,
             "max respected"
+        );
+    }
+
+    #[test]
+    fn m3_a_public_or_relayed_peer_cannot_fill_the_store_with_local_addresses() {
+        let now = Instant::now();
+        let mut h = HostStore::new(10);
+        let claimed = [
+            a("tcp/127.0.0.1:6379"),
+            a("tcp/10.0.0.1:22"),
+            a("tcp/169.254.169.254:80"),
+            a("tcp/198.51.100.7:4000"),
+        ];
+        h.add_grey(claimed.clone(), AddrScope::Public, now);
+        assert_eq!(h.grey(), vec![a("tcp/198.51.100.7:4000")]);
+        // A peer relayed through a public relay is a public peer.
+        let relay = knotwork_core::Keypair::generate().unwrap().peer_id();
+        let target = knotwork_core::Keypair::generate().unwrap().peer_id();
+        let relayed = PeerAddr::relayed(a("tcp/203.0.113.1:4000"), relay, target).unwrap();
+        assert_eq!(AddrScope::of(&relayed), AddrScope::Public);
+        // A LAN peer may tell us LAN addresses, never loopback ones.
+        let mut lan = HostStore::new(10);
+        lan.add_grey(claimed, AddrScope::Private, now);
+        assert_eq!(lan.grey().len(), 3);
+        assert_eq!(lan.list_of(&a("tcp/127.0.0.1:6379")), None);
+    }
+
+    #[test]
+    fn m12_one_crowded_netgroup_cannot_take_the_outbound_slots_or_flush_the_lists() {
+        let t0 = Instant::now();
+        let mut h = HostStore::new(64);
+        // 1,000 attacker addresses in one /16 ...
+        for i in 0..1_000u32 {
+            let t = t0 + Duration::from_millis(u64::from(i));
+            h.promote(
+                &a(&format!("tcp/203.0.{}.{}:4000", i / 250, 1 + i % 250)),
+                t,
+            );
+        }
+        // ... then 8 honest peers in distinct /16s, verified earlier.
+        let honest: Vec<PeerAddr> = (0..8)
+            .map(|i| a(&format!("tcp/198.{}.0.1:4000", 10 + i)))
+            .collect();
+        for addr in &honest {
+            h.promote(addr, t0);
+        }
+        // The crowded group evicted its own entries, not the honest ones.
+        for addr in &honest {
+            assert_eq!(h.list_of(addr), Some(HostList::White), "{addr}");
+        }
+        for seed in 0..20 {
+            let picked = h.outbound_candidates(8, &[], seed, |_| false);
+            assert_eq!(picked.len(), 8);
+            let crowded = picked
+                .iter()
+                .filter(|p| p.to_string().starts_with("tcp/203.0."))
+                .count();
+            assert!(crowded <= 1, "seed {seed}: {picked:?}");
+        }
+        // A group we already have an outbound peer in is skipped.
+        let used = [netgroup(&a("tcp/203.0.9.9:1"))];
+        let picked = h.outbound_candidates(8, &used, 1, |_| false);
+        assert!(
+            picked
+                .iter()
+                .all(|p| !p.to_string().starts_with("tcp/203.0."))
         );
     }
 }

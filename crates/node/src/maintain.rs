@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use crate::backoff::Backoff;
 use crate::dial::{DialCause, DialOpts};
 use crate::error::NodeError;
+use crate::hosts::netgroup;
 use crate::node::{Shared, lock};
 use crate::registry::SessionKind;
 use crate::session::{dial, probe};
@@ -112,12 +113,18 @@ fn fill_outbound(shared: &Arc<Shared>) {
     }
     let busy = busy_addrs(shared);
     let now = Instant::now().into_std();
-    let candidates: Vec<PeerAddr> = lock(&shared.hosts)
-        .white()
-        .into_iter()
-        .filter(|a| !busy.contains(a) && !lock(&shared.bans).is_addr_banned(a, now))
-        .take(free)
+    // One outbound peer per netgroup, the groups we have excluded.
+    let used: Vec<_> = lock(&shared.peers)
+        .values()
+        .filter(|c| c.info().session == SessionKind::Outbound)
+        .map(|c| netgroup(c.remote_addr()))
         .collect();
+    let candidates = {
+        let bans = lock(&shared.bans);
+        lock(&shared.hosts).outbound_candidates(free, &used, fastrand::u64(..), |a| {
+            busy.contains(a) || bans.is_addr_banned(a, now)
+        })
+    };
     for addr in candidates {
         let node = shared.clone();
         // The dial registers itself in the gate before its first await, so

@@ -213,13 +213,7 @@ pub(crate) async fn establish(
     {
         let mut hosts = lock(&shared.hosts);
         if inbound {
-            let scope = AddrScope::of(&addr);
-            hosts.add_grey(
-                listen
-                    .into_iter()
-                    .filter(|a| AddrScope::of(a).shareable_with(scope)),
-                now,
-            );
+            hosts.add_grey(listen, AddrScope::of(&addr), now);
         } else {
             hosts.promote(&addr, now);
         }

@@ -156,8 +156,8 @@ async fn drain(rx: &mut broadcast::Receiver<UnifiedEvent>, quiet: Duration) -> V
 #[tokio::test(start_paused = true)]
 async fn the_same_peer_from_two_sources_appears_once_with_both() {
     let net = MemoryTransport::new();
-    let (mdns, dht) = (
-        FakeSource::new(DiscoverySource::Mdns),
+    let (manual, dht) = (
+        FakeSource::new(DiscoverySource::Manual),
         FakeSource::new(DiscoverySource::Dht),
     );
     // No refinery during the test: discovered addresses stay grey.
@@ -165,23 +165,23 @@ async fn the_same_peer_from_two_sources_appears_once_with_both() {
     slow.maintenance_interval = Duration::from_secs(3600);
     let a = node(&net)
         .config(slow)
-        .discovery(mdns.clone())
+        .discovery(manual.clone())
         .discovery(dht.clone())
         .start()
         .await
         .unwrap();
     let mut events = a.discovery_events();
     let p = id();
-    mdns.found(p, &[mem(9001)]);
+    manual.found(p, &[mem(9001)]);
     dht.found(p, &[mem(9001)]);
-    mdns.found(a.peer_id(), &[mem(9002)]); // ourselves: ignored
+    manual.found(a.peer_id(), &[mem(9002)]); // ourselves: ignored
     let seen = drain(&mut events, Duration::from_secs(1)).await;
     assert_eq!(
         seen,
         vec![UnifiedEvent::PeerDiscovered {
             peer: p,
             addrs: vec![mem(9001)],
-            sources: vec![DiscoverySource::Mdns],
+            sources: vec![DiscoverySource::Manual],
         }]
     );
     let known = a.discovered_peers();
@@ -189,7 +189,7 @@ async fn the_same_peer_from_two_sources_appears_once_with_both() {
     assert_eq!(known[0].peer, p);
     assert_eq!(
         known[0].sources,
-        vec![DiscoverySource::Mdns, DiscoverySource::Dht]
+        vec![DiscoverySource::Dht, DiscoverySource::Manual]
     );
     // A new address from the DHT is news: reported with the union.
     dht.found(p, &[mem(9001), mem(9003)]);
@@ -199,7 +199,7 @@ async fn the_same_peer_from_two_sources_appears_once_with_both() {
         vec![UnifiedEvent::PeerDiscovered {
             peer: p,
             addrs: vec![mem(9001), mem(9003)],
-            sources: vec![DiscoverySource::Mdns, DiscoverySource::Dht],
+            sources: vec![DiscoverySource::Dht, DiscoverySource::Manual],
         }]
     );
     // Discovered addresses feed the host store.
@@ -212,28 +212,65 @@ async fn the_same_peer_from_two_sources_appears_once_with_both() {
     a.shutdown().await;
 }
 
+/// mDNS reports peers on the LAN: the addresses it gives must be LAN
+/// addresses, never loopback (review finding M3; an off-link or spoofed
+/// answer cannot make us dial local services).
+#[tokio::test(start_paused = true)]
+async fn m3_an_mdns_peer_cannot_make_us_dial_loopback() {
+    let net = MemoryTransport::new();
+    let mdns = FakeSource::new(DiscoverySource::Mdns);
+    let mut config = common::fast_config();
+    // Nothing is dialed here (no traffic leaves the machine).
+    config.outbound_slots = 0;
+    config.maintenance_interval = Duration::from_secs(3600);
+    let a = node(&net)
+        .config(config)
+        .discovery(mdns.clone())
+        .start()
+        .await
+        .unwrap();
+    let p = id();
+    let lan: PeerAddr = "tcp/10.0.0.7:4000".parse().unwrap();
+    mdns.found(
+        p,
+        &[
+            mem(9001),
+            "tcp/127.0.0.1:6379".parse().unwrap(),
+            lan.clone(),
+        ],
+    );
+    common::eventually(Duration::from_secs(1), "the peer", || {
+        !a.discovered_peers().is_empty()
+    })
+    .await;
+    assert_eq!(a.discovered_peers()[0].addrs, vec![lan.clone()]);
+    let (grey, _) = a.hosts();
+    assert_eq!(grey, vec![lan]);
+    a.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_expired_peer_is_reported_once() {
     let net = MemoryTransport::new();
-    let (mdns, dht) = (
-        FakeSource::new(DiscoverySource::Mdns),
+    let (manual, dht) = (
+        FakeSource::new(DiscoverySource::Manual),
         FakeSource::new(DiscoverySource::Dht),
     );
     let a = node(&net)
-        .discovery(mdns.clone())
+        .discovery(manual.clone())
         .discovery(dht.clone())
         .start()
         .await
         .unwrap();
     let mut events = a.discovery_events();
     let p = id();
-    mdns.found(p, &[mem(9001)]);
+    manual.found(p, &[mem(9001)]);
     dht.found(p, &[mem(9001)]);
     let seen = drain(&mut events, Duration::from_secs(1)).await;
     assert_eq!(seen.len(), 1, "{seen:?}");
     // One source of two expiring it is not an expiry of the peer.
-    mdns.expired(p);
-    mdns.expired(p);
+    manual.expired(p);
+    manual.expired(p);
     let seen = drain(&mut events, Duration::from_secs(1)).await;
     assert_eq!(seen, vec![]);
     assert_eq!(a.discovered_peers()[0].sources, vec![DiscoverySource::Dht]);
@@ -299,20 +336,20 @@ async fn a_failing_source_is_retried_with_backoff_and_does_not_stop_the_others()
 async fn a_discovered_peer_gets_connected() {
     let net = MemoryTransport::new();
     let b = node(&net).start().await.unwrap();
-    let mdns = FakeSource::new(DiscoverySource::Mdns);
-    let a = node(&net).discovery(mdns.clone()).start().await.unwrap();
+    let manual = FakeSource::new(DiscoverySource::Manual);
+    let a = node(&net).discovery(manual.clone()).start().await.unwrap();
     let mut node_events = a.events();
 
     // The source was told who we are and where we listen.
     common::eventually(Duration::from_secs(1), "announce", || {
-        !mdns.state.announced.lock().unwrap().is_empty()
+        !manual.state.announced.lock().unwrap().is_empty()
     })
     .await;
-    let announced = mdns.state.announced.lock().unwrap()[0].clone();
+    let announced = manual.state.announced.lock().unwrap()[0].clone();
     assert_eq!(announced.peer_id, a.peer_id());
     assert_eq!(announced.addrs, a.listen_addrs());
 
-    mdns.found(b.peer_id(), &b.listen_addrs());
+    manual.found(b.peer_id(), &b.listen_addrs());
     let connected = common::wait_event(&mut node_events, Duration::from_secs(5), |e| {
         matches!(e, NodeEvent::Connected { .. })
     })

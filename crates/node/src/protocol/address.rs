@@ -76,13 +76,13 @@ pub fn protocol(
                 max: MAX_ADDRS as u32,
             };
             if let Ok(Addrs { addrs }) = channel.request::<GetAddrs, Addrs>(&req).await {
-                let scope = AddrScope::of(&peer_addr);
                 let fresh = addrs
                     .iter()
                     .take(MAX_ADDRS)
                     .filter_map(|a| a.parse::<PeerAddr>().ok())
-                    .filter(|a| !own.contains(a) && AddrScope::of(a).shareable_with(scope));
-                lock(&hosts).add_grey(fresh, tokio::time::Instant::now().into_std());
+                    .filter(|a| !own.contains(a));
+                let now = tokio::time::Instant::now().into_std();
+                lock(&hosts).add_grey(fresh, AddrScope::of(&peer_addr), now);
             }
         }
         while let Some((GetAddrs { max }, responder)) = requests.recv().await {
