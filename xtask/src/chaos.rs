@@ -55,11 +55,14 @@ const CLIENT: usize = 6;
 const ATTACKER: usize = 7;
 /// The attacks of the hostile scenario, in order.
 const ATTACKS: &[(&str, &[&str])] = &[
-    ("conn-flood", &["too many connections from this ip"]),
     (
-        "slowloris",
-        &["handshake timed out", "dropped before the handshake"],
+        "conn-flood",
+        &[
+            "too many connections from this ip",
+            "over its handshake start budget",
+        ],
     ),
+    ("slowloris", &["first-byte deadline"]),
     (
         "oversized",
         &["offence=Oversized", "banned for misbehaviour"],

@@ -204,8 +204,12 @@ pub(crate) async fn establish(
     };
     let (channel, io) = Channel::new(parts, info, shared.channel_config.clone());
     if let Err(e) = insert(shared, &channel) {
+        let reason = match &e {
+            NodeError::Refused(reason) => reason.clone(),
+            _ => DisconnectReason::Duplicate,
+        };
         io.start(&channel);
-        channel.close(DisconnectReason::Duplicate).await;
+        channel.close(reason).await;
         return Err(e);
     }
     // Host store: a dialed address is verified; an inbound peer's own
@@ -335,6 +339,17 @@ fn insert(shared: &Shared, channel: &Channel) -> Result<(), NodeError> {
             tokio::spawn(async move { old.close(DisconnectReason::Duplicate).await });
         }
         return Ok(());
+    }
+    // Counted again under the lock: handshakes that passed the early check
+    // together cannot push the node past its limit (review finding L9).
+    if channel.info().session == SessionKind::Inbound
+        && peers
+            .values()
+            .filter(|c| c.info().session == SessionKind::Inbound)
+            .count()
+            >= shared.config.max_inbound
+    {
+        return Err(NodeError::Refused(DisconnectReason::TooManyPeers));
     }
     peers.insert(peer, channel.clone());
     Ok(())

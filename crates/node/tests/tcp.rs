@@ -283,6 +283,60 @@ async fn a_frame_over_the_length_limit_bans_an_authenticated_peer() {
     a.shutdown().await;
 }
 
+/// A few late answers are honest (their request timed out); a stream of
+/// answers to nothing is charged and ends in a ban (review finding L3).
+#[tokio::test]
+async fn l3_a_stream_of_responses_to_no_request_is_charged() {
+    let a = start(tcp_node()).await;
+    let mut events = a.events();
+    let kp = Keypair::generate().unwrap();
+    let id = kp.peer_id();
+    let (mut raw, _, _) = raw_peer(&addr(&a), kp).await;
+    for request_id in 1..=50 {
+        raw.send(Frame::response(Junk::ID, request_id, bytes::Bytes::new()))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(a.channel(&id).is_some(), "a few late answers are free");
+    for request_id in 51..=1_000 {
+        if raw
+            .send(Frame::response(Junk::ID, request_id, bytes::Bytes::new()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let e = wait_event(&mut events, LONG, |e| matches!(e, NodeEvent::Banned { .. })).await;
+    assert_eq!(e, NodeEvent::Banned { peer: id });
+    a.shutdown().await;
+}
+
+/// Handshakes that pass the early inbound check together cannot push the
+/// node past its limit: the count is checked again when the channel is
+/// put in the peer table (review finding L9).
+#[tokio::test]
+async fn l9_concurrent_handshakes_cannot_exceed_max_inbound() {
+    let mut config = fast_config();
+    config.max_inbound = 2;
+    config.max_per_ip = 64;
+    let a = start(tcp_node().config(config)).await;
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        clients.push(start(tcp_node()).await);
+    }
+    let target = addr(&a);
+    let results = futures::future::join_all(clients.iter().map(|c| c.connect(&target))).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(a.peers().len() <= 2, "{} inbound channels", a.peers().len());
+    assert!(ok >= 1);
+    for n in clients.iter().chain([&a]) {
+        n.shutdown().await;
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Blob {
     seq: u32,

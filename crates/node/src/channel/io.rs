@@ -256,6 +256,14 @@ fn misbehaved(channel: &Channel, o: Offence) -> Option<Stop> {
 
 /// Hands a response to the request waiting for it; `Some` closes the
 /// channel.
+/// Responses to no outstanding request a peer may send (answers that
+/// arrive after their request timed out are honest, a stream of them is not).
+const UNSOLICITED_RESPONSES: RateBudget = RateBudget::new(10.0, 100);
+
+/// The meter's bucket key for unsolicited responses: the id of no message
+/// type (types are FNV-1a hashes of their names, 0 is "refused").
+const UNSOLICITED_RESPONSE_KEY: u32 = u32::MAX;
+
 fn handle_response(channel: &Channel, state: &mut ReaderState, frame: Frame) -> Option<Stop> {
     let pending = lock(&channel.inner.pending).remove(&frame.request_id);
     let fits = pending.as_ref().is_some_and(|p| {
@@ -263,7 +271,16 @@ fn handle_response(channel: &Channel, state: &mut ReaderState, frame: Frame) -> 
             || (frame.msg_id == REFUSED_RESPONSE_ID && frame.payload.is_empty())
     });
     let Some(p) = pending else {
-        // Most likely the answer to a request that timed out.
+        // Most likely the answer to a request that timed out: free within a
+        // budget, but a stream of them is charged (review finding L3).
+        let budget = UNSOLICITED_RESPONSES;
+        if state
+            .meter
+            .charge(UNSOLICITED_RESPONSE_KEY, budget, state.now)
+            == Verdict::Ban
+        {
+            return misbehaved(channel, Offence::OverBudget);
+        }
         return None;
     };
     let msg_id = frame.msg_id;
