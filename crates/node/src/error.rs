@@ -159,6 +159,9 @@ pub enum NodeError {
     /// The channel is closed.
     #[error("channel closed: {0}")]
     Closed(CloseReason),
+    /// The channel's send queue is full (from [`crate::Channel::try_send`]).
+    #[error("send queue full")]
+    QueueFull,
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,

@@ -13,8 +13,9 @@
 //! whole registry (prometheus-client's text encoder, OpenMetrics flavour,
 //! which Prometheus scrapes as is). [`Metrics::serve`] answers
 //! `GET /metrics` on a TCP address with a minimal HTTP/1.1 responder: one
-//! request per connection, a request head of at most [`MAX_REQUEST_HEAD`]
-//! bytes read within [`REQUEST_TIMEOUT`], anything else answered 404/400.
+//! request per connection, at most [`MAX_CLIENTS`] at once, a request head
+//! of at most [`MAX_REQUEST_HEAD`] bytes read within [`REQUEST_TIMEOUT`],
+//! anything else answered 404/400. Bind it to loopback or a private address.
 //!
 //! Label values are drawn from small fixed sets (direction, transport, who
 //! closed, outcome, the `NAME`s of message types this node registered),
@@ -63,6 +64,8 @@ pub const MAX_MESSAGE_TYPES: usize = 128;
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// Time a client has to send its request head.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests the endpoint serves at once; more wait in the listen backlog.
+pub const MAX_CLIENTS: usize = 8;
 
 /// The label set of every knotwork metric family: fixed names and values
 /// from small fixed sets.
@@ -214,7 +217,14 @@ impl Metrics {
         let local_addr = listener.local_addr()?;
         let metrics = self.clone();
         let task = tokio::spawn(async move {
+            // At most MAX_CLIENTS requests at once: more wait in the listen
+            // backlog, so an open endpoint cannot eat the process's file
+            // descriptors (review finding L7).
+            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
             loop {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let Ok((stream, _)) = listener.accept().await else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -222,6 +232,7 @@ impl Metrics {
                 let metrics = metrics.clone();
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, &metrics)).await;
+                    drop(permit);
                 });
             }
         });
@@ -701,5 +712,18 @@ mod tests {
         assert!(bad.starts_with("HTTP/1.1 400"));
         let huge = get(&[b'a'; 9 * 1024]).await;
         assert!(huge.starts_with("HTTP/1.1 431"));
+        // Silent clients hold at most MAX_CLIENTS slots; the next request
+        // waits for one to time out instead of opening a connection task.
+        let mut silent = Vec::new();
+        for _ in 0..MAX_CLIENTS {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let waiting = tokio::time::timeout(
+            Duration::from_millis(300),
+            get(b"GET /metrics HTTP/1.1\r\n\r\n"),
+        )
+        .await;
+        assert!(waiting.is_err(), "served past the client limit");
+        drop(silent);
     }
 }

@@ -337,6 +337,38 @@ async fn l9_concurrent_handshakes_cannot_exceed_max_inbound() {
     }
 }
 
+/// `try_send` never waits: with the peer not reading, the queue fills and
+/// the next `try_send` fails at once with `QueueFull`.
+#[tokio::test]
+async fn try_send_fails_at_once_when_the_queue_is_full() {
+    let mut config = fast_config();
+    config.channel.send_queue = 4;
+    config.ping.timeout = Duration::from_secs(30);
+    let a = start(tcp_node().config(config)).await;
+    let kp = Keypair::generate().unwrap();
+    let id = kp.peer_id();
+    // The raw peer never reads.
+    let (_raw, _, _) = raw_peer(&addr(&a), kp).await;
+    eventually(LONG, "the channel", || a.channel(&id).is_some()).await;
+    let ch = a.channel(&id).unwrap();
+    let blob = Blob {
+        seq: 0,
+        data: vec![0u8; 65_536],
+    };
+    let full = tokio::time::timeout(LONG, async {
+        loop {
+            match ch.try_send(&blob) {
+                Ok(()) => tokio::task::yield_now().await,
+                Err(e) => return e,
+            }
+        }
+    })
+    .await
+    .expect("the queue filled");
+    assert!(matches!(full, NodeError::QueueFull), "{full:?}");
+    a.shutdown().await;
+}
+
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Blob {
     seq: u32,

@@ -391,6 +391,22 @@ impl Channel {
         self.send_frame(FrameKind::Message, 0, msg).await
     }
 
+    /// Sends a one-way message if the send queue has room now, else fails
+    /// with [`NodeError::QueueFull`] at once. For work one peer causes that
+    /// goes to another (relaying, forwarding): it must never wait on the
+    /// other peer's outbox, or a slow peer stalls the first one's channel.
+    pub fn try_send<M: Message>(&self, msg: &M) -> Result<(), NodeError> {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        match self.inner.out.try_push(FrameKind::Message, 0, msg) {
+            Ok(()) => Ok(()),
+            Err(PushError::Full) => Err(NodeError::QueueFull),
+            Err(PushError::Encode(e)) => Err(e.into()),
+            Err(PushError::Closed) => Err(self.closed_error()),
+        }
+    }
+
     /// Sends a request and waits for its response, at most
     /// [`ChannelConfig::request_timeout`].
     pub async fn request<Req: Message, Resp: Message>(&self, req: &Req) -> Result<Resp, NodeError> {
