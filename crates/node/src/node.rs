@@ -366,7 +366,7 @@ impl NodeHandle {
     /// when all are taken, see [`crate::admission`]), with the first-byte
     /// deadline; the pipeline runs as a task of its own.
     pub fn accept(&self, stream: BoxStream, addr: PeerAddr) {
-        crate::session::accept(&self.shared, stream, addr, None);
+        crate::session::accept(&self.shared, stream, addr);
     }
 
     /// Runs `job` until it ends or the node shuts down; finished jobs are

@@ -131,15 +131,16 @@ fn inbound_count(shared: &Shared) -> usize {
         .count()
 }
 
-/// The pipeline; see the module docs. `slot` is the per-IP count of an
-/// inbound connection, kept until the channel closes.
+/// The pipeline; see the module docs. An inbound channel counts against
+/// its host's and subnet's limits from its handshake until it closes (a
+/// pending handshake does not count: those are bounded by the pending
+/// table, so a slowloris cannot use up a subnet's share).
 pub(crate) async fn establish(
     shared: &Arc<Shared>,
     conn: BoxStream,
     addr: PeerAddr,
     session: SessionKind,
     expected: Option<PeerId>,
-    slot: Option<IpSlot>,
 ) -> Result<Channel, NodeError> {
     let inbound = session == SessionKind::Inbound;
     let secure = if inbound {
@@ -160,6 +161,7 @@ pub(crate) async fn establish(
             got: peer,
         });
     }
+    let slot = inbound.then(|| IpSlot::take(shared, &addr));
     let now = Instant::now().into_std();
     let refusal = if lock(&shared.bans).is_peer_banned(&peer, now) {
         Some(DisconnectReason::Banned)
@@ -465,15 +467,14 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, mut listener: Box<dyn AnyLi
                 continue;
             }
         }
-        let slot = IpSlot::take(&shared, &from);
-        accept(&shared, conn, from, Some(slot));
+        accept(&shared, conn, from);
     }
 }
 
 /// Runs the inbound pipeline on `conn` as a task of its own, in a pending
 /// slot (evicting another when they are all taken, see `crate::admission`)
 /// with a first-byte deadline.
-pub(crate) fn accept(shared: &Arc<Shared>, conn: BoxStream, from: PeerAddr, slot: Option<IpSlot>) {
+pub(crate) fn accept(shared: &Arc<Shared>, conn: BoxStream, from: PeerAddr) {
     let now = Instant::now().into_std();
     let (id, cut) = {
         let mut pending = lock(&shared.pending);
@@ -499,14 +500,7 @@ pub(crate) fn accept(shared: &Arc<Shared>, conn: BoxStream, from: PeerAddr, slot
     let shared = shared.clone();
     tokio::spawn(async move {
         let timeout = shared.config.handshake_timeout;
-        let pipeline = establish(
-            &shared,
-            conn,
-            from.clone(),
-            SessionKind::Inbound,
-            None,
-            slot,
-        );
+        let pipeline = establish(&shared, conn, from.clone(), SessionKind::Inbound, None);
         let result = tokio::select! {
             r = tokio::time::timeout(timeout, pipeline) => r.unwrap_or(Err(NodeError::HandshakeTimeout)),
             () = cut.cancelled() => Err(NodeError::TooManyPending),
@@ -541,7 +535,7 @@ pub(crate) async fn establish_within(
     addr: PeerAddr,
     session: SessionKind,
 ) -> Result<Channel, NodeError> {
-    let pipeline = establish(shared, conn, addr, session, None, None);
+    let pipeline = establish(shared, conn, addr, session, None);
     tokio::time::timeout(shared.config.handshake_timeout, pipeline)
         .await
         .unwrap_or(Err(NodeError::HandshakeTimeout))
@@ -554,14 +548,7 @@ async fn connect(
     opts: &DialOpts,
 ) -> Result<Channel, NodeError> {
     let conn = raw_dial(shared, addr).await?;
-    let pipeline = establish(
-        shared,
-        conn,
-        addr.clone(),
-        opts.cause.session(),
-        opts.peer,
-        None,
-    );
+    let pipeline = establish(shared, conn, addr.clone(), opts.cause.session(), opts.peer);
     let result = tokio::time::timeout(shared.config.handshake_timeout, pipeline)
         .await
         .unwrap_or(Err(NodeError::HandshakeTimeout));
