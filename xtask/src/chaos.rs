@@ -62,7 +62,7 @@ const ATTACKS: &[(&str, &[&str])] = &[
             "over its handshake start budget",
         ],
     ),
-    ("slowloris", &["first-byte deadline"]),
+    ("slowloris", &["handshake timed out"]),
     (
         "oversized",
         &["offence=Oversized", "banned for misbehaviour"],
