@@ -39,7 +39,10 @@ pub mod identity;
 pub mod memory;
 pub mod transport;
 
-pub use addr::{AddrParseError, MAX_ADDR_TEXT_LEN, PeerAddr, RelayAddr};
+pub use addr::{
+    AddrParseError, DialAddr, DnsName, Host, MAX_ADDR_TEXT_LEN, MAX_DIAL_ADDR_TEXT_LEN, PeerAddr,
+    RelayAddr, UdsPath, WsAddr,
+};
 pub use discovery::{
     DiscoveredPeer, Discovery, DiscoveryError, DiscoveryEvent, DiscoverySource, LocalPeerInfo,
 };
