@@ -17,12 +17,14 @@
 //! | [`second_listen_in_use`] | listening again on a bound address is `AddrInUse` |
 //! | [`dial_to_nothing_refused`] | dialing an address nobody listens on is `ConnectionRefused` |
 //! | [`foreign_address_unsupported`] | another transport's address is `UnsupportedAddr` for listen and dial |
+//! | [`secure_channel`] | the Noise handshake authenticates both ends over it and [`BULK`] bytes cross the `SecureStream` |
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use knotwork_core::{Listener, PeerAddr, Transport, TransportError};
+use knotwork_core::{Keypair, Listener, PeerAddr, Transport, TransportError};
+use knotwork_crypto_handshake::SecureConfig;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Longest any one check may take.
@@ -323,6 +325,43 @@ pub async fn foreign_address_unsupported<T: Transport>(s: &Subject<T>) {
     );
 }
 
+/// The Noise handshake authenticates both ends over the transport (the
+/// dialer pins the listener's PeerId), and [`BULK`] bytes cross the
+/// `SecureStream` one way while an answer comes back.
+pub async fn secure_channel<T: Transport>(s: &Subject<T>) {
+    let mut listener = s.listen().await;
+    let (client, server) = s.pair(&mut listener).await;
+    let (a, b) = (Keypair::generate().unwrap(), Keypair::generate().unwrap());
+    let (a_id, b_id) = (a.peer_id(), b.peer_id());
+    let (dialer, accepter) = (SecureConfig::new(a).unwrap(), SecureConfig::new(b).unwrap());
+    let (client, server) = tokio::join!(
+        dialer.upgrade_outbound(client, Some(b_id)),
+        accepter.upgrade_inbound(server)
+    );
+    let (mut client, mut server) = (client.unwrap(), server.unwrap());
+    assert_eq!(
+        (client.remote_peer_id(), server.remote_peer_id()),
+        (b_id, a_id)
+    );
+    let sent = pattern(BULK, 11);
+    let send = async {
+        write_pieces(&mut client, &sent).await;
+        let mut answer = [0u8; 2];
+        client.read_exact(&mut answer).await.unwrap();
+        answer
+    };
+    let receive = async {
+        let mut got = vec![0u8; BULK];
+        server.read_exact(&mut got).await.unwrap();
+        server.write_all(b"ok").await.unwrap();
+        server.flush().await.unwrap();
+        got
+    };
+    let (answer, got) = tokio::join!(send, receive);
+    assert_eq!(&answer, b"ok");
+    assert!(got == sent, "bytes through the SecureStream differ");
+}
+
 /// The suite as tests: `transport_conformance!(subject())` makes a module
 /// `conformance` with one `#[tokio::test]` per check, each building its
 /// subject with the given expression.
@@ -334,7 +373,7 @@ macro_rules! transport_conformance {
             $crate::transport_conformance!(@tests $subject;
                 listen_and_dial, bulk_echo, shutdown_gives_eof, drop_ends_the_peer,
                 many_connections, writer_waits, second_listen_in_use,
-                dial_to_nothing_refused, foreign_address_unsupported);
+                dial_to_nothing_refused, foreign_address_unsupported, secure_channel);
         }
     };
     (@tests $subject:expr; $($check:ident),*) => {
