@@ -94,6 +94,9 @@ pub enum WsError {
     /// Any other violation of RFC 6455 (masking, opcodes, fragmentation, …).
     #[error("websocket protocol: {0}")]
     Protocol(tokio_tungstenite::tungstenite::Error),
+    /// A peer's upgrade request was refused (and answered with this status).
+    #[error("upgrade request refused: {0}")]
+    Refused(upgrade::Refusal),
     /// The server refused our upgrade request.
     #[error("upgrade refused: {0}")]
     Upgrade(tokio_tungstenite::tungstenite::Error),
@@ -292,7 +295,10 @@ async fn serve_upgrade(
         Err(refusal) => {
             tcp.write_all(refusal.response().as_bytes()).await?;
             tcp.shutdown().await?;
-            Err(io::Error::new(io::ErrorKind::InvalidData, refusal))
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                WsError::Refused(refusal),
+            ))
         }
     }
 }

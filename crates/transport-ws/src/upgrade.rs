@@ -15,34 +15,42 @@ pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// Most header lines in a request head.
 const MAX_HEADERS: usize = 32;
 
-/// Why a request is not upgraded; each has its HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// Why a request is not upgraded; each has its HTTP status. Carried as
+/// [`WsError::Refused`](crate::WsError::Refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Refusal {
     /// Not an HTTP/1.1 request head (400).
-    #[error("malformed http request")]
     Malformed,
     /// Bytes after the head: a client must wait for the 101 (400).
-    #[error("bytes after the request head")]
     BytesAfterHead,
     /// A method other than GET (405).
-    #[error("method not allowed")]
     Method,
     /// A path other than the listener's (404).
-    #[error("no websocket endpoint at this path")]
     Path,
     /// No `Connection: upgrade` and `Upgrade: websocket` (426).
-    #[error("not a websocket upgrade")]
     NotUpgrade,
     /// A `Sec-WebSocket-Version` other than 13 (426).
-    #[error("unsupported websocket version")]
     Version,
     /// A missing or malformed `Sec-WebSocket-Key` (400).
-    #[error("missing or malformed sec-websocket-key")]
     Key,
     /// A head longer than [`MAX_REQUEST_HEAD`] (431).
-    #[error("request head too large")]
     TooLarge,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::Malformed => "malformed http request",
+            Refusal::BytesAfterHead => "bytes after the request head",
+            Refusal::Method => "method not allowed",
+            Refusal::Path => "no websocket endpoint at this path",
+            Refusal::NotUpgrade => "not a websocket upgrade",
+            Refusal::Version => "unsupported websocket version",
+            Refusal::Key => "missing or malformed sec-websocket-key",
+            Refusal::TooLarge => "request head too large",
+        })
+    }
 }
 
 impl Refusal {

@@ -9,10 +9,9 @@
 use std::time::Duration;
 
 use knotwork_core::{Keypair, Listener, PeerAddr, Transport};
-use knotwork_crypto_handshake::{SecureConfig, Suite};
+use knotwork_crypto_handshake::{SecureConfig, SecureStream, Suite};
 use knotwork_transport_uds::UdsTransport;
 use knotwork_transport_ws::WsTransport;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tokio_util::either::Either;
 
@@ -45,10 +44,13 @@ impl Stack {
 const STACKS: [Stack; 3] = [Stack::Uds, Stack::SecureUds(Suite::AesGcm), Stack::Ws];
 const ROUNDS: usize = 5;
 
+/// A connection, or the same under SecureStream.
+type Secured<C> = Either<C, SecureStream<C>>;
+
 /// Runs `serve` on an accepted connection (server end) and `measure` on a
 /// dialed one (client end) of `transport`, listening on `addr`; with a
 /// suite, both are upgraded to SecureStream first.
-fn one_connection<T, C, S, SF, M, MF, R>(
+fn one_connection<T, S, SF, M, MF, R>(
     sides: &Sides,
     transport: T,
     addr: PeerAddr,
@@ -57,12 +59,11 @@ fn one_connection<T, C, S, SF, M, MF, R>(
     measure: M,
 ) -> R
 where
-    T: Transport<Connection = C> + Clone + 'static,
+    T: Transport + Clone + 'static,
     T::Listener: 'static,
-    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    S: FnOnce(Either<C, knotwork_crypto_handshake::SecureStream<C>>) -> SF + Send + 'static,
+    S: FnOnce(Secured<T::Connection>) -> SF + Send + 'static,
     SF: Future<Output = ()> + Send,
-    M: FnOnce(Either<C, knotwork_crypto_handshake::SecureStream<C>>) -> MF + Send + 'static,
+    M: FnOnce(Secured<T::Connection>) -> MF + Send + 'static,
     MF: Future<Output = R> + Send,
     R: Send + 'static,
 {
@@ -121,52 +122,48 @@ impl Places {
 
 /// One bulk transfer of `total` bytes over `stack`, in bytes/s.
 fn bulk(sides: &Sides, places: &mut Places, stack: Stack, total: u64) -> f64 {
+    fn on<T: Transport + Clone + 'static>(
+        sides: &Sides,
+        transport: T,
+        addr: PeerAddr,
+        suite: Option<Suite>,
+        total: u64,
+    ) -> f64
+    where
+        T::Listener: 'static,
+    {
+        let serve = move |c| stream::bulk_serve(c, total);
+        let measure = move |c| stream::bulk_measure(c, total);
+        one_connection(sides, transport, addr, suite, serve, measure)
+    }
     let addr = places.addr(stack);
-    let serve = move |c| stream::bulk_serve(c, total);
-    let measure = move |c| stream::bulk_measure(c, total);
     match stack {
-        Stack::Uds => one_connection(sides, UdsTransport::default(), addr, None, serve, measure),
-        Stack::SecureUds(suite) => one_connection(
-            sides,
-            UdsTransport::default(),
-            addr,
-            Some(suite),
-            serve,
-            measure,
-        ),
-        Stack::Ws => one_connection(sides, WsTransport::default(), addr, None, serve, measure),
+        Stack::Uds => on(sides, UdsTransport::default(), addr, None, total),
+        Stack::SecureUds(suite) => on(sides, UdsTransport::default(), addr, Some(suite), total),
+        Stack::Ws => on(sides, WsTransport::default(), addr, None, total),
     }
 }
 
 /// `rounds` timed 64 B round trips over `stack`.
 fn ping_pong(sides: &Sides, places: &mut Places, stack: Stack, rounds: usize) -> Vec<Duration> {
+    fn on<T: Transport + Clone + 'static>(
+        sides: &Sides,
+        transport: T,
+        addr: PeerAddr,
+        suite: Option<Suite>,
+        rounds: usize,
+    ) -> Vec<Duration>
+    where
+        T::Listener: 'static,
+    {
+        let measure = move |c| stream::ping_measure(c, rounds);
+        one_connection(sides, transport, addr, suite, stream::echo_serve, measure)
+    }
     let addr = places.addr(stack);
-    let measure = move |c| stream::ping_measure(c, rounds);
     match stack {
-        Stack::Uds => one_connection(
-            sides,
-            UdsTransport::default(),
-            addr,
-            None,
-            stream::echo_serve,
-            measure,
-        ),
-        Stack::SecureUds(suite) => one_connection(
-            sides,
-            UdsTransport::default(),
-            addr,
-            Some(suite),
-            stream::echo_serve,
-            measure,
-        ),
-        Stack::Ws => one_connection(
-            sides,
-            WsTransport::default(),
-            addr,
-            None,
-            stream::echo_serve,
-            measure,
-        ),
+        Stack::Uds => on(sides, UdsTransport::default(), addr, None, rounds),
+        Stack::SecureUds(suite) => on(sides, UdsTransport::default(), addr, Some(suite), rounds),
+        Stack::Ws => on(sides, WsTransport::default(), addr, None, rounds),
     }
 }
 
