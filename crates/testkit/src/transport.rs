@@ -272,7 +272,8 @@ where
 }
 
 /// A writer whose reader stops reading is held back: [`UNREAD`] bytes do not
-/// all go out in [`HELD_FOR`].
+/// all go out in [`HELD_FOR`] of virtual time (the test's runtime must be a
+/// current-thread one, as `#[tokio::test]` makes).
 pub async fn writer_waits<T: Transport>(s: &Subject<T>) {
     let mut listener = s.listen().await;
     let (mut client, _server) = s.pair(&mut listener).await;
@@ -281,14 +282,19 @@ pub async fn writer_waits<T: Transport>(s: &Subject<T>) {
         client.write_all(&big).await?;
         client.flush().await
     };
+    // On virtual time: once the writer waits and nothing else can run, the
+    // clock jumps to the deadline. A transport that buffered without bound
+    // would finish the write without ever waiting.
+    tokio::time::pause();
     let outcome = tokio::time::timeout(HELD_FOR, write).await;
+    tokio::time::resume();
     assert!(
         outcome.is_err(),
         "{UNREAD} bytes went out to a reader that reads nothing: {outcome:?}"
     );
 }
 
-/// How long [`writer_waits`] gives the writer.
+/// How long [`writer_waits`] gives the writer, in virtual time.
 pub const HELD_FOR: Duration = Duration::from_millis(500);
 
 /// Listening again on a bound address is `AddrInUse`.
