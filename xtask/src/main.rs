@@ -47,7 +47,7 @@ commands:
                                  the criterion benches (--pin: under taskset), then the
                                  perf harness (pinned to CPU, default 0, and unpinned)
   interop <suite> [--allow-skip] our protocols against independent implementations
-                                 (suites: noise, mdns, ble, nat); --allow-skip skips when a
+                                 (suites: noise, mdns, ble, ws, nat); --allow-skip skips when a
                                  prerequisite is missing instead of failing
   sim --nodes N --lookups M [--churn P] [--loss P] [--seed S] [--records R]
       [--join oracle|protocol] [--out FILE.svg]

@@ -4,7 +4,9 @@
 //! - [`identity`]: the Ed25519 [`Keypair`], its [`PublicKey`] and the [`PeerId`]
 //!   derived from it.
 //! - [`addr`]: [`PeerAddr`], a typed address (`tcp/127.0.0.1:4000`,
-//!   `tcp/[::1]:4000`, `ble/<device>`, `mem/7`).
+//!   `tcp/[::1]:4000`, `tcp/seed.example.com:4000`, `uds//run/knot.sock`,
+//!   `ws/example.com:80/knot`, `ble/<device>`, `mem/7`, relay addresses),
+//!   and [`DialAddr`], an address with an optional `/p2p/<PeerId>` pin.
 //! - [`transport`]: the [`Transport`] and [`Listener`] traits every transport
 //!   implements, and [`TransportError`].
 //! - [`discovery`]: the [`Discovery`] trait and [`DiscoveredPeer`].
@@ -60,7 +62,10 @@ mod serde_impls;
 pub mod sync;
 pub mod transport;
 
-pub use addr::{AddrParseError, MAX_ADDR_TEXT_LEN, PeerAddr, RelayAddr};
+pub use addr::{
+    AddrParseError, DialAddr, DnsName, Host, MAX_ADDR_TEXT_LEN, MAX_DIAL_ADDR_TEXT_LEN, PeerAddr,
+    RelayAddr, UdsPath, WsAddr,
+};
 pub use discovery::{
     DiscoveredPeer, Discovery, DiscoveryError, DiscoveryEvent, DiscoverySource, LocalPeerInfo,
 };

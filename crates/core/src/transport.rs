@@ -35,6 +35,14 @@ pub enum TransportError {
     /// The dial did not complete in time.
     #[error("dial to {0} timed out")]
     Timeout(PeerAddr),
+    /// A DNS name in the address did not resolve to any IP address.
+    #[error("{addr} did not resolve: {source}")]
+    Unresolved {
+        /// The address whose name did not resolve.
+        addr: PeerAddr,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
     /// The listener was closed.
     #[error("listener closed")]
     ListenerClosed,

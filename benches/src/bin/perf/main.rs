@@ -14,6 +14,7 @@
 //! - [`node`]: node scenarios and a light dialer for many connections.
 //! - [`crypto`]: in-memory references (AEAD limit, snow XX responder).
 //! - [`memory`]: memory per idle connection (child processes).
+//! - [`transports`]: Unix sockets and WebSocket beside raw TCP.
 //! - [`report`]: table, JSON, chart.
 //! - [`sys`]: pinning, fd limit, RSS, thread CPU time.
 //! - [`watchdog`]: a progress line per scenario and a time limit on each.
@@ -31,6 +32,7 @@ mod report;
 mod sides;
 mod stream;
 mod sys;
+mod transports;
 mod watchdog;
 
 use std::path::PathBuf;
@@ -90,6 +92,7 @@ struct Only {
     handshakes: bool,
     memory: bool,
     unpinned: bool,
+    transports: bool,
 }
 
 impl Only {
@@ -100,9 +103,10 @@ impl Only {
         handshakes: true,
         memory: true,
         unpinned: true,
+        transports: true,
     };
 
-    /// Parses `bulk,stream,node,handshakes,memory,unpinned`.
+    /// Parses `bulk,stream,node,handshakes,memory,unpinned,transports`.
     fn parse(list: &str) -> Option<Only> {
         let mut only = Only {
             bulk: false,
@@ -111,6 +115,7 @@ impl Only {
             handshakes: false,
             memory: false,
             unpinned: false,
+            transports: false,
         };
         for group in list.split(',') {
             let flag = match group {
@@ -120,6 +125,7 @@ impl Only {
                 "handshakes" => &mut only.handshakes,
                 "memory" => &mut only.memory,
                 "unpinned" => &mut only.unpinned,
+                "transports" => &mut only.transports,
                 _ => return None,
             };
             *flag = true;
@@ -129,7 +135,7 @@ impl Only {
 }
 
 const USAGE: &str = "usage: perf [--quick] [--cpu N] [--out DIR] \
-     [--only bulk,stream,node,handshakes,memory,unpinned]";
+     [--only bulk,stream,node,handshakes,memory,unpinned,transports]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -275,6 +281,9 @@ fn measure(placement: Placement, sizes: &Sizes, only: Only, rows: &mut Vec<Row>)
     let mut out = Rows { placement, rows };
     if only.bulk {
         measure_bulk(&sides, sizes, &mut out);
+    }
+    if only.transports {
+        transports::measure(&sides, sizes.bulk, sizes.rounds, &mut out);
     }
     let layers: &[Layer] = if only.stream {
         &[
