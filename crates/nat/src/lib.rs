@@ -45,7 +45,7 @@
 //!     .start()
 //!     .await?;
 //! let mut config = NatConfig::default();
-//! config.relays.push(relay.listen_addrs()[0].clone());
+//! config.relays.push(relay.listen_addrs()[0].clone().into());
 //! let nat = Nat::new(config);
 //! let mut events = nat.events();
 //! let _private = Node::builder(Keypair::generate()?)
@@ -73,7 +73,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use knotwork_core::{PeerAddr, PeerId, lock};
+use knotwork_core::{DialAddr, PeerAddr, PeerId, lock};
 use knotwork_node::{
     AddrContribution, Channel, DialCause, DialOpts, NodeError, NodeHandle, Service, Sessions,
     Setup, WeakNode,
@@ -101,8 +101,9 @@ pub struct NatConfig {
     /// Offer the relay service with these limits; `None`: refuse with
     /// [`RelayError::Disabled`].
     pub relay_service: Option<RelayLimits>,
-    /// Relays to keep a reservation on while the node is not public.
-    pub relays: Vec<PeerAddr>,
+    /// Relays to keep a reservation on while the node is not public, each
+    /// optionally pinned to its PeerId (`…/p2p/<id>`).
+    pub relays: Vec<DialAddr>,
     /// Independent peers that must report an external address before the
     /// node advertises it.
     pub observed_quorum: usize,
@@ -465,13 +466,16 @@ fn is_public(r: &Reachability) -> bool {
 /// Keeps a channel to the relay at `addr` and a reservation on it while the
 /// node is not public; while the reservation holds, the relayed address is
 /// advertised.
-async fn keep_reservation(node: NodeHandle, nat: Arc<Inner>, addr: PeerAddr) {
+async fn keep_reservation(node: NodeHandle, nat: Arc<Inner>, relay: DialAddr) {
     let mut reachability = nat.reachability.subscribe();
+    let addr = relay.addr;
+    let mut opts = DialOpts::new(DialCause::Seed);
+    opts.peer = relay.peer;
     loop {
         if reachability.wait_for(|r| !is_public(r)).await.is_err() {
             return;
         }
-        let channel = match node.dial(&addr, DialOpts::new(DialCause::Seed)).await {
+        let channel = match node.dial(&addr, opts).await {
             Ok(channel) => Some(channel),
             Err(NodeError::ShuttingDown) => return,
             Err(e) => {

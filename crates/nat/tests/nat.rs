@@ -99,7 +99,7 @@ fn mem_node(net: &MemoryTransport) -> NodeBuilder {
 /// Starts `b` with a reservation on `relay`; returns it and its relayed address.
 async fn reserved(b: NodeBuilder, relay: &Node) -> (NatNode, PeerAddr) {
     let mut config = nat_config();
-    config.relays.push(relay.listen_addrs()[0].clone());
+    config.relays.push(relay.listen_addrs()[0].clone().into());
     let nat = Nat::new(config);
     let mut events = nat.events();
     let node = b.service(nat.clone()).start().await.unwrap();
@@ -200,7 +200,7 @@ async fn refusals_are_named() {
     assert_eq!(back, vec![1; 10]);
     // A reservation on a node without the service is refused (no event).
     let mut lone = nat_config();
-    lone.relays.push(plain.listen_addrs()[0].clone());
+    lone.relays.push(plain.listen_addrs()[0].clone().into());
     let lone = start(mem_node(&net), lone).await;
     let mut events = lone.nat_events();
     let waited = tokio::time::timeout(Duration::from_secs(2), async {
@@ -507,7 +507,7 @@ async fn the_relayed_address_is_found_by_peer_id_in_the_dht() {
     let (relay, _) = dht_node("127.0.0.1", relay_config(RelayLimits::default())).await;
     let at = relay.listen_addrs()[0].clone();
     let mut with_relay = nat_config();
-    with_relay.relays.push(at.clone());
+    with_relay.relays.push(at.clone().into());
     let (b, _) = dht_node("127.0.0.2", with_relay).await;
     let relayed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use knotwork_core::{Keypair, PeerAddr, Transport};
+use knotwork_core::{DialAddr, Keypair, PeerAddr, Transport};
 use knotwork_crypto_handshake::SecureConfig;
 use knotwork_wire::Message;
 use tokio::sync::broadcast;
@@ -101,8 +101,8 @@ impl Default for NodeConfig {
 pub struct NodeBuilder {
     keypair: Keypair,
     listen: Vec<PeerAddr>,
-    seeds: Vec<PeerAddr>,
-    manual: Vec<PeerAddr>,
+    seeds: Vec<DialAddr>,
+    manual: Vec<DialAddr>,
     config: NodeConfig,
     registry: ProtocolRegistry,
     budgets: HashMap<u32, RateBudget>,
@@ -138,15 +138,18 @@ impl NodeBuilder {
         self
     }
 
-    /// Keeps a connection to seed `addr`, reconnecting with backoff.
-    pub fn seed(mut self, addr: PeerAddr) -> Self {
-        self.seeds.push(addr);
+    /// Keeps a connection to seed `addr`, reconnecting with backoff. With a
+    /// pinned identity (`…/p2p/<PeerId>`, a [`DialAddr`]) only that peer is
+    /// accepted there (review finding M13).
+    pub fn seed(mut self, addr: impl Into<DialAddr>) -> Self {
+        self.seeds.push(addr.into());
         self
     }
 
-    /// Keeps a connection to peer `addr`, reconnecting with backoff.
-    pub fn peer(mut self, addr: PeerAddr) -> Self {
-        self.manual.push(addr);
+    /// Keeps a connection to peer `addr`, reconnecting with backoff; pinned
+    /// like [`NodeBuilder::seed`].
+    pub fn peer(mut self, addr: impl Into<DialAddr>) -> Self {
+        self.manual.push(addr.into());
         self
     }
 

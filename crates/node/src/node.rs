@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 pub(crate) use knotwork_core::lock;
-use knotwork_core::{IpPrefix, PeerAddr, PeerId};
+use knotwork_core::{DialAddr, IpPrefix, PeerAddr, PeerId};
 use knotwork_crypto_handshake::SecureConfig;
 use knotwork_transport_tcp::TcpTransport;
 use tokio::sync::{broadcast, watch};
@@ -329,9 +329,15 @@ impl NodeHandle {
     }
 
     /// Dials `addr` once for the application ([`DialCause::User`]); see
-    /// [`NodeHandle::dial`].
-    pub async fn connect(&self, addr: &PeerAddr) -> Result<Channel, NodeError> {
-        self.dial(addr, DialOpts::new(DialCause::User)).await
+    /// [`NodeHandle::dial`]. A [`DialAddr`] with a pinned identity
+    /// (`tcp/192.0.2.1:4000/p2p/<PeerId>`) fails with
+    /// [`HandshakeError::PeerIdMismatch`](knotwork_crypto_handshake::HandshakeError::PeerIdMismatch)
+    /// unless that peer answers.
+    pub async fn connect(&self, addr: impl Into<DialAddr>) -> Result<Channel, NodeError> {
+        let DialAddr { addr, peer } = addr.into();
+        let mut opts = DialOpts::new(DialCause::User);
+        opts.peer = peer;
+        self.dial(&addr, opts).await
     }
 
     /// Dials `addr` on a fresh connection, runs the handshake far enough to

@@ -48,6 +48,15 @@ impl From<PeerAddr> for DialAddr {
     }
 }
 
+impl From<&PeerAddr> for DialAddr {
+    fn from(addr: &PeerAddr) -> Self {
+        DialAddr {
+            addr: addr.clone(),
+            peer: None,
+        }
+    }
+}
+
 impl fmt::Display for DialAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.peer {

@@ -32,7 +32,7 @@ use std::process::ExitCode;
 
 use crate::config::{DhtMode, MdnsSection};
 use crate::control::{ControlServer, NodeControl, create_private_dir, session_name};
-use knotwork_core::{Keypair, PeerAddr};
+use knotwork_core::{DialAddr, Keypair, PeerAddr};
 use knotwork_dht_node::{Config, DhtHandle, Mode};
 use knotwork_discovery_mdns::{MdnsConfig, MdnsDiscovery};
 use knotwork_gossip::{Gossip, GossipConfig};
@@ -52,19 +52,21 @@ pub(crate) struct Args {
     /// Listen on ADDR (repeatable), e.g. tcp/0.0.0.0:4000 or tcp/127.0.0.1:0.
     #[arg(long, short = 'l', value_name = "ADDR")]
     listen: Vec<PeerAddr>,
-    /// Keep a connection to seed ADDR (repeatable).
+    /// Keep a connection to seed ADDR (repeatable); `ADDR/p2p/<PeerId>`
+    /// accepts only that peer there.
     #[arg(long, short = 's', value_name = "ADDR")]
-    seed: Vec<PeerAddr>,
-    /// Keep a connection to peer ADDR (repeatable).
+    seed: Vec<DialAddr>,
+    /// Keep a connection to peer ADDR (repeatable; pinned as for --seed).
     #[arg(long, short = 'p', value_name = "ADDR")]
-    peer: Vec<PeerAddr>,
+    peer: Vec<DialAddr>,
     /// Offer the relay service to peers (as `[relay] service = true`; the
     /// limits come from `[relay]`).
     #[arg(long)]
     relay_service: bool,
-    /// Keep a connection to the relay at ADDR and a reservation on it (repeatable).
+    /// Keep a connection to the relay at ADDR and a reservation on it
+    /// (repeatable; pinned as for --seed).
     #[arg(long, value_name = "ADDR")]
-    relay: Vec<PeerAddr>,
+    relay: Vec<DialAddr>,
     /// Serve Prometheus metrics at http://IP:PORT/metrics (port 0 picks one).
     #[arg(long, value_name = "IP:PORT")]
     metrics: Option<SocketAddr>,
@@ -352,14 +354,17 @@ async fn sigterm() -> std::io::Result<()> {
 
 pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     let mut file = global.file_config()?;
+    fn texts(given: &[impl ToString]) -> Vec<String> {
+        given.iter().map(ToString::to_string).collect()
+    }
     let flags = [
-        (args.listen, &mut file.listen),
-        (args.seed, &mut file.seeds),
-        (args.peer, &mut file.peers),
+        (texts(&args.listen), &mut file.listen),
+        (texts(&args.seed), &mut file.seeds),
+        (texts(&args.peer), &mut file.peers),
     ];
     for (given, list) in flags {
         if !given.is_empty() {
-            *list = given.iter().map(ToString::to_string).collect();
+            *list = given;
         }
     }
     if args.relay_service {

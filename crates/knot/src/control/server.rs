@@ -142,7 +142,7 @@ impl NodeControl {
 
     /// Dials `addr`, answering before the client's exchange timeout.
     async fn connect(&self, addr: &str) -> Response {
-        let addr: knotwork_core::PeerAddr = match addr.parse() {
+        let addr: knotwork_core::DialAddr = match addr.parse() {
             Ok(addr) => addr,
             Err(e) => {
                 return Response::Error {
@@ -151,7 +151,7 @@ impl NodeControl {
             }
         };
         let limit = EXCHANGE_TIMEOUT.saturating_sub(Duration::from_millis(500));
-        match tokio::time::timeout(limit, self.node.connect(&addr)).await {
+        match tokio::time::timeout(limit, self.node.connect(addr.clone())).await {
             Ok(Ok(channel)) => Response::Connected {
                 peer_id: channel.remote_peer_id().to_string(),
                 addr: channel.remote_addr().to_string(),
