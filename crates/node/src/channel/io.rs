@@ -111,6 +111,7 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FrameRead
     let inner = &channel.inner;
     let mut state = ReaderState {
         meter: Meter::new(inner.config.meter, Instant::now().into_std()),
+        unknown: TokenBucket::new(UNKNOWN_TYPES, Instant::now().into_std()),
         now: Instant::now().into_std(),
         cache: None,
         tally: Tally::new(inner.config.metrics.clone(), Direction::In),
@@ -206,6 +207,8 @@ fn bad_framing(channel: &Channel, state: &mut ReaderState, e: &WireError) {
 /// What the reader keeps between frames.
 struct ReaderState {
     meter: Meter,
+    /// Frames of unknown types the peer may still send for free.
+    unknown: TokenBucket,
     /// The arrival time of the current burst of frames.
     now: std::time::Instant,
     /// The last dispatcher looked up, valid for one subsystem generation.
@@ -256,6 +259,14 @@ fn misbehaved(channel: &Channel, o: Offence) -> Option<Stop> {
 
 /// Hands a response to the request waiting for it; `Some` closes the
 /// channel.
+/// Frames of types nobody subscribed to that a peer may send for free
+/// (a newer protocol version it tries); beyond it each is an offence.
+const UNKNOWN_TYPES: RateBudget = RateBudget::new(10.0, 20);
+
+/// The longest a request waits for its type's budget before it is answered
+/// `RateLimited` instead.
+const MAX_BACKPRESSURE: Duration = Duration::from_secs(1);
+
 /// Responses to no outstanding request a peer may send (answers that
 /// arrive after their request timed out are honest, a stream of them is not).
 const UNSOLICITED_RESPONSES: RateBudget = RateBudget::new(10.0, 100);
@@ -322,10 +333,18 @@ async fn handle_frame(
         ReaderState::dispatcher(&mut state.cache, &inner.subsystem, kind, frame.msg_id);
     let meter = &mut state.meter;
     let Some(dispatcher) = dispatcher else {
+        // A type nobody here subscribed to: most likely a newer version of
+        // a protocol this node does not speak yet. A request is answered
+        // `Unsupported` so the peer can fall back; within the budget of
+        // unknown types it costs nothing (rolling out a protocol v2 must not
+        // get half the network banned), beyond it each one is an offence.
         if kind == Kind::Request {
             let _ = inner
                 .out
-                .try_push(FrameKind::Response, frame.request_id, &Refused);
+                .try_push(FrameKind::Response, frame.request_id, &Unsupported);
+        }
+        if state.unknown.take(UNKNOWN_TYPES, now) {
+            return None;
         }
         return match offend(meter, Offence::UnknownMessage) {
             Verdict::Ban => misbehaved(Offence::UnknownMessage),
@@ -338,6 +357,29 @@ async fn handle_frame(
             _ => None,
         };
     }
+    if kind == Kind::Request {
+        // Requests over budget are backpressured (the reader waits for the
+        // token, so the peer's writes wait too), never dropped: a plain
+        // request loop slows down instead of timing out. A wait longer than
+        // MAX_BACKPRESSURE (a budget under one a second) is answered
+        // `RateLimited` at once instead.
+        let wait = meter.wait(frame.msg_id, dispatcher.budget, now);
+        if wait > MAX_BACKPRESSURE {
+            let _ = inner
+                .out
+                .try_push(FrameKind::Response, frame.request_id, &RateLimited);
+            return None;
+        }
+        if !wait.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = inner.closing.cancelled() => return None,
+            }
+            state.now = tokio::time::Instant::now().into_std();
+        }
+    }
+    let now = state.now;
+    let meter = &mut state.meter;
     match meter.charge(frame.msg_id, dispatcher.budget, now) {
         Verdict::Accept => {}
         Verdict::Drop => return None,

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::buffers::{BufferedBytes, StreamBuffers};
 use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::frames::FrameReader;
-use crate::meter::{Meter, MeterConfig, Offence, RateBudget, Verdict};
+use crate::meter::{Meter, MeterConfig, Offence, RateBudget, TokenBucket, Verdict};
 use crate::metrics::{Direction, Tally, offence_label};
 use crate::outbox::{Limits, Outbox, PushError};
 use crate::registry::SessionKind;
@@ -62,6 +62,30 @@ impl Message for Refused {
     /// The type name refusals are counted under in the metrics.
     const NAME: &'static str = "knot/refused";
     const ID: u32 = REFUSED_RESPONSE_ID;
+    // A unit struct encodes to nothing.
+    const MAX_BYTES: usize = 0;
+}
+
+/// The empty response that says "this node has no handler for the request's
+/// type": the requester gets [`NodeError::Unsupported`] and may fall back to
+/// an older version of its protocol. Costs the requester nothing (within a
+/// budget of unknown types, see the reader).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Unsupported;
+
+impl Message for Unsupported {
+    const NAME: &'static str = "knot/unsupported/1";
+    // A unit struct encodes to nothing.
+    const MAX_BYTES: usize = 0;
+}
+
+/// The empty response that says "over this type's rate budget, not
+/// handled": the requester gets [`NodeError::RateLimited`].
+#[derive(Serialize, Deserialize)]
+pub(crate) struct RateLimited;
+
+impl Message for RateLimited {
+    const NAME: &'static str = "knot/rate-limited/1";
     // A unit struct encodes to nothing.
     const MAX_BYTES: usize = 0;
 }
@@ -231,6 +255,8 @@ impl Channel {
         let channel = Self { inner };
         channel.register::<Disconnect>();
         channel.register::<Refused>();
+        channel.register::<Unsupported>();
+        channel.register::<RateLimited>();
         (channel, Unstarted { parts })
     }
 
@@ -454,6 +480,8 @@ impl Channel {
         match frame.msg_id {
             id if id == Resp::ID => Ok(decode::<Resp>(&frame.payload)?),
             REFUSED_RESPONSE_ID => Err(NodeError::RequestRefused),
+            id if id == Unsupported::ID => Err(NodeError::Unsupported(Req::NAME)),
+            id if id == RateLimited::ID => Err(NodeError::RateLimited(Req::NAME)),
             got => Err(NodeError::UnexpectedResponse {
                 expected: Resp::ID,
                 got,
@@ -468,6 +496,12 @@ impl Channel {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         self.inner.jobs.spawn(job);
+    }
+
+    /// Whether the peer announced protocol `name` (say `example/echo/2`) in
+    /// its version message: ask before sending a newer version's messages.
+    pub fn speaks(&self, name: &str) -> bool {
+        self.inner.info.version.protocols.iter().any(|p| p == name)
     }
 
     /// Jobs running on this channel now.
