@@ -52,7 +52,7 @@ use futures::{SinkExt, StreamExt};
 use knotwork_core::{Keypair, PeerAddr, PeerId};
 use knotwork_dht_node::{self as dht, DhtHandle, DhtMessage};
 use knotwork_gossip::{Gossip, GossipConfig, GossipMessage};
-use knotwork_node::protocol::ping::{Ping, Pong};
+use knotwork_node::protocol::ping::Ping;
 use knotwork_node::{
     Disconnect, DiscoveryConfig, Node, NodeBuilder, NodeConfig, NodeEvent, Version,
 };
@@ -511,7 +511,7 @@ async fn good(args: &Args) -> Res<()> {
             }
             _ = ping.tick() => {
                 let t = Instant::now();
-                match channel.request::<Ping, Pong>(&Ping { nonce: fastrand::u64(..) }).await {
+                match channel.call(&Ping { nonce: fastrand::u64(..) }).await {
                     Ok(_) => rtts.push(t.elapsed().as_secs_f64() * 1e3),
                     Err(_) => ping_failures += 1,
                 }

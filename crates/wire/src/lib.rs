@@ -91,7 +91,7 @@ mod message;
 pub use codec::FrameCodec;
 pub use error::WireError;
 pub use frame::{DEFAULT_MAX_FRAME_LEN, Frame, FrameKind, FrameRef, HEADER_LEN, MAGIC, VERSION};
-pub use message::{Message, decode, encode, message_id};
+pub use message::{MaxSize, Message, Request, decode, encode, message_id};
 
 /// Compiles and runs the README's example as a doctest.
 #[cfg(doctest)]

@@ -433,6 +433,12 @@ impl Channel {
         }
     }
 
+    /// Sends request `req` and waits for the response its type names
+    /// ([`knotwork_wire::Request`]), at most [`ChannelConfig::request_timeout`].
+    pub async fn call<R: knotwork_wire::Request>(&self, req: &R) -> Result<R::Response, NodeError> {
+        self.request::<R, R::Response>(req).await
+    }
+
     /// Sends a request and waits for its response, at most
     /// [`ChannelConfig::request_timeout`].
     pub async fn request<Req: Message, Resp: Message>(&self, req: &Req) -> Result<Resp, NodeError> {
