@@ -290,3 +290,27 @@ fn health_of_self_and_peer_and_metrics_over_http() {
         "a connection was counted: {text}"
     );
 }
+
+/// `knot run` listens and dials over Unix domain sockets and WebSocket too,
+/// with the same handshake and version exchange as over TCP.
+#[test]
+fn nodes_meet_over_unix_sockets_and_websocket() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let uds = format!("uds/{}", home.join("a.sock").display());
+    let mut a = Node::start(
+        home,
+        "a",
+        &["--listen", &uds, "--listen", "ws/127.0.0.1:0/knot"],
+    );
+    let ws = format!("ws/{}", a.wait_line("listening on ws/"));
+    assert!(ws.ends_with("/knot"), "{ws}");
+    let b = Node::start(home, "b", &["--peer", &uds]);
+    let c = Node::start(home, "c", &["--peer", &ws]);
+    assert_eq!(b.wait_peer(home, &a.peer_id)["addr"], uds.as_str());
+    assert_eq!(c.wait_peer(home, &a.peer_id)["addr"], ws.as_str());
+    a.wait_peer(home, &b.peer_id);
+    a.wait_peer(home, &c.peer_id);
+    // The socket file is owner-only.
+    assert_eq!(mode(&home.join("a.sock")), 0o600);
+}

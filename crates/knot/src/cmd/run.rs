@@ -49,7 +49,8 @@ use crate::settings::{Global, IDENTITY_FILE, resolve_dir};
 /// Arguments of `knot run`; each flag replaces the configured list.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Listen on ADDR (repeatable), e.g. tcp/0.0.0.0:4000 or tcp/127.0.0.1:0.
+    /// Listen on ADDR (repeatable), e.g. tcp/0.0.0.0:4000, tcp/127.0.0.1:0,
+    /// uds//run/knot/node.sock or ws/0.0.0.0:8080/knot.
     #[arg(long, short = 'l', value_name = "ADDR")]
     listen: Vec<PeerAddr>,
     /// Keep a connection to seed ADDR (repeatable); `ADDR/p2p/<PeerId>`
@@ -390,7 +391,11 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         nat_config.upnp = Some(upnp);
     }
     let nat = Nat::new(nat_config);
+    // TCP is built in; Unix sockets and WebSocket listen and dial too
+    // (`uds//run/knot.sock`, `ws/0.0.0.0:8080/knot`).
     let mut builder = Node::builder(keypair.clone())
+        .transport(knotwork_transport_uds::UdsTransport::new(Default::default()))
+        .transport(knotwork_transport_ws::WsTransport::new(Default::default()))
         .config(config.node)
         .service(apps.clone())
         .service(gossip)
