@@ -86,7 +86,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use knotwork_core::lock;
 use knotwork_node::meter::{Meter, MeterConfig, Offence, Verdict};
 use knotwork_node::{
-    Channel, DialCause, DialOpts, NodeError, NodeHandle, Service, Sessions, Setup,
+    Channel, DialCause, DialOpts, NodeError, NodeHandle, PeerResolver, Service, Sessions, Setup,
 };
 
 mod driver;
@@ -607,9 +607,32 @@ impl Discovery for DhtHandle {
     }
 }
 
+/// Finds a peer's addresses for `NodeHandle::connect_peer`: a lookup of its
+/// id, merged with its signed peer record (a relayed address included).
+struct Resolver(DhtHandle);
+
+#[async_trait]
+impl PeerResolver for Resolver {
+    fn name(&self) -> &'static str {
+        "dht"
+    }
+
+    async fn resolve(&self, peer: PeerId) -> Vec<PeerAddr> {
+        match self.0.find_peer(peer).await {
+            Ok(Some(found)) => found.addrs,
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tracing::debug!(peer = %peer.short(), "dht: resolving failed: {e}");
+                Vec::new()
+            }
+        }
+    }
+}
+
 impl Service for DhtHandle {
     fn setup(&self, setup: &mut Setup<'_>) {
         self.inner.metrics.register(setup.metrics());
+        setup.resolver(Resolver(self.clone()));
         let this = self.clone();
         setup.protocol(NAME, Sessions::ALL, move |ch: &Channel| this.protocol(ch));
     }

@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::node::{Node, NodeHandle, PendingSlots, Shared, ShutdownOnDrop};
 use crate::protocol::{address, ping};
 use crate::registry::{ProtocolRegistry, SessionKind, Sessions};
+use crate::resolve::{Attempts, PeerResolver};
 use crate::service::{Dialer, Service, Setup};
 use crate::transport::AnyTransport;
 
@@ -227,6 +228,7 @@ impl NodeBuilder {
         defaults.insert(ping::Pong::ID, ping::BUDGET);
         defaults.insert(address::GetAddrs::ID, address::BUDGET);
         let mut dialers: Vec<Arc<dyn Dialer>> = Vec::new();
+        let mut resolvers: Vec<Arc<dyn PeerResolver>> = Vec::new();
         let mut reuse_tcp_port = false;
         for service in &services {
             let mut setup = Setup {
@@ -237,6 +239,7 @@ impl NodeBuilder {
                 budgets: &mut defaults,
                 transports: &mut transports,
                 dialers: &mut dialers,
+                resolvers: &mut resolvers,
                 reuse_tcp_port: &mut reuse_tcp_port,
             };
             service.setup(&mut setup);
@@ -281,6 +284,8 @@ impl NodeBuilder {
             registry,
             transports,
             dialers,
+            resolvers,
+            attempts: Mutex::new(Attempts::default()),
             tcp,
             peers: Mutex::new(HashMap::new()),
             hosts,

@@ -189,6 +189,19 @@ pub enum NodeError {
     #[error("too many pending handshakes")]
     TooManyPending,
 
+    /// No discovery source nor resolver knows an address of this peer
+    /// ([`crate::NodeHandle::connect_peer`]).
+    #[error("no address known for peer {0}")]
+    UnknownPeer(PeerId),
+    /// Every address of the peer failed; each step's outcome, in order.
+    #[error("peer {peer} unreachable: {}", attempts.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Unreachable {
+        /// The peer.
+        peer: PeerId,
+        /// What each step did.
+        attempts: Vec<crate::resolve::Attempt>,
+    },
+
     // --- The dial policy refused (see `crate::dial`) -------------------------
     /// The address is outside the scope of the peer that gave it.
     #[error("address {0} is out of scope for the peer that gave it")]

@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     pub(crate) registry: ProtocolRegistry,
     pub(crate) transports: Vec<Box<dyn AnyTransport>>,
     pub(crate) dialers: Vec<Arc<dyn Dialer>>,
+    pub(crate) resolvers: Vec<Arc<dyn crate::resolve::PeerResolver>>,
+    pub(crate) attempts: Mutex<crate::resolve::Attempts>,
     pub(crate) tcp: TcpTransport,
     pub(crate) peers: Mutex<HashMap<PeerId, Channel>>,
     pub(crate) hosts: Arc<Mutex<HostStore>>,
@@ -338,6 +340,16 @@ impl NodeHandle {
         let mut opts = DialOpts::new(DialCause::User);
         opts.peer = peer;
         self.dial(&addr, opts).await
+    }
+
+    /// Connects to `peer` knowing only its identity: its addresses come
+    /// from discovery and from the services' resolvers (the DHT's peer
+    /// records); direct ones are tried in order, then relayed ones (which the
+    /// NAT service upgrades by hole punching). Concurrent calls for one peer
+    /// share one attempt. Fails with [`NodeError::UnknownPeer`] when nobody
+    /// knows an address, or [`NodeError::Unreachable`] naming each step.
+    pub async fn connect_peer(&self, peer: PeerId) -> Result<Channel, NodeError> {
+        crate::resolve::connect_peer(&self.shared, peer).await
     }
 
     /// Dials `addr` on a fresh connection, runs the handshake far enough to

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use knotwork_core::{DiscoverySource, PeerId, lock};
 use knotwork_dht_node::DhtHandle;
 use knotwork_nat::Nat;
@@ -140,18 +141,24 @@ impl NodeControl {
         }
     }
 
-    /// Dials `addr`, answering before the client's exchange timeout.
-    async fn connect(&self, addr: &str) -> Response {
-        let addr: knotwork_core::DialAddr = match addr.parse() {
-            Ok(addr) => addr,
-            Err(e) => {
+    /// Dials `target` (an address, or a PeerId to find and reach by its
+    /// addresses), answering before the client's exchange timeout.
+    async fn connect(&self, target: &str) -> Response {
+        let limit = EXCHANGE_TIMEOUT.saturating_sub(Duration::from_millis(500));
+        let connect = match (
+            target.parse::<PeerId>(),
+            target.parse::<knotwork_core::DialAddr>(),
+        ) {
+            (Ok(peer), _) => self.node.connect_peer(peer).boxed(),
+            (_, Ok(addr)) => self.node.connect(addr).boxed(),
+            (Err(_), Err(e)) => {
                 return Response::Error {
-                    message: format!("bad address {addr:?}: {e}"),
+                    message: format!("neither a PeerId nor an address: {target:?}: {e}"),
                 };
             }
         };
-        let limit = EXCHANGE_TIMEOUT.saturating_sub(Duration::from_millis(500));
-        match tokio::time::timeout(limit, self.node.connect(addr.clone())).await {
+        let addr = target;
+        match tokio::time::timeout(limit, connect).await {
             Ok(Ok(channel)) => Response::Connected {
                 peer_id: channel.remote_peer_id().to_string(),
                 addr: channel.remote_addr().to_string(),
