@@ -10,9 +10,7 @@
 
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
-use knotwork_core::{
-    DiscoveredPeer, DiscoveryEvent, DiscoverySource, Keypair, PeerAddr, PeerId,
-};
+use knotwork_core::{DiscoveredPeer, DiscoveryEvent, DiscoverySource, Keypair, PeerAddr, PeerId};
 use knotwork_discovery_dht::{Event, QueryId, Transmit};
 use knotwork_node::meter::{Meter, MeterConfig, Verdict};
 use knotwork_node::{AddrScope, DialCause, DialOpts, NodeError, NodeHandle, Subscription};
@@ -114,10 +112,11 @@ impl Driver {
     fn link(&mut self, link: Arc<Link>, messages: Subscription<DhtMessage>) {
         let peer = link.peer();
         let end = futures::stream::once(std::future::ready((link.clone(), None)));
-        let stream = futures::stream::unfold((messages, link.clone()), |(mut sub, link)| async move {
-            let msg = sub.recv().await?;
-            Some(((link.clone(), Some(msg)), (sub, link)))
-        });
+        let stream =
+            futures::stream::unfold((messages, link.clone()), |(mut sub, link)| async move {
+                let msg = sub.recv().await?;
+                Some(((link.clone(), Some(msg)), (sub, link)))
+            });
         self.incoming.push(Box::pin(stream.chain(end)));
         if link.serves
             && !link.addrs.is_empty()
@@ -140,10 +139,7 @@ impl Driver {
     fn message(&mut self, link: &Arc<Link>, msg: DhtMessage) {
         let now = self.clock.now();
         let msg = inbound(link, msg);
-        if let Err(e) = self
-            .core
-            .handle_message(now, link.peer(), link.addr(), msg)
-        {
+        if let Err(e) = self.core.handle_message(now, link.peer(), link.addr(), msg) {
             self.refused(&link.channel, &e);
         }
         self.drain(Some(link));

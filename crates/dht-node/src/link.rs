@@ -49,7 +49,10 @@ pub(crate) struct Link {
 impl Link {
     /// A link for `channel` and the receiving end of its queue, for the
     /// channel's writer job ([`Link::write`]).
-    pub(crate) fn new(channel: Channel, metrics: DhtMetrics) -> (Arc<Self>, mpsc::Receiver<DhtMessage>) {
+    pub(crate) fn new(
+        channel: Channel,
+        metrics: DhtMetrics,
+    ) -> (Arc<Self>, mpsc::Receiver<DhtMessage>) {
         let info = channel.info();
         let addrs = reachable(info);
         let scope = AddrScope::of(channel.remote_addr());
@@ -151,7 +154,11 @@ pub(crate) fn reachable(info: &ChannelInfo) -> Vec<PeerAddr> {
                 }
             }
         }
-        PeerAddr::Mem(_) => out.extend(declared.into_iter().filter(|a| matches!(a, PeerAddr::Mem(_)))),
+        PeerAddr::Mem(_) => out.extend(
+            declared
+                .into_iter()
+                .filter(|a| matches!(a, PeerAddr::Mem(_))),
+        ),
         other => out.push(other.clone()),
     }
     let mut seen = std::collections::HashSet::new();
@@ -204,7 +211,11 @@ pub(crate) fn inbound(link: &Link, mut msg: DhtMessage) -> DhtMessage {
     if let DhtMessage::Request { client, body, .. } = &mut msg {
         *client |= link.addrs.is_empty();
         if let Request::AddProvider { addrs, .. } = body {
-            *addrs = link.addrs.iter().filter_map(WireAddr::from_peer_addr).collect();
+            *addrs = link
+                .addrs
+                .iter()
+                .filter_map(WireAddr::from_peer_addr)
+                .collect();
         }
     }
     msg

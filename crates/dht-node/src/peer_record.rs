@@ -12,7 +12,11 @@ use crate::DhtHandle;
 
 /// A lookup's entry for `peer` with the addresses of its record appended
 /// (without repeats); `None` if there is neither.
-pub(crate) fn merge_peer(peer: PeerId, found: Option<PeerInfo>, published: Vec<PeerAddr>) -> Option<PeerInfo> {
+pub(crate) fn merge_peer(
+    peer: PeerId,
+    found: Option<PeerInfo>,
+    published: Vec<PeerAddr>,
+) -> Option<PeerInfo> {
     if found.is_none() && published.is_empty() {
         return None;
     }

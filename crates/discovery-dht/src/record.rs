@@ -252,11 +252,10 @@ impl RecordStore {
         }
     }
 
-    /// Stores a record already validated by the caller; it is due for
-    /// re-replication at `replicate_at`.
-    pub fn put(&mut self, record: Record, replicate_at: Time, now: Time) -> Result<(), DhtError> {
-        let key = record.dht_key();
-        let old = self.records.get(&key).map(|s| &s.record);
+    /// Whether the store's policy lets `record` in (its checks, not the
+    /// record's own: call this before the costlier [`Record::validate`]).
+    pub fn admits(&self, record: &Record, now: Time) -> Result<(), DhtError> {
+        let old = self.records.get(&record.dht_key()).map(|s| &s.record);
         match old {
             Some(old) if old.expires > now => {
                 if old.publisher != record.publisher {
@@ -265,10 +264,10 @@ impl RecordStore {
                 if old.expires > record.expires {
                     return Err(DhtError::StaleRecord);
                 }
+                Ok(())
             }
             _ => {
-                let replaced = old.is_some();
-                if !replaced && self.records.len() >= self.limits.max_records {
+                if old.is_none() && self.records.len() >= self.limits.max_records {
                     return Err(DhtError::StoreFull);
                 }
                 let own = old.is_some_and(|o| o.publisher == record.publisher);
@@ -276,20 +275,30 @@ impl RecordStore {
                 if held.unwrap_or(0) - usize::from(own) >= self.limits.max_records_per_publisher {
                     return Err(DhtError::PublisherQuota);
                 }
-                if let Some(old) = old {
-                    let gone = old.publisher;
-                    count_down(&mut self.per_publisher, &gone);
-                }
-                count_up(&mut self.per_publisher, record.publisher);
+                Ok(())
             }
         }
-        self.records.insert(
-            key,
-            Stored {
-                record,
-                replicate_at,
-            },
-        );
+    }
+
+    /// Stores a record already validated by the caller, if the store's
+    /// policy admits it ([`RecordStore::admits`]); it is due for
+    /// re-replication at `replicate_at`.
+    pub fn put(&mut self, record: Record, replicate_at: Time, now: Time) -> Result<(), DhtError> {
+        self.admits(&record, now)?;
+        let stored = Stored {
+            record,
+            replicate_at,
+        };
+        let publisher = stored.record.publisher;
+        match self.records.insert(stored.record.dht_key(), stored) {
+            Some(old) if old.record.publisher == publisher => {}
+            old => {
+                if let Some(old) = old {
+                    count_down(&mut self.per_publisher, &old.record.publisher);
+                }
+                count_up(&mut self.per_publisher, publisher);
+            }
+        }
         Ok(())
     }
 

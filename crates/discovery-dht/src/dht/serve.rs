@@ -147,8 +147,8 @@ impl Dht {
 
     /// Stores a record a peer sent, cheapest checks first: a copy of what
     /// is held is taken as is (it was checked when it first came, and being
-    /// sent again postpones its replication); then closeness, then the
-    /// record's own checks (the signature last), then the store's policy.
+    /// sent again postpones its replication); then closeness, the store's
+    /// policy, and last the record's own checks (the signature last of all).
     fn store_record(&mut self, now: Time, from: &PeerId, record: Record) -> Result<(), DhtError> {
         let at = self.replicate_at(now);
         if self.store.holds(&record, now) {
@@ -157,6 +157,7 @@ impl Dht {
         if !self.among_closest(&record.dht_key(), from) {
             return Err(DhtError::NotClosest);
         }
+        self.store.admits(&record, now)?;
         record.validate(now, &self.config.record_limits)?;
         self.store.put(record, at, now)
     }

@@ -264,6 +264,16 @@ fn m5_records_of_one_publisher_are_capped_at_its_quota() {
     }
     let quota = d.config().store.max_records_per_publisher;
     assert_eq!((d.store().len(), refused), (quota, 5_000 - quota));
+    // Past its quota, a record costs no signature check: a forged one is
+    // refused for the quota, not for its signature.
+    let mut forged = Record::sign(&kp, b"new".to_vec(), vec![1], Time(60_000), &limits)
+        .unwrap()
+        .to_wire();
+    forged.value = b"forged".to_vec();
+    assert_eq!(
+        d.handle_message(Time(0), from.0, from.1.clone(), put(1, forged)),
+        Err(DhtError::PublisherQuota)
+    );
 }
 
 #[test]
