@@ -13,8 +13,7 @@
 #[path = "../../node/tests/common/mod.rs"]
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -138,10 +137,10 @@ fn metric(node: &Node, name: &str) -> i64 {
         .unwrap_or(0)
 }
 
-/// A transport that counts the dials the node makes and refuses them all,
-/// so nothing leaves loopback; it listens nowhere (TCP does).
+/// A transport that records the addresses the node dials and refuses them
+/// all, so nothing leaves the process; it listens nowhere (TCP does).
 #[derive(Clone, Default)]
-struct CountingDials(Arc<AtomicUsize>);
+struct CountingDials(Arc<Mutex<Vec<PeerAddr>>>);
 
 #[async_trait]
 impl Transport for CountingDials {
@@ -153,15 +152,18 @@ impl Transport for CountingDials {
     }
 
     async fn dial(&self, addr: &PeerAddr) -> Result<DuplexStream, TransportError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.0.lock().unwrap().push(addr.clone());
         Err(TransportError::ConnectionRefused(addr.clone()))
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h3_a_peer_claiming_a_third_partys_address_makes_the_node_dial_nothing() {
+async fn h3_a_peer_claiming_a_third_partys_address_never_gets_it_dialed() {
     let dials = CountingDials::default();
-    let (builder, dht) = dht_node(Config::default());
+    let (builder, dht) = dht_node(Config {
+        request_timeout: Duration::from_secs(1),
+        ..Config::default()
+    });
     // No maintenance tick: the node's refinery would probe the claimed
     // listen address (the host store's business, not the DHT's).
     let mut quiet = config();
@@ -175,15 +177,13 @@ async fn h3_a_peer_claiming_a_third_partys_address_makes_the_node_dial_nothing()
     let mut events = node.events();
     let victim: PeerAddr = "tcp/192.0.2.1:9".parse().unwrap();
     let mut peer = DhtPeer::connect(&addr(&node), &[victim], None).await;
-    for n in 0..100 {
+    for n in 0..100u8 {
         let body = if n % 2 == 0 {
             Request::Ping
         } else {
-            Request::FindNode {
-                target: [n as u8; 32],
-            }
+            Request::FindNode { target: [n; 32] }
         };
-        peer.feed(&request(n, false, body)).await;
+        peer.feed(&request(u64::from(n), false, body)).await;
     }
     peer.framed.flush().await.unwrap();
     let id = peer.id();
@@ -195,16 +195,23 @@ async fn h3_a_peer_claiming_a_third_partys_address_makes_the_node_dial_nothing()
     )
     .await;
     // Every request is answered or dropped by now (answers to a gone channel
-    // are dropped, never dialed); give stragglers a moment.
+    // are dropped, never dialed); give stragglers a moment. Then a lookup,
+    // which asks the peer where the table has it.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(dials.0.load(Ordering::SeqCst), 0, "the node dialed");
-    // The peer is in the table where it connected from, at its port.
+    dht.find_node(knotwork_dht_node::Key::from_peer_id(&id))
+        .await
+        .unwrap();
+    // Only the peer's own IP was dialed, at the port it gave: that is
+    // where the table has it.
+    let seen: PeerAddr = "tcp/127.0.0.1:9".parse().unwrap();
+    let dialed = dials.0.lock().unwrap().clone();
+    assert_eq!(dialed, vec![seen.clone()]);
     let table = dht.table().await.unwrap();
     let entry = table
         .iter()
         .find(|p| p.peer_id == id)
         .expect("in the table");
-    assert_eq!(entry.addrs, vec!["tcp/127.0.0.1:9".parse().unwrap()]);
+    assert_eq!(entry.addrs, vec![seen]);
     node.shutdown().await;
 }
 
@@ -350,7 +357,7 @@ async fn h6_a_peer_that_never_reads_costs_a_bounded_queue_not_a_task_per_message
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn m8_a_flooding_channel_does_not_hold_up_another() {
+async fn m8_flooding_channels_do_not_hold_up_another() {
     let (builder, _dht) = dht_node(Config::default());
     let node = builder
         .budget::<DhtMessage>(RateBudget::UNLIMITED)
@@ -358,33 +365,41 @@ async fn m8_a_flooding_channel_does_not_hold_up_another() {
         .await
         .unwrap();
     let listen = ["tcp/127.0.0.1:1".parse().unwrap()];
-    let mut flooder = DhtPeer::connect(&addr(&node), &listen, None).await;
     let mut honest = DhtPeer::connect(&addr(&node), &listen, None).await;
-    // 3000 records by 3000 publishers: a signature check each.
+    // Four channels send 1000 records each, by as many publishers: a
+    // signature check each, more than the driver keeps up with.
     let limits = RecordLimits::default();
     let expires = in_an_hour();
-    let puts: Vec<DhtMessage> = (0..3000u64)
-        .map(|n| {
-            let kp = Keypair::generate().unwrap();
-            let r = Record::sign(&kp, n.to_be_bytes().to_vec(), vec![1], expires, &limits);
-            request(
-                n,
-                false,
-                Request::PutValue {
-                    record: r.unwrap().to_wire(),
-                },
-            )
-        })
-        .collect();
-    let flood = tokio::spawn(async move {
-        for m in &puts {
-            flooder.feed(m).await;
-        }
-        flooder.framed.flush().await.unwrap();
-        flooder
-    });
-    // Once the node is busy with the flood, the honest peer asks.
-    eventually(Duration::from_secs(10), "the flood under way", || {
+    let mut floods = Vec::new();
+    for f in 0..4u64 {
+        let mut flooder = DhtPeer::connect(&addr(&node), &listen, None).await;
+        let puts: Vec<DhtMessage> = (0..1000u64)
+            .map(|n| {
+                let kp = Keypair::generate().unwrap();
+                let key = (f * 1000 + n).to_be_bytes().to_vec();
+                let r = Record::sign(&kp, key, vec![1], expires, &limits);
+                request(
+                    n,
+                    false,
+                    Request::PutValue {
+                        record: r.unwrap().to_wire(),
+                    },
+                )
+            })
+            .collect();
+        floods.push(async move {
+            for m in &puts {
+                flooder.feed(m).await;
+            }
+            flooder.framed.flush().await.unwrap();
+            flooder
+        });
+    }
+    let floods = tokio::spawn(futures::future::join_all(
+        floods.into_iter().map(tokio::spawn),
+    ));
+    // Once the node is busy with the floods, the honest peer asks.
+    eventually(Duration::from_secs(10), "the floods under way", || {
         metric(&node, "knot_dht_records") >= 200
     })
     .await;
@@ -399,14 +414,14 @@ async fn m8_a_flooding_channel_does_not_hold_up_another() {
             body: Response::Pong
         }
     ));
-    // A shared queue would answer only after the flood's backlog (over a
-    // thousand records); a fair one after a handful.
+    // A shared queue answers only after the floods' backlog; a fair one
+    // after a few messages of each.
     assert!(
-        answered - asked < 500,
+        answered - asked < 300,
         "{} records stored in between",
         answered - asked
     );
-    drop(flood.await.unwrap());
+    drop(floods.await.unwrap());
     node.shutdown().await;
 }
 
