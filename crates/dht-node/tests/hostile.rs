@@ -216,6 +216,33 @@ async fn h3_a_peer_claiming_a_third_partys_address_never_gets_it_dialed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h4_a_peer_far_over_the_dht_budget_is_banned() {
+    let (builder, _dht) = dht_node(Config::default());
+    let node = builder.start().await.unwrap();
+    let mut events = node.events();
+    let listen = ["tcp/127.0.0.1:1".parse().unwrap()];
+    let mut peer = DhtPeer::connect(&addr(&node), &listen, None).await;
+    // 1000 announcements at once: within the node-wide default budget
+    // (bursts of 2000), five times the DHT's.
+    for n in 0..1000u32 {
+        let body = Request::AddProvider {
+            key: n.to_be_bytes().to_vec(),
+            addrs: vec![],
+        };
+        peer.feed(&request(u64::from(n), false, body)).await;
+    }
+    peer.framed.flush().await.unwrap();
+    let id = peer.id();
+    wait_event(
+        &mut events,
+        Duration::from_secs(5),
+        |e| matches!(e, NodeEvent::Banned { peer } if *peer == id),
+    )
+    .await;
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn m4_inbound_peers_count_against_the_subnet_they_connect_from() {
     let (builder, dht) = dht_node(Config::default());
     let node = builder.start().await.unwrap();
