@@ -91,31 +91,45 @@ impl Link {
     /// Queues `msg` for the peer without waiting; `false` (and `msg` is
     /// dropped) if the queue is full or the writer gone.
     pub(crate) fn try_send(&self, msg: DhtMessage) -> bool {
+        // Counted first: the writer may take it before this returns.
+        self.metrics.queued(1);
         let queued = self.queue.try_send(msg).is_ok();
-        if queued {
-            self.metrics.queued(1);
+        if !queued {
+            self.metrics.queued(-1);
         }
         queued
     }
 
     /// The channel's writer job: sends what the driver queued, waiting on
     /// this channel's outbox only, until the driver drops the link or the
-    /// channel closes.
+    /// channel closes (which aborts the job).
     pub(crate) async fn write(
         channel: Channel,
-        mut rx: mpsc::Receiver<DhtMessage>,
+        rx: mpsc::Receiver<DhtMessage>,
         metrics: DhtMetrics,
     ) {
-        while let Some(msg) = rx.recv().await {
-            metrics.queued(-1);
+        let mut queue = Queue { rx, metrics };
+        while let Some(msg) = queue.rx.recv().await {
+            queue.metrics.queued(-1);
             if channel.send(&msg).await.is_err() {
                 break;
             }
         }
-        // Whatever is left goes with the channel.
-        rx.close();
-        while rx.try_recv().is_ok() {
-            metrics.queued(-1);
+    }
+}
+
+/// The receiving end of a link's queue; what is left in it when the writer
+/// ends (or is aborted) goes uncounted.
+struct Queue {
+    rx: mpsc::Receiver<DhtMessage>,
+    metrics: DhtMetrics,
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.rx.close();
+        while self.rx.try_recv().is_ok() {
+            self.metrics.queued(-1);
         }
     }
 }
