@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use knotwork_core::PeerAddr;
 
-use crate::record::RecordLimits;
+use crate::record::{RecordLimits, StoreLimits};
 
 /// Whether this node serves the DHT or only uses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,10 +56,11 @@ pub struct Config {
     pub provider_ttl: Duration,
     /// How often a provider re-announces (12 h).
     pub provider_republish_interval: Duration,
-    /// Most records held for others (4096).
-    pub max_records: usize,
-    /// Most providers remembered per key (20).
-    pub max_providers_per_key: usize,
+    /// What the record store holds at most, in all and per sender.
+    pub store: StoreLimits,
+    /// Re-replications of records held for others that run at once (8);
+    /// the others wait their turn.
+    pub max_replications: usize,
     /// Addresses this node announces when it provides a key.
     pub local_addrs: Vec<PeerAddr>,
 }
@@ -83,8 +84,8 @@ impl Default for Config {
             replicate_interval: Some(Duration::from_secs(3600)),
             provider_ttl: Duration::from_secs(24 * 3600),
             provider_republish_interval: Duration::from_secs(12 * 3600),
-            max_records: 4096,
-            max_providers_per_key: 20,
+            store: StoreLimits::default(),
+            max_replications: 8,
             local_addrs: Vec::new(),
         }
     }

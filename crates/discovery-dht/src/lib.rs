@@ -88,7 +88,9 @@ pub use error::DhtError;
 pub use key::{Distance, Key};
 pub use message::{DhtMessage, PeerInfo, Request, Response};
 pub use query::Query;
-pub use record::{PEER_RECORD_PREFIX, Record, RecordLimits, RecordStore, peer_record_key};
+pub use record::{
+    PEER_RECORD_PREFIX, Provider, Record, RecordLimits, RecordStore, StoreLimits, peer_record_key,
+};
 pub use table::{InsertOutcome, KBucket, RoutingTable};
 pub use time::Time;
 

@@ -393,7 +393,8 @@ impl RoutingTable {
     }
 
     /// Removes `peer` outright (for example, when it turns out to be in
-    /// client mode). Returns whether it was present.
+    /// client mode), from the entries and the replacement cache. Returns
+    /// whether it was an entry.
     pub fn remove(&mut self, peer: &PeerId) -> bool {
         let key = Key::from_peer_id(peer);
         let Some(idx) = self.local.bucket_index(&key) else {
@@ -402,6 +403,7 @@ impl RoutingTable {
         let Some(bucket) = self.buckets.get_mut(idx) else {
             return false;
         };
+        bucket.replacements.retain(|e| e.peer_id != *peer);
         let Some(pos) = bucket.entries.iter().position(|e| e.peer_id == *peer) else {
             return false;
         };
@@ -674,6 +676,32 @@ mod tests {
         assert!(t.remove(&b0[0]));
         let p = peers_in_bucket(&t, 0, 10)[9];
         t.insert(Time(3), p, &tcp(10, 0, 0, 250)).unwrap();
+    }
+
+    #[test]
+    fn l2_m4_mapped_and_relayed_addresses_count_against_the_right_subnet() {
+        let me = id(0);
+        let a = |s: &str| vec![s.parse::<PeerAddr>().unwrap()];
+        let mut t = RoutingTable::new(Key::from_peer_id(&me), 20, 4, Some((2, 10)));
+        let b0 = peers_in_bucket(&t, 0, 6);
+        // An IPv4 peer seen by a dual-stack listener is in its IPv4 /24.
+        t.insert(Time(1), b0[0], &a("tcp/[::ffff:10.0.0.1]:4000"))
+            .unwrap();
+        t.insert(Time(1), b0[1], &a("tcp/10.0.0.2:4000")).unwrap();
+        assert_eq!(
+            t.insert(Time(1), b0[2], &a("tcp/[::ffff:10.0.0.3]:4000")),
+            Err(DhtError::BucketSubnetLimit)
+        );
+        // Peers behind one relay are in the relay's subnet.
+        let relay: PeerAddr = "tcp/192.0.2.1:4000".parse().unwrap();
+        let behind = |n: usize| vec![PeerAddr::relayed(relay.clone(), id(77), b0[n]).unwrap()];
+        t.insert(Time(1), b0[3], &behind(3)).unwrap();
+        t.insert(Time(1), b0[4], &a("tcp/192.0.2.200:4000"))
+            .unwrap();
+        assert_eq!(
+            t.insert(Time(1), b0[5], &behind(5)),
+            Err(DhtError::BucketSubnetLimit)
+        );
     }
 
     #[test]
