@@ -414,7 +414,13 @@ impl GossipState {
             return Err(self.offend(from, Offence::Malformed, GossipError::BadSignature, now));
         }
         self.fresh(origin, msg.seq, now)?;
-        self.remember(MessageId { origin, seq: msg.seq }, now);
+        self.remember(
+            MessageId {
+                origin,
+                seq: msg.seq,
+            },
+            now,
+        );
         let config = self.config;
         let entry = self.origin(origin, msg.seq, now);
         if !entry.rate.take(config.origin_budget, now) {
@@ -833,7 +839,9 @@ mod tests {
         let sender = one();
         let (_, msgs) = messages(5, t0);
         for m in &msgs[..3] {
-            relay.handle_message(sender, &mut m.clone(), t0, &[]).unwrap();
+            relay
+                .handle_message(sender, &mut m.clone(), t0, &[])
+                .unwrap();
         }
         assert_eq!(
             relay.handle_message(sender, &mut msgs[0].clone(), t0, &[]),
@@ -845,7 +853,11 @@ mod tests {
             Err(GossipError::SenderThrottled)
         );
         // Another sender has its own budget; tokens come back with time.
-        assert!(relay.handle_message(one(), &mut msgs[3].clone(), t0, &[]).is_ok());
+        assert!(
+            relay
+                .handle_message(one(), &mut msgs[3].clone(), t0, &[])
+                .is_ok()
+        );
         let later = t0 + Duration::from_secs(1);
         assert!(
             relay
@@ -921,7 +933,10 @@ mod tests {
         let default = GossipConfig::default();
         assert!(default.relay_budget.burst <= BUDGET.burst);
         assert!(default.relay_budget.per_second <= BUDGET.per_second);
-        assert_eq!(default.verify_budget, default.relay_budget, "honest senders fit");
+        assert_eq!(
+            default.verify_budget, default.relay_budget,
+            "honest senders fit"
+        );
         // Tokens come back with time.
         let later = t0 + Duration::from_secs(1);
         let origin = Keypair::generate().unwrap();

@@ -342,7 +342,10 @@ impl Drop for Registered {
     fn drop(&mut self) {
         let mut map = lock(&self.gossip.inner.peers);
         let peer = self.channel.remote_peer_id();
-        if map.get(&peer).is_some_and(|p| p.channel.same(&self.channel)) {
+        if map
+            .get(&peer)
+            .is_some_and(|p| p.channel.same(&self.channel))
+        {
             map.remove(&peer);
         }
     }
