@@ -153,7 +153,8 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         let nonce = fastrand::u64(..);
         let t0 = Instant::now();
         if let Err(e) = channel.send(&Ping { nonce }).await {
-            eprintln!("channel closed: {e}");
+            // The reason may be the peer's own text.
+            eprintln!("channel closed: {}", super::printable(&e.to_string()));
             break;
         }
         let answered = tokio::select! {

@@ -156,7 +156,7 @@ fn write_line(out: &mut impl Write, json: bool, line: &Line) -> CliResult<()> {
         writeln!(out)?;
         return Ok(());
     }
-    match line {
+    let text = match line {
         Line::Started {
             peer_id,
             listen,
@@ -175,41 +175,44 @@ fn write_line(out: &mut impl Write, json: bool, line: &Line) -> CliResult<()> {
             if let Some(mode) = dht {
                 writeln!(out, "dht {mode}")?;
             }
+            out.flush()?;
+            return Ok(());
         }
-        Line::MdnsUnavailable { reason } => writeln!(out, "mdns unavailable: {reason}")?,
+        Line::MdnsUnavailable { reason } => format!("mdns unavailable: {reason}"),
         Line::Discovered {
             peer_id,
             addrs,
             sources,
-        } => writeln!(
-            out,
+        } => format!(
             "discovered {peer_id} {} ({})",
             addrs.join(","),
             sources.join(",")
-        )?,
-        Line::Expired { peer_id } => writeln!(out, "expired {peer_id}")?,
+        ),
+        Line::Expired { peer_id } => format!("expired {peer_id}"),
         Line::Connected {
             peer_id,
             addr,
             session,
-        } => writeln!(out, "connected {peer_id} {addr} ({session})")?,
+        } => format!("connected {peer_id} {addr} ({session})"),
         Line::Disconnected { peer_id, reason } => {
-            writeln!(out, "disconnected {peer_id}: {reason}")?
+            format!("disconnected {peer_id}: {reason}")
         }
-        Line::Banned { peer_id } => writeln!(out, "banned {peer_id}")?,
-        Line::RelayReserved { addr, .. } => writeln!(out, "relayed address {addr}")?,
-        Line::RelayReleased { addr, .. } => writeln!(out, "relay released {addr}")?,
+        Line::Banned { peer_id } => format!("banned {peer_id}"),
+        Line::RelayReserved { addr, .. } => format!("relayed address {addr}"),
+        Line::RelayReleased { addr, .. } => format!("relay released {addr}"),
         Line::UpnpMapped { external, lease_ms } => {
-            writeln!(out, "upnp mapped {external} (lease {} s)", lease_ms / 1000)?
+            format!("upnp mapped {external} (lease {} s)", lease_ms / 1000)
         }
-        Line::UpnpLost { external } => writeln!(out, "upnp lost {external}")?,
+        Line::UpnpLost { external } => format!("upnp lost {external}"),
         Line::Reachability { state, addr } => match addr {
-            Some(addr) => writeln!(out, "reachability {state} {addr}")?,
-            None => writeln!(out, "reachability {state}")?,
+            Some(addr) => format!("reachability {state} {addr}"),
+            None => format!("reachability {state}"),
         },
-        Line::Lagged { missed } => writeln!(out, "missed {missed} events")?,
-        Line::Stopping { signal } => writeln!(out, "{signal}: shutting down")?,
-    }
+        Line::Lagged { missed } => format!("missed {missed} events"),
+        Line::Stopping { signal } => format!("{signal}: shutting down"),
+    };
+    // Peers supply some of this text (disconnect reasons, addresses).
+    writeln!(out, "{}", super::printable(&text))?;
     out.flush()?;
     Ok(())
 }
@@ -507,4 +510,31 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     lan.goodbye().await;
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn l6_a_peers_disconnect_reason_is_printed_escaped_on_one_line() {
+        let line = Line::Disconnected {
+            peer_id: "12D3KooWpeer".into(),
+            reason: "bye\x1b[2J\nconnected 12D3KooWfake tcp/1.2.3.4:1 (manual)".into(),
+        };
+        let mut out = Vec::new();
+        write_line(&mut out, false, &line).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "disconnected 12D3KooWpeer: bye\\u{1b}[2J\\u{a}connected 12D3KooWfake tcp/1.2.3.4:1 (manual)\n"
+        );
+        let mut json = Vec::new();
+        write_line(&mut json, true, &line).unwrap();
+        assert_eq!(
+            json.iter().filter(|b| **b == b'\n').count(),
+            1,
+            "JSON escapes too"
+        );
+    }
 }
