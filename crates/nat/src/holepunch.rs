@@ -245,17 +245,21 @@ pub(crate) fn protocol(
             return;
         };
         let seen = nat.client.peer_addr(r.relay_peer, peer).map(|sa| sa.ip());
-        let targets = targets(&theirs, seen, AddrScope::of(&r.relay));
-        let Ok(running) = nat.punches.clone().try_acquire_owned() else {
-            tracing::debug!(peer = %peer.short(), "as many hole punches as allowed run; not punching");
-            return;
+        let mut targets = targets(&theirs, seen, AddrScope::of(&r.relay));
+        let running = if targets.is_empty() {
+            None
+        } else {
+            nat.punches.clone().try_acquire_owned().ok()
         };
+        if running.is_none() && !targets.is_empty() {
+            tracing::debug!(peer = %peer.short(), "as many hole punches as allowed run; not dialing");
+            targets.clear();
+        }
         // A job of the node, not of this channel: a success closes this
         // relayed channel and its jobs, and the handshake on the punched
         // connection must go on. The dials stop when the channel closes.
         node.clone().spawn(async move {
-            let _running = running;
-            punch(&node, &nat, &channel, targets, wait).await;
+            punch(&node, &nat, &channel, targets, wait, running).await;
         });
     }
 }
@@ -265,15 +269,16 @@ pub(crate) fn protocol(
 const MIN_SUCCESS_WINDOW: Duration = Duration::from_secs(5);
 
 /// After `wait`, dials `targets` from our listen port until the relayed
-/// channel `relayed` closes, and runs the pipeline on the first connection;
-/// counts the attempt and, if the peer ends up on a direct channel, the
-/// success.
+/// channel `relayed` closes, and runs the pipeline on the first connection
+/// (`running` counts the punch among [`MAX_PUNCHES`] until then); counts
+/// the attempt and, if the peer ends up on a direct channel, the success.
 async fn punch(
     node: &NodeHandle,
     nat: &Inner,
     relayed: &Channel,
     targets: Vec<SocketAddr>,
     wait: Duration,
+    running: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let (metrics, peer) = (&nat.metrics, relayed.remote_peer_id());
     metrics.holepunch_attempt();
@@ -289,7 +294,13 @@ async fn punch(
             tokio::time::sleep(wait).await;
             let until = Instant::now() + node.config().handshake_timeout;
             let dials = targets.iter().map(|sa| {
-                Box::pin(dial_until(node.tcp(), local, PeerAddr::Tcp(*sa), until, nat))
+                Box::pin(dial_until(
+                    node.tcp(),
+                    local,
+                    PeerAddr::Tcp(*sa),
+                    until,
+                    nat,
+                ))
             });
             futures::future::select_ok(dials).await
         };
@@ -304,9 +315,12 @@ async fn punch(
                 }
             }
             Some(Err(e)) => tracing::debug!(peer = %peer.short(), "hole punch dials failed: {e}"),
-            None => tracing::debug!(peer = %peer.short(), "relayed channel closed; hole punch stopped"),
+            None => {
+                tracing::debug!(peer = %peer.short(), "relayed channel closed; hole punch stopped")
+            }
         }
     }
+    drop(running);
     // The direct channel may also arrive through our listener.
     let direct = |node: &NodeHandle| {
         node.channel(&peer)
@@ -349,9 +363,7 @@ async fn dial_until(
         let attempt = tokio::time::timeout_at(until, tcp.dial_from(local, &target)).await;
         match attempt {
             Ok(Ok(stream)) => return Ok(stream),
-            Ok(Err(e))
-                if dials >= MAX_PUNCH_DIALS || Instant::now() + REDIAL_INTERVAL >= until =>
-            {
+            Ok(Err(e)) if dials >= MAX_PUNCH_DIALS || Instant::now() + REDIAL_INTERVAL >= until => {
                 return Err(e);
             }
             Ok(Err(_)) => tokio::time::sleep(REDIAL_INTERVAL).await,
@@ -462,11 +474,18 @@ mod tests {
         }
         // A relay on our LAN can, for its LAN.
         assert_eq!(
-            targets(&theirs, Some("10.0.0.1".parse().unwrap()), AddrScope::Private),
+            targets(
+                &theirs,
+                Some("10.0.0.1".parse().unwrap()),
+                AddrScope::Private
+            ),
             vec!["10.0.0.1:1".parse().unwrap()]
         );
         let many: Vec<String> = (1..9).map(|p| format!("tcp/203.0.113.7:{p}")).collect();
-        assert_eq!(targets(&many, seen, AddrScope::Public).len(), MAX_PUNCH_TARGETS);
+        assert_eq!(
+            targets(&many, seen, AddrScope::Public).len(),
+            MAX_PUNCH_TARGETS
+        );
     }
 
     proptest! {

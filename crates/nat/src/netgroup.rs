@@ -49,7 +49,9 @@ impl NetGroup {
 }
 
 fn mask32(bits: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(bits.min(32))).unwrap_or(0)
+    u32::MAX
+        .checked_shl(32 - u32::from(bits.min(32)))
+        .unwrap_or(0)
 }
 
 fn mask128(bits: u8) -> u128 {
@@ -76,7 +78,10 @@ mod tests {
             group("tcp/[2001:db8:1:ffff::1]:1"),
             group("tcp/[2001:db8:1::2]:1")
         );
-        assert_ne!(group("tcp/[2001:db8:1::1]:1"), group("tcp/[2001:db8:2::1]:1"));
+        assert_ne!(
+            group("tcp/[2001:db8:1::1]:1"),
+            group("tcp/[2001:db8:2::1]:1")
+        );
         let ip: IpAddr = "2001:db8:77::1".parse().unwrap();
         assert_eq!(
             NetGroup::of_ip(ip, 24, 32),

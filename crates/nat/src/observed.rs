@@ -324,11 +324,19 @@ mod tests {
             "tcp/[::ffff:192.168.1.1]:1",
             "tcp/[fe80::1]:1",
         ] {
-            assert_eq!(o.observe(peer(), &public_voter, &a(seen), 4000, now), None, "{seen}");
+            assert_eq!(
+                o.observe(peer(), &public_voter, &a(seen), 4000, now),
+                None,
+                "{seen}"
+            );
         }
         for voter in ["tcp/127.0.0.1:1", "tcp/192.168.1.9:1", "mem/1"] {
             let seen = a("tcp/203.0.113.5:1");
-            assert_eq!(o.observe(peer(), &a(voter), &seen, 4000, now), None, "{voter}");
+            assert_eq!(
+                o.observe(peer(), &a(voter), &seen, 4000, now),
+                None,
+                "{voter}"
+            );
         }
         assert!(o.confirmed().is_empty());
         assert!(o.votes.is_empty(), "nothing stored");

@@ -579,12 +579,18 @@ mod tests {
         let p = peers(2);
         let mut t = RelayTable::new(limits());
         let now = Instant::now();
-        assert_eq!(t.open(p[0], None, p[1], now), Err(RelayError::NoReservation));
+        assert_eq!(
+            t.open(p[0], None, p[1], now),
+            Err(RelayError::NoReservation)
+        );
         t.reserve(p[1], None, now).unwrap();
         assert!(t.open(p[0], None, p[1], now).is_ok());
         // The reservation lapses after its lifetime.
         let later = now + Duration::from_secs(61);
-        assert_eq!(t.open(p[0], None, p[1], later), Err(RelayError::NoReservation));
+        assert_eq!(
+            t.open(p[0], None, p[1], later),
+            Err(RelayError::NoReservation)
+        );
     }
 
     #[test]
@@ -594,7 +600,10 @@ mod tests {
         let now = Instant::now();
         t.reserve(p[0], None, now).unwrap();
         t.reserve(p[1], None, now).unwrap();
-        assert_eq!(t.reserve(p[2], None, now), Err(RelayError::LimitReservations));
+        assert_eq!(
+            t.reserve(p[2], None, now),
+            Err(RelayError::LimitReservations)
+        );
         assert!(t.reserve(p[0], None, now).is_ok(), "renewal of a held slot");
         t.unreserve(&p[0]);
         assert!(t.reserve(p[2], None, now).is_ok());
@@ -610,11 +619,20 @@ mod tests {
         t.open(p[2], None, p[0], now).unwrap();
         t.open(p[2], None, p[0], now).unwrap();
         // Per peer: p[2] and p[0] have 2 each.
-        assert_eq!(t.open(p[2], None, p[1], now), Err(RelayError::LimitCircuits));
-        assert_eq!(t.open(p[3], None, p[0], now), Err(RelayError::LimitCircuits));
+        assert_eq!(
+            t.open(p[2], None, p[1], now),
+            Err(RelayError::LimitCircuits)
+        );
+        assert_eq!(
+            t.open(p[3], None, p[0], now),
+            Err(RelayError::LimitCircuits)
+        );
         t.open(p[3], None, p[1], now).unwrap();
         // Total: 3.
-        assert_eq!(t.open(p[4], None, p[1], now), Err(RelayError::LimitCircuits));
+        assert_eq!(
+            t.open(p[4], None, p[1], now),
+            Err(RelayError::LimitCircuits)
+        );
         assert_eq!(t.circuits(), 3);
     }
 

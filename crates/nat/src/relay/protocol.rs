@@ -9,8 +9,8 @@ use std::sync::Arc;
 use knotwork_node::Channel;
 
 use super::{
-    Accepted, Connect, Connected, FromRelay, Incoming, RelayError, RelayService, Reserve,
-    Reserved, ToRelay, peer_of,
+    Accepted, Connect, Connected, FromRelay, Incoming, RelayError, RelayService, Reserve, Reserved,
+    ToRelay, peer_of,
 };
 use crate::Inner;
 use crate::relay::RelayClient;
