@@ -452,12 +452,15 @@ fn wait_dht_find(bed: &Bed, node: &Knot, peer: &Knot, addr: &str) -> (Vec<String
     }
 }
 
-/// The reachability check through real NAT: the relay and the public node
-/// are dialed back at their addresses (public), host A behind masquerade
-/// is not (private), host B's UPnP mapping makes it public at the router's
-/// address. Host A's relayed address is in its DHT peer record: host B,
-/// knowing only A's PeerId, finds it with `knot dht find` and connects
-/// through the relay, end to end authenticated.
+/// The reachability check through real NAT: a node asks only peers it
+/// dialed, one per /24. The relay (which dials the public node, and needs
+/// one answer here) is dialed back at its address (public); the public
+/// node, which dials nobody, asks nobody and stays unknown; host A behind
+/// masquerade is not reached by the relay and the public node it dials
+/// (private); host B's UPnP mapping makes it public at the router's
+/// address. Host A's relayed address is in its DHT peer
+/// record: host B, knowing only A's PeerId, finds it with `knot dht find`
+/// and connects through the relay, end to end authenticated.
 #[test]
 #[ignore = "needs root, nftables and miniupnpd: cargo xtask interop nat"]
 fn reachability_through_nat_and_a_relayed_peer_found_by_id() {
@@ -467,8 +470,13 @@ fn reachability_through_nat_and_a_relayed_peer_found_by_id() {
     let start = Instant::now();
     let at = format!("tcp/{}", Site::Relay.addr(PORT));
     let public_at = format!("tcp/{}", Site::Public.addr(PORT));
-    let relay = bed.knot(Site::Relay, "relay", &["--relay-service"]);
-    let public = bed.knot(Site::Public, "public", &["--peer", &at]);
+    let public = bed.knot(Site::Public, "public", &[]);
+    let relay = bed.knot_env(
+        Site::Relay,
+        "relay",
+        &["--relay-service", "--peer", &public_at],
+        &[("KNOT_NAT_REACHABILITY_QUORUM", "1")],
+    );
     let a = bed.knot(Site::HostA, "a", &["--relay", &at, "--peer", &public_at]);
     let b = bed.knot(
         Site::HostB,
@@ -477,7 +485,6 @@ fn reachability_through_nat_and_a_relayed_peer_found_by_id() {
     );
 
     let relay_in = wait_reachability(&mut bed, &relay, &format!("public {at}"), start);
-    let public_in = wait_reachability(&mut bed, &public, &format!("public {public_at}"), start);
     let a_in = wait_reachability(&mut bed, &a, "private", start);
     let mapped = format!("tcp/{}", Site::RouterB.addr(PORT));
     let b_in = wait_reachability(&mut bed, &b, &format!("public {mapped}"), start);
@@ -487,10 +494,13 @@ fn reachability_through_nat_and_a_relayed_peer_found_by_id() {
         format!("public {mapped}"),
         "{status}"
     );
+    // Every peer of the public node dialed it: none of them is asked.
+    let status = bed.ctl(&public, &["status"]);
+    assert_eq!(status["reachability"], "unknown", "{status}");
     eprintln!(
-        "reachability (from the first start): relay public in {relay_in:?}, public node \
-         public in {public_in:?}, host A private in {a_in:?}, host B public at its UPnP \
-         mapping in {b_in:?}"
+        "reachability (from the first start): relay public in {relay_in:?}, host A private \
+         in {a_in:?}, host B public at its UPnP mapping in {b_in:?}; the public node, dialed \
+         by all and dialing none, unknown"
     );
 
     let relayed = relayed_address(&mut bed, &a);

@@ -1,5 +1,5 @@
 //! Reachability over node channels: peers dial each other back (the AutoNAT
-//! idea) and each node learns whether it is [`Reachability::Public`].
+//! idea) and each node learns whether it is [`Reachability::Public`](crate::Reachability::Public).
 //!
 //! # Asking
 //! One task per node runs the sans-IO [`ReachabilityCheck`]. A server it

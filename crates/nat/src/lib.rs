@@ -28,6 +28,24 @@
 //!   set): UPnP IGD mapping of the listen port, its lease schedule (sans-IO)
 //!   and renewal.
 //!
+//! # Safe on the open internet
+//! Every peer is a stranger that may lie. So:
+//! - a node takes relayed circuits only from a relay it holds a reservation
+//!   with, runs a few relayed handshakes at once on limits of their own
+//!   (none of the node's pending-handshake slots) and checks that the peer
+//!   at the other end is the one the relay named ([`relay`]);
+//! - a relay limits reservations and circuits per PeerId and per IP
+//!   address, and never waits for one end to forward to the other: each
+//!   circuit has a flow-control window and bounded buffers ([`relay`]);
+//! - hole punching dials only the peer's own IP as the relay sees it, a
+//!   bounded number of times, and stops when the relayed channel closes
+//!   ([`holepunch`]);
+//! - reachability asks only peers the node dialed, one per network, and
+//!   serves dial-backs within per-peer, per-network and global budgets
+//!   ([`dialback`]);
+//! - an observed address is confirmed only by voters of distinct networks,
+//!   and only a public one ([`ObservedAddrs`]).
+//!
 //! ```
 //! use knotwork_core::{Keypair, MemoryTransport};
 //! use knotwork_nat::{Nat, NatConfig, NatEvent, RelayLimits};
