@@ -111,7 +111,7 @@ pub(crate) fn protocol(
             let target = match admitted {
                 Ok(target) => target,
                 Err(e) => {
-                    tracing::debug!(peer = %peer.short(), "{e}");
+                    tracing::info!(peer = %peer.short(), addr = %channel.remote_addr(), "{e}");
                     let _ = responder.respond(&DialBackResult(Err(e))).await;
                     continue;
                 }

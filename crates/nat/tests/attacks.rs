@@ -173,6 +173,31 @@ async fn h2_a_relayed_peer_cannot_make_us_punch_other_hosts() {
     assert_eq!(counter(&b, "knot_holepunch_dials_total"), 0);
 }
 
+/// H2, the review's probe: `Punch{["tcp/127.0.0.1:1", "tcp/10.0.0.1:1",
+/// "tcp/192.0.2.1:9"]}` over a relay that saw the puncher over a connection
+/// without an IP (the memory transport here): with no address of the peer
+/// from the relay, nothing it names is dialed, though the victim listens
+/// on TCP and punches.
+#[tokio::test(start_paused = true)]
+async fn h2_without_the_relays_observation_nothing_is_dialed() {
+    let net = MemoryTransport::new();
+    let relay = start(mem_node(&net), relay_config(RelayLimits::default())).await;
+    let victim = mem_node(&net).listen("tcp/127.0.0.2:0".parse().unwrap());
+    let (b, relayed) = reserved(victim, &relay).await;
+    let mut quiet = nat_config();
+    quiet.holepunch = false;
+    let a = start(mem_node(&net), quiet).await;
+    let ch = a.connect(&relayed).await.unwrap();
+    let probe = ["tcp/127.0.0.1:1", "tcp/10.0.0.1:1", "tcp/192.0.2.1:9"].map(String::from);
+    punch(&ch, &probe).await;
+    support::common::eventually(Duration::from_secs(5), "the punch ran", || {
+        counter(&b, "knot_holepunch_attempts_total") == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(counter(&b, "knot_holepunch_dials_total"), 0);
+}
+
 /// H2: the peer's own address (its IP as the relay sees it) is dialed at
 /// most `MAX_PUNCH_DIALS` times in a punch, however long the handshake
 /// timeout, and the dials stop when the relayed channel closes.

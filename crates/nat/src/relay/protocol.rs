@@ -28,6 +28,15 @@ impl Drop for Cleanup {
     }
 }
 
+/// Logs the refusal of the peer of `channel`'s `what`, with why.
+fn refused(channel: &Channel, what: &str, why: &RelayError) {
+    tracing::info!(
+        peer = %channel.remote_peer_id().short(),
+        addr = %channel.remote_addr(),
+        "{what} refused: {why}"
+    );
+}
+
 /// The relay protocol on `channel`: serves reservations and circuits if the
 /// service is on (refuses them with [`RelayError::Disabled`] otherwise) and
 /// carries the circuits this node is an end of.
@@ -52,6 +61,9 @@ pub(crate) fn protocol(
                         Some(s) => s.reserve(&channel),
                         None => Err(RelayError::Disabled),
                     };
+                    if let Err(e) = &answer {
+                        refused(&channel, "reservation", e);
+                    }
                     let _ = responder.respond(&Reserved(answer)).await;
                 }
                 Some((Connect { target }, responder)) = connects.recv() => {
@@ -62,6 +74,9 @@ pub(crate) fn protocol(
                             (Some(_), None) => Err(RelayError::NoReservation),
                             (Some(s), Some(target)) => s.connect(&from, target).await,
                         };
+                        if let Err(e) = &answer {
+                            refused(&from, "circuit", e);
+                        }
                         let _ = responder.respond(&Connected(answer)).await;
                     });
                 }
@@ -71,12 +86,7 @@ pub(crate) fn protocol(
                         None => Err(RelayError::TargetRefused),
                     };
                     if let Err(e) = &answer {
-                        tracing::info!(
-                            relay = %peer.short(),
-                            addr = %channel.remote_addr(),
-                            circuit,
-                            "incoming circuit refused: {e}"
-                        );
+                        refused(&channel, "incoming circuit", e);
                     }
                     let _ = responder.respond(&Accepted(answer)).await;
                 }
