@@ -315,6 +315,9 @@ impl RelayClient {
         let from = peer_of(from).ok_or(RelayError::TargetRefused)?;
         let addr = PeerAddr::relayed(relay.remote_addr().clone(), relay_peer, from)
             .map_err(|_| RelayError::TargetRefused)?;
+        if lock(&self.circuits).contains_key(&(relay_peer, circuit)) {
+            return Err(RelayError::TargetRefused);
+        }
         lock(&self.inbound).admit(relay_peer, node.config().max_per_ip)?;
         let slot = InboundSlot {
             client: self.clone(),
