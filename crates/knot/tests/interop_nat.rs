@@ -339,16 +339,29 @@ fn dropped_syns(ruleset: &str) -> u64 {
         .sum()
 }
 
+/// `knot connect <relayed>` from `node`, expected to fail: its error text.
+fn refused_connect(bed: &Bed, node: &Knot, relayed: &str) -> String {
+    let data = node.dir.display().to_string();
+    let knot = env!("CARGO_BIN_EXE_knot");
+    bed.exec(node.site, &[knot, "connect", relayed, "--data-dir", &data])
+        .unwrap_err()
+}
+
+/// The relay's circuit limits through real NAT: dialers behind one router
+/// share one IP address, which gets 4 circuits (default); from LAN A and
+/// the public host, B gets its 8 circuits (default, per peer), and a ninth
+/// dialer from a third address is refused. The relay stays up and every
+/// circuit works.
 #[test]
 #[ignore = "needs root and nftables: cargo xtask interop nat"]
-fn relay_refuses_circuits_over_its_per_peer_limit_and_stays_up() {
+fn relay_refuses_circuits_over_its_per_ip_and_per_peer_limits_and_stays_up() {
     let Some(mut bed) = Bed::new(Options::default()) else {
         return;
     };
     // Circuits stay relayed (no punch), and no node dials by itself (no DHT).
     refuse_punches(&bed);
-    // Every dialer comes from router A's one address: lift the per-IP
-    // connection limit (8) so that the relay's own circuit limit is reached.
+    // The dialers of a LAN come from its router's one address: lift the
+    // per-IP connection limit (8) so that the relay's own limits are reached.
     let per_ip = [("KNOT_MAX_PER_IP", "32")];
     let relay = bed.knot_env(
         Site::Relay,
@@ -359,41 +372,51 @@ fn relay_refuses_circuits_over_its_per_peer_limit_and_stays_up() {
     let at = format!("tcp/{}", Site::Relay.addr(PORT));
     let b = bed.knot_env(Site::HostB, "b", &["--relay", &at, "--no-dht"], &per_ip);
     let relayed = relayed_address(&mut bed, &b);
-    // The default limit: 8 circuits with one peer (B) at either end.
-    let limit = 8;
+    // The defaults: 4 circuits from one IP address, 8 with one peer.
+    let (per_address, per_peer) = (4, 8);
+    // Five dialers on LAN A (one too many for its address), four on the
+    // public host.
     let mut dialers = Vec::new();
-    for i in 0..=limit {
-        let port = PORT + 1 + u16::try_from(i).unwrap();
-        let name = format!("d{i}");
-        dialers.push(bed.knot_on(Site::HostA, &name, port, &["--no-dht"], &[]));
+    for (site, n) in [(Site::HostA, per_address + 1), (Site::Public, per_address)] {
+        for j in 0..n {
+            let port = PORT + 1 + u16::try_from(j).unwrap();
+            let name = format!("d{site}{j}");
+            dialers.push(bed.knot_on(site, &name, port, &["--no-dht"], &[]));
+        }
     }
     let start = Instant::now();
-    for d in &dialers[..limit] {
+    let (lan_a, public) = dialers.split_at(per_address + 1);
+    for d in &lan_a[..per_address] {
+        connect_through_relay(&bed, d, &b, &relayed);
+    }
+    let per_ip_refused = refused_connect(&bed, &lan_a[per_address], &relayed);
+    assert!(
+        per_ip_refused.contains("relay limit: circuits"),
+        "{per_ip_refused}"
+    );
+    for d in public {
         connect_through_relay(&bed, d, &b, &relayed);
     }
     let opened_in = start.elapsed();
-    let last = &dialers[limit];
-    let data = last.dir.display().to_string();
-    let knot = env!("CARGO_BIN_EXE_knot");
-    let refused = bed
-        .exec(
-            Site::HostA,
-            &[knot, "connect", &relayed, "--data-dir", &data],
-        )
-        .unwrap_err();
-    assert!(refused.contains("relay limit: circuits"), "{refused}");
+    let elsewhere = bed.knot_on(Site::Relay, "drelay", PORT + 1, &["--no-dht"], &[]);
+    let per_peer_refused = refused_connect(&bed, &elsewhere, &relayed);
+    assert!(
+        per_peer_refused.contains("relay limit: circuits"),
+        "{per_peer_refused}"
+    );
     // The relay is up and serves: its control socket answers, B keeps its
     // reservation channel, and the circuits it carries still work.
     let (entry, _) = bed.wait_peer(&relay, &b);
     assert_eq!(entry["relayed"], false);
-    for d in &dialers[..limit] {
+    for d in lan_a[..per_address].iter().chain(public) {
         let entry = bed.peer_entry(d, &b).expect("the circuit stays open");
         assert_eq!(entry["relayed"], true, "{entry}");
     }
     eprintln!(
-        "relay: {limit} circuits to B opened in {opened_in:?}; circuit {} refused: {}",
-        limit + 1,
-        &refused[refused.find("relay limit").unwrap_or(0)..]
+        "relay: {per_peer} circuits to B from LAN A and the public host opened in \
+         {opened_in:?}; the {}th from LAN A and one from a third address refused: {}",
+        per_address + 1,
+        &per_peer_refused[per_peer_refused.find("relay limit").unwrap_or(0)..]
     );
 }
 
@@ -452,12 +475,15 @@ fn wait_dht_find(bed: &Bed, node: &Knot, peer: &Knot, addr: &str) -> (Vec<String
     }
 }
 
-/// The reachability check through real NAT: the relay and the public node
-/// are dialed back at their addresses (public), host A behind masquerade
-/// is not (private), host B's UPnP mapping makes it public at the router's
-/// address. Host A's relayed address is in its DHT peer record: host B,
-/// knowing only A's PeerId, finds it with `knot dht find` and connects
-/// through the relay, end to end authenticated.
+/// The reachability check through real NAT: a node asks only peers it
+/// dialed, one per /24. The relay (which dials the public node, and needs
+/// one answer here) is dialed back at its address (public); the public
+/// node, which dials nobody, asks nobody and stays unknown; host A behind
+/// masquerade is not reached by the relay and the public node it dials
+/// (private); host B's UPnP mapping makes it public at the router's
+/// address. Host A's relayed address is in its DHT peer
+/// record: host B, knowing only A's PeerId, finds it with `knot dht find`
+/// and connects through the relay, end to end authenticated.
 #[test]
 #[ignore = "needs root, nftables and miniupnpd: cargo xtask interop nat"]
 fn reachability_through_nat_and_a_relayed_peer_found_by_id() {
@@ -467,8 +493,13 @@ fn reachability_through_nat_and_a_relayed_peer_found_by_id() {
     let start = Instant::now();
     let at = format!("tcp/{}", Site::Relay.addr(PORT));
     let public_at = format!("tcp/{}", Site::Public.addr(PORT));
-    let relay = bed.knot(Site::Relay, "relay", &["--relay-service"]);
-    let public = bed.knot(Site::Public, "public", &["--peer", &at]);
+    let public = bed.knot(Site::Public, "public", &[]);
+    let relay = bed.knot_env(
+        Site::Relay,
+        "relay",
+        &["--relay-service", "--peer", &public_at],
+        &[("KNOT_NAT_REACHABILITY_QUORUM", "1")],
+    );
     let a = bed.knot(Site::HostA, "a", &["--relay", &at, "--peer", &public_at]);
     let b = bed.knot(
         Site::HostB,
@@ -477,7 +508,6 @@ fn reachability_through_nat_and_a_relayed_peer_found_by_id() {
     );
 
     let relay_in = wait_reachability(&mut bed, &relay, &format!("public {at}"), start);
-    let public_in = wait_reachability(&mut bed, &public, &format!("public {public_at}"), start);
     let a_in = wait_reachability(&mut bed, &a, "private", start);
     let mapped = format!("tcp/{}", Site::RouterB.addr(PORT));
     let b_in = wait_reachability(&mut bed, &b, &format!("public {mapped}"), start);
@@ -487,10 +517,13 @@ fn reachability_through_nat_and_a_relayed_peer_found_by_id() {
         format!("public {mapped}"),
         "{status}"
     );
+    // Every peer of the public node dialed it: none of them is asked.
+    let status = bed.ctl(&public, &["status"]);
+    assert_eq!(status["reachability"], "unknown", "{status}");
     eprintln!(
-        "reachability (from the first start): relay public in {relay_in:?}, public node \
-         public in {public_in:?}, host A private in {a_in:?}, host B public at its UPnP \
-         mapping in {b_in:?}"
+        "reachability (from the first start): relay public in {relay_in:?}, host A private \
+         in {a_in:?}, host B public at its UPnP mapping in {b_in:?}; the public node, dialed \
+         by all and dialing none, unknown"
     );
 
     let relayed = relayed_address(&mut bed, &a);

@@ -8,12 +8,24 @@
 //! port) and times the answer, the other side's candidates: one round trip.
 //! It then sends [`Sync`] and waits half that round trip; the other side
 //! dials as soon as [`Sync`] arrives, so both dials leave at about the same
-//! time. Each side dials every candidate of the other from its own listen
-//! port (port reuse, see `knotwork_transport_tcp::TcpConfig::port_reuse`),
-//! so each NAT maps the listen port outward and lets the other side's SYN in;
-//! a refused dial is repeated every [`REDIAL_INTERVAL`] for up to the
-//! handshake timeout, since the first SYNs may arrive before the other
-//! NAT has a mapping.
+//! time. Each side dials the other's candidates from its own listen port
+//! (port reuse, see `knotwork_transport_tcp::TcpConfig::port_reuse`), so
+//! each NAT maps the listen port outward and lets the other side's SYN in;
+//! a refused dial is repeated every [`REDIAL_INTERVAL`], since the first
+//! SYNs may arrive before the other NAT has a mapping.
+//!
+//! # What is dialed
+//! A peer's candidates are its own word, so a node dials only those at the
+//! IP the relay sees the peer's connection come from (the relay tells each
+//! end in [`Opened`](crate::relay::Opened) /
+//! [`Incoming`](crate::relay::Incoming)): the peer's own address, never a
+//! third party, the node's loopback or its LAN, and only when that IP's
+//! scope is one the relay may tell us about (a public relay cannot point us
+//! at a private range). At most [`MAX_PUNCH_TARGETS`] candidates, each at
+//! most [`MAX_PUNCH_DIALS`] times within the handshake timeout, at most
+//! [`MAX_PUNCHES`] punches at once on a node, one per relayed channel, and
+//! the dials stop when the relayed channel closes. Dials are counted in
+//! `knot_holepunch_dials_total`.
 //!
 //! Three things can happen to the TCP connection, and the Noise roles follow:
 //! one side's SYN reaches the other's listener (the listener side runs the
@@ -28,12 +40,12 @@
 //! simply stays. Attempts and successes are counted in
 //! `knot_holepunch_attempts_total` / `knot_holepunch_successes_total`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use knotwork_core::{MAX_ADDR_TEXT_LEN, PeerAddr, PeerId};
-use knotwork_node::{Channel, DisconnectReason, NodeError, NodeHandle, SessionKind};
+use knotwork_node::{AddrScope, Channel, DisconnectReason, NodeError, NodeHandle, SessionKind};
 use knotwork_transport_tcp::TcpTransport;
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
@@ -53,6 +65,15 @@ pub const PEEK_WAIT: Duration = Duration::from_millis(500);
 
 /// Pause between two dials of one candidate while punching.
 pub const REDIAL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Most candidates of the other side dialed in one punch.
+pub const MAX_PUNCH_TARGETS: usize = 2;
+
+/// Most dials of one candidate in one punch.
+pub const MAX_PUNCH_DIALS: u32 = 10;
+
+/// Most punches running at once on a node.
+pub const MAX_PUNCHES: usize = 4;
 
 /// Candidate addresses of one side; the request and its answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,16 +151,29 @@ pub fn candidates(
     out
 }
 
-/// The other side's candidates, parsed; anything but TCP is dropped.
-fn parse(addrs: &[String]) -> Vec<SocketAddr> {
-    addrs
-        .iter()
-        .take(MAX_PUNCH_ADDRS)
-        .filter_map(|a| match a.parse::<PeerAddr>() {
-            Ok(PeerAddr::Tcp(sa)) => Some(sa),
-            _ => None,
-        })
-        .collect()
+/// The other side's candidates this node dials: the TCP ones at `seen`,
+/// the IP the relay sees that side's connection come from, if that IP's
+/// scope may be told by a relay of scope `relay_scope`; at most
+/// [`MAX_PUNCH_TARGETS`], without duplicates. See the module docs.
+pub fn targets(theirs: &[String], seen: Option<IpAddr>, relay_scope: AddrScope) -> Vec<SocketAddr> {
+    let Some(seen) = seen.map(|ip| ip.to_canonical()) else {
+        return Vec::new();
+    };
+    if !AddrScope::of_ip(seen).shareable_with(relay_scope) {
+        return Vec::new();
+    }
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for a in theirs.iter().take(MAX_PUNCH_ADDRS) {
+        if let Ok(PeerAddr::Tcp(sa)) = a.parse::<PeerAddr>()
+            && sa.ip().to_canonical() == seen
+            && sa.port() != 0
+            && !out.contains(&sa)
+        {
+            out.push(sa);
+        }
+    }
+    out.truncate(MAX_PUNCH_TARGETS);
+    out
 }
 
 /// Our candidates for the peer at the other end of relayed `channel`.
@@ -206,13 +240,26 @@ pub(crate) fn protocol(
             }
             (addrs, Duration::ZERO)
         };
-        // Detached, the wait for our half round trip too: a success closes
-        // this relayed channel and its jobs, and the other side's dial may
-        // succeed (and close it) before that wait is over.
-        let (peer, targets) = (channel.remote_peer_id(), parse(&theirs));
+        let peer = channel.remote_peer_id();
+        let PeerAddr::Relay(r) = channel.remote_addr() else {
+            return;
+        };
+        let seen = nat.client.peer_addr(r.relay_peer, peer).map(|sa| sa.ip());
+        let mut targets = targets(&theirs, seen, AddrScope::of(&r.relay));
+        let running = if targets.is_empty() {
+            None
+        } else {
+            nat.punches.clone().try_acquire_owned().ok()
+        };
+        if running.is_none() && !targets.is_empty() {
+            tracing::debug!(peer = %peer.short(), "as many hole punches as allowed run; not dialing");
+            targets.clear();
+        }
+        // A job of the node, not of this channel: a success closes this
+        // relayed channel and its jobs, and the handshake on the punched
+        // connection must go on. The dials stop when the channel closes.
         node.clone().spawn(async move {
-            tokio::time::sleep(wait).await;
-            punch(&node, &nat, peer, targets).await;
+            punch(&node, &nat, &channel, targets, wait, running).await;
         });
     }
 }
@@ -221,11 +268,19 @@ pub(crate) fn protocol(
 /// dials ended, before it counts as failed.
 const MIN_SUCCESS_WINDOW: Duration = Duration::from_secs(5);
 
-/// Dials `targets` from our listen port and runs the pipeline on the first
-/// connection; counts the attempt and, if `peer` ends up on a direct
-/// channel, the success.
-async fn punch(node: &NodeHandle, nat: &Inner, peer: PeerId, targets: Vec<SocketAddr>) {
-    let metrics = &nat.metrics;
+/// After `wait`, dials `targets` from our listen port until the relayed
+/// channel `relayed` closes, and runs the pipeline on the first connection
+/// (`running` counts the punch among [`MAX_PUNCHES`] until then); counts
+/// the attempt and, if the peer ends up on a direct channel, the success.
+async fn punch(
+    node: &NodeHandle,
+    nat: &Inner,
+    relayed: &Channel,
+    targets: Vec<SocketAddr>,
+    wait: Duration,
+    running: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    let (metrics, peer) = (&nat.metrics, relayed.remote_peer_id());
     metrics.holepunch_attempt();
     let mut events = node.events();
     let local = node.listen_addrs().iter().find_map(|a| match a {
@@ -235,19 +290,37 @@ async fn punch(node: &NodeHandle, nat: &Inner, peer: PeerId, targets: Vec<Socket
     if let Some(local) = local
         && !targets.is_empty()
     {
-        let until = Instant::now() + node.config().handshake_timeout;
-        let dials = targets
-            .iter()
-            .map(|sa| Box::pin(dial_until(node.tcp(), local, PeerAddr::Tcp(*sa), until)));
-        match futures::future::select_ok(dials).await {
-            Ok((stream, _)) => {
+        let dials = async {
+            tokio::time::sleep(wait).await;
+            let until = Instant::now() + node.config().handshake_timeout;
+            let dials = targets.iter().map(|sa| {
+                Box::pin(dial_until(
+                    node.tcp(),
+                    local,
+                    PeerAddr::Tcp(*sa),
+                    until,
+                    nat,
+                ))
+            });
+            futures::future::select_ok(dials).await
+        };
+        let dialed = tokio::select! {
+            dialed = dials => Some(dialed),
+            _ = relayed.closed() => None,
+        };
+        match dialed {
+            Some(Ok((stream, _))) => {
                 if let Err(e) = handshake(node, peer, stream).await {
                     tracing::debug!(peer = %peer.short(), "punched connection failed: {e}");
                 }
             }
-            Err(e) => tracing::debug!(peer = %peer.short(), "hole punch dials failed: {e}"),
+            Some(Err(e)) => tracing::debug!(peer = %peer.short(), "hole punch dials failed: {e}"),
+            None => {
+                tracing::debug!(peer = %peer.short(), "relayed channel closed; hole punch stopped")
+            }
         }
     }
+    drop(running);
     // The direct channel may also arrive through our listener.
     let direct = |node: &NodeHandle| {
         node.channel(&peer)
@@ -272,21 +345,27 @@ async fn punch(node: &NodeHandle, nat: &Inner, peer: PeerId, targets: Vec<Socket
     }
 }
 
-/// Dials `target` from `local`, again every [`REDIAL_INTERVAL`] until
-/// `until` while the dial fails: a SYN that reaches the other NAT before
-/// the other side's own SYN opened it is refused or dropped, and the next
-/// one may cross.
+/// Dials `target` from `local`, again every [`REDIAL_INTERVAL`] while the
+/// dial fails, at most [`MAX_PUNCH_DIALS`] times and until `until`: a SYN
+/// that reaches the other NAT before the other side's own SYN opened it is
+/// refused or dropped, and the next one may cross.
 async fn dial_until(
     tcp: &TcpTransport,
     local: SocketAddr,
     target: PeerAddr,
     until: Instant,
+    nat: &Inner,
 ) -> Result<tokio::net::TcpStream, knotwork_core::TransportError> {
+    let mut dials = 0;
     loop {
+        dials += 1;
+        nat.metrics.holepunch_dial();
         let attempt = tokio::time::timeout_at(until, tcp.dial_from(local, &target)).await;
         match attempt {
             Ok(Ok(stream)) => return Ok(stream),
-            Ok(Err(e)) if Instant::now() + REDIAL_INTERVAL >= until => return Err(e),
+            Ok(Err(e)) if dials >= MAX_PUNCH_DIALS || Instant::now() + REDIAL_INTERVAL >= until => {
+                return Err(e);
+            }
             Ok(Err(_)) => tokio::time::sleep(REDIAL_INTERVAL).await,
             Err(_) => return Err(knotwork_core::TransportError::Timeout(target)),
         }
@@ -362,10 +441,51 @@ mod tests {
         assert_eq!(candidates(&many, &[], None).len(), MAX_PUNCH_ADDRS);
     }
 
+    fn texts(addrs: &[&str]) -> Vec<String> {
+        addrs.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    /// H2: only the peer's own IP, as the relay sees it, is dialed.
     #[test]
-    fn test_only_tcp_candidates_are_dialed() {
-        let addrs = vec!["tcp/1.2.3.4:5".to_owned(), "mem/3".into(), "junk".into()];
-        assert_eq!(parse(&addrs), vec!["1.2.3.4:5".parse().unwrap()]);
+    fn h2_only_candidates_at_the_ip_the_relay_sees_are_dialed() {
+        let theirs = texts(&[
+            "tcp/127.0.0.1:1",
+            "tcp/10.0.0.1:1",
+            "tcp/192.0.2.1:9",
+            "tcp/203.0.113.7:4000",
+            "mem/3",
+            "tcp/203.0.113.7:0",
+            "tcp/[::ffff:203.0.113.7]:4001",
+            "tcp/203.0.113.7:4000",
+        ]);
+        let seen = Some("203.0.113.7".parse().unwrap());
+        assert_eq!(
+            targets(&theirs, seen, AddrScope::Public),
+            vec![
+                "203.0.113.7:4000".parse().unwrap(),
+                "[::ffff:203.0.113.7]:4001".parse().unwrap()
+            ]
+        );
+        // No observation from the relay (not an IP connection): nothing.
+        assert!(targets(&theirs, None, AddrScope::Public).is_empty());
+        // A public relay cannot point us at a loopback or private IP.
+        for ip in ["127.0.0.1", "10.0.0.1"] {
+            assert!(targets(&theirs, Some(ip.parse().unwrap()), AddrScope::Public).is_empty());
+        }
+        // A relay on our LAN can, for its LAN.
+        assert_eq!(
+            targets(
+                &theirs,
+                Some("10.0.0.1".parse().unwrap()),
+                AddrScope::Private
+            ),
+            vec!["10.0.0.1:1".parse().unwrap()]
+        );
+        let many: Vec<String> = (1..9).map(|p| format!("tcp/203.0.113.7:{p}")).collect();
+        assert_eq!(
+            targets(&many, seen, AddrScope::Public).len(),
+            MAX_PUNCH_TARGETS
+        );
     }
 
     proptest! {

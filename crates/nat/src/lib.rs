@@ -28,6 +28,24 @@
 //!   set): UPnP IGD mapping of the listen port, its lease schedule (sans-IO)
 //!   and renewal.
 //!
+//! # Safe on the open internet
+//! Every peer is a stranger that may lie. So:
+//! - a node takes relayed circuits only from a relay it holds a reservation
+//!   with, runs a few relayed handshakes at once on limits of their own
+//!   (none of the node's pending-handshake slots) and checks that the peer
+//!   at the other end is the one the relay named ([`relay`]);
+//! - a relay limits reservations and circuits per PeerId and per IP
+//!   address, and never waits for one end to forward to the other: each
+//!   circuit has a flow-control window and bounded buffers ([`relay`]);
+//! - hole punching dials only the peer's own IP as the relay sees it, a
+//!   bounded number of times, and stops when the relayed channel closes
+//!   ([`holepunch`]);
+//! - reachability asks only peers the node dialed, one per network, and
+//!   serves dial-backs within per-peer, per-network and global budgets
+//!   ([`dialback`]);
+//! - an observed address is confirmed only by voters of distinct networks,
+//!   and only a public one ([`ObservedAddrs`]).
+//!
 //! ```
 //! use knotwork_core::{Keypair, MemoryTransport};
 //! use knotwork_nat::{Nat, NatConfig, NatEvent, RelayLimits};
@@ -63,6 +81,7 @@
 pub mod dialback;
 pub mod holepunch;
 mod metrics;
+mod netgroup;
 mod observed;
 mod reachability;
 pub mod relay;
@@ -78,7 +97,7 @@ use knotwork_node::{
     AddrContribution, Channel, DialCause, DialOpts, NodeError, NodeHandle, Service, Sessions,
     Setup, WeakNode,
 };
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::time::Instant;
 
 pub use observed::ObservedAddrs;
@@ -89,10 +108,7 @@ pub use reachability::{
 pub use relay::{RelayError, RelayLimits};
 
 use crate::metrics::NatMetrics;
-use crate::relay::{Inbound, RelayClient, RelayService};
-
-/// Inbound circuits waiting for their handshake, at most.
-const INBOUND_QUEUE: usize = 16;
+use crate::relay::{RelayClient, RelayService};
 
 /// NAT traversal settings of a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,8 +210,8 @@ pub(crate) struct Inner {
     pub(crate) config: NatConfig,
     pub(crate) client: Arc<RelayClient>,
     pub(crate) service: Option<Arc<RelayService>>,
-    incoming: mpsc::Sender<Inbound>,
-    incoming_rx: Mutex<Option<mpsc::Receiver<Inbound>>>,
+    /// Hole punches running now ([`holepunch::MAX_PUNCHES`]).
+    pub(crate) punches: Arc<Semaphore>,
     observed: Mutex<ObservedAddrs>,
     node: OnceLock<WeakNode>,
     contributions: OnceLock<Contributions>,
@@ -228,7 +244,6 @@ impl std::fmt::Debug for Nat {
 impl Nat {
     /// NAT traversal with `config`; it runs once added to a node.
     pub fn new(config: NatConfig) -> Self {
-        let (incoming, rx) = mpsc::channel(INBOUND_QUEUE);
         let metrics = NatMetrics::default();
         let dial_backs = config
             .dial_back
@@ -247,8 +262,7 @@ impl Nat {
                 upnp: upnp::Upnp::new(config.upnp.clone()),
                 config,
                 client: Arc::new(RelayClient::default()),
-                incoming,
-                incoming_rx: Mutex::new(Some(rx)),
+                punches: Arc::new(Semaphore::new(holepunch::MAX_PUNCHES)),
                 node: OnceLock::new(),
                 contributions: OnceLock::new(),
                 reachability: watch::Sender::new(Reachability::Unknown),
@@ -387,12 +401,7 @@ impl Service for Nat {
         setup.on_channel(move |ch: &Channel| nat.observe(ch));
         let nat = inner.clone();
         setup.protocol(relay::NAME, Sessions::ALL, move |ch: &Channel| {
-            relay::protocol(
-                ch,
-                nat.service.clone(),
-                nat.client.clone(),
-                nat.incoming.clone(),
-            )
+            relay::protocol(ch, nat.clone())
         });
         let nat = inner.clone();
         setup.protocol(dialback::NAME, Sessions::ALL, move |ch: &Channel| {
@@ -415,8 +424,8 @@ impl Service for Nat {
             observed: node.contribute_addrs("observed"),
             relayed: node.contribute_addrs("relayed"),
         });
-        if let Some(rx) = lock(&inner.incoming_rx).take() {
-            node.spawn(accept_circuits(node.clone(), rx));
+        if let Some(service) = &inner.service {
+            node.spawn(service.clone().expire());
         }
         for addr in inner.config.relays.clone() {
             node.spawn(keep_reservation(node.clone(), inner.clone(), addr));
@@ -436,26 +445,6 @@ impl Service for Nat {
     async fn stop(&self) {
         #[cfg(feature = "upnp")]
         self.inner.upnp.release(&self.inner.metrics).await;
-    }
-}
-
-/// Runs the pipeline (as inbound) on every circuit a relay opened to us.
-async fn accept_circuits(node: NodeHandle, mut rx: mpsc::Receiver<Inbound>) {
-    while let Some(Inbound {
-        stream,
-        from,
-        relay,
-    }) = rx.recv().await
-    {
-        let addr =
-            match PeerAddr::relayed(relay.remote_addr().clone(), relay.remote_peer_id(), from) {
-                Ok(addr) => addr,
-                Err(e) => {
-                    tracing::debug!("circuit from a relayed relay: {e}");
-                    continue;
-                }
-            };
-        node.accept(Box::new(stream), addr);
     }
 }
 
@@ -503,6 +492,8 @@ async fn hold_reservation(node: &NodeHandle, nat: &Inner, addr: &PeerAddr, chann
     let Some(contributions) = nat.contributions.get() else {
         return;
     };
+    // The relay may bring us circuits from now until we give up on it.
+    let _ours = nat.client.our_relay(channel);
     let mut announced = false;
     let mut reachability = nat.reachability.subscribe();
     loop {
