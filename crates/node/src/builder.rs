@@ -73,6 +73,24 @@ pub struct NodeConfig {
     /// Dials each budgeted [`DialCause`] (discovery, each service) may
     /// start: a token bucket per cause (see [`crate::dial`]).
     pub dial_budget: RateBudget,
+    /// Address schemes in the order a peer's addresses are tried when the
+    /// node knows several (a discovered peer): by default QUIC, then TCP,
+    /// then WebSocket; schemes not listed come after, in the order heard.
+    pub dial_preference: Vec<String>,
+}
+
+impl NodeConfig {
+    /// Sorts `addrs` by [`NodeConfig::dial_preference`], keeping the order
+    /// of addresses of one scheme.
+    pub fn dial_order(&self, addrs: &mut [PeerAddr]) {
+        let rank = |a: &PeerAddr| {
+            self.dial_preference
+                .iter()
+                .position(|s| s == a.scheme())
+                .unwrap_or(self.dial_preference.len())
+        };
+        addrs.sort_by_key(rank);
+    }
 }
 
 impl Default for NodeConfig {
@@ -93,6 +111,7 @@ impl Default for NodeConfig {
             host_capacity: 1024,
             backoff: BackoffConfig::default(),
             dial_budget: RateBudget::new(10.0, 50),
+            dial_preference: ["quic", "tcp", "ws"].map(String::from).to_vec(),
         }
     }
 }

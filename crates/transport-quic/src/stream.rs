@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use knotwork_core::PeerId;
+use knotwork_core::{BoxConnection, PeerId, Substreams, TransportError};
 use quinn::rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -145,6 +145,25 @@ impl QuicHandle {
     /// [`quinn::ConnectionError::ApplicationClosed`].
     pub fn close(&self) {
         self.conn.close(CLOSE_OK.into(), b"");
+    }
+}
+
+/// The streams of a connection, for the node: errors as
+/// [`TransportError::Io`] with the [`QuicError`] inside.
+#[async_trait::async_trait]
+impl Substreams for QuicHandle {
+    async fn open_stream(&self) -> Result<BoxConnection, TransportError> {
+        match QuicHandle::open_stream(self).await {
+            Ok(s) => Ok(Box::new(s)),
+            Err(e) => Err(TransportError::Io(io::Error::other(e))),
+        }
+    }
+
+    async fn accept_stream(&self) -> Result<BoxConnection, TransportError> {
+        match QuicHandle::accept_stream(self).await {
+            Ok(s) => Ok(Box::new(s)),
+            Err(e) => Err(TransportError::Io(io::Error::other(e))),
+        }
     }
 }
 
