@@ -23,8 +23,8 @@ pub type BoxStream = Box<dyn Stream>;
 /// authenticated ([`Transport::authenticated_peer`]; the node then skips
 /// its Noise handshake) and its further streams
 /// ([`Transport::substreams`]; the channel then gives one-way message
-/// types streams of their own). A bare [`BoxStream`] converts into one
-/// that has neither.
+/// types streams of their own). A bare stream (a [`BoxStream`], a boxed
+/// `TcpStream`) converts into one that has neither.
 pub struct RawConn {
     pub(crate) stream: BoxStream,
     pub(crate) peer: Option<PeerId>,
@@ -65,6 +65,12 @@ impl From<BoxStream> for RawConn {
             peer: None,
             substreams: None,
         }
+    }
+}
+
+impl<S: Stream> From<Box<S>> for RawConn {
+    fn from(stream: Box<S>) -> Self {
+        Self::from(stream as BoxStream)
     }
 }
 

@@ -10,3 +10,14 @@ pub(crate) mod peers;
 pub(crate) mod ping;
 pub(crate) mod run;
 pub(crate) mod status;
+
+use knotwork_core::Keypair;
+use knotwork_node::NodeBuilder;
+use knotwork_transport_quic::{QuicConfig, QuicTransport};
+
+/// A node of `keypair` that dials (and may listen on) QUIC beside TCP.
+pub(crate) fn node_builder(keypair: Keypair) -> crate::CliResult<NodeBuilder> {
+    let quic = QuicTransport::new(&keypair, QuicConfig::default())
+        .map_err(|e| format!("QUIC transport: {e}"))?;
+    Ok(knotwork_node::Node::builder(keypair).transport(quic))
+}

@@ -38,7 +38,7 @@ use knotwork_discovery_mdns::{MdnsConfig, MdnsDiscovery};
 use knotwork_gossip::{Gossip, GossipConfig};
 use knotwork_nat::{Nat, NatEvent, Reachability};
 use knotwork_node::discovery::UnifiedEvent;
-use knotwork_node::{Node, NodeBuilder, NodeEvent};
+use knotwork_node::{NodeBuilder, NodeEvent};
 use knotwork_tasks::{TasksConfig, TasksService};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -49,7 +49,7 @@ use crate::settings::{Global, IDENTITY_FILE, resolve_dir};
 /// Arguments of `knot run`; each flag replaces the configured list.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Listen on ADDR (repeatable), e.g. tcp/0.0.0.0:4000 or tcp/127.0.0.1:0.
+    /// Listen on ADDR (repeatable), e.g. tcp/0.0.0.0:4000, quic/0.0.0.0:4000 or tcp/127.0.0.1:0.
     #[arg(long, short = 'l', value_name = "ADDR")]
     listen: Vec<PeerAddr>,
     /// Keep a connection to seed ADDR (repeatable).
@@ -385,7 +385,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         nat_config.upnp = Some(upnp);
     }
     let nat = Nat::new(nat_config);
-    let mut builder = Node::builder(keypair.clone())
+    // QUIC beside TCP: listened on where `listen` says so, dialed whenever
+    // a peer's address is one.
+    let mut builder = super::node_builder(keypair.clone())?
         .config(config.node)
         .service(apps.clone())
         .service(gossip)
