@@ -45,11 +45,16 @@ pub struct QuicStream {
 impl Drop for QuicStream {
     fn drop(&mut self) {
         // The future holds the connection open; the SendStream's own drop,
-        // right after this, finishes the stream.
-        let acked = tokio::time::timeout(self.linger, self.send.stopped());
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(acked);
-        }
+        // right after this, finishes the stream. Outside a runtime (a
+        // channel dropped after its runtime's work is done) nothing can
+        // wait, and the timer must not even be made: it needs a runtime.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (linger, stopped) = (self.linger, self.send.stopped());
+        rt.spawn(async move {
+            let _ = tokio::time::timeout(linger, stopped).await;
+        });
     }
 }
 
