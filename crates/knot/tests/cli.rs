@@ -148,7 +148,10 @@ fn two_nodes_over_quic_and_knot_ping_a_quic_address() {
     assert_eq!(a_at_b["addr"], a.addr.as_str());
     let b_at_a = a.wait_peer(home, &b.peer_id);
     assert!(
-        b_at_a["addr"].as_str().unwrap().starts_with("quic/127.0.0.1:"),
+        b_at_a["addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("quic/127.0.0.1:"),
         "{b_at_a}"
     );
     let out = run(knot(home).args(["ping", &a.addr, "-c", "2", "-i", "0.1"]));

@@ -306,8 +306,7 @@ fn same_family(a: &PeerAddr, b: &PeerAddr) -> bool {
         (
             PeerAddr::Tcp(_) | PeerAddr::Quic(_),
             PeerAddr::Tcp(_) | PeerAddr::Quic(_)
-        )
-            | (PeerAddr::Mem(_), PeerAddr::Mem(_))
+        ) | (PeerAddr::Mem(_), PeerAddr::Mem(_))
             | (PeerAddr::Ble(_), PeerAddr::Ble(_))
     )
 }

@@ -348,7 +348,9 @@ impl NodeHandle {
 
     /// Runs the pipeline (handshake, version exchange, channel) on a stream
     /// a service opened itself, as a channel of `session`: `Inbound` answers
-    /// the handshake, any other kind starts it. Within the handshake
+    /// the handshake, any other kind starts it. A connection of a transport
+    /// that authenticates ([`RawConn::of`], e.g. a punched QUIC connection)
+    /// skips the Noise handshake. Within the handshake
     /// timeout; no pending-handshake slot is taken (see
     /// [`NodeHandle::accept`] for streams a peer opened).
     pub async fn establish(

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! raw conn ─► Noise handshake ─► ban / limit checks ─► version exchange ─► de-dup ─► Channel
-//!              (SecureStream)      (refuse w/ reason)    (Version both ways)            + protocols
+//!   │          (SecureStream)      (refuse w/ reason)    (Version both ways)            + protocols
+//!   └─ transport-authenticated (QUIC): no Noise ─┘
 //! ```
 //! The handshake and version exchange together must finish within
 //! [`NodeConfig::handshake_timeout`](crate::NodeConfig::handshake_timeout).
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio::sync::watch;
 
 use crate::admission::{Admit, Origin, host_of};
+use crate::buffers::BufferedBytes;
 use crate::channel::{Channel, ChannelInfo};
 use crate::deadline::FirstByte;
 use crate::dial::{Admission, DialOpts, Outcome};
@@ -27,7 +29,6 @@ use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::hosts::AddrScope;
 use crate::node::{NodeEvent, NodeHandle, Shared, lock};
 use crate::registry::SessionKind;
-use crate::buffers::BufferedBytes;
 use crate::transport::{AnyListener, RawConn};
 use crate::version::{self, Version};
 
@@ -47,10 +48,7 @@ pub(crate) async fn listen(
 
 /// Opens a raw stream to `addr`: the first transport that supports it,
 /// else the first service [`Dialer`](crate::Dialer) that handles it.
-pub(crate) async fn raw_dial(
-    shared: &Arc<Shared>,
-    addr: &PeerAddr,
-) -> Result<RawConn, NodeError> {
+pub(crate) async fn raw_dial(shared: &Arc<Shared>, addr: &PeerAddr) -> Result<RawConn, NodeError> {
     for t in &shared.transports {
         match t.dial(addr).await {
             Err(TransportError::UnsupportedAddr(_)) => continue,
@@ -676,7 +674,10 @@ pub(crate) async fn probe(
             let _ = version::refuse(conn.stream, DisconnectReason::Probe).await;
             return Ok(peer);
         }
-        let secure = shared.secure.upgrade_outbound(conn.stream, expected).await?;
+        let secure = shared
+            .secure
+            .upgrade_outbound(conn.stream, expected)
+            .await?;
         let peer = secure.remote_peer_id();
         let _ = version::refuse(secure, DisconnectReason::Probe).await;
         Ok(peer)

@@ -17,9 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::*;
 use futures::{SinkExt, StreamExt};
-use knotwork_core::{
-    Keypair, Listener, PeerAddr, PeerId, Substreams, Transport, TransportError,
-};
+use knotwork_core::{Keypair, Listener, PeerAddr, PeerId, Substreams, Transport, TransportError};
 use knotwork_crypto_handshake::preamble::MAGIC;
 use knotwork_node::{
     Channel, CloseReason, DisconnectReason, Node, NodeBuilder, NodeConfig, NodeError, NodeEvent,
@@ -238,11 +236,18 @@ fn stalling(b: NodeBuilder, notes: tokio::sync::mpsc::UnboundedSender<u32>) -> N
 /// Floods `Bulk` at a server that stalls on it, then checks that requests,
 /// another one-way type and ping still get through. `Err` says what was
 /// blocked.
-async fn stalled_subscription_scenario(server: NodeBuilder, client: NodeBuilder, listen: usize) -> Result<(), String> {
+async fn stalled_subscription_scenario(
+    server: NodeBuilder,
+    client: NodeBuilder,
+    listen: usize,
+) -> Result<(), String> {
     let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
     let server = start(stalling(server, notes_tx)).await;
     let client = start(client).await;
-    let ch = client.connect(&server.listen_addrs()[listen]).await.unwrap();
+    let ch = client
+        .connect(&server.listen_addrs()[listen])
+        .await
+        .unwrap();
     let flood = ch.clone();
     let flooding = tokio::spawn(async move {
         for i in 0..5000 {
@@ -255,7 +260,10 @@ async fn stalled_subscription_scenario(server: NodeBuilder, client: NodeBuilder,
     tokio::time::sleep(Duration::from_millis(300)).await;
     let result = async {
         for i in 0..5 {
-            match ch.request_timeout::<Echo, Echo>(&Echo(i), Duration::from_millis(500)).await {
+            match ch
+                .request_timeout::<Echo, Echo>(&Echo(i), Duration::from_millis(500))
+                .await
+            {
                 Ok(Echo(n)) if n == i => {}
                 other => return Err(format!("request {i}: {other:?}")),
             }
@@ -383,7 +391,10 @@ async fn stream_misuse(frames: Vec<Frame>) -> (CloseReason, String) {
     for frame in frames {
         side.send(frame).await.unwrap();
     }
-    let e = wait_event(&mut events, LONG, |e| matches!(e, NodeEvent::Disconnected { .. })).await;
+    let e = wait_event(&mut events, LONG, |e| {
+        matches!(e, NodeEvent::Disconnected { .. })
+    })
+    .await;
     let NodeEvent::Disconnected { peer, reason } = e else {
         unreachable!()
     };

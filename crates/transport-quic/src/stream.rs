@@ -92,14 +92,12 @@ impl AsyncWrite for QuicStream {
 /// # Streams and the node's protocols
 /// One QUIC connection carries independent streams: data lost or unread
 /// on one never holds up another (no head-of-line blocking between them).
-/// The intended mapping for the node's channel:
+/// The node's channel (through [`Substreams`], which this implements) uses:
 /// - the first stream (the [`QuicConnection`] itself): version exchange,
-///   control (ping, disconnect) and anything without a stream of its own;
+///   control (ping, disconnect), every request and response;
 /// - one stream per one-way message type, opened by the sender on the
 ///   first message of that type, so a subscriber that stops reading stalls
-///   only its own type (its stream's flow-control window fills);
-/// - one stream per request/response protocol, so requests never queue
-///   behind a stalled subscription or a bulk transfer.
+///   only its own type (its stream's flow-control window fills).
 ///
 /// The opener writes first (the peer learns of a stream from its first
 /// bytes), so a stream starts with a header of the opener's protocol.

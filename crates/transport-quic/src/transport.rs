@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use knotwork_core::{
-    Keypair, Listener, PeerAddr, PeerId, Substreams, Transport, TransportError,
-};
+use knotwork_core::{Keypair, Listener, PeerAddr, PeerId, Substreams, Transport, TransportError};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 

@@ -124,14 +124,17 @@ impl Server {
 /// maintenance never dials the server again by itself (a manual connect
 /// makes the server's address a verified host; with slots, the next
 /// maintenance round redialed it and the server never forgot the client).
+///
+/// Over QUIC it listens too, as a QUIC node does: its dials leave from its
+/// listen socket (no new UDP socket per dial).
 async fn client_node(carrier: Carrier) -> Node {
     let mut config = NodeConfig::default();
     config.outbound_slots = 0;
-    builder(carrier)
-        .config(config)
-        .start()
-        .await
-        .expect("client node")
+    let mut builder = builder(carrier).config(config);
+    if carrier == Carrier::Quic {
+        builder = builder.listen("quic/127.0.0.1:0".parse().expect("addr"));
+    }
+    builder.start().await.expect("client node")
 }
 
 /// A connected pair: the client's channel and the server side's `Blob`

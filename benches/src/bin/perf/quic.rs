@@ -208,7 +208,11 @@ pub fn measure(sides: &Sides, sizes: &Sizes, raw: (f64, f64), out: &mut Rows<'_>
         watchdog::step(format_args!("connect node over {name}"));
         let (first, again) = pair.connects(sides, sizes.connects);
         let (first_label, again_label, target) = match carrier {
-            Carrier::Tcp => ("node tcp + XX + version", "node tcp reconnect + version", ""),
+            Carrier::Tcp => (
+                "node tcp + XX + version",
+                "node tcp reconnect + version",
+                "",
+            ),
             Carrier::Quic => (
                 "node quic first contact + version",
                 "node quic returning + version",
@@ -256,7 +260,16 @@ fn measure_bulk(sides: &Sides, sizes: &Sizes, out: &mut Rows<'_>) {
     }
     let base = median(&mut tcp);
     let label = format!("{}, quic rounds", noise.label());
-    out.push("bulk", label.clone(), base, "B/s", None, (&label, base), None, "");
+    out.push(
+        "bulk",
+        label.clone(),
+        base,
+        "B/s",
+        None,
+        (&label, base),
+        None,
+        "",
+    );
     out.push(
         "bulk",
         "quic stream".into(),

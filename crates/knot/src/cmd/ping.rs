@@ -18,8 +18,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use knotwork_core::{Keypair, PeerAddr};
-use knotwork_node::protocol::ping::{Ping, Pong};
 use knotwork_node::Subscription;
+use knotwork_node::protocol::ping::{Ping, Pong};
 use serde::Serialize;
 use tokio::time::Instant;
 

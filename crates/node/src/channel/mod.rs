@@ -408,7 +408,11 @@ impl Channel {
         }
         let lane = Arc::new(outbox(&self.inner.config));
         lanes.insert(id, lane.clone());
-        tokio::spawn(io::lane_loop(self.clone(), substreams.clone(), lane.clone()));
+        tokio::spawn(io::lane_loop(
+            self.clone(),
+            substreams.clone(),
+            lane.clone(),
+        ));
         Some(lane)
     }
 
