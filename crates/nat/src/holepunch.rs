@@ -27,6 +27,11 @@
 //! relayed one to the same PeerId; when no dial works the relayed channel
 //! simply stays. Attempts and successes are counted in
 //! `knot_holepunch_attempts_total` / `knot_holepunch_successes_total`.
+//!
+//! Candidates include QUIC listen addresses; at the same moment as the TCP
+//! dials, both sides dial those over UDP from their QUIC listen socket
+//! (see [`crate::holepunch_quic`]), which gets through NATs that answer an
+//! early SYN with a reset.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,7 +62,7 @@ pub const REDIAL_INTERVAL: Duration = Duration::from_millis(100);
 /// Candidate addresses of one side; the request and its answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Punch {
-    /// Text forms of TCP [`PeerAddr`]s.
+    /// Text forms of TCP and QUIC [`PeerAddr`]s.
     pub addrs: Vec<String>,
 }
 
@@ -96,47 +101,49 @@ pub fn role(local: PeerId, remote: PeerId) -> Role {
     }
 }
 
-/// Our candidate addresses: TCP listen addresses with a concrete IP, the
-/// confirmed external ones, and `observed_ip` (as a relay sees us) with
-/// each listen port; without duplicates, at most [`MAX_PUNCH_ADDRS`].
+/// Our candidate addresses: TCP and QUIC listen addresses with a concrete
+/// IP, the confirmed external ones, and `observed_ip` (as a relay sees us)
+/// with each listen port; without duplicates, at most [`MAX_PUNCH_ADDRS`].
 pub fn candidates(
     listen: &[PeerAddr],
     external: &[PeerAddr],
     observed_ip: Option<std::net::IpAddr>,
 ) -> Vec<PeerAddr> {
     let mut out: Vec<PeerAddr> = Vec::new();
-    let tcp = |a: &PeerAddr| match a {
-        PeerAddr::Tcp(sa) => Some(*sa),
+    // The socket address and the kind of an address of either transport.
+    let ip = |a: &PeerAddr| match a {
+        PeerAddr::Tcp(sa) => Some((*sa, PeerAddr::Tcp as fn(SocketAddr) -> PeerAddr)),
+        PeerAddr::Quic(sa) => Some((*sa, PeerAddr::Quic as fn(SocketAddr) -> PeerAddr)),
         _ => None,
     };
-    let mut push = |sa: SocketAddr| {
-        let a = PeerAddr::Tcp(sa);
+    let mut push = |(sa, kind): (SocketAddr, fn(SocketAddr) -> PeerAddr)| {
+        let a = kind(sa);
         if !sa.ip().is_unspecified() && sa.port() != 0 && !out.contains(&a) {
             out.push(a);
         }
     };
-    for sa in listen.iter().filter_map(tcp) {
-        push(sa);
+    for c in listen.iter().filter_map(ip) {
+        push(c);
     }
-    for sa in external.iter().filter_map(tcp) {
-        push(sa);
+    for c in external.iter().filter_map(ip) {
+        push(c);
     }
-    if let Some(ip) = observed_ip {
-        for sa in listen.iter().filter_map(tcp) {
-            push(SocketAddr::new(ip, sa.port()));
+    if let Some(observed) = observed_ip {
+        for (sa, kind) in listen.iter().filter_map(ip) {
+            push((SocketAddr::new(observed, sa.port()), kind));
         }
     }
     out.truncate(MAX_PUNCH_ADDRS);
     out
 }
 
-/// The other side's candidates, parsed; anything but TCP is dropped.
-fn parse(addrs: &[String]) -> Vec<SocketAddr> {
+/// The other side's candidates, parsed; anything but TCP and QUIC is dropped.
+fn parse(addrs: &[String]) -> Vec<PeerAddr> {
     addrs
         .iter()
         .take(MAX_PUNCH_ADDRS)
         .filter_map(|a| match a.parse::<PeerAddr>() {
-            Ok(PeerAddr::Tcp(sa)) => Some(sa),
+            Ok(a @ (PeerAddr::Tcp(_) | PeerAddr::Quic(_))) => Some(a),
             _ => None,
         })
         .collect()
@@ -147,7 +154,7 @@ fn own_candidates(node: &NodeHandle, nat: &Inner, channel: &Channel) -> Vec<Stri
     let observed_ip = match channel.remote_addr() {
         PeerAddr::Relay(r) => node.channel(&r.relay_peer).and_then(|relay| {
             match relay.info().version.observed_addr.parse::<PeerAddr>() {
-                Ok(PeerAddr::Tcp(sa)) => Some(sa.ip()),
+                Ok(PeerAddr::Tcp(sa) | PeerAddr::Quic(sa)) => Some(sa.ip()),
                 _ => None,
             }
         }),
@@ -221,20 +228,30 @@ pub(crate) fn protocol(
 /// dials ended, before it counts as failed.
 const MIN_SUCCESS_WINDOW: Duration = Duration::from_secs(5);
 
-/// Dials `targets` from our listen port and runs the pipeline on the first
-/// connection; counts the attempt and, if `peer` ends up on a direct
-/// channel, the success.
-async fn punch(node: &NodeHandle, nat: &Inner, peer: PeerId, targets: Vec<SocketAddr>) {
+/// Dials `targets` from our listen ports (TCP here, QUIC in
+/// [`crate::holepunch_quic`], both at once) and runs the pipeline on the
+/// first connection of each; counts the attempt and, if `peer` ends up on
+/// a direct channel, the success.
+async fn punch(node: &NodeHandle, nat: &Inner, peer: PeerId, targets: Vec<PeerAddr>) {
     let metrics = &nat.metrics;
     metrics.holepunch_attempt();
     let mut events = node.events();
+    let quic = crate::holepunch_quic::punch(node, nat, peer, &targets);
+    let targets: Vec<SocketAddr> = targets
+        .iter()
+        .filter_map(|a| match a {
+            PeerAddr::Tcp(sa) => Some(*sa),
+            _ => None,
+        })
+        .collect();
     let local = node.listen_addrs().iter().find_map(|a| match a {
         PeerAddr::Tcp(sa) => Some(*sa),
         _ => None,
     });
-    if let Some(local) = local
-        && !targets.is_empty()
-    {
+    let tcp = async {
+        let Some(local) = local.filter(|_| !targets.is_empty()) else {
+            return;
+        };
         let until = Instant::now() + node.config().handshake_timeout;
         let dials = targets
             .iter()
@@ -247,7 +264,8 @@ async fn punch(node: &NodeHandle, nat: &Inner, peer: PeerId, targets: Vec<Socket
             }
             Err(e) => tracing::debug!(peer = %peer.short(), "hole punch dials failed: {e}"),
         }
-    }
+    };
+    tokio::join!(tcp, quic);
     // The direct channel may also arrive through our listener.
     let direct = |node: &NodeHandle| {
         node.channel(&peer)
@@ -363,9 +381,24 @@ mod tests {
     }
 
     #[test]
-    fn test_only_tcp_candidates_are_dialed() {
-        let addrs = vec!["tcp/1.2.3.4:5".to_owned(), "mem/3".into(), "junk".into()];
-        assert_eq!(parse(&addrs), vec!["1.2.3.4:5".parse().unwrap()]);
+    fn test_only_tcp_and_quic_candidates_are_dialed() {
+        let addrs = vec![
+            "tcp/1.2.3.4:5".to_owned(),
+            "mem/3".into(),
+            "quic/1.2.3.4:5".into(),
+            "junk".into(),
+        ];
+        assert_eq!(parse(&addrs), vec![a("tcp/1.2.3.4:5"), a("quic/1.2.3.4:5")]);
+    }
+
+    #[test]
+    fn test_quic_listen_addresses_are_candidates_of_their_kind() {
+        let listen = [a("tcp/0.0.0.0:4000"), a("quic/0.0.0.0:4000")];
+        let got = candidates(&listen, &[], Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(
+            got,
+            vec![a("tcp/203.0.113.9:4000"), a("quic/203.0.113.9:4000")]
+        );
     }
 
     proptest! {

@@ -38,7 +38,7 @@ use knotwork_discovery_mdns::{MdnsConfig, MdnsDiscovery};
 use knotwork_gossip::{Gossip, GossipConfig};
 use knotwork_nat::{Nat, NatEvent, Reachability};
 use knotwork_node::discovery::UnifiedEvent;
-use knotwork_node::{NodeBuilder, NodeEvent};
+use knotwork_node::{Node, NodeBuilder, NodeEvent};
 use knotwork_tasks::{TasksConfig, TasksService};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -384,10 +384,12 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         upnp.lease = std::time::Duration::from_millis(config.nat.upnp_lease_ms);
         nat_config.upnp = Some(upnp);
     }
-    let nat = Nat::new(nat_config);
     // QUIC beside TCP: listened on where `listen` says so, dialed whenever
-    // a peer's address is one.
-    let mut builder = super::node_builder(keypair.clone())?
+    // a peer's address is one, and punched through NATs.
+    let quic = super::quic_transport(&keypair)?;
+    let nat = Nat::new(nat_config).quic(quic.clone());
+    let mut builder = Node::builder(keypair.clone())
+        .transport(quic)
         .config(config.node)
         .service(apps.clone())
         .service(gossip)
