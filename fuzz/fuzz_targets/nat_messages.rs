@@ -71,8 +71,12 @@ fuzz_target!(|data: &[u8]| {
             if let Some(Punch { addrs }) = roundtrip::<Punch>(bytes) {
                 let seen = "198.51.100.7".parse().expect("an ip");
                 let dialed = targets(&addrs, Some(seen), AddrScope::Public);
-                assert!(dialed.len() <= MAX_PUNCH_TARGETS);
-                assert!(dialed.iter().all(|sa| sa.ip().to_canonical() == seen));
+                // At most MAX_PUNCH_TARGETS of each transport (TCP, QUIC).
+                assert!(dialed.len() <= 2 * MAX_PUNCH_TARGETS);
+                assert!(dialed.iter().all(|a| match a {
+                    PeerAddr::Tcp(sa) | PeerAddr::Quic(sa) => sa.ip().to_canonical() == seen,
+                    _ => false,
+                }));
                 for a in addrs {
                     if let Ok(addr) = a.parse::<PeerAddr>() {
                         assert_eq!(addr.to_string().parse::<PeerAddr>(), Ok(addr));

@@ -75,4 +75,6 @@ pub use identity::{
 pub use memory::MemoryTransport;
 pub use netgroup::IpPrefix;
 pub use sync::lock;
-pub use transport::{Listener, RawConnection, Transport, TransportError};
+pub use transport::{
+    BoxConnection, Listener, RawConnection, Substreams, Transport, TransportError,
+};

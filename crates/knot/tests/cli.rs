@@ -126,6 +126,43 @@ fn two_nodes_peers_status_ping_and_sigterm() {
     );
 }
 
+/// `knot run --listen quic/…`: a node on QUIC and TCP advertises both,
+/// a QUIC-only node reaches it over QUIC, `knot ping` works over QUIC.
+#[test]
+fn two_nodes_over_quic_and_knot_ping_a_quic_address() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let a = Node::start_on(
+        home,
+        "a",
+        "quic/127.0.0.1:0",
+        &["--listen", "tcp/127.0.0.1:0"],
+    );
+    assert!(a.addr.starts_with("quic/127.0.0.1:"), "{}", a.addr);
+    let status = a.ctl(home, "status");
+    let listen: Vec<String> = serde_json::from_value(status["listen"].clone()).unwrap();
+    assert_eq!(listen.len(), 2, "{status}");
+    assert!(listen[1].starts_with("tcp/127.0.0.1:"), "{status}");
+    let b = Node::start_on(home, "b", "quic/127.0.0.1:0", &["--peer", &a.addr.clone()]);
+    let a_at_b = b.wait_peer(home, &a.peer_id);
+    assert_eq!(a_at_b["addr"], a.addr.as_str());
+    let b_at_a = a.wait_peer(home, &b.peer_id);
+    assert!(
+        b_at_a["addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("quic/127.0.0.1:"),
+        "{b_at_a}"
+    );
+    let out = run(knot(home).args(["ping", &a.addr, "-c", "2", "-i", "0.1"]));
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("2 pings sent, 2 pongs received, 0% loss"),
+        "{text}"
+    );
+}
+
 #[test]
 fn ping_without_an_answer_fails() {
     let home = tempfile::tempdir().unwrap();

@@ -295,7 +295,7 @@ fn a_nat_that_drops_unsolicited_syns_keeps_the_connection_relayed() {
     std::thread::sleep(Duration::from_secs(8));
     let refused: u64 = [Site::RouterA, Site::RouterB]
         .iter()
-        .map(|&r| dropped_syns(&bed.ruleset(r)))
+        .map(|&r| counted(&bed.ruleset(r), "drop"))
         .sum();
     assert!(refused > 0, "no punch SYN reached a router");
     let entry = bed.peer_entry(&a, &b).expect("A stays connected to B");
@@ -328,11 +328,11 @@ fn refuse_punches(bed: &Bed) {
     }
 }
 
-/// The packets counted by the `counter drop` rules of a ruleset.
-fn dropped_syns(ruleset: &str) -> u64 {
+/// The packets counted by the `counter <verdict>` rules of a ruleset.
+fn counted(ruleset: &str, verdict: &str) -> u64 {
     ruleset
         .lines()
-        .filter(|l| l.contains("counter packets") && l.contains("drop"))
+        .filter(|l| l.contains("counter packets") && l.contains(verdict))
         .filter_map(|l| l.split("counter packets ").nth(1))
         .filter_map(|rest| rest.split_whitespace().next())
         .filter_map(|n| n.parse::<u64>().ok())
@@ -345,6 +345,116 @@ fn refused_connect(bed: &Bed, node: &Knot, relayed: &str) -> String {
     let knot = env!("CARGO_BIN_EXE_knot");
     bed.exec(node.site, &[knot, "connect", relayed, "--data-dir", &data])
         .unwrap_err()
+}
+
+/// Both routers answer a TCP SYN arriving on their public side with a
+/// reset, as many home routers do, in the forward path (a SYN conntrack
+/// would pass as the answer of a simultaneous open) and for their own
+/// address (a SYN that arrives before the other side's opened a mapping).
+fn reset_syns(bed: &Bed) {
+    for router in [Site::RouterA, Site::RouterB] {
+        for chain in ["forward", "input"] {
+            bed.nft(
+                router,
+                &format!(
+                    "insert rule ip filter {chain} iifname wan tcp flags & (syn | ack) == syn counter reject with tcp reset"
+                ),
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// Issue 20: where the routers reset early SYNs, TCP hole punching fails
+/// and QUIC hole punching (UDP, from both QUIC listen sockets at the
+/// moment the relay coordinates) connects A and B directly.
+#[test]
+#[ignore = "needs root and nftables: cargo xtask interop nat"]
+fn routers_that_reset_early_syns_stop_tcp_punching_and_quic_punches_through() {
+    let Some(mut bed) = Bed::new(Options::default()) else {
+        return;
+    };
+    reset_syns(&bed);
+    let _relay = bed.knot(Site::Relay, "relay", &["--relay-service"]);
+    let at = format!("tcp/{}", Site::Relay.addr(PORT));
+    let quic = format!("quic/0.0.0.0:{PORT}");
+    let a = bed.knot(Site::HostA, "a", &["--relay", &at, "--listen", &quic]);
+    let b = bed.knot(Site::HostB, "b", &["--relay", &at, "--listen", &quic]);
+    let relayed = relayed_address(&mut bed, &b);
+    let start = Instant::now();
+    let relayed_in = connect_through_relay(&bed, &a, &b, &relayed);
+    let direct = format!("connected {} quic/", b.peer_id);
+    let log = bed.wait_log("a", &direct);
+    let punched_in = start.elapsed();
+    let line = log
+        .lines()
+        .find(|l| l.starts_with(&direct))
+        .unwrap()
+        .to_owned();
+    bed.wait_log("b", &format!("connected {} quic/", a.peer_id));
+    let entry = loop {
+        let entry = bed.peer_entry(&a, &b).expect("A stays connected to B");
+        if entry["relayed"] == false {
+            break entry;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "A's channel to B stays relayed: {entry}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Direct over QUIC, to B's router's public address (masquerade kept
+    // the UDP port), and the same from B's side.
+    let addr = entry["addr"].as_str().unwrap();
+    assert!(addr.starts_with("quic/"), "{entry}");
+    assert_eq!(ip_of(addr), Site::RouterB.ip().to_string(), "{entry}");
+    let back = bed.peer_entry(&b, &a).expect("B stays connected to A");
+    assert_eq!(back["relayed"], false, "{back}");
+    assert_eq!(
+        ip_of(back["addr"].as_str().unwrap()),
+        Site::RouterA.ip().to_string()
+    );
+    // TCP punching was tried and every early SYN got a reset: no TCP
+    // connection between A and B.
+    let resets: u64 = [Site::RouterA, Site::RouterB]
+        .iter()
+        .map(|&r| counted(&bed.ruleset(r), "reject"))
+        .sum();
+    assert!(resets > 0, "no punch SYN reached a router");
+    for (node, peer) in [("a", &b), ("b", &a)] {
+        assert!(
+            !bed.log(node)
+                .contains(&format!("connected {} tcp/", peer.peer_id)),
+            "{node} got a TCP connection to its peer"
+        );
+    }
+    eprintln!(
+        "nat: A reached B through the relay in {relayed_in:?}; TCP punching met {resets} \
+         resets; direct over QUIC {punched_in:?} after the dial ({line})"
+    );
+}
+
+/// The control case of the test above: the same routers, nodes on TCP
+/// only: the resets stop the TCP punch and the connection stays relayed.
+#[test]
+#[ignore = "needs root and nftables: cargo xtask interop nat"]
+fn routers_that_reset_early_syns_keep_a_tcp_only_pair_relayed() {
+    let Some(mut bed) = Bed::new(Options::default()) else {
+        return;
+    };
+    reset_syns(&bed);
+    let (_relay, a, b, relayed) = relay_and_two_private_nodes(&mut bed);
+    connect_through_relay(&bed, &a, &b, &relayed);
+    // The punch gets its handshake timeout (5 s) and more.
+    std::thread::sleep(Duration::from_secs(8));
+    let resets: u64 = [Site::RouterA, Site::RouterB]
+        .iter()
+        .map(|&r| counted(&bed.ruleset(r), "reject"))
+        .sum();
+    assert!(resets > 0, "no punch SYN reached a router");
+    let entry = bed.peer_entry(&a, &b).expect("A stays connected to B");
+    assert_eq!(entry["relayed"], true, "{entry}");
+    eprintln!("nat: {resets} punch SYNs reset; a TCP-only pair stays relayed");
 }
 
 /// The relay's circuit limits through real NAT: dialers behind one router

@@ -39,6 +39,11 @@
 //! relayed one to the same PeerId; when no dial works the relayed channel
 //! simply stays. Attempts and successes are counted in
 //! `knot_holepunch_attempts_total` / `knot_holepunch_successes_total`.
+//!
+//! Candidates include QUIC listen addresses; at the same moment as the TCP
+//! dials, both sides dial those over UDP from their QUIC listen socket
+//! (see [`crate::holepunch_quic`]), which gets through NATs that answer an
+//! early SYN with a reset. The same rules pick the QUIC targets.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -66,7 +71,7 @@ pub const PEEK_WAIT: Duration = Duration::from_millis(500);
 /// Pause between two dials of one candidate while punching.
 pub const REDIAL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Most candidates of the other side dialed in one punch.
+/// Most candidates of the other side dialed in one punch, per transport.
 pub const MAX_PUNCH_TARGETS: usize = 2;
 
 /// Most dials of one candidate in one punch.
@@ -78,7 +83,7 @@ pub const MAX_PUNCHES: usize = 4;
 /// Candidate addresses of one side; the request and its answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Punch {
-    /// Text forms of TCP [`PeerAddr`]s.
+    /// Text forms of TCP and QUIC [`PeerAddr`]s.
     pub addrs: Vec<String>,
 }
 
@@ -117,62 +122,83 @@ pub fn role(local: PeerId, remote: PeerId) -> Role {
     }
 }
 
-/// Our candidate addresses: TCP listen addresses with a concrete IP, the
-/// confirmed external ones, and `observed_ip` (as a relay sees us) with
-/// each listen port; without duplicates, at most [`MAX_PUNCH_ADDRS`].
+/// Our candidate addresses: TCP and QUIC listen addresses with a concrete
+/// IP, the confirmed external ones, and `observed_ip` (as a relay sees us)
+/// with each listen port; without duplicates, at most [`MAX_PUNCH_ADDRS`].
 pub fn candidates(
     listen: &[PeerAddr],
     external: &[PeerAddr],
     observed_ip: Option<std::net::IpAddr>,
 ) -> Vec<PeerAddr> {
     let mut out: Vec<PeerAddr> = Vec::new();
-    let tcp = |a: &PeerAddr| match a {
-        PeerAddr::Tcp(sa) => Some(*sa),
-        _ => None,
-    };
-    let mut push = |sa: SocketAddr| {
-        let a = PeerAddr::Tcp(sa);
-        if !sa.ip().is_unspecified() && sa.port() != 0 && !out.contains(&a) {
+    let mut push = |a: PeerAddr| {
+        let fit = ip_port(&a).is_some_and(|sa| !sa.ip().is_unspecified() && sa.port() != 0);
+        if fit && !out.contains(&a) {
             out.push(a);
         }
     };
-    for sa in listen.iter().filter_map(tcp) {
-        push(sa);
+    for a in listen.iter().chain(external) {
+        push(a.clone());
     }
-    for sa in external.iter().filter_map(tcp) {
-        push(sa);
-    }
-    if let Some(ip) = observed_ip {
-        for sa in listen.iter().filter_map(tcp) {
-            push(SocketAddr::new(ip, sa.port()));
+    if let Some(observed) = observed_ip {
+        for a in listen {
+            if let Some(sa) = ip_port(a) {
+                push(with_socket(a, SocketAddr::new(observed, sa.port())));
+            }
         }
     }
     out.truncate(MAX_PUNCH_ADDRS);
     out
 }
 
-/// The other side's candidates this node dials: the TCP ones at `seen`,
-/// the IP the relay sees that side's connection come from, if that IP's
-/// scope may be told by a relay of scope `relay_scope`; at most
-/// [`MAX_PUNCH_TARGETS`], without duplicates. See the module docs.
-pub fn targets(theirs: &[String], seen: Option<IpAddr>, relay_scope: AddrScope) -> Vec<SocketAddr> {
+/// The socket address of a TCP or QUIC address.
+fn ip_port(a: &PeerAddr) -> Option<SocketAddr> {
+    match a {
+        PeerAddr::Tcp(sa) | PeerAddr::Quic(sa) => Some(*sa),
+        _ => None,
+    }
+}
+
+/// `a`'s kind (TCP or QUIC) at `sa`.
+fn with_socket(a: &PeerAddr, sa: SocketAddr) -> PeerAddr {
+    match a {
+        PeerAddr::Quic(_) => PeerAddr::Quic(sa),
+        _ => PeerAddr::Tcp(sa),
+    }
+}
+
+/// The other side's candidates this node dials: the TCP and QUIC ones at
+/// `seen`, the IP the relay sees that side's connection come from, if that
+/// IP's scope may be told by a relay of scope `relay_scope`; at most
+/// [`MAX_PUNCH_TARGETS`] of each transport, without duplicates. See the
+/// module docs.
+pub fn targets(theirs: &[String], seen: Option<IpAddr>, relay_scope: AddrScope) -> Vec<PeerAddr> {
     let Some(seen) = seen.map(|ip| ip.to_canonical()) else {
         return Vec::new();
     };
     if !AddrScope::of_ip(seen).shareable_with(relay_scope) {
         return Vec::new();
     }
-    let mut out: Vec<SocketAddr> = Vec::new();
-    for a in theirs.iter().take(MAX_PUNCH_ADDRS) {
-        if let Ok(PeerAddr::Tcp(sa)) = a.parse::<PeerAddr>()
-            && sa.ip().to_canonical() == seen
+    let mut out: Vec<PeerAddr> = Vec::new();
+    for text in theirs.iter().take(MAX_PUNCH_ADDRS) {
+        let Ok(a) = text.parse::<PeerAddr>() else {
+            continue;
+        };
+        let Some(sa) = ip_port(&a) else {
+            continue;
+        };
+        let same_kind = out
+            .iter()
+            .filter(|o| std::mem::discriminant(*o) == std::mem::discriminant(&a))
+            .count();
+        if sa.ip().to_canonical() == seen
             && sa.port() != 0
-            && !out.contains(&sa)
+            && !out.contains(&a)
+            && same_kind < MAX_PUNCH_TARGETS
         {
-            out.push(sa);
+            out.push(a);
         }
     }
-    out.truncate(MAX_PUNCH_TARGETS);
     out
 }
 
@@ -181,7 +207,7 @@ fn own_candidates(node: &NodeHandle, nat: &Inner, channel: &Channel) -> Vec<Stri
     let observed_ip = match channel.remote_addr() {
         PeerAddr::Relay(r) => node.channel(&r.relay_peer).and_then(|relay| {
             match relay.info().version.observed_addr.parse::<PeerAddr>() {
-                Ok(PeerAddr::Tcp(sa)) => Some(sa.ip()),
+                Ok(PeerAddr::Tcp(sa) | PeerAddr::Quic(sa)) => Some(sa.ip()),
                 _ => None,
             }
         }),
@@ -268,55 +294,57 @@ pub(crate) fn protocol(
 /// dials ended, before it counts as failed.
 const MIN_SUCCESS_WINDOW: Duration = Duration::from_secs(5);
 
-/// After `wait`, dials `targets` from our listen port until the relayed
-/// channel `relayed` closes, and runs the pipeline on the first connection
+/// After `wait`, dials `targets` from our listen ports (TCP here, QUIC in
+/// [`crate::holepunch_quic`], both at once) until the relayed channel
+/// `relayed` closes, and runs the pipeline on the first connection of each
 /// (`running` counts the punch among [`MAX_PUNCHES`] until then); counts
 /// the attempt and, if the peer ends up on a direct channel, the success.
 async fn punch(
     node: &NodeHandle,
     nat: &Inner,
     relayed: &Channel,
-    targets: Vec<SocketAddr>,
+    targets: Vec<PeerAddr>,
     wait: Duration,
     running: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let (metrics, peer) = (&nat.metrics, relayed.remote_peer_id());
     metrics.holepunch_attempt();
     let mut events = node.events();
+    let quic = crate::holepunch_quic::punch(node, nat, peer, &targets);
     let local = node.listen_addrs().iter().find_map(|a| match a {
         PeerAddr::Tcp(sa) => Some(*sa),
         _ => None,
     });
-    if let Some(local) = local
-        && !targets.is_empty()
-    {
-        let dials = async {
-            tokio::time::sleep(wait).await;
-            let until = Instant::now() + node.config().handshake_timeout;
-            let dials = targets.iter().map(|sa| {
-                Box::pin(dial_until(
-                    node.tcp(),
-                    local,
-                    PeerAddr::Tcp(*sa),
-                    until,
-                    nat,
-                ))
-            });
-            futures::future::select_ok(dials).await
+    let tcp_targets: Vec<&PeerAddr> = targets
+        .iter()
+        .filter(|a| matches!(a, PeerAddr::Tcp(_)))
+        .collect();
+    let tcp = async {
+        let Some(local) = local.filter(|_| !tcp_targets.is_empty()) else {
+            return;
         };
-        let dialed = tokio::select! {
-            dialed = dials => Some(dialed),
-            _ = relayed.closed() => None,
-        };
-        match dialed {
-            Some(Ok((stream, _))) => {
+        let until = Instant::now() + node.config().handshake_timeout;
+        let dials = tcp_targets
+            .iter()
+            .map(|a| Box::pin(dial_until(node.tcp(), local, (*a).clone(), until, nat)));
+        match futures::future::select_ok(dials).await {
+            Ok((stream, _)) => {
                 if let Err(e) = handshake(node, peer, stream).await {
                     tracing::debug!(peer = %peer.short(), "punched connection failed: {e}");
                 }
             }
-            Some(Err(e)) => tracing::debug!(peer = %peer.short(), "hole punch dials failed: {e}"),
-            None => {
-                tracing::debug!(peer = %peer.short(), "relayed channel closed; hole punch stopped")
+            Err(e) => tracing::debug!(peer = %peer.short(), "hole punch dials failed: {e}"),
+        }
+    };
+    if !targets.is_empty() {
+        let dials = async {
+            tokio::time::sleep(wait).await;
+            tokio::join!(tcp, quic);
+        };
+        tokio::select! {
+            () = dials => {}
+            _ = relayed.closed() => {
+                tracing::debug!(peer = %peer.short(), "relayed channel closed; hole punch stopped");
             }
         }
     }
@@ -462,8 +490,8 @@ mod tests {
         assert_eq!(
             targets(&theirs, seen, AddrScope::Public),
             vec![
-                "203.0.113.7:4000".parse().unwrap(),
-                "[::ffff:203.0.113.7]:4001".parse().unwrap()
+                a("tcp/203.0.113.7:4000"),
+                a("tcp/[::ffff:203.0.113.7]:4001")
             ]
         );
         // No observation from the relay (not an IP connection): nothing.
@@ -479,12 +507,38 @@ mod tests {
                 Some("10.0.0.1".parse().unwrap()),
                 AddrScope::Private
             ),
-            vec!["10.0.0.1:1".parse().unwrap()]
+            vec![a("tcp/10.0.0.1:1")]
         );
         let many: Vec<String> = (1..9).map(|p| format!("tcp/203.0.113.7:{p}")).collect();
         assert_eq!(
             targets(&many, seen, AddrScope::Public).len(),
             MAX_PUNCH_TARGETS
+        );
+        // QUIC candidates follow the same rules, with their own share.
+        let mixed = texts(&[
+            "tcp/203.0.113.7:1",
+            "tcp/203.0.113.7:2",
+            "tcp/203.0.113.7:3",
+            "quic/203.0.113.7:4",
+            "quic/10.0.0.1:4",
+        ]);
+        assert_eq!(
+            targets(&mixed, seen, AddrScope::Public),
+            vec![
+                a("tcp/203.0.113.7:1"),
+                a("tcp/203.0.113.7:2"),
+                a("quic/203.0.113.7:4")
+            ]
+        );
+    }
+
+    #[test]
+    fn test_quic_listen_addresses_are_candidates_of_their_kind() {
+        let listen = [a("tcp/0.0.0.0:4000"), a("quic/0.0.0.0:4000")];
+        let got = candidates(&listen, &[], Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(
+            got,
+            vec![a("tcp/203.0.113.9:4000"), a("quic/203.0.113.9:4000")]
         );
     }
 

@@ -13,8 +13,9 @@
 //!   [`Dialer`](knotwork_node::Dialer) for them) and runs the normal
 //!   handshake over it.
 //! - [`holepunch`]: over a relayed channel both ends try a simultaneous TCP
-//!   open from their listen ports and keep the direct connection when it
-//!   works ([`NatConfig::holepunch`]).
+//!   open from their listen ports, and with [`Nat::quic`] QUIC dials from
+//!   their UDP listen sockets at the same moment (`holepunch_quic`), and
+//!   keep the direct connection when one works ([`NatConfig::holepunch`]).
 //! - [`ReachabilityCheck`] and [`DialBackLimiter`] (sans-IO), run by
 //!   [`dialback`]: peers dial the node back from fresh sockets and it learns
 //!   whether it is [`Reachability::Public`] (and at which address) or
@@ -80,6 +81,7 @@
 
 pub mod dialback;
 pub mod holepunch;
+mod holepunch_quic;
 mod metrics;
 mod netgroup;
 mod observed;
@@ -97,6 +99,7 @@ use knotwork_node::{
     AddrContribution, Channel, DialCause, DialOpts, NodeError, NodeHandle, Service, Sessions,
     Setup, WeakNode,
 };
+use knotwork_transport_quic::QuicTransport;
 use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::time::Instant;
 
@@ -221,6 +224,8 @@ pub(crate) struct Inner {
     pub(crate) dial_backs: Option<Mutex<DialBackLimiter>>,
     events: broadcast::Sender<NatEvent>,
     pub(crate) metrics: NatMetrics,
+    /// The node's QUIC transport, for hole punching over UDP.
+    pub(crate) quic: OnceLock<QuicTransport>,
     #[cfg(feature = "upnp")]
     pub(crate) upnp: upnp::Upnp,
 }
@@ -269,8 +274,17 @@ impl Nat {
                 dial_backs,
                 events: broadcast::channel(64).0,
                 metrics,
+                quic: OnceLock::new(),
             }),
         }
+    }
+
+    /// Punches holes over UDP too (see [`holepunch`]), with the node's
+    /// QUIC transport: the one given to the node builder (clones share its
+    /// sockets), so dials leave from the node's QUIC listen socket.
+    pub fn quic(self, quic: QuicTransport) -> Self {
+        let _ = self.inner.quic.set(quic);
+        self
     }
 
     /// NAT events from now on; a receiver more than 64 behind gets `Lagged`.

@@ -74,6 +74,24 @@ pub struct NodeConfig {
     /// Dials each budgeted [`DialCause`] (discovery, each service) may
     /// start: a token bucket per cause (see [`crate::dial`]).
     pub dial_budget: RateBudget,
+    /// Address schemes in the order a peer's addresses are tried when the
+    /// node knows several (a discovered peer): by default QUIC, then TCP,
+    /// then WebSocket; schemes not listed come after, in the order heard.
+    pub dial_preference: Vec<String>,
+}
+
+impl NodeConfig {
+    /// Sorts `addrs` by [`NodeConfig::dial_preference`], keeping the order
+    /// of addresses of one scheme.
+    pub fn dial_order(&self, addrs: &mut [PeerAddr]) {
+        let rank = |a: &PeerAddr| {
+            self.dial_preference
+                .iter()
+                .position(|s| s == a.scheme())
+                .unwrap_or(self.dial_preference.len())
+        };
+        addrs.sort_by_key(rank);
+    }
 }
 
 impl Default for NodeConfig {
@@ -94,6 +112,7 @@ impl Default for NodeConfig {
             host_capacity: 1024,
             backoff: BackoffConfig::default(),
             dial_budget: RateBudget::new(10.0, 50),
+            dial_preference: ["quic", "tcp", "ws"].map(String::from).to_vec(),
         }
     }
 }
@@ -338,5 +357,45 @@ impl NodeBuilder {
             handle,
             _guard: Arc::new(ShutdownOnDrop(shared)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_dialed_in_the_preferred_transport_order() {
+        let mut addrs: Vec<PeerAddr> = [
+            "tcp/10.0.0.1:1",
+            "mem/4",
+            "quic/10.0.0.1:2",
+            "tcp/10.0.0.2:1",
+            "quic/10.0.0.2:2",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let mut config = NodeConfig::default();
+        config.dial_order(&mut addrs);
+        let order: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            order,
+            [
+                "quic/10.0.0.1:2",
+                "quic/10.0.0.2:2",
+                "tcp/10.0.0.1:1",
+                "tcp/10.0.0.2:1",
+                "mem/4"
+            ]
+        );
+        config.dial_preference = vec!["tcp".into()];
+        config.dial_order(&mut addrs);
+        assert_eq!(addrs[0].to_string(), "tcp/10.0.0.1:1");
+        assert_eq!(
+            addrs[2].to_string(),
+            "quic/10.0.0.1:2",
+            "unlisted keep their order"
+        );
     }
 }

@@ -135,7 +135,7 @@ pub use registry::{ProtocolRegistry, SessionKind, Sessions};
 pub use resolve::{Attempt, PeerResolver};
 pub use service::{Dialer, Service, Setup};
 pub use subsystem::{MessageSubsystem, RequestSubscription, Subscription};
-pub use transport::BoxStream;
+pub use transport::{BoxStream, RawConn};
 pub use version::{Disconnect, Version};
 
 /// Compiles and runs the README's example as a doctest.

@@ -61,6 +61,11 @@ pub enum Offence {
     UnexpectedResponse,
     /// Bytes that are not a frame at all: always reaches the threshold.
     BadFraming,
+    /// A frame on a stream that may not carry it (a transport with several
+    /// streams per connection, see the channel docs): a request, response
+    /// or control message on a message type's own stream, a second type
+    /// there, or a second stream of one type. Always reaches the threshold.
+    WrongStream,
 }
 
 impl Offence {
@@ -72,7 +77,7 @@ impl Offence {
             Offence::Malformed => 25,
             Offence::OverBudget => 2,
             Offence::UnexpectedResponse => 5,
-            Offence::BadFraming => config.ban_threshold,
+            Offence::BadFraming | Offence::WrongStream => config.ban_threshold,
         }
     }
 }

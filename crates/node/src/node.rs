@@ -34,7 +34,7 @@ use crate::meter::BanList;
 use crate::metrics::Metrics;
 use crate::registry::{ProtocolRegistry, SessionKind};
 use crate::service::{Dialer, Service};
-use crate::transport::{AnyTransport, BoxStream};
+use crate::transport::{AnyTransport, RawConn};
 
 /// Something that happened to the node's peers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -366,16 +366,18 @@ impl NodeHandle {
 
     /// Runs the pipeline (handshake, version exchange, channel) on a stream
     /// a service opened itself, as a channel of `session`: `Inbound` answers
-    /// the handshake, any other kind starts it. Within the handshake
+    /// the handshake, any other kind starts it. A connection of a transport
+    /// that authenticates ([`RawConn::of`], e.g. a punched QUIC connection)
+    /// skips the Noise handshake. Within the handshake
     /// timeout; no pending-handshake slot is taken (see
     /// [`NodeHandle::accept`] for streams a peer opened).
     pub async fn establish(
         &self,
-        stream: BoxStream,
+        stream: impl Into<RawConn>,
         addr: PeerAddr,
         session: SessionKind,
     ) -> Result<Channel, NodeError> {
-        crate::session::establish_within(&self.shared, stream, addr, session).await
+        crate::session::establish_within(&self.shared, stream.into(), addr, session).await
     }
 
     /// Accepts a stream a peer opened through a service (a relayed circuit)
@@ -383,8 +385,8 @@ impl NodeHandle {
     /// connection from a listener (evicting the crowded origin's oldest
     /// when all are taken, see [`crate::admission`]), with the first-byte
     /// deadline; the pipeline runs as a task of its own.
-    pub fn accept(&self, stream: BoxStream, addr: PeerAddr) {
-        crate::session::accept(&self.shared, stream, addr);
+    pub fn accept(&self, stream: impl Into<RawConn>, addr: PeerAddr) {
+        crate::session::accept(&self.shared, stream.into(), addr);
     }
 
     /// Runs `job` until it ends or the node shuts down; finished jobs are

@@ -16,7 +16,7 @@ use crate::sides::{Sides, wait};
 /// Payload size of the small-message scenarios.
 pub const SMALL: usize = 64;
 /// Chunk the bulk writer writes and the bulk reader reads.
-const CHUNK: usize = 64 * 1024;
+pub const CHUNK: usize = 64 * 1024;
 
 /// Which stack carries the bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,6 +11,22 @@ pub(crate) mod ping;
 pub(crate) mod run;
 pub(crate) mod status;
 
+use knotwork_core::Keypair;
+use knotwork_node::NodeBuilder;
+use knotwork_transport_quic::{QuicConfig, QuicTransport};
+
+/// The QUIC transport of a node of `keypair`.
+pub(crate) fn quic_transport(keypair: &Keypair) -> crate::CliResult<QuicTransport> {
+    Ok(QuicTransport::new(keypair, QuicConfig::default())
+        .map_err(|e| format!("QUIC transport: {e}"))?)
+}
+
+/// A node of `keypair` that dials (and may listen on) QUIC beside TCP.
+pub(crate) fn node_builder(keypair: Keypair) -> crate::CliResult<NodeBuilder> {
+    let quic = quic_transport(&keypair)?;
+    Ok(knotwork_node::Node::builder(keypair).transport(quic))
+}
+
 /// `text` safe to print on a terminal: control characters (escape
 /// sequences, newlines, carriage returns) and bidirectional-text overrides
 /// become `\u{..}` escapes. Peers supply some of what `knot` prints

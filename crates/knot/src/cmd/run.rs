@@ -49,8 +49,8 @@ use crate::settings::{Global, IDENTITY_FILE, resolve_dir};
 /// Arguments of `knot run`; each flag replaces the configured list.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Listen on ADDR (repeatable), e.g. tcp/0.0.0.0:4000, tcp/127.0.0.1:0,
-    /// uds//run/knot/node.sock or ws/0.0.0.0:8080/knot.
+    /// Listen on ADDR (repeatable), e.g. tcp/0.0.0.0:4000, quic/0.0.0.0:4000,
+    /// tcp/127.0.0.1:0, uds//run/knot/node.sock or ws/0.0.0.0:8080/knot.
     #[arg(long, short = 'l', value_name = "ADDR")]
     listen: Vec<PeerAddr>,
     /// Keep a connection to seed ADDR (repeatable); `ADDR/p2p/<PeerId>`
@@ -393,10 +393,14 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         upnp.lease = std::time::Duration::from_millis(config.nat.upnp_lease_ms);
         nat_config.upnp = Some(upnp);
     }
-    let nat = Nat::new(nat_config);
-    // TCP is built in; Unix sockets and WebSocket listen and dial too
-    // (`uds//run/knot.sock`, `ws/0.0.0.0:8080/knot`).
+    // TCP is built in; QUIC (listened on where `listen` says so, dialed
+    // whenever a peer's address is one, and punched through NATs), Unix
+    // sockets and WebSocket listen and dial too (`quic/0.0.0.0:4000`,
+    // `uds//run/knot.sock`, `ws/0.0.0.0:8080/knot`).
+    let quic = super::quic_transport(&keypair)?;
+    let nat = Nat::new(nat_config).quic(quic.clone());
     let mut builder = Node::builder(keypair.clone())
+        .transport(quic)
         .transport(knotwork_transport_uds::UdsTransport::new(Default::default()))
         .transport(knotwork_transport_ws::WsTransport::new(Default::default()))
         .config(config.node)

@@ -247,6 +247,8 @@ pub struct FileConfig {
     pub seeds: Vec<String>,
     /// Manual peer addresses.
     pub peers: Vec<String>,
+    /// [`NodeConfig::dial_preference`]: address schemes, most preferred first.
+    pub dial_preference: Vec<String>,
     /// [`NodeConfig::max_inbound`].
     pub max_inbound: usize,
     /// [`NodeConfig::max_per_ip`].
@@ -349,6 +351,7 @@ impl Default for FileConfig {
             listen: vec!["tcp/0.0.0.0:4000".into()],
             seeds: Vec::new(),
             peers: Vec::new(),
+            dial_preference: d.dial_preference.clone(),
             max_inbound: d.max_inbound,
             max_per_ip: d.max_per_ip,
             max_per_subnet: d.max_per_subnet,
@@ -570,6 +573,13 @@ impl FileConfig {
         let peers = dial_addrs("peers", &self.peers)?;
 
         let mut node = NodeConfig::default();
+        for (i, scheme) in self.dial_preference.iter().enumerate() {
+            if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_lowercase()) {
+                let why = "must be an address scheme such as quic, tcp or ws";
+                return Err(bad(format!("dial_preference[{i}]"), scheme, why));
+            }
+        }
+        node.dial_preference = self.dial_preference.clone();
         node.max_inbound = nonzero("max_inbound", self.max_inbound)?;
         node.max_per_ip = nonzero("max_per_ip", self.max_per_ip)?;
         node.max_per_subnet = nonzero("max_per_subnet", self.max_per_subnet)?;

@@ -17,18 +17,42 @@
 //! the connection quiet, and the writer frees its batch buffers after a
 //! small batch (see `BUSY_BURST`).
 //!
+//! # Several streams (QUIC)
+//! On a connection whose transport carries several independent streams
+//! ([`knotwork_core::Transport::substreams`]), one-way messages do not
+//! share one byte stream:
+//!
+//! | stream | carries |
+//! |---|---|
+//! | the first stream | the version exchange, control (`Disconnect`), ping and pong, every request and every response |
+//! | one stream per one-way message type | the messages of that type, opened by the sender on its first message of the type |
+//!
+//! Each stream has its own writer (and send queue) on the sending side and
+//! its own reader on the receiving side, so a subscriber that stops
+//! reading stalls only its type's stream: flow control stops that stream's
+//! sender, while ping, requests and other types go on. A stream carries
+//! what its first frame says and nothing else: another type, a request, a
+//! response, a control message, or a second stream of a type already
+//! streaming is [`Offence::WrongStream`] (the peer is banned). All streams
+//! share the channel's meter (budgets and misbehaviour score). Order holds
+//! within a type, not across types; messages still on a type's stream when
+//! the channel closes may arrive after the `Disconnect`, and are dropped
+//! then. Over TCP, BLE and the memory transport everything shares the one
+//! stream, and a stalled subscriber stalls the channel (up to the ping
+//! timeout).
+//!
 //! Protocols attached to a channel run as its [`Jobs`](crate::jobs::Jobs); when
 //! the channel closes (either side, any reason) every job is aborted, every
 //! subscription ends and every pending request fails with
 //! [`NodeError::Closed`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use knotwork_core::{PeerAddr, PeerId, lock};
+use knotwork_core::{PeerAddr, PeerId, Substreams, lock};
 use knotwork_wire::{Frame, FrameCodec, FrameKind, FrameRef, Message, WireError, decode};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -174,6 +198,16 @@ struct Inner {
     pending: Mutex<HashMap<u32, Pending>>,
     next_request_id: AtomicU32,
     jobs: crate::jobs::Jobs,
+    /// Budgets and misbehaviour score, shared by the readers of all streams.
+    meter: Mutex<Meter>,
+    /// The connection's further streams, if its transport has them.
+    substreams: Option<Arc<dyn Substreams>>,
+    /// The send queue of each one-way message type on a stream of its own
+    /// (only with `substreams`); types are ours, so this is bounded.
+    lanes: Mutex<HashMap<u32, Arc<Outbox>>>,
+    /// Message types the peer streams to us now, one stream each (at most
+    /// as many as the transport lets it open at once).
+    inbound_lanes: Mutex<HashSet<u32>>,
     rtt: Mutex<Option<Duration>>,
     reason: Mutex<Option<CloseReason>>,
     /// What the peer did to be closed for misbehaviour (a metrics label).
@@ -222,19 +256,16 @@ pub(crate) struct Unstarted<S> {
 impl Channel {
     /// A channel over `parts` (the stream after the version exchange), not
     /// yet reading or writing: subscribe first, then [`Unstarted::start`].
+    /// With `substreams`, one-way messages get streams of their own (see
+    /// the module docs).
     pub(crate) fn new<S>(
         parts: FramedParts<S, FrameCodec>,
         info: ChannelInfo,
         config: Arc<ChannelConfig>,
+        substreams: Option<Arc<dyn Substreams>>,
     ) -> (Self, Unstarted<S>) {
-        let out = Outbox::new(
-            FrameCodec::with_max_frame_len(config.max_frame_len),
-            Limits {
-                frames: config.send_queue,
-                bytes: config.batch_bytes,
-            },
-            config.metrics.clone(),
-        );
+        let out = outbox(&config);
+        let meter = Meter::new(config.meter, Instant::now().into_std());
         let inner = Arc::new(Inner {
             info,
             config,
@@ -243,6 +274,10 @@ impl Channel {
             pending: Mutex::new(HashMap::new()),
             next_request_id: AtomicU32::new(1),
             jobs: crate::jobs::Jobs::default(),
+            meter: Mutex::new(meter),
+            substreams,
+            lanes: Mutex::new(HashMap::new()),
+            inbound_lanes: Mutex::new(HashSet::new()),
             rtt: Mutex::new(None),
             reason: Mutex::new(None),
             misbehaviour: OnceLock::new(),
@@ -385,6 +420,28 @@ impl Channel {
         sub
     }
 
+    /// The send queue of one-way messages of type `id` when they have a
+    /// stream of their own (see the module docs), started on first use;
+    /// `None`: the first stream's.
+    fn lane(&self, kind: FrameKind, id: u32) -> Option<Arc<Outbox>> {
+        let substreams = self.inner.substreams.as_ref()?;
+        if kind != FrameKind::Message || on_first_stream(id) {
+            return None;
+        }
+        let mut lanes = lock(&self.inner.lanes);
+        if let Some(lane) = lanes.get(&id) {
+            return Some(lane.clone());
+        }
+        let lane = Arc::new(outbox(&self.inner.config));
+        lanes.insert(id, lane.clone());
+        tokio::spawn(io::lane_loop(
+            self.clone(),
+            substreams.clone(),
+            lane.clone(),
+        ));
+        Some(lane)
+    }
+
     /// Queues a frame of `kind` carrying `msg`, waiting for room.
     async fn send_frame<M: Message>(
         &self,
@@ -395,14 +452,16 @@ impl Channel {
         if self.is_closed() {
             return Err(self.closed_error());
         }
+        let lane = self.lane(kind, M::ID);
+        let out = lane.as_deref().unwrap_or(&self.inner.out);
         // Fast path: room in the outbox, no future to set up.
-        let pushed = match self.inner.out.try_push(kind, request_id, msg) {
+        let pushed = match out.try_push(kind, request_id, msg) {
             Ok(()) => {
                 // Stay fair: a tight send loop still yields now and then.
                 tokio::task::consume_budget().await;
                 Ok(())
             }
-            Err(PushError::Full) => self.inner.out.push(kind, request_id, msg).await,
+            Err(PushError::Full) => out.push(kind, request_id, msg).await,
             Err(e) => Err(e),
         };
         match pushed {
@@ -425,7 +484,9 @@ impl Channel {
         if self.is_closed() {
             return Err(self.closed_error());
         }
-        match self.inner.out.try_push(FrameKind::Message, 0, msg) {
+        let lane = self.lane(FrameKind::Message, M::ID);
+        let out = lane.as_deref().unwrap_or(&self.inner.out);
+        match out.try_push(FrameKind::Message, 0, msg) {
             Ok(()) => Ok(()),
             Err(PushError::Full) => Err(NodeError::QueueFull),
             Err(PushError::Encode(e)) => Err(e.into()),
@@ -539,6 +600,26 @@ impl Channel {
         }
         self.inner.begin_close();
     }
+}
+
+/// A send queue with the limits of `config`.
+fn outbox(config: &ChannelConfig) -> Outbox {
+    Outbox::new(
+        FrameCodec::with_max_frame_len(config.max_frame_len),
+        Limits {
+            frames: config.send_queue,
+            bytes: config.batch_bytes,
+        },
+        config.metrics.clone(),
+    )
+}
+
+/// Whether one-way messages of type `id` stay on the first stream when
+/// there are several: control and ping, so that liveness never waits
+/// behind a type's stream.
+fn on_first_stream(id: u32) -> bool {
+    use crate::protocol::ping::{Ping, Pong};
+    id == Disconnect::ID || id == Ping::ID || id == Pong::ID
 }
 
 /// Answers one request; see [`Channel::subscribe_requests`]. Dropping it

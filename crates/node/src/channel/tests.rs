@@ -81,7 +81,7 @@ fn channel(config: ChannelConfig) -> (Channel, Unstarted<Counted>, Peer, Arc<Ato
         session: SessionKind::Inbound,
         version: Version::new(&[], &[], &PeerAddr::Mem(1)),
     };
-    let (ch, io) = Channel::new(parts, info, Arc::new(config));
+    let (ch, io) = Channel::new(parts, info, Arc::new(config), None);
     (ch, io, Framed::new(b, FrameCodec::new()), flushes)
 }
 
@@ -193,7 +193,7 @@ async fn an_idle_channel_gives_its_read_buffer_back() {
         version: Version::new(&[], &[], &PeerAddr::Mem(1)),
     };
     let parts = FramedParts::new::<Frame>(ours, FrameCodec::new());
-    let (ch, io) = Channel::new(parts, info, Arc::new(ChannelConfig::default()));
+    let (ch, io) = Channel::new(parts, info, Arc::new(ChannelConfig::default()), None);
     let mut bulk = ch.subscribe::<Bulk>();
     io.start(&ch);
     let mut peer = Framed::new(theirs, FrameCodec::new());
