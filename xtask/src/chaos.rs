@@ -30,20 +30,19 @@
 //!
 //! A summary table closes the run; any failed check fails the command.
 
-mod json;
 mod net;
-mod proc;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::flags::Flags;
+use crate::json;
+use crate::proc::{Line, Proc};
 use crate::project::Project;
 use crate::shell;
 use crate::system::{self, Need};
 use net::{Net, host_ip, wan_ip};
-use proc::{Line, Proc};
 
 /// The bound on the hostile scenario's target RSS, in MiB (a debug build
 /// idles at ~15 MiB).

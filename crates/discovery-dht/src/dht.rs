@@ -139,6 +139,19 @@ enum Goal {
     GetProviders(Vec<u8>),
 }
 
+impl Goal {
+    /// The kind of query, as logged.
+    fn name(&self) -> &'static str {
+        match self {
+            Goal::FindNode => "find_node",
+            Goal::GetValue(_) => "get",
+            Goal::PutValue(_) => "put",
+            Goal::AddProvider(_) => "provide",
+            Goal::GetProviders(_) => "providers",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Origin {
     App,
@@ -918,6 +931,18 @@ impl Dht {
         };
         r.stats.duration = now.saturating_since(r.started);
         r.stats.hops = r.query.target_depth();
+        tracing::debug!(
+            kind = %r.goal.name(),
+            origin = ?r.origin,
+            found = r.stats.hops.is_some(),
+            hops = r.stats.hops.unwrap_or(0),
+            requests = r.stats.requests,
+            responses = r.stats.responses,
+            failures = r.stats.failures,
+            ms = u64::try_from(r.stats.duration.as_millis()).unwrap_or(u64::MAX),
+            timed_out = r.stats.timed_out,
+            "query finished"
+        );
         let acked = r.store.map_or(0, |(_, a)| a);
         let result = match r.goal {
             Goal::FindNode => QueryResult::FindNode {

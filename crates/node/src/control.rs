@@ -28,17 +28,18 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use knotwork_core::{DiscoverySource, PeerId};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::{Semaphore, broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::node::{Node, NodeEvent};
+use crate::protocol::task::{Placement, Task, TaskId, TaskOutcome, TaskResult};
 use crate::registry::SessionKind;
 
 /// The socket's file name inside the data directory.
@@ -104,6 +105,24 @@ pub enum Request {
         /// The address, text form of a `PeerAddr`.
         addr: String,
     },
+    /// Publish `data` on gossip `topic`.
+    GossipPublish {
+        /// The topic.
+        topic: String,
+        /// The body (UTF-8 text).
+        data: String,
+    },
+    /// Run a task of `kind` on the least busy task peer and wait for its
+    /// result (within one exchange).
+    TaskSubmit {
+        /// Which handler runs it (`fnv` on `knot run --worker` nodes).
+        kind: String,
+        /// Its input (UTF-8 text).
+        input: String,
+    },
+    /// The node's metrics in the Prometheus text format (what `knot run
+    /// --metrics` serves over HTTP).
+    Metrics,
 }
 
 /// How a connection was made, reduced to who dialed.
@@ -243,6 +262,38 @@ pub enum Response {
         addr: String,
         /// Whether the channel runs through a relay.
         relayed: bool,
+    },
+    /// The answer to [`Request::GossipPublish`].
+    GossipPublished {
+        /// The message id: the publisher (base58) ...
+        origin: String,
+        /// ... and its sequence number.
+        seq: u64,
+        /// Peers it was sent to.
+        sent: usize,
+        /// When it was published, in microseconds since the UNIX epoch
+        /// (receivers print theirs on `knot run --subscribe` lines).
+        at_us: u64,
+    },
+    /// The answer to [`Request::TaskSubmit`].
+    TaskResult {
+        /// The task's id.
+        id: u64,
+        /// The worker that answered (base58), if one did.
+        worker: Option<String>,
+        /// `done`, `failed`, `exhausted`, `no_workers` or `cancelled`.
+        outcome: String,
+        /// The handler's output (`done`: hex) or error (`failed`).
+        output: Option<String>,
+        /// How many times it was placed.
+        attempts: u32,
+        /// From submission to result, in milliseconds.
+        ms: u64,
+    },
+    /// The answer to [`Request::Metrics`].
+    Metrics {
+        /// The Prometheus text.
+        text: String,
     },
     /// The request could not be read; the text says why.
     Error {
@@ -385,6 +436,9 @@ impl Book {
 /// The answer to every DHT request of a node that runs without the DHT.
 pub const NO_DHT: &str = "this node runs without the DHT (knot run --no-dht, [dht] enabled = false, or built without the dht feature)";
 
+/// Task requests waiting for their result, by task id.
+type TaskWaiters = Arc<Mutex<HashMap<TaskId, oneshot::Sender<TaskResult>>>>;
+
 /// Answers control requests about one node; see the module docs.
 pub struct NodeControl {
     node: Node,
@@ -393,6 +447,10 @@ pub struct NodeControl {
     started: Instant,
     book: Arc<Mutex<Book>>,
     follower: JoinHandle<()>,
+    /// Made by the first task request, which takes the node's result
+    /// stream ([`crate::protocol::task::Tasks::results`]) and hands each
+    /// result to the request waiting for it.
+    tasks: OnceLock<(TaskWaiters, JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for NodeControl {
@@ -406,6 +464,9 @@ impl std::fmt::Debug for NodeControl {
 impl Drop for NodeControl {
     fn drop(&mut self) {
         self.follower.abort();
+        if let Some((_, router)) = self.tasks.get() {
+            router.abort();
+        }
     }
 }
 
@@ -433,6 +494,7 @@ impl NodeControl {
             started: Instant::now(),
             book,
             follower,
+            tasks: OnceLock::new(),
         }
     }
 
@@ -475,7 +537,86 @@ impl NodeControl {
             | Request::DhtProviders { .. }
             | Request::DhtFind { .. } => self.dht(request).await,
             Request::Connect { addr } => self.connect(addr).await,
+            Request::GossipPublish { topic, data } => {
+                let at_us = unix_micros();
+                match self.node.gossip().publish(topic, data.clone().into()).await {
+                    Ok((id, sent)) => Response::GossipPublished {
+                        origin: id.origin.to_string(),
+                        seq: id.seq,
+                        sent,
+                        at_us,
+                    },
+                    Err(e) => Response::Error {
+                        message: format!("gossip: {e}"),
+                    },
+                }
+            }
+            Request::TaskSubmit { kind, input } => self.task(kind, input).await,
+            Request::Metrics => Response::Metrics {
+                text: self.node.metrics().encode(),
+            },
         }
+    }
+
+    /// Submits a task and waits for its result, answering before the
+    /// client's exchange timeout (a task still pending then is cancelled).
+    async fn task(&self, kind: &str, input: &str) -> Response {
+        let limit = EXCHANGE_TIMEOUT.saturating_sub(Duration::from_millis(500));
+        let waiters = self.task_waiters();
+        // Half the time for one attempt leaves room for a second.
+        let task = Task::new(kind, input.into()).with_timeout(limit / 2);
+        let id = task.id;
+        let (tx, rx) = oneshot::channel();
+        lock(&waiters).insert(id, tx);
+        let submitted = Instant::now();
+        if let Err(e) = self.node.tasks().submit(task, Placement::BestByResources) {
+            lock(&waiters).remove(&id);
+            return Response::Error {
+                message: format!("task: {e}"),
+            };
+        }
+        let Ok(Ok(result)) = tokio::time::timeout(limit, rx).await else {
+            lock(&waiters).remove(&id);
+            self.node.tasks().cancel(id);
+            return Response::Error {
+                message: format!("task took longer than {} ms", millis(limit)),
+            };
+        };
+        let (outcome, output) = match result.outcome {
+            TaskOutcome::Done(out) => (
+                "done",
+                Some(out.iter().map(|b| format!("{b:02x}")).collect()),
+            ),
+            TaskOutcome::Failed(error) => ("failed", Some(error)),
+            TaskOutcome::Exhausted => ("exhausted", None),
+            TaskOutcome::NoWorkers => ("no_workers", None),
+            TaskOutcome::Cancelled => ("cancelled", None),
+        };
+        Response::TaskResult {
+            id: id.0,
+            worker: result.worker.map(|w| w.to_string()),
+            outcome: outcome.to_owned(),
+            output,
+            attempts: result.attempts,
+            ms: millis(submitted.elapsed()),
+        }
+    }
+
+    fn task_waiters(&self) -> TaskWaiters {
+        let (waiters, _) = self.tasks.get_or_init(|| {
+            let waiters = TaskWaiters::default();
+            let mut results = self.node.tasks().results();
+            let routed = waiters.clone();
+            let router = tokio::spawn(async move {
+                while let Some(result) = results.recv().await {
+                    if let Some(tx) = lock(&routed).remove(&result.id) {
+                        let _ = tx.send(result);
+                    }
+                }
+            });
+            (waiters, router)
+        });
+        waiters.clone()
     }
 
     /// Dials `addr`, answering before the client's exchange timeout.
@@ -657,6 +798,15 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Microseconds since the UNIX epoch now (0 if the clock is before it): the
+/// time stamps of gossip messages published and received, comparable
+/// between the processes of one machine.
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// The serving control socket; removes the socket file when dropped.
 #[derive(Debug)]
 pub struct ControlServer {
@@ -801,6 +951,30 @@ mod tests {
     }
 
     #[test]
+    fn gossip_task_and_metrics_requests_are_tagged_json_lines() {
+        let publish = Request::GossipPublish {
+            topic: "news".into(),
+            data: "hi".into(),
+        };
+        assert_eq!(
+            encode(&publish).unwrap(),
+            b"{\"request\":\"gossip_publish\",\"topic\":\"news\",\"data\":\"hi\"}\n"
+        );
+        assert_eq!(
+            decode::<Request>(b"{\"request\":\"task_submit\",\"kind\":\"fnv\",\"input\":\"x\"}")
+                .unwrap(),
+            Request::TaskSubmit {
+                kind: "fnv".into(),
+                input: "x".into()
+            }
+        );
+        assert_eq!(
+            decode::<Request>(b"{\"request\":\"metrics\"}").unwrap(),
+            Request::Metrics
+        );
+    }
+
+    #[test]
     fn a_peer_entry_without_sources_reads_as_none() {
         let line = br#"{"peer_id":"x","addr":"tcp/1.2.3.4:5","direction":"inbound","session":"inbound","rtt_us":null,"connected_ms":7,"relayed":false}"#;
         let entry: PeerEntry = decode(line).unwrap();
@@ -902,6 +1076,37 @@ mod tests {
                     addr,
                     relayed
                 }),
+            (
+                "[1-9A-Za-z]{1,44}",
+                any::<u64>(),
+                any::<usize>(),
+                any::<u64>()
+            )
+                .prop_map(|(origin, seq, sent, at_us)| Response::GossipPublished {
+                    origin,
+                    seq,
+                    sent,
+                    at_us
+                }),
+            (
+                any::<u64>(),
+                prop::option::of("[1-9A-Za-z]{1,44}"),
+                "done|failed|exhausted|no_workers|cancelled",
+                prop::option::of(".*"),
+                any::<u32>(),
+                any::<u64>()
+            )
+                .prop_map(|(id, worker, outcome, output, attempts, ms)| {
+                    Response::TaskResult {
+                        id,
+                        worker,
+                        outcome,
+                        output,
+                        attempts,
+                        ms,
+                    }
+                }),
+            ".*".prop_map(|text| Response::Metrics { text }),
         ]
     }
 

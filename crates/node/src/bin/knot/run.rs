@@ -23,17 +23,25 @@
 //! it); `upnp mapped <addr> (lease <secs> s)`, `upnp lost <addr>` (`upnp_mapped`
 //! with `external` and `lease_ms` in JSON); `reachability public <addr>`,
 //! `reachability private` or `reachability unknown` when peers' dial-backs
-//! change the verdict (`reachability` with `state` and `addr` in JSON).
+//! change the verdict (`reachability` with `state` and `addr` in JSON);
+//! `gossip <topic> <origin>/<seq> via <peer>: <data>` for each message
+//! received on a topic of `--subscribe` (`gossip` with `topic`, `origin`,
+//! `seq`, `from`, `data` and `at_us`, the arrival time in microseconds since
+//! the UNIX epoch, in JSON). With `--worker` it runs the built-in tasks for
+//! peers (see `knot task`).
 //! With `--json` the same as one object per line, tagged by `"event"`.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use knotwork_core::{Keypair, PeerAddr};
 use knotwork_node::apps::AppsConfig;
 use knotwork_node::config::{DhtMode, MdnsSection};
-use knotwork_node::control::{ControlServer, NodeControl, create_private_dir, session_name};
+use knotwork_node::control::{
+    ControlServer, NodeControl, create_private_dir, session_name, unix_micros,
+};
 use knotwork_node::discovery::UnifiedEvent;
 use knotwork_node::nat::Reachability;
 use knotwork_node::protocol::dht::{Config, DhtHandle, Mode};
@@ -75,6 +83,17 @@ pub(crate) struct Args {
     /// Map the listen port on the LAN's UPnP gateway (`[nat] upnp`).
     #[arg(long)]
     upnp: bool,
+    /// Print a line for each gossip message received on TOPIC (repeatable).
+    #[arg(long, value_name = "TOPIC")]
+    subscribe: Vec<String>,
+    /// Run the built-in tasks for peers (`fnv`: the FNV-1a hash of the
+    /// input; `knot task submit fnv TEXT`).
+    #[arg(long)]
+    worker: bool,
+    /// How often the DHT re-puts this node's records and re-replicates the
+    /// records it holds for others (default 1 h), in milliseconds.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1000..))]
+    dht_republish_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -130,6 +149,17 @@ enum Line {
     Reachability {
         state: &'static str,
         addr: Option<String>,
+    },
+    /// A gossip message on a topic of `--subscribe`.
+    Gossip {
+        topic: String,
+        origin: String,
+        seq: u64,
+        /// The direct peer it came from.
+        from: String,
+        data: String,
+        /// When it arrived, in microseconds since the UNIX epoch.
+        at_us: u64,
     },
     Lagged {
         missed: u64,
@@ -202,6 +232,14 @@ fn write_line(out: &mut impl Write, json: bool, line: &Line) -> CliResult<()> {
             Some(addr) => writeln!(out, "reachability {state} {addr}")?,
             None => writeln!(out, "reachability {state}")?,
         },
+        Line::Gossip {
+            topic,
+            origin,
+            seq,
+            from,
+            data,
+            ..
+        } => writeln!(out, "gossip {topic} {origin}/{seq} via {from}: {data}")?,
         Line::Lagged { missed } => writeln!(out, "missed {missed} events")?,
         Line::Stopping { signal } => writeln!(out, "{signal}: shutting down")?,
     }
@@ -254,18 +292,44 @@ fn event_line(event: NodeEvent) -> Option<Line> {
 }
 
 /// The DHT of a `knot run` node. Requests and queries are bounded so that
-/// a `knot dht` query ends within one control exchange.
-fn dht_handle(keypair: &Keypair, mode: DhtMode) -> DhtHandle {
-    let config = Config {
+/// a `knot dht` query ends within one control exchange. `republish`
+/// replaces the republish and replication intervals; maintenance then runs
+/// at least twice per interval.
+fn dht_handle(keypair: &Keypair, mode: DhtMode, republish: Option<Duration>) -> DhtHandle {
+    let mut config = Config {
         mode: match mode {
             DhtMode::Server => Mode::Server,
             DhtMode::Client => Mode::Client,
         },
-        request_timeout: std::time::Duration::from_secs(1),
-        query_timeout: std::time::Duration::from_secs(4),
+        request_timeout: Duration::from_secs(1),
+        query_timeout: Duration::from_secs(4),
         ..Config::default()
     };
+    if let Some(interval) = republish {
+        config.republish_interval = interval;
+        config.replicate_interval = Some(interval);
+        config.maintenance_interval = config.maintenance_interval.min(interval / 2);
+    }
     DhtHandle::new(keypair.clone(), config)
+}
+
+/// Prints a [`Line::Gossip`] for each message of `topic` (until the node's
+/// gossip goes away with it).
+fn print_gossip(node: &Node, topic: String, json: bool) {
+    let mut messages = node.gossip().subscribe(&topic);
+    tokio::spawn(async move {
+        while let Some(m) = messages.recv().await {
+            let line = Line::Gossip {
+                topic: topic.clone(),
+                origin: m.id.origin.to_string(),
+                seq: m.id.seq,
+                from: m.from.to_string(),
+                data: String::from_utf8_lossy(&m.data).into_owned(),
+                at_us: unix_micros(),
+            };
+            print(json, &line);
+        }
+    });
 }
 
 fn discovery_line(event: UnifiedEvent) -> Option<Line> {
@@ -352,7 +416,7 @@ impl Lan {
 
 #[cfg(feature = "mdns")]
 /// How long shutdown waits for the mDNS goodbye to go out.
-const GOODBYE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Resolves when the process gets SIGTERM (never elsewhere than Unix).
 async fn sigterm() -> std::io::Result<()> {
@@ -412,10 +476,12 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     #[cfg(feature = "upnp")]
     if config.nat.upnp || args.upnp {
         let mut upnp = knotwork_node::upnp::UpnpConfig::default();
-        upnp.lease = std::time::Duration::from_millis(config.nat.upnp_lease_ms);
+        upnp.lease = Duration::from_millis(config.nat.upnp_lease_ms);
         builder = builder.upnp(upnp);
     }
-    let dht = (config.dht.enabled && !args.no_dht).then(|| dht_handle(&keypair, config.dht.mode));
+    let republish = args.dht_republish_ms.map(Duration::from_millis);
+    let dht = (config.dht.enabled && !args.no_dht)
+        .then(|| dht_handle(&keypair, config.dht.mode, republish));
     let dht_mode = dht.as_ref().map(|_| match config.dht.mode {
         DhtMode::Server => "server",
         DhtMode::Client => "client",
@@ -427,6 +493,12 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     let node = lan.register(builder).start().await?;
     if let Some(dht) = &dht {
         dht.start(&node);
+    }
+    if args.worker {
+        crate::task::register_builtin(&node);
+    }
+    for topic in args.subscribe {
+        print_gossip(&node, topic, global.json);
     }
     let metrics = match args.metrics {
         Some(addr) => match node.metrics().serve(addr).await {
