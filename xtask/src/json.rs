@@ -62,6 +62,12 @@ pub fn num(line: &str, key: &str) -> f64 {
     field(line, key).and_then(|v| v.parse().ok()).unwrap_or(0.0)
 }
 
+/// Field `key` as a whole number, exactly (`num` goes through `f64`, which
+/// rounds above 2^53: gossip sequence numbers are random 63-bit numbers).
+pub fn uint(line: &str, key: &str) -> Option<u64> {
+    field(line, key)?.parse().ok()
+}
+
 /// The numbers of array field `key` (empty when missing).
 pub fn nums(line: &str, key: &str) -> Vec<f64> {
     field(line, key)
@@ -139,5 +145,8 @@ mod tests {
         assert_eq!(num(line, "secs"), 3.25);
         assert_eq!(field(line, "missing"), None);
         assert_eq!(num(line, "missing"), 0.0);
+        let big = r#"{"seq":9017872223039431051,"n":-1}"#;
+        assert_eq!(uint(big, "seq"), Some(9_017_872_223_039_431_051));
+        assert_eq!(uint(big, "n"), None);
     }
 }

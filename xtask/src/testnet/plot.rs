@@ -310,7 +310,7 @@ fn resources(f: &Figures, root: &Area<'_>) -> PlotResult {
         .background_style(WHITE.mix(0.9))
         .draw()?;
     let mut chart = ChartBuilder::on(&bottom)
-        .caption("machine CPU busy (all cores)", CAPTION)
+        .caption("CPU busy, all cores", CAPTION)
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(60)
@@ -321,11 +321,26 @@ fn resources(f: &Figures, root: &Area<'_>) -> PlotResult {
         .y_desc("%")
         .label_style(LABELS)
         .draw()?;
-    chart.draw_series(LineSeries::new(
-        f.cpu.iter().copied(),
-        SERIES[2].stroke_width(2),
-    ))?;
+    for (name, series, color) in [
+        ("machine", &f.cpu.0, SERIES[2]),
+        ("testnet nodes", &f.cpu.1, TESTNET),
+    ] {
+        chart
+            .draw_series(LineSeries::new(
+                series.iter().copied(),
+                color.stroke_width(2),
+            ))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
     warmup_line(&mut chart, f.window.0, (0.0, 105.0))?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font(LABELS)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.9))
+        .draw()?;
     Ok(())
 }
 

@@ -67,8 +67,8 @@ impl NodeData {
                     match line.event() {
                         "gossip" => {
                             let origin = json::field(t, "origin").unwrap_or_default();
-                            let seq = json::num(t, "seq") as u64;
-                            let at = json::num(t, "at_us") as u64;
+                            let seq = json::uint(t, "seq").unwrap_or(0);
+                            let at = json::uint(t, "at_us").unwrap_or(0);
                             data.received.insert((origin.to_owned(), seq), at);
                         }
                         "disconnected" => data
@@ -205,6 +205,9 @@ impl Sim {
     }
 }
 
+/// (seconds, value) points.
+pub type Series = Vec<(f64, f64)>;
+
 /// A target and whether the run met it.
 #[derive(Debug, Clone)]
 pub struct Check {
@@ -229,8 +232,9 @@ pub struct Figures {
     pub deliveries: Vec<Delivery>,
     /// RSS over time: (seconds, median, p95, max MiB).
     pub rss: Vec<(f64, f64, f64, f64)>,
-    /// Machine CPU busy over time: (seconds, % of all cores).
-    pub cpu: Vec<(f64, f64)>,
+    /// CPU busy over time, (seconds, % of all cores): the machine's, and
+    /// the testnet nodes' own.
+    pub cpu: (Series, Series),
     /// The measurement window (seconds from the start).
     pub window: (f64, f64),
     /// A title line: nodes, minutes, churn, seed.
@@ -255,7 +259,7 @@ impl Figures {
             latency: Vec::new(),
             deliveries: Vec::new(),
             rss: Vec::new(),
-            cpu: Vec::new(),
+            cpu: (Vec::new(), Vec::new()),
             window: data.window,
             title: format!(
                 "{} nodes, {} min, churn {}/min, seed {}",
@@ -537,12 +541,41 @@ impl Figures {
                 let total = b.total_ticks.saturating_sub(a.total_ticks) as f64;
                 let busy = b.busy_ticks.saturating_sub(a.busy_ticks) as f64;
                 if total > 0.0 {
-                    self.cpu.push((b.at, 100.0 * busy / total));
+                    self.cpu.0.push((b.at, 100.0 * busy / total));
                 }
             }
         }
+        // The nodes' own: ticks per second are % of one core.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        let mut nodes_cpu: Vec<(f64, f64)> = Vec::new();
+        for samples in by_node.values() {
+            for pair in samples.windows(2) {
+                if let [a, b] = pair
+                    && b.at > a.at
+                {
+                    let rate = b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / (b.at - a.at);
+                    match nodes_cpu.iter_mut().find(|(t, _)| *t == b.at) {
+                        Some((_, sum)) => *sum += rate / cores,
+                        None => nodes_cpu.push((b.at, rate / cores)),
+                    }
+                }
+            }
+        }
+        nodes_cpu.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let own: Vec<f64> = nodes_cpu
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to)
+            .map(|c| c.1)
+            .collect();
+        self.row(
+            "the nodes' CPU together p50/p95/p99 (% of all cores)",
+            spread(&own, " %"),
+            "",
+        );
+        self.cpu.1 = nodes_cpu;
         let busy: Vec<f64> = self
             .cpu
+            .0
             .iter()
             .filter(|(t, _)| *t >= from && *t <= to)
             .map(|c| c.1)

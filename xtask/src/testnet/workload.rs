@@ -308,8 +308,8 @@ pub fn publish(
                 .and_then(|l| json::field(l, "origin"))
                 .unwrap_or_default()
                 .to_owned(),
-            seq: line.map_or(0.0, |l| json::num(l, "seq")) as u64,
-            at_us: line.map_or(0.0, |l| json::num(l, "at_us")) as u64,
+            seq: line.and_then(|l| json::uint(l, "seq")).unwrap_or(0),
+            at_us: line.and_then(|l| json::uint(l, "at_us")).unwrap_or(0),
         };
         op(Kind::Publish, at, &answer, sent > 0.0, detail)
     }

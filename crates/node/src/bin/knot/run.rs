@@ -579,3 +579,32 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gossip_line_carries_the_message_id_and_arrival_time() {
+        let line = Line::Gossip {
+            topic: "news".into(),
+            origin: "o".into(),
+            seq: 7,
+            from: "f".into(),
+            data: "hi".into(),
+            at_us: 1_700_000_000_000_000,
+        };
+        let mut json = Vec::new();
+        write_line(&mut json, true, &line).unwrap();
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            "{\"event\":\"gossip\",\"topic\":\"news\",\"origin\":\"o\",\"seq\":7,\"from\":\"f\",\"data\":\"hi\",\"at_us\":1700000000000000}\n"
+        );
+        let mut text = Vec::new();
+        write_line(&mut text, false, &line).unwrap();
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "gossip news o/7 via f: hi\n"
+        );
+    }
+}
