@@ -223,6 +223,7 @@ pub fn run_plan(project: &Project, plan: &Plan) -> Result<()> {
     let result = run.drive();
     let data = run.finish();
     println!("testnet: stopping the nodes");
+    net.save_metrics();
     net.stop_all(Duration::from_secs(15));
     let nodes = report::NodeData::collect(&net.slots);
     drop(net);

@@ -26,7 +26,7 @@ use crate::message::{
 };
 use crate::query::Query;
 use crate::record::{Record, RecordStore};
-use crate::table::{Entry, InsertOutcome, RoutingTable};
+use crate::table::{Entry, Failed, InsertOutcome, RoutingTable};
 use crate::time::Time;
 
 /// Output queue capacity kept once a queue has been drained.
@@ -126,7 +126,8 @@ pub enum Event {
     },
     /// A peer entered the routing table.
     PeerAdded(PeerId),
-    /// A peer failed its liveness check and left the routing table.
+    /// A peer left the routing table: it failed its liveness check, or
+    /// [`Config::max_failures`] requests in a row.
     PeerEvicted(PeerId),
 }
 
@@ -230,7 +231,8 @@ impl Dht {
             config.replacement_cache,
             config.subnet_limits,
         )
-        .with_ping_after(config.liveness_interval);
+        .with_ping_after(config.liveness_interval)
+        .with_max_failures(config.max_failures);
         let store = RecordStore::new(config.max_records, config.max_providers_per_key);
         Self {
             local,
@@ -778,9 +780,7 @@ impl Dht {
                     r.stats.failures += 1;
                     r.query.on_failure(path, &o.peer);
                 }
-                if let Some(lrs) = self.table.request_failed(&o.peer) {
-                    self.send_request(now, &lrs, Request::Ping, Expect::Pong, Purpose::Ping);
-                }
+                self.peer_failed(now, &o.peer);
                 self.drive(now, query);
             }
             Purpose::Store { query } => {
@@ -790,11 +790,26 @@ impl Dht {
                         *pending = pending.saturating_sub(1);
                     }
                 }
-                if let Some(lrs) = self.table.request_failed(&o.peer) {
-                    self.send_request(now, &lrs, Request::Ping, Expect::Pong, Purpose::Ping);
-                }
+                self.peer_failed(now, &o.peer);
                 self.drive(now, query);
             }
+        }
+    }
+
+    /// Tells the table that a request to `peer` failed, and acts on what it
+    /// did: an eviction is reported, a liveness check is sent.
+    fn peer_failed(&mut self, now: Time, peer: &PeerId) {
+        match self.table.request_failed(peer) {
+            Failed::Kept { ping: Some(lrs) } => {
+                self.send_request(now, &lrs, Request::Ping, Expect::Pong, Purpose::Ping);
+            }
+            Failed::Evicted(ev) => {
+                self.events.push_back(Event::PeerEvicted(ev.evicted));
+                if let Some(p) = ev.promoted {
+                    self.events.push_back(Event::PeerAdded(p));
+                }
+            }
+            Failed::Kept { ping: None } | Failed::Absent => {}
         }
     }
 

@@ -98,7 +98,7 @@ pub use key::{Distance, Key};
 pub use message::{DhtMessage, PeerInfo, Request, Response};
 pub use query::Query;
 pub use record::{PEER_RECORD_PREFIX, Record, RecordLimits, RecordStore, peer_record_key};
-pub use table::{InsertOutcome, KBucket, RoutingTable};
+pub use table::{Eviction, Failed, InsertOutcome, KBucket, RoutingTable};
 pub use time::Time;
 
 #[cfg(test)]

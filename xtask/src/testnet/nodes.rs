@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::control;
 use crate::error::{Error, Result};
 use crate::json;
 use crate::netns::Bridge;
@@ -274,6 +275,17 @@ impl Testnet {
                 node.proc.terminate();
             }
             slot.past.push(node);
+        }
+    }
+
+    /// Writes each live node's metrics next to its log (`<name>.metrics`),
+    /// for a person reading the run later.
+    pub fn save_metrics(&self) {
+        for node in self.slots.iter().filter_map(|s| s.live.as_ref()) {
+            let answer = control::ask(&node.socket(), &control::request("metrics", &[]));
+            if let Some(text) = answer.line.ok().and_then(|l| json::text(&l, "text")) {
+                let _ = std::fs::write(node.proc.log.with_extension("metrics"), text);
+            }
         }
     }
 
