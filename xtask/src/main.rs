@@ -7,7 +7,7 @@
 //! share: [`project`] (where the repo is, how to start cargo), [`shell`]
 //! (running commands), [`python`] (the `.venv` with interop peers and
 //! linters), [`lint`] (actionlint and shellcheck), [`netns`] (hosts as
-//! network namespaces on a bridge), [`proc`] and [`json`] (node processes
+//! network namespaces around a router), [`proc`] and [`json`] (node processes
 //! and their JSON lines), [`flags`] (arguments) and [`error`].
 //!
 //! Every tool a command needs is installed by the command when missing, and it

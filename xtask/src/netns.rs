@@ -1,23 +1,32 @@
-//! Hosts as network namespaces on one bridge, for the commands that run
-//! node processes as separate machines (`chaos`, `testnet`).
+//! Hosts as network namespaces around one router, for the commands that
+//! run node processes as separate machines (`chaos`, `testnet`).
 //!
-//! A [`Bridge`] is a bridge `br0` in a namespace of its own and one
-//! namespace per host, joined to it by a veth pair: inside host `i` the link
-//! is `veth0` with the host's address, in the bridge namespace its end is
-//! [`Bridge::port`] `p<i>`, a port of `br0`. Links are made inside the
-//! namespaces, so nothing is added to the root namespace. Namespace names
-//! start with the command's prefix and the xtask's process id
-//! (`kwc4242-br`, `kwc4242-3`), so runs at the same time keep apart;
-//! namespaces of runs whose process is gone are removed first
+//! [`Hosts`] is a router namespace and one namespace per host, joined to it
+//! by a veth pair: inside host `i` the link is `veth0`, holding the host's
+//! address as a /32, and its only route is a default route to the router;
+//! in the router namespace the other end is [`Hosts::port`] `p<i>`, with a
+//! /32 route to the host. Every neighbour entry (host to router, router to
+//! host) is written in advance and permanent, so no ARP is ever sent, no
+//! frame is flooded, and the kernel's neighbour table, whose limit
+//! (`net.ipv4.neigh.default.gc_thresh3`, 1,024 by default) is shared by all
+//! namespaces but does not count permanent entries, never fills. (A bridge
+//! with all hosts on one subnet needs an ARP entry per pair of hosts that
+//! talk: at 200 nodes the table overflowed and new connections hung.)
+//! Addresses outside the hosts' reach nothing: the router has no default
+//! route, so traffic stays among the namespaces made here.
+//!
+//! Links are made inside the namespaces, so nothing is added to the root
+//! namespace. Namespace names start with the command's prefix and the
+//! xtask's process id (`kwc4242-rt`, `kwc4242-3`), so runs at the same time
+//! keep apart; namespaces of runs whose process is gone are removed first
 //! ([`remove_leftovers`]), and `Drop` kills what still runs in this run's
 //! namespaces and deletes them (which deletes their links).
 //!
 //! Building is batched (`ip -batch`): one `ip` process adds every
-//! namespace, one every veth pair, one joins every port to the bridge, and
-//! one per host sets its address (a host's own namespace can only be
-//! configured from inside it). Host links have no IPv6 address
-//! (`addrgenmode none`): nothing multicasts on the bridge that the nodes
-//! did not send.
+//! namespace, one every veth pair, one configures the router, and one per
+//! host sets its address (a namespace can only be configured from inside
+//! it). Links have no IPv6 address (`addrgenmode none`): nothing is sent
+//! that the nodes did not send.
 
 use std::io::Write;
 use std::path::Path;
@@ -26,9 +35,13 @@ use std::process::{Command, Stdio};
 use crate::error::{Error, Result};
 use crate::shell;
 
-/// Host namespaces joined by one bridge; see the module docs.
+/// The router's address as the hosts' next hop (a label for the permanent
+/// neighbour entry; no interface holds it).
+const GATEWAY: &str = "10.255.255.254";
+
+/// Host namespaces around one router namespace; see the module docs.
 #[derive(Debug)]
-pub struct Bridge {
+pub struct Hosts {
     /// `<prefix><pid>`.
     name: String,
     hosts: usize,
@@ -126,60 +139,74 @@ pub fn remove_leftovers(prefix: &str) {
     }
 }
 
-impl Bridge {
-    /// Builds the bridge and one host namespace per address of `addrs`
-    /// (`10.201.0.1/24`; host `i` has `addrs[i - 1]`), named after `prefix`.
+/// The MAC address of host `i`'s end (`side` 1) or the router's end
+/// (`side` 2) of its veth pair: locally administered, unique per host.
+fn mac(i: usize, side: u8) -> String {
+    format!(
+        "02:6b:77:{:02x}:{:02x}:{side:02x}",
+        (i >> 8) & 0xff,
+        i & 0xff
+    )
+}
+
+impl Hosts {
+    /// Builds the router and one host namespace per address of `addrs`
+    /// (`10.201.0.1`; host `i` has `addrs[i - 1]`), named after `prefix`.
     pub fn new(prefix: &str, addrs: &[String]) -> Result<Self> {
         remove_leftovers(prefix);
         // The guard exists before anything is made, so a failure midway
         // still deletes what was made.
-        let bridge = Self {
+        let net = Self {
             name: format!("{prefix}{}", std::process::id()),
             hosts: addrs.len(),
         };
-        let br = bridge.bridge_ns();
-        let hosts = 1..=addrs.len();
-        let mut batch = format!("netns add {br}\n");
-        batch.extend(
-            hosts
-                .clone()
-                .map(|i| format!("netns add {}\n", bridge.host_ns(i))),
-        );
+        let rt = net.router_ns();
+        let hosts = || (1..=addrs.len()).zip(addrs);
+        let mut batch = format!("netns add {rt}\n");
+        batch.extend(hosts().map(|(i, _)| format!("netns add {}\n", net.host_ns(i))));
         ip_batch(None, &batch)?;
-        ip_batch(
-            Some(&br),
-            "link add br0 type bridge\nlink set br0 up\nlink set lo up\n",
-        )?;
-        let pairs: String = hosts
-            .clone()
-            .map(|i| {
+        let pairs: String = hosts()
+            .map(|(i, _)| {
                 format!(
-                    "link add veth0 netns {} type veth peer name {} netns {br}\n",
-                    bridge.host_ns(i),
-                    Self::port(i)
+                    "link add veth0 address {} netns {} type veth peer name {} address {} netns {rt}\n",
+                    mac(i, 1),
+                    net.host_ns(i),
+                    Self::port(i),
+                    mac(i, 2)
                 )
             })
             .collect();
         ip_batch(None, &pairs)?;
-        let ports: String = hosts
-            .clone()
-            .map(|i| format!("link set {} master br0 up\n", Self::port(i)))
-            .collect();
-        ip_batch(Some(&br), &ports)?;
-        for (i, addr) in hosts.zip(addrs) {
+        let mut router = String::from("link set lo up\n");
+        for (i, addr) in hosts() {
+            let port = Self::port(i);
+            router.push_str(&format!(
+                "link set {port} addrgenmode none\nlink set {port} up\n\
+                 route add {addr}/32 dev {port}\n\
+                 neigh add {addr} lladdr {} dev {port} nud permanent\n",
+                mac(i, 1)
+            ));
+        }
+        ip_batch(Some(&rt), &router)?;
+        in_ns(&rt, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        for (i, addr) in hosts() {
             ip_batch(
-                Some(&bridge.host_ns(i)),
+                Some(&net.host_ns(i)),
                 &format!(
-                    "link set veth0 addrgenmode none\naddr add {addr} dev veth0\nlink set veth0 up\nlink set lo up\n"
+                    "link set veth0 addrgenmode none\naddr add {addr}/32 dev veth0\n\
+                     link set veth0 up\nlink set lo up\n\
+                     neigh add {GATEWAY} lladdr {} dev veth0 nud permanent\n\
+                     route add default via {GATEWAY} dev veth0 onlink\n",
+                    mac(i, 2)
                 ),
             )?;
         }
-        Ok(bridge)
+        Ok(net)
     }
 
-    /// The bridge's namespace.
-    pub fn bridge_ns(&self) -> String {
-        format!("{}-br", self.name)
+    /// The router's namespace.
+    pub fn router_ns(&self) -> String {
+        format!("{}-rt", self.name)
     }
 
     /// The namespace of host `i` (1-based).
@@ -187,7 +214,7 @@ impl Bridge {
         format!("{}-{i}", self.name)
     }
 
-    /// The bridge's port to host `i`, in the bridge namespace.
+    /// The router's port to host `i`, in the router namespace.
     pub fn port(i: usize) -> String {
         format!("p{i}")
     }
@@ -198,10 +225,10 @@ impl Bridge {
     }
 }
 
-impl Drop for Bridge {
+impl Drop for Hosts {
     fn drop(&mut self) {
         let mut names: Vec<String> = (1..=self.hosts).map(|i| self.host_ns(i)).collect();
-        names.push(self.bridge_ns());
+        names.push(self.router_ns());
         delete(&names);
     }
 }
@@ -212,9 +239,16 @@ mod tests {
 
     #[test]
     fn namespace_names_carry_the_owner_pid() {
-        assert_eq!(owner("kwc", "kwc4242-br"), Some(4242));
+        assert_eq!(owner("kwc", "kwc4242-rt"), Some(4242));
         assert_eq!(owner("kwc", "kwc4242-3"), Some(4242));
         assert_eq!(owner("kwc", "kwt4242-3"), None);
-        assert_eq!(owner("kwc", "kwc-br"), None);
+        assert_eq!(owner("kwc", "kwc-rt"), None);
+    }
+
+    #[test]
+    fn each_end_of_each_pair_has_its_own_mac() {
+        assert_eq!(mac(1, 1), "02:6b:77:00:01:01");
+        assert_eq!(mac(1000, 2), "02:6b:77:03:e8:02");
+        assert_ne!(mac(256, 1), mac(0, 1));
     }
 }

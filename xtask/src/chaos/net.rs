@@ -1,6 +1,6 @@
-//! The chaos network: host namespaces on one bridge ([`Bridge`]), nftables
-//! partitions on the bridge, and a slow, lossy switch in user space
-//! ([`Net::wan`]; this kernel has no `netem`). The namespaces are named
+//! The chaos network: host namespaces around one router ([`Hosts`]),
+//! nftables partitions on the router, and a slow, lossy switch in user
+//! space ([`Net::wan`]; this kernel has no `netem`). The namespaces are named
 //! `kwc<pid>-…` after the xtask's process id, so runs at the same time keep
 //! apart; every link is made inside them, and dropping the [`Net`] deletes
 //! them (which deletes their links and rules).
@@ -10,26 +10,26 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::netns::{Bridge, in_ns};
+use crate::netns::{Hosts, in_ns};
 use crate::proc::Proc;
 use crate::shell;
 use crate::system::SYSTEM_PYTHON;
 
 /// Prefix of every namespace and link the chaos suite makes.
 pub const PREFIX: &str = "kwc";
-/// The hosts' subnet: host `i` is `10.201.0.i/24`.
+/// The hosts' addresses: host `i` is `10.201.0.i`.
 const SUBNET: &str = "10.201.0";
 /// The slow, lossy switch's subnet: host `i` is `10.202.0.i/24` on it.
 const WAN_SUBNET: &str = "10.202.0";
 /// The switch (Python, standard library only): see the file's docstring.
 const WAN_SCRIPT: &str = include_str!("wan.py");
-/// The nftables table that partitions the bridge.
+/// The nftables table that partitions the router.
 const PARTITION_TABLE: &str = "kwc_partition";
 
 /// The namespaces of one run.
 #[derive(Debug)]
 pub struct Net {
-    bridge: Bridge,
+    hosts: Hosts,
 }
 
 /// The IP address of host `i`.
@@ -48,24 +48,24 @@ fn wan_link(i: usize) -> String {
 }
 
 impl Net {
-    fn bridge_ns(&self) -> String {
-        self.bridge.bridge_ns()
+    fn router_ns(&self) -> String {
+        self.hosts.router_ns()
     }
 
     /// The namespace of host `i` (1-based).
     pub fn host_ns(&self, i: usize) -> String {
-        self.bridge.host_ns(i)
+        self.hosts.host_ns(i)
     }
 
-    /// Builds the bridge and `hosts` host namespaces.
+    /// Builds the router and `hosts` host namespaces.
     pub fn new(hosts: usize) -> Result<Self> {
-        let addrs: Vec<String> = (1..=hosts).map(|i| format!("{}/24", host_ip(i))).collect();
+        let addrs: Vec<String> = (1..=hosts).map(host_ip).collect();
         Ok(Self {
-            bridge: Bridge::new(PREFIX, &addrs)?,
+            hosts: Hosts::new(PREFIX, &addrs)?,
         })
     }
 
-    /// Starts the slow, lossy switch ([`WAN_SCRIPT`]) in the bridge
+    /// Starts the slow, lossy switch ([`WAN_SCRIPT`]) in the router
     /// namespace and gives every host an interface on it ([`wan_ip`]).
     /// The kernel here has no `netem` qdisc, so the switch does in user
     /// space what netem would: delay +/- jitter, loss, reordering.
@@ -77,22 +77,22 @@ impl Net {
         let args: Vec<String> = vec![
             script.to_string_lossy().into_owned(),
             prefix,
-            self.bridge.hosts().to_string(),
+            self.hosts.hosts().to_string(),
             delay_ms.to_string(),
             jitter_ms.to_string(),
             loss.to_string(),
         ];
         let mut wan = Proc::start(
             "wan",
-            &self.bridge_ns(),
+            &self.router_ns(),
             Path::new(SYSTEM_PYTHON),
             &args,
             dir,
             "",
         )?;
         wan.wait_for("ready", Duration::from_secs(10), |_| true)?;
-        let br = self.bridge_ns();
-        for i in 1..=self.bridge.hosts() {
+        let br = self.router_ns();
+        for i in 1..=self.hosts.hosts() {
             let (link, ns) = (wan_link(i), self.host_ns(i));
             in_ns(&br, "ip", &["link", "set", &link, "netns", &ns])?;
             let addr = format!("{}/24", wan_ip(i));
@@ -102,37 +102,37 @@ impl Net {
         Ok(wan)
     }
 
-    /// Drops every frame the bridge would forward between a host of `a`
-    /// and a host of `b` (nftables, bridge family).
+    /// Drops every packet the router would forward between a host of `a`
+    /// and a host of `b` (nftables).
     pub fn partition(&self, a: &[usize], b: &[usize]) -> Result<()> {
         let mut rules = format!(
-            "table bridge {PARTITION_TABLE} {{\n chain forward {{\n  type filter hook forward priority 0; policy accept;\n"
+            "table inet {PARTITION_TABLE} {{\n chain forward {{\n  type filter hook forward priority 0; policy accept;\n"
         );
         for x in a {
             for y in b {
                 for (from, to) in [(x, y), (y, x)] {
                     rules.push_str(&format!(
                         "  iifname \"{}\" oifname \"{}\" drop\n",
-                        Bridge::port(*from),
-                        Bridge::port(*to)
+                        Hosts::port(*from),
+                        Hosts::port(*to)
                     ));
                 }
             }
         }
         rules.push_str(" }\n}\n");
-        let file = std::env::temp_dir().join(format!("{}-partition.nft", self.bridge_ns()));
+        let file = std::env::temp_dir().join(format!("{}-partition.nft", self.router_ns()));
         std::fs::write(&file, rules)
             .map_err(|e| Error::failed(format!("{}: {e}", file.display())))?;
         let path = file.to_string_lossy().into_owned();
-        in_ns(&self.bridge_ns(), "nft", &["-f", &path]).map(|_| ())
+        in_ns(&self.router_ns(), "nft", &["-f", &path]).map(|_| ())
     }
 
     /// Removes the partition.
     pub fn heal(&self) -> Result<()> {
         in_ns(
-            &self.bridge_ns(),
+            &self.router_ns(),
             "nft",
-            &["delete", "table", "bridge", PARTITION_TABLE],
+            &["delete", "table", "inet", PARTITION_TABLE],
         )
         .map(|_| ())
     }
@@ -142,11 +142,11 @@ impl Net {
         let args = [
             "netns",
             "exec",
-            &self.bridge_ns(),
+            &self.router_ns(),
             "nft",
             "delete",
             "table",
-            "bridge",
+            "inet",
             PARTITION_TABLE,
         ];
         shell::succeeds(Command::new("ip").args(args));

@@ -1,7 +1,7 @@
 //! The `knot run` processes of a testnet: the binary, one host namespace
 //! per node slot, starting, stopping and restarting nodes.
 //!
-//! Slot `i` (1-based) is host `i` of the [`Bridge`], at [`host_ip`]: one
+//! Slot `i` (1-based) is host `i` of the [`Hosts`], at [`host_ip`]: one
 //! node per /24, so the DHT's per-subnet limits (2 per bucket, 10 per table
 //! in one /24) never refuse an honest node, and every connection a node
 //! makes comes from its own address, so the per-IP inbound limit counts
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::control;
 use crate::error::{Error, Result};
 use crate::json;
-use crate::netns::Bridge;
+use crate::netns::Hosts;
 use crate::proc::{Line, Proc};
 use crate::project::Project;
 use crate::shell;
@@ -31,10 +31,8 @@ pub const SEEDS: usize = 3;
 pub const TOPIC: &str = "testnet";
 /// The listen port of every node.
 const PORT: u16 = 4000;
-/// Hosts share one /14: 1,024 addresses `10.100.0.1` to `10.103.255.1`.
-const PREFIX_LEN: u8 = 14;
-/// The most hosts: a Linux bridge has at most 1,024 ports.
-pub const MAX_NODES: usize = 1000;
+/// The most hosts: their addresses are `10.100.0.1` to `10.103.255.1`.
+pub const MAX_NODES: usize = 1024;
 /// The node's log: warnings, and one line per DHT query.
 const RUST_LOG: &str = "warn,knotwork_discovery_dht=debug";
 
@@ -153,16 +151,14 @@ pub struct Testnet {
     republish: Duration,
     // Last: the nodes' processes are dropped (killed) before their
     // namespaces go.
-    bridge: Bridge,
+    hosts: Hosts,
 }
 
 impl Testnet {
     /// Makes `nodes` hosts; starts nothing.
     pub fn new(nodes: usize, bin: &Path, dir: &Path, republish: Duration) -> Result<Self> {
-        let addrs: Vec<String> = (1..=nodes)
-            .map(|i| format!("{}/{PREFIX_LEN}", host_ip(i)))
-            .collect();
-        let bridge = Bridge::new(PREFIX, &addrs)?;
+        let addrs: Vec<String> = (1..=nodes).map(host_ip).collect();
+        let hosts = Hosts::new(PREFIX, &addrs)?;
         let slots = (1..=nodes)
             .map(|host| Slot {
                 host,
@@ -177,7 +173,7 @@ impl Testnet {
             bin: bin.to_path_buf(),
             dir: dir.to_path_buf(),
             republish,
-            bridge,
+            hosts,
         })
     }
 
@@ -193,7 +189,7 @@ impl Testnet {
     /// it printed `started` ([`Testnet::adopt`]).
     pub fn launch(&mut self, index: usize, fresh: bool) -> Result<Launched> {
         let seeds = self.seeds();
-        let ns = self.bridge.host_ns(index + 1);
+        let ns = self.hosts.host_ns(index + 1);
         let slot = self
             .slots
             .get_mut(index)
@@ -317,7 +313,7 @@ mod tests {
         assert_eq!(host_ip(1), "10.100.0.1");
         assert_eq!(host_ip(256), "10.100.255.1");
         assert_eq!(host_ip(257), "10.101.0.1");
-        assert_eq!(host_ip(MAX_NODES), "10.103.231.1");
+        assert_eq!(host_ip(MAX_NODES), "10.103.255.1");
         let subnets: std::collections::HashSet<String> = (1..=MAX_NODES)
             .map(|i| host_ip(i).rsplit_once('.').unwrap().0.to_owned())
             .collect();

@@ -208,6 +208,15 @@ impl Sim {
 /// (seconds, value) points.
 pub type Series = Vec<(f64, f64)>;
 
+/// What making the host namespaces cost.
+#[derive(Debug, Clone, Copy)]
+pub struct HostsCost {
+    /// Seconds to make them.
+    pub secs: f64,
+    /// Kernel slab memory they took, KiB.
+    pub slab_kib: u64,
+}
+
 /// A target and whether the run met it.
 #[derive(Debug, Clone)]
 pub struct Check {
@@ -248,7 +257,7 @@ impl Figures {
         data: &Data,
         nodes: &[NodeData],
         sim: &str,
-        hosts_secs: f64,
+        hosts: &HostsCost,
         built: Duration,
     ) -> Self {
         let sim = Sim::parse(sim);
@@ -270,8 +279,11 @@ impl Figures {
         f.row(
             "start",
             format!(
-                "{} host namespaces in {hosts_secs:.1} s; nodes started in {:.1} s",
-                plan.nodes, data.start_secs
+                "{} host namespaces in {:.1} s (+{:.0} MiB kernel slab); nodes started in {:.1} s",
+                plan.nodes,
+                hosts.secs,
+                hosts.slab_kib as f64 / 1024.0,
+                data.start_secs
             ),
             "",
         );

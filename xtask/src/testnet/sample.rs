@@ -53,6 +53,19 @@ pub fn nodes(slots: &[Slot], at: f64) -> Vec<Sample> {
         .collect()
 }
 
+/// The kernel's slab memory now, KiB (`Slab` in `/proc/meminfo`): what
+/// namespaces and their links cost.
+pub fn slab_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Slab:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Samples the machine (`None` where `/proc` cannot be read).
 pub fn machine(at: f64) -> Option<Machine> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -101,5 +114,6 @@ mod tests {
     fn this_machine_can_be_sampled() {
         let m = machine(0.0).unwrap();
         assert!(m.available_kib > 0 && m.busy_ticks <= m.total_ticks);
+        assert!(slab_kib().unwrap() > 0);
     }
 }
