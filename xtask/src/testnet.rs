@@ -1,5 +1,5 @@
 //! `cargo xtask testnet --nodes N --minutes M [--churn R] [--seed S]
-//! [--quick]`: N real `knot run` processes, each on a host of its own,
+//! [--max-inbound K] [--quick]`: N real `knot run` processes, each on a host of its own,
 //! driven as a user drives them, measured, and held against the DHT
 //! simulator (root).
 //!
@@ -38,7 +38,10 @@
 //! run's namespaces and deletes them. Traffic stays among the run's
 //! namespaces.
 //!
-//! `--quick` is `--nodes 30 --minutes 2 --churn 0.1` unless given, built in
+//! Every node runs with knot's defaults, except `--max-inbound K` (a
+//! `knot.toml` with `max_inbound = K` for every node), to look past the
+//! inbound limit. `--quick` is `--nodes 30 --minutes 2 --churn 0.1` unless
+//! given, built in
 //! the dev profile that the tests have built already: what `cargo xtask
 //! ci` runs, with the same checks.
 
@@ -88,6 +91,8 @@ pub struct Plan {
     pub seed: u64,
     /// The quick variant: dev-profile binaries.
     pub quick: bool,
+    /// `max_inbound` of every node instead of knot's default (64).
+    pub max_inbound: Option<usize>,
 }
 
 impl Plan {
@@ -103,6 +108,7 @@ impl Plan {
             .value("--churn")?
             .unwrap_or(if quick { 0.1 } else { 0.0 });
         let seed = flags.value("--seed")?.unwrap_or(1);
+        let max_inbound = flags.value("--max-inbound")?;
         flags.finish()?;
         let plan = Self {
             nodes,
@@ -110,6 +116,7 @@ impl Plan {
             churn,
             seed,
             quick,
+            max_inbound,
         };
         plan.check()?;
         Ok(plan)
@@ -123,7 +130,17 @@ impl Plan {
             churn: 0.1,
             seed: 1,
             quick: true,
+            max_inbound: None,
         }
+    }
+
+    /// The run's name: its parameters.
+    fn name(&self) -> String {
+        let inbound = self.max_inbound.map_or(String::new(), |n| format!("-i{n}"));
+        format!(
+            "n{}-m{}-c{}-s{}{inbound}",
+            self.nodes, self.minutes, self.churn, self.seed
+        )
     }
 
     fn check(&self) -> Result<()> {
@@ -217,8 +234,17 @@ pub fn run_plan(project: &Project, plan: &Plan) -> Result<()> {
         plan.seed,
         dir.display()
     );
+    let config = match plan.max_inbound {
+        Some(n) => {
+            let path = dir.join("knot.toml");
+            std::fs::write(&path, format!("max_inbound = {n}\n"))
+                .map_err(|e| Error::failed(format!("{}: {e}", path.display())))?;
+            Some(path)
+        }
+        None => None,
+    };
     let (made, slab) = (Instant::now(), sample::slab_kib());
-    let mut net = Testnet::new(plan.nodes, &bin, &dir, plan.republish())?;
+    let mut net = Testnet::new(plan.nodes, &bin, &dir, plan.republish(), config)?;
     let hosts = report::HostsCost {
         secs: made.elapsed().as_secs_f64(),
         slab_kib: sample::slab_kib()
@@ -241,10 +267,7 @@ pub fn run_plan(project: &Project, plan: &Plan) -> Result<()> {
     drop(net);
     result?;
     let sim = run_sim(project, plan, &data.ops)?;
-    let out = project.target_dir().join("testnet").join(format!(
-        "n{}-m{}-c{}-s{}",
-        plan.nodes, plan.minutes, plan.churn, plan.seed
-    ));
+    let out = project.target_dir().join("testnet").join(plan.name());
     std::fs::create_dir_all(&out).map_err(|e| Error::failed(format!("{}: {e}", out.display())))?;
     let figures = report::Figures::new(plan, &data, &nodes, &sim, &hosts, built);
     plot::all(&figures, &out)?;

@@ -149,14 +149,23 @@ pub struct Testnet {
     bin: PathBuf,
     dir: PathBuf,
     republish: Duration,
+    /// A `knot.toml` every node reads, if any.
+    config: Option<PathBuf>,
     // Last: the nodes' processes are dropped (killed) before their
     // namespaces go.
     hosts: Hosts,
 }
 
 impl Testnet {
-    /// Makes `nodes` hosts; starts nothing.
-    pub fn new(nodes: usize, bin: &Path, dir: &Path, republish: Duration) -> Result<Self> {
+    /// Makes `nodes` hosts; starts nothing. Nodes will read `config`
+    /// (a `knot.toml`) if given.
+    pub fn new(
+        nodes: usize,
+        bin: &Path,
+        dir: &Path,
+        republish: Duration,
+        config: Option<PathBuf>,
+    ) -> Result<Self> {
         let addrs: Vec<String> = (1..=nodes).map(host_ip).collect();
         let hosts = Hosts::new(PREFIX, &addrs)?;
         let slots = (1..=nodes)
@@ -173,6 +182,7 @@ impl Testnet {
             bin: bin.to_path_buf(),
             dir: dir.to_path_buf(),
             republish,
+            config,
             hosts,
         })
     }
@@ -201,6 +211,9 @@ impl Testnet {
         let dir = self.dir.join(&name);
         let listen = format!("tcp/{}:{PORT}", host_ip(slot.host));
         let mut args: Vec<String> = vec!["--data-dir".into(), dir.to_string_lossy().into_owned()];
+        if let Some(config) = &self.config {
+            args.extend(["--config".into(), config.to_string_lossy().into_owned()]);
+        }
         args.extend(
             [
                 "--json",

@@ -336,7 +336,7 @@ fn resources(f: &Figures, root: &Area<'_>) -> PlotResult {
     warmup_line(&mut chart, f.window.0, (0.0, 105.0))?;
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::MiddleLeft)
         .label_font(LABELS)
         .border_style(BLACK)
         .background_style(WHITE.mix(0.9))

@@ -271,8 +271,13 @@ impl Figures {
             cpu: (Vec::new(), Vec::new()),
             window: data.window,
             title: format!(
-                "{} nodes, {} min, churn {}/min, seed {}",
-                plan.nodes, plan.minutes, plan.churn, plan.seed
+                "{} nodes, {} min, churn {}/min, seed {}, max_inbound {}",
+                plan.nodes,
+                plan.minutes,
+                plan.churn,
+                plan.seed,
+                plan.max_inbound
+                    .map_or("64 (default)".to_owned(), |n| n.to_string())
             ),
         };
         f.row("build (knot)", format!("{:.0} s", built.as_secs_f64()), "");
