@@ -64,12 +64,14 @@ commands:
                                  namespaces (root): lossy, partition, crash, hostile;
                                  --quick takes under 5 minutes
   testnet --nodes N --minutes M [--churn R] [--seed S] [--max-inbound K] [--quick]
+          [-- knot run args]
                                  N `knot run` processes in network namespaces (root):
                                  DHT, gossip and tasks driven through their control
                                  sockets, R of the nodes per minute stopped and
                                  restarted; report and SVG plots under
                                  <target>/testnet, hops held against `sim`;
-                                 --max-inbound: every node's max_inbound;
+                                 --max-inbound: every node's max_inbound; args
+                                 after -- go to every `knot run`;
                                  --quick: 30 nodes, 2 min, churn 0.1 (what ci runs)
 ";
 

@@ -1,5 +1,5 @@
 //! `cargo xtask testnet --nodes N --minutes M [--churn R] [--seed S]
-//! [--max-inbound K] [--quick]`: N real `knot run` processes, each on a host of its own,
+//! [--max-inbound K] [--quick] [-- knot run args]`: N real `knot run` processes, each on a host of its own,
 //! driven as a user drives them, measured, and held against the DHT
 //! simulator (root).
 //!
@@ -40,7 +40,8 @@
 //!
 //! Every node runs with knot's defaults, except `--max-inbound K` (a
 //! `knot.toml` with `max_inbound = K` for every node), to look past the
-//! inbound limit. `--quick` is `--nodes 30 --minutes 2 --churn 0.1` unless
+//! inbound limit, and what follows `--`, added to every `knot run`
+//! (`-- --gossip-ttl 10`). `--quick` is `--nodes 30 --minutes 2 --churn 0.1` unless
 //! given, built in
 //! the dev profile that the tests have built already: what `cargo xtask
 //! ci` runs, with the same checks.
@@ -77,6 +78,9 @@ const JOINED: Duration = Duration::from_secs(20);
 const BATCH: usize = 25;
 /// Threads running control exchanges.
 const THREADS: usize = 16;
+/// The run stops early when the machine's available memory falls below
+/// this (KiB): the machine is shared, and that is a limit worth reporting.
+const MEMORY_FLOOR_KIB: u64 = 2 << 20;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -93,6 +97,8 @@ pub struct Plan {
     pub quick: bool,
     /// `max_inbound` of every node instead of knot's default (64).
     pub max_inbound: Option<usize>,
+    /// More arguments for every `knot run` (after `--`).
+    pub knot_args: Vec<String>,
 }
 
 impl Plan {
@@ -109,7 +115,7 @@ impl Plan {
             .unwrap_or(if quick { 0.1 } else { 0.0 });
         let seed = flags.value("--seed")?.unwrap_or(1);
         let max_inbound = flags.value("--max-inbound")?;
-        flags.finish()?;
+        let knot_args = flags.finish()?;
         let plan = Self {
             nodes,
             minutes,
@@ -117,6 +123,7 @@ impl Plan {
             seed,
             quick,
             max_inbound,
+            knot_args,
         };
         plan.check()?;
         Ok(plan)
@@ -131,14 +138,20 @@ impl Plan {
             seed: 1,
             quick: true,
             max_inbound: None,
+            knot_args: Vec::new(),
         }
     }
 
     /// The run's name: its parameters.
     fn name(&self) -> String {
         let inbound = self.max_inbound.map_or(String::new(), |n| format!("-i{n}"));
+        let extra: String = self
+            .knot_args
+            .iter()
+            .map(|a| format!("-{}", a.trim_start_matches('-')))
+            .collect();
         format!(
-            "n{}-m{}-c{}-s{}{inbound}",
+            "n{}-m{}-c{}-s{}{inbound}{extra}",
             self.nodes, self.minutes, self.churn, self.seed
         )
     }
@@ -244,7 +257,14 @@ pub fn run_plan(project: &Project, plan: &Plan) -> Result<()> {
         None => None,
     };
     let (made, slab) = (Instant::now(), sample::slab_kib());
-    let mut net = Testnet::new(plan.nodes, &bin, &dir, plan.republish(), config)?;
+    let mut net = Testnet::new(
+        plan.nodes,
+        &bin,
+        &dir,
+        plan.republish(),
+        config,
+        plan.knot_args.clone(),
+    )?;
     let hosts = report::HostsCost {
         secs: made.elapsed().as_secs_f64(),
         slab_kib: sample::slab_kib()
@@ -387,6 +407,8 @@ pub struct Data {
     pub window: (f64, f64),
     /// Node restarts that never printed `started`.
     pub failed_restarts: Vec<String>,
+    /// Why the run stopped before its end, if it did.
+    pub stopped: Option<String>,
 }
 
 /// A run in progress.
@@ -460,6 +482,10 @@ impl<'a> Run<'a> {
                 .collect::<Result<_>>()?;
             self.net.wait_started(batch)?;
             next = end;
+            self.check_memory(0.0);
+            if self.data.stopped.is_some() {
+                break;
+            }
         }
         self.start = Instant::now();
         self.data.start_secs = started.elapsed().as_secs_f64();
@@ -484,7 +510,7 @@ impl<'a> Run<'a> {
         self.due.task = from;
         self.due.churn = from + self.churn_gap();
         let mut shown = from;
-        while self.now() < to {
+        while self.now() < to && self.data.stopped.is_none() {
             self.tick(true);
             if self.now() >= shown {
                 self.progress();
@@ -558,7 +584,7 @@ impl<'a> Run<'a> {
             self.data
                 .samples
                 .extend(sample::nodes(&self.net.slots, now));
-            self.data.machine.extend(sample::machine(now));
+            self.check_memory(now);
         }
         let every = self.plan.scrape_every().as_secs_f64();
         for i in 0..self.net.slots.len() {
@@ -578,6 +604,23 @@ impl<'a> Run<'a> {
             }
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// Samples the machine; stops the run if memory runs short.
+    fn check_memory(&mut self, now: f64) {
+        let Some(m) = sample::machine(now) else {
+            return;
+        };
+        if m.available_kib < MEMORY_FLOOR_KIB && self.data.stopped.is_none() {
+            let live = self.net.slots.iter().filter(|s| s.live.is_some()).count();
+            self.data.stopped = Some(format!(
+                "at t={now:.0} s with {live} nodes up, available memory fell to {} MiB (floor {} MiB)",
+                m.available_kib / 1024,
+                MEMORY_FLOOR_KIB / 1024
+            ));
+            println!("testnet: {}", self.data.stopped.as_deref().unwrap_or(""));
+        }
+        self.data.machine.push(m);
     }
 
     /// Starts the nodes due back, adopts those that printed `started`.

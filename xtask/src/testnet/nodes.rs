@@ -151,6 +151,8 @@ pub struct Testnet {
     republish: Duration,
     /// A `knot.toml` every node reads, if any.
     config: Option<PathBuf>,
+    /// More arguments for every `knot run`.
+    extra: Vec<String>,
     // Last: the nodes' processes are dropped (killed) before their
     // namespaces go.
     hosts: Hosts,
@@ -158,13 +160,14 @@ pub struct Testnet {
 
 impl Testnet {
     /// Makes `nodes` hosts; starts nothing. Nodes will read `config`
-    /// (a `knot.toml`) if given.
+    /// (a `knot.toml`) if given and take `extra` arguments.
     pub fn new(
         nodes: usize,
         bin: &Path,
         dir: &Path,
         republish: Duration,
         config: Option<PathBuf>,
+        extra: Vec<String>,
     ) -> Result<Self> {
         let addrs: Vec<String> = (1..=nodes).map(host_ip).collect();
         let hosts = Hosts::new(PREFIX, &addrs)?;
@@ -183,6 +186,7 @@ impl Testnet {
             dir: dir.to_path_buf(),
             republish,
             config,
+            extra,
             hosts,
         })
     }
@@ -233,6 +237,7 @@ impl Testnet {
         for seed in seeds.iter().filter(|s| **s != listen) {
             args.extend(["--seed".into(), seed.clone()]);
         }
+        args.extend(self.extra.iter().cloned());
         // Each process of the slot has its own log and output files.
         let log_name = format!("{name}-{}", slot.past.len());
         let proc =

@@ -271,13 +271,18 @@ impl Figures {
             cpu: (Vec::new(), Vec::new()),
             window: data.window,
             title: format!(
-                "{} nodes, {} min, churn {}/min, seed {}, max_inbound {}",
+                "{} nodes, {} min, churn {}/min, seed {}, max_inbound {}{}",
                 plan.nodes,
                 plan.minutes,
                 plan.churn,
                 plan.seed,
                 plan.max_inbound
-                    .map_or("64 (default)".to_owned(), |n| n.to_string())
+                    .map_or("64 (default)".to_owned(), |n| n.to_string()),
+                if plan.knot_args.is_empty() {
+                    String::new()
+                } else {
+                    format!(", knot run {}", plan.knot_args.join(" "))
+                }
             ),
         };
         f.row("build (knot)", format!("{:.0} s", built.as_secs_f64()), "");
@@ -303,6 +308,16 @@ impl Figures {
                 data.failed_restarts.len()
             ),
             "",
+        );
+        if let Some(why) = &data.stopped {
+            f.row("stopped early", why.clone(), "");
+        }
+        f.check(
+            data.stopped.is_none(),
+            format!(
+                "ran to the end ({})",
+                data.stopped.as_deref().unwrap_or("ok")
+            ),
         );
         f.check(
             data.failed_restarts.is_empty(),
@@ -609,6 +624,17 @@ impl Figures {
             "",
         );
         self.row("machine memory available, lowest", min_free, "");
+        let load: Vec<f64> = data
+            .machine
+            .iter()
+            .filter(|m| m.at >= from && m.at <= to)
+            .map(|m| m.load)
+            .collect();
+        self.row(
+            "machine load average p50/p95/p99 (runnable threads, all users)",
+            spread(&load, ""),
+            "",
+        );
         // Connections and traffic, from the scrapes in the window.
         let in_window = |s: &&super::Scrape| s.answered && s.at >= from && s.at <= to;
         let peers: Vec<f64> = data

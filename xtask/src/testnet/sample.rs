@@ -32,6 +32,8 @@ pub struct Machine {
     pub busy_ticks: u64,
     /// See `busy_ticks`.
     pub total_ticks: u64,
+    /// The 1-minute load average (runnable threads, all users).
+    pub load: f64,
 }
 
 /// Samples every live node of `slots`.
@@ -78,11 +80,18 @@ pub fn machine(at: f64) -> Option<Machine> {
         .ok()?;
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let (busy_ticks, total_ticks) = cpu_ticks(stat.lines().next()?)?;
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     Some(Machine {
         at,
         available_kib,
         busy_ticks,
         total_ticks,
+        load,
     })
 }
 

@@ -94,6 +94,12 @@ pub(crate) struct Args {
     /// records it holds for others (default 1 h), in milliseconds.
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1000..))]
     dht_republish_ms: Option<u64>,
+    /// Peers each gossip message is sent or forwarded to (default 6).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    gossip_fanout: Option<u16>,
+    /// Hops a gossip message published here may travel (default 6).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..))]
+    gossip_ttl: Option<u8>,
 }
 
 #[derive(Serialize)]
@@ -454,9 +460,16 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         .map_err(|e| format!("identity {}: {e}", identity.display()))?;
 
     // Tasks, resources, health and gossip run on every `knot run` node.
+    let mut apps = AppsConfig::default();
+    if let Some(fanout) = args.gossip_fanout {
+        apps.gossip.fanout = usize::from(fanout);
+    }
+    if let Some(ttl) = args.gossip_ttl {
+        apps.gossip.ttl = ttl;
+    }
     let mut builder = Node::builder(keypair.clone())
         .config(config.node)
-        .apps(AppsConfig::default());
+        .apps(apps);
     for addr in config.listen {
         builder = builder.listen(addr);
     }
