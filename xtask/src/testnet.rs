@@ -38,10 +38,12 @@
 //! run's namespaces and deletes them. Traffic stays among the run's
 //! namespaces.
 //!
-//! Every node runs with knot's defaults, except `--max-inbound K` (a
-//! `knot.toml` with `max_inbound = K` for every node), to look past the
-//! inbound limit, and what follows `--`, added to every `knot run`
-//! (`-- --gossip-ttl 10`). `--quick` is `--nodes 30 --minutes 2 --churn 0.1` unless
+//! Every node runs with knot's defaults, except: the seeds accept N + 64
+//! inbound channels (every node keeps a session to each seed: with the
+//! default 64, nodes that start later are refused by all three and stay
+//! alone); `--max-inbound K` sets every other node's `max_inbound`, to
+//! look past the inbound limit; what follows `--` is added to every `knot
+//! run` (`-- --gossip-ttl 10`). `--quick` is `--nodes 30 --minutes 2 --churn 0.1` unless
 //! given, built in
 //! the dev profile that the tests have built already: what `cargo xtask
 //! ci` runs, with the same checks.
@@ -247,22 +249,13 @@ pub fn run_plan(project: &Project, plan: &Plan) -> Result<()> {
         plan.seed,
         dir.display()
     );
-    let config = match plan.max_inbound {
-        Some(n) => {
-            let path = dir.join("knot.toml");
-            std::fs::write(&path, format!("max_inbound = {n}\n"))
-                .map_err(|e| Error::failed(format!("{}: {e}", path.display())))?;
-            Some(path)
-        }
-        None => None,
-    };
     let (made, slab) = (Instant::now(), sample::slab_kib());
     let mut net = Testnet::new(
         plan.nodes,
         &bin,
         &dir,
         plan.republish(),
-        config,
+        plan.max_inbound,
         plan.knot_args.clone(),
     )?;
     let hosts = report::HostsCost {

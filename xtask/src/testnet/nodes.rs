@@ -6,7 +6,7 @@
 //! in one /24) never refuse an honest node, and every connection a node
 //! makes comes from its own address, so the per-IP inbound limit counts
 //! nodes, not the whole testnet. Slots 1-3 are the seeds every node is
-//! given. A slot runs one node at a time; churn stops it and later starts
+//! given (and accept every node: see [`Testnet::new`]). A slot runs one node at a time; churn stops it and later starts
 //! it again, with the same data directory (same identity) or a fresh one
 //! (a new node). Every node listens on `tcp/<ip>:4000`, subscribes to the
 //! gossip topic [`TOPIC`], runs the built-in tasks (`--worker`) and logs
@@ -31,6 +31,8 @@ pub const SEEDS: usize = 3;
 pub const TOPIC: &str = "testnet";
 /// The listen port of every node.
 const PORT: u16 = 4000;
+/// knot's `max_inbound` when not configured.
+const DEFAULT_MAX_INBOUND: usize = 64;
 /// The most hosts: their addresses are `10.100.0.1` to `10.103.255.1`.
 pub const MAX_NODES: usize = 1024;
 /// The node's log: warnings, and one line per DHT query.
@@ -149,8 +151,8 @@ pub struct Testnet {
     bin: PathBuf,
     dir: PathBuf,
     republish: Duration,
-    /// A `knot.toml` every node reads, if any.
-    config: Option<PathBuf>,
+    /// The `knot.toml` of the seeds, and of the other nodes.
+    configs: [PathBuf; 2],
     /// More arguments for every `knot run`.
     extra: Vec<String>,
     // Last: the nodes' processes are dropped (killed) before their
@@ -159,16 +161,23 @@ pub struct Testnet {
 }
 
 impl Testnet {
-    /// Makes `nodes` hosts; starts nothing. Nodes will read `config`
-    /// (a `knot.toml`) if given and take `extra` arguments.
+    /// Makes `nodes` hosts and the nodes' `knot.toml` files: the seeds
+    /// accept `nodes + 64` inbound channels, the others `max_inbound` (or
+    /// knot's default); starts nothing. Every `knot run` gets `extra`.
     pub fn new(
         nodes: usize,
         bin: &Path,
         dir: &Path,
         republish: Duration,
-        config: Option<PathBuf>,
+        max_inbound: Option<usize>,
         extra: Vec<String>,
     ) -> Result<Self> {
+        let others = max_inbound.unwrap_or(DEFAULT_MAX_INBOUND);
+        let mut configs = [dir.join("seed.toml"), dir.join("node.toml")];
+        for (path, n) in configs.iter_mut().zip([nodes + 64, others]) {
+            std::fs::write(&*path, format!("max_inbound = {n}\n"))
+                .map_err(|e| Error::failed(format!("{}: {e}", path.display())))?;
+        }
         let addrs: Vec<String> = (1..=nodes).map(host_ip).collect();
         let hosts = Hosts::new(PREFIX, &addrs)?;
         let slots = (1..=nodes)
@@ -185,7 +194,7 @@ impl Testnet {
             bin: bin.to_path_buf(),
             dir: dir.to_path_buf(),
             republish,
-            config,
+            configs,
             extra,
             hosts,
         })
@@ -215,9 +224,9 @@ impl Testnet {
         let dir = self.dir.join(&name);
         let listen = format!("tcp/{}:{PORT}", host_ip(slot.host));
         let mut args: Vec<String> = vec!["--data-dir".into(), dir.to_string_lossy().into_owned()];
-        if let Some(config) = &self.config {
-            args.extend(["--config".into(), config.to_string_lossy().into_owned()]);
-        }
+        let [seed, other] = &self.configs;
+        let config = if index < SEEDS { seed } else { other };
+        args.extend(["--config".into(), config.to_string_lossy().into_owned()]);
         args.extend(
             [
                 "--json",
