@@ -106,15 +106,34 @@ pub fn namespaces() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The processes in the namespaces of `names`: those whose
+/// `/proc/<pid>/ns/net` is the namespace `ip netns` keeps under
+/// `/run/netns/<name>` (one pass over `/proc`, however many namespaces).
+fn pids_in(names: &[String]) -> Vec<String> {
+    use std::collections::HashSet;
+    use std::os::unix::fs::MetadataExt;
+    let id = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let ours: HashSet<(u64, u64)> = names
+        .iter()
+        .filter_map(|n| id(&Path::new("/run/netns").join(n)))
+        .collect();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(std::result::Result::ok)
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            id(&Path::new("/proc").join(pid).join("ns/net")).is_some_and(|i| ours.contains(&i))
+        })
+        .collect()
+}
+
 /// Kills every process in the namespaces of `names` (`kill -9`), then
 /// deletes the namespaces.
 pub fn delete(names: &[String]) {
-    let mut pids = Vec::new();
-    for ns in names {
-        if let Ok(list) = shell::output(Command::new("ip").args(["netns", "pids", ns])) {
-            pids.extend(list.split_whitespace().map(str::to_owned));
-        }
-    }
+    let pids = pids_in(names);
     if !pids.is_empty() {
         shell::succeeds(Command::new("kill").arg("-9").args(&pids));
     }
@@ -243,6 +262,34 @@ mod tests {
         assert_eq!(owner("kwc", "kwc4242-3"), Some(4242));
         assert_eq!(owner("kwc", "kwt4242-3"), None);
         assert_eq!(owner("kwc", "kwc-rt"), None);
+    }
+
+    #[test]
+    fn delete_kills_what_runs_in_the_namespaces_and_only_that() {
+        if !crate::system::is_root() {
+            println!("SKIPPED: needs root (network namespaces)");
+            return;
+        }
+        let name = format!("kwtest{}-1", std::process::id());
+        ip_batch(None, &format!("netns add {name}\n")).unwrap();
+        let mut inside = Command::new("ip")
+            .args(["netns", "exec", &name, "sleep", "60"])
+            .spawn()
+            .unwrap();
+        let mut outside = Command::new("sleep").arg("60").spawn().unwrap();
+        let names = [name];
+        let pid = inside.id().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !pids_in(&names).contains(&pid) {
+            assert!(std::time::Instant::now() < deadline, "sleep never entered");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        delete(&names);
+        assert!(!inside.wait().unwrap().success(), "killed");
+        assert!(outside.try_wait().unwrap().is_none(), "left alone");
+        assert!(!namespaces().contains(&names[0]));
+        outside.kill().unwrap();
+        outside.wait().unwrap();
     }
 
     #[test]
