@@ -320,14 +320,24 @@ impl Testnet {
     }
 
     /// Writes each live node's metrics next to its log (`<name>.metrics`),
-    /// for a person reading the run later.
+    /// for a person reading the run later: 16 at a time, for at most a
+    /// minute (an overloaded node answers slowly).
     pub fn save_metrics(&self) {
-        for node in self.slots.iter().filter_map(|s| s.live.as_ref()) {
-            let answer = control::ask(&node.socket(), &control::request("metrics", &[]));
-            if let Some(text) = answer.line.ok().and_then(|l| json::text(&l, "text")) {
-                let _ = std::fs::write(node.proc.log.with_extension("metrics"), text);
+        let nodes: Vec<&Node> = self.slots.iter().filter_map(|s| s.live.as_ref()).collect();
+        let until = Instant::now() + Duration::from_secs(60);
+        std::thread::scope(|scope| {
+            for part in nodes.chunks(nodes.len().div_ceil(16).max(1)) {
+                scope.spawn(move || {
+                    for node in part.iter().take_while(|_| Instant::now() < until) {
+                        let answer =
+                            control::ask(&node.socket(), &control::request("metrics", &[]));
+                        if let Some(text) = answer.line.ok().and_then(|l| json::text(&l, "text")) {
+                            let _ = std::fs::write(node.proc.log.with_extension("metrics"), text);
+                        }
+                    }
+                });
             }
-        }
+        });
     }
 
     /// Stops every node with SIGTERM and waits up to `grace` for them to
