@@ -1,15 +1,15 @@
 //! `cargo xtask chaos [--quick] [--allow-skip]`: faults and hostile load
 //! against real node processes in network namespaces (root).
 //!
-//! Seven host namespaces hang off one bridge ([`net`]); each scenario starts
+//! Seven host namespaces hang off one router ([`net`]); each scenario starts
 //! fresh processes of the `chaos` example of `knotwork-knot` (roles worker,
-//! submitter, good, attacker; [`proc`]) and checks its own outcome:
+//! submitter, good, attacker; [`crate::proc`]) and checks its own outcome:
 //!
 //! 1. **lossy**: every host on a slow, lossy switch (5 % loss, 100 ms ± 20 ms
 //!    one-way delay per frame, so frames overtake each other; user space,
 //!    as this kernel has no `netem`); five workers, one submitter: every
 //!    task exactly once and correct, every DHT record put and read back.
-//! 2. **partition**: the bridge drops traffic between hosts {1,2,3} and
+//! 2. **partition**: the router drops traffic between hosts {1,2,3} and
 //!    {4,5,6} (the submitter's side) for a while, then heals: the
 //!    submitter's channels to the far side time out, it reconnects to all
 //!    five workers by itself, its DHT table regains its size, and every task
@@ -30,20 +30,19 @@
 //!
 //! A summary table closes the run; any failed check fails the command.
 
-mod json;
 mod net;
-mod proc;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::flags::Flags;
+use crate::json;
+use crate::proc::{Line, Proc};
 use crate::project::Project;
 use crate::shell;
 use crate::system::{self, Need};
 use net::{Net, host_ip, wan_ip};
-use proc::{Line, Proc};
 
 /// The bound on the hostile scenario's target RSS, in MiB (a debug build
 /// idles at ~15 MiB).
@@ -274,7 +273,7 @@ struct Ctx<'a> {
     dir: &'a Path,
     net: &'a Net,
     sizes: Sizes,
-    /// Whether nodes use the slow, lossy switch instead of the bridge.
+    /// Whether nodes use the slow, lossy switch instead of the router.
     wan: std::cell::Cell<bool>,
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::flags::Flags;
 use crate::project::Project;
-use crate::{bench, chaos, fuzz, interop, lint, shell, test};
+use crate::{bench, chaos, fuzz, interop, lint, shell, test, testnet};
 
 const DEFAULT_FUZZ_SECONDS: u64 = 10;
 
@@ -157,6 +157,11 @@ fn steps(project: &Project, fuzz_seconds: u64) -> Vec<Step<'_>> {
         "chaos --quick",
         "`cargo xtask chaos --quick` reproduces it (root; logs under /tmp/kwc-run-*)",
         || chaos::run_suite(project, true, false, None).map(ok),
+    ));
+    steps.push(Step::new(
+        "testnet --quick",
+        "`cargo xtask testnet --quick` reproduces it (root; report under <target>/testnet, logs under /tmp/kwt-run-*)",
+        || testnet::run_plan(project, &testnet::Plan::quick()).map(ok),
     ));
     steps
 }

@@ -3,10 +3,12 @@
 //!
 //! # Layout
 //! One module per command — [`ci`], [`mod@test`], [`fuzz`], [`mod@bench`],
-//! [`interop`], [`sim`], [`chaos`] — and the few pieces they share: [`project`] (where the repo
-//! is, how to start cargo), [`shell`] (running commands), [`python`] (the
-//! `.venv` with interop peers and linters), [`lint`] (actionlint and
-//! shellcheck), [`flags`] (arguments) and [`error`].
+//! [`interop`], [`sim`], [`chaos`], [`testnet`] — and the few pieces they
+//! share: [`project`] (where the repo is, how to start cargo), [`shell`]
+//! (running commands), [`python`] (the `.venv` with interop peers and
+//! linters), [`lint`] (actionlint and shellcheck), [`netns`] (hosts as
+//! network namespaces around a router), [`proc`] and [`json`] (node processes
+//! and their JSON lines), [`flags`] (arguments) and [`error`].
 //!
 //! Every tool a command needs is installed by the command when missing, and it
 //! says what it installs and why. Failures exit non-zero with the fix named.
@@ -18,13 +20,17 @@ mod error;
 mod flags;
 mod fuzz;
 mod interop;
+mod json;
 mod lint;
+mod netns;
+mod proc;
 mod project;
 mod python;
 mod shell;
 mod sim;
 mod system;
 mod test;
+mod testnet;
 
 use std::process::ExitCode;
 
@@ -57,6 +63,16 @@ commands:
                                  faults and hostile load on node processes in network
                                  namespaces (root): lossy, partition, crash, hostile;
                                  --quick takes under 5 minutes
+  testnet --nodes N --minutes M [--churn R] [--seed S] [--max-inbound K] [--quick]
+          [-- knot run args]
+                                 N `knot run` processes in network namespaces (root):
+                                 DHT, gossip and tasks driven through their control
+                                 sockets, R of the nodes per minute stopped and
+                                 restarted; report and SVG plots under
+                                 <target>/testnet, hops held against `sim`;
+                                 --max-inbound: every node's max_inbound; args
+                                 after -- go to every `knot run`;
+                                 --quick: 30 nodes, 2 min, churn 0.1 (what ci runs)
 ";
 
 fn main() -> ExitCode {
@@ -84,6 +100,9 @@ fn run(mut args: Vec<String>) -> Result<()> {
         "interop" => interop::run(&project, Flags::new(args)),
         "sim" => sim::run(&project, &args),
         "chaos" => chaos::run(&project, Flags::new(args)),
+        "testnet" => testnet::run(&project, Flags::new(args)),
+        // Started by `testnet` itself; see the testnet module docs.
+        "testnet-guard" => testnet::guard(&args),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

@@ -37,6 +37,11 @@ pub struct Config {
     pub liveness_interval: Duration,
     /// Replacement candidates cached per bucket (5).
     pub replacement_cache: usize,
+    /// Failed requests in a row after which an entry leaves the routing
+    /// table even without a candidate to replace it (2: one lost response
+    /// does not cost a live peer its place); see
+    /// [`RoutingTable::with_max_failures`](crate::RoutingTable::with_max_failures).
+    pub max_failures: u32,
     /// Most entries with an address in one /24 or /64: `(per bucket, per
     /// table)`, `(2, 10)` like discv5. `None` turns the limits off (for
     /// tests where every node is on loopback).
@@ -76,6 +81,7 @@ impl Default for Config {
             mode: Mode::Server,
             liveness_interval: Duration::from_secs(30),
             replacement_cache: 5,
+            max_failures: 2,
             subnet_limits: Some((2, 10)),
             refresh_interval: Duration::from_secs(600),
             maintenance_interval: Duration::from_secs(60),

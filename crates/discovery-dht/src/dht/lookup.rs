@@ -20,7 +20,7 @@ use crate::key::Key;
 use crate::message::{DhtMessage, PeerInfo, Request, Response, WireAddr, WirePeer};
 use crate::query::Query;
 use crate::record::Record;
-use crate::table::Entry;
+use crate::table::{Entry, Failed};
 use crate::time::Time;
 
 impl Dht {
@@ -200,9 +200,7 @@ impl Dht {
                     r.stats.failures += 1;
                     r.query.on_failure(path, &o.peer);
                 }
-                if let Some(lrs) = self.table.request_failed(&o.peer) {
-                    self.send_request(now, &lrs, None, Request::Ping, Expect::Pong, Purpose::Ping);
-                }
+                self.peer_failed(now, &o.peer);
                 self.drive(now, query);
             }
             Purpose::Store { query } => {
@@ -212,11 +210,26 @@ impl Dht {
                         *pending = pending.saturating_sub(1);
                     }
                 }
-                if let Some(lrs) = self.table.request_failed(&o.peer) {
-                    self.send_request(now, &lrs, None, Request::Ping, Expect::Pong, Purpose::Ping);
-                }
+                self.peer_failed(now, &o.peer);
                 self.drive(now, query);
             }
+        }
+    }
+
+    /// Tells the table that a request to `peer` failed, and acts on what it
+    /// did: an eviction is reported, a liveness check is sent.
+    fn peer_failed(&mut self, now: Time, peer: &PeerId) {
+        match self.table.request_failed(peer) {
+            Failed::Kept { ping: Some(lrs) } => {
+                self.send_request(now, &lrs, None, Request::Ping, Expect::Pong, Purpose::Ping);
+            }
+            Failed::Evicted(ev) => {
+                self.events.push_back(Event::PeerEvicted(ev.evicted));
+                if let Some(p) = ev.promoted {
+                    self.events.push_back(Event::PeerAdded(p));
+                }
+            }
+            Failed::Kept { ping: None } | Failed::Absent => {}
         }
     }
 
@@ -358,6 +371,18 @@ impl Dht {
         };
         r.stats.duration = now.saturating_since(r.started);
         r.stats.hops = r.query.target_depth();
+        tracing::debug!(
+            kind = %r.goal.name(),
+            origin = ?r.origin,
+            found = r.stats.hops.is_some(),
+            hops = r.stats.hops.unwrap_or(0),
+            requests = r.stats.requests,
+            responses = r.stats.responses,
+            failures = r.stats.failures,
+            ms = u64::try_from(r.stats.duration.as_millis()).unwrap_or(u64::MAX),
+            timed_out = r.stats.timed_out,
+            "query finished"
+        );
         let acked = r.store.map_or(0, |(_, a)| a);
         let result = match r.goal {
             Goal::FindNode => QueryResult::FindNode {

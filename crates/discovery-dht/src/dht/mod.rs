@@ -180,6 +180,19 @@ enum Goal {
     GetProviders(Vec<u8>),
 }
 
+impl Goal {
+    /// The kind of query, as logged.
+    fn name(&self) -> &'static str {
+        match self {
+            Goal::FindNode => "find_node",
+            Goal::GetValue(..) => "get",
+            Goal::PutValue(_) => "put",
+            Goal::AddProvider(_) => "provide",
+            Goal::GetProviders(_) => "providers",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Origin {
     App,
@@ -265,7 +278,8 @@ impl Dht {
             config.replacement_cache,
             config.subnet_limits,
         )
-        .with_ping_after(config.liveness_interval);
+        .with_ping_after(config.liveness_interval)
+        .with_max_failures(config.max_failures);
         let store = RecordStore::new(config.store);
         Self {
             local,

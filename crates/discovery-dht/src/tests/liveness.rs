@@ -191,3 +191,34 @@ fn silent_peers_fail_per_request_and_queries_end_at_their_deadline() {
             if *id == q && stats.timed_out && stats.failures == 1 && stats.requests == 2)));
     assert_eq!(d.running_queries(), 0);
 }
+
+#[test]
+fn a_peer_that_fails_two_lookups_in_a_row_leaves_the_table() {
+    // Found by `cargo xtask testnet`: a departed peer in a bucket with room
+    // stayed forever, and every lookup near its key waited a request
+    // timeout on it (routing tables held more entries than live nodes).
+    let cfg = Config {
+        request_timeout: Duration::from_secs(1),
+        subnet_limits: None,
+        ..Config::default()
+    };
+    let mut d = Dht::new(id(0), cfg);
+    d.add_peer(Time(0), id(1), &[PeerAddr::Mem(1)]).unwrap();
+    events(&mut d);
+    for round in 0..2 {
+        let t = Time(round * 10_000);
+        d.find_node(t, Key::hash(b"t"));
+        assert_eq!(drain(&mut d).len(), 1, "asks the one peer it knows");
+        assert!(
+            d.table().get(&id(1)).is_some(),
+            "still there in round {round}"
+        );
+        d.handle_timeout(t + Duration::from_secs(1));
+    }
+    assert!(d.table().get(&id(1)).is_none(), "gone after two failures");
+    assert!(
+        events(&mut d)
+            .iter()
+            .any(|e| matches!(e, Event::PeerEvicted(p) if *p == id(1)))
+    );
+}

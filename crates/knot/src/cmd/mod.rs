@@ -4,12 +4,15 @@ pub(crate) mod config;
 pub(crate) mod connect;
 pub(crate) mod demo;
 pub(crate) mod dht;
+pub(crate) mod gossip;
 pub(crate) mod health;
 pub(crate) mod id;
+pub(crate) mod metrics;
 pub(crate) mod peers;
 pub(crate) mod ping;
 pub(crate) mod run;
 pub(crate) mod status;
+pub(crate) mod task;
 
 use knotwork_core::Keypair;
 use knotwork_node::NodeBuilder;
