@@ -5,11 +5,18 @@
 //!   derived from it.
 //! - [`addr`]: [`PeerAddr`], a typed address (`tcp/127.0.0.1:4000`,
 //!   `tcp/[::1]:4000`, `ble/<device>`, `mem/7`).
-//! - [`transport`]: the [`Transport`] and [`Listener`] traits every transport
-//!   implements, and [`TransportError`].
-//! - [`discovery`]: the [`Discovery`] trait and [`DiscoveredPeer`].
-//! - [`memory`]: [`MemoryTransport`], an in-process transport with bounded
-//!   pipes that behaves like TCP, for tests and examples.
+//! - `transport` (feature `tokio`): the `Transport` and `Listener` traits
+//!   every transport implements, and `TransportError`.
+//! - `discovery` (feature `tokio`): the `Discovery` trait and
+//!   `DiscoveredPeer`.
+//! - `memory` (feature `tokio`): `MemoryTransport`, an in-process transport
+//!   with bounded pipes that behaves like TCP, for tests and examples.
+//!
+//! # Features
+//! - `tokio` (default): the async half above, on tokio's `AsyncRead` /
+//!   `AsyncWrite`. Sans-IO crates (the DHT core, BLE's link layer, the
+//!   handshake state machine) depend on this crate without it and pull in
+//!   neither tokio nor futures.
 //!
 //! # Example
 //! ```
@@ -34,15 +41,21 @@
 //! ```
 
 pub mod addr;
+#[cfg(feature = "tokio")]
 pub mod discovery;
 pub mod identity;
+#[cfg(feature = "tokio")]
 pub mod memory;
+#[cfg(feature = "tokio")]
 pub mod transport;
 
 pub use addr::{AddrParseError, MAX_ADDR_TEXT_LEN, PeerAddr, RelayAddr};
+#[cfg(feature = "tokio")]
 pub use discovery::{
     DiscoveredPeer, Discovery, DiscoveryError, DiscoveryEvent, DiscoverySource, LocalPeerInfo,
 };
 pub use identity::{IdentityError, Keypair, PeerId, PublicKey, SIGNATURE_LEN};
+#[cfg(feature = "tokio")]
 pub use memory::MemoryTransport;
+#[cfg(feature = "tokio")]
 pub use transport::{Listener, RawConnection, Transport, TransportError};
