@@ -29,6 +29,7 @@
     clippy::indexing_slicing
 )]
 
+use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -144,7 +145,84 @@ fn handshakes(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    let (ring_signer, aws_lc_signer) = signers();
+    g.bench_function("ed25519_sign_ring", |bch| {
+        bch.iter(|| ring_signer.sign(&msg))
+    });
+    g.bench_function("ed25519_sign_aws_lc", |bch| {
+        bch.iter(|| aws_lc_signer.sign(&msg))
+    });
+    let block = [0x33u8; 128];
+    g.bench_function("sha256_128B_ring", |bch| {
+        bch.iter(|| ring::digest::digest(&ring::digest::SHA256, &block))
+    });
+    g.bench_function("sha256_128B_aws_lc", |bch| {
+        bch.iter(|| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &block))
+    });
+    for suite in Suite::ALL {
+        let (ring, aws_lc) = (ring_key(suite), aws_lc_key(suite));
+        let mut buf = vec![0x5Au8; WRITE];
+        let mut n = 0u64;
+        g.bench_function(format!("aead_{suite:?}_64KiB_ring"), |bch| {
+            bch.iter(|| ring_seal_open(&ring, &mut buf, &mut n))
+        });
+        g.bench_function(format!("aead_{suite:?}_64KiB_aws_lc"), |bch| {
+            bch.iter(|| aws_lc_seal_open(&aws_lc, &mut buf, &mut n))
+        });
+    }
     g.finish();
+}
+
+/// One Ed25519 key in both libraries.
+fn signers() -> (
+    ring::signature::Ed25519KeyPair,
+    aws_lc_rs::signature::Ed25519KeyPair,
+) {
+    let pkcs8 = Keypair::generate().unwrap().to_pkcs8().to_vec();
+    (
+        ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap(),
+        aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap(),
+    )
+}
+
+fn aws_lc_key(suite: Suite) -> aws_lc_rs::aead::LessSafeKey {
+    use aws_lc_rs::aead::{AES_256_GCM, CHACHA20_POLY1305, LessSafeKey, UnboundKey};
+    let alg = match suite {
+        Suite::ChaChaPoly => &CHACHA20_POLY1305,
+        Suite::AesGcm => &AES_256_GCM,
+    };
+    LessSafeKey::new(UnboundKey::new(alg, &[7u8; 32]).unwrap())
+}
+
+/// Seals and opens one 64 KiB message with ring, in place.
+fn ring_seal_open(key: &LessSafeKey, buf: &mut Vec<u8>, n: &mut u64) {
+    let tag = key
+        .seal_in_place_separate_tag(nonce(*n), Aad::empty(), buf)
+        .unwrap();
+    buf.extend_from_slice(tag.as_ref());
+    let len = key
+        .open_in_place(nonce(*n), Aad::empty(), buf)
+        .unwrap()
+        .len();
+    buf.truncate(len);
+    *n += 1;
+}
+
+/// Seals and opens one 64 KiB message with AWS-LC, in place.
+fn aws_lc_seal_open(key: &aws_lc_rs::aead::LessSafeKey, buf: &mut Vec<u8>, n: &mut u64) {
+    use aws_lc_rs::aead::{Aad, Nonce};
+    let mut b = [0u8; 12];
+    b[4..].copy_from_slice(&n.to_be_bytes());
+    let tag = key
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(b), Aad::empty(), buf)
+        .unwrap();
+    buf.extend_from_slice(tag.as_ref());
+    let len = key
+        .open_in_place(Nonce::assume_unique_for_key(b), Aad::empty(), buf)
+        .unwrap()
+        .len();
+    buf.truncate(len);
+    *n += 1;
 }
 
 fn ring_key(suite: Suite) -> LessSafeKey {
@@ -164,16 +242,7 @@ fn nonce(n: u64) -> Nonce {
 /// Seals and opens `WRITES` × 64 KiB with ring, in place.
 fn ring_round(key: &LessSafeKey, buf: &mut Vec<u8>, n: &mut u64) {
     for _ in 0..WRITES {
-        let tag = key
-            .seal_in_place_separate_tag(nonce(*n), Aad::empty(), buf)
-            .unwrap();
-        buf.extend_from_slice(tag.as_ref());
-        let len = key
-            .open_in_place(nonce(*n), Aad::empty(), buf)
-            .unwrap()
-            .len();
-        buf.truncate(len);
-        *n += 1;
+        ring_seal_open(key, buf, n);
     }
 }
 
@@ -299,6 +368,45 @@ fn ratios() {
         &mut || snow_xx(&params, &ki.private, &kr.private),
         &mut || ours_xx(&a, &b, Suite::ChaChaPoly),
     );
+    let (ring_signer, aws_lc_signer) = signers();
+    let msg = [1u8; 60];
+    ratio(
+        "primitives ed25519 sign aws_lc / ring",
+        200,
+        &mut || {
+            black_box(ring_signer.sign(&msg));
+        },
+        &mut || {
+            black_box(aws_lc_signer.sign(&msg));
+        },
+    );
+    let block = [0x33u8; 128];
+    ratio(
+        "primitives sha256 128 B aws_lc / ring",
+        20_000,
+        &mut || {
+            black_box(ring::digest::digest(&ring::digest::SHA256, &block));
+        },
+        &mut || {
+            black_box(aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                &block,
+            ));
+        },
+    );
+    for suite in Suite::ALL {
+        let (ring, aws_lc) = (ring_key(suite), aws_lc_key(suite));
+        let mut buf = vec![0x5Au8; WRITE];
+        let mut n = 0u64;
+        let mut m = 0u64;
+        let mut other = vec![0x5Au8; WRITE];
+        ratio(
+            &format!("primitives aead {suite:?} 64 KiB aws_lc / ring"),
+            64,
+            &mut || ring_seal_open(&ring, &mut buf, &mut n),
+            &mut || aws_lc_seal_open(&aws_lc, &mut other, &mut m),
+        );
+    }
     let rt = runtime();
     for suite in Suite::ALL {
         let key = ring_key(suite);

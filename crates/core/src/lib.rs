@@ -59,3 +59,8 @@ pub use identity::{IdentityError, Keypair, PeerId, PublicKey, SIGNATURE_LEN};
 pub use memory::MemoryTransport;
 #[cfg(feature = "tokio")]
 pub use transport::{Listener, RawConnection, Transport, TransportError};
+
+/// The README's example, compiled as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -101,7 +101,7 @@ impl CipherState {
 
     fn advance(&mut self) -> Result<(), HandshakeError> {
         self.nonce = self.nonce.saturating_add(1);
-        if self.rekey_interval != 0 && self.nonce % self.rekey_interval == 0 {
+        if self.rekey_interval != 0 && self.nonce.is_multiple_of(self.rekey_interval) {
             self.rekey()?;
         }
         Ok(())
