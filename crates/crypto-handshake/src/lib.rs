@@ -8,12 +8,12 @@
 //!   Noise static key.
 //! - [`handshake`]: [`Handshake`], the sans-IO state machine (XX, and IK for
 //!   known peers), built on snow.
-//! - `resolver` (private): the crypto snow runs on: ring, and X25519 from
-//!   aws-lc-rs with the static key computed once.
+//! - `resolver` (private): the crypto snow runs on, from AWS-LC (aws-lc-rs),
+//!   with the static key computed once.
 //! - [`known`]: [`KnownPeers`], the peers' static keys (for IK) and checked
 //!   identity payloads remembered between handshakes.
 //! - [`cipher`]: [`CipherState`], one transport direction, in-place AEAD with
-//!   ring, Noise rekey.
+//!   AWS-LC, Noise rekey.
 //! - `stream` (feature `tokio`): `SecureStream`, tokio `AsyncRead +
 //!   AsyncWrite` over the transport keys, batching small writes into one
 //!   Noise message.

@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use futures::stream::{self, BoxStream};
 use knotwork_core::{
     DiscoveredPeer, Discovery, DiscoveryError, DiscoveryEvent, DiscoverySource, LocalPeerInfo,
     PeerAddr,
 };
 use mdns_sd::{DaemonEvent, Receiver, ServiceDaemon, ServiceEvent, ServiceInfo, TxtProperty};
-use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
