@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! One module per command — [`ci`], [`mod@test`], [`fuzz`], [`mod@bench`],
-//! [`interop`], [`sim`], [`chaos`] — and the few pieces they share: [`project`] (where the repo
+//! [`interop`], [`sim`], [`chaos`], [`package`] (also `features`) — and the few pieces they share: [`project`] (where the repo
 //! is, how to start cargo), [`shell`] (running commands), [`python`] (the
 //! `.venv` with interop peers and linters), [`lint`] (actionlint and
 //! shellcheck), [`flags`] (arguments) and [`error`].
@@ -19,6 +19,7 @@ mod flags;
 mod fuzz;
 mod interop;
 mod lint;
+mod package;
 mod project;
 mod python;
 mod shell;
@@ -36,9 +37,10 @@ const HELP: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci [--fuzz-seconds N]          every CI check: fmt, clippy, tests, rustdoc, a short
-                                 fuzz run of every target (default 10 s each, also
-                                 KNOTWORK_FUZZ_SECONDS), actionlint, interop suites
+  ci [--fuzz-seconds N]          every CI check: fmt, clippy, tests, rustdoc, package,
+                                 features, a short fuzz run of every target (default
+                                 10 s each, also KNOTWORK_FUZZ_SECONDS), actionlint,
+                                 interop suites
   test [args..]                  the workspace's tests (nextest if installed, plus
                                  doctests); args are passed through
   fuzz <target> [--seconds N]    fuzz one target (default 60 s); --all fuzzes every
@@ -53,6 +55,11 @@ commands:
       [--join oracle|protocol] [--out FILE.svg]
                                  the DHT simulator (release build): success rate,
                                  hops, messages, latency, memory; SVG histograms
+  package [--verify]             pack every published crate (one cargo package for all,
+                                 offline where the index cache allows; --verify also
+                                 builds each packed crate)
+  features                       cargo check of each published crate alone with
+                                 --no-default-features and with --all-features
   chaos [--quick] [--allow-skip] [--only SCENARIO]
                                  faults and hostile load on node processes in network
                                  namespaces (root): lossy, partition, crash, hostile;
@@ -84,6 +91,8 @@ fn run(mut args: Vec<String>) -> Result<()> {
         "interop" => interop::run(&project, Flags::new(args)),
         "sim" => sim::run(&project, &args),
         "chaos" => chaos::run(&project, Flags::new(args)),
+        "package" => package::run_package(&project, Flags::new(args)),
+        "features" => package::run_features(&project, Flags::new(args)),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())
