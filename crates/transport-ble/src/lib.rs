@@ -23,6 +23,8 @@
 //! `central` and `peripheral` (both default) turn on `tokio`. With
 //! `default-features = false` the crate is the sans-IO core alone
 //! ([`frame`], [`link`], [`gatt`]): no tokio, no btleplug, no libdbus.
+//! `vendored-dbus` (default) builds libdbus from source on Linux; without
+//! it the roles link the system's (`libdbus-1-dev` and `pkg-config`).
 //!
 //! # Data flow
 //! ```text
