@@ -369,8 +369,43 @@ fn ratios() {
         &mut || snow_xx(&params, &ki.private, &kr.private),
         &mut || ours_xx(&a, &b, Suite::ChaChaPoly),
     );
+    let scalar = [0x42u8; 32];
+    let peer = curve25519_dalek::MontgomeryPoint::mul_base_clamped([0x17; 32]).to_bytes();
+    let key =
+        aws_lc_rs::agreement::PrivateKey::from_private_key(&aws_lc_rs::agreement::X25519, &scalar)
+            .unwrap();
+    ratio(
+        "primitives x25519 aws_lc / dalek",
+        200,
+        &mut || {
+            black_box(curve25519_dalek::MontgomeryPoint(peer).mul_clamped(scalar));
+        },
+        &mut || {
+            let public =
+                aws_lc_rs::agreement::UnparsedPublicKey::new(&aws_lc_rs::agreement::X25519, &peer);
+            aws_lc_rs::agreement::agree(&key, public, (), |k| Ok(black_box(k[0]))).unwrap();
+        },
+    );
     let (ring_signer, aws_lc_signer) = signers();
     let msg = [1u8; 60];
+    let sig = aws_lc_signer.sign(&msg);
+    let pk = aws_lc_rs::signature::KeyPair::public_key(&aws_lc_signer)
+        .as_ref()
+        .to_vec();
+    ratio(
+        "primitives ed25519 verify aws_lc / ring",
+        200,
+        &mut || {
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &pk)
+                .verify(&msg, sig.as_ref())
+                .unwrap();
+        },
+        &mut || {
+            aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, &pk)
+                .verify(&msg, sig.as_ref())
+                .unwrap();
+        },
+    );
     ratio(
         "primitives ed25519 sign aws_lc / ring",
         200,
