@@ -398,4 +398,80 @@ mod tests {
                 .is_none()
         );
     }
+
+    fn cipher(suite: Suite) -> Box<dyn Cipher> {
+        let choice = match suite {
+            Suite::ChaChaPoly => CipherChoice::ChaChaPoly,
+            Suite::AesGcm => CipherChoice::AESGCM,
+        };
+        Resolver::new(None).resolve_cipher(&choice).unwrap()
+    }
+
+    /// snow's handshake cipher and the transport's `CipherState` are the
+    /// same AEAD with the same Noise nonces: equal bytes for equal inputs.
+    #[test]
+    fn the_handshake_cipher_seals_as_the_transport_does() {
+        const TEXT: &[u8; 20] = b"twenty bytes of text";
+        for suite in Suite::ALL {
+            let mut hs = cipher(suite);
+            hs.set(&[5; KEY_LEN]);
+            let mut sealed = [0u8; 20 + TAG_LEN];
+            assert_eq!(hs.encrypt(3, &[], TEXT, &mut sealed), sealed.len());
+            let mut transport = crate::CipherState::new(suite, &[5; KEY_LEN], 0).unwrap();
+            let mut buf = TEXT.to_vec();
+            for _ in 0..3 {
+                transport.seal_in_place(&mut [0u8; 1]).unwrap();
+            }
+            let tag = transport.seal_in_place(&mut buf).unwrap();
+            assert_eq!(&sealed[..20], &buf[..]);
+            assert_eq!(&sealed[20..], &tag);
+            let mut plain = [0u8; 20];
+            assert_eq!(hs.decrypt(3, &[], &sealed, &mut plain), Ok(20));
+            assert_eq!(&plain, TEXT);
+        }
+    }
+
+    #[test]
+    fn altered_short_or_unkeyed_messages_do_not_open() {
+        let mut hs = cipher(Suite::AesGcm);
+        let mut sealed = [0u8; 4 + TAG_LEN];
+        let mut plain = [0u8; 4];
+        // No key yet: nothing is sealed or opened.
+        assert_eq!(hs.encrypt(0, &[], b"abcd", &mut sealed), 0);
+        assert_eq!(
+            hs.decrypt(0, &[], &sealed, &mut plain),
+            Err(snow::Error::Decrypt)
+        );
+        hs.set(&[1; KEY_LEN]);
+        assert_eq!(hs.encrypt(0, b"ad", b"abcd", &mut sealed), sealed.len());
+        for bad in [&sealed[..TAG_LEN - 1], &sealed[..]] {
+            assert_eq!(
+                hs.decrypt(0, &[], bad, &mut plain),
+                Err(snow::Error::Decrypt)
+            );
+        }
+        assert_eq!(hs.decrypt(0, b"ad", &sealed, &mut plain), Ok(4));
+    }
+
+    /// FIPS 180-2 appendix B.1, fed in two pieces, then again after a reset.
+    #[test]
+    fn sha256_gives_the_standard_digest() {
+        let mut h = Resolver::new(None)
+            .resolve_hash(&HashChoice::SHA256)
+            .unwrap();
+        let expected = hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        for _ in 0..2 {
+            h.reset();
+            h.input(b"a");
+            h.input(b"bc");
+            let mut out = [0u8; 32];
+            h.result(&mut out);
+            assert_eq!(out, expected);
+        }
+        assert!(
+            Resolver::new(None)
+                .resolve_hash(&HashChoice::Blake2s)
+                .is_none()
+        );
+    }
 }
