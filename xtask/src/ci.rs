@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::flags::Flags;
 use crate::project::Project;
-use crate::{bench, chaos, fuzz, interop, lint, shell, test, testnet};
+use crate::{bench, chaos, fuzz, interop, lint, package, shell, test, testnet};
 
 const DEFAULT_FUZZ_SECONDS: u64 = 10;
 
@@ -112,6 +112,17 @@ fn steps(project: &Project, fuzz_seconds: u64) -> Vec<Step<'_>> {
                 )
                 .map(ok)
             },
+        ),
+        Step::new(
+            "package",
+            "fix the manifest named above; `cargo xtask package` reproduces it",
+            || package::package(project, false).map(|n| Done::Ok(format!("{n} crates"))),
+        ),
+        Step::new(
+            "features",
+            "a crate does not build alone with the features named above; \
+             `cargo xtask features` reproduces it",
+            || package::features(project).map(|n| Done::Ok(format!("{n} crates × 2"))),
         ),
         Step::new(
             "fuzz",
@@ -266,13 +277,15 @@ mod tests {
         assert!(steps.iter().all(|s| !s.fix.is_empty()));
         let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
-            names.get(..7),
+            names.get(..9),
             Some(
                 &[
                     "fmt",
                     "clippy",
                     "test",
                     "doc",
+                    "package",
+                    "features",
                     "fuzz",
                     "perf quick",
                     "lint ci"

@@ -3,12 +3,13 @@
 //!
 //! # Layout
 //! One module per command — [`ci`], [`mod@test`], [`fuzz`], [`mod@bench`],
-//! [`interop`], [`sim`], [`chaos`], [`testnet`] — and the few pieces they
-//! share: [`project`] (where the repo is, how to start cargo), [`shell`]
-//! (running commands), [`python`] (the `.venv` with interop peers and
-//! linters), [`lint`] (actionlint and shellcheck), [`netns`] (hosts as
-//! network namespaces around a router), [`proc`] and [`json`] (node processes
-//! and their JSON lines), [`flags`] (arguments) and [`error`].
+//! [`interop`], [`sim`], [`chaos`], [`testnet`], [`package`] (also
+//! `features`) — and the few pieces they share: [`project`] (where the repo
+//! is, how to start cargo), [`shell`] (running commands), [`python`] (the
+//! `.venv` with interop peers and linters), [`lint`] (actionlint and
+//! shellcheck), [`netns`] (hosts as network namespaces around a router),
+//! [`proc`] and [`json`] (node processes and their JSON lines), [`flags`]
+//! (arguments) and [`error`].
 //!
 //! Every tool a command needs is installed by the command when missing, and it
 //! says what it installs and why. Failures exit non-zero with the fix named.
@@ -23,6 +24,7 @@ mod interop;
 mod json;
 mod lint;
 mod netns;
+mod package;
 mod proc;
 mod project;
 mod python;
@@ -42,9 +44,10 @@ const HELP: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci [--fuzz-seconds N]          every CI check: fmt, clippy, tests, rustdoc, a short
-                                 fuzz run of every target (default 10 s each, also
-                                 KNOTWORK_FUZZ_SECONDS), actionlint, interop suites
+  ci [--fuzz-seconds N]          every CI check: fmt, clippy, tests, rustdoc, package,
+                                 features, a short fuzz run of every target (default
+                                 10 s each, also KNOTWORK_FUZZ_SECONDS), actionlint,
+                                 interop suites
   test [args..]                  the workspace's tests (nextest if installed, plus
                                  doctests); args are passed through
   fuzz <target> [--seconds N]    fuzz one target (default 60 s); --all fuzzes every
@@ -59,6 +62,11 @@ commands:
       [--join oracle|protocol] [--out FILE.svg]
                                  the DHT simulator (release build): success rate,
                                  hops, messages, latency, memory; SVG histograms
+  package [--verify]             pack every published crate (one cargo package for all,
+                                 offline where the index cache allows; --verify also
+                                 builds each packed crate)
+  features                       cargo check of each published crate alone with
+                                 --no-default-features and with --all-features
   chaos [--quick] [--allow-skip] [--only SCENARIO]
                                  faults and hostile load on node processes in network
                                  namespaces (root): lossy, partition, crash, hostile;
@@ -103,6 +111,8 @@ fn run(mut args: Vec<String>) -> Result<()> {
         "testnet" => testnet::run(&project, Flags::new(args)),
         // Started by `testnet` itself; see the testnet module docs.
         "testnet-guard" => testnet::guard(&args),
+        "package" => package::run_package(&project, Flags::new(args)),
+        "features" => package::run_features(&project, Flags::new(args)),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

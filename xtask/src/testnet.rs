@@ -672,7 +672,7 @@ impl<'a> Run<'a> {
             return;
         };
         let k = self.data.churn.len();
-        let (kill, fresh) = (k % 2 == 0, (k / 2) % 2 == 1);
+        let (kill, fresh) = (k.is_multiple_of(2), (k / 2) % 2 == 1);
         self.net.stop(victim, kill);
         if let Some(slot) = self.net.slots.get_mut(victim) {
             slot.restart_at = Some(Instant::now() + DOWN);

@@ -311,7 +311,7 @@ mod tests {
         let target = Key::hash(b"target");
         let mut truth: Vec<_> = all.clone();
         truth.sort_by_key(|p| Key::from_peer_id(&p.peer_id).distance(&target));
-        let fails = |p: &PeerInfo| p.peer_id.as_bytes()[7] % 5 == 0;
+        let fails = |p: &PeerInfo| p.peer_id.as_bytes()[7].is_multiple_of(5);
         // Tables hold live peers only: responses list the 20 closest of those.
         let closest_to = |t: &Key| -> Vec<PeerInfo> {
             let mut v: Vec<PeerInfo> = all.iter().filter(|p| !fails(p)).cloned().collect();

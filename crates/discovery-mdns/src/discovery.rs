@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use futures::stream::{self, BoxStream};
 use knotwork_core::{
     DiscoveredPeer, Discovery, DiscoveryError, DiscoveryEvent, DiscoverySource, LocalPeerInfo,
@@ -22,7 +23,6 @@ use mdns_sd::{
     DaemonEvent, IfKind, IfPredicate, Receiver, ResolvedService, ScopedIp, ServiceDaemon,
     ServiceEvent, ServiceInfo, TxtProperty,
 };
-use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 

@@ -563,7 +563,7 @@ fn measure_bulk(sides: &Sides, sizes: &Sizes, out: &mut Rows<'_>) {
         }
         out.push(
             "aead seal+open",
-            format!("ring {suite:?} in memory"),
+            format!("AWS-LC {suite:?} in memory"),
             aead,
             "B/s",
             None,
