@@ -143,6 +143,54 @@ impl Only {
 const USAGE: &str = "usage: perf [--quick] [--cpu N] [--out DIR] \
      [--only bulk,stream,node,handshakes,memory,quic,unpinned,transports]";
 
+/// What `perf --help` prints.
+const HELP: &str = "perf: knotwork's performance harness (`cargo xtask bench` runs it).
+
+usage: perf [--quick] [--cpu N] [--out DIR] [--only GROUPS]
+
+  --quick        small sizes, a 60 s watchdog (what `cargo xtask ci` runs)
+  --cpu N        the CPU both ends are pinned to (default 0)
+  --out DIR      where perf.json and perf.svg go (default target/perf)
+  --only GROUPS  comma-separated groups to measure (default all):
+                 bulk, stream, node, handshakes, memory, quic, unpinned, transports
+  -h, --help     this text
+
+Each row is a ratio to a raw baseline measured in the same run.";
+
+impl Options {
+    /// The options in `args`; `None` for `--help`.
+    fn parse(args: Vec<String>) -> Result<Option<Self>, String> {
+        let mut opts = Options {
+            quick: false,
+            cpu: 0,
+            out: PathBuf::from("target/perf"),
+            only: Only::ALL,
+        };
+        let mut it = args.into_iter();
+        while let Some(arg) = it.next() {
+            let mut value = |what: &str| it.next().ok_or_else(|| format!("{arg} needs {what}"));
+            match arg.as_str() {
+                "-h" | "--help" => return Ok(None),
+                "--quick" => opts.quick = true,
+                "--cpu" => {
+                    let v = value("a CPU number")?;
+                    opts.cpu = v
+                        .parse()
+                        .map_err(|_| format!("--cpu {v}: not a CPU number"))?;
+                }
+                "--out" => opts.out = PathBuf::from(value("a directory")?),
+                "--only" => {
+                    let v = value("a list of groups")?;
+                    opts.only =
+                        Only::parse(&v).ok_or_else(|| format!("--only {v}: unknown group"))?;
+                }
+                _ => return Err(format!("unknown argument `{arg}`")),
+            }
+        }
+        Ok(Some(opts))
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -159,22 +207,17 @@ fn main() {
         }
         _ => {}
     }
-    let mut opts = Options {
-        quick: false,
-        cpu: 0,
-        out: PathBuf::from("target/perf"),
-        only: Only::ALL,
-    };
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--quick" => opts.quick = true,
-            "--cpu" => opts.cpu = it.next().and_then(|c| c.parse().ok()).expect(USAGE),
-            "--out" => opts.out = it.next().map(PathBuf::from).expect(USAGE),
-            "--only" => opts.only = it.next().and_then(|l| Only::parse(&l)).expect(USAGE),
-            _ => panic!("unknown argument `{arg}`\n{USAGE}"),
+    let opts = match Options::parse(args) {
+        Ok(Some(opts)) => opts,
+        Ok(None) => {
+            println!("{HELP}");
+            return;
         }
-    }
+        Err(e) => {
+            eprintln!("perf: {e}\n{USAGE}\n(perf --help says more)");
+            std::process::exit(2);
+        }
+    };
     let sizes = if opts.quick { &QUICK } else { &FULL };
     sys::raise_nofile();
     watchdog::start(if opts.quick {
@@ -607,4 +650,36 @@ fn memory_rows(count: usize, rows: &mut Vec<Row>) {
         None,
         "<= 16 KiB",
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Option<Options>, String> {
+        Options::parse(args.iter().map(|a| (*a).to_owned()).collect())
+    }
+
+    #[test]
+    fn help_is_an_answer_and_bad_arguments_are_errors_not_panics() {
+        assert!(matches!(parse(&["--help"]), Ok(None)));
+        assert!(matches!(parse(&["--quick", "-h"]), Ok(None)));
+        let opts = parse(&["--quick", "--cpu", "1", "--only", "node,quic"])
+            .unwrap()
+            .unwrap();
+        assert!(opts.quick && opts.cpu == 1 && opts.only.node && !opts.only.bulk);
+        assert_eq!(
+            parse(&["--frobnicate"]).err().unwrap(),
+            "unknown argument `--frobnicate`"
+        );
+        assert_eq!(parse(&["--cpu"]).err().unwrap(), "--cpu needs a CPU number");
+        assert_eq!(
+            parse(&["--cpu", "x"]).err().unwrap(),
+            "--cpu x: not a CPU number"
+        );
+        assert_eq!(
+            parse(&["--only", "nope"]).err().unwrap(),
+            "--only nope: unknown group"
+        );
+    }
 }
