@@ -253,17 +253,7 @@ fn private_nodes_meet_through_the_relay_then_directly_by_hole_punching() {
     let punched_in = start.elapsed();
     let line = log.lines().find(|l| l.starts_with(&direct)).unwrap();
     bed.wait_log("b", &format!("connected {} tcp/", a.peer_id));
-    let entry = loop {
-        let entry = bed.peer_entry(&a, &b).expect("A stays connected to B");
-        if entry["relayed"] == false {
-            break entry;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "A's channel to B stays relayed: {entry}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let entry = wait_direct(&bed, &a, &b, start);
     // Direct, to B's router's public address: masquerade kept B's port.
     let addr = entry["addr"].as_str().unwrap();
     assert_eq!(ip_of(addr), Site::RouterB.ip().to_string(), "{entry}");
@@ -278,6 +268,50 @@ fn private_nodes_meet_through_the_relay_then_directly_by_hole_punching() {
     eprintln!(
         "nat: A reached B through the relay in {relayed_in:?}; \
          direct after hole punching {punched_in:?} after the dial ({line})"
+    );
+}
+
+/// Waits until `a`'s channel to `b` is direct; returns its entry.
+fn wait_direct(bed: &Bed, a: &Knot, b: &Knot, start: Instant) -> serde_json::Value {
+    loop {
+        let entry = bed.peer_entry(a, b).expect("A stays connected to B");
+        if entry["relayed"] == false {
+            return entry;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "A's channel to B stays relayed: {entry}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 19: `knot connect <PeerId>` with nothing but B's identity: A's
+/// DHT finds B's peer record (its relayed address), A dials through the
+/// relay, and the hole punch upgrades the channel to a direct one.
+#[test]
+#[ignore = "needs root and nftables: cargo xtask interop nat"]
+fn a_peer_known_only_by_its_id_is_reached_through_the_relay_then_directly() {
+    let Some(mut bed) = Bed::new(Options::default()) else {
+        return;
+    };
+    let (_relay, a, b, relayed) = relay_and_two_private_nodes(&mut bed);
+    let (_, found_in) = wait_dht_find(&bed, &a, &b, &relayed);
+    let start = Instant::now();
+    let out = bed.ctl(&a, &["connect", &b.peer_id]);
+    let connected_in = start.elapsed();
+    assert_eq!(out["peer_id"], b.peer_id.as_str(), "{out}");
+    let entry = wait_direct(&bed, &a, &b, start);
+    assert_eq!(
+        ip_of(entry["addr"].as_str().unwrap()),
+        Site::RouterB.ip().to_string(),
+        "{entry}"
+    );
+    eprintln!(
+        "connect by PeerId: B's record in A's DHT after {found_in:?}; `knot connect <id>` \
+         answered in {connected_in:?} ({}), direct after {:?}",
+        out["addr"],
+        start.elapsed()
     );
 }
 
@@ -392,17 +426,7 @@ fn routers_that_reset_early_syns_stop_tcp_punching_and_quic_punches_through() {
         .unwrap()
         .to_owned();
     bed.wait_log("b", &format!("connected {} quic/", a.peer_id));
-    let entry = loop {
-        let entry = bed.peer_entry(&a, &b).expect("A stays connected to B");
-        if entry["relayed"] == false {
-            break entry;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "A's channel to B stays relayed: {entry}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let entry = wait_direct(&bed, &a, &b, start);
     // Direct over QUIC, to B's router's public address (masquerade kept
     // the UDP port), and the same from B's side.
     let addr = entry["addr"].as_str().unwrap();
