@@ -794,15 +794,9 @@ fn two_knot_run_nodes_find_each_other_and_connect() {
     assert!(text.contains("\"sources\":[\"mdns\""), "{text}");
 
     // B stops (SIGTERM, like Ctrl-C): its goodbye reaches A.
-    let pid_b = lab
-        .children
-        .iter()
-        .find(|(n, _)| n == "knot-b")
-        .map(|(_, c)| c.id())
-        .unwrap();
     // `ip netns exec` execs the command, so the child is knot itself.
-    sh(&["kill", "-TERM", &pid_b.to_string()]).unwrap();
-    lab.wait_log("knot-b", "shutting down");
+    lab.terminate("knot-b");
+    assert!(lab.log("knot-b").contains("shutting down"));
     lab.wait_log("knot-a", &format!("disconnected {id_b}"));
     lab.wait_log("knot-a", &format!("expired {id_b}"));
 }

@@ -5,6 +5,8 @@
 //! - [`transport`]: the conformance suite for any
 //!   [`Transport`](knotwork_core::Transport), and the
 //!   [`transport_conformance!`] macro that makes one test per check.
+//! - [`netns`]: network-namespace beds (root): namespaces, processes in
+//!   them with their logs, and teardown, shared by the mDNS and NAT beds.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,4 +14,5 @@
     clippy::indexing_slicing
 )]
 
+pub mod netns;
 pub mod transport;

@@ -6,7 +6,7 @@ use std::fs;
 use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use knotwork_core::{DiscoveredPeer, DiscoveryEvent, PeerId};
 use knotwork_discovery_mdns::DEFAULT_SERVICE_TYPE;
+use knotwork_testkit::netns;
 
 /// How long any one wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -63,39 +64,11 @@ pub fn warned(instance: &str, reason: &str) -> bool {
 // ---------------------------------------------------------------------------
 // The lab: two namespaces, a veth pair, child processes, teardown.
 
-pub fn allow_skip() -> bool {
-    std::env::var("KNOTWORK_ALLOW_SKIP").is_ok_and(|v| v == "1")
-}
+pub use knotwork_testkit::netns::sh;
 
 /// Fails the test with `why`, or with KNOTWORK_ALLOW_SKIP=1 says SKIPPED.
 pub fn unavailable(why: &str) -> Option<Lab> {
-    if allow_skip() {
-        eprintln!("SKIPPED (KNOTWORK_ALLOW_SKIP=1): {why}");
-        return None;
-    }
-    panic!(
-        "mdns interop needs {why}; run `cargo xtask interop mdns` as root \
-         (it installs what is missing), or set KNOTWORK_ALLOW_SKIP=1 to skip"
-    );
-}
-
-pub fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-pub fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    netns::unavailable("mdns", why)
 }
 
 pub fn python() -> PathBuf {
@@ -111,22 +84,6 @@ pub fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-pub fn sh(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 pub struct Lab {
     pub ns_a: String,
     pub ns_b: String,
@@ -135,33 +92,29 @@ pub struct Lab {
     pub ip_a: String,
     pub ip_b: String,
     pub ip6_a: String,
-    pub dir: PathBuf,
-    pub children: Vec<(String, Child)>,
     pub bus: Option<String>,
+    /// Namespaces, processes, logs and teardown.
+    net: netns::Lab,
 }
 
 impl Lab {
-    /// Two fresh namespaces A (10.213.N.1, fd00:213:N::1) and B (10.213.N.2)
-    /// joined by a veth pair; `None` if skipped.
+    /// Two fresh namespaces A (10.213.N.1, fd00:213:N::1) and B
+    /// (10.213.N.2, fd00:213:N::2) joined by a veth pair; `None` if skipped.
     pub fn new(need_avahi: bool, need_python: bool) -> Option<Lab> {
         init_log();
-        if !is_root() {
+        if !netns::is_root() {
             return unavailable("root (network namespaces)");
         }
-        let mut missing: Vec<&str> = ["ip"]
-            .into_iter()
-            .chain(if need_avahi {
-                vec![
-                    "avahi-daemon",
-                    "avahi-browse",
-                    "avahi-publish",
-                    "dbus-daemon",
-                ]
-            } else {
-                vec![]
-            })
-            .filter(|p| !have(p))
-            .collect();
+        let mut programs = vec!["ip"];
+        if need_avahi {
+            programs.extend([
+                "avahi-daemon",
+                "avahi-browse",
+                "avahi-publish",
+                "dbus-daemon",
+            ]);
+        }
+        let mut missing = netns::missing(&programs);
         let py_ok = Command::new(python())
             .args(["-c", "import zeroconf"])
             .stderr(Stdio::null())
@@ -177,10 +130,16 @@ impl Lab {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed) % 250;
         let pid = std::process::id();
-        let dir = std::env::temp_dir().join(format!("kwm-{pid}-{n}"));
+        let mut net = netns::Lab::new("kwm", DEADLINE);
+        let (ns_a, ns_b) = match (net.add_ns("a"), net.add_ns("b")) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
+                return unavailable(&format!("network namespaces ({e})"));
+            }
+        };
         let lab = Lab {
-            ns_a: format!("kwm-{pid}-{n}-a"),
-            ns_b: format!("kwm-{pid}-{n}-b"),
+            ns_a,
+            ns_b,
             veth_a: format!("kwm{pid}{n}a"),
             veth_b: format!("kwm{pid}{n}b"),
             ip_a: format!("10.213.{n}.1"),
@@ -190,18 +149,12 @@ impl Lab {
                 .parse::<std::net::Ipv6Addr>()
                 .unwrap()
                 .to_string(),
-            dir,
-            children: Vec::new(),
             bus: None,
+            net,
         };
-        fs::create_dir_all(&lab.dir).unwrap();
-        if let Err(e) = sh(&["ip", "netns", "add", &lab.ns_a]) {
-            return unavailable(&format!("network namespaces ({e})"));
-        }
         let (a, b) = (lab.ns_a.clone(), lab.ns_b.clone());
         let (veth_a, vb) = (lab.veth_a.clone(), lab.veth_b.clone());
         let setup: &[&[&str]] = &[
-            &["ip", "netns", "add", &b],
             &[
                 "ip", "link", "add", &veth_a, "type", "veth", "peer", "name", &vb,
             ],
@@ -238,10 +191,21 @@ impl Lab {
                 &veth_a,
                 "nodad",
             ],
+            // B on the same /64: a peer keeps only announced addresses
+            // inside a subnet of the interface it heard them on (M10).
+            &[
+                "ip",
+                "-n",
+                &b,
+                "addr",
+                "add",
+                &format!("fd00:213:{n}::2/64"),
+                "dev",
+                &vb,
+                "nodad",
+            ],
             &["ip", "-n", &a, "link", "set", &veth_a, "up"],
             &["ip", "-n", &b, "link", "set", &vb, "up"],
-            &["ip", "-n", &a, "link", "set", "lo", "up"],
-            &["ip", "-n", &b, "link", "set", "lo", "up"],
         ];
         for cmd in setup {
             sh(cmd).unwrap();
@@ -251,47 +215,26 @@ impl Lab {
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        self.net.path(name)
     }
 
     /// Starts `args` inside namespace `ns`, output to `<dir>/<name>.log`.
     pub fn spawn_in(&mut self, ns: &str, name: &str, args: &[&str]) -> u32 {
-        let log = fs::File::create(self.path(&format!("{name}.log"))).unwrap();
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        if let Some(bus) = &self.bus {
-            cmd.env("DBUS_SYSTEM_BUS_ADDRESS", bus);
-        }
-        let child = cmd.spawn().unwrap();
-        let pid = child.id();
-        self.children.push((name.to_owned(), child));
-        pid
+        self.net.spawn(ns, name, args, &[])
     }
 
     pub fn log(&self, name: &str) -> String {
-        fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
+        self.net.log(name)
     }
 
     /// Waits until `<name>.log` contains `needle`.
     pub fn wait_log(&mut self, name: &str, needle: &str) {
-        let start = Instant::now();
-        while !self.log(name).contains(needle) {
-            if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name)
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("{name} exited ({status}):\n{}", self.log(name));
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "{name} did not say {needle:?}:\n{}",
-                self.log(name)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.net.wait_log(name, needle);
+    }
+
+    /// Sends SIGTERM to `name` and waits (bounded) for it to exit.
+    pub fn terminate(&mut self, name: &str) {
+        self.net.terminate(name);
     }
 
     /// A private D-Bus (system-bus type, permissive policy) and avahi-daemon
@@ -316,22 +259,22 @@ impl Lab {
             bus_path.display()
         );
         fs::write(self.path("bus.conf"), conf).unwrap();
-        let log = fs::File::create(self.path("dbus.log")).unwrap();
-        let child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", self.path("bus.conf").display()))
-            .args(["--nofork", "--nopidfile"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children.push(("dbus".into(), child));
+        let config = format!("--config-file={}", self.path("bus.conf").display());
+        // In namespace B: its processes reach the bus by its socket file.
+        let ns_b = self.ns_b.clone();
+        self.spawn_in(
+            &ns_b,
+            "dbus",
+            &["dbus-daemon", &config, "--nofork", "--nopidfile"],
+        );
         let start = Instant::now();
         while !bus_path.exists() {
             assert!(start.elapsed() < DEADLINE, "dbus-daemon did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.bus = Some(format!("unix:path={}", bus_path.display()));
+        let bus = format!("unix:path={}", bus_path.display());
+        self.net.set_env("DBUS_SYSTEM_BUS_ADDRESS", &bus);
+        self.bus = Some(bus);
 
         let conf = format!(
             "[server]\nhost-name=kwm-avahi-{}\nuse-ipv4=yes\nuse-ipv6=yes\n\
@@ -383,25 +326,6 @@ impl Lab {
         );
         self.wait_log(name, "ready");
         pid
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for (name, child) in self.children.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
-            if std::thread::panicking() {
-                eprintln!(
-                    "--- {name}.log ---\n{}",
-                    fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
-                );
-            }
-        }
-        for ns in [&self.ns_a, &self.ns_b] {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
-        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -23,12 +23,11 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
+
+use knotwork_testkit::netns::{self, Lab, sh, sh_in};
 
 /// How long a test waits for anything in the bed (a log line, a peer).
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -119,169 +118,50 @@ pub struct Options {
     pub upnp: bool,
 }
 
-/// Whether KNOTWORK_ALLOW_SKIP=1 (set by `cargo xtask interop --allow-skip`).
-fn allow_skip() -> bool {
-    std::env::var("KNOTWORK_ALLOW_SKIP").is_ok_and(|v| v == "1")
-}
-
-/// Fails the test with `why`, or with KNOTWORK_ALLOW_SKIP=1 says SKIPPED.
-fn unavailable(why: &str) -> Option<Bed> {
-    if allow_skip() {
-        eprintln!("SKIPPED (KNOTWORK_ALLOW_SKIP=1): nat interop needs {why}");
-        return None;
-    }
-    panic!(
-        "nat interop needs {why}; run `cargo xtask interop nat` as root \
-         (it installs what is missing), or set KNOTWORK_ALLOW_SKIP=1 to skip"
-    );
-}
-
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
-    })
-}
-
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Runs `args`; the error names the command and its stderr.
-pub fn sh(args: &[&str]) -> Result<Output, String> {
-    sh_in(args, None)
-}
-
-/// Runs `args` with `stdin` as its standard input.
-fn sh_in(args: &[&str], stdin: Option<&str>) -> Result<Output, String> {
-    let (program, rest) = args.split_first().ok_or("empty command")?;
-    let mut child = Command::new(program)
-        .args(rest)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .map_err(|e| format!("{}: stdin: {e}", args.join(" ")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(format!(
-            "{} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Deletes `kwn<pid>-*` namespaces whose test process is gone, after killing
-/// what still runs inside them.
-fn remove_leftovers() {
-    let Ok(out) = sh(&["ip", "netns", "list"]) else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(pid) = name
-            .strip_prefix("kwn")
-            .and_then(|rest| rest.split('-').next())
-        else {
-            continue;
-        };
-        if pid.is_empty() || PathBuf::from(format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        eprintln!("bed: removing leftover namespace {name}");
-        if let Ok(pids) = sh(&["ip", "netns", "pids", name]) {
-            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-                let _ = sh(&["kill", "-KILL", pid]);
-            }
-        }
-        let _ = sh(&["ip", "netns", "del", name]);
-    }
-}
-
 /// A built test bed; torn down when dropped.
 pub struct Bed {
-    prefix: String,
-    /// Scratch directory: logs, data directories, miniupnpd's configuration.
-    pub dir: PathBuf,
-    namespaces: Vec<String>,
-    children: Vec<(String, Child)>,
+    /// Namespaces, processes and the scratch directory (logs, data
+    /// directories, miniupnpd's configuration).
+    pub lab: Lab,
 }
 
 impl Bed {
     /// Builds the bed; `None` when skipped (KNOTWORK_ALLOW_SKIP=1 and no root
     /// or programs).
     pub fn new(options: Options) -> Option<Bed> {
-        if !is_root() {
-            return unavailable("root (network namespaces)");
+        if !netns::is_root() {
+            return netns::unavailable("nat", "root (network namespaces)");
         }
         let mut programs = vec!["ip", "nft", "bash", "timeout"];
         if options.upnp {
             programs.extend(["miniupnpd", "upnpc"]);
         }
-        let missing: Vec<&str> = programs.into_iter().filter(|p| !have(p)).collect();
+        let missing = netns::missing(&programs);
         if !missing.is_empty() {
-            return unavailable(&missing.join(", "));
+            return netns::unavailable("nat", &missing.join(", "));
         }
-        remove_leftovers();
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let prefix = format!("kwn{}-{seq}-", std::process::id());
-        let dir = std::env::temp_dir().join(&prefix);
-        fs::create_dir_all(&dir).expect("bed directory");
         let mut bed = Bed {
-            prefix,
-            dir,
-            namespaces: Vec::new(),
-            children: Vec::new(),
+            lab: Lab::new("kwn", DEADLINE),
         };
         if let Err(e) = bed.build(options) {
-            if bed.namespaces.is_empty() {
-                return unavailable(&format!("network namespaces ({e})"));
+            if bed.lab.is_empty() {
+                return netns::unavailable("nat", &format!("network namespaces ({e})"));
             }
             panic!("building the NAT test bed: {e}");
         }
-        eprintln!("bed: {} built (upnp: {})", bed.prefix, options.upnp);
+        eprintln!("bed: {} built (upnp: {})", bed.lab.prefix(), options.upnp);
         Some(bed)
     }
 
     /// The namespace of `site`.
     pub fn ns(&self, site: Site) -> String {
-        format!("{}{}", self.prefix, site.tag())
-    }
-
-    fn switch(&self) -> String {
-        format!("{}sw", self.prefix)
-    }
-
-    fn add_ns(&mut self, name: String) -> Result<(), String> {
-        sh(&["ip", "netns", "add", &name])?;
-        sh(&["ip", "-n", &name, "link", "set", "lo", "up"])?;
-        self.namespaces.push(name);
-        Ok(())
+        format!("{}{}", self.lab.prefix(), site.tag())
     }
 
     fn build(&mut self, options: Options) -> Result<(), String> {
-        let sw = self.switch();
-        self.add_ns(sw.clone())?;
+        let sw = self.lab.add_ns("sw")?;
         for site in Site::ALL {
-            self.add_ns(self.ns(site))?;
+            self.lab.add_ns(site.tag())?;
         }
         sh(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge"])?;
         sh(&["ip", "-n", &sw, "link", "set", "br0", "up"])?;
@@ -461,10 +341,10 @@ deny 0-65535 0.0.0.0/0 0-65535
 ",
             std::process::id()
         );
-        let conf = self.dir.join("miniupnpd.conf");
+        let conf = self.lab.path("miniupnpd.conf");
         fs::write(&conf, config).map_err(|e| e.to_string())?;
         let conf = conf.display().to_string();
-        let pid = self.dir.join("miniupnpd.pid").display().to_string();
+        let pid = self.lab.path("miniupnpd.pid").display().to_string();
         self.spawn(
             Site::RouterB,
             "miniupnpd",
@@ -477,21 +357,8 @@ deny 0-65535 0.0.0.0/0 0-65535
     /// Starts `args` in `site`'s namespace with the environment `env`;
     /// stdout and stderr go to `<dir>/<name>.log`.
     pub fn spawn_env(&mut self, site: Site, name: &str, args: &[&str], env: &[(&str, &str)]) {
-        let log = fs::File::create(self.log_path(name)).expect("log file");
-        let mut cmd = Command::new("ip");
-        for (key, _) in std::env::vars() {
-            if key.starts_with("KNOT_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.args(["netns", "exec", &self.ns(site)])
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log);
-        let child = cmd.spawn().expect("ip netns exec starts");
-        self.children.push((name.to_owned(), child));
+        let ns = self.ns(site);
+        self.lab.spawn(&ns, name, args, env);
     }
 
     /// Starts `args` in `site`'s namespace; output to `<dir>/<name>.log`.
@@ -499,64 +366,25 @@ deny 0-65535 0.0.0.0/0 0-65535
         self.spawn_env(site, name, args, &[]);
     }
 
-    fn log_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.log"))
-    }
-
     /// Everything `name` printed so far.
     pub fn log(&self, name: &str) -> String {
-        fs::read_to_string(self.log_path(name)).unwrap_or_default()
-    }
-
-    fn child(&mut self, name: &str) -> &mut Child {
-        match self.children.iter_mut().find(|(n, _)| n == name) {
-            Some((_, child)) => child,
-            None => panic!("no process {name} in the bed"),
-        }
+        self.lab.log(name)
     }
 
     /// Waits until a complete line of `name`'s log contains `needle`;
     /// returns the log up to its last complete line.
     pub fn wait_log(&mut self, name: &str, needle: &str) -> String {
-        let start = Instant::now();
-        loop {
-            let mut log = self.log(name);
-            log.truncate(log.rfind('\n').map_or(0, |end| end + 1));
-            if log.contains(needle) {
-                return log;
-            }
-            if let Ok(Some(status)) = self.child(name).try_wait() {
-                panic!("{name} exited ({status}) before saying {needle:?}:\n{log}");
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "{name} did not say {needle:?} within {DEADLINE:?}:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.lab.wait_log(name, needle)
     }
 
     /// Sends SIGTERM to `name` and waits (bounded) for it to exit.
     pub fn terminate(&mut self, name: &str) -> std::process::ExitStatus {
-        let child = self.child(name);
-        let pid = child.id().to_string();
-        sh(&["kill", "-TERM", &pid]).unwrap_or_else(|e| panic!("{e}"));
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child(name).try_wait() {
-                return status;
-            }
-            assert!(start.elapsed() < DEADLINE, "{name} ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.lab.terminate(name)
     }
 
     /// Runs `args` in `site`'s namespace and waits for it.
     pub fn exec(&self, site: Site, args: &[&str]) -> Result<Output, String> {
-        let ns = self.ns(site);
-        let mut all = vec!["ip", "netns", "exec", &ns];
-        all.extend(args);
-        sh(&all)
+        self.lab.exec(&self.ns(site), args)
     }
 
     /// Whether a TCP connection from `from` to `to` is established within
@@ -566,30 +394,5 @@ deny 0-65535 0.0.0.0/0 0-65535
         let secs = format!("{:.1}", timeout.as_secs_f64());
         self.exec(from, &["timeout", &secs, "bash", "-c", &script])
             .is_ok()
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        for (name, child) in self.children.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
-            if std::thread::panicking() {
-                eprintln!(
-                    "--- {name}.log ---\n{}",
-                    fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
-                );
-            }
-        }
-        for ns in self.namespaces.iter().rev() {
-            // Whatever our children started inside dies with the namespace.
-            if let Ok(pids) = sh(&["ip", "netns", "pids", ns]) {
-                for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-                    let _ = sh(&["kill", "-KILL", pid]);
-                }
-            }
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
-        let _ = fs::remove_dir_all(&self.dir);
     }
 }

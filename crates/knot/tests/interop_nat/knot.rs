@@ -49,8 +49,8 @@ impl Bed {
         extra: &[&str],
         vars: &[(&str, &str)],
     ) -> Knot {
-        let dir = self.dir.join(name);
-        let home = self.dir.display().to_string();
+        let dir = self.lab.path(name);
+        let home = self.lab.dir.display().to_string();
         let data = dir.display().to_string();
         let listen = format!("tcp/0.0.0.0:{port}");
         let mut args = vec![
