@@ -76,8 +76,8 @@ enum Command {
 }
 
 /// Sets up logging for `command`: `knot run` as its `[log]` section says
-/// (`RUST_LOG` standing in for an unset `KNOT_LOG_LEVEL`), the others to
-/// stderr at `RUST_LOG` or warnings. A config that does not load falls back
+/// (`RUST_LOG` when it sets no level), the others to stderr at `RUST_LOG`
+/// or warnings. A config that does not load falls back
 /// to stderr: the command itself reports it.
 fn init_logging(global: &settings::Global, command: &Command) -> CliResult<LogGuard> {
     let rust_log = std::env::var("RUST_LOG").ok();
@@ -89,10 +89,7 @@ fn init_logging(global: &settings::Global, command: &Command) -> CliResult<LogGu
         && let Ok(file) = global.file_config()
     {
         let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-        config = file.log.log_config(home.as_deref());
-        if let Some(level) = rust_log.filter(|_| std::env::var_os("KNOT_LOG_LEVEL").is_none()) {
-            config.level = level;
-        }
+        config = file.log.log_config(home.as_deref(), rust_log);
     }
     Ok(knotwork_node::logging::init_logging(&config)?)
 }

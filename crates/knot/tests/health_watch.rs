@@ -103,5 +103,8 @@ fn health_changes_are_pushed_to_a_watcher_and_logged_as_json() {
     assert_eq!(span["name"], "channel", "{closed}");
     assert_eq!(span["direction"], "inbound", "{closed}");
     assert!(span["channel"].as_u64().is_some(), "{closed}");
-    assert!(span["peer"].as_str().is_some_and(|p| p.len() > 40), "{closed}");
+    assert!(
+        span["peer"].as_str().is_some_and(|p| p.len() > 40),
+        "{closed}"
+    );
 }

@@ -216,7 +216,12 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
     }
 
     #[test]
@@ -252,7 +257,10 @@ mod tests {
             ("KNOT_LOG_MAX_FILES", "many"),
         ] {
             let err = LogConfig::default().with_vars(vars(&[(var, value)]));
-            assert!(matches!(err, Err(NodeError::LogSetup(m)) if m.contains(var)), "{var}");
+            assert!(
+                matches!(err, Err(NodeError::LogSetup(m)) if m.contains(var)),
+                "{var}"
+            );
         }
         let err = subscriber(
             &LogConfig {

@@ -403,7 +403,10 @@ impl Health {
     /// (once; later calls share the subscription) and returns the latest
     /// pushed status, `None` until the first arrives. The sender side
     /// closes when the channel does.
-    pub async fn watch(&self, peer: &PeerId) -> Result<watch::Receiver<Option<PeerHealth>>, NodeError> {
+    pub async fn watch(
+        &self,
+        peer: &PeerId,
+    ) -> Result<watch::Receiver<Option<PeerHealth>>, NodeError> {
         let channel = lock(&self.inner.channels).get(peer).cloned();
         let channel = channel.ok_or(NodeError::NotConnected(*peer))?;
         let receiver = {
@@ -440,7 +443,10 @@ impl Health {
             };
             let channels: Vec<Channel> = {
                 let map = lock(&self.inner.channels);
-                subscribers.iter().filter_map(|p| map.get(p).cloned()).collect()
+                subscribers
+                    .iter()
+                    .filter_map(|p| map.get(p).cloned())
+                    .collect()
             };
             for ch in channels {
                 if let Err(e) = ch.try_send(&update) {
@@ -629,7 +635,11 @@ mod tests {
     fn a_change_is_pushed_at_the_check_that_finds_it() {
         let t0 = Instant::now();
         let mut push = HealthPush::new(&HealthConfig::default());
-        assert_eq!(push.on_check(&status(HealthLevel::Ok), t0), None, "nobody subscribed");
+        assert_eq!(
+            push.on_check(&status(HealthLevel::Ok), t0),
+            None,
+            "nobody subscribed"
+        );
         assert_eq!(push.subscribe(peer(1)), Ok(true));
         assert_eq!(push.subscribe(peer(1)), Ok(false), "once");
         let same = push.on_check(&status(HealthLevel::Ok), t0 + Duration::from_secs(10));
@@ -673,7 +683,10 @@ mod tests {
         for n in 0..MAX_SUBSCRIBERS {
             push.subscribe(peer(n as u8)).unwrap();
         }
-        assert_eq!(push.subscribe(peer(200)), Err(HealthError::TooManySubscribers));
+        assert_eq!(
+            push.subscribe(peer(200)),
+            Err(HealthError::TooManySubscribers)
+        );
         let many = HealthStatus {
             level: HealthLevel::Ok,
             reasons: vec![String::new(); MAX_REASONS + 1],

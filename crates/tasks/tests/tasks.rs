@@ -328,7 +328,10 @@ async fn a_health_change_reaches_subscribers_within_one_interval() {
         .clone()
         .unwrap();
     assert_eq!(first.status.level, HealthLevel::Degraded, "{first:?}");
-    assert_eq!(first.status.reasons, vec!["1 peers, fewer than 2".to_owned()]);
+    assert_eq!(
+        first.status.reasons,
+        vec!["1 peers, fewer than 2".to_owned()]
+    );
 
     // Past b's next check (which may push the same verdict again: it differs
     // from the last one pushed, found before a subscribed).
@@ -341,16 +344,24 @@ async fn a_health_change_reaches_subscribers_within_one_interval() {
     let c = AppNode::start(mem_node(&net), apps).await;
     c.connect(&b.listen_addrs()[0]).await.unwrap();
     let changed = tokio::time::Instant::now();
-    let update = tokio::time::timeout(interval * 2, watch.wait_for(|h| {
-        h.as_ref().is_some_and(|h| h.status.level == HealthLevel::Ok)
-    }))
+    let update = tokio::time::timeout(
+        interval * 2,
+        watch.wait_for(|h| {
+            h.as_ref()
+                .is_some_and(|h| h.status.level == HealthLevel::Ok)
+        }),
+    )
     .await
     .expect("pushed")
     .unwrap()
     .clone()
     .unwrap();
     assert!(changed.elapsed() <= interval, "{:?}", changed.elapsed());
-    assert_eq!(update.updates, before.updates + 1, "one push for the change");
+    assert_eq!(
+        update.updates,
+        before.updates + 1,
+        "one push for the change"
+    );
     for node in [a, b, c] {
         node.shutdown().await;
     }

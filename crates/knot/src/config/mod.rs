@@ -29,11 +29,11 @@ use knotwork_core::{DialAddr, PeerAddr};
 use serde::{Deserialize, Serialize};
 
 use knotwork_nat::{NatConfig, RelayLimits};
-use knotwork_tasks::HealthConfig;
 use knotwork_node::backoff::BackoffConfig;
 use knotwork_node::logging::{LogConfig, LogFormat, LogRotation};
 use knotwork_node::protocol::ping::PingConfig;
 use knotwork_node::{MeterConfig, NodeConfig, RateBudget};
+use knotwork_tasks::HealthConfig;
 
 /// The commented example `knot.toml` printed by `knot config example`;
 /// every field at its default (a test checks that).
@@ -273,7 +273,7 @@ impl Default for HealthSection {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct LogSection {
-    /// [`LogConfig::level`]; `RUST_LOG` is read when `KNOT_LOG_LEVEL` is not set.
+    /// [`LogConfig::level`]; empty: `RUST_LOG`, else `warn`.
     pub level: String,
     /// [`LogConfig::format`]: `text` or `json`.
     pub format: LogFormat,
@@ -288,7 +288,7 @@ pub struct LogSection {
 impl Default for LogSection {
     fn default() -> Self {
         Self {
-            level: "warn".to_owned(),
+            level: String::new(),
             format: LogFormat::Text,
             file: String::new(),
             rotation: LogRotation::Never,
@@ -298,10 +298,15 @@ impl Default for LogSection {
 }
 
 impl LogSection {
-    /// The library's form of this section, `~/` in `file` expanded with `home`.
-    pub fn log_config(&self, home: Option<&Path>) -> LogConfig {
+    /// The library's form of this section, `~/` in `file` expanded with
+    /// `home`, an empty level replaced by `rust_log` (or `warn`).
+    pub fn log_config(&self, home: Option<&Path>, rust_log: Option<String>) -> LogConfig {
+        let level = match self.level.as_str() {
+            "" => rust_log.unwrap_or_else(|| "warn".to_owned()),
+            level => level.to_owned(),
+        };
         LogConfig {
-            level: self.level.clone(),
+            level,
             format: self.format,
             file: (!self.file.is_empty()).then(|| expand_home(Path::new(&self.file), home)),
             rotation: self.rotation,

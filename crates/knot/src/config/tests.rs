@@ -294,7 +294,7 @@ fn the_log_section_comes_from_file_and_knot_log_variables() {
     .unwrap();
     let home = Path::new("/home/k");
     assert_eq!(
-        c.log.log_config(Some(home)),
+        c.log.log_config(Some(home), Some("info".into())),
         LogConfig {
             level: "debug".into(),
             format: LogFormat::Json,
@@ -305,8 +305,12 @@ fn the_log_section_comes_from_file_and_knot_log_variables() {
     );
     c.apply_env([("KNOT_LOG_FILE", ""), ("KNOT_LOG_MAX_FILES", "0")])
         .unwrap();
-    let stderr = c.log.log_config(Some(home));
+    let stderr = c.log.log_config(Some(home), None);
     assert_eq!((stderr.file, stderr.max_files), (None, None));
+    assert_eq!(stderr.level, "debug", "the file's level wins over RUST_LOG");
+    c.log.level = String::new();
+    assert_eq!(c.log.log_config(None, Some("info".into())).level, "info");
+    assert_eq!(c.log.log_config(None, None).level, "warn");
     let e = c.apply_env([("KNOT_LOG_FORMAT", "xml")]).unwrap_err();
     assert_eq!(field_of(e), "KNOT_LOG_FORMAT");
     let e = FileConfig::from_toml("[log]\nrotation = \"weekly\"").unwrap_err();
@@ -323,7 +327,10 @@ fn the_health_section_sets_the_checks_and_their_push() {
     let h = c.validate().unwrap().health;
     assert_eq!(h.interval, Duration::from_millis(500));
     assert_eq!((h.min_peers, h.push_burst), (3, 5));
-    assert_eq!(h.push_window, knotwork_tasks::HealthConfig::default().push_window);
+    assert_eq!(
+        h.push_window,
+        knotwork_tasks::HealthConfig::default().push_window
+    );
     c.health.push_burst = 0;
     assert_eq!(field_of(c.validate().unwrap_err()), "health.push_burst");
     c.health.push_burst = 1;
