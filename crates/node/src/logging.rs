@@ -6,9 +6,11 @@
 //! and `KNOT_LOG_MAX_FILES` override the config ([`LogConfig::with_env`]).
 //!
 //! JSON lines carry the event's spans: the node runs each channel's reader
-//! and writer tasks in a `channel` span with the fields `peer` (the
-//! PeerId), `channel` (a number unique in the process) and `direction`
-//! (`inbound` or `outbound`), so every line they log names its channel.
+//! and writer tasks (on a multi-stream transport: the first stream's, and
+//! the readers of the others) in a `channel` span with the fields `peer`
+//! (the PeerId), `channel` (a number unique in the process) and
+//! `direction` (`inbound` or `outbound`), so every line they log names its
+//! channel.
 //!
 //! ```
 //! use knotwork_node::logging::{LogConfig, LogFormat};

@@ -180,11 +180,11 @@ fn check_expected(expected: Option<PeerId>, got: PeerId) -> Result<(), NodeError
     }
 }
 
-/// The pipeline after the handshake: bans and limits, the version
-/// exchange, the peer table, the channel.
 /// Numbers the channels of this process for their log span.
 static CHANNEL_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// The pipeline after the handshake: bans and limits, the version
+/// exchange, the peer table, the channel.
 async fn admit<S>(
     shared: &Arc<Shared>,
     secure: S,
