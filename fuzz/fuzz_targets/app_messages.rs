@@ -1,5 +1,5 @@
 //! Arbitrary bytes into the decoders of the node's application protocols
-//! (task, resource, health, gossip), the first byte choosing the type, and
+//! (task, resource, health with its push, gossip), the first byte choosing the type, and
 //! every decoded message into the core that would receive it.
 //!
 //! Checks: nothing panics; a decoded message re-encodes and decodes to
@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use knotwork_core::PeerId;
 use knotwork_gossip::{GossipConfig, GossipMessage, GossipState};
-use knotwork_tasks::health::{HealthQuery, HealthStatus};
+use knotwork_tasks::health::{
+    HealthConfig, HealthPush, HealthQuery, HealthStatus, HealthSubscribe, HealthUpdate,
+};
 use knotwork_tasks::resource::{ResourceReport, ResourceTable};
 use knotwork_tasks::task::{
     Placement, Scheduler, Task, TaskCancel, TaskConfig, TaskId, TaskReply, TaskRequest,
@@ -35,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let now = Instant::now();
-    match which % 7 {
+    match which % 9 {
         0 => {
             if let Some(mut m) = roundtrip::<GossipMessage>(bytes) {
                 let mut g = GossipState::new(GossipConfig::default(), 0);
@@ -84,8 +86,24 @@ fuzz_target!(|data: &[u8]| {
         5 => {
             roundtrip::<HealthStatus>(bytes);
         }
-        _ => {
+        6 => {
             roundtrip::<HealthQuery>(bytes);
+        }
+        7 => {
+            roundtrip::<HealthSubscribe>(bytes);
+        }
+        _ => {
+            // A received status pushed on again: the push cuts it to the
+            // limits, and leaves a valid one as it is.
+            if let Some(update) = roundtrip::<HealthUpdate>(bytes) {
+                let mut push = HealthPush::new(&HealthConfig::default());
+                push.subscribe(peer(1)).expect("room");
+                let pushed = push.on_check(&update.status, now).expect("a change");
+                assert_eq!(pushed.status.validate(), Ok(()));
+                if update.status.validate().is_ok() {
+                    assert_eq!(pushed, update);
+                }
+            }
         }
     }
 });

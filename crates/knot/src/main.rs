@@ -5,7 +5,9 @@
 //! ([`config`]) and the control socket ([`control`]).
 //!
 //! One module per subcommand ([`cmd`]); `main` parses the arguments (clap),
-//! sets up logging (`RUST_LOG`, to stderr) and dispatches. Commands print for
+//! sets up logging (`knot run`: the `[log]` section of knot.toml and its
+//! `KNOT_LOG_*` variables; other commands: `RUST_LOG`, to stderr) and
+//! dispatches. Commands print for
 //! people by default and one JSON value (or one JSON object per line, for
 //! streams) with `--json`.
 
@@ -20,8 +22,9 @@ use cmd::{
     status, task,
 };
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
+
+use knotwork_node::logging::{LogConfig, LogGuard};
 
 use clap::{Parser, Subcommand};
 
@@ -72,19 +75,34 @@ enum Command {
     Config(config_cmd::Command),
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+/// Sets up logging for `command`: `knot run` as its `[log]` section says
+/// (`RUST_LOG` when it sets no level), the others to stderr at `RUST_LOG`
+/// or warnings. A config that does not load falls back
+/// to stderr: the command itself reports it.
+fn init_logging(global: &settings::Global, command: &Command) -> CliResult<LogGuard> {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let mut config = LogConfig {
+        level: rust_log.clone().unwrap_or_else(|| "warn".to_owned()),
+        ..LogConfig::default()
+    };
+    if matches!(command, Command::Run(_))
+        && let Ok(file) = global.file_config()
+    {
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+        config = file.log.log_config(home.as_deref(), rust_log);
+    }
+    Ok(knotwork_node::logging::init_logging(&config)?)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let _log = match init_logging(&cli.global, &cli.command) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

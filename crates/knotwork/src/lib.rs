@@ -5,7 +5,8 @@
 //! Each module is one crate: [`core`] (identity, addresses, the `Transport`
 //! and `Discovery` traits), [`wire`] (frames, typed messages), and by
 //! feature [`node`], [`handshake`], [`tcp`], [`dht`], [`dht_node`],
-//! [`mdns`], [`ble`], [`quic`], [`gossip`], [`tasks`], [`nat`].
+//! [`mdns`], [`ble`], [`quic`], [`gossip`], [`tasks`], [`nat`], and
+//! [`logging`] (the node's logging setup).
 #![doc = include_str!("../README.md")]
 
 pub use knotwork_core as core;
@@ -17,6 +18,10 @@ pub use knotwork_crypto_handshake as handshake;
 pub use knotwork_node as node;
 #[cfg(feature = "node")]
 pub use knotwork_transport_tcp as tcp;
+
+/// Logging setup: [`logging::init_logging`] from a [`logging::LogConfig`].
+#[cfg(feature = "logging")]
+pub use knotwork_node::logging;
 
 #[cfg(feature = "dht")]
 pub use knotwork_dht_node as dht_node;

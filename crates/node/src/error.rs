@@ -164,6 +164,10 @@ pub enum NodeError {
     Io(#[from] std::io::Error),
 
     // --- Local state ---------------------------------------------------------
+    /// The logging setup failed (a bad level, format or file; see
+    /// `logging`, feature `logging`).
+    #[error("logging setup: {0}")]
+    LogSetup(String),
     /// The channel is closed.
     #[error("channel closed: {0}")]
     Closed(CloseReason),

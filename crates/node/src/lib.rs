@@ -38,6 +38,7 @@
 //! - [`registry`]: [`ProtocolRegistry`], [`SessionKind`], [`Sessions`].
 //! - [`meter`]: rate budgets, misbehaviour score, ban list (sans-IO).
 //! - [`hosts`]: [`HostStore`] (grey/white/black lists) and [`AddrScope`] (sans-IO).
+//! - `logging` (feature `logging`): `init_logging`, tracing set up from a config.
 //! - [`backoff`]: reconnect schedule with jitter (sans-IO).
 //! - [`discovery`]: every [`knotwork_core::Discovery`] source run together,
 //!   merged by peer ([`DiscoveryMerge`], sans-IO), feeding the host store and
@@ -105,6 +106,8 @@ pub mod error;
 mod frames;
 pub mod hosts;
 pub mod jobs;
+#[cfg(feature = "logging")]
+pub mod logging;
 mod maintain;
 pub mod meter;
 pub mod metrics;

@@ -12,6 +12,7 @@
 //! [`NodeConfig::handshake_timeout`](crate::NodeConfig::handshake_timeout).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use knotwork_core::{IpPrefix, PeerAddr, PeerId, Substreams, TransportError};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -179,6 +180,9 @@ fn check_expected(expected: Option<PeerId>, got: PeerId) -> Result<(), NodeError
     }
 }
 
+/// Numbers the channels of this process for their log span.
+static CHANNEL_IDS: AtomicU64 = AtomicU64::new(1);
+
 /// The pipeline after the handshake: bans and limits, the version
 /// exchange, the peer table, the channel.
 async fn admit<S>(
@@ -269,7 +273,14 @@ where
         }
     }
     shared.registry.attach(&channel);
-    io.start(&channel);
+    // The reader and writer tasks run in this span (see `logging`).
+    let span = tracing::info_span!(
+        "channel",
+        peer = %peer,
+        channel = CHANNEL_IDS.fetch_add(1, Ordering::Relaxed),
+        direction = if inbound { "inbound" } else { "outbound" },
+    );
+    span.in_scope(|| io.start(&channel));
     tracing::debug!(peer = %peer.short(), %addr, ?session, "channel open");
     shared.emit(NodeEvent::Connected {
         peer,

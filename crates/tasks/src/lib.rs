@@ -9,7 +9,7 @@
 //! - [`resource`]: every node samples its CPU, memory and load and shares
 //!   them; task placement reads them.
 //! - [`health`]: periodic checks of the node's own parts (listeners, peers,
-//!   queued tasks); peers can ask.
+//!   queued tasks); peers can ask, or subscribe and have changes pushed.
 //!
 //! [`TasksService`] holds the three handles; add a clone of it to the node
 //! with [`NodeBuilder::service`](knotwork_node::NodeBuilder::service). It
@@ -63,7 +63,7 @@ pub mod task;
 
 use knotwork_node::{Channel, NodeHandle, Service, Sessions, Setup};
 
-pub use crate::health::{Health, HealthConfig, HealthQuery, HealthStatus};
+pub use crate::health::{Health, HealthConfig, HealthQuery, HealthStatus, PeerHealth};
 pub use crate::metrics::TaskEvent;
 pub use crate::resource::{ResourceConfig, ResourceReport, Resources};
 pub use crate::task::{TaskConfig, Tasks};
@@ -126,6 +126,8 @@ impl Service for TasksService {
         self.metrics.register(setup.metrics());
         setup.default_budget::<resource::ResourceReport>(resource::BUDGET);
         setup.default_budget::<HealthQuery>(health::BUDGET);
+        setup.default_budget::<health::HealthSubscribe>(health::PUSH_BUDGET);
+        setup.default_budget::<health::HealthUpdate>(health::PUSH_BUDGET);
         let t = self.tasks.clone();
         setup.protocol(task::NAME, Sessions::ALL, move |ch: &Channel| {
             t.protocol(ch)

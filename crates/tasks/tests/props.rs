@@ -12,7 +12,10 @@
 use std::time::Instant;
 
 use knotwork_core::Keypair;
-use knotwork_tasks::health::{HealthLevel, HealthQuery, HealthStatus, MAX_REASON_LEN, MAX_REASONS};
+use knotwork_tasks::health::{
+    HealthLevel, HealthQuery, HealthStatus, HealthSubscribe, HealthUpdate, MAX_REASON_LEN,
+    MAX_REASONS,
+};
 use knotwork_tasks::resource::{ResourceReport, ResourceTable};
 use knotwork_tasks::task::{
     MAX_KIND_LEN, MAX_PAYLOAD_LEN, Placement, Scheduler, Task, TaskCancel, TaskConfig, TaskId,
@@ -62,8 +65,11 @@ proptest! {
     #[test]
     fn health_messages_roundtrip(level in 0..3u8, reasons in proptest::collection::vec(text(MAX_REASON_LEN), 0..=MAX_REASONS)) {
         let level = [HealthLevel::Ok, HealthLevel::Degraded, HealthLevel::Failing][usize::from(level)];
-        roundtrip(&HealthStatus { level, reasons });
+        let status = HealthStatus { level, reasons };
+        roundtrip(&status);
         roundtrip(&HealthQuery);
+        roundtrip(&HealthSubscribe);
+        roundtrip(&HealthUpdate { status });
     }
 
     #[test]
@@ -86,5 +92,9 @@ proptest! {
         never_panics::<TaskCancel>(&bytes);
         never_panics::<HealthStatus>(&bytes);
         never_panics::<HealthQuery>(&bytes);
+        never_panics::<HealthSubscribe>(&bytes);
+        if let Some(update) = never_panics::<HealthUpdate>(&bytes) {
+            let _ = update.status.validate();
+        }
     }
 }

@@ -301,6 +301,72 @@ async fn health_turns_degraded_when_a_listener_closes_and_peers_can_ask() {
     b.shutdown().await;
 }
 
+/// A subscriber learns a node's health change within one check interval,
+/// pushed, without asking again.
+#[tokio::test(start_paused = true)]
+async fn a_health_change_reaches_subscribers_within_one_interval() {
+    let net = MemoryTransport::new();
+    let interval = Duration::from_secs(5);
+    let mut apps = TasksConfig::default();
+    let mut health = HealthConfig::default();
+    health.interval = interval;
+    health.min_peers = 2;
+    apps.health = health;
+    let b = AppNode::start(mem_node(&net).listen(PeerAddr::Mem(7201)), apps).await;
+    let a = AppNode::start(mem_node(&net), apps).await;
+    a.connect(&b.listen_addrs()[0]).await.unwrap();
+    // The protocols attach together: the task peer means the health channel too.
+    eventually(LONG, "the protocols on the channel", || {
+        a.tasks().peers() == vec![b.peer_id()]
+    })
+    .await;
+    let mut watch = a.health().watch(&b.peer_id()).await.unwrap();
+    let first = tokio::time::timeout(LONG, watch.wait_for(Option::is_some))
+        .await
+        .unwrap()
+        .unwrap()
+        .clone()
+        .unwrap();
+    assert_eq!(first.status.level, HealthLevel::Degraded, "{first:?}");
+    assert_eq!(
+        first.status.reasons,
+        vec!["1 peers, fewer than 2".to_owned()]
+    );
+
+    // Past b's next check (which may push the same verdict again: it differs
+    // from the last one pushed, found before a subscribed).
+    // (Off the tick: b checks at 0, 5, 10 s.)
+    tokio::time::sleep(interval + Duration::from_secs(1)).await;
+    let before = watch.borrow().clone().unwrap();
+    assert_eq!(before.status, first.status);
+
+    // A second peer makes b healthy at its next check.
+    let c = AppNode::start(mem_node(&net), apps).await;
+    c.connect(&b.listen_addrs()[0]).await.unwrap();
+    let changed = tokio::time::Instant::now();
+    let update = tokio::time::timeout(
+        interval * 2,
+        watch.wait_for(|h| {
+            h.as_ref()
+                .is_some_and(|h| h.status.level == HealthLevel::Ok)
+        }),
+    )
+    .await
+    .expect("pushed")
+    .unwrap()
+    .clone()
+    .unwrap();
+    assert!(changed.elapsed() <= interval, "{:?}", changed.elapsed());
+    assert_eq!(
+        update.updates,
+        before.updates + 1,
+        "one push for the change"
+    );
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_scraped_over_http() {
     let a = apps_node().await;

@@ -452,7 +452,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
 
     // Tasks, resources, health, gossip and NAT traversal run on every
     // `knot run` node.
-    let apps = TasksService::new(TasksConfig::default());
+    let mut apps_config = TasksConfig::default();
+    apps_config.health = config.health;
+    let apps = TasksService::new(apps_config);
     let mut gossip_config = GossipConfig::default();
     if let Some(fanout) = args.gossip_fanout {
         gossip_config.fanout = usize::from(fanout);

@@ -30,8 +30,10 @@ use serde::{Deserialize, Serialize};
 
 use knotwork_nat::{NatConfig, RelayLimits};
 use knotwork_node::backoff::BackoffConfig;
+use knotwork_node::logging::{LogConfig, LogFormat, LogRotation};
 use knotwork_node::protocol::ping::PingConfig;
 use knotwork_node::{MeterConfig, NodeConfig, RateBudget};
+use knotwork_tasks::HealthConfig;
 
 /// The commented example `knot.toml` printed by `knot config example`;
 /// every field at its default (a test checks that).
@@ -233,6 +235,86 @@ impl Default for RelaySection {
     }
 }
 
+/// The `[health]` section: the node's self-checks and their push to
+/// subscribers ([`HealthConfig`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HealthSection {
+    /// [`HealthConfig::interval`].
+    pub interval_ms: u64,
+    /// [`HealthConfig::min_peers`].
+    pub min_peers: usize,
+    /// [`HealthConfig::max_queued_tasks`].
+    pub max_queued_tasks: usize,
+    /// [`HealthConfig::push_burst`].
+    pub push_burst: usize,
+    /// [`HealthConfig::push_window`].
+    pub push_window_ms: u64,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        let d = HealthConfig::default();
+        Self {
+            interval_ms: millis(d.interval),
+            min_peers: d.min_peers,
+            max_queued_tasks: d.max_queued_tasks,
+            push_burst: d.push_burst,
+            push_window_ms: millis(d.push_window),
+        }
+    }
+}
+
+/// The `[log]` section: how `knot run` logs ([`LogConfig`]). Written as
+/// plain values (an empty `file` for stderr, `max_files` 0 for all) so that
+/// each has its `KNOT_LOG_*` variable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LogSection {
+    /// [`LogConfig::level`]; empty: `RUST_LOG`, else `warn`.
+    pub level: String,
+    /// [`LogConfig::format`]: `text` or `json`.
+    pub format: LogFormat,
+    /// [`LogConfig::file`]; empty: stderr.
+    pub file: String,
+    /// [`LogConfig::rotation`]: `never`, `minutely`, `hourly` or `daily`.
+    pub rotation: LogRotation,
+    /// [`LogConfig::max_files`]; 0: keep all.
+    pub max_files: usize,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            level: String::new(),
+            format: LogFormat::Text,
+            file: String::new(),
+            rotation: LogRotation::Never,
+            max_files: 0,
+        }
+    }
+}
+
+impl LogSection {
+    /// The library's form of this section, `~/` in `file` expanded with
+    /// `home`, an empty level replaced by `rust_log` (or `warn`).
+    pub fn log_config(&self, home: Option<&Path>, rust_log: Option<String>) -> LogConfig {
+        let level = match self.level.as_str() {
+            "" => rust_log.unwrap_or_else(|| "warn".to_owned()),
+            level => level.to_owned(),
+        };
+        LogConfig {
+            level,
+            format: self.format,
+            file: (!self.file.is_empty()).then(|| expand_home(Path::new(&self.file), home)),
+            rotation: self.rotation,
+            max_files: (self.max_files > 0).then_some(self.max_files),
+        }
+    }
+}
+
 /// The fields of `knot.toml`, as written; see [`EXAMPLE`] and the module docs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -289,6 +371,10 @@ pub struct FileConfig {
     pub nat: NatSection,
     /// The relay service and hole punching.
     pub relay: RelaySection,
+    /// Health checks and their push.
+    pub health: HealthSection,
+    /// Logging of `knot run`.
+    pub log: LogSection,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -372,6 +458,8 @@ impl Default for FileConfig {
             mdns: MdnsSection::default(),
             nat: NatSection::default(),
             relay: RelaySection::default(),
+            health: HealthSection::default(),
+            log: LogSection::default(),
         }
     }
 }
@@ -396,6 +484,8 @@ pub struct Validated {
     pub mdns: MdnsSection,
     /// NAT traversal settings (relays and UPnP are set by the caller).
     pub nat_config: NatConfig,
+    /// Health checks and their push.
+    pub health: HealthConfig,
     /// UPnP settings (`upnp_lease_ms` checked to be at least 1000).
     pub nat: NatSection,
 }
@@ -700,6 +790,12 @@ impl FileConfig {
             nat_config.relay_service = Some(limits);
         }
 
+        let mut health = HealthConfig::default();
+        health.interval = positive("health.interval_ms", self.health.interval_ms)?;
+        health.min_peers = self.health.min_peers;
+        health.max_queued_tasks = self.health.max_queued_tasks;
+        health.push_burst = nonzero("health.push_burst", self.health.push_burst)?;
+        health.push_window = positive("health.push_window_ms", self.health.push_window_ms)?;
         Ok(Validated {
             data_dir: self.data_dir.clone(),
             listen,
@@ -710,6 +806,7 @@ impl FileConfig {
             mdns: self.mdns.clone(),
             nat_config,
             nat: self.nat.clone(),
+            health,
         })
     }
 }

@@ -282,3 +282,58 @@ fn home_is_expanded_only_at_the_start() {
     );
     assert_eq!(expand_home(Path::new("~/x"), None), PathBuf::from("~/x"));
 }
+
+#[test]
+fn the_log_section_comes_from_file_and_knot_log_variables() {
+    let mut c = FileConfig::from_toml("[log]\nlevel = \"debug\"\nfile = \"~/knot.log\"\n").unwrap();
+    c.apply_env([
+        ("KNOT_LOG_FORMAT", "json"),
+        ("KNOT_LOG_ROTATION", "daily"),
+        ("KNOT_LOG_MAX_FILES", "7"),
+    ])
+    .unwrap();
+    let home = Path::new("/home/k");
+    assert_eq!(
+        c.log.log_config(Some(home), Some("info".into())),
+        LogConfig {
+            level: "debug".into(),
+            format: LogFormat::Json,
+            file: Some(PathBuf::from("/home/k/knot.log")),
+            rotation: LogRotation::Daily,
+            max_files: Some(7),
+        }
+    );
+    c.apply_env([("KNOT_LOG_FILE", ""), ("KNOT_LOG_MAX_FILES", "0")])
+        .unwrap();
+    let stderr = c.log.log_config(Some(home), None);
+    assert_eq!((stderr.file, stderr.max_files), (None, None));
+    assert_eq!(stderr.level, "debug", "the file's level wins over RUST_LOG");
+    c.log.level = String::new();
+    assert_eq!(c.log.log_config(None, Some("info".into())).level, "info");
+    assert_eq!(c.log.log_config(None, None).level, "warn");
+    let e = c.apply_env([("KNOT_LOG_FORMAT", "xml")]).unwrap_err();
+    assert_eq!(field_of(e), "KNOT_LOG_FORMAT");
+    let e = FileConfig::from_toml("[log]\nrotation = \"weekly\"").unwrap_err();
+    assert!(
+        matches!(&e, KnotError::Syntax(m) if m.contains("weekly")),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_health_section_sets_the_checks_and_their_push() {
+    let mut c = FileConfig::from_toml("[health]\ninterval_ms = 500\nmin_peers = 3\n").unwrap();
+    c.apply_env([("KNOT_HEALTH_PUSH_BURST", "5")]).unwrap();
+    let h = c.validate().unwrap().health;
+    assert_eq!(h.interval, Duration::from_millis(500));
+    assert_eq!((h.min_peers, h.push_burst), (3, 5));
+    assert_eq!(
+        h.push_window,
+        knotwork_tasks::HealthConfig::default().push_window
+    );
+    c.health.push_burst = 0;
+    assert_eq!(field_of(c.validate().unwrap_err()), "health.push_burst");
+    c.health.push_burst = 1;
+    c.health.interval_ms = 0;
+    assert_eq!(field_of(c.validate().unwrap_err()), "health.interval_ms");
+}

@@ -69,6 +69,13 @@ pub(crate) enum Request {
         /// The peer to ask; `None` for this node.
         peer: Option<String>,
     },
+    /// Follow a connected peer's health: the node subscribes to the peer's
+    /// pushed changes (once, until the channel closes) and answers with the
+    /// latest; `knot health --watch` asks again to see the next.
+    HealthWatch {
+        /// The peer's id (base58).
+        peer: String,
+    },
     /// Store `value` under `key` in the DHT (signed by this node).
     DhtPut {
         /// The record key (UTF-8 text).
@@ -229,6 +236,13 @@ pub(crate) enum Response {
     Status(StatusReport),
     /// The answer to [`Request::Health`].
     Health(knotwork_tasks::HealthStatus),
+    /// The answer to [`Request::HealthWatch`].
+    HealthWatch {
+        /// The peer's latest pushed status; `None` until the first arrives.
+        status: Option<knotwork_tasks::HealthStatus>,
+        /// Updates the peer pushed on this channel so far (a new one: a change).
+        updates: u64,
+    },
     /// The answer to [`Request::DhtPut`] and [`Request::DhtProvide`]: how
     /// many of the closest peers acknowledged.
     DhtStored {

@@ -147,6 +147,23 @@ impl NodeControl {
                     message: format!("bad peer id {peer:?}: {e}"),
                 },
             },
+            Request::HealthWatch { peer } => match peer.parse() {
+                Ok(peer) => match self.apps.health().watch(&peer).await {
+                    Ok(watch) => {
+                        let latest = watch.borrow().clone();
+                        Response::HealthWatch {
+                            updates: latest.as_ref().map_or(0, |h| h.updates),
+                            status: latest.map(|h| h.status),
+                        }
+                    }
+                    Err(e) => Response::Error {
+                        message: format!("health of {peer}: {e}"),
+                    },
+                },
+                Err(e) => Response::Error {
+                    message: format!("bad peer id {peer:?}: {e}"),
+                },
+            },
             Request::DhtPut { .. }
             | Request::DhtGet { .. }
             | Request::DhtProvide { .. }

@@ -5,6 +5,7 @@
 //! ([`accept_loop`]). See the parent module's docs.
 
 use super::*;
+use tracing::Instrument;
 
 impl<S> Unstarted<S>
 where
@@ -19,10 +20,11 @@ where
         let (r, w, buffers) = crate::buffers::split(io);
         let _ = channel.inner.buffers.set(buffers.clone());
         let framed = FrameReader::new(r, codec, &read_buf);
-        tokio::spawn(write_loop(channel.clone(), w));
-        tokio::spawn(read_loop(channel.clone(), framed, Stream::First));
+        // In the caller's span: the channel's (session.rs).
+        tokio::spawn(write_loop(channel.clone(), w).in_current_span());
+        tokio::spawn(read_loop(channel.clone(), framed, Stream::First).in_current_span());
         if let Some(substreams) = channel.inner.substreams.clone() {
-            tokio::spawn(accept_loop(channel.clone(), substreams));
+            tokio::spawn(accept_loop(channel.clone(), substreams).in_current_span());
         }
     }
 }
@@ -69,7 +71,7 @@ async fn accept_loop(channel: Channel, substreams: Arc<dyn Substreams>) {
         let Ok(stream) = accepted else { return };
         let codec = FrameCodec::with_max_frame_len(channel.inner.config.max_frame_len);
         let framed = FrameReader::new(stream, codec, &[]);
-        tokio::spawn(read_loop(channel.clone(), framed, Stream::Lane(None)));
+        tokio::spawn(read_loop(channel.clone(), framed, Stream::Lane(None)).in_current_span());
     }
 }
 
