@@ -25,13 +25,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use knotwork_core::{DialAddr, PeerAddr};
+use knotwork_core::{DialAddr, DiscoverySource, PeerAddr};
 use serde::{Deserialize, Serialize};
 
 use knotwork_nat::{NatConfig, RelayLimits};
 use knotwork_node::backoff::BackoffConfig;
 use knotwork_node::protocol::ping::PingConfig;
-use knotwork_node::{MeterConfig, NodeConfig, RateBudget};
+use knotwork_node::{DiscoveryConfig, MeterConfig, NodeConfig, RateBudget};
 
 /// The commented example `knot.toml` printed by `knot config example`;
 /// every field at its default (a test checks that).
@@ -172,6 +172,70 @@ impl Default for MdnsSection {
     }
 }
 
+/// The `[ble]` section: Bluetooth LE of `knot run` (feature `ble`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BleSection {
+    /// Dial `ble/<device>` addresses and find peers by BLE scanning; off by
+    /// default (`knot run --ble` turns it on for one run).
+    pub enabled: bool,
+    /// The BlueZ adapter, such as `hci0`.
+    pub adapter: String,
+    /// Also advertise and accept connections as a BLE peripheral
+    /// (listen on `ble/<adapter>`).
+    pub advertise: bool,
+    /// How long a dial scans for the device before it fails.
+    pub scan_timeout_ms: u64,
+}
+
+impl Default for BleSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            adapter: "hci0".into(),
+            advertise: true,
+            scan_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl BleSection {
+    /// Checks the fields.
+    fn validate(&self) -> Result<(), KnotError> {
+        if PeerAddr::ble(&self.adapter).is_err() {
+            return Err(bad("ble.adapter", &self.adapter, "not a BLE adapter name"));
+        }
+        if self.scan_timeout_ms == 0 {
+            return Err(bad("ble.scan_timeout_ms", 0, "must be greater than 0"));
+        }
+        Ok(())
+    }
+}
+
+/// [`DiscoveryConfig::prefer`] from the names in `discovery_preference`.
+fn discovery_config(names: &[String]) -> Result<DiscoveryConfig, KnotError> {
+    const SOURCES: [DiscoverySource; 5] = [
+        DiscoverySource::Ble,
+        DiscoverySource::Mdns,
+        DiscoverySource::Dht,
+        DiscoverySource::Seed,
+        DiscoverySource::Manual,
+    ];
+    let mut config = DiscoveryConfig::default();
+    for (i, name) in names.iter().enumerate() {
+        let source = SOURCES
+            .into_iter()
+            .find(|s| s.to_string() == *name)
+            .ok_or_else(|| {
+                let why = "must be a discovery source: ble, mdns, dht, seed or manual";
+                bad(format!("discovery_preference[{i}]"), name, why)
+            })?;
+        config.prefer.push(source);
+    }
+    Ok(config)
+}
+
 /// The `[nat]` section: NAT traversal of `knot run`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -249,6 +313,9 @@ pub struct FileConfig {
     pub peers: Vec<String>,
     /// [`NodeConfig::dial_preference`]: address schemes, most preferred first.
     pub dial_preference: Vec<String>,
+    /// [`DiscoveryConfig::prefer`]: discovery sources whose addresses are
+    /// dialed first, most preferred first.
+    pub discovery_preference: Vec<String>,
     /// [`NodeConfig::max_inbound`].
     pub max_inbound: usize,
     /// [`NodeConfig::max_per_ip`].
@@ -289,6 +356,8 @@ pub struct FileConfig {
     pub nat: NatSection,
     /// The relay service and hole punching.
     pub relay: RelaySection,
+    /// Bluetooth LE.
+    pub ble: BleSection,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -372,6 +441,7 @@ impl Default for FileConfig {
             mdns: MdnsSection::default(),
             nat: NatSection::default(),
             relay: RelaySection::default(),
+            ble: BleSection::default(),
         }
     }
 }
@@ -398,6 +468,10 @@ pub struct Validated {
     pub nat_config: NatConfig,
     /// UPnP settings (`upnp_lease_ms` checked to be at least 1000).
     pub nat: NatSection,
+    /// Unified discovery settings (the source preference).
+    pub discovery: DiscoveryConfig,
+    /// Bluetooth LE settings.
+    pub ble: BleSection,
 }
 
 /// Replaces a leading `~/` (or a lone `~`) in `path` with `home`.
@@ -710,6 +784,11 @@ impl FileConfig {
             mdns: self.mdns.clone(),
             nat_config,
             nat: self.nat.clone(),
+            discovery: discovery_config(&self.discovery_preference)?,
+            ble: {
+                self.ble.validate()?;
+                self.ble.clone()
+            },
         })
     }
 }
