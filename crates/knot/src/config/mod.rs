@@ -421,6 +421,7 @@ impl Default for FileConfig {
             seeds: Vec::new(),
             peers: Vec::new(),
             dial_preference: d.dial_preference.clone(),
+            discovery_preference: Vec::new(),
             max_inbound: d.max_inbound,
             max_per_ip: d.max_per_ip,
             max_per_subnet: d.max_per_subnet,
