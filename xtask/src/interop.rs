@@ -61,7 +61,7 @@ pub const SUITES: &[Suite] = &[
     },
     Suite {
         name: "ble",
-        about: "both BLE roles over a private D-Bus against python-dbusmock's BlueZ",
+        about: "both BLE roles, then two nodes (handshake, version, ping, a task) and unified discovery (BLE, mDNS, DHT) over a private D-Bus against python-dbusmock's BlueZ",
         package: "knotwork-transport-ble",
         test: "interop_ble",
         test_args: &[],
@@ -240,12 +240,15 @@ fn executable(messages: &str, name: &str) -> Option<PathBuf> {
 }
 
 /// A D-Bus daemon and python-dbusmock (Debian's, for the system Python);
-/// the test starts the private bus and the mocked BlueZ itself.
+/// the test starts the private bus and the mocked BlueZ itself, as root in
+/// a network namespace of its own (`unshare --net`, util-linux).
 fn ble_peers(_: &Project) -> Result<TestEnv> {
     system::ensure(
         &[
             Need::Program("dbus-daemon", "dbus"),
             Need::PythonModule("dbusmock", "python3-dbusmock"),
+            // The bed's own network namespace (as root) for the mDNS part.
+            Need::Program("ip", "iproute2"),
         ],
         "python-dbusmock's BlueZ on a private D-Bus is the peer both BLE roles talk to",
     )?;

@@ -47,6 +47,8 @@ pub struct DiscoveredPeer {
     pub addrs: Vec<PeerAddr>,
     /// Which source found it.
     pub source: DiscoverySource,
+    /// Received signal strength in dBm, where the source measures one (BLE).
+    pub rssi: Option<i16>,
 }
 
 /// What a discovery source reports over time.

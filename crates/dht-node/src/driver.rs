@@ -336,6 +336,7 @@ impl Driver {
                     peer_id: peer,
                     addrs,
                     source: DiscoverySource::Dht,
+                    rssi: None,
                 }));
             }
             Event::PeerEvicted(peer) => {

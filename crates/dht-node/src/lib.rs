@@ -475,6 +475,7 @@ impl Discovery for DhtHandle {
                 peer_id: p.peer_id,
                 addrs: p.addrs,
                 source: DiscoverySource::Dht,
+                rssi: None,
             })
             .collect())
     }

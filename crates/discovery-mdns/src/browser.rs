@@ -124,6 +124,7 @@ impl Browser {
             peer_id: *id,
             addrs,
             source: DiscoverySource::Mdns,
+            rssi: None,
         })
     }
 
@@ -186,6 +187,7 @@ mod tests {
             peer_id,
             addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
             source: DiscoverySource::Mdns,
+            rssi: None,
         })
     }
 

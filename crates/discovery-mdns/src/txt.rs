@@ -188,6 +188,7 @@ pub fn decode<'a>(
         peer_id,
         addrs,
         source: DiscoverySource::Mdns,
+        rssi: None,
     })
 }
 

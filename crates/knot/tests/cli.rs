@@ -351,3 +351,28 @@ fn nodes_meet_over_unix_sockets_and_websocket() {
     // The socket file is owner-only.
     assert_eq!(mode(&home.join("a.sock")), 0o600);
 }
+
+/// `--ble` asks for BLE; without a BlueZ to talk to (here: no system bus at
+/// all) `knot run` stops and says why instead of running without it. (The
+/// BLE node itself runs in `cargo xtask interop ble`.)
+#[cfg(feature = "ble")]
+#[test]
+fn run_with_ble_and_no_bluez_fails_by_name() {
+    let home = tempfile::tempdir().unwrap();
+    let bus = format!("unix:path={}", home.path().join("no-bus").display());
+    let out = run(knot(home.path())
+        .args([
+            "run",
+            "--ble",
+            "--no-mdns",
+            "--no-dht",
+            "-l",
+            "tcp/127.0.0.1:0",
+        ])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", bus));
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ble: "),
+        "{out:?}"
+    );
+}

@@ -84,13 +84,16 @@ impl NodeConfig {
     /// Sorts `addrs` by [`NodeConfig::dial_preference`], keeping the order
     /// of addresses of one scheme.
     pub fn dial_order(&self, addrs: &mut [PeerAddr]) {
-        let rank = |a: &PeerAddr| {
-            self.dial_preference
-                .iter()
-                .position(|s| s == a.scheme())
-                .unwrap_or(self.dial_preference.len())
-        };
-        addrs.sort_by_key(rank);
+        addrs.sort_by_key(|a| self.scheme_rank(a));
+    }
+
+    /// Where `addr`'s scheme stands in
+    /// [`dial_preference`](Self::dial_preference) (unlisted: after all).
+    pub fn scheme_rank(&self, addr: &PeerAddr) -> usize {
+        self.dial_preference
+            .iter()
+            .position(|s| s == addr.scheme())
+            .unwrap_or(self.dial_preference.len())
     }
 }
 

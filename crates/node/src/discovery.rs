@@ -10,7 +10,15 @@
 //! known addresses only adds itself to the peer's sources. An expiry removes
 //! one source; when the last one goes the peer is forgotten and
 //! [`UnifiedEvent::PeerExpired`] is yielded, once. Reports of our own
-//! [`PeerId`] are ignored.
+//! [`PeerId`] are ignored. Each source's last report time and signal strength
+//! (BLE's RSSI) are kept: [`DiscoveredInfo::last_seen`] is the newest over the
+//! sources, [`DiscoveredInfo::rssi`] the newest measured.
+//!
+//! Sources can be preferred ([`DiscoveryConfig::prefer`]): a peer's addresses
+//! are listed source by source in that order (unlisted sources last, as
+//! equals), and the dialer tries them in that order, ranking by
+//! [`NodeConfig::dial_preference`](crate::NodeConfig::dial_preference) only
+//! among addresses of equally preferred sources.
 //!
 //! The driver runs one task per source. It subscribes to the source's event
 //! stream first (so nothing between the announcement and the first poll is
@@ -25,7 +33,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant as StdInstant};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -43,7 +51,7 @@ use crate::node::{Shared, lock};
 use crate::registry::SessionKind;
 
 /// Settings of unified discovery.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DiscoveryConfig {
     /// How often each source's [`Discovery::discover`] is polled while it works.
@@ -53,6 +61,10 @@ pub struct DiscoveryConfig {
     /// Capacity of the [`UnifiedEvent`] broadcast; a receiver that falls
     /// further behind gets `RecvError::Lagged`.
     pub event_capacity: usize,
+    /// Sources whose addresses are dialed first, most preferred first (for
+    /// example BLE and mDNS before the DHT); unlisted sources come after,
+    /// as equals. Empty (the default): every source is equal.
+    pub prefer: Vec<DiscoverySource>,
 }
 
 impl Default for DiscoveryConfig {
@@ -61,6 +73,7 @@ impl Default for DiscoveryConfig {
             poll_interval: Duration::from_secs(30),
             backoff: BackoffConfig::default(),
             event_capacity: 256,
+            prefer: Vec::new(),
         }
     }
 }
@@ -90,55 +103,109 @@ pub enum UnifiedEvent {
 pub struct DiscoveredInfo {
     /// The peer.
     pub peer: PeerId,
-    /// Every address known for it (union over its sources).
+    /// Every address known for it (union over its sources), in the order of
+    /// [`DiscoveryConfig::prefer`].
     pub addrs: Vec<PeerAddr>,
     /// The sources that report it.
     pub sources: Vec<DiscoverySource>,
+    /// When a source last reported it.
+    pub last_seen: StdInstant,
+    /// The signal strength (dBm) of the newest report that measured one.
+    pub rssi: Option<i16>,
+}
+
+/// What one source last reported about a peer.
+#[derive(Clone, Debug)]
+struct Report {
+    addrs: Vec<PeerAddr>,
+    at: StdInstant,
+    rssi: Option<i16>,
 }
 
 /// The sans-IO merge of discovery reports by [`PeerId`]; see the module docs.
 #[derive(Debug)]
 pub struct DiscoveryMerge {
     local: PeerId,
-    peers: HashMap<PeerId, BTreeMap<DiscoverySource, Vec<PeerAddr>>>,
+    prefer: Vec<DiscoverySource>,
+    peers: HashMap<PeerId, BTreeMap<DiscoverySource, Report>>,
 }
 
 impl DiscoveryMerge {
-    /// An empty merge for the node `local` (whose own reports are ignored).
-    pub fn new(local: PeerId) -> Self {
+    /// An empty merge for the node `local` (whose own reports are ignored)
+    /// that lists addresses in the order of `prefer` (see
+    /// [`DiscoveryConfig::prefer`]).
+    pub fn new(local: PeerId, prefer: Vec<DiscoverySource>) -> Self {
         Self {
             local,
+            prefer,
             peers: HashMap::new(),
         }
     }
 
-    /// Handles one event of a source.
-    pub fn handle_event(&mut self, event: DiscoveryEvent) -> Option<UnifiedEvent> {
+    /// Handles one event of a source, received at `now`.
+    pub fn handle_event(&mut self, event: DiscoveryEvent, now: StdInstant) -> Option<UnifiedEvent> {
         match event {
-            DiscoveryEvent::Discovered(found) => self.handle_discovered(found),
+            DiscoveryEvent::Discovered(found) => self.handle_discovered(found, now),
             DiscoveryEvent::Expired { peer_id, source } => self.handle_expired(peer_id, source),
             _ => None,
         }
     }
 
-    /// Handles a report that `found.source` sees `found.peer_id` at `found.addrs`.
-    pub fn handle_discovered(&mut self, found: DiscoveredPeer) -> Option<UnifiedEvent> {
+    /// Handles a report, received at `now`, that `found.source` sees
+    /// `found.peer_id` at `found.addrs`.
+    pub fn handle_discovered(
+        &mut self,
+        found: DiscoveredPeer,
+        now: StdInstant,
+    ) -> Option<UnifiedEvent> {
         if found.peer_id == self.local {
             return None;
         }
         let entry = self.peers.entry(found.peer_id).or_default();
         let first = entry.is_empty();
-        let before = union(entry);
+        let before = union(entry, &self.prefer);
         let mut addrs = found.addrs;
         dedup_in_order(&mut addrs);
-        entry.insert(found.source, addrs);
-        let after = union(entry);
+        let report = Report {
+            addrs,
+            at: now,
+            rssi: found.rssi,
+        };
+        entry.insert(found.source, report);
+        let after = union(entry, &self.prefer);
         let grew = after.iter().any(|a| !before.contains(a));
         (first || grew).then(|| UnifiedEvent::PeerDiscovered {
             peer: found.peer_id,
             addrs: after,
             sources: entry.keys().copied().collect(),
         })
+    }
+
+    /// How preferred `source` is: its place in the preference list, or
+    /// after all of them.
+    fn rank(&self, source: DiscoverySource) -> usize {
+        rank(&self.prefer, source)
+    }
+
+    /// The addresses to dial `peer` at, in order: by source preference, then
+    /// by `scheme_rank` among equally preferred sources; no repeats.
+    pub fn dial_order(
+        &self,
+        peer: &PeerId,
+        scheme_rank: impl Fn(&PeerAddr) -> usize,
+    ) -> Vec<PeerAddr> {
+        let Some(entry) = self.peers.get(peer) else {
+            return Vec::new();
+        };
+        let mut ranked: Vec<(usize, usize, PeerAddr)> = entry
+            .iter()
+            .flat_map(|(source, report)| report.addrs.iter().map(|a| (self.rank(*source), a)))
+            .map(|(rank, a)| (rank, scheme_rank(a), a.clone()))
+            .collect();
+        ranked.sort_by_key(|(rank, scheme, _)| (*rank, *scheme));
+        let mut addrs: Vec<PeerAddr> = ranked.into_iter().map(|(_, _, a)| a).collect();
+        dedup_in_order(&mut addrs);
+        addrs
     }
 
     /// Handles `source` expiring `peer`.
@@ -158,10 +225,18 @@ impl DiscoveryMerge {
 
     /// What is known of `peer`.
     pub fn peer(&self, peer: &PeerId) -> Option<DiscoveredInfo> {
-        self.peers.get(peer).map(|entry| DiscoveredInfo {
+        let entry = self.peers.get(peer)?;
+        let newest = entry.values().max_by_key(|r| r.at)?;
+        Some(DiscoveredInfo {
             peer: *peer,
-            addrs: union(entry),
+            addrs: union(entry, &self.prefer),
             sources: entry.keys().copied().collect(),
+            last_seen: newest.at,
+            rssi: entry
+                .values()
+                .filter(|r| r.rssi.is_some())
+                .max_by_key(|r| r.at)
+                .and_then(|r| r.rssi),
         })
     }
 
@@ -172,9 +247,23 @@ impl DiscoveryMerge {
     }
 }
 
-/// The addresses of every source, first-seen order, without repeats.
-fn union(entry: &BTreeMap<DiscoverySource, Vec<PeerAddr>>) -> Vec<PeerAddr> {
-    let mut all: Vec<PeerAddr> = entry.values().flatten().cloned().collect();
+/// `source`'s place in `prefer`, or after all of them.
+fn rank(prefer: &[DiscoverySource], source: DiscoverySource) -> usize {
+    prefer
+        .iter()
+        .position(|s| *s == source)
+        .unwrap_or(prefer.len())
+}
+
+/// The addresses of every source, the preferred sources' first, without
+/// repeats.
+fn union(entry: &BTreeMap<DiscoverySource, Report>, prefer: &[DiscoverySource]) -> Vec<PeerAddr> {
+    let mut sources: Vec<(&DiscoverySource, &Report)> = entry.iter().collect();
+    sources.sort_by_key(|(s, _)| rank(prefer, **s));
+    let mut all: Vec<PeerAddr> = sources
+        .into_iter()
+        .flat_map(|(_, r)| r.addrs.iter().cloned())
+        .collect();
     dedup_in_order(&mut all);
     all
 }
@@ -200,10 +289,10 @@ impl UnifiedDiscovery {
         sources: Vec<Arc<dyn Discovery>>,
     ) -> Self {
         Self {
-            config,
             sources: Mutex::new(sources),
-            merge: Mutex::new(DiscoveryMerge::new(local)),
+            merge: Mutex::new(DiscoveryMerge::new(local, config.prefer.clone())),
             events: broadcast::channel(config.event_capacity.max(1)).0,
+            config,
         }
     }
 
@@ -226,7 +315,7 @@ pub(crate) fn start(shared: &Arc<Shared>) {
 
 /// One source's loop; see the module docs.
 async fn run_source(shared: Arc<Shared>, source: Arc<dyn Discovery>) {
-    let config = shared.discovery.config;
+    let config = shared.discovery.config.clone();
     let info = LocalPeerInfo {
         peer_id: shared.peer_id,
         addrs: shared.own_addrs().to_vec(),
@@ -298,31 +387,48 @@ fn source_scope(source: DiscoverySource) -> AddrScope {
     }
 }
 
+/// Whether `source` may report `addr`: within the source's scope (review
+/// finding M3), and a BLE address only from a BLE scan (a device address is
+/// what our radio saw; what a peer announces as `ble/…` is its own adapter).
+fn reportable(source: DiscoverySource, addr: &PeerAddr) -> bool {
+    let ble = matches!(addr, PeerAddr::Ble(_));
+    AddrScope::of(addr).shareable_with(source_scope(source))
+        && (!ble || source == DiscoverySource::Ble)
+}
+
 /// Merges one event, broadcasts the result and feeds the node. Addresses
-/// out of the source's scope are dropped first (review finding M3).
+/// a source may not report ([`reportable`]) are dropped first.
 fn handle(shared: &Arc<Shared>, mut event: DiscoveryEvent) {
     if let DiscoveryEvent::Discovered(found) = &mut event {
-        let scope = source_scope(found.source);
-        found
-            .addrs
-            .retain(|a| AddrScope::of(a).shareable_with(scope));
+        let source = found.source;
+        found.addrs.retain(|a| reportable(source, a));
     }
-    let Some(unified) = lock(&shared.discovery.merge).handle_event(event) else {
-        return;
+    let now = Instant::now().into_std();
+    let (unified, order) = {
+        let mut merge = lock(&shared.discovery.merge);
+        let Some(unified) = merge.handle_event(event, now) else {
+            return;
+        };
+        let order = match &unified {
+            UnifiedEvent::PeerDiscovered { peer, .. } => {
+                merge.dial_order(peer, |a| shared.config.scheme_rank(a))
+            }
+            _ => Vec::new(),
+        };
+        (unified, order)
     };
     if let UnifiedEvent::PeerDiscovered { peer, addrs, .. } = &unified {
-        let now = Instant::now().into_std();
         lock(&shared.hosts).add_grey(addrs.iter().cloned(), AddrScope::Loopback, now);
-        dial(shared, *peer, addrs);
+        dial(shared, *peer, order);
     }
     // No receiver is fine; a lagging receiver sees `Lagged`.
     let _ = shared.discovery.events.send(unified);
 }
 
-/// Dials `peer` at the first of `addrs` that answers, in the order of
-/// [`NodeConfig::dial_preference`](crate::NodeConfig::dial_preference), if
-/// it is not connected, not being dialed, and an outbound slot is free.
-fn dial(shared: &Arc<Shared>, peer: PeerId, addrs: &[PeerAddr]) {
+/// Dials `peer` at the first of `addrs` (in [`DiscoveryMerge::dial_order`])
+/// that answers, if it is not connected, not being dialed, and an outbound
+/// slot is free.
+fn dial(shared: &Arc<Shared>, peer: PeerId, addrs: Vec<PeerAddr>) {
     if shared.shutdown.is_cancelled() || lock(&shared.peers).contains_key(&peer) {
         return;
     }
@@ -331,9 +437,7 @@ fn dial(shared: &Arc<Shared>, peer: PeerId, addrs: &[PeerAddr]) {
         .filter(|c| c.info().session == SessionKind::Outbound)
         .count();
     let own = shared.own_addrs();
-    let mut candidates: Vec<PeerAddr> =
-        addrs.iter().filter(|a| !own.contains(a)).cloned().collect();
-    shared.config.dial_order(&mut candidates);
+    let candidates: Vec<PeerAddr> = addrs.into_iter().filter(|a| !own.contains(a)).collect();
     if candidates.is_empty() {
         return;
     }
@@ -367,19 +471,27 @@ mod tests {
         Keypair::generate().unwrap().peer_id()
     }
 
+    fn addrs(list: &[&str]) -> Vec<PeerAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
     fn found(peer: PeerId, addrs: &[&str], source: DiscoverySource) -> DiscoveredPeer {
         DiscoveredPeer {
             peer_id: peer,
             addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
             source,
+            rssi: None,
         }
     }
 
     #[test]
     fn second_source_with_known_addrs_adds_itself_silently() {
         let (me, p) = (id(), id());
-        let mut m = DiscoveryMerge::new(me);
-        let first = m.handle_discovered(found(p, &["mem/1"], DiscoverySource::Mdns));
+        let mut m = DiscoveryMerge::new(me, Vec::new());
+        let first = m.handle_discovered(
+            found(p, &["mem/1"], DiscoverySource::Mdns),
+            StdInstant::now(),
+        );
         assert_eq!(
             first,
             Some(UnifiedEvent::PeerDiscovered {
@@ -389,7 +501,10 @@ mod tests {
             })
         );
         assert_eq!(
-            m.handle_discovered(found(p, &["mem/1"], DiscoverySource::Dht)),
+            m.handle_discovered(
+                found(p, &["mem/1"], DiscoverySource::Dht),
+                StdInstant::now()
+            ),
             None
         );
         let info = m.peer(&p).unwrap();
@@ -403,9 +518,15 @@ mod tests {
     #[test]
     fn a_new_address_is_reported_with_the_union() {
         let (me, p) = (id(), id());
-        let mut m = DiscoveryMerge::new(me);
-        m.handle_discovered(found(p, &["mem/1"], DiscoverySource::Mdns));
-        let event = m.handle_discovered(found(p, &["mem/2", "mem/1"], DiscoverySource::Dht));
+        let mut m = DiscoveryMerge::new(me, Vec::new());
+        m.handle_discovered(
+            found(p, &["mem/1"], DiscoverySource::Mdns),
+            StdInstant::now(),
+        );
+        let event = m.handle_discovered(
+            found(p, &["mem/2", "mem/1"], DiscoverySource::Dht),
+            StdInstant::now(),
+        );
         assert_eq!(
             event,
             Some(UnifiedEvent::PeerDiscovered {
@@ -419,9 +540,15 @@ mod tests {
     #[test]
     fn expiry_is_reported_once_when_the_last_source_goes() {
         let (me, p) = (id(), id());
-        let mut m = DiscoveryMerge::new(me);
-        m.handle_discovered(found(p, &["mem/1"], DiscoverySource::Mdns));
-        m.handle_discovered(found(p, &["mem/1"], DiscoverySource::Dht));
+        let mut m = DiscoveryMerge::new(me, Vec::new());
+        m.handle_discovered(
+            found(p, &["mem/1"], DiscoverySource::Mdns),
+            StdInstant::now(),
+        );
+        m.handle_discovered(
+            found(p, &["mem/1"], DiscoverySource::Dht),
+            StdInstant::now(),
+        );
         assert_eq!(m.handle_expired(p, DiscoverySource::Mdns), None);
         assert_eq!(m.handle_expired(p, DiscoverySource::Mdns), None);
         assert_eq!(
@@ -435,9 +562,12 @@ mod tests {
     #[test]
     fn own_peer_id_is_ignored() {
         let me = id();
-        let mut m = DiscoveryMerge::new(me);
+        let mut m = DiscoveryMerge::new(me, Vec::new());
         assert_eq!(
-            m.handle_discovered(found(me, &["mem/1"], DiscoverySource::Mdns)),
+            m.handle_discovered(
+                found(me, &["mem/1"], DiscoverySource::Mdns),
+                StdInstant::now()
+            ),
             None
         );
         assert!(m.peer(&me).is_none());
@@ -446,15 +576,123 @@ mod tests {
     #[test]
     fn a_source_dropping_an_address_shrinks_the_union() {
         let (me, p) = (id(), id());
-        let mut m = DiscoveryMerge::new(me);
-        m.handle_discovered(found(p, &["mem/1", "mem/2"], DiscoverySource::Mdns));
+        let mut m = DiscoveryMerge::new(me, Vec::new());
+        m.handle_discovered(
+            found(p, &["mem/1", "mem/2"], DiscoverySource::Mdns),
+            StdInstant::now(),
+        );
         assert_eq!(
-            m.handle_discovered(found(p, &["mem/2"], DiscoverySource::Mdns)),
+            m.handle_discovered(
+                found(p, &["mem/2"], DiscoverySource::Mdns),
+                StdInstant::now()
+            ),
             None
         );
         assert_eq!(
             m.peer(&p).unwrap().addrs,
             vec!["mem/2".parse::<PeerAddr>().unwrap()]
         );
+    }
+
+    #[test]
+    fn last_seen_is_the_newest_report_and_rssi_the_newest_measured() {
+        let (me, p) = (id(), id());
+        let mut m = DiscoveryMerge::new(me, Vec::new());
+        let t0 = StdInstant::now();
+        let mut ble = found(p, &["ble/11:22:33:44:55:66"], DiscoverySource::Ble);
+        ble.rssi = Some(-70);
+        m.handle_discovered(ble.clone(), t0);
+        ble.rssi = Some(-52);
+        let t1 = t0 + Duration::from_secs(5);
+        // Same address: no event, but the time and signal are updated.
+        assert_eq!(m.handle_discovered(ble, t1), None);
+        let t2 = t1 + Duration::from_secs(5);
+        m.handle_discovered(found(p, &["tcp/10.0.0.1:4000"], DiscoverySource::Dht), t2);
+        let info = m.peer(&p).unwrap();
+        assert_eq!(info.last_seen, t2);
+        assert_eq!(info.rssi, Some(-52), "the DHT measures none; BLE's stays");
+        assert_eq!(m.handle_expired(p, DiscoverySource::Ble), None);
+        assert_eq!(m.peer(&p).unwrap().rssi, None);
+    }
+
+    #[test]
+    fn preferred_sources_are_listed_and_dialed_first() {
+        let (me, p) = (id(), id());
+        let now = StdInstant::now();
+        let prefer = vec![DiscoverySource::Ble, DiscoverySource::Mdns];
+        let mut m = DiscoveryMerge::new(me, prefer);
+        // Reported in the least preferred order.
+        m.handle_discovered(
+            found(
+                p,
+                &["tcp/10.0.0.1:1", "quic/10.0.0.1:1"],
+                DiscoverySource::Dht,
+            ),
+            now,
+        );
+        m.handle_discovered(
+            found(
+                p,
+                &["tcp/192.168.1.2:1", "quic/192.168.1.2:1"],
+                DiscoverySource::Mdns,
+            ),
+            now,
+        );
+        let event = m.handle_discovered(
+            found(p, &["ble/11:22:33:44:55:66"], DiscoverySource::Ble),
+            now,
+        );
+        let order = addrs(&[
+            "ble/11:22:33:44:55:66",
+            "tcp/192.168.1.2:1",
+            "quic/192.168.1.2:1",
+            "tcp/10.0.0.1:1",
+            "quic/10.0.0.1:1",
+        ]);
+        assert!(
+            matches!(event, Some(UnifiedEvent::PeerDiscovered { addrs, .. }) if addrs == order)
+        );
+        assert_eq!(m.peer(&p).unwrap().addrs, order);
+        // The scheme preference (quic before tcp) only orders within a source rank.
+        let config = crate::NodeConfig::default();
+        assert_eq!(
+            m.dial_order(&p, |a| config.scheme_rank(a)),
+            addrs(&[
+                "ble/11:22:33:44:55:66",
+                "quic/192.168.1.2:1",
+                "tcp/192.168.1.2:1",
+                "quic/10.0.0.1:1",
+                "tcp/10.0.0.1:1",
+            ])
+        );
+        // Without a preference every source is equal: the scheme decides.
+        let mut equal = DiscoveryMerge::new(me, Vec::new());
+        equal.handle_discovered(found(p, &["tcp/10.0.0.1:1"], DiscoverySource::Dht), now);
+        equal.handle_discovered(
+            found(
+                p,
+                &["ble/11:22:33:44:55:66", "quic/10.0.0.2:1"],
+                DiscoverySource::Ble,
+            ),
+            now,
+        );
+        assert_eq!(
+            equal.dial_order(&p, |a| config.scheme_rank(a)),
+            addrs(&["quic/10.0.0.2:1", "tcp/10.0.0.1:1", "ble/11:22:33:44:55:66"])
+        );
+    }
+
+    #[test]
+    fn ble_addresses_come_only_from_ble_scans() {
+        let ble: PeerAddr = "ble/hci0".parse().unwrap();
+        assert!(reportable(DiscoverySource::Ble, &ble));
+        assert!(!reportable(DiscoverySource::Mdns, &ble));
+        assert!(!reportable(DiscoverySource::Dht, &ble));
+        let lan: PeerAddr = "tcp/192.168.1.2:1".parse().unwrap();
+        assert!(reportable(DiscoverySource::Mdns, &lan));
+        assert!(!reportable(
+            DiscoverySource::Mdns,
+            &"tcp/127.0.0.1:1".parse().unwrap()
+        ));
     }
 }

@@ -67,6 +67,7 @@ impl FakeSource {
             peer_id: peer,
             addrs: addrs.to_vec(),
             source: self.source,
+            rssi: None,
         };
         self.state
             .push
@@ -292,6 +293,7 @@ async fn a_failing_source_is_retried_with_backoff_and_does_not_stop_the_others()
         peer_id: late,
         addrs: vec![mem(9100)],
         source: DiscoverySource::Dht,
+        rssi: None,
     });
     let a = node(&net)
         .discovery(broken.clone())

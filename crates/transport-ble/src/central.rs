@@ -188,6 +188,7 @@ pub(crate) async fn knotwork_peer(p: &Peripheral) -> Result<DiscoveredPeer, BleE
         peer_id,
         addrs: vec![addr],
         source: DiscoverySource::Ble,
+        rssi: props.rssi,
     })
 }
 

@@ -13,6 +13,8 @@
 //! In both scenarios the fixture bridges the GATT characteristics to a TCP
 //! socket (length-prefixed fragments) where the test runs the other knotwork
 //! endpoint, so a full Noise handshake and a ping cross the D-Bus GATT path.
+//! The node scenarios (`interop_ble/nodes.rs`) splice the fixture's two
+//! roles instead: two nodes talk to each other through the mock.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -23,6 +25,10 @@
 #[cfg(all(feature = "central", feature = "peripheral", target_os = "linux"))]
 #[path = "interop_ble/scenarios.rs"]
 mod scenarios;
+
+#[cfg(all(feature = "central", feature = "peripheral", target_os = "linux"))]
+#[path = "interop_ble/nodes.rs"]
+mod nodes;
 
 #[cfg(all(feature = "central", feature = "peripheral", target_os = "linux"))]
 fn main() {

@@ -28,7 +28,11 @@
 //! received on a topic of `--subscribe` (`gossip` with `topic`, `origin`,
 //! `seq`, `from`, `data` and `at_us`, the arrival time in microseconds since
 //! the UNIX epoch, in JSON). With `--worker` it runs the built-in tasks for
-//! peers (see `knot task`).
+//! peers (see `knot task`). With `--ble` (or `[ble] enabled = true`, feature
+//! `ble`) it dials `ble/<device>` addresses, finds peers by BLE scanning and,
+//! unless `[ble] advertise = false`, listens on `ble/<adapter>` as a
+//! peripheral; a BLE adapter that cannot be opened stops `knot run` with
+//! `ble: <reason>`.
 //! With `--json` the same as one object per line, tagged by `"event"`.
 
 use std::io::Write;
@@ -36,7 +40,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::{DhtMode, MdnsSection};
+use crate::config::{BleSection, DhtMode, MdnsSection};
 use crate::control::{ControlServer, NodeControl, create_private_dir, session_name, unix_micros};
 use knotwork_core::{DialAddr, Keypair, PeerAddr};
 use knotwork_dht_node::{Config, DhtHandle, Mode};
@@ -83,6 +87,10 @@ pub(crate) struct Args {
     /// Do not announce or look for peers on the LAN by mDNS (see `[mdns]`).
     #[arg(long)]
     no_mdns: bool,
+    /// Use Bluetooth LE: dial and scan as a central, advertise as a
+    /// peripheral (as `[ble] enabled = true`; feature `ble`).
+    #[arg(long)]
+    ble: bool,
     /// Map the listen port on the LAN's UPnP gateway (`[nat] upnp`).
     #[arg(long)]
     upnp: bool,
@@ -409,6 +417,49 @@ impl Lan {
     }
 }
 
+/// Bluetooth LE as `knot run` uses it when `[ble] enabled`: the transport
+/// dials `ble/<device>`, the discovery scans, and with `advertise` the node
+/// listens on `ble/<adapter>` as a peripheral.
+#[cfg(feature = "ble")]
+async fn with_ble(
+    builder: NodeBuilder,
+    keypair: &Keypair,
+    section: &BleSection,
+) -> CliResult<NodeBuilder> {
+    use knotwork_transport_ble::{BleConfig, BleDiscovery, BleTransport};
+    if !section.enabled {
+        return Ok(builder);
+    }
+    let mut config = BleConfig::default();
+    config.adapter = section.adapter.clone();
+    config.scan_timeout = Duration::from_millis(section.scan_timeout_ms);
+    let transport = BleTransport::new(keypair.peer_id(), config)
+        .await
+        .map_err(|e| format!("ble: {e}"))?;
+    let discovery = BleDiscovery::new(transport.central().clone())
+        .await
+        .map_err(|e| format!("ble: {e}"))?;
+    let mut builder = builder.transport(transport).discovery(discovery);
+    if section.advertise {
+        let addr = PeerAddr::ble(section.adapter.as_str()).map_err(|e| format!("ble: {e}"))?;
+        builder = builder.listen(addr);
+    }
+    Ok(builder)
+}
+
+/// Without the `ble` feature, `[ble] enabled` is refused.
+#[cfg(not(feature = "ble"))]
+async fn with_ble(
+    builder: NodeBuilder,
+    _keypair: &Keypair,
+    section: &BleSection,
+) -> CliResult<NodeBuilder> {
+    if section.enabled {
+        return Err("ble: this knot was built without the `ble` feature".into());
+    }
+    Ok(builder)
+}
+
 /// How long shutdown waits for the mDNS goodbye to go out.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -441,6 +492,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     }
     if args.relay_service {
         file.relay.service = true;
+    }
+    if args.ble {
+        file.ble.enabled = true;
     }
     let config = file.validate()?;
     let data_dir = resolve_dir(&config.data_dir);
@@ -481,6 +535,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         .transport(knotwork_transport_uds::UdsTransport::new(Default::default()))
         .transport(knotwork_transport_ws::WsTransport::new(Default::default()))
         .config(config.node)
+        .discovery_config(config.discovery)
         .service(apps.clone())
         .service(gossip.clone())
         .service(nat.clone());
@@ -503,6 +558,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     if let Some(dht) = &dht {
         builder = builder.service(dht.clone()).discovery(dht.clone());
     }
+    let builder = with_ble(builder, &keypair, &config.ble).await?;
     let lan = Lan::start(&config.mdns, args.no_mdns, global.json);
     let node = lan.register(builder).start().await?;
     if args.worker {

@@ -25,14 +25,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use knotwork_core::{DialAddr, PeerAddr};
+use knotwork_core::{DialAddr, DiscoverySource, PeerAddr};
 use serde::{Deserialize, Serialize};
 
 use knotwork_nat::{NatConfig, RelayLimits};
 use knotwork_node::backoff::BackoffConfig;
 use knotwork_node::logging::{LogConfig, LogFormat, LogRotation};
 use knotwork_node::protocol::ping::PingConfig;
-use knotwork_node::{MeterConfig, NodeConfig, RateBudget};
+use knotwork_node::{DiscoveryConfig, MeterConfig, NodeConfig, RateBudget};
 use knotwork_tasks::HealthConfig;
 
 /// The commented example `knot.toml` printed by `knot config example`;
@@ -172,6 +172,70 @@ impl Default for MdnsSection {
             service_type: "_knotwork._udp.local.".into(),
         }
     }
+}
+
+/// The `[ble]` section: Bluetooth LE of `knot run` (feature `ble`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BleSection {
+    /// Dial `ble/<device>` addresses and find peers by BLE scanning; off by
+    /// default (`knot run --ble` turns it on for one run).
+    pub enabled: bool,
+    /// The BlueZ adapter, such as `hci0`.
+    pub adapter: String,
+    /// Also advertise and accept connections as a BLE peripheral
+    /// (listen on `ble/<adapter>`).
+    pub advertise: bool,
+    /// How long a dial scans for the device before it fails.
+    pub scan_timeout_ms: u64,
+}
+
+impl Default for BleSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            adapter: "hci0".into(),
+            advertise: true,
+            scan_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl BleSection {
+    /// Checks the fields.
+    fn validate(&self) -> Result<(), KnotError> {
+        if PeerAddr::ble(&self.adapter).is_err() {
+            return Err(bad("ble.adapter", &self.adapter, "not a BLE adapter name"));
+        }
+        if self.scan_timeout_ms == 0 {
+            return Err(bad("ble.scan_timeout_ms", 0, "must be greater than 0"));
+        }
+        Ok(())
+    }
+}
+
+/// [`DiscoveryConfig::prefer`] from the names in `discovery_preference`.
+fn discovery_config(names: &[String]) -> Result<DiscoveryConfig, KnotError> {
+    const SOURCES: [DiscoverySource; 5] = [
+        DiscoverySource::Ble,
+        DiscoverySource::Mdns,
+        DiscoverySource::Dht,
+        DiscoverySource::Seed,
+        DiscoverySource::Manual,
+    ];
+    let mut config = DiscoveryConfig::default();
+    for (i, name) in names.iter().enumerate() {
+        let source = SOURCES
+            .into_iter()
+            .find(|s| s.to_string() == *name)
+            .ok_or_else(|| {
+                let why = "must be a discovery source: ble, mdns, dht, seed or manual";
+                bad(format!("discovery_preference[{i}]"), name, why)
+            })?;
+        config.prefer.push(source);
+    }
+    Ok(config)
 }
 
 /// The `[nat]` section: NAT traversal of `knot run`.
@@ -331,6 +395,9 @@ pub struct FileConfig {
     pub peers: Vec<String>,
     /// [`NodeConfig::dial_preference`]: address schemes, most preferred first.
     pub dial_preference: Vec<String>,
+    /// [`DiscoveryConfig::prefer`]: discovery sources whose addresses are
+    /// dialed first, most preferred first.
+    pub discovery_preference: Vec<String>,
     /// [`NodeConfig::max_inbound`].
     pub max_inbound: usize,
     /// [`NodeConfig::max_per_ip`].
@@ -375,6 +442,8 @@ pub struct FileConfig {
     pub health: HealthSection,
     /// Logging of `knot run`.
     pub log: LogSection,
+    /// Bluetooth LE.
+    pub ble: BleSection,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -438,6 +507,7 @@ impl Default for FileConfig {
             seeds: Vec::new(),
             peers: Vec::new(),
             dial_preference: d.dial_preference.clone(),
+            discovery_preference: Vec::new(),
             max_inbound: d.max_inbound,
             max_per_ip: d.max_per_ip,
             max_per_subnet: d.max_per_subnet,
@@ -460,6 +530,7 @@ impl Default for FileConfig {
             relay: RelaySection::default(),
             health: HealthSection::default(),
             log: LogSection::default(),
+            ble: BleSection::default(),
         }
     }
 }
@@ -488,6 +559,10 @@ pub struct Validated {
     pub health: HealthConfig,
     /// UPnP settings (`upnp_lease_ms` checked to be at least 1000).
     pub nat: NatSection,
+    /// Unified discovery settings (the source preference).
+    pub discovery: DiscoveryConfig,
+    /// Bluetooth LE settings.
+    pub ble: BleSection,
 }
 
 /// Replaces a leading `~/` (or a lone `~`) in `path` with `home`.
@@ -807,6 +882,11 @@ impl FileConfig {
             nat_config,
             nat: self.nat.clone(),
             health,
+            discovery: discovery_config(&self.discovery_preference)?,
+            ble: {
+                self.ble.validate()?;
+                self.ble.clone()
+            },
         })
     }
 }

@@ -337,3 +337,57 @@ fn the_health_section_sets_the_checks_and_their_push() {
     c.health.interval_ms = 0;
     assert_eq!(field_of(c.validate().unwrap_err()), "health.interval_ms");
 }
+
+#[test]
+fn ble_is_off_by_default_and_set_by_file_or_environment() {
+    let v = FileConfig::default().validate().unwrap();
+    assert_eq!(v.ble, BleSection::default());
+    assert!(!v.ble.enabled);
+    let mut c = FileConfig::from_toml("[ble]\nenabled = true\nadvertise = false\n").unwrap();
+    c.apply_env([
+        ("KNOT_BLE_ADAPTER", "hci1"),
+        ("KNOT_BLE_SCAN_TIMEOUT_MS", "2500"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.validate().unwrap().ble,
+        BleSection {
+            enabled: true,
+            adapter: "hci1".into(),
+            advertise: false,
+            scan_timeout_ms: 2500,
+        }
+    );
+    let c = FileConfig::from_toml("[ble]\nscan_timeout_ms = 0").unwrap();
+    assert_eq!(field_of(c.validate().unwrap_err()), "ble.scan_timeout_ms");
+    let c = FileConfig::from_toml("[ble]\nadapter = \"\"").unwrap();
+    assert_eq!(field_of(c.validate().unwrap_err()), "ble.adapter");
+}
+
+#[test]
+fn discovery_preference_names_sources() {
+    assert!(
+        FileConfig::default()
+            .validate()
+            .unwrap()
+            .discovery
+            .prefer
+            .is_empty()
+    );
+    let mut c = FileConfig::default();
+    c.apply_env([("KNOT_DISCOVERY_PREFERENCE", "ble, mdns, dht")])
+        .unwrap();
+    assert_eq!(
+        c.validate().unwrap().discovery.prefer,
+        vec![
+            DiscoverySource::Ble,
+            DiscoverySource::Mdns,
+            DiscoverySource::Dht
+        ]
+    );
+    let c = FileConfig::from_toml("discovery_preference = [\"mdns\", \"carrier-pigeon\"]").unwrap();
+    assert_eq!(
+        field_of(c.validate().unwrap_err()),
+        "discovery_preference[1]"
+    );
+}

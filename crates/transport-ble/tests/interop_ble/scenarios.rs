@@ -16,10 +16,10 @@ use knotwork_transport_ble::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const MTU: u16 = 185;
+pub(crate) const MTU: u16 = 185;
 
 /// Calls a method of the fixture (org.knotwork.Fixture on the mock's `/`).
-async fn fixture<A, R>(method: &'static str, args: A) -> R
+pub(crate) async fn fixture<A, R>(method: &'static str, args: A) -> R
 where
     A: dbus::arg::AppendAll + Send + 'static,
     R: dbus::arg::ReadAll + Send + 'static,
@@ -256,6 +256,10 @@ async fn peripheral_cuts_off_hostile_central() {
 
 /// Set in the child process that runs the scenarios.
 const CHILD: &str = "KNOTWORK_BLE_SCENARIOS";
+/// Set when the bed runs in its own network namespace (see [`in_netns`]).
+pub(crate) const NETNS: &str = "KNOTWORK_BLE_NETNS";
+/// The address of the namespace's LAN interface (veth).
+pub(crate) const LAN_IP: &str = "10.78.0.1";
 const PYTHON: &str = "/usr/bin/python3";
 
 pub fn main() {
@@ -278,6 +282,20 @@ pub fn main() {
             return;
         }
         panic!("interop_ble cannot run: {why} (apt-get install dbus python3-dbusmock)");
+    }
+    if std::env::var_os(NETNS).is_none() {
+        if let Some(ok) = in_netns() {
+            assert!(
+                ok,
+                "interop_ble scenarios failed in their network namespace"
+            );
+            return;
+        }
+        println!(
+            "interop_ble: no network namespace of our own (needs root and unshare); mDNS is left out"
+        );
+    } else {
+        lan_interface();
     }
     let bluez = MockedBluez::start();
     let status = Command::new(std::env::current_exe().unwrap())
@@ -319,6 +337,61 @@ fn run_scenarios() {
         "peripheral_cuts_off_hostile_central",
         Box::pin(peripheral_cuts_off_hostile_central()),
     );
+    run(
+        "two_nodes_run_a_task_over_ble",
+        Box::pin(crate::nodes::two_nodes_run_a_task_over_ble()),
+    );
+    run(
+        "unified_discovery_merges_ble_mdns_and_the_dht",
+        Box::pin(crate::nodes::unified_discovery_merges_ble_mdns_and_the_dht()),
+    );
+}
+
+/// Runs this test again in a new network namespace (`unshare --net`, as
+/// root), so the unified-discovery scenario's mDNS multicast stays in it.
+/// `None` when no namespace can be made; else whether the run passed.
+fn in_netns() -> Option<bool> {
+    let can = Command::new("unshare")
+        .args(["--net", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can {
+        return None;
+    }
+    let status = Command::new("unshare")
+        .args(["--net", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args(std::env::args().skip(1))
+        .env(NETNS, "1")
+        .status()
+        .unwrap();
+    Some(status.success())
+}
+
+/// In the namespace: loopback up (the fixture's bridges) and a LAN
+/// interface with multicast for mDNS, one end of a veth pair whose other
+/// end is in the namespace too (this kernel has no dummy interfaces); our
+/// own multicast comes back to us through the loop.
+fn lan_interface() {
+    let cidr = format!("{LAN_IP}/24");
+    let steps: [&[&str]; 5] = [
+        &["link", "set", "lo", "up"],
+        &[
+            "link", "add", "kwble0", "type", "veth", "peer", "name", "kwble1",
+        ],
+        &["addr", "add", &cidr, "dev", "kwble0"],
+        &["link", "set", "kwble1", "up"],
+        &["link", "set", "kwble0", "up", "multicast", "on"],
+    ];
+    for args in steps {
+        let ok = Command::new("ip")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip {args:?} failed in the namespace");
+    }
 }
 
 fn prerequisites() -> Result<(), String> {
