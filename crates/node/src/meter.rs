@@ -66,6 +66,11 @@ pub enum Offence {
     /// or control message on a message type's own stream, a second type
     /// there, or a second stream of one type. Always reaches the threshold.
     WrongStream,
+    /// A compressed block that breaks the rules (see
+    /// [`crate::compress`]): an unknown kind, bad lengths, a declared size
+    /// over the limit, or packed bytes that do not expand to it. Always
+    /// reaches the threshold.
+    BadCompression,
 }
 
 impl Offence {
@@ -77,7 +82,9 @@ impl Offence {
             Offence::Malformed => 25,
             Offence::OverBudget => 2,
             Offence::UnexpectedResponse => 5,
-            Offence::BadFraming | Offence::WrongStream => config.ban_threshold,
+            Offence::BadFraming | Offence::WrongStream | Offence::BadCompression => {
+                config.ban_threshold
+            }
         }
     }
 }

@@ -422,6 +422,7 @@ pub(crate) fn offence_label(o: Offence) -> &'static str {
         Offence::UnexpectedResponse => "unexpected_response",
         Offence::BadFraming => "bad_framing",
         Offence::WrongStream => "wrong_stream",
+        Offence::BadCompression => "bad_compression",
     }
 }
 

@@ -238,7 +238,9 @@ where
     } else {
         Some(Establishing::claim(shared, peer)?)
     };
-    let names = shared.registry.names();
+    // Compression first: the version lists MAX_PROTOCOLS names at most.
+    let offered = shared.channel_config.compression.offered().iter().copied();
+    let names: Vec<&'static str> = offered.chain(shared.registry.names()).collect();
     let ours = Version::new(&names, &shared.addrs.advertised(), &addr);
     let (theirs, parts) = version::exchange(secure, &ours).await?;
     let listen: Vec<PeerAddr> = theirs

@@ -16,6 +16,8 @@
 //! - [`crypto`]: in-memory references (AEAD limit, snow XX responder).
 //! - [`memory`]: memory per idle connection (child processes).
 //! - [`transports`]: Unix sockets and WebSocket beside raw TCP.
+//! - [`compress`]: a node pair's bulk throughput with compression off,
+//!   lz4 and zstd, of text and of random bytes (`--only compress`).
 //! - [`report`]: table, JSON, chart.
 //! - [`sys`]: pinning, fd limit, RSS, thread CPU time.
 //! - [`watchdog`]: a progress line per scenario and a time limit on each.
@@ -26,6 +28,7 @@
     clippy::indexing_slicing
 )]
 
+mod compress;
 mod crypto;
 mod memory;
 mod node;
@@ -96,6 +99,7 @@ struct Only {
     quic: bool,
     unpinned: bool,
     transports: bool,
+    compress: bool,
 }
 
 impl Only {
@@ -108,9 +112,10 @@ impl Only {
         quic: true,
         unpinned: true,
         transports: true,
+        compress: true,
     };
 
-    /// Parses `bulk,stream,node,handshakes,memory,quic,unpinned,transports`.
+    /// Parses `bulk,stream,node,handshakes,memory,quic,unpinned,transports,compress`.
     fn parse(list: &str) -> Option<Only> {
         let mut only = Only {
             bulk: false,
@@ -121,6 +126,7 @@ impl Only {
             quic: false,
             unpinned: false,
             transports: false,
+            compress: false,
         };
         for group in list.split(',') {
             let flag = match group {
@@ -132,6 +138,7 @@ impl Only {
                 "quic" => &mut only.quic,
                 "unpinned" => &mut only.unpinned,
                 "transports" => &mut only.transports,
+                "compress" => &mut only.compress,
                 _ => return None,
             };
             *flag = true;
@@ -141,7 +148,7 @@ impl Only {
 }
 
 const USAGE: &str = "usage: perf [--quick] [--cpu N] [--out DIR] \
-     [--only bulk,stream,node,handshakes,memory,quic,unpinned,transports]";
+     [--only bulk,stream,node,handshakes,memory,quic,unpinned,transports,compress]";
 
 /// What `perf --help` prints.
 const HELP: &str = "perf: knotwork's performance harness (`cargo xtask bench` runs it).
@@ -333,6 +340,9 @@ fn measure(placement: Placement, sizes: &Sizes, only: Only, rows: &mut Vec<Row>)
     }
     if only.transports {
         transports::measure(&sides, sizes.bulk, sizes.rounds, &mut out);
+    }
+    if only.compress {
+        measure_compress(&sides, sizes, &mut out);
     }
     let layers: &[Layer] = if only.stream {
         &[
@@ -537,6 +547,33 @@ fn measure_handshakes(placement: Placement, sizes: &Sizes, out: &mut Rows<'_>) {
         None,
         "",
     );
+}
+
+/// Bulk throughput of a node pair with each compression setting, as
+/// ratios to compression off with the same payload. Random bytes must not
+/// get more than 5 % slower (issue 19).
+fn measure_compress(sides: &Sides, sizes: &Sizes, out: &mut Rows<'_>) {
+    // Compressing costs CPU per byte: a quarter of the bulk bytes.
+    for m in compress::measure(sides, sizes.bulk / 4) {
+        let target = match (m.payload, m.setting) {
+            (_, knotwork_node::Compression::None) => "",
+            ("random", _) => ">= 0.95x",
+            _ => "",
+        };
+        out.push(
+            "bulk 16K node",
+            format!("{} {}", m.payload, m.setting),
+            m.rate,
+            "B/s",
+            None,
+            (&format!("{} none", m.payload), 0.0),
+            None,
+            target,
+        );
+        if let Some(row) = out.rows.last_mut() {
+            row.ratio = Some(m.ratio);
+        }
+    }
 }
 
 /// The median of `values` (0 if empty).

@@ -97,6 +97,9 @@ pub struct ChannelSection {
     pub default_burst: u32,
     /// [`crate::ChannelConfig::budgets`], by message name.
     pub budgets: BTreeMap<String, BudgetEntry>,
+    /// [`crate::ChannelConfig::compression`]: `none` (the default), `lz4`
+    /// or `zstd`; a channel compresses only when both nodes enable it.
+    pub compression: knotwork_node::Compression,
 }
 
 /// The `[meter]` section.
@@ -473,6 +476,7 @@ impl Default for ChannelSection {
             default_per_second: d.default_budget.per_second,
             default_burst: d.default_budget.burst,
             budgets: BTreeMap::new(),
+            compression: d.compression,
         }
     }
 }
@@ -787,6 +791,7 @@ impl FileConfig {
         }
         node.channel.max_frame_len = c.max_frame_len;
         node.channel.batch_bytes = nonzero("channel.batch_bytes", c.batch_bytes)?;
+        node.channel.compression = c.compression;
         node.channel.drain_timeout = positive("channel.drain_timeout_ms", c.drain_timeout_ms)?;
         node.channel.default_budget = budget(
             [

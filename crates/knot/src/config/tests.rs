@@ -391,3 +391,29 @@ fn discovery_preference_names_sources() {
         "discovery_preference[1]"
     );
 }
+
+#[test]
+fn compression_is_off_by_default_and_set_by_file_or_environment() {
+    use knotwork_node::Compression;
+    let d = FileConfig::default().validate().unwrap();
+    assert_eq!(d.node.channel.compression, Compression::None);
+    let mut c = FileConfig::from_toml("[channel]\ncompression = \"lz4\"").unwrap();
+    assert_eq!(
+        c.validate().unwrap().node.channel.compression,
+        Compression::Lz4
+    );
+    c.apply_env([("KNOT_CHANNEL_COMPRESSION", "zstd")]).unwrap();
+    assert_eq!(
+        c.validate().unwrap().node.channel.compression,
+        Compression::Zstd
+    );
+    let e = c
+        .apply_env([("KNOT_CHANNEL_COMPRESSION", "gzip")])
+        .unwrap_err();
+    assert_eq!(field_of(e), "KNOT_CHANNEL_COMPRESSION");
+    let e = FileConfig::from_toml("[channel]\ncompression = \"gzip\"").unwrap_err();
+    assert!(
+        matches!(&e, KnotError::Syntax(m) if m.contains("gzip")),
+        "{e}"
+    );
+}

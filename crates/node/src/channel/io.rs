@@ -19,12 +19,30 @@ where
         let codec = FrameCodec::with_max_frame_len(channel.inner.config.max_frame_len);
         let (r, w, buffers) = crate::buffers::split(io);
         let _ = channel.inner.buffers.set(buffers.clone());
-        let framed = FrameReader::new(r, codec, &read_buf);
         // In the caller's span: the channel's (session.rs).
         tokio::spawn(write_loop(channel.clone(), w).in_current_span());
-        tokio::spawn(read_loop(channel.clone(), framed, Stream::First).in_current_span());
+        spawn_reader(channel, r, codec, &read_buf, Stream::First);
         if let Some(substreams) = channel.inner.substreams.clone() {
             tokio::spawn(accept_loop(channel.clone(), substreams).in_current_span());
+        }
+    }
+}
+
+/// Starts the reader of `stream` over `r` (after `buffered`, bytes that
+/// came with the version exchange), unpacking blocks first when the
+/// channel compresses.
+fn spawn_reader<R>(channel: &Channel, r: R, codec: FrameCodec, buffered: &[u8], stream: Stream)
+where
+    R: AsyncRead + Send + Unpin + 'static,
+{
+    match channel.inner.compression {
+        Compression::None => {
+            let framed = FrameReader::new(r, codec, buffered);
+            tokio::spawn(read_loop(channel.clone(), framed, stream).in_current_span());
+        }
+        algorithm => {
+            let framed = FrameReader::new(Inflate::new(r, algorithm, buffered), codec, &[]);
+            tokio::spawn(read_loop(channel.clone(), framed, stream).in_current_span());
         }
     }
 }
@@ -70,8 +88,7 @@ async fn accept_loop(channel: Channel, substreams: Arc<dyn Substreams>) {
         // finds that out too.
         let Ok(stream) = accepted else { return };
         let codec = FrameCodec::with_max_frame_len(channel.inner.config.max_frame_len);
-        let framed = FrameReader::new(stream, codec, &[]);
-        tokio::spawn(read_loop(channel.clone(), framed, Stream::Lane(None)).in_current_span());
+        spawn_reader(&channel, stream, codec, &[], Stream::Lane(None));
     }
 }
 
@@ -105,6 +122,7 @@ async fn pump<W: AsyncWrite + Unpin>(
     // senders at the next take. Both buffers are freed after a small
     // batch, so an idle channel holds no write buffer.
     let mut buf = BytesMut::new();
+    let mut blocks = Blocks::new(inner.compression);
     loop {
         tokio::select! {
             biased;
@@ -118,7 +136,7 @@ async fn pump<W: AsyncWrite + Unpin>(
         // A peer that stops reading blocks this write; once the channel
         // is closing, it gets the drain timeout and is then abandoned.
         let write = async {
-            w.write_all(&buf).await?;
+            blocks.write(&mut w, &buf).await?;
             w.flush().await
         };
         let grace = async {
@@ -139,6 +157,7 @@ async fn pump<W: AsyncWrite + Unpin>(
         // `BUSY_BURST`).
         if buf.len() < BUSY_BURST && out.release_if_empty() {
             buf = BytesMut::new();
+            blocks.release();
         }
         if inner.closing_flag.load(Ordering::Acquire) {
             break;
@@ -149,13 +168,56 @@ async fn pump<W: AsyncWrite + Unpin>(
     let drain = async {
         buf.clear();
         if out.take(&mut buf) {
-            w.write_all(&buf).await?;
+            blocks.write(&mut w, &buf).await?;
         }
         w.shutdown().await?;
         Ok::<(), NodeError>(())
     };
     let _ = tokio::time::timeout(inner.config.drain_timeout, drain).await;
     Ok(())
+}
+
+/// How a writer puts its batches on the stream: as they are, or cut into
+/// blocks, packed where that pays (see [`crate::compress`]).
+struct Blocks {
+    deflate: Option<Deflate>,
+    /// A packed block with its header.
+    packed: Vec<u8>,
+}
+
+impl Blocks {
+    fn new(compression: Compression) -> Self {
+        Self {
+            deflate: (compression != Compression::None).then(|| Deflate::new(compression)),
+            packed: Vec::new(),
+        }
+    }
+
+    /// Writes `batch` to `w` (not flushed).
+    async fn write<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        batch: &[u8],
+    ) -> std::io::Result<()> {
+        let Some(deflate) = self.deflate.as_mut() else {
+            return w.write_all(batch).await;
+        };
+        for block in batch.chunks(crate::compress::MAX_BLOCK_LEN) {
+            if deflate.pack(block, &mut self.packed) {
+                w.write_all(&self.packed).await?;
+            } else {
+                w.write_all(&crate::compress::raw_header(block.len()))
+                    .await?;
+                w.write_all(block).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees the packing buffer (a quiet writer holds none).
+    fn release(&mut self) {
+        self.packed = Vec::new();
+    }
 }
 
 /// A write failed with `e`. That usually means the peer closed the
@@ -240,6 +302,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 state.now = Instant::now().into_std();
                 match filled {
                     Ok(true) => continue,
+                    // A compressed block that breaks the rules: the peer
+                    // is banned, on any stream.
+                    Err(WireError::Io(e)) if crate::compress::block_error(&e).is_some() => {
+                        bad_block(&channel, &e)
+                    }
                     // A lane's end (the peer's writer closing, the
                     // connection going) is not the channel's: the first
                     // stream's reader tells.
@@ -312,6 +379,14 @@ fn bad_framing(channel: &Channel, e: &WireError) {
     let inner = &channel.inner;
     tracing::debug!(peer = %inner.info.peer_id.short(), "bad framing: {e}");
     let (reason, notify) = misbehaved(channel, Offence::BadFraming);
+    channel.close_now(reason, notify);
+}
+
+/// Closes the channel for a compressed block that breaks the rules (`e`),
+/// which bans the peer.
+fn bad_block(channel: &Channel, e: &std::io::Error) {
+    tracing::debug!(peer = %channel.inner.info.peer_id.short(), "bad compressed block: {e}");
+    let (reason, notify) = misbehaved(channel, Offence::BadCompression);
     channel.close_now(reason, notify);
 }
 

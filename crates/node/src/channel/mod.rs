@@ -62,6 +62,7 @@ use tokio_util::codec::FramedParts;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffers::{BufferedBytes, StreamBuffers};
+use crate::compress::{Compression, Deflate, Inflate};
 use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::frames::FrameReader;
 use crate::meter::{Meter, MeterConfig, Offence, RateBudget, TokenBucket, Verdict};
@@ -140,6 +141,9 @@ pub struct ChannelConfig {
     pub default_budget: RateBudget,
     /// Budgets per message id.
     pub budgets: HashMap<u32, RateBudget>,
+    /// The best compression this node offers (default none). A channel
+    /// compresses only when both nodes offer it; see [`crate::compress`].
+    pub compression: Compression,
     /// Byte and frame counters (set by the node).
     pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
@@ -156,6 +160,7 @@ impl Default for ChannelConfig {
             meter: MeterConfig::default(),
             default_budget: RateBudget::default(),
             budgets: HashMap::new(),
+            compression: Compression::None,
             metrics: None,
         }
     }
@@ -200,6 +205,8 @@ struct Inner {
     jobs: crate::jobs::Jobs,
     /// Budgets and misbehaviour score, shared by the readers of all streams.
     meter: Mutex<Meter>,
+    /// The compression both nodes agreed on (see [`crate::compress`]).
+    compression: Compression,
     /// The connection's further streams, if its transport has them.
     substreams: Option<Arc<dyn Substreams>>,
     /// The send queue of each one-way message type on a stream of its own
@@ -266,7 +273,9 @@ impl Channel {
     ) -> (Self, Unstarted<S>) {
         let out = outbox(&config);
         let meter = Meter::new(config.meter, Instant::now().into_std());
+        let compression = config.compression.agree(&info.version.protocols);
         let inner = Arc::new(Inner {
+            compression,
             info,
             config,
             out,
@@ -308,6 +317,11 @@ impl Channel {
     /// What the node knows about the peer.
     pub fn info(&self) -> &ChannelInfo {
         &self.inner.info
+    }
+
+    /// The compression this channel uses: the best both nodes offer.
+    pub fn compression(&self) -> Compression {
+        self.inner.compression
     }
 
     /// The last round-trip time measured by the ping protocol.
