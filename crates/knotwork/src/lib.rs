@@ -4,9 +4,9 @@
 //!
 //! Each module is one crate: [`core`] (identity, addresses, the `Transport`
 //! and `Discovery` traits), [`wire`] (frames, typed messages), and by
-//! feature [`node`], [`handshake`], [`tcp`], [`dht`], [`dht_node`],
-//! [`mdns`], [`ble`], [`quic`], [`gossip`], [`tasks`], [`nat`], and
-//! [`logging`] (the node's logging setup).
+//! feature `node`, `handshake`, `tcp`, `dht`, `dht_node`, `mdns`, `ble`,
+//! `quic`, `gossip`, `tasks`, `nat`, and `logging` (the node's logging
+//! setup); those appear here when their feature is on (`full` for all).
 #![doc = include_str!("../README.md")]
 
 pub use knotwork_core as core;

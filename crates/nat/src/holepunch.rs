@@ -42,7 +42,7 @@
 //!
 //! Candidates include QUIC listen addresses; at the same moment as the TCP
 //! dials, both sides dial those over UDP from their QUIC listen socket
-//! (see [`crate::holepunch_quic`]), which gets through NATs that answer an
+//! (see `holepunch_quic`), which gets through NATs that answer an
 //! early SYN with a reset. The same rules pick the QUIC targets.
 
 use std::net::{IpAddr, SocketAddr};

@@ -16,7 +16,7 @@
 //!    with a peer another dial is opening gives way to it.
 //!
 //! A refusal is an error naming the rule ([`NodeError::OutOfScope`],
-//! [`NodeError::DialBudget`]). [`DialGate`] holds the rules' state
+//! [`NodeError::DialBudget`]). `DialGate` holds the rules' state
 //! (sans-IO: time is an argument).
 
 use std::collections::HashMap;

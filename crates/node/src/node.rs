@@ -1,7 +1,7 @@
 //! [`Node`], the running node, and [`NodeHandle`], the same node as its
 //! services see it: everything a protocol crate may use of the runtime.
 //!
-//! A [`NodeHandle`] is what a [`Service`](crate::Service) gets when the node
+//! A [`NodeHandle`] is what a [`Service`] gets when the node
 //! starts: peers and channels, the dial entry point with the node's policy
 //! ([`crate::dial`]), the pipeline for streams a service opened itself (a
 //! relayed circuit, a punched hole), owned jobs that stop with the node,

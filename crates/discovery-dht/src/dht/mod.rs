@@ -14,9 +14,9 @@
 //!   timer with [`Dht::poll_timeout`].
 //!
 //! # Layout
-//! This file holds the types and the calls; [`serve`] answers requests (and
-//! decides what to store), [`lookup`] runs queries (requests, responses,
-//! timeouts), [`maintain`] does the periodic work (expiry, republishing,
+//! This file holds the types and the calls; `serve` answers requests (and
+//! decides what to store), `lookup` runs queries (requests, responses,
+//! timeouts), `maintain` does the periodic work (expiry, republishing,
 //! replication, bucket refresh).
 //!
 //! # Safe on the open internet
@@ -31,7 +31,7 @@
 //!   them to that peer's scope.
 //! - Records and provider announcements are taken only for keys this node
 //!   is among the k closest to, within per-sender quotas
-//!   ([`RecordStore`](crate::RecordStore)); a record identical to the one
+//!   ([`RecordStore`]); a record identical to the one
 //!   held is not verified again; re-replication runs a few records at a
 //!   time ([`Config::max_replications`]).
 

@@ -79,25 +79,25 @@ pub struct BudgetEntry {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ChannelSection {
-    /// [`crate::ChannelConfig::send_queue`].
+    /// [`knotwork_node::ChannelConfig::send_queue`].
     pub send_queue: usize,
-    /// [`crate::ChannelConfig::subscription_capacity`].
+    /// [`knotwork_node::ChannelConfig::subscription_capacity`].
     pub subscription_capacity: usize,
-    /// [`crate::ChannelConfig::request_timeout`].
+    /// [`knotwork_node::ChannelConfig::request_timeout`].
     pub request_timeout_ms: u64,
-    /// [`crate::ChannelConfig::max_frame_len`].
+    /// [`knotwork_node::ChannelConfig::max_frame_len`].
     pub max_frame_len: usize,
-    /// [`crate::ChannelConfig::batch_bytes`].
+    /// [`knotwork_node::ChannelConfig::batch_bytes`].
     pub batch_bytes: usize,
-    /// [`crate::ChannelConfig::drain_timeout`].
+    /// [`knotwork_node::ChannelConfig::drain_timeout`].
     pub drain_timeout_ms: u64,
-    /// [`crate::ChannelConfig::default_budget`], sustained rate.
+    /// [`knotwork_node::ChannelConfig::default_budget`], sustained rate.
     pub default_per_second: f64,
-    /// [`crate::ChannelConfig::default_budget`], burst.
+    /// [`knotwork_node::ChannelConfig::default_budget`], burst.
     pub default_burst: u32,
-    /// [`crate::ChannelConfig::budgets`], by message name.
+    /// [`knotwork_node::ChannelConfig::budgets`], by message name.
     pub budgets: BTreeMap<String, BudgetEntry>,
-    /// [`crate::ChannelConfig::compression`]: `none` (the default), `lz4`
+    /// [`knotwork_node::ChannelConfig::compression`]: `none` (the default), `lz4`
     /// or `zstd`; a channel compresses only when both nodes enable it.
     pub compression: knotwork_node::Compression,
 }
@@ -251,7 +251,7 @@ pub struct NatSection {
     pub upnp: bool,
     /// The UPnP lease asked for, renewed at half of it.
     pub upnp_lease_ms: u64,
-    /// [`crate::nat::ReachabilityConfig::quorum`].
+    /// [`knotwork_nat::ReachabilityConfig::quorum`].
     pub reachability_quorum: usize,
 }
 
@@ -266,12 +266,12 @@ impl Default for NatSection {
 }
 
 /// The `[relay]` section: the circuit relay service and hole punching
-/// ([`crate::nat`]); the limits apply when `service` is on.
+/// ([`knotwork_nat`]); the limits apply when `service` is on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RelaySection {
-    /// Offer the relay service ([`crate::nat::NatConfig::relay_service`]).
+    /// Offer the relay service ([`knotwork_nat::NatConfig::relay_service`]).
     pub service: bool,
     /// [`RelayLimits::max_reservations`].
     pub max_reservations: usize,
@@ -283,7 +283,7 @@ pub struct RelaySection {
     pub max_bytes: u64,
     /// [`RelayLimits::max_duration`].
     pub max_duration_ms: u64,
-    /// [`crate::nat::NatConfig::holepunch`].
+    /// [`knotwork_nat::NatConfig::holepunch`].
     pub holepunch: bool,
 }
 
@@ -429,7 +429,7 @@ pub struct FileConfig {
     pub ping: PingSection,
     /// [`NodeConfig::channel`].
     pub channel: ChannelSection,
-    /// [`crate::ChannelConfig::meter`].
+    /// [`knotwork_node::ChannelConfig::meter`].
     pub meter: MeterSection,
     /// [`NodeConfig::backoff`].
     pub backoff: BackoffSection,
