@@ -159,7 +159,8 @@ usage: perf [--quick] [--cpu N] [--out DIR] [--only GROUPS]
   --cpu N        the CPU both ends are pinned to (default 0)
   --out DIR      where perf.json and perf.svg go (default target/perf)
   --only GROUPS  comma-separated groups to measure (default all):
-                 bulk, stream, node, handshakes, memory, quic, unpinned, transports
+                 bulk, stream, node, handshakes, memory, quic, unpinned, transports,
+                 compress
   -h, --help     this text
 
 Each row is a ratio to a raw baseline measured in the same run.";
