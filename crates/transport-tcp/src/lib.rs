@@ -13,6 +13,10 @@
 //! TCP simultaneous open (hole punching). Port reuse also lets a second
 //! listener of the same user bind the same port, so it is off by default.
 //!
+//! With [`TcpConfig::local_ip`] every dial leaves from that source address
+//! (bound with port 0 before connecting): a host with several addresses
+//! picks which one its peers see.
+//!
 //! Errors are the shared [`TransportError`]: `AddrInUse` and
 //! `ConnectionRefused` are mapped from the I/O error kinds, a dial that takes
 //! longer than [`TcpConfig::dial_timeout`] is `Timeout`, and any address other
@@ -39,7 +43,7 @@
 //! ```
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -59,6 +63,9 @@ pub struct TcpConfig {
     /// Bind listeners with `SO_REUSEADDR` + `SO_REUSEPORT` so that
     /// [`TcpTransport::dial_from`] can dial from a listen port.
     pub port_reuse: bool,
+    /// The source address of every dial ([`TcpTransport::dial`]); `None`:
+    /// the kernel picks it. Dials to the other IP family fail.
+    pub local_ip: Option<IpAddr>,
 }
 
 impl Default for TcpConfig {
@@ -67,6 +74,7 @@ impl Default for TcpConfig {
             dial_timeout: Duration::from_secs(10),
             keepalive: Some(Duration::from_secs(60)),
             port_reuse: false,
+            local_ip: None,
         }
     }
 }
@@ -81,6 +89,12 @@ impl TcpConfig {
     /// Sets [`TcpConfig::port_reuse`].
     pub fn with_port_reuse(mut self, on: bool) -> Self {
         self.port_reuse = on;
+        self
+    }
+
+    /// Sets [`TcpConfig::local_ip`].
+    pub fn with_local_ip(mut self, ip: IpAddr) -> Self {
+        self.local_ip = Some(ip);
         self
     }
 
@@ -222,6 +236,17 @@ impl Transport for TcpTransport {
 
     async fn dial(&self, addr: &PeerAddr) -> Result<TcpStream, TransportError> {
         let sa = socket_addr(addr)?;
-        self.finish_dial(addr, TcpStream::connect(sa)).await
+        match self.config.local_ip {
+            None => self.finish_dial(addr, TcpStream::connect(sa)).await,
+            Some(ip) => {
+                let socket = if ip.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                socket.bind(SocketAddr::new(ip, 0))?;
+                self.finish_dial(addr, socket.connect(sa)).await
+            }
+        }
     }
 }

@@ -24,6 +24,9 @@ const SUBNET: &str = "10.201.0";
 const WAN_SUBNET: &str = "10.202.0";
 /// The switch (Python, standard library only): see the file's docstring.
 const WAN_SCRIPT: &str = include_str!("wan.py");
+/// Where attackers' source addresses come from: 512 /24s
+/// (`10.210.0.0`-`10.211.255.0`), none shared with the hosts.
+pub const ATTACK_NET: &str = "10.210.0.0/15";
 /// The nftables table that partitions the bridge.
 const PARTITION_TABLE: &str = "kwc_partition";
 
@@ -68,7 +71,7 @@ fn host_link(i: usize) -> String {
 }
 
 /// The bridge end of host `i`'s veth (inside the bridge namespace).
-fn port_link(i: usize) -> String {
+pub fn port_link(i: usize) -> String {
     format!("{PREFIX}-p{i}")
 }
 
@@ -92,7 +95,8 @@ pub fn remove_leftovers() {
 }
 
 impl Net {
-    fn bridge_ns(&self) -> String {
+    /// The namespace of the bridge.
+    pub fn bridge_ns(&self) -> String {
         format!("{}-br", self.ns_prefix)
     }
 
@@ -137,7 +141,15 @@ impl Net {
     /// namespace and gives every host an interface on it ([`wan_ip`]).
     /// The kernel here has no `netem` qdisc, so the switch does in user
     /// space what netem would: delay +/- jitter, loss, reordering.
-    pub fn wan(&self, dir: &Path, delay_ms: u32, jitter_ms: u32, loss: f64) -> Result<Proc> {
+    /// Hosts `1..=hosts` get one.
+    pub fn wan(
+        &self,
+        dir: &Path,
+        hosts: usize,
+        delay_ms: u32,
+        jitter_ms: u32,
+        loss: f64,
+    ) -> Result<Proc> {
         let script = dir.join("wan.py");
         std::fs::write(&script, WAN_SCRIPT)
             .map_err(|e| Error::failed(format!("{}: {e}", script.display())))?;
@@ -145,7 +157,7 @@ impl Net {
         let args: Vec<String> = vec![
             script.to_string_lossy().into_owned(),
             prefix,
-            self.hosts.to_string(),
+            hosts.to_string(),
             delay_ms.to_string(),
             jitter_ms.to_string(),
             loss.to_string(),
@@ -160,7 +172,7 @@ impl Net {
         )?;
         wan.wait_for("ready", Duration::from_secs(10), |_| true)?;
         let br = self.bridge_ns();
-        for i in 1..=self.hosts {
+        for i in 1..=hosts {
             let (link, ns) = (wan_link(i), self.host_ns(i));
             in_ns(&br, "ip", &["link", "set", &link, "netns", &ns])?;
             let addr = format!("{}/24", wan_ip(i));
@@ -188,11 +200,45 @@ impl Net {
             }
         }
         rules.push_str(" }\n}\n");
-        let file = std::env::temp_dir().join(format!("{}-partition.nft", self.ns_prefix));
+        self.nft(&self.bridge_ns(), &rules)
+    }
+
+    /// Loads nftables `rules` in namespace `ns`.
+    pub fn nft(&self, ns: &str, rules: &str) -> Result<()> {
+        let file = std::env::temp_dir().join(format!("{ns}-{}.nft", rules.len()));
         std::fs::write(&file, rules)
             .map_err(|e| Error::failed(format!("{}: {e}", file.display())))?;
         let path = file.to_string_lossy().into_owned();
-        in_ns(&self.bridge_ns(), "nft", &["-f", &path]).map(|_| ())
+        let loaded = in_ns(ns, "nft", &["-f", &path]).map(|_| ());
+        let _ = std::fs::remove_file(&file);
+        loaded
+    }
+
+    /// Runs `nft args..` in namespace `ns`; returns its output.
+    pub fn nft_output(&self, ns: &str, args: &[&str]) -> Result<String> {
+        in_ns(ns, "nft", args)
+    }
+
+    /// Makes `attacker` own every address of [`ATTACK_NET`] (a local route:
+    /// it can bind any of them without adding each) and routes that network
+    /// to it on the link from every other host (the attacker's kernel answers
+    /// ARP for all of it).
+    pub fn attack_routes(&self, attacker: usize) -> Result<()> {
+        for i in 1..=self.hosts {
+            let ns = self.host_ns(i);
+            let route = if i == attacker {
+                vec!["route", "replace", "local", ATTACK_NET, "dev", "lo"]
+            } else {
+                vec!["route", "replace", ATTACK_NET, "dev"]
+            };
+            let link = host_link(i);
+            let mut args = route;
+            if i != attacker {
+                args.push(&link);
+            }
+            in_ns(&ns, "ip", &args)?;
+        }
+        Ok(())
     }
 
     /// Removes the partition.
