@@ -43,6 +43,7 @@
 //!   time, and every 250 ms a fresh session from its own address (can a
 //!   new peer join?); prints `sample` every 500 ms (RTTs, tasks done, joins,
 //!   whether the channel is open) and `gossip` once per second published in.
+//!   A lost channel is dialed again (`reconnected`), so measuring goes on.
 //! - **attacker**: one attack for S seconds from source addresses of CIDR
 //!   (N of them, spread evenly; see `attack.rs`), then `attack` with its
 //!   counts; the kinds are listed in `attack.rs` and `findings.rs`.
@@ -231,22 +232,22 @@ impl App {
     }
 }
 
-/// What makes a worker the hostile scenario's target.
-struct TargetOpts {
-    /// The relay it holds a reservation at.
-    relay: PeerAddr,
-    /// Its gossip seen-cache lifetime.
+/// How the hostile scenario's nodes differ from the other workers: they are
+/// composed as `knot run` composes a node (NAT traversal, its ping
+/// settings), the target with a short gossip seen-cache.
+struct KnotRun {
+    nat: NatConfig,
+    /// The gossip seen-cache lifetime.
     seen: Duration,
 }
 
 /// A node with the DHT as discovery source and the apps; `listen` may be
-/// empty. A target also runs NAT traversal (as `knot run` does) and
-/// `knot run`'s ping settings.
+/// empty. With `knot`, NAT traversal and `knot run`'s ping settings too.
 async fn dht_node(
     keypair: Keypair,
     listen: Vec<PeerAddr>,
     seeds: Vec<PeerAddr>,
-    target: Option<&TargetOpts>,
+    knot: Option<KnotRun>,
 ) -> Res<(App, DhtHandle, Option<Nat>)> {
     let (mut config, app_config) = node_config();
     // Every chaos host sits in one /24.
@@ -260,12 +261,10 @@ async fn dht_node(
     let mut discovery = DiscoveryConfig::default();
     discovery.poll_interval = Duration::from_millis(500);
     let mut gossip = GossipConfig::default();
-    let nat = target.map(|t| {
+    let nat = knot.map(|k| {
         config.ping = PingConfig::default();
-        gossip.seen_ttl = t.seen;
-        let mut nat = NatConfig::default();
-        nat.relays = vec![t.relay.clone()];
-        Nat::new(nat)
+        gossip.seen_ttl = k.seen;
+        Nat::new(k.nat)
     });
     let mut builder = Node::builder(keypair.clone())
         .config(config)
@@ -418,21 +417,18 @@ async fn worker(args: &Args, target: bool) -> Res<()> {
         Some(path) => Keypair::load_or_generate(path)?,
         None => Keypair::generate()?,
     };
-    let opts = if target {
-        Some(TargetOpts {
-            relay: args.one("relay")?.parse()?,
+    let knot = if target {
+        let mut nat = NatConfig::default();
+        nat.relays = vec![args.one("relay")?.parse()?];
+        Some(KnotRun {
+            nat,
             seen: Duration::from_millis(args.num("gossip-seen-ms", 120_000)?),
         })
     } else {
         None
     };
-    let (node, dht, nat) = dht_node(
-        keypair,
-        args.addrs("listen")?,
-        args.addrs("seed")?,
-        opts.as_ref(),
-    )
-    .await?;
+    let (node, dht, nat) =
+        dht_node(keypair, args.addrs("listen")?, args.addrs("seed")?, knot).await?;
     let work = Duration::from_millis(args.num("work-ms", 20)?);
     node.tasks()
         .register(KIND, move |input: Vec<u8>| async move {
@@ -475,21 +471,24 @@ async fn worker(args: &Args, target: bool) -> Res<()> {
     }
 }
 
-/// A node offering the relay service; reports its circuits every second.
+/// A node offering the relay service (composed as `knot run
+/// --relay-service` composes one); reports its circuits every second.
 async fn relay(args: &Args) -> Res<()> {
-    let mut config = NatConfig::default();
-    config.relay_service = Some(RelayLimits::default());
-    config.holepunch = false;
-    config.dial_back = None;
-    let nat = Nat::new(config);
-    let (node_config, _) = node_config();
-    let mut builder = Node::builder(Keypair::generate()?)
-        .config(node_config)
-        .service(nat.clone());
-    for addr in args.addrs("listen")? {
-        builder = builder.listen(addr);
-    }
-    let node = builder.start().await?;
+    let mut nat = NatConfig::default();
+    nat.relay_service = Some(RelayLimits::default());
+    // Nobody in the bed needs it, and it would tell the target it is public.
+    nat.dial_back = None;
+    let knot = KnotRun {
+        nat,
+        seen: GossipConfig::default().seen_ttl,
+    };
+    let (node, _, nat) = dht_node(
+        Keypair::generate()?,
+        args.addrs("listen")?,
+        Vec::new(),
+        Some(knot),
+    )
+    .await?;
     emit(json!({
         "event": "started",
         "peer": node.peer_id().to_string(),
@@ -498,9 +497,8 @@ async fn relay(args: &Args) -> Res<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        emit(
-            json!({"event": "status", "peers": node.peers().len(), "circuits": nat.relayed_circuits()}),
-        );
+        let circuits = nat.as_ref().map_or(0, Nat::relayed_circuits);
+        emit(json!({"event": "status", "peers": node.peers().len(), "circuits": circuits}));
     }
 }
 
@@ -656,7 +654,7 @@ async fn good(args: &Args) -> Res<()> {
     let gossip_rate = args.num("gossip-rate", 25)?.max(1);
     let node = attack::plain_node(true, None).await?;
     print_events(&node);
-    let channel = node.connect(&target).await?;
+    let mut channel = node.connect(&target).await?;
     let target_id = channel.remote_peer_id();
     let mut dht_answers = channel.subscribe::<DhtMessage>();
     while !node.tasks().peers().contains(&target_id) || !node.gossip().peers().contains(&target_id)
@@ -781,6 +779,15 @@ async fn good(args: &Args) -> Res<()> {
                     "ping_failures": std::mem::take(&mut ping_failures),
                     "open": !channel.is_closed(),
                 }));
+                // Measuring goes on after a loss (the scenario fails on it).
+                if channel.is_closed()
+                    && let Ok(Ok(again)) =
+                        tokio::time::timeout(Duration::from_secs(2), node.connect(&target)).await
+                {
+                    channel = again;
+                    dht_answers = channel.subscribe::<DhtMessage>();
+                    emit(json!({"event": "reconnected"}));
+                }
             }
         }
     }
