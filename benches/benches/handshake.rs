@@ -8,13 +8,14 @@
 //!   handshake). Goal: ours ≥
 //!   0.9× snow. `ed25519_verify_x2` is the cost of the two signature checks
 //!   alone (the bound: both are needed on a first contact).
-//! - `primitives/*`: why the handshake takes X25519 and the identity check
-//!   from AWS-LC: one X25519 DH with curve25519-dalek (snow's, and ours
-//!   before) and with AWS-LC, and one Ed25519 check with ring (the rest of
-//!   the stack) and with AWS-LC (the handshake).
+//! - `primitives/*`: why the stack takes all its crypto from AWS-LC: each
+//!   primitive it uses, with AWS-LC and with the alternative: X25519 with
+//!   curve25519-dalek (snow's own), Ed25519 checks and signatures, SHA-256
+//!   and both AEADs (seal + open of 64 KiB) with ring.
 //! - `throughput_<suite>/*`: 1 MiB as 16 writes of 64 KiB through two
 //!   `SecureStream`s over an in-memory pipe (write, seal, pipe, open, read)
-//!   vs ring's seal + open of the same 16 × 64 KiB. Goal: ≥ 0.85× ring.
+//!   vs AWS-LC's seal + open of the same 16 × 64 KiB (the AEAD the stream
+//!   uses). Goal: ≥ 0.85× the bare AEAD.
 //!
 //! After criterion's numbers it prints `ratio ...` lines: ours and the
 //! baseline alternated in short rounds, median of per-round ratios (robust
@@ -29,6 +30,7 @@
     clippy::indexing_slicing
 )]
 
+use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -144,7 +146,84 @@ fn handshakes(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    let (ring_signer, aws_lc_signer) = signers();
+    g.bench_function("ed25519_sign_ring", |bch| {
+        bch.iter(|| ring_signer.sign(&msg))
+    });
+    g.bench_function("ed25519_sign_aws_lc", |bch| {
+        bch.iter(|| aws_lc_signer.sign(&msg))
+    });
+    let block = [0x33u8; 128];
+    g.bench_function("sha256_128B_ring", |bch| {
+        bch.iter(|| ring::digest::digest(&ring::digest::SHA256, &block))
+    });
+    g.bench_function("sha256_128B_aws_lc", |bch| {
+        bch.iter(|| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &block))
+    });
+    for suite in Suite::ALL {
+        let (ring, aws_lc) = (ring_key(suite), aws_lc_key(suite));
+        let mut buf = vec![0x5Au8; WRITE];
+        let mut n = 0u64;
+        g.bench_function(format!("aead_{suite:?}_64KiB_ring"), |bch| {
+            bch.iter(|| ring_seal_open(&ring, &mut buf, &mut n))
+        });
+        g.bench_function(format!("aead_{suite:?}_64KiB_aws_lc"), |bch| {
+            bch.iter(|| aws_lc_seal_open(&aws_lc, &mut buf, &mut n))
+        });
+    }
     g.finish();
+}
+
+/// One Ed25519 key in both libraries.
+fn signers() -> (
+    ring::signature::Ed25519KeyPair,
+    aws_lc_rs::signature::Ed25519KeyPair,
+) {
+    let pkcs8 = Keypair::generate().unwrap().to_pkcs8().to_vec();
+    (
+        ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap(),
+        aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap(),
+    )
+}
+
+fn aws_lc_key(suite: Suite) -> aws_lc_rs::aead::LessSafeKey {
+    use aws_lc_rs::aead::{AES_256_GCM, CHACHA20_POLY1305, LessSafeKey, UnboundKey};
+    let alg = match suite {
+        Suite::ChaChaPoly => &CHACHA20_POLY1305,
+        Suite::AesGcm => &AES_256_GCM,
+    };
+    LessSafeKey::new(UnboundKey::new(alg, &[7u8; 32]).unwrap())
+}
+
+/// Seals and opens one 64 KiB message with ring, in place.
+fn ring_seal_open(key: &LessSafeKey, buf: &mut Vec<u8>, n: &mut u64) {
+    let tag = key
+        .seal_in_place_separate_tag(nonce(*n), Aad::empty(), buf)
+        .unwrap();
+    buf.extend_from_slice(tag.as_ref());
+    let len = key
+        .open_in_place(nonce(*n), Aad::empty(), buf)
+        .unwrap()
+        .len();
+    buf.truncate(len);
+    *n += 1;
+}
+
+/// Seals and opens one 64 KiB message with AWS-LC, in place.
+fn aws_lc_seal_open(key: &aws_lc_rs::aead::LessSafeKey, buf: &mut Vec<u8>, n: &mut u64) {
+    use aws_lc_rs::aead::{Aad, Nonce};
+    let mut b = [0u8; 12];
+    b[4..].copy_from_slice(&n.to_be_bytes());
+    let tag = key
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(b), Aad::empty(), buf)
+        .unwrap();
+    buf.extend_from_slice(tag.as_ref());
+    let len = key
+        .open_in_place(Nonce::assume_unique_for_key(b), Aad::empty(), buf)
+        .unwrap()
+        .len();
+    buf.truncate(len);
+    *n += 1;
 }
 
 fn ring_key(suite: Suite) -> LessSafeKey {
@@ -161,19 +240,10 @@ fn nonce(n: u64) -> Nonce {
     Nonce::assume_unique_for_key(b)
 }
 
-/// Seals and opens `WRITES` × 64 KiB with ring, in place.
-fn ring_round(key: &LessSafeKey, buf: &mut Vec<u8>, n: &mut u64) {
+/// Seals and opens `WRITES` × 64 KiB with AWS-LC, in place.
+fn aead_round(key: &aws_lc_rs::aead::LessSafeKey, buf: &mut Vec<u8>, n: &mut u64) {
     for _ in 0..WRITES {
-        let tag = key
-            .seal_in_place_separate_tag(nonce(*n), Aad::empty(), buf)
-            .unwrap();
-        buf.extend_from_slice(tag.as_ref());
-        let len = key
-            .open_in_place(nonce(*n), Aad::empty(), buf)
-            .unwrap()
-            .len();
-        buf.truncate(len);
-        *n += 1;
+        aws_lc_seal_open(key, buf, n);
     }
 }
 
@@ -228,11 +298,11 @@ fn throughput(c: &mut Criterion) {
     for suite in Suite::ALL {
         let mut g = c.benchmark_group(format!("throughput_{suite:?}"));
         g.throughput(Throughput::Bytes((WRITE * WRITES) as u64));
-        let key = ring_key(suite);
+        let key = aws_lc_key(suite);
         let mut buf = vec![0x5Au8; WRITE];
         let mut n = 0u64;
-        g.bench_function(BenchmarkId::new("ring_seal_open", "64KiB"), |bch| {
-            bch.iter(|| ring_round(&key, &mut buf, &mut n))
+        g.bench_function(BenchmarkId::new("aead_seal_open", "64KiB"), |bch| {
+            bch.iter(|| aead_round(&key, &mut buf, &mut n))
         });
         let (mut a, mut b) = stream_pair(&rt, suite);
         let src = vec![0x5Au8; WRITE];
@@ -299,21 +369,95 @@ fn ratios() {
         &mut || snow_xx(&params, &ki.private, &kr.private),
         &mut || ours_xx(&a, &b, Suite::ChaChaPoly),
     );
+    let scalar = [0x42u8; 32];
+    let peer = curve25519_dalek::MontgomeryPoint::mul_base_clamped([0x17; 32]).to_bytes();
+    let key =
+        aws_lc_rs::agreement::PrivateKey::from_private_key(&aws_lc_rs::agreement::X25519, &scalar)
+            .unwrap();
+    ratio(
+        "primitives x25519 aws_lc / dalek",
+        200,
+        &mut || {
+            black_box(curve25519_dalek::MontgomeryPoint(peer).mul_clamped(scalar));
+        },
+        &mut || {
+            let public =
+                aws_lc_rs::agreement::UnparsedPublicKey::new(&aws_lc_rs::agreement::X25519, &peer);
+            aws_lc_rs::agreement::agree(&key, public, (), |k| Ok(black_box(k[0]))).unwrap();
+        },
+    );
+    let (ring_signer, aws_lc_signer) = signers();
+    let msg = [1u8; 60];
+    let sig = aws_lc_signer.sign(&msg);
+    let pk = aws_lc_rs::signature::KeyPair::public_key(&aws_lc_signer)
+        .as_ref()
+        .to_vec();
+    ratio(
+        "primitives ed25519 verify aws_lc / ring",
+        200,
+        &mut || {
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &pk)
+                .verify(&msg, sig.as_ref())
+                .unwrap();
+        },
+        &mut || {
+            aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, &pk)
+                .verify(&msg, sig.as_ref())
+                .unwrap();
+        },
+    );
+    ratio(
+        "primitives ed25519 sign aws_lc / ring",
+        200,
+        &mut || {
+            black_box(ring_signer.sign(&msg));
+        },
+        &mut || {
+            black_box(aws_lc_signer.sign(&msg));
+        },
+    );
+    let block = [0x33u8; 128];
+    ratio(
+        "primitives sha256 128 B aws_lc / ring",
+        20_000,
+        &mut || {
+            black_box(ring::digest::digest(&ring::digest::SHA256, &block));
+        },
+        &mut || {
+            black_box(aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                &block,
+            ));
+        },
+    );
+    for suite in Suite::ALL {
+        let (ring, aws_lc) = (ring_key(suite), aws_lc_key(suite));
+        let mut buf = vec![0x5Au8; WRITE];
+        let mut n = 0u64;
+        let mut m = 0u64;
+        let mut other = vec![0x5Au8; WRITE];
+        ratio(
+            &format!("primitives aead {suite:?} 64 KiB aws_lc / ring"),
+            64,
+            &mut || ring_seal_open(&ring, &mut buf, &mut n),
+            &mut || aws_lc_seal_open(&aws_lc, &mut other, &mut m),
+        );
+    }
     let rt = runtime();
     for suite in Suite::ALL {
-        let key = ring_key(suite);
+        let key = aws_lc_key(suite);
         let mut buf = vec![0x5Au8; WRITE];
         let mut n = 0u64;
         let (mut sa, mut sb) = stream_pair(&rt, suite);
         let src = vec![0x5Au8; WRITE];
         let mut dst = vec![0u8; WRITE * WRITES];
         ratio(
-            &format!("throughput_{suite:?} secure_stream_memory / ring_seal_open"),
+            &format!("throughput_{suite:?} secure_stream_memory / aead_seal_open"),
             match suite {
                 Suite::ChaChaPoly => 16,
                 Suite::AesGcm => 64,
             },
-            &mut || ring_round(&key, &mut buf, &mut n),
+            &mut || aead_round(&key, &mut buf, &mut n),
             &mut || stream_round(&rt, &mut sa, &mut sb, &src, &mut dst),
         );
     }

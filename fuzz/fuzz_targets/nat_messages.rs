@@ -5,14 +5,16 @@
 //!
 //! Checks: nothing panics; a decoded message re-encodes and decodes to
 //! itself; the relay table accounts any circuit data and stays usable; the
-//! dial-back limiter only ever admits the asker's own IP.
+//! dial-back limiter only ever admits the asker's own IP; hole punching
+//! only ever targets the IP the relay saw the peer at.
 #![no_main]
 
 use std::time::Instant;
 
 use knotwork_core::{PeerAddr, PeerId};
 use knotwork_nat::{DialBackLimiter, DialBackLimits};
-use knotwork_nat::holepunch::Punch;
+use knotwork_nat::holepunch::{MAX_PUNCH_TARGETS, Punch, targets};
+use knotwork_node::AddrScope;
 use knotwork_nat::dialback::{DialBack, DialBackResult};
 use knotwork_nat::relay::{
     Accepted, Connect, Connected, FromRelay, Incoming, RelayLimits, RelayTable, Reserved, ToRelay,
@@ -40,8 +42,8 @@ fuzz_target!(|data: &[u8]| {
             if let Some(ToRelay::Data { circuit, data }) = roundtrip::<ToRelay>(bytes) {
                 let now = Instant::now();
                 let mut table = RelayTable::new(RelayLimits::default());
-                table.reserve(peer(2), now).expect("an empty table reserves");
-                let id = table.open(peer(1), peer(2), now).expect("a reserved target");
+                table.reserve(peer(2), None, now).expect("an empty table reserves");
+                let id = table.open(peer(1), None, peer(2), now).expect("a reserved target");
                 let _ = table.forward(circuit, &peer(1), data.len(), now);
                 let _ = table.forward(id, &peer(1), data.len(), now);
                 assert!(table.circuits() <= 1);
@@ -67,6 +69,14 @@ fuzz_target!(|data: &[u8]| {
         8 => drop(roundtrip::<DialBackResult>(bytes)),
         _ => {
             if let Some(Punch { addrs }) = roundtrip::<Punch>(bytes) {
+                let seen = "198.51.100.7".parse().expect("an ip");
+                let dialed = targets(&addrs, Some(seen), AddrScope::Public);
+                // At most MAX_PUNCH_TARGETS of each transport (TCP, QUIC).
+                assert!(dialed.len() <= 2 * MAX_PUNCH_TARGETS);
+                assert!(dialed.iter().all(|a| match a {
+                    PeerAddr::Tcp(sa) | PeerAddr::Quic(sa) => sa.ip().to_canonical() == seen,
+                    _ => false,
+                }));
                 for a in addrs {
                     if let Ok(addr) = a.parse::<PeerAddr>() {
                         assert_eq!(addr.to_string().parse::<PeerAddr>(), Ok(addr));

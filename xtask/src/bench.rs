@@ -112,10 +112,7 @@ impl Phase {
 
 /// Where the harness writes `perf.json` and `perf.svg`.
 fn perf_dir(project: &Project) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| project.path("target"))
-        .join("perf")
+    project.target_dir().join("perf")
 }
 
 /// The harness alone with `--quick`: what `cargo xtask ci` runs to check

@@ -2,16 +2,16 @@
 //! [--soak-minutes N]`: faults and hostile load against real node processes
 //! in network namespaces (root).
 //!
-//! Nine host namespaces hang off one bridge ([`net`]); each scenario starts
+//! Nine host namespaces hang off one router ([`net`]); each scenario starts
 //! fresh processes of the `chaos` example of `knotwork-knot` (roles worker,
-//! target, relay, submitter, good, attacker; [`proc`]) and checks its own
-//! outcome:
+//! target, relay, submitter, good, attacker; [`crate::proc`]) and checks its
+//! own outcome:
 //!
 //! 1. **lossy**: every host on a slow, lossy switch (5 % loss, 100 ms ± 20 ms
 //!    one-way delay per frame, so frames overtake each other; user space,
 //!    as this kernel has no `netem`); five workers, one submitter: every
 //!    task exactly once and correct, every DHT record put and read back.
-//! 2. **partition**: the bridge drops traffic between hosts {1,2,3} and
+//! 2. **partition**: the router drops traffic between hosts {1,2,3} and
 //!    {4,5,6} (the submitter's side) for a while, then heals: the
 //!    submitter's channels to the far side time out, it reconnects to all
 //!    five workers by itself, its DHT table regains its size, and every task
@@ -31,20 +31,19 @@
 
 mod counters;
 mod hostile;
-mod json;
 mod net;
-mod proc;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::flags::Flags;
+use crate::json;
+use crate::proc::{Line, Proc};
 use crate::project::Project;
 use crate::shell;
 use crate::system::{self, Need};
 use net::{Net, host_ip, wan_ip};
-use proc::{Line, Proc};
 
 /// The bound on the hostile scenario's target RSS, in MiB (a debug build
 /// idles at ~15 MiB).
@@ -52,8 +51,6 @@ pub const RSS_BOUND_MIB: u64 = 256;
 /// Host namespaces: workers 1-5 (1 is the hostile target), the submitter or
 /// good peer on 6, the attacker on 7, the sink on 8, the relay on 9.
 const HOSTS: usize = 9;
-/// Hosts on the slow, lossy switch of the lossy scenario.
-const WAN_HOSTS: usize = 6;
 const WORKERS: usize = 5;
 const CLIENT: usize = 6;
 const ATTACKER: usize = 7;
@@ -333,7 +330,7 @@ struct Ctx<'a> {
     dir: &'a Path,
     net: &'a Net,
     sizes: Sizes,
-    /// Whether nodes use the slow, lossy switch instead of the bridge.
+    /// Whether nodes use the slow, lossy switch instead of the router.
     wan: std::cell::Cell<bool>,
 }
 
@@ -456,7 +453,7 @@ fn check_summary(summary: &Line, sizes: Sizes, outcome: &mut Outcome) {
 }
 
 fn lossy(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
-    let mut wan = ctx.net.wan(ctx.dir, WAN_HOSTS, 100, 20, 0.05)?;
+    let mut wan = ctx.net.wan(ctx.dir, 100, 20, 0.05)?;
     ctx.wan.set(true);
     let result = lossy_run(ctx, outcome);
     ctx.wan.set(false);

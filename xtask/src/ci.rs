@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::flags::Flags;
 use crate::project::Project;
-use crate::{bench, chaos, fuzz, interop, lint, shell, test};
+use crate::{bench, chaos, fuzz, interop, lint, package, shell, test, testnet};
 
 const DEFAULT_FUZZ_SECONDS: u64 = 10;
 
@@ -114,6 +114,17 @@ fn steps(project: &Project, fuzz_seconds: u64) -> Vec<Step<'_>> {
             },
         ),
         Step::new(
+            "package",
+            "fix the manifest named above; `cargo xtask package` reproduces it",
+            || package::package(project, false).map(|n| Done::Ok(format!("{n} crates"))),
+        ),
+        Step::new(
+            "features",
+            "a crate does not build alone with the features named above; \
+             `cargo xtask features` reproduces it",
+            || package::features(project).map(|n| Done::Ok(format!("{n} crates × 2"))),
+        ),
+        Step::new(
             "fuzz",
             "an input that crashes a target is saved under fuzz/artifacts/<target>/",
             move || {
@@ -157,6 +168,11 @@ fn steps(project: &Project, fuzz_seconds: u64) -> Vec<Step<'_>> {
         "chaos --quick",
         "`cargo xtask chaos --quick` reproduces it (root; logs under /tmp/kwc-run-*)",
         || chaos::run_suite(project, true, false, None).map(ok),
+    ));
+    steps.push(Step::new(
+        "testnet --quick",
+        "`cargo xtask testnet --quick` reproduces it (root; report under <target>/testnet, logs under /tmp/kwt-run-*)",
+        || testnet::run_plan(project, &testnet::Plan::quick()).map(ok),
     ));
     steps
 }
@@ -261,13 +277,15 @@ mod tests {
         assert!(steps.iter().all(|s| !s.fix.is_empty()));
         let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
-            names.get(..7),
+            names.get(..9),
             Some(
                 &[
                     "fmt",
                     "clippy",
                     "test",
                     "doc",
+                    "package",
+                    "features",
                     "fuzz",
                     "perf quick",
                     "lint ci"

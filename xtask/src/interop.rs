@@ -68,6 +68,14 @@ pub const SUITES: &[Suite] = &[
         prepare: ble_peers,
     },
     Suite {
+        name: "ws",
+        about: "a Python websockets client upgrades against our WebSocket listener and sees binary frames",
+        package: "knotwork-transport-ws",
+        test: "interop_ws",
+        test_args: &[],
+        prepare: ws_peers,
+    },
+    Suite {
         name: "nat",
         about: "knot nodes behind nftables masquerade routers and miniupnpd in network namespaces (root)",
         package: "knotwork-knot",
@@ -161,6 +169,17 @@ fn noise_peers(project: &Project) -> Result<TestEnv> {
     venv.ensure_packages(
         &["noiseprotocol==0.3.1", "dissononce==0.34.3"],
         "two independent Python Noise implementations the interop test runs as peers",
+    )?;
+    Ok(vec![("KNOTWORK_PYTHON", venv.python().into_os_string())])
+}
+
+/// Python's websockets in `.venv`; the test starts it with the interpreter
+/// named by `KNOTWORK_PYTHON`.
+fn ws_peers(project: &Project) -> Result<TestEnv> {
+    let venv = Venv::ensure(project)?;
+    venv.ensure_packages(
+        &["websockets==15.0.1"],
+        "an independent WebSocket client the ws interop test runs against our listener",
     )?;
     Ok(vec![("KNOTWORK_PYTHON", venv.python().into_os_string())])
 }

@@ -3,10 +3,13 @@
 //!
 //! # Layout
 //! One module per command — [`ci`], [`mod@test`], [`fuzz`], [`mod@bench`],
-//! [`interop`], [`sim`], [`chaos`] — and the few pieces they share: [`project`] (where the repo
+//! [`interop`], [`sim`], [`chaos`], [`testnet`], [`package`] (also
+//! `features`) — and the few pieces they share: [`project`] (where the repo
 //! is, how to start cargo), [`shell`] (running commands), [`python`] (the
 //! `.venv` with interop peers and linters), [`lint`] (actionlint and
-//! shellcheck), [`flags`] (arguments) and [`error`].
+//! shellcheck), [`netns`] (hosts as network namespaces around a router),
+//! [`proc`] and [`json`] (node processes and their JSON lines), [`flags`]
+//! (arguments) and [`error`].
 //!
 //! Every tool a command needs is installed by the command when missing, and it
 //! says what it installs and why. Failures exit non-zero with the fix named.
@@ -18,13 +21,18 @@ mod error;
 mod flags;
 mod fuzz;
 mod interop;
+mod json;
 mod lint;
+mod netns;
+mod package;
+mod proc;
 mod project;
 mod python;
 mod shell;
 mod sim;
 mod system;
 mod test;
+mod testnet;
 
 use std::process::ExitCode;
 
@@ -36,9 +44,10 @@ const HELP: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci [--fuzz-seconds N]          every CI check: fmt, clippy, tests, rustdoc, a short
-                                 fuzz run of every target (default 10 s each, also
-                                 KNOTWORK_FUZZ_SECONDS), actionlint, interop suites
+  ci [--fuzz-seconds N]          every CI check: fmt, clippy, tests, rustdoc, package,
+                                 features, a short fuzz run of every target (default
+                                 10 s each, also KNOTWORK_FUZZ_SECONDS), actionlint,
+                                 interop suites
   test [args..]                  the workspace's tests (nextest if installed, plus
                                  doctests); args are passed through
   fuzz <target> [--seconds N]    fuzz one target (default 60 s); --all fuzzes every
@@ -47,16 +56,31 @@ commands:
                                  the criterion benches (--pin: under taskset), then the
                                  perf harness (pinned to CPU, default 0, and unpinned)
   interop <suite> [--allow-skip] our protocols against independent implementations
-                                 (suites: noise, mdns, ble, nat); --allow-skip skips when a
+                                 (suites: noise, mdns, ble, ws, nat); --allow-skip skips when a
                                  prerequisite is missing instead of failing
   sim --nodes N --lookups M [--churn P] [--loss P] [--seed S] [--records R]
       [--join oracle|protocol] [--out FILE.svg]
                                  the DHT simulator (release build): success rate,
                                  hops, messages, latency, memory; SVG histograms
+  package [--verify]             pack every published crate (one cargo package for all,
+                                 offline where the index cache allows; --verify also
+                                 builds each packed crate)
+  features                       cargo check of each published crate alone with
+                                 --no-default-features and with --all-features
   chaos [--quick] [--allow-skip] [--only SCENARIO]
                                  faults and hostile load on node processes in network
                                  namespaces (root): lossy, partition, crash, hostile;
                                  --quick takes under 5 minutes
+  testnet --nodes N --minutes M [--churn R] [--seed S] [--max-inbound K] [--quick]
+          [-- knot run args]
+                                 N `knot run` processes in network namespaces (root):
+                                 DHT, gossip and tasks driven through their control
+                                 sockets, R of the nodes per minute stopped and
+                                 restarted; report and SVG plots under
+                                 <target>/testnet, hops held against `sim`;
+                                 --max-inbound: every node's max_inbound; args
+                                 after -- go to every `knot run`;
+                                 --quick: 30 nodes, 2 min, churn 0.1 (what ci runs)
 ";
 
 fn main() -> ExitCode {
@@ -84,6 +108,11 @@ fn run(mut args: Vec<String>) -> Result<()> {
         "interop" => interop::run(&project, Flags::new(args)),
         "sim" => sim::run(&project, &args),
         "chaos" => chaos::run(&project, Flags::new(args)),
+        "testnet" => testnet::run(&project, Flags::new(args)),
+        // Started by `testnet` itself; see the testnet module docs.
+        "testnet-guard" => testnet::guard(&args),
+        "package" => package::run_package(&project, Flags::new(args)),
+        "features" => package::run_features(&project, Flags::new(args)),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

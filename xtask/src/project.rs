@@ -43,6 +43,13 @@ impl Project {
         self.root.join(relative)
     }
 
+    /// Cargo's target directory: `CARGO_TARGET_DIR`, else `target/`.
+    pub fn target_dir(&self) -> PathBuf {
+        env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.path("target"))
+    }
+
     /// `cargo <args>` run from the repository root.
     pub fn cargo<I, S>(&self, args: I) -> Command
     where

@@ -8,6 +8,7 @@ use std::process::Command;
 use crate::error::{Error, Result};
 use crate::project::Project;
 use crate::shell;
+use crate::system::{self, Need};
 
 /// A virtualenv that exists on disk.
 #[derive(Debug)]
@@ -22,6 +23,13 @@ impl Venv {
             dir: project.path(".venv"),
         };
         if !venv.python().is_file() {
+            if cfg!(target_os = "linux") {
+                // Debian's python3 makes virtualenvs only with python3-venv.
+                system::ensure(
+                    &[Need::PythonModule("ensurepip", "python3-venv")],
+                    "python3 -m venv makes .venv with it",
+                )?;
+            }
             println!(
                 "xtask: creating the Python virtualenv .venv (python3 -m venv .venv): \
                  interop peers and CI linters are installed there"

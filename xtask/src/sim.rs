@@ -11,11 +11,16 @@ use crate::error::Result;
 use crate::project::Project;
 use crate::shell;
 
-/// The `cargo run` arguments that start `dht-sim` with `args`.
-fn cargo_args(args: &[String]) -> Vec<String> {
+/// The `cargo run` arguments that start `dht-sim` with `args`, built in
+/// release mode or, if not `release`, in the dev profile.
+fn cargo_args(args: &[String], release: bool) -> Vec<String> {
     let mut out: Vec<String> = [
         "run",
-        "--release",
+        if release {
+            "--release"
+        } else {
+            "--profile=dev"
+        },
         "--quiet",
         "--package",
         "knotwork-discovery-dht",
@@ -34,7 +39,13 @@ fn cargo_args(args: &[String]) -> Vec<String> {
 
 /// Builds and runs the simulator with `args`.
 pub fn run(project: &Project, args: &[String]) -> Result<()> {
-    shell::run(&mut project.cargo(cargo_args(args)))
+    shell::run(&mut project.cargo(cargo_args(args, true)))
+}
+
+/// Builds and runs the simulator with `args` quietly and returns its
+/// report (`cargo xtask testnet` holds its lookups against it).
+pub fn report(project: &Project, args: &[String], release: bool) -> Result<String> {
+    shell::output(&mut project.cargo(cargo_args(args, release)))
 }
 
 #[cfg(test)]
@@ -43,7 +54,7 @@ mod tests {
 
     #[test]
     fn arguments_pass_through_after_the_separator() {
-        let args = cargo_args(&["--nodes".to_owned(), "10".to_owned()]);
+        let args = cargo_args(&["--nodes".to_owned(), "10".to_owned()], true);
         let sep = args.iter().position(|a| a == "--").unwrap();
         assert_eq!(&args[sep + 1..], ["--nodes", "10"]);
         assert!(args.contains(&"--release".to_owned()));

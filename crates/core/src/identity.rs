@@ -15,8 +15,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use ring::rand::SystemRandom;
-use ring::signature::{self, Ed25519KeyPair, KeyPair as _};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair as _};
 
 /// Length of an Ed25519 public key in bytes.
 pub const PUBLIC_KEY_LEN: usize = 32;
@@ -107,7 +107,8 @@ impl Keypair {
         Self::from_pkcs8(&pkcs8)
     }
 
-    /// Loads a key pair from its PKCS#8 (v2) encoding.
+    /// Loads a key pair from its PKCS#8 encoding (v2, as [`Keypair::generate`]
+    /// writes it, or v1 without the public key).
     pub fn from_pkcs8(bytes: &[u8]) -> Result<Self, IdentityError> {
         let inner =
             Ed25519KeyPair::from_pkcs8(bytes).map_err(|_| IdentityError::InvalidPrivateKey)?;

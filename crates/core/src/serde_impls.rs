@@ -152,8 +152,11 @@ mod tests {
         ];
         prop_oneof![
             direct.clone(),
+            // A relay over a long BLE device id would not fit the text limit.
             (direct, peer_id(), peer_id())
-                .prop_map(|(relay, via, target)| PeerAddr::relayed(relay, via, target).unwrap()),
+                .prop_filter_map("fits the text limit", |(relay, via, target)| {
+                    PeerAddr::relayed(relay, via, target).ok()
+                }),
         ]
     }
 
@@ -216,7 +219,7 @@ mod tests {
         // Not a string at all.
         assert!(json_error::<PeerAddr>("7").contains("a peer address"));
         // In postcard: a text that does not parse, and a cut-off text.
-        let bad = postcard::to_stdvec("tcp/localhost:80").unwrap();
+        let bad = postcard::to_stdvec("tcp/localhost").unwrap();
         assert_eq!(
             postcard::from_bytes::<PeerAddr>(&bad).unwrap_err(),
             postcard::Error::SerdeDeCustom

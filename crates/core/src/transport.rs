@@ -6,7 +6,12 @@
 //! transport that authenticates the peer itself (QUIC, whose TLS handshake
 //! proves the peer's Ed25519 identity) says so through
 //! [`Transport::authenticated_peer`], and the node then skips its own
-//! handshake on that connection.
+//! handshake on that connection. A transport that carries several
+//! independent streams on one connection (QUIC) offers them through
+//! [`Transport::substreams`], as an object-safe [`Substreams`], so the
+//! node can use them without naming the transport.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -18,6 +23,27 @@ use crate::{PeerAddr, PeerId};
 pub trait RawConnection: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> RawConnection for T {}
+
+/// A boxed [`RawConnection`]: what [`Substreams`] opens and accepts.
+pub type BoxConnection = Box<dyn RawConnection>;
+
+/// Further streams on one connection, beside the byte stream the
+/// transport dialed or accepted: for transports that multiplex (QUIC).
+///
+/// Streams are independent: bytes unread on one never hold up another.
+/// A stream reaches the peer only with its first bytes, so the opener
+/// writes first. Object-safe, so the node keeps it as
+/// `Arc<dyn Substreams>` beside the connection.
+#[async_trait]
+pub trait Substreams: Send + Sync + 'static {
+    /// Opens a new stream (waiting while the peer's limit of open streams
+    /// is reached).
+    async fn open_stream(&self) -> Result<BoxConnection, TransportError>;
+
+    /// Waits for the next stream the peer opens; an error once the
+    /// connection is closed.
+    async fn accept_stream(&self) -> Result<BoxConnection, TransportError>;
+}
 
 /// Errors a transport reports.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +61,14 @@ pub enum TransportError {
     /// The dial did not complete in time.
     #[error("dial to {0} timed out")]
     Timeout(PeerAddr),
+    /// A DNS name in the address did not resolve to any IP address.
+    #[error("{addr} did not resolve: {source}")]
+    Unresolved {
+        /// The address whose name did not resolve.
+        addr: PeerAddr,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
     /// The listener was closed.
     #[error("listener closed")]
     ListenerClosed,
@@ -85,6 +119,12 @@ pub trait Transport: Send + Sync {
     /// the memory transport return) means the node must authenticate the
     /// connection itself.
     fn authenticated_peer(_conn: &Self::Connection) -> Option<PeerId> {
+        None
+    }
+
+    /// Further streams on `conn`, if this transport carries several per
+    /// connection. `None` (the default) means `conn` is the only one.
+    fn substreams(_conn: &Self::Connection) -> Option<Arc<dyn Substreams>> {
         None
     }
 }

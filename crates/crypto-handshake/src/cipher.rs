@@ -1,5 +1,5 @@
 //! [`CipherState`]: one direction of a Noise transport, encrypting in place
-//! with ring.
+//! with AWS-LC.
 //!
 //! snow's `TransportState` encrypts from one buffer into another; for the
 //! stream we want one AEAD call over the bytes where they already lie, so
@@ -10,7 +10,7 @@
 //! Nonces: 32 zero bits then the counter, little-endian for ChaChaPoly and
 //! big-endian for AESGCM, as the Noise spec defines them.
 
-use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 
 use crate::{HandshakeError, Suite};
 
@@ -37,7 +37,8 @@ impl std::fmt::Debug for CipherState {
     }
 }
 
-fn aead_key(suite: Suite, key: &[u8; KEY_LEN]) -> Result<LessSafeKey, HandshakeError> {
+/// The AEAD key of `suite` (the handshake's snow cipher uses it too).
+pub(crate) fn aead_key(suite: Suite, key: &[u8; KEY_LEN]) -> Result<LessSafeKey, HandshakeError> {
     let alg = match suite {
         Suite::ChaChaPoly => &aead::CHACHA20_POLY1305,
         Suite::AesGcm => &aead::AES_256_GCM,
@@ -45,6 +46,19 @@ fn aead_key(suite: Suite, key: &[u8; KEY_LEN]) -> Result<LessSafeKey, HandshakeE
     UnboundKey::new(alg, key)
         .map(LessSafeKey::new)
         .map_err(|_| HandshakeError::Noise("invalid cipher key".into()))
+}
+
+/// Noise nonce `n` of `suite`: 32 zero bits, then the counter.
+pub(crate) fn nonce(suite: Suite, n: u64) -> Nonce {
+    let mut bytes = [0u8; aead::NONCE_LEN];
+    let counter = match suite {
+        Suite::ChaChaPoly => n.to_le_bytes(),
+        Suite::AesGcm => n.to_be_bytes(),
+    };
+    for (dst, src) in bytes.iter_mut().skip(4).zip(counter) {
+        *dst = src;
+    }
+    Nonce::assume_unique_for_key(bytes)
 }
 
 impl CipherState {
@@ -79,29 +93,17 @@ impl CipherState {
         self.nonce
     }
 
-    fn nonce_for(&self, n: u64) -> Nonce {
-        let mut bytes = [0u8; aead::NONCE_LEN];
-        let counter = match self.suite {
-            Suite::ChaChaPoly => n.to_le_bytes(),
-            Suite::AesGcm => n.to_be_bytes(),
-        };
-        for (dst, src) in bytes.iter_mut().skip(4).zip(counter) {
-            *dst = src;
-        }
-        Nonce::assume_unique_for_key(bytes)
-    }
-
     fn next_nonce(&self) -> Result<Nonce, HandshakeError> {
         // 2^64 - 1 is reserved for REKEY.
         if self.nonce == u64::MAX {
             return Err(HandshakeError::NonceExhausted);
         }
-        Ok(self.nonce_for(self.nonce))
+        Ok(nonce(self.suite, self.nonce))
     }
 
     fn advance(&mut self) -> Result<(), HandshakeError> {
         self.nonce = self.nonce.saturating_add(1);
-        if self.rekey_interval != 0 && self.nonce % self.rekey_interval == 0 {
+        if self.rekey_interval != 0 && self.nonce.is_multiple_of(self.rekey_interval) {
             self.rekey()?;
         }
         Ok(())
@@ -115,7 +117,7 @@ impl CipherState {
         // The tag is not part of the new key.
         let _tag = self
             .key
-            .seal_in_place_separate_tag(self.nonce_for(u64::MAX), Aad::empty(), &mut next)
+            .seal_in_place_separate_tag(nonce(self.suite, u64::MAX), Aad::empty(), &mut next)
             .map_err(|_| HandshakeError::Noise("rekey failed".into()))?;
         self.key = aead_key(self.suite, &next)?;
         Ok(())

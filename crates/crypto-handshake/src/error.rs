@@ -112,6 +112,8 @@ pub enum HandshakeError {
     Io(#[from] std::io::Error),
 }
 
+/// Errors through `SecureStream`'s `io::Error`s.
+#[cfg(feature = "tokio")]
 impl HandshakeError {
     /// The `HandshakeError` carried inside an `io::Error` returned by a
     /// [`SecureStream`](crate::SecureStream), if any.

@@ -528,13 +528,13 @@ impl Handshake {
     fn authenticate(&mut self, payload: &[u8]) -> Result<(), HandshakeError> {
         let remote_static = key32(self.noise()?.get_remote_static().unwrap_or_default())?;
         let remote = payload::verify(payload, &remote_static, self.checked.as_deref())?;
-        if let Some(expected) = self.expected {
-            if expected != remote {
-                return Err(HandshakeError::PeerIdMismatch {
-                    expected,
-                    got: remote,
-                });
-            }
+        if let Some(expected) = self.expected
+            && expected != remote
+        {
+            return Err(HandshakeError::PeerIdMismatch {
+                expected,
+                got: remote,
+            });
         }
         self.remote = Some((remote, remote_static));
         Ok(())

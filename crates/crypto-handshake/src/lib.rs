@@ -8,14 +8,22 @@
 //!   Noise static key.
 //! - [`handshake`]: [`Handshake`], the sans-IO state machine (XX, and IK for
 //!   known peers), built on snow.
-//! - `resolver` (private): the crypto snow runs on: ring, and X25519 from
-//!   aws-lc-rs with the static key computed once.
+//! - `resolver` (private): the crypto snow runs on, from AWS-LC (aws-lc-rs),
+//!   with the static key computed once.
+//! - [`known`]: [`KnownPeers`], the peers' static keys (for IK) and checked
+//!   identity payloads remembered between handshakes.
 //! - [`cipher`]: [`CipherState`], one transport direction, in-place AEAD with
-//!   ring, Noise rekey.
-//! - [`stream`]: [`SecureStream`], tokio `AsyncRead + AsyncWrite` over the
-//!   transport keys, batching small writes into one Noise message.
-//! - [`config`]: the tokio driver: [`SecureConfig`], [`KnownPeers`],
-//!   [`upgrade_outbound`], [`upgrade_inbound`].
+//!   AWS-LC, Noise rekey.
+//! - `stream` (feature `tokio`): `SecureStream`, tokio `AsyncRead +
+//!   AsyncWrite` over the transport keys, batching small writes into one
+//!   Noise message.
+//! - `config` (feature `tokio`): the tokio driver: `SecureConfig`,
+//!   `upgrade_outbound`, `upgrade_inbound`.
+//!
+//! # Features
+//! - `tokio` (default): `SecureStream` and the driver above. Without it the
+//!   crate is the sans-IO handshake only ([`Handshake`] in, [`Established`]
+//!   with its two [`CipherState`]s out) and pulls in no tokio.
 //!
 //! # Data flow
 //! ```text
@@ -57,19 +65,25 @@
 //! ```
 
 pub mod cipher;
+#[cfg(feature = "tokio")]
 pub mod config;
 mod error;
 pub mod handshake;
+pub mod known;
 pub mod payload;
 pub mod preamble;
 mod resolver;
+#[cfg(feature = "tokio")]
 pub mod stream;
 
 pub use cipher::CipherState;
-pub use config::{KnownPeers, SecureConfig, upgrade_inbound, upgrade_outbound};
+#[cfg(feature = "tokio")]
+pub use config::{SecureConfig, upgrade_inbound, upgrade_outbound};
 pub use error::HandshakeError;
 pub use handshake::{Established, Handshake, StaticIdentity};
+pub use known::KnownPeers;
 pub use preamble::{Pattern, Suite};
+#[cfg(feature = "tokio")]
 pub use stream::{BUSY_BURST, SecureStream};
 
 /// The README's example, compiled as a doc test.

@@ -1,5 +1,6 @@
-//! The crypto snow runs the handshake with: ring for the hash, the
-//! handshake cipher and the random numbers, and X25519 from aws-lc-rs.
+//! The crypto snow runs the handshake with, all from AWS-LC: SHA-256 for
+//! the hash, HMAC and HKDF, the handshake's AEAD, random numbers, and
+//! X25519. snow is built without any crypto of its own.
 //!
 //! Three things make it cheaper than snow's own resolvers:
 //! - X25519 is AWS-LC's (assembly on x86_64 and aarch64), 2.4× the speed of
@@ -17,14 +18,17 @@
 
 use std::sync::Arc;
 
+use aws_lc_rs::aead::{Aad, LessSafeKey};
 use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey};
-use ring::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::digest;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use snow::params::{CipherChoice, DHChoice, HashChoice};
-use snow::resolvers::{CryptoResolver, RingResolver};
+use snow::resolvers::CryptoResolver;
 use snow::types::{Cipher, Dh, Hash, Random};
 
-use crate::HandshakeError;
+use crate::cipher::{KEY_LEN, TAG_LEN, aead_key, nonce};
 use crate::payload::STATIC_KEY_LEN;
+use crate::{HandshakeError, Suite};
 
 /// An X25519 key pair: private scalar bytes, the public u-coordinate and
 /// AWS-LC's key object for the DH.
@@ -90,7 +94,7 @@ impl Resolver {
 
 impl CryptoResolver for Resolver {
     fn resolve_rng(&self) -> Option<Box<dyn Random>> {
-        RingResolver.resolve_rng()
+        Some(Box::new(Rng(SystemRandom::new())))
     }
 
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
@@ -104,11 +108,122 @@ impl CryptoResolver for Resolver {
     }
 
     fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
-        RingResolver.resolve_hash(choice)
+        match choice {
+            HashChoice::SHA256 => Some(Box::new(Sha256(sha256()))),
+            _ => None,
+        }
     }
 
     fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
-        RingResolver.resolve_cipher(choice)
+        let suite = match choice {
+            CipherChoice::ChaChaPoly => Suite::ChaChaPoly,
+            CipherChoice::AESGCM => Suite::AesGcm,
+        };
+        Some(Box::new(HandshakeCipher { suite, key: None }))
+    }
+}
+
+/// The system's random numbers, for snow's ephemeral keys.
+struct Rng(SystemRandom);
+
+impl Random for Rng {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        self.0.fill(dest).map_err(|_| snow::Error::Rng)
+    }
+}
+
+fn sha256() -> digest::Context {
+    digest::Context::new(&digest::SHA256)
+}
+
+/// SHA-256 for snow; its HMAC and HKDF are built on these four calls.
+struct Sha256(digest::Context);
+
+impl Hash for Sha256 {
+    fn name(&self) -> &'static str {
+        "SHA256"
+    }
+
+    fn block_len(&self) -> usize {
+        64
+    }
+
+    fn hash_len(&self) -> usize {
+        32
+    }
+
+    fn reset(&mut self) {
+        self.0 = sha256();
+    }
+
+    fn input(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    fn result(&mut self, out: &mut [u8]) {
+        let digest = std::mem::replace(&mut self.0, sha256()).finish();
+        for (d, s) in out.iter_mut().zip(digest.as_ref()) {
+            *d = *s;
+        }
+    }
+}
+
+/// The AEAD of the handshake messages, for snow (the transport messages
+/// go through [`CipherState`](crate::CipherState)). Without a key (none
+/// set yet, which snow never encrypts with) nothing seals or opens.
+struct HandshakeCipher {
+    suite: Suite,
+    key: Option<LessSafeKey>,
+}
+
+impl Cipher for HandshakeCipher {
+    fn name(&self) -> &'static str {
+        match self.suite {
+            Suite::ChaChaPoly => "ChaChaPoly",
+            Suite::AesGcm => "AESGCM",
+        }
+    }
+
+    fn set(&mut self, key: &[u8; KEY_LEN]) {
+        self.key = aead_key(self.suite, key).ok();
+    }
+
+    /// `out` holds the ciphertext and the tag; returns their length (0 if
+    /// `out` is too short, which snow never passes).
+    fn encrypt(&self, n: u64, authtext: &[u8], plaintext: &[u8], out: &mut [u8]) -> usize {
+        let len = plaintext.len();
+        let (Some(key), Some(out)) = (&self.key, out.get_mut(..len + TAG_LEN)) else {
+            return 0;
+        };
+        let (text, tag_out) = out.split_at_mut(len);
+        text.copy_from_slice(plaintext);
+        match key.seal_in_place_separate_tag(nonce(self.suite, n), Aad::from(authtext), text) {
+            Ok(tag) => {
+                tag_out.copy_from_slice(tag.as_ref());
+                len + TAG_LEN
+            }
+            Err(_) => 0,
+        }
+    }
+
+    fn decrypt(
+        &self,
+        n: u64,
+        authtext: &[u8],
+        ciphertext: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, snow::Error> {
+        let key = self.key.as_ref().ok_or(snow::Error::Decrypt)?;
+        let len = ciphertext
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or(snow::Error::Decrypt)?;
+        let (text, tag) = ciphertext.split_at(len);
+        let out = out.get_mut(..len).ok_or(snow::Error::Decrypt)?;
+        out.copy_from_slice(text);
+        key.open_in_place_separate_tag(nonce(self.suite, n), Aad::from(authtext), tag, out)
+            .map_err(|_| snow::Error::Decrypt)?;
+        Ok(len)
     }
 }
 
@@ -280,6 +395,82 @@ mod tests {
         assert!(
             Resolver::new(None)
                 .resolve_dh(&DHChoice::Curve448)
+                .is_none()
+        );
+    }
+
+    fn cipher(suite: Suite) -> Box<dyn Cipher> {
+        let choice = match suite {
+            Suite::ChaChaPoly => CipherChoice::ChaChaPoly,
+            Suite::AesGcm => CipherChoice::AESGCM,
+        };
+        Resolver::new(None).resolve_cipher(&choice).unwrap()
+    }
+
+    /// snow's handshake cipher and the transport's `CipherState` are the
+    /// same AEAD with the same Noise nonces: equal bytes for equal inputs.
+    #[test]
+    fn the_handshake_cipher_seals_as_the_transport_does() {
+        const TEXT: &[u8; 20] = b"twenty bytes of text";
+        for suite in Suite::ALL {
+            let mut hs = cipher(suite);
+            hs.set(&[5; KEY_LEN]);
+            let mut sealed = [0u8; 20 + TAG_LEN];
+            assert_eq!(hs.encrypt(3, &[], TEXT, &mut sealed), sealed.len());
+            let mut transport = crate::CipherState::new(suite, &[5; KEY_LEN], 0).unwrap();
+            let mut buf = TEXT.to_vec();
+            for _ in 0..3 {
+                transport.seal_in_place(&mut [0u8; 1]).unwrap();
+            }
+            let tag = transport.seal_in_place(&mut buf).unwrap();
+            assert_eq!(&sealed[..20], &buf[..]);
+            assert_eq!(&sealed[20..], &tag);
+            let mut plain = [0u8; 20];
+            assert_eq!(hs.decrypt(3, &[], &sealed, &mut plain), Ok(20));
+            assert_eq!(&plain, TEXT);
+        }
+    }
+
+    #[test]
+    fn altered_short_or_unkeyed_messages_do_not_open() {
+        let mut hs = cipher(Suite::AesGcm);
+        let mut sealed = [0u8; 4 + TAG_LEN];
+        let mut plain = [0u8; 4];
+        // No key yet: nothing is sealed or opened.
+        assert_eq!(hs.encrypt(0, &[], b"abcd", &mut sealed), 0);
+        assert_eq!(
+            hs.decrypt(0, &[], &sealed, &mut plain),
+            Err(snow::Error::Decrypt)
+        );
+        hs.set(&[1; KEY_LEN]);
+        assert_eq!(hs.encrypt(0, b"ad", b"abcd", &mut sealed), sealed.len());
+        for bad in [&sealed[..TAG_LEN - 1], &sealed[..]] {
+            assert_eq!(
+                hs.decrypt(0, &[], bad, &mut plain),
+                Err(snow::Error::Decrypt)
+            );
+        }
+        assert_eq!(hs.decrypt(0, b"ad", &sealed, &mut plain), Ok(4));
+    }
+
+    /// FIPS 180-2 appendix B.1, fed in two pieces, then again after a reset.
+    #[test]
+    fn sha256_gives_the_standard_digest() {
+        let mut h = Resolver::new(None)
+            .resolve_hash(&HashChoice::SHA256)
+            .unwrap();
+        let expected = hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        for _ in 0..2 {
+            h.reset();
+            h.input(b"a");
+            h.input(b"bc");
+            let mut out = [0u8; 32];
+            h.result(&mut out);
+            assert_eq!(out, expected);
+        }
+        assert!(
+            Resolver::new(None)
+                .resolve_hash(&HashChoice::Blake2s)
                 .is_none()
         );
     }

@@ -59,7 +59,7 @@ async fn send_random<W: AsyncWrite + Unpin>(w: &mut W, seed: u64, total: usize) 
             written += n;
         }
         sent += want;
-        if r % 7 == 0 {
+        if r.is_multiple_of(7) {
             w.flush().await.unwrap();
         }
     }

@@ -3,17 +3,26 @@
 //! [`Service`] written against the node's public extension API. (Its own
 //! crate, so the core crate stays free of tokio and of the node.)
 //!
-//! One tokio task owns the core. Every channel to a peer that runs the
-//! `knotwork/dht` protocol forwards the [`DhtMessage`]s it receives to that
-//! task, tagged with the sender's [`PeerId`] from the authenticated channel and
-//! its first listen address from the version exchange (the address others can
-//! dial; the connection's own address if the peer does not listen). A new
-//! channel also puts the peer in the routing table. The task feeds the core,
-//! then drains it: each [`Transmit`] goes out over the existing channel to its
-//! peer, or the peer is dialed at the addresses the core knows and the message
-//! sent over the new channel (a failed dial is noticed by the core's request
-//! timeout); each finished query answers the [`DhtHandle`] call that started
-//! it; the timer is armed from `poll_timeout`. Time comes from the handle's
+//! One tokio task, the driver, owns the core. Every channel runs the
+//! `knotwork/dht` protocol, which registers the channel with the driver:
+//! the driver reads the channel's DHT messages itself, round robin over all
+//! channels (each channel's subscription is its bounded share: one that
+//! floods waits on its own), and feeds them to the core with the sender's
+//! [`PeerId`] from the authenticated channel and the address it is reached
+//! at, as the node saw it: the address we dialed, or for an inbound
+//! connection its IP with the ports it declares (never an address it only
+//! claims). A channel to a peer that runs the DHT also puts the peer in the
+//! routing table there. The driver then drains the core: a response goes
+//! back over the channel its request came on, or nowhere (never by a
+//! dial); a request goes into the peer's small queue, which the channel's
+//! writer job empties (full: dropped, and the core's request timeout notices),
+//! or, to a peer not connected, through the node's dial policy
+//! ([`NodeHandle::dial`] with [`knotwork_node::DialCause::Service`] and the scope of the peer
+//! that listed the address), at most a few dials at a time, each a reaped
+//! node job. The driver never waits on a peer. Addresses a peer lists are
+//! held to the scope of its connection (see `link`). Each finished query
+//! answers the [`DhtHandle`] call that started it; the timer is armed from
+//! `poll_timeout`. Time comes from the handle's
 //! [`Clock`]: [`SystemClock`] (milliseconds since the UNIX epoch, as record
 //! expiry is signed and compared across nodes) unless built with
 //! [`DhtHandle::with_clock`]; a test passes a [`TokioClock`] and runs on
@@ -24,7 +33,7 @@
 //! response, a peer record signed by another peer, a peer entry flooding one
 //! subnet, …) is logged with its reason, counted in
 //! `knot_dht_refused_messages_total{reason}` and costs the sender
-//! misbehaviour points on a [`Meter`] per peer (the node's meter settings);
+//! misbehaviour points on a [`knotwork_node::meter::Meter`] per peer (the node's meter settings);
 //! at the ban threshold its channel is closed for misbehaviour, which bans
 //! it (`knot_bans_total{reason}` names the refusal that tipped it). Refusals an honest peer can cause (an expired record, a key taken by
 //! another publisher, a full store) cost nothing. Query counts, outcomes and
@@ -35,7 +44,19 @@
 //! `provide`/`providers`, `find_peer`, `bootstrap`, and the
 //! [`knotwork_core::Discovery`] source (announce publishes our signed peer
 //! record — listen addresses under our peer key; discover looks up a random
-//! key and lists the routing table).
+//! key and lists the routing table; a peer that leaves the table is
+//! reported expired, so the node's discovery forgets it).
+//!
+//! Keys are first come, first served: a record key another publisher
+//! holds unexpired is refused ([`DhtError::KeyTaken`]), and [`DhtHandle::get`]
+//! returns the first valid record found, whoever signed it.
+//! [`DhtHandle::get_signed_by`] asks for one publisher's record only; an
+//! application that must not be squatted puts its identity in the key.
+//!
+//! Peers pay for what they make the node hold: `DhtMessage` has its own
+//! rate budget ([`BUDGET`]); records and provider announcements are taken
+//! only for keys this node is among the k closest to, within per-publisher,
+//! per-provider and per-subnet quotas (see `knotwork_discovery_dht::RecordStore`).
 //!
 //! The peer record follows the node: when the addresses it advertises change
 //! (a relay reservation, a UPnP mapping, a confirmed external address:
@@ -80,19 +101,23 @@ pub use knotwork_discovery_dht::{
     Config, DhtError, DhtMessage, Key, Mode, PeerInfo, Record, Request, Response, Time,
     peer_record_key,
 };
-use knotwork_discovery_dht::{Dht, Event, QueryId, QueryResult, QueryStats, Transmit};
+use knotwork_discovery_dht::{Dht, QueryResult, QueryStats};
+use knotwork_node::meter::Offence;
+use knotwork_node::{
+    Channel, NodeHandle, PeerResolver, RateBudget, Service, Sessions, Setup, Subscription,
+};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use knotwork_core::lock;
-use knotwork_node::meter::{Meter, MeterConfig, Offence, Verdict};
-use knotwork_node::{
-    Channel, DialCause, DialOpts, NodeError, NodeHandle, Service, Sessions, Setup,
-};
 
 mod driver;
+mod link;
 mod metrics;
+mod peer_record;
 use driver::Driver;
+use link::Link;
 use metrics::DhtMetrics;
+use peer_record::{encode_addrs, keep_peer_record, merge_peer, parse_addrs, publishable};
 
 /// Why a DHT call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,9 +134,13 @@ pub enum DhtNodeError {
 
 /// The protocol name announced in the version exchange.
 pub const NAME: &str = "knotwork/dht";
-/// Inputs (messages, new peers, calls) queued for the driver at most; a
-/// channel whose messages do not fit waits (backpressure per channel).
-const INBOX: usize = 1024;
+/// How many DHT messages a peer may send: 100 a second, bursts of 200. A
+/// lookup asks a peer α = 3 things at a time, a bootstrap a few dozen; the
+/// node-wide default (1000/s) would let one peer keep the driver busy.
+pub const BUDGET: RateBudget = RateBudget::new(100.0, 200);
+/// Calls and channel registrations queued for the driver at most (a
+/// channel's messages wait in its own subscription instead).
+const INBOX: usize = 256;
 /// Longest lifetime given to records this node publishes.
 const RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Misbehaviour meters kept at most; past it, those of peers no longer
@@ -123,7 +152,7 @@ type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
 /// An application call, answered through its `Reply`.
 enum Call {
     Put(Vec<u8>, Vec<u8>, Reply<usize>),
-    Get(Vec<u8>, Reply<Option<Record>>),
+    Get(Vec<u8>, Option<PeerId>, Reply<Option<Record>>),
     Provide(Vec<u8>, Reply<usize>),
     Providers(Vec<u8>, Reply<Vec<PeerInfo>>),
     FindNode(Key, Reply<Vec<PeerInfo>>),
@@ -132,19 +161,10 @@ enum Call {
     Held(Vec<u8>, Reply<Option<Record>>),
 }
 
-/// What the driver task receives.
+/// What the driver task receives besides messages.
 enum Input {
-    /// A channel to a DHT peer opened.
-    Connected {
-        peer: PeerId,
-        addrs: Vec<PeerAddr>,
-    },
-    /// A message arrived on `channel`.
-    Message {
-        channel: Channel,
-        addr: PeerAddr,
-        msg: DhtMessage,
-    },
+    /// A channel opened: its link and its DHT messages.
+    Link(Arc<Link>, Subscription<DhtMessage>),
     Call(Call),
 }
 
@@ -243,6 +263,9 @@ fn offence(e: &DhtError) -> (&'static str, Option<Offence>) {
         DhtError::KeyTaken => ("key_taken", None),
         DhtError::StaleRecord => ("stale_record", None),
         DhtError::StoreFull => ("store_full", None),
+        DhtError::PublisherQuota => ("publisher_quota", None),
+        DhtError::ProviderQuota => ("provider_quota", None),
+        DhtError::NotClosest => ("not_closest", None),
         DhtError::BucketSubnetLimit | DhtError::TableSubnetLimit => ("subnet_limit", None),
         DhtError::SelfEntry => ("self_entry", None),
         _ => ("other", None),
@@ -301,41 +324,18 @@ impl DhtHandle {
         }
     }
 
-    /// The per-channel half: forwards the channel's DHT messages to the driver.
+    /// The per-channel half: registers the channel with the driver (which
+    /// reads its DHT messages), then writes what the driver queues for the
+    /// peer (see `link`).
     fn protocol(&self, channel: &Channel) -> impl Future<Output = ()> + Send + use<> {
-        let mut messages = channel.subscribe::<DhtMessage>();
+        let messages = channel.subscribe::<DhtMessage>();
         let inbox = self.inner.inbox.clone();
+        let metrics = self.inner.metrics.clone();
+        let (link, queue) = Link::new(channel.clone(), metrics.clone());
         let channel = channel.clone();
-        let peer = channel.remote_peer_id();
-        let info = channel.info();
-        let listen = reachable_at(
-            info.version.parsed_listen_addrs().unwrap_or_default(),
-            channel.remote_addr(),
-        );
-        let serves = info.version.protocols.iter().any(|p| p == NAME);
-        let addr = listen
-            .first()
-            .cloned()
-            .unwrap_or_else(|| channel.remote_addr().clone());
         async move {
-            if serves && !listen.is_empty() {
-                let connected = Input::Connected {
-                    peer,
-                    addrs: listen,
-                };
-                if inbox.send(connected).await.is_err() {
-                    return;
-                }
-            }
-            while let Some(msg) = messages.recv().await {
-                let input = Input::Message {
-                    channel: channel.clone(),
-                    addr: addr.clone(),
-                    msg,
-                };
-                if inbox.send(input).await.is_err() {
-                    return;
-                }
+            if inbox.send(Input::Link(link, messages)).await.is_ok() {
+                Link::write(channel, queue, metrics).await;
             }
         }
     }
@@ -350,18 +350,14 @@ impl DhtHandle {
         let mut config = self.inner.config.clone();
         config.local_addrs = node.listen_addrs();
         let core = Dht::new(self.inner.keypair.peer_id(), config);
-        let driver = Driver {
+        let driver = Driver::new(
             core,
-            meter: node.config().channel.meter,
-            node: node.clone(),
-            keypair: self.inner.keypair.clone(),
-            clock: self.inner.clock.clone(),
-            meters: HashMap::new(),
-            waiting: HashMap::new(),
-            bootstraps: Vec::new(),
-            events: self.inner.events.clone(),
-            metrics: self.inner.metrics.clone(),
-        };
+            node.clone(),
+            self.inner.keypair.clone(),
+            self.inner.clock.clone(),
+            self.inner.events.clone(),
+            self.inner.metrics.clone(),
+        );
         node.spawn(driver.run(rx));
         node.spawn(keep_peer_record(self.clone(), node.clone()));
     }
@@ -383,9 +379,21 @@ impl DhtHandle {
         self.call(|tx| Call::Put(key, value, tx)).await
     }
 
-    /// Looks up the record under `key`; `None` if no peer has a valid one.
+    /// Looks up the record under `key`: the first valid one found, whoever
+    /// signed it (keys are first come, first served; see the crate docs);
+    /// `None` if no peer has a valid one.
     pub async fn get(&self, key: Vec<u8>) -> Result<Option<Record>, DhtNodeError> {
-        self.call(|tx| Call::Get(key, tx)).await
+        self.call(|tx| Call::Get(key, None, tx)).await
+    }
+
+    /// Looks up the record `publisher` signed under `key`, passing over
+    /// records other publishers put there; `None` if none is found.
+    pub async fn get_signed_by(
+        &self,
+        key: Vec<u8>,
+        publisher: PeerId,
+    ) -> Result<Option<Record>, DhtNodeError> {
+        self.call(|tx| Call::Get(key, Some(publisher), tx)).await
     }
 
     /// Announces this node as a provider of `key` to the k closest peers;
@@ -417,10 +425,8 @@ impl DhtHandle {
     /// Finds the addresses `peer` published with [`Discovery::announce`]
     /// (the record must be signed by `peer` itself).
     pub async fn peer_record(&self, peer: PeerId) -> Result<Option<Vec<PeerAddr>>, DhtNodeError> {
-        let record = self.get(peer_record_key(&peer)).await?;
-        Ok(record
-            .filter(|r| r.publisher == peer)
-            .map(|r| parse_addrs(&r.value)))
+        let record = self.get_signed_by(peer_record_key(&peer), peer).await?;
+        Ok(record.map(|r| parse_addrs(&r.value)))
     }
 
     /// Fills the routing table: adds the connected DHT peers if it is empty,
@@ -438,126 +444,6 @@ impl DhtHandle {
     pub async fn held_record(&self, key: Vec<u8>) -> Result<Option<Record>, DhtNodeError> {
         self.call(|tx| Call::Held(key, tx)).await
     }
-}
-
-/// A peer's listen addresses as others can dial them: a wildcard IP
-/// (`tcp/0.0.0.0:4000`, `tcp/[::]:4000`) means "every address of the host",
-/// which nobody else can dial, so it becomes the IP the peer's connection
-/// comes from, with the listen port (of the same family; else dropped).
-fn reachable_at(listen: Vec<PeerAddr>, remote: &PeerAddr) -> Vec<PeerAddr> {
-    let seen = match remote {
-        PeerAddr::Tcp(sa) => Some(sa.ip()),
-        _ => None,
-    };
-    let mut out: Vec<PeerAddr> = Vec::with_capacity(listen.len());
-    for addr in listen {
-        let addr = match addr {
-            PeerAddr::Tcp(sa) if sa.ip().is_unspecified() => match seen {
-                Some(ip) if ip.is_ipv4() == sa.is_ipv4() => {
-                    PeerAddr::Tcp(std::net::SocketAddr::new(ip, sa.port()))
-                }
-                _ => continue,
-            },
-            other => other,
-        };
-        if !out.contains(&addr) {
-            out.push(addr);
-        }
-    }
-    out
-}
-
-/// A lookup's entry for `peer` with the addresses of its record appended
-/// (without repeats); `None` if there is neither.
-fn merge_peer(peer: PeerId, found: Option<PeerInfo>, published: Vec<PeerAddr>) -> Option<PeerInfo> {
-    if found.is_none() && published.is_empty() {
-        return None;
-    }
-    let mut info = found.unwrap_or(PeerInfo {
-        peer_id: peer,
-        addrs: Vec::new(),
-    });
-    for addr in published {
-        if !info.addrs.contains(&addr) {
-            info.addrs.push(addr);
-        }
-    }
-    Some(info)
-}
-
-/// How often an update of our peer record that reached no peer is tried
-/// again.
-const RECORD_RETRY: Duration = Duration::from_secs(2);
-
-/// Keeps our peer record current: puts it again when the addresses the node
-/// advertises change, until a peer stored it (see the module docs).
-async fn keep_peer_record(dht: DhtHandle, node: NodeHandle) {
-    let mut advertised = node.watch_advertised();
-    let mut published = publishable(&node.listen_addrs());
-    let mut retry = false;
-    loop {
-        let timer = async {
-            if retry {
-                tokio::time::sleep(RECORD_RETRY).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            () = timer => {}
-            changed = advertised.changed() => if changed.is_err() {
-                return;
-            },
-        }
-        let addrs = publishable(&advertised.borrow_and_update().clone());
-        if addrs == published || addrs.is_empty() {
-            retry = false;
-            continue;
-        }
-        let key = peer_record_key(&node.peer_id());
-        match dht.put(key, encode_addrs(&addrs)).await {
-            Ok(stored) if stored > 0 => {
-                let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-                tracing::info!(stored, "dht: peer record updated: {}", list.join(" "));
-                published = addrs;
-                retry = false;
-            }
-            Ok(_) => retry = true,
-            Err(e) => {
-                tracing::debug!("dht: peer record update failed: {e}");
-                retry = true;
-            }
-        }
-    }
-}
-
-/// Our own addresses for our peer record: wildcard listen addresses say
-/// nothing to a peer elsewhere, so they are left out (peers learn those
-/// from the connection instead, see [`reachable_at`]).
-fn publishable(addrs: &[PeerAddr]) -> Vec<PeerAddr> {
-    addrs
-        .iter()
-        .filter(|a| !matches!(a, PeerAddr::Tcp(sa) if sa.ip().is_unspecified()))
-        .cloned()
-        .collect()
-}
-
-/// A peer record's value: one address per line; lines that do not parse
-/// are skipped.
-fn encode_addrs(addrs: &[PeerAddr]) -> Vec<u8> {
-    addrs
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
-        .into_bytes()
-}
-
-fn parse_addrs(value: &[u8]) -> Vec<PeerAddr> {
-    String::from_utf8_lossy(value)
-        .lines()
-        .filter_map(|l| l.parse().ok())
-        .collect()
 }
 
 #[async_trait]
@@ -607,9 +493,33 @@ impl Discovery for DhtHandle {
     }
 }
 
+/// Finds a peer's addresses for `NodeHandle::connect_peer`: a lookup of its
+/// id, merged with its signed peer record (a relayed address included).
+struct Resolver(DhtHandle);
+
+#[async_trait]
+impl PeerResolver for Resolver {
+    fn name(&self) -> &'static str {
+        "dht"
+    }
+
+    async fn resolve(&self, peer: PeerId) -> Vec<PeerAddr> {
+        match self.0.find_peer(peer).await {
+            Ok(Some(found)) => found.addrs,
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tracing::debug!(peer = %peer.short(), "dht: resolving failed: {e}");
+                Vec::new()
+            }
+        }
+    }
+}
+
 impl Service for DhtHandle {
     fn setup(&self, setup: &mut Setup<'_>) {
         self.inner.metrics.register(setup.metrics());
+        setup.resolver(Resolver(self.clone()));
+        setup.default_budget::<DhtMessage>(BUDGET);
         let this = self.clone();
         setup.protocol(NAME, Sessions::ALL, move |ch: &Channel| this.protocol(ch));
     }
@@ -653,56 +563,6 @@ mod tests {
         ] {
             assert_eq!(offence(&e).1, None, "{e}");
         }
-    }
-
-    #[test]
-    fn wildcard_listen_addresses_become_the_address_the_peer_is_seen_at() {
-        let a = |s: &str| s.parse::<PeerAddr>().unwrap();
-        let listen = vec![
-            a("tcp/0.0.0.0:4000"),
-            a("tcp/[::]:4000"),
-            a("tcp/192.0.2.7:4001"),
-            a("tcp/10.0.0.2:4000"),
-        ];
-        assert_eq!(
-            reachable_at(listen.clone(), &a("tcp/10.0.0.2:51234")),
-            vec![a("tcp/10.0.0.2:4000"), a("tcp/192.0.2.7:4001")]
-        );
-        assert_eq!(
-            reachable_at(listen.clone(), &a("mem/3")),
-            vec![a("tcp/192.0.2.7:4001"), a("tcp/10.0.0.2:4000")]
-        );
-        assert_eq!(
-            publishable(&listen),
-            vec![a("tcp/192.0.2.7:4001"), a("tcp/10.0.0.2:4000")]
-        );
-    }
-
-    #[test]
-    fn a_found_peer_gets_its_records_addresses_added() {
-        let a = |s: &str| s.parse::<PeerAddr>().unwrap();
-        let peer = Keypair::generate().unwrap().peer_id();
-        let relay = Keypair::generate().unwrap().peer_id();
-        let relayed = PeerAddr::relayed(a("tcp/192.0.2.1:4000"), relay, peer).unwrap();
-        let seen = a("tcp/198.51.100.2:4000");
-        assert_eq!(merge_peer(peer, None, Vec::new()), None);
-        let found = PeerInfo {
-            peer_id: peer,
-            addrs: vec![seen.clone()],
-        };
-        let merged = merge_peer(peer, Some(found), vec![seen.clone(), relayed.clone()]);
-        assert_eq!(merged.unwrap().addrs, vec![seen, relayed.clone()]);
-        // Only the record: still found.
-        let merged = merge_peer(peer, None, vec![relayed.clone()]).unwrap();
-        assert_eq!(
-            (merged.peer_id, merged.addrs),
-            (peer, vec![relayed.clone()])
-        );
-        // The record's text form carries the relayed address.
-        assert_eq!(
-            parse_addrs(&encode_addrs(std::slice::from_ref(&relayed))),
-            vec![relayed]
-        );
     }
 
     #[tokio::test(start_paused = true)]

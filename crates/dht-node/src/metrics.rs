@@ -21,6 +21,8 @@ pub(crate) struct DhtMetrics {
     records: Gauge,
     table: Gauge,
     refused: Family<Labels, Counter>,
+    dropped: Family<Labels, Counter>,
+    queued: Gauge,
 }
 
 impl Default for DhtMetrics {
@@ -33,6 +35,8 @@ impl Default for DhtMetrics {
             records: Gauge::default(),
             table: Gauge::default(),
             refused: Family::default(),
+            dropped: Family::default(),
+            queued: Gauge::default(),
         }
     }
 }
@@ -70,6 +74,18 @@ impl DhtMetrics {
             "DHT messages refused, by reason",
             self.refused.clone(),
         );
+        metrics.register(
+            "dht_dropped_messages",
+            "DHT messages not sent, by reason (queue_full: the peer does not read; \
+             no_channel: a response whose request's channel is gone; dial_queue_full, \
+             dial_limit: too many messages or dials waiting for dials)",
+            self.dropped.clone(),
+        );
+        metrics.register(
+            "dht_queued_messages",
+            "DHT messages waiting in the per-peer queues",
+            self.queued.clone(),
+        );
     }
 
     /// Counts a query of `kind` (`find_node`, `get`, `put`, `provide`,
@@ -95,6 +111,16 @@ impl DhtMetrics {
     pub(crate) fn state(&self, records: usize, table: usize) {
         self.records.set(i64::try_from(records).unwrap_or(i64::MAX));
         self.table.set(i64::try_from(table).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a message not sent, for `reason`.
+    pub(crate) fn dropped(&self, reason: &'static str) {
+        self.dropped.get_or_create(&vec![("reason", reason)]).inc();
+    }
+
+    /// Adds `delta` to the messages waiting in per-peer queues.
+    pub(crate) fn queued(&self, delta: i64) {
+        self.queued.inc_by(delta);
     }
 
     /// Counts a message refused for `reason` (a fixed name per error kind).

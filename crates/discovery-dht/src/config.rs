@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use knotwork_core::PeerAddr;
 
-use crate::record::RecordLimits;
+use crate::record::{RecordLimits, StoreLimits};
 
 /// Whether this node serves the DHT or only uses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +37,11 @@ pub struct Config {
     pub liveness_interval: Duration,
     /// Replacement candidates cached per bucket (5).
     pub replacement_cache: usize,
+    /// Failed requests in a row after which an entry leaves the routing
+    /// table even without a candidate to replace it (2: one lost response
+    /// does not cost a live peer its place); see
+    /// [`RoutingTable::with_max_failures`](crate::RoutingTable::with_max_failures).
+    pub max_failures: u32,
     /// Most entries with an address in one /24 or /64: `(per bucket, per
     /// table)`, `(2, 10)` like discv5. `None` turns the limits off (for
     /// tests where every node is on loopback).
@@ -56,10 +61,11 @@ pub struct Config {
     pub provider_ttl: Duration,
     /// How often a provider re-announces (12 h).
     pub provider_republish_interval: Duration,
-    /// Most records held for others (4096).
-    pub max_records: usize,
-    /// Most providers remembered per key (20).
-    pub max_providers_per_key: usize,
+    /// What the record store holds at most, in all and per sender.
+    pub store: StoreLimits,
+    /// Re-replications of records held for others that run at once (8);
+    /// the others wait their turn.
+    pub max_replications: usize,
     /// Addresses this node announces when it provides a key.
     pub local_addrs: Vec<PeerAddr>,
 }
@@ -75,6 +81,7 @@ impl Default for Config {
             mode: Mode::Server,
             liveness_interval: Duration::from_secs(30),
             replacement_cache: 5,
+            max_failures: 2,
             subnet_limits: Some((2, 10)),
             refresh_interval: Duration::from_secs(600),
             maintenance_interval: Duration::from_secs(60),
@@ -83,8 +90,8 @@ impl Default for Config {
             replicate_interval: Some(Duration::from_secs(3600)),
             provider_ttl: Duration::from_secs(24 * 3600),
             provider_republish_interval: Duration::from_secs(12 * 3600),
-            max_records: 4096,
-            max_providers_per_key: 20,
+            store: StoreLimits::default(),
+            max_replications: 8,
             local_addrs: Vec::new(),
         }
     }

@@ -107,4 +107,15 @@ pub enum DhtError {
     /// The record store is full.
     #[error("record store full")]
     StoreFull,
+    /// The record's publisher already has its quota of records here.
+    #[error("publisher holds its quota of records")]
+    PublisherQuota,
+    /// The provider, or the subnet its announcement came from, already
+    /// has its quota of provider announcements here.
+    #[error("provider quota reached")]
+    ProviderQuota,
+    /// A record or provider announcement for a key this node is not one of
+    /// the k closest to, as far as its routing table knows.
+    #[error("key is not among this node's k closest")]
+    NotClosest,
 }

@@ -7,8 +7,8 @@
 
 use std::fmt;
 
+use aws_lc_rs::digest;
 use knotwork_core::PeerId;
-use ring::digest;
 
 /// Number of bits in a [`Key`], and so the number of buckets.
 pub const KEY_BITS: usize = 256;

@@ -34,6 +34,15 @@
 //! variant and leaves the state consistent: a bad response counts as a
 //! failed request, so the query moves on without it.
 //!
+//! # Logging
+//! The core logs one `debug` event per finished query, `query finished`
+//! (target `knotwork_discovery_dht::dht::lookup`), with its `kind` (`find_node`,
+//! `get`, `put`, `provide`, `providers`), `origin` (`App`, `Bootstrap`,
+//! `Background`, `Replication`), whether the peer whose key was the target was `found`
+//! and at how many `hops` ([`QueryStats::hops`]), `requests`, `responses`,
+//! `failures`, `ms` and `timed_out`: what `cargo xtask testnet` reads the
+//! hops of real lookups from. It logs nothing else.
+//!
 //! # Example
 //! Two cores wired by hand: `b` knows `a`, and looks up `a`'s key.
 //! ```
@@ -88,8 +97,10 @@ pub use error::DhtError;
 pub use key::{Distance, Key};
 pub use message::{DhtMessage, PeerInfo, Request, Response};
 pub use query::Query;
-pub use record::{PEER_RECORD_PREFIX, Record, RecordLimits, RecordStore, peer_record_key};
-pub use table::{InsertOutcome, KBucket, RoutingTable};
+pub use record::{
+    PEER_RECORD_PREFIX, Provider, Record, RecordLimits, RecordStore, StoreLimits, peer_record_key,
+};
+pub use table::{Eviction, Failed, InsertOutcome, KBucket, RoutingTable};
 pub use time::Time;
 
 #[cfg(test)]

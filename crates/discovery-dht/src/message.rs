@@ -203,20 +203,15 @@ pub struct PeerInfo {
     pub addrs: Vec<PeerAddr>,
 }
 
-/// The subnet an address counts against: its /24 for IPv4, its /64 for IPv6.
-/// `None` for addresses without an IP (BLE, memory).
+/// The subnet an address counts against: its /24 for IPv4, its /64 for IPv6
+/// (an IPv4-mapped IPv6 address, as a dual-stack `[::]` listener sees IPv4
+/// peers, counts as the IPv4 address it maps). A relayed address counts
+/// against the subnet of its relay: every peer behind one relay is one
+/// subnet. `None` for addresses without an IP (BLE, memory).
 pub fn subnet_of(addr: &PeerAddr) -> Option<Subnet> {
     match addr {
-        PeerAddr::Tcp(sa) => Some(match sa.ip() {
-            IpAddr::V4(v4) => {
-                let [a, b, c, _] = v4.octets();
-                Subnet::V4([a, b, c])
-            }
-            IpAddr::V6(v6) => {
-                let s = v6.segments();
-                Subnet::V6([s[0], s[1], s[2], s[3]])
-            }
-        }),
+        PeerAddr::Tcp(sa) => Some(Subnet::of_ip(sa.ip())),
+        PeerAddr::Relay(r) => subnet_of(&r.relay),
         _ => None,
     }
 }
@@ -228,6 +223,32 @@ pub enum Subnet {
     V4([u8; 3]),
     /// The first four segments.
     V6([u16; 4]),
+}
+
+impl Subnet {
+    /// The /24 or /64 of `ip`, IPv4-mapped addresses as IPv4.
+    pub fn of_ip(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => {
+                let [a, b, c, _] = v4.octets();
+                Subnet::V4([a, b, c])
+            }
+            IpAddr::V6(v6) => {
+                let [a, b, c, d, ..] = v6.segments();
+                Subnet::V6([a, b, c, d])
+            }
+        }
+    }
+
+    /// The wider network one operator is assumed to hold, for quotas: the
+    /// same /24 for IPv4, the /48 for IPv6 (a common end-site assignment,
+    /// so a /64 is cheap).
+    pub fn operator(self) -> Self {
+        match self {
+            Subnet::V4(_) => self,
+            Subnet::V6([a, b, c, _]) => Subnet::V6([a, b, c, 0]),
+        }
+    }
 }
 
 impl PeerInfo {

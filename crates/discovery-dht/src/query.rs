@@ -11,7 +11,7 @@
 //! found it first, so one path of colluding nodes cannot steer the others.
 //! The query is done when every path is.
 
-use knotwork_core::PeerId;
+use knotwork_core::{PeerAddr, PeerId};
 
 use crate::key::{Distance, Key};
 use crate::message::PeerInfo;
@@ -41,6 +41,10 @@ pub struct QueryPeer {
     /// Number of responses between the local node and this peer: 0 for
     /// peers from the local table, d+1 for peers listed by a depth-d peer.
     pub depth: u8,
+    /// The address of the peer whose response listed this one (`None` for
+    /// peers from the local table): its addresses are as trustworthy as
+    /// that peer, and are dialed only within that peer's scope.
+    pub via: Option<PeerAddr>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -67,6 +71,8 @@ pub struct Contact {
     pub path: usize,
     /// The peer's depth.
     pub depth: u8,
+    /// Who listed it ([`QueryPeer::via`]).
+    pub via: Option<PeerAddr>,
 }
 
 impl Query {
@@ -95,7 +101,7 @@ impl Query {
         seeds.sort_by_key(|a| a.0);
         seeds.dedup_by(|a, b| a.1.peer_id == b.1.peer_id);
         for (i, (distance, info)) in seeds.into_iter().enumerate() {
-            q.insert(i % paths, info, distance, 0);
+            q.insert(i % paths, info, distance, 0, None);
         }
         q
     }
@@ -111,7 +117,14 @@ impl Query {
             .any(|p| p.peers.iter().any(|q| q.info.peer_id == *peer))
     }
 
-    fn insert(&mut self, path: usize, info: PeerInfo, distance: Distance, depth: u8) {
+    fn insert(
+        &mut self,
+        path: usize,
+        info: PeerInfo,
+        distance: Distance,
+        depth: u8,
+        via: Option<PeerAddr>,
+    ) {
         let max = self.max_peers;
         let Some(p) = self.paths.get_mut(path) else {
             return;
@@ -127,6 +140,7 @@ impl Query {
                 distance,
                 state: PeerState::NotContacted,
                 depth,
+                via,
             },
         );
         // Drop the farthest peer nobody is waiting on once over the cap.
@@ -169,6 +183,7 @@ impl Query {
                             peer: q.info.clone(),
                             path: pi,
                             depth: q.depth,
+                            via: q.via.clone(),
                         });
                     }
                     PeerState::Waiting | PeerState::Failed => {}
@@ -178,14 +193,16 @@ impl Query {
         out
     }
 
-    /// `peer` on `path` answered, listing `closer`. New peers join the same
-    /// path at the responder's depth + 1; `local` (ourselves) is skipped.
+    /// `peer` on `path`, reached at `via`, answered, listing `closer`. New
+    /// peers join the same path at the responder's depth + 1, remembering
+    /// `via`; `local` (ourselves) and peers without an address are skipped.
     pub fn on_success(
         &mut self,
         path: usize,
         peer: &PeerId,
         closer: Vec<PeerInfo>,
         local: &PeerId,
+        via: &PeerAddr,
     ) {
         let Some(q) = self.find_mut(path, peer) else {
             return;
@@ -193,11 +210,11 @@ impl Query {
         q.state = PeerState::Succeeded;
         let depth = q.depth.saturating_add(1);
         for info in closer {
-            if info.peer_id == *local || self.knows(&info.peer_id) {
+            if info.peer_id == *local || info.addrs.is_empty() || self.knows(&info.peer_id) {
                 continue;
             }
             let distance = Key::from_peer_id(&info.peer_id).distance(&self.target);
-            self.insert(path, info, distance, depth);
+            self.insert(path, info, distance, depth, Some(via.clone()));
         }
     }
 
@@ -278,9 +295,11 @@ mod tests {
         b[..8].copy_from_slice(&n.to_be_bytes());
         PeerInfo {
             peer_id: PeerId::from_bytes(&b).unwrap(),
-            addrs: vec![],
+            addrs: vec![PeerAddr::Mem(n)],
         }
     }
+
+    const VIA: PeerAddr = PeerAddr::Mem(0);
 
     /// A toy network of 500 peers where everyone knows everyone: each
     /// response lists the k closest to the target. The query must converge
@@ -292,7 +311,7 @@ mod tests {
         let target = Key::hash(b"target");
         let mut truth: Vec<_> = all.clone();
         truth.sort_by_key(|p| Key::from_peer_id(&p.peer_id).distance(&target));
-        let fails = |p: &PeerInfo| p.peer_id.as_bytes()[7] % 5 == 0;
+        let fails = |p: &PeerInfo| p.peer_id.as_bytes()[7].is_multiple_of(5);
         // Tables hold live peers only: responses list the 20 closest of those.
         let closest_to = |t: &Key| -> Vec<PeerInfo> {
             let mut v: Vec<PeerInfo> = all.iter().filter(|p| !fails(p)).cloned().collect();
@@ -314,7 +333,7 @@ mod tests {
                     if fails(&c.peer) {
                         q.on_failure(c.path, &c.peer.peer_id);
                     } else {
-                        q.on_success(c.path, &c.peer.peer_id, closest_to(&target), &me);
+                        q.on_success(c.path, &c.peer.peer_id, closest_to(&target), &me, &VIA);
                     }
                 }
                 rounds += 1;
@@ -348,7 +367,7 @@ mod tests {
         assert!(!q.is_finished());
         while !q.is_finished() {
             for c in q.next_contacts() {
-                q.on_success(c.path, &c.peer.peer_id, vec![], &me);
+                q.on_success(c.path, &c.peer.peer_id, vec![], &me, &VIA);
             }
         }
         assert_eq!(q.closest_succeeded().len(), 7);
@@ -363,13 +382,28 @@ mod tests {
         let p0 = c.iter().find(|c| c.path == 0).unwrap().peer.peer_id;
         let p1 = c.iter().find(|c| c.path == 1).unwrap().peer.peer_id;
         // Path 0 learns of peer 50; path 1 then also hears of it: ignored.
-        q.on_success(0, &p0, vec![peer(50)], &me);
-        q.on_success(1, &p1, vec![peer(50), peer(51)], &me);
+        q.on_success(0, &p0, vec![peer(50)], &me, &VIA);
+        q.on_success(1, &p1, vec![peer(50), peer(51)], &me, &PeerAddr::Mem(1));
         let ids_on = |path: usize| -> Vec<PeerId> {
             q.paths[path].peers.iter().map(|p| p.info.peer_id).collect()
         };
         assert!(ids_on(0).contains(&peer(50).peer_id));
         assert!(!ids_on(1).contains(&peer(50).peer_id));
         assert!(ids_on(1).contains(&peer(51).peer_id));
+        // Each remembers who listed it; a listed peer without an address
+        // cannot be asked and is not taken.
+        let via = |path: usize, n: u64| {
+            q.paths[path]
+                .peers
+                .iter()
+                .find(|p| p.info.peer_id == peer(n).peer_id)
+                .map(|p| p.via.clone())
+        };
+        assert_eq!(via(0, 50), Some(Some(VIA)));
+        assert_eq!(via(1, 51), Some(Some(PeerAddr::Mem(1))));
+        let mut mute = peer(52);
+        mute.addrs.clear();
+        q.on_success(1, &p1, vec![mute], &me, &VIA);
+        assert!(!q.knows(&peer(52).peer_id));
     }
 }

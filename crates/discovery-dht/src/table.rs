@@ -12,7 +12,11 @@
 //! least recently seen entry is pinged ([`InsertOutcome::Full`] tells the
 //! caller whom). Only if that ping fails does the entry leave; the newest
 //! cached candidate then takes its place ([`RoutingTable::ping_result`]).
-//! Long-lived peers are never pushed out by a flood of new ones.
+//! Long-lived peers are never pushed out by a flood of new ones. An entry
+//! that fails `max_failures` requests in a row without being heard from in
+//! between leaves at once, candidate or not
+//! ([`RoutingTable::with_max_failures`]): a departed peer must not be asked
+//! again by every lookup that comes near its key.
 //!
 //! # Subnet limits
 //! As in discv5, a bucket holds at most `bucket_subnet_limit` (2) entries
@@ -41,6 +45,8 @@ pub struct Entry {
     pub addrs: Box<[PeerAddr]>,
     /// When we last heard from it.
     pub last_seen: Time,
+    /// Requests to it that failed since we last heard from it.
+    pub failures: u32,
 }
 
 impl Entry {
@@ -96,6 +102,22 @@ pub enum InsertOutcome {
     },
 }
 
+/// What a failed request did to its peer's entry
+/// ([`RoutingTable::request_failed`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failed {
+    /// It stays, first in line for the next liveness check; `ping` is the
+    /// peer to check now when its bucket has a candidate waiting.
+    Kept {
+        /// Whom to ping.
+        ping: Option<PeerInfo>,
+    },
+    /// It failed `max_failures` requests in a row and left.
+    Evicted(Eviction),
+    /// It is not in the table.
+    Absent,
+}
+
 /// The result of a failed liveness check.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Eviction {
@@ -116,6 +138,7 @@ pub struct RoutingTable {
     subnets: BTreeMap<Subnet, u16>,
     len: usize,
     ping_after: Duration,
+    max_failures: u32,
 }
 
 impl RoutingTable {
@@ -137,7 +160,16 @@ impl RoutingTable {
             subnets: BTreeMap::new(),
             len: 0,
             ping_after: Duration::ZERO,
+            max_failures: u32::MAX,
         }
+    }
+
+    /// Evicts an entry once `n` requests to it failed in a row (its bucket's
+    /// newest candidate takes its place, if any); by default never, only a
+    /// failed liveness check evicts.
+    pub fn with_max_failures(mut self, n: u32) -> Self {
+        self.max_failures = n.max(1);
+        self
     }
 
     /// Skips the liveness check of a full bucket while its least recently
@@ -286,6 +318,7 @@ impl RoutingTable {
             let mut e = bucket.entries.remove(pos);
             e.addrs = if new_ok { addrs.into() } else { old_addrs };
             e.last_seen = now;
+            e.failures = 0;
             bucket.entries.push(e);
             return Ok(InsertOutcome::Updated);
         }
@@ -295,6 +328,7 @@ impl RoutingTable {
             key,
             addrs: addrs.into(),
             last_seen: now,
+            failures: 0,
         };
         let Some(bucket) = self.bucket_mut(idx) else {
             return Err(DhtError::SelfEntry);
@@ -343,10 +377,24 @@ impl RoutingTable {
         if alive {
             let mut e = bucket.entries.remove(pos);
             e.last_seen = now;
+            e.failures = 0;
             bucket.entries.push(e);
             return None;
         }
+        self.evict(idx, pos)
+    }
+
+    /// Removes entry `pos` of bucket `idx`; the newest replacement candidate
+    /// that fits the subnet limits takes its place.
+    fn evict(&mut self, idx: usize, pos: usize) -> Option<Eviction> {
+        let bucket = self.buckets.get_mut(idx)?;
+        if pos >= bucket.entries.len() {
+            return None;
+        }
         let gone = bucket.entries.remove(pos);
+        if bucket.pinging == Some(gone.peer_id) {
+            bucket.pinging = None;
+        }
         self.len -= 1;
         self.count_subnets(&gone.addrs, false);
         let mut promoted = None;
@@ -374,26 +422,40 @@ impl RoutingTable {
         })
     }
 
-    /// A request to `peer` failed: it moves to least recently seen, first in
-    /// line for the next liveness check. If its bucket has a candidate
-    /// waiting and no check under way, returns the peer to ping now.
-    pub fn request_failed(&mut self, peer: &PeerId) -> Option<PeerInfo> {
+    /// A request to `peer` failed. At its `max_failures`-th failure in a
+    /// row it is evicted; else it moves to least recently seen, first in
+    /// line for the next liveness check, and if its bucket has a candidate
+    /// waiting and no check under way, it is the peer to ping now.
+    pub fn request_failed(&mut self, peer: &PeerId) -> Failed {
         let key = Key::from_peer_id(peer);
-        let idx = self.local.bucket_index(&key)?;
-        let bucket = self.buckets.get_mut(idx)?;
-        let pos = bucket.entries.iter().position(|e| e.peer_id == *peer)?;
-        let e = bucket.entries.remove(pos);
+        let Some(idx) = self.local.bucket_index(&key) else {
+            return Failed::Absent;
+        };
+        let max_failures = self.max_failures;
+        let Some(bucket) = self.buckets.get_mut(idx) else {
+            return Failed::Absent;
+        };
+        let Some(pos) = bucket.entries.iter().position(|e| e.peer_id == *peer) else {
+            return Failed::Absent;
+        };
+        let mut e = bucket.entries.remove(pos);
+        e.failures = e.failures.saturating_add(1);
         let info = e.info();
+        let failures = e.failures;
         bucket.entries.insert(0, e);
-        if bucket.pinging.is_none() && !bucket.replacements.is_empty() {
-            bucket.pinging = Some(*peer);
-            return Some(info);
+        if failures >= max_failures {
+            return self.evict(idx, 0).map_or(Failed::Absent, Failed::Evicted);
         }
-        None
+        let ping = (bucket.pinging.is_none() && !bucket.replacements.is_empty()).then(|| {
+            bucket.pinging = Some(*peer);
+            info
+        });
+        Failed::Kept { ping }
     }
 
     /// Removes `peer` outright (for example, when it turns out to be in
-    /// client mode). Returns whether it was present.
+    /// client mode), from the entries and the replacement cache. Returns
+    /// whether it was an entry.
     pub fn remove(&mut self, peer: &PeerId) -> bool {
         let key = Key::from_peer_id(peer);
         let Some(idx) = self.local.bucket_index(&key) else {
@@ -402,6 +464,7 @@ impl RoutingTable {
         let Some(bucket) = self.buckets.get_mut(idx) else {
             return false;
         };
+        bucket.replacements.retain(|e| e.peer_id != *peer);
         let Some(pos) = bucket.entries.iter().position(|e| e.peer_id == *peer) else {
             return false;
         };
@@ -631,12 +694,36 @@ mod tests {
         let ps = peers_in_bucket(&t, 0, 3);
         t.insert(Time(1), ps[0], &mem(0)).unwrap();
         t.insert(Time(2), ps[1], &mem(1)).unwrap();
-        assert_eq!(t.request_failed(&ps[1]), None);
+        assert_eq!(t.request_failed(&ps[1]), Failed::Kept { ping: None });
         assert_eq!(t.bucket(0).unwrap().entries()[0].peer_id, ps[1]);
         // Bucket full: candidate pings the (failed) least recently seen ps[1].
         let out = t.insert(Time(3), ps[2], &mem(2)).unwrap();
         assert!(matches!(out, InsertOutcome::Full { ping: Some(ref p) } if p.peer_id == ps[1]));
         assert!(t.get(&ps[1]).is_some());
+    }
+
+    #[test]
+    fn an_entry_that_fails_requests_in_a_row_leaves_without_a_candidate() {
+        let me = id(0);
+        let mut t = RoutingTable::new(Key::from_peer_id(&me), 20, 2, None).with_max_failures(2);
+        let ps = peers_in_bucket(&t, 0, 2);
+        t.insert(Time(1), ps[0], &mem(0)).unwrap();
+        t.insert(Time(1), ps[1], &mem(1)).unwrap();
+        assert_eq!(t.request_failed(&ps[0]), Failed::Kept { ping: None });
+        // Heard from again: the count starts over.
+        t.insert(Time(2), ps[0], &mem(0)).unwrap();
+        assert_eq!(t.get(&ps[0]).unwrap().failures, 0);
+        assert_eq!(t.request_failed(&ps[0]), Failed::Kept { ping: None });
+        assert_eq!(
+            t.request_failed(&ps[0]),
+            Failed::Evicted(Eviction {
+                evicted: ps[0],
+                promoted: None
+            })
+        );
+        assert!(t.get(&ps[0]).is_none());
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.request_failed(&ps[0]), Failed::Absent);
     }
 
     #[test]
@@ -674,6 +761,32 @@ mod tests {
         assert!(t.remove(&b0[0]));
         let p = peers_in_bucket(&t, 0, 10)[9];
         t.insert(Time(3), p, &tcp(10, 0, 0, 250)).unwrap();
+    }
+
+    #[test]
+    fn l2_m4_mapped_and_relayed_addresses_count_against_the_right_subnet() {
+        let me = id(0);
+        let a = |s: &str| vec![s.parse::<PeerAddr>().unwrap()];
+        let mut t = RoutingTable::new(Key::from_peer_id(&me), 20, 4, Some((2, 10)));
+        let b0 = peers_in_bucket(&t, 0, 6);
+        // An IPv4 peer seen by a dual-stack listener is in its IPv4 /24.
+        t.insert(Time(1), b0[0], &a("tcp/[::ffff:10.0.0.1]:4000"))
+            .unwrap();
+        t.insert(Time(1), b0[1], &a("tcp/10.0.0.2:4000")).unwrap();
+        assert_eq!(
+            t.insert(Time(1), b0[2], &a("tcp/[::ffff:10.0.0.3]:4000")),
+            Err(DhtError::BucketSubnetLimit)
+        );
+        // Peers behind one relay are in the relay's subnet.
+        let relay: PeerAddr = "tcp/192.0.2.1:4000".parse().unwrap();
+        let behind = |n: usize| vec![PeerAddr::relayed(relay.clone(), id(77), b0[n]).unwrap()];
+        t.insert(Time(1), b0[3], &behind(3)).unwrap();
+        t.insert(Time(1), b0[4], &a("tcp/192.0.2.200:4000"))
+            .unwrap();
+        assert_eq!(
+            t.insert(Time(1), b0[5], &behind(5)),
+            Err(DhtError::BucketSubnetLimit)
+        );
     }
 
     #[test]

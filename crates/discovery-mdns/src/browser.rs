@@ -8,6 +8,11 @@
 //! address list changes, [`DiscoveryEvent::Expired`] once, when its last
 //! instance goes (goodbye or TTL expiry).
 //!
+//! Only addresses on the link the announcement came from are kept: each
+//! must lie in a subnet of an interface it was heard on (so a packet from
+//! off the link cannot make us dial the internet, or anything else). A
+//! record left without address is refused ([`MdnsError::OffLink`]).
+//!
 //! A malformed record is returned as an error for the caller to log and
 //! leaves the state as it was. Records carrying our own PeerId are ignored.
 
@@ -16,6 +21,7 @@ use std::collections::BTreeMap;
 use knotwork_core::{DiscoveredPeer, DiscoveryEvent, DiscoverySource, PeerAddr, PeerId};
 
 use crate::error::MdnsError;
+use crate::plan::IpNet;
 use crate::txt::{self, TxtLimits};
 
 /// Most service instances a [`Browser`] keeps: a LAN that announces more
@@ -46,14 +52,25 @@ impl Browser {
         self.local = Some(peer_id);
     }
 
-    /// An instance was resolved (or its record changed): decodes `entries`
-    /// and returns the resulting events, or why the record was rejected.
+    /// An instance was resolved (or its record changed) from packets heard
+    /// on interfaces with subnets `heard_on`: decodes `entries`, keeps the
+    /// addresses in those subnets, and returns the resulting events, or why
+    /// the record was rejected.
     pub fn handle_resolved<'a>(
         &mut self,
         instance: &str,
         entries: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+        heard_on: &[IpNet],
     ) -> Result<Vec<DiscoveryEvent>, MdnsError> {
-        let peer = txt::decode(entries, self.limits)?;
+        let mut peer = txt::decode(entries, self.limits)?;
+        let announced = peer.addrs.len();
+        peer.addrs.retain(|a| match a {
+            PeerAddr::Tcp(sa) => heard_on.iter().any(|n| n.contains(sa.ip())),
+            _ => false,
+        });
+        if announced > 0 && peer.addrs.is_empty() {
+            return Err(MdnsError::OffLink { announced });
+        }
         let key = instance.to_ascii_lowercase();
         if Some(peer.peer_id) == self.local {
             return Ok(self.handle_removed(&key));
@@ -148,12 +165,20 @@ mod tests {
         encode(&info, TxtLimits::DEFAULT).unwrap()
     }
 
+    /// The subnets the test records are heard on.
+    fn lan() -> Vec<IpNet> {
+        vec![
+            IpNet::new("10.0.0.9".parse().unwrap(), 24),
+            IpNet::new("192.168.0.9".parse().unwrap(), 24),
+        ]
+    }
+
+    fn entries(rec: &[TxtEntry]) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
+        rec.iter().map(|e| (e.key.as_str(), e.value.as_deref()))
+    }
+
     fn resolve(b: &mut Browser, instance: &str, rec: &[TxtEntry]) -> Vec<DiscoveryEvent> {
-        b.handle_resolved(
-            instance,
-            rec.iter().map(|e| (e.key.as_str(), e.value.as_deref())),
-        )
-        .unwrap()
+        b.handle_resolved(instance, entries(rec), &lan()).unwrap()
     }
 
     fn discovered(peer_id: PeerId, addrs: &[&str]) -> DiscoveryEvent {
@@ -203,7 +228,7 @@ mod tests {
         let mut b = Browser::new(TxtLimits::DEFAULT);
         resolve(&mut b, "a._k._udp.local.", &record(p, &["tcp/10.0.0.1:1"]));
         let err = b
-            .handle_resolved("a._k._udp.local.", [("v", Some(&b"1"[..]))])
+            .handle_resolved("a._k._udp.local.", [("v", Some(&b"1"[..]))], &lan())
             .unwrap_err();
         assert_eq!(err, MdnsError::MissingId);
         assert_eq!(b.peers().len(), 1);
@@ -216,9 +241,8 @@ mod tests {
         for i in 0..MAX_INSTANCES {
             resolve(&mut b, &format!("i{i}._k._udp.local."), &rec);
         }
-        let entries = rec.iter().map(|e| (e.key.as_str(), e.value.as_deref()));
         assert_eq!(
-            b.handle_resolved("one-more._k._udp.local.", entries)
+            b.handle_resolved("one-more._k._udp.local.", entries(&rec), &lan())
                 .unwrap_err(),
             MdnsError::TooManyInstances { max: MAX_INSTANCES }
         );
@@ -243,6 +267,41 @@ mod tests {
         assert_eq!(
             resolve(&mut b, "a._k._udp.local.", &record(q, &[])),
             [discovered(q, &[]), expired(p)]
+        );
+    }
+
+    #[test]
+    fn m10_addresses_off_the_receiving_interfaces_subnets_are_dropped() {
+        let p = id();
+        let mut b = Browser::new(TxtLimits::DEFAULT);
+        let off_link = record(
+            p,
+            &[
+                "tcp/203.0.113.9:1",
+                "tcp/127.0.0.1:1",
+                "tcp/169.254.169.254:80",
+                "tcp/10.0.1.1:1",
+            ],
+        );
+        assert_eq!(
+            b.handle_resolved("a._k._udp.local.", entries(&off_link), &lan()),
+            Err(MdnsError::OffLink { announced: 4 })
+        );
+        assert!(b.peers().is_empty(), "no Discovered, nothing kept");
+        let mixed = record(p, &["tcp/203.0.113.9:1", "tcp/10.0.0.7:1"]);
+        assert_eq!(
+            resolve(&mut b, "a._k._udp.local.", &mixed),
+            [discovered(p, &["tcp/10.0.0.7:1"])]
+        );
+        // Heard on no known interface: nothing is on-link.
+        let q = id();
+        assert!(
+            b.handle_resolved(
+                "b._k._udp.local.",
+                entries(&record(q, &["tcp/10.0.0.8:1"])),
+                &[]
+            )
+            .is_err()
         );
     }
 }

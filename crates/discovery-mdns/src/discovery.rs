@@ -13,19 +13,22 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use futures::stream::{self, BoxStream};
 use knotwork_core::{
     DiscoveredPeer, Discovery, DiscoveryError, DiscoveryEvent, DiscoverySource, LocalPeerInfo,
     PeerAddr,
 };
-use mdns_sd::{DaemonEvent, Receiver, ServiceDaemon, ServiceEvent, ServiceInfo, TxtProperty};
-use ring::rand::{SecureRandom, SystemRandom};
+use mdns_sd::{
+    DaemonEvent, IfKind, IfPredicate, Receiver, ResolvedService, ScopedIp, ServiceDaemon,
+    ServiceEvent, ServiceInfo, TxtProperty,
+};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::browser::Browser;
 use crate::error::MdnsError;
-use crate::plan::{self, InterfacePlan};
+use crate::plan::{self, InterfacePlan, IpNet, NetInterface};
 use crate::txt::{self, TxtEntry, TxtLimits};
 
 /// The default DNS-SD service type.
@@ -43,6 +46,12 @@ pub struct MdnsConfig {
     pub service_type: String,
     /// TXT record limits, for our announcements and for peers' records.
     pub limits: TxtLimits,
+    /// Run only on the address families of interfaces whose addresses are
+    /// all loopback, private or link-local (see [`plan::lan_only`]): a
+    /// daemon reachable from the internet answers spoofed queries and takes
+    /// injected answers. `false` runs on every interface; then only a
+    /// firewall keeps UDP port 5353 from the internet.
+    pub lan_only: bool,
 }
 
 impl Default for MdnsConfig {
@@ -50,8 +59,44 @@ impl Default for MdnsConfig {
         Self {
             service_type: DEFAULT_SERVICE_TYPE.to_owned(),
             limits: TxtLimits::DEFAULT,
+            lan_only: true,
         }
     }
+}
+
+/// The host's interfaces now, as the planner sees them.
+fn interfaces() -> Result<Vec<NetInterface>, MdnsError> {
+    if_addrs::get_if_addrs()
+        .map(plan::from_if_addrs)
+        .map_err(|e| MdnsError::Interfaces(e.to_string()))
+}
+
+/// Whether the daemon may use address `ip` of interface `index`: whether
+/// [`plan::lan_only`] keeps it. Listing fails closed.
+fn lan_address(index: Option<u32>, ip: IpAddr) -> bool {
+    interfaces().is_ok_and(|all| {
+        plan::lan_only(&all)
+            .iter()
+            .any(|i| Some(i.index) == index && i.ips.iter().any(|n| n.ip == ip))
+    })
+}
+
+/// The subnets of the interfaces `resolved`'s address records were heard on.
+fn heard_on(resolved: &ResolvedService) -> Vec<IpNet> {
+    let mut indexes: Vec<u32> = Vec::new();
+    for a in resolved.get_addresses() {
+        match a {
+            ScopedIp::V4(v4) => indexes.extend(v4.interface_ids().iter().map(|i| i.index)),
+            ScopedIp::V6(v6) => indexes.push(v6.scope_id().index),
+            _ => {}
+        }
+    }
+    interfaces()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| indexes.contains(&i.index))
+        .flat_map(|i| i.ips)
+        .collect()
 }
 
 /// Checks `_name._udp.local.` / `_name._tcp.local.` with a name of 1–15 of
@@ -124,6 +169,11 @@ impl MdnsDiscovery {
         let label: String = raw.iter().map(|b| format!("{b:02x}")).collect();
 
         let daemon = ServiceDaemon::new()?;
+        if config.lan_only {
+            daemon.disable_interface(IfKind::Predicate(IfPredicate::new(|intf| {
+                !lan_address(intf.index, intf.ip())
+            })))?;
+        }
         let browse = daemon.browse(&config.service_type)?;
         let monitor = daemon.monitor()?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -244,9 +294,10 @@ impl Shared {
         let Some(info) = info.or_else(|| announcer.info.clone()) else {
             return Ok(());
         };
-        let interfaces = if_addrs::get_if_addrs()
-            .map(plan::from_if_addrs)
-            .map_err(|e| MdnsError::Interfaces(e.to_string()))?;
+        let mut interfaces = interfaces()?;
+        if self.config.lan_only {
+            interfaces = plan::lan_only(&interfaces);
+        }
         let plans = plan::plan(&info.addrs, &interfaces, self.config.limits.max_addrs);
         let mut wanted = BTreeMap::new();
         for p in plans {
@@ -307,7 +358,7 @@ impl Shared {
         Ok(Registration {
             fullname: format!("{instance}.{}", self.config.service_type),
             entries,
-            ips: p.interface.ips,
+            ips: p.interface.ips.iter().map(|n| n.ip).collect(),
             port,
         })
     }
@@ -326,7 +377,8 @@ impl Shared {
             }
             ServiceEvent::ServiceResolved(resolved) => {
                 let props = resolved.get_properties().iter().map(|p| (p.key(), p.val()));
-                match lock(&self.browser).handle_resolved(resolved.get_fullname(), props) {
+                let nets = heard_on(&resolved);
+                match lock(&self.browser).handle_resolved(resolved.get_fullname(), props, &nets) {
                     Ok(changes) => changes,
                     Err(error) => {
                         tracing::warn!(

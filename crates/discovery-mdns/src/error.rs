@@ -29,6 +29,15 @@ pub enum MdnsError {
         reason: String,
     },
 
+    // --- An announcement from elsewhere than the local link. ---
+    /// None of the record's addresses lies in a subnet of the interface it
+    /// was heard on.
+    #[error("none of {announced} addresses is on the link the announcement came from")]
+    OffLink {
+        /// How many addresses the record had.
+        announced: usize,
+    },
+
     // --- A limit was exceeded (either side). ---
     /// More addresses than the limit allows.
     #[error("too many addresses: {count}, at most {max}")]

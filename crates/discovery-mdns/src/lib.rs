@@ -33,6 +33,13 @@
 //!   address is re-announced after that check.
 //! - A browser keeps at most [`MAX_INSTANCES`] instances; more are ignored
 //!   with a warning.
+//! - mDNS stays on the LAN: with [`MdnsConfig::lan_only`] (the default) the
+//!   daemon runs only where [`plan::lan_only`] allows, and a peer's
+//!   addresses are kept only inside the subnets of the interface its
+//!   announcement was heard on ([`MdnsError::OffLink`] when none is).
+//!   `mdns-sd` offers no filter by packet source, so a host whose private
+//!   interface takes internet traffic (1:1 NAT) needs UDP 5353 blocked from
+//!   outside.
 //!
 //! # Example
 //! ```no_run

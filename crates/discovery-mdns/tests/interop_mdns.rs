@@ -293,6 +293,11 @@ fn malformed(prefix: &str, lab: &Lab) -> Vec<(String, Vec<String>, &'static str)
             "too many addresses: 9, at most 8",
         ),
         (format!("{prefix}-oversized"), oversized, "at most 900"),
+        (
+            format!("{prefix}-off-link"),
+            good_txt(id, "tcp/203.0.113.9:4000"),
+            "on the link the announcement came from",
+        ),
     ]
 }
 
@@ -370,6 +375,94 @@ fn malformed_zeroconf_announcements_are_ignored() {
     ));
     lab.zeroconf_publish("zc_publish", &services, None);
     check_malformed_ignored(&lab, good, &bad);
+}
+
+// ---------------------------------------------------------------------------
+// M10: no mDNS on an interface with only a public address.
+
+/// A legacy unicast DNS-SD query (source port not 5353) for our service
+/// type's PTR, sent to `to`:5353; whether any answer came within 2 s.
+fn unicast_query_answered(to: &str) -> bool {
+    let mut q = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["_knotwork", "_udp", "local"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 12, 0, 1]);
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.send_to(&q, (to, 5353)).unwrap();
+    let mut buf = [0u8; 9000];
+    sock.recv_from(&mut buf).is_ok()
+}
+
+#[test]
+#[ignore = "needs root and network namespaces; run by `cargo xtask interop mdns`"]
+fn m10_no_mdns_on_an_interface_with_only_a_public_address() {
+    let Some(lab) = Lab::new(false, false) else {
+        return;
+    };
+    // Documentation ranges, public by scope (neither private nor link-local).
+    let (public_a, public_b) = ("198.51.100.1", "198.51.100.2");
+    for (ns, dev, ip) in [
+        (&lab.ns_a, &lab.veth_a, public_a),
+        (&lab.ns_b, &lab.veth_b, public_b),
+    ] {
+        sh(&[
+            "ip", "-n", ns, "addr", "flush", "dev", dev, "scope", "global",
+        ])
+        .unwrap();
+        sh(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            dev,
+        ])
+        .unwrap();
+    }
+    let a = Keypair::generate().unwrap().peer_id();
+    // `lan_only: false` is the old default: the probe of the review (a
+    // unicast query from off the LAN) is answered. With the default, A
+    // announces nothing on the public interface and answers nothing.
+    let mut answered = Vec::new();
+    for lan_only in [false, true] {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Vec<String>>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let node_a = in_ns(&lab.ns_a, move || async move {
+            let config = MdnsConfig {
+                lan_only,
+                ..MdnsConfig::default()
+            };
+            let mdns = MdnsDiscovery::new(config).unwrap();
+            let info = LocalPeerInfo {
+                peer_id: a,
+                addrs: vec!["tcp/0.0.0.0:4000".parse().unwrap()],
+            };
+            mdns.announce(&info).await.unwrap();
+            // Let the daemon probe and announce.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            ready_tx.send(mdns.registered_instances()).unwrap();
+            let _ = done_rx.await;
+            mdns.shutdown().await.unwrap();
+        });
+        let instances = ready_rx.recv_timeout(DEADLINE).unwrap();
+        let probe = in_ns(&lab.ns_b, move || async move {
+            unicast_query_answered(public_a)
+        });
+        let got = probe.join().unwrap();
+        done_tx.send(()).unwrap();
+        node_a.join().unwrap();
+        eprintln!("lan_only={lan_only}: instances {instances:?}, unicast query answered: {got}");
+        // Loopback keeps its instance either way.
+        let on_veth = instances.len() > 1;
+        assert_eq!(on_veth, !lan_only, "{instances:?}");
+        answered.push(got);
+    }
+    assert_eq!(answered, [true, false]);
 }
 
 // ---------------------------------------------------------------------------

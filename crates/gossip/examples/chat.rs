@@ -130,7 +130,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 if seen_peers.insert(m.id.origin) {
                     println!("* {} joined", m.id.origin.short());
                 }
-                println!("{}: {}", m.id.origin.short(), String::from_utf8_lossy(&m.data));
+                // Another peer's text: escaped, so it cannot drive the terminal.
+                let text = String::from_utf8_lossy(&m.data);
+                println!("{}: {}", m.id.origin.short(), text.escape_debug());
             }
             _ = tokio::signal::ctrl_c() => break,
         }

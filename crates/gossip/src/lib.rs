@@ -2,37 +2,64 @@
 //!
 //! A publisher signs `(origin, seq, topic, data)` with its identity key and
 //! sends the [`GossipMessage`] to at most [`GossipConfig::fanout`] gossip
-//! peers chosen at random, with a hop budget of [`GossipConfig::ttl`]. A node
-//! receiving a message checks, cheapest first: the topic length, the origin
-//! key, whether the origin is banned, whether the message id `(origin, seq)`
-//! is in its seen-cache (a duplicate is dropped), and the signature. A new
-//! valid message enters the seen-cache (entries expire after
-//! [`GossipConfig::seen_ttl`]; the cache holds at most
-//! [`GossipConfig::seen_capacity`], oldest evicted first) and is charged to
-//! its origin's token bucket ([`GossipConfig::origin_budget`], a
-//! [`Meter`] per origin): over budget it is dropped (throttled) and the
-//! origin collects misbehaviour points; at the threshold the origin is banned
-//! for [`MeterConfig::ban_duration`] and, if it is a direct peer, its channel
-//! is closed for misbehaviour (which puts it on the node's ban list). An
-//! accepted message is delivered to the local subscribers of its topic and,
-//! while hops remain, forwarded with `ttl - 1` to up to `fanout` random
-//! gossip peers other than the sender and the origin. Every node relays every
-//! topic; subscriptions only decide local delivery. Frames of direct peers are
-//! also metered by the channel ([`BUDGET`]); so that a flood from many
-//! origins, each within its own budget, is not relayed faster than a peer's
-//! channel accepts (which would get this node banned by its honest peers),
-//! messages to each direct peer are also limited by
-//! [`GossipConfig::relay_budget`]: a peer without a token is skipped.
+//! peers chosen at random, with a hop budget of [`GossipConfig::ttl`]. Its
+//! seqs start at the wall clock in nanoseconds and grow by one, so they
+//! keep growing across restarts.
+//!
+//! A node receiving a message checks, cheapest first and under its state
+//! lock: the sizes, the origin key, whether the origin is banned, whether
+//! the message id `(origin, seq)` is in its seen-cache (entries expire after
+//! [`GossipConfig::seen_ttl`]; at most [`GossipConfig::seen_capacity`],
+//! oldest evicted first) or taken or left behind in the origin's replay
+//! window ([`REPLAY_WINDOW`] seqs below the highest it accepted: a replay
+//! after the seen-cache forgot is [`GossipError::Duplicate`] or
+//! [`GossipError::Stale`]), and the direct sender's budget of signature
+//! checks ([`GossipConfig::verify_budget`]). Then, without the lock, it
+//! verifies the signature; a bad signature or malformed message costs the
+//! direct sender misbehaviour points (an honest relay forwards only what it
+//! verified, so it never sends one), and at the threshold its channel is
+//! closed for misbehaviour (which puts it on the node's ban list).
+//!
+//! A new valid message enters the seen-cache and its origin's window and is
+//! charged to the origin's token bucket ([`GossipConfig::origin_budget`]):
+//! over budget it is dropped (throttled). Only an origin that sends over
+//! budget itself, as a direct peer, collects misbehaviour points, and at the
+//! threshold it is banned for [`MeterConfig::ban_duration`] and its channel
+//! closed; a relayed flood is only throttled, so a peer replaying someone
+//! else's messages cannot get that origin banned. An accepted message is
+//! delivered to the local subscribers of its topic and, while hops remain,
+//! forwarded with its TTL capped to [`GossipConfig::ttl`] and decremented,
+//! to up to `fanout` random gossip peers other than the sender and the
+//! origin. Every node relays every topic; subscriptions only decide local
+//! delivery.
+//!
+//! Frames of direct peers are also metered by the channel ([`BUDGET`]); so
+//! that a flood from many origins, each within its own budget, is not
+//! relayed faster than a peer's channel accepts (which would get this node
+//! banned by its honest peers), messages to each direct peer are also
+//! limited by [`GossipConfig::relay_budget`]: a peer without a token is
+//! skipped. Messages for a peer go through a queue of its own
+//! ([`GossipConfig::peer_queue`]) that one job per channel writes out; a
+//! full queue (a slow peer) drops the message and counts it, so relaying
+//! never waits for another peer's outbox and one slow peer cannot stall the
+//! channel a message came on.
+//!
+//! Everything a peer can grow is bounded: the seen-cache, the origin table
+//! ([`GossipConfig::max_origins`], oldest first out; rate, replay window and
+//! ban of each origin), the per-peer state (as many as gossip peers) and
+//! the per-peer queues. Subscribers are local.
 //!
 //! [`GossipState`] is the sans-IO core (time and the peer list are
 //! arguments, module `core`); [`Gossip`] is the driver over node channels
 //! and the node [`Service`] that runs it.
+//!
+//! [`MeterConfig::ban_duration`]: knotwork_node::MeterConfig::ban_duration
 
 mod core;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use knotwork_core::{Keypair, PeerId, lock};
 use knotwork_node::metrics::Labels;
@@ -42,8 +69,8 @@ use knotwork_node::{Channel, Service, Sessions, Setup};
 use tokio::sync::mpsc;
 
 pub use crate::core::{
-    BUDGET, GossipConfig, GossipError, GossipMessage, GossipState, MAX_DATA_LEN, MAX_TOPIC_LEN,
-    MessageId, signed_bytes,
+    BUDGET, Checked, GossipConfig, GossipError, GossipMessage, GossipState, MAX_DATA_LEN,
+    MAX_TOPIC_LEN, MessageId, REPLAY_WINDOW, Verified, signed_bytes,
 };
 
 /// The protocol name announced in the version exchange.
@@ -62,10 +89,16 @@ pub struct GossipEvent {
     pub data: Vec<u8>,
 }
 
+/// A gossip peer: its channel and the queue of messages for it.
+struct Peer {
+    channel: Channel,
+    queue: mpsc::Sender<Arc<GossipMessage>>,
+}
+
 struct Inner {
     keypair: Keypair,
     state: Mutex<GossipState>,
-    channels: Mutex<HashMap<PeerId, Channel>>,
+    peers: Mutex<HashMap<PeerId, Peer>>,
     subscribers: Mutex<HashMap<String, Vec<mpsc::Sender<GossipEvent>>>>,
     /// `knot_gossip_messages_total{result}`.
     metrics: Family<Labels, Counter>,
@@ -116,6 +149,15 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// The first seq of a publisher: the wall clock in nanoseconds, so a
+/// restarted publisher continues above its old seqs (receivers refuse seqs
+/// below their replay window).
+fn first_seq() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 impl Gossip {
     /// Gossip signed with `keypair` (the node's identity: give the same one
     /// to [`Node::builder`](knotwork_node::Node::builder)).
@@ -123,8 +165,8 @@ impl Gossip {
         Self {
             inner: Arc::new(Inner {
                 keypair,
-                state: Mutex::new(GossipState::new(config, fastrand::u64(..) >> 1)),
-                channels: Mutex::new(HashMap::new()),
+                state: Mutex::new(GossipState::new(config, first_seq())),
+                peers: Mutex::new(HashMap::new()),
                 subscribers: Mutex::new(HashMap::new()),
                 metrics: Family::default(),
             }),
@@ -140,7 +182,7 @@ impl Gossip {
 
     /// Peers connected over channels that run gossip.
     pub fn peers(&self) -> Vec<PeerId> {
-        lock(&self.inner.channels).keys().copied().collect()
+        lock(&self.inner.peers).keys().copied().collect()
     }
 
     /// Receives the messages of `topic` published by others from now on.
@@ -155,7 +197,7 @@ impl Gossip {
     }
 
     /// Publishes `data` on `topic`; returns its id and how many peers it
-    /// was sent to.
+    /// was queued for (never waits for a slow peer: see [`GossipConfig::peer_queue`]).
     pub async fn publish(
         &self,
         topic: &str,
@@ -169,18 +211,23 @@ impl Gossip {
             seq: msg.seq,
         };
         self.count("published");
-        Ok((id, self.send(&msg, &targets).await))
+        let sent = self.send(msg, &targets);
+        // Let the peers' writers run before a tight publish loop goes on.
+        tokio::task::yield_now().await;
+        Ok((id, sent))
     }
 
-    async fn send(&self, msg: &GossipMessage, targets: &[PeerId]) -> usize {
-        let channels: Vec<Channel> = {
-            let map = lock(&self.inner.channels);
-            targets.iter().filter_map(|p| map.get(p).cloned()).collect()
-        };
+    /// Queues `msg` for each of `targets`; a peer whose queue is full
+    /// misses it (counted as `peer_queue_full`). Returns how many got it.
+    fn send(&self, msg: GossipMessage, targets: &[PeerId]) -> usize {
+        let msg = Arc::new(msg);
+        let peers = lock(&self.inner.peers);
         let mut sent = 0;
-        for ch in channels {
-            if ch.send(msg).await.is_ok() {
-                sent += 1;
+        for peer in targets.iter().filter_map(|p| peers.get(p)) {
+            match peer.queue.try_send(msg.clone()) {
+                Ok(()) => sent += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => self.count("peer_queue_full"),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
         sent
@@ -200,8 +247,17 @@ impl Gossip {
 
     async fn handle(&self, channel: &Channel, mut msg: GossipMessage) {
         let from = channel.remote_peer_id();
-        let peers = self.peers();
-        let result = lock(&self.inner.state).handle_message(from, &mut msg, now(), &peers);
+        // The signature is verified outside the state lock, which every
+        // channel shares.
+        let checked = lock(&self.inner.state).check(from, &msg, now());
+        let result = match checked {
+            Ok(checked) => {
+                let verified = checked.verify(&msg);
+                let peers = self.peers();
+                lock(&self.inner.state).accept(from, &mut msg, verified, now(), &peers)
+            }
+            Err(e) => Err(e),
+        };
         match result {
             Ok(targets) => {
                 self.count("delivered");
@@ -216,16 +272,23 @@ impl Gossip {
                         data: msg.data.clone(),
                     });
                 }
-                self.send(&msg, &targets).await;
+                self.send(msg, &targets);
             }
             Err(GossipError::Duplicate) => self.count("duplicate"),
+            Err(GossipError::Stale) => self.count("stale"),
             Err(GossipError::Throttled) => self.count("throttled"),
+            Err(GossipError::SenderThrottled) => self.count("sender_throttled"),
             Err(GossipError::OriginBanned) => {
                 self.count("banned");
                 if msg.origin == *from.as_bytes() {
-                    tracing::info!(peer = %from.short(), "gossip flood: closing");
+                    tracing::info!(peer = %from.short(), addr = %channel.remote_addr(), "gossip flood: closing");
                     channel.close_misbehaving("gossip_flood").await;
                 }
+            }
+            Err(GossipError::SenderBanned) => {
+                self.count("invalid");
+                tracing::info!(peer = %from.short(), addr = %channel.remote_addr(), "gossip: bad signatures or too many checks: closing");
+                channel.close_misbehaving("gossip_invalid").await;
             }
             Err(e) => {
                 tracing::debug!(peer = %from.short(), "gossip message refused: {e}");
@@ -234,12 +297,29 @@ impl Gossip {
         }
     }
 
-    /// The protocol on one channel: subscribes, then returns the job.
+    /// The protocol on one channel: subscribes, starts the writer of the
+    /// peer's queue, then returns the job.
     fn protocol(&self, channel: &Channel) -> impl std::future::Future<Output = ()> + Send + use<> {
         let mut messages = channel.subscribe::<GossipMessage>();
         let this = self.clone();
         let channel = channel.clone();
-        lock(&this.inner.channels).insert(channel.remote_peer_id(), channel.clone());
+        let capacity = lock(&this.inner.state).config.peer_queue.max(1);
+        let (queue, mut queued) = mpsc::channel::<Arc<GossipMessage>>(capacity);
+        let writer = channel.clone();
+        channel.spawn(async move {
+            while let Some(msg) = queued.recv().await {
+                if writer.send(&*msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        lock(&this.inner.peers).insert(
+            channel.remote_peer_id(),
+            Peer {
+                channel: channel.clone(),
+                queue,
+            },
+        );
         async move {
             let _registered = Registered {
                 gossip: this.clone(),
@@ -260,9 +340,12 @@ struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        let mut map = lock(&self.gossip.inner.channels);
+        let mut map = lock(&self.gossip.inner.peers);
         let peer = self.channel.remote_peer_id();
-        if map.get(&peer).is_some_and(|c| c.same(&self.channel)) {
+        if map
+            .get(&peer)
+            .is_some_and(|p| p.channel.same(&self.channel))
+        {
             map.remove(&peer);
         }
     }

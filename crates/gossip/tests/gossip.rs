@@ -1,6 +1,8 @@
 //! Gossip over real nodes: five TCP nodes in a ring each receive every
-//! message once, a flooding publisher is throttled then banned; and the
-//! message's property tests.
+//! message once, a flooding publisher is throttled then banned, a sender
+//! of bad signatures is banned while an honest publisher goes on (M1),
+//! peers that never read stall no other channel (M8); and the message's
+//! property tests.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,14 +14,16 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use knotwork_core::Keypair;
+use knotwork_core::{Keypair, MemoryTransport, PeerAddr};
 use knotwork_gossip::{
-    Gossip, GossipConfig, GossipMessage, GossipState, MAX_DATA_LEN, MAX_TOPIC_LEN,
+    Gossip, GossipConfig, GossipMessage, GossipState, MAX_DATA_LEN, MAX_TOPIC_LEN, NAME,
 };
-use knotwork_node::{Node, NodeBuilder, NodeEvent};
+use knotwork_node::{Node, NodeBuilder, NodeEvent, RateBudget, Sessions};
 use proptest::prelude::*;
 
 const LONG: Duration = Duration::from_secs(20);
@@ -170,4 +174,157 @@ async fn flooding_publisher_is_throttled_then_banned() {
     );
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A node that announces gossip but never reads what it gets: its one
+/// gossip subscription (capacity 1) fills, so its channel reader stops.
+fn never_reading(builder: NodeBuilder) -> NodeBuilder {
+    let mut config = fast_config();
+    config.channel.subscription_capacity = 1;
+    builder.config(config).protocol(NAME, Sessions::ALL, |ch| {
+        let stuck = ch.subscribe::<GossipMessage>();
+        async move {
+            std::future::pending::<()>().await;
+            drop(stuck);
+        }
+    })
+}
+
+/// A node that announces gossip and discards what it gets; the test sends
+/// through the channel `connect` returns.
+fn discarding(builder: NodeBuilder) -> NodeBuilder {
+    builder.protocol(NAME, Sessions::ALL, |ch| {
+        let mut sub = ch.subscribe::<GossipMessage>();
+        async move { while sub.recv().await.is_some() {} }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m1_bad_signatures_get_their_sender_banned_while_an_honest_publisher_is_delivered() {
+    let b = GossipNode::start(GossipConfig::default()).await;
+    let h = GossipNode::start(GossipConfig::default()).await;
+    let attacker = discarding(tcp_node()).start().await.unwrap();
+    let mut events = b.events();
+    h.connect(&addr(&b)).await.unwrap();
+    let ch = attacker.connect(&addr(&b)).await.unwrap();
+    eventually(LONG, "gossip peers", || b.gossip().peers().len() == 2).await;
+    let mut sub = b.gossip().subscribe("news");
+    // Ten messages of real origin keys, each with a zero signature,
+    // between messages of the honest publisher.
+    for i in 0..10u64 {
+        let forged = GossipMessage {
+            origin: *Keypair::generate().unwrap().peer_id().as_bytes(),
+            seq: i,
+            topic: "news".into(),
+            ttl: 6,
+            data: vec![0; 100],
+            sig: vec![0; 64],
+        };
+        let _ = ch.send(&forged).await;
+        let sent = tokio::time::Instant::now();
+        let (id, _) = h.gossip().publish("news", vec![i as u8]).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), sub.recv())
+            .await
+            .expect("the honest message came within 2 s")
+            .unwrap();
+        assert_eq!(got.id, id);
+        assert!(sent.elapsed() < Duration::from_secs(2));
+    }
+    let banned = attacker.peer_id();
+    wait_event(
+        &mut events,
+        LONG,
+        |e| matches!(e, NodeEvent::Banned { peer } if *peer == banned),
+    )
+    .await;
+    let text = b.metrics().encode();
+    assert!(
+        text.contains("knot_bans_total{reason=\"gossip_invalid\"} 1"),
+        "{text}"
+    );
+    assert!(!b.is_banned(&h.peer_id()));
+    for n in [&b.node, &h.node, &attacker] {
+        n.shutdown().await;
+    }
+}
+
+/// A gossip node on `net` listening at `port`, origin budgets off so that
+/// the honest publisher's 1000 messages are not throttled.
+async fn mem_gossip(net: &MemoryTransport, port: u64) -> GossipNode {
+    let mut config = GossipConfig::default();
+    config.origin_budget = RateBudget::UNLIMITED;
+    let keypair = Keypair::generate().unwrap();
+    let gossip = Gossip::new(keypair.clone(), config);
+    let node = Node::builder(keypair)
+        .transport(net.clone())
+        .listen(PeerAddr::Mem(port))
+        .config(fast_config())
+        .service(gossip.clone())
+        .start()
+        .await
+        .unwrap();
+    GossipNode { node, gossip }
+}
+
+#[tokio::test(start_paused = true)]
+async fn m8_peers_that_never_read_stall_no_other_gossip_channel() {
+    let net = MemoryTransport::new();
+    let a = mem_gossip(&net, 1).await;
+    let h = mem_gossip(&net, 2).await;
+    h.connect(&addr(&a)).await.unwrap();
+    eventually(LONG, "gossip peer", || a.gossip().peers().len() == 1).await;
+    let a_h = a.channel(&h.peer_id()).unwrap();
+    let mut sub = a.gossip().subscribe("load");
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let counter = delivered.clone();
+    let reader = tokio::spawn(async move {
+        while sub.recv().await.is_some() {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    // A stuck peer is dropped for not answering pings after about a ping
+    // timeout; a new one (a fresh identity) comes every 250 ms, so A always
+    // has a stuck peer to relay to while H publishes. (Connected to A only:
+    // before relaying used per-peer queues, a stuck peer also slowed H's
+    // own publishing, which hid the stall of the channel a relayed message
+    // came on.)
+    let start = tokio::time::Instant::now();
+    let stuck = tokio::spawn({
+        let (net, a_addr) = (net.clone(), addr(&a));
+        async move {
+            let mut stuck = Vec::new();
+            for _ in 0..8 {
+                let x = never_reading(mem_node(&net)).start().await.unwrap();
+                x.connect(&a_addr).await.unwrap();
+                stuck.push(x);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            stuck
+        }
+    });
+    let publisher = h.gossip().clone();
+    let publishing = tokio::spawn(async move {
+        for i in 0..1000u32 {
+            let mut data = vec![0; 4096];
+            data[..4].copy_from_slice(&i.to_le_bytes());
+            publisher.publish("load", data).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let stuck = stuck.await.unwrap();
+    publishing.await.unwrap();
+    assert!(start.elapsed() >= 3 * PING_TIMEOUT);
+    assert!(!a_h.is_closed(), "A-H closed: {:?}", a_h.close_reason());
+    let text = a.metrics().encode();
+    for n in stuck.iter().chain([&a.node, &h.node]) {
+        n.shutdown().await;
+    }
+    reader.abort();
+    let delivered = delivered.load(Ordering::Relaxed);
+    // H's relay budget to A: a burst of 500, then 250 per second.
+    assert!(delivered >= 500, "A got {delivered} of H's messages");
+    assert!(
+        text.contains("knot_gossip_messages_total{result=\"peer_queue_full\"}"),
+        "{text}"
+    );
 }

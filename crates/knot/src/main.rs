@@ -15,7 +15,10 @@ mod control;
 mod error;
 mod settings;
 
-use cmd::{config as config_cmd, connect, demo, dht, health, id, peers, ping, run, status};
+use cmd::{
+    config as config_cmd, connect, demo, dht, gossip, health, id, metrics, peers, ping, run,
+    status, task,
+};
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -56,6 +59,14 @@ enum Command {
     /// Use the running node's DHT: put/get records, provide, find.
     #[command(subcommand)]
     Dht(dht::Command),
+    /// Publish on the running node's gossip.
+    #[command(subcommand)]
+    Gossip(gossip::Command),
+    /// Run a task on a peer of the running node.
+    #[command(subcommand)]
+    Task(task::Command),
+    /// Show the running node's metrics (Prometheus text).
+    Metrics(metrics::Args),
     /// Work with knot.toml.
     #[command(subcommand)]
     Config(config_cmd::Command),
@@ -97,6 +108,9 @@ fn main() -> ExitCode {
             Command::Health(args) => health::run(&global, args).await,
             Command::Demo(args) => demo::run(&global, args).await,
             Command::Dht(cmd) => dht::run(&global, cmd).await,
+            Command::Gossip(cmd) => gossip::run(&global, cmd).await,
+            Command::Task(cmd) => task::run(&global, cmd).await,
+            Command::Metrics(args) => metrics::run(&global, args).await,
             Command::Config(cmd) => config_cmd::run(&global, cmd),
         }
     });

@@ -126,6 +126,43 @@ fn two_nodes_peers_status_ping_and_sigterm() {
     );
 }
 
+/// `knot run --listen quic/…`: a node on QUIC and TCP advertises both,
+/// a QUIC-only node reaches it over QUIC, `knot ping` works over QUIC.
+#[test]
+fn two_nodes_over_quic_and_knot_ping_a_quic_address() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let a = Node::start_on(
+        home,
+        "a",
+        "quic/127.0.0.1:0",
+        &["--listen", "tcp/127.0.0.1:0"],
+    );
+    assert!(a.addr.starts_with("quic/127.0.0.1:"), "{}", a.addr);
+    let status = a.ctl(home, "status");
+    let listen: Vec<String> = serde_json::from_value(status["listen"].clone()).unwrap();
+    assert_eq!(listen.len(), 2, "{status}");
+    assert!(listen[1].starts_with("tcp/127.0.0.1:"), "{status}");
+    let b = Node::start_on(home, "b", "quic/127.0.0.1:0", &["--peer", &a.addr.clone()]);
+    let a_at_b = b.wait_peer(home, &a.peer_id);
+    assert_eq!(a_at_b["addr"], a.addr.as_str());
+    let b_at_a = a.wait_peer(home, &b.peer_id);
+    assert!(
+        b_at_a["addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("quic/127.0.0.1:"),
+        "{b_at_a}"
+    );
+    let out = run(knot(home).args(["ping", &a.addr, "-c", "2", "-i", "0.1"]));
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("2 pings sent, 2 pongs received, 0% loss"),
+        "{text}"
+    );
+}
+
 #[test]
 fn ping_without_an_answer_fails() {
     let home = tempfile::tempdir().unwrap();
@@ -289,4 +326,28 @@ fn health_of_self_and_peer_and_metrics_over_http() {
             .any(|l| l.starts_with("knot_connections_total{")),
         "a connection was counted: {text}"
     );
+}
+
+/// `knot run` listens and dials over Unix domain sockets and WebSocket too,
+/// with the same handshake and version exchange as over TCP.
+#[test]
+fn nodes_meet_over_unix_sockets_and_websocket() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let uds = format!("uds/{}", home.join("a.sock").display());
+    let mut a = Node::start(
+        home,
+        "a",
+        &["--listen", &uds, "--listen", "ws/127.0.0.1:0/knot"],
+    );
+    let ws = format!("ws/{}", a.wait_line("listening on ws/"));
+    assert!(ws.ends_with("/knot"), "{ws}");
+    let b = Node::start(home, "b", &["--peer", &uds]);
+    let c = Node::start(home, "c", &["--peer", &ws]);
+    assert_eq!(b.wait_peer(home, &a.peer_id)["addr"], uds.as_str());
+    assert_eq!(c.wait_peer(home, &a.peer_id)["addr"], ws.as_str());
+    a.wait_peer(home, &b.peer_id);
+    a.wait_peer(home, &c.peer_id);
+    // The socket file is owner-only.
+    assert_eq!(mode(&home.join("a.sock")), 0o600);
 }

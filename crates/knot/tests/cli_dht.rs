@@ -92,6 +92,21 @@ fn put_get_provide_find_across_three_knot_run_processes() {
     assert_eq!(found["peer"]["peer_id"], b.peer_id.as_str());
     assert_eq!(found["peer"]["addrs"][0], b.addr.as_str());
 
+    // Connect by PeerId alone: the DHT finds b's record, c dials it.
+    let connected = run(knot(home)
+        .args(["connect", &b.peer_id, "--json", "--data-dir"])
+        .arg(&c.dir));
+    assert!(connected.status.success(), "{connected:?}");
+    assert_eq!(json(&connected)["peer_id"], b.peer_id.as_str());
+    // A PeerId nobody knows: refused, and said so.
+    let stranger = "D7m5yA2giHEyBb75xC4E8JTTPZPg4hnTXj7cQGzbxe1i";
+    let unknown = run(knot(home)
+        .args(["connect", stranger, "--data-dir"])
+        .arg(&c.dir));
+    assert!(!unknown.status.success());
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(said.contains("no address known"), "{said}");
+
     // b's metrics endpoint counts its queries (its peer-record announce
     // is a put too) and what it holds.
     let text = scrape(&metrics);

@@ -1,9 +1,12 @@
 //! Reachability over node channels: peers dial each other back (the AutoNAT
-//! idea) and each node learns whether it is [`Reachability::Public`].
+//! idea) and each node learns whether it is [`Reachability::Public`](crate::Reachability::Public).
 //!
 //! # Asking
-//! One task per node runs the sans-IO [`ReachabilityCheck`]. Every direct
-//! channel to a peer that runs `knot/reachability` is a server it may ask.
+//! One task per node runs the sans-IO [`ReachabilityCheck`]. A server it
+//! may ask is a peer the node chose: a direct channel the node dialed
+//! (outbound, seed or manual) to a peer that runs `knot/reachability`.
+//! Peers that connected to us are never asked, so sybils that connect in
+//! cannot decide the verdict; the check asks one server per network.
 //! It sends such a peer [`DialBack`] with our candidate addresses: the IP
 //! that peer sees our connection come from (its version message) with each
 //! TCP listen port, our confirmed external addresses and the UPnP mapping
@@ -34,7 +37,7 @@ use std::time::Duration;
 
 use knotwork_core::{MAX_ADDR_TEXT_LEN, PeerAddr, PeerId, lock};
 use knotwork_crypto_handshake::HandshakeError;
-use knotwork_node::{Channel, NodeError, NodeEvent, NodeHandle};
+use knotwork_node::{Channel, NodeError, NodeEvent, NodeHandle, SessionKind};
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
@@ -108,7 +111,7 @@ pub(crate) fn protocol(
             let target = match admitted {
                 Ok(target) => target,
                 Err(e) => {
-                    tracing::debug!(peer = %peer.short(), "{e}");
+                    tracing::info!(peer = %peer.short(), addr = %channel.remote_addr(), "{e}");
                     let _ = responder.respond(&DialBackResult(Err(e))).await;
                     continue;
                 }
@@ -170,9 +173,11 @@ fn observed_ip(channel: &Channel) -> Option<IpAddr> {
     }
 }
 
-/// Whether the check may ask the peer of `channel`.
+/// Whether the check may ask the peer of `channel`: we dialed it, directly,
+/// and it runs the protocol.
 fn serves(channel: &Channel) -> bool {
-    !channel.remote_addr().is_relayed()
+    channel.info().session != SessionKind::Inbound
+        && !channel.remote_addr().is_relayed()
         && channel.info().version.protocols.iter().any(|p| p == NAME)
 }
 
@@ -226,7 +231,7 @@ pub(crate) async fn run(node: NodeHandle, nat: Arc<Inner>) {
     let mut advertised = node.watch_advertised();
     let (tx, mut answers) = mpsc::channel::<Answer>(config.servers.max(1));
     for channel in node.channels().iter().filter(|c| serves(c)) {
-        check.add_server(channel.remote_peer_id());
+        check.add_server(channel.remote_peer_id(), channel.remote_addr());
     }
     loop {
         let t = now();
@@ -250,8 +255,8 @@ pub(crate) async fn run(node: NodeHandle, nat: Arc<Inner>) {
             },
             event = events.recv() => match event {
                 Ok(NodeEvent::Connected { peer, .. }) => {
-                    if server(&node, &peer).is_some() {
-                        check.add_server(peer);
+                    if let Some(channel) = server(&node, &peer) {
+                        check.add_server(peer, channel.remote_addr());
                     }
                 }
                 Ok(NodeEvent::Disconnected { peer, .. }) => {
@@ -287,6 +292,7 @@ mod tests {
             Just(DialBackError::Unreachable),
             Just(DialBackError::HandshakeFailed),
             Just(DialBackError::WrongPeer),
+            Just(DialBackError::NetRateLimited),
         ]
     }
 

@@ -13,8 +13,9 @@
 //!   [`Dialer`](knotwork_node::Dialer) for them) and runs the normal
 //!   handshake over it.
 //! - [`holepunch`]: over a relayed channel both ends try a simultaneous TCP
-//!   open from their listen ports and keep the direct connection when it
-//!   works ([`NatConfig::holepunch`]).
+//!   open from their listen ports, and with [`Nat::quic`] QUIC dials from
+//!   their UDP listen sockets at the same moment (`holepunch_quic`), and
+//!   keep the direct connection when one works ([`NatConfig::holepunch`]).
 //! - [`ReachabilityCheck`] and [`DialBackLimiter`] (sans-IO), run by
 //!   [`dialback`]: peers dial the node back from fresh sockets and it learns
 //!   whether it is [`Reachability::Public`] (and at which address) or
@@ -27,6 +28,24 @@
 //! - [`upnp`] (feature `upnp`, default; off unless [`NatConfig::upnp`] is
 //!   set): UPnP IGD mapping of the listen port, its lease schedule (sans-IO)
 //!   and renewal.
+//!
+//! # Safe on the open internet
+//! Every peer is a stranger that may lie. So:
+//! - a node takes relayed circuits only from a relay it holds a reservation
+//!   with, runs a few relayed handshakes at once on limits of their own
+//!   (none of the node's pending-handshake slots) and checks that the peer
+//!   at the other end is the one the relay named ([`relay`]);
+//! - a relay limits reservations and circuits per PeerId and per IP
+//!   address, and never waits for one end to forward to the other: each
+//!   circuit has a flow-control window and bounded buffers ([`relay`]);
+//! - hole punching dials only the peer's own IP as the relay sees it, a
+//!   bounded number of times, and stops when the relayed channel closes
+//!   ([`holepunch`]);
+//! - reachability asks only peers the node dialed, one per network, and
+//!   serves dial-backs within per-peer, per-network and global budgets
+//!   ([`dialback`]);
+//! - an observed address is confirmed only by voters of distinct networks,
+//!   and only a public one ([`ObservedAddrs`]).
 //!
 //! ```
 //! use knotwork_core::{Keypair, MemoryTransport};
@@ -45,7 +64,7 @@
 //!     .start()
 //!     .await?;
 //! let mut config = NatConfig::default();
-//! config.relays.push(relay.listen_addrs()[0].clone());
+//! config.relays.push(relay.listen_addrs()[0].clone().into());
 //! let nat = Nat::new(config);
 //! let mut events = nat.events();
 //! let _private = Node::builder(Keypair::generate()?)
@@ -62,7 +81,9 @@
 
 pub mod dialback;
 pub mod holepunch;
+mod holepunch_quic;
 mod metrics;
+mod netgroup;
 mod observed;
 mod reachability;
 pub mod relay;
@@ -73,12 +94,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use knotwork_core::{PeerAddr, PeerId, lock};
+use knotwork_core::{DialAddr, PeerAddr, PeerId, lock};
 use knotwork_node::{
     AddrContribution, Channel, DialCause, DialOpts, NodeError, NodeHandle, Service, Sessions,
     Setup, WeakNode,
 };
-use tokio::sync::{broadcast, mpsc, watch};
+use knotwork_transport_quic::QuicTransport;
+use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::time::Instant;
 
 pub use observed::ObservedAddrs;
@@ -89,10 +111,7 @@ pub use reachability::{
 pub use relay::{RelayError, RelayLimits};
 
 use crate::metrics::NatMetrics;
-use crate::relay::{Inbound, RelayClient, RelayService};
-
-/// Inbound circuits waiting for their handshake, at most.
-const INBOUND_QUEUE: usize = 16;
+use crate::relay::{RelayClient, RelayService};
 
 /// NAT traversal settings of a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,8 +120,9 @@ pub struct NatConfig {
     /// Offer the relay service with these limits; `None`: refuse with
     /// [`RelayError::Disabled`].
     pub relay_service: Option<RelayLimits>,
-    /// Relays to keep a reservation on while the node is not public.
-    pub relays: Vec<PeerAddr>,
+    /// Relays to keep a reservation on while the node is not public, each
+    /// optionally pinned to its PeerId (`…/p2p/<id>`).
+    pub relays: Vec<DialAddr>,
     /// Independent peers that must report an external address before the
     /// node advertises it.
     pub observed_quorum: usize,
@@ -193,8 +213,8 @@ pub(crate) struct Inner {
     pub(crate) config: NatConfig,
     pub(crate) client: Arc<RelayClient>,
     pub(crate) service: Option<Arc<RelayService>>,
-    incoming: mpsc::Sender<Inbound>,
-    incoming_rx: Mutex<Option<mpsc::Receiver<Inbound>>>,
+    /// Hole punches running now ([`holepunch::MAX_PUNCHES`]).
+    pub(crate) punches: Arc<Semaphore>,
     observed: Mutex<ObservedAddrs>,
     node: OnceLock<WeakNode>,
     contributions: OnceLock<Contributions>,
@@ -204,6 +224,8 @@ pub(crate) struct Inner {
     pub(crate) dial_backs: Option<Mutex<DialBackLimiter>>,
     events: broadcast::Sender<NatEvent>,
     pub(crate) metrics: NatMetrics,
+    /// The node's QUIC transport, for hole punching over UDP.
+    pub(crate) quic: OnceLock<QuicTransport>,
     #[cfg(feature = "upnp")]
     pub(crate) upnp: upnp::Upnp,
 }
@@ -227,7 +249,6 @@ impl std::fmt::Debug for Nat {
 impl Nat {
     /// NAT traversal with `config`; it runs once added to a node.
     pub fn new(config: NatConfig) -> Self {
-        let (incoming, rx) = mpsc::channel(INBOUND_QUEUE);
         let metrics = NatMetrics::default();
         let dial_backs = config
             .dial_back
@@ -246,16 +267,24 @@ impl Nat {
                 upnp: upnp::Upnp::new(config.upnp.clone()),
                 config,
                 client: Arc::new(RelayClient::default()),
-                incoming,
-                incoming_rx: Mutex::new(Some(rx)),
+                punches: Arc::new(Semaphore::new(holepunch::MAX_PUNCHES)),
                 node: OnceLock::new(),
                 contributions: OnceLock::new(),
                 reachability: watch::Sender::new(Reachability::Unknown),
                 dial_backs,
                 events: broadcast::channel(64).0,
                 metrics,
+                quic: OnceLock::new(),
             }),
         }
+    }
+
+    /// Punches holes over UDP too (see [`holepunch`]), with the node's
+    /// QUIC transport: the one given to the node builder (clones share its
+    /// sockets), so dials leave from the node's QUIC listen socket.
+    pub fn quic(self, quic: QuicTransport) -> Self {
+        let _ = self.inner.quic.set(quic);
+        self
     }
 
     /// NAT events from now on; a receiver more than 64 behind gets `Lagged`.
@@ -386,12 +415,7 @@ impl Service for Nat {
         setup.on_channel(move |ch: &Channel| nat.observe(ch));
         let nat = inner.clone();
         setup.protocol(relay::NAME, Sessions::ALL, move |ch: &Channel| {
-            relay::protocol(
-                ch,
-                nat.service.clone(),
-                nat.client.clone(),
-                nat.incoming.clone(),
-            )
+            relay::protocol(ch, nat.clone())
         });
         let nat = inner.clone();
         setup.protocol(dialback::NAME, Sessions::ALL, move |ch: &Channel| {
@@ -414,8 +438,8 @@ impl Service for Nat {
             observed: node.contribute_addrs("observed"),
             relayed: node.contribute_addrs("relayed"),
         });
-        if let Some(rx) = lock(&inner.incoming_rx).take() {
-            node.spawn(accept_circuits(node.clone(), rx));
+        if let Some(service) = &inner.service {
+            node.spawn(service.clone().expire());
         }
         for addr in inner.config.relays.clone() {
             node.spawn(keep_reservation(node.clone(), inner.clone(), addr));
@@ -438,26 +462,6 @@ impl Service for Nat {
     }
 }
 
-/// Runs the pipeline (as inbound) on every circuit a relay opened to us.
-async fn accept_circuits(node: NodeHandle, mut rx: mpsc::Receiver<Inbound>) {
-    while let Some(Inbound {
-        stream,
-        from,
-        relay,
-    }) = rx.recv().await
-    {
-        let addr =
-            match PeerAddr::relayed(relay.remote_addr().clone(), relay.remote_peer_id(), from) {
-                Ok(addr) => addr,
-                Err(e) => {
-                    tracing::debug!("circuit from a relayed relay: {e}");
-                    continue;
-                }
-            };
-        node.accept(Box::new(stream), addr);
-    }
-}
-
 fn is_public(r: &Reachability) -> bool {
     matches!(r, Reachability::Public(_))
 }
@@ -465,13 +469,16 @@ fn is_public(r: &Reachability) -> bool {
 /// Keeps a channel to the relay at `addr` and a reservation on it while the
 /// node is not public; while the reservation holds, the relayed address is
 /// advertised.
-async fn keep_reservation(node: NodeHandle, nat: Arc<Inner>, addr: PeerAddr) {
+async fn keep_reservation(node: NodeHandle, nat: Arc<Inner>, relay: DialAddr) {
     let mut reachability = nat.reachability.subscribe();
+    let addr = relay.addr;
+    let mut opts = DialOpts::new(DialCause::Seed);
+    opts.peer = relay.peer;
     loop {
         if reachability.wait_for(|r| !is_public(r)).await.is_err() {
             return;
         }
-        let channel = match node.dial(&addr, DialOpts::new(DialCause::Seed)).await {
+        let channel = match node.dial(&addr, opts).await {
             Ok(channel) => Some(channel),
             Err(NodeError::ShuttingDown) => return,
             Err(e) => {
@@ -499,6 +506,8 @@ async fn hold_reservation(node: &NodeHandle, nat: &Inner, addr: &PeerAddr, chann
     let Some(contributions) = nat.contributions.get() else {
         return;
     };
+    // The relay may bring us circuits from now until we give up on it.
+    let _ours = nat.client.our_relay(channel);
     let mut announced = false;
     let mut reachability = nat.reachability.subscribe();
     loop {

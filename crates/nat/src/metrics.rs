@@ -13,6 +13,7 @@ pub(crate) struct NatMetrics {
     relay_circuits: Gauge,
     holepunch_attempts: Counter,
     holepunch_successes: Counter,
+    holepunch_dials: Counter,
     upnp: Family<Labels, Counter>,
     upnp_mapped: Gauge,
     reachability: Family<Labels, Gauge>,
@@ -35,6 +36,11 @@ impl NatMetrics {
             "holepunch_successes",
             "Hole punches that gave a direct channel",
             self.holepunch_successes.clone(),
+        );
+        metrics.register(
+            "holepunch_dials",
+            "TCP dials of hole punches (each SYN a punch sends on its own)",
+            self.holepunch_dials.clone(),
         );
         metrics.register(
             "upnp_requests",
@@ -66,6 +72,10 @@ impl NatMetrics {
 
     pub(crate) fn holepunch_success(&self) {
         self.holepunch_successes.inc();
+    }
+
+    pub(crate) fn holepunch_dial(&self) {
+        self.holepunch_dials.inc();
     }
 
     /// One UPnP gateway exchange ended with `result` (`mapped`, `renewed`,
@@ -110,12 +120,14 @@ mod tests {
         m.register(&node);
         m.upnp("mapped");
         m.holepunch_attempt();
+        m.holepunch_dial();
         m.reachability("private");
         let text = node.encode();
         for line in [
             "knot_upnp_requests_total{result=\"mapped\"} 1",
             "knot_upnp_mapped 1",
             "knot_holepunch_attempts_total 1",
+            "knot_holepunch_dials_total 1",
             "knot_reachability{state=\"private\"} 1",
             "knot_reachability{state=\"unknown\"} 0",
         ] {

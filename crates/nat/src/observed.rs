@@ -4,9 +4,15 @@
 //! connection come from. One peer may lie or sit on our side of a NAT, so an
 //! address counts as confirmed only when at least `quorum` independent peers
 //! report it: distinct PeerIds from distinct networks (an IPv4 /24 or an
-//! IPv6 /48 counts once, so one operator with many nodes in one subnet has
-//! one vote). A peer's newer report replaces its older one; votes older than
+//! IPv6 /32 counts once, so one operator with many nodes in one subnet, or
+//! a few IPv6 /48s, has one vote; an IPv4-mapped address is its IPv4
+//! address). A peer's newer report replaces its older one; votes older than
 //! the time to live lapse.
+//!
+//! Only a public address is a candidate, and only a voter connected from a
+//! public address votes: a peer that reaches us over the internet sees a
+//! public address, and a loopback, private or unroutable one would be
+//! advertised to the world as ours.
 //!
 //! Voters are free to make (a fresh identity per connection), so the state is
 //! bounded: one vote per network per candidate (the newest; so a candidate's
@@ -23,10 +29,13 @@
 //! port outside, which is what a dial from outside needs.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use knotwork_core::{PeerAddr, PeerId};
+use knotwork_node::AddrScope;
+
+use crate::netgroup::NetGroup;
 
 /// Most candidate addresses voted for at once.
 pub const MAX_CANDIDATES: usize = 16;
@@ -35,38 +44,18 @@ pub const MAX_CANDIDATES: usize = 16;
 /// cannot be reached).
 pub const MAX_VOTES_PER_ADDR: usize = 32;
 
+/// The IPv4 prefix length of a voter's network.
+const VOTER_GROUP_V4: u8 = 24;
+
+/// The IPv6 prefix length of a voter's network: a /32, since /48s are
+/// cheap to come by.
+const VOTER_GROUP_V6: u8 = 32;
+
 #[derive(Clone, Debug)]
 struct Vote {
     peer: PeerId,
-    group: Group,
+    group: NetGroup,
     at: Instant,
-}
-
-/// The network a voter is in; one vote per network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Group {
-    V4([u8; 3]),
-    V6([u16; 3]),
-    /// Not an IP (memory transport): each peer is its own network.
-    Peer(PeerId),
-}
-
-impl Group {
-    fn of(peer: PeerId, addr: &PeerAddr) -> Self {
-        match addr {
-            PeerAddr::Tcp(sa) => match sa.ip() {
-                IpAddr::V4(v4) => {
-                    let [a, b, c, _] = v4.octets();
-                    Group::V4([a, b, c])
-                }
-                IpAddr::V6(v6) => {
-                    let [a, b, c, ..] = v6.segments();
-                    Group::V6([a, b, c])
-                }
-            },
-            _ => Group::Peer(peer),
-        }
-    }
 }
 
 /// Votes for external addresses; see the module docs.
@@ -102,11 +91,14 @@ impl ObservedAddrs {
         let PeerAddr::Tcp(seen) = observed else {
             return None;
         };
-        if seen.ip().is_unspecified() {
+        let ip = seen.ip().to_canonical();
+        if AddrScope::of_ip(ip) != AddrScope::Public
+            || AddrScope::of(voter_addr) != AddrScope::Public
+        {
             return None;
         }
         self.expire(now);
-        let candidate = SocketAddr::new(seen.ip(), listen_port);
+        let candidate = SocketAddr::new(ip, listen_port);
         for votes in self.votes.values_mut() {
             votes.retain(|v| v.peer != voter);
         }
@@ -115,7 +107,7 @@ impl ObservedAddrs {
             return None;
         }
         let before = self.confirmed_at(&candidate);
-        let group = Group::of(voter, voter_addr);
+        let group = NetGroup::of(voter_addr, voter, VOTER_GROUP_V4, VOTER_GROUP_V6);
         let votes = self.votes.entry(candidate).or_default();
         votes.retain(|v| v.group != group);
         if votes.len() >= MAX_VOTES_PER_ADDR {
@@ -227,7 +219,7 @@ mod tests {
         }
         let liar = peer();
         for net in 1..=5 {
-            o.observe(liar, &a(&format!("tcp/10.{net}.0.1:1")), &seen, 4000, now);
+            o.observe(liar, &a(&format!("tcp/100.{net}.0.1:1")), &seen, 4000, now);
         }
         assert!(o.confirmed().is_empty(), "two independent voters only");
     }
@@ -283,6 +275,71 @@ mod tests {
         // is the one thousands voted for.
         assert!(o.confirmed().contains(&a("tcp/203.0.113.5:4000")));
         assert_eq!(o.confirmed().first(), Some(&a("tcp/192.0.2.9:4000")));
+    }
+
+    /// L2: IPv6 voters are grouped by /32 (three /48s, or a /40, are one
+    /// network), IPv4-mapped voters by their IPv4 /24, and a mapped
+    /// candidate is its IPv4 address.
+    #[test]
+    fn l2_three_voters_from_one_ipv6_slash_40_do_not_confirm() {
+        let mut o = ObservedAddrs::new(3, Duration::from_secs(60));
+        let now = Instant::now();
+        let seen = a("tcp/203.0.113.5:41000");
+        for net in ["2001:db8:100", "2001:db8:101", "2001:db8:1ff"] {
+            let voter = a(&format!("tcp/[{net}::1]:1"));
+            assert_eq!(o.observe(peer(), &voter, &seen, 4000, now), None);
+        }
+        assert!(o.confirmed().is_empty(), "one /32");
+        let mut o = ObservedAddrs::new(3, Duration::from_secs(60));
+        let mapped = a("tcp/[::ffff:203.0.113.5]:41000");
+        for (i, voter) in [
+            "tcp/[::ffff:198.51.100.1]:1",
+            "tcp/198.51.100.2:1",
+            "tcp/[::ffff:100.1.2.3]:1",
+            "tcp/[2001:db9::1]:1",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let got = o.observe(peer(), &a(voter), &mapped, 4000, now);
+            assert_eq!(got.is_some(), i == 3, "{voter}");
+        }
+        assert_eq!(o.confirmed(), vec![a("tcp/203.0.113.5:4000")]);
+    }
+
+    /// L2: a candidate that is not public (loopback, private, link-local,
+    /// unspecified), or a voter that is not on a public address, is refused
+    /// however many vote.
+    #[test]
+    fn l2_non_public_candidates_and_voters_are_refused() {
+        let mut o = ObservedAddrs::new(1, Duration::from_secs(60));
+        let now = Instant::now();
+        let public_voter = a("tcp/198.51.100.1:1");
+        for seen in [
+            "tcp/127.0.0.1:1",
+            "tcp/10.0.0.1:1",
+            "tcp/169.254.169.254:80",
+            "tcp/0.0.0.0:1",
+            "tcp/[::1]:1",
+            "tcp/[::ffff:192.168.1.1]:1",
+            "tcp/[fe80::1]:1",
+        ] {
+            assert_eq!(
+                o.observe(peer(), &public_voter, &a(seen), 4000, now),
+                None,
+                "{seen}"
+            );
+        }
+        for voter in ["tcp/127.0.0.1:1", "tcp/192.168.1.9:1", "mem/1"] {
+            let seen = a("tcp/203.0.113.5:1");
+            assert_eq!(
+                o.observe(peer(), &a(voter), &seen, 4000, now),
+                None,
+                "{voter}"
+            );
+        }
+        assert!(o.confirmed().is_empty());
+        assert!(o.votes.is_empty(), "nothing stored");
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //! address? Two state machines, time always an argument.
 //!
 //! [`ReachabilityCheck`] is the asking side. A check runs in rounds. A round
-//! asks up to [`ReachabilityConfig::servers`] connected peers (direct
-//! channels only) to dial us back on our candidate addresses; each peer
-//! answers with the address it reached us at, or why it could not. An
-//! address that [`ReachabilityConfig::quorum`] peers reached makes us
+//! asks up to [`ReachabilityConfig::servers`] connected peers to dial us
+//! back on our candidate addresses, one peer per network (an IPv4 /24, an
+//! IPv6 /48: [`SERVER_GROUP_V4`], [`SERVER_GROUP_V6`]); each peer answers
+//! with the address it reached us at, or why it could not. Servers are
+//! peers the node chose (channels it dialed, see
+//! [`crate::dialback`]), so neither inbound sybils nor many peers of one
+//! network decide the verdict. An address that
+//! [`ReachabilityConfig::quorum`] networks reached makes us
 //! [`Reachability::Public`]; `quorum` failed dials, more than the successes,
 //! make us [`Reachability::Private`]. A refusal (the peer's limits, a
 //! relayed channel) says nothing about us and does not count; a peer that
@@ -28,9 +32,10 @@
 //!
 //! [`DialBackLimiter`] is the answering side's admission. A peer may only be
 //! dialed at the IP its connection comes from (never a third party: no
-//! amplification), on a direct connection, within a per-peer and a global
-//! rate and a bound on concurrent dial-backs. Every refusal is a named
-//! [`DialBackError`].
+//! amplification), on a direct connection, within a per-peer rate, a rate
+//! per network (an IPv4 /24, an IPv6 /48, so fresh identities from one
+//! network cannot spend the global budget), a global rate and a bound on
+//! concurrent dial-backs. Every refusal is a named [`DialBackError`].
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -38,6 +43,20 @@ use std::time::{Duration, Instant};
 
 use knotwork_core::{PeerAddr, PeerId};
 use serde::{Deserialize, Serialize};
+
+use crate::netgroup::NetGroup;
+
+/// The IPv4 prefix length of a network of reachability servers and
+/// dial-back askers.
+pub const SERVER_GROUP_V4: u8 = 24;
+
+/// The IPv6 prefix length of a network of reachability servers and
+/// dial-back askers.
+pub const SERVER_GROUP_V6: u8 = 48;
+
+fn group_of(peer: PeerId, addr: &PeerAddr) -> NetGroup {
+    NetGroup::of(addr, peer, SERVER_GROUP_V4, SERVER_GROUP_V6)
+}
 
 /// Whether the node can be dialed from outside.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -109,6 +128,12 @@ pub enum DialBackError {
     /// The handshake reached another peer than the asker.
     #[error("dial-back failed: another peer answered")]
     WrongPeer,
+
+    // --- Refused (added later, so numbered after the failures) -------------
+    /// Askers from the asker's network (an IPv4 /24, an IPv6 /48) asked too
+    /// often.
+    #[error("dial-back refused: rate limit for this network")]
+    NetRateLimited,
 }
 
 impl DialBackError {
@@ -127,7 +152,7 @@ impl DialBackError {
 pub struct ReachabilityConfig {
     /// Agreeing answers needed for a verdict (at least 1).
     pub quorum: usize,
-    /// Peers asked per round at most.
+    /// Peers asked per round at most (one per network).
     pub servers: usize,
     /// How long a peer has to answer.
     pub answer_timeout: Duration,
@@ -163,6 +188,8 @@ pub struct Question {
 struct Round {
     started: Instant,
     asked: Vec<PeerId>,
+    /// The networks asked: one question per network and round.
+    groups: Vec<NetGroup>,
     /// Peers asked and not answered yet: the question's id and deadline.
     pending: HashMap<PeerId, (u64, Instant)>,
     reached: Vec<(PeerId, PeerAddr)>,
@@ -175,7 +202,7 @@ pub struct ReachabilityCheck {
     config: ReachabilityConfig,
     state: Reachability,
     candidates: Vec<PeerAddr>,
-    servers: Vec<PeerId>,
+    servers: Vec<(PeerId, NetGroup)>,
     round: Option<Round>,
     next_round: Option<Instant>,
     next_question: u64,
@@ -218,16 +245,19 @@ impl ReachabilityCheck {
         }
     }
 
-    /// `peer` can be asked (a direct channel that runs the protocol).
-    pub fn add_server(&mut self, peer: PeerId) {
-        if !self.servers.contains(&peer) {
-            self.servers.push(peer);
+    /// `peer`, connected at `addr`, can be asked (a channel the node
+    /// dialed, direct, that runs the protocol).
+    pub fn add_server(&mut self, peer: PeerId, addr: &PeerAddr) {
+        let group = group_of(peer, addr);
+        match self.servers.iter_mut().find(|(p, _)| *p == peer) {
+            Some(server) => server.1 = group,
+            None => self.servers.push((peer, group)),
         }
     }
 
     /// `peer` is gone; its pending question is dropped.
     pub fn remove_server(&mut self, peer: &PeerId, now: Instant) {
-        self.servers.retain(|p| p != peer);
+        self.servers.retain(|(p, _)| p != peer);
         if let Some(round) = &mut self.round {
             round.pending.remove(peer);
         }
@@ -242,8 +272,12 @@ impl ReachabilityCheck {
         if round.asked.len() >= self.config.servers {
             return None;
         }
-        let peer = *self.servers.iter().find(|p| !round.asked.contains(p))?;
+        let (peer, group) = *self
+            .servers
+            .iter()
+            .find(|(p, g)| !round.asked.contains(p) && !round.groups.contains(g))?;
         round.asked.push(peer);
+        round.groups.push(group);
         self.next_question += 1;
         let id = self.next_question;
         round
@@ -311,6 +345,7 @@ impl ReachabilityCheck {
             self.round = Some(Round {
                 started: now,
                 asked: Vec::new(),
+                groups: Vec::new(),
                 pending: HashMap::new(),
                 reached: Vec::new(),
                 failed: Vec::new(),
@@ -363,6 +398,9 @@ impl ReachabilityCheck {
 pub struct DialBackLimits {
     /// Dial-backs for one peer per window.
     pub per_peer: usize,
+    /// Dial-backs for peers of one network (an IPv4 /24, an IPv6 /48) per
+    /// window.
+    pub per_net: usize,
     /// Dial-backs for all peers per window.
     pub global: usize,
     /// The rate window.
@@ -375,6 +413,7 @@ impl Default for DialBackLimits {
     fn default() -> Self {
         Self {
             per_peer: 4,
+            per_net: 8,
             global: 64,
             window: Duration::from_secs(60),
             concurrent: 4,
@@ -387,8 +426,8 @@ impl Default for DialBackLimits {
 pub struct DialBackLimiter {
     limits: DialBackLimits,
     /// Admitted dial-backs within the window, oldest first (at most
-    /// `limits.global` entries).
-    recent: VecDeque<(Instant, PeerId)>,
+    /// `limits.global` entries), with the asker and its network.
+    recent: VecDeque<(Instant, PeerId, NetGroup)>,
     running: usize,
 }
 
@@ -434,12 +473,16 @@ impl DialBackLimiter {
         while self
             .recent
             .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= window)
+            .is_some_and(|(at, ..)| now.saturating_duration_since(*at) >= window)
         {
             self.recent.pop_front();
         }
-        if self.recent.iter().filter(|(_, p)| *p == peer).count() >= self.limits.per_peer {
+        if self.recent.iter().filter(|(_, p, _)| *p == peer).count() >= self.limits.per_peer {
             return Err(DialBackError::PeerRateLimited);
+        }
+        let group = group_of(peer, conn);
+        if self.recent.iter().filter(|(.., g)| *g == group).count() >= self.limits.per_net {
+            return Err(DialBackError::NetRateLimited);
         }
         if self.recent.len() >= self.limits.global {
             return Err(DialBackError::GlobalRateLimited);
@@ -447,7 +490,7 @@ impl DialBackLimiter {
         if self.running >= self.limits.concurrent {
             return Err(DialBackError::Busy);
         }
-        self.recent.push_back((now, peer));
+        self.recent.push_back((now, peer, group));
         self.running += 1;
         Ok(target)
     }

@@ -21,11 +21,17 @@ fn config() -> ReachabilityConfig {
     }
 }
 
-/// A check with `n` servers and the peers it asked at `now`.
+/// An address in network (/24) number `n`.
+fn net(n: usize) -> PeerAddr {
+    a(&format!("tcp/198.51.{n}.7:4000"))
+}
+
+/// A check with `n` servers, each in a network of its own, and the peers
+/// it asked at `now`.
 fn asked(n: usize, now: Instant) -> (ReachabilityCheck, Vec<Question>) {
     let mut c = ReachabilityCheck::new(config(), now);
-    for _ in 0..n {
-        c.add_server(peer());
+    for i in 0..n {
+        c.add_server(peer(), &net(i));
     }
     let mut asked = Vec::new();
     while let Some(p) = c.poll_ask(now) {
@@ -110,7 +116,7 @@ fn test_asks_at_most_servers_and_new_peers_as_they_come() {
     let (mut c2, none) = self::asked(0, t0);
     assert!(none.is_empty());
     let late = peer();
-    c2.add_server(late);
+    c2.add_server(late, &net(9));
     assert_eq!(
         c2.poll_ask(t0 + Duration::from_secs(1)).map(|q| q.peer),
         Some(late)
@@ -197,6 +203,37 @@ fn test_answers_to_an_earlier_round_are_ignored() {
     assert_eq!(c.poll_event(), Some(Reachability::Public(upnp)));
 }
 
+/// M9: servers of one network (an IPv4 /24, an IPv6 /48) are one vote: a
+/// round asks one of them, so they cannot make a quorum alone.
+#[test]
+fn m9_servers_of_one_network_count_once() {
+    let t0 = Instant::now();
+    let mut c = ReachabilityCheck::new(config(), t0);
+    for host in 1..=5 {
+        c.add_server(peer(), &a(&format!("tcp/198.51.100.{host}:4000")));
+    }
+    for host in 1..=5 {
+        c.add_server(peer(), &a(&format!("tcp/[2001:db8:1:{host}::1]:4000")));
+    }
+    let round: Vec<Question> = std::iter::from_fn(|| c.poll_ask(t0)).collect();
+    assert_eq!(round.len(), 2, "one per network");
+    for q in &round {
+        c.handle_answer(*q, Err(DialBackError::Unreachable), t0);
+    }
+    assert_eq!(c.poll_event(), Some(Reachability::Private), "two networks");
+    // Two servers of one /24 alone never reach the quorum of 2.
+    let mut c = ReachabilityCheck::new(config(), t0);
+    c.add_server(peer(), &a("tcp/203.0.113.1:4000"));
+    c.add_server(peer(), &a("tcp/203.0.113.2:4000"));
+    let round: Vec<Question> = std::iter::from_fn(|| c.poll_ask(t0)).collect();
+    assert_eq!(round.len(), 1);
+    c.handle_answer(round[0], Err(DialBackError::Unreachable), t0);
+    assert_eq!(c.reachability(), &Reachability::Unknown);
+    // IPv4-mapped addresses are their IPv4 network.
+    c.add_server(peer(), &a("tcp/[::ffff:203.0.113.3]:4000"));
+    assert_eq!(c.poll_ask(t0), None);
+}
+
 #[test]
 fn test_reachability_text() {
     assert_eq!(
@@ -210,6 +247,7 @@ fn test_reachability_text() {
 fn limits() -> DialBackLimits {
     DialBackLimits {
         per_peer: 2,
+        per_net: 4,
         global: 3,
         window: Duration::from_secs(60),
         concurrent: 2,
@@ -286,4 +324,38 @@ fn test_dial_back_rate_limits_per_peer_global_and_concurrency() {
     assert_eq!(l.running(), 0);
     assert!(l.admit(r, &conn, &own, later).is_ok());
     assert!(l.admit(p, &conn, &own, later).is_ok());
+}
+
+/// L5: one network (a /24 here) spends its own budget, not the global one:
+/// fresh identities from it are refused by name, askers elsewhere are not.
+#[test]
+fn l5_dial_back_budget_per_network_before_the_global_one() {
+    let t0 = Instant::now();
+    let mut l = DialBackLimiter::new(DialBackLimits {
+        per_peer: 4,
+        per_net: 2,
+        global: 4,
+        window: Duration::from_secs(60),
+        concurrent: 8,
+    });
+    let ask = |l: &mut DialBackLimiter, ip: &str| {
+        let conn = a(&format!("tcp/{ip}:50000"));
+        l.admit(peer(), &conn, &[a(&format!("tcp/{ip}:4000"))], t0)
+    };
+    assert!(ask(&mut l, "198.51.100.1").is_ok());
+    assert!(ask(&mut l, "198.51.100.2").is_ok());
+    for host in 3..20 {
+        assert_eq!(
+            ask(&mut l, &format!("198.51.100.{host}")),
+            Err(DialBackError::NetRateLimited)
+        );
+    }
+    assert!(ask(&mut l, "203.0.113.1").is_ok(), "another network");
+    assert!(ask(&mut l, "[2001:db8:7:1::1]").is_ok());
+    assert_eq!(
+        ask(&mut l, "[2001:db8:7:2::1]"),
+        Err(DialBackError::GlobalRateLimited),
+        "the global budget still holds"
+    );
+    assert!(DialBackError::NetRateLimited.is_refusal());
 }

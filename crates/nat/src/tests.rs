@@ -43,7 +43,7 @@ async fn the_relay_forwards_only_ciphertext() {
     });
     let relay = node(&net, &relay_nat).start().await.unwrap();
     let b_nat = Nat::new(NatConfig {
-        relays: vec![relay.listen_addrs()[0].clone()],
+        relays: vec![relay.listen_addrs()[0].clone().into()],
         ..NatConfig::default()
     });
     let mut events = b_nat.events();

@@ -359,15 +359,15 @@ async fn drive(
     loop {
         let due = tokio::time::Instant::from_std(schedule.poll_timeout());
         tokio::time::sleep_until(due).await;
-        if schedule.handle_timeout(now()) {
-            if let Some((_, lost)) = lock(&upnp.held).take() {
-                tracing::warn!(external = %lost.external, "upnp mapping lapsed");
-                advertised.set(Vec::new());
-                metrics.upnp("lost");
-                nat.emit(NatEvent::UpnpLost {
-                    external: PeerAddr::Tcp(lost.external),
-                });
-            }
+        if schedule.handle_timeout(now())
+            && let Some((_, lost)) = lock(&upnp.held).take()
+        {
+            tracing::warn!(external = %lost.external, "upnp mapping lapsed");
+            advertised.set(Vec::new());
+            metrics.upnp("lost");
+            nat.emit(NatEvent::UpnpLost {
+                external: PeerAddr::Tcp(lost.external),
+            });
         }
         match schedule.poll_action(now()) {
             Some(LeaseAction::Map) => match map(&node, &config).await {

@@ -8,119 +8,22 @@
     clippy::indexing_slicing
 )]
 
-#[path = "../../node/tests/common/mod.rs"]
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{fast_config, wait_event};
 use knotwork_core::{Keypair, MemoryTransport, PeerAddr};
 use knotwork_dht_node::DhtHandle;
 use knotwork_nat::dialback::{DialBack, DialBackResult};
 use knotwork_nat::{
-    DialBackError, DialBackLimits, Nat, NatConfig, NatEvent, Reachability, RelayError, RelayLimits,
+    DialBackError, DialBackLimits, NatConfig, NatEvent, Reachability, RelayError, RelayLimits,
 };
-use knotwork_node::{Node, NodeBuilder, NodeError, NodeEvent, Sessions};
-use knotwork_wire::Message;
-use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
-
-/// An echo request carrying bytes, to push data through a circuit.
-#[derive(Serialize, Deserialize)]
-struct Echo(Vec<u8>);
-
-impl Message for Echo {
-    const NAME: &'static str = "test/nat-echo/1";
-    const MAX_BYTES: usize = 256 * 1024;
-}
-
-fn echo(b: NodeBuilder) -> NodeBuilder {
-    b.protocol("test/nat-echo", Sessions::ALL, |ch| {
-        let mut requests = ch.subscribe_requests::<Echo>();
-        async move {
-            while let Some((msg, responder)) = requests.recv().await {
-                let _ = responder.respond(&msg).await;
-            }
-        }
-    })
-}
-
-/// A started node with NAT traversal, and its handle.
-struct NatNode {
-    node: Node,
-    nat: Nat,
-}
-
-impl std::ops::Deref for NatNode {
-    type Target = Node;
-    fn deref(&self) -> &Node {
-        &self.node
-    }
-}
-
-impl NatNode {
-    fn reachability(&self) -> Reachability {
-        self.nat.reachability()
-    }
-
-    fn nat_events(&self) -> broadcast::Receiver<NatEvent> {
-        self.nat.events()
-    }
-}
-
-/// NAT settings with a short reservation retry.
-fn nat_config() -> NatConfig {
-    let mut c = NatConfig::default();
-    c.reservation_retry = Duration::from_millis(200);
-    c
-}
-
-fn relay_config(limits: RelayLimits) -> NatConfig {
-    let mut c = nat_config();
-    c.relay_service = Some(limits);
-    c
-}
-
-async fn start(builder: NodeBuilder, config: NatConfig) -> NatNode {
-    let nat = Nat::new(config);
-    let node = builder.service(nat.clone()).start().await.unwrap();
-    NatNode { node, nat }
-}
-
-fn mem_node(net: &MemoryTransport) -> NodeBuilder {
-    echo(
-        Node::builder(Keypair::generate().unwrap())
-            .transport(net.clone())
-            .listen("mem/0".parse().unwrap())
-            .config(fast_config()),
-    )
-}
-
-/// Starts `b` with a reservation on `relay`; returns it and its relayed address.
-async fn reserved(b: NodeBuilder, relay: &Node) -> (NatNode, PeerAddr) {
-    let mut config = nat_config();
-    config.relays.push(relay.listen_addrs()[0].clone());
-    let nat = Nat::new(config);
-    let mut events = nat.events();
-    let node = b.service(nat.clone()).start().await.unwrap();
-    let event = wait_event(&mut events, Duration::from_secs(5), |e| {
-        matches!(e, NatEvent::RelayReserved { .. })
-    })
-    .await;
-    let NatEvent::RelayReserved { relay: r, addr } = event else {
-        unreachable!()
-    };
-    assert_eq!(r, relay.peer_id());
-    (NatNode { node, nat }, addr)
-}
-
-/// Whether `result` is the relay's refusal `want`.
-fn refused(result: Result<knotwork_node::Channel, NodeError>, want: RelayError) -> bool {
-    match result {
-        Err(e) => e.protocol_error::<RelayError>() == Some(&want),
-        Ok(_) => false,
-    }
-}
+use knotwork_node::{Node, NodeEvent};
+use support::common::{self, fast_config, wait_event};
+use support::{
+    Echo, NatNode, counter, echo, mem_node, nat_config, refused, relay_config, reserved, start,
+    tcp_node, wait_reachability,
+};
 
 #[tokio::test(start_paused = true)]
 async fn a_dialer_reaches_a_reserved_peer_through_the_relay() {
@@ -200,7 +103,7 @@ async fn refusals_are_named() {
     assert_eq!(back, vec![1; 10]);
     // A reservation on a node without the service is refused (no event).
     let mut lone = nat_config();
-    lone.relays.push(plain.listen_addrs()[0].clone());
+    lone.relays.push(plain.listen_addrs()[0].clone().into());
     let lone = start(mem_node(&net), lone).await;
     let mut events = lone.nat_events();
     let waited = tokio::time::timeout(Duration::from_secs(2), async {
@@ -260,21 +163,6 @@ async fn relay_over_loopback_tcp() {
         .await
         .unwrap();
     assert_eq!(back.len(), 50_000);
-}
-
-fn tcp_node(ip: &str) -> NodeBuilder {
-    echo(
-        Node::builder(Keypair::generate().unwrap())
-            .listen(format!("tcp/{ip}:0").parse().unwrap())
-            .config(fast_config()),
-    )
-}
-
-fn counter(node: &Node, name: &str) -> u64 {
-    let text = node.metrics().encode();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
 }
 
 /// 127.0.0.1 and 127.0.0.2 play two hosts; the relay runs on 127.0.0.1.
@@ -353,28 +241,18 @@ async fn a_failed_hole_punch_keeps_the_relayed_channel() {
 
 // --- Reachability: peers dial us back -----------------------------------------
 
-/// Waits for `node`'s verdict `want` (the exact event), at most 20 s.
-async fn wait_reachability(events: &mut broadcast::Receiver<NatEvent>, want: &Reachability) {
-    let event = wait_event(
-        events,
-        Duration::from_secs(20),
-        |e| matches!(e, NatEvent::ReachabilityChanged { reachability } if reachability == want),
-    )
-    .await;
-    assert!(matches!(event, NatEvent::ReachabilityChanged { .. }));
-}
-
-/// A listener on loopback asks two peers; both dial it back from fresh
-/// sockets and it reports Public at its listen address.
+/// A listener on loopback asks the two peers it dialed (127.0.0.1 and
+/// 127.0.0.2: loopback addresses are networks of their own); both dial it
+/// back from fresh sockets and it reports Public at its listen address.
 #[tokio::test]
 async fn two_peers_dial_a_loopback_node_back_and_it_is_public() {
     let p = start(tcp_node("127.0.0.1"), nat_config()).await;
     let mut events = p.nat_events();
     assert_eq!(p.reachability(), Reachability::Unknown);
     let s1 = start(tcp_node("127.0.0.1"), nat_config()).await;
-    let s2 = start(tcp_node("127.0.0.1"), nat_config()).await;
-    s1.connect(&p.listen_addrs()[0]).await.unwrap();
-    s2.connect(&p.listen_addrs()[0]).await.unwrap();
+    let s2 = start(tcp_node("127.0.0.2"), nat_config()).await;
+    p.connect(&s1.listen_addrs()[0]).await.unwrap();
+    p.connect(&s2.listen_addrs()[0]).await.unwrap();
     let want = Reachability::Public(p.listen_addrs()[0].clone());
     wait_reachability(&mut events, &want).await;
     assert_eq!(p.reachability(), want);
@@ -409,7 +287,7 @@ async fn a_node_its_peers_cannot_dial_back_is_private() {
     let x = start(tcp_node("127.0.0.2"), nat_config()).await;
     let mut events = x.nat_events();
     let s1 = start(tcp_node("127.0.0.1"), nat_config()).await;
-    let s2 = start(tcp_node("127.0.0.1"), nat_config()).await;
+    let s2 = start(tcp_node("127.0.0.3"), nat_config()).await;
     x.connect(&s1.listen_addrs()[0]).await.unwrap();
     x.connect(&s2.listen_addrs()[0]).await.unwrap();
     wait_reachability(&mut events, &Reachability::Private).await;
@@ -507,7 +385,7 @@ async fn the_relayed_address_is_found_by_peer_id_in_the_dht() {
     let (relay, _) = dht_node("127.0.0.1", relay_config(RelayLimits::default())).await;
     let at = relay.listen_addrs()[0].clone();
     let mut with_relay = nat_config();
-    with_relay.relays.push(at.clone());
+    with_relay.relays.push(at.clone().into());
     let (b, _) = dht_node("127.0.0.2", with_relay).await;
     let relayed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -547,9 +425,10 @@ async fn a_node_that_turns_public_releases_its_relay_reservation() {
     let relay = start(tcp_node("127.0.0.1"), relay_config(RelayLimits::default())).await;
     let (b, relayed) = reserved(tcp_node("127.0.0.1"), &relay).await;
     let mut events = b.nat_events();
-    // The relay is one server; a second peer makes the quorum.
-    let s = start(tcp_node("127.0.0.1"), nat_config()).await;
-    s.connect(&b.listen_addrs()[0]).await.unwrap();
+    // The relay (dialed as a seed) is one server; a second peer b dials, at
+    // another address, makes the quorum.
+    let s = start(tcp_node("127.0.0.2"), nat_config()).await;
+    b.connect(&s.listen_addrs()[0]).await.unwrap();
     let want = Reachability::Public(b.listen_addrs()[0].clone());
     let event = wait_event(&mut events, Duration::from_secs(20), |e| {
         matches!(e, NatEvent::RelayReleased { .. })

@@ -42,7 +42,7 @@ impl Origin {
     /// The origin of a connection from `addr`.
     pub fn of(addr: &PeerAddr) -> Self {
         match addr {
-            PeerAddr::Tcp(sa) => Self::Subnet(IpPrefix::subnet(sa.ip())),
+            PeerAddr::Tcp(sa) | PeerAddr::Quic(sa) => Self::Subnet(IpPrefix::subnet(sa.ip())),
             PeerAddr::Relay(r) => Self::Relay(r.relay_peer),
             _ => Self::Other,
         }
@@ -53,7 +53,7 @@ impl Origin {
 /// IPv4, its /64 for IPv6.
 pub fn host_of(addr: &PeerAddr) -> Option<IpPrefix> {
     match addr {
-        PeerAddr::Tcp(sa) => Some(IpPrefix::host(sa.ip())),
+        PeerAddr::Tcp(sa) | PeerAddr::Quic(sa) => Some(IpPrefix::host(sa.ip())),
         _ => None,
     }
 }

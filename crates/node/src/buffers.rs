@@ -101,3 +101,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteHalf<S> {
         self.0.lock().is_write_vectored()
     }
 }
+
+/// A stream without a buffer the node can see: a transport that encrypts
+/// itself (QUIC) keeps its buffers inside.
+impl BufferedBytes for crate::transport::BoxStream {
+    fn buffer_capacity(&self) -> usize {
+        0
+    }
+}

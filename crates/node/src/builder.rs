@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use knotwork_core::{Keypair, PeerAddr, Transport};
+use knotwork_core::{DialAddr, Keypair, PeerAddr, Transport};
 use knotwork_crypto_handshake::SecureConfig;
 use knotwork_wire::Message;
 use tokio::sync::broadcast;
@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::node::{Node, NodeHandle, PendingSlots, Shared, ShutdownOnDrop};
 use crate::protocol::{address, ping};
 use crate::registry::{ProtocolRegistry, SessionKind, Sessions};
+use crate::resolve::{Attempts, PeerResolver};
 use crate::service::{Dialer, Service, Setup};
 use crate::transport::AnyTransport;
 
@@ -73,6 +74,24 @@ pub struct NodeConfig {
     /// Dials each budgeted [`DialCause`] (discovery, each service) may
     /// start: a token bucket per cause (see [`crate::dial`]).
     pub dial_budget: RateBudget,
+    /// Address schemes in the order a peer's addresses are tried when the
+    /// node knows several (a discovered peer): by default QUIC, then TCP,
+    /// then WebSocket; schemes not listed come after, in the order heard.
+    pub dial_preference: Vec<String>,
+}
+
+impl NodeConfig {
+    /// Sorts `addrs` by [`NodeConfig::dial_preference`], keeping the order
+    /// of addresses of one scheme.
+    pub fn dial_order(&self, addrs: &mut [PeerAddr]) {
+        let rank = |a: &PeerAddr| {
+            self.dial_preference
+                .iter()
+                .position(|s| s == a.scheme())
+                .unwrap_or(self.dial_preference.len())
+        };
+        addrs.sort_by_key(rank);
+    }
 }
 
 impl Default for NodeConfig {
@@ -93,6 +112,7 @@ impl Default for NodeConfig {
             host_capacity: 1024,
             backoff: BackoffConfig::default(),
             dial_budget: RateBudget::new(10.0, 50),
+            dial_preference: ["quic", "tcp", "ws"].map(String::from).to_vec(),
         }
     }
 }
@@ -101,8 +121,8 @@ impl Default for NodeConfig {
 pub struct NodeBuilder {
     keypair: Keypair,
     listen: Vec<PeerAddr>,
-    seeds: Vec<PeerAddr>,
-    manual: Vec<PeerAddr>,
+    seeds: Vec<DialAddr>,
+    manual: Vec<DialAddr>,
     config: NodeConfig,
     registry: ProtocolRegistry,
     budgets: HashMap<u32, RateBudget>,
@@ -138,15 +158,18 @@ impl NodeBuilder {
         self
     }
 
-    /// Keeps a connection to seed `addr`, reconnecting with backoff.
-    pub fn seed(mut self, addr: PeerAddr) -> Self {
-        self.seeds.push(addr);
+    /// Keeps a connection to seed `addr`, reconnecting with backoff. With a
+    /// pinned identity (`…/p2p/<PeerId>`, a [`DialAddr`]) only that peer is
+    /// accepted there (review finding M13).
+    pub fn seed(mut self, addr: impl Into<DialAddr>) -> Self {
+        self.seeds.push(addr.into());
         self
     }
 
-    /// Keeps a connection to peer `addr`, reconnecting with backoff.
-    pub fn peer(mut self, addr: PeerAddr) -> Self {
-        self.manual.push(addr);
+    /// Keeps a connection to peer `addr`, reconnecting with backoff; pinned
+    /// like [`NodeBuilder::seed`].
+    pub fn peer(mut self, addr: impl Into<DialAddr>) -> Self {
+        self.manual.push(addr.into());
         self
     }
 
@@ -224,6 +247,7 @@ impl NodeBuilder {
         defaults.insert(ping::Pong::ID, ping::BUDGET);
         defaults.insert(address::GetAddrs::ID, address::BUDGET);
         let mut dialers: Vec<Arc<dyn Dialer>> = Vec::new();
+        let mut resolvers: Vec<Arc<dyn PeerResolver>> = Vec::new();
         let mut reuse_tcp_port = false;
         for service in &services {
             let mut setup = Setup {
@@ -234,6 +258,7 @@ impl NodeBuilder {
                 budgets: &mut defaults,
                 transports: &mut transports,
                 dialers: &mut dialers,
+                resolvers: &mut resolvers,
                 reuse_tcp_port: &mut reuse_tcp_port,
             };
             service.setup(&mut setup);
@@ -278,6 +303,8 @@ impl NodeBuilder {
             registry,
             transports,
             dialers,
+            resolvers,
+            attempts: Mutex::new(Attempts::default()),
             tcp,
             peers: Mutex::new(HashMap::new()),
             hosts,
@@ -330,5 +357,45 @@ impl NodeBuilder {
             handle,
             _guard: Arc::new(ShutdownOnDrop(shared)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_dialed_in_the_preferred_transport_order() {
+        let mut addrs: Vec<PeerAddr> = [
+            "tcp/10.0.0.1:1",
+            "mem/4",
+            "quic/10.0.0.1:2",
+            "tcp/10.0.0.2:1",
+            "quic/10.0.0.2:2",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let mut config = NodeConfig::default();
+        config.dial_order(&mut addrs);
+        let order: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            order,
+            [
+                "quic/10.0.0.1:2",
+                "quic/10.0.0.2:2",
+                "tcp/10.0.0.1:1",
+                "tcp/10.0.0.2:1",
+                "mem/4"
+            ]
+        );
+        config.dial_preference = vec!["tcp".into()];
+        config.dial_order(&mut addrs);
+        assert_eq!(addrs[0].to_string(), "tcp/10.0.0.1:1");
+        assert_eq!(
+            addrs[2].to_string(),
+            "quic/10.0.0.1:2",
+            "unlisted keep their order"
+        );
     }
 }

@@ -319,8 +319,9 @@ fn handle(shared: &Arc<Shared>, mut event: DiscoveryEvent) {
     let _ = shared.discovery.events.send(unified);
 }
 
-/// Dials `peer` at the first of `addrs` that answers, if it is not
-/// connected, not being dialed, and an outbound slot is free.
+/// Dials `peer` at the first of `addrs` that answers, in the order of
+/// [`NodeConfig::dial_preference`](crate::NodeConfig::dial_preference), if
+/// it is not connected, not being dialed, and an outbound slot is free.
 fn dial(shared: &Arc<Shared>, peer: PeerId, addrs: &[PeerAddr]) {
     if shared.shutdown.is_cancelled() || lock(&shared.peers).contains_key(&peer) {
         return;
@@ -330,7 +331,9 @@ fn dial(shared: &Arc<Shared>, peer: PeerId, addrs: &[PeerAddr]) {
         .filter(|c| c.info().session == SessionKind::Outbound)
         .count();
     let own = shared.own_addrs();
-    let candidates: Vec<PeerAddr> = addrs.iter().filter(|a| !own.contains(a)).cloned().collect();
+    let mut candidates: Vec<PeerAddr> =
+        addrs.iter().filter(|a| !own.contains(a)).cloned().collect();
+    shared.config.dial_order(&mut candidates);
     if candidates.is_empty() {
         return;
     }

@@ -129,9 +129,17 @@ pub enum NodeError {
     /// No response arrived within the request timeout.
     #[error("request timed out")]
     RequestTimeout,
-    /// The peer has no handler for the request type, or dropped it unanswered.
+    /// The peer's handler dropped the request unanswered.
     #[error("request refused by peer")]
     RequestRefused,
+    /// The peer has no handler for requests of this type (the type's name):
+    /// it does not speak this protocol (or this version of it).
+    #[error("the peer does not support {0}")]
+    Unsupported(&'static str),
+    /// The peer refused the request as over the type's rate budget (the
+    /// type's name); slow down.
+    #[error("rate limited by the peer: {0}")]
+    RateLimited(&'static str),
     /// The response carries another message type than the one expected.
     #[error("unexpected response type {got:#010x}, expected {expected:#010x}")]
     UnexpectedResponse {
@@ -180,6 +188,19 @@ pub enum NodeError {
     /// Every pending-handshake slot is taken; the connection was dropped.
     #[error("too many pending handshakes")]
     TooManyPending,
+
+    /// No discovery source nor resolver knows an address of this peer
+    /// ([`crate::NodeHandle::connect_peer`]).
+    #[error("no address known for peer {0}")]
+    UnknownPeer(PeerId),
+    /// Every address of the peer failed; each step's outcome, in order.
+    #[error("peer {peer} unreachable: {}", attempts.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Unreachable {
+        /// The peer.
+        peer: PeerId,
+        /// What each step did.
+        attempts: Vec<crate::resolve::Attempt>,
+    },
 
     // --- The dial policy refused (see `crate::dial`) -------------------------
     /// The address is outside the scope of the peer that gave it.

@@ -298,12 +298,15 @@ impl HostStore {
     }
 }
 
-/// Memory addresses are only meaningful to memory peers and vice versa.
+/// Memory addresses are only meaningful to memory peers and vice versa;
+/// IP addresses (TCP, QUIC) to peers on IP, whichever transport they came on.
 fn same_family(a: &PeerAddr, b: &PeerAddr) -> bool {
     matches!(
         (a, b),
-        (PeerAddr::Tcp(_), PeerAddr::Tcp(_))
-            | (PeerAddr::Mem(_), PeerAddr::Mem(_))
+        (
+            PeerAddr::Tcp(_) | PeerAddr::Quic(_),
+            PeerAddr::Tcp(_) | PeerAddr::Quic(_)
+        ) | (PeerAddr::Mem(_), PeerAddr::Mem(_))
             | (PeerAddr::Ble(_), PeerAddr::Ble(_))
     )
 }

@@ -27,6 +27,7 @@
 //! - [`service`]: the extension API: [`Service`], [`Setup`], [`Dialer`].
 //! - [`dial`]: the dial policy (scope, budgets per cause, one dial per address).
 //! - [`addrs`]: advertised addresses and [`AddrContribution`]s.
+//! - [`resolve`]: connecting by PeerId alone; [`PeerResolver`]s.
 //! - [`jobs`]: owned tasks, reaped when they finish.
 //! - `session`: the connection pipeline, accept loop and limits, dialing,
 //!   probes; `maintain`: refinery, outbound slots, reconnects.
@@ -112,6 +113,7 @@ mod outbox;
 pub mod protocol;
 mod queue;
 pub mod registry;
+pub mod resolve;
 pub mod service;
 mod session;
 pub mod subsystem;
@@ -130,9 +132,10 @@ pub use meter::{MeterConfig, RateBudget};
 pub use metrics::Metrics;
 pub use node::{Node, NodeEvent, NodeHandle, PeerInfo, WeakNode};
 pub use registry::{ProtocolRegistry, SessionKind, Sessions};
+pub use resolve::{Attempt, PeerResolver};
 pub use service::{Dialer, Service, Setup};
 pub use subsystem::{MessageSubsystem, RequestSubscription, Subscription};
-pub use transport::BoxStream;
+pub use transport::{BoxStream, RawConn};
 pub use version::{Disconnect, Version};
 
 /// Compiles and runs the README's example as a doctest.

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use knotwork_core::PeerAddr;
+use knotwork_core::{DialAddr, PeerAddr};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
@@ -16,10 +16,13 @@ use crate::registry::SessionKind;
 use crate::session::{dial, probe};
 
 /// Keeps a channel to `addr` open, reconnecting with backoff, until shutdown.
-pub(crate) async fn keep_connected(shared: Arc<Shared>, addr: PeerAddr, cause: DialCause) {
+pub(crate) async fn keep_connected(shared: Arc<Shared>, target: DialAddr, cause: DialCause) {
     let mut backoff = Backoff::new(shared.config.backoff);
+    let addr = target.addr;
+    let mut opts = DialOpts::new(cause);
+    opts.peer = target.peer;
     loop {
-        let channel = match dial(&shared, &addr, DialOpts::new(cause)).await {
+        let channel = match dial(&shared, &addr, opts).await {
             Ok(channel) => {
                 backoff.on_success();
                 Some(channel)

@@ -61,6 +61,11 @@ pub enum Offence {
     UnexpectedResponse,
     /// Bytes that are not a frame at all: always reaches the threshold.
     BadFraming,
+    /// A frame on a stream that may not carry it (a transport with several
+    /// streams per connection, see the channel docs): a request, response
+    /// or control message on a message type's own stream, a second type
+    /// there, or a second stream of one type. Always reaches the threshold.
+    WrongStream,
 }
 
 impl Offence {
@@ -72,7 +77,7 @@ impl Offence {
             Offence::Malformed => 25,
             Offence::OverBudget => 2,
             Offence::UnexpectedResponse => 5,
-            Offence::BadFraming => config.ban_threshold,
+            Offence::BadFraming | Offence::WrongStream => config.ban_threshold,
         }
     }
 }
@@ -114,11 +119,24 @@ impl TokenBucket {
         }
     }
 
-    /// Takes one token at `now` if there is one.
-    pub fn take(&mut self, budget: RateBudget, now: Instant) -> bool {
+    /// How long from `now` until a token is there (zero if one is).
+    pub fn wait(&mut self, budget: RateBudget, now: Instant) -> Duration {
+        self.refill(budget, now);
+        if self.tokens >= 1.0 || budget.per_second <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64((1.0 - self.tokens) / budget.per_second)
+    }
+
+    fn refill(&mut self, budget: RateBudget, now: Instant) {
         let dt = now.saturating_duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + dt * budget.per_second).min(f64::from(budget.burst));
         self.at = now;
+    }
+
+    /// Takes one token at `now` if there is one.
+    pub fn take(&mut self, budget: RateBudget, now: Instant) -> bool {
+        self.refill(budget, now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -191,6 +209,20 @@ impl Meter {
         } else {
             Verdict::Drop
         }
+    }
+
+    /// How long a request of type `msg_id` must wait from `now` for a token
+    /// of `budget` (zero: take it with [`Meter::charge`] at once). Requests
+    /// over budget are backpressured, not punished: an honest request loop
+    /// just slows down.
+    pub fn wait(&mut self, msg_id: u32, budget: RateBudget, now: Instant) -> Duration {
+        if budget.per_second == f64::INFINITY {
+            return Duration::ZERO;
+        }
+        self.buckets
+            .entry(msg_id)
+            .or_insert_with(|| TokenBucket::new(budget, now))
+            .wait(budget, now)
     }
 
     /// Charges one frame of type `msg_id` against `budget` at `now`.

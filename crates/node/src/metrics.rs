@@ -328,6 +328,7 @@ impl Metrics {
                 };
                 let transport = match addr {
                     PeerAddr::Tcp(_) => "tcp",
+                    PeerAddr::Quic(_) => "quic",
                     PeerAddr::Ble(_) => "ble",
                     PeerAddr::Mem(_) => "mem",
                     PeerAddr::Relay(_) => "relay",
@@ -420,6 +421,7 @@ pub(crate) fn offence_label(o: Offence) -> &'static str {
         Offence::OverBudget => "over_budget",
         Offence::UnexpectedResponse => "unexpected_response",
         Offence::BadFraming => "bad_framing",
+        Offence::WrongStream => "wrong_stream",
     }
 }
 

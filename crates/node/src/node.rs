@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 pub(crate) use knotwork_core::lock;
-use knotwork_core::{IpPrefix, PeerAddr, PeerId};
+use knotwork_core::{DialAddr, IpPrefix, PeerAddr, PeerId};
 use knotwork_crypto_handshake::SecureConfig;
 use knotwork_transport_tcp::TcpTransport;
 use tokio::sync::{broadcast, watch};
@@ -34,7 +34,7 @@ use crate::meter::BanList;
 use crate::metrics::Metrics;
 use crate::registry::{ProtocolRegistry, SessionKind};
 use crate::service::{Dialer, Service};
-use crate::transport::{AnyTransport, BoxStream};
+use crate::transport::{AnyTransport, RawConn};
 
 /// Something that happened to the node's peers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     pub(crate) registry: ProtocolRegistry,
     pub(crate) transports: Vec<Box<dyn AnyTransport>>,
     pub(crate) dialers: Vec<Arc<dyn Dialer>>,
+    pub(crate) resolvers: Vec<Arc<dyn crate::resolve::PeerResolver>>,
+    pub(crate) attempts: Mutex<crate::resolve::Attempts>,
     pub(crate) tcp: TcpTransport,
     pub(crate) peers: Mutex<HashMap<PeerId, Channel>>,
     pub(crate) hosts: Arc<Mutex<HostStore>>,
@@ -329,9 +331,25 @@ impl NodeHandle {
     }
 
     /// Dials `addr` once for the application ([`DialCause::User`]); see
-    /// [`NodeHandle::dial`].
-    pub async fn connect(&self, addr: &PeerAddr) -> Result<Channel, NodeError> {
-        self.dial(addr, DialOpts::new(DialCause::User)).await
+    /// [`NodeHandle::dial`]. A [`DialAddr`] with a pinned identity
+    /// (`tcp/192.0.2.1:4000/p2p/<PeerId>`) fails with
+    /// [`HandshakeError::PeerIdMismatch`](knotwork_crypto_handshake::HandshakeError::PeerIdMismatch)
+    /// unless that peer answers.
+    pub async fn connect(&self, addr: impl Into<DialAddr>) -> Result<Channel, NodeError> {
+        let DialAddr { addr, peer } = addr.into();
+        let mut opts = DialOpts::new(DialCause::User);
+        opts.peer = peer;
+        self.dial(&addr, opts).await
+    }
+
+    /// Connects to `peer` knowing only its identity: its addresses come
+    /// from discovery and from the services' resolvers (the DHT's peer
+    /// records); direct ones are tried in order, then relayed ones (which the
+    /// NAT service upgrades by hole punching). Concurrent calls for one peer
+    /// share one attempt. Fails with [`NodeError::UnknownPeer`] when nobody
+    /// knows an address, or [`NodeError::Unreachable`] naming each step.
+    pub async fn connect_peer(&self, peer: PeerId) -> Result<Channel, NodeError> {
+        crate::resolve::connect_peer(&self.shared, peer).await
     }
 
     /// Dials `addr` on a fresh connection, runs the handshake far enough to
@@ -348,16 +366,18 @@ impl NodeHandle {
 
     /// Runs the pipeline (handshake, version exchange, channel) on a stream
     /// a service opened itself, as a channel of `session`: `Inbound` answers
-    /// the handshake, any other kind starts it. Within the handshake
+    /// the handshake, any other kind starts it. A connection of a transport
+    /// that authenticates ([`RawConn::of`], e.g. a punched QUIC connection)
+    /// skips the Noise handshake. Within the handshake
     /// timeout; no pending-handshake slot is taken (see
     /// [`NodeHandle::accept`] for streams a peer opened).
     pub async fn establish(
         &self,
-        stream: BoxStream,
+        stream: impl Into<RawConn>,
         addr: PeerAddr,
         session: SessionKind,
     ) -> Result<Channel, NodeError> {
-        crate::session::establish_within(&self.shared, stream, addr, session).await
+        crate::session::establish_within(&self.shared, stream.into(), addr, session).await
     }
 
     /// Accepts a stream a peer opened through a service (a relayed circuit)
@@ -365,8 +385,8 @@ impl NodeHandle {
     /// connection from a listener (evicting the crowded origin's oldest
     /// when all are taken, see [`crate::admission`]), with the first-byte
     /// deadline; the pipeline runs as a task of its own.
-    pub fn accept(&self, stream: BoxStream, addr: PeerAddr) {
-        crate::session::accept(&self.shared, stream, addr);
+    pub fn accept(&self, stream: impl Into<RawConn>, addr: PeerAddr) {
+        crate::session::accept(&self.shared, stream.into(), addr);
     }
 
     /// Runs `job` until it ends or the node shuts down; finished jobs are

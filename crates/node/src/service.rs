@@ -86,6 +86,7 @@ use crate::meter::RateBudget;
 use crate::metrics::Metrics;
 use crate::node::NodeHandle;
 use crate::registry::{ProtocolRegistry, Sessions};
+use crate::resolve::PeerResolver;
 use crate::transport::{AnyTransport, BoxStream};
 
 /// A node-wide part with a lifecycle; see the module docs. Added with
@@ -131,6 +132,7 @@ pub struct Setup<'a> {
     pub(crate) budgets: &'a mut HashMap<u32, RateBudget>,
     pub(crate) transports: &'a mut Vec<Box<dyn AnyTransport>>,
     pub(crate) dialers: &'a mut Vec<Arc<dyn Dialer>>,
+    pub(crate) resolvers: &'a mut Vec<Arc<dyn PeerResolver>>,
     pub(crate) reuse_tcp_port: &'a mut bool,
 }
 
@@ -189,6 +191,12 @@ impl Setup<'_> {
     /// Adds a dialer for addresses no transport handles.
     pub fn dialer(&mut self, dialer: impl Dialer) {
         self.dialers.push(Arc::new(dialer));
+    }
+
+    /// Adds a resolver of peers' addresses by identity, asked by
+    /// [`NodeHandle::connect_peer`] after discovery.
+    pub fn resolver(&mut self, resolver: impl PeerResolver) {
+        self.resolvers.push(Arc::new(resolver));
     }
 
     /// Binds the TCP listeners with port reuse, so the service can dial

@@ -5,20 +5,23 @@
 //!
 //! ```text
 //! raw conn ─► Noise handshake ─► ban / limit checks ─► version exchange ─► de-dup ─► Channel
-//!              (SecureStream)      (refuse w/ reason)    (Version both ways)            + protocols
+//!   │          (SecureStream)      (refuse w/ reason)    (Version both ways)            + protocols
+//!   └─ transport-authenticated (QUIC): no Noise ─┘
 //! ```
 //! The handshake and version exchange together must finish within
 //! [`NodeConfig::handshake_timeout`](crate::NodeConfig::handshake_timeout).
 
 use std::sync::Arc;
 
-use knotwork_core::{IpPrefix, PeerAddr, PeerId, TransportError};
+use knotwork_core::{IpPrefix, PeerAddr, PeerId, Substreams, TransportError};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use tokio::sync::watch;
 
 use crate::admission::{Admit, Origin, host_of};
+use crate::buffers::BufferedBytes;
 use crate::channel::{Channel, ChannelInfo};
 use crate::deadline::FirstByte;
 use crate::dial::{Admission, DialOpts, Outcome};
@@ -26,7 +29,7 @@ use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::hosts::AddrScope;
 use crate::node::{NodeEvent, NodeHandle, Shared, lock};
 use crate::registry::SessionKind;
-use crate::transport::{AnyListener, BoxStream};
+use crate::transport::{AnyListener, RawConn};
 use crate::version::{self, Version};
 
 /// Binds `addr` on the first transport that supports it.
@@ -45,10 +48,7 @@ pub(crate) async fn listen(
 
 /// Opens a raw stream to `addr`: the first transport that supports it,
 /// else the first service [`Dialer`](crate::Dialer) that handles it.
-pub(crate) async fn raw_dial(
-    shared: &Arc<Shared>,
-    addr: &PeerAddr,
-) -> Result<BoxStream, NodeError> {
+pub(crate) async fn raw_dial(shared: &Arc<Shared>, addr: &PeerAddr) -> Result<RawConn, NodeError> {
     for t in &shared.transports {
         match t.dial(addr).await {
             Err(TransportError::UnsupportedAddr(_)) => continue,
@@ -59,7 +59,7 @@ pub(crate) async fn raw_dial(
         let node = NodeHandle {
             shared: shared.clone(),
         };
-        return dialer.dial(&node, addr).await;
+        return Ok(dialer.dial(&node, addr).await?.into());
     }
     Err(TransportError::UnsupportedAddr(addr.clone()).into())
 }
@@ -75,7 +75,9 @@ pub(crate) struct IpSlot {
 impl IpSlot {
     fn take(shared: &Arc<Shared>, from: &PeerAddr) -> Self {
         let ip = match from {
-            PeerAddr::Tcp(sa) => Some((IpPrefix::host(sa.ip()), IpPrefix::subnet(sa.ip()))),
+            PeerAddr::Tcp(sa) | PeerAddr::Quic(sa) => {
+                Some((IpPrefix::host(sa.ip()), IpPrefix::subnet(sa.ip())))
+            }
             _ => None,
         };
         let mut over_limit = false;
@@ -116,9 +118,15 @@ impl Drop for IpSlot {
 /// connection came from, so the address is dialable.
 fn dialable(listen: PeerAddr, seen: &PeerAddr) -> PeerAddr {
     match (listen, seen) {
-        (PeerAddr::Tcp(mut l), PeerAddr::Tcp(s)) if l.ip().is_unspecified() => {
+        (PeerAddr::Tcp(mut l), PeerAddr::Tcp(s) | PeerAddr::Quic(s)) if l.ip().is_unspecified() => {
             l.set_ip(s.ip());
             PeerAddr::Tcp(l)
+        }
+        (PeerAddr::Quic(mut l), PeerAddr::Tcp(s) | PeerAddr::Quic(s))
+            if l.ip().is_unspecified() =>
+        {
+            l.set_ip(s.ip());
+            PeerAddr::Quic(l)
         }
         (l, _) => l,
     }
@@ -131,24 +139,60 @@ fn inbound_count(shared: &Shared) -> usize {
         .count()
 }
 
-/// The pipeline; see the module docs. An inbound channel counts against
+/// The pipeline; see the module docs. A connection whose transport
+/// authenticated the peer (QUIC) skips the Noise handshake: its bytes are
+/// already encrypted under keys bound to the peer's identity, so the
+/// version exchange is its first traffic. An inbound channel counts against
 /// its host's and subnet's limits from its handshake until it closes (a
 /// pending handshake does not count: those are bounded by the pending
 /// table, so a slowloris cannot use up a subnet's share).
 pub(crate) async fn establish(
     shared: &Arc<Shared>,
-    conn: BoxStream,
+    conn: RawConn,
     addr: PeerAddr,
     session: SessionKind,
     expected: Option<PeerId>,
 ) -> Result<Channel, NodeError> {
-    let inbound = session == SessionKind::Inbound;
-    let secure = if inbound {
-        shared.secure.upgrade_inbound(conn).await?
-    } else {
-        shared.secure.upgrade_outbound(conn, expected).await?
+    let RawConn {
+        stream,
+        peer,
+        substreams,
+    } = conn;
+    let Some(peer) = peer else {
+        let secure = if session == SessionKind::Inbound {
+            shared.secure.upgrade_inbound(stream).await?
+        } else {
+            shared.secure.upgrade_outbound(stream, expected).await?
+        };
+        let peer = secure.remote_peer_id();
+        return admit(shared, secure, peer, addr, session, None).await;
     };
-    let peer = secure.remote_peer_id();
+    check_expected(expected, peer)?;
+    admit(shared, stream, peer, addr, session, substreams).await
+}
+
+/// A transport-authenticated `got` is the peer a dial expected, if it named one.
+fn check_expected(expected: Option<PeerId>, got: PeerId) -> Result<(), NodeError> {
+    match expected {
+        Some(expected) if expected != got => Err(NodeError::WrongPeer { expected, got }),
+        _ => Ok(()),
+    }
+}
+
+/// The pipeline after the handshake: bans and limits, the version
+/// exchange, the peer table, the channel.
+async fn admit<S>(
+    shared: &Arc<Shared>,
+    secure: S,
+    peer: PeerId,
+    addr: PeerAddr,
+    session: SessionKind,
+    substreams: Option<Arc<dyn Substreams>>,
+) -> Result<Channel, NodeError>
+where
+    S: AsyncRead + AsyncWrite + BufferedBytes + Send + Unpin + 'static,
+{
+    let inbound = session == SessionKind::Inbound;
     if peer == shared.peer_id {
         return Err(NodeError::SelfDial(addr));
     }
@@ -204,7 +248,7 @@ pub(crate) async fn establish(
         session,
         version: theirs,
     };
-    let (channel, io) = Channel::new(parts, info, shared.channel_config.clone());
+    let (channel, io) = Channel::new(parts, info, shared.channel_config.clone(), substreams);
     if let Err(e) = insert(shared, &channel) {
         let reason = match &e {
             NodeError::Refused(reason) => reason.clone(),
@@ -454,7 +498,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, mut listener: Box<dyn AnyLi
         };
         // Before any crypto: a banned host, or one over its budget of
         // handshake starts, is dropped (see `crate::admission`).
-        if let PeerAddr::Tcp(sa) = &from {
+        if let PeerAddr::Tcp(sa) | PeerAddr::Quic(sa) = &from {
             let now = Instant::now().into_std();
             if lock(&shared.bans).is_host_banned(sa.ip(), now) {
                 shared.metrics.dropped("banned");
@@ -474,7 +518,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, mut listener: Box<dyn AnyLi
 /// Runs the inbound pipeline on `conn` as a task of its own, in a pending
 /// slot (evicting another when they are all taken, see `crate::admission`)
 /// with a first-byte deadline.
-pub(crate) fn accept(shared: &Arc<Shared>, conn: BoxStream, from: PeerAddr) {
+pub(crate) fn accept(shared: &Arc<Shared>, conn: RawConn, from: PeerAddr) {
     let now = Instant::now().into_std();
     let (id, cut) = {
         let mut pending = lock(&shared.pending);
@@ -492,11 +536,8 @@ pub(crate) fn accept(shared: &Arc<Shared>, conn: BoxStream, from: PeerAddr) {
     };
     let node = shared.clone();
     let started = move || lock(&node.pending).table.started(id);
-    let conn: BoxStream = Box::new(FirstByte::new(
-        conn,
-        shared.config.first_byte_timeout,
-        Box::new(started),
-    ));
+    let deadline = shared.config.first_byte_timeout;
+    let conn = conn.map(|stream| Box::new(FirstByte::new(stream, deadline, Box::new(started))));
     let shared = shared.clone();
     tokio::spawn(async move {
         let timeout = shared.config.handshake_timeout;
@@ -531,7 +572,7 @@ pub(crate) fn accept(shared: &Arc<Shared>, conn: BoxStream, from: PeerAddr) {
 /// The pipeline on a stream a service opened, within the handshake timeout.
 pub(crate) async fn establish_within(
     shared: &Arc<Shared>,
-    conn: BoxStream,
+    conn: RawConn,
     addr: PeerAddr,
     session: SessionKind,
 ) -> Result<Channel, NodeError> {
@@ -626,10 +667,18 @@ pub(crate) async fn probe(
 ) -> Result<PeerId, NodeError> {
     let attempt = async {
         let conn = raw_dial(shared, addr).await?;
-        let secure = shared.secure.upgrade_outbound(conn, expected).await?;
-        let peer = secure.remote_peer_id();
         // Say it was only a probe, so the peer counts it as one (not as a
         // failed inbound connection) and closes its side at once.
+        if let Some(peer) = conn.peer {
+            check_expected(expected, peer)?;
+            let _ = version::refuse(conn.stream, DisconnectReason::Probe).await;
+            return Ok(peer);
+        }
+        let secure = shared
+            .secure
+            .upgrade_outbound(conn.stream, expected)
+            .await?;
+        let peer = secure.remote_peer_id();
         let _ = version::refuse(secure, DisconnectReason::Probe).await;
         Ok(peer)
     };

@@ -11,8 +11,9 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, fast_config, mem_node};
-use knotwork_core::{MemoryTransport, PeerAddr};
-use knotwork_node::{CloseReason, DisconnectReason, Node, SessionKind};
+use knotwork_core::{DialAddr, MemoryTransport, PeerAddr};
+use knotwork_crypto_handshake::HandshakeError;
+use knotwork_node::{CloseReason, DisconnectReason, Node, NodeError, SessionKind};
 
 #[tokio::test(start_paused = true)]
 async fn manual_peers_are_redialed_with_backoff_until_they_answer() {
@@ -160,4 +161,33 @@ async fn concurrent_connects_to_one_peer_return_one_live_channel() {
     }
     client.shutdown().await;
     server.shutdown().await;
+}
+
+/// A seed or peer pinned to a PeerId (`…/p2p/<id>`) is accepted only if
+/// that peer answers; another peer at the address is refused by the
+/// handshake and leaves nothing behind (review finding M13).
+#[tokio::test(start_paused = true)]
+async fn m13_a_pinned_seed_answered_by_another_peer_is_refused() {
+    let net = MemoryTransport::new();
+    let port = PeerAddr::Mem(4545);
+    let q = mem_node(&net).listen(port.clone()).start().await.unwrap();
+    let p = knotwork_core::Keypair::generate().unwrap().peer_id();
+    let pinned = DialAddr::pinned(port.clone(), p).unwrap();
+    let b = mem_node(&net).seed(pinned.clone()).start().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(b.peers().is_empty(), "the seed's impostor was accepted");
+    let (grey, white) = b.hosts();
+    assert!(grey.is_empty() && white.is_empty(), "{grey:?} {white:?}");
+    match b.connect(pinned).await {
+        Err(NodeError::Handshake(HandshakeError::PeerIdMismatch { expected, got })) => {
+            assert_eq!((expected, got), (p, q.peer_id()));
+        }
+        other => panic!("expected PeerIdMismatch, got {other:?}"),
+    }
+    // Pinned to the right peer, the same address works.
+    let right = DialAddr::pinned(port, q.peer_id()).unwrap();
+    let ch = b.connect(right).await.unwrap();
+    assert_eq!(ch.remote_peer_id(), q.peer_id());
+    b.shutdown().await;
+    q.shutdown().await;
 }

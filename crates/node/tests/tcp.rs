@@ -519,7 +519,7 @@ async fn requests_are_matched_refused_and_timed_out() {
     ));
     assert!(matches!(
         ch.request::<Sum, Sum>(&Sum(1)).await,
-        Err(NodeError::RequestRefused)
+        Err(NodeError::Unsupported(name)) if name == Sum::NAME
     ));
     assert!(matches!(
         ch.request::<Add, Add>(&Add(1, 2)).await,

@@ -11,13 +11,20 @@
 //!   [`Reassembler`] (sans-IO).
 //! - [`link`]: [`Link`], one end of a connection: messages, fragments and
 //!   credit-based flow control (sans-IO).
-//! - [`stream`]: [`BleStream`], a link driven by a tokio task as an
-//!   `AsyncRead + AsyncWrite` byte stream.
+//! - `stream` (feature `tokio`): `BleStream`, a link driven by a tokio task
+//!   as an `AsyncRead + AsyncWrite` byte stream.
 //! - [`gatt`]: UUIDs and the advertised service data (the PeerId).
 //! - `central` (feature `central`, btleplug): [`BleTransport`] dials
 //!   `ble/<device-id>`, [`BleDiscovery`] reports scanned peers.
 //! - `peripheral` (feature `peripheral`, Linux, BlueZ over D-Bus):
 //!   [`BleListener`] advertises and serves the GATT service.
+//!
+//! # Features
+//! `central` and `peripheral` (both default) turn on `tokio`. With
+//! `default-features = false` the crate is the sans-IO core alone
+//! ([`frame`], [`link`], [`gatt`]): no tokio, no btleplug, no libdbus.
+//! `vendored-dbus` (default) builds libdbus from source on Linux; without
+//! it the roles link the system's (`libdbus-1-dev` and `pkg-config`).
 //!
 //! # Data flow
 //! ```text
@@ -55,6 +62,7 @@ pub mod gatt;
 pub mod link;
 #[cfg(all(feature = "peripheral", target_os = "linux"))]
 mod peripheral;
+#[cfg(feature = "tokio")]
 pub mod stream;
 
 #[cfg(feature = "central")]
@@ -73,6 +81,7 @@ pub use error::BleError;
 pub use frame::{Fragmenter, Reassembler, Record};
 pub use gatt::{RX_UUID, SERVICE_UUID, TX_UUID};
 pub use link::{Link, LinkConfig};
+#[cfg(feature = "tokio")]
 pub use stream::BleStream;
 
 #[cfg(all(

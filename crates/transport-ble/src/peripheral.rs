@@ -338,10 +338,10 @@ fn register_char(
             if *ctx.path() == tx {
                 // A central (re)subscribing may open a new connection once
                 // the previous one has ended.
-                if let Ok(mut s) = start_state.lock() {
-                    if s.active.as_ref().is_some_and(|a| a.inbound.is_closed()) {
-                        s.active = None;
-                    }
+                if let Ok(mut s) = start_state.lock()
+                    && s.active.as_ref().is_some_and(|a| a.inbound.is_closed())
+                {
+                    s.active = None;
                 }
                 Ok(())
             } else {
@@ -453,10 +453,10 @@ fn on_write(state: &Mutex<State>, value: Vec<u8>, options: &PropMap) -> Result<(
         if e.is_full() {
             // More in flight than the credit we granted allows: the central
             // ignores flow control. Dropping the queue ends the connection.
-            if let Ok(mut s) = state.lock() {
-                if let Some(a) = s.active.as_mut() {
-                    a.inbound.close_channel();
-                }
+            if let Ok(mut s) = state.lock()
+                && let Some(a) = s.active.as_mut()
+            {
+                a.inbound.close_channel();
             }
             MethodErr::from(("org.bluez.Error.Failed", "receive queue full"))
         } else {

@@ -144,10 +144,10 @@ async fn drive<I, W, F>(
         let notified = notify.notified();
         tokio::pin!(notified);
         let event = std::future::poll_fn(|cx| {
-            if let Some(w) = in_flight.as_mut() {
-                if let Poll::Ready(r) = w.as_mut().poll(cx) {
-                    return Poll::Ready(Event::Wrote(r));
-                }
+            if let Some(w) = in_flight.as_mut()
+                && let Poll::Ready(r) = w.as_mut().poll(cx)
+            {
+                return Poll::Ready(Event::Wrote(r));
             }
             if let Poll::Ready(f) = inbound.poll_next_unpin(cx) {
                 return Poll::Ready(Event::Received(f));

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use knotwork_core::PeerId;
+use knotwork_core::{BoxConnection, PeerId, Substreams, TransportError};
 use quinn::rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -45,11 +45,16 @@ pub struct QuicStream {
 impl Drop for QuicStream {
     fn drop(&mut self) {
         // The future holds the connection open; the SendStream's own drop,
-        // right after this, finishes the stream.
-        let acked = tokio::time::timeout(self.linger, self.send.stopped());
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(acked);
-        }
+        // right after this, finishes the stream. Outside a runtime (a
+        // channel dropped after its runtime's work is done) nothing can
+        // wait, and the timer must not even be made: it needs a runtime.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (linger, stopped) = (self.linger, self.send.stopped());
+        rt.spawn(async move {
+            let _ = tokio::time::timeout(linger, stopped).await;
+        });
     }
 }
 
@@ -87,14 +92,12 @@ impl AsyncWrite for QuicStream {
 /// # Streams and the node's protocols
 /// One QUIC connection carries independent streams: data lost or unread
 /// on one never holds up another (no head-of-line blocking between them).
-/// The intended mapping for the node's channel:
+/// The node's channel (through [`Substreams`], which this implements) uses:
 /// - the first stream (the [`QuicConnection`] itself): version exchange,
-///   control (ping, disconnect) and anything without a stream of its own;
+///   control (ping, disconnect), every request and response;
 /// - one stream per one-way message type, opened by the sender on the
 ///   first message of that type, so a subscriber that stops reading stalls
-///   only its own type (its stream's flow-control window fills);
-/// - one stream per request/response protocol, so requests never queue
-///   behind a stalled subscription or a bulk transfer.
+///   only its own type (its stream's flow-control window fills).
 ///
 /// The opener writes first (the peer learns of a stream from its first
 /// bytes), so a stream starts with a header of the opener's protocol.
@@ -145,6 +148,25 @@ impl QuicHandle {
     /// [`quinn::ConnectionError::ApplicationClosed`].
     pub fn close(&self) {
         self.conn.close(CLOSE_OK.into(), b"");
+    }
+}
+
+/// The streams of a connection, for the node: errors as
+/// [`TransportError::Io`] with the [`QuicError`] inside.
+#[async_trait::async_trait]
+impl Substreams for QuicHandle {
+    async fn open_stream(&self) -> Result<BoxConnection, TransportError> {
+        match QuicHandle::open_stream(self).await {
+            Ok(s) => Ok(Box::new(s)),
+            Err(e) => Err(TransportError::Io(io::Error::other(e))),
+        }
+    }
+
+    async fn accept_stream(&self) -> Result<BoxConnection, TransportError> {
+        match QuicHandle::accept_stream(self).await {
+            Ok(s) => Ok(Box::new(s)),
+            Err(e) => Err(TransportError::Io(io::Error::other(e))),
+        }
     }
 }
 

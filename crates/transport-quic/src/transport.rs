@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use knotwork_core::{Keypair, Listener, PeerAddr, PeerId, Transport, TransportError};
+use knotwork_core::{Keypair, Listener, PeerAddr, PeerId, Substreams, Transport, TransportError};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -204,6 +204,10 @@ impl Transport for QuicTransport {
 
     fn authenticated_peer(conn: &QuicConnection) -> Option<PeerId> {
         Some(conn.peer_id())
+    }
+
+    fn substreams(conn: &QuicConnection) -> Option<Arc<dyn Substreams>> {
+        Some(Arc::new(conn.handle().clone()))
     }
 }
 

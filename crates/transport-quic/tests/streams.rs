@@ -106,3 +106,18 @@ async fn streams_open_both_ways_and_are_limited() {
         "a fourth concurrent stream waits for the peer's limit"
     );
 }
+
+/// A connection (a node's channel, say) may be dropped after its runtime's
+/// work is done, on a thread without a runtime: no panic there.
+#[test]
+fn a_connection_dropped_outside_a_runtime_does_not_panic() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (dialed, accepted) = rt.block_on(pair(QuicConfig::default()));
+    let further = rt.block_on(dialed.handle().open_stream()).unwrap();
+    drop(further);
+    drop(dialed);
+    drop(accepted);
+}

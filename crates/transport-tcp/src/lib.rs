@@ -17,10 +17,22 @@
 //! (bound with port 0 before connecting): a host with several addresses
 //! picks which one its peers see.
 //!
+//! A DNS address (`tcp/seed.example.com:4000`, [`PeerAddr::TcpDns`]) is
+//! resolved when dialed, with tokio's `lookup_host` (the system resolver,
+//! `getaddrinfo`). Its answers (A and AAAA) are tried one after another in
+//! the resolver's order (RFC 6724 on glibc: usually IPv6 first), and the
+//! first connection made wins; resolving and every attempt together get
+//! one [`TcpConfig::dial_timeout`]. Addresses that refuse fail fast, so a
+//! dead IPv6 route costs little; an address that swallows SYNs holds the
+//! rest back until the timeout (no Happy Eyeballs racing). Listening and
+//! [`TcpTransport::dial_from`] take IP addresses only.
+//!
 //! Errors are the shared [`TransportError`]: `AddrInUse` and
-//! `ConnectionRefused` are mapped from the I/O error kinds, a dial that takes
-//! longer than [`TcpConfig::dial_timeout`] is `Timeout`, and any address other
-//! than `tcp/…` is `UnsupportedAddr`.
+//! `ConnectionRefused` are mapped from the I/O error kinds (a name whose
+//! every answer refused is `ConnectionRefused`), a name that does not
+//! resolve is `Unresolved`, a dial that takes longer than
+//! [`TcpConfig::dial_timeout`] is `Timeout`, and any address other than
+//! `tcp/…` (or a name given to listen) is `UnsupportedAddr`.
 //!
 //! # Example
 //! ```
@@ -132,24 +144,57 @@ impl TcpTransport {
         let sa = socket_addr(addr)?;
         let socket = reusable_socket(local)?;
         socket.bind(local)?;
-        self.finish_dial(addr, socket.connect(sa)).await
+        let connect = async { socket.connect(sa).await.map_err(|e| connect_error(addr, e)) };
+        self.finish_dial(addr, connect).await
     }
 
     async fn finish_dial(
         &self,
         addr: &PeerAddr,
-        connect: impl std::future::Future<Output = io::Result<TcpStream>>,
+        connect: impl std::future::Future<Output = Result<TcpStream, TransportError>>,
     ) -> Result<TcpStream, TransportError> {
         let stream = tokio::time::timeout(self.config.dial_timeout, connect)
             .await
-            .map_err(|_| TransportError::Timeout(addr.clone()))?
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::ConnectionRefused => TransportError::ConnectionRefused(addr.clone()),
-                _ => TransportError::Io(e),
-            })?;
+            .map_err(|_| TransportError::Timeout(addr.clone()))??;
         tune(&stream, self.config.keepalive)?;
         Ok(stream)
     }
+}
+
+/// Maps a connect error of `addr`: refused is `ConnectionRefused`.
+fn connect_error(addr: &PeerAddr, e: io::Error) -> TransportError {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => TransportError::ConnectionRefused(addr.clone()),
+        _ => TransportError::Io(e),
+    }
+}
+
+/// Resolves `name` and connects to its answers in order; see the crate docs.
+async fn connect_name(addr: &PeerAddr, name: &str, port: u16) -> Result<TcpStream, TransportError> {
+    let answers: Vec<SocketAddr> = tokio::net::lookup_host((name, port))
+        .await
+        .map_err(|source| TransportError::Unresolved {
+            addr: addr.clone(),
+            source,
+        })?
+        .collect();
+    connect_any(addr, &answers).await
+}
+
+/// Connects to the first of `answers` (the resolved forms of `addr`) that
+/// accepts; the error of the last one otherwise.
+async fn connect_any(addr: &PeerAddr, answers: &[SocketAddr]) -> Result<TcpStream, TransportError> {
+    let mut last = TransportError::Unresolved {
+        addr: addr.clone(),
+        source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
+    };
+    for sa in answers {
+        match TcpStream::connect(sa).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = connect_error(addr, e),
+        }
+    }
+    Err(last)
 }
 
 /// A socket for `local`'s family with `SO_REUSEADDR` and `SO_REUSEPORT` set.
@@ -235,18 +280,57 @@ impl Transport for TcpTransport {
     }
 
     async fn dial(&self, addr: &PeerAddr) -> Result<TcpStream, TransportError> {
-        let sa = socket_addr(addr)?;
-        match self.config.local_ip {
-            None => self.finish_dial(addr, TcpStream::connect(sa)).await,
-            Some(ip) => {
-                let socket = if ip.is_ipv4() {
-                    TcpSocket::new_v4()?
-                } else {
-                    TcpSocket::new_v6()?
+        match addr {
+            PeerAddr::TcpDns(name, port) => {
+                self.finish_dial(addr, connect_name(addr, name.as_str(), *port))
+                    .await
+            }
+            _ => {
+                let sa = socket_addr(addr)?;
+                let local_ip = self.config.local_ip;
+                let connect = async {
+                    let connected = match local_ip {
+                        None => TcpStream::connect(sa).await,
+                        Some(ip) => {
+                            let socket = if ip.is_ipv4() {
+                                TcpSocket::new_v4()?
+                            } else {
+                                TcpSocket::new_v6()?
+                            };
+                            socket.bind(SocketAddr::new(ip, 0))?;
+                            socket.connect(sa).await
+                        }
+                    };
+                    connected.map_err(|e| connect_error(addr, e))
                 };
-                socket.bind(SocketAddr::new(ip, 0))?;
-                self.finish_dial(addr, socket.connect(sa)).await
+                self.finish_dial(addr, connect).await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn answers_are_tried_in_order_until_one_accepts() {
+        let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let live_addr = live.local_addr().unwrap();
+        let addr: PeerAddr = "tcp/seed.example:1".parse().unwrap();
+        let stream = connect_any(&addr, &[dead, live_addr]).await.unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), live_addr);
+        assert!(matches!(
+            connect_any(&addr, &[dead, dead]).await,
+            Err(TransportError::ConnectionRefused(ref a)) if *a == addr
+        ));
+        assert!(matches!(
+            connect_any(&addr, &[]).await,
+            Err(TransportError::Unresolved { addr: ref a, .. }) if *a == addr
+        ));
     }
 }

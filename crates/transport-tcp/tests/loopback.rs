@@ -184,3 +184,30 @@ async fn dial_from_the_listen_port_shows_that_port_to_the_peer() {
     };
     assert!(plain.dial_from(l_local, &b.local_addr()).await.is_err());
 }
+
+#[tokio::test]
+async fn a_dns_name_is_resolved_when_dialing() {
+    // `localhost` comes from /etc/hosts: no query leaves the machine.
+    let tcp = TcpTransport::default();
+    let mut listener = tcp
+        .listen(&"tcp/127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let PeerAddr::Tcp(sa) = listener.local_addr() else {
+        panic!("tcp listener")
+    };
+    let named: PeerAddr = format!("tcp/localhost:{}", sa.port()).parse().unwrap();
+    assert!(matches!(named, PeerAddr::TcpDns(..)));
+    let mut client = tcp.dial(&named).await.unwrap();
+    let (mut server, _) = listener.accept().await.unwrap();
+    assert!(client.nodelay().unwrap(), "a named dial is tuned like any");
+    client.write_all(b"name").await.unwrap();
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"name");
+    // Names are for dialing; a listener needs an IP address.
+    assert!(matches!(
+        tcp.listen(&named).await,
+        Err(TransportError::UnsupportedAddr(ref a)) if *a == named
+    ));
+}

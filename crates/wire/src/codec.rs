@@ -16,12 +16,15 @@
 //! [`FrameCodec::encode_message`] serialize a typed message straight into
 //! the send buffer (no payload of its own at all).
 
-use bytes::{Buf, BufMut, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
-
-use crate::frame::{
-    DEFAULT_MAX_FRAME_LEN, Frame, FrameKind, FrameRef, HEADER_LEN, Header, header_bytes,
+use bytes::{BufMut, BytesMut};
+#[cfg(feature = "tokio")]
+use {
+    crate::Frame,
+    bytes::Buf,
+    tokio_util::codec::{Decoder, Encoder},
 };
+
+use crate::frame::{DEFAULT_MAX_FRAME_LEN, FrameKind, FrameRef, HEADER_LEN, Header, header_bytes};
 use crate::{Message, WireError};
 
 /// The largest payload limit a codec accepts: what the 32-bit length field
@@ -163,28 +166,6 @@ impl FrameCodec {
             payload,
         }))
     }
-
-    /// The bytes the first frame in `src` takes in all (its header alone
-    /// while fewer than [`HEADER_LEN`] bytes are there); the header's
-    /// framing error if it has one.
-    fn needed(&self, src: &[u8]) -> Result<usize, WireError> {
-        Ok(match src.first_chunk::<HEADER_LEN>() {
-            // Cannot overflow: payload_len <= max_frame_len <= LIMIT_CEILING.
-            Some(header) => HEADER_LEN + Header::parse(header, self.max_frame_len)?.payload_len,
-            None => HEADER_LEN,
-        })
-    }
-
-    /// Checks `frame` against this codec's limit and returns its header.
-    fn checked_header(&self, frame: &Frame) -> Result<[u8; HEADER_LEN], WireError> {
-        if frame.payload.len() > self.max_frame_len {
-            return Err(WireError::FrameTooLarge {
-                len: frame.payload.len(),
-                max: self.max_frame_len,
-            });
-        }
-        frame.encode_header()
-    }
 }
 
 /// Truncates the buffer back to where it was, unless kept: a refused or
@@ -245,6 +226,33 @@ impl postcard::ser_flavors::Flavor for Limited<'_> {
     }
 }
 
+/// What the tokio-util `Decoder` and `Encoder` below share.
+#[cfg(feature = "tokio")]
+impl FrameCodec {
+    /// The bytes the first frame in `src` takes in all (its header alone
+    /// while fewer than [`HEADER_LEN`] bytes are there); the header's
+    /// framing error if it has one.
+    fn needed(&self, src: &[u8]) -> Result<usize, WireError> {
+        Ok(match src.first_chunk::<HEADER_LEN>() {
+            // Cannot overflow: payload_len <= max_frame_len <= LIMIT_CEILING.
+            Some(header) => HEADER_LEN + Header::parse(header, self.max_frame_len)?.payload_len,
+            None => HEADER_LEN,
+        })
+    }
+
+    /// Checks `frame` against this codec's limit and returns its header.
+    fn checked_header(&self, frame: &Frame) -> Result<[u8; HEADER_LEN], WireError> {
+        if frame.payload.len() > self.max_frame_len {
+            return Err(WireError::FrameTooLarge {
+                len: frame.payload.len(),
+                max: self.max_frame_len,
+            });
+        }
+        frame.encode_header()
+    }
+}
+
+#[cfg(feature = "tokio")]
 impl Decoder for FrameCodec {
     type Item = Frame;
     type Error = WireError;
@@ -286,6 +294,7 @@ impl Decoder for FrameCodec {
 /// Only owned frames: a second `Encoder<&Frame>` impl would make
 /// `SinkExt::flush`/`close` on a `Framed` ambiguous for every caller. A frame
 /// is cheap to clone (the payload is reference-counted).
+#[cfg(feature = "tokio")]
 impl Encoder<Frame> for FrameCodec {
     type Error = WireError;
 
@@ -300,6 +309,7 @@ impl Encoder<Frame> for FrameCodec {
 }
 
 #[cfg(test)]
+#[cfg(feature = "tokio")]
 mod tests {
     use super::*;
     use bytes::Bytes;

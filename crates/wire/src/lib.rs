@@ -39,6 +39,13 @@
 //! - `message.rs`: the [`Message`] trait, [`message_id`], [`encode`], [`decode`].
 //! - `error.rs`: [`WireError`], one enum for the crate, grouped by fault.
 //!
+//! # Features
+//! - `tokio` (default): [`FrameCodec`] implements tokio-util's `Decoder` and
+//!   `Encoder`, for `Framed`. Without it the crate pulls in no tokio and the
+//!   codec is driven by hand: [`FrameCodec::decode_ref`] then `advance` to
+//!   read, [`FrameCodec::encode_message`] or [`Frame::encode_header`] plus
+//!   the payload to write.
+//!
 //! # Errors
 //! Every malformed input maps to a named [`WireError`] variant; nothing in this
 //! crate panics on peer bytes. A framing error is final for the connection
@@ -91,7 +98,7 @@ mod message;
 pub use codec::FrameCodec;
 pub use error::WireError;
 pub use frame::{DEFAULT_MAX_FRAME_LEN, Frame, FrameKind, FrameRef, HEADER_LEN, MAGIC, VERSION};
-pub use message::{Message, decode, encode, message_id};
+pub use message::{MaxSize, Message, Request, decode, encode, message_id};
 
 /// Compiles and runs the README's example as a doctest.
 #[cfg(doctest)]

@@ -41,6 +41,57 @@ pub trait Message: Serialize + DeserializeOwned + Send + 'static {
     const MAX_BYTES: usize;
 }
 
+/// A request type tied to the type of its response, so a mismatch is a
+/// compile error instead of a run-time `UnexpectedResponse`; a node's
+/// `Channel::call` takes it.
+///
+/// Where every field of a type is bounded, postcard's [`MaxSize`] derive
+/// (postcard with its `experimental-derive` feature) counts `MAX_BYTES`
+/// instead of a hand-written sum:
+///
+/// ```
+/// use knotwork_wire::{MaxSize, Message, Request};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, MaxSize)]
+/// struct GetTemperature {
+///     sensor: u16,
+/// }
+///
+/// #[derive(Serialize, Deserialize, MaxSize)]
+/// struct Temperature {
+///     millikelvin: u32,
+///     at_ms: u64,
+/// }
+///
+/// impl Message for GetTemperature {
+///     const NAME: &'static str = "example/temperature/get/1";
+///     const MAX_BYTES: usize = Self::POSTCARD_MAX_SIZE;
+/// }
+///
+/// impl Message for Temperature {
+///     const NAME: &'static str = "example/temperature/1";
+///     const MAX_BYTES: usize = Self::POSTCARD_MAX_SIZE;
+/// }
+///
+/// impl Request for GetTemperature {
+///     type Response = Temperature;
+/// }
+///
+/// // u16 varint 3; u32 varint 5 + u64 varint 10.
+/// assert_eq!(GetTemperature::MAX_BYTES, 3);
+/// assert_eq!(Temperature::MAX_BYTES, 15);
+/// ```
+pub trait Request: Message {
+    /// The type a peer answers this request with.
+    type Response: Message;
+}
+
+/// Counts the largest postcard encoding of a type whose fields are all
+/// bounded (numbers, arrays, options, enums of such): derive it, then
+/// `const MAX_BYTES: usize = Self::POSTCARD_MAX_SIZE;` (see [`Request`]).
+pub use postcard::experimental::max_size::MaxSize;
+
 /// The 32-bit FNV-1a hash of `name`: the id of the message type so named.
 pub const fn message_id(name: &str) -> u32 {
     const OFFSET_BASIS: u32 = 0x811c_9dc5;

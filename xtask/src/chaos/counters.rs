@@ -1,7 +1,7 @@
 //! Packet counters of the hostile scenario (nftables named counters), read
 //! before and after each attack:
 //!
-//! - on the bridge (what crosses it between hosts): every IPv4 packet the
+//! - on the router (what crosses it between hosts): every IPv4 packet the
 //!   attacker sends (`attacker_out`) and its packets to the target
 //!   (`attacker_to_target`), the target's packets and connection attempts
 //!   (SYN without ACK) to the attacker (`target_to_attacker`,
@@ -13,10 +13,11 @@
 
 use std::collections::HashMap;
 
-use super::net::{Net, host_ip, port_link};
+use super::net::{Net, host_ip};
+use crate::netns::Hosts;
 use crate::error::{Error, Result};
 
-/// The table's name, in the bridge and in the target's namespace.
+/// The table's name, in the router and in the target's namespace.
 const TABLE: &str = "kwc_count";
 
 /// The counter names, for readers of [`Counts`].
@@ -82,11 +83,11 @@ pub struct Counters<'a> {
 impl<'a> Counters<'a> {
     /// Counts between hosts `target`, `attacker` and `sink`.
     pub fn install(net: &'a Net, target: usize, attacker: usize, sink: usize) -> Result<Self> {
-        let (t, a, s) = (port_link(target), port_link(attacker), port_link(sink));
+        let (t, a, s) = (Hosts::port(target), Hosts::port(attacker), Hosts::port(sink));
         let sink_ip = host_ip(sink);
         let syn = "tcp flags & (syn | ack) == syn";
-        let bridge = format!(
-            "table bridge {TABLE} {{
+        let router = format!(
+            "table inet {TABLE} {{
  counter {ATTACKER_OUT} {{}}
  counter {ATTACKER_TO_TARGET} {{}}
  counter {TARGET_TO_ATTACKER} {{}}
@@ -95,9 +96,9 @@ impl<'a> Counters<'a> {
  counter {SYN_TO_SINK} {{}}
  chain forward {{
   type filter hook forward priority 0; policy accept;
-  iifname \"{a}\" ether type ip counter name \"{ATTACKER_OUT}\"
-  iifname \"{a}\" oifname \"{t}\" ether type ip counter name \"{ATTACKER_TO_TARGET}\"
-  iifname \"{t}\" oifname \"{a}\" ether type ip counter name \"{TARGET_TO_ATTACKER}\"
+  iifname \"{a}\" meta nfproto ipv4 counter name \"{ATTACKER_OUT}\"
+  iifname \"{a}\" oifname \"{t}\" meta nfproto ipv4 counter name \"{ATTACKER_TO_TARGET}\"
+  iifname \"{t}\" oifname \"{a}\" meta nfproto ipv4 counter name \"{TARGET_TO_ATTACKER}\"
   iifname \"{t}\" oifname \"{a}\" {syn} counter name \"{TARGET_SYN_ATTACKER}\"
   oifname \"{s}\" ip daddr {sink_ip} counter name \"{TO_SINK}\"
   oifname \"{s}\" ip daddr {sink_ip} {syn} counter name \"{SYN_TO_SINK}\"
@@ -116,7 +117,7 @@ impl<'a> Counters<'a> {
 "
         );
         let counters = Self { net, target };
-        net.nft(&net.bridge_ns(), &bridge)?;
+        net.nft(&net.router_ns(), &router)?;
         net.nft(&net.host_ns(target), &host)?;
         Ok(counters)
     }
@@ -125,7 +126,7 @@ impl<'a> Counters<'a> {
     pub fn read(&self) -> Result<Counts> {
         let mut all = HashMap::new();
         for (ns, family) in [
-            (self.net.bridge_ns(), "bridge"),
+            (self.net.router_ns(), "inet"),
             (self.net.host_ns(self.target), "inet"),
         ] {
             let text = self
@@ -144,7 +145,7 @@ impl Drop for Counters<'_> {
     fn drop(&mut self) {
         let _ = self
             .net
-            .nft_output(&self.net.bridge_ns(), &["delete", "table", "bridge", TABLE]);
+            .nft_output(&self.net.router_ns(), &["delete", "table", "inet", TABLE]);
         let _ = self.net.nft_output(
             &self.net.host_ns(self.target),
             &["delete", "table", "inet", TABLE],
@@ -158,7 +159,7 @@ mod tests {
 
     #[test]
     fn reads_nft_counters() {
-        let text = "table bridge kwc_count {\n\tcounter to_sink {\n\t\tpackets 12 bytes 720\n\t}\n\tcounter attacker_out {\n\t\tpackets 0 bytes 0\n\t}\n}\n";
+        let text = "table inet kwc_count {\n\tcounter to_sink {\n\t\tpackets 12 bytes 720\n\t}\n\tcounter attacker_out {\n\t\tpackets 0 bytes 0\n\t}\n}\n";
         let mut all = HashMap::new();
         parse(text, &mut all);
         let now = Counts(all);

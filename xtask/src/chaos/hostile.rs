@@ -29,9 +29,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::counters::{self, Counters, Counts};
-use super::json;
+use crate::json;
 use super::net::host_ip;
-use super::proc::{Line, Proc};
+use crate::proc::{Line, Proc};
 use super::{ATTACKER, CLIENT, Ctx, Outcome, RSS_BOUND_MIB};
 use crate::error::{Error, Result};
 

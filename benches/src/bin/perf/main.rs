@@ -12,8 +12,10 @@
 //! - [`sides`]: the runtimes of the two ends and where they run.
 //! - [`stream`]: raw TCP and SecureStream scenarios (one code path).
 //! - [`node`]: node scenarios and a light dialer for many connections.
+//! - [`quic`]: QUIC's stream, raw UDP and a node pair over QUIC (`--only quic`).
 //! - [`crypto`]: in-memory references (AEAD limit, snow XX responder).
 //! - [`memory`]: memory per idle connection (child processes).
+//! - [`transports`]: Unix sockets and WebSocket beside raw TCP.
 //! - [`report`]: table, JSON, chart.
 //! - [`sys`]: pinning, fd limit, RSS, thread CPU time.
 //! - [`watchdog`]: a progress line per scenario and a time limit on each.
@@ -27,10 +29,12 @@
 mod crypto;
 mod memory;
 mod node;
+mod quic;
 mod report;
 mod sides;
 mod stream;
 mod sys;
+mod transports;
 mod watchdog;
 
 use std::path::PathBuf;
@@ -89,7 +93,9 @@ struct Only {
     node: bool,
     handshakes: bool,
     memory: bool,
+    quic: bool,
     unpinned: bool,
+    transports: bool,
 }
 
 impl Only {
@@ -99,10 +105,12 @@ impl Only {
         node: true,
         handshakes: true,
         memory: true,
+        quic: true,
         unpinned: true,
+        transports: true,
     };
 
-    /// Parses `bulk,stream,node,handshakes,memory,unpinned`.
+    /// Parses `bulk,stream,node,handshakes,memory,quic,unpinned,transports`.
     fn parse(list: &str) -> Option<Only> {
         let mut only = Only {
             bulk: false,
@@ -110,7 +118,9 @@ impl Only {
             node: false,
             handshakes: false,
             memory: false,
+            quic: false,
             unpinned: false,
+            transports: false,
         };
         for group in list.split(',') {
             let flag = match group {
@@ -119,7 +129,9 @@ impl Only {
                 "node" => &mut only.node,
                 "handshakes" => &mut only.handshakes,
                 "memory" => &mut only.memory,
+                "quic" => &mut only.quic,
                 "unpinned" => &mut only.unpinned,
+                "transports" => &mut only.transports,
                 _ => return None,
             };
             *flag = true;
@@ -129,7 +141,7 @@ impl Only {
 }
 
 const USAGE: &str = "usage: perf [--quick] [--cpu N] [--out DIR] \
-     [--only bulk,stream,node,handshakes,memory,unpinned]";
+     [--only bulk,stream,node,handshakes,memory,quic,unpinned,transports]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -276,6 +288,9 @@ fn measure(placement: Placement, sizes: &Sizes, only: Only, rows: &mut Vec<Row>)
     if only.bulk {
         measure_bulk(&sides, sizes, &mut out);
     }
+    if only.transports {
+        transports::measure(&sides, sizes.bulk, sizes.rounds, &mut out);
+    }
     let layers: &[Layer] = if only.stream {
         &[
             Layer::Raw,
@@ -347,6 +362,9 @@ fn measure(placement: Placement, sizes: &Sizes, only: Only, rows: &mut Vec<Row>)
     if only.node {
         measure_node(&sides, sizes, (raw_rtt, raw_pipe, raw_connect), &mut out);
     }
+    if only.quic {
+        quic::measure(&sides, sizes, (raw_rtt, raw_pipe), &mut out);
+    }
     drop(sides);
     if only.handshakes {
         measure_handshakes(placement, sizes, &mut out);
@@ -358,7 +376,7 @@ fn measure(placement: Placement, sizes: &Sizes, only: Only, rows: &mut Vec<Row>)
 fn measure_node(sides: &Sides, sizes: &Sizes, raw: (f64, f64, f64), out: &mut Rows<'_>) {
     let (raw_rtt, raw_pipe, raw_connect) = raw;
     watchdog::step("node pair");
-    let mut pair = node::pair(sides);
+    let mut pair = node::pair(sides, node::Carrier::Tcp);
     watchdog::step("rtt 64B node request/response");
     let times = pair.request_response(sides, sizes.rounds);
     out.latencies(
@@ -545,7 +563,7 @@ fn measure_bulk(sides: &Sides, sizes: &Sizes, out: &mut Rows<'_>) {
         }
         out.push(
             "aead seal+open",
-            format!("ring {suite:?} in memory"),
+            format!("AWS-LC {suite:?} in memory"),
             aead,
             "B/s",
             None,

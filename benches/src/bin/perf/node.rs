@@ -1,5 +1,5 @@
 //! Node scenarios: typed messages over a `Channel` between two nodes on
-//! loopback TCP, and a light dialer that speaks just enough of the node
+//! loopback TCP or QUIC ([`Carrier`]), and a light dialer that speaks just enough of the node
 //! protocol (Noise XX, then a `Version` each way) to open many inbound
 //! connections cheaply.
 
@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use knotwork_core::{Keypair, PeerAddr};
 use knotwork_crypto_handshake::{SecureConfig, SecureStream};
-use knotwork_node::{Channel, Node, NodeConfig, RateBudget, Sessions, Subscription, Version};
+use knotwork_node::{
+    Channel, Node, NodeBuilder, NodeConfig, RateBudget, Sessions, Subscription, Version,
+};
+use knotwork_transport_quic::{QuicConfig, QuicTransport};
 use knotwork_wire::{Frame, FrameCodec, Message, encode};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
@@ -51,6 +54,27 @@ fn server_config() -> NodeConfig {
     config
 }
 
+/// What carries a node pair's connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carrier {
+    /// TCP, secured by the node's Noise handshake.
+    Tcp,
+    /// QUIC (TLS 1.3 with the node's identity), no Noise.
+    Quic,
+}
+
+/// A node builder of a fresh identity that can dial (and listen on) `carrier`.
+fn builder(carrier: Carrier) -> NodeBuilder {
+    let keypair = Keypair::generate().expect("keypair");
+    match carrier {
+        Carrier::Tcp => Node::builder(keypair),
+        Carrier::Quic => {
+            let quic = QuicTransport::new(&keypair, QuicConfig::default()).expect("quic");
+            Node::builder(keypair).transport(quic)
+        }
+    }
+}
+
 /// The server node: echoes `Blob` requests, and hands out each inbound
 /// channel's `Blob` subscription.
 pub struct Server {
@@ -60,11 +84,15 @@ pub struct Server {
 }
 
 impl Server {
-    async fn start() -> Server {
+    async fn start(carrier: Carrier) -> Server {
         let (tx, subs) = mpsc::channel(16);
-        let node = Node::builder(Keypair::generate().expect("keypair"))
+        let listen = match carrier {
+            Carrier::Tcp => "tcp/127.0.0.1:0",
+            Carrier::Quic => "quic/127.0.0.1:0",
+        };
+        let node = builder(carrier)
             .config(server_config())
-            .listen("tcp/127.0.0.1:0".parse().expect("addr"))
+            .listen(listen.parse().expect("addr"))
             .budget::<Blob>(RateBudget::UNLIMITED)
             .protocol("perf", Sessions::ALL, move |ch| {
                 let mut requests = ch.subscribe_requests::<Blob>();
@@ -96,31 +124,35 @@ impl Server {
 /// maintenance never dials the server again by itself (a manual connect
 /// makes the server's address a verified host; with slots, the next
 /// maintenance round redialed it and the server never forgot the client).
-async fn client_node() -> Node {
+///
+/// Over QUIC it listens too, as a QUIC node does: its dials leave from its
+/// listen socket (no new UDP socket per dial).
+async fn client_node(carrier: Carrier) -> Node {
     let mut config = NodeConfig::default();
     config.outbound_slots = 0;
-    Node::builder(Keypair::generate().expect("keypair"))
-        .config(config)
-        .start()
-        .await
-        .expect("client node")
+    let mut builder = builder(carrier).config(config);
+    if carrier == Carrier::Quic {
+        builder = builder.listen("quic/127.0.0.1:0".parse().expect("addr"));
+    }
+    builder.start().await.expect("client node")
 }
 
 /// A connected pair: the client's channel and the server side's `Blob`
 /// subscription of that channel.
 pub struct Pair {
+    carrier: Carrier,
     server: Server,
     client: Node,
     channel: Channel,
     inbound: Option<Subscription<Blob>>,
 }
 
-/// Starts a server and a client node and connects them.
-pub fn pair(sides: &Sides) -> Pair {
-    let mut server = sides.server(Server::start());
+/// Starts a server and a client node on `carrier` and connects them.
+pub fn pair(sides: &Sides, carrier: Carrier) -> Pair {
+    let mut server = sides.server(Server::start(carrier));
     let addr = server.addr.clone();
     let (client, channel) = sides.client(async move {
-        let client = client_node().await;
+        let client = client_node(carrier).await;
         let channel = client.connect(&addr).await.expect("connect");
         (client, channel)
     });
@@ -129,6 +161,7 @@ pub fn pair(sides: &Sides) -> Pair {
         (server, sub)
     });
     Pair {
+        carrier,
         server,
         client,
         channel,
@@ -179,15 +212,18 @@ impl Pair {
     }
 
     /// Connect + handshake + version exchange, `count` times with a fresh
-    /// client identity each (first contact, Noise XX), then `count` times
-    /// from one client that dialed before (its node knows the server's key).
+    /// client identity each (first contact: Noise XX over TCP; over QUIC a
+    /// Retry round trip and the TLS handshake), then `count` times from one
+    /// client that dialed before (over TCP its node knows the server's key;
+    /// over QUIC its token skips the Retry).
     pub fn connects(&self, sides: &Sides, count: usize) -> (Vec<Duration>, Vec<Duration>) {
         let addr = self.server.addr.clone();
         let server = self.server.node.clone();
+        let carrier = self.carrier;
         sides.client(async move {
             let mut first = Vec::with_capacity(count);
             for i in 0..count {
-                let fresh = client_node().await;
+                let fresh = client_node(carrier).await;
                 let t = Instant::now();
                 let c = step(i, "first contact: connect", fresh.connect(&addr))
                     .await
@@ -196,7 +232,7 @@ impl Pair {
                 step(i, "first contact: shutdown", fresh.shutdown()).await;
                 step(i, "first contact: closed", c.closed()).await;
             }
-            let again = client_node().await;
+            let again = client_node(carrier).await;
             let mut repeat = Vec::with_capacity(count);
             for i in 0..count {
                 let t = Instant::now();
@@ -269,7 +305,7 @@ pub async fn light_dial(addr: SocketAddr) -> Light {
 /// `dialers` concurrent tasks on the client end, each dropped once open.
 /// Returns (wall seconds, server-thread CPU seconds) for them all.
 pub fn inbound_handshakes(sides: &Sides, count: usize, dialers: usize) -> (f64, f64) {
-    let server = sides.server(Server::start());
+    let server = sides.server(Server::start(Carrier::Tcp));
     let addr = server.socket_addr();
     let node = server.node.clone();
     let cpu0 = sides.server(async { crate::sys::thread_cpu() });
@@ -300,7 +336,7 @@ pub fn inbound_handshakes(sides: &Sides, count: usize, dialers: usize) -> (f64, 
 /// Starts a server node for the memory scenario; returns its node and
 /// TCP address.
 pub fn memory_server(sides: &Sides) -> (Node, SocketAddr) {
-    let server = sides.server(Server::start());
+    let server = sides.server(Server::start(Carrier::Tcp));
     let addr = server.socket_addr();
     (server.node, addr)
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use knotwork_core::Keypair;
 use knotwork_crypto_handshake::{SecureConfig, SecureStream, Suite};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::either::Either;
 
@@ -16,7 +16,7 @@ use crate::sides::{Sides, wait};
 /// Payload size of the small-message scenarios.
 pub const SMALL: usize = 64;
 /// Chunk the bulk writer writes and the bulk reader reads.
-const CHUNK: usize = 64 * 1024;
+pub const CHUNK: usize = 64 * 1024;
 
 /// Which stack carries the bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,58 +127,72 @@ where
 /// Bulk throughput: `total` bytes one way, in bytes/s (until the reader
 /// has them all and acknowledged).
 pub fn bulk(sides: &Sides, layer: Layer, total: u64) -> f64 {
-    let serve = move |mut c: Conn| async move {
-        let mut buf = vec![0u8; CHUNK];
-        let mut got = 0u64;
-        while got < total {
-            let n = c.read(&mut buf).await.expect("read");
-            assert!(n > 0, "eof after {got} of {total} bytes");
-            got += n as u64;
-        }
-        c.write_all(&[1]).await.expect("ack");
-        c.flush().await.expect("flush");
-    };
-    let measure = move |mut c: Conn| async move {
-        let chunk = vec![0xa5u8; CHUNK];
-        let start = Instant::now();
-        let mut sent = 0u64;
-        while sent < total {
-            let n = (total - sent).min(CHUNK as u64) as usize;
-            c.write_all(&chunk[..n]).await.expect("write");
-            sent += n as u64;
-        }
-        c.flush().await.expect("flush");
-        let mut ack = [0u8; 1];
-        c.read_exact(&mut ack).await.expect("ack");
-        total as f64 / start.elapsed().as_secs_f64()
-    };
+    let serve = move |c: Conn| bulk_serve(c, total);
+    let measure = move |c: Conn| bulk_measure(c, total);
     one_connection(sides, layer, serve, measure)
+}
+
+/// The reading end of [`bulk`]: reads `total` bytes, then acknowledges.
+pub async fn bulk_serve<C: AsyncRead + AsyncWrite + Unpin>(mut c: C, total: u64) {
+    let mut buf = vec![0u8; CHUNK];
+    let mut got = 0u64;
+    while got < total {
+        let n = c.read(&mut buf).await.expect("read");
+        assert!(n > 0, "eof after {got} of {total} bytes");
+        got += n as u64;
+    }
+    c.write_all(&[1]).await.expect("ack");
+    c.flush().await.expect("flush");
+}
+
+/// The writing end of [`bulk`]: bytes/s until the acknowledgement.
+pub async fn bulk_measure<C: AsyncRead + AsyncWrite + Unpin>(mut c: C, total: u64) -> f64 {
+    let chunk = vec![0xa5u8; CHUNK];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let n = (total - sent).min(CHUNK as u64) as usize;
+        c.write_all(&chunk[..n]).await.expect("write");
+        sent += n as u64;
+    }
+    c.flush().await.expect("flush");
+    let mut ack = [0u8; 1];
+    c.read_exact(&mut ack).await.expect("ack");
+    total as f64 / start.elapsed().as_secs_f64()
 }
 
 /// 64 B ping-pong: `rounds` round trips (after a warm-up), each timed.
 pub fn ping_pong(sides: &Sides, layer: Layer, rounds: usize) -> Vec<Duration> {
-    let serve = |mut c: Conn| async move {
-        let mut buf = [0u8; SMALL];
-        while c.read_exact(&mut buf).await.is_ok() {
-            c.write_all(&buf).await.expect("echo");
-            c.flush().await.expect("flush");
+    let measure = move |c: Conn| ping_measure(c, rounds);
+    one_connection(sides, layer, echo_serve, measure)
+}
+
+/// The echoing end of [`ping_pong`]: echoes 64 B messages until EOF.
+pub async fn echo_serve<C: AsyncRead + AsyncWrite + Unpin>(mut c: C) {
+    let mut buf = [0u8; SMALL];
+    while c.read_exact(&mut buf).await.is_ok() {
+        c.write_all(&buf).await.expect("echo");
+        c.flush().await.expect("flush");
+    }
+}
+
+/// The timing end of [`ping_pong`].
+pub async fn ping_measure<C: AsyncRead + AsyncWrite + Unpin>(
+    mut c: C,
+    rounds: usize,
+) -> Vec<Duration> {
+    let mut buf = [7u8; SMALL];
+    let mut times = Vec::with_capacity(rounds);
+    for i in 0..rounds + rounds / 10 {
+        let t = Instant::now();
+        c.write_all(&buf).await.expect("ping");
+        c.flush().await.expect("flush");
+        c.read_exact(&mut buf).await.expect("pong");
+        if i >= rounds / 10 {
+            times.push(t.elapsed());
         }
-    };
-    let measure = move |mut c: Conn| async move {
-        let mut buf = [7u8; SMALL];
-        let mut times = Vec::with_capacity(rounds);
-        for i in 0..rounds + rounds / 10 {
-            let t = Instant::now();
-            c.write_all(&buf).await.expect("ping");
-            c.flush().await.expect("flush");
-            c.read_exact(&mut buf).await.expect("pong");
-            if i >= rounds / 10 {
-                times.push(t.elapsed());
-            }
-        }
-        times
-    };
-    one_connection(sides, layer, serve, measure)
+    }
+    times
 }
 
 /// Pipelined messages: `count` length-prefixed 64 B messages one way, in

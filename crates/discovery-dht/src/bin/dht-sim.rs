@@ -160,6 +160,11 @@ fn print_report(
         percentile(&hops, 95.0),
         hops.iter().max().copied().unwrap_or(0)
     );
+    let max_hop = r.hops.iter().max().copied().unwrap_or(0);
+    let counts: Vec<String> = (0..=max_hop)
+        .map(|h| format!("{h}:{}", r.hops.iter().filter(|&&x| x == h).count()))
+        .collect();
+    println!("hop counts     {}", counts.join(" "));
     println!(
         "messages       per lookup mean {:.1}  p50 {}  p95 {}",
         mean(&msgs),

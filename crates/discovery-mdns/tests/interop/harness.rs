@@ -280,10 +280,10 @@ impl Lab {
     pub fn wait_log(&mut self, name: &str, needle: &str) {
         let start = Instant::now();
         while !self.log(name).contains(needle) {
-            if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("{name} exited ({status}):\n{}", self.log(name));
-                }
+            if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name)
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("{name} exited ({status}):\n{}", self.log(name));
             }
             assert!(
                 start.elapsed() < DEADLINE,
@@ -477,10 +477,10 @@ pub async fn wait_discovered(
 ) -> DiscoveredPeer {
     tokio::time::timeout(DEADLINE, async {
         while let Some(event) = events.next().await {
-            if let DiscoveryEvent::Discovered(peer) = event {
-                if peer.peer_id == want {
-                    return peer;
-                }
+            if let DiscoveryEvent::Discovered(peer) = event
+                && peer.peer_id == want
+            {
+                return peer;
             }
         }
         panic!("event stream ended");

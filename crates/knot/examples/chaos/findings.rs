@@ -128,21 +128,26 @@ where
 async fn relay_requests(plan: &Plan, tally: &mut Tally, n: u64, connect: bool) {
     let accepted = Arc::new(Mutex::new((0u64, 0u64)));
     let counts = accepted.clone();
+    let sink_addr = format!("tcp/{}:9", plan.args.one("sink").unwrap_or_default());
     channels(plan, n, false, tally, move |ch, until| {
-        let counts = counts.clone();
+        let (counts, sink_addr) = (counts.clone(), sink_addr.clone());
         async move {
             let mut tally = Tally::default();
             let from = Keypair::generate()
                 .map(|k| *k.peer_id().as_bytes())
                 .unwrap_or([1; 32]);
+            // The dialer the relay would have seen: the sink (a punch to it
+            // would be reflection).
+            let from_addr = sink_addr.clone();
             let mut asks = JoinSet::new();
             let mut tick = tokio::time::interval(CONTROL_PERIOD);
             while Instant::now() < until && !ch.is_closed() {
                 tick.tick().await;
                 let c = ch.clone();
                 let circuit = fastrand::u64(..);
+                let from_addr = from_addr.clone();
                 asks.spawn(async move {
-                    let ask = Incoming { circuit, from };
+                    let ask = Incoming { circuit, from, from_addr };
                     let answer =
                         c.request_timeout::<Incoming, Accepted>(&ask, Duration::from_secs(3));
                     matches!(answer.await, Ok(Accepted(Ok(()))))

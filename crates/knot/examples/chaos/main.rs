@@ -65,7 +65,7 @@ use knotwork_core::{Keypair, PeerAddr};
 use knotwork_dht_node::{self as dht, DhtHandle, DhtMessage};
 use knotwork_gossip::{Gossip, GossipConfig};
 use knotwork_nat::{Nat, NatConfig, NatEvent, RelayLimits};
-use knotwork_node::protocol::ping::{Ping, PingConfig, Pong};
+use knotwork_node::protocol::ping::{Ping, PingConfig};
 use knotwork_node::{DiscoveryConfig, Node, NodeBuilder, NodeConfig, NodeEvent};
 use knotwork_tasks::resource::ResourceConfig;
 use knotwork_tasks::task::{Placement, Task, TaskId, TaskOutcome};
@@ -725,7 +725,7 @@ async fn good(args: &Args) -> Res<()> {
                 let (channel, tx) = (channel.clone(), ping_tx.clone());
                 tokio::spawn(async move {
                     let t = Instant::now();
-                    let pong = channel.request::<Ping, Pong>(&Ping { nonce: fastrand::u64(..) }).await;
+                    let pong = channel.call(&Ping { nonce: fastrand::u64(..) }).await;
                     let _ = tx.send(pong.ok().map(|_| t.elapsed().as_secs_f64() * 1e3)).await;
                 });
             }

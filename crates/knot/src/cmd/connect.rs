@@ -1,5 +1,8 @@
-//! `knot connect ADDR`: the running node dials ADDR once (a relay address
-//! `relay/<relay-addr>/<relay-id>/<target-id>` too), through its control socket.
+//! `knot connect ADDR|PEER_ID`: the running node dials ADDR once (a relay
+//! address `relay/<relay-addr>/<relay-id>/<target-id>` too, and
+//! `ADDR/p2p/<PeerId>` to require that peer there), or finds PEER_ID's
+//! addresses (discovery, the DHT's peer records) and tries them, direct ones
+//! first, then relayed ones; through its control socket.
 //!
 //! # Format
 //! Text: `connected <peer-id> <addr> (relayed|direct)`. With `--json`:
@@ -8,7 +11,6 @@
 use std::process::ExitCode;
 
 use crate::control::{self, Request, Response};
-use knotwork_core::PeerAddr;
 
 use crate::CliResult;
 use crate::settings::{Global, print_json};
@@ -16,14 +18,13 @@ use crate::settings::{Global, print_json};
 /// Arguments of `knot connect`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The address to dial, e.g. tcp/10.0.0.1:4000 or relay/tcp/10.0.0.1:4000/RELAY_ID/PEER_ID.
-    addr: PeerAddr,
+    /// What to reach: an address (tcp/10.0.0.1:4000, relay/tcp/10.0.0.1:4000/RELAY_ID/PEER_ID,
+    /// tcp/10.0.0.1:4000/p2p/PEER_ID), or a PeerId alone.
+    target: String,
 }
 
 pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
-    let request = Request::Connect {
-        addr: args.addr.to_string(),
-    };
+    let request = Request::Connect { addr: args.target };
     let Response::Connected {
         peer_id,
         addr,

@@ -30,6 +30,7 @@ use knotwork_tasks::task::{Placement, Task, TaskId, TaskOutcome};
 use knotwork_tasks::{Tasks, TasksConfig, TasksService};
 use serde::Serialize;
 
+use super::task::fnv;
 use crate::CliResult;
 use crate::settings::{Global, print_json};
 
@@ -58,12 +59,6 @@ struct Summary {
     stopped_worker: String,
     per_worker: HashMap<String, u64>,
     elapsed_ms: u128,
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 /// Chunk `i`: 8-byte words that differ per chunk and per position.

@@ -104,7 +104,10 @@ pub(crate) async fn run(global: &Global, cmd: Command) -> CliResult<ExitCode> {
     if global.json {
         print_json(&response)?;
     } else {
-        lines.iter().for_each(|l| println!("{l}"));
+        // Values and addresses come from peers.
+        lines
+            .iter()
+            .for_each(|l| println!("{}", super::printable(l)));
     }
     Ok(if hit {
         ExitCode::SUCCESS

@@ -35,7 +35,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         };
         println!("health: {level}");
         for reason in &status.reasons {
-            println!("- {reason}");
+            println!("- {}", super::printable(reason));
         }
     }
     Ok(if status.level == HealthLevel::Ok {

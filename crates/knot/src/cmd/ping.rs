@@ -18,8 +18,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use knotwork_core::{Keypair, PeerAddr};
+use knotwork_node::Subscription;
 use knotwork_node::protocol::ping::{Ping, Pong};
-use knotwork_node::{Node, Subscription};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -124,7 +124,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     let interval = seconds("--interval", args.interval, MIN_INTERVAL)?;
     let timeout = seconds("--timeout", args.timeout, 0.001)?;
     let json = global.json;
-    let node = Node::builder(Keypair::generate()?).start().await?;
+    let node = super::node_builder(Keypair::generate()?)?.start().await?;
     let channel = match node.connect(&args.addr).await {
         Ok(channel) => channel,
         Err(e) => {
@@ -153,7 +153,8 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         let nonce = fastrand::u64(..);
         let t0 = Instant::now();
         if let Err(e) = channel.send(&Ping { nonce }).await {
-            eprintln!("channel closed: {e}");
+            // The reason may be the peer's own text.
+            eprintln!("channel closed: {}", super::printable(&e.to_string()));
             break;
         }
         let answered = tokio::select! {

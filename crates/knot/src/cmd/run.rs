@@ -23,16 +23,22 @@
 //! it); `upnp mapped <addr> (lease <secs> s)`, `upnp lost <addr>` (`upnp_mapped`
 //! with `external` and `lease_ms` in JSON); `reachability public <addr>`,
 //! `reachability private` or `reachability unknown` when peers' dial-backs
-//! change the verdict (`reachability` with `state` and `addr` in JSON).
+//! change the verdict (`reachability` with `state` and `addr` in JSON);
+//! `gossip <topic> <origin>/<seq> via <peer>: <data>` for each message
+//! received on a topic of `--subscribe` (`gossip` with `topic`, `origin`,
+//! `seq`, `from`, `data` and `at_us`, the arrival time in microseconds since
+//! the UNIX epoch, in JSON). With `--worker` it runs the built-in tasks for
+//! peers (see `knot task`).
 //! With `--json` the same as one object per line, tagged by `"event"`.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::config::{DhtMode, MdnsSection};
-use crate::control::{ControlServer, NodeControl, create_private_dir, session_name};
-use knotwork_core::{Keypair, PeerAddr};
+use crate::control::{ControlServer, NodeControl, create_private_dir, session_name, unix_micros};
+use knotwork_core::{DialAddr, Keypair, PeerAddr};
 use knotwork_dht_node::{Config, DhtHandle, Mode};
 use knotwork_discovery_mdns::{MdnsConfig, MdnsDiscovery};
 use knotwork_gossip::{Gossip, GossipConfig};
@@ -49,22 +55,25 @@ use crate::settings::{Global, IDENTITY_FILE, resolve_dir};
 /// Arguments of `knot run`; each flag replaces the configured list.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Listen on ADDR (repeatable), e.g. tcp/0.0.0.0:4000 or tcp/127.0.0.1:0.
+    /// Listen on ADDR (repeatable), e.g. tcp/0.0.0.0:4000, quic/0.0.0.0:4000,
+    /// tcp/127.0.0.1:0, uds//run/knot/node.sock or ws/0.0.0.0:8080/knot.
     #[arg(long, short = 'l', value_name = "ADDR")]
     listen: Vec<PeerAddr>,
-    /// Keep a connection to seed ADDR (repeatable).
+    /// Keep a connection to seed ADDR (repeatable); `ADDR/p2p/<PeerId>`
+    /// accepts only that peer there.
     #[arg(long, short = 's', value_name = "ADDR")]
-    seed: Vec<PeerAddr>,
-    /// Keep a connection to peer ADDR (repeatable).
+    seed: Vec<DialAddr>,
+    /// Keep a connection to peer ADDR (repeatable; pinned as for --seed).
     #[arg(long, short = 'p', value_name = "ADDR")]
-    peer: Vec<PeerAddr>,
+    peer: Vec<DialAddr>,
     /// Offer the relay service to peers (as `[relay] service = true`; the
     /// limits come from `[relay]`).
     #[arg(long)]
     relay_service: bool,
-    /// Keep a connection to the relay at ADDR and a reservation on it (repeatable).
+    /// Keep a connection to the relay at ADDR and a reservation on it
+    /// (repeatable; pinned as for --seed).
     #[arg(long, value_name = "ADDR")]
-    relay: Vec<PeerAddr>,
+    relay: Vec<DialAddr>,
     /// Serve Prometheus metrics at http://IP:PORT/metrics (port 0 picks one).
     #[arg(long, value_name = "IP:PORT")]
     metrics: Option<SocketAddr>,
@@ -77,6 +86,23 @@ pub(crate) struct Args {
     /// Map the listen port on the LAN's UPnP gateway (`[nat] upnp`).
     #[arg(long)]
     upnp: bool,
+    /// Print a line for each gossip message received on TOPIC (repeatable).
+    #[arg(long, value_name = "TOPIC")]
+    subscribe: Vec<String>,
+    /// Run the built-in tasks for peers (`fnv`: the FNV-1a hash of the
+    /// input; `knot task submit fnv TEXT`).
+    #[arg(long)]
+    worker: bool,
+    /// How often the DHT re-puts this node's records and re-replicates the
+    /// records it holds for others (default 1 h), in milliseconds.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1000..))]
+    dht_republish_ms: Option<u64>,
+    /// Peers each gossip message is sent or forwarded to (default 6).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    gossip_fanout: Option<u16>,
+    /// Hops a gossip message published here may travel (default 6).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..))]
+    gossip_ttl: Option<u8>,
 }
 
 #[derive(Serialize)]
@@ -133,6 +159,17 @@ enum Line {
         state: &'static str,
         addr: Option<String>,
     },
+    /// A gossip message on a topic of `--subscribe`.
+    Gossip {
+        topic: String,
+        origin: String,
+        seq: u64,
+        /// The direct peer it came from.
+        from: String,
+        data: String,
+        /// When it arrived, in microseconds since the UNIX epoch.
+        at_us: u64,
+    },
     Lagged {
         missed: u64,
     },
@@ -153,7 +190,7 @@ fn write_line(out: &mut impl Write, json: bool, line: &Line) -> CliResult<()> {
         writeln!(out)?;
         return Ok(());
     }
-    match line {
+    let text = match line {
         Line::Started {
             peer_id,
             listen,
@@ -172,41 +209,52 @@ fn write_line(out: &mut impl Write, json: bool, line: &Line) -> CliResult<()> {
             if let Some(mode) = dht {
                 writeln!(out, "dht {mode}")?;
             }
+            out.flush()?;
+            return Ok(());
         }
-        Line::MdnsUnavailable { reason } => writeln!(out, "mdns unavailable: {reason}")?,
+        Line::MdnsUnavailable { reason } => format!("mdns unavailable: {reason}"),
         Line::Discovered {
             peer_id,
             addrs,
             sources,
-        } => writeln!(
-            out,
+        } => format!(
             "discovered {peer_id} {} ({})",
             addrs.join(","),
             sources.join(",")
-        )?,
-        Line::Expired { peer_id } => writeln!(out, "expired {peer_id}")?,
+        ),
+        Line::Expired { peer_id } => format!("expired {peer_id}"),
         Line::Connected {
             peer_id,
             addr,
             session,
-        } => writeln!(out, "connected {peer_id} {addr} ({session})")?,
+        } => format!("connected {peer_id} {addr} ({session})"),
         Line::Disconnected { peer_id, reason } => {
-            writeln!(out, "disconnected {peer_id}: {reason}")?
+            format!("disconnected {peer_id}: {reason}")
         }
-        Line::Banned { peer_id } => writeln!(out, "banned {peer_id}")?,
-        Line::RelayReserved { addr, .. } => writeln!(out, "relayed address {addr}")?,
-        Line::RelayReleased { addr, .. } => writeln!(out, "relay released {addr}")?,
+        Line::Banned { peer_id } => format!("banned {peer_id}"),
+        Line::RelayReserved { addr, .. } => format!("relayed address {addr}"),
+        Line::RelayReleased { addr, .. } => format!("relay released {addr}"),
         Line::UpnpMapped { external, lease_ms } => {
-            writeln!(out, "upnp mapped {external} (lease {} s)", lease_ms / 1000)?
+            format!("upnp mapped {external} (lease {} s)", lease_ms / 1000)
         }
-        Line::UpnpLost { external } => writeln!(out, "upnp lost {external}")?,
+        Line::UpnpLost { external } => format!("upnp lost {external}"),
         Line::Reachability { state, addr } => match addr {
-            Some(addr) => writeln!(out, "reachability {state} {addr}")?,
-            None => writeln!(out, "reachability {state}")?,
+            Some(addr) => format!("reachability {state} {addr}"),
+            None => format!("reachability {state}"),
         },
-        Line::Lagged { missed } => writeln!(out, "missed {missed} events")?,
-        Line::Stopping { signal } => writeln!(out, "{signal}: shutting down")?,
-    }
+        Line::Gossip {
+            topic,
+            origin,
+            seq,
+            from,
+            data,
+            ..
+        } => format!("gossip {topic} {origin}/{seq} via {from}: {data}"),
+        Line::Lagged { missed } => format!("missed {missed} events"),
+        Line::Stopping { signal } => format!("{signal}: shutting down"),
+    };
+    // Peers supply some of this text (disconnect reasons, addresses).
+    writeln!(out, "{}", super::printable(&text))?;
     out.flush()?;
     Ok(())
 }
@@ -262,18 +310,44 @@ fn nat_line(event: NatEvent) -> Option<Line> {
 }
 
 /// The DHT of a `knot run` node. Requests and queries are bounded so that
-/// a `knot dht` query ends within one control exchange.
-fn dht_handle(keypair: &Keypair, mode: DhtMode) -> DhtHandle {
-    let config = Config {
+/// a `knot dht` query ends within one control exchange. `republish`
+/// replaces the republish and replication intervals; maintenance then runs
+/// at least twice per interval.
+fn dht_handle(keypair: &Keypair, mode: DhtMode, republish: Option<Duration>) -> DhtHandle {
+    let mut config = Config {
         mode: match mode {
             DhtMode::Server => Mode::Server,
             DhtMode::Client => Mode::Client,
         },
-        request_timeout: std::time::Duration::from_secs(1),
-        query_timeout: std::time::Duration::from_secs(4),
+        request_timeout: Duration::from_secs(1),
+        query_timeout: Duration::from_secs(4),
         ..Config::default()
     };
+    if let Some(interval) = republish {
+        config.republish_interval = interval;
+        config.replicate_interval = Some(interval);
+        config.maintenance_interval = config.maintenance_interval.min(interval / 2);
+    }
     DhtHandle::new(keypair.clone(), config)
+}
+
+/// Prints a [`Line::Gossip`] for each message of `topic` (until the node's
+/// gossip goes away with it).
+fn print_gossip(gossip: &Gossip, topic: String, json: bool) {
+    let mut messages = gossip.subscribe(&topic);
+    tokio::spawn(async move {
+        while let Some(m) = messages.recv().await {
+            let line = Line::Gossip {
+                topic: topic.clone(),
+                origin: m.id.origin.to_string(),
+                seq: m.id.seq,
+                from: m.from.to_string(),
+                data: String::from_utf8_lossy(&m.data).into_owned(),
+                at_us: unix_micros(),
+            };
+            print(json, &line);
+        }
+    });
 }
 
 fn discovery_line(event: UnifiedEvent) -> Option<Line> {
@@ -336,7 +410,7 @@ impl Lan {
 }
 
 /// How long shutdown waits for the mDNS goodbye to go out.
-const GOODBYE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Resolves when the process gets SIGTERM (never elsewhere than Unix).
 async fn sigterm() -> std::io::Result<()> {
@@ -352,14 +426,17 @@ async fn sigterm() -> std::io::Result<()> {
 
 pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     let mut file = global.file_config()?;
+    fn texts(given: &[impl ToString]) -> Vec<String> {
+        given.iter().map(ToString::to_string).collect()
+    }
     let flags = [
-        (args.listen, &mut file.listen),
-        (args.seed, &mut file.seeds),
-        (args.peer, &mut file.peers),
+        (texts(&args.listen), &mut file.listen),
+        (texts(&args.seed), &mut file.seeds),
+        (texts(&args.peer), &mut file.peers),
     ];
     for (given, list) in flags {
         if !given.is_empty() {
-            *list = given.iter().map(ToString::to_string).collect();
+            *list = given;
         }
     }
     if args.relay_service {
@@ -376,19 +453,34 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     // Tasks, resources, health, gossip and NAT traversal run on every
     // `knot run` node.
     let apps = TasksService::new(TasksConfig::default());
-    let gossip = Gossip::new(keypair.clone(), GossipConfig::default());
+    let mut gossip_config = GossipConfig::default();
+    if let Some(fanout) = args.gossip_fanout {
+        gossip_config.fanout = usize::from(fanout);
+    }
+    if let Some(ttl) = args.gossip_ttl {
+        gossip_config.ttl = ttl;
+    }
+    let gossip = Gossip::new(keypair.clone(), gossip_config);
     let mut nat_config = config.nat_config;
     nat_config.relays = args.relay;
     if config.nat.upnp || args.upnp {
         let mut upnp = knotwork_nat::upnp::UpnpConfig::default();
-        upnp.lease = std::time::Duration::from_millis(config.nat.upnp_lease_ms);
+        upnp.lease = Duration::from_millis(config.nat.upnp_lease_ms);
         nat_config.upnp = Some(upnp);
     }
-    let nat = Nat::new(nat_config);
+    // TCP is built in; QUIC (listened on where `listen` says so, dialed
+    // whenever a peer's address is one, and punched through NATs), Unix
+    // sockets and WebSocket listen and dial too (`quic/0.0.0.0:4000`,
+    // `uds//run/knot.sock`, `ws/0.0.0.0:8080/knot`).
+    let quic = super::quic_transport(&keypair)?;
+    let nat = Nat::new(nat_config).quic(quic.clone());
     let mut builder = Node::builder(keypair.clone())
+        .transport(quic)
+        .transport(knotwork_transport_uds::UdsTransport::new(Default::default()))
+        .transport(knotwork_transport_ws::WsTransport::new(Default::default()))
         .config(config.node)
         .service(apps.clone())
-        .service(gossip)
+        .service(gossip.clone())
         .service(nat.clone());
     for addr in config.listen {
         builder = builder.listen(addr);
@@ -399,7 +491,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     for addr in config.peers {
         builder = builder.peer(addr);
     }
-    let dht = (config.dht.enabled && !args.no_dht).then(|| dht_handle(&keypair, config.dht.mode));
+    let republish = args.dht_republish_ms.map(Duration::from_millis);
+    let dht = (config.dht.enabled && !args.no_dht)
+        .then(|| dht_handle(&keypair, config.dht.mode, republish));
     let dht_mode = dht.as_ref().map(|_| match config.dht.mode {
         DhtMode::Server => "server",
         DhtMode::Client => "client",
@@ -409,6 +503,12 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     }
     let lan = Lan::start(&config.mdns, args.no_mdns, global.json);
     let node = lan.register(builder).start().await?;
+    if args.worker {
+        super::task::register_builtin(&apps);
+    }
+    for topic in args.subscribe {
+        print_gossip(&gossip, topic, global.json);
+    }
     let metrics = match args.metrics {
         Some(addr) => match node.metrics().serve(addr).await {
             Ok(server) => Some(server),
@@ -422,7 +522,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     let mut events = node.events();
     let mut nat_events = nat.events();
     let mut discovered = node.discovery_events();
-    let control = NodeControl::new(node.clone(), apps, nat);
+    let control = NodeControl::new(node.clone(), apps, gossip, nat);
     let control = match dht {
         Some(dht) => control.with_dht(dht),
         None => control,
@@ -497,4 +597,55 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
     lan.goodbye().await;
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn l6_a_peers_disconnect_reason_is_printed_escaped_on_one_line() {
+        let line = Line::Disconnected {
+            peer_id: "12D3KooWpeer".into(),
+            reason: "bye\x1b[2J\nconnected 12D3KooWfake tcp/1.2.3.4:1 (manual)".into(),
+        };
+        let mut out = Vec::new();
+        write_line(&mut out, false, &line).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "disconnected 12D3KooWpeer: bye\\u{1b}[2J\\u{a}connected 12D3KooWfake tcp/1.2.3.4:1 (manual)\n"
+        );
+        let mut json = Vec::new();
+        write_line(&mut json, true, &line).unwrap();
+        assert_eq!(
+            json.iter().filter(|b| **b == b'\n').count(),
+            1,
+            "JSON escapes too"
+        );
+    }
+
+    #[test]
+    fn a_gossip_line_carries_the_message_id_and_arrival_time() {
+        let line = Line::Gossip {
+            topic: "news".into(),
+            origin: "o".into(),
+            seq: 7,
+            from: "f".into(),
+            data: "hi".into(),
+            at_us: 1_700_000_000_000_000,
+        };
+        let mut json = Vec::new();
+        write_line(&mut json, true, &line).unwrap();
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            "{\"event\":\"gossip\",\"topic\":\"news\",\"origin\":\"o\",\"seq\":7,\"from\":\"f\",\"data\":\"hi\",\"at_us\":1700000000000000}\n"
+        );
+        let mut text = Vec::new();
+        write_line(&mut text, false, &line).unwrap();
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "gossip news o/7 via f: hi\n"
+        );
+    }
 }

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use knotwork_core::PeerAddr;
+use knotwork_core::{DialAddr, PeerAddr};
 use serde::{Deserialize, Serialize};
 
 use knotwork_nat::{NatConfig, RelayLimits};
@@ -247,6 +247,8 @@ pub struct FileConfig {
     pub seeds: Vec<String>,
     /// Manual peer addresses.
     pub peers: Vec<String>,
+    /// [`NodeConfig::dial_preference`]: address schemes, most preferred first.
+    pub dial_preference: Vec<String>,
     /// [`NodeConfig::max_inbound`].
     pub max_inbound: usize,
     /// [`NodeConfig::max_per_ip`].
@@ -349,6 +351,7 @@ impl Default for FileConfig {
             listen: vec!["tcp/0.0.0.0:4000".into()],
             seeds: Vec::new(),
             peers: Vec::new(),
+            dial_preference: d.dial_preference.clone(),
             max_inbound: d.max_inbound,
             max_per_ip: d.max_per_ip,
             max_per_subnet: d.max_per_subnet,
@@ -381,10 +384,10 @@ pub struct Validated {
     pub data_dir: PathBuf,
     /// Listen addresses.
     pub listen: Vec<PeerAddr>,
-    /// Seed addresses.
-    pub seeds: Vec<PeerAddr>,
-    /// Manual peer addresses.
-    pub peers: Vec<PeerAddr>,
+    /// Seed addresses, each optionally pinned to a PeerId (`…/p2p/<id>`).
+    pub seeds: Vec<DialAddr>,
+    /// Manual peer addresses, each optionally pinned to a PeerId.
+    pub peers: Vec<DialAddr>,
     /// The node settings.
     pub node: NodeConfig,
     /// The DHT settings.
@@ -522,15 +525,21 @@ impl FileConfig {
 
     /// Checks every field; the first bad one is the error.
     pub fn validate(&self) -> Result<Validated, KnotError> {
-        fn addrs(field: &str, list: &[String]) -> Result<Vec<PeerAddr>, KnotError> {
+        fn parsed<T>(field: &str, list: &[String]) -> Result<Vec<T>, KnotError>
+        where
+            T: std::str::FromStr,
+            T::Err: std::fmt::Display,
+        {
             list.iter()
                 .enumerate()
                 .map(|(i, a)| {
-                    a.parse::<PeerAddr>()
+                    a.parse::<T>()
                         .map_err(|e| bad(format!("{field}[{i}]"), a, e.to_string()))
                 })
                 .collect()
         }
+        let addrs = parsed::<PeerAddr>;
+        let dial_addrs = parsed::<DialAddr>;
         fn positive(field: &str, v: u64) -> Result<Duration, KnotError> {
             match v {
                 0 => Err(bad(field, v, "must be greater than 0")),
@@ -560,10 +569,17 @@ impl FileConfig {
         }
 
         let listen = addrs("listen", &self.listen)?;
-        let seeds = addrs("seeds", &self.seeds)?;
-        let peers = addrs("peers", &self.peers)?;
+        let seeds = dial_addrs("seeds", &self.seeds)?;
+        let peers = dial_addrs("peers", &self.peers)?;
 
         let mut node = NodeConfig::default();
+        for (i, scheme) in self.dial_preference.iter().enumerate() {
+            if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_lowercase()) {
+                let why = "must be an address scheme such as quic, tcp or ws";
+                return Err(bad(format!("dial_preference[{i}]"), scheme, why));
+            }
+        }
+        node.dial_preference = self.dial_preference.clone();
         node.max_inbound = nonzero("max_inbound", self.max_inbound)?;
         node.max_per_ip = nonzero("max_per_ip", self.max_per_ip)?;
         node.max_per_subnet = nonzero("max_per_subnet", self.max_per_subnet)?;

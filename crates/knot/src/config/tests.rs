@@ -84,6 +84,25 @@ fn bad_addresses_name_the_list_entry() {
     }
 }
 
+#[test]
+fn quic_listen_and_dial_preference_come_from_the_file() {
+    let c = FileConfig::from_toml(
+        "listen = [\"quic/0.0.0.0:4000\", \"tcp/0.0.0.0:4000\"]\ndial_preference = [\"tcp\", \"quic\"]",
+    )
+    .unwrap();
+    let v = c.validate().unwrap();
+    assert_eq!(
+        v.listen[0],
+        "quic/0.0.0.0:4000".parse::<PeerAddr>().unwrap()
+    );
+    assert_eq!(v.node.dial_preference, vec!["tcp", "quic"]);
+    let bad = FileConfig {
+        dial_preference: vec!["quic".into(), "QUIC!".into()],
+        ..FileConfig::default()
+    };
+    assert_eq!(field_of(bad.validate().unwrap_err()), "dial_preference[1]");
+}
+
 type Breaker = fn(&mut FileConfig);
 
 #[test]

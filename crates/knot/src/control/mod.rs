@@ -36,7 +36,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 mod server;
-pub(crate) use server::{ControlServer, NodeControl, create_private_dir};
+pub(crate) use server::{ControlServer, NodeControl, create_private_dir, unix_micros};
 
 /// The socket's file name inside the data directory.
 pub(crate) const SOCKET_NAME: &str = "control.sock";
@@ -101,6 +101,24 @@ pub(crate) enum Request {
         /// The address, text form of a `PeerAddr`.
         addr: String,
     },
+    /// Publish `data` on gossip `topic`.
+    GossipPublish {
+        /// The topic.
+        topic: String,
+        /// The body (UTF-8 text).
+        data: String,
+    },
+    /// Run a task of `kind` on the least busy task peer and wait for its
+    /// result (within one exchange).
+    TaskSubmit {
+        /// Which handler runs it (`fnv` on `knot run --worker` nodes).
+        kind: String,
+        /// Its input (UTF-8 text).
+        input: String,
+    },
+    /// The node's metrics in the Prometheus text format (what `knot run
+    /// --metrics` serves over HTTP).
+    Metrics,
 }
 
 /// How a connection was made, reduced to who dialed.
@@ -240,6 +258,38 @@ pub(crate) enum Response {
         addr: String,
         /// Whether the channel runs through a relay.
         relayed: bool,
+    },
+    /// The answer to [`Request::GossipPublish`].
+    GossipPublished {
+        /// The message id: the publisher (base58) ...
+        origin: String,
+        /// ... and its sequence number.
+        seq: u64,
+        /// Peers it was sent to.
+        sent: usize,
+        /// When it was published, in microseconds since the UNIX epoch
+        /// (receivers print theirs on `knot run --subscribe` lines).
+        at_us: u64,
+    },
+    /// The answer to [`Request::TaskSubmit`].
+    TaskResult {
+        /// The task's id.
+        id: u64,
+        /// The worker that answered (base58), if one did.
+        worker: Option<String>,
+        /// `done`, `failed`, `exhausted`, `no_workers` or `cancelled`.
+        outcome: String,
+        /// The handler's output (`done`: hex) or error (`failed`).
+        output: Option<String>,
+        /// How many times it was placed.
+        attempts: u32,
+        /// From submission to result, in milliseconds.
+        ms: u64,
+    },
+    /// The answer to [`Request::Metrics`].
+    Metrics {
+        /// The Prometheus text.
+        text: String,
     },
     /// The request could not be read; the text says why.
     Error {

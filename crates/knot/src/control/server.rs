@@ -4,17 +4,20 @@
 use crate::error::KnotError;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::FutureExt;
 use knotwork_core::{DiscoverySource, PeerId, lock};
 use knotwork_dht_node::DhtHandle;
+use knotwork_gossip::Gossip;
 use knotwork_nat::Nat;
 use knotwork_node::{Node, NodeEvent, SessionKind};
 use knotwork_tasks::TasksService;
+use knotwork_tasks::task::{Placement, Task, TaskId, TaskOutcome, TaskResult};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::{Semaphore, broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{
@@ -50,15 +53,23 @@ impl Book {
 /// The answer to every DHT request of a node that runs without the DHT.
 pub const NO_DHT: &str = "this node runs without the DHT (knot run --no-dht, [dht] enabled = false, or built without the dht feature)";
 
+/// Task requests waiting for their result, by task id.
+type TaskWaiters = Arc<Mutex<HashMap<TaskId, oneshot::Sender<TaskResult>>>>;
+
 /// Answers control requests about one node; see the module docs.
 pub struct NodeControl {
     node: Node,
     apps: TasksService,
+    gossip: Gossip,
     nat: Nat,
     dht: Option<DhtHandle>,
     started: Instant,
     book: Arc<Mutex<Book>>,
     follower: JoinHandle<()>,
+    /// Made by the first task request, which takes the node's result
+    /// stream ([`knotwork_tasks::Tasks::results`]) and hands each
+    /// result to the request waiting for it.
+    tasks: OnceLock<(TaskWaiters, JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for NodeControl {
@@ -72,13 +83,16 @@ impl std::fmt::Debug for NodeControl {
 impl Drop for NodeControl {
     fn drop(&mut self) {
         self.follower.abort();
+        if let Some((_, router)) = self.tasks.get() {
+            router.abort();
+        }
     }
 }
 
 impl NodeControl {
     /// Starts following `node`'s events; call it right after the node
-    /// starts. `apps` and `nat` are the node's services.
-    pub fn new(node: Node, apps: TasksService, nat: Nat) -> Self {
+    /// starts. `apps`, `gossip` and `nat` are the node's services.
+    pub fn new(node: Node, apps: TasksService, gossip: Gossip, nat: Nat) -> Self {
         let book = Arc::new(Mutex::new(Book::default()));
         let mut events = node.events();
         let follower = tokio::spawn({
@@ -96,11 +110,13 @@ impl NodeControl {
         Self {
             node,
             apps,
+            gossip,
             nat,
             dht: None,
             started: Instant::now(),
             book,
             follower,
+            tasks: OnceLock::new(),
         }
     }
 
@@ -137,21 +153,106 @@ impl NodeControl {
             | Request::DhtProviders { .. }
             | Request::DhtFind { .. } => self.dht(request).await,
             Request::Connect { addr } => self.connect(addr).await,
+            Request::GossipPublish { topic, data } => {
+                let at_us = unix_micros();
+                match self.gossip.publish(topic, data.clone().into()).await {
+                    Ok((id, sent)) => Response::GossipPublished {
+                        origin: id.origin.to_string(),
+                        seq: id.seq,
+                        sent,
+                        at_us,
+                    },
+                    Err(e) => Response::Error {
+                        message: format!("gossip: {e}"),
+                    },
+                }
+            }
+            Request::TaskSubmit { kind, input } => self.task(kind, input).await,
+            Request::Metrics => Response::Metrics {
+                text: self.node.metrics().encode(),
+            },
         }
     }
 
-    /// Dials `addr`, answering before the client's exchange timeout.
-    async fn connect(&self, addr: &str) -> Response {
-        let addr: knotwork_core::PeerAddr = match addr.parse() {
-            Ok(addr) => addr,
-            Err(e) => {
+    /// Submits a task and waits for its result, answering before the
+    /// client's exchange timeout (a task still pending then is cancelled).
+    async fn task(&self, kind: &str, input: &str) -> Response {
+        let limit = EXCHANGE_TIMEOUT.saturating_sub(Duration::from_millis(500));
+        let waiters = self.task_waiters();
+        // Half the time for one attempt leaves room for a second.
+        let task = Task::new(kind, input.into()).with_timeout(limit / 2);
+        let id = task.id;
+        let (tx, rx) = oneshot::channel();
+        lock(&waiters).insert(id, tx);
+        let submitted = Instant::now();
+        if let Err(e) = self.apps.tasks().submit(task, Placement::BestByResources) {
+            lock(&waiters).remove(&id);
+            return Response::Error {
+                message: format!("task: {e}"),
+            };
+        }
+        let Ok(Ok(result)) = tokio::time::timeout(limit, rx).await else {
+            lock(&waiters).remove(&id);
+            self.apps.tasks().cancel(id);
+            return Response::Error {
+                message: format!("task took longer than {} ms", millis(limit)),
+            };
+        };
+        let (outcome, output) = match result.outcome {
+            TaskOutcome::Done(out) => (
+                "done",
+                Some(out.iter().map(|b| format!("{b:02x}")).collect()),
+            ),
+            TaskOutcome::Failed(error) => ("failed", Some(error)),
+            TaskOutcome::Exhausted => ("exhausted", None),
+            TaskOutcome::NoWorkers => ("no_workers", None),
+            TaskOutcome::Cancelled => ("cancelled", None),
+        };
+        Response::TaskResult {
+            id: id.0,
+            worker: result.worker.map(|w| w.to_string()),
+            outcome: outcome.to_owned(),
+            output,
+            attempts: result.attempts,
+            ms: millis(submitted.elapsed()),
+        }
+    }
+
+    fn task_waiters(&self) -> TaskWaiters {
+        let (waiters, _) = self.tasks.get_or_init(|| {
+            let waiters = TaskWaiters::default();
+            let mut results = self.apps.tasks().results();
+            let routed = waiters.clone();
+            let router = tokio::spawn(async move {
+                while let Some(result) = results.recv().await {
+                    if let Some(tx) = lock(&routed).remove(&result.id) {
+                        let _ = tx.send(result);
+                    }
+                }
+            });
+            (waiters, router)
+        });
+        waiters.clone()
+    }
+
+    /// Dials `target` (an address, or a PeerId to find and reach by its
+    /// addresses), answering before the client's exchange timeout.
+    async fn connect(&self, target: &str) -> Response {
+        let limit = EXCHANGE_TIMEOUT.saturating_sub(Duration::from_millis(500));
+        let connect = match (
+            target.parse::<PeerId>(),
+            target.parse::<knotwork_core::DialAddr>(),
+        ) {
+            (Ok(peer), _) => self.node.connect_peer(peer).boxed(),
+            (_, Ok(addr)) => self.node.connect(addr).boxed(),
+            (Err(_), Err(e)) => {
                 return Response::Error {
-                    message: format!("bad address {addr:?}: {e}"),
+                    message: format!("neither a PeerId nor an address: {target:?}: {e}"),
                 };
             }
         };
-        let limit = EXCHANGE_TIMEOUT.saturating_sub(Duration::from_millis(500));
-        match tokio::time::timeout(limit, self.node.connect(&addr)).await {
+        let addr = target;
+        match tokio::time::timeout(limit, connect).await {
             Ok(Ok(channel)) => Response::Connected {
                 peer_id: channel.remote_peer_id().to_string(),
                 addr: channel.remote_addr().to_string(),
@@ -304,6 +405,15 @@ async fn dht_answer(dht: &DhtHandle, request: &Request) -> Result<Response, Stri
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Microseconds since the UNIX epoch now (0 if the clock is before it): the
+/// time stamps of gossip messages published and received, comparable
+/// between the processes of one machine.
+pub(crate) fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// The serving control socket; removes the socket file when dropped.

@@ -47,6 +47,30 @@ fn dht_requests_and_answers_are_tagged_json_lines() {
 }
 
 #[test]
+fn gossip_task_and_metrics_requests_are_tagged_json_lines() {
+    let publish = Request::GossipPublish {
+        topic: "news".into(),
+        data: "hi".into(),
+    };
+    assert_eq!(
+        encode(&publish).unwrap(),
+        b"{\"request\":\"gossip_publish\",\"topic\":\"news\",\"data\":\"hi\"}\n"
+    );
+    assert_eq!(
+        decode::<Request>(b"{\"request\":\"task_submit\",\"kind\":\"fnv\",\"input\":\"x\"}")
+            .unwrap(),
+        Request::TaskSubmit {
+            kind: "fnv".into(),
+            input: "x".into()
+        }
+    );
+    assert_eq!(
+        decode::<Request>(b"{\"request\":\"metrics\"}").unwrap(),
+        Request::Metrics
+    );
+}
+
+#[test]
 fn a_peer_entry_without_sources_reads_as_none() {
     let line = br#"{"peer_id":"x","addr":"tcp/1.2.3.4:5","direction":"inbound","session":"inbound","rtt_us":null,"connected_ms":7,"relayed":false}"#;
     let entry: PeerEntry = decode(line).unwrap();
@@ -148,6 +172,37 @@ fn response() -> impl Strategy<Value = Response> {
                 addr,
                 relayed
             }),
+        (
+            "[1-9A-Za-z]{1,44}",
+            any::<u64>(),
+            any::<usize>(),
+            any::<u64>()
+        )
+            .prop_map(|(origin, seq, sent, at_us)| Response::GossipPublished {
+                origin,
+                seq,
+                sent,
+                at_us
+            }),
+        (
+            any::<u64>(),
+            prop::option::of("[1-9A-Za-z]{1,44}"),
+            "done|failed|exhausted|no_workers|cancelled",
+            prop::option::of(".*"),
+            any::<u32>(),
+            any::<u64>()
+        )
+            .prop_map(|(id, worker, outcome, output, attempts, ms)| {
+                Response::TaskResult {
+                    id,
+                    worker,
+                    outcome,
+                    output,
+                    attempts,
+                    ms,
+                }
+            }),
+        ".*".prop_map(|text| Response::Metrics { text }),
     ]
 }
 

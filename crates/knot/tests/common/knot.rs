@@ -64,11 +64,16 @@ impl Drop for Node {
 
 impl Node {
     pub fn start(home: &Path, name: &str, extra: &[&str]) -> Node {
+        Self::start_on(home, name, "tcp/127.0.0.1:0", extra)
+    }
+
+    /// A node listening on `listen` (its `addr`: the first bound address).
+    pub fn start_on(home: &Path, name: &str, listen: &str, extra: &[&str]) -> Node {
         let dir = home.join(name);
         let mut child = knot(home)
             .args(["run", "--data-dir"])
             .arg(&dir)
-            .args(["--listen", "tcp/127.0.0.1:0", "--no-mdns"])
+            .args(["--listen", listen, "--no-mdns"])
             .args(extra)
             .env("KNOT_PING_INTERVAL_MS", "200")
             .stdout(Stdio::piped())

@@ -1,16 +1,18 @@
 //! The NAT test bed: seven network namespaces wired as a small internet.
 //!
 //! ```text
-//!                 public bridge 11.66.0.0/24 (namespace `sw`, bridge br0)
+//!                 public bridge 11.66.0.0/16 (namespace `sw`, bridge br0)
 //!        +---------------+---------------+----------------+
-//!   relay .10       public .20     router A .1      router B .2 (+ miniupnpd)
+//!   relay .1.10     public .2.20   router A .3.1    router B .4.2 (+ miniupnpd)
 //!                                       | masquerade      | masquerade
 //!                                  LAN 10.67.0.0/24   LAN 10.68.0.0/24
 //!                                   host A .2          host B .2
 //! ```
 //!
-//! The public side uses 11.66.0.0/24 because miniupnpd refuses to map ports
-//! on a reserved or private external address; the namespaces have no link to
+//! The public side uses 11.66.0.0/16 because miniupnpd refuses to map ports
+//! on a reserved or private external address; each public site is in a /24
+//! of its own, as separate networks on the internet are (a node asks only
+//! one peer per /24 whether it is reachable). The namespaces have no link to
 //! the machine's own network, so these packets never leave the bed. Each
 //! router forwards, masquerades what leaves its WAN side and drops what
 //! arrives there unsolicited, silently (conntrack `established,related` and
@@ -72,10 +74,10 @@ impl Site {
     /// Its address: a router's is its public (WAN) address.
     pub fn ip(self) -> Ipv4Addr {
         match self {
-            Site::Relay => Ipv4Addr::new(11, 66, 0, 10),
-            Site::Public => Ipv4Addr::new(11, 66, 0, 20),
-            Site::RouterA => Ipv4Addr::new(11, 66, 0, 1),
-            Site::RouterB => Ipv4Addr::new(11, 66, 0, 2),
+            Site::Relay => Ipv4Addr::new(11, 66, 1, 10),
+            Site::Public => Ipv4Addr::new(11, 66, 2, 20),
+            Site::RouterA => Ipv4Addr::new(11, 66, 3, 1),
+            Site::RouterB => Ipv4Addr::new(11, 66, 4, 2),
             Site::HostA => Ipv4Addr::new(10, 67, 0, 2),
             Site::HostB => Ipv4Addr::new(10, 68, 0, 2),
         }
@@ -297,7 +299,7 @@ impl Bed {
                 &ns,
                 "addr",
                 "add",
-                &format!("{}/24", site.ip()),
+                &format!("{}/16", site.ip()),
                 "dev",
                 "wan",
             ])?;

@@ -131,9 +131,10 @@ impl Bed {
     }
 }
 
-/// The IPv4 address part of a `tcp/ip:port` (or `ip:port`) address string.
+/// The IPv4 address part of a `tcp/ip:port`, `quic/ip:port` (or `ip:port`)
+/// address string.
 pub fn ip_of(addr: &str) -> String {
-    let socket = addr.trim_start_matches("tcp/");
+    let socket = addr.trim_start_matches("tcp/").trim_start_matches("quic/");
     match socket.rsplit_once(':') {
         Some((ip, _)) => ip.to_owned(),
         None => panic!("not an ip:port address: {addr}"),

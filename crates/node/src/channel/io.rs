@@ -1,6 +1,8 @@
 //! A channel's I/O: the writer task (the outbox to the stream, one write
 //! per batch) and the reader task (frames, metering, dispatch), started by
-//! [`Unstarted::start`]; see the parent module's docs.
+//! [`Unstarted::start`]; with several streams, a writer per one-way
+//! message type ([`lane_loop`]), and a reader per stream the peer opens
+//! ([`accept_loop`]). See the parent module's docs.
 
 use super::*;
 
@@ -18,12 +20,61 @@ where
         let _ = channel.inner.buffers.set(buffers.clone());
         let framed = FrameReader::new(r, codec, &read_buf);
         tokio::spawn(write_loop(channel.clone(), w));
-        tokio::spawn(read_loop(channel.clone(), framed));
+        tokio::spawn(read_loop(channel.clone(), framed, Stream::First));
+        if let Some(substreams) = channel.inner.substreams.clone() {
+            tokio::spawn(accept_loop(channel.clone(), substreams));
+        }
+    }
+}
+
+/// The writer of one-way messages of one type on a stream of their own
+/// (see `Channel::lane`): opens the stream when the first is queued.
+pub(super) async fn lane_loop(channel: Channel, substreams: Arc<dyn Substreams>, out: Arc<Outbox>) {
+    let inner = &channel.inner;
+    // However this ends, senders of the type are refused.
+    struct Ended<'a>(&'a Outbox);
+    impl Drop for Ended<'_> {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _ended = Ended(&out);
+    let opened = async {
+        out.ready().await;
+        substreams.open_stream().await
+    };
+    let stream = tokio::select! {
+        r = opened => r,
+        () = inner.closing.cancelled() => return,
+    };
+    let result = match stream {
+        Ok(stream) => pump(&channel, &out, stream).await,
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = result {
+        broken(&channel, e).await;
+    }
+}
+
+/// Reads every stream the peer opens on the connection, each in a task of
+/// its own, until the channel closes.
+async fn accept_loop(channel: Channel, substreams: Arc<dyn Substreams>) {
+    loop {
+        let accepted = tokio::select! {
+            r = substreams.accept_stream() => r,
+            () = channel.inner.closing.cancelled() => return,
+        };
+        // An error: the connection is gone, the first stream's reader
+        // finds that out too.
+        let Ok(stream) = accepted else { return };
+        let codec = FrameCodec::with_max_frame_len(channel.inner.config.max_frame_len);
+        let framed = FrameReader::new(stream, codec, &[]);
+        tokio::spawn(read_loop(channel.clone(), framed, Stream::Lane(None)));
     }
 }
 
 /// The writer task; see the module docs.
-async fn write_loop<W: AsyncWrite + Unpin>(channel: Channel, mut w: W) {
+async fn write_loop<W: AsyncWrite + Unpin>(channel: Channel, w: W) {
     let inner = &channel.inner;
     // However the writer ends (even aborted), senders are refused and
     // `closed` may then fire.
@@ -35,82 +86,129 @@ async fn write_loop<W: AsyncWrite + Unpin>(channel: Channel, mut w: W) {
         }
     }
     let _ended = Ended(inner);
+    if let Err(e) = pump(&channel, &inner.out, w).await {
+        broken(&channel, e).await;
+    }
+}
+
+/// Writes what `out` queues to `w`, one write per batch, until the channel
+/// closes; then drains `out` and shuts `w` down.
+async fn pump<W: AsyncWrite + Unpin>(
+    channel: &Channel,
+    out: &Outbox,
+    mut w: W,
+) -> Result<(), NodeError> {
+    let inner = &channel.inner;
     // What the writer took from the outbox; its capacity goes back to the
     // senders at the next take. Both buffers are freed after a small
     // batch, so an idle channel holds no write buffer.
     let mut buf = BytesMut::new();
-    let result: Result<(), NodeError> = async {
-        loop {
-            tokio::select! {
-                biased;
-                () = inner.out.ready() => {}
-                () = inner.closing.cancelled() => break,
-            }
-            buf.clear();
-            if !inner.out.take(&mut buf) {
-                continue;
-            }
-            // A peer that stops reading blocks this write; once the channel
-            // is closing, it gets the drain timeout and is then abandoned.
-            let write = async {
-                w.write_all(&buf).await?;
-                w.flush().await
-            };
-            let grace = async {
-                inner.closing.cancelled().await;
-                tokio::time::sleep(inner.config.drain_timeout).await;
-            };
-            tokio::select! {
-                r = write => r?,
-                () = grace => return Ok(()),
-            }
-            inner
-                .config
-                .metrics
-                .as_ref()
-                .inspect(|m| m.bytes_out(buf.len()));
-            // A small batch (the queue ran dry: quiet) gives the buffer
-            // back; after a large one it stays for the next (see
-            // `BUSY_BURST`).
-            if buf.len() < BUSY_BURST && inner.out.release_if_empty() {
-                buf = BytesMut::new();
-            }
-            if inner.closing_flag.load(Ordering::Acquire) {
-                break;
-            }
-        }
-        // Closing: send what is still waiting (the Disconnect among it),
-        // then shut the write side down.
-        let drain = async {
-            buf.clear();
-            if inner.out.take(&mut buf) {
-                w.write_all(&buf).await?;
-            }
-            w.shutdown().await?;
-            Ok::<(), NodeError>(())
-        };
-        let _ = tokio::time::timeout(inner.config.drain_timeout, drain).await;
-        Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        // A broken write usually means the peer closed the connection; its
-        // Disconnect may still wait in our receive buffer. Let the reader
-        // find it (or EOF) before calling this an I/O failure.
+    loop {
         tokio::select! {
-            () = inner.closing.cancelled() => {}
-            () = tokio::time::sleep(inner.config.drain_timeout) => {
-                channel.close_now(CloseReason::Io(e.to_string()), None);
+            biased;
+            () = out.ready() => {}
+            () = inner.closing.cancelled() => break,
+        }
+        buf.clear();
+        if !out.take(&mut buf) {
+            continue;
+        }
+        // A peer that stops reading blocks this write; once the channel
+        // is closing, it gets the drain timeout and is then abandoned.
+        let write = async {
+            w.write_all(&buf).await?;
+            w.flush().await
+        };
+        let grace = async {
+            inner.closing.cancelled().await;
+            tokio::time::sleep(inner.config.drain_timeout).await;
+        };
+        tokio::select! {
+            r = write => r?,
+            () = grace => return Ok(()),
+        }
+        inner
+            .config
+            .metrics
+            .as_ref()
+            .inspect(|m| m.bytes_out(buf.len()));
+        // A small batch (the queue ran dry: quiet) gives the buffer
+        // back; after a large one it stays for the next (see
+        // `BUSY_BURST`).
+        if buf.len() < BUSY_BURST && out.release_if_empty() {
+            buf = BytesMut::new();
+        }
+        if inner.closing_flag.load(Ordering::Acquire) {
+            break;
+        }
+    }
+    // Closing: send what is still waiting (the Disconnect among it),
+    // then shut the write side down.
+    let drain = async {
+        buf.clear();
+        if out.take(&mut buf) {
+            w.write_all(&buf).await?;
+        }
+        w.shutdown().await?;
+        Ok::<(), NodeError>(())
+    };
+    let _ = tokio::time::timeout(inner.config.drain_timeout, drain).await;
+    Ok(())
+}
+
+/// A write failed with `e`. That usually means the peer closed the
+/// connection; its Disconnect may still wait in our receive buffer. Let
+/// the reader find it (or EOF) before calling this an I/O failure.
+async fn broken(channel: &Channel, e: NodeError) {
+    tokio::select! {
+        () = channel.inner.closing.cancelled() => {}
+        () = tokio::time::sleep(channel.inner.config.drain_timeout) => {
+            channel.close_now(CloseReason::Io(e.to_string()), None);
+        }
+    }
+}
+
+/// Which stream a reader reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stream {
+    /// The connection's first stream: everything, and its end is the
+    /// channel's.
+    First,
+    /// A stream the peer opened for one one-way message type (the type,
+    /// once its first frame named it): that type only. Its end is not the
+    /// channel's.
+    Lane(Option<u32>),
+}
+
+impl Stream {
+    /// Whether a frame of `kind` and `msg_id` may come on this stream; a
+    /// lane learns its type from its first frame, which must not be one
+    /// another lane streams already.
+    fn admits(&mut self, channel: &Channel, kind: FrameKind, msg_id: u32) -> bool {
+        match *self {
+            Stream::First => true,
+            _ if kind != FrameKind::Message || on_first_stream(msg_id) => false,
+            Stream::Lane(Some(id)) => id == msg_id,
+            Stream::Lane(None) => {
+                let fresh = lock(&channel.inner.inbound_lanes).insert(msg_id);
+                if fresh {
+                    *self = Stream::Lane(Some(msg_id));
+                }
+                fresh
             }
         }
     }
 }
 
-/// The reader task; see the module docs.
-async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FrameReader<R>) {
+/// The reader task of `stream`; see the module docs.
+async fn read_loop<R: AsyncRead + Unpin>(
+    channel: Channel,
+    mut framed: FrameReader<R>,
+    mut stream: Stream,
+) {
     let inner = &channel.inner;
     let mut state = ReaderState {
-        meter: Meter::new(inner.config.meter, Instant::now().into_std()),
+        unknown: TokenBucket::new(UNKNOWN_TYPES, Instant::now().into_std()),
         now: Instant::now().into_std(),
         cache: None,
         tally: Tally::new(inner.config.metrics.clone(), Direction::In),
@@ -140,11 +238,15 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FrameRead
                 state.now = Instant::now().into_std();
                 match filled {
                     Ok(true) => continue,
+                    // A lane's end (the peer's writer closing, the
+                    // connection going) is not the channel's: the first
+                    // stream's reader tells.
+                    Ok(false) | Err(WireError::Io(_)) if stream != Stream::First => {}
                     Ok(false) => channel.close_now(CloseReason::Eof, None),
                     Err(WireError::Io(e)) => {
                         channel.close_now(CloseReason::Io(e.to_string()), None)
                     }
-                    Err(e) => bad_framing(&channel, &mut state, &e),
+                    Err(e) => bad_framing(&channel, &e),
                 }
                 break;
             }
@@ -152,10 +254,16 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FrameRead
         let frame = match frame {
             Ok(frame) => frame,
             Err(e) => {
-                bad_framing(&channel, &mut state, &e);
+                bad_framing(&channel, &e);
                 break;
             }
         };
+        if !stream.admits(&channel, frame.kind, frame.msg_id) {
+            offend(&channel, state.now, Offence::WrongStream, frame.msg_id);
+            let (reason, notify) = misbehaved(&channel, Offence::WrongStream);
+            channel.close_now(reason, notify);
+            break;
+        }
         state.tally.add(frame.msg_id, frame.payload.len());
         let stop = if frame.kind == FrameKind::Response {
             // The response travels on to its requester: it gets a frame of
@@ -176,6 +284,12 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FrameRead
         }
     }
     state.tally.flush();
+    if let Stream::Lane(id) = stream {
+        if let Some(id) = id {
+            lock(&inner.inbound_lanes).remove(&id);
+        }
+        return;
+    }
     // Clean up: end subscriptions, fail pending requests, stop jobs.
     inner.begin_close();
     inner.subsystem.clear();
@@ -192,20 +306,17 @@ async fn read_loop<R: AsyncRead + Unpin>(channel: Channel, mut framed: FrameRead
 type Stop = (CloseReason, Option<DisconnectReason>);
 
 /// Closes the channel for a framing error (`e`), which bans the peer.
-fn bad_framing(channel: &Channel, state: &mut ReaderState, e: &WireError) {
+fn bad_framing(channel: &Channel, e: &WireError) {
     let inner = &channel.inner;
     tracing::debug!(peer = %inner.info.peer_id.short(), "bad framing: {e}");
-    state.meter.offend(Offence::BadFraming, state.now);
-    let _ = inner.misbehaviour.set(offence_label(Offence::BadFraming));
-    channel.close_now(
-        CloseReason::Local(DisconnectReason::Misbehaviour),
-        Some(DisconnectReason::Misbehaviour),
-    );
+    let (reason, notify) = misbehaved(channel, Offence::BadFraming);
+    channel.close_now(reason, notify);
 }
 
 /// What the reader keeps between frames.
 struct ReaderState {
-    meter: Meter,
+    /// Frames of unknown types the peer may still send for free.
+    unknown: TokenBucket,
     /// The arrival time of the current burst of frames.
     now: std::time::Instant,
     /// The last dispatcher looked up, valid for one subsystem generation.
@@ -234,28 +345,35 @@ impl ReaderState {
 }
 
 /// Counts offence `o` by the frame of id `msg_id` against the peer.
-fn offend(
-    channel: &Channel,
-    meter: &mut Meter,
-    now: std::time::Instant,
-    o: Offence,
-    msg_id: u32,
-) -> Verdict {
+fn offend(channel: &Channel, now: std::time::Instant, o: Offence, msg_id: u32) -> Verdict {
     tracing::debug!(peer = %channel.inner.info.peer_id.short(), offence = ?o, msg_id, "peer offence");
-    meter.offend(o, now)
+    lock(&channel.inner.meter).offend(o, now)
 }
 
-/// Closes the channel for misbehaviour `o` (the peer is banned).
-fn misbehaved(channel: &Channel, o: Offence) -> Option<Stop> {
+/// Charges a frame of type `msg_id` against `budget`.
+fn charge(channel: &Channel, now: std::time::Instant, msg_id: u32, budget: RateBudget) -> Verdict {
+    lock(&channel.inner.meter).charge(msg_id, budget, now)
+}
+
+/// How to close the channel for misbehaviour `o` (the peer is banned).
+fn misbehaved(channel: &Channel, o: Offence) -> Stop {
     let _ = channel.inner.misbehaviour.set(offence_label(o));
-    Some((
+    (
         CloseReason::Local(DisconnectReason::Misbehaviour),
         Some(DisconnectReason::Misbehaviour),
-    ))
+    )
 }
 
 /// Hands a response to the request waiting for it; `Some` closes the
 /// channel.
+/// Frames of types nobody subscribed to that a peer may send for free
+/// (a newer protocol version it tries); beyond it each is an offence.
+const UNKNOWN_TYPES: RateBudget = RateBudget::new(10.0, 20);
+
+/// The longest a request waits for its type's budget before it is answered
+/// `RateLimited` instead.
+const MAX_BACKPRESSURE: Duration = Duration::from_secs(1);
+
 /// Responses to no outstanding request a peer may send (answers that
 /// arrive after their request timed out are honest, a stream of them is not).
 const UNSOLICITED_RESPONSES: RateBudget = RateBudget::new(10.0, 100);
@@ -274,12 +392,8 @@ fn handle_response(channel: &Channel, state: &mut ReaderState, frame: Frame) -> 
         // Most likely the answer to a request that timed out: free within a
         // budget, but a stream of them is charged (review finding L3).
         let budget = UNSOLICITED_RESPONSES;
-        if state
-            .meter
-            .charge(UNSOLICITED_RESPONSE_KEY, budget, state.now)
-            == Verdict::Ban
-        {
-            return misbehaved(channel, Offence::OverBudget);
+        if charge(channel, state.now, UNSOLICITED_RESPONSE_KEY, budget) == Verdict::Ban {
+            return Some(misbehaved(channel, Offence::OverBudget));
         }
         return None;
     };
@@ -288,8 +402,8 @@ fn handle_response(channel: &Channel, state: &mut ReaderState, frame: Frame) -> 
     // a typed error; the peer pays for it.
     let _ = p.tx.send(frame);
     let o = Offence::UnexpectedResponse;
-    if !fits && offend(channel, &mut state.meter, state.now, o, msg_id) == Verdict::Ban {
-        return misbehaved(channel, o);
+    if !fits && offend(channel, state.now, o, msg_id) == Verdict::Ban {
+        return Some(misbehaved(channel, o));
     }
     None
 }
@@ -304,8 +418,8 @@ async fn handle_frame(
     let inner = &channel.inner;
     let now = state.now;
     let msg_id = frame.msg_id;
-    let offend = |meter: &mut Meter, o: Offence| offend(channel, meter, now, o, msg_id);
-    let misbehaved = |o: Offence| misbehaved(channel, o);
+    let offend = |o: Offence| offend(channel, now, o, msg_id);
+    let misbehaved = |o: Offence| Some(misbehaved(channel, o));
     let kind = match frame.kind {
         FrameKind::Message if frame.msg_id == Disconnect::ID => {
             let reason = decode::<Disconnect>(frame.payload)
@@ -320,25 +434,53 @@ async fn handle_frame(
     };
     let dispatcher =
         ReaderState::dispatcher(&mut state.cache, &inner.subsystem, kind, frame.msg_id);
-    let meter = &mut state.meter;
     let Some(dispatcher) = dispatcher else {
+        // A type nobody here subscribed to: most likely a newer version of
+        // a protocol this node does not speak yet. A request is answered
+        // `Unsupported` so the peer can fall back; within the budget of
+        // unknown types it costs nothing (rolling out a protocol v2 must not
+        // get half the network banned), beyond it each one is an offence.
         if kind == Kind::Request {
             let _ = inner
                 .out
-                .try_push(FrameKind::Response, frame.request_id, &Refused);
+                .try_push(FrameKind::Response, frame.request_id, &Unsupported);
         }
-        return match offend(meter, Offence::UnknownMessage) {
+        if state.unknown.take(UNKNOWN_TYPES, now) {
+            return None;
+        }
+        return match offend(Offence::UnknownMessage) {
             Verdict::Ban => misbehaved(Offence::UnknownMessage),
             _ => None,
         };
     };
     if frame.payload.len() > dispatcher.max_bytes {
-        return match offend(meter, Offence::Oversized) {
+        return match offend(Offence::Oversized) {
             Verdict::Ban => misbehaved(Offence::Oversized),
             _ => None,
         };
     }
-    match meter.charge(frame.msg_id, dispatcher.budget, now) {
+    if kind == Kind::Request {
+        // Requests over budget are backpressured (the reader waits for the
+        // token, so the peer's writes wait too), never dropped: a plain
+        // request loop slows down instead of timing out. A wait longer than
+        // MAX_BACKPRESSURE (a budget under one a second) is answered
+        // `RateLimited` at once instead.
+        let wait = lock(&inner.meter).wait(frame.msg_id, dispatcher.budget, now);
+        if wait > MAX_BACKPRESSURE {
+            let _ = inner
+                .out
+                .try_push(FrameKind::Response, frame.request_id, &RateLimited);
+            return None;
+        }
+        if !wait.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = inner.closing.cancelled() => return None,
+            }
+            state.now = tokio::time::Instant::now().into_std();
+        }
+    }
+    match charge(channel, state.now, frame.msg_id, dispatcher.budget) {
         Verdict::Accept => {}
         Verdict::Drop => return None,
         Verdict::Ban => {
@@ -357,7 +499,7 @@ async fn handle_frame(
                 }
             }
             Err(_) => {
-                if offend(meter, Offence::Malformed) == Verdict::Ban {
+                if offend(Offence::Malformed) == Verdict::Ban {
                     return misbehaved(Offence::Malformed);
                 }
                 break;

@@ -17,18 +17,42 @@
 //! the connection quiet, and the writer frees its batch buffers after a
 //! small batch (see `BUSY_BURST`).
 //!
+//! # Several streams (QUIC)
+//! On a connection whose transport carries several independent streams
+//! ([`knotwork_core::Transport::substreams`]), one-way messages do not
+//! share one byte stream:
+//!
+//! | stream | carries |
+//! |---|---|
+//! | the first stream | the version exchange, control (`Disconnect`), ping and pong, every request and every response |
+//! | one stream per one-way message type | the messages of that type, opened by the sender on its first message of the type |
+//!
+//! Each stream has its own writer (and send queue) on the sending side and
+//! its own reader on the receiving side, so a subscriber that stops
+//! reading stalls only its type's stream: flow control stops that stream's
+//! sender, while ping, requests and other types go on. A stream carries
+//! what its first frame says and nothing else: another type, a request, a
+//! response, a control message, or a second stream of a type already
+//! streaming is [`Offence::WrongStream`] (the peer is banned). All streams
+//! share the channel's meter (budgets and misbehaviour score). Order holds
+//! within a type, not across types; messages still on a type's stream when
+//! the channel closes may arrive after the `Disconnect`, and are dropped
+//! then. Over TCP, BLE and the memory transport everything shares the one
+//! stream, and a stalled subscriber stalls the channel (up to the ping
+//! timeout).
+//!
 //! Protocols attached to a channel run as its [`Jobs`](crate::jobs::Jobs); when
 //! the channel closes (either side, any reason) every job is aborted, every
 //! subscription ends and every pending request fails with
 //! [`NodeError::Closed`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use knotwork_core::{PeerAddr, PeerId, lock};
+use knotwork_core::{PeerAddr, PeerId, Substreams, lock};
 use knotwork_wire::{Frame, FrameCodec, FrameKind, FrameRef, Message, WireError, decode};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -40,7 +64,7 @@ use tokio_util::sync::CancellationToken;
 use crate::buffers::{BufferedBytes, StreamBuffers};
 use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::frames::FrameReader;
-use crate::meter::{Meter, MeterConfig, Offence, RateBudget, Verdict};
+use crate::meter::{Meter, MeterConfig, Offence, RateBudget, TokenBucket, Verdict};
 use crate::metrics::{Direction, Tally, offence_label};
 use crate::outbox::{Limits, Outbox, PushError};
 use crate::registry::SessionKind;
@@ -62,6 +86,30 @@ impl Message for Refused {
     /// The type name refusals are counted under in the metrics.
     const NAME: &'static str = "knot/refused";
     const ID: u32 = REFUSED_RESPONSE_ID;
+    // A unit struct encodes to nothing.
+    const MAX_BYTES: usize = 0;
+}
+
+/// The empty response that says "this node has no handler for the request's
+/// type": the requester gets [`NodeError::Unsupported`] and may fall back to
+/// an older version of its protocol. Costs the requester nothing (within a
+/// budget of unknown types, see the reader).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Unsupported;
+
+impl Message for Unsupported {
+    const NAME: &'static str = "knot/unsupported/1";
+    // A unit struct encodes to nothing.
+    const MAX_BYTES: usize = 0;
+}
+
+/// The empty response that says "over this type's rate budget, not
+/// handled": the requester gets [`NodeError::RateLimited`].
+#[derive(Serialize, Deserialize)]
+pub(crate) struct RateLimited;
+
+impl Message for RateLimited {
+    const NAME: &'static str = "knot/rate-limited/1";
     // A unit struct encodes to nothing.
     const MAX_BYTES: usize = 0;
 }
@@ -150,6 +198,16 @@ struct Inner {
     pending: Mutex<HashMap<u32, Pending>>,
     next_request_id: AtomicU32,
     jobs: crate::jobs::Jobs,
+    /// Budgets and misbehaviour score, shared by the readers of all streams.
+    meter: Mutex<Meter>,
+    /// The connection's further streams, if its transport has them.
+    substreams: Option<Arc<dyn Substreams>>,
+    /// The send queue of each one-way message type on a stream of its own
+    /// (only with `substreams`); types are ours, so this is bounded.
+    lanes: Mutex<HashMap<u32, Arc<Outbox>>>,
+    /// Message types the peer streams to us now, one stream each (at most
+    /// as many as the transport lets it open at once).
+    inbound_lanes: Mutex<HashSet<u32>>,
     rtt: Mutex<Option<Duration>>,
     reason: Mutex<Option<CloseReason>>,
     /// What the peer did to be closed for misbehaviour (a metrics label).
@@ -198,19 +256,16 @@ pub(crate) struct Unstarted<S> {
 impl Channel {
     /// A channel over `parts` (the stream after the version exchange), not
     /// yet reading or writing: subscribe first, then [`Unstarted::start`].
+    /// With `substreams`, one-way messages get streams of their own (see
+    /// the module docs).
     pub(crate) fn new<S>(
         parts: FramedParts<S, FrameCodec>,
         info: ChannelInfo,
         config: Arc<ChannelConfig>,
+        substreams: Option<Arc<dyn Substreams>>,
     ) -> (Self, Unstarted<S>) {
-        let out = Outbox::new(
-            FrameCodec::with_max_frame_len(config.max_frame_len),
-            Limits {
-                frames: config.send_queue,
-                bytes: config.batch_bytes,
-            },
-            config.metrics.clone(),
-        );
+        let out = outbox(&config);
+        let meter = Meter::new(config.meter, Instant::now().into_std());
         let inner = Arc::new(Inner {
             info,
             config,
@@ -219,6 +274,10 @@ impl Channel {
             pending: Mutex::new(HashMap::new()),
             next_request_id: AtomicU32::new(1),
             jobs: crate::jobs::Jobs::default(),
+            meter: Mutex::new(meter),
+            substreams,
+            lanes: Mutex::new(HashMap::new()),
+            inbound_lanes: Mutex::new(HashSet::new()),
             rtt: Mutex::new(None),
             reason: Mutex::new(None),
             misbehaviour: OnceLock::new(),
@@ -231,6 +290,8 @@ impl Channel {
         let channel = Self { inner };
         channel.register::<Disconnect>();
         channel.register::<Refused>();
+        channel.register::<Unsupported>();
+        channel.register::<RateLimited>();
         (channel, Unstarted { parts })
     }
 
@@ -359,6 +420,28 @@ impl Channel {
         sub
     }
 
+    /// The send queue of one-way messages of type `id` when they have a
+    /// stream of their own (see the module docs), started on first use;
+    /// `None`: the first stream's.
+    fn lane(&self, kind: FrameKind, id: u32) -> Option<Arc<Outbox>> {
+        let substreams = self.inner.substreams.as_ref()?;
+        if kind != FrameKind::Message || on_first_stream(id) {
+            return None;
+        }
+        let mut lanes = lock(&self.inner.lanes);
+        if let Some(lane) = lanes.get(&id) {
+            return Some(lane.clone());
+        }
+        let lane = Arc::new(outbox(&self.inner.config));
+        lanes.insert(id, lane.clone());
+        tokio::spawn(io::lane_loop(
+            self.clone(),
+            substreams.clone(),
+            lane.clone(),
+        ));
+        Some(lane)
+    }
+
     /// Queues a frame of `kind` carrying `msg`, waiting for room.
     async fn send_frame<M: Message>(
         &self,
@@ -369,14 +452,16 @@ impl Channel {
         if self.is_closed() {
             return Err(self.closed_error());
         }
+        let lane = self.lane(kind, M::ID);
+        let out = lane.as_deref().unwrap_or(&self.inner.out);
         // Fast path: room in the outbox, no future to set up.
-        let pushed = match self.inner.out.try_push(kind, request_id, msg) {
+        let pushed = match out.try_push(kind, request_id, msg) {
             Ok(()) => {
                 // Stay fair: a tight send loop still yields now and then.
                 tokio::task::consume_budget().await;
                 Ok(())
             }
-            Err(PushError::Full) => self.inner.out.push(kind, request_id, msg).await,
+            Err(PushError::Full) => out.push(kind, request_id, msg).await,
             Err(e) => Err(e),
         };
         match pushed {
@@ -399,12 +484,20 @@ impl Channel {
         if self.is_closed() {
             return Err(self.closed_error());
         }
-        match self.inner.out.try_push(FrameKind::Message, 0, msg) {
+        let lane = self.lane(FrameKind::Message, M::ID);
+        let out = lane.as_deref().unwrap_or(&self.inner.out);
+        match out.try_push(FrameKind::Message, 0, msg) {
             Ok(()) => Ok(()),
             Err(PushError::Full) => Err(NodeError::QueueFull),
             Err(PushError::Encode(e)) => Err(e.into()),
             Err(PushError::Closed) => Err(self.closed_error()),
         }
+    }
+
+    /// Sends request `req` and waits for the response its type names
+    /// ([`knotwork_wire::Request`]), at most [`ChannelConfig::request_timeout`].
+    pub async fn call<R: knotwork_wire::Request>(&self, req: &R) -> Result<R::Response, NodeError> {
+        self.request::<R, R::Response>(req).await
     }
 
     /// Sends a request and waits for its response, at most
@@ -454,6 +547,8 @@ impl Channel {
         match frame.msg_id {
             id if id == Resp::ID => Ok(decode::<Resp>(&frame.payload)?),
             REFUSED_RESPONSE_ID => Err(NodeError::RequestRefused),
+            id if id == Unsupported::ID => Err(NodeError::Unsupported(Req::NAME)),
+            id if id == RateLimited::ID => Err(NodeError::RateLimited(Req::NAME)),
             got => Err(NodeError::UnexpectedResponse {
                 expected: Resp::ID,
                 got,
@@ -468,6 +563,12 @@ impl Channel {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         self.inner.jobs.spawn(job);
+    }
+
+    /// Whether the peer announced protocol `name` (say `example/echo/2`) in
+    /// its version message: ask before sending a newer version's messages.
+    pub fn speaks(&self, name: &str) -> bool {
+        self.inner.info.version.protocols.iter().any(|p| p == name)
     }
 
     /// Jobs running on this channel now.
@@ -499,6 +600,26 @@ impl Channel {
         }
         self.inner.begin_close();
     }
+}
+
+/// A send queue with the limits of `config`.
+fn outbox(config: &ChannelConfig) -> Outbox {
+    Outbox::new(
+        FrameCodec::with_max_frame_len(config.max_frame_len),
+        Limits {
+            frames: config.send_queue,
+            bytes: config.batch_bytes,
+        },
+        config.metrics.clone(),
+    )
+}
+
+/// Whether one-way messages of type `id` stay on the first stream when
+/// there are several: control and ping, so that liveness never waits
+/// behind a type's stream.
+fn on_first_stream(id: u32) -> bool {
+    use crate::protocol::ping::{Ping, Pong};
+    id == Disconnect::ID || id == Ping::ID || id == Pong::ID
 }
 
 /// Answers one request; see [`Channel::subscribe_requests`]. Dropping it

@@ -81,7 +81,7 @@ fn channel(config: ChannelConfig) -> (Channel, Unstarted<Counted>, Peer, Arc<Ato
         session: SessionKind::Inbound,
         version: Version::new(&[], &[], &PeerAddr::Mem(1)),
     };
-    let (ch, io) = Channel::new(parts, info, Arc::new(config));
+    let (ch, io) = Channel::new(parts, info, Arc::new(config), None);
     (ch, io, Framed::new(b, FrameCodec::new()), flushes)
 }
 
@@ -130,13 +130,31 @@ async fn malformed_payloads_get_the_peer_banned() {
 }
 
 #[tokio::test]
-async fn unknown_types_get_the_peer_banned_at_the_threshold_only() {
+async fn unknown_types_are_free_within_their_budget_then_banned_at_the_threshold() {
     let frame = Frame::message(12345, Bytes::new());
-    let (ch, _peer) = abuse(ChannelConfig::default(), 9, frame.clone()).await;
+    // 20 free (the burst of unknown types), then 9 offences: 90 points.
+    let (ch, _peer) = abuse(ChannelConfig::default(), 29, frame.clone()).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!ch.is_closed(), "90 points stay under the threshold of 100");
-    let (ch, mut peer) = abuse(ChannelConfig::default(), 10, frame).await;
+    let (ch, mut peer) = abuse(ChannelConfig::default(), 30, frame).await;
     assert_banned(&ch, &mut peer).await;
+}
+
+#[tokio::test]
+async fn a_request_of_an_unknown_type_is_answered_unsupported_for_free() {
+    let (ch, io, mut peer, _) = channel(ChannelConfig::default());
+    io.start(&ch);
+    for id in 1..=5 {
+        peer.send(Frame::request(12345, id, Bytes::new()))
+            .await
+            .unwrap();
+        let answer = peer.next().await.unwrap().unwrap();
+        assert_eq!(answer.kind, knotwork_wire::FrameKind::Response);
+        assert_eq!(answer.request_id, id);
+        assert_eq!(answer.msg_id, Unsupported::ID);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!ch.is_closed());
 }
 
 #[tokio::test]
@@ -175,7 +193,7 @@ async fn an_idle_channel_gives_its_read_buffer_back() {
         version: Version::new(&[], &[], &PeerAddr::Mem(1)),
     };
     let parts = FramedParts::new::<Frame>(ours, FrameCodec::new());
-    let (ch, io) = Channel::new(parts, info, Arc::new(ChannelConfig::default()));
+    let (ch, io) = Channel::new(parts, info, Arc::new(ChannelConfig::default()), None);
     let mut bulk = ch.subscribe::<Bulk>();
     io.start(&ch);
     let mut peer = Framed::new(theirs, FrameCodec::new());

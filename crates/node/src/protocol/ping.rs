@@ -54,6 +54,11 @@ impl Message for Pong {
     const MAX_BYTES: usize = 10;
 }
 
+/// A ping sent as a request is answered with a pong (`Channel::call`).
+impl knotwork_wire::Request for Ping {
+    type Response = Pong;
+}
+
 /// The rate budget of pings and pongs: an honest peer sends one per interval.
 pub const BUDGET: RateBudget = RateBudget::new(20.0, 40);
 

@@ -103,10 +103,10 @@ async fn pong<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) {
 fn bytes_of(v: &dyn dbus::arg::RefArg) -> Vec<u8> {
     if let Some(inner) = v.as_iter() {
         let items: Vec<_> = inner.collect();
-        if let [only] = items.as_slice() {
-            if only.as_u64().is_none() {
-                return bytes_of(*only);
-            }
+        if let [only] = items.as_slice()
+            && only.as_u64().is_none()
+        {
+            return bytes_of(*only);
         }
         return items.iter().map(|b| b.as_u64().unwrap() as u8).collect();
     }

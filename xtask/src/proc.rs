@@ -1,6 +1,7 @@
-//! The chaos processes: one child per role in a host namespace, its JSON
-//! stdout lines collected with arrival times by a reader thread, its stderr
-//! (the node's log) kept in `<name>.log` and stdout copied to `<name>.out`, its memory read from `/proc`. Dropping a
+//! Node processes of `chaos` and `testnet`: one child in a host namespace,
+//! its JSON stdout lines collected with arrival times by a reader thread,
+//! its stderr (the node's log) kept in `<name>.log` and stdout copied to
+//! `<name>.out`, its memory and CPU time read from `/proc`. Dropping a
 //! [`Proc`] kills the child (`kill -9` by its PID) and reaps it.
 
 use std::io::{BufRead, BufReader, Write};
@@ -9,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::chaos::json;
 use crate::error::{Error, Result};
+use crate::{json, shell};
 
 /// Runs `$0 "$@"` with the open-file limit raised where allowed.
 const RAISE_NOFILE: &str = "ulimit -n 65536 2>/dev/null; exec \"$0\" \"$@\"";
@@ -31,7 +32,7 @@ impl Line {
     }
 }
 
-/// A running chaos process.
+/// A running node process.
 #[derive(Debug)]
 pub struct Proc {
     /// What it is, for messages.
@@ -52,6 +53,20 @@ impl Proc {
         args: &[String],
         dir: &Path,
         rust_log: &str,
+    ) -> Result<Self> {
+        Self::start_keeping(name, ns, program, args, dir, rust_log, |_| true)
+    }
+
+    /// [`Proc::start`], keeping in memory only the stdout lines for which
+    /// `keep` is true (the `.out` copy has them all).
+    pub fn start_keeping(
+        name: &str,
+        ns: &str,
+        program: &Path,
+        args: &[String],
+        dir: &Path,
+        rust_log: &str,
+        keep: fn(&str) -> bool,
     ) -> Result<Self> {
         let log = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log)
@@ -82,6 +97,9 @@ impl Proc {
                 {
                     if let Some(file) = copy.as_mut() {
                         let _ = writeln!(file, "{text}");
+                    }
+                    if !keep(&text) {
+                        continue;
                     }
                     let line = Line {
                         at: Instant::now(),
@@ -178,6 +196,30 @@ impl Proc {
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+
+    /// CPU time used so far (user + system), in clock ticks
+    /// (`/proc/<pid>/stat`; 100 per second on Linux).
+    pub fn cpu_ticks(&self) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // The fields after the command name (in parentheses), from field 3.
+        let rest = stat.get(stat.rfind(')')? + 2..)?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime, fields 14 and 15 of the line.
+        let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+        Some(ticks(11)? + ticks(12)?)
+    }
+
+    /// Open file descriptors (`/proc/<pid>/fd`).
+    pub fn fds(&self) -> Option<usize> {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .ok()
+            .map(Iterator::count)
+    }
+
+    /// Sends SIGTERM (`kill -TERM`); the process shuts down by itself.
+    pub fn terminate(&self) {
+        shell::succeeds(Command::new("kill").args(["-TERM", &self.pid().to_string()]));
     }
 
     /// `kill -9`, then reap.
