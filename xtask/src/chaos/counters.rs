@@ -14,8 +14,8 @@
 use std::collections::HashMap;
 
 use super::net::{Net, host_ip};
-use crate::netns::Hosts;
 use crate::error::{Error, Result};
+use crate::netns::Hosts;
 
 /// The table's name, in the router and in the target's namespace.
 const TABLE: &str = "kwc_count";
@@ -83,7 +83,11 @@ pub struct Counters<'a> {
 impl<'a> Counters<'a> {
     /// Counts between hosts `target`, `attacker` and `sink`.
     pub fn install(net: &'a Net, target: usize, attacker: usize, sink: usize) -> Result<Self> {
-        let (t, a, s) = (Hosts::port(target), Hosts::port(attacker), Hosts::port(sink));
+        let (t, a, s) = (
+            Hosts::port(target),
+            Hosts::port(attacker),
+            Hosts::port(sink),
+        );
         let sink_ip = host_ip(sink);
         let syn = "tcp flags & (syn | ack) == syn";
         let router = format!(

@@ -29,11 +29,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::counters::{self, Counters, Counts};
-use crate::json;
 use super::net::host_ip;
-use crate::proc::{Line, Proc};
 use super::{ATTACKER, CLIENT, Ctx, Outcome, RSS_BOUND_MIB};
 use crate::error::{Error, Result};
+use crate::json;
+use crate::proc::{Line, Proc};
 
 /// The sink host: counts what reaches it.
 const SINK: usize = 8;

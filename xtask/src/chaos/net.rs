@@ -157,7 +157,9 @@ impl Net {
         in_ns(
             &self.router_ns(),
             "ip",
-            &["route", "replace", ATTACK_NET, "via", &gw, "dev", &port, "onlink"],
+            &[
+                "route", "replace", ATTACK_NET, "via", &gw, "dev", &port, "onlink",
+            ],
         )
         .map(|_| ())
     }

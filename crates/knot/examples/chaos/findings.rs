@@ -147,7 +147,11 @@ async fn relay_requests(plan: &Plan, tally: &mut Tally, n: u64, connect: bool) {
                 let circuit = fastrand::u64(..);
                 let from_addr = from_addr.clone();
                 asks.spawn(async move {
-                    let ask = Incoming { circuit, from, from_addr };
+                    let ask = Incoming {
+                        circuit,
+                        from,
+                        from_addr,
+                    };
                     let answer =
                         c.request_timeout::<Incoming, Accepted>(&ask, Duration::from_secs(3));
                     matches!(answer.await, Ok(Accepted(Ok(()))))

@@ -304,9 +304,13 @@ fn print_events(node: &Node) {
     });
 }
 
-/// Prints `relayed` each time the relay grants the reservation.
+/// Prints `relayed` each time the relay grants the reservation (and for
+/// one granted before this subscribed).
 fn print_nat_events(nat: &Nat) {
     let mut events = nat.events();
+    for addr in nat.external().iter().filter(|a| a.is_relayed()) {
+        emit(json!({"event": "relayed", "addr": addr.to_string()}));
+    }
     tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
             if let NatEvent::RelayReserved { addr, .. } = event {
