@@ -1,9 +1,11 @@
-//! `cargo xtask chaos [--quick] [--allow-skip]`: faults and hostile load
-//! against real node processes in network namespaces (root).
+//! `cargo xtask chaos [--quick] [--allow-skip] [--only SCENARIO]
+//! [--soak-minutes N]`: faults and hostile load against real node processes
+//! in network namespaces (root).
 //!
-//! Seven host namespaces hang off one router ([`net`]); each scenario starts
+//! Nine host namespaces hang off one router ([`net`]); each scenario starts
 //! fresh processes of the `chaos` example of `knotwork-knot` (roles worker,
-//! submitter, good, attacker; [`crate::proc`]) and checks its own outcome:
+//! target, relay, submitter, good, attacker; [`crate::proc`]) and checks its
+//! own outcome:
 //!
 //! 1. **lossy**: every host on a slow, lossy switch (5 % loss, 100 ms ± 20 ms
 //!    one-way delay per frame, so frames overtake each other; user space,
@@ -18,18 +20,17 @@
 //!    in flight: the records stay readable, its tasks are placed again
 //!    (retries > 0), every task completes once; restarted with the same
 //!    identity file, it comes back with the same PeerId and rejoins.
-//! 4. **hostile**: a good peer measures ping RTT and task throughput on a
-//!    target while an attacker namespace runs, one after the other, a
-//!    connection flood, slowloris handshakes, oversized frames, garbage
-//!    after the handshake, an unknown-message flood, a DHT query flood and
-//!    a gossip flood. The target's log must name the reason it cut each
-//!    attacker, the good peer's channel must stay open with pings answered
-//!    and tasks done in every window, a fresh session from the good host must
-//!    get in during every attack, and the target's RSS must stay under
-//!    [`RSS_BOUND_MIB`].
+//! 4. **hostile**: a good peer measures a target while an attacker
+//!    namespace runs, one after the other, attacks on the node's defences
+//!    and one attack per finding of the security review, with a sink host
+//!    counting any reflection; a table row per attack ([`hostile`]).
+//! 5. **soak** (only with `--only soak`; not part of `ci`): the target
+//!    under the same attacks, two at a time, for `--soak-minutes` (30).
 //!
 //! A summary table closes the run; any failed check fails the command.
 
+mod counters;
+mod hostile;
 mod net;
 
 use std::path::{Path, PathBuf};
@@ -47,55 +48,40 @@ use net::{Net, host_ip, wan_ip};
 /// The bound on the hostile scenario's target RSS, in MiB (a debug build
 /// idles at ~15 MiB).
 pub const RSS_BOUND_MIB: u64 = 256;
-/// Host namespaces: workers 1-5, the submitter or good peer on 6, the attacker on 7.
-const HOSTS: usize = 7;
+/// Host namespaces: workers 1-5 (1 is the hostile target), the submitter or
+/// good peer on 6, the attacker on 7, the sink on 8, the relay on 9.
+const HOSTS: usize = 9;
 const WORKERS: usize = 5;
 const CLIENT: usize = 6;
 const ATTACKER: usize = 7;
-/// The attacks of the hostile scenario, in order.
-const ATTACKS: &[(&str, &[&str])] = &[
-    (
-        "conn-flood",
-        &[
-            "too many connections from this ip",
-            "over its handshake start budget",
-        ],
-    ),
-    ("slowloris", &["handshake timed out"]),
-    (
-        "oversized",
-        &["offence=Oversized", "banned for misbehaviour"],
-    ),
-    ("garbage", &["bad framing"]),
-    ("unknown", &["offence=UnknownMessage"]),
-    ("dht-flood", &["offence=OverBudget"]),
-    ("gossip-flood", &["gossip flood: closing"]),
-];
 
 /// Sizes of one run.
 #[derive(Clone, Copy, Debug)]
 struct Sizes {
+    quick: bool,
     tasks: u64,
     keys: u64,
     partition: Duration,
-    attack: Duration,
+    soak_minutes: u64,
 }
 
 impl Sizes {
-    fn new(quick: bool) -> Self {
+    fn new(quick: bool, soak_minutes: u64) -> Self {
         if quick {
             Self {
+                quick,
                 tasks: 200,
                 keys: 10,
                 partition: Duration::from_secs(10),
-                attack: Duration::from_secs(7),
+                soak_minutes,
             }
         } else {
             Self {
+                quick,
                 tasks: 1000,
                 keys: 20,
                 partition: Duration::from_secs(30),
-                attack: Duration::from_secs(15),
+                soak_minutes,
             }
         }
     }
@@ -106,6 +92,9 @@ impl Sizes {
 struct Outcome {
     figures: Vec<String>,
     failures: Vec<String>,
+    /// A table of its own (the hostile scenario's row per attack).
+    header: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
 }
 
 impl Outcome {
@@ -119,6 +108,42 @@ impl Outcome {
             self.failures.push(what.into());
         }
     }
+
+    fn header(&mut self, header: &[&'static str]) {
+        self.header = header.to_vec();
+    }
+
+    fn row(&mut self, row: Vec<String>) {
+        self.rows.push(row);
+    }
+
+    /// Prints the table, columns as wide as their widest cell.
+    fn print_table(&self) {
+        if self.rows.is_empty() {
+            return;
+        }
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.len()).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                if let Some(w) = widths.get_mut(i) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+        }
+        let line = |cells: Vec<&str>| {
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            println!("  | {} |", padded.join(" | "));
+        };
+        line(self.header.clone());
+        line(widths.iter().map(|_| "---").collect());
+        for row in &self.rows {
+            line(row.iter().map(String::as_str).collect());
+        }
+    }
 }
 
 /// The command.
@@ -126,9 +151,26 @@ pub fn run(project: &Project, mut flags: Flags) -> Result<()> {
     let quick = flags.flag("--quick");
     let allow_skip = flags.flag("--allow-skip");
     let only: Option<String> = flags.value("--only")?;
+    let soak_minutes: Option<u64> = flags.value("--soak-minutes")?;
     flags.finish()?;
-    run_suite(project, quick, allow_skip, only.as_deref())
+    suite(
+        project,
+        quick,
+        allow_skip,
+        only.as_deref(),
+        soak_minutes.unwrap_or(30),
+    )
 }
+
+type Scenario = fn(&Ctx<'_>, &mut Outcome) -> Result<()>;
+
+/// The scenarios a plain run goes through, in order.
+const SCENARIOS: [(&str, Scenario); 4] = [
+    ("lossy", lossy),
+    ("partition", partition),
+    ("crash", crash),
+    ("hostile", hostile::hostile),
+];
 
 /// Runs the suite, or only scenario `only` (`cargo xtask ci` runs all of
 /// it with `quick`).
@@ -138,6 +180,32 @@ pub fn run_suite(
     allow_skip: bool,
     only: Option<&str>,
 ) -> Result<()> {
+    suite(project, quick, allow_skip, only, 30)
+}
+
+/// [`run_suite`]; the soak runs only when named, for `soak_minutes`.
+fn suite(
+    project: &Project,
+    quick: bool,
+    allow_skip: bool,
+    only: Option<&str>,
+    soak_minutes: u64,
+) -> Result<()> {
+    let scenarios: Vec<(&str, Scenario)> = match only {
+        None => SCENARIOS.to_vec(),
+        Some("soak") => vec![("soak", hostile::soak as Scenario)],
+        Some(name) => SCENARIOS
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .copied()
+            .collect(),
+    };
+    if scenarios.is_empty() {
+        return Err(Error::failed(format!(
+            "no scenario `{}` (lossy, partition, crash, hostile, soak)",
+            only.unwrap_or_default()
+        )));
+    }
     if !system::is_root() {
         let e =
             Error::unavailable("the chaos suite needs root (network namespaces, TAP devices, nft)")
@@ -164,7 +232,7 @@ pub fn run_suite(
     );
     let dir = std::env::temp_dir().join(format!("{}-run-{}", net::PREFIX, std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::failed(format!("{}: {e}", dir.display())))?;
-    let sizes = Sizes::new(quick);
+    let sizes = Sizes::new(quick, soak_minutes);
     let net = Net::new(HOSTS)?;
     let ctx = Ctx {
         bin: &bin,
@@ -173,25 +241,8 @@ pub fn run_suite(
         sizes,
         wan: std::cell::Cell::new(false),
     };
-    type Scenario = fn(&Ctx<'_>, &mut Outcome) -> Result<()>;
-    let scenarios: [(&str, Scenario); 4] = [
-        ("lossy", lossy),
-        ("partition", partition),
-        ("crash", crash),
-        ("hostile", hostile),
-    ];
-    if let Some(only) = only
-        && !scenarios.iter().any(|(name, _)| *name == only)
-    {
-        return Err(Error::failed(format!(
-            "no scenario `{only}` (lossy, partition, crash, hostile)"
-        )));
-    }
     let mut table = Vec::new();
     for (name, scenario) in scenarios {
-        if only.is_some_and(|o| o != name) {
-            continue;
-        }
         println!("\n==> chaos {name}");
         let start = Instant::now();
         let mut outcome = Outcome::default();
@@ -226,8 +277,14 @@ pub fn run_suite(
             outcome.figures.join("; ")
         );
     }
+    for (name, _, outcome) in &table {
+        if !outcome.rows.is_empty() {
+            println!("\n  {name}:");
+            outcome.print_table();
+        }
+    }
     println!(
-        "  total {:.1} s (with the build)",
+        "\n  total {:.1} s (with the build)",
         began.elapsed().as_secs_f64()
     );
     let failed: Vec<&str> = table
@@ -561,173 +618,5 @@ fn crash(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
         )),
         Err(e) => outcome.check(false, format!("the restarted worker did not rejoin: {e}")),
     }
-    Ok(())
-}
-
-/// RTT p50 and tasks per second of the good peer's samples in `[from, to)`.
-fn good_figures(samples: &[Line], from: Instant, to: Instant) -> (Option<f64>, f64, usize) {
-    let window: Vec<&Line> = samples
-        .iter()
-        .filter(|l| l.at >= from && l.at < to)
-        .collect();
-    let mut rtts: Vec<f64> = window
-        .iter()
-        .flat_map(|l| json::nums(&l.text, "rtts_ms"))
-        .collect();
-    rtts.sort_by(f64::total_cmp);
-    let done: f64 = window
-        .iter()
-        .map(|l| json::num(&l.text, "tasks_done"))
-        .sum();
-    let secs = (to - from).as_secs_f64().max(0.001);
-    let p50 = rtts.get(rtts.len() / 2).copied();
-    (p50, done / secs, rtts.len())
-}
-
-fn in_window(samples: &[Line], from: Instant, to: Instant) -> Vec<&Line> {
-    samples
-        .iter()
-        .filter(|l| l.at >= from && l.at < to)
-        .collect()
-}
-
-/// The good peer's fresh sessions in `[from, to)`: (joined, failed).
-fn joins(samples: &[Line], from: Instant, to: Instant) -> (f64, f64) {
-    in_window(samples, from, to)
-        .iter()
-        .fold((0.0, 0.0), |(ok, failed), l| {
-            (
-                ok + json::num(&l.text, "joins_ok"),
-                failed + json::num(&l.text, "joins_failed"),
-            )
-        })
-}
-
-fn hostile(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
-    let port = 4140;
-    let target_addr = ctx.addr(1, port);
-    let args = vec!["--listen".to_owned(), target_addr.clone()];
-    let mut target = ctx.start("target", 1, "worker", &args, "info,knotwork_node=debug")?;
-    target.wait_for("started", Duration::from_secs(30), |_| true)?;
-    let good_args = vec![
-        "--target".to_owned(),
-        target_addr.clone(),
-        "--secs".to_owned(),
-        "3600".to_owned(),
-    ];
-    let mut good = ctx.start(
-        "good",
-        CLIENT,
-        "good",
-        &good_args,
-        "info,knotwork_node=debug",
-    )?;
-    good.wait_for("ready", Duration::from_secs(30), |_| true)?;
-    let mut rss_max = 0u64;
-    let mut sample_rss = |target: &Proc| {
-        if let Some(kib) = target.rss_kib() {
-            rss_max = rss_max.max(kib);
-        }
-    };
-    let baseline_from = Instant::now();
-    while baseline_from.elapsed() < Duration::from_secs(4) {
-        sample_rss(&target);
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let rss_idle = target.rss_kib().unwrap_or(0);
-    let baseline_to = Instant::now();
-    let mut windows = Vec::new();
-    let mut attackers = Vec::new();
-    for (kind, _) in ATTACKS {
-        let secs = ctx.sizes.attack.as_secs().to_string();
-        let args: Vec<String> = ["--target", &target_addr, "--attack", kind, "--secs", &secs]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        let from = Instant::now();
-        let mut attacker = ctx.start(
-            &format!("attacker-{kind}"),
-            ATTACKER,
-            "attacker",
-            &args,
-            "warn",
-        )?;
-        while !attacker.exited() && from.elapsed() < ctx.sizes.attack + Duration::from_secs(30) {
-            sample_rss(&target);
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        windows.push((*kind, from, Instant::now()));
-        attackers.push(attacker);
-    }
-    // Give the last log lines and samples a moment.
-    std::thread::sleep(Duration::from_millis(700));
-    let log = std::fs::read_to_string(&target.log).unwrap_or_default();
-    let samples = good.events("sample");
-    let (base_rtt, base_rate, _) = good_figures(&samples, baseline_from, baseline_to);
-    let (joined, refused) = joins(&samples, baseline_from, baseline_to);
-    outcome.figure(format!(
-        "baseline: RTT p50 {:.1} ms, {base_rate:.0} tasks/s, new sessions {joined}/{}",
-        base_rtt.unwrap_or(f64::NAN),
-        joined + refused
-    ));
-    for ((kind, patterns), attacker) in ATTACKS.iter().zip(&attackers) {
-        let Some(&(_, from, to)) = windows.iter().find(|w| w.0 == *kind) else {
-            continue;
-        };
-        let (rtt, rate, pings) = good_figures(&samples, from, to);
-        let (joined, refused) = joins(&samples, from, to);
-        let report = attacker.last("attack");
-        let (attempts, cut) = report.as_ref().map_or((0.0, 0.0), |l| {
-            (json::num(&l.text, "attempts"), json::num(&l.text, "cut"))
-        });
-        let hits: Vec<String> = patterns
-            .iter()
-            .map(|p| format!("\"{p}\" x{}", log.matches(p).count()))
-            .collect();
-        outcome.figure(format!(
-            "{kind}: {cut}/{attempts} cut, log {}, good RTT p50 {:.1} ms, {rate:.0} tasks/s, new sessions {joined}/{}",
-            hits.join(" "),
-            rtt.unwrap_or(f64::NAN),
-            joined + refused
-        ));
-        outcome.check(
-            report.is_some(),
-            format!("{kind}: the attacker did not report"),
-        );
-        outcome.check(
-            cut > 0.0,
-            format!("{kind}: the target never cut the attacker"),
-        );
-        for p in *patterns {
-            outcome.check(
-                log.contains(p),
-                format!("{kind}: no \"{p}\" in the target's log"),
-            );
-        }
-        outcome.check(
-            pings > 0,
-            format!("{kind}: the good peer got no ping answer"),
-        );
-        outcome.check(
-            rate > 0.0,
-            format!("{kind}: the good peer got no task done"),
-        );
-        outcome.check(joined > 0.0, format!("{kind}: no new session got in"));
-    }
-    let closed = samples
-        .iter()
-        .any(|l| json::field(&l.text, "open") == Some("false"))
-        || !good.events("disconnected").is_empty();
-    outcome.check(!closed, "the good peer's channel to the target closed");
-    outcome.figure(format!(
-        "target RSS idle {} MiB, max {} MiB (bound {RSS_BOUND_MIB} MiB)",
-        rss_idle / 1024,
-        rss_max / 1024
-    ));
-    outcome.check(rss_max > 0, "the target's RSS was never read");
-    outcome.check(
-        rss_max < RSS_BOUND_MIB * 1024,
-        format!("the target's RSS reached {} MiB", rss_max / 1024),
-    );
     Ok(())
 }

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::{json, shell};
 
+/// Runs `$0 "$@"` with the open-file limit raised where allowed.
+const RAISE_NOFILE: &str = "ulimit -n 65536 2>/dev/null; exec \"$0\" \"$@\"";
+
 /// One line a child printed, and when it arrived.
 #[derive(Clone, Debug)]
 pub struct Line {
@@ -68,9 +71,11 @@ impl Proc {
         let log = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log)
             .map_err(|e| Error::failed(format!("{}: {e}", log.display())))?;
-        // `ip netns exec` execs the program: the child's PID is the program's.
+        // `ip netns exec` execs the shell, which execs the program: the
+        // child's PID is the program's. The shell first raises the open-file
+        // limit (an attacker holds a thousand connections).
         let mut child = Command::new("ip")
-            .args(["netns", "exec", ns])
+            .args(["netns", "exec", ns, "sh", "-c", RAISE_NOFILE])
             .arg(program)
             .args(args)
             .env("RUST_LOG", rust_log)

@@ -22,6 +22,15 @@ use std::time::Instant;
 
 use knotwork_core::{IpPrefix, PeerAddr};
 
+/// The host of a direct IP address (`tcp/`, `quic/`), IPv4-mapped IPv6
+/// as IPv4.
+fn ip_of(addr: &PeerAddr) -> Option<IpAddr> {
+    match addr {
+        PeerAddr::Tcp(sa) | PeerAddr::Quic(sa) => Some(knotwork_core::netgroup::canonical(sa.ip())),
+        _ => None,
+    }
+}
+
 /// How far an address is reachable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AddrScope {
@@ -214,6 +223,23 @@ impl HostStore {
             }
             self.grey.insert(addr, now, self.capacity);
         }
+    }
+
+    /// Records the listen addresses an inbound peer declared, its connection
+    /// coming from `from`: only those on the host it connects from go grey
+    /// (and, for a peer without an IP address, those without one either).
+    /// An address on another host never sent us anything, so the refinery
+    /// must not probe it: a peer that names a third party's address makes
+    /// us send that party nothing (issue 18, no reflection).
+    pub fn add_declared(
+        &mut self,
+        declared: impl IntoIterator<Item = PeerAddr>,
+        from: &PeerAddr,
+        now: Instant,
+    ) {
+        let host = ip_of(from);
+        let own = declared.into_iter().filter(|a| ip_of(a) == host);
+        self.add_grey(own, AddrScope::of(from), now);
     }
 
     /// A handshake with `addr` succeeded: it moves to white.
@@ -433,6 +459,30 @@ mod tests {
         lan.add_grey(claimed, AddrScope::Private, now);
         assert_eq!(lan.grey().len(), 3);
         assert_eq!(lan.list_of(&a("tcp/127.0.0.1:6379")), None);
+    }
+
+    #[test]
+    fn an_inbound_peer_cannot_make_us_probe_another_host() {
+        let now = Instant::now();
+        let mut h = HostStore::new(10);
+        let from = a("tcp/10.0.0.5:51000");
+        let declared = [
+            a("tcp/10.0.0.5:4000"),
+            a("quic/[::ffff:10.0.0.5]:4001"),
+            a("tcp/10.0.0.8:9"),
+            a("tcp/10.0.0.6:4000"),
+            a("mem/7"),
+        ];
+        h.add_declared(declared, &from, now);
+        let mut grey = h.grey();
+        grey.sort_by_key(|g| g.to_string());
+        assert_eq!(
+            grey,
+            vec![a("quic/[::ffff:10.0.0.5]:4001"), a("tcp/10.0.0.5:4000")]
+        );
+        let mut mem = HostStore::new(10);
+        mem.add_declared([a("mem/7"), a("tcp/10.0.0.8:9")], &a("mem/3"), now);
+        assert_eq!(mem.grey(), vec![a("mem/7")]);
     }
 
     #[test]

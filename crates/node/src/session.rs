@@ -265,11 +265,11 @@ where
         return Err(e);
     }
     // Host store: a dialed address is verified; an inbound peer's own
-    // listen addresses are only heard of.
+    // listen addresses (on the host it connects from) are only heard of.
     {
         let mut hosts = lock(&shared.hosts);
         if inbound {
-            hosts.add_grey(listen, AddrScope::of(&addr), now);
+            hosts.add_declared(listen, &addr, now);
         } else {
             hosts.promote(&addr, now);
         }

@@ -13,6 +13,10 @@
 //! TCP simultaneous open (hole punching). Port reuse also lets a second
 //! listener of the same user bind the same port, so it is off by default.
 //!
+//! With [`TcpConfig::local_ip`] every dial leaves from that source address
+//! (bound with port 0 before connecting): a host with several addresses
+//! picks which one its peers see.
+//!
 //! A DNS address (`tcp/seed.example.com:4000`, [`PeerAddr::TcpDns`]) is
 //! resolved when dialed, with tokio's `lookup_host` (the system resolver,
 //! `getaddrinfo`). Its answers (A and AAAA) are tried one after another in
@@ -51,7 +55,7 @@
 //! ```
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -71,6 +75,9 @@ pub struct TcpConfig {
     /// Bind listeners with `SO_REUSEADDR` + `SO_REUSEPORT` so that
     /// [`TcpTransport::dial_from`] can dial from a listen port.
     pub port_reuse: bool,
+    /// The source address of every dial ([`TcpTransport::dial`]); `None`:
+    /// the kernel picks it. Dials to the other IP family fail.
+    pub local_ip: Option<IpAddr>,
 }
 
 impl Default for TcpConfig {
@@ -79,6 +86,7 @@ impl Default for TcpConfig {
             dial_timeout: Duration::from_secs(10),
             keepalive: Some(Duration::from_secs(60)),
             port_reuse: false,
+            local_ip: None,
         }
     }
 }
@@ -93,6 +101,12 @@ impl TcpConfig {
     /// Sets [`TcpConfig::port_reuse`].
     pub fn with_port_reuse(mut self, on: bool) -> Self {
         self.port_reuse = on;
+        self
+    }
+
+    /// Sets [`TcpConfig::local_ip`].
+    pub fn with_local_ip(mut self, ip: IpAddr) -> Self {
+        self.local_ip = Some(ip);
         self
     }
 
@@ -273,10 +287,21 @@ impl Transport for TcpTransport {
             }
             _ => {
                 let sa = socket_addr(addr)?;
+                let local_ip = self.config.local_ip;
                 let connect = async {
-                    TcpStream::connect(sa)
-                        .await
-                        .map_err(|e| connect_error(addr, e))
+                    let connected = match local_ip {
+                        None => TcpStream::connect(sa).await,
+                        Some(ip) => {
+                            let socket = if ip.is_ipv4() {
+                                TcpSocket::new_v4()?
+                            } else {
+                                TcpSocket::new_v6()?
+                            };
+                            socket.bind(SocketAddr::new(ip, 0))?;
+                            socket.connect(sa).await
+                        }
+                    };
+                    connected.map_err(|e| connect_error(addr, e))
                 };
                 self.finish_dial(addr, connect).await
             }

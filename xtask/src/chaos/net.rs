@@ -23,6 +23,9 @@ const SUBNET: &str = "10.201.0";
 const WAN_SUBNET: &str = "10.202.0";
 /// The switch (Python, standard library only): see the file's docstring.
 const WAN_SCRIPT: &str = include_str!("wan.py");
+/// Where attackers' source addresses come from: 512 /24s
+/// (`10.210.0.0`-`10.211.255.0`), none shared with the hosts.
+pub const ATTACK_NET: &str = "10.210.0.0/15";
 /// The nftables table that partitions the router.
 const PARTITION_TABLE: &str = "kwc_partition";
 
@@ -48,7 +51,8 @@ fn wan_link(i: usize) -> String {
 }
 
 impl Net {
-    fn router_ns(&self) -> String {
+    /// The router's namespace.
+    pub fn router_ns(&self) -> String {
         self.hosts.router_ns()
     }
 
@@ -120,11 +124,44 @@ impl Net {
             }
         }
         rules.push_str(" }\n}\n");
-        let file = std::env::temp_dir().join(format!("{}-partition.nft", self.router_ns()));
+        self.nft(&self.router_ns(), &rules)
+    }
+
+    /// Loads nftables `rules` in namespace `ns`.
+    pub fn nft(&self, ns: &str, rules: &str) -> Result<()> {
+        let file = std::env::temp_dir().join(format!("{ns}-{}.nft", rules.len()));
         std::fs::write(&file, rules)
             .map_err(|e| Error::failed(format!("{}: {e}", file.display())))?;
         let path = file.to_string_lossy().into_owned();
-        in_ns(&self.router_ns(), "nft", &["-f", &path]).map(|_| ())
+        let loaded = in_ns(ns, "nft", &["-f", &path]).map(|_| ());
+        let _ = std::fs::remove_file(&file);
+        loaded
+    }
+
+    /// Runs `nft args..` in namespace `ns`; returns its output.
+    pub fn nft_output(&self, ns: &str, args: &[&str]) -> Result<String> {
+        in_ns(ns, "nft", args)
+    }
+
+    /// Makes `attacker` own every address of [`ATTACK_NET`] (a local route:
+    /// it can bind any of them without adding each) and routes that network
+    /// to it from the router, through the attacker's own address (whose
+    /// neighbour entry is permanent: no ARP per attack address).
+    pub fn attack_routes(&self, attacker: usize) -> Result<()> {
+        in_ns(
+            &self.host_ns(attacker),
+            "ip",
+            &["route", "replace", "local", ATTACK_NET, "dev", "lo"],
+        )?;
+        let (gw, port) = (host_ip(attacker), Hosts::port(attacker));
+        in_ns(
+            &self.router_ns(),
+            "ip",
+            &[
+                "route", "replace", ATTACK_NET, "via", &gw, "dev", &port, "onlink",
+            ],
+        )
+        .map(|_| ())
     }
 
     /// Removes the partition.

@@ -1,20 +1,34 @@
-//! The node processes of `cargo xtask chaos`: one binary, four roles, each
+//! The node processes of `cargo xtask chaos`: one binary, six roles, each
 //! printing one JSON object per line on stdout for the xtask to parse (logs
 //! go to stderr, filtered by `RUST_LOG`).
 //!
 //! ```text
 //! chaos worker    --listen ADDR [--seed ADDR].. [--identity FILE] [--keys K] [--work-ms MS]
+//! chaos target    --listen ADDR --relay ADDR [--gossip-seen-ms MS]
+//! chaos relay     --listen ADDR
 //! chaos submitter --seed ADDR.. --workers W --tasks N [--rate R] [--keys K] [--min-secs S]
-//! chaos good      --target ADDR --secs S
-//! chaos attacker  --target ADDR --attack KIND --secs S
+//! chaos good      --target ADDR --secs S [--gossip-rate R]
+//! chaos attacker  --target ADDR --attack KIND --secs S --sources CIDR [--source-count N]
+//!                 [--sink IP] [--relayed ADDR] [--replay-after-ms MS]
 //! ```
 //!
 //! - **worker**: a node with the DHT (as its discovery source), the apps and
 //!   the `chaos` task (FNV-1a of the payload after `--work-ms`, default 20,
 //!   of simulated work).
 //!   Prints `started`, then `status` every second (peers, DHT table size,
-//!   how many of the submitter's `chaos/key/<i>` records it holds) and one
-//!   line per `connected`/`disconnected`/`banned` event. Runs until killed.
+//!   how many of the submitter's `chaos/key/<i>` records it holds, the
+//!   node's and its channels' jobs, the runtime's live tasks and a few of
+//!   the node's counters) and one line per `connected`/`disconnected`/
+//!   `banned` event. Runs until killed.
+//! - **target**: a worker composed as `knot run` composes a node (NAT
+//!   traversal too, holding a reservation at `--relay`; the default ping
+//!   settings), for the hostile scenario. Prints `relayed` with its relayed
+//!   address once the relay granted the reservation, and subscribes to the
+//!   `chaos` gossip topic: one `gossip` line per second of publish time
+//!   (3 s after it ended) with the messages delivered from it and the
+//!   slowest delivery; `status` also counts re-deliveries (a message
+//!   delivered twice: a replay that got through).
+//! - **relay**: a node that offers the relay service (and nothing else).
 //! - **submitter**: waits for W task peers, puts K DHT records, submits N
 //!   tasks (all at once, or R per second), and counts every result by task
 //!   id and checks it. Prints `ready`, `put`, `progress` every 500 ms (done,
@@ -23,19 +37,16 @@
 //!   and prints `summary` (unique, duplicates, wrong, failed, retried, ping
 //!   RTT p50/max, DHT puts/gets that succeeded).
 //! - **good**: a well-behaved peer of the target: every 200 ms a ping
-//!   request (its RTT), tasks placed on the target, 8 in flight, and every
-//!   second a fresh session (can a new peer join?); prints `sample` every
-//!   500 ms (RTTs, tasks done, joins, whether the channel is open).
-//! - **attacker**: one attack for S seconds, then `attack` with its counts.
-//!   Kinds: `conn-flood` (handshakes from one IP, held open, past the
-//!   limits), `slowloris` (TCP connections that send a handshake byte a
-//!   second), `oversized` (gossip frames past their `MAX_BYTES`), `garbage`
-//!   (random bytes after a valid handshake and version exchange),
-//!   `unknown` (a message id the target does not know), `dht-flood`
-//!   (FIND_NODE requests as fast as the channel takes them), `gossip-flood`
-//!   (gossip messages from one origin as fast as possible). The attacks
-//!   that need a channel use a fresh identity per connection, since the
-//!   target bans each one.
+//!   request (its RTT), every 500 ms a DHT ping through the target's DHT
+//!   driver (its RTT), tasks placed on the target, 8 in flight, R gossip
+//!   messages a second (default 25) on topic `chaos` carrying their publish
+//!   time, and every 250 ms a fresh session from its own address (can a
+//!   new peer join?); prints `sample` every 500 ms (RTTs, tasks done, joins,
+//!   whether the channel is open) and `gossip` once per second published in.
+//!   A lost channel is dialed again (`reconnected`), so measuring goes on.
+//! - **attacker**: one attack for S seconds from source addresses of CIDR
+//!   (N of them, spread evenly; see `attack.rs`), then `attack` with its
+//!   counts; the kinds are listed in `attack.rs` and `findings.rs`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -43,28 +54,23 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::HashMap;
-use std::error::Error;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+mod attack;
+mod findings;
 
-use futures::{SinkExt, StreamExt};
-use knotwork_core::{Keypair, PeerAddr, PeerId};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::error::Error;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use knotwork_core::{Keypair, PeerAddr};
 use knotwork_dht_node::{self as dht, DhtHandle, DhtMessage};
-use knotwork_gossip::{Gossip, GossipConfig, GossipMessage};
-use knotwork_node::protocol::ping::Ping;
-use knotwork_node::{
-    Disconnect, DiscoveryConfig, Node, NodeBuilder, NodeConfig, NodeEvent, Version,
-};
+use knotwork_gossip::{Gossip, GossipConfig};
+use knotwork_nat::{Nat, NatConfig, NatEvent, RelayLimits};
+use knotwork_node::protocol::ping::{Ping, PingConfig};
+use knotwork_node::{DiscoveryConfig, Node, NodeBuilder, NodeConfig, NodeEvent};
 use knotwork_tasks::resource::ResourceConfig;
 use knotwork_tasks::task::{Placement, Task, TaskId, TaskOutcome};
 use knotwork_tasks::{Tasks, TasksConfig, TasksService};
-use knotwork_wire::{Frame, FrameCodec, Message};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -72,6 +78,11 @@ type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 const KIND: &str = "chaos";
 /// Payload bytes of one task.
 const PAYLOAD: usize = 4096;
+/// The gossip topic the good peer publishes on and the target counts.
+const TOPIC: &str = "chaos";
+/// How long after a second of publish time the target reports it (later
+/// deliveries count as lost).
+const GOSSIP_GRACE: u64 = 3;
 
 /// Prints one JSON line (stdout is line-buffered only on a terminal).
 fn emit(value: Value) {
@@ -79,6 +90,15 @@ fn emit(value: Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{value}");
     let _ = out.flush();
+}
+
+/// Milliseconds since the UNIX epoch: processes in different namespaces
+/// share this clock, so a publish time is comparable across them.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// `--name value` pairs; repeated names keep every value.
@@ -189,15 +209,16 @@ impl App {
     }
 
     /// Starts `builder`, with the task protocols and gossip (as every
-    /// `knot run` node has them) if `with`.
+    /// `knot run` node has them) if `gossip` is set.
     async fn start(
         builder: NodeBuilder,
         keypair: &Keypair,
         config: TasksConfig,
-        with: bool,
+        gossip: Option<GossipConfig>,
     ) -> Res<Self> {
         let apps = TasksService::new(config);
-        let gossip = Gossip::new(keypair.clone(), GossipConfig::default());
+        let with = gossip.is_some();
+        let gossip = Gossip::new(keypair.clone(), gossip.unwrap_or_default());
         let builder = if with {
             builder.service(apps.clone()).service(gossip.clone())
         } else {
@@ -211,13 +232,24 @@ impl App {
     }
 }
 
-/// A node with the DHT as discovery source and the apps; `listen` may be empty.
+/// How the hostile scenario's nodes differ from the other workers: they are
+/// composed as `knot run` composes a node (NAT traversal, its ping
+/// settings), the target with a short gossip seen-cache.
+struct KnotRun {
+    nat: NatConfig,
+    /// The gossip seen-cache lifetime.
+    seen: Duration,
+}
+
+/// A node with the DHT as discovery source and the apps; `listen` may be
+/// empty. With `knot`, NAT traversal and `knot run`'s ping settings too.
 async fn dht_node(
     keypair: Keypair,
     listen: Vec<PeerAddr>,
     seeds: Vec<PeerAddr>,
-) -> Res<(App, DhtHandle)> {
-    let (config, app_config) = node_config();
+    knot: Option<KnotRun>,
+) -> Res<(App, DhtHandle, Option<Nat>)> {
+    let (mut config, app_config) = node_config();
     // Every chaos host sits in one /24.
     let dht = DhtHandle::new(
         keypair.clone(),
@@ -228,18 +260,28 @@ async fn dht_node(
     );
     let mut discovery = DiscoveryConfig::default();
     discovery.poll_interval = Duration::from_millis(500);
+    let mut gossip = GossipConfig::default();
+    let nat = knot.map(|k| {
+        config.ping = PingConfig::default();
+        gossip.seen_ttl = k.seen;
+        Nat::new(k.nat)
+    });
     let mut builder = Node::builder(keypair.clone())
         .config(config)
         .service(dht.clone())
         .discovery(dht.clone())
         .discovery_config(discovery);
+    if let Some(nat) = &nat {
+        builder = builder.service(nat.clone());
+    }
     for addr in listen {
         builder = builder.listen(addr);
     }
     for addr in seeds {
         builder = builder.seed(addr);
     }
-    Ok((App::start(builder, &keypair, app_config, true).await?, dht))
+    let app = App::start(builder, &keypair, app_config, Some(gossip)).await?;
+    Ok((app, dht, nat))
 }
 
 /// Prints the node's peer events as they happen.
@@ -262,16 +304,135 @@ fn print_events(node: &Node) {
     });
 }
 
+/// Prints `relayed` each time the relay grants the reservation (and for
+/// one granted before this subscribed).
+fn print_nat_events(nat: &Nat) {
+    let mut events = nat.events();
+    for addr in nat.external().iter().filter(|a| a.is_relayed()) {
+        emit(json!({"event": "relayed", "addr": addr.to_string()}));
+    }
+    tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            if let NatEvent::RelayReserved { addr, .. } = event {
+                emit(json!({"event": "relayed", "addr": addr.to_string()}));
+            }
+        }
+    });
+}
+
 async fn table_len(dht: &DhtHandle) -> usize {
     dht.table().await.map(|t| t.len()).unwrap_or(0)
 }
 
-async fn worker(args: &Args) -> Res<()> {
+/// The counter families of the node's metrics that `status` carries.
+const COUNTERS: &[&str] = &[
+    "knot_connections_dropped",
+    "knot_handshakes",
+    "knot_bans",
+    "knot_gossip_messages",
+    "knot_holepunch_attempts",
+    "knot_dht_refused_messages",
+    "knot_dht_records",
+];
+
+/// The samples of [`COUNTERS`] in the node's metrics, keyed by family
+/// (without `knot_` and `_total`) and label values joined by dots:
+/// `connections_dropped.rate`, `handshakes.inbound.timeout`.
+fn counters(node: &Node) -> BTreeMap<String, f64> {
+    let text = node.metrics().encode();
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let name = name.strip_suffix("_total").unwrap_or(name);
+        if !COUNTERS.contains(&name) {
+            continue;
+        }
+        let mut key = name.strip_prefix("knot_").unwrap_or(name).to_owned();
+        for pair in labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter(|p| !p.is_empty())
+        {
+            if let Some((_, v)) = pair.split_once('=') {
+                key.push('.');
+                key.push_str(v.trim_matches('"'));
+            }
+        }
+        if let Ok(v) = value.parse::<f64>() {
+            *out.entry(key).or_default() += v;
+        }
+    }
+    out
+}
+
+/// Counts what the target's subscriber gets on [`TOPIC`]: per second of
+/// publish time (the first 8 bytes of the good peer's messages), the
+/// deliveries and the slowest; and re-deliveries of an id seen before.
+fn count_gossip(gossip: &Gossip) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let redelivered = std::sync::Arc::new(AtomicU64::new(0));
+    let again = redelivered.clone();
+    let mut rx = gossip.subscribe(TOPIC);
+    tokio::spawn(async move {
+        let mut seen = HashSet::new();
+        // publish second -> (delivered, slowest in ms)
+        let mut secs: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut reported = unix_ms() / 1000;
+        loop {
+            tokio::select! {
+                event = rx.recv() => {
+                    let Some(event) = event else { return };
+                    if !seen.insert(event.id) {
+                        again.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    if seen.len() > 200_000 {
+                        seen.clear();
+                    }
+                    let sent = event.data.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+                    if let Some(sent) = sent {
+                        let late = unix_ms().saturating_sub(sent);
+                        let entry = secs.entry(sent / 1000).or_default();
+                        entry.0 += 1;
+                        entry.1 = entry.1.max(late);
+                    }
+                }
+                _ = tick.tick() => {
+                    let done = (unix_ms() / 1000).saturating_sub(GOSSIP_GRACE);
+                    while reported < done {
+                        let (n, late) = secs.remove(&reported).unwrap_or_default();
+                        emit(json!({"event": "gossip", "sec": reported, "delivered": n, "late_ms_max": late}));
+                        reported += 1;
+                    }
+                    secs.retain(|s, _| *s >= reported);
+                }
+            }
+        }
+    });
+    redelivered
+}
+
+async fn worker(args: &Args, target: bool) -> Res<()> {
     let keypair = match args.all("identity").pop() {
         Some(path) => Keypair::load_or_generate(path)?,
         None => Keypair::generate()?,
     };
-    let (node, dht) = dht_node(keypair, args.addrs("listen")?, args.addrs("seed")?).await?;
+    let knot = if target {
+        let mut nat = NatConfig::default();
+        nat.relays = vec![args.one("relay")?.parse()?];
+        Some(KnotRun {
+            nat,
+            seen: Duration::from_millis(args.num("gossip-seen-ms", 120_000)?),
+        })
+    } else {
+        None
+    };
+    let (node, dht, nat) =
+        dht_node(keypair, args.addrs("listen")?, args.addrs("seed")?, knot).await?;
     let work = Duration::from_millis(args.num("work-ms", 20)?);
     node.tasks()
         .register(KIND, move |input: Vec<u8>| async move {
@@ -279,6 +440,10 @@ async fn worker(args: &Args) -> Res<()> {
             Ok(fnv(&input))
         });
     print_events(&node);
+    if let Some(nat) = &nat {
+        print_nat_events(nat);
+    }
+    let redelivered = target.then(|| count_gossip(node.gossip()));
     emit(json!({
         "event": "started",
         "peer": node.peer_id().to_string(),
@@ -294,13 +459,50 @@ async fn worker(args: &Args) -> Res<()> {
                 held += 1;
             }
         }
+        let channels = node.channels();
+        let jobs = node.jobs() + channels.iter().map(|c| c.jobs()).sum::<usize>();
         emit(json!({
             "event": "status",
             "peers": node.peers().len(),
             "task_peers": node.tasks().peers().len(),
             "dht_table": table_len(&dht).await,
             "held": held,
+            "jobs": jobs,
+            "tasks_alive": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+            "redelivered": redelivered.as_ref().map(|r| r.load(std::sync::atomic::Ordering::Relaxed)),
+            "counters": counters(&node),
         }));
+    }
+}
+
+/// A node offering the relay service (composed as `knot run
+/// --relay-service` composes one); reports its circuits every second.
+async fn relay(args: &Args) -> Res<()> {
+    let mut nat = NatConfig::default();
+    nat.relay_service = Some(RelayLimits::default());
+    // Nobody in the bed needs it, and it would tell the target it is public.
+    nat.dial_back = None;
+    let knot = KnotRun {
+        nat,
+        seen: GossipConfig::default().seen_ttl,
+    };
+    let (node, _, nat) = dht_node(
+        Keypair::generate()?,
+        args.addrs("listen")?,
+        Vec::new(),
+        Some(knot),
+    )
+    .await?;
+    emit(json!({
+        "event": "started",
+        "peer": node.peer_id().to_string(),
+        "listen": node.listen_addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
+    }));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let circuits = nat.as_ref().map_or(0, Nat::relayed_circuits);
+        emit(json!({"event": "status", "peers": node.peers().len(), "circuits": circuits}));
     }
 }
 
@@ -314,7 +516,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn submitter(args: &Args) -> Res<()> {
     let began = Instant::now();
-    let (node, dht) = dht_node(Keypair::generate()?, Vec::new(), args.addrs("seed")?).await?;
+    let (node, dht, _) =
+        dht_node(Keypair::generate()?, Vec::new(), args.addrs("seed")?, None).await?;
     print_events(&node);
     let want = usize::try_from(args.num("workers", 1)?)?;
     let tasks = args.num("tasks", 100)?;
@@ -442,22 +645,24 @@ async fn submitter(args: &Args) -> Res<()> {
     Ok(())
 }
 
-/// A node without listeners or apps beyond what `apps` says.
-async fn plain_node(with: bool) -> Res<App> {
-    let (config, app_config) = node_config();
-    let keypair = Keypair::generate()?;
-    let builder = Node::builder(keypair.clone()).config(config);
-    App::start(builder, &keypair, app_config, with).await
+/// A gossip body: its publish time `ms` (UNIX ms, little endian), padded.
+fn stamped(ms: u64) -> Vec<u8> {
+    let mut data = ms.to_le_bytes().to_vec();
+    data.resize(64, 0);
+    data
 }
 
 async fn good(args: &Args) -> Res<()> {
     let target: PeerAddr = args.one("target")?.parse()?;
     let secs = Duration::from_secs(args.num("secs", 30)?);
-    let node = plain_node(true).await?;
+    let gossip_rate = args.num("gossip-rate", 25)?.max(1);
+    let node = attack::plain_node(true, None).await?;
     print_events(&node);
-    let channel = node.connect(&target).await?;
+    let mut channel = node.connect(&target).await?;
     let target_id = channel.remote_peer_id();
-    while !node.tasks().peers().contains(&target_id) {
+    let mut dht_answers = channel.subscribe::<DhtMessage>();
+    while !node.tasks().peers().contains(&target_id) || !node.gossip().peers().contains(&target_id)
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     emit(json!({"event": "ready", "target": target_id.to_string()}));
@@ -475,29 +680,40 @@ async fn good(args: &Args) -> Res<()> {
     }
     let began = Instant::now();
     let mut ping = tokio::time::interval(Duration::from_millis(200));
+    let mut dht_ping = tokio::time::interval(Duration::from_millis(500));
+    let mut publish = tokio::time::interval(Duration::from_secs(1) / u32::try_from(gossip_rate)?);
     let mut report = tokio::time::interval(Duration::from_millis(500));
     let (mut done, mut bad) = (0u64, 0u64);
-    let mut rtts: Vec<f64> = Vec::new();
+    let (mut rtts, mut dht_rtts): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
+    let mut dht_sent: HashMap<u64, Instant> = HashMap::new();
     let mut ping_failures = 0u64;
-    // Once a second, a fresh session by hand (handshake and version
-    // exchange, then closed): can a new peer still get in?
+    // publish second -> messages sent in it
+    let mut published: BTreeMap<u64, u64> = BTreeMap::new();
     let PeerAddr::Tcp(sock) = target.clone() else {
         return Err("--target must be a tcp address".into());
     };
-    let (probe_tx, mut probe_rx) = tokio::sync::mpsc::channel::<bool>(8);
+    // Four times a second, a fresh session by hand (handshake and version
+    // exchange, then closed): can a new peer still get in?
+    let (probe_tx, mut probe_rx) = tokio::sync::mpsc::channel::<bool>(64);
     let prober = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tick.tick().await;
-            let ok = tokio::time::timeout(Duration::from_secs(5), raw_session(sock))
+            let tx = probe_tx.clone();
+            tokio::spawn(async move {
+                let ok = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    attack::raw_session(sock, None, attack::plain_version(sock)),
+                )
                 .await
                 .is_ok_and(|r| r.is_ok());
-            if probe_tx.send(ok).await.is_err() {
-                return;
-            }
+                let _ = tx.send(ok).await;
+            });
         }
     });
     let (mut joins_ok, mut joins_failed) = (0u64, 0u64);
+    // Pings run beside the loop, so a slow answer delays nothing else.
+    let (ping_tx, mut ping_rx) = tokio::sync::mpsc::channel::<Option<f64>>(64);
     while began.elapsed() < secs {
         tokio::select! {
             r = results.recv() => {
@@ -510,338 +726,77 @@ async fn good(args: &Args) -> Res<()> {
                 next_id += 1;
             }
             _ = ping.tick() => {
-                let t = Instant::now();
-                match channel.call(&Ping { nonce: fastrand::u64(..) }).await {
-                    Ok(_) => rtts.push(t.elapsed().as_secs_f64() * 1e3),
-                    Err(_) => ping_failures += 1,
+                let (channel, tx) = (channel.clone(), ping_tx.clone());
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    let pong = channel.call(&Ping { nonce: fastrand::u64(..) }).await;
+                    let _ = tx.send(pong.ok().map(|_| t.elapsed().as_secs_f64() * 1e3)).await;
+                });
+            }
+            Some(rtt) = ping_rx.recv() => match rtt {
+                Some(ms) => rtts.push(ms),
+                None => ping_failures += 1,
+            },
+            _ = dht_ping.tick() => {
+                let id = fastrand::u64(..);
+                let ping = DhtMessage::Request { id, client: true, body: dht::Request::Ping };
+                if channel.try_send(&ping).is_ok() {
+                    dht_sent.insert(id, Instant::now());
+                }
+                // Unanswered for 10 s: lost.
+                dht_sent.retain(|_, t| t.elapsed() < Duration::from_secs(10));
+            }
+            Some(answer) = dht_answers.recv() => {
+                if let DhtMessage::Response { id, .. } = answer
+                    && let Some(t) = dht_sent.remove(&id)
+                {
+                    dht_rtts.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            _ = publish.tick() => {
+                let ms = unix_ms();
+                if matches!(node.gossip().publish(TOPIC, stamped(ms)).await, Ok((_, n)) if n > 0) {
+                    *published.entry(ms / 1000).or_default() += 1;
                 }
             }
             Some(ok) = probe_rx.recv() => {
                 if ok { joins_ok += 1 } else { joins_failed += 1 }
             }
             _ = report.tick() => {
+                let now = unix_ms() / 1000;
+                while let Some(entry) = published.first_entry() {
+                    if *entry.key() >= now {
+                        break;
+                    }
+                    let (sec, sent) = entry.remove_entry();
+                    emit(json!({"event": "gossip", "sec": sec, "sent": sent}));
+                }
                 emit(json!({
                     "joins_ok": std::mem::take(&mut joins_ok),
                     "joins_failed": std::mem::take(&mut joins_failed),
                     "event": "sample",
                     "secs": began.elapsed().as_secs_f64(),
                     "rtts_ms": std::mem::take(&mut rtts),
+                    "dht_rtts_ms": std::mem::take(&mut dht_rtts),
                     "tasks_done": std::mem::take(&mut done),
                     "tasks_bad": std::mem::take(&mut bad),
                     "ping_failures": std::mem::take(&mut ping_failures),
                     "open": !channel.is_closed(),
                 }));
+                // Measuring goes on after a loss (the scenario fails on it).
+                if channel.is_closed()
+                    && let Ok(Ok(again)) =
+                        tokio::time::timeout(Duration::from_secs(2), node.connect(&target)).await
+                {
+                    channel = again;
+                    dht_answers = channel.subscribe::<DhtMessage>();
+                    emit(json!({"event": "reconnected"}));
+                }
             }
         }
     }
     prober.abort();
     node.shutdown().await;
-    Ok(())
-}
-
-/// What one attack did, for its `attack` line.
-#[derive(Default)]
-struct Tally {
-    attempts: u64,
-    /// Connections or channels the target ended (closed, refused, banned).
-    cut: u64,
-    /// Why, as the attacker saw it.
-    reasons: HashMap<String, u64>,
-    /// Messages or bytes sent.
-    sent: u64,
-}
-
-impl Tally {
-    fn cut(&mut self, reason: impl Into<String>) {
-        self.cut += 1;
-        *self.reasons.entry(reason.into()).or_default() += 1;
-    }
-}
-
-/// Noise handshake and version exchange by hand, as a node would, with a
-/// fresh identity; returns the framed stream or why the target refused.
-async fn raw_session(
-    target: SocketAddr,
-) -> Result<Framed<knotwork_crypto_handshake::SecureStream<TcpStream>, FrameCodec>, String> {
-    let tcp = TcpStream::connect(target)
-        .await
-        .map_err(|e| format!("connect: {}", e.kind()))?;
-    let keypair = Keypair::generate().map_err(|e| e.to_string())?;
-    let secure = knotwork_crypto_handshake::upgrade_outbound(tcp, &keypair, None)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let mut framed = Framed::new(secure, FrameCodec::new());
-    let observed = PeerAddr::Tcp(target);
-    let version = Version::new(&[], &[], &observed);
-    let payload = knotwork_wire::encode(&version).map_err(|e| e.to_string())?;
-    framed
-        .send(Frame::message(Version::ID, payload))
-        .await
-        .map_err(|e| format!("send version: {e}"))?;
-    match framed.next().await {
-        Some(Ok(f)) if f.msg_id == Version::ID => Ok(framed),
-        Some(Ok(f)) if f.msg_id == Disconnect::ID => {
-            let reason = knotwork_wire::decode::<Disconnect>(&f.payload)
-                .map(|d| d.reason.to_string())
-                .unwrap_or_else(|_| "malformed disconnect".into());
-            Err(format!("refused: {reason}"))
-        }
-        Some(Ok(f)) => Err(format!("unexpected frame {:#x}", f.msg_id)),
-        Some(Err(e)) => Err(format!("version: {e}")),
-        None => Err("closed during version exchange".into()),
-    }
-}
-
-/// Holds authenticated sessions open from one IP, several at a time, until
-/// the time is up.
-async fn conn_flood(target: SocketAddr, until: Instant, tally: &mut Tally) {
-    let mut held = Vec::new();
-    while Instant::now() < until {
-        let mut batch = Vec::new();
-        for _ in 0..16 {
-            batch.push(tokio::spawn(raw_session(target)));
-        }
-        for job in batch {
-            tally.attempts += 1;
-            match job.await {
-                Ok(Ok(framed)) => held.push(framed),
-                Ok(Err(reason)) => tally.cut(reason),
-                Err(e) => tally.cut(format!("join: {e}")),
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tally.sent = held.len() as u64;
-}
-
-/// TCP connections that dribble one handshake byte a second; each is
-/// counted as cut when the target closes it.
-async fn slowloris(target: SocketAddr, until: Instant, tally: &mut Tally) {
-    let mut jobs = tokio::task::JoinSet::new();
-    while Instant::now() < until {
-        for _ in 0..20 {
-            tally.attempts += 1;
-            jobs.spawn(async move {
-                let Ok(mut tcp) = TcpStream::connect(target).await else {
-                    return Some("connect failed".to_owned());
-                };
-                let opened = Instant::now();
-                let mut buf = [0u8; 64];
-                while Instant::now() < until {
-                    if tcp.write_all(&[0]).await.is_err() {
-                        return Some(format!(
-                            "write failed after {:.0} s",
-                            opened.elapsed().as_secs_f64()
-                        ));
-                    }
-                    match tokio::time::timeout(Duration::from_secs(1), tcp.read(&mut buf)).await {
-                        Ok(Ok(0)) | Ok(Err(_)) => {
-                            return Some(format!(
-                                "closed after {:.0} s",
-                                opened.elapsed().as_secs_f64()
-                            ));
-                        }
-                        _ => {}
-                    }
-                }
-                None
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    while let Some(result) = jobs.join_next().await {
-        if let Ok(Some(reason)) = result {
-            tally.cut(reason);
-        }
-    }
-}
-
-/// A session by hand, then random bytes through the encrypted stream.
-async fn garbage(target: SocketAddr, until: Instant, tally: &mut Tally) {
-    while Instant::now() < until {
-        tally.attempts += 1;
-        let framed = match raw_session(target).await {
-            Ok(f) => f,
-            Err(reason) => {
-                tally.cut(reason);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let mut secure = framed.into_inner();
-        let junk: Vec<u8> = (0..4096).map(|_| fastrand::u8(..)).collect();
-        let wrote = secure.write_all(&junk).await.and(secure.flush().await);
-        tally.sent += junk.len() as u64;
-        let mut buf = [0u8; 1024];
-        let end = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                match secure.read(&mut buf).await {
-                    Ok(0) => return "closed".to_owned(),
-                    Err(e) => return format!("closed: {}", e.kind()),
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
-        match (wrote, end) {
-            (_, Ok(reason)) => tally.cut(reason),
-            (Err(e), Err(_)) => tally.cut(format!("write failed: {}", e.kind())),
-            (Ok(()), Err(_)) => {}
-        }
-    }
-}
-
-/// A message id no knotwork node subscribes to.
-#[derive(Serialize, Deserialize)]
-struct Unknown(Vec<u8>);
-impl Message for Unknown {
-    const NAME: &'static str = "chaos/unknown/1";
-    const MAX_BYTES: usize = 300; // length varint + up to 256 bytes
-}
-
-/// Gossip's message id with a payload far past `GossipMessage::MAX_BYTES`.
-#[derive(Serialize, Deserialize)]
-struct Oversized(Vec<u8>);
-impl Message for Oversized {
-    const NAME: &'static str = GossipMessage::NAME;
-    const MAX_BYTES: usize = 1 << 20; // anything: the sender does not limit itself
-}
-
-/// One channel per fresh identity; `flood` sends on it until the target
-/// closes it or the time is up.
-async fn per_identity<F, Fut>(
-    target: &PeerAddr,
-    apps: bool,
-    until: Instant,
-    tally: &mut Tally,
-    flood: F,
-) where
-    F: Fn(App, knotwork_node::Channel) -> Fut,
-    Fut: std::future::Future<Output = u64>,
-{
-    while Instant::now() < until {
-        tally.attempts += 1;
-        let node = match plain_node(apps).await {
-            Ok(n) => n,
-            Err(e) => {
-                tally.cut(format!("node: {e}"));
-                continue;
-            }
-        };
-        match node.connect(target).await {
-            Ok(channel) => {
-                tally.sent += flood(node.clone(), channel.clone()).await;
-                let closed = tokio::time::timeout(Duration::from_secs(3), channel.closed()).await;
-                if let Ok(reason) = closed {
-                    tally.cut(reason.to_string());
-                }
-            }
-            Err(e) => {
-                tally.cut(format!("connect: {e}"));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        node.shutdown().await;
-    }
-}
-
-/// Sends `make()` messages on `channel` until it closes or `until`.
-async fn send_until<M: Message>(
-    channel: &knotwork_node::Channel,
-    until: Instant,
-    mut make: impl FnMut() -> M,
-) -> u64 {
-    let mut sent = 0;
-    while Instant::now() < until && !channel.is_closed() {
-        if channel.send(&make()).await.is_err() {
-            break;
-        }
-        sent += 1;
-        if sent % 64 == 0 {
-            tokio::task::yield_now().await;
-        }
-    }
-    sent
-}
-
-async fn attacker(args: &Args) -> Res<()> {
-    let target: PeerAddr = args.one("target")?.parse()?;
-    let PeerAddr::Tcp(sock) = target.clone() else {
-        return Err("--target must be a tcp address".into());
-    };
-    let kind = args.one("attack")?;
-    let until = Instant::now() + Duration::from_secs(args.num("secs", 10)?);
-    let mut tally = Tally::default();
-    match kind.as_str() {
-        "conn-flood" => conn_flood(sock, until, &mut tally).await,
-        "slowloris" => slowloris(sock, until, &mut tally).await,
-        "garbage" => garbage(sock, until, &mut tally).await,
-        "unknown" => {
-            per_identity(&target, false, until, &mut tally, |_, ch| async move {
-                send_until(&ch, until, || Unknown(vec![7; 256])).await
-            })
-            .await
-        }
-        "oversized" => {
-            per_identity(&target, false, until, &mut tally, |_, ch| async move {
-                send_until(&ch, until, || Oversized(vec![7; 64 * 1024])).await
-            })
-            .await
-        }
-        "dht-flood" => {
-            per_identity(&target, false, until, &mut tally, |_, ch| async move {
-                // Answers are read and dropped, so the attacker's own node
-                // does not count them as unknown messages.
-                let mut answers = ch.subscribe::<DhtMessage>();
-                tokio::spawn(async move { while answers.recv().await.is_some() {} });
-                let mut id = 0u64;
-                send_until(&ch, until, || {
-                    id += 1;
-                    let mut target = [0u8; 32];
-                    fastrand::fill(&mut target);
-                    DhtMessage::Request {
-                        id,
-                        client: true,
-                        body: knotwork_dht_node::Request::FindNode { target },
-                    }
-                })
-                .await
-            })
-            .await
-        }
-        "gossip-flood" => {
-            per_identity(&target, true, until, &mut tally, |node, ch| async move {
-                let peer: PeerId = ch.remote_peer_id();
-                while !node.gossip().peers().contains(&peer) && !ch.is_closed() {
-                    if Instant::now() >= until {
-                        return 0;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                let mut sent = 0;
-                while Instant::now() < until && !ch.is_closed() {
-                    if node.gossip().publish("flood", vec![1; 64]).await.is_err() {
-                        break;
-                    }
-                    sent += 1;
-                    if sent % 64 == 0 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-                sent
-            })
-            .await
-        }
-        other => return Err(format!("unknown attack `{other}`").into()),
-    }
-    emit(json!({
-        "event": "attack",
-        "kind": kind,
-        "attempts": tally.attempts,
-        "cut": tally.cut,
-        "sent": tally.sent,
-        "reasons": tally.reasons,
-    }));
     Ok(())
 }
 
@@ -859,13 +814,16 @@ async fn main() -> std::process::ExitCode {
     let result = match Args::parse(words) {
         Err(e) => Err(e),
         Ok(args) => match role.as_str() {
-            "worker" => worker(&args).await,
+            "worker" => worker(&args, false).await,
+            "target" => worker(&args, true).await,
+            "relay" => relay(&args).await,
             "submitter" => submitter(&args).await,
             "good" => good(&args).await,
-            "attacker" => attacker(&args).await,
-            other => {
-                Err(format!("unknown role `{other}` (worker, submitter, good, attacker)").into())
-            }
+            "attacker" => attack::attacker(&args).await,
+            other => Err(format!(
+                "unknown role `{other}` (worker, target, relay, submitter, good, attacker)"
+            )
+            .into()),
         },
     };
     match result {

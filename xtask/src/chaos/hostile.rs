@@ -1,0 +1,1011 @@
+//! The hostile scenario and the soak: a target composed as `knot run`
+//! composes a node (host 1, holding a relay reservation at the relay on
+//! host 9), a good peer measuring it (host 6), a sink host that counts what
+//! reaches it (host 8, a non-consenting third party) and attackers (host
+//! 7, from addresses of [`net::ATTACK_NET`](super::net::ATTACK_NET): each
+//! attack from its own /24, the slowloris from 16 /24s, since the target
+//! bans the address of a peer it bans).
+//!
+//! **hostile** runs the attacks of [`ATTACKS`] one after the other. Per
+//! attack it measures, in its window: the good peer's ping RTT, DHT ping
+//! RTT, tasks per second, fresh sessions that got in, and the share of its
+//! gossip messages the target delivered; the target's RSS (before, after,
+//! most), its jobs and live tasks; the amplification (packets and
+//! connections that reach the sink, and connections the target opens to the
+//! attacker, per attacker packet); and the attack's own counts. Checks
+//! common to every attack: the attacker reported; the good peer's pings
+//! were answered, its tasks got done, at least [`JOIN_SHARE`] of its fresh
+//! sessions got in and of its gossip messages were delivered; nothing
+//! reached the sink or the target's loopback (the amplification towards a
+//! non-consenting third party is 0). Each attack adds its own ([`Check`]).
+//!
+//! **soak** (`--only soak`, not part of `ci`) keeps the target under the
+//! same attacks, two at a time in turn, for `--soak-minutes` (default 30):
+//! its RSS after the first five minutes stays within [`SOAK_RSS_GROWTH`]
+//! of its peak in the fifth minute, the good peer never loses its channel
+//! and nothing reaches the sink.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::counters::{self, Counters, Counts};
+use super::net::host_ip;
+use super::{ATTACKER, CLIENT, Ctx, Outcome, RSS_BOUND_MIB};
+use crate::error::{Error, Result};
+use crate::json;
+use crate::proc::{Line, Proc};
+
+/// The sink host: counts what reaches it.
+const SINK: usize = 8;
+/// The relay host.
+const RELAY: usize = 9;
+/// The target's host.
+const TARGET: usize = 1;
+/// The share of the good peer's fresh sessions that must get in, and of its
+/// gossip messages the target must deliver, during every attack.
+const JOIN_SHARE: f64 = 0.9;
+/// The target's gossip seen-cache in these scenarios (the default is 120 s;
+/// the replay attack waits this long plus a second).
+const SEEN_MS: u64 = 3000;
+/// How long the target's counters and logs get after an attack ends before
+/// they are read (a reflection comes after the attacker left).
+const SETTLE: Duration = Duration::from_secs(2);
+/// Growth of the soak target's RSS allowed after the first five minutes,
+/// over its peak in the fifth minute.
+pub const SOAK_RSS_GROWTH: f64 = 0.10;
+
+/// What an attack must achieve beyond the common checks.
+#[derive(Clone, Copy, Debug)]
+enum Check {
+    /// The target cut the attacker, naming each of these in its log.
+    Cut(&'static [&'static str]),
+    /// H1: the target accepted no circuit from a peer that is no relay of ours.
+    NoCircuit,
+    /// H2: the target opened at most this many connections to the attacker
+    /// per punch (its documented redial schedule: every 100 ms for the 5 s
+    /// handshake timeout).
+    PunchBound(u64),
+    /// H3: the common checks (nothing at the sink) say it all.
+    Reflection,
+    /// H4: the target holds at most this many of the attacker's provider
+    /// keys, and its RSS grew by at most `mib` from before to after.
+    Providers { keys: u64, mib: u64 },
+    /// H5: the target's RSS grew by at most this many MiB from before to
+    /// after, and its jobs went back to where they were.
+    Jobs(u64),
+    /// H6, M8: the target's live tasks rose by at most `tasks` and its RSS
+    /// by at most `mib` (most during the attack, over before).
+    SlowReader { tasks: u64, mib: u64 },
+    /// M1: the target closed the forger's channels (a bad signature costs
+    /// the sender).
+    Charged,
+    /// M2: the target delivered no message twice.
+    NoReplay,
+}
+
+/// How many source addresses an attack uses, and from how many /24s.
+#[derive(Clone, Copy, Debug)]
+enum Spread {
+    /// 32 addresses of one /24.
+    One24,
+    /// 16 addresses, one in each of 16 /24s.
+    Sixteen24s,
+}
+
+/// One attack of the scenario.
+#[derive(Clone, Copy, Debug)]
+pub struct Attack {
+    kind: &'static str,
+    /// The review's finding, or the defence it probes.
+    finding: &'static str,
+    spread: Spread,
+    check: Check,
+    /// Seconds in the quick run (the full run adds half).
+    secs: u64,
+}
+
+/// The attacks of the hostile scenario, in order: the slow reader late (on
+/// code without the H6 fix the target's memory stays high after it), the
+/// replay last (on code without the M2 fix it gets the good peer's address
+/// banned).
+const ATTACKS: &[Attack] = &[
+    Attack {
+        kind: "conn-flood",
+        finding: "limits",
+        spread: Spread::One24,
+        check: Check::Cut(&[
+            "too many connections from this ip",
+            "over its handshake start budget",
+        ]),
+        secs: 6,
+    },
+    Attack {
+        kind: "slowloris",
+        finding: "idle",
+        spread: Spread::Sixteen24s,
+        check: Check::Cut(&[
+            "over its handshake start budget",
+            "evicted from its pending handshake slot",
+        ]),
+        secs: 8,
+    },
+    Attack {
+        kind: "oversized",
+        finding: "meter",
+        spread: Spread::One24,
+        check: Check::Cut(&["offence=Oversized", "banned for misbehaviour"]),
+        secs: 5,
+    },
+    Attack {
+        kind: "garbage",
+        finding: "framing",
+        spread: Spread::One24,
+        check: Check::Cut(&["bad framing"]),
+        secs: 5,
+    },
+    Attack {
+        kind: "unknown",
+        finding: "meter",
+        spread: Spread::One24,
+        check: Check::Cut(&["offence=UnknownMessage"]),
+        secs: 5,
+    },
+    Attack {
+        kind: "dht-flood",
+        finding: "budget",
+        spread: Spread::One24,
+        check: Check::Cut(&["offence=OverBudget"]),
+        secs: 5,
+    },
+    Attack {
+        kind: "gossip-flood",
+        finding: "origin",
+        spread: Spread::One24,
+        check: Check::Cut(&["gossip flood: closing"]),
+        secs: 5,
+    },
+    Attack {
+        kind: "relay-incoming",
+        finding: "H1",
+        spread: Spread::One24,
+        check: Check::NoCircuit,
+        secs: 6,
+    },
+    Attack {
+        kind: "punch",
+        finding: "H2",
+        spread: Spread::One24,
+        check: Check::PunchBound(50),
+        secs: 6,
+    },
+    Attack {
+        kind: "dht-reflect",
+        finding: "H3",
+        spread: Spread::One24,
+        check: Check::Reflection,
+        secs: 5,
+    },
+    Attack {
+        kind: "provider-flood",
+        finding: "H4",
+        spread: Spread::One24,
+        check: Check::Providers {
+            keys: 4096,
+            mib: 16,
+        },
+        secs: 6,
+    },
+    Attack {
+        kind: "job-leak",
+        finding: "H5",
+        spread: Spread::One24,
+        check: Check::Jobs(8),
+        secs: 6,
+    },
+    Attack {
+        kind: "gossip-badsig",
+        finding: "M1",
+        spread: Spread::One24,
+        check: Check::Charged,
+        secs: 5,
+    },
+    Attack {
+        kind: "dht-slow",
+        finding: "H6 M8",
+        spread: Spread::One24,
+        check: Check::SlowReader {
+            tasks: 500,
+            mib: 32,
+        },
+        secs: 6,
+    },
+    Attack {
+        kind: "gossip-replay",
+        finding: "M2",
+        spread: Spread::One24,
+        check: Check::NoReplay,
+        secs: 9,
+    },
+];
+
+/// UNIX seconds now (the good peer and the target stamp gossip with them).
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Hands out /24 blocks of the attack network, 512 of them, round robin.
+#[derive(Debug, Default)]
+struct Blocks(u32);
+
+impl Blocks {
+    /// `n` (a power of two up to 256) aligned /24s as a CIDR.
+    fn take(&mut self, n: u32) -> String {
+        let mut first = self.0.div_ceil(n) * n;
+        if first + n > 512 {
+            first = 0;
+        }
+        self.0 = first + n;
+        let len = 24 - n.trailing_zeros();
+        format!("10.{}.{}.0/{len}", 210 + first / 256, first % 256)
+    }
+}
+
+/// The processes and counters both scenarios run on.
+struct Bed<'a> {
+    ctx: &'a Ctx<'a>,
+    target: Proc,
+    good: Proc,
+    // Kept running for the target's reservation.
+    _relay: Proc,
+    target_addr: String,
+    relayed: String,
+    counters: Counters<'a>,
+    blocks: Blocks,
+    /// The target's RSS samples (KiB) and when.
+    rss: Vec<(Instant, u64)>,
+}
+
+impl<'a> Bed<'a> {
+    fn new(ctx: &'a Ctx<'a>, port: u16, good_secs: u64) -> Result<Self> {
+        ctx.net.attack_routes(ATTACKER)?;
+        let relay_addr = ctx.addr(RELAY, port + 9);
+        let mut relay = ctx.start(
+            "relay",
+            RELAY,
+            "relay",
+            &["--listen".to_owned(), relay_addr.clone()],
+            "info",
+        )?;
+        relay.wait_for("started", Duration::from_secs(30), |_| true)?;
+        let target_addr = ctx.addr(TARGET, port);
+        let args = [
+            "--listen",
+            &target_addr,
+            "--relay",
+            &relay_addr,
+            "--gossip-seen-ms",
+            &SEEN_MS.to_string(),
+        ]
+        .map(str::to_owned);
+        let mut target = ctx.start(
+            "target",
+            TARGET,
+            "target",
+            &args,
+            "info,knotwork_node=debug",
+        )?;
+        target.wait_for("started", Duration::from_secs(30), |_| true)?;
+        let relayed = target.wait_for("relayed", Duration::from_secs(30), |_| true)?;
+        let relayed = json::field(&relayed.text, "addr")
+            .ok_or_else(|| Error::failed("the target's relayed line has no address"))?
+            .to_owned();
+        let good_args =
+            ["--target", &target_addr, "--secs", &good_secs.to_string()].map(str::to_owned);
+        let mut good = ctx.start(
+            "good",
+            CLIENT,
+            "good",
+            &good_args,
+            "info,knotwork_node=debug",
+        )?;
+        good.wait_for("ready", Duration::from_secs(30), |_| true)?;
+        let counters = Counters::install(ctx.net, TARGET, ATTACKER, SINK)?;
+        Ok(Self {
+            ctx,
+            target,
+            good,
+            _relay: relay,
+            target_addr,
+            relayed,
+            counters,
+            blocks: Blocks::default(),
+            rss: Vec::new(),
+        })
+    }
+
+    fn sample_rss(&mut self) -> Option<u64> {
+        let kib = self.target.rss_kib()?;
+        self.rss.push((Instant::now(), kib));
+        Some(kib)
+    }
+
+    /// Samples the target's RSS every 200 ms for `d`.
+    fn watch(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            self.sample_rss();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Starts `attack` for `secs` from its own block of addresses.
+    fn launch(&mut self, attack: &Attack, secs: u64, name: &str) -> Result<Proc> {
+        let (blocks, count) = match attack.spread {
+            Spread::One24 => (1, 32),
+            Spread::Sixteen24s => (16, 16),
+        };
+        let sources = self.blocks.take(blocks);
+        let args = [
+            "--target",
+            &self.target_addr,
+            "--attack",
+            attack.kind,
+            "--secs",
+            &secs.to_string(),
+            "--sources",
+            &sources,
+            "--source-count",
+            &count.to_string(),
+            "--sink",
+            &host_ip(SINK),
+            "--relayed",
+            &self.relayed,
+            "--replay-after-ms",
+            &(SEEN_MS + 1000).to_string(),
+        ]
+        .map(str::to_owned);
+        self.ctx.start(name, ATTACKER, "attacker", &args, "warn")
+    }
+}
+
+/// One attack's window and what was read around it.
+struct Run {
+    attack: Attack,
+    attacker: Proc,
+    from: Instant,
+    to: Instant,
+    /// Whole UNIX seconds inside the window.
+    secs: (u64, u64),
+    counts: Counts,
+    rss_before: u64,
+    rss_after: u64,
+}
+
+/// Runs `attack` for `secs` and waits [`SETTLE`] after it.
+fn run(bed: &mut Bed<'_>, attack: &Attack, secs: u64) -> Result<Run> {
+    let rss_before = bed.sample_rss().unwrap_or(0);
+    let before = bed.counters.read()?;
+    let (from, unix_from) = (Instant::now(), unix_secs());
+    let mut attacker = bed.launch(attack, secs, &format!("attacker-{}", attack.kind))?;
+    let limit = Duration::from_secs(secs + 30);
+    while !attacker.exited() && from.elapsed() < limit {
+        bed.sample_rss();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (to, unix_to) = (Instant::now(), unix_secs());
+    bed.watch(SETTLE);
+    let rss_after = bed.sample_rss().unwrap_or(0);
+    let counts = bed.counters.read()?.since(&before);
+    Ok(Run {
+        attack: *attack,
+        attacker,
+        from,
+        to,
+        secs: (unix_from + 1, unix_to),
+        counts,
+        rss_before,
+        rss_after,
+    })
+}
+
+fn in_window(lines: &[Line], from: Instant, to: Instant) -> Vec<&Line> {
+    lines.iter().filter(|l| l.at >= from && l.at < to).collect()
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// What the good peer and the target saw in one window.
+struct Seen {
+    rtt_p50: Option<f64>,
+    pings: usize,
+    dht_p50: Option<f64>,
+    tasks_per_sec: f64,
+    joined: f64,
+    refused: f64,
+    published: f64,
+    delivered: f64,
+    late_ms_max: f64,
+}
+
+impl Seen {
+    fn join_share(&self) -> f64 {
+        self.joined / (self.joined + self.refused).max(1.0)
+    }
+
+    fn gossip_share(&self) -> f64 {
+        self.delivered / self.published.max(1.0)
+    }
+}
+
+fn seen(bed: &Bed<'_>, from: Instant, to: Instant, secs: (u64, u64)) -> Seen {
+    let samples = bed.good.events("sample");
+    let window = in_window(&samples, from, to);
+    let rtts: Vec<f64> = window
+        .iter()
+        .flat_map(|l| json::nums(&l.text, "rtts_ms"))
+        .collect();
+    let dht: Vec<f64> = window
+        .iter()
+        .flat_map(|l| json::nums(&l.text, "dht_rtts_ms"))
+        .collect();
+    let sum = |key: &str| window.iter().map(|l| json::num(&l.text, key)).sum::<f64>();
+    let in_secs = |l: &Line| (secs.0..secs.1).contains(&(json::num(&l.text, "sec") as u64));
+    let published: f64 = bed
+        .good
+        .events("gossip")
+        .iter()
+        .filter(|l| in_secs(l))
+        .map(|l| json::num(&l.text, "sent"))
+        .sum();
+    let delivered_lines = bed.target.events("gossip");
+    let delivered: Vec<&Line> = delivered_lines.iter().filter(|l| in_secs(l)).collect();
+    Seen {
+        pings: rtts.len(),
+        rtt_p50: median(rtts),
+        dht_p50: median(dht),
+        tasks_per_sec: sum("tasks_done") / (to - from).as_secs_f64().max(0.001),
+        joined: sum("joins_ok"),
+        refused: sum("joins_failed"),
+        published,
+        delivered: delivered
+            .iter()
+            .map(|l| json::num(&l.text, "delivered"))
+            .sum(),
+        late_ms_max: delivered
+            .iter()
+            .map(|l| json::num(&l.text, "late_ms_max"))
+            .fold(0.0, f64::max),
+    }
+}
+
+/// The target's status lines in `[from, to)`: the most of `key`.
+fn status_max(bed: &Bed<'_>, from: Instant, to: Instant, key: &str) -> f64 {
+    in_window(&bed.target.events("status"), from, to)
+        .iter()
+        .map(|l| json::num(&l.text, key))
+        .fold(0.0, f64::max)
+}
+
+/// The target's last status line before `at`.
+fn status_at(bed: &Bed<'_>, at: Instant) -> Option<Line> {
+    bed.target
+        .events("status")
+        .into_iter()
+        .rfind(|l| l.at <= at)
+}
+
+/// Counter `key` of a status line's `counters` object (0 when missing).
+fn counter(line: Option<&Line>, key: &str) -> f64 {
+    line.and_then(|l| json::field(&l.text, "counters"))
+        .map_or(0.0, |c| json::num(c, key))
+}
+
+const MIB: f64 = 1024.0;
+
+/// Adds `run`'s row to the table and its checks to `outcome`.
+fn judge(bed: &Bed<'_>, run: &Run, log: &str, outcome: &mut Outcome) {
+    let kind = run.attack.kind;
+    let s = seen(bed, run.from, run.to, run.secs);
+    let report = run.attacker.last("attack");
+    let num = |key: &str| report.as_ref().map_or(0.0, |l| json::num(&l.text, key));
+    let extra = |key: &str| {
+        report
+            .as_ref()
+            .and_then(|l| json::field(&l.text, "extra"))
+            .map_or(0.0, |e| json::num(e, key))
+    };
+    let c = &run.counts;
+    let attacker_pkts = c.packets(counters::ATTACKER_OUT);
+    let per_pkt = |n: u64| n as f64 / attacker_pkts.max(1) as f64;
+    let sink = c.packets(counters::TO_SINK);
+    let sink_syn = c.packets(counters::SYN_TO_SINK);
+    let loopback = c.packets(counters::LOOPBACK_SYN);
+    let to_attacker_syn = c.packets(counters::TARGET_SYN_ATTACKER);
+    let reply_ratio = c.bytes(counters::TARGET_TO_ATTACKER) as f64
+        / c.bytes(counters::ATTACKER_TO_TARGET).max(1) as f64;
+    let end = run.to + SETTLE;
+    let rss_max = bed
+        .rss
+        .iter()
+        .filter(|(t, _)| *t >= run.from && *t <= end)
+        .map(|(_, kib)| *kib)
+        .max()
+        .unwrap_or(0);
+    let (before, after) = (status_at(bed, run.from), status_at(bed, end));
+    let jobs = |l: &Option<Line>| l.as_ref().map_or(0.0, |l| json::num(&l.text, "jobs"));
+    let tasks_alive = |l: &Option<Line>| {
+        l.as_ref()
+            .map_or(0.0, |l| json::num(&l.text, "tasks_alive"))
+    };
+    let tasks_most = status_max(bed, run.from, end, "tasks_alive");
+    let mut notes = match run.attack.check {
+        Check::NoCircuit => format!("circuits accepted {}", extra("accepted")),
+        Check::PunchBound(_) => format!(
+            "{} punches, holepunch attempts {}",
+            num("sent"),
+            counter(after.as_ref(), "holepunch_attempts")
+                - counter(before.as_ref(), "holepunch_attempts")
+        ),
+        Check::Providers { .. } => format!(
+            "{} keys sent, {} held ({}/{} sampled)",
+            num("sent"),
+            extra("held_estimate"),
+            extra("held_sampled"),
+            extra("sampled")
+        ),
+        Check::Charged => format!(
+            "{} forged, gossip invalid +{}",
+            num("sent"),
+            counter(after.as_ref(), "gossip_messages.invalid")
+                - counter(before.as_ref(), "gossip_messages.invalid")
+        ),
+        Check::NoReplay => format!(
+            "{} recorded, {} replayed, redelivered +{}",
+            extra("recorded"),
+            num("sent"),
+            after
+                .as_ref()
+                .map_or(0.0, |l| json::num(&l.text, "redelivered"))
+                - before
+                    .as_ref()
+                    .map_or(0.0, |l| json::num(&l.text, "redelivered"))
+        ),
+        Check::Cut(_) if kind == "slowloris" => {
+            let dropped = |r: &str| {
+                let key = format!("connections_dropped.{r}");
+                counter(after.as_ref(), &key) - counter(before.as_ref(), &key)
+            };
+            format!(
+                "held {} at once; dropped: rate {}, evicted {}, first_byte {}",
+                extra("held_max"),
+                dropped("rate"),
+                dropped("evicted"),
+                dropped("first_byte")
+            )
+        }
+        _ => String::new(),
+    };
+    if !notes.is_empty() {
+        notes.push_str("; ");
+    }
+    notes.push_str(&format!(
+        "jobs {}->{}, tasks {}->{} (most {tasks_most})",
+        jobs(&before),
+        jobs(&after),
+        tasks_alive(&before),
+        tasks_alive(&after)
+    ));
+    let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+    let passed_before = outcome.failures.len();
+    // Common checks.
+    outcome.check(
+        report.is_some(),
+        format!("{kind}: the attacker did not report"),
+    );
+    outcome.check(
+        s.pings > 0,
+        format!("{kind}: the good peer got no ping answer"),
+    );
+    outcome.check(
+        s.tasks_per_sec > 0.0,
+        format!("{kind}: the good peer got no task done"),
+    );
+    outcome.check(
+        s.joined + s.refused > 0.0 && s.join_share() >= JOIN_SHARE,
+        format!(
+            "{kind}: {}/{} fresh sessions got in (need {:.0} %)",
+            s.joined,
+            s.joined + s.refused,
+            JOIN_SHARE * 100.0
+        ),
+    );
+    outcome.check(
+        s.published > 0.0 && s.gossip_share() >= JOIN_SHARE,
+        format!(
+            "{kind}: the target delivered {:.0}/{:.0} of the good peer's gossip messages",
+            s.delivered, s.published
+        ),
+    );
+    outcome.check(
+        sink == 0 && loopback == 0,
+        format!(
+            "{kind}: {sink} packets ({sink_syn} SYNs) reached the sink and {loopback} SYNs the \
+             target's loopback (from this attack or left over from an earlier one)"
+        ),
+    );
+    let (rss_before, rss_after) = (run.rss_before as f64 / MIB, run.rss_after as f64 / MIB);
+    let rss_most = rss_max as f64 / MIB;
+    match run.attack.check {
+        Check::Cut(patterns) => {
+            outcome.check(
+                num("cut") > 0.0,
+                format!("{kind}: the target never cut the attacker"),
+            );
+            for p in patterns {
+                outcome.check(
+                    log.contains(p),
+                    format!("{kind}: no \"{p}\" in the target's log"),
+                );
+            }
+        }
+        Check::NoCircuit => outcome.check(
+            extra("accepted") == 0.0,
+            format!(
+                "{kind}: the target accepted {} circuits from a peer that is not its relay",
+                extra("accepted")
+            ),
+        ),
+        Check::PunchBound(per) => outcome.check(
+            to_attacker_syn as f64 <= per as f64 * num("sent").max(1.0),
+            format!(
+                "{kind}: {to_attacker_syn} connection attempts to the attacker for {} punches",
+                num("sent")
+            ),
+        ),
+        Check::Reflection => {}
+        Check::Providers { keys, mib } => {
+            outcome.check(
+                extra("sampled") > 0.0 && extra("held_estimate") <= keys as f64,
+                format!(
+                    "{kind}: the target holds ~{} of the attacker's provider keys (bound {keys})",
+                    extra("held_estimate")
+                ),
+            );
+            outcome.check(
+                rss_after - rss_before <= mib as f64,
+                format!(
+                    "{kind}: RSS grew {:.1} MiB (bound {mib})",
+                    rss_after - rss_before
+                ),
+            );
+        }
+        Check::Jobs(mib) => {
+            outcome.check(
+                rss_after - rss_before <= mib as f64,
+                format!(
+                    "{kind}: RSS grew {:.1} MiB (bound {mib})",
+                    rss_after - rss_before
+                ),
+            );
+            outcome.check(
+                jobs(&after) <= jobs(&before) + 16.0,
+                format!(
+                    "{kind}: the target's jobs went from {} to {}",
+                    jobs(&before),
+                    jobs(&after)
+                ),
+            );
+        }
+        Check::SlowReader { tasks, mib } => {
+            outcome.check(
+                tasks_most - tasks_alive(&before) <= tasks as f64,
+                format!(
+                    "{kind}: the target's live tasks rose from {} to {tasks_most} (bound +{tasks})",
+                    tasks_alive(&before)
+                ),
+            );
+            outcome.check(
+                rss_most - rss_before <= mib as f64,
+                format!(
+                    "{kind}: RSS rose {:.1} MiB during the attack (bound {mib})",
+                    rss_most - rss_before
+                ),
+            );
+        }
+        Check::Charged => outcome.check(
+            num("cut") > 0.0,
+            format!(
+                "{kind}: the target never closed a forger's channel ({} forged messages)",
+                num("sent")
+            ),
+        ),
+        Check::NoReplay => {
+            let again = after
+                .as_ref()
+                .map_or(0.0, |l| json::num(&l.text, "redelivered"))
+                - before
+                    .as_ref()
+                    .map_or(0.0, |l| json::num(&l.text, "redelivered"));
+            outcome.check(
+                extra("recorded") > 0.0 && again == 0.0,
+                format!(
+                    "{kind}: {again} replayed messages delivered again ({} recorded)",
+                    extra("recorded")
+                ),
+            );
+        }
+    }
+    let result = if outcome.failures.len() == passed_before {
+        "pass"
+    } else {
+        "FAIL"
+    };
+    outcome.row(vec![
+        kind.to_owned(),
+        run.attack.finding.to_owned(),
+        result.to_owned(),
+        format!("{}/{}", num("cut"), num("attempts")),
+        format!("{} / {}", opt(s.rtt_p50), opt(s.dht_p50)),
+        format!("{:.0}", s.tasks_per_sec),
+        format!("{}/{}", s.joined, s.joined + s.refused),
+        format!(
+            "{:.0}/{:.0} ({:.0} ms)",
+            s.delivered, s.published, s.late_ms_max
+        ),
+        format!("{rss_before:.0}->{rss_after:.0} ({rss_most:.0})"),
+        format!(
+            "{:.0}/{:.0} ({sink}/{sink_syn} of {attacker_pkts})",
+            per_pkt(sink),
+            per_pkt(sink_syn)
+        ),
+        format!(
+            "{:.3} syn, {reply_ratio:.1}x bytes",
+            per_pkt(to_attacker_syn)
+        ),
+        notes,
+    ]);
+}
+
+/// The table's header.
+const HEADER: &[&str] = &[
+    "attack",
+    "finding",
+    "result",
+    "cut/tries",
+    "RTT ms ping/dht",
+    "tasks/s",
+    "joins",
+    "gossip (late)",
+    "RSS MiB (max)",
+    "sink/attacker pkt (n)",
+    "to attacker per pkt",
+    "notes",
+];
+
+pub(super) fn hostile(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
+    let mut bed = Bed::new(ctx, 4140, 3600)?;
+    let quick = ctx.sizes.quick;
+    let baseline_from = Instant::now();
+    let baseline_secs = unix_secs() + 1;
+    bed.watch(Duration::from_secs(4));
+    let baseline = seen(
+        &bed,
+        baseline_from,
+        Instant::now(),
+        (baseline_secs, unix_secs()),
+    );
+    let rss_idle = bed.sample_rss().unwrap_or(0);
+    outcome.figure(format!(
+        "baseline: RTT p50 {} ms, DHT {} ms, {:.0} tasks/s, new sessions {}/{}",
+        baseline.rtt_p50.map_or("-".into(), |v| format!("{v:.1}")),
+        baseline.dht_p50.map_or("-".into(), |v| format!("{v:.1}")),
+        baseline.tasks_per_sec,
+        baseline.joined,
+        baseline.joined + baseline.refused
+    ));
+    outcome.header(HEADER);
+    let mut runs = Vec::new();
+    for attack in ATTACKS {
+        let secs = if quick {
+            attack.secs
+        } else {
+            attack.secs * 3 / 2
+        };
+        runs.push(run(&mut bed, attack, secs)?);
+    }
+    // The target reports a second of gossip 3 s after it.
+    bed.watch(Duration::from_secs(4));
+    let log = std::fs::read_to_string(&bed.target.log).unwrap_or_default();
+    for r in &runs {
+        judge(&bed, r, &log, outcome);
+    }
+    let closed = bed
+        .good
+        .events("sample")
+        .iter()
+        .any(|l| json::field(&l.text, "open") == Some("false"))
+        || !bed.good.events("disconnected").is_empty();
+    outcome.check(!closed, "the good peer's channel to the target closed");
+    let rss_max = bed.rss.iter().map(|(_, k)| *k).max().unwrap_or(0);
+    outcome.figure(format!(
+        "target RSS idle {} MiB, max {} MiB (bound {RSS_BOUND_MIB} MiB)",
+        rss_idle / 1024,
+        rss_max / 1024
+    ));
+    outcome.check(rss_max > 0, "the target's RSS was never read");
+    outcome.check(
+        rss_max < RSS_BOUND_MIB * 1024,
+        format!("the target's RSS reached {} MiB", rss_max / 1024),
+    );
+    Ok(())
+}
+
+/// Attack windows of the soak, two attacks at a time.
+const SOAK_WINDOW: u64 = 20;
+
+pub(super) fn soak(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
+    let minutes = ctx.sizes.soak_minutes;
+    let total = Duration::from_secs(minutes * 60);
+    let mut bed = Bed::new(ctx, 4150, minutes * 60 + 600)?;
+    let began = Instant::now();
+    let mut per_kind: HashMap<&str, (u64, f64, f64, f64)> = HashMap::new();
+    let mut round = 0usize;
+    let mut attackers: Vec<Proc> = Vec::new();
+    println!("chaos: soak for {minutes} min, two attacks at a time, {SOAK_WINDOW} s each");
+    while began.elapsed() < total {
+        let half = ATTACKS.len() / 2;
+        let pair: Vec<&Attack> = [round, round + half]
+            .iter()
+            .filter_map(|i| ATTACKS.get(i % ATTACKS.len()))
+            .collect();
+        round += 1;
+        let mut running = Vec::new();
+        for (i, attack) in pair.iter().enumerate() {
+            running.push((
+                attack.kind,
+                bed.launch(
+                    attack,
+                    SOAK_WINDOW,
+                    &format!("soak-{round}-{i}-{}", attack.kind),
+                )?,
+            ));
+        }
+        let from = Instant::now();
+        while running.iter_mut().any(|(_, p)| !p.exited())
+            && from.elapsed() < Duration::from_secs(SOAK_WINDOW + 30)
+        {
+            bed.watch(Duration::from_secs(1));
+        }
+        for (kind, p) in running {
+            let entry = per_kind.entry(kind).or_default();
+            if let Some(l) = p.last("attack") {
+                entry.0 += 1;
+                entry.1 += json::num(&l.text, "attempts");
+                entry.2 += json::num(&l.text, "cut");
+                entry.3 += json::num(&l.text, "sent");
+            }
+            // Keep only the latest: each holds its output in memory.
+            attackers.push(p);
+            if attackers.len() > 4 {
+                attackers.remove(0);
+            }
+        }
+        let mins = began.elapsed().as_secs() / 60;
+        let kib = bed.sample_rss().unwrap_or(0);
+        println!(
+            "chaos: soak {mins} min, round {round}, target RSS {} MiB",
+            kib / 1024
+        );
+    }
+    let counts = bed.counters.read()?;
+    let five = began + Duration::from_secs(5 * 60);
+    let four = began + Duration::from_secs(4 * 60);
+    let peak5 = bed
+        .rss
+        .iter()
+        .filter(|(t, _)| *t >= four && *t < five)
+        .map(|(_, k)| *k)
+        .max()
+        .unwrap_or(0);
+    let later: Vec<u64> = bed
+        .rss
+        .iter()
+        .filter(|(t, _)| *t >= five)
+        .map(|(_, k)| *k)
+        .collect();
+    let later_max = later.iter().copied().max().unwrap_or(0);
+    let last = later.last().copied().unwrap_or(0);
+    let first = bed.rss.first().map_or(0, |(_, k)| *k);
+    let s = seen(
+        &bed,
+        began,
+        Instant::now(),
+        (
+            unix_secs().saturating_sub(minutes * 60),
+            unix_secs().saturating_sub(4),
+        ),
+    );
+    outcome.figure(format!(
+        "{minutes} min, {round} rounds; target RSS start {:.1} MiB, peak in minute 5 {:.1} MiB, peak after {:.1} MiB ({:+.1} %), end {:.1} MiB",
+        first as f64 / MIB,
+        peak5 as f64 / MIB,
+        later_max as f64 / MIB,
+        100.0 * (later_max as f64 / peak5.max(1) as f64 - 1.0),
+        last as f64 / MIB
+    ));
+    outcome.figure(format!(
+        "good peer: RTT p50 {} ms, DHT {} ms, {:.1} tasks/s, joins {}/{}, gossip {}/{}",
+        s.rtt_p50.map_or("-".into(), |v| format!("{v:.1}")),
+        s.dht_p50.map_or("-".into(), |v| format!("{v:.1}")),
+        s.tasks_per_sec,
+        s.joined,
+        s.joined + s.refused,
+        s.delivered,
+        s.published
+    ));
+    outcome.figure(format!(
+        "sink got {} packets ({} SYNs), target loopback {} SYNs, of {} attacker packets",
+        counts.packets(counters::TO_SINK),
+        counts.packets(counters::SYN_TO_SINK),
+        counts.packets(counters::LOOPBACK_SYN),
+        counts.packets(counters::ATTACKER_OUT)
+    ));
+    outcome.header(&["attack", "runs", "attempts", "cut", "sent"]);
+    let mut kinds: Vec<_> = per_kind.into_iter().collect();
+    kinds.sort_by_key(|(k, _)| ATTACKS.iter().position(|a| a.kind == *k));
+    for (kind, (runs, attempts, cut, sent)) in kinds {
+        outcome.row(vec![
+            kind.to_owned(),
+            runs.to_string(),
+            attempts.to_string(),
+            cut.to_string(),
+            sent.to_string(),
+        ]);
+    }
+    if minutes >= 6 {
+        outcome.check(
+            peak5 > 0 && later_max as f64 <= peak5 as f64 * (1.0 + SOAK_RSS_GROWTH),
+            format!(
+                "the target's RSS after 5 min peaked at {:.1} MiB, over {:.0} % above its minute-5 peak {:.1} MiB",
+                later_max as f64 / MIB,
+                SOAK_RSS_GROWTH * 100.0,
+                peak5 as f64 / MIB
+            ),
+        );
+    } else {
+        outcome.figure("shorter than 6 min: the RSS rule is not checked");
+    }
+    let closed = bed
+        .good
+        .events("sample")
+        .iter()
+        .any(|l| json::field(&l.text, "open") == Some("false"))
+        || !bed.good.events("disconnected").is_empty();
+    outcome.check(!closed, "the good peer lost its channel to the target");
+    outcome.check(
+        counts.packets(counters::TO_SINK) == 0 && counts.packets(counters::LOOPBACK_SYN) == 0,
+        "packets reached the sink or the target's loopback",
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_aligned_and_wrap() {
+        let mut b = Blocks::default();
+        assert_eq!(b.take(1), "10.210.0.0/24");
+        assert_eq!(b.take(16), "10.210.16.0/20");
+        assert_eq!(b.take(1), "10.210.32.0/24");
+        let mut b = Blocks(510);
+        assert_eq!(b.take(1), "10.211.254.0/24");
+        assert_eq!(b.take(16), "10.210.0.0/20");
+    }
+}
