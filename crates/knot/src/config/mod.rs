@@ -28,9 +28,9 @@ use std::time::Duration;
 use knotwork_core::{DialAddr, DiscoverySource, PeerAddr};
 use serde::{Deserialize, Serialize};
 
+use knotwork_log::{LogConfig, LogFormat, LogRotation};
 use knotwork_nat::{NatConfig, RelayLimits};
 use knotwork_node::backoff::BackoffConfig;
-use knotwork_node::logging::{LogConfig, LogFormat, LogRotation};
 use knotwork_node::protocol::ping::PingConfig;
 use knotwork_node::{DiscoveryConfig, MeterConfig, NodeConfig, RateBudget};
 use knotwork_tasks::HealthConfig;
