@@ -31,9 +31,9 @@ pub struct PingSection {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetEntry {
-    /// [`RateBudget::per_second`].
+    /// [`RateBudget::per_second`](knotwork_node::RateBudget::per_second).
     pub per_second: f64,
-    /// [`RateBudget::burst`].
+    /// [`RateBudget::burst`](knotwork_node::RateBudget::burst).
     pub burst: u32,
 }
 
