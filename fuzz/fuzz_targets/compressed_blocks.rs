@@ -1,5 +1,5 @@
 //! Arbitrary bytes into a compressed channel's block reader
-//! (`knotwork_node::compress::Inflate`), mixed with valid blocks so the
+//! (`knotwork_compress::Inflate`), mixed with valid blocks so the
 //! fuzzer reaches the decompressors with real lz4 and zstd data.
 //!
 //! Input layout: byte 0 picks the algorithm (bit 0: lz4 or zstd) and the
@@ -18,8 +18,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use knotwork_node::Compression;
-use knotwork_node::compress::{Deflate, Inflate, MAX_BLOCK_LEN, block_error, raw_header};
+use knotwork_compress::{Compression, Deflate, Inflate, MAX_BLOCK_LEN, block_error, raw_header};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, ReadBuf};
 

@@ -24,7 +24,7 @@ use cmd::{
 
 use std::process::ExitCode;
 
-use knotwork_node::logging::{LogConfig, LogGuard};
+use knotwork_log::{LogConfig, LogGuard};
 
 use clap::{Parser, Subcommand};
 
@@ -91,7 +91,7 @@ fn init_logging(global: &settings::Global, command: &Command) -> CliResult<LogGu
         let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
         config = file.log.log_config(home.as_deref(), rust_log);
     }
-    Ok(knotwork_node::logging::init_logging(&config)?)
+    Ok(knotwork_log::init_logging(&config)?)
 }
 
 fn main() -> ExitCode {

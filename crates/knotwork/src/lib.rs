@@ -5,8 +5,8 @@
 //! Each module is one crate: [`core`] (identity, addresses, the `Transport`
 //! and `Discovery` traits), [`wire`] (frames, typed messages), and by
 //! feature `node`, `handshake`, `tcp`, `dht`, `dht_node`, `mdns`, `ble`,
-//! `quic`, `gossip`, `tasks`, `nat`, and `logging` (the node's logging
-//! setup); those appear here when their feature is on (`full` for all).
+//! `quic`, `gossip`, `tasks`, `nat`, and `logging` (the logging setup,
+//! `knotwork-log`); those appear here when their feature is on (`full` for all).
 #![doc = include_str!("../README.md")]
 
 pub use knotwork_core as core;
@@ -21,7 +21,7 @@ pub use knotwork_transport_tcp as tcp;
 
 /// Logging setup: [`logging::init_logging`] from a [`logging::LogConfig`].
 #[cfg(feature = "logging")]
-pub use knotwork_node::logging;
+pub use knotwork_log as logging;
 
 #[cfg(feature = "dht")]
 pub use knotwork_dht_node as dht_node;

@@ -114,37 +114,10 @@ pub enum NodeError {
         got: PeerId,
     },
 
-    /// A compressed channel's peer sent a block of an unknown kind, or
-    /// packed with an algorithm the channel did not agree on.
-    #[error("unknown compressed block kind {0}")]
-    UnknownBlock(u8),
-    /// A compressed channel's peer declared a block larger than the limit
-    /// (refused before anything is allocated: a decompression bomb).
-    #[error("compressed block declares {declared} bytes, more than {max}")]
-    BlockTooLarge {
-        /// The declared raw length.
-        declared: usize,
-        /// The limit ([`crate::compress::MAX_BLOCK_LEN`]).
-        max: usize,
-    },
-    /// A compressed channel's peer sent a block with an empty raw length,
-    /// or a packed length that is empty or not smaller than the raw one.
-    #[error("compressed block of {packed} bytes for {raw} raw bytes")]
-    BadBlockLength {
-        /// The declared packed length (the raw one for a raw block).
-        packed: usize,
-        /// The declared raw length.
-        raw: usize,
-    },
-    /// A packed block did not expand to exactly its declared length: it
-    /// is corrupt, or expands past it (a decompression bomb).
-    #[error("{algorithm} block does not expand to its declared {declared} bytes")]
-    BadBlock {
-        /// The block's algorithm.
-        algorithm: crate::compress::Compression,
-        /// The declared raw length.
-        declared: usize,
-    },
+    /// A compressed channel's peer sent a block that breaks the rules (see
+    /// `knotwork_compress`), or a compression setting does not parse.
+    #[error(transparent)]
+    Compression(#[from] knotwork_compress::CompressError),
 
     /// A service's protocol failed with its own error (a relay refused a
     /// circuit, say); `source` is the protocol crate's error type.
@@ -196,13 +169,6 @@ pub enum NodeError {
     Io(#[from] std::io::Error),
 
     // --- Local state ---------------------------------------------------------
-    /// The logging setup failed (a bad level, format or file; see
-    /// `logging`, feature `logging`).
-    #[error("logging setup: {0}")]
-    LogSetup(String),
-    /// A compression setting that is not `none`, `lz4` or `zstd`.
-    #[error("unknown compression {0:?} (none, lz4 or zstd)")]
-    UnknownCompression(String),
     /// The channel is closed.
     #[error("channel closed: {0}")]
     Closed(CloseReason),

@@ -38,7 +38,6 @@
 //! - [`registry`]: [`ProtocolRegistry`], [`SessionKind`], [`Sessions`].
 //! - [`meter`]: rate budgets, misbehaviour score, ban list (sans-IO).
 //! - [`hosts`]: [`HostStore`] (grey/white/black lists) and [`AddrScope`] (sans-IO).
-//! - `logging` (feature `logging`): `init_logging`, tracing set up from a config.
 //! - [`backoff`]: reconnect schedule with jitter (sans-IO).
 //! - [`discovery`]: every [`knotwork_core::Discovery`] source run together,
 //!   merged by peer ([`DiscoveryMerge`], sans-IO), feeding the host store and
@@ -99,7 +98,6 @@ pub mod backoff;
 mod buffers;
 pub mod builder;
 pub mod channel;
-pub mod compress;
 mod deadline;
 pub mod dial;
 pub mod discovery;
@@ -107,8 +105,6 @@ pub mod error;
 mod frames;
 pub mod hosts;
 pub mod jobs;
-#[cfg(feature = "logging")]
-pub mod logging;
 mod maintain;
 pub mod meter;
 pub mod metrics;
@@ -127,12 +123,12 @@ pub mod version;
 pub use addrs::AddrContribution;
 pub use builder::{NodeBuilder, NodeConfig};
 pub use channel::{Channel, ChannelConfig, ChannelInfo, Responder};
-pub use compress::Compression;
 pub use dial::{DialCause, DialOpts};
 pub use discovery::{DiscoveredInfo, DiscoveryConfig, DiscoveryMerge, UnifiedEvent};
 pub use error::{CloseReason, DisconnectReason, NodeError};
 pub use hosts::{AddrScope, HostStore};
 pub use jobs::Jobs;
+pub use knotwork_compress::Compression;
 pub use meter::{MeterConfig, RateBudget};
 pub use metrics::Metrics;
 pub use node::{Node, NodeEvent, NodeHandle, PeerInfo, WeakNode};

@@ -67,7 +67,7 @@ pub enum Offence {
     /// there, or a second stream of one type. Always reaches the threshold.
     WrongStream,
     /// A compressed block that breaks the rules (see
-    /// [`crate::compress`]): an unknown kind, bad lengths, a declared size
+    /// [`knotwork_compress`]): an unknown kind, bad lengths, a declared size
     /// over the limit, or packed bytes that do not expand to it. Always
     /// reaches the threshold.
     BadCompression,

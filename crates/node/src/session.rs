@@ -275,7 +275,7 @@ where
         }
     }
     shared.registry.attach(&channel);
-    // The reader and writer tasks run in this span (see `logging`).
+    // The reader and writer tasks run in this span (see `knotwork_log`).
     let span = tracing::info_span!(
         "channel",
         peer = %peer,

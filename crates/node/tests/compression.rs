@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use common::*;
 use futures::{SinkExt, StreamExt};
+use knotwork_compress::{LZ4_NAME, MAX_BLOCK_LEN};
 use knotwork_core::Keypair;
 use knotwork_crypto_handshake::SecureConfig;
-use knotwork_node::compress::{LZ4_NAME, MAX_BLOCK_LEN};
 use knotwork_node::{
     Channel, Compression, Node, NodeBuilder, NodeEvent, RateBudget, Sessions, Version,
 };

@@ -1,4 +1,5 @@
 use super::*;
+use knotwork_log::{LogConfig, LogFormat, LogRotation};
 
 fn field_of(e: KnotError) -> String {
     match e {

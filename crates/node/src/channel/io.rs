@@ -178,7 +178,7 @@ async fn pump<W: AsyncWrite + Unpin>(
 }
 
 /// How a writer puts its batches on the stream: as they are, or cut into
-/// blocks, packed where that pays (see [`crate::compress`]).
+/// blocks, packed where that pays (see [`knotwork_compress`]).
 struct Blocks {
     deflate: Option<Deflate>,
     /// A packed block with its header.
@@ -202,11 +202,11 @@ impl Blocks {
         let Some(deflate) = self.deflate.as_mut() else {
             return w.write_all(batch).await;
         };
-        for block in batch.chunks(crate::compress::MAX_BLOCK_LEN) {
+        for block in batch.chunks(knotwork_compress::MAX_BLOCK_LEN) {
             if deflate.pack(block, &mut self.packed) {
                 w.write_all(&self.packed).await?;
             } else {
-                w.write_all(&crate::compress::raw_header(block.len()))
+                w.write_all(&knotwork_compress::raw_header(block.len()))
                     .await?;
                 w.write_all(block).await?;
             }
@@ -304,7 +304,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     Ok(true) => continue,
                     // A compressed block that breaks the rules: the peer
                     // is banned, on any stream.
-                    Err(WireError::Io(e)) if crate::compress::block_error(&e).is_some() => {
+                    Err(WireError::Io(e)) if knotwork_compress::block_error(&e).is_some() => {
                         bad_block(&channel, &e)
                     }
                     // A lane's end (the peer's writer closing, the

@@ -62,7 +62,6 @@ use tokio_util::codec::FramedParts;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffers::{BufferedBytes, StreamBuffers};
-use crate::compress::{Compression, Deflate, Inflate};
 use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::frames::FrameReader;
 use crate::meter::{Meter, MeterConfig, Offence, RateBudget, TokenBucket, Verdict};
@@ -73,6 +72,7 @@ use crate::subsystem::{
     Delivery, Dispatcher, Kind, MessageSubsystem, RequestSubscription, Subscription,
 };
 use crate::version::{Disconnect, Version};
+use knotwork_compress::{Compression, Deflate, Inflate};
 use knotwork_crypto_handshake::BUSY_BURST;
 
 /// The message id of a response that says "no answer": the peer has no
@@ -142,7 +142,7 @@ pub struct ChannelConfig {
     /// Budgets per message id.
     pub budgets: HashMap<u32, RateBudget>,
     /// The best compression this node offers (default none). A channel
-    /// compresses only when both nodes offer it; see [`crate::compress`].
+    /// compresses only when both nodes offer it; see [`knotwork_compress`].
     pub compression: Compression,
     /// Byte and frame counters (set by the node).
     pub(crate) metrics: Option<crate::metrics::Metrics>,
@@ -205,7 +205,7 @@ struct Inner {
     jobs: crate::jobs::Jobs,
     /// Budgets and misbehaviour score, shared by the readers of all streams.
     meter: Mutex<Meter>,
-    /// The compression both nodes agreed on (see [`crate::compress`]).
+    /// The compression both nodes agreed on (see [`knotwork_compress`]).
     compression: Compression,
     /// The connection's further streams, if its transport has them.
     substreams: Option<Arc<dyn Substreams>>,

@@ -1,6 +1,5 @@
-//! The `logging` feature's JSON lines: each parses, and what a channel's
-//! reader logs carries the channel span's fields (peer, channel, direction).
-#![cfg(feature = "logging")]
+//! JSON lines: each parses, and what a node channel's reader logs carries
+//! the channel span's fields (peer, channel, direction).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,14 +7,12 @@
     clippy::indexing_slicing
 )]
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::*;
-use knotwork_core::{MemoryTransport, PeerAddr};
-use knotwork_node::logging::{LogConfig, LogFormat, subscriber};
+use knotwork_core::{Keypair, MemoryTransport, PeerAddr};
+use knotwork_log::{LogConfig, LogFormat, subscriber};
+use knotwork_node::{Node, NodeBuilder};
 use serde_json::Value;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
@@ -31,6 +28,11 @@ impl Write for Buffer {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// A node on the in-memory network `net`.
+fn mem_node(net: &MemoryTransport) -> NodeBuilder {
+    Node::builder(Keypair::generate().unwrap()).transport(net.clone())
 }
 
 #[tokio::test]

@@ -1,11 +1,12 @@
-//! Logging setup (feature `logging`): one call, [`init_logging`], installs a
+//! knotwork-log: logging setup for knotwork programs. One call,
+//! [`init_logging`], installs a
 //! `tracing` subscriber from a [`LogConfig`]: a level filter (`EnvFilter`
 //! directives such as `info` or `knotwork_node=debug,warn`), `text` or
 //! `json` lines, to stderr or to a file rotated every minute, hour or day.
 //! `KNOT_LOG_LEVEL`, `KNOT_LOG_FORMAT`, `KNOT_LOG_FILE`, `KNOT_LOG_ROTATION`
 //! and `KNOT_LOG_MAX_FILES` override the config ([`LogConfig::with_env`]).
 //!
-//! JSON lines carry the event's spans: the node runs each channel's reader
+//! JSON lines carry the event's spans: `knotwork-node` runs each channel's reader
 //! and writer tasks (on a multi-stream transport: the first stream's, and
 //! the readers of the others) in a `channel` span with the fields `peer`
 //! (the PeerId), `channel` (a number unique in the process) and
@@ -13,7 +14,7 @@
 //! channel.
 //!
 //! ```
-//! use knotwork_node::logging::{LogConfig, LogFormat};
+//! use knotwork_log::{LogConfig, LogFormat};
 //!
 //! let config = LogConfig {
 //!     level: "knotwork_node=debug,info".into(),
@@ -21,9 +22,9 @@
 //!     ..LogConfig::default()
 //! };
 //! // In main: keep the guard until the program ends (it flushes a file).
-//! let _guard = knotwork_node::logging::init_logging(&config.with_env()?)?;
+//! let _guard = knotwork_log::init_logging(&config.with_env()?)?;
 //! tracing::info!("started");
-//! # Ok::<(), knotwork_node::NodeError>(())
+//! # Ok::<(), knotwork_log::LogError>(())
 //! ```
 
 use std::io::IsTerminal;
@@ -34,8 +35,6 @@ use tracing_appender::rolling::{self, Rotation};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{EnvFilter, Layer};
-
-use crate::NodeError;
 
 /// How log lines look.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,19 +91,19 @@ impl Default for LogConfig {
     }
 }
 
-fn bad(var: &str, value: &str) -> NodeError {
-    NodeError::LogSetup(format!("{var}={value:?} is not valid"))
+fn bad(var: &str, value: &str) -> LogError {
+    LogError::Setup(format!("{var}={value:?} is not valid"))
 }
 
 impl LogConfig {
     /// This config with the `KNOT_LOG_*` environment variables applied.
-    pub fn with_env(self) -> Result<Self, NodeError> {
+    pub fn with_env(self) -> Result<Self, LogError> {
         self.with_vars(|name| std::env::var(name).ok())
     }
 
     /// This config with the `KNOT_LOG_*` variables that `var` returns
     /// applied (an empty `KNOT_LOG_FILE` means stderr).
-    pub fn with_vars(mut self, var: impl Fn(&str) -> Option<String>) -> Result<Self, NodeError> {
+    pub fn with_vars(mut self, var: impl Fn(&str) -> Option<String>) -> Result<Self, LogError> {
         if let Some(level) = var("KNOT_LOG_LEVEL") {
             self.level = level;
         }
@@ -146,7 +145,7 @@ pub struct LogGuard {
 pub fn subscriber(
     config: &LogConfig,
     writer: BoxMakeWriter,
-) -> Result<impl tracing::Subscriber + Send + Sync + 'static, NodeError> {
+) -> Result<impl tracing::Subscriber + Send + Sync + 'static, LogError> {
     build(config, writer, false)
 }
 
@@ -155,9 +154,9 @@ fn build(
     config: &LogConfig,
     writer: BoxMakeWriter,
     ansi: bool,
-) -> Result<impl tracing::Subscriber + Send + Sync + 'static, NodeError> {
+) -> Result<impl tracing::Subscriber + Send + Sync + 'static, LogError> {
     let filter = EnvFilter::try_new(&config.level)
-        .map_err(|e| NodeError::LogSetup(format!("level {:?}: {e}", config.level)))?;
+        .map_err(|e| LogError::Setup(format!("level {:?}: {e}", config.level)))?;
     let layer = match config.format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
@@ -176,13 +175,13 @@ fn build(
 /// Installs the global `tracing` subscriber `config` describes; see the
 /// module docs. Fails if the level does not parse, the file cannot be
 /// opened, or a subscriber is installed already.
-pub fn init_logging(config: &LogConfig) -> Result<LogGuard, NodeError> {
+pub fn init_logging(config: &LogConfig) -> Result<LogGuard, LogError> {
     let (writer, worker) = match &config.file {
         None => (BoxMakeWriter::new(std::io::stderr), None),
         Some(path) => {
             let name = path
                 .file_name()
-                .ok_or_else(|| NodeError::LogSetup(format!("{} names no file", path.display())))?;
+                .ok_or_else(|| LogError::Setup(format!("{} names no file", path.display())))?;
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
             let rotation = match config.rotation {
                 LogRotation::Never => Rotation::NEVER,
@@ -198,16 +197,31 @@ pub fn init_logging(config: &LogConfig) -> Result<LogGuard, NodeError> {
             }
             let appender = builder
                 .build(dir.unwrap_or_else(|| std::path::Path::new(".")))
-                .map_err(|e| NodeError::LogSetup(format!("{}: {e}", path.display())))?;
+                .map_err(|e| LogError::Setup(format!("{}: {e}", path.display())))?;
             let (writer, worker) = tracing_appender::non_blocking(appender);
             (BoxMakeWriter::new(writer), Some(worker))
         }
     };
     let ansi = worker.is_none() && std::io::stderr().is_terminal();
     tracing::subscriber::set_global_default(build(config, writer, ansi)?)
-        .map_err(|e| NodeError::LogSetup(e.to_string()))?;
+        .map_err(|e| LogError::Setup(e.to_string()))?;
     Ok(LogGuard { _worker: worker })
 }
+
+/// The logging setup failed: a bad level, format or file, or a subscriber
+/// installed already.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// What failed, with the setting or variable it came from.
+    #[error("logging setup: {0}")]
+    Setup(String),
+}
+
+/// Compiles and runs the README's example as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 #[cfg(test)]
 mod tests {
@@ -260,7 +274,7 @@ mod tests {
         ] {
             let err = LogConfig::default().with_vars(vars(&[(var, value)]));
             assert!(
-                matches!(err, Err(NodeError::LogSetup(m)) if m.contains(var)),
+                matches!(err, Err(LogError::Setup(m)) if m.contains(var)),
                 "{var}"
             );
         }
@@ -271,6 +285,6 @@ mod tests {
             },
             BoxMakeWriter::new(std::io::sink),
         );
-        assert!(matches!(err, Err(NodeError::LogSetup(_))));
+        assert!(matches!(err, Err(LogError::Setup(_))));
     }
 }

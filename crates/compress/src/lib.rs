@@ -1,5 +1,5 @@
-//! Per-channel compression: which algorithm two nodes agree on, how a
-//! channel's writer packs a batch into blocks ([`Deflate`]), and how its
+//! knotwork-compress: per-channel compression for knotwork nodes: which
+//! algorithm two nodes agree on, how a channel's writer packs a batch into blocks ([`Deflate`]), and how its
 //! reader unpacks them ([`Inflate`]).
 //!
 //! Compression sits under the AEAD and above the frame codec: the writer
@@ -31,11 +31,11 @@
 //! packed bytes must expand to exactly the raw length. The reader checks
 //! the lengths before it allocates anything, and decompresses into a buffer
 //! of the declared size that cannot grow: a block that breaks any rule is a
-//! named [`NodeError`] and closes the channel as misbehaviour (the peer is
+//! named [`CompressError`] and closes the channel as misbehaviour (the peer is
 //! banned).
 //!
 //! # Off by default
-//! Both nodes must enable it ([`crate::ChannelConfig::compression`]).
+//! Both nodes must enable it (`knotwork_node::ChannelConfig::compression`).
 //! Measured with the perf harness (`perf --only compress`, pinned to one
 //! CPU, 16 KiB messages between two nodes on loopback TCP): random bytes
 //! cost nothing (lz4 0.98-1.12x, zstd 1.00-1.03x of "off"), but compressible
@@ -56,8 +56,6 @@ use bytes::{Buf, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::io::poll_read_buf;
-
-use crate::error::NodeError;
 
 /// The protocol name a node lists in its version message to accept lz4.
 pub const LZ4_NAME: &str = "knot/compress/lz4";
@@ -148,14 +146,16 @@ impl std::fmt::Display for Compression {
 }
 
 impl std::str::FromStr for Compression {
-    type Err = NodeError;
+    type Err = CompressError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "none" => Ok(Compression::None),
             "lz4" => Ok(Compression::Lz4),
             "zstd" => Ok(Compression::Zstd),
-            _ => Err(NodeError::UnknownCompression(s.chars().take(32).collect())),
+            _ => Err(CompressError::UnknownCompression(
+                s.chars().take(32).collect(),
+            )),
         }
     }
 }
@@ -293,7 +293,7 @@ impl BlockDecoder {
         &mut self,
         input: &mut BytesMut,
         output: &mut BytesMut,
-    ) -> Result<Step, NodeError> {
+    ) -> Result<Step, CompressError> {
         loop {
             match self.state {
                 Block::Header => {
@@ -305,10 +305,10 @@ impl BlockDecoder {
                         RAW => Compression::None,
                         LZ4 => Compression::Lz4,
                         ZSTD => Compression::Zstd,
-                        _ => return Err(NodeError::UnknownBlock(tag)),
+                        _ => return Err(CompressError::UnknownBlock(tag)),
                     };
                     if algorithm != Compression::None && algorithm != self.algorithm {
-                        return Err(NodeError::UnknownBlock(tag));
+                        return Err(CompressError::UnknownBlock(tag));
                     }
                     let need = if tag == RAW {
                         RAW_HEADER_LEN
@@ -331,14 +331,14 @@ impl BlockDecoder {
                         len(5)
                     };
                     if raw > MAX_BLOCK_LEN {
-                        return Err(NodeError::BlockTooLarge {
+                        return Err(CompressError::BlockTooLarge {
                             declared: raw,
                             max: MAX_BLOCK_LEN,
                         });
                     }
                     if raw == 0 || (algorithm != Compression::None && (first == 0 || first >= raw))
                     {
-                        return Err(NodeError::BadBlockLength { packed: first, raw });
+                        return Err(CompressError::BadBlockLength { packed: first, raw });
                     }
                     input.advance(need);
                     self.state = match algorithm {
@@ -368,7 +368,7 @@ impl BlockDecoder {
                     };
                     if n != Some(raw) {
                         output.truncate(start);
-                        return Err(NodeError::BadBlock {
+                        return Err(CompressError::BadBlock {
                             algorithm,
                             declared: raw,
                         });
@@ -397,7 +397,7 @@ impl BlockDecoder {
 /// The reader's side: the byte stream of frames out of a stream of blocks
 /// read from `R`; see the module docs. Raw bytes go straight from `R` to
 /// the caller. A block that breaks the rules is an `InvalidData` I/O error
-/// carrying the [`NodeError`] (see [`block_error`]).
+/// carrying the [`CompressError`] (see [`block_error`]).
 pub struct Inflate<R> {
     io: R,
     decoder: BlockDecoder,
@@ -423,9 +423,9 @@ impl<R> Inflate<R> {
 }
 
 /// The block error inside an I/O error from [`Inflate`], if it is one.
-pub fn block_error(e: &std::io::Error) -> Option<&NodeError> {
+pub fn block_error(e: &std::io::Error) -> Option<&CompressError> {
     e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<NodeError>())
+        .and_then(|inner| inner.downcast_ref::<CompressError>())
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Inflate<R> {
@@ -507,6 +507,55 @@ impl<R: AsyncRead + Unpin> AsyncRead for Inflate<R> {
         }
     }
 }
+
+/// Errors of the block codec: a setting that does not parse, or a peer's
+/// block that breaks the rules (see the module docs).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompressError {
+    // --- The peer's blocks break the rules --------------------------------
+    /// A compressed channel's peer sent a block of an unknown kind, or
+    /// packed with an algorithm the channel did not agree on.
+    #[error("unknown compressed block kind {0}")]
+    UnknownBlock(u8),
+    /// A compressed channel's peer declared a block larger than the limit
+    /// (refused before anything is allocated: a decompression bomb).
+    #[error("compressed block declares {declared} bytes, more than {max}")]
+    BlockTooLarge {
+        /// The declared raw length.
+        declared: usize,
+        /// The limit ([`MAX_BLOCK_LEN`]).
+        max: usize,
+    },
+    /// A compressed channel's peer sent a block with an empty raw length,
+    /// or a packed length that is empty or not smaller than the raw one.
+    #[error("compressed block of {packed} bytes for {raw} raw bytes")]
+    BadBlockLength {
+        /// The declared packed length (the raw one for a raw block).
+        packed: usize,
+        /// The declared raw length.
+        raw: usize,
+    },
+    /// A packed block did not expand to exactly its declared length: it
+    /// is corrupt, or expands past it (a decompression bomb).
+    #[error("{algorithm} block does not expand to its declared {declared} bytes")]
+    BadBlock {
+        /// The block's algorithm.
+        algorithm: Compression,
+        /// The declared raw length.
+        declared: usize,
+    },
+
+    // --- Local settings -----------------------------------------------------
+    /// A compression setting that is not `none`, `lz4` or `zstd`.
+    #[error("unknown compression {0:?} (none, lz4 or zstd)")]
+    UnknownCompression(String),
+}
+
+/// Compiles and runs the README's example as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 #[cfg(test)]
 mod tests;

@@ -43,10 +43,10 @@ async fn inflate(algorithm: Compression, buffered: &[u8], wire: &[u8]) -> std::i
 }
 
 /// The block error `Inflate` fails with on `wire`.
-async fn refusal(algorithm: Compression, wire: &[u8]) -> NodeError {
+async fn refusal(algorithm: Compression, wire: &[u8]) -> CompressError {
     let e = inflate(algorithm, &[], wire).await.unwrap_err();
     let inner = e.into_inner().unwrap();
-    *inner.downcast::<NodeError>().unwrap()
+    *inner.downcast::<CompressError>().unwrap()
 }
 
 fn packed_header(tag: u8, packed: u32, raw: u32) -> Vec<u8> {
@@ -75,7 +75,7 @@ fn both_sides_agree_on_the_best_they_share() {
     assert_eq!("zstd".parse::<Compression>().unwrap(), Zstd);
     assert!(matches!(
         "gzip".parse::<Compression>(),
-        Err(NodeError::UnknownCompression(_))
+        Err(CompressError::UnknownCompression(_))
     ));
 }
 
@@ -127,12 +127,12 @@ async fn a_declared_size_over_the_limit_is_refused_before_allocating() {
     let bomb = packed_header(LZ4, 10, (MAX_BLOCK_LEN + 1) as u32);
     assert!(matches!(
         refusal(Compression::Lz4, &bomb).await,
-        NodeError::BlockTooLarge { declared, max: MAX_BLOCK_LEN } if declared == MAX_BLOCK_LEN + 1
+        CompressError::BlockTooLarge { declared, max: MAX_BLOCK_LEN } if declared == MAX_BLOCK_LEN + 1
     ));
     let raw = raw_header(MAX_BLOCK_LEN + 1);
     assert!(matches!(
         refusal(Compression::Lz4, &raw).await,
-        NodeError::BlockTooLarge { .. }
+        CompressError::BlockTooLarge { .. }
     ));
 }
 
@@ -148,7 +148,7 @@ async fn a_block_that_expands_past_its_declared_size_is_refused() {
         assert!(
             matches!(
                 refusal(algorithm, &wire).await,
-                NodeError::BadBlock { declared: 1000, algorithm: a } if a == algorithm
+                CompressError::BadBlock { declared: 1000, algorithm: a } if a == algorithm
             ),
             "{algorithm}"
         );
@@ -161,29 +161,29 @@ async fn malformed_blocks_are_named() {
     let zstd = packed_header(ZSTD, 1, 2);
     assert!(matches!(
         refusal(Compression::Lz4, &zstd).await,
-        NodeError::UnknownBlock(ZSTD)
+        CompressError::UnknownBlock(ZSTD)
     ));
     assert!(matches!(
         refusal(Compression::Lz4, &[7]).await,
-        NodeError::UnknownBlock(7)
+        CompressError::UnknownBlock(7)
     ));
     // Packed not smaller than raw, empty blocks.
     for wire in [packed_header(LZ4, 100, 100), packed_header(LZ4, 0, 100)] {
         assert!(matches!(
             refusal(Compression::Lz4, &wire).await,
-            NodeError::BadBlockLength { raw: 100, .. }
+            CompressError::BadBlockLength { raw: 100, .. }
         ));
     }
     assert!(matches!(
         refusal(Compression::Lz4, &raw_header(0)).await,
-        NodeError::BadBlockLength { raw: 0, .. }
+        CompressError::BadBlockLength { raw: 0, .. }
     ));
     // Garbage that does not decompress.
     let mut wire = packed_header(LZ4, 4, 100);
     wire.extend_from_slice(&[0xff; 4]);
     assert!(matches!(
         refusal(Compression::Lz4, &wire).await,
-        NodeError::BadBlock { .. }
+        CompressError::BadBlock { .. }
     ));
 }
 
