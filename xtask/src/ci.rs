@@ -9,6 +9,7 @@
 //! test exists, any missing prerequisite fails the run (no `--allow-skip`).
 
 use std::env;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -73,7 +74,40 @@ pub fn run(project: &Project, mut flags: Flags) -> Result<()> {
         },
     };
     flags.finish()?;
-    run_steps(steps(project, fuzz_seconds))
+    println!("ci: disk at the start: {}", disk_use(project));
+    run_steps(steps(project, fuzz_seconds), || disk_use(project))
+}
+
+/// What the build trees take and what the disk has left, printed after each
+/// step: a run that fills the disk fails in whichever step comes next, so
+/// the log has to show where the space went.
+fn disk_use(project: &Project) -> String {
+    let mut parts: Vec<String> = [project.target_dir(), project.path("fuzz/target")]
+        .iter()
+        .filter(|dir| dir.is_dir())
+        .filter_map(|dir| {
+            let out = shell::output(Command::new("du").arg("-sk").arg(dir)).ok()?;
+            let kib: u64 = out.split_whitespace().next()?.parse().ok()?;
+            let name = dir.strip_prefix(project.root()).unwrap_or(dir);
+            Some(format!("{} {}", name.display(), gib(kib)))
+        })
+        .collect();
+    let free = shell::output(
+        Command::new("df")
+            .args(["-Pk", "--output=avail"])
+            .arg(project.root()),
+    )
+    .ok()
+    .and_then(|out| out.lines().nth(1)?.trim().parse::<u64>().ok());
+    if let Some(kib) = free {
+        parts.push(format!("{} free", gib(kib)));
+    }
+    parts.join(", ")
+}
+
+/// KiB as GiB with one decimal.
+fn gib(kib: u64) -> String {
+    format!("{:.1} GiB", kib as f64 / (1024.0 * 1024.0))
 }
 
 fn steps(project: &Project, fuzz_seconds: u64) -> Vec<Step<'_>> {
@@ -176,7 +210,7 @@ fn steps(project: &Project, fuzz_seconds: u64) -> Vec<Step<'_>> {
     steps
 }
 
-fn run_steps(steps: Vec<Step<'_>>) -> Result<()> {
+fn run_steps(steps: Vec<Step<'_>>, disk: impl Fn() -> String) -> Result<()> {
     let total = steps.len();
     let names: Vec<String> = steps.iter().map(|s| s.name.clone()).collect();
     let mut records = Vec::new();
@@ -191,10 +225,11 @@ fn run_steps(steps: Vec<Step<'_>>) -> Result<()> {
             Err(_) => ("FAILED", String::new()),
         };
         println!(
-            "==> ci [{}/{total}] {}: {status} in {:.1} s",
+            "==> ci [{}/{total}] {}: {status} in {:.1} s ({})",
             i + 1,
             step.name,
-            took.as_secs_f64()
+            took.as_secs_f64(),
+            disk()
         );
         records.push(Record {
             name: step.name.clone(),
@@ -249,7 +284,7 @@ mod tests {
                 Ok(ok(()))
             }),
         ];
-        let err = run_steps(steps).unwrap_err();
+        let err = run_steps(steps, String::new).unwrap_err();
         assert_eq!(err.to_string(), "ci step `b`: broke\n  fix: fix b");
         assert!(!ran_last.get());
     }
@@ -265,7 +300,7 @@ mod tests {
                 })
             })
             .collect();
-        run_steps(steps).unwrap();
+        run_steps(steps, String::new).unwrap();
         assert_eq!(count.get(), 3);
     }
 
