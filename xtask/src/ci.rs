@@ -94,7 +94,7 @@ fn disk_use(project: &Project) -> String {
         .collect();
     let free = shell::output(
         Command::new("df")
-            .args(["-Pk", "--output=avail"])
+            .args(["-k", "--output=avail"])
             .arg(project.root()),
     )
     .ok()
