@@ -295,6 +295,22 @@ async fn m4_a_dht_dial_that_reaches_another_peer_leaves_no_channel() {
     let other = start(tcp_node()).await;
     let mut lister =
         DhtPeer::connect(&addr(&node), &["tcp/127.0.0.1:1".parse().unwrap()], None).await;
+    // The lookup asks the table's peers: wait until the lister is one (the
+    // DHT adds it when its channel opens, a moment after the handshake).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !dht
+        .table()
+        .await
+        .unwrap()
+        .iter()
+        .any(|p| p.peer_id == lister.id())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lister never joined the table"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let lookup = tokio::spawn({
         let dht = dht.clone();
         async move { dht.find_node(knotwork_dht_node::Key::hash(b"x")).await }

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! chaos worker    --listen ADDR [--seed ADDR].. [--identity FILE] [--keys K] [--work-ms MS]
-//! chaos target    --listen ADDR --relay ADDR [--gossip-seen-ms MS]
+//! chaos target    --listen ADDR --relay ADDR [--gossip-seen-ms MS] [--dht-max-records N]
 //! chaos relay     --listen ADDR
 //! chaos submitter --seed ADDR.. --workers W --tasks N [--rate R] [--keys K] [--min-secs S]
 //! chaos good      --target ADDR --secs S [--gossip-rate R]
@@ -239,6 +239,9 @@ struct KnotRun {
     nat: NatConfig,
     /// The gossip seen-cache lifetime.
     seen: Duration,
+    /// The DHT record store's cap (the soak lowers it so the store is full
+    /// before its RSS baseline is taken).
+    max_records: usize,
 }
 
 /// A node with the DHT as discovery source and the apps; `listen` may be
@@ -251,13 +254,14 @@ async fn dht_node(
 ) -> Res<(App, DhtHandle, Option<Nat>)> {
     let (mut config, app_config) = node_config();
     // Every chaos host sits in one /24.
-    let dht = DhtHandle::new(
-        keypair.clone(),
-        dht::Config {
-            subnet_limits: None,
-            ..Default::default()
-        },
-    );
+    let mut dht_config = dht::Config {
+        subnet_limits: None,
+        ..Default::default()
+    };
+    if let Some(k) = &knot {
+        dht_config.store.max_records = k.max_records;
+    }
+    let dht = DhtHandle::new(keypair.clone(), dht_config);
     let mut discovery = DiscoveryConfig::default();
     discovery.poll_interval = Duration::from_millis(500);
     let mut gossip = GossipConfig::default();
@@ -427,6 +431,10 @@ async fn worker(args: &Args, target: bool) -> Res<()> {
         Some(KnotRun {
             nat,
             seen: Duration::from_millis(args.num("gossip-seen-ms", 120_000)?),
+            max_records: args.num(
+                "dht-max-records",
+                dht::Config::default().store.max_records as u64,
+            )? as usize,
         })
     } else {
         None
@@ -485,6 +493,7 @@ async fn relay(args: &Args) -> Res<()> {
     let knot = KnotRun {
         nat,
         seen: GossipConfig::default().seen_ttl,
+        max_records: dht::Config::default().store.max_records,
     };
     let (node, _, nat) = dht_node(
         Keypair::generate()?,
