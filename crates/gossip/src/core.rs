@@ -614,7 +614,18 @@ impl GossipState {
     /// Up to `fanout` random peers not in `except` that have a relay token
     /// at `now` (each one picked spends one).
     fn pick(&mut self, peers: &[PeerId], except: &[PeerId], now: Instant) -> Vec<PeerId> {
-        let candidates = self.shuffled(peers, except);
+        let mut candidates: Vec<PeerId> = peers
+            .iter()
+            .filter(|p| !except.contains(p))
+            .copied()
+            .collect();
+        fastrand::shuffle(&mut candidates);
+        // Entries of peers that left go (the sender's stays, in `except`);
+        // the map stays as small as `peers`.
+        if self.links.len() > peers.len() {
+            self.links
+                .retain(|p, _| peers.contains(p) || except.contains(p));
+        }
         let budget = self.config.relay_budget;
         let mut out = Vec::new();
         for peer in candidates {
@@ -626,23 +637,6 @@ impl GossipState {
             }
         }
         out
-    }
-
-    /// The peers of `peers` not in `except`, in random order; forgets the
-    /// entries of peers that left (the sender's stays, in `except`), so the
-    /// map of links stays as small as `peers`.
-    fn shuffled(&mut self, peers: &[PeerId], except: &[PeerId]) -> Vec<PeerId> {
-        let mut candidates: Vec<PeerId> = peers
-            .iter()
-            .filter(|p| !except.contains(p))
-            .copied()
-            .collect();
-        fastrand::shuffle(&mut candidates);
-        if self.links.len() > peers.len() {
-            self.links
-                .retain(|p, _| peers.contains(p) || except.contains(p));
-        }
-        candidates
     }
 }
 

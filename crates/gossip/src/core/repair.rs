@@ -206,14 +206,17 @@ impl GossipState {
     /// [`GossipConfig::repair_interval`]): an [`IHave`] of the newest kept
     /// ids (at most [`MAX_IHAVE_IDS`]) for each of up to
     /// [`GossipConfig::repair_fanout`] random peers of `peers`. Nothing if
-    /// nothing is kept.
+    /// nothing is kept. `peers` may be a subset of the gossip peers.
     pub fn repair_tick(&mut self, now: Instant, peers: &[PeerId]) -> Vec<(PeerId, IHave)> {
         self.cache.expire(&self.config, now);
         let ids = self.cache.newest(MAX_IHAVE_IDS);
         if ids.is_empty() {
             return Vec::new();
         }
-        let targets = self.shuffled(peers, &[]);
+        // No link is made or forgotten here: `peers` may be only some of
+        // the gossip peers (those that speak repair).
+        let mut targets = peers.to_vec();
+        fastrand::shuffle(&mut targets);
         targets
             .into_iter()
             .take(self.config.repair_fanout)
