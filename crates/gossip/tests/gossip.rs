@@ -2,7 +2,8 @@
 //! message once, a flooding publisher is throttled then banned, a sender
 //! of bad signatures is banned while an honest publisher goes on (M1),
 //! peers that never read stall no other channel (M8), a node the flood
-//! does not reach gets the message by repair (IHAVE/IWANT); and the
+//! does not reach gets the message by repair (IHAVE/IWANT) and a peer
+//! that does not speak repair never gets an IHAVE; and the
 //! messages' property tests.
 #![allow(
     clippy::unwrap_used,
@@ -23,7 +24,7 @@ use common::*;
 use knotwork_core::{Keypair, MemoryTransport, PeerAddr};
 use knotwork_gossip::{
     Gossip, GossipConfig, GossipMessage, GossipState, IHave, IWant, MAX_DATA_LEN, MAX_IHAVE_IDS,
-    MAX_TOPIC_LEN, NAME, WireId,
+    MAX_TOPIC_LEN, NAME, REPAIR_NAME, WireId,
 };
 use knotwork_node::{Node, NodeBuilder, NodeEvent, RateBudget, Sessions};
 use proptest::prelude::*;
@@ -418,6 +419,61 @@ async fn a_node_the_flood_misses_gets_the_message_by_repair() {
             .contains("knot_gossip_messages_total{result=\"iwant\"} 1")
     );
     for n in [&a, &b, &c] {
+        n.shutdown().await;
+    }
+}
+
+/// A node that announces gossip (and repair if `repair`), discards
+/// messages and counts the IHAVEs it gets.
+fn counting_ihaves(builder: NodeBuilder, repair: bool, ihaves: Arc<AtomicUsize>) -> NodeBuilder {
+    let builder = builder.protocol(NAME, Sessions::ALL, move |ch| {
+        let mut messages = ch.subscribe::<GossipMessage>();
+        let mut got = ch.subscribe::<IHave>();
+        let ihaves = ihaves.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    Some(_) = messages.recv() => {}
+                    Some(_) = got.recv() => {
+                        ihaves.fetch_add(1, Ordering::Relaxed);
+                    }
+                    else => break,
+                }
+            }
+        }
+    });
+    if repair {
+        builder.protocol(REPAIR_NAME, Sessions::ALL, |_| async {})
+    } else {
+        builder
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ihaves_go_only_to_peers_that_speak_repair() {
+    let net = MemoryTransport::new();
+    let b = mem_gossip(&net, 1).await;
+    let (old_count, new_count) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let old = counting_ihaves(mem_node(&net), false, old_count.clone())
+        .start()
+        .await
+        .unwrap();
+    let new = counting_ihaves(mem_node(&net), true, new_count.clone())
+        .start()
+        .await
+        .unwrap();
+    old.connect(&addr(&b)).await.unwrap();
+    new.connect(&addr(&b)).await.unwrap();
+    eventually(LONG, "2 gossip peers", || b.gossip().peers().len() == 2).await;
+    b.gossip().publish("news", b"x".to_vec()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        old_count.load(Ordering::Relaxed),
+        0,
+        "an older peer gets none"
+    );
+    assert!(new_count.load(Ordering::Relaxed) >= 2, "one per round");
+    for n in [&old, &new, &b.node] {
         n.shutdown().await;
     }
 }
