@@ -1,16 +1,16 @@
 //! Arbitrary bytes into the decoders of the node's application protocols
-//! (task, resource, health with its push, gossip), the first byte choosing the type, and
-//! every decoded message into the core that would receive it.
+//! (task, resource, health with its push, gossip with its IHAVE and IWANT), the first
+//! byte choosing the type, and every decoded message into the core that would receive it.
 //!
 //! Checks: nothing panics; a decoded message re-encodes and decodes to
-//! itself; the cores (gossip seen-cache and rate meters, resource table,
-//! task scheduler) accept or refuse it and stay usable.
+//! itself; the cores (gossip seen-cache, rate meters and repair budgets,
+//! resource table, task scheduler) accept or refuse it and stay usable.
 #![no_main]
 
 use std::time::{Duration, Instant};
 
 use knotwork_core::PeerId;
-use knotwork_gossip::{GossipConfig, GossipMessage, GossipState};
+use knotwork_gossip::{GossipConfig, GossipMessage, GossipState, IHave, IWant};
 use knotwork_tasks::health::{
     HealthConfig, HealthPush, HealthQuery, HealthStatus, HealthSubscribe, HealthUpdate,
 };
@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let now = Instant::now();
-    match which % 9 {
+    match which % 11 {
         0 => {
             if let Some(mut m) = roundtrip::<GossipMessage>(bytes) {
                 let mut g = GossipState::new(GossipConfig::default(), 0);
@@ -91,6 +91,29 @@ fuzz_target!(|data: &[u8]| {
         }
         7 => {
             roundtrip::<HealthSubscribe>(bytes);
+        }
+        9 => {
+            if let Some(ihave) = roundtrip::<IHave>(bytes) {
+                let mut g = GossipState::new(GossipConfig::default(), 0);
+                if let Ok(Some(iwant)) = g.on_ihave(peer(1), &ihave, now) {
+                    assert!(iwant.ids.iter().all(|id| ihave.ids.contains(id)));
+                    // Asked of one peer, not asked again of another.
+                    assert_eq!(g.on_ihave(peer(2), &ihave, now), Ok(None));
+                }
+                let _ = g.repair_tick(now, &[peer(1)]);
+            }
+        }
+        10 => {
+            if let Some(iwant) = roundtrip::<IWant>(bytes) {
+                let mut g = GossipState::new(GossipConfig::default(), 0);
+                // Nothing kept: nothing sent, whatever is asked.
+                assert_eq!(
+                    g.on_iwant(peer(1), &iwant, now)
+                        .map(|m| m.len())
+                        .unwrap_or(0),
+                    0
+                );
+            }
         }
         _ => {
             // A received status pushed on again: the push cuts it to the

@@ -1,6 +1,8 @@
 //! The sans-IO gossip core: messages, limits, settings and [`GossipState`]
 //! (time and the peer list are arguments). See the crate docs for the
-//! algorithm.
+//! algorithm; loss repair (IHAVE/IWANT) is in module `repair`.
+
+mod repair;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -9,6 +11,9 @@ use knotwork_core::{Keypair, PeerId};
 use knotwork_node::meter::{Meter, MeterConfig, Offence, RateBudget, TokenBucket, Verdict};
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
+
+pub use repair::{IHave, IWant, MAX_IHAVE_IDS, WireId};
+use repair::{MessageCache, Wants};
 
 /// Longest topic name, in bytes.
 pub const MAX_TOPIC_LEN: usize = 64;
@@ -82,6 +87,9 @@ pub enum GossipError {
     /// only verifying tells a point that is no key).
     #[error("bad signature")]
     BadSignature,
+    /// An [`IHave`] or [`IWant`] lists more than [`MAX_IHAVE_IDS`] ids.
+    #[error("too many message ids")]
+    TooManyIds,
     // --- The message is fine but unwanted ----------------------------------
     /// Already seen.
     #[error("duplicate message")]
@@ -147,6 +155,29 @@ pub struct GossipConfig {
     /// rate and burst. Below the receiver's [`BUDGET`], with room for
     /// frames that arrive bunched together.
     pub relay_budget: RateBudget,
+    /// How long an accepted (or published) message is kept whole for
+    /// repair: advertised in IHAVEs and sent on IWANT.
+    pub repair_window: Duration,
+    /// Messages kept for repair, at most (oldest out first).
+    pub repair_cache_messages: usize,
+    /// Bytes of messages kept for repair (topic, data, signature and the
+    /// fixed fields), at most (oldest out first).
+    pub repair_cache_bytes: usize,
+    /// How often the driver calls [`GossipState::repair_tick`].
+    pub repair_interval: Duration,
+    /// Peers sent an IHAVE per [`GossipConfig::repair_interval`], at most.
+    pub repair_fanout: usize,
+    /// Message ids asked of one peer by IWANT: sustained rate and burst.
+    pub want_budget: RateBudget,
+    /// How long an id asked by IWANT is not asked again (of any peer).
+    pub want_timeout: Duration,
+    /// Ids asked by IWANT and not yet answered that are remembered, at
+    /// most (oldest forgotten first).
+    pub max_wants: usize,
+    /// Messages sent to one peer in answer to its IWANTs: sustained rate
+    /// and burst (each answer also takes a token of
+    /// [`GossipConfig::relay_budget`]).
+    pub serve_budget: RateBudget,
 }
 
 impl Default for GossipConfig {
@@ -169,6 +200,15 @@ impl Default for GossipConfig {
             subscriber_capacity: 256,
             peer_queue: 64,
             relay_budget,
+            repair_window: Duration::from_secs(10),
+            repair_cache_messages: 1024,
+            repair_cache_bytes: 4 * 1024 * 1024,
+            repair_interval: Duration::from_secs(1),
+            repair_fanout: 3,
+            want_budget: RateBudget::new(64.0, 128),
+            want_timeout: Duration::from_secs(2),
+            max_wants: 4096,
+            serve_budget: RateBudget::new(32.0, 64),
         }
     }
 }
@@ -247,6 +287,10 @@ struct Link {
     relay: TokenBucket,
     /// Its signature-check budget and misbehaviour score.
     sender: Meter,
+    /// Message ids we may ask it for.
+    want: TokenBucket,
+    /// Messages we may send it in answer to its IWANTs.
+    serve: TokenBucket,
 }
 
 /// The bucket id of signature checks in a sender's [`Meter`].
@@ -301,6 +345,10 @@ pub struct GossipState {
     origins: HashMap<PeerId, Origin>,
     origin_order: VecDeque<PeerId>,
     links: HashMap<PeerId, Link>,
+    /// Accepted and published messages, for repair.
+    cache: MessageCache,
+    /// Ids asked by IWANT and not yet received.
+    wants: Wants,
 }
 
 impl GossipState {
@@ -317,6 +365,8 @@ impl GossipState {
             origins: HashMap::new(),
             origin_order: VecDeque::new(),
             links: HashMap::new(),
+            cache: MessageCache::default(),
+            wants: Wants::default(),
         }
     }
 
@@ -349,6 +399,8 @@ impl GossipState {
             data,
             sig,
         };
+        self.cache
+            .insert(&self.config, MessageId { origin, seq }, msg.clone(), now);
         let targets = self.pick(peers, &[], now);
         Ok((msg, targets))
     }
@@ -435,6 +487,11 @@ impl GossipState {
             return Err(GossipError::Throttled);
         }
         msg.ttl = msg.ttl.min(config.ttl).saturating_sub(1);
+        let id = MessageId {
+            origin,
+            seq: msg.seq,
+        };
+        self.cache.insert(&config, id, msg.clone(), now);
         if msg.ttl == 0 {
             return Ok(Vec::new());
         }
@@ -549,6 +606,8 @@ impl GossipState {
         self.links.entry(peer).or_insert_with(|| Link {
             relay: TokenBucket::new(config.relay_budget, now),
             sender: Meter::new(config.sender_meter, now),
+            want: TokenBucket::new(config.want_budget, now),
+            serve: TokenBucket::new(config.serve_budget, now),
         })
     }
 

@@ -44,10 +44,30 @@
 //! never waits for another peer's outbox and one slow peer cannot stall the
 //! channel a message came on.
 //!
+//! Losses are repaired by lazy pull, as gossipsub's IHAVE/IWANT: a node
+//! keeps the messages it accepted or published in the last
+//! [`GossipConfig::repair_window`], and every
+//! [`GossipConfig::repair_interval`] sends [`GossipConfig::repair_fanout`]
+//! random peers that speak [`REPAIR_NAME`] an [`IHave`] of their ids
+//! (newest first, at most [`MAX_IHAVE_IDS`]). A peer asks for the ids it
+//! has not seen (and that are not stale or banned) with an [`IWant`], and
+//! gets them as ordinary messages, checked, delivered and forwarded like
+//! any other; an id asked of one peer is not asked of another within
+//! [`GossipConfig::want_timeout`]. So a node that missed a message (its
+//! relay died mid-forward, a queue was full, a peer was skipped for want of
+//! a relay token) gets it within a repair round or two while it stays
+//! connected to a node that has it.
+//!
 //! Everything a peer can grow is bounded: the seen-cache, the origin table
 //! ([`GossipConfig::max_origins`], oldest first out; rate, replay window and
-//! ban of each origin), the per-peer state (as many as gossip peers) and
-//! the per-peer queues. Subscribers are local.
+//! ban of each origin), the per-peer state (as many as gossip peers), the
+//! per-peer queues, the repair cache ([`GossipConfig::repair_cache_messages`]
+//! and [`GossipConfig::repair_cache_bytes`], oldest first out), the ids
+//! asked by IWANT ([`GossipConfig::max_wants`]), the ids of one IHAVE or
+//! IWANT ([`GossipError::TooManyIds`] beyond) and what one peer's IWANTs
+//! can make us send ([`GossipConfig::serve_budget`]: at most about 502
+//! response bytes per request byte, and by default 32 messages, about
+//! 530 KB, a second). Subscribers are local.
 //!
 //! [`GossipState`] is the sans-IO core (time and the peer list are
 //! arguments, module `core`); [`Gossip`] is the driver over node channels
@@ -59,22 +79,33 @@ mod core;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use knotwork_core::{Keypair, PeerId, lock};
 use knotwork_node::metrics::Labels;
 use knotwork_node::metrics::prometheus_client::metrics::counter::Counter;
 use knotwork_node::metrics::prometheus_client::metrics::family::Family;
-use knotwork_node::{Channel, Service, Sessions, Setup};
+use knotwork_node::{Channel, NodeHandle, RateBudget, Service, Sessions, Setup};
 use tokio::sync::mpsc;
 
 pub use crate::core::{
-    BUDGET, Checked, GossipConfig, GossipError, GossipMessage, GossipState, MAX_DATA_LEN,
-    MAX_TOPIC_LEN, MessageId, REPLAY_WINDOW, Verified, signed_bytes,
+    BUDGET, Checked, GossipConfig, GossipError, GossipMessage, GossipState, IHave, IWant,
+    MAX_DATA_LEN, MAX_IHAVE_IDS, MAX_TOPIC_LEN, MessageId, REPLAY_WINDOW, Verified, WireId,
+    signed_bytes,
 };
 
 /// The protocol name announced in the version exchange.
 pub const NAME: &str = "knot/gossip";
+
+/// The name of loss repair ([`IHave`] and [`IWant`]) in the version
+/// exchange: IHAVEs go only to peers that announce it, so a node of an
+/// older version never gets a message type it does not know.
+pub const REPAIR_NAME: &str = "knot/gossip/repair/1";
+
+/// The channel budget of [`IHave`] and of [`IWant`] frames from one direct
+/// peer: a peer sends each of its peers at most one IHAVE per
+/// [`GossipConfig::repair_interval`] (and one IWANT per IHAVE it got).
+pub const REPAIR_BUDGET: RateBudget = RateBudget::new(5.0, 20);
 
 /// A message delivered to a local subscriber.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,10 +120,19 @@ pub struct GossipEvent {
     pub data: Vec<u8>,
 }
 
-/// A gossip peer: its channel and the queue of messages for it.
+/// A frame queued for a peer.
+enum Out {
+    Message(Arc<GossipMessage>),
+    IHave(IHave),
+    IWant(IWant),
+}
+
+/// A gossip peer: its channel, the queue of frames for it, and whether it
+/// speaks [`REPAIR_NAME`].
 struct Peer {
     channel: Channel,
-    queue: mpsc::Sender<Arc<GossipMessage>>,
+    queue: mpsc::Sender<Out>,
+    repair: bool,
 }
 
 struct Inner {
@@ -221,16 +261,27 @@ impl Gossip {
     /// misses it (counted as `peer_queue_full`). Returns how many got it.
     fn send(&self, msg: GossipMessage, targets: &[PeerId]) -> usize {
         let msg = Arc::new(msg);
+        targets
+            .iter()
+            .filter(|p| self.queue(p, Out::Message(msg.clone())))
+            .count()
+    }
+
+    /// Queues `out` for `peer`; whether it was queued (a full queue counts
+    /// as `peer_queue_full`).
+    fn queue(&self, peer: &PeerId, out: Out) -> bool {
         let peers = lock(&self.inner.peers);
-        let mut sent = 0;
-        for peer in targets.iter().filter_map(|p| peers.get(p)) {
-            match peer.queue.try_send(msg.clone()) {
-                Ok(()) => sent += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => self.count("peer_queue_full"),
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+        let Some(peer) = peers.get(peer) else {
+            return false;
+        };
+        match peer.queue.try_send(out) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.count("peer_queue_full");
+                false
             }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
-        sent
     }
 
     fn deliver(&self, event: GossipEvent) {
@@ -250,17 +301,32 @@ impl Gossip {
         // The signature is verified outside the state lock, which every
         // channel shares.
         let checked = lock(&self.inner.state).check(from, &msg, now());
+        let mut repaired = false;
         let result = match checked {
             Ok(checked) => {
                 let verified = checked.verify(&msg);
                 let peers = self.peers();
-                lock(&self.inner.state).accept(from, &mut msg, verified, now(), &peers)
+                let mut state = lock(&self.inner.state);
+                let result = state.accept(from, &mut msg, verified, now(), &peers);
+                if result.is_ok()
+                    && let Ok(origin) = PeerId::from_bytes(&msg.origin)
+                {
+                    let id = MessageId {
+                        origin,
+                        seq: msg.seq,
+                    };
+                    repaired = state.answers_want(from, &id);
+                }
+                result
             }
             Err(e) => Err(e),
         };
         match result {
             Ok(targets) => {
                 self.count("delivered");
+                if repaired {
+                    self.count("repaired");
+                }
                 if let Ok(origin) = PeerId::from_bytes(&msg.origin) {
                     self.deliver(GossipEvent {
                         id: MessageId {
@@ -285,11 +351,7 @@ impl Gossip {
                     channel.close_misbehaving("gossip_flood").await;
                 }
             }
-            Err(GossipError::SenderBanned) => {
-                self.count("invalid");
-                tracing::info!(peer = %from.short(), addr = %channel.remote_addr(), "gossip: bad signatures or too many checks: closing");
-                channel.close_misbehaving("gossip_invalid").await;
-            }
+            Err(GossipError::SenderBanned) => close_invalid(self, channel).await,
             Err(e) => {
                 tracing::debug!(peer = %from.short(), "gossip message refused: {e}");
                 self.count("invalid");
@@ -304,11 +366,16 @@ impl Gossip {
         let this = self.clone();
         let channel = channel.clone();
         let capacity = lock(&this.inner.state).config.peer_queue.max(1);
-        let (queue, mut queued) = mpsc::channel::<Arc<GossipMessage>>(capacity);
+        let (queue, mut queued) = mpsc::channel::<Out>(capacity);
         let writer = channel.clone();
         channel.spawn(async move {
-            while let Some(msg) = queued.recv().await {
-                if writer.send(&*msg).await.is_err() {
+            while let Some(out) = queued.recv().await {
+                let sent = match out {
+                    Out::Message(msg) => writer.send(&*msg).await,
+                    Out::IHave(ihave) => writer.send(&ihave).await,
+                    Out::IWant(iwant) => writer.send(&iwant).await,
+                };
+                if sent.is_err() {
                     break;
                 }
             }
@@ -318,6 +385,7 @@ impl Gossip {
             Peer {
                 channel: channel.clone(),
                 queue,
+                repair: channel.speaks(REPAIR_NAME),
             },
         );
         async move {
@@ -330,6 +398,77 @@ impl Gossip {
             }
         }
     }
+}
+
+impl Gossip {
+    /// Loss repair on one channel: answers the peer's IHAVEs with IWANTs
+    /// and its IWANTs with kept messages, through its queue.
+    fn repair(&self, channel: &Channel) -> impl std::future::Future<Output = ()> + Send + use<> {
+        let mut ihaves = channel.subscribe::<IHave>();
+        let mut iwants = channel.subscribe::<IWant>();
+        let this = self.clone();
+        let channel = channel.clone();
+        async move {
+            loop {
+                let from = channel.remote_peer_id();
+                let result = tokio::select! {
+                    Some(ihave) = ihaves.recv() => {
+                        let result = lock(&this.inner.state).on_ihave(from, &ihave, now());
+                        result.map(|iwant| {
+                            if let Some(iwant) = iwant
+                                && this.queue(&from, Out::IWant(iwant))
+                            {
+                                this.count("iwant");
+                            }
+                        })
+                    }
+                    Some(iwant) = iwants.recv() => {
+                        let result = lock(&this.inner.state).on_iwant(from, &iwant, now());
+                        result.map(|answers| {
+                            for msg in answers {
+                                this.queue(&from, Out::Message(Arc::new(msg)));
+                            }
+                        })
+                    }
+                    else => break,
+                };
+                match result {
+                    Ok(()) => {}
+                    Err(GossipError::SenderBanned) => {
+                        close_invalid(&this, &channel).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %from.short(), "gossip repair refused: {e}");
+                        this.count("invalid");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One repair round: IHAVEs to a few peers that speak repair.
+    fn repair_tick(&self) {
+        let peers: Vec<PeerId> = lock(&self.inner.peers)
+            .iter()
+            .filter(|(_, p)| p.repair)
+            .map(|(id, _)| *id)
+            .collect();
+        let rounds = lock(&self.inner.state).repair_tick(now(), &peers);
+        for (peer, ihave) in rounds {
+            if self.queue(&peer, Out::IHave(ihave)) {
+                self.count("ihave");
+            }
+        }
+    }
+}
+
+/// Closes `channel` for bad signatures, malformed messages or too many
+/// signature checks (counted as `invalid`).
+async fn close_invalid(gossip: &Gossip, channel: &Channel) {
+    gossip.count("invalid");
+    let from = channel.remote_peer_id();
+    tracing::info!(peer = %from.short(), addr = %channel.remote_addr(), "gossip: bad signatures, malformed messages or too many checks: closing");
+    channel.close_misbehaving("gossip_invalid").await;
 }
 
 /// Removes a channel from the gossip peers when its job ends or is aborted.
@@ -359,8 +498,29 @@ impl Service for Gossip {
             self.inner.metrics.clone(),
         );
         setup.default_budget::<GossipMessage>(BUDGET);
+        setup.default_budget::<IHave>(REPAIR_BUDGET);
+        setup.default_budget::<IWant>(REPAIR_BUDGET);
         let gossip = self.clone();
         setup.protocol(NAME, Sessions::ALL, move |ch: &Channel| gossip.protocol(ch));
+        let gossip = self.clone();
+        setup.protocol(REPAIR_NAME, Sessions::ALL, move |ch: &Channel| {
+            gossip.repair(ch)
+        });
+    }
+
+    /// Starts the repair rounds, one per [`GossipConfig::repair_interval`],
+    /// stopped with the node.
+    fn start(&self, node: &NodeHandle) {
+        let this = self.clone();
+        let period = lock(&self.inner.state).config.repair_interval;
+        node.spawn(async move {
+            let mut ticks = tokio::time::interval(period.max(Duration::from_millis(10)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                this.repair_tick();
+            }
+        });
     }
 }
 

@@ -1,8 +1,10 @@
 //! Gossip over real nodes: five TCP nodes in a ring each receive every
 //! message once, a flooding publisher is throttled then banned, a sender
 //! of bad signatures is banned while an honest publisher goes on (M1),
-//! peers that never read stall no other channel (M8); and the message's
-//! property tests.
+//! peers that never read stall no other channel (M8), a node the flood
+//! does not reach gets the message by repair (IHAVE/IWANT) and a peer
+//! that does not speak repair never gets an IHAVE; and the
+//! messages' property tests.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -21,7 +23,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use knotwork_core::{Keypair, MemoryTransport, PeerAddr};
 use knotwork_gossip::{
-    Gossip, GossipConfig, GossipMessage, GossipState, MAX_DATA_LEN, MAX_TOPIC_LEN, NAME,
+    Gossip, GossipConfig, GossipMessage, GossipState, IHave, IWant, MAX_DATA_LEN, MAX_IHAVE_IDS,
+    MAX_TOPIC_LEN, NAME, REPAIR_NAME, WireId,
 };
 use knotwork_node::{Node, NodeBuilder, NodeEvent, RateBudget, Sessions};
 use proptest::prelude::*;
@@ -71,6 +74,26 @@ proptest! {
         let (mut msg, _) = state.publish(&key, &topic, vec![7; len], Instant::now(), &[]).unwrap();
         msg.ttl = ttl;
         roundtrip(&msg);
+    }
+
+    #[test]
+    fn ihave_and_iwant_roundtrip(ids in proptest::collection::vec((any::<[u8; 32]>(), any::<u64>()), 0..=MAX_IHAVE_IDS)) {
+        let ids: Vec<WireId> = ids.into_iter().map(|(origin, seq)| WireId { origin, seq }).collect();
+        roundtrip(&IHave { ids: ids.clone() });
+        roundtrip(&IWant { ids });
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_repair_decoders_or_the_core(bytes in proptest::collection::vec(any::<u8>(), 0..=8192)) {
+        let peer = Keypair::generate().unwrap().peer_id();
+        let now = Instant::now();
+        let mut state = GossipState::new(GossipConfig::default(), 0);
+        if let Some(m) = never_panics::<IHave>(&bytes) {
+            let _ = state.on_ihave(peer, &m, now);
+        }
+        if let Some(m) = never_panics::<IWant>(&bytes) {
+            let _ = state.on_iwant(peer, &m, now);
+        }
     }
 
     #[test]
@@ -253,6 +276,11 @@ async fn m1_bad_signatures_get_their_sender_banned_while_an_honest_publisher_is_
 async fn mem_gossip(net: &MemoryTransport, port: u64) -> GossipNode {
     let mut config = GossipConfig::default();
     config.origin_budget = RateBudget::UNLIMITED;
+    mem_gossip_with(net, port, config).await
+}
+
+/// A gossip node on `net` listening at `port`, with `config`.
+async fn mem_gossip_with(net: &MemoryTransport, port: u64, config: GossipConfig) -> GossipNode {
     let keypair = Keypair::generate().unwrap();
     let gossip = Gossip::new(keypair.clone(), config);
     let node = Node::builder(keypair)
@@ -327,4 +355,125 @@ async fn m8_peers_that_never_read_stall_no_other_gossip_channel() {
         text.contains("knot_gossip_messages_total{result=\"peer_queue_full\"}"),
         "{text}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_the_flood_misses_gets_the_message_by_repair() {
+    // A line A - B - C with a TTL of 1: A's message reaches B and stops
+    // there, so C can only get it from B's IHAVE and its own IWANT.
+    let net = MemoryTransport::new();
+    let mut config = GossipConfig::default();
+    config.ttl = 1;
+    let a = mem_gossip_with(&net, 1, config).await;
+    let b = mem_gossip_with(&net, 2, config).await;
+    let c = mem_gossip_with(&net, 3, config).await;
+    a.connect(&addr(&b)).await.unwrap();
+    c.connect(&addr(&b)).await.unwrap();
+    eventually(LONG, "B has 2 gossip peers", || {
+        b.gossip().peers().len() == 2
+    })
+    .await;
+    eventually(LONG, "C has B", || c.gossip().peers().len() == 1).await;
+    let mut b_sub = b.gossip().subscribe("news");
+    let mut c_sub = c.gossip().subscribe("news");
+    let (id, sent) = a.gossip().publish("news", b"hello".to_vec()).await.unwrap();
+    assert_eq!(sent, 1);
+    let at_b = tokio::time::timeout(LONG, b_sub.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((at_b.id, at_b.from), (id, a.peer_id()));
+    let start = tokio::time::Instant::now();
+    let at_c = tokio::time::timeout(LONG, c_sub.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (at_c.id, at_c.from, at_c.data),
+        (id, b.peer_id(), b"hello".to_vec())
+    );
+    assert!(
+        start.elapsed() <= config.repair_interval + Duration::from_millis(500),
+        "within one repair round: {:?}",
+        start.elapsed()
+    );
+    let (b_text, c_text) = (b.metrics().encode(), c.metrics().encode());
+    assert!(
+        b_text.contains("knot_gossip_messages_total{result=\"ihave\"}"),
+        "{b_text}"
+    );
+    assert!(
+        c_text.contains("knot_gossip_messages_total{result=\"iwant\"} 1"),
+        "{c_text}"
+    );
+    assert!(
+        c_text.contains("knot_gossip_messages_total{result=\"repaired\"} 1"),
+        "{c_text}"
+    );
+    // More rounds bring nothing twice.
+    tokio::time::sleep(3 * config.repair_interval).await;
+    assert!(c_sub.try_recv().is_err(), "delivered once");
+    assert!(
+        c.metrics()
+            .encode()
+            .contains("knot_gossip_messages_total{result=\"iwant\"} 1")
+    );
+    for n in [&a, &b, &c] {
+        n.shutdown().await;
+    }
+}
+
+/// A node that announces gossip (and repair if `repair`), discards
+/// messages and counts the IHAVEs it gets.
+fn counting_ihaves(builder: NodeBuilder, repair: bool, ihaves: Arc<AtomicUsize>) -> NodeBuilder {
+    let builder = builder.protocol(NAME, Sessions::ALL, move |ch| {
+        let mut messages = ch.subscribe::<GossipMessage>();
+        let mut got = ch.subscribe::<IHave>();
+        let ihaves = ihaves.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    Some(_) = messages.recv() => {}
+                    Some(_) = got.recv() => {
+                        ihaves.fetch_add(1, Ordering::Relaxed);
+                    }
+                    else => break,
+                }
+            }
+        }
+    });
+    if repair {
+        builder.protocol(REPAIR_NAME, Sessions::ALL, |_| async {})
+    } else {
+        builder
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ihaves_go_only_to_peers_that_speak_repair() {
+    let net = MemoryTransport::new();
+    let b = mem_gossip(&net, 1).await;
+    let (old_count, new_count) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let old = counting_ihaves(mem_node(&net), false, old_count.clone())
+        .start()
+        .await
+        .unwrap();
+    let new = counting_ihaves(mem_node(&net), true, new_count.clone())
+        .start()
+        .await
+        .unwrap();
+    old.connect(&addr(&b)).await.unwrap();
+    new.connect(&addr(&b)).await.unwrap();
+    eventually(LONG, "2 gossip peers", || b.gossip().peers().len() == 2).await;
+    b.gossip().publish("news", b"x".to_vec()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        old_count.load(Ordering::Relaxed),
+        0,
+        "an older peer gets none"
+    );
+    assert!(new_count.load(Ordering::Relaxed) >= 2, "one per round");
+    for n in [&old, &new, &b.node] {
+        n.shutdown().await;
+    }
 }
