@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::flags::Flags;
 use crate::project::Project;
-use crate::{bench, chaos, fuzz, interop, lint, package, shell, test};
+use crate::{bench, chaos, fuzz, interop, lint, package, shell, test, testnet};
 
 const DEFAULT_FUZZ_SECONDS: u64 = 10;
 
@@ -203,10 +203,11 @@ fn steps(project: &Project, fuzz_seconds: u64) -> Vec<Step<'_>> {
         "`cargo xtask chaos --quick` reproduces it (root; logs under /tmp/kwc-run-*)",
         || chaos::run_suite(project, true, false, None).map(ok),
     ));
-    // `cargo xtask testnet --quick` is not a step yet: its gossip target
-    // (99.9 % of ~1,500 deliveries) is met or missed by one or two messages
-    // (99.81-99.94 % in runs of one build), so it would fail CI at random
-    // until gossip repairs losses (issue 21).
+    steps.push(Step::new(
+        "testnet --quick",
+        "`cargo xtask testnet --quick` reproduces it (root; report under <target>/testnet, logs under /tmp/kwt-run-*)",
+        || testnet::run_plan(project, &testnet::Plan::quick()).map(ok),
+    ));
     steps
 }
 

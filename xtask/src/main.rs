@@ -80,7 +80,7 @@ commands:
                                  <target>/testnet, hops held against `sim`;
                                  --max-inbound: every node's max_inbound; args
                                  after -- go to every `knot run`;
-                                 --quick: 30 nodes, 2 min, churn 0.1
+                                 --quick: 30 nodes, 2 min, churn 0.1 (what ci runs)
 ";
 
 fn main() -> ExitCode {

@@ -131,6 +131,19 @@ impl Plan {
         Ok(plan)
     }
 
+    /// The quick variant `cargo xtask ci` runs.
+    pub fn quick() -> Self {
+        Self {
+            nodes: 30,
+            minutes: 2.0,
+            churn: 0.1,
+            seed: 1,
+            quick: true,
+            max_inbound: None,
+            knot_args: Vec::new(),
+        }
+    }
+
     /// The run's name: its parameters.
     fn name(&self) -> String {
         let inbound = self.max_inbound.map_or(String::new(), |n| format!("-i{n}"));
