@@ -191,10 +191,21 @@ impl Proc {
 
     /// Resident memory in KiB (`VmRSS` in `/proc/<pid>/status`).
     pub fn rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    /// Resident anonymous memory in KiB (`RssAnon`: heap, stacks; not the
+    /// executable's pages, which `VmRSS` also counts as code first runs).
+    pub fn anon_kib(&self) -> Option<u64> {
+        self.status_kib("RssAnon:")
+    }
+
+    /// The KiB of field `key` in `/proc/<pid>/status`.
+    fn status_kib(&self, key: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
     }
 
