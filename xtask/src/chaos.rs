@@ -28,6 +28,10 @@
 //!    under the same attacks, two at a time, for `--soak-minutes` (30).
 //!
 //! A summary table closes the run; any failed check fails the command.
+//!
+//! To profile the target, set `KNOTWORK_CHAOS_TARGET_WRAP` to a command it
+//! then runs under, e.g. `heaptrack -o /tmp/target` (the target's RSS
+//! figures are then the wrapper's).
 
 mod counters;
 mod hostile;
@@ -44,6 +48,9 @@ use crate::project::Project;
 use crate::shell;
 use crate::system::{self, Need};
 use net::{Net, host_ip, wan_ip};
+
+/// A command to run the target under (see the module docs).
+const TARGET_WRAP: &str = "KNOTWORK_CHAOS_TARGET_WRAP";
 
 /// The bound on the hostile scenario's target RSS, in MiB (a debug build
 /// idles at ~15 MiB).
@@ -354,7 +361,18 @@ impl Ctx<'_> {
     ) -> Result<Proc> {
         let mut all = vec![role.to_owned()];
         all.extend(args.iter().cloned());
-        Proc::start(name, &self.net.host_ns(host), self.bin, &all, self.dir, log)
+        let wrap = std::env::var(TARGET_WRAP).unwrap_or_default();
+        let mut words = wrap.split_whitespace().map(str::to_owned);
+        match words.next() {
+            Some(program) if role == "target" => {
+                let mut wrapped: Vec<String> = words.collect();
+                wrapped.push(self.bin.display().to_string());
+                wrapped.extend(all);
+                let ns = self.net.host_ns(host);
+                Proc::start(name, &ns, Path::new(&program), &wrapped, self.dir, log)
+            }
+            _ => Proc::start(name, &self.net.host_ns(host), self.bin, &all, self.dir, log),
+        }
     }
 
     /// Workers on hosts 1..=5 listening on `port`; 1 is everyone's seed.
