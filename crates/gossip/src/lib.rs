@@ -479,13 +479,19 @@ struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        let mut map = lock(&self.gossip.inner.peers);
         let peer = self.channel.remote_peer_id();
-        if map
-            .get(&peer)
-            .is_some_and(|p| p.channel.same(&self.channel))
-        {
-            map.remove(&peer);
+        let removed = {
+            let mut map = lock(&self.gossip.inner.peers);
+            let ours = map
+                .get(&peer)
+                .is_some_and(|p| p.channel.same(&self.channel));
+            if ours {
+                map.remove(&peer);
+            }
+            ours
+        };
+        if removed {
+            lock(&self.gossip.inner.state).forget(&peer);
         }
     }
 }

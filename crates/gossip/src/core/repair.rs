@@ -292,6 +292,13 @@ impl GossipState {
         Ok(out)
     }
 
+    /// Forgets direct peer `peer`'s budgets (the driver calls it when its
+    /// channel closes), so peers that send IHAVE or IWANT and leave do not
+    /// grow the per-peer state while no message is relayed.
+    pub fn forget(&mut self, peer: &PeerId) {
+        self.links.remove(peer);
+    }
+
     /// Whether message `id`, just accepted from `from`, is the answer to
     /// an IWANT of ours to `from` (a repair); forgets that want.
     pub fn answers_want(&mut self, from: PeerId, id: &MessageId) -> bool {

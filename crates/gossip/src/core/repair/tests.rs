@@ -219,3 +219,22 @@ fn the_cache_evicts_the_oldest_by_count_and_by_bytes() {
     let b = relay_with(by_bytes, &msgs, t0);
     assert_eq!((b.cache_len(), b.cache_bytes()), (2, 2 * size));
 }
+
+#[test]
+fn a_peer_that_leaves_takes_its_budgets_with_it() {
+    let t0 = Instant::now();
+    let msgs = messages(1, t0);
+    let mut a = relay_with(GossipConfig::default(), &msgs, t0);
+    let want = IWant {
+        ids: vec![wire(&msgs[0])],
+    };
+    // Fresh identities that each ask for a kept message and leave: no
+    // message is relayed, so only `forget` takes their entries out.
+    let before = a.links.len();
+    for _ in 0..50 {
+        let from = peer();
+        assert_eq!(a.on_iwant(from, &want, t0).unwrap().len(), 1);
+        a.forget(&from);
+    }
+    assert_eq!(a.links.len(), before);
+}
