@@ -351,6 +351,15 @@ impl<'a> Bed<'a> {
         Some(kib)
     }
 
+    /// Whether the good peer reported its channel to the target closed.
+    fn good_lost_channel(&self) -> bool {
+        self.good
+            .events("sample")
+            .iter()
+            .any(|l| json::field(&l.text, "open") == Some("false"))
+            || !self.good.events("disconnected").is_empty()
+    }
+
     /// Samples the target's RSS every 200 ms for `d`.
     fn watch(&mut self, d: Duration) {
         let until = Instant::now() + d;
@@ -467,13 +476,10 @@ pub(super) fn hostile(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
     for r in &runs {
         judge(&bed, r, &log, outcome);
     }
-    let closed = bed
-        .good
-        .events("sample")
-        .iter()
-        .any(|l| json::field(&l.text, "open") == Some("false"))
-        || !bed.good.events("disconnected").is_empty();
-    outcome.check(!closed, "the good peer's channel to the target closed");
+    outcome.check(
+        !bed.good_lost_channel(),
+        "the good peer's channel to the target closed",
+    );
     let rss_max = bed.rss.iter().map(|(_, k)| *k).max().unwrap_or(0);
     outcome.figure(format!(
         "target RSS idle {} MiB, max {} MiB (bound {RSS_BOUND_MIB} MiB)",
@@ -654,13 +660,10 @@ pub(super) fn soak(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
     } else {
         outcome.figure("shorter than 6 min: the RSS rule is not checked");
     }
-    let closed = bed
-        .good
-        .events("sample")
-        .iter()
-        .any(|l| json::field(&l.text, "open") == Some("false"))
-        || !bed.good.events("disconnected").is_empty();
-    outcome.check(!closed, "the good peer lost its channel to the target");
+    outcome.check(
+        !bed.good_lost_channel(),
+        "the good peer lost its channel to the target",
+    );
     outcome.check(
         counts.packets(counters::TO_SINK) == 0 && counts.packets(counters::LOOPBACK_SYN) == 0,
         "packets reached the sink or the target's loopback",
