@@ -15,6 +15,7 @@ mod cmd;
 mod config;
 mod control;
 mod error;
+mod metrics_http;
 mod settings;
 
 use cmd::{

@@ -93,8 +93,6 @@
 //! ```
 
 pub mod addrs;
-pub mod admission;
-pub mod backoff;
 mod buffers;
 pub mod builder;
 pub mod channel;
@@ -103,10 +101,8 @@ pub mod dial;
 pub mod discovery;
 pub mod error;
 mod frames;
-pub mod hosts;
 pub mod jobs;
 mod maintain;
-pub mod meter;
 pub mod metrics;
 pub mod node;
 mod outbox;
@@ -126,10 +122,12 @@ pub use channel::{Channel, ChannelConfig, ChannelInfo, Responder};
 pub use dial::{DialCause, DialOpts};
 pub use discovery::{DiscoveredInfo, DiscoveryConfig, DiscoveryMerge, UnifiedEvent};
 pub use error::{CloseReason, DisconnectReason, NodeError};
-pub use hosts::{AddrScope, HostStore};
 pub use jobs::Jobs;
 pub use knotwork_compress::Compression;
-pub use meter::{MeterConfig, RateBudget};
+/// The connection rules the node applies, from `knotwork-policy`.
+pub use knotwork_policy::{
+    AddrScope, HostStore, MeterConfig, RateBudget, admission, backoff, hosts, meter,
+};
 pub use metrics::Metrics;
 pub use node::{Node, NodeEvent, NodeHandle, PeerInfo, WeakNode};
 pub use registry::{ProtocolRegistry, SessionKind, Sessions};

@@ -1,5 +1,5 @@
 //! [`Metrics`]: the node's counters, gauges and histograms, in the
-//! Prometheus text format, optionally served over HTTP.
+//! Prometheus text format.
 //!
 //! Every node owns one [`Metrics`] (see [`crate::NodeHandle::metrics`]). The
 //! runtime records into it: a collector task turns [`NodeEvent`]s into
@@ -11,11 +11,8 @@
 //! gossip, the DHT, NAT traversal each count their own work) and they are
 //! rendered with the rest, under the same `knot_` prefix. [`Metrics::encode`] renders the
 //! whole registry (prometheus-client's text encoder, OpenMetrics flavour,
-//! which Prometheus scrapes as is). [`Metrics::serve`] answers
-//! `GET /metrics` on a TCP address with a minimal HTTP/1.1 responder: one
-//! request per connection, at most [`MAX_CLIENTS`] at once, a request head
-//! of at most [`MAX_REQUEST_HEAD`] bytes read within [`REQUEST_TIMEOUT`],
-//! anything else answered 404/400. Bind it to loopback or a private address.
+//! which Prometheus scrapes as is); serve it from the application's own HTTP
+//! endpoint (`knot run --metrics` has a minimal one).
 //!
 //! Label values are drawn from small fixed sets (direction, transport, who
 //! closed, outcome, the `NAME`s of message types this node registered),
@@ -36,7 +33,6 @@
 //! cannot fill the table; a type registered after the table filled counts
 //! as `unknown`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -48,25 +44,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::{CloseReason, DisconnectReason, NodeError};
-use crate::meter::Offence;
 use crate::node::{NodeEvent, Shared, lock};
 use crate::registry::SessionKind;
 
 /// Message types counted under their own `type` label, at most; types
 /// registered beyond these count as `unknown`.
 pub const MAX_MESSAGE_TYPES: usize = 128;
-/// The longest HTTP request head the endpoint reads.
-pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
-/// Time a client has to send its request head.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Requests the endpoint serves at once; more wait in the listen backlog.
-pub const MAX_CLIENTS: usize = 8;
-
 /// The label set of every knotwork metric family: fixed names and values
 /// from small fixed sets.
 pub type Labels = Vec<(&'static str, &'static str)>;
@@ -211,34 +197,6 @@ impl Metrics {
         lock(&self.inner.registry).register(name, help, metric);
     }
 
-    /// Serves `GET /metrics` on `addr` until the returned server is dropped.
-    pub async fn serve(&self, addr: SocketAddr) -> std::io::Result<MetricsServer> {
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        let metrics = self.clone();
-        let task = tokio::spawn(async move {
-            // At most MAX_CLIENTS requests at once: more wait in the listen
-            // backlog, so an open endpoint cannot eat the process's file
-            // descriptors (review finding L7).
-            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
-            loop {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let Ok((stream, _)) = listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let metrics = metrics.clone();
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, &metrics)).await;
-                    drop(permit);
-                });
-            }
-        });
-        Ok(MetricsServer { local_addr, task })
-    }
-
     /// Counts `frames` frames of message id `id` carrying `bytes` payload
     /// bytes, in direction `direction`.
     fn add_frames(&self, direction: Direction, id: u32, frames: u64, bytes: u64) {
@@ -269,7 +227,7 @@ impl Metrics {
         self.inner.rtt.observe(rtt.as_secs_f64());
     }
 
-    /// Counts a ban for misbehaviour `reason` (see [`offence_label`]).
+    /// Counts a ban for misbehaviour `reason` (see [`Offence::label`](crate::meter::Offence::label)).
     pub(crate) fn ban(&self, reason: &'static str) {
         self.inner
             .bans
@@ -356,73 +314,6 @@ impl Metrics {
             // Counted with its reason where the ban is made.
             NodeEvent::Banned { .. } => {}
         }
-    }
-}
-
-/// The running HTTP endpoint of [`Metrics::serve`]; stops when dropped.
-#[derive(Debug)]
-pub struct MetricsServer {
-    local_addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl MetricsServer {
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Reads one request head and answers it.
-async fn respond(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        if head.len() > MAX_REQUEST_HEAD {
-            return reply(&mut stream, "431 Request Header Fields Too Large", "").await;
-        }
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(buf.get(..n).unwrap_or_default());
-    }
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    match (parts.next(), parts.next()) {
-        (Some(b"GET"), Some(b"/metrics")) => reply(&mut stream, "200 OK", &metrics.encode()).await,
-        (Some(_), Some(_)) => reply(&mut stream, "404 Not Found", "").await,
-        _ => reply(&mut stream, "400 Bad Request", "").await,
-    }
-}
-
-async fn reply(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-/// The `reason` label of a ban caused by offence `o`.
-pub(crate) fn offence_label(o: Offence) -> &'static str {
-    match o {
-        Offence::UnknownMessage => "unknown_message",
-        Offence::Oversized => "oversized",
-        Offence::Malformed => "malformed",
-        Offence::OverBudget => "over_budget",
-        Offence::UnexpectedResponse => "unexpected_response",
-        Offence::BadFraming => "bad_framing",
-        Offence::WrongStream => "wrong_stream",
-        Offence::BadCompression => "bad_compression",
     }
 }
 
@@ -683,7 +574,7 @@ mod tests {
     #[test]
     fn bans_count_by_reason_and_rtt_by_sample() {
         let m = Metrics::new();
-        m.ban(offence_label(Offence::OverBudget));
+        m.ban(crate::meter::Offence::OverBudget.label());
         m.ban("gossip_flood");
         m.ban("gossip_flood");
         m.rtt(Duration::from_millis(3));
@@ -691,42 +582,5 @@ mod tests {
         assert!(text.contains("knot_bans_total{reason=\"over_budget\"} 1"));
         assert!(text.contains("knot_bans_total{reason=\"gossip_flood\"} 2"));
         assert!(text.contains("knot_rtt_seconds_count 1"), "{text}");
-    }
-
-    #[tokio::test]
-    async fn endpoint_answers_metrics_404_and_garbage() {
-        let m = Metrics::new();
-        m.rtt(Duration::from_millis(1));
-        let server = m.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = server.local_addr();
-        let get = |req: &'static [u8]| async move {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(req).await.unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            out
-        };
-        let ok = get(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").await;
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.contains("knot_rtt_seconds_count 1"));
-        let missing = get(b"GET /other HTTP/1.1\r\n\r\n").await;
-        assert!(missing.starts_with("HTTP/1.1 404"));
-        let bad = get(b"garbage\r\n\r\n").await;
-        assert!(bad.starts_with("HTTP/1.1 400"));
-        let huge = get(&[b'a'; 9 * 1024]).await;
-        assert!(huge.starts_with("HTTP/1.1 431"));
-        // Silent clients hold at most MAX_CLIENTS slots; the next request
-        // waits for one to time out instead of opening a connection task.
-        let mut silent = Vec::new();
-        for _ in 0..MAX_CLIENTS {
-            silent.push(TcpStream::connect(addr).await.unwrap());
-        }
-        let waiting = tokio::time::timeout(
-            Duration::from_millis(300),
-            get(b"GET /metrics HTTP/1.1\r\n\r\n"),
-        )
-        .await;
-        assert!(waiting.is_err(), "served past the client limit");
-        drop(silent);
     }
 }

@@ -568,7 +568,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult<ExitCode> {
         print_gossip(&gossip, topic, global.json);
     }
     let metrics = match args.metrics {
-        Some(addr) => match node.metrics().serve(addr).await {
+        Some(addr) => match crate::metrics_http::serve(node.metrics(), addr).await {
             Ok(server) => Some(server),
             Err(e) => {
                 node.shutdown().await;

@@ -434,7 +434,7 @@ fn charge(channel: &Channel, now: std::time::Instant, msg_id: u32, budget: RateB
 
 /// How to close the channel for misbehaviour `o` (the peer is banned).
 fn misbehaved(channel: &Channel, o: Offence) -> Stop {
-    let _ = channel.inner.misbehaviour.set(offence_label(o));
+    let _ = channel.inner.misbehaviour.set(o.label());
     (
         CloseReason::Local(DisconnectReason::Misbehaviour),
         Some(DisconnectReason::Misbehaviour),

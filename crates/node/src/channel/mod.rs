@@ -65,7 +65,7 @@ use crate::buffers::{BufferedBytes, StreamBuffers};
 use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::frames::FrameReader;
 use crate::meter::{Meter, MeterConfig, Offence, RateBudget, TokenBucket, Verdict};
-use crate::metrics::{Direction, Tally, offence_label};
+use crate::metrics::{Direction, Tally};
 use crate::outbox::{Limits, Outbox, PushError};
 use crate::registry::SessionKind;
 use crate::subsystem::{

@@ -67,7 +67,7 @@ pub enum Offence {
     /// there, or a second stream of one type. Always reaches the threshold.
     WrongStream,
     /// A compressed block that breaks the rules (see
-    /// [`knotwork_compress`]): an unknown kind, bad lengths, a declared size
+    /// `knotwork-compress`): an unknown kind, bad lengths, a declared size
     /// over the limit, or packed bytes that do not expand to it. Always
     /// reaches the threshold.
     BadCompression,
@@ -85,6 +85,21 @@ impl Offence {
             Offence::BadFraming | Offence::WrongStream | Offence::BadCompression => {
                 config.ban_threshold
             }
+        }
+    }
+
+    /// A short snake_case name (the `reason` label of a ban in the node's
+    /// metrics).
+    pub fn label(self) -> &'static str {
+        match self {
+            Offence::UnknownMessage => "unknown_message",
+            Offence::Oversized => "oversized",
+            Offence::Malformed => "malformed",
+            Offence::OverBudget => "over_budget",
+            Offence::UnexpectedResponse => "unexpected_response",
+            Offence::BadFraming => "bad_framing",
+            Offence::WrongStream => "wrong_stream",
+            Offence::BadCompression => "bad_compression",
         }
     }
 }
