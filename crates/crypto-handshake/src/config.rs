@@ -58,6 +58,13 @@ impl SecureConfig {
         self
     }
 
+    /// Remembers the static keys of at most `peers` identities (a fresh,
+    /// empty cache; the default holds [`DEFAULT_KNOWN_PEERS`]).
+    pub fn with_known_capacity(mut self, peers: usize) -> Self {
+        self.known = Arc::new(KnownPeers::new(peers));
+        self
+    }
+
     /// Rekeys each direction after every `messages` messages (0: never).
     /// Both peers must use the same value.
     pub fn with_rekey_interval(mut self, messages: u64) -> Self {

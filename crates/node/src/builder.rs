@@ -69,6 +69,12 @@ pub struct NodeConfig {
     pub maintenance_interval: Duration,
     /// Entries per host list (grey, white, black).
     pub host_capacity: usize,
+    /// Entries of each kind (peers, hosts, addresses) the ban list holds;
+    /// past it, the ban that ends soonest is dropped.
+    pub max_bans: usize,
+    /// Identities whose Noise static keys are remembered (to dial them
+    /// with IK, and to skip re-verifying their identity signature).
+    pub known_peers: usize,
     /// Reconnect schedule for manual and seed peers.
     pub backoff: BackoffConfig,
     /// Dials each budgeted [`DialCause`] (discovery, each service) may
@@ -113,6 +119,8 @@ impl Default for NodeConfig {
             outbound_slots: 8,
             maintenance_interval: Duration::from_secs(5),
             host_capacity: 1024,
+            max_bans: crate::meter::DEFAULT_MAX_BANS,
+            known_peers: knotwork_crypto_handshake::config::DEFAULT_KNOWN_PEERS,
             backoff: BackoffConfig::default(),
             dial_budget: RateBudget::new(10.0, 50),
             dial_preference: ["quic", "tcp", "ws"].map(String::from).to_vec(),
@@ -301,7 +309,9 @@ impl NodeBuilder {
         let shared = Arc::new(Shared {
             discovery,
             peer_id: keypair.peer_id(),
-            secure: SecureConfig::new(keypair)?.with_timeout(config.handshake_timeout),
+            secure: SecureConfig::new(keypair)?
+                .with_timeout(config.handshake_timeout)
+                .with_known_capacity(config.known_peers),
             channel_config: Arc::new(channel_config),
             registry,
             transports,
@@ -311,7 +321,7 @@ impl NodeBuilder {
             tcp,
             peers: Mutex::new(HashMap::new()),
             hosts,
-            bans: Mutex::new(BanList::default()),
+            bans: Mutex::new(BanList::new(config.max_bans)),
             addrs,
             events: broadcast::channel(256).0,
             shutdown: CancellationToken::new(),

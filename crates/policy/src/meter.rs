@@ -265,31 +265,39 @@ impl Meter {
     }
 }
 
-/// Entries of each kind a [`BanList`] holds at most; past it, the ban that
-/// ends soonest is dropped.
-pub const MAX_BANS: usize = 4096;
+/// Entries of each kind a [`BanList::default`] holds at most; past it, the
+/// ban that ends soonest is dropped.
+pub const DEFAULT_MAX_BANS: usize = 4096;
 
 /// Banned peers, hosts and addresses, each until an instant; see the
 /// module docs. Only what the node saw is banned: a peer's identity, the
 /// host (IPv4 address, IPv6 /64) its inbound connection came from, an
 /// address we dialed. Never addresses a peer merely claimed, so a peer
 /// cannot get others banned by naming them. Each map holds at most
-/// [`MAX_BANS`] entries.
-#[derive(Debug, Default)]
+/// [`BanList::capacity`] entries.
+#[derive(Debug)]
 pub struct BanList {
+    capacity: usize,
     peers: HashMap<PeerId, Instant>,
     hosts: HashMap<IpPrefix, Instant>,
     addrs: HashMap<PeerAddr, Instant>,
 }
 
+impl Default for BanList {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_BANS)
+    }
+}
+
 /// Inserts `key` until `until`, dropping the entry that ends soonest when
-/// `map` is full.
+/// `map` holds `cap` entries.
 fn insert_capped<K: std::hash::Hash + Eq + Clone>(
     map: &mut HashMap<K, Instant>,
+    cap: usize,
     key: K,
     until: Instant,
 ) {
-    if !map.contains_key(&key) && map.len() >= MAX_BANS {
+    if !map.contains_key(&key) && map.len() >= cap.max(1) {
         let soonest = map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
         if let Some(soonest) = soonest {
             map.remove(&soonest);
@@ -300,19 +308,35 @@ fn insert_capped<K: std::hash::Hash + Eq + Clone>(
 }
 
 impl BanList {
+    /// An empty list holding at most `capacity` (at least one) entries of
+    /// each kind.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            peers: HashMap::new(),
+            hosts: HashMap::new(),
+            addrs: HashMap::new(),
+        }
+    }
+
+    /// Entries of each kind it holds at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity.max(1)
+    }
+
     /// Bans `peer` until `until`.
     pub fn ban_peer(&mut self, peer: PeerId, until: Instant) {
-        insert_capped(&mut self.peers, peer, until);
+        insert_capped(&mut self.peers, self.capacity, peer, until);
     }
 
     /// Bans every connection from `host` until `until`.
     pub fn ban_host(&mut self, host: IpPrefix, until: Instant) {
-        insert_capped(&mut self.hosts, host, until);
+        insert_capped(&mut self.hosts, self.capacity, host, until);
     }
 
     /// Bans dialing `addr` until `until`.
     pub fn ban_addr(&mut self, addr: PeerAddr, until: Instant) {
-        insert_capped(&mut self.addrs, addr, until);
+        insert_capped(&mut self.addrs, self.capacity, addr, until);
     }
 
     /// Whether `peer` is banned at `now`.
@@ -422,17 +446,20 @@ mod tests {
     fn m7_the_ban_list_is_capped_and_keeps_the_longest_bans() {
         let t0 = Instant::now();
         let mut bans = BanList::default();
-        for i in 0..(MAX_BANS as u32 + 1_000) {
+        for i in 0..(DEFAULT_MAX_BANS as u32 + 1_000) {
             let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(i));
             bans.ban_host(
                 IpPrefix::host(ip),
                 t0 + Duration::from_secs(u64::from(i) + 1),
             );
         }
-        assert_eq!(bans.len(), MAX_BANS);
+        assert_eq!(bans.len(), DEFAULT_MAX_BANS);
         // The ones ending soonest went; the last one stays.
         assert!(!bans.is_host_banned(std::net::Ipv4Addr::from(0).into(), t0));
-        assert!(bans.is_host_banned(std::net::Ipv4Addr::from(MAX_BANS as u32 + 999).into(), t0));
+        assert!(bans.is_host_banned(
+            std::net::Ipv4Addr::from(DEFAULT_MAX_BANS as u32 + 999).into(),
+            t0
+        ));
         // An IPv6 host is its /64.
         let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
         bans.ban_host(IpPrefix::host(v6), t0 + Duration::from_secs(1_000_000));
@@ -454,5 +481,21 @@ mod tests {
         assert!(!bans.is_peer_banned(&peer, later));
         bans.expire(later);
         assert!(!bans.is_addr_banned(&addr, t0));
+    }
+
+    #[test]
+    fn a_small_ban_list_keeps_its_capacity_per_kind() {
+        let t0 = Instant::now();
+        let mut bans = BanList::new(3);
+        for i in 0..10u64 {
+            let peer = Keypair::generate().unwrap().peer_id();
+            bans.ban_peer(peer, t0 + Duration::from_secs(i + 1));
+        }
+        bans.ban_host(
+            IpPrefix::host([10, 0, 0, 1].into()),
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(bans.capacity(), 3);
+        assert_eq!(bans.len(), 3 + 1);
     }
 }

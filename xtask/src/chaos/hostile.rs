@@ -28,10 +28,12 @@
 //! executable's pages (about 14 MiB of the debug target, flat). So that the baseline is a steady state and
 //! the rule catches leaks, not bounded stores still filling, every pair of
 //! attacks runs once in the first four minutes ([`SOAK_WINDOW`]) and the
-//! target's DHT record store, which a slow-reader session grows by one
-//! 8 KiB record of a fresh identity, is capped at [`SOAK_MAX_RECORDS`]
-//! (full within those minutes; the default cap, 4,096, bounds it at 32 MiB
-//! of values, the same rule at a larger size).
+//! target's stores that fresh identities, keys and records fill are given
+//! caps the attacks reach within those minutes ([`SOAK_CAPS`]: DHT records,
+//! which a slow-reader session grows by one 8 KiB record of a fresh
+//! identity; provider announcements; the ban list; the cache of known
+//! static keys). At the defaults the same stores fill at the same rate for
+//! about twenty minutes and then hold, the same rule at a larger size.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -497,8 +499,15 @@ pub(super) fn hostile(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
 /// Attack windows of the soak, two attacks at a time: with the time to
 /// start and stop them, the pairs of all attacks run within four minutes.
 const SOAK_WINDOW: u64 = 12;
-/// The soak target's DHT record cap (see the module docs).
-const SOAK_MAX_RECORDS: usize = 32;
+/// The soak target's caps (see the module docs), as arguments of the
+/// chaos target: at the attack rate of the soak, bans and known identities
+/// pass these within three minutes.
+const SOAK_CAPS: [(&str, usize); 4] = [
+    ("--dht-max-records", 32),
+    ("--dht-max-providers", 256),
+    ("--max-bans", 256),
+    ("--known-peers", 128),
+];
 
 /// A memory series of the soak: its first sample, its peak in the fifth
 /// minute, its peak after that and its last sample (KiB).
@@ -549,8 +558,11 @@ impl Growth {
 pub(super) fn soak(ctx: &Ctx<'_>, outcome: &mut Outcome) -> Result<()> {
     let minutes = ctx.sizes.soak_minutes;
     let total = Duration::from_secs(minutes * 60);
-    let records = ["--dht-max-records".to_owned(), SOAK_MAX_RECORDS.to_string()];
-    let mut bed = Bed::new(ctx, 4150, minutes * 60 + 600, &records)?;
+    let caps: Vec<String> = SOAK_CAPS
+        .iter()
+        .flat_map(|(arg, cap)| [(*arg).to_owned(), cap.to_string()])
+        .collect();
+    let mut bed = Bed::new(ctx, 4150, minutes * 60 + 600, &caps)?;
     let began = Instant::now();
     let mut per_kind: HashMap<&str, (u64, f64, f64, f64)> = HashMap::new();
     let mut round = 0usize;

@@ -239,9 +239,35 @@ struct KnotRun {
     nat: NatConfig,
     /// The gossip seen-cache lifetime.
     seen: Duration,
-    /// The DHT record store's cap (the soak lowers it so the store is full
-    /// before its RSS baseline is taken).
+    /// Caps of the stores fresh identities fill (the soak lowers them so
+    /// they are full before its RSS baseline is taken).
+    caps: Caps,
+}
+
+/// Caps of the stores an attacker with fresh identities, keys and records
+/// fills: the DHT's records and provider announcements, the ban list, the
+/// cache of known static keys. Each defaults to the node's own default.
+struct Caps {
     max_records: usize,
+    max_providers: usize,
+    max_bans: usize,
+    known_peers: usize,
+}
+
+impl Caps {
+    fn from_args(args: &Args) -> Res<Self> {
+        let store = dht::Config::default().store;
+        let node = NodeConfig::default();
+        let num = |name: &str, default: usize| -> Res<usize> {
+            Ok(args.num(name, default as u64)? as usize)
+        };
+        Ok(Self {
+            max_records: num("dht-max-records", store.max_records)?,
+            max_providers: num("dht-max-providers", store.max_providers)?,
+            max_bans: num("max-bans", node.max_bans)?,
+            known_peers: num("known-peers", node.known_peers)?,
+        })
+    }
 }
 
 /// A node with the DHT as discovery source and the apps; `listen` may be
@@ -259,7 +285,10 @@ async fn dht_node(
         ..Default::default()
     };
     if let Some(k) = &knot {
-        dht_config.store.max_records = k.max_records;
+        dht_config.store.max_records = k.caps.max_records;
+        dht_config.store.max_providers = k.caps.max_providers;
+        config.max_bans = k.caps.max_bans;
+        config.known_peers = k.caps.known_peers;
     }
     let dht = DhtHandle::new(keypair.clone(), dht_config);
     let mut discovery = DiscoveryConfig::default();
@@ -431,10 +460,7 @@ async fn worker(args: &Args, target: bool) -> Res<()> {
         Some(KnotRun {
             nat,
             seen: Duration::from_millis(args.num("gossip-seen-ms", 120_000)?),
-            max_records: args.num(
-                "dht-max-records",
-                dht::Config::default().store.max_records as u64,
-            )? as usize,
+            caps: Caps::from_args(args)?,
         })
     } else {
         None
@@ -493,7 +519,7 @@ async fn relay(args: &Args) -> Res<()> {
     let knot = KnotRun {
         nat,
         seen: GossipConfig::default().seen_ttl,
-        max_records: dht::Config::default().store.max_records,
+        caps: Caps::from_args(args)?,
     };
     let (node, _, nat) = dht_node(
         Keypair::generate()?,
