@@ -12,7 +12,7 @@ use knotwork_node::meter::{Meter, MeterConfig, Offence, RateBudget, TokenBucket,
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
 
-pub use repair::{IHave, IWant, MAX_IHAVE_IDS, WireId};
+pub use repair::{IHave, IHaveAnswer, IWant, MAX_IHAVE_IDS, WireId};
 use repair::{MessageCache, Wants};
 
 /// Longest topic name, in bytes.

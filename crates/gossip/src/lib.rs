@@ -56,7 +56,11 @@
 //! [`GossipConfig::want_timeout`]. So a node that missed a message (its
 //! relay died mid-forward, a queue was full, a peer was skipped for want of
 //! a relay token) gets it within a repair round or two while it stays
-//! connected to a node that has it.
+//! connected to a node that has it. The IHAVE also pulls: its receiver
+//! sends back the settled messages it keeps that a complete IHAVE does not
+//! list (see [`GossipState::on_ihave`]), so a node with few channels, which
+//! busier peers' fanouts seldom pick, gets what it missed from the peers it
+//! tells.
 //!
 //! Everything a peer can grow is bounded: the seen-cache, the origin table
 //! ([`GossipConfig::max_origins`], oldest first out; rate, replay window and
@@ -89,8 +93,8 @@ use knotwork_node::{Channel, NodeHandle, RateBudget, Service, Sessions, Setup};
 use tokio::sync::mpsc;
 
 pub use crate::core::{
-    BUDGET, Checked, GossipConfig, GossipError, GossipMessage, GossipState, IHave, IWant,
-    MAX_DATA_LEN, MAX_IHAVE_IDS, MAX_TOPIC_LEN, MessageId, REPLAY_WINDOW, Verified, WireId,
+    BUDGET, Checked, GossipConfig, GossipError, GossipMessage, GossipState, IHave, IHaveAnswer,
+    IWant, MAX_DATA_LEN, MAX_IHAVE_IDS, MAX_TOPIC_LEN, MessageId, REPLAY_WINDOW, Verified, WireId,
     signed_bytes,
 };
 
@@ -402,7 +406,8 @@ impl Gossip {
 
 impl Gossip {
     /// Loss repair on one channel: answers the peer's IHAVEs with IWANTs
-    /// and its IWANTs with kept messages, through its queue.
+    /// and the kept messages it lacks, and its IWANTs with kept messages,
+    /// through its queue.
     fn repair(&self, channel: &Channel) -> impl std::future::Future<Output = ()> + Send + use<> {
         let mut ihaves = channel.subscribe::<IHave>();
         let mut iwants = channel.subscribe::<IWant>();
@@ -414,11 +419,16 @@ impl Gossip {
                 let result = tokio::select! {
                     Some(ihave) = ihaves.recv() => {
                         let result = lock(&this.inner.state).on_ihave(from, &ihave, now());
-                        result.map(|iwant| {
-                            if let Some(iwant) = iwant
+                        result.map(|answer| {
+                            if let Some(iwant) = answer.want
                                 && this.queue(&from, Out::IWant(iwant))
                             {
                                 this.count("iwant");
+                            }
+                            for msg in answer.push {
+                                if this.queue(&from, Out::Message(Arc::new(msg))) {
+                                    this.count("pushed");
+                                }
                             }
                         })
                     }

@@ -58,7 +58,7 @@ fn a_node_that_missed_a_message_gets_it_after_one_repair_round() {
     assert_eq!(rounds.len(), 1);
     let (to, ihave) = &rounds[0];
     assert_eq!((*to, ihave.ids.clone()), (b_id, vec![wire(&msgs[0])]));
-    let iwant = b.on_ihave(a_id, ihave, t1).unwrap().expect("asks");
+    let iwant = b.on_ihave(a_id, ihave, t1).unwrap().want.expect("asks");
     assert_eq!(iwant.ids, vec![wire(&msgs[0])]);
     let answers = a.on_iwant(b_id, &iwant, t1).unwrap();
     assert_eq!(answers.len(), 1);
@@ -73,16 +73,18 @@ fn a_node_that_missed_a_message_gets_it_after_one_repair_round() {
     assert!(!b.answers_want(a_id, &id), "once");
     // Now B has it, and advertises it in turn.
     let again = b.on_ihave(a_id, ihave, t1).unwrap();
-    assert_eq!(again, None, "seen: nothing more to ask");
+    assert_eq!(again, IHaveAnswer::default(), "seen: nothing more to ask");
     assert_eq!(b.repair_tick(t1, &[a_id])[0].1.ids, vec![wire(&msgs[0])]);
 }
 
 #[test]
-fn nothing_kept_means_no_ihave_and_one_round_reaches_repair_fanout_peers() {
+fn nothing_kept_means_an_empty_ihave_and_one_round_reaches_repair_fanout_peers() {
     let t0 = Instant::now();
     let peers: Vec<PeerId> = (0..10).map(|_| peer()).collect();
     let mut empty = GossipState::new(GossipConfig::default(), 0);
-    assert!(empty.repair_tick(t0, &peers).is_empty());
+    let pulls = empty.repair_tick(t0, &peers);
+    assert_eq!(pulls.len(), 3);
+    assert!(pulls.iter().all(|(_, ihave)| ihave.ids.is_empty()));
     let mut a = relay_with(GossipConfig::default(), &messages(2, t0), t0);
     let rounds = a.repair_tick(t0, &peers);
     assert_eq!(rounds.len(), 3);
@@ -92,7 +94,11 @@ fn nothing_kept_means_no_ihave_and_one_round_reaches_repair_fanout_peers() {
     }
     // Kept for the repair window only.
     let later = t0 + GossipConfig::default().repair_window;
-    assert!(a.repair_tick(later, &peers).is_empty());
+    assert!(
+        a.repair_tick(later, &peers)
+            .iter()
+            .all(|(_, i)| i.ids.is_empty())
+    );
     assert_eq!(a.cache_len(), 0);
 }
 
@@ -137,13 +143,18 @@ fn an_ihave_of_seen_or_stale_ids_asks_nothing() {
         let ihave = IHave {
             ids: vec![wire(old)],
         };
-        assert_eq!(b.on_ihave(from, &ihave, t0), Ok(None), "seq {}", old.seq);
+        assert_eq!(
+            b.on_ihave(from, &ihave, t0).unwrap().want,
+            None,
+            "seq {}",
+            old.seq
+        );
     }
     // One inside the window that B never got is asked for.
     let ihave = IHave {
         ids: vec![wire(&msgs[n - 2])],
     };
-    assert!(b.on_ihave(from, &ihave, t0).unwrap().is_some());
+    assert!(b.on_ihave(from, &ihave, t0).unwrap().want.is_some());
 }
 
 #[test]
@@ -159,13 +170,13 @@ fn an_id_is_asked_of_one_peer_at_a_time_and_within_the_want_budget() {
     let ihave = IHave {
         ids: msgs.iter().map(wire).collect(),
     };
-    let first = b.on_ihave(x, &ihave, t0).unwrap().unwrap();
+    let first = b.on_ihave(x, &ihave, t0).unwrap().want.unwrap();
     assert_eq!(
         first.ids,
         ihave.ids[..10].to_vec(),
         "the want budget's burst"
     );
-    let second = b.on_ihave(y, &ihave, t0).unwrap().unwrap();
+    let second = b.on_ihave(y, &ihave, t0).unwrap().want.unwrap();
     assert_eq!(
         second.ids,
         ihave.ids[10..20].to_vec(),
@@ -173,7 +184,7 @@ fn an_id_is_asked_of_one_peer_at_a_time_and_within_the_want_budget() {
     );
     // After the want timeout x's ids may be asked of y.
     let later = t0 + GossipConfig::default().want_timeout;
-    let third = b.on_ihave(y, &ihave, later).unwrap().unwrap();
+    let third = b.on_ihave(y, &ihave, later).unwrap().want.unwrap();
     assert_eq!(third.ids, ihave.ids[..10].to_vec());
 }
 
@@ -190,7 +201,8 @@ fn too_many_ids_are_malformed() {
         MAX_IHAVE_IDS + 1
     ];
     assert_eq!(
-        a.on_ihave(from, &IHave { ids: ids.clone() }, t0),
+        a.on_ihave(from, &IHave { ids: ids.clone() }, t0)
+            .map(|_| ()),
         Err(GossipError::TooManyIds)
     );
     assert_eq!(
@@ -237,4 +249,77 @@ fn a_peer_that_leaves_takes_its_budgets_with_it() {
         a.forget(&from);
     }
     assert_eq!(a.links.len(), before);
+}
+
+#[test]
+fn a_peer_that_lists_less_than_it_should_gets_the_settled_messages_it_lacks() {
+    let t0 = Instant::now();
+    let msgs = messages(3, t0);
+    let mut a = relay_with(GossipConfig::default(), &msgs[..2], t0);
+    let interval = GossipConfig::default().repair_interval;
+    // A third message reaches A later: still on its way to others by the flood.
+    let t1 = t0 + interval;
+    a.handle_message(peer(), &mut msgs[2].clone(), t1, &[])
+        .unwrap();
+    let (fresh, half) = (peer(), peer());
+    // A fresh node that keeps nothing pulls with an empty IHAVE.
+    let mut f = GossipState::new(GossipConfig::default(), 0);
+    let (_, pull) = f.repair_tick(t1, &[peer()]).remove(0);
+    assert!(pull.ids.is_empty());
+    let answer = a.on_ihave(fresh, &pull, t1).unwrap();
+    assert_eq!(answer.want, None);
+    let pushed: Vec<WireId> = answer.push.iter().map(wire).collect();
+    assert_eq!(
+        pushed,
+        vec![wire(&msgs[0]), wire(&msgs[1])],
+        "settled ones, oldest first"
+    );
+    for mut m in answer.push {
+        f.handle_message(fresh, &mut m, t1, &[]).unwrap();
+    }
+    assert_eq!(f.cache_len(), 2, "the fresh node has them");
+    // A peer that lists one of them gets only the other.
+    let listed = IHave {
+        ids: vec![wire(&msgs[1])],
+    };
+    let answer = a.on_ihave(half, &listed, t1).unwrap();
+    assert_eq!(
+        answer.push.iter().map(wire).collect::<Vec<_>>(),
+        vec![wire(&msgs[0])]
+    );
+    // A full IHAVE may be cut short, so it says nothing of what is lacking.
+    let full = IHave {
+        ids: messages(MAX_IHAVE_IDS, t0).iter().map(wire).collect(),
+    };
+    assert!(a.on_ihave(peer(), &full, t1).unwrap().push.is_empty());
+}
+
+#[test]
+fn pushes_share_the_serve_budget_with_iwant_answers() {
+    let t0 = Instant::now();
+    let msgs = messages(20, t0);
+    let config = GossipConfig {
+        serve_budget: RateBudget::new(1.0, 5),
+        ..unlimited()
+    };
+    let mut a = relay_with(config, &msgs, t0);
+    let later = t0 + GossipConfig::default().repair_interval;
+    let from = peer();
+    let empty = IHave { ids: Vec::new() };
+    assert_eq!(
+        a.on_ihave(from, &empty, later).unwrap().push.len(),
+        5,
+        "the burst"
+    );
+    assert!(
+        a.on_ihave(from, &empty, later).unwrap().push.is_empty(),
+        "then nothing"
+    );
+    let iwant = IWant {
+        ids: msgs.iter().map(wire).collect(),
+    };
+    assert!(
+        a.on_iwant(from, &iwant, later).unwrap().is_empty(),
+        "IWANT shares it"
+    );
 }
