@@ -125,17 +125,3 @@ impl ProtocolRegistry {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn session_sets() {
-        assert!(Sessions::ALL.contains(SessionKind::Inbound));
-        assert!(!Sessions::DIALED.contains(SessionKind::Inbound));
-        let s = Sessions::INBOUND | Sessions::SEED;
-        assert!(s.contains(SessionKind::Seed) && s.contains(SessionKind::Inbound));
-        assert!(!s.contains(SessionKind::Manual));
-    }
-}

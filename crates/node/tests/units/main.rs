@@ -7,6 +7,7 @@
     clippy::indexing_slicing
 )]
 
+mod config;
 mod discovery;
 mod ping;
 mod version;
