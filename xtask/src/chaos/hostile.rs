@@ -32,7 +32,7 @@
 //! caps the attacks reach within those minutes ([`SOAK_CAPS`]: DHT records,
 //! which a slow-reader session grows by one 8 KiB record of a fresh
 //! identity; provider announcements; the ban list; the cache of known
-//! static keys). At the defaults the same stores fill at the same rate for
+//! static keys; gossip's state per origin). At the defaults the same stores fill at the same rate for
 //! about twenty minutes and then hold, the same rule at a larger size.
 
 use std::collections::HashMap;
@@ -502,11 +502,12 @@ const SOAK_WINDOW: u64 = 12;
 /// The soak target's caps (see the module docs), as arguments of the
 /// chaos target: at the attack rate of the soak, bans and known identities
 /// pass these within three minutes.
-const SOAK_CAPS: [(&str, usize); 4] = [
+const SOAK_CAPS: [(&str, usize); 5] = [
     ("--dht-max-records", 32),
     ("--dht-max-providers", 256),
     ("--max-bans", 256),
     ("--known-peers", 128),
+    ("--gossip-max-origins", 256),
 ];
 
 /// A memory series of the soak: its first sample, its peak in the fifth

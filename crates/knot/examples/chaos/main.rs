@@ -246,12 +246,14 @@ struct KnotRun {
 
 /// Caps of the stores an attacker with fresh identities, keys and records
 /// fills: the DHT's records and provider announcements, the ban list, the
-/// cache of known static keys. Each defaults to the node's own default.
+/// cache of known static keys, gossip's per-origin state. Each defaults to
+/// the node's own default.
 struct Caps {
     max_records: usize,
     max_providers: usize,
     max_bans: usize,
     known_peers: usize,
+    max_origins: usize,
 }
 
 impl Caps {
@@ -266,6 +268,7 @@ impl Caps {
             max_providers: num("dht-max-providers", store.max_providers)?,
             max_bans: num("max-bans", node.max_bans)?,
             known_peers: num("known-peers", node.known_peers)?,
+            max_origins: num("gossip-max-origins", GossipConfig::default().max_origins)?,
         })
     }
 }
@@ -297,6 +300,7 @@ async fn dht_node(
     let nat = knot.map(|k| {
         config.ping = PingConfig::default();
         gossip.seen_ttl = k.seen;
+        gossip.max_origins = k.caps.max_origins;
         Nat::new(k.nat)
     });
     let mut builder = Node::builder(keypair.clone())
