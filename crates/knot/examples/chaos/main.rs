@@ -72,6 +72,11 @@ use knotwork_tasks::task::{Placement, Task, TaskId, TaskOutcome};
 use knotwork_tasks::{Tasks, TasksConfig, TasksService};
 use serde_json::{Value, json};
 
+/// The allocator of `knot` (see its `main.rs`), so that the soak measures
+/// the memory `knot run` would hold.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 /// The task kind every worker runs.
