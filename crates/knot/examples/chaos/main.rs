@@ -75,7 +75,7 @@ use serde_json::{Value, json};
 /// The allocator of `knot` (see its `main.rs`), so that the soak measures
 /// the memory `knot run` would hold.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
