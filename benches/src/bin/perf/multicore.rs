@@ -7,7 +7,9 @@
 //! Two workloads, each on every channel at once: pipelined 64 B typed sends
 //! (aggregate msg/s) and bulk 16 KiB typed messages (aggregate payload B/s).
 //! The two runtimes alternate in rounds; a row's ratio is the median of the
-//! per-round ratios multi-thread / one core.
+//! per-round ratios multi-thread / one core. For each, stderr shows how many
+//! CPUs the runtime's threads ran on and how many more they waited for
+//! (runnable, not running: the host's other load), as medians.
 
 use std::time::Instant;
 
@@ -21,7 +23,7 @@ use crate::compress::{CHUNK, Chunk};
 use crate::node::{Blob, Carrier, blob, client_node, server_config};
 use crate::report::Row;
 use crate::sides::{Placement, Sides};
-use crate::watchdog;
+use crate::{sys, watchdog};
 
 /// Channel counts measured.
 pub const CHANNELS: [usize; 3] = [2, 16, 256];
@@ -146,44 +148,95 @@ impl Mesh {
     }
 }
 
-/// Per-round figures of one workload: one core, multi-thread, and their ratio.
-#[derive(Default)]
-struct Rounds {
-    one: Vec<f64>,
-    multi: Vec<f64>,
-    ratios: Vec<f64>,
+/// Thread-name prefixes of the two runtimes (see `Sides`).
+const ONE_THREADS: &str = "perf-pinned";
+const MULTI_THREADS: &str = "perf-multi";
+
+/// Runs `f`; returns its result and, over its wall time, the CPUs the
+/// threads named `threads`* ran on and the CPUs they waited for.
+fn loaded<T>(threads: &str, f: impl FnOnce() -> T) -> (T, [f64; 2]) {
+    let (run, wait) = sys::sched_times(threads);
+    let start = Instant::now();
+    let out = f();
+    let wall = start.elapsed().as_secs_f64();
+    let (run2, wait2) = sys::sched_times(threads);
+    let cpus =
+        |a: std::time::Duration, b: std::time::Duration| a.saturating_sub(b).as_secs_f64() / wall;
+    (out, [cpus(run2, run), cpus(wait2, wait)])
 }
 
+/// One round of one workload: each runtime's rate and the CPUs its
+/// threads ran on and waited for.
+struct Round {
+    one: (f64, [f64; 2]),
+    multi: (f64, [f64; 2]),
+}
+
+/// The rounds of one workload.
+#[derive(Default)]
+struct Rounds(Vec<Round>);
+
 impl Rounds {
-    fn push(&mut self, one: f64, multi: f64) {
-        self.one.push(one);
-        self.multi.push(multi);
-        self.ratios.push(multi / one);
+    fn push(&mut self, one: (f64, [f64; 2]), multi: (f64, [f64; 2])) {
+        self.0.push(Round { one, multi });
     }
 
-    /// The two rows of this workload with `n` channels.
-    fn rows(mut self, scenario: &'static str, unit: &'static str, n: usize) -> [Row; 2] {
-        let one = crate::median(&mut self.one);
+    /// The median over the rounds of `f`.
+    fn median(&self, f: impl Fn(&Round) -> f64) -> f64 {
+        crate::median(&mut self.0.iter().map(f).collect::<Vec<_>>())
+    }
+
+    /// The medians of the CPUs run and waited for, one core then multi.
+    fn loads(&self) -> String {
+        format!(
+            "1 core ran {:.2} CPUs (waited {:.2}), {WORKERS} workers ran {:.2} CPUs (waited {:.2})",
+            self.median(|r| r.one.1[0]),
+            self.median(|r| r.one.1[1]),
+            self.median(|r| r.multi.1[0]),
+            self.median(|r| r.multi.1[1]),
+        )
+    }
+
+    /// The rows of this workload with `n` channels: one core, multi-thread
+    /// (ratio: the median per-round ratio), and multi-thread per CPU it ran
+    /// on (ratio: to one core per CPU it ran on; how much each CPU's work
+    /// costs more across threads, whatever share of the host it got).
+    fn rows(&self, scenario: &'static str, unit: &'static str, n: usize) -> [Row; 3] {
         let baseline = format!("1 core, {n} ch");
-        let row = |layer: String, value, ratio, target| Row {
+        let row = |layer: String, value, baseline: &str, ratio, target| Row {
             placement: "multicore".into(),
             scenario,
             layer,
             value,
             unit,
             p99: None,
-            baseline: baseline.clone(),
+            baseline: baseline.to_string(),
             ratio: Some(ratio),
             limit: None,
             target,
         };
+        let per_cpu = |(rate, load): (f64, [f64; 2])| rate / load[0].max(f64::MIN_POSITIVE);
         [
-            row(baseline.clone(), one, 1.0, ""),
+            row(
+                baseline.clone(),
+                self.median(|r| r.one.0),
+                &baseline,
+                1.0,
+                "",
+            ),
             row(
                 format!("{WORKERS} workers, {n} ch"),
-                crate::median(&mut self.multi),
-                crate::median(&mut self.ratios),
+                self.median(|r| r.multi.0),
+                &baseline,
+                self.median(|r| r.multi.0 / r.one.0),
                 if n == 16 { ">= 1.8x" } else { "" },
+            ),
+            row(
+                format!("{WORKERS} workers, {n} ch, per CPU"),
+                self.median(|r| per_cpu(r.multi)),
+                "1 core per CPU",
+                self.median(|r| per_cpu(r.multi) / per_cpu(r.one)),
+                "",
             ),
         ]
     }
@@ -206,18 +259,20 @@ pub fn measure(cpu: usize, pipelined: usize, bulk: u64, rounds: usize, rows: &mu
             watchdog::step(format_args!(
                 "multicore: {n} ch pipelined 64B, round {round}"
             ));
-            let a = meshes[0].pipelined(&one, per_pipe);
-            let b = meshes[1].pipelined(&multi, per_pipe);
+            let a = loaded(ONE_THREADS, || meshes[0].pipelined(&one, per_pipe));
+            let b = loaded(MULTI_THREADS, || meshes[1].pipelined(&multi, per_pipe));
             pipe.push(a, b);
             watchdog::step(format_args!("multicore: {n} ch bulk 16K, round {round}"));
-            let a = meshes[0].bulk(&one, per_bulk);
-            let b = meshes[1].bulk(&multi, per_bulk);
+            let a = loaded(ONE_THREADS, || meshes[0].bulk(&one, per_bulk));
+            let b = loaded(MULTI_THREADS, || meshes[1].bulk(&multi, per_bulk));
             big.push(a, b);
         }
         watchdog::step(format_args!("multicore: {n} channels, shutdown"));
         let [m0, m1] = meshes;
         m0.shutdown(&one);
         m1.shutdown(&multi);
+        eprintln!("perf:   {n} ch pipelined 64B: {}", pipe.loads());
+        eprintln!("perf:   {n} ch bulk 16K: {}", big.loads());
         rows.extend(pipe.rows("pipelined 64B", "msg/s", n));
         rows.extend(big.rows("bulk 16K node", "B/s", n));
     }
