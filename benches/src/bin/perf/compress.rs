@@ -16,11 +16,11 @@ use tokio::sync::mpsc;
 use crate::sides::{Sides, wait};
 
 /// Payload bytes per message.
-const CHUNK: usize = 16 * 1024;
+pub const CHUNK: usize = 16 * 1024;
 
 /// A typed message of [`CHUNK`] bytes.
 #[derive(Serialize, Deserialize)]
-struct Chunk(Bytes);
+pub struct Chunk(pub Bytes);
 
 impl Message for Chunk {
     const NAME: &'static str = "perf/chunk/1";

@@ -16,6 +16,8 @@
 //! - [`crypto`]: in-memory references (AEAD limit, snow XX responder).
 //! - [`memory`]: memory per idle connection (child processes).
 //! - [`transports`]: Unix sockets and WebSocket beside raw TCP.
+//! - [`multicore`]: N channels between nodes on a two-worker multi-thread
+//!   runtime against one pinned core (`--only multicore`).
 //! - [`compress`]: a node pair's bulk throughput with compression off,
 //!   lz4 and zstd, of text and of random bytes (`--only compress`).
 //! - [`report`]: table, JSON, chart.
@@ -31,6 +33,7 @@
 mod compress;
 mod crypto;
 mod memory;
+mod multicore;
 mod node;
 mod quic;
 mod report;
@@ -100,6 +103,7 @@ struct Only {
     unpinned: bool,
     transports: bool,
     compress: bool,
+    multicore: bool,
 }
 
 impl Only {
@@ -113,9 +117,10 @@ impl Only {
         unpinned: true,
         transports: true,
         compress: true,
+        multicore: true,
     };
 
-    /// Parses `bulk,stream,node,handshakes,memory,quic,unpinned,transports,compress`.
+    /// Parses `bulk,stream,node,handshakes,memory,quic,unpinned,transports,compress,multicore`.
     fn parse(list: &str) -> Option<Only> {
         let mut only = Only {
             bulk: false,
@@ -127,6 +132,7 @@ impl Only {
             unpinned: false,
             transports: false,
             compress: false,
+            multicore: false,
         };
         for group in list.split(',') {
             let flag = match group {
@@ -139,6 +145,7 @@ impl Only {
                 "unpinned" => &mut only.unpinned,
                 "transports" => &mut only.transports,
                 "compress" => &mut only.compress,
+                "multicore" => &mut only.multicore,
                 _ => return None,
             };
             *flag = true;
@@ -148,7 +155,7 @@ impl Only {
 }
 
 const USAGE: &str = "usage: perf [--quick] [--cpu N] [--out DIR] \
-     [--only bulk,stream,node,handshakes,memory,quic,unpinned,transports,compress]";
+     [--only bulk,stream,node,handshakes,memory,quic,unpinned,transports,compress,multicore]";
 
 /// What `perf --help` prints.
 const HELP: &str = "perf: knotwork's performance harness (`cargo xtask bench` runs it).
@@ -160,7 +167,7 @@ usage: perf [--quick] [--cpu N] [--out DIR] [--only GROUPS]
   --out DIR      where perf.json and perf.svg go (default target/perf)
   --only GROUPS  comma-separated groups to measure (default all):
                  bulk, stream, node, handshakes, memory, quic, unpinned, transports,
-                 compress
+                 compress, multicore
   -h, --help     this text
 
 Each row is a ratio to a raw baseline measured in the same run.";
@@ -239,6 +246,11 @@ fn main() {
     for &placement in placements.unwrap_or_default() {
         eprintln!("perf: measuring {}", placement.label());
         measure(placement, sizes, opts.only, &mut rows);
+    }
+    if opts.only.multicore {
+        eprintln!("perf: multi-core, 2 workers against 1 pinned core");
+        let rounds = if opts.quick { 3 } else { 5 };
+        multicore::measure(opts.cpu, sizes.pipelined, sizes.bulk / 4, rounds, &mut rows);
     }
     eprintln!("perf: memory per idle connection");
     let memory = if opts.only.memory { sizes.memory } else { &[] };
@@ -706,6 +718,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(opts.quick && opts.cpu == 1 && opts.only.node && !opts.only.bulk);
+        let opts = parse(&["--only", "multicore"]).unwrap().unwrap();
+        assert!(opts.only.multicore && !opts.only.node);
         assert_eq!(
             parse(&["--frobnicate"]).err().unwrap(),
             "unknown argument `--frobnicate`"

@@ -26,7 +26,7 @@ use crate::stream::SMALL;
 
 /// A typed message of 64 payload bytes.
 #[derive(Serialize, Deserialize)]
-struct Blob(bytes::Bytes);
+pub struct Blob(bytes::Bytes);
 
 impl Message for Blob {
     const NAME: &'static str = "perf/blob/1";
@@ -34,13 +34,13 @@ impl Message for Blob {
     const MAX_BYTES: usize = 1 + SMALL;
 }
 
-fn blob() -> Blob {
+pub fn blob() -> Blob {
     Blob(bytes::Bytes::from_static(&[7u8; SMALL]))
 }
 
 /// A config for a server taking many connections from one IP, without
 /// pings during a measurement.
-fn server_config() -> NodeConfig {
+pub fn server_config() -> NodeConfig {
     let mut config = NodeConfig::default();
     config.max_inbound = 1 << 20;
     config.max_per_ip = 1 << 20;
@@ -127,7 +127,7 @@ impl Server {
 ///
 /// Over QUIC it listens too, as a QUIC node does: its dials leave from its
 /// listen socket (no new UDP socket per dial).
-async fn client_node(carrier: Carrier) -> Node {
+pub async fn client_node(carrier: Carrier) -> Node {
     let mut config = NodeConfig::default();
     config.outbound_slots = 0;
     let mut builder = builder(carrier).config(config);

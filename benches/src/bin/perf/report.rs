@@ -99,7 +99,8 @@ impl Report {
         self.chart(&dir.join("perf.svg"))
     }
 
-    /// Horizontal bars: each figure's ratio, pinned and unpinned side by side.
+    /// Horizontal bars: each figure's ratio, pinned and unpinned side by
+    /// side (multi-core rows have labels of their own).
     fn chart(&self, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         let rows: Vec<&Row> = self.rows.iter().filter(|r| r.ratio.is_some()).collect();
         let mut labels: Vec<String> = Vec::new();
@@ -140,7 +141,7 @@ impl Report {
             })
             .x_desc("ratio")
             .draw()?;
-        for (series, colour) in [("pinned", BLUE), ("unpinned", RED)] {
+        for (series, colour) in [("pinned", BLUE), ("unpinned", RED), ("multicore", GREEN)] {
             let bars = rows
                 .iter()
                 .filter(|r| r.placement == series)
@@ -149,10 +150,10 @@ impl Report {
                         .iter()
                         .position(|l| *l == format!("{} {}", r.scenario, r.layer))?;
                     let y = (n - 1 - i) as f64;
-                    let (y0, y1) = if series == "pinned" {
-                        (y + 0.5, y + 0.9)
-                    } else {
+                    let (y0, y1) = if series == "unpinned" {
                         (y + 0.1, y + 0.5)
+                    } else {
+                        (y + 0.5, y + 0.9)
                     };
                     let x = r.ratio?.min(top);
                     Some(Rectangle::new(

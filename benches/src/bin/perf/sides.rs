@@ -6,6 +6,9 @@
 //! - [`Placement::Unpinned`]: each end has its own current-thread runtime
 //!   on its own thread and the OS places them.
 //!
+//! [`Sides::multi_thread`] puts both ends on one multi-thread runtime whose
+//! workers the OS places (the multi-core rows).
+//!
 //! [`Sides::split`] always gives each end its own thread (for the inbound
 //! handshake rate, where the dialers must not eat the server's core): when
 //! pinned, the server on the chosen CPU and the dialers on another one.
@@ -53,19 +56,27 @@ struct Driver {
 }
 
 impl Driver {
-    fn start(name: &str, cpu: Option<usize>) -> Driver {
+    /// A current-thread runtime (`workers` `None`; on `cpu` if given) or a
+    /// multi-thread one of `workers` worker threads.
+    fn start(name: &str, cpu: Option<usize>, workers: Option<usize>) -> Driver {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
+        let worker_name = format!("{name}-worker");
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
                 if let Some(cpu) = cpu {
                     sys::pin_current_thread(cpu).expect("pin thread");
                 }
-                let rt = Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
+                let mut builder = match workers {
+                    None => Builder::new_current_thread(),
+                    Some(n) => {
+                        let mut b = Builder::new_multi_thread();
+                        b.worker_threads(n).thread_name(worker_name);
+                        b
+                    }
+                };
+                let rt = builder.enable_all().build().expect("runtime");
                 ready_tx.send(rt.handle().clone()).expect("send handle");
                 rt.block_on(async {
                     let _ = stopped.await;
@@ -104,7 +115,7 @@ impl Sides {
     pub fn new(placement: Placement) -> Sides {
         match placement {
             Placement::Pinned(cpu) => {
-                let one = Driver::start("perf-pinned", Some(cpu));
+                let one = Driver::start("perf-pinned", Some(cpu), None);
                 Sides {
                     server: one.handle.clone(),
                     client: one.handle.clone(),
@@ -112,6 +123,17 @@ impl Sides {
                 }
             }
             Placement::Unpinned => Sides::two(None, None),
+        }
+    }
+
+    /// Both ends on one multi-thread runtime of `workers` worker threads,
+    /// placed by the OS.
+    pub fn multi_thread(workers: usize) -> Sides {
+        let runtime = Driver::start("perf-multi", None, Some(workers));
+        Sides {
+            server: runtime.handle.clone(),
+            client: runtime.handle.clone(),
+            _drivers: vec![runtime],
         }
     }
 
@@ -127,8 +149,8 @@ impl Sides {
     }
 
     fn two(server_cpu: Option<usize>, client_cpu: Option<usize>) -> Sides {
-        let server = Driver::start("perf-server", server_cpu);
-        let client = Driver::start("perf-client", client_cpu);
+        let server = Driver::start("perf-server", server_cpu, None);
+        let client = Driver::start("perf-client", client_cpu, None);
         Sides {
             server: server.handle.clone(),
             client: client.handle.clone(),

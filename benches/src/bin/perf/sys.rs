@@ -51,3 +51,24 @@ pub fn thread_cpu() -> Duration {
         u32::try_from(t.tv_nsec).unwrap_or(0),
     )
 }
+
+/// Time the process's threads named `prefix`* have run on a CPU and have
+/// waited runnable for one (`/proc/self/task/*/schedstat`), summed.
+pub fn sched_times(prefix: &str) -> (Duration, Duration) {
+    let (mut run, mut wait) = (0u64, 0u64);
+    let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten();
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        let mut fields = stat
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0));
+        run += fields.next().unwrap_or(0);
+        wait += fields.next().unwrap_or(0);
+    }
+    (Duration::from_nanos(run), Duration::from_nanos(wait))
+}
