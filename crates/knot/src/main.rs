@@ -38,6 +38,7 @@ use clap::{Parser, Subcommand};
 /// node capped and full); jemalloc gives freed pages back after a few
 /// seconds (its decay). Idle `knot run`, anonymous memory: glibc 1.2 MiB,
 /// jemalloc 1.9 MiB, mimalloc 9.2 MiB (so not mimalloc).
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -74,6 +74,7 @@ use serde_json::{Value, json};
 
 /// The allocator of `knot` (see its `main.rs`), so that the soak measures
 /// the memory `knot run` would hold.
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
