@@ -2,6 +2,11 @@
 //! workspace's criterion benches, then the loopback perf harness
 //! (`benches/src/bin/perf`).
 //!
+//! `cargo xtask bench --vs libp2p [--quick] [--pin CPU]`: the harness alone,
+//! built (release) with its `libp2p` feature, rust-libp2p's rows beside
+//! ours in both placements ([`Vs`]). `cargo xtask ci` never does this: it
+//! would compile rust-libp2p.
+//!
 //! Each phase is built first on all cores, then run. With `--pin CPU` the
 //! criterion run (not the build) is wrapped in `taskset -c CPU`, so a whole
 //! measurement stays on one core; the harness pins itself (its pinned
@@ -13,6 +18,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::str::FromStr;
 
 use crate::error::{Error, Result};
 use crate::flags::Flags;
@@ -28,18 +34,71 @@ pub struct Options {
     pub pin: Option<u32>,
     /// Extra criterion arguments (a benchmark filter, `--save-baseline x`).
     pub criterion_args: Vec<String>,
+    /// Another stack measured beside ours (the harness alone).
+    pub vs: Option<Vs>,
+}
+
+/// A stack the harness can measure beside knotwork (`--vs NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vs {
+    /// rust-libp2p 0.57: TCP + Noise + yamux (the harness's `libp2p` feature).
+    Libp2p,
+}
+
+impl FromStr for Vs {
+    /// [`Flags::value`] names the flag and the value that is not a stack.
+    type Err = ();
+
+    fn from_str(name: &str) -> std::result::Result<Self, ()> {
+        match name {
+            "libp2p" => Ok(Vs::Libp2p),
+            _ => Err(()),
+        }
+    }
+}
+
+impl Vs {
+    /// The harness's cargo feature that builds the other stack's rows.
+    fn feature(self) -> &'static str {
+        match self {
+            Vs::Libp2p => "libp2p",
+        }
+    }
+
+    /// The harness groups that put its rows beside ours (bulk, stream
+    /// ping-pong and connect, node request/response and connect), in both
+    /// placements.
+    fn groups(self) -> &'static str {
+        match self {
+            Vs::Libp2p => "bulk,stream,node,unpinned,libp2p",
+        }
+    }
 }
 
 impl Options {
     fn parse(mut flags: Flags) -> Result<Self> {
         let quick = flags.flag("--quick");
         let pin = flags.value("--pin")?;
+        let vs = flags.value("--vs")?;
         let criterion_args = flags.finish()?;
+        if vs.is_some() && !criterion_args.is_empty() {
+            return Err(Error::failed(
+                "--vs runs the perf harness alone: no criterion arguments",
+            ));
+        }
         Ok(Self {
             quick,
             pin,
             criterion_args,
+            vs,
         })
+    }
+
+    /// A release build of the harness: always but for `--quick` alone,
+    /// whose dev build `cargo xtask ci` has made already (a `--vs` build
+    /// is never in CI, so it is built once, optimised).
+    fn release(&self) -> bool {
+        !self.quick || self.vs.is_some()
     }
 }
 
@@ -61,9 +120,7 @@ impl Phase {
             Phase::Criterion => project.cargo(["bench", "--workspace", "--bench", "*", "--no-run"]),
             Phase::Harness => {
                 let mut cmd = project.cargo(["build", "-p", "knotwork-benches", "--bin", "perf"]);
-                if !opts.quick {
-                    cmd.arg("--release");
-                }
+                harness_profile(&mut cmd, opts);
                 cmd
             }
         }
@@ -93,26 +150,43 @@ impl Phase {
             }
             Phase::Harness => {
                 let mut cmd = project.cargo(["run", "-p", "knotwork-benches", "--bin", "perf"]);
-                if !opts.quick {
-                    cmd.arg("--release");
-                }
+                harness_profile(&mut cmd, opts);
                 cmd.arg("--");
                 if opts.quick {
                     cmd.arg("--quick");
                 }
+                if let Some(vs) = opts.vs {
+                    cmd.arg("--only").arg(vs.groups());
+                }
                 cmd.arg("--cpu")
                     .arg(opts.pin.unwrap_or(0).to_string())
                     .arg("--out")
-                    .arg(perf_dir(project));
+                    .arg(perf_dir(project, opts));
                 cmd
             }
         }
     }
 }
 
-/// Where the harness writes `perf.json` and `perf.svg`.
-fn perf_dir(project: &Project) -> PathBuf {
-    project.target_dir().join("perf")
+/// The harness's profile and features: `--release` (see
+/// [`Options::release`]) and the `--vs` stack's feature.
+fn harness_profile(cmd: &mut Command, opts: &Options) {
+    if opts.release() {
+        cmd.arg("--release");
+    }
+    if let Some(vs) = opts.vs {
+        cmd.arg("--features").arg(vs.feature());
+    }
+}
+
+/// Where the harness writes `perf.json` and `perf.svg`: `<target>/perf`,
+/// `<target>/perf/vs-libp2p` for `--vs libp2p`.
+fn perf_dir(project: &Project, opts: &Options) -> PathBuf {
+    let dir = project.target_dir().join("perf");
+    match opts.vs {
+        Some(vs) => dir.join(format!("vs-{}", vs.feature())),
+        None => dir,
+    }
 }
 
 /// The harness alone with `--quick`: what `cargo xtask ci` runs to check
@@ -140,7 +214,12 @@ fn run_phase(project: &Project, phase: Phase, opts: &Options) -> Result<()> {
 /// The command.
 pub fn run(project: &Project, flags: Flags) -> Result<()> {
     let opts = Options::parse(flags)?;
-    for &phase in Phase::ALL {
+    let phases = if opts.vs.is_some() {
+        &[Phase::Harness][..]
+    } else {
+        Phase::ALL
+    };
+    for &phase in phases {
         run_phase(project, phase, &opts)?;
     }
     Ok(())
@@ -183,5 +262,32 @@ mod tests {
         let pinned = pinned(0, &cmd).unwrap();
         assert_eq!(shell::display(&pinned), "X=1 taskset -c 0 cargo bench --");
         assert_eq!(pinned.get_current_dir(), Some(std::path::Path::new("/tmp")));
+    }
+
+    fn options(words: &str) -> Result<Options> {
+        Options::parse(Flags::new(words.split_whitespace().map(str::to_owned)))
+    }
+
+    #[test]
+    fn vs_libp2p_builds_the_feature_in_release_and_asks_for_its_groups() {
+        let project = Project::locate().unwrap();
+        let opts = options("--vs libp2p --quick --pin 1").unwrap();
+        let build = shell::display(&Phase::Harness.build(&project, &opts));
+        assert!(build.ends_with("--release --features libp2p"), "{build}");
+        let run = shell::display(&Phase::Harness.measure(&project, &opts));
+        assert!(
+            run.contains("--release --features libp2p -- --quick --only bulk,stream,node,unpinned,libp2p --cpu 1 --out "),
+            "{run}"
+        );
+        assert!(run.ends_with("vs-libp2p"), "{run}");
+        // A plain quick run (what CI runs) stays a dev build without libp2p.
+        let plain = options("--quick").unwrap();
+        let build = shell::display(&Phase::Harness.build(&project, &plain));
+        assert!(
+            !build.contains("--release") && !build.contains("libp2p"),
+            "{build}"
+        );
+        assert!(options("--vs quiche").is_err());
+        assert!(options("--vs libp2p -- --save-baseline x").is_err());
     }
 }

@@ -55,6 +55,9 @@ commands:
   bench [--quick] [--pin CPU] [-- criterion args]
                                  the criterion benches (--pin: under taskset), then the
                                  perf harness (pinned to CPU, default 0, and unpinned)
+  bench --vs libp2p [--quick] [--pin CPU]
+                                 the perf harness alone, built with rust-libp2p 0.57:
+                                 its rows beside ours (not part of ci)
   interop <suite> [--allow-skip] our protocols against independent implementations
                                  (suites: noise, mdns, ble, ws, nat); --allow-skip skips when a
                                  prerequisite is missing instead of failing

@@ -20,6 +20,8 @@
 //!   runtime against one pinned core (`--only multicore`).
 //! - [`compress`]: a node pair's bulk throughput with compression off,
 //!   lz4 and zstd, of text and of random bytes (`--only compress`).
+//! - `libp2p` (cargo feature `libp2p`): rust-libp2p 0.57 over TCP + Noise
+//!   + yamux beside ours (`--only libp2p`; `cargo xtask bench --vs libp2p`).
 //! - [`report`]: table, JSON, chart.
 //! - [`sys`]: pinning, fd limit, RSS, thread CPU time.
 //! - [`watchdog`]: a progress line per scenario and a time limit on each.
@@ -32,6 +34,8 @@
 
 mod compress;
 mod crypto;
+#[cfg(feature = "libp2p")]
+mod libp2p;
 mod memory;
 mod multicore;
 mod node;
@@ -104,6 +108,8 @@ struct Only {
     transports: bool,
     compress: bool,
     multicore: bool,
+    /// rust-libp2p's rows; only in a build with the `libp2p` feature.
+    libp2p: bool,
 }
 
 impl Only {
@@ -118,9 +124,10 @@ impl Only {
         transports: true,
         compress: true,
         multicore: true,
+        libp2p: cfg!(feature = "libp2p"),
     };
 
-    /// Parses `bulk,stream,node,handshakes,memory,quic,unpinned,transports,compress,multicore`.
+    /// Parses `bulk,stream,node,handshakes,memory,quic,unpinned,transports,compress,multicore,libp2p`.
     fn parse(list: &str) -> Option<Only> {
         let mut only = Only {
             bulk: false,
@@ -133,6 +140,7 @@ impl Only {
             transports: false,
             compress: false,
             multicore: false,
+            libp2p: false,
         };
         for group in list.split(',') {
             let flag = match group {
@@ -146,6 +154,7 @@ impl Only {
                 "transports" => &mut only.transports,
                 "compress" => &mut only.compress,
                 "multicore" => &mut only.multicore,
+                "libp2p" => &mut only.libp2p,
                 _ => return None,
             };
             *flag = true;
@@ -155,7 +164,7 @@ impl Only {
 }
 
 const USAGE: &str = "usage: perf [--quick] [--cpu N] [--out DIR] \
-     [--only bulk,stream,node,handshakes,memory,quic,unpinned,transports,compress,multicore]";
+     [--only bulk,stream,node,handshakes,memory,quic,unpinned,transports,compress,multicore,libp2p]";
 
 /// What `perf --help` prints.
 const HELP: &str = "perf: knotwork's performance harness (`cargo xtask bench` runs it).
@@ -167,7 +176,8 @@ usage: perf [--quick] [--cpu N] [--out DIR] [--only GROUPS]
   --out DIR      where perf.json and perf.svg go (default target/perf)
   --only GROUPS  comma-separated groups to measure (default all):
                  bulk, stream, node, handshakes, memory, quic, unpinned, transports,
-                 compress, multicore
+                 compress, multicore, libp2p (rust-libp2p beside ours: a build with the
+                 `libp2p` feature only, as `cargo xtask bench --vs libp2p` makes)
   -h, --help     this text
 
 Each row is a ratio to a raw baseline measured in the same run.";
@@ -198,6 +208,12 @@ impl Options {
                     let v = value("a list of groups")?;
                     opts.only =
                         Only::parse(&v).ok_or_else(|| format!("--only {v}: unknown group"))?;
+                    if opts.only.libp2p && !cfg!(feature = "libp2p") {
+                        return Err(format!(
+                            "--only {v}: this perf was built without the `libp2p` feature \
+                             (cargo xtask bench --vs libp2p builds it)"
+                        ));
+                    }
                 }
                 _ => return Err(format!("unknown argument `{arg}`")),
             }
@@ -430,6 +446,10 @@ fn measure(placement: Placement, sizes: &Sizes, only: Only, rows: &mut Vec<Row>)
     }
     if only.quic {
         quic::measure(&sides, sizes, (raw_rtt, raw_pipe), &mut out);
+    }
+    #[cfg(feature = "libp2p")]
+    if only.libp2p {
+        libp2p::measure(&sides, sizes, (raw_rtt, raw_connect), &mut out);
     }
     drop(sides);
     if only.handshakes {
@@ -733,5 +753,16 @@ mod tests {
             parse(&["--only", "nope"]).err().unwrap(),
             "--only nope: unknown group"
         );
+        let libp2p = parse(&["--only", "node,libp2p"]);
+        if cfg!(feature = "libp2p") {
+            assert!(libp2p.unwrap().unwrap().only.libp2p);
+        } else {
+            assert!(
+                libp2p
+                    .err()
+                    .unwrap()
+                    .contains("without the `libp2p` feature")
+            );
+        }
     }
 }
