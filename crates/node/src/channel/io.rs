@@ -22,7 +22,8 @@ where
         // In the caller's span: the channel's (session.rs).
         tokio::spawn(write_loop(channel.clone(), w).in_current_span());
         spawn_reader(channel, r, codec, &read_buf, Stream::First);
-        if let Some(substreams) = channel.inner.substreams.clone() {
+        if let Some(lanes) = &channel.inner.lanes {
+            let substreams = lanes.substreams.clone();
             tokio::spawn(accept_loop(channel.clone(), substreams).in_current_span());
         }
     }
@@ -260,7 +261,11 @@ impl Stream {
             _ if kind != FrameKind::Message || on_first_stream(msg_id) => false,
             Stream::Lane(Some(id)) => id == msg_id,
             Stream::Lane(None) => {
-                let fresh = lock(&channel.inner.inbound_lanes).insert(msg_id);
+                let fresh = channel
+                    .inner
+                    .lanes
+                    .as_ref()
+                    .is_some_and(|l| lock(&l.inbound).insert(msg_id));
                 if fresh {
                     *self = Stream::Lane(Some(msg_id));
                 }
@@ -361,7 +366,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
     state.tally.flush();
     if let Stream::Lane(id) = stream {
         if let Some(id) = id {
-            lock(&inner.inbound_lanes).remove(&id);
+            if let Some(lanes) = &inner.lanes {
+                lock(&lanes.inbound).remove(&id);
+            }
         }
         return;
     }

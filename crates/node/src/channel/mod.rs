@@ -206,14 +206,9 @@ struct Inner {
     meter: Mutex<Meter>,
     /// The compression both nodes agreed on (see [`knotwork_compress`]).
     compression: Compression,
-    /// The connection's further streams, if its transport has them.
-    substreams: Option<Arc<dyn Substreams>>,
-    /// The send queue of each one-way message type on a stream of its own
-    /// (only with `substreams`); types are ours, so this is bounded.
-    lanes: Mutex<HashMap<u32, Arc<Outbox>>>,
-    /// Message types the peer streams to us now, one stream each (at most
-    /// as many as the transport lets it open at once).
-    inbound_lanes: Mutex<HashSet<u32>>,
+    /// The connection's further streams and their queues, if its transport
+    /// has them (boxed: most channels have none).
+    lanes: Option<Box<Lanes>>,
     rtt: Mutex<Option<Duration>>,
     reason: Mutex<Option<CloseReason>>,
     /// What the peer did to be closed for misbehaviour (a metrics label).
@@ -227,6 +222,17 @@ struct Inner {
     written: Flag,
     /// Raised when the channel is fully closed and cleaned up.
     closed: Flag,
+}
+
+/// A connection's further streams (see the module docs).
+struct Lanes {
+    substreams: Arc<dyn Substreams>,
+    /// The send queue of each one-way message type on a stream of its own;
+    /// types are ours, so this is bounded.
+    outbound: Mutex<HashMap<u32, Arc<Outbox>>>,
+    /// Message types the peer streams to us now, one stream each (at most
+    /// as many as the transport lets it open at once).
+    inbound: Mutex<HashSet<u32>>,
 }
 
 impl Inner {
@@ -316,9 +322,13 @@ impl Channel {
             next_request_id: AtomicU32::new(1),
             jobs: crate::jobs::Jobs::default(),
             meter: Mutex::new(meter),
-            substreams,
-            lanes: Mutex::new(HashMap::new()),
-            inbound_lanes: Mutex::new(HashSet::new()),
+            lanes: substreams.map(|substreams| {
+                Box::new(Lanes {
+                    substreams,
+                    outbound: Mutex::new(HashMap::new()),
+                    inbound: Mutex::new(HashSet::new()),
+                })
+            }),
             rtt: Mutex::new(None),
             reason: Mutex::new(None),
             misbehaviour: OnceLock::new(),
@@ -469,11 +479,11 @@ impl Channel {
     /// stream of their own (see the module docs), started on first use;
     /// `None`: the first stream's.
     fn lane(&self, kind: FrameKind, id: u32) -> Option<Arc<Outbox>> {
-        let substreams = self.inner.substreams.as_ref()?;
+        let all = self.inner.lanes.as_deref()?;
         if kind != FrameKind::Message || on_first_stream(id) {
             return None;
         }
-        let mut lanes = lock(&self.inner.lanes);
+        let mut lanes = lock(&all.outbound);
         if let Some(lane) = lanes.get(&id) {
             return Some(lane.clone());
         }
@@ -481,7 +491,7 @@ impl Channel {
         lanes.insert(id, lane.clone());
         tokio::spawn(io::lane_loop(
             self.clone(),
-            substreams.clone(),
+            all.substreams.clone(),
             lane.clone(),
         ));
         Some(lane)
