@@ -15,7 +15,9 @@
 //! body is read into the caller's buffer and opened there instead.
 //!
 //! Buffers are allocated on demand and never zeroed. The write buffer is
-//! released on flush when larger than about 16 KiB; the read buffer (up to
+//! released on flush unless it held between [`BUSY_BURST`] and about 16
+//! KiB (a stream sending mid-sized batches keeps it; after a small one, as
+//! a quiet stream's last write is, nothing stays); the read buffer (up to
 //! one frame + 16 KiB, read into uninitialised capacity) is released
 //! when a read finds the connection empty with nothing left buffered,
 //! unless the reads since the last such time brought at least
@@ -489,7 +491,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SecureStream<T> {
             this.seal().map_err(HandshakeError::into_io)?;
             ready!(this.poll_drain(cx))?;
         }
-        if this.wbuf.capacity() > IDLE_KEEP {
+        let kept = BUSY_BURST..=IDLE_KEEP;
+        if !kept.contains(&this.wbuf.capacity()) {
             this.wbuf = Vec::new();
         }
         Pin::new(&mut this.io).poll_flush(cx)

@@ -341,6 +341,8 @@ async fn idle_streams_give_buffers_back() {
     // And the stream still works afterwards.
     a.write_all(b"again").await.unwrap();
     a.flush().await.unwrap();
+    // A small flush (a quiet stream's last write) keeps no write buffer.
+    assert_eq!(a.buffer_capacity(), 0);
     let mut five = [0u8; 5];
     b.read_exact(&mut five).await.unwrap();
     assert_eq!(&five, b"again");

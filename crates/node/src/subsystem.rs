@@ -90,7 +90,9 @@ impl<M: Message> Subscriber for RequestSub<M> {
 pub(crate) struct Dispatcher {
     pub(crate) max_bytes: usize,
     pub(crate) budget: RateBudget,
-    pub(crate) subscribers: Arc<Vec<Arc<dyn Subscriber>>>,
+    /// One allocation for the list (an `Arc<Vec>` took two, and a `Vec`
+    /// grows to four slots on its first push).
+    pub(crate) subscribers: Arc<[Arc<dyn Subscriber>]>,
 }
 
 /// Which frames a dispatcher is for.
@@ -125,11 +127,10 @@ impl MessageSubsystem {
         let d = map.entry((kind, id)).or_insert_with(|| Dispatcher {
             max_bytes,
             budget,
-            subscribers: Arc::new(Vec::new()),
+            subscribers: Arc::new([]),
         });
-        let mut subs: Vec<_> = d.subscribers.iter().cloned().collect();
-        subs.push(sub);
-        d.subscribers = Arc::new(subs);
+        let subs = d.subscribers.iter().cloned().chain(std::iter::once(sub));
+        d.subscribers = subs.collect();
         self.generation.fetch_add(1, Ordering::Release);
     }
 

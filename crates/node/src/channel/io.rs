@@ -22,7 +22,8 @@ where
         // In the caller's span: the channel's (session.rs).
         tokio::spawn(write_loop(channel.clone(), w).in_current_span());
         spawn_reader(channel, r, codec, &read_buf, Stream::First);
-        if let Some(substreams) = channel.inner.substreams.clone() {
+        if let Some(lanes) = &channel.inner.lanes {
+            let substreams = lanes.substreams.clone();
             tokio::spawn(accept_loop(channel.clone(), substreams).in_current_span());
         }
     }
@@ -65,14 +66,14 @@ pub(super) async fn lane_loop(channel: Channel, substreams: Arc<dyn Substreams>,
     };
     let stream = tokio::select! {
         r = opened => r,
-        () = inner.closing.cancelled() => return,
+        () = inner.closing.raised() => return,
     };
     let result = match stream {
         Ok(stream) => pump(&channel, &out, stream).await,
         Err(e) => Err(e.into()),
     };
     if let Err(e) = result {
-        broken(&channel, e).await;
+        Box::pin(broken(&channel, e)).await;
     }
 }
 
@@ -82,7 +83,7 @@ async fn accept_loop(channel: Channel, substreams: Arc<dyn Substreams>) {
     loop {
         let accepted = tokio::select! {
             r = substreams.accept_stream() => r,
-            () = channel.inner.closing.cancelled() => return,
+            () = channel.inner.closing.raised() => return,
         };
         // An error: the connection is gone, the first stream's reader
         // finds that out too.
@@ -101,13 +102,16 @@ async fn write_loop<W: AsyncWrite + Unpin>(channel: Channel, w: W) {
     impl Drop for Ended<'_> {
         fn drop(&mut self) {
             self.0.out.close();
-            self.0.written.cancel();
+            self.0.written.raise();
         }
     }
     let _ended = Ended(inner);
-    if let Err(e) = pump(&channel, &inner.out, w).await {
-        broken(&channel, e).await;
-    }
+    // (The error is moved into the boxed future: held across the wait,
+    // it would be part of every writer's future.)
+    let Err(e) = pump(&channel, &inner.out, w).await else {
+        return;
+    };
+    Box::pin(broken(&channel, e)).await;
 }
 
 /// Writes what `out` queues to `w`, one write per batch, until the channel
@@ -127,7 +131,7 @@ async fn pump<W: AsyncWrite + Unpin>(
         tokio::select! {
             biased;
             () = out.ready() => {}
-            () = inner.closing.cancelled() => break,
+            () = inner.closing.raised() => break,
         }
         buf.clear();
         if !out.take(&mut buf) {
@@ -139,9 +143,11 @@ async fn pump<W: AsyncWrite + Unpin>(
             blocks.write(&mut w, &buf).await?;
             w.flush().await
         };
+        // (The timer is boxed, made only once closing: a task's future
+        // is as large as its largest state, idle or not.)
         let grace = async {
-            inner.closing.cancelled().await;
-            tokio::time::sleep(inner.config.drain_timeout).await;
+            inner.closing.raised().await;
+            Box::pin(tokio::time::sleep(inner.config.drain_timeout)).await;
         };
         tokio::select! {
             r = write => r?,
@@ -159,7 +165,7 @@ async fn pump<W: AsyncWrite + Unpin>(
             buf = BytesMut::new();
             blocks.release();
         }
-        if inner.closing_flag.load(Ordering::Acquire) {
+        if inner.closing.is_raised() {
             break;
         }
     }
@@ -173,7 +179,8 @@ async fn pump<W: AsyncWrite + Unpin>(
         w.shutdown().await?;
         Ok::<(), NodeError>(())
     };
-    let _ = tokio::time::timeout(inner.config.drain_timeout, drain).await;
+    // Boxed: made once, at the end (see `grace`).
+    let _ = Box::pin(tokio::time::timeout(inner.config.drain_timeout, drain)).await;
     Ok(())
 }
 
@@ -225,7 +232,7 @@ impl Blocks {
 /// the reader find it (or EOF) before calling this an I/O failure.
 async fn broken(channel: &Channel, e: NodeError) {
     tokio::select! {
-        () = channel.inner.closing.cancelled() => {}
+        () = channel.inner.closing.raised() => {}
         () = tokio::time::sleep(channel.inner.config.drain_timeout) => {
             channel.close_now(CloseReason::Io(e.to_string()), None);
         }
@@ -254,7 +261,11 @@ impl Stream {
             _ if kind != FrameKind::Message || on_first_stream(msg_id) => false,
             Stream::Lane(Some(id)) => id == msg_id,
             Stream::Lane(None) => {
-                let fresh = lock(&channel.inner.inbound_lanes).insert(msg_id);
+                let fresh = channel
+                    .inner
+                    .lanes
+                    .as_ref()
+                    .is_some_and(|l| lock(&l.inbound).insert(msg_id));
                 if fresh {
                     *self = Stream::Lane(Some(msg_id));
                 }
@@ -282,7 +293,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         // Frames already buffered are handled without arming the select,
         // and share one clock reading per burst of up to 32.
         let frame = match framed.peek() {
-            Some(f) if !inner.closing_flag.load(Ordering::Acquire) => {
+            Some(f) if !inner.closing.is_raised() => {
                 burst += 1;
                 if burst >= 32 {
                     burst = 0;
@@ -295,7 +306,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 state.tally.flush();
                 let filled = tokio::select! {
                     biased;
-                    () = inner.closing.cancelled() => break,
+                    () = inner.closing.raised() => break,
                     r = framed.fill() => r,
                 };
                 burst = 0;
@@ -355,7 +366,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
     state.tally.flush();
     if let Stream::Lane(id) = stream {
         if let Some(id) = id {
-            lock(&inner.inbound_lanes).remove(&id);
+            if let Some(lanes) = &inner.lanes {
+                lock(&lanes.inbound).remove(&id);
+            }
         }
         return;
     }
@@ -367,9 +380,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // Closed means the writer is done too: whoever waits for it (a node
     // shutting down, then the process exiting) must not cut the Disconnect
     // and the queued frames off before they are written.
-    inner.written.cancelled().await;
+    inner.written.raised().await;
     tracing::debug!(peer = %inner.info.peer_id.short(), reason = ?channel.close_reason(), "channel closed");
-    inner.closed.cancel();
+    inner.closed.raise();
 }
 
 type Stop = (CloseReason, Option<DisconnectReason>);
@@ -550,9 +563,8 @@ async fn handle_frame(
             return None;
         }
         if !wait.is_zero() {
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = inner.closing.cancelled() => return None,
+            if !unless_closing(inner, tokio::time::sleep(wait)).await {
+                return None;
             }
             state.now = tokio::time::Instant::now().into_std();
         }
@@ -567,21 +579,34 @@ async fn handle_frame(
         }
     }
     for sub in dispatcher.subscribers.iter() {
-        match sub.deliver(frame.payload, frame.request_id, channel) {
-            Ok(Delivery::Done | Delivery::Gone) => {}
-            Ok(Delivery::Wait(pending)) => {
-                tokio::select! {
-                    () = pending => {}
-                    () = inner.closing.cancelled() => return None,
-                }
-            }
+        let pending = match sub.deliver(frame.payload, frame.request_id, channel) {
+            Ok(Delivery::Done | Delivery::Gone) => continue,
+            Ok(Delivery::Wait(pending)) => pending,
             Err(_) => {
                 if offend(Offence::Malformed) == Verdict::Ban {
                     return misbehaved(Offence::Malformed);
                 }
                 break;
             }
+        };
+        if !unless_closing(inner, pending).await {
+            return None;
         }
     }
     None
+}
+
+/// Waits for `done` unless the channel starts closing first (`false`).
+/// The wait is boxed, made only when the reader must wait: inline, it made
+/// every reader's future (idle ones too) larger by two of them.
+fn unless_closing<'a>(
+    inner: &'a Inner,
+    done: impl std::future::Future<Output = ()> + Send + 'a,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+    Box::pin(async move {
+        tokio::select! {
+            () = done => true,
+            () = inner.closing.raised() => false,
+        }
+    })
 }

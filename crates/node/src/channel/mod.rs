@@ -56,10 +56,9 @@ use knotwork_core::{PeerAddr, PeerId, Substreams, lock};
 use knotwork_wire::{Frame, FrameCodec, FrameKind, FrameRef, Message, WireError, decode};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::FramedParts;
-use tokio_util::sync::CancellationToken;
 
 use crate::buffers::{BufferedBytes, StreamBuffers};
 use crate::error::{CloseReason, DisconnectReason, NodeError};
@@ -207,35 +206,74 @@ struct Inner {
     meter: Mutex<Meter>,
     /// The compression both nodes agreed on (see [`knotwork_compress`]).
     compression: Compression,
-    /// The connection's further streams, if its transport has them.
-    substreams: Option<Arc<dyn Substreams>>,
-    /// The send queue of each one-way message type on a stream of its own
-    /// (only with `substreams`); types are ours, so this is bounded.
-    lanes: Mutex<HashMap<u32, Arc<Outbox>>>,
-    /// Message types the peer streams to us now, one stream each (at most
-    /// as many as the transport lets it open at once).
-    inbound_lanes: Mutex<HashSet<u32>>,
+    /// The connection's further streams and their queues, if its transport
+    /// has them (boxed: most channels have none).
+    lanes: Option<Box<Lanes>>,
     rtt: Mutex<Option<Duration>>,
     reason: Mutex<Option<CloseReason>>,
     /// What the peer did to be closed for misbehaviour (a metrics label).
     misbehaviour: OnceLock<&'static str>,
     /// The stream's buffers, once started.
     buffers: OnceLock<Arc<dyn StreamBuffers>>,
-    /// Cancelled when the channel starts closing.
-    closing: CancellationToken,
-    /// Mirrors `closing` for a lock-free check on the send path.
-    closing_flag: AtomicBool,
-    /// Cancelled when the writer task has ended (its last bytes written,
-    /// or abandoned after the drain timeout).
-    written: CancellationToken,
-    /// Cancelled when the channel is fully closed and cleaned up.
-    closed: CancellationToken,
+    /// Raised when the channel starts closing.
+    closing: Flag,
+    /// Raised when the writer task has ended (its last bytes written, or
+    /// abandoned after the drain timeout).
+    written: Flag,
+    /// Raised when the channel is fully closed and cleaned up.
+    closed: Flag,
+}
+
+/// A connection's further streams (see the module docs).
+struct Lanes {
+    substreams: Arc<dyn Substreams>,
+    /// The send queue of each one-way message type on a stream of its own;
+    /// types are ours, so this is bounded.
+    outbound: Mutex<HashMap<u32, Arc<Outbox>>>,
+    /// Message types the peer streams to us now, one stream each (at most
+    /// as many as the transport lets it open at once).
+    inbound: Mutex<HashSet<u32>>,
 }
 
 impl Inner {
     fn begin_close(&self) {
-        self.closing_flag.store(true, Ordering::Release);
-        self.closing.cancel();
+        self.closing.raise();
+    }
+}
+
+/// A switch that is raised once and can be waited for: what a
+/// `CancellationToken` does for a channel, inline (a token is a pointer to
+/// a node of its own on the heap, 112 bytes, and a channel has three).
+#[derive(Default)]
+struct Flag {
+    raised: AtomicBool,
+    waiters: Notify,
+}
+
+impl Flag {
+    /// Raises the flag and wakes every waiter.
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.waiters.notify_waiters();
+    }
+
+    /// Whether the flag is raised.
+    fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+
+    /// Waits until the flag is raised (returns at once if it is).
+    async fn raised(&self) {
+        loop {
+            // Registered before looking, so a raise in between is not missed.
+            let wake = self.waiters.notified();
+            let mut wake = std::pin::pin!(wake);
+            wake.as_mut().enable();
+            if self.is_raised() {
+                return;
+            }
+            wake.await;
+        }
     }
 }
 
@@ -284,17 +322,20 @@ impl Channel {
             next_request_id: AtomicU32::new(1),
             jobs: crate::jobs::Jobs::default(),
             meter: Mutex::new(meter),
-            substreams,
-            lanes: Mutex::new(HashMap::new()),
-            inbound_lanes: Mutex::new(HashSet::new()),
+            lanes: substreams.map(|substreams| {
+                Box::new(Lanes {
+                    substreams,
+                    outbound: Mutex::new(HashMap::new()),
+                    inbound: Mutex::new(HashSet::new()),
+                })
+            }),
             rtt: Mutex::new(None),
             reason: Mutex::new(None),
             misbehaviour: OnceLock::new(),
             buffers: OnceLock::new(),
-            closing: CancellationToken::new(),
-            closing_flag: AtomicBool::new(false),
-            written: CancellationToken::new(),
-            closed: CancellationToken::new(),
+            closing: Flag::default(),
+            written: Flag::default(),
+            closed: Flag::default(),
         });
         let channel = Self { inner };
         channel.register::<Disconnect>();
@@ -375,14 +416,14 @@ impl Channel {
 
     /// Whether the channel is closing or closed.
     pub fn is_closed(&self) -> bool {
-        self.inner.closing_flag.load(Ordering::Acquire)
+        self.inner.closing.is_raised()
     }
 
     /// Waits until the channel is closed; returns why. By then the writer
     /// has ended: what was queued (a closing `Disconnect` among it) has
     /// been written, or abandoned after the drain timeout.
     pub async fn closed(&self) -> CloseReason {
-        self.inner.closed.cancelled().await;
+        self.inner.closed.raised().await;
         self.close_reason().unwrap_or(CloseReason::Eof)
     }
 
@@ -438,11 +479,11 @@ impl Channel {
     /// stream of their own (see the module docs), started on first use;
     /// `None`: the first stream's.
     fn lane(&self, kind: FrameKind, id: u32) -> Option<Arc<Outbox>> {
-        let substreams = self.inner.substreams.as_ref()?;
+        let all = self.inner.lanes.as_deref()?;
         if kind != FrameKind::Message || on_first_stream(id) {
             return None;
         }
-        let mut lanes = lock(&self.inner.lanes);
+        let mut lanes = lock(&all.outbound);
         if let Some(lane) = lanes.get(&id) {
             return Some(lane.clone());
         }
@@ -450,7 +491,7 @@ impl Channel {
         lanes.insert(id, lane.clone());
         tokio::spawn(io::lane_loop(
             self.clone(),
-            substreams.clone(),
+            all.substreams.clone(),
             lane.clone(),
         ));
         Some(lane)

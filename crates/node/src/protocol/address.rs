@@ -75,7 +75,10 @@ pub fn protocol(
             let req = GetAddrs {
                 max: MAX_ADDRS as u32,
             };
-            if let Ok(Addrs { addrs }) = channel.request::<GetAddrs, Addrs>(&req).await {
+            // Boxed, as the answer below: the job's future is as large as
+            // its largest state, and it waits in the smallest for good.
+            let asked = Box::pin(channel.request::<GetAddrs, Addrs>(&req));
+            if let Ok(Addrs { addrs }) = asked.await {
                 let fresh = addrs
                     .iter()
                     .take(MAX_ADDRS)
@@ -94,7 +97,7 @@ pub fn protocol(
                 .take(max)
                 .map(|a| a.to_string())
                 .collect();
-            if responder.respond(&Addrs { addrs }).await.is_err() {
+            if Box::pin(responder.respond(&Addrs { addrs })).await.is_err() {
                 return;
             }
         }

@@ -175,6 +175,8 @@ pub fn protocol(
     let mut pongs = channel.subscribe::<Pong>();
     let mut ping_requests = channel.subscribe_requests::<Ping>();
     let channel = channel.clone();
+    // The sends are boxed: made once per ping, they would otherwise make
+    // every channel's idle ping job as large as a send in progress.
     async move {
         let now = || tokio::time::Instant::now().into_std();
         let mut state = PingState::new(config, now());
@@ -183,13 +185,13 @@ pub fn protocol(
             tokio::select! {
                 ping = pings.recv() => {
                     let Some(Ping { nonce }) = ping else { return };
-                    if !send_in_time(&channel, &Pong { nonce }, config.timeout).await {
+                    if !Box::pin(send_in_time(&channel, &Pong { nonce }, config.timeout)).await {
                         return;
                     }
                 }
                 request = ping_requests.recv() => {
                     let Some((Ping { nonce }, responder)) = request else { return };
-                    if responder.respond(&Pong { nonce }).await.is_err() {
+                    if Box::pin(responder.respond(&Pong { nonce })).await.is_err() {
                         return;
                     }
                 }
@@ -202,13 +204,13 @@ pub fn protocol(
                 () = tokio::time::sleep_until(wake) => {
                     match state.handle_timeout(now(), fastrand::u64(..)) {
                         Some(PingAction::Send(nonce))
-                            if !send_in_time(&channel, &Ping { nonce }, config.timeout).await =>
+                            if !Box::pin(send_in_time(&channel, &Ping { nonce }, config.timeout)).await =>
                         {
                             return;
                         }
                         Some(PingAction::TimedOut) => {
                             tracing::info!(peer = %channel.remote_peer_id().short(), "ping timeout");
-                            channel.close(DisconnectReason::PingTimeout).await;
+                            Box::pin(channel.close(DisconnectReason::PingTimeout)).await;
                             return;
                         }
                         Some(PingAction::Send(_)) | None => {}
