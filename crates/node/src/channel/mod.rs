@@ -47,16 +47,17 @@
 //! [`NodeError::Closed`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use knotwork_core::sync::Flag;
 use knotwork_core::{PeerAddr, PeerId, Substreams, lock};
 use knotwork_wire::{Frame, FrameCodec, FrameKind, FrameRef, Message, WireError, decode};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::codec::FramedParts;
 
@@ -238,42 +239,6 @@ struct Lanes {
 impl Inner {
     fn begin_close(&self) {
         self.closing.raise();
-    }
-}
-
-/// A switch that is raised once and can be waited for: what a
-/// `CancellationToken` does for a channel, inline (a token is a pointer to
-/// a node of its own on the heap, 112 bytes, and a channel has three).
-#[derive(Default)]
-struct Flag {
-    raised: AtomicBool,
-    waiters: Notify,
-}
-
-impl Flag {
-    /// Raises the flag and wakes every waiter.
-    fn raise(&self) {
-        self.raised.store(true, Ordering::Release);
-        self.waiters.notify_waiters();
-    }
-
-    /// Whether the flag is raised.
-    fn is_raised(&self) -> bool {
-        self.raised.load(Ordering::Acquire)
-    }
-
-    /// Waits until the flag is raised (returns at once if it is).
-    async fn raised(&self) {
-        loop {
-            // Registered before looking, so a raise in between is not missed.
-            let wake = self.waiters.notified();
-            let mut wake = std::pin::pin!(wake);
-            wake.as_mut().enable();
-            if self.is_raised() {
-                return;
-            }
-            wake.await;
-        }
     }
 }
 
