@@ -29,19 +29,6 @@ use knotwork_log::{LogConfig, LogGuard};
 
 use clap::{Parser, Subcommand};
 
-/// jemalloc, not the system allocator: a node is a long-running process
-/// whose allocations come in bursts (a flood of connections, a round of
-/// lookups) across tokio's worker threads. glibc's malloc keeps what such
-/// a burst took in its per-thread arenas, so the resident size follows the
-/// highest burst so far and creeps up in steps (the 30-minute chaos soak:
-/// +17 % after minute 5, in steps of 0.3-1.5 MiB, with every store of the
-/// node capped and full); jemalloc gives freed pages back after a few
-/// seconds (its decay). Idle `knot run`, anonymous memory: glibc 1.2 MiB,
-/// jemalloc 1.9 MiB, mimalloc 9.2 MiB (so not mimalloc).
-#[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 /// What a command returns: an error is printed as `error: …` and exits 1.
 pub(crate) type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 

@@ -72,12 +72,6 @@ use knotwork_tasks::task::{Placement, Task, TaskId, TaskOutcome};
 use knotwork_tasks::{Tasks, TasksConfig, TasksService};
 use serde_json::{Value, json};
 
-/// The allocator of `knot` (see its `main.rs`), so that the soak measures
-/// the memory `knot run` would hold.
-#[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 /// The task kind every worker runs.
