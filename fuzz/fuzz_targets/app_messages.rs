@@ -95,10 +95,15 @@ fuzz_target!(|data: &[u8]| {
         9 => {
             if let Some(ihave) = roundtrip::<IHave>(bytes) {
                 let mut g = GossipState::new(GossipConfig::default(), 0);
-                if let Ok(Some(iwant)) = g.on_ihave(peer(1), &ihave, now) {
-                    assert!(iwant.ids.iter().all(|id| ihave.ids.contains(id)));
-                    // Asked of one peer, not asked again of another.
-                    assert_eq!(g.on_ihave(peer(2), &ihave, now), Ok(None));
+                if let Ok(answer) = g.on_ihave(peer(1), &ihave, now) {
+                    // Nothing kept: nothing to push back.
+                    assert!(answer.push.is_empty());
+                    if let Some(iwant) = answer.want {
+                        assert!(iwant.ids.iter().all(|id| ihave.ids.contains(id)));
+                        // Asked of one peer, not asked again of another.
+                        let again = g.on_ihave(peer(2), &ihave, now).map(|a| a.want);
+                        assert_eq!(again, Ok(None));
+                    }
                 }
                 let _ = g.repair_tick(now, &[peer(1)]);
             }
