@@ -2,6 +2,9 @@
 //! workspace's criterion benches, then the loopback perf harness
 //! (`benches/src/bin/perf`).
 //!
+//! `cargo xtask bench --instructions`: instructions per small message and
+//! round trip, by layer, under callgrind (see [`crate::instructions`]).
+//!
 //! `cargo xtask bench --vs libp2p [--quick] [--pin CPU]`: the harness alone,
 //! built (release) with its `libp2p` feature, rust-libp2p's rows beside
 //! ours in both placements ([`Vs`]). `cargo xtask ci` never does this: it
@@ -36,6 +39,8 @@ pub struct Options {
     pub criterion_args: Vec<String>,
     /// Another stack measured beside ours (the harness alone).
     pub vs: Option<Vs>,
+    /// Instructions per message under callgrind instead (`--instructions`).
+    pub instructions: bool,
 }
 
 /// A stack the harness can measure beside knotwork (`--vs NAME`).
@@ -78,6 +83,7 @@ impl Vs {
 impl Options {
     fn parse(mut flags: Flags) -> Result<Self> {
         let quick = flags.flag("--quick");
+        let instructions = flags.flag("--instructions");
         let pin = flags.value("--pin")?;
         let vs = flags.value("--vs")?;
         let criterion_args = flags.finish()?;
@@ -91,6 +97,7 @@ impl Options {
             pin,
             criterion_args,
             vs,
+            instructions,
         })
     }
 
@@ -214,6 +221,9 @@ fn run_phase(project: &Project, phase: Phase, opts: &Options) -> Result<()> {
 /// The command.
 pub fn run(project: &Project, flags: Flags) -> Result<()> {
     let opts = Options::parse(flags)?;
+    if opts.instructions {
+        return crate::instructions::run(project);
+    }
     let phases = if opts.vs.is_some() {
         &[Phase::Harness][..]
     } else {

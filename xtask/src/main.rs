@@ -20,6 +20,7 @@ mod ci;
 mod error;
 mod flags;
 mod fuzz;
+mod instructions;
 mod interop;
 mod json;
 mod lint;
@@ -58,6 +59,8 @@ commands:
   bench --vs libp2p [--quick] [--pin CPU]
                                  the perf harness alone, built with rust-libp2p 0.57:
                                  its rows beside ours (not part of ci)
+  bench --instructions           instructions per 64 B message and round trip (raw TCP,
+                                 SecureStream, node) under callgrind (not part of ci)
   interop <suite> [--allow-skip] our protocols against independent implementations
                                  (suites: noise, mdns, ble, ws, nat); --allow-skip skips when a
                                  prerequisite is missing instead of failing

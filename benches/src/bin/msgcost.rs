@@ -1,0 +1,218 @@
+//! `msgcost SCENARIO COUNT`: runs one small-message scenario `COUNT` times
+//! on one current-thread runtime (both ends in one thread, as the perf
+//! harness's pinned placement), for an instruction counter to run twice
+//! with two counts: the difference of the totals over the difference of
+//! the counts is the cost of one message (or round trip), setup excluded.
+//! `cargo xtask bench --instructions` does that under callgrind.
+//!
+//! Scenarios: `raw-rtt`, `secure-rtt`, `node-rtt` (64 B round trips: raw
+//! TCP ping-pong, the same over `SecureStream`, a node's typed
+//! request/response) and `raw-pipelined`, `secure-pipelined`,
+//! `node-pipelined` (64 B one-way messages: length-prefixed over a
+//! buffered stream, typed `Channel::send`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use knotwork_core::{Keypair, PeerAddr};
+use knotwork_crypto_handshake::SecureConfig;
+use knotwork_node::{Node, NodeConfig, RateBudget, Sessions};
+use knotwork_wire::Message;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Payload bytes of each message.
+const SMALL: usize = 64;
+
+/// A typed message of 64 payload bytes (the perf harness's `Blob`).
+#[derive(Serialize, Deserialize)]
+struct Blob(bytes::Bytes);
+
+impl Message for Blob {
+    const NAME: &'static str = "msgcost/blob/1";
+    const MAX_BYTES: usize = 1 + SMALL;
+}
+
+fn blob() -> Blob {
+    Blob(bytes::Bytes::from_static(&[7u8; SMALL]))
+}
+
+const USAGE: &str = "usage: msgcost raw-rtt|secure-rtt|node-rtt|raw-pipelined|secure-pipelined|node-pipelined COUNT";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(scenario), Some(count)) = (args.first(), args.get(1)) else {
+        eprintln!("{USAGE}");
+        std::process::exit(2);
+    };
+    let Ok(count) = count.parse::<usize>() else {
+        eprintln!("{USAGE}");
+        std::process::exit(2);
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        match scenario.as_str() {
+            "raw-rtt" => stream_pair(false, |c| ping(c, count), echo).await,
+            "secure-rtt" => stream_pair(true, |c| ping(c, count), echo).await,
+            "raw-pipelined" => {
+                stream_pair(false, |c| send_many(c, count), move |c| recv_many(c, count)).await
+            }
+            "secure-pipelined" => {
+                stream_pair(true, |c| send_many(c, count), move |c| recv_many(c, count)).await
+            }
+            "node-rtt" | "node-pipelined" => node(scenario == "node-rtt", count).await,
+            _ => {
+                eprintln!("{USAGE}");
+                std::process::exit(2);
+            }
+        }
+    });
+}
+
+/// A connection of raw TCP or `SecureStream` over TCP.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn for T {}
+
+/// Runs `client` on a dialed connection and `server` on the accepted one.
+async fn stream_pair<C, CF, S, SF>(secure: bool, client: C, server: S)
+where
+    C: FnOnce(Box<dyn Conn>) -> CF,
+    CF: Future<Output = ()>,
+    S: FnOnce(Box<dyn Conn>) -> SF + Send + 'static,
+    SF: Future<Output = ()> + Send,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let config = || SecureConfig::new(Keypair::generate().expect("keypair")).expect("config");
+    let (server_config, client_config) = (config(), config());
+    let served = tokio::spawn(async move {
+        let (tcp, _) = l.accept().await.expect("accept");
+        tcp.set_nodelay(true).expect("nodelay");
+        let c: Box<dyn Conn> = if secure {
+            Box::new(server_config.upgrade_inbound(tcp).await.expect("inbound"))
+        } else {
+            Box::new(tcp)
+        };
+        server(c).await;
+    });
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let c: Box<dyn Conn> = if secure {
+        Box::new(
+            client_config
+                .upgrade_outbound(tcp, None)
+                .await
+                .expect("outbound"),
+        )
+    } else {
+        Box::new(tcp)
+    };
+    client(c).await;
+    served.await.expect("server");
+}
+
+/// `count` 64 B round trips.
+async fn ping(mut c: Box<dyn Conn>, count: usize) {
+    let mut buf = [7u8; SMALL];
+    for _ in 0..count {
+        c.write_all(&buf).await.expect("ping");
+        c.flush().await.expect("flush");
+        c.read_exact(&mut buf).await.expect("pong");
+    }
+}
+
+/// Echoes 64 B messages until EOF.
+async fn echo(mut c: Box<dyn Conn>) {
+    let mut buf = [0u8; SMALL];
+    while c.read_exact(&mut buf).await.is_ok() {
+        c.write_all(&buf).await.expect("echo");
+        c.flush().await.expect("flush");
+    }
+}
+
+/// `count` length-prefixed 64 B messages through a buffered stream, then
+/// waits for the acknowledgement.
+async fn send_many(c: Box<dyn Conn>, count: usize) {
+    let mut c = BufStream::with_capacity(64 * 1024, 64 * 1024, c);
+    let msg = [1u8; SMALL];
+    for _ in 0..count {
+        c.write_u32(SMALL as u32).await.expect("length");
+        c.write_all(&msg).await.expect("body");
+    }
+    c.flush().await.expect("flush");
+    let mut ack = [0u8; 1];
+    c.read_exact(&mut ack).await.expect("ack");
+}
+
+/// Reads `count` length-prefixed messages, then acknowledges.
+async fn recv_many(c: Box<dyn Conn>, count: usize) {
+    let mut c = BufStream::with_capacity(64 * 1024, 64 * 1024, c);
+    let mut buf = [0u8; SMALL];
+    for _ in 0..count {
+        let len = c.read_u32().await.expect("length") as usize;
+        c.read_exact(buf.get_mut(..len).expect("length"))
+            .await
+            .expect("body");
+    }
+    c.write_all(&[1]).await.expect("ack");
+    c.flush().await.expect("flush");
+}
+
+/// Two nodes on loopback TCP: `count` typed request/response round trips
+/// (`rtt`) or `count` one-way typed sends, as the perf harness's node pair.
+async fn node(rtt: bool, count: usize) {
+    let mut config = NodeConfig::default();
+    config.ping.interval = Duration::from_secs(3600);
+    config.ping.timeout = Duration::from_secs(3600);
+    let (tx, mut subs) = mpsc::channel(1);
+    let server = Node::builder(Keypair::generate().expect("keypair"))
+        .config(config.clone())
+        .listen("tcp/127.0.0.1:0".parse().expect("addr"))
+        .budget::<Blob>(RateBudget::UNLIMITED)
+        .protocol("msgcost", Sessions::ALL, move |ch| {
+            let mut requests = ch.subscribe_requests::<Blob>();
+            let _ = tx.try_send(ch.subscribe::<Blob>());
+            async move {
+                while let Some((b, r)) = requests.recv().await {
+                    let _ = r.respond(&b).await;
+                }
+            }
+        })
+        .start()
+        .await
+        .expect("server");
+    let addr: PeerAddr = server.listen_addrs().first().cloned().expect("listen addr");
+    config.outbound_slots = 0;
+    let client = Node::builder(Keypair::generate().expect("keypair"))
+        .config(config)
+        .start()
+        .await
+        .expect("client");
+    let ch = client.connect(&addr).await.expect("connect");
+    let mut inbound = subs.recv().await.expect("subscription");
+    let msg = blob();
+    if rtt {
+        for _ in 0..count {
+            let _: Blob = ch.request(&msg).await.expect("request");
+        }
+    } else {
+        let sends = async {
+            for _ in 0..count {
+                ch.send(&msg).await.expect("send");
+            }
+        };
+        let receives = async {
+            for _ in 0..count {
+                inbound.recv().await.expect("message");
+            }
+        };
+        tokio::join!(sends, receives);
+    }
+    client.shutdown().await;
+    server.shutdown().await;
+}
