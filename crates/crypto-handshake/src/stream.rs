@@ -54,6 +54,11 @@ pub const MAX_PLAINTEXT: usize = MAX_MESSAGE - TAG_LEN;
 const MAX_FRAME: usize = LEN_PREFIX + MAX_MESSAGE;
 /// How far reads may look past the end of the current frame.
 const LOOKAHEAD: usize = 16 * 1024;
+/// The read buffer's size when it is allocated again after being freed
+/// while quiet: one small allocation (glibc serves up to 1,032 bytes from a
+/// per-thread cache) where a request/response exchange would otherwise
+/// take a 16 KiB one per message.
+const FIRST_READ: usize = 1024;
 /// Frames at least this long may be read straight into the caller's buffer.
 const DIRECT_MIN: usize = 16 * 1024;
 /// The read buffer never grows past this.
@@ -266,7 +271,15 @@ impl<T> SecureStream<T> {
             [hi, lo, ..] => LEN_PREFIX + usize::from(u16::from_be_bytes([*hi, *lo])),
             _ => LEN_PREFIX,
         };
-        let target = frame_len + LOOKAHEAD;
+        // Until a burst has brought `BUSY_BURST` bytes, reads look ahead
+        // little, so a buffer freed while quiet comes back small (see
+        // `FIRST_READ`); a burst grows it to the full look-ahead.
+        let lookahead = if self.burst < BUSY_BURST {
+            FIRST_READ - LEN_PREFIX
+        } else {
+            LOOKAHEAD
+        };
+        let target = frame_len + lookahead;
         if self.rstart + target > READ_BUF_LIMIT && self.rstart > 0 {
             self.rbuf.copy_within(self.rstart..self.rend, 0);
             self.rend -= self.rstart;

@@ -3,7 +3,8 @@
 //!
 //! `tokio_util`'s `FramedRead` keeps an 8 KiB buffer for the life of the
 //! connection, a third of what an idle connection cost. This reader
-//! reserves [`READ_CHUNK`] when it reads and frees the buffer when a read
+//! reserves [`FIRST_READ`] when it reads into an empty buffer, [`READ_CHUNK`]
+//! more while a burst goes on, and frees the buffer when a read
 //! finds the stream empty with no partial frame left in it, unless the
 //! reads since the last such time brought at least [`BUSY_BURST`] bytes (a
 //! busy channel keeps it for the next burst; its next quiet exchange, a
@@ -22,8 +23,12 @@ use tokio_util::io::poll_read_buf;
 
 /// Free room below which a read first reserves [`READ_CHUNK`] more.
 const MIN_ROOM: usize = 1024;
-/// Bytes reserved for a read.
+/// Bytes reserved for a read that continues a burst.
 const READ_CHUNK: usize = 8 * 1024;
+/// Bytes reserved for a read into an empty buffer: one small allocation
+/// (glibc serves up to 1,032 bytes from a per-thread cache) where a
+/// request/response exchange would otherwise take an 8 KiB one per message.
+const FIRST_READ: usize = 1024;
 
 /// Frames read from `R`; see the module docs.
 ///
@@ -88,7 +93,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 // No whole frame left: a clean end, or a cut one.
                 return Poll::Ready(self.codec.decode_eof(&mut self.buf).map(|f| f.is_some()));
             }
-            if self.buf.capacity() - self.buf.len() < MIN_ROOM {
+            if self.buf.is_empty() {
+                // Room for a burst of small frames; freed while quiet, so
+                // small enough for the allocator's per-thread cache.
+                self.buf.reserve(FIRST_READ);
+            } else if self.buf.capacity() - self.buf.len() < MIN_ROOM {
                 self.buf.reserve(READ_CHUNK);
             }
             match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf) {
