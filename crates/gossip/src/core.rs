@@ -15,6 +15,27 @@ use serde::{Deserialize, Serialize};
 pub use repair::{IHave, IHaveAnswer, IWant, MAX_IHAVE_IDS, WireId};
 use repair::{MessageCache, Wants};
 
+/// Tables with room for fewer entries than this are left as they are.
+const SHRINK_FLOOR: usize = 1024;
+
+/// Gives a table's memory back after a burst (a table never shrinks by
+/// itself, so a flood's peak would stay for the life of the node): one that
+/// uses less than a quarter of its room shrinks to twice its length. The gap
+/// keeps steady traffic from shrinking and regrowing it; each shrink at
+/// least halves the room, so the rehashing costs O(1) per entry removed.
+pub(crate) fn shrink_map<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > SHRINK_FLOOR && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
+/// [`shrink_map`] for a queue.
+pub(crate) fn shrink_deque<T>(queue: &mut VecDeque<T>) {
+    if queue.capacity() > SHRINK_FLOOR && queue.len() * 4 < queue.capacity() {
+        queue.shrink_to(queue.len() * 2);
+    }
+}
+
 /// Longest topic name, in bytes.
 pub const MAX_TOPIC_LEN: usize = 64;
 /// Largest message body, in bytes.
@@ -506,7 +527,8 @@ impl GossipState {
             .is_some_and(|until| until > now)
     }
 
-    /// Forgets expired message ids.
+    /// Forgets expired message ids, and gives back the memory a flood of
+    /// them took (see [`shrink_map`]).
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(expiry, id)) = self.order.front() {
             if expiry > now {
@@ -517,6 +539,14 @@ impl GossipState {
                 self.seen.remove(&id);
             }
         }
+        shrink_map(&mut self.seen);
+        shrink_deque(&mut self.order);
+    }
+
+    /// Room the seen-set holds: (ids, queue entries).
+    #[cfg(test)]
+    pub(crate) fn seen_room(&self) -> (usize, usize) {
+        (self.seen.capacity(), self.order.capacity())
     }
 
     /// When [`GossipState::handle_timeout`] has something to forget.

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use knotwork_core::{IpPrefix, PeerAddr, PeerId};
 
@@ -80,6 +80,9 @@ impl StartBudget {
             return true;
         }
         let host = IpPrefix::host(ip);
+        if !self.hosts.contains_key(&host) && self.hosts.len() == self.hosts.capacity() {
+            self.forget_refilled(now);
+        }
         if !self.hosts.contains_key(&host) && self.hosts.len() >= MAX_TRACKED_HOSTS {
             let stale = self
                 .hosts
@@ -97,6 +100,21 @@ impl StartBudget {
             .or_insert_with(|| (TokenBucket::new(budget, now), now));
         *touched = now;
         bucket.take(budget, now)
+    }
+
+    /// Forgets the hosts whose bucket has refilled since their last start
+    /// (a full bucket is what a new host gets, so nothing is lost) and gives
+    /// their room back. Called before the table would grow, so it holds the
+    /// hosts of the last refill period rather than every host ever seen.
+    fn forget_refilled(&mut self, now: Instant) {
+        let Ok(refill) =
+            Duration::try_from_secs_f64(f64::from(self.budget.burst) / self.budget.per_second)
+        else {
+            return;
+        };
+        self.hosts
+            .retain(|_, (_, touched)| now.saturating_duration_since(*touched) < refill);
+        self.hosts.shrink_to(self.hosts.len() * 2);
     }
 
     /// Hosts tracked now.
@@ -262,6 +280,32 @@ mod tests {
             b.take(ip, t0 + Duration::from_micros(u64::from(i)));
         }
         assert_eq!(b.len(), MAX_TRACKED_HOSTS);
+    }
+
+    #[test]
+    fn hosts_whose_bucket_refilled_are_forgotten_before_the_table_grows() {
+        let t0 = Instant::now();
+        // A bucket of 2 refills in a second.
+        let mut b = StartBudget::new(RateBudget::new(2.0, 2));
+        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        for i in 0..1_000 {
+            b.take(ip(i), t0);
+        }
+        assert_eq!(b.len(), 1_000);
+        // Two seconds on, a new round of hosts: the first ones' buckets are
+        // full again, so they go before the table would grow for the new.
+        for i in 1_000..2_000 {
+            b.take(ip(i), t0 + Duration::from_secs(2));
+        }
+        assert!(b.len() <= 1_000, "{} hosts tracked", b.len());
+        // A host still in its refill period keeps its spent bucket.
+        let busy = ip(5_000);
+        let later = t0 + Duration::from_secs(10);
+        assert!(b.take(busy, later) && b.take(busy, later) && !b.take(busy, later));
+        for i in 2_000..4_000 {
+            b.take(ip(i), later);
+        }
+        assert!(!b.take(busy, later), "its bucket was kept");
     }
 
     #[test]

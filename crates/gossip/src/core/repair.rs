@@ -40,7 +40,9 @@ use knotwork_node::meter::Offence;
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
 
-use super::{GossipConfig, GossipError, GossipMessage, GossipState, MessageId};
+use super::{
+    GossipConfig, GossipError, GossipMessage, GossipState, MessageId, shrink_deque, shrink_map,
+};
 
 /// Most message ids in one [`IHave`] or [`IWant`].
 pub const MAX_IHAVE_IDS: usize = 128;
@@ -163,6 +165,8 @@ impl MessageCache {
             }
             self.pop();
         }
+        shrink_map(&mut self.messages);
+        shrink_deque(&mut self.order);
     }
 
     /// Forgets the oldest message; false if there was none.
@@ -214,6 +218,8 @@ impl Wants {
             }
             self.pop();
         }
+        shrink_map(&mut self.asked);
+        shrink_deque(&mut self.order);
     }
 
     fn pop(&mut self) {

@@ -385,3 +385,24 @@ fn test_seen_capacity_and_origin_table_evict_oldest() {
     }
     assert_eq!(p.origins_len(), 2);
 }
+
+#[test]
+fn the_seen_set_gives_back_a_floods_memory_once_its_ids_expire() {
+    let t0 = Instant::now();
+    let origin = Keypair::generate().unwrap();
+    let mut p = GossipState::new(GossipConfig::default(), 1);
+    for i in 0..5_000u32 {
+        p.publish(&origin, "t", i.to_le_bytes().to_vec(), t0, &[])
+            .unwrap();
+    }
+    assert_eq!(p.seen_len(), 5_000);
+    let (ids, queue) = p.seen_room();
+    assert!(ids >= 5_000 && queue >= 5_000);
+    // Nothing expired yet: the room stays.
+    p.handle_timeout(t0 + Duration::from_secs(60));
+    assert_eq!(p.seen_room(), (ids, queue));
+    p.handle_timeout(t0 + GossipConfig::default().seen_ttl);
+    assert_eq!(p.seen_len(), 0);
+    let (ids, queue) = p.seen_room();
+    assert!(ids < 1_024 && queue < 1_024, "room kept: {ids}, {queue}");
+}
