@@ -775,7 +775,7 @@ fn memory_rows(count: usize, rows: &mut Vec<Row>) {
         None,
         ("raw tcp task", raw),
         None,
-        "<= 16 KiB",
+        "<= 8 KiB",
     );
 }
 
