@@ -528,7 +528,7 @@ impl GossipState {
     }
 
     /// Forgets expired message ids, and gives back the memory a flood of
-    /// them took (see [`shrink_map`]).
+    /// them took (tables shrink once under a quarter used).
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(expiry, id)) = self.order.front() {
             if expiry > now {
