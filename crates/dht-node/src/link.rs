@@ -91,13 +91,15 @@ impl Link {
     /// Queues `msg` for the peer without waiting; `false` (and `msg` is
     /// dropped) if the queue is full or the writer gone.
     pub(crate) fn try_send(&self, msg: DhtMessage) -> bool {
-        // Counted first: the writer may take it before this returns.
+        // The slot first, then the count, then the message: the writer
+        // cannot take it (and count it out) before it is counted in, and a
+        // full queue is never counted one over its capacity.
+        let Ok(slot) = self.queue.try_reserve() else {
+            return false;
+        };
         self.metrics.queued(1);
-        let queued = self.queue.try_send(msg).is_ok();
-        if !queued {
-            self.metrics.queued(-1);
-        }
-        queued
+        slot.send(msg);
+        true
     }
 
     /// The channel's writer job: sends what the driver queued, waiting on
