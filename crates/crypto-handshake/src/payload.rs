@@ -15,6 +15,7 @@
 
 use knotwork_core::{Keypair, PeerId, PublicKey, SIGNATURE_LEN};
 
+use crate::known::payload_digest;
 use crate::{HandshakeError, KnownPeers};
 
 /// Domain-separation string prefixed to the signed static key.
@@ -54,14 +55,17 @@ pub(crate) fn verify(
     let key =
         PublicKey::from_bytes(identity).map_err(|_| HandshakeError::BadPayload(payload.len()))?;
     let peer = key.to_peer_id();
-    if !checked.is_some_and(|c| c.payload_checked(&peer, payload)) {
+    // (Only with a cache: a digest costs a SHA-256 of the payload.)
+    let digest = checked.map(|_| payload_digest(payload));
+    let seen = checked.zip(digest.as_ref());
+    if !seen.is_some_and(|(c, d)| c.payload_checked(&peer, d)) {
         let mut msg = Vec::with_capacity(DOMAIN.len() + STATIC_KEY_LEN);
         msg.extend_from_slice(DOMAIN);
         msg.extend_from_slice(signed_static);
         key.verify(&msg, sig)
             .map_err(|_| HandshakeError::BadSignature)?;
-        if let Some(c) = checked {
-            c.remember_payload(peer, payload);
+        if let Some((c, d)) = seen {
+            c.remember_payload(peer, *d);
         }
     }
     if signed_static != remote_static {
@@ -147,7 +151,7 @@ mod tests {
         let p = make(&kp, &s);
         let known = KnownPeers::new(4);
         assert_eq!(verify(&p, &s, Some(&known)).unwrap(), kp.peer_id());
-        assert!(known.payload_checked(&kp.peer_id(), &p));
+        assert!(known.payload_checked(&kp.peer_id(), &payload_digest(&p)));
         // The same bytes again: still bound to the handshake's static key.
         assert!(matches!(
             verify(&p, &[8u8; 32], Some(&known)),
@@ -160,7 +164,7 @@ mod tests {
             verify(&forged, &s, Some(&known)),
             Err(HandshakeError::BadSignature)
         ));
-        assert!(!known.payload_checked(&kp.peer_id(), &forged));
+        assert!(!known.payload_checked(&kp.peer_id(), &payload_digest(&forged)));
     }
 
     #[test]
@@ -171,8 +175,10 @@ mod tests {
         for kp in &peers {
             verify(&make(kp, &s), &s, Some(&known)).unwrap();
         }
-        assert!(!known.payload_checked(&peers[0].peer_id(), &make(&peers[0], &s)));
-        assert!(known.payload_checked(&peers[2].peer_id(), &make(&peers[2], &s)));
+        let checked =
+            |kp: &Keypair| known.payload_checked(&kp.peer_id(), &payload_digest(&make(kp, &s)));
+        assert!(!checked(&peers[0]));
+        assert!(checked(&peers[2]));
     }
 
     #[test]

@@ -84,7 +84,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         std::future::poll_fn(|cx| self.poll_fill(cx)).await
     }
 
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, WireError>> {
+    /// [`FrameReader::fill`] as a poll function.
+    pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, WireError>> {
         loop {
             if self.peek().is_some() {
                 return Poll::Ready(Ok(true));

@@ -313,6 +313,12 @@ impl NodeHandle {
         v
     }
 
+    /// How many peers are connected (what `peers().len()` says, without
+    /// building the list).
+    pub fn peer_count(&self) -> usize {
+        lock(&self.shared.peers).len()
+    }
+
     /// The channel to `peer`, if connected.
     pub fn channel(&self, peer: &PeerId) -> Option<Channel> {
         lock(&self.shared.peers).get(peer).cloned()

@@ -24,6 +24,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::BytesMut;
+use knotwork_core::sync::Flag;
 use knotwork_crypto_handshake::BUSY_BURST;
 use knotwork_wire::{FrameCodec, FrameKind, HEADER_LEN, Message, WireError};
 use tokio::sync::Notify;
@@ -144,17 +145,25 @@ impl Outbox {
         }
     }
 
-    /// Waits until frames are waiting (returns at once if they are).
-    pub(crate) async fn ready(&self) {
+    /// Waits until frames are waiting or `stop` is raised (returns at
+    /// once if either is so). Whoever raises `stop` calls
+    /// [`Outbox::wake_writer`] after it: the writer waits on one
+    /// notification, not two (each would make its idle future larger).
+    pub(crate) async fn ready(&self, stop: &Flag) {
         loop {
             let ready = self.ready.notified();
             let mut ready = std::pin::pin!(ready);
             ready.as_mut().enable();
-            if self.lock().frames > 0 {
+            if self.lock().frames > 0 || stop.is_raised() {
                 return;
             }
             ready.await;
         }
+    }
+
+    /// Wakes the writer waiting in [`Outbox::ready`] to look at its `stop`.
+    pub(crate) fn wake_writer(&self) {
+        self.ready.notify_one();
     }
 
     /// Swaps the waiting bytes into `buf` (which must be empty: its
@@ -332,7 +341,8 @@ mod tests {
         let mut buf = BytesMut::new();
         assert!(out.take(&mut buf));
         sender.await.unwrap().unwrap();
-        out.ready().await;
+        let stop = Flag::default();
+        out.ready(&stop).await;
         let mut second = BytesMut::new();
         assert!(out.take(&mut second));
         assert_eq!(notes(&mut buf), [(FrameKind::Message, 0, note("a"))]);
@@ -340,11 +350,28 @@ mod tests {
 
         let writer = tokio::spawn({
             let out = out.clone();
-            async move { out.ready().await }
+            async move { out.ready(&Flag::default()).await }
         });
         tokio::task::yield_now().await;
         assert!(!writer.is_finished());
         out.try_push(FrameKind::Message, 0, &note("c")).unwrap();
         writer.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_writer_wakes_when_its_stop_is_raised() {
+        let out = std::sync::Arc::new(outbox(1, 1024));
+        let stop = std::sync::Arc::new(Flag::default());
+        let writer = tokio::spawn({
+            let (out, stop) = (out.clone(), stop.clone());
+            async move { out.ready(&stop).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished());
+        stop.raise();
+        out.wake_writer();
+        writer.await.unwrap();
+        // Raised, it returns at once.
+        out.ready(&stop).await;
     }
 }

@@ -9,7 +9,6 @@
 
 use std::future::Future;
 use std::ops::BitOr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::channel::Channel;
@@ -64,8 +63,10 @@ impl BitOr for Sessions {
     }
 }
 
-type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
-type Constructor = Arc<dyn Fn(&Channel) -> Job + Send + Sync>;
+/// Constructs a protocol on a channel and spawns it there (the future is
+/// spawned as its own type, not boxed first: one allocation per protocol
+/// and channel, not two).
+type Constructor = Arc<dyn Fn(&Channel) + Send + Sync>;
 type Hook = Arc<dyn Fn(&Channel) + Send + Sync>;
 
 #[derive(Clone)]
@@ -98,7 +99,7 @@ impl ProtocolRegistry {
         self.entries.push(Entry {
             name,
             sessions,
-            constructor: Arc::new(move |ch: &Channel| -> Job { Box::pin(constructor(ch)) }),
+            constructor: Arc::new(move |ch: &Channel| ch.spawn(constructor(ch))),
         });
     }
 
@@ -121,7 +122,7 @@ impl ProtocolRegistry {
         }
         let kind = channel.info().session;
         for e in self.entries.iter().filter(|e| e.sessions.contains(kind)) {
-            channel.spawn((e.constructor)(channel));
+            (e.constructor)(channel);
         }
     }
 }

@@ -289,7 +289,14 @@ where
         addr,
         session,
     });
-    tokio::spawn(supervise(shared.clone(), channel.clone(), slot));
+    // Weak: the channel is in the node's peer table, so a strong reference
+    // here would be a cycle until the channel closes.
+    let node = Arc::downgrade(shared);
+    channel.on_closed(move |channel, reason| {
+        if let Some(node) = node.upgrade() {
+            closed(&node, channel, reason, slot);
+        }
+    });
     Ok(channel)
 }
 
@@ -414,15 +421,15 @@ fn insert(shared: &Shared, channel: &Channel) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Waits for `channel` to close; then removes it, bans a misbehaving peer
-/// and reports the event.
-async fn supervise(shared: Arc<Shared>, channel: Channel, slot: Option<IpSlot>) {
-    let reason = channel.closed().await;
+/// `channel` has closed for `reason`: frees its IP slot, removes it, bans
+/// a misbehaving peer and reports the event. (Run by the channel's reader
+/// as it ends: an open channel costs no task waiting for this.)
+fn closed(shared: &Shared, channel: &Channel, reason: CloseReason, slot: Option<IpSlot>) {
     drop(slot);
     let peer = channel.remote_peer_id();
     {
         let mut peers = lock(&shared.peers);
-        if peers.get(&peer).is_some_and(|c| c.same(&channel)) {
+        if peers.get(&peer).is_some_and(|c| c.same(channel)) {
             peers.remove(&peer);
         }
     }

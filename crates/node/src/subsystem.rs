@@ -14,6 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use knotwork_wire::{Message, WireError, decode};
 
@@ -168,8 +169,17 @@ impl<M: Message> Subscription<M> {
     }
 
     /// The next message; `None` once the channel closed and the queue is empty.
-    pub async fn recv(&mut self) -> Option<M> {
-        self.rx.recv().await
+    /// Cancel-safe.
+    pub fn recv(&mut self) -> impl Future<Output = Option<M>> + '_ {
+        self.rx.recv()
+    }
+
+    /// [`Subscription::recv`] for a hand-written future or stream: the next
+    /// message if one is queued (`Ready(None)` once the channel closed and
+    /// the queue is empty), else `Pending`, and `cx` is woken when that
+    /// changes.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<M>> {
+        self.rx.poll_recv(cx)
     }
 }
 
@@ -185,7 +195,14 @@ impl<M: Message> RequestSubscription<M> {
     }
 
     /// The next request; `None` once the channel closed and the queue is empty.
-    pub async fn recv(&mut self) -> Option<(M, Responder)> {
-        self.rx.recv().await
+    /// Cancel-safe.
+    pub fn recv(&mut self) -> impl Future<Output = Option<(M, Responder)>> + '_ {
+        self.rx.recv()
+    }
+
+    /// [`RequestSubscription::recv`] for a hand-written future or stream;
+    /// see [`Subscription::poll_recv`].
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(M, Responder)>> {
+        self.rx.poll_recv(cx)
     }
 }

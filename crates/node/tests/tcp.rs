@@ -125,6 +125,7 @@ async fn the_connection_limit_refuses_the_excess_with_a_reason() {
     assert!(!kept.is_closed());
     assert!(kept.rtt().is_some());
     assert_eq!(a.peers().len(), 1);
+    assert_eq!(a.peer_count(), 1);
     for n in [&a, &b, &c] {
         n.shutdown().await;
     }

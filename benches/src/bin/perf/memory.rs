@@ -101,7 +101,9 @@ pub fn server_main(holder: Holder, count: usize) {
         }
     };
     let connected = || match &node {
-        Some(n) => n.peers().len(),
+        // A count, not `peers()`: its list (a few hundred bytes per
+        // connection, freed again) would be counted as the node's.
+        Some(n) => n.peer_count(),
         None => open.load(Ordering::Relaxed),
     };
     // A few connections open and close before the baseline, so what the

@@ -5,6 +5,11 @@
 //! ([`accept_loop`]). See the parent module's docs.
 
 use super::*;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use futures::future::Either;
 use tracing::Instrument;
 
 impl<S> Unstarted<S>
@@ -38,12 +43,80 @@ where
 {
     match channel.inner.compression {
         Compression::None => {
-            let framed = FrameReader::new(r, codec, buffered);
-            tokio::spawn(read_loop(channel.clone(), framed, stream).in_current_span());
+            spawn_read_loop(channel, FrameReader::new(r, codec, buffered), stream);
         }
         algorithm => {
             let framed = FrameReader::new(Inflate::new(r, algorithm, buffered), codec, &[]);
-            tokio::spawn(read_loop(channel.clone(), framed, stream).in_current_span());
+            spawn_read_loop(channel, framed, stream);
+        }
+    }
+}
+
+/// Spawns the reader of `stream` over `framed`, waiting as its stream does
+/// (see [`Wait`]).
+fn spawn_read_loop<R>(channel: &Channel, framed: FrameReader<R>, stream: Stream)
+where
+    R: AsyncRead + Send + Unpin + 'static,
+{
+    let channel = channel.clone();
+    match stream {
+        Stream::First => {
+            tokio::spawn(read_loop::<R, FirstStream>(channel, framed, stream).in_current_span())
+        }
+        Stream::Lane(_) => {
+            tokio::spawn(read_loop::<R, LaneStream>(channel, framed, stream).in_current_span())
+        }
+    };
+}
+
+/// How a reader waits for bytes, and for its channel to start closing.
+trait Wait {
+    /// Fills `framed` (see [`FrameReader::fill`]); `None` once the channel
+    /// is closing.
+    fn fill_or_close<'a, R: AsyncRead + Unpin + Send>(
+        inner: &'a Inner,
+        framed: &'a mut FrameReader<R>,
+    ) -> impl Future<Output = Option<Result<bool, WireError>>> + Send + 'a;
+}
+
+/// The first stream's reader: woken by `begin_close` through
+/// `Inner::reader`, so its waiting future is one poll function, not a
+/// select with a `closing` future (which made every idle channel's reader
+/// about 80 bytes larger).
+struct FirstStream;
+
+impl Wait for FirstStream {
+    fn fill_or_close<'a, R: AsyncRead + Unpin + Send>(
+        inner: &'a Inner,
+        framed: &'a mut FrameReader<R>,
+    ) -> impl Future<Output = Option<Result<bool, WireError>>> + Send + 'a {
+        std::future::poll_fn(move |cx| {
+            if inner.closing.is_raised() {
+                return Poll::Ready(None);
+            }
+            // Registered before the second look: a `begin_close` in
+            // between wakes this task.
+            inner.reader.register(cx.waker());
+            if inner.closing.is_raised() {
+                return Poll::Ready(None);
+            }
+            framed.poll_fill(cx).map(Some)
+        })
+    }
+}
+
+/// A lane's reader (one of several per channel): waits on `closing` itself.
+struct LaneStream;
+
+impl Wait for LaneStream {
+    async fn fill_or_close<R: AsyncRead + Unpin + Send>(
+        inner: &Inner,
+        framed: &mut FrameReader<R>,
+    ) -> Option<Result<bool, WireError>> {
+        tokio::select! {
+            biased;
+            () = inner.closing.raised() => None,
+            r = framed.fill() => Some(r),
         }
     }
 }
@@ -60,12 +133,13 @@ pub(super) async fn lane_loop(channel: Channel, substreams: Arc<dyn Substreams>,
         }
     }
     let _ended = Ended(&out);
-    let opened = async {
-        out.ready().await;
-        substreams.open_stream().await
-    };
+    // (`begin_close` wakes this wait too.)
+    out.ready(&inner.closing).await;
+    if inner.closing.is_raised() {
+        return;
+    }
     let stream = tokio::select! {
-        r = opened => r,
+        r = substreams.open_stream() => r,
         () = inner.closing.raised() => return,
     };
     let result = match stream {
@@ -128,10 +202,10 @@ async fn pump<W: AsyncWrite + Unpin>(
     let mut buf = BytesMut::new();
     let mut blocks = Blocks::new(inner.compression);
     loop {
-        tokio::select! {
-            biased;
-            () = out.ready() => {}
-            () = inner.closing.raised() => break,
+        // (`begin_close` wakes this wait: no second one for `closing`.)
+        out.ready(&inner.closing).await;
+        if inner.closing.is_raised() {
+            break;
         }
         buf.clear();
         if !out.take(&mut buf) {
@@ -200,18 +274,36 @@ impl Blocks {
         }
     }
 
-    /// Writes `batch` to `w` (not flushed).
-    async fn write<W: AsyncWrite + Unpin>(
-        &mut self,
+    /// Writes `batch` to `w` (not flushed). Not an `async fn`: the plain
+    /// write is returned as it is, and only packing (boxed) has a state
+    /// of its own, so the writer's future, compressed or not, stays as
+    /// small as a `write_all`.
+    fn write<'a, W: AsyncWrite + Unpin>(
+        &'a mut self,
+        w: &'a mut W,
+        batch: &'a [u8],
+    ) -> impl Future<Output = std::io::Result<()>> + 'a {
+        match self.deflate.as_mut() {
+            None => Either::Left(w.write_all(batch)),
+            Some(deflate) => Either::Right(Box::pin(Self::write_packed(
+                deflate,
+                &mut self.packed,
+                w,
+                batch,
+            ))),
+        }
+    }
+
+    /// Writes `batch` in blocks, packed where that pays.
+    async fn write_packed<W: AsyncWrite + Unpin>(
+        deflate: &mut Deflate,
+        packed: &mut Vec<u8>,
         w: &mut W,
         batch: &[u8],
     ) -> std::io::Result<()> {
-        let Some(deflate) = self.deflate.as_mut() else {
-            return w.write_all(batch).await;
-        };
         for block in batch.chunks(knotwork_compress::MAX_BLOCK_LEN) {
-            if deflate.pack(block, &mut self.packed) {
-                w.write_all(&self.packed).await?;
+            if deflate.pack(block, packed) {
+                w.write_all(packed).await?;
             } else {
                 w.write_all(&knotwork_compress::raw_header(block.len()))
                     .await?;
@@ -276,7 +368,7 @@ impl Stream {
 }
 
 /// The reader task of `stream`; see the module docs.
-async fn read_loop<R: AsyncRead + Unpin>(
+async fn read_loop<R: AsyncRead + Unpin + Send, W: Wait>(
     channel: Channel,
     mut framed: FrameReader<R>,
     mut stream: Stream,
@@ -304,10 +396,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             _ => {
                 state.tally.flush();
-                let filled = tokio::select! {
-                    biased;
-                    () = inner.closing.raised() => break,
-                    r = framed.fill() => r,
+                let Some(filled) = W::fill_or_close(inner, &mut framed).await else {
+                    break;
                 };
                 burst = 0;
                 state.now = Instant::now().into_std();
@@ -354,7 +444,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         } else {
             let len = frame.encoded_len();
-            let stop = handle_frame(&channel, &mut state, frame).await;
+            let stop = match handle_frame(&channel, &mut state, frame) {
+                Handled::Done(stop) => stop,
+                Handled::Wait(rest) => rest.await,
+            };
             framed.consume(len);
             stop
         };
@@ -383,6 +476,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     inner.written.raised().await;
     tracing::debug!(peer = %inner.info.peer_id.short(), reason = ?channel.close_reason(), "channel closed");
     inner.closed.raise();
+    channel.run_closed_hook();
 }
 
 type Stop = (CloseReason, Option<DisconnectReason>);
@@ -498,29 +592,42 @@ fn handle_response(channel: &Channel, state: &mut ReaderState, frame: Frame) -> 
     None
 }
 
-/// Handles one inbound message or request, seen in the read buffer;
-/// `Some` closes the channel.
-async fn handle_frame(
-    channel: &Channel,
-    state: &mut ReaderState,
-    frame: FrameRef<'_>,
-) -> Option<Stop> {
+/// What [`handle_frame`] left to do.
+enum Handled<'a> {
+    /// Nothing; `Some` closes the channel.
+    Done(Option<Stop>),
+    /// The rest has to wait (a request over its budget, a full
+    /// subscription): await it; `Some` closes the channel.
+    Wait(Pin<Box<dyn Future<Output = Option<Stop>> + Send + 'a>>),
+}
+
+/// Handles one inbound message or request, seen in the read buffer.
+///
+/// Not an `async fn`: almost every frame is handled at once, and only
+/// what has to wait is boxed ([`Handled::Wait`]). Inline, the waiting
+/// states made every reader's future (an idle channel's too) about 90
+/// bytes larger.
+fn handle_frame<'a>(
+    channel: &'a Channel,
+    state: &'a mut ReaderState,
+    frame: FrameRef<'a>,
+) -> Handled<'a> {
     let inner = &channel.inner;
     let now = state.now;
     let msg_id = frame.msg_id;
     let offend = |o: Offence| offend(channel, now, o, msg_id);
-    let misbehaved = |o: Offence| Some(misbehaved(channel, o));
+    let misbehaved = |o: Offence| Handled::Done(Some(misbehaved(channel, o)));
     let kind = match frame.kind {
         FrameKind::Message if frame.msg_id == Disconnect::ID => {
             let reason = decode::<Disconnect>(frame.payload)
                 .map(|d| d.reason)
                 .unwrap_or_else(|_| DisconnectReason::other("malformed disconnect"));
-            return Some((CloseReason::Remote(reason), None));
+            return Handled::Done(Some((CloseReason::Remote(reason), None)));
         }
         FrameKind::Message => Kind::Message,
         FrameKind::Request => Kind::Request,
         // The reader hands responses to `handle_response` instead.
-        FrameKind::Response => return None,
+        FrameKind::Response => return Handled::Done(None),
     };
     let dispatcher =
         ReaderState::dispatcher(&mut state.cache, &inner.subsystem, kind, frame.msg_id);
@@ -536,17 +643,17 @@ async fn handle_frame(
                 .try_push(FrameKind::Response, frame.request_id, &Unsupported);
         }
         if state.unknown.take(UNKNOWN_TYPES, now) {
-            return None;
+            return Handled::Done(None);
         }
         return match offend(Offence::UnknownMessage) {
             Verdict::Ban => misbehaved(Offence::UnknownMessage),
-            _ => None,
+            _ => Handled::Done(None),
         };
     };
     if frame.payload.len() > dispatcher.max_bytes {
         return match offend(Offence::Oversized) {
             Verdict::Ban => misbehaved(Offence::Oversized),
-            _ => None,
+            _ => Handled::Done(None),
         };
     }
     if kind == Kind::Request {
@@ -560,53 +667,130 @@ async fn handle_frame(
             let _ = inner
                 .out
                 .try_push(FrameKind::Response, frame.request_id, &RateLimited);
-            return None;
+            return Handled::Done(None);
         }
         if !wait.is_zero() {
-            if !unless_closing(inner, tokio::time::sleep(wait)).await {
-                return None;
-            }
-            state.now = tokio::time::Instant::now().into_std();
+            let clock = &mut state.now;
+            return Handled::Wait(Box::pin(async move {
+                if !unless_closing(inner, tokio::time::sleep(wait)).await {
+                    return None;
+                }
+                *clock = tokio::time::Instant::now().into_std();
+                match charge_and_deliver(channel, *clock, dispatcher, &frame) {
+                    Delivered::Done(stop) => stop,
+                    waiting => deliver_rest(channel, *clock, dispatcher, &frame, waiting).await,
+                }
+            }));
         }
     }
-    match charge(channel, state.now, frame.msg_id, dispatcher.budget) {
-        Verdict::Accept => {}
-        Verdict::Drop => return None,
+    match charge_and_deliver(channel, now, dispatcher, &frame) {
+        Delivered::Done(stop) => Handled::Done(stop),
+        waiting => Handled::Wait(Box::pin(async move {
+            deliver_rest(channel, now, dispatcher, &frame, waiting).await
+        })),
+    }
+}
+
+/// How far [`deliver`] got.
+enum Delivered<'a> {
+    /// Every subscriber has the frame (or it was refused); `Some` closes
+    /// the channel.
+    Done(Option<Stop>),
+    /// A subscriber's queue is full: await this, then go on from the
+    /// subscriber at this index.
+    Wait(crate::subsystem::Pending<'a>, usize),
+}
+
+/// Charges the frame to its type's budget, then delivers it.
+fn charge_and_deliver<'a>(
+    channel: &Channel,
+    now: std::time::Instant,
+    dispatcher: &'a Dispatcher,
+    frame: &FrameRef<'_>,
+) -> Delivered<'a> {
+    match charge(channel, now, frame.msg_id, dispatcher.budget) {
+        Verdict::Accept => deliver(channel, now, dispatcher, frame, 0),
+        Verdict::Drop => Delivered::Done(None),
         Verdict::Ban => {
             // Named once, when it bans (every dropped frame would flood the log).
-            tracing::debug!(peer = %inner.info.peer_id.short(), offence = ?Offence::OverBudget, msg_id, "peer offence");
-            return misbehaved(Offence::OverBudget);
+            tracing::debug!(peer = %channel.inner.info.peer_id.short(), offence = ?Offence::OverBudget, msg_id = frame.msg_id, "peer offence");
+            Delivered::Done(Some(misbehaved(channel, Offence::OverBudget)))
         }
     }
-    for sub in dispatcher.subscribers.iter() {
-        let pending = match sub.deliver(frame.payload, frame.request_id, channel) {
-            Ok(Delivery::Done | Delivery::Gone) => continue,
-            Ok(Delivery::Wait(pending)) => pending,
+}
+
+/// Hands the frame to the subscribers from index `from` on, up to the
+/// first that has to wait.
+fn deliver<'a>(
+    channel: &Channel,
+    now: std::time::Instant,
+    dispatcher: &'a Dispatcher,
+    frame: &FrameRef<'_>,
+    from: usize,
+) -> Delivered<'a> {
+    for (i, sub) in dispatcher.subscribers.iter().enumerate().skip(from) {
+        match sub.deliver(frame.payload, frame.request_id, channel) {
+            Ok(Delivery::Done | Delivery::Gone) => {}
+            Ok(Delivery::Wait(pending)) => return Delivered::Wait(pending, i + 1),
             Err(_) => {
-                if offend(Offence::Malformed) == Verdict::Ban {
-                    return misbehaved(Offence::Malformed);
+                let o = Offence::Malformed;
+                if offend(channel, now, o, frame.msg_id) == Verdict::Ban {
+                    return Delivered::Done(Some(misbehaved(channel, o)));
                 }
                 break;
             }
-        };
-        if !unless_closing(inner, pending).await {
-            return None;
         }
     }
-    None
+    Delivered::Done(None)
+}
+
+/// Waits where [`deliver`] stopped and goes on, until every subscriber
+/// has the frame (or the channel starts closing).
+async fn deliver_rest(
+    channel: &Channel,
+    now: std::time::Instant,
+    dispatcher: &Dispatcher,
+    frame: &FrameRef<'_>,
+    mut step: Delivered<'_>,
+) -> Option<Stop> {
+    loop {
+        match step {
+            Delivered::Done(stop) => return stop,
+            Delivered::Wait(pending, next) => {
+                if !unless_closing(&channel.inner, pending).await {
+                    return None;
+                }
+                step = deliver(channel, now, dispatcher, frame, next);
+            }
+        }
+    }
 }
 
 /// Waits for `done` unless the channel starts closing first (`false`).
-/// The wait is boxed, made only when the reader must wait: inline, it made
-/// every reader's future (idle ones too) larger by two of them.
-fn unless_closing<'a>(
-    inner: &'a Inner,
-    done: impl std::future::Future<Output = ()> + Send + 'a,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
-    Box::pin(async move {
-        tokio::select! {
-            () = done => true,
-            () = inner.closing.raised() => false,
-        }
-    })
+/// (Only ever inside a boxed [`Handled::Wait`].)
+async fn unless_closing(inner: &Inner, done: impl Future<Output = ()>) -> bool {
+    tokio::select! {
+        () = done => true,
+        () = inner.closing.raised() => false,
+    }
+}
+
+/// The first stream's reader future over `r`, for tests of its size.
+#[cfg(test)]
+pub(super) fn read_loop_for_test<R: AsyncRead + Unpin + Send>(
+    channel: Channel,
+    r: R,
+    codec: FrameCodec,
+    buffered: &[u8],
+) -> impl Future<Output = ()> {
+    read_loop::<R, FirstStream>(channel, FrameReader::new(r, codec, buffered), Stream::First)
+}
+
+/// The writer future over `w`, for tests of its size.
+#[cfg(test)]
+pub(super) fn write_loop_for_test<W: AsyncWrite + Unpin>(
+    channel: Channel,
+    w: W,
+) -> impl Future<Output = ()> {
+    write_loop(channel, w)
 }

@@ -47,11 +47,12 @@
 //! [`NodeError::Closed`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures::task::AtomicWaker;
 use knotwork_core::sync::Flag;
 use knotwork_core::{PeerAddr, PeerId, Substreams, lock};
 use knotwork_wire::{Frame, FrameCodec, FrameKind, FrameRef, Message, WireError, decode};
@@ -210,7 +211,9 @@ struct Inner {
     /// The connection's further streams and their queues, if its transport
     /// has them (boxed: most channels have none).
     lanes: Option<Box<Lanes>>,
-    rtt: Mutex<Option<Duration>>,
+    /// The last ping's round trip in nanoseconds (at least 1), 0 before
+    /// the first.
+    rtt: AtomicU64,
     reason: Mutex<Option<CloseReason>>,
     /// What the peer did to be closed for misbehaviour (a metrics label).
     misbehaviour: OnceLock<&'static str>,
@@ -218,12 +221,21 @@ struct Inner {
     buffers: OnceLock<Arc<dyn StreamBuffers>>,
     /// Raised when the channel starts closing.
     closing: Flag,
+    /// The first stream's reader while it waits for bytes: `begin_close`
+    /// wakes it (see `io::FirstStream`).
+    reader: AtomicWaker,
     /// Raised when the writer task has ended (its last bytes written, or
     /// abandoned after the drain timeout).
     written: Flag,
     /// Raised when the channel is fully closed and cleaned up.
     closed: Flag,
+    /// Called once, right after `closed` is raised (see
+    /// [`Channel::on_closed`]).
+    on_closed: Mutex<Option<ClosedHook>>,
 }
+
+/// What runs when a channel has closed: the node's clean-up.
+type ClosedHook = Box<dyn FnOnce(&Channel, CloseReason) + Send>;
 
 /// A connection's further streams (see the module docs).
 struct Lanes {
@@ -239,6 +251,14 @@ struct Lanes {
 impl Inner {
     fn begin_close(&self) {
         self.closing.raise();
+        self.reader.wake();
+        // The writers wait for frames or `closing` on one notification.
+        self.out.wake_writer();
+        if let Some(lanes) = &self.lanes {
+            for out in lock(&lanes.outbound).values() {
+                out.wake_writer();
+            }
+        }
     }
 }
 
@@ -294,13 +314,15 @@ impl Channel {
                     inbound: Mutex::new(HashSet::new()),
                 })
             }),
-            rtt: Mutex::new(None),
+            rtt: AtomicU64::new(0),
             reason: Mutex::new(None),
             misbehaviour: OnceLock::new(),
             buffers: OnceLock::new(),
             closing: Flag::default(),
+            reader: AtomicWaker::new(),
             written: Flag::default(),
             closed: Flag::default(),
+            on_closed: Mutex::new(None),
         });
         let channel = Self { inner };
         channel.register::<Disconnect>();
@@ -332,12 +354,16 @@ impl Channel {
 
     /// The last round-trip time measured by the ping protocol.
     pub fn rtt(&self) -> Option<Duration> {
-        *lock(&self.inner.rtt)
+        match self.inner.rtt.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
     }
 
     /// Records a ping round-trip time (and feeds the RTT histogram).
     pub(crate) fn set_rtt(&self, rtt: Duration) {
-        *lock(&self.inner.rtt) = Some(rtt);
+        let nanos = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.inner.rtt.store(nanos, Ordering::Relaxed);
         self.metrics().inspect(|m| m.rtt(rtt));
     }
 
@@ -390,6 +416,30 @@ impl Channel {
     pub async fn closed(&self) -> CloseReason {
         self.inner.closed.raised().await;
         self.close_reason().unwrap_or(CloseReason::Eof)
+    }
+
+    /// Calls `hook` once the channel has closed (at once if it has): in
+    /// the reader task as it ends, so a channel needs no task of its own
+    /// waiting for that. Replaces a hook set before.
+    pub(crate) fn on_closed(&self, hook: impl FnOnce(&Channel, CloseReason) + Send + 'static) {
+        let mut slot = lock(&self.inner.on_closed);
+        // The reader raises `closed` before it takes the hook, both under
+        // this lock's order: a hook set after the take runs here.
+        if self.inner.closed.is_raised() {
+            drop(slot);
+            hook(self, self.close_reason().unwrap_or(CloseReason::Eof));
+        } else {
+            *slot = Some(Box::new(hook));
+        }
+    }
+
+    /// Runs the hook set by [`Channel::on_closed`], if any (the reader,
+    /// once `closed` is raised).
+    fn run_closed_hook(&self) {
+        let hook = lock(&self.inner.on_closed).take();
+        if let Some(hook) = hook {
+            hook(self, self.close_reason().unwrap_or(CloseReason::Eof));
+        }
     }
 
     /// Why the channel closed, once it did.
@@ -481,7 +531,10 @@ impl Channel {
                 tokio::task::consume_budget().await;
                 Ok(())
             }
-            Err(PushError::Full) => out.push(kind, request_id, msg).await,
+            // Boxed: inline, the wait for room made every future that
+            // sends (a protocol's whole job, idle or not) about 200 bytes
+            // larger; a full queue is the slow path anyway.
+            Err(PushError::Full) => Box::pin(out.push(kind, request_id, msg)).await,
             Err(e) => Err(e),
         };
         match pushed {
