@@ -240,13 +240,18 @@ pub fn pipelined(sides: &Sides, layer: Layer, count: usize) -> f64 {
     one_connection(sides, layer, serve, measure)
 }
 
-/// Connect (+ Noise XX handshake for a secure layer) times, `count` dials.
-/// Each dial then trades one byte both ways, untimed, so the server has
-/// finished before the next dial starts. A secure layer dials each time with
-/// a fresh client identity (made before the clock starts), as a node's first
-/// contact does: both ends check the other's identity signature (a repeated
-/// identity would skip that check, see `KnownPeers`).
-pub fn connect(sides: &Sides, layer: Layer, count: usize) -> Vec<Duration> {
+/// Connect (+ Noise XX handshake for a secure layer) times, `count` dials,
+/// and the times until one byte has gone to the server and back.
+///
+/// The first end when the dialer's side of the handshake is done, with the
+/// server's last step (reading XX's third message: an X25519 and the
+/// client's identity check) still to come; the second include that step
+/// and one round trip, as any exchange the server must answer (a node's
+/// version exchange) does. A secure layer dials each time with a fresh
+/// client identity (made before the clock starts), as a node's first
+/// contact does: both ends check the other's identity signature (a
+/// repeated identity would skip that check, see `KnownPeers`).
+pub fn connect(sides: &Sides, layer: Layer, count: usize) -> (Vec<Duration>, Vec<Duration>) {
     let (l, addr) = listener();
     let keys = Keys::new(layer);
     let server_keys = keys.clone();
@@ -262,6 +267,7 @@ pub fn connect(sides: &Sides, layer: Layer, count: usize) -> Vec<Duration> {
     });
     let times = sides.client(async move {
         let mut times = Vec::with_capacity(count);
+        let mut echoed = Vec::with_capacity(count);
         for _ in 0..count {
             let keys = keys.as_ref().map(Keys::fresh_client);
             let t = Instant::now();
@@ -271,8 +277,9 @@ pub fn connect(sides: &Sides, layer: Layer, count: usize) -> Vec<Duration> {
             c.write_all(&b).await.expect("byte");
             c.flush().await.expect("flush");
             c.read_exact(&mut b).await.expect("byte");
+            echoed.push(t.elapsed());
         }
-        times
+        (times, echoed)
     });
     wait(server);
     times
