@@ -11,19 +11,22 @@
 //! less, so one larger frame always fits); the writer holds up to as much
 //! again while it writes.
 //!
-//! Wake-ups are as in [`crate::queue`]: the writer waits only after it
-//! found the buffer empty, and the frame that ends an empty buffer wakes
-//! it (`notify_one` keeps a permit when nobody waits yet); senders waiting
-//! for room register before they look, and a take from a full buffer
-//! wakes them all.
+//! Wake-ups are as in [`crate::queue`]: the one writer waits only after it
+//! found the buffer empty, leaving its waker in an [`AtomicWaker`] and
+//! looking once more, and the frame that ends an empty buffer wakes it;
+//! senders waiting for room register before they look, and a take from a
+//! full buffer wakes them all.
 //!
 //! Outbound frames are counted for the metrics here, under the lock (and
 //! their type registered by name, see `Tally::add_typed`), so the writer
 //! never has to parse what it sends.
 
+use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
+use std::task::Poll;
 
 use bytes::BytesMut;
+use futures::task::AtomicWaker;
 use knotwork_core::sync::Flag;
 use knotwork_crypto_handshake::BUSY_BURST;
 use knotwork_wire::{FrameCodec, FrameKind, HEADER_LEN, Message, WireError};
@@ -63,8 +66,8 @@ pub(crate) struct Outbox {
     state: Mutex<State>,
     codec: FrameCodec,
     limits: Limits,
-    /// Wakes the writer.
-    ready: Notify,
+    /// The writer, while it waits for frames.
+    ready: AtomicWaker,
     /// Wakes every waiting sender.
     room: Notify,
 }
@@ -84,7 +87,7 @@ impl Outbox {
                 frames: limits.frames.max(1),
                 bytes: limits.bytes.max(1),
             },
-            ready: Notify::new(),
+            ready: AtomicWaker::new(),
             room: Notify::new(),
         }
     }
@@ -121,7 +124,7 @@ impl Outbox {
             state.frames == 1
         };
         if was_empty {
-            self.ready.notify_one();
+            self.ready.wake();
         }
         Ok(())
     }
@@ -149,21 +152,21 @@ impl Outbox {
     /// once if either is so). Whoever raises `stop` calls
     /// [`Outbox::wake_writer`] after it: the writer waits on one
     /// notification, not two (each would make its idle future larger).
-    pub(crate) async fn ready(&self, stop: &Flag) {
-        loop {
-            let ready = self.ready.notified();
-            let mut ready = std::pin::pin!(ready);
-            ready.as_mut().enable();
-            if self.lock().frames > 0 || stop.is_raised() {
-                return;
+    pub(crate) fn ready<'a>(&'a self, stop: &'a Flag) -> impl Future<Output = ()> + 'a {
+        let go = move || self.lock().frames > 0 || stop.is_raised();
+        std::future::poll_fn(move |cx| {
+            if go() {
+                return Poll::Ready(());
             }
-            ready.await;
-        }
+            // Registered before the second look: a push in between wakes us.
+            self.ready.register(cx.waker());
+            if go() { Poll::Ready(()) } else { Poll::Pending }
+        })
     }
 
     /// Wakes the writer waiting in [`Outbox::ready`] to look at its `stop`.
     pub(crate) fn wake_writer(&self) {
-        self.ready.notify_one();
+        self.ready.wake();
     }
 
     /// Swaps the waiting bytes into `buf` (which must be empty: its
