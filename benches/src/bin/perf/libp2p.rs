@@ -262,13 +262,47 @@ impl Pair {
 
     /// `count` dials, each from a fresh identity, timed until the
     /// connection is established; each is closed and gone from the server
-    /// before the next.
+    /// before the next. Each fresh swarm has dialed another server once
+    /// before, untimed, as our node's first contacts are made by nodes
+    /// that connected once (see `node::Pair::connects`).
     fn dials(&self, sides: &Sides, count: usize) -> Vec<Duration> {
         let (addr, open) = (self.addr.clone(), self.open.clone());
-        sides.client(async move {
+        let (warm_tx, warm_rx) = tokio::sync::oneshot::channel();
+        let warm_server = sides.spawn_server(async move {
+            let mut swarm = swarm();
+            swarm
+                .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
+                .expect("listen");
+            let addr = loop {
+                if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                    break address;
+                }
+            };
+            let _ = warm_tx.send(addr);
+            serve(swarm, Arc::new(AtomicUsize::new(0))).await;
+        });
+        let warm = futures::executor::block_on(warm_rx).expect("warm-up server ready");
+        let times = sides.client(async move {
             let mut times = Vec::with_capacity(count);
             for i in 0..count {
                 let mut fresh = swarm();
+                fresh.dial(warm.clone()).expect("warm-up dial");
+                let id = loop {
+                    match fresh.select_next_some().await {
+                        SwarmEvent::ConnectionEstablished { connection_id, .. } => {
+                            break connection_id;
+                        }
+                        SwarmEvent::OutgoingConnectionError { error, .. } => {
+                            panic!("warm-up dial {i}: {error}")
+                        }
+                        _ => {}
+                    }
+                };
+                fresh.close_connection(id);
+                while !matches!(
+                    fresh.select_next_some().await,
+                    SwarmEvent::ConnectionClosed { .. }
+                ) {}
                 let t = Instant::now();
                 fresh.dial(addr.clone()).expect("dial");
                 let id = loop {
@@ -303,7 +337,10 @@ impl Pair {
                     .unwrap_or_else(|_| panic!("dial {i}: the connection did not close"));
             }
             times
-        })
+        });
+        warm_server.abort();
+        let _ = futures::executor::block_on(warm_server);
+        times
     }
 
     fn shutdown(mut self, sides: &Sides) {
