@@ -47,6 +47,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario::rtt("raw-rtt"),
     Scenario::rtt("secure-rtt"),
     Scenario::rtt("node-rtt"),
+    Scenario::rtt("node-rtt-inline"),
     Scenario::pipelined("raw-pipelined"),
     Scenario::pipelined("secure-pipelined"),
     Scenario::pipelined("node-pipelined"),

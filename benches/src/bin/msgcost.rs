@@ -5,9 +5,10 @@
 //! the counts is the cost of one message (or round trip), setup excluded.
 //! `cargo xtask bench --instructions` does that under callgrind.
 //!
-//! Scenarios: `raw-rtt`, `secure-rtt`, `node-rtt` (64 B round trips: raw
-//! TCP ping-pong, the same over `SecureStream`, a node's typed
-//! request/response) and `raw-pipelined`, `secure-pipelined`,
+//! Scenarios: `raw-rtt`, `secure-rtt`, `node-rtt`, `node-rtt-inline` (64 B
+//! round trips: raw TCP ping-pong, the same over `SecureStream`, a node's
+//! typed request/response answered by a task, and answered inline by the
+//! server's reader) and `raw-pipelined`, `secure-pipelined`,
 //! `node-pipelined` (64 B one-way messages: length-prefixed over a
 //! buffered stream, typed `Channel::send`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -39,7 +40,27 @@ fn blob() -> Blob {
     Blob(bytes::Bytes::from_static(&[7u8; SMALL]))
 }
 
-const USAGE: &str = "usage: msgcost raw-rtt|secure-rtt|node-rtt|raw-pipelined|secure-pipelined|node-pipelined COUNT";
+/// A 64 B request the server answers inline (`Channel::serve`).
+#[derive(Serialize, Deserialize)]
+struct Echo(bytes::Bytes);
+
+impl Message for Echo {
+    const NAME: &'static str = "msgcost/echo/1";
+    const MAX_BYTES: usize = 1 + SMALL;
+}
+
+/// What a node scenario does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NodeRun {
+    /// Round trips answered by the server protocol's task.
+    Rtt,
+    /// Round trips answered by the server's reader (`Channel::serve`).
+    RttInline,
+    /// One-way messages.
+    Pipelined,
+}
+
+const USAGE: &str = "usage: msgcost raw-rtt|secure-rtt|node-rtt|node-rtt-inline|raw-pipelined|secure-pipelined|node-pipelined COUNT";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -65,7 +86,9 @@ fn main() {
             "secure-pipelined" => {
                 stream_pair(true, |c| send_many(c, count), move |c| recv_many(c, count)).await
             }
-            "node-rtt" | "node-pipelined" => node(scenario == "node-rtt", count).await,
+            "node-rtt" => node(NodeRun::Rtt, count).await,
+            "node-rtt-inline" => node(NodeRun::RttInline, count).await,
+            "node-pipelined" => node(NodeRun::Pipelined, count).await,
             _ => {
                 eprintln!("{USAGE}");
                 std::process::exit(2);
@@ -164,8 +187,9 @@ async fn recv_many(c: Box<dyn Conn>, count: usize) {
 }
 
 /// Two nodes on loopback TCP: `count` typed request/response round trips
-/// (`rtt`) or `count` one-way typed sends, as the perf harness's node pair.
-async fn node(rtt: bool, count: usize) {
+/// (answered by a task or inline) or `count` one-way typed sends, as the
+/// perf harness's node pair.
+async fn node(run: NodeRun, count: usize) {
     let mut config = NodeConfig::default();
     config.ping.interval = Duration::from_secs(3600);
     config.ping.timeout = Duration::from_secs(3600);
@@ -174,7 +198,9 @@ async fn node(rtt: bool, count: usize) {
         .config(config.clone())
         .listen("tcp/127.0.0.1:0".parse().expect("addr"))
         .budget::<Blob>(RateBudget::UNLIMITED)
+        .budget::<Echo>(RateBudget::UNLIMITED)
         .protocol("msgcost", Sessions::ALL, move |ch| {
+            ch.serve(|e: Echo| e);
             let mut requests = ch.subscribe_requests::<Blob>();
             let _ = tx.try_send(ch.subscribe::<Blob>());
             async move {
@@ -196,9 +222,14 @@ async fn node(rtt: bool, count: usize) {
     let ch = client.connect(&addr).await.expect("connect");
     let mut inbound = subs.recv().await.expect("subscription");
     let msg = blob();
-    if rtt {
+    if run == NodeRun::Rtt {
         for _ in 0..count {
             let _: Blob = ch.request(&msg).await.expect("request");
+        }
+    } else if run == NodeRun::RttInline {
+        let echo = Echo(bytes::Bytes::from_static(&[7u8; SMALL]));
+        for _ in 0..count {
+            let _: Echo = ch.request(&echo).await.expect("request");
         }
     } else {
         let sends = async {

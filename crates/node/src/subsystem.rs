@@ -11,6 +11,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -83,6 +85,48 @@ impl<M: Message> Subscriber for RequestSub<M> {
                 self.0.send(item).await;
             })),
         })
+    }
+}
+
+/// A request handler the reader runs itself ([`Channel::serve`]).
+pub(crate) struct Served<Req, Resp, F> {
+    handler: F,
+    types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp, F> Served<Req, Resp, F> {
+    pub(crate) fn new(handler: F) -> Self {
+        Self {
+            handler,
+            types: PhantomData,
+        }
+    }
+}
+
+impl<Req, Resp, F> Subscriber for Served<Req, Resp, F>
+where
+    Req: Message,
+    Resp: Message + Send + Sync + 'static,
+    F: Fn(Req) -> Resp + Send + Sync,
+{
+    fn deliver<'a>(
+        &'a self,
+        payload: &[u8],
+        request_id: u32,
+        channel: &Channel,
+    ) -> Result<Delivery<'a>, WireError> {
+        let req = decode::<Req>(payload)?;
+        // The reader runs the handler: a panic in it must not end the
+        // reader (and with it the channel, never closed); the request is
+        // refused instead.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| (self.handler)(req))) {
+            Ok(resp) => Ok(channel.answer(request_id, resp)),
+            Err(_) => {
+                tracing::error!(peer = %channel.remote_peer_id().short(), request = Req::NAME, "inline handler panicked, request refused");
+                channel.refuse(request_id);
+                Ok(Delivery::Done)
+            }
+        }
     }
 }
 

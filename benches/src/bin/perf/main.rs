@@ -514,7 +514,9 @@ fn measure_node(sides: &Sides, sizes: &Sizes, out: &mut Rows<'_>) {
     watchdog::step("node pair");
     let mut pair = node::pair(sides, node::Carrier::Tcp);
     let per_round = |n: usize| (n / ROUNDS).max(1);
-    let mut rtt = Rounds::default();
+    // A request is answered by the server protocol's task (as any handler
+    // that may wait), or inline by its channel's reader (`Channel::serve`).
+    let (mut rtt, mut inline) = (Rounds::default(), Rounds::default());
     for round in 1..=ROUNDS {
         watchdog::step(format_args!("rtt 64B raw tcp, round {round}"));
         let raw = p50(&mut stream::ping_pong(
@@ -525,6 +527,9 @@ fn measure_node(sides: &Sides, sizes: &Sizes, out: &mut Rows<'_>) {
         watchdog::step(format_args!("rtt 64B node request/response, round {round}"));
         let times = pair.request_response(sides, per_round(sizes.rounds));
         rtt.add(times, raw);
+        watchdog::step(format_args!("rtt 64B node, inline handler, round {round}"));
+        let times = pair.round_trips(sides, per_round(sizes.rounds), node::Handler::Inline);
+        inline.add(times, raw);
     }
     rtt.push_latency(
         out,
@@ -532,6 +537,13 @@ fn measure_node(sides: &Sides, sizes: &Sizes, out: &mut Rows<'_>) {
         "node request/response",
         "raw tcp ping-pong",
         "<= 1.3x",
+    );
+    inline.push_latency(
+        out,
+        "rtt 64B",
+        "node request/response, inline handler",
+        "raw tcp ping-pong",
+        "",
     );
     let (mut rates, mut raws, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {

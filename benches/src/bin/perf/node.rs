@@ -38,6 +38,25 @@ pub fn blob() -> Blob {
     Blob(bytes::Bytes::from_static(&[7u8; SMALL]))
 }
 
+/// A typed request of 64 payload bytes that the server answers inline
+/// (`Channel::serve`: its reader answers, no handler task).
+#[derive(Serialize, Deserialize)]
+pub struct Echo(bytes::Bytes);
+
+impl Message for Echo {
+    const NAME: &'static str = "perf/echo/1";
+    const MAX_BYTES: usize = 1 + SMALL;
+}
+
+/// How the server answers a pair's requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handler {
+    /// A task of the protocol's, from `subscribe_requests` (`Blob`).
+    Task,
+    /// The channel's reader, from `Channel::serve` (`Echo`).
+    Inline,
+}
+
 /// A config for a server taking many connections from one IP, without
 /// pings during a measurement.
 pub fn server_config() -> NodeConfig {
@@ -94,7 +113,9 @@ impl Server {
             .config(server_config())
             .listen(listen.parse().expect("addr"))
             .budget::<Blob>(RateBudget::UNLIMITED)
+            .budget::<Echo>(RateBudget::UNLIMITED)
             .protocol("perf", Sessions::ALL, move |ch| {
+                ch.serve(|e: Echo| e);
                 let mut requests = ch.subscribe_requests::<Blob>();
                 let sub = ch.subscribe::<Blob>();
                 let tx = tx.clone();
@@ -170,15 +191,25 @@ pub fn pair(sides: &Sides, carrier: Carrier) -> Pair {
 }
 
 impl Pair {
-    /// Typed 64 B request/response round trips, each timed.
+    /// Typed 64 B request/response round trips answered by the server's
+    /// task, each timed.
     pub fn request_response(&self, sides: &Sides, rounds: usize) -> Vec<Duration> {
+        self.round_trips(sides, rounds, Handler::Task)
+    }
+
+    /// Typed 64 B request/response round trips answered by `handler` on
+    /// the server, each timed.
+    pub fn round_trips(&self, sides: &Sides, rounds: usize, handler: Handler) -> Vec<Duration> {
         let ch = self.channel.clone();
         sides.client(async move {
-            let req = blob();
+            let (blob, echo) = (blob(), Echo(bytes::Bytes::from_static(&[7u8; SMALL])));
             let mut times = Vec::with_capacity(rounds);
             for i in 0..rounds + rounds / 10 {
                 let t = Instant::now();
-                let _: Blob = ch.request(&req).await.expect("request");
+                match handler {
+                    Handler::Task => drop(ch.request::<_, Blob>(&blob).await.expect("request")),
+                    Handler::Inline => drop(ch.request::<_, Echo>(&echo).await.expect("request")),
+                }
                 if i >= rounds / 10 {
                     times.push(t.elapsed());
                 }

@@ -308,6 +308,86 @@ async fn a_dropped_responder_refuses_the_request() {
 }
 
 #[tokio::test]
+async fn a_served_request_is_answered_by_the_reader_with_no_task() {
+    let (ch, io, mut peer, _) = channel(ChannelConfig::default());
+    ch.serve(|Ping { nonce }| Pong { nonce: nonce + 1 });
+    io.start(&ch);
+    for id in [5, 6] {
+        let payload = encode(&Ping { nonce: id.into() }).unwrap();
+        peer.send(Frame::request(Ping::ID, id, payload))
+            .await
+            .unwrap();
+        let f = peer.next().await.unwrap().unwrap();
+        assert_eq!(
+            (f.kind, f.msg_id, f.request_id),
+            (FrameKind::Response, Pong::ID, id)
+        );
+        let pong: Pong = decode(&f.payload).unwrap();
+        assert_eq!(pong.nonce, u64::from(id) + 1);
+    }
+    assert_eq!(ch.jobs(), 0, "no task answers");
+}
+
+/// A response larger than its type allows.
+#[derive(Serialize, Deserialize)]
+struct Tiny(String);
+
+impl Message for Tiny {
+    const NAME: &'static str = "test/tiny/1";
+    const MAX_BYTES: usize = 4;
+}
+
+#[tokio::test]
+async fn a_served_response_that_does_not_encode_refuses_the_request() {
+    let (ch, io, mut peer, _) = channel(ChannelConfig::default());
+    ch.serve(|Ping { .. }| Tiny("far more than four bytes".into()));
+    io.start(&ch);
+    let payload = encode(&Ping { nonce: 1 }).unwrap();
+    peer.send(Frame::request(Ping::ID, 8, payload))
+        .await
+        .unwrap();
+    let f = peer.next().await.unwrap().unwrap();
+    assert_eq!(
+        (f.kind, f.msg_id, f.request_id),
+        (FrameKind::Response, REFUSED_RESPONSE_ID, 8)
+    );
+    assert!(!ch.is_closed(), "the channel goes on");
+}
+
+#[tokio::test]
+async fn a_panicking_served_handler_refuses_the_request_and_the_channel_goes_on() {
+    let (ch, io, mut peer, _) = channel(ChannelConfig::default());
+    ch.serve(|Ping { nonce }| {
+        assert!(nonce != 13, "unlucky");
+        Pong { nonce }
+    });
+    io.start(&ch);
+    for (id, nonce, answer) in [(1, 13, REFUSED_RESPONSE_ID), (2, 14, Pong::ID)] {
+        let payload = encode(&Ping { nonce }).unwrap();
+        peer.send(Frame::request(Ping::ID, id, payload))
+            .await
+            .unwrap();
+        let f = peer.next().await.unwrap().unwrap();
+        assert_eq!((f.msg_id, f.request_id), (answer, id));
+    }
+    assert!(!ch.is_closed());
+}
+
+#[tokio::test]
+async fn a_served_malformed_request_is_an_offence_like_any_other() {
+    let frame = Frame::request(Ping::ID, 3, Bytes::from_static(&[0xff; 10]));
+    let (ch, io, mut peer, _) = channel(ChannelConfig::default());
+    ch.serve(|Ping { nonce }| Pong { nonce });
+    io.start(&ch);
+    for _ in 0..200 {
+        if peer.send(frame.clone()).await.is_err() {
+            break;
+        }
+    }
+    assert_banned(&ch, &mut peer).await;
+}
+
+#[tokio::test]
 async fn closing_ends_subscriptions_and_pending_requests() {
     let (ch, io, mut peer, _) = channel(ChannelConfig::default());
     let mut pongs = ch.subscribe::<Pong>();

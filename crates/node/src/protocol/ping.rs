@@ -173,7 +173,8 @@ pub fn protocol(
 ) -> impl std::future::Future<Output = ()> + Send + use<> {
     let mut pings = channel.subscribe::<Ping>();
     let mut pongs = channel.subscribe::<Pong>();
-    let mut ping_requests = channel.subscribe_requests::<Ping>();
+    // A ping request is answered by the reader itself: nothing to wait for.
+    channel.serve(|Ping { nonce }| Pong { nonce });
     let channel = channel.clone();
     // The sends are boxed: made once per ping, they would otherwise make
     // every channel's idle ping job as large as a send in progress.
@@ -186,12 +187,6 @@ pub fn protocol(
                 ping = pings.recv() => {
                     let Some(Ping { nonce }) = ping else { return };
                     if !Box::pin(send_in_time(&channel, &Pong { nonce }, config.timeout)).await {
-                        return;
-                    }
-                }
-                request = ping_requests.recv() => {
-                    let Some((Ping { nonce }, responder)) = request else { return };
-                    if Box::pin(responder.respond(&Pong { nonce })).await.is_err() {
                         return;
                     }
                 }
