@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use libp2p::request_response::{self, ProtocolSupport};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, tcp, yamux};
 use libp2p_stream::{Control, IncomingStreams};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
@@ -73,6 +73,18 @@ async fn drive<F: Future>(swarm: &mut Swarm<Behaviour>, f: F) -> F::Output {
         tokio::select! {
             out = &mut f => return out,
             _ = swarm.select_next_some() => {}
+        }
+    }
+}
+
+/// Polls `swarm` until the connection it dials is established (`what`
+/// number `i` names a failure).
+async fn established(swarm: &mut Swarm<Behaviour>, what: &str, i: usize) -> ConnectionId {
+    loop {
+        match swarm.select_next_some().await {
+            SwarmEvent::ConnectionEstablished { connection_id, .. } => return connection_id,
+            SwarmEvent::OutgoingConnectionError { error, .. } => panic!("{what} {i}: {error}"),
+            _ => {}
         }
     }
 }
@@ -287,17 +299,7 @@ impl Pair {
             for i in 0..count {
                 let mut fresh = swarm();
                 fresh.dial(warm.clone()).expect("warm-up dial");
-                let id = loop {
-                    match fresh.select_next_some().await {
-                        SwarmEvent::ConnectionEstablished { connection_id, .. } => {
-                            break connection_id;
-                        }
-                        SwarmEvent::OutgoingConnectionError { error, .. } => {
-                            panic!("warm-up dial {i}: {error}")
-                        }
-                        _ => {}
-                    }
-                };
+                let id = established(&mut fresh, "warm-up dial", i).await;
                 fresh.close_connection(id);
                 while !matches!(
                     fresh.select_next_some().await,
@@ -305,17 +307,7 @@ impl Pair {
                 ) {}
                 let t = Instant::now();
                 fresh.dial(addr.clone()).expect("dial");
-                let id = loop {
-                    match fresh.select_next_some().await {
-                        SwarmEvent::ConnectionEstablished { connection_id, .. } => {
-                            break connection_id;
-                        }
-                        SwarmEvent::OutgoingConnectionError { error, .. } => {
-                            panic!("dial {i}: {error}")
-                        }
-                        _ => {}
-                    }
-                };
+                let id = established(&mut fresh, "dial", i).await;
                 times.push(t.elapsed());
                 // The server has the connection too, then both ends close
                 // it and only the pair's own connection stays.

@@ -70,7 +70,8 @@ use crate::metrics::{Direction, Tally};
 use crate::outbox::{Limits, Outbox, PushError};
 use crate::registry::SessionKind;
 use crate::subsystem::{
-    Delivery, Dispatcher, Kind, MessageSubsystem, RequestSubscription, Served, Subscription,
+    Delivery, Dispatcher, Kind, MessageSubsystem, RequestSubscription, Served, Subscriber,
+    Subscription,
 };
 use crate::version::{Disconnect, Version};
 use knotwork_compress::{Compression, Deflate, Inflate};
@@ -456,37 +457,31 @@ impl Channel {
         lock(&self.inner.reason).get_or_insert(reason);
     }
 
+    /// Adds `sub` as a subscriber of `kind` frames of type `M` (with the
+    /// type's size limit and budget), unless the channel is closed.
+    fn attach<M: Message>(&self, kind: Kind, sub: Arc<dyn Subscriber>) {
+        self.register::<M>();
+        if !self.is_closed() {
+            let budget = self.inner.config.budget(M::ID);
+            self.inner
+                .subsystem
+                .add(kind, M::ID, M::MAX_BYTES, budget, sub);
+        }
+    }
+
     /// Subscribes to one-way messages of type `M`. Subscribe before the
     /// peer sends: a message of a type nobody subscribed to counts as
     /// misbehaviour.
     pub fn subscribe<M: Message>(&self) -> Subscription<M> {
         let (sub, erased) = Subscription::new(self.inner.config.subscription_capacity);
-        self.register::<M>();
-        if !self.is_closed() {
-            self.inner.subsystem.add(
-                Kind::Message,
-                M::ID,
-                M::MAX_BYTES,
-                self.inner.config.budget(M::ID),
-                erased,
-            );
-        }
+        self.attach::<M>(Kind::Message, erased);
         sub
     }
 
     /// Subscribes to requests of type `M`; answer each with its [`Responder`].
     pub fn subscribe_requests<M: Message>(&self) -> RequestSubscription<M> {
         let (sub, erased) = RequestSubscription::new(self.inner.config.subscription_capacity);
-        self.register::<M>();
-        if !self.is_closed() {
-            self.inner.subsystem.add(
-                Kind::Request,
-                M::ID,
-                M::MAX_BYTES,
-                self.inner.config.budget(M::ID),
-                erased,
-            );
-        }
+        self.attach::<M>(Kind::Request, erased);
         sub
     }
 
@@ -511,16 +506,7 @@ impl Channel {
         Resp: Message + Send + Sync + 'static,
         F: Fn(Req) -> Resp + Send + Sync + 'static,
     {
-        self.register::<Req>();
-        if !self.is_closed() {
-            self.inner.subsystem.add(
-                Kind::Request,
-                Req::ID,
-                Req::MAX_BYTES,
-                self.inner.config.budget(Req::ID),
-                Arc::new(Served::new(handler)),
-            );
-        }
+        self.attach::<Req>(Kind::Request, Arc::new(Served::new(handler)));
     }
 
     /// Queues `resp` as the answer to request `request_id` (an inline
