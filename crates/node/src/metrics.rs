@@ -332,8 +332,10 @@ pub(crate) struct Tally {
     metrics: Option<Metrics>,
     direction: Direction,
     id: u32,
-    frames: u64,
-    bytes: u64,
+    /// (32-bit, flushed before they overflow: the tally is part of every
+    /// channel's reader future.)
+    frames: u32,
+    bytes: u32,
 }
 
 impl Tally {
@@ -350,12 +352,13 @@ impl Tally {
 
     /// Counts one frame of id `id` with `payload_len` payload bytes.
     pub(crate) fn add(&mut self, id: u32, payload_len: usize) {
-        if self.id != id {
+        let len = u32::try_from(payload_len).unwrap_or(u32::MAX);
+        if self.id != id || self.frames == u32::MAX || self.bytes.checked_add(len).is_none() {
             self.flush();
             self.id = id;
         }
         self.frames += 1;
-        self.bytes += payload_len as u64;
+        self.bytes = self.bytes.saturating_add(len);
     }
 
     /// Counts one frame of message type `M` with `payload_len` payload
@@ -376,7 +379,12 @@ impl Tally {
             return;
         }
         if let Some(m) = &self.metrics {
-            m.add_frames(self.direction, self.id, self.frames, self.bytes);
+            m.add_frames(
+                self.direction,
+                self.id,
+                u64::from(self.frames),
+                u64::from(self.bytes),
+            );
         }
         self.frames = 0;
         self.bytes = 0;
@@ -569,6 +577,26 @@ mod tests {
         );
         assert!(text.contains("knot_messages_total{direction=\"in\",type=\"test/same-slot\"} 1"));
         assert!(!text.contains("test/late/1"));
+    }
+
+    #[test]
+    fn a_tally_flushes_before_its_32_bit_counts_overflow() {
+        let m = Metrics::new();
+        m.register_type(7, "test/big/1");
+        let mut reader = Tally::new(Some(m.clone()), Direction::In);
+        // Three frames of 2 GiB: the third would overflow the byte count.
+        for _ in 0..3 {
+            reader.add(7, 1 << 31);
+        }
+        reader.flush();
+        let text = m.encode();
+        assert!(text.contains("knot_messages_total{direction=\"in\",type=\"test/big/1\"} 3"));
+        assert!(
+            text.contains(
+                "knot_message_bytes_total{direction=\"in\",type=\"test/big/1\"} 6442450944"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

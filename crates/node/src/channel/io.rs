@@ -368,115 +368,124 @@ impl Stream {
 }
 
 /// The reader task of `stream`; see the module docs.
-async fn read_loop<R: AsyncRead + Unpin + Send, W: Wait>(
+///
+/// Not an `async fn`: one keeps its arguments twice (as arguments, and
+/// moved into the body's locals), 80 bytes more for every channel's reader
+/// (`framed` is most of it), and a reader's task is at the edge of tokio's
+/// 128-byte steps (see `an_idle_channels_futures_stay_small`). An `async
+/// move` block uses what it captured in place.
+#[allow(clippy::manual_async_fn)]
+fn read_loop<R: AsyncRead + Unpin + Send, W: Wait>(
     channel: Channel,
     mut framed: FrameReader<R>,
     mut stream: Stream,
-) {
-    let inner = &channel.inner;
-    let mut state = ReaderState {
-        unknown: TokenBucket::new(UNKNOWN_TYPES, Instant::now().into_std()),
-        now: Instant::now().into_std(),
-        cache: None,
-        tally: Tally::new(inner.config.metrics.clone(), Direction::In),
-    };
-    let mut burst = 0u32;
-    loop {
-        // Frames already buffered are handled without arming the select,
-        // and share one clock reading per burst of up to 32.
-        let frame = match framed.peek() {
-            Some(f) if !inner.closing.is_raised() => {
-                burst += 1;
-                if burst >= 32 {
+) -> impl Future<Output = ()> {
+    async move {
+        let inner = &channel.inner;
+        let mut state = ReaderState {
+            unknown: TokenBucket::new(UNKNOWN_TYPES, Instant::now().into_std()),
+            now: Instant::now().into_std(),
+            cache: None,
+            tally: Tally::new(inner.config.metrics.clone(), Direction::In),
+        };
+        let mut burst = 0u32;
+        loop {
+            // Frames already buffered are handled without arming the select,
+            // and share one clock reading per burst of up to 32.
+            let frame = match framed.peek() {
+                Some(f) if !inner.closing.is_raised() => {
+                    burst += 1;
+                    if burst >= 32 {
+                        burst = 0;
+                        state.now = Instant::now().into_std();
+                        state.tally.flush();
+                    }
+                    f
+                }
+                _ => {
+                    state.tally.flush();
+                    let Some(filled) = W::fill_or_close(inner, &mut framed).await else {
+                        break;
+                    };
                     burst = 0;
                     state.now = Instant::now().into_std();
-                    state.tally.flush();
-                }
-                f
-            }
-            _ => {
-                state.tally.flush();
-                let Some(filled) = W::fill_or_close(inner, &mut framed).await else {
+                    match filled {
+                        Ok(true) => continue,
+                        // A compressed block that breaks the rules: the peer
+                        // is banned, on any stream.
+                        Err(WireError::Io(e)) if knotwork_compress::block_error(&e).is_some() => {
+                            bad_block(&channel, &e)
+                        }
+                        // A lane's end (the peer's writer closing, the
+                        // connection going) is not the channel's: the first
+                        // stream's reader tells.
+                        Ok(false) | Err(WireError::Io(_)) if stream != Stream::First => {}
+                        Ok(false) => channel.close_now(CloseReason::Eof, None),
+                        Err(WireError::Io(e)) => {
+                            channel.close_now(CloseReason::Io(e.to_string()), None)
+                        }
+                        Err(e) => bad_framing(&channel, &e),
+                    }
                     break;
-                };
-                burst = 0;
-                state.now = Instant::now().into_std();
-                match filled {
-                    Ok(true) => continue,
-                    // A compressed block that breaks the rules: the peer
-                    // is banned, on any stream.
-                    Err(WireError::Io(e)) if knotwork_compress::block_error(&e).is_some() => {
-                        bad_block(&channel, &e)
-                    }
-                    // A lane's end (the peer's writer closing, the
-                    // connection going) is not the channel's: the first
-                    // stream's reader tells.
-                    Ok(false) | Err(WireError::Io(_)) if stream != Stream::First => {}
-                    Ok(false) => channel.close_now(CloseReason::Eof, None),
-                    Err(WireError::Io(e)) => {
-                        channel.close_now(CloseReason::Io(e.to_string()), None)
-                    }
-                    Err(e) => bad_framing(&channel, &e),
                 }
-                break;
-            }
-        };
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(e) => {
-                bad_framing(&channel, &e);
-                break;
-            }
-        };
-        if !stream.admits(&channel, frame.kind, frame.msg_id) {
-            offend(&channel, state.now, Offence::WrongStream, frame.msg_id);
-            let (reason, notify) = misbehaved(&channel, Offence::WrongStream);
-            channel.close_now(reason, notify);
-            break;
-        }
-        state.tally.add(frame.msg_id, frame.payload.len());
-        let stop = if frame.kind == FrameKind::Response {
-            // The response travels on to its requester: it gets a frame of
-            // its own (a view of the buffer, not a copy).
-            match framed.take() {
-                Some(Ok(owned)) => handle_response(&channel, &mut state, owned),
-                _ => None,
-            }
-        } else {
-            let len = frame.encoded_len();
-            let stop = match handle_frame(&channel, &mut state, frame) {
-                Handled::Done(stop) => stop,
-                Handled::Wait(rest) => rest.await,
             };
-            framed.consume(len);
-            stop
-        };
-        if let Some(reason) = stop {
-            channel.close_now(reason.0, reason.1);
-            break;
-        }
-    }
-    state.tally.flush();
-    if let Stream::Lane(id) = stream {
-        if let Some(id) = id {
-            if let Some(lanes) = &inner.lanes {
-                lock(&lanes.inbound).remove(&id);
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => {
+                    bad_framing(&channel, &e);
+                    break;
+                }
+            };
+            if !stream.admits(&channel, frame.kind, frame.msg_id) {
+                offend(&channel, state.now, Offence::WrongStream, frame.msg_id);
+                let (reason, notify) = misbehaved(&channel, Offence::WrongStream);
+                channel.close_now(reason, notify);
+                break;
+            }
+            state.tally.add(frame.msg_id, frame.payload.len());
+            let stop = if frame.kind == FrameKind::Response {
+                // The response travels on to its requester: it gets a frame of
+                // its own (a view of the buffer, not a copy).
+                match framed.take() {
+                    Some(Ok(owned)) => handle_response(&channel, &mut state, owned),
+                    _ => None,
+                }
+            } else {
+                let len = frame.encoded_len();
+                let stop = match handle_frame(&channel, &mut state, frame) {
+                    Handled::Done(stop) => stop,
+                    Handled::Wait(rest) => rest.await,
+                };
+                framed.consume(len);
+                stop
+            };
+            if let Some(reason) = stop {
+                channel.close_now(reason.0, reason.1);
+                break;
             }
         }
-        return;
+        state.tally.flush();
+        if let Stream::Lane(id) = stream {
+            if let Some(id) = id {
+                if let Some(lanes) = &inner.lanes {
+                    lock(&lanes.inbound).remove(&id);
+                }
+            }
+            return;
+        }
+        // Clean up: end subscriptions, fail pending requests, stop jobs.
+        inner.begin_close();
+        inner.subsystem.clear();
+        lock(&inner.pending).clear();
+        inner.jobs.close();
+        // Closed means the writer is done too: whoever waits for it (a node
+        // shutting down, then the process exiting) must not cut the Disconnect
+        // and the queued frames off before they are written.
+        inner.written.raised().await;
+        tracing::debug!(peer = %inner.info.peer_id.short(), reason = ?channel.close_reason(), "channel closed");
+        inner.closed.raise();
+        channel.run_closed_hook();
     }
-    // Clean up: end subscriptions, fail pending requests, stop jobs.
-    inner.begin_close();
-    inner.subsystem.clear();
-    lock(&inner.pending).clear();
-    inner.jobs.close();
-    // Closed means the writer is done too: whoever waits for it (a node
-    // shutting down, then the process exiting) must not cut the Disconnect
-    // and the queued frames off before they are written.
-    inner.written.raised().await;
-    tracing::debug!(peer = %inner.info.peer_id.short(), reason = ?channel.close_reason(), "channel closed");
-    inner.closed.raise();
-    channel.run_closed_hook();
 }
 
 type Stop = (CloseReason, Option<DisconnectReason>);
