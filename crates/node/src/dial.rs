@@ -25,6 +25,7 @@ use std::time::Instant;
 use knotwork_core::{PeerAddr, PeerId};
 use tokio::sync::watch;
 
+use crate::DisconnectReason;
 use crate::error::NodeError;
 use crate::hosts::AddrScope;
 use crate::meter::{RateBudget, TokenBucket};
@@ -115,8 +116,16 @@ impl DialOpts {
     }
 }
 
-/// How a dial ended, for those who waited on it: the peer it reached.
-pub(crate) type Outcome = Option<PeerId>;
+/// How a dial ended, for those who waited on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It reached this peer.
+    Reached(PeerId),
+    /// The peer refused it, saying why (a follower reports the same).
+    Refused(DisconnectReason),
+    /// It failed otherwise.
+    Failed,
+}
 
 /// What [`DialGate::begin`] decided.
 pub(crate) enum Admission {
@@ -247,7 +256,7 @@ mod tests {
         let dht = DialOpts::new(DialCause::Service("dht"));
         for i in 0..2 {
             let tx = lead(gate.begin(&PeerAddr::Mem(i), &dht, now));
-            gate.end(&PeerAddr::Mem(i), &tx, None);
+            gate.end(&PeerAddr::Mem(i), &tx, Outcome::Failed);
         }
         assert!(matches!(
             gate.begin(&PeerAddr::Mem(9), &dht, now),
@@ -280,9 +289,9 @@ mod tests {
         assert!(gate.is_dialing(&addr));
         assert_eq!(gate.in_flight(DialCause::Service("dht")), 1);
         let peer = knotwork_core::Keypair::generate().unwrap().peer_id();
-        gate.end(&addr, &tx, Some(peer));
-        let outcome = *rx.wait_for(Option::is_some).await.unwrap();
-        assert_eq!(outcome, Some(Some(peer)));
+        gate.end(&addr, &tx, Outcome::Reached(peer));
+        let outcome = rx.wait_for(Option::is_some).await.unwrap().clone();
+        assert_eq!(outcome, Some(Outcome::Reached(peer)));
         assert!(!gate.is_dialing(&addr));
     }
 }

@@ -628,7 +628,11 @@ struct Leading<'a> {
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
-        lock(&self.shared.dials).end(self.addr, &self.tx, self.outcome);
+        lock(&self.shared.dials).end(
+            self.addr,
+            &self.tx,
+            std::mem::replace(&mut self.outcome, Outcome::Failed),
+        );
     }
 }
 
@@ -651,10 +655,17 @@ pub(crate) async fn dial(
     let admission = lock(&shared.dials).begin(addr, &opts, now)?;
     let result = match admission {
         Admission::Follow(mut rx) => {
-            let outcome = rx.wait_for(Option::is_some).await.ok().and_then(|o| *o);
-            match outcome.flatten() {
-                Some(peer) => Err(NodeError::AlreadyConnected(peer)),
-                None => Err(NodeError::DialFailed(addr.clone())),
+            let outcome = rx
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|o| o.clone());
+            match outcome {
+                Some(Outcome::Reached(peer)) => Err(NodeError::AlreadyConnected(peer)),
+                // The same refusal (a banned peer learns it is banned
+                // whichever of its dials the other side refused).
+                Some(Outcome::Refused(reason)) => Err(NodeError::Refused(reason)),
+                Some(Outcome::Failed) | None => Err(NodeError::DialFailed(addr.clone())),
             }
         }
         Admission::Lead(tx) => {
@@ -662,13 +673,14 @@ pub(crate) async fn dial(
                 shared,
                 addr,
                 tx,
-                outcome: None,
+                outcome: Outcome::Failed,
             };
             let result = connect(shared, addr, &opts).await;
             leading.outcome = match &result {
-                Ok(channel) => Some(channel.remote_peer_id()),
-                Err(NodeError::AlreadyConnected(peer)) => Some(*peer),
-                Err(_) => None,
+                Ok(channel) => Outcome::Reached(channel.remote_peer_id()),
+                Err(NodeError::AlreadyConnected(peer)) => Outcome::Reached(*peer),
+                Err(NodeError::Refused(reason)) => Outcome::Refused(reason.clone()),
+                Err(_) => Outcome::Failed,
             };
             result
         }

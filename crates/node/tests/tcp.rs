@@ -317,6 +317,28 @@ async fn l3_a_stream_of_responses_to_no_request_is_charged() {
 /// Handshakes that pass the early inbound check together cannot push the
 /// node past its limit: the count is checked again when the channel is
 /// put in the peer table (review finding L9).
+/// A dial of an address that another dial is already making waits for
+/// that one; refused, both learn why (a banned peer whose node was
+/// redialing in the background got "dial failed" instead of "banned").
+#[tokio::test]
+async fn a_dial_that_follows_a_refused_one_gets_the_same_refusal() {
+    let mut config = fast_config();
+    config.max_inbound = 0;
+    let a = start(tcp_node().config(config)).await;
+    let b = start(tcp_node()).await;
+    let target = addr(&a);
+    let (first, second) = tokio::join!(b.connect(&target), b.connect(&target));
+    for r in [first, second] {
+        match r {
+            Err(NodeError::Refused(DisconnectReason::TooManyPeers)) => {}
+            other => panic!("expected a TooManyPeers refusal, got {other:?}"),
+        }
+    }
+    for n in [&a, &b] {
+        n.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn l9_concurrent_handshakes_cannot_exceed_max_inbound() {
     let mut config = fast_config();
