@@ -17,21 +17,37 @@
 //! senders waiting for room register before they look, and a take from a
 //! full buffer wakes them all.
 //!
+//! A sender writes its frame itself, without waking the writer, when the
+//! outbox is idle: no frame waiting, no batch being written (by the writer
+//! or another sender), and the channel's reader has read a batch since the
+//! last such write ([`Outbox::rearm`]). That last rule keeps a stream of
+//! sends batched (the first goes at once, the rest wait for the writer,
+//! one write for all of them), while each side of a request/response
+//! exchange, which reads between its writes, writes at once: a round trip
+//! without a task switch on either end. The sender's write does not wait
+//! ([`StreamHandle::write_now`]): what the stream does not take at once,
+//! and a flush it could not finish, go to the writer ahead of anything
+//! queued since. The outbox's `busy` flag is the pen: whoever holds it (the
+//! writer with a batch it took, or a sender with its frame) is the only one
+//! writing to the stream, so frames go out in the order they were queued.
+//!
 //! Outbound frames are counted for the metrics here, under the lock (and
 //! their type registered by name, see `Tally::add_typed`), so the writer
 //! never has to parse what it sends.
 
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Poll;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures::task::AtomicWaker;
 use knotwork_core::sync::Flag;
 use knotwork_crypto_handshake::BUSY_BURST;
 use knotwork_wire::{FrameCodec, FrameKind, HEADER_LEN, Message, WireError};
 use tokio::sync::Notify;
 
+use crate::buffers::StreamHandle;
 use crate::metrics::{Direction, Metrics, Tally};
 
 /// When senders wait.
@@ -59,6 +75,25 @@ struct State {
     frames: usize,
     tally: Tally,
     closed: bool,
+    /// A batch is being written (taken by the writer, or a sender's own
+    /// frame): nobody else writes to the stream or takes until it is done.
+    busy: bool,
+    /// A sender's own write left bytes (at the front of `buf`) or a flush
+    /// for the writer.
+    owed: bool,
+    /// The writer is draining: senders no longer write themselves.
+    draining: bool,
+}
+
+/// What [`Outbox::try_push`] does after queuing.
+enum Then<'a> {
+    /// Nothing: the writer is awake, or will be woken by whoever holds the
+    /// pen.
+    Nothing,
+    /// Wakes the writer.
+    Wake,
+    /// Writes these bytes itself (holding the pen).
+    Write(&'a dyn StreamHandle, BytesMut),
 }
 
 /// Encoded frames waiting for the writer; see the module docs.
@@ -70,17 +105,37 @@ pub(crate) struct Outbox {
     ready: AtomicWaker,
     /// Wakes every waiting sender.
     room: Notify,
+    /// The stream, once the channel started.
+    stream: OnceLock<Arc<dyn StreamHandle>>,
+    /// Whether senders may write to `stream` themselves (not where the
+    /// writer packs blocks, nor on a lane: their own writers).
+    direct: bool,
+    /// Whether the next frame into an idle outbox may be written by its
+    /// sender: cleared by such a write, set again by the reader after each
+    /// batch it reads (see the module docs).
+    armed: AtomicBool,
+    metrics: Option<Metrics>,
 }
 
 impl Outbox {
-    /// An empty outbox (no buffer allocated) encoding with `codec`.
-    pub(crate) fn new(codec: FrameCodec, limits: Limits, metrics: Option<Metrics>) -> Self {
+    /// An empty outbox (no buffer allocated) encoding with `codec`; with
+    /// `direct`, senders write to the stream themselves when it is idle
+    /// (once [`Outbox::attach`] gave it the stream).
+    pub(crate) fn new(
+        codec: FrameCodec,
+        limits: Limits,
+        metrics: Option<Metrics>,
+        direct: bool,
+    ) -> Self {
         Self {
             state: Mutex::new(State {
                 buf: BytesMut::new(),
                 frames: 0,
-                tally: Tally::new(metrics, Direction::Out),
+                tally: Tally::new(metrics.clone(), Direction::Out),
                 closed: false,
+                busy: false,
+                owed: false,
+                draining: false,
             }),
             codec,
             limits: Limits {
@@ -89,7 +144,27 @@ impl Outbox {
             },
             ready: AtomicWaker::new(),
             room: Notify::new(),
+            stream: OnceLock::new(),
+            direct,
+            armed: AtomicBool::new(true),
+            metrics,
         }
+    }
+
+    /// Gives the outbox the channel's stream (once, as the channel starts).
+    pub(crate) fn attach(&self, stream: Arc<dyn StreamHandle>) {
+        let _ = self.stream.set(stream);
+    }
+
+    /// The channel's stream, once started.
+    pub(crate) fn stream(&self) -> Option<&Arc<dyn StreamHandle>> {
+        self.stream.get()
+    }
+
+    /// The reader read a batch: the next frame into an idle outbox may be
+    /// written by its sender again.
+    pub(crate) fn rearm(&self) {
+        self.armed.store(true, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -103,7 +178,7 @@ impl Outbox {
         request_id: u32,
         msg: &M,
     ) -> Result<(), PushError> {
-        let was_empty = {
+        let then = {
             let mut state = self.lock();
             if state.closed {
                 return Err(PushError::Closed);
@@ -121,12 +196,64 @@ impl Outbox {
                 .map_err(PushError::Encode)?;
             state.tally.add_typed::<M>(len);
             state.frames += 1;
-            state.frames == 1
+            if state.frames > 1 {
+                Then::Nothing
+            } else {
+                self.claim(state)
+            }
         };
-        if was_empty {
-            self.ready.wake();
+        match then {
+            Then::Nothing => {}
+            Then::Wake => self.ready.wake(),
+            Then::Write(stream, bytes) => self.write_own(stream, bytes),
         }
         Ok(())
+    }
+
+    /// For the one frame now waiting: the pen, to write it at once, if the
+    /// outbox is idle and armed (see the module docs); else whether to wake
+    /// the writer.
+    fn claim(&self, state: &mut State) -> Then<'_> {
+        if state.busy {
+            // Whoever holds the pen wakes the writer when done.
+            return Then::Nothing;
+        }
+        let stream = match self.stream.get() {
+            Some(stream) if self.direct && !state.owed && !state.draining => stream,
+            _ => return Then::Wake,
+        };
+        if !self.armed.swap(false, Ordering::Relaxed) {
+            return Then::Wake;
+        }
+        state.busy = true;
+        state.frames = 0;
+        state.tally.flush();
+        Then::Write(stream.as_ref(), std::mem::take(&mut state.buf))
+    }
+
+    /// Writes `bytes` (a sender's frame) holding the pen; hands what did not
+    /// go out at once to the writer, ahead of what was queued meanwhile.
+    fn write_own(&self, stream: &dyn StreamHandle, mut bytes: BytesMut) {
+        let wrote = stream.write_now(&bytes);
+        if let Some(m) = &self.metrics {
+            m.bytes_out(wrote.taken);
+        }
+        let wake = {
+            let mut state = self.lock();
+            state.busy = false;
+            if !wrote.done {
+                bytes.advance(wrote.taken.min(bytes.len()));
+                if !bytes.is_empty() {
+                    bytes.extend_from_slice(&state.buf);
+                    state.buf = bytes;
+                }
+                state.owed = true;
+            }
+            state.frames > 0 || state.owed || state.draining
+        };
+        if wake {
+            self.ready.wake();
+        }
     }
 
     /// Queues a frame of `kind` carrying `msg`, waiting for room; never
@@ -153,7 +280,10 @@ impl Outbox {
     /// [`Outbox::wake_writer`] after it: the writer waits on one
     /// notification, not two (each would make its idle future larger).
     pub(crate) fn ready<'a>(&'a self, stop: &'a Flag) -> impl Future<Output = ()> + 'a {
-        let go = move || self.lock().frames > 0 || stop.is_raised();
+        let go = move || {
+            let state = self.lock();
+            (!state.busy && (state.frames > 0 || state.owed)) || stop.is_raised()
+        };
         std::future::poll_fn(move |cx| {
             if go() {
                 return Poll::Ready(());
@@ -170,18 +300,22 @@ impl Outbox {
     }
 
     /// Swaps the waiting bytes into `buf` (which must be empty: its
-    /// capacity goes to the senders) and adds their frames to the metrics.
-    /// Returns whether there were any.
+    /// capacity goes to the senders), adds their frames to the metrics and
+    /// takes the pen until [`Outbox::finished`]. Returns whether there was
+    /// anything to write (bytes, or a flush a sender left); false while
+    /// someone else holds the pen.
     pub(crate) fn take(&self, buf: &mut BytesMut) -> bool {
         let was_full = {
             let mut state = self.lock();
-            if state.frames == 0 {
+            if state.busy || (state.frames == 0 && !state.owed) {
                 return false;
             }
             let was_full =
                 state.frames >= self.limits.frames || state.buf.len() >= self.limits.bytes;
             std::mem::swap(&mut state.buf, buf);
             state.frames = 0;
+            state.owed = false;
+            state.busy = true;
             state.tally.flush();
             was_full
         };
@@ -191,15 +325,35 @@ impl Outbox {
         true
     }
 
-    /// Whether no frame is waiting; if so, the senders' buffer is freed
-    /// (the writer calls this after a small batch: the channel is quiet).
-    pub(crate) fn release_if_empty(&self) -> bool {
+    /// The writer wrote what it took (and flushed): gives the pen back.
+    /// After a `quiet` (small) batch, if no frame is waiting, the senders'
+    /// buffer is freed too; returns whether it was.
+    pub(crate) fn finished(&self, quiet: bool) -> bool {
         let mut state = self.lock();
-        if state.frames > 0 {
+        state.busy = false;
+        if !quiet || state.frames > 0 || state.owed {
             return false;
         }
         state.buf = BytesMut::new();
         true
+    }
+
+    /// The writer starts draining: senders stop writing themselves; waits
+    /// for one that is writing to finish.
+    pub(crate) fn drain(&self) -> impl Future<Output = ()> + '_ {
+        self.lock().draining = true;
+        std::future::poll_fn(move |cx| {
+            if !self.lock().busy {
+                return Poll::Ready(());
+            }
+            // Registered before the second look: `write_own` wakes us.
+            self.ready.register(cx.waker());
+            if self.lock().busy {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
     }
 
     /// The writer is gone: senders get [`PushError::Closed`] from now on,
@@ -210,6 +364,7 @@ impl Outbox {
             state.closed = true;
             state.buf = BytesMut::new();
             state.frames = 0;
+            state.owed = false;
         }
         self.room.notify_waiters();
     }
@@ -220,6 +375,7 @@ mod tests {
     use super::*;
     use knotwork_wire::decode;
     use serde::{Deserialize, Serialize};
+    use std::sync::Mutex;
     use tokio_util::codec::Decoder;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -231,7 +387,7 @@ mod tests {
     }
 
     fn outbox(frames: usize, bytes: usize) -> Outbox {
-        Outbox::new(FrameCodec::new(), Limits { frames, bytes }, None)
+        Outbox::new(FrameCodec::new(), Limits { frames, bytes }, None, false)
     }
 
     fn note(s: &str) -> Note {
@@ -266,7 +422,7 @@ mod tests {
             ]
         );
         assert!(!out.take(&mut buf));
-        assert!(out.release_if_empty());
+        assert!(out.finished(true));
     }
 
     #[test]
@@ -296,6 +452,10 @@ mod tests {
         by_bytes
             .try_push(FrameKind::Message, 0, &note("d"))
             .unwrap();
+        // Taken while the writer still writes the first batch: not yet.
+        assert!(!by_bytes.take(&mut BytesMut::new()));
+        assert!(!by_bytes.finished(true), "a frame waits");
+        assert!(by_bytes.take(&mut BytesMut::new()));
     }
 
     #[test]
@@ -324,7 +484,7 @@ mod tests {
         let out = outbox(8, 1024);
         out.try_push(FrameKind::Message, 0, &note("a")).unwrap();
         out.close();
-        assert!(out.release_if_empty());
+        assert!(out.finished(true));
         assert!(matches!(
             out.try_push(FrameKind::Message, 0, &note("b")),
             Err(PushError::Closed)
@@ -344,10 +504,12 @@ mod tests {
         let mut buf = BytesMut::new();
         assert!(out.take(&mut buf));
         sender.await.unwrap().unwrap();
+        out.finished(false);
         let stop = Flag::default();
         out.ready(&stop).await;
         let mut second = BytesMut::new();
         assert!(out.take(&mut second));
+        out.finished(false);
         assert_eq!(notes(&mut buf), [(FrameKind::Message, 0, note("a"))]);
         assert_eq!(notes(&mut second), [(FrameKind::Message, 0, note("b"))]);
 
@@ -376,5 +538,133 @@ mod tests {
         writer.await.unwrap();
         // Raised, it returns at once.
         out.ready(&stop).await;
+    }
+
+    /// A stream that takes at most `room` bytes per write and flushes
+    /// only when told it may.
+    #[derive(Default)]
+    struct Wire {
+        got: Mutex<Vec<u8>>,
+        room: std::sync::atomic::AtomicUsize,
+        flushes: AtomicBool,
+    }
+
+    impl StreamHandle for Wire {
+        fn capacity(&self) -> usize {
+            0
+        }
+
+        fn write_now(&self, bytes: &[u8]) -> crate::buffers::WriteNow {
+            let taken = bytes.len().min(self.room.load(Ordering::SeqCst));
+            self.got.lock().unwrap().extend_from_slice(&bytes[..taken]);
+            let done = taken == bytes.len() && self.flushes.load(Ordering::SeqCst);
+            crate::buffers::WriteNow { taken, done }
+        }
+    }
+
+    fn direct(wire: &Arc<Wire>) -> Outbox {
+        let out = Outbox::new(
+            FrameCodec::new(),
+            Limits {
+                frames: 8,
+                bytes: 1024,
+            },
+            None,
+            true,
+        );
+        out.attach(wire.clone());
+        out
+    }
+
+    fn open_wire() -> Arc<Wire> {
+        let wire = Arc::new(Wire::default());
+        wire.room.store(usize::MAX, Ordering::SeqCst);
+        wire.flushes.store(true, Ordering::SeqCst);
+        wire
+    }
+
+    #[test]
+    fn a_frame_into_an_idle_outbox_is_written_by_its_sender_then_sends_batch_until_a_read() {
+        let wire = open_wire();
+        let out = direct(&wire);
+        out.try_push(FrameKind::Request, 1, &note("a")).unwrap();
+        // Written at once: nothing for the writer.
+        let mut buf = BytesMut::new();
+        assert!(!out.take(&mut buf));
+        assert_eq!(
+            notes(&mut BytesMut::from(&wire.got.lock().unwrap()[..])),
+            [(FrameKind::Request, 1, note("a"))]
+        );
+        // A stream of sends: the rest wait for the writer, in one batch.
+        out.try_push(FrameKind::Message, 0, &note("b")).unwrap();
+        out.try_push(FrameKind::Message, 0, &note("c")).unwrap();
+        assert!(out.take(&mut buf));
+        assert_eq!(
+            notes(&mut buf),
+            [
+                (FrameKind::Message, 0, note("b")),
+                (FrameKind::Message, 0, note("c"))
+            ]
+        );
+        out.finished(true);
+        // The reader read a batch: the next one goes at once again.
+        wire.got.lock().unwrap().clear();
+        out.rearm();
+        out.try_push(FrameKind::Response, 2, &note("d")).unwrap();
+        assert!(!out.take(&mut BytesMut::new()));
+        assert_eq!(
+            notes(&mut BytesMut::from(&wire.got.lock().unwrap()[..])),
+            [(FrameKind::Response, 2, note("d"))]
+        );
+    }
+
+    #[test]
+    fn what_the_stream_does_not_take_goes_to_the_writer_ahead_of_later_frames() {
+        let wire = open_wire();
+        wire.room.store(5, Ordering::SeqCst);
+        let out = direct(&wire);
+        out.try_push(FrameKind::Message, 0, &note("first")).unwrap();
+        // Armed again (a read), but a write is owed: the writer goes first.
+        out.rearm();
+        out.try_push(FrameKind::Message, 0, &note("second"))
+            .unwrap();
+        let mut buf = BytesMut::new();
+        assert!(out.take(&mut buf));
+        let mut all = BytesMut::from(&wire.got.lock().unwrap()[..]);
+        all.extend_from_slice(&buf);
+        assert_eq!(
+            notes(&mut all),
+            [
+                (FrameKind::Message, 0, note("first")),
+                (FrameKind::Message, 0, note("second")),
+            ]
+        );
+        out.finished(true);
+    }
+
+    #[test]
+    fn an_unfinished_flush_is_owed_to_the_writer() {
+        let wire = open_wire();
+        wire.flushes.store(false, Ordering::SeqCst);
+        let out = direct(&wire);
+        out.try_push(FrameKind::Message, 0, &note("a")).unwrap();
+        // All taken, not flushed: the writer has an empty batch to flush.
+        let mut buf = BytesMut::new();
+        assert!(out.take(&mut buf));
+        assert!(buf.is_empty());
+        out.finished(true);
+        assert!(!out.take(&mut buf));
+    }
+
+    #[tokio::test]
+    async fn draining_stops_senders_writing_themselves() {
+        let wire = open_wire();
+        let out = direct(&wire);
+        out.drain().await;
+        out.try_push(FrameKind::Message, 0, &note("bye")).unwrap();
+        assert!(wire.got.lock().unwrap().is_empty());
+        let mut buf = BytesMut::new();
+        assert!(out.take(&mut buf));
+        assert_eq!(notes(&mut buf), [(FrameKind::Message, 0, note("bye"))]);
     }
 }

@@ -22,8 +22,8 @@ where
         // The exchange used a codec limited to a version message; the
         // channel accepts frames up to its configured size.
         let codec = FrameCodec::with_max_frame_len(channel.inner.config.max_frame_len);
-        let (r, w, buffers) = crate::buffers::split(io);
-        let _ = channel.inner.buffers.set(buffers.clone());
+        let (r, w, stream) = crate::buffers::split(io);
+        channel.inner.out.attach(stream);
         // In the caller's span: the channel's (session.rs).
         tokio::spawn(write_loop(channel.clone(), w).in_current_span());
         spawn_reader(channel, r, codec, &read_buf, Stream::First);
@@ -235,7 +235,7 @@ async fn pump<W: AsyncWrite + Unpin>(
         // A small batch (the queue ran dry: quiet) gives the buffer
         // back; after a large one it stays for the next (see
         // `BUSY_BURST`).
-        if buf.len() < BUSY_BURST && out.release_if_empty() {
+        if out.finished(buf.len() < BUSY_BURST) {
             buf = BytesMut::new();
             blocks.release();
         }
@@ -246,6 +246,7 @@ async fn pump<W: AsyncWrite + Unpin>(
     // Closing: send what is still waiting (the Disconnect among it),
     // then shut the write side down.
     let drain = async {
+        out.drain().await;
         buf.clear();
         if out.take(&mut buf) {
             blocks.write(&mut w, &buf).await?;
@@ -404,6 +405,9 @@ fn read_loop<R: AsyncRead + Unpin + Send, W: Wait>(
                 }
                 _ => {
                     state.tally.flush();
+                    // A batch read: a sender may write its next frame
+                    // itself again (see `crate::outbox`).
+                    inner.out.rearm();
                     let Some(filled) = W::fill_or_close(inner, &mut framed).await else {
                         break;
                     };

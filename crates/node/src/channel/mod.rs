@@ -5,7 +5,10 @@
 //! `outbox`), and the writer takes everything waiting there (up to
 //! [`ChannelConfig::batch_bytes`] and a frame) and writes and flushes it
 //! once, so the secure stream below seals the whole batch in one AEAD
-//! call. The **reader** decodes frames, meters them (see
+//! call. On a quiet channel a sender writes its frame itself instead (no
+//! task switch for either side of a request/response exchange; the sends
+//! that follow without a read in between go to the writer, batched: see
+//! `outbox`). The **reader** decodes frames, meters them (see
 //! [`crate::meter`]), and hands them to the [`MessageSubsystem`], which queues
 //! them in typed bounded subscriptions; a full subscription makes the reader
 //! wait, so a slow consumer slows the peer instead of losing messages.
@@ -62,7 +65,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::codec::FramedParts;
 
-use crate::buffers::{BufferedBytes, StreamBuffers};
+use crate::buffers::BufferedBytes;
 use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::frames::FrameReader;
 use crate::meter::{Meter, MeterConfig, Offence, RateBudget, TokenBucket, Verdict};
@@ -202,7 +205,9 @@ struct Inner {
     config: Arc<ChannelConfig>,
     out: Outbox,
     subsystem: MessageSubsystem,
-    pending: Mutex<HashMap<u32, Pending>>,
+    /// Keyed by the ids this side hands out (a peer's response ids only
+    /// look up): a fast hash, not a keyed one.
+    pending: Mutex<rustc_hash::FxHashMap<u32, Pending>>,
     next_request_id: AtomicU32,
     jobs: crate::jobs::Jobs,
     /// Budgets and misbehaviour score, shared by the readers of all streams.
@@ -218,8 +223,6 @@ struct Inner {
     reason: Mutex<Option<CloseReason>>,
     /// What the peer did to be closed for misbehaviour (a metrics label).
     misbehaviour: OnceLock<&'static str>,
-    /// The stream's buffers, once started.
-    buffers: OnceLock<Arc<dyn StreamBuffers>>,
     /// Raised when the channel starts closing.
     closing: Flag,
     /// The first stream's reader while it waits for bytes: `begin_close`
@@ -295,16 +298,18 @@ impl Channel {
         config: Arc<ChannelConfig>,
         substreams: Option<Arc<dyn Substreams>>,
     ) -> (Self, Unstarted<S>) {
-        let out = outbox(&config);
         let meter = Meter::new(config.meter, Instant::now().into_std());
         let compression = config.compression.agree(&info.version.protocols);
+        // Senders may write to the stream themselves, unless the writer
+        // packs what it writes into blocks.
+        let out = outbox(&config, compression == Compression::None);
         let inner = Arc::new(Inner {
             compression,
             info,
             config,
             out,
             subsystem: MessageSubsystem::default(),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(rustc_hash::FxHashMap::default()),
             next_request_id: AtomicU32::new(1),
             jobs: crate::jobs::Jobs::default(),
             meter: Mutex::new(meter),
@@ -318,7 +323,6 @@ impl Channel {
             rtt: AtomicU64::new(0),
             reason: Mutex::new(None),
             misbehaviour: OnceLock::new(),
-            buffers: OnceLock::new(),
             closing: Flag::default(),
             reader: AtomicWaker::new(),
             written: Flag::default(),
@@ -393,7 +397,7 @@ impl Channel {
     /// Bytes the connection's stream holds in its buffers now (0 before
     /// the channel starts).
     pub fn buffered_bytes(&self) -> usize {
-        self.inner.buffers.get().map_or(0, |b| b.capacity())
+        self.inner.out.stream().map_or(0, |s| s.capacity())
     }
 
     /// The message subsystem of this channel.
@@ -555,7 +559,7 @@ impl Channel {
         if let Some(lane) = lanes.get(&id) {
             return Some(lane.clone());
         }
-        let lane = Arc::new(outbox(&self.inner.config));
+        let lane = Arc::new(outbox(&self.inner.config, false));
         lanes.insert(id, lane.clone());
         tokio::spawn(io::lane_loop(
             self.clone(),
@@ -728,8 +732,9 @@ impl Channel {
     }
 }
 
-/// A send queue with the limits of `config`.
-fn outbox(config: &ChannelConfig) -> Outbox {
+/// A send queue with the limits of `config`; see [`Outbox::new`] for
+/// `direct`.
+fn outbox(config: &ChannelConfig, direct: bool) -> Outbox {
     Outbox::new(
         FrameCodec::with_max_frame_len(config.max_frame_len),
         Limits {
@@ -737,6 +742,7 @@ fn outbox(config: &ChannelConfig) -> Outbox {
             bytes: config.batch_bytes,
         },
         config.metrics.clone(),
+        direct,
     )
 }
 

@@ -263,6 +263,49 @@ async fn queued_frames_leave_in_one_flush() {
     assert_eq!(flushes.load(Ordering::SeqCst), 1, "50 frames, one flush");
 }
 
+/// A frame sent on a quiet channel is written by its sender (on the wire
+/// when `send` returns, before the writer task ran); the sends after it,
+/// with no read in between, wait for the writer and leave in one flush.
+#[tokio::test]
+async fn a_quiet_channels_send_is_written_at_once_and_a_stream_of_sends_is_batched() {
+    let (ch, io, mut peer, flushes) = channel(ChannelConfig::default());
+    io.start(&ch);
+    ch.send(&Pong { nonce: 0 }).await.unwrap();
+    let first = peer.next().now_or_never().expect("on the wire").unwrap();
+    assert_eq!(
+        decode::<Pong>(&first.unwrap().payload).unwrap(),
+        Pong { nonce: 0 }
+    );
+    assert_eq!(flushes.load(Ordering::SeqCst), 1);
+    for nonce in 1..=20 {
+        ch.send(&Pong { nonce }).await.unwrap();
+    }
+    assert!(
+        peer.next().now_or_never().is_none(),
+        "queued for the writer"
+    );
+    for nonce in 1..=20 {
+        let f = peer.next().await.unwrap().unwrap();
+        assert_eq!(decode::<Pong>(&f.payload).unwrap(), Pong { nonce });
+    }
+    assert_eq!(flushes.load(Ordering::SeqCst), 2, "20 frames, one flush");
+}
+
+/// A sender's write that cannot go out at once (here each write waits
+/// first) is handed to the writer: nothing lost, nothing reordered.
+#[tokio::test(start_paused = true)]
+async fn a_senders_write_that_would_wait_goes_to_the_writer_in_order() {
+    let (ch, mut io, mut peer, _) = channel(ChannelConfig::default());
+    io.parts.io.write_delay = Duration::from_millis(10);
+    io.start(&ch);
+    ch.send(&Pong { nonce: 0 }).await.unwrap();
+    ch.send(&Pong { nonce: 1 }).await.unwrap();
+    for nonce in 0..2 {
+        let f = peer.next().await.unwrap().unwrap();
+        assert_eq!(decode::<Pong>(&f.payload).unwrap(), Pong { nonce });
+    }
+}
+
 /// Regression: `closed` used to fire as soon as the reader stopped, while
 /// the writer still held the Disconnect; a process exiting right after
 /// `Node::shutdown` then cut it off and the peer saw a bare EOF.
