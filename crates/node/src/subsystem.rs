@@ -47,6 +47,17 @@ pub(crate) trait Subscriber: Send + Sync {
     ) -> Result<Delivery<'a>, WireError>;
 }
 
+/// Queues `item`, or (its queue full) the wait for room.
+fn queue_item<T: Send>(tx: &queue::Sender<T>, item: T) -> Delivery<'_> {
+    match tx.try_send(item) {
+        Ok(()) => Delivery::Done,
+        Err(TrySendError::Closed) => Delivery::Gone,
+        Err(TrySendError::Full(item)) => Delivery::Wait(Box::pin(async move {
+            tx.send(item).await;
+        })),
+    }
+}
+
 struct MessageSub<M>(queue::Sender<M>);
 
 impl<M: Message> Subscriber for MessageSub<M> {
@@ -56,14 +67,7 @@ impl<M: Message> Subscriber for MessageSub<M> {
         _: u32,
         _: &Channel,
     ) -> Result<Delivery<'a>, WireError> {
-        let msg = decode::<M>(payload)?;
-        Ok(match self.0.try_send(msg) {
-            Ok(()) => Delivery::Done,
-            Err(TrySendError::Closed) => Delivery::Gone,
-            Err(TrySendError::Full(msg)) => Delivery::Wait(Box::pin(async move {
-                self.0.send(msg).await;
-            })),
-        })
+        Ok(queue_item(&self.0, decode::<M>(payload)?))
     }
 }
 
@@ -78,13 +82,7 @@ impl<M: Message> Subscriber for RequestSub<M> {
     ) -> Result<Delivery<'a>, WireError> {
         let msg = decode::<M>(payload)?;
         let item = (msg, Responder::new(channel.clone(), request_id));
-        Ok(match self.0.try_send(item) {
-            Ok(()) => Delivery::Done,
-            Err(TrySendError::Closed) => Delivery::Gone,
-            Err(TrySendError::Full(item)) => Delivery::Wait(Box::pin(async move {
-                self.0.send(item).await;
-            })),
-        })
+        Ok(queue_item(&self.0, item))
     }
 }
 
