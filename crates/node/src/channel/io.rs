@@ -480,7 +480,7 @@ fn read_loop<R: AsyncRead + Unpin + Send, W: Wait>(
         // Clean up: end subscriptions, fail pending requests, stop jobs.
         inner.begin_close();
         inner.subsystem.clear();
-        lock(&inner.pending).clear();
+        inner.requests.clear();
         inner.jobs.close();
         // Closed means the writer is done too: whoever waits for it (a node
         // shutting down, then the process exiting) must not cut the Disconnect
@@ -580,7 +580,7 @@ const UNSOLICITED_RESPONSES: RateBudget = RateBudget::new(10.0, 100);
 const UNSOLICITED_RESPONSE_KEY: u32 = u32::MAX;
 
 fn handle_response(channel: &Channel, state: &mut ReaderState, frame: Frame) -> Option<Stop> {
-    let pending = lock(&channel.inner.pending).remove(&frame.request_id);
+    let pending = channel.inner.requests.remove(frame.request_id);
     let fits = pending.as_ref().is_some_and(|p| {
         (frame.msg_id == p.expected && frame.payload.len() <= p.max_bytes)
             || (frame.msg_id == REFUSED_RESPONSE_ID && frame.payload.is_empty())

@@ -79,10 +79,14 @@ use crate::subsystem::{
 use crate::version::{Disconnect, Version};
 use knotwork_compress::{Compression, Deflate, Inflate};
 use knotwork_crypto_handshake::BUSY_BURST;
+use requests::{Arm, Pending, Requests};
 
 /// The message id of a response that says "no answer": the peer has no
 /// handler for the request, or its handler dropped it.
 pub const REFUSED_RESPONSE_ID: u32 = 0;
+
+/// A request timeout longer than this waits this long: thirty years.
+const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// The empty response that says "no answer" ([`REFUSED_RESPONSE_ID`]).
 #[derive(Serialize, Deserialize)]
@@ -194,20 +198,13 @@ pub struct ChannelInfo {
     pub version: Version,
 }
 
-struct Pending {
-    expected: u32,
-    max_bytes: usize,
-    tx: oneshot::Sender<Frame>,
-}
-
 struct Inner {
     info: ChannelInfo,
     config: Arc<ChannelConfig>,
     out: Outbox,
     subsystem: MessageSubsystem,
-    /// Keyed by the ids this side hands out (a peer's response ids only
-    /// look up): a fast hash, not a keyed one.
-    pending: Mutex<rustc_hash::FxHashMap<u32, Pending>>,
+    /// Requests waiting for their responses.
+    requests: Requests,
     next_request_id: AtomicU32,
     jobs: crate::jobs::Jobs,
     /// Budgets and misbehaviour score, shared by the readers of all streams.
@@ -309,7 +306,7 @@ impl Channel {
             config,
             out,
             subsystem: MessageSubsystem::default(),
-            pending: Mutex::new(rustc_hash::FxHashMap::default()),
+            requests: Requests::default(),
             next_request_id: AtomicU32::new(1),
             jobs: crate::jobs::Jobs::default(),
             meter: Mutex::new(meter),
@@ -637,7 +634,9 @@ impl Channel {
             .await
     }
 
-    /// Sends a request and waits for its response, at most `timeout`.
+    /// Sends a request and waits for its response, at most `timeout` from
+    /// the call (a wait for room in the send queue counts); then fails with
+    /// [`NodeError::RequestTimeout`].
     pub async fn request_timeout<Req: Message, Resp: Message>(
         &self,
         req: &Req,
@@ -652,27 +651,37 @@ impl Channel {
             }
         };
         let (tx, rx) = oneshot::channel();
-        lock(&self.inner.pending).insert(
-            id,
-            Pending {
-                expected: Resp::ID,
-                max_bytes: Resp::MAX_BYTES,
-                tx,
-            },
-        );
+        let now = Instant::now();
+        // (A timeout past any real one waits as good as forever; thirty
+        // years from now is an `Instant`, so the fallback is never taken.)
+        let deadline = now.checked_add(timeout.min(FOREVER)).unwrap_or(now);
+        let pending = Pending {
+            expected: Resp::ID,
+            max_bytes: Resp::MAX_BYTES,
+            tx,
+            deadline,
+        };
+        if self.inner.requests.insert(id, pending) == Arm::Start {
+            tokio::spawn(requests::sweep(Arc::downgrade(&self.inner), |i: &Inner| {
+                &i.requests
+            }));
+        }
         // Remove the entry however this future ends (timeout, cancellation).
         struct Cleanup<'a>(&'a Inner, u32);
         impl Drop for Cleanup<'_> {
             fn drop(&mut self) {
-                lock(&self.0.pending).remove(&self.1);
+                self.0.requests.remove(self.1);
             }
         }
         let _cleanup = Cleanup(&self.inner, id);
         self.send_frame(FrameKind::Request, id, req).await?;
-        let frame = match tokio::time::timeout(timeout, rx).await {
-            Err(_) => return Err(NodeError::RequestTimeout),
-            Ok(Err(_)) => return Err(self.closed_error()),
-            Ok(Ok(frame)) => frame,
+        let frame = match rx.await {
+            Ok(frame) => frame,
+            // The sweeper dropped the request: its time was up.
+            Err(_) if Pending::expired(deadline, Instant::now()) => {
+                return Err(NodeError::RequestTimeout);
+            }
+            Err(_) => return Err(self.closed_error()),
         };
         match frame.msg_id {
             id if id == Resp::ID => Ok(decode::<Resp>(&frame.payload)?),
@@ -789,6 +798,7 @@ impl Drop for Responder {
 }
 
 mod io;
+mod requests;
 
 #[cfg(test)]
 mod tests;

@@ -462,6 +462,41 @@ async fn closing_ends_subscriptions_and_pending_requests() {
     ));
 }
 
+#[tokio::test(start_paused = true)]
+async fn requests_time_out_at_their_own_deadlines_and_a_late_answer_is_dropped() {
+    let (ch, io, mut peer, _) = channel(ChannelConfig::default());
+    io.start(&ch);
+    let start = Instant::now();
+    let long = ch.clone();
+    let long = tokio::spawn(async move {
+        let r = long
+            .request_timeout::<Ping, Pong>(&Ping { nonce: 1 }, Duration::from_secs(10))
+            .await;
+        (r, Instant::now())
+    });
+    let first = peer.next().await.unwrap().unwrap();
+    // A shorter timeout after a longer one still ends first, at its own
+    // deadline (the sweeper is woken to sleep less).
+    let short = ch
+        .request_timeout::<Ping, Pong>(&Ping { nonce: 2 }, Duration::from_millis(50))
+        .await;
+    assert!(matches!(short, Err(NodeError::RequestTimeout)));
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(50) && waited < Duration::from_millis(60));
+    let (r, at) = long.await.unwrap();
+    assert!(matches!(r, Err(NodeError::RequestTimeout)));
+    assert!(at - start >= Duration::from_secs(10) && at - start < Duration::from_millis(10_010));
+    // The answer to the first comes too late: dropped, and the channel
+    // stays open (one such answer is free).
+    let pong = encode(&Pong { nonce: 1 }).unwrap();
+    peer.send(Frame::response(Pong::ID, first.request_id, pong))
+        .await
+        .unwrap();
+    tokio::task::yield_now().await;
+    assert!(!ch.is_closed());
+    assert_eq!(ch.inner.requests.len(), 0);
+}
+
 /// An idle channel's memory is mostly its tasks' futures: the reader's,
 /// the writer's and each protocol's, sized by their largest waiting state
 /// (the perf harness's memory rows measure the whole; issue 23 asks for at
