@@ -287,7 +287,13 @@ impl<T> SecureStream<T> {
             self.rbuf.truncate(self.rend);
         }
         let want_end = self.rstart + target;
-        self.rbuf.reserve(want_end.saturating_sub(self.rend));
+        let more = want_end.saturating_sub(self.rend);
+        if self.rbuf.capacity() == 0 {
+            // A fresh buffer costs less than `reserve`'s growth path.
+            self.rbuf = BytesMut::with_capacity(more);
+        } else {
+            self.rbuf.reserve(more);
+        }
         want_end
     }
 }
@@ -479,8 +485,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SecureStream<T> {
         }
         ready!(this.poll_drain(cx))?;
         if this.wbuf.is_empty() {
-            this.wbuf
-                .reserve((LEN_PREFIX + buf.len() + TAG_LEN).min(MAX_FRAME));
+            let room = (LEN_PREFIX + buf.len() + TAG_LEN).min(MAX_FRAME);
+            if this.wbuf.capacity() == 0 {
+                // (Fresh, not `reserve`: see `prepare_read`.)
+                this.wbuf = Vec::with_capacity(room);
+            } else {
+                this.wbuf.reserve(room);
+            }
             this.wbuf.extend_from_slice(&[0, 0]);
         }
         let room = MAX_PLAINTEXT - this.buffered_plaintext();

@@ -94,9 +94,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 // No whole frame left: a clean end, or a cut one.
                 return Poll::Ready(self.codec.decode_eof(&mut self.buf).map(|f| f.is_some()));
             }
-            if self.buf.is_empty() {
+            if self.buf.capacity() == 0 {
                 // Room for a burst of small frames; freed while quiet, so
-                // small enough for the allocator's per-thread cache.
+                // small enough for the allocator's per-thread cache. (A
+                // fresh buffer, not `reserve`: that takes the growth path,
+                // a hundred instructions more on every quiet read.)
+                self.buf = BytesMut::with_capacity(FIRST_READ);
+            } else if self.buf.is_empty() {
                 self.buf.reserve(FIRST_READ);
             } else if self.buf.capacity() - self.buf.len() < MIN_ROOM {
                 self.buf.reserve(READ_CHUNK);

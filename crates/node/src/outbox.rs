@@ -189,7 +189,13 @@ impl Outbox {
             let state = &mut *state;
             // One allocation for a small frame, not one for the header and
             // another for the payload.
-            state.buf.reserve(HEADER_LEN + M::MAX_BYTES.min(BUSY_BURST));
+            let room = HEADER_LEN + M::MAX_BYTES.min(BUSY_BURST);
+            if state.buf.capacity() == 0 {
+                // (Fresh, not `reserve`: see `FrameReader::poll_fill`.)
+                state.buf = BytesMut::with_capacity(room);
+            } else {
+                state.buf.reserve(room);
+            }
             let len = self
                 .codec
                 .encode_message(kind, request_id, msg, &mut state.buf)
