@@ -36,6 +36,12 @@ impl RateBudget {
 
     /// No limit.
     pub const UNLIMITED: Self = Self::new(f64::INFINITY, u32::MAX);
+
+    /// Whether this budget counts nothing ([`RateBudget::UNLIMITED`] or any
+    /// other infinite rate).
+    pub fn is_unlimited(&self) -> bool {
+        self.per_second == f64::INFINITY
+    }
 }
 
 impl Default for RateBudget {
@@ -238,7 +244,7 @@ impl Meter {
     /// over budget are backpressured, not punished: an honest request loop
     /// just slows down.
     pub fn wait(&mut self, msg_id: u32, budget: RateBudget, now: Instant) -> Duration {
-        if budget.per_second == f64::INFINITY {
+        if budget.is_unlimited() {
             return Duration::ZERO;
         }
         self.buckets
@@ -249,7 +255,7 @@ impl Meter {
 
     /// Charges one frame of type `msg_id` against `budget` at `now`.
     pub fn charge(&mut self, msg_id: u32, budget: RateBudget, now: Instant) -> Verdict {
-        if budget.per_second == f64::INFINITY {
+        if budget.is_unlimited() {
             // Unlimited: nothing to count (and no bucket to look up per frame).
             return Verdict::Accept;
         }
