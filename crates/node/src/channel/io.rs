@@ -585,12 +585,17 @@ const UNSOLICITED_RESPONSES: RateBudget = RateBudget::new(10.0, 100);
 const UNSOLICITED_RESPONSE_KEY: u32 = u32::MAX;
 
 fn handle_response(channel: &Channel, state: &mut ReaderState, frame: Frame) -> Option<Stop> {
-    let pending = channel.inner.requests.remove(frame.request_id);
-    let fits = pending.as_ref().is_some_and(|p| {
-        (frame.msg_id == p.expected && frame.payload.len() <= p.max_bytes)
-            || (frame.msg_id == REFUSED_RESPONSE_ID && frame.payload.is_empty())
-    });
-    let Some(p) = pending else {
+    let msg_id = frame.msg_id;
+    // A mismatched answer still reaches the requester, which reports it as
+    // a typed error; the peer pays for it.
+    let fits = channel
+        .inner
+        .requests
+        .answer(frame.request_id, frame, |p, f| {
+            (f.msg_id == p.expected && f.payload.len() <= p.max_bytes)
+                || (f.msg_id == REFUSED_RESPONSE_ID && f.payload.is_empty())
+        });
+    let Some(fits) = fits else {
         // Most likely the answer to a request that timed out: free within a
         // budget, but a stream of them is charged (review finding L3).
         let budget = UNSOLICITED_RESPONSES;
@@ -599,10 +604,6 @@ fn handle_response(channel: &Channel, state: &mut ReaderState, frame: Frame) -> 
         }
         return None;
     };
-    let msg_id = frame.msg_id;
-    // A mismatched answer still reaches the requester, which reports it as
-    // a typed error; the peer pays for it.
-    let _ = p.tx.send(frame);
     let o = Offence::UnexpectedResponse;
     if !fits && offend(channel, state.now, o, msg_id) == Verdict::Ban {
         return Some(misbehaved(channel, o));

@@ -61,7 +61,6 @@ use knotwork_core::{PeerAddr, PeerId, Substreams, lock};
 use knotwork_wire::{Frame, FrameCodec, FrameKind, FrameRef, Message, WireError, decode};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::codec::FramedParts;
 
@@ -650,38 +649,37 @@ impl Channel {
                 break id;
             }
         };
-        let (tx, rx) = oneshot::channel();
         let now = Instant::now();
         // (A timeout past any real one waits as good as forever; thirty
         // years from now is an `Instant`, so the fallback is never taken.)
         let deadline = now.checked_add(timeout.min(FOREVER)).unwrap_or(now);
-        let pending = Pending {
-            expected: Resp::ID,
-            max_bytes: Resp::MAX_BYTES,
-            tx,
-            deadline,
-        };
+        let pending = Pending::new(Resp::ID, Resp::MAX_BYTES, deadline);
         if self.inner.requests.insert(id, pending) == Arm::Start {
             tokio::spawn(requests::sweep(Arc::downgrade(&self.inner), |i: &Inner| {
                 &i.requests
             }));
         }
-        // Remove the entry however this future ends (timeout, cancellation).
-        struct Cleanup<'a>(&'a Inner, u32);
+        // Remove the entry however this future ends (timeout, cancellation),
+        // unless the answer took it.
+        struct Cleanup<'a>(&'a Inner, Option<u32>);
         impl Drop for Cleanup<'_> {
             fn drop(&mut self) {
-                self.0.requests.remove(self.1);
+                if let Some(id) = self.1 {
+                    self.0.requests.remove(id);
+                }
             }
         }
-        let _cleanup = Cleanup(&self.inner, id);
+        let mut cleanup = Cleanup(&self.inner, Some(id));
         self.send_frame(FrameKind::Request, id, req).await?;
-        let frame = match rx.await {
-            Ok(frame) => frame,
+        let answer = std::future::poll_fn(|cx| self.inner.requests.poll_answer(id, cx)).await;
+        cleanup.1 = None;
+        let frame = match answer {
+            Some(frame) => frame,
             // The sweeper dropped the request: its time was up.
-            Err(_) if Pending::expired(deadline, Instant::now()) => {
+            None if requests::expired(deadline, Instant::now()) => {
                 return Err(NodeError::RequestTimeout);
             }
-            Err(_) => return Err(self.closed_error()),
+            None => return Err(self.closed_error()),
         };
         match frame.msg_id {
             id if id == Resp::ID => Ok(decode::<Resp>(&frame.payload)?),

@@ -1,13 +1,18 @@
 //! Requests waiting for their responses, and their deadlines.
 //!
+//! A request's entry is also where its response lands: the reader puts the
+//! frame in and wakes the requester, which takes it out. (A oneshot channel
+//! per request cost an allocation and about 600 instructions of a round
+//! trip.)
+//!
 //! A request's deadline is not a timer of its own: registering a timer
 //! with tokio and clearing it again cost about 800 instructions of a
 //! round trip that takes about 20,000 (`msgcost node-rtt` under
 //! callgrind), more than any other single step of the node's. Instead a
 //! channel has at most one **sweeper** task, sleeping until the earliest
 //! deadline it knows of. When it wakes it drops the requests whose
-//! deadline has passed (their requesters then see the time is up, see
-//! [`Pending::expired`]) and sleeps until the next deadline, or ends when
+//! deadline has passed (their requesters find no entry and see the time
+//! is up, see [`expired`]) and sleeps until the next deadline, or ends when
 //! none are left. A request whose deadline is earlier than the sweeper's
 //! wakes it to sleep less; any other request, the common case on a busy
 //! channel, only takes its table entry. The sweeper outlives the requests
@@ -15,13 +20,12 @@
 //! weakly, so it never keeps a closed channel's memory.
 
 use std::sync::{Mutex, Weak};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 
 use futures::task::AtomicWaker;
 use knotwork_core::lock;
 use knotwork_wire::Frame;
 use rustc_hash::FxHashMap;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// A request waiting for its response.
@@ -30,19 +34,49 @@ pub(super) struct Pending {
     pub expected: u32,
     /// The largest response of that type.
     pub max_bytes: usize,
-    /// Where the response goes.
-    pub tx: oneshot::Sender<Frame>,
     /// When the requester stops waiting.
     pub deadline: Instant,
+    answer: Answer,
 }
 
 impl Pending {
-    /// Whether a requester whose response channel closed at `now` was
-    /// dropped by the sweeper (its time was up) rather than by the channel
-    /// closing.
-    pub fn expired(deadline: Instant, now: Instant) -> bool {
-        now >= deadline
+    /// The requester's waker, if it waits.
+    fn waker(&mut self) -> Option<Waker> {
+        match &mut self.answer {
+            Answer::Waiting(w) => w.take(),
+            Answer::Came(_) => None,
+        }
     }
+
+    /// A request for a response of type `expected`, at most `max_bytes`,
+    /// until `deadline`.
+    pub fn new(expected: u32, max_bytes: usize, deadline: Instant) -> Self {
+        Self {
+            expected,
+            max_bytes,
+            deadline,
+            answer: Answer::Waiting(None),
+        }
+    }
+}
+
+/// Where a request's response is.
+enum Answer {
+    /// Not come yet; the requester's waker once it has waited.
+    Waiting(Option<Waker>),
+    /// Here, for the requester to take.
+    Came(Frame),
+}
+
+/// Whether a requester that found its entry gone at `now` was dropped by
+/// the sweeper (its time was up) rather than by the channel closing.
+pub(super) fn expired(deadline: Instant, now: Instant) -> bool {
+    now >= deadline
+}
+
+/// Wakes the requesters of `gone` (their entries were dropped).
+fn wake_all(gone: Vec<Waker>) {
+    gone.into_iter().for_each(Waker::wake);
 }
 
 /// The requests of one channel; see the module docs.
@@ -95,15 +129,67 @@ impl Requests {
         }
     }
 
-    /// Takes request `id`'s entry (its response came, or its requester
-    /// stopped waiting).
-    pub fn remove(&self, id: u32) -> Option<Pending> {
-        lock(&self.table).waiting.remove(&id)
+    /// Forgets request `id` (its requester stopped waiting).
+    pub fn remove(&self, id: u32) {
+        lock(&self.table).waiting.remove(&id);
     }
 
-    /// Drops every request: their requesters see the channel closed.
+    /// Hands `frame` to request `id` if it waits for one, and says whether
+    /// the frame is what the request asked for (`fits` decides); `None`
+    /// for a response to no waiting request (the frame is dropped).
+    pub fn answer(
+        &self,
+        id: u32,
+        frame: Frame,
+        fits: impl FnOnce(&Pending, &Frame) -> bool,
+    ) -> Option<bool> {
+        let mut table = lock(&self.table);
+        let pending = table.waiting.get_mut(&id)?;
+        let Answer::Waiting(waker) = &mut pending.answer else {
+            // A second response to one request.
+            return None;
+        };
+        let waker = waker.take();
+        let fit = fits(pending, &frame);
+        pending.answer = Answer::Came(frame);
+        drop(table);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Some(fit)
+    }
+
+    /// The response of request `id` if it came (`Some`); `None` if the
+    /// request is gone (its time was up, or the channel closed); else
+    /// waits for either.
+    pub fn poll_answer(&self, id: u32, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        let mut table = lock(&self.table);
+        let Some(pending) = table.waiting.get_mut(&id) else {
+            return Poll::Ready(None);
+        };
+        match &mut pending.answer {
+            Answer::Waiting(waker) => {
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            Answer::Came(_) => match table.waiting.remove(&id).map(|p| p.answer) {
+                Some(Answer::Came(frame)) => Poll::Ready(Some(frame)),
+                _ => Poll::Ready(None),
+            },
+        }
+    }
+
+    /// Drops every request still waiting: their requesters see the channel
+    /// closed. (An answer that came stays for its requester.)
     pub fn clear(&self) {
-        lock(&self.table).waiting.clear();
+        let mut gone = Vec::new();
+        lock(&self.table).waiting.retain(|_, p| {
+            gone.extend(p.waker());
+            matches!(p.answer, Answer::Came(_))
+        });
+        wake_all(gone);
     }
 
     /// The deadline the sweeper is to sleep until, if it is to go on.
@@ -114,10 +200,27 @@ impl Requests {
     /// Drops the requests due at `now`; returns the next deadline, `None`
     /// (the sweeper ends) when no request is left.
     fn expire(&self, now: Instant) -> Option<Instant> {
-        let mut table = lock(&self.table);
-        table.waiting.retain(|_, p| p.deadline > now);
-        let next = table.waiting.values().map(|p| p.deadline).min();
-        table.armed = next;
+        let mut gone = Vec::new();
+        let next = {
+            let mut table = lock(&self.table);
+            // (An answer that came in time stays for its requester.)
+            table.waiting.retain(|_, p| {
+                let keep = p.deadline > now || matches!(p.answer, Answer::Came(_));
+                if !keep {
+                    gone.extend(p.waker());
+                }
+                keep
+            });
+            let next = table
+                .waiting
+                .values()
+                .filter(|p| matches!(p.answer, Answer::Waiting(_)))
+                .map(|p| p.deadline)
+                .min();
+            table.armed = next;
+            next
+        };
+        wake_all(gone);
         next
     }
 
@@ -168,17 +271,22 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use bytes::Bytes;
+    use futures::FutureExt;
+
     use super::*;
 
-    fn pending(deadline: Instant) -> (Pending, oneshot::Receiver<Frame>) {
-        let (tx, rx) = oneshot::channel();
-        let p = Pending {
-            expected: 1,
-            max_bytes: 8,
-            tx,
-            deadline,
-        };
-        (p, rx)
+    fn pending(deadline: Instant) -> Pending {
+        Pending::new(1, 8, deadline)
+    }
+
+    fn frame() -> Frame {
+        Frame::response(1, 7, Bytes::from_static(b"answer"))
+    }
+
+    /// Waits for request `id`'s answer.
+    async fn answer_of(r: &Requests, id: u32) -> Option<Frame> {
+        std::future::poll_fn(|cx| r.poll_answer(id, cx)).await
     }
 
     #[test]
@@ -186,33 +294,65 @@ mod tests {
         let r = Requests::default();
         let t = Instant::now();
         let s = Duration::from_secs(1);
-        assert_eq!(r.insert(1, pending(t + 10 * s).0), Arm::Start);
+        assert_eq!(r.insert(1, pending(t + 10 * s)), Arm::Start);
         assert_eq!(r.armed(), Some(t + 10 * s));
-        assert_eq!(r.insert(2, pending(t + 20 * s).0), Arm::Nothing);
+        assert_eq!(r.insert(2, pending(t + 20 * s)), Arm::Nothing);
         assert_eq!(r.armed(), Some(t + 10 * s));
-        assert_eq!(r.insert(3, pending(t + 5 * s).0), Arm::Nothing);
+        assert_eq!(r.insert(3, pending(t + 5 * s)), Arm::Nothing);
         assert_eq!(r.armed(), Some(t + 5 * s), "an earlier deadline rearms");
         // The sweep at 5 s drops request 3 and sleeps on until request 1's.
         assert_eq!(r.expire(t + 5 * s), Some(t + 10 * s));
-        assert!(r.remove(3).is_none());
         assert_eq!(r.len(), 2);
-        // Both answered: the next sweep finds nothing and the sweeper ends.
-        assert!(r.remove(1).is_some() && r.remove(2).is_some());
-        assert_eq!(r.expire(t + 10 * s), None);
+        // Both answered: the next sweep has nothing to wait for and the
+        // sweeper ends; the answers stay for their requesters.
+        assert_eq!(r.answer(1, frame(), |_, _| true), Some(true));
+        assert_eq!(r.answer(2, frame(), |_, _| false), Some(false));
+        assert_eq!(r.expire(t + 30 * s), None);
         assert_eq!(r.armed(), None);
-        assert_eq!(r.insert(4, pending(t + 30 * s).0), Arm::Start);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.insert(4, pending(t + 30 * s)), Arm::Start);
+    }
+
+    #[test]
+    fn an_answer_reaches_its_requester_once_and_only_while_it_waits() {
+        let r = Requests::default();
+        let t = Instant::now() + Duration::from_secs(10);
+        let _ = r.insert(1, pending(t));
+        let mut wait = Box::pin(answer_of(&r, 1));
+        assert!((&mut wait).now_or_never().is_none(), "no answer yet");
+        let fits = |p: &Pending, f: &Frame| f.msg_id == p.expected;
+        assert_eq!(r.answer(1, frame(), fits), Some(true));
+        assert_eq!(
+            r.answer(1, frame(), fits),
+            None,
+            "a second answer is unsolicited"
+        );
+        assert_eq!(r.answer(9, frame(), fits), None, "no such request");
+        assert_eq!(wait.now_or_never(), Some(Some(frame())));
+        assert_eq!(r.len(), 0, "taken with its entry");
+    }
+
+    #[test]
+    fn closing_drops_the_waiting_but_keeps_an_answer_that_came() {
+        let r = Requests::default();
+        let t = Instant::now() + Duration::from_secs(10);
+        let _ = r.insert(1, pending(t));
+        let _ = r.insert(2, pending(t));
+        let _ = r.answer(2, frame(), |_, _| true);
+        r.clear();
+        assert_eq!(answer_of(&r, 1).now_or_never(), Some(None));
+        assert_eq!(answer_of(&r, 2).now_or_never(), Some(Some(frame())));
     }
 
     #[test]
     fn a_request_due_exactly_now_expires_and_its_requester_can_tell() {
         let r = Requests::default();
         let t = Instant::now();
-        let (p, mut rx) = pending(t);
-        let _ = r.insert(1, p);
+        let _ = r.insert(1, pending(t));
         assert_eq!(r.expire(t), None);
-        assert!(rx.try_recv().is_err(), "the sender is gone");
-        assert!(Pending::expired(t, t));
-        assert!(!Pending::expired(t + Duration::from_millis(1), t));
+        assert_eq!(answer_of(&r, 1).now_or_never(), Some(None));
+        assert!(expired(t, t));
+        assert!(!expired(t + Duration::from_millis(1), t));
     }
 
     struct Owner(Requests);
@@ -222,24 +362,19 @@ mod tests {
         let owner = Arc::new(Owner(Requests::default()));
         let t = Instant::now();
         let ms = Duration::from_millis(1);
-        let (a, mut ra) = pending(t + 100 * ms);
-        assert_eq!(owner.0.insert(1, a), Arm::Start);
+        assert_eq!(owner.0.insert(1, pending(t + 100 * ms)), Arm::Start);
         let sweeper = tokio::spawn(sweep(Arc::downgrade(&owner), |o: &Owner| &o.0));
         tokio::task::yield_now().await;
         // An earlier deadline wakes the sleeping sweeper.
-        let (b, rb) = pending(t + 30 * ms);
-        assert_eq!(owner.0.insert(2, b), Arm::Nothing);
-        assert!(rb.await.is_err());
-        assert!(Pending::expired(t + 30 * ms, Instant::now()));
+        assert_eq!(owner.0.insert(2, pending(t + 30 * ms)), Arm::Nothing);
+        assert_eq!(answer_of(&owner.0, 2).await, None);
+        assert!(expired(t + 30 * ms, Instant::now()));
         assert!(
             Instant::now() < t + 100 * ms,
             "request 2 went at its own deadline"
         );
-        assert!(
-            ra.try_recv()
-                .is_err_and(|e| e == oneshot::error::TryRecvError::Empty)
-        );
-        assert!(ra.await.is_err());
+        assert_eq!(owner.0.len(), 1, "request 1 still waits");
+        assert_eq!(answer_of(&owner.0, 1).await, None);
         assert!(Instant::now() >= t + 100 * ms);
         // No request left: the sweeper has ended.
         sweeper.await.unwrap();
@@ -249,8 +384,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_sweeper_ends_when_its_owner_is_gone() {
         let owner = Arc::new(Owner(Requests::default()));
-        let (a, _ra) = pending(Instant::now() + Duration::from_secs(10));
-        let _ = owner.0.insert(1, a);
+        let _ = owner
+            .0
+            .insert(1, pending(Instant::now() + Duration::from_secs(10)));
         let sweeper = tokio::spawn(sweep(Arc::downgrade(&owner), |o: &Owner| &o.0));
         tokio::task::yield_now().await;
         drop(owner);
