@@ -643,6 +643,10 @@ impl Channel {
     ) -> Result<Resp, NodeError> {
         // (Sent types are registered by the outbox as they go out.)
         self.register::<Resp>();
+        if self.is_closed() {
+            // (Before the entry: no sweeper for a closed channel.)
+            return Err(self.closed_error());
+        }
         let id = loop {
             let id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
             if id != 0 {

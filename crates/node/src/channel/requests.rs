@@ -182,13 +182,20 @@ impl Requests {
     }
 
     /// Drops every request still waiting: their requesters see the channel
-    /// closed. (An answer that came stays for its requester.)
+    /// closed (an answer that came stays for its requester), and ends the
+    /// sweeper at once, so a closed channel's memory is not held until
+    /// the last deadline.
     pub fn clear(&self) {
         let mut gone = Vec::new();
-        lock(&self.table).waiting.retain(|_, p| {
-            gone.extend(p.waker());
-            matches!(p.answer, Answer::Came(_))
-        });
+        {
+            let mut table = lock(&self.table);
+            table.waiting.retain(|_, p| {
+                gone.extend(p.waker());
+                matches!(p.answer, Answer::Came(_))
+            });
+            table.armed = None;
+        }
+        self.sweeper.wake();
         wake_all(gone);
     }
 
@@ -379,6 +386,18 @@ mod tests {
         // No request left: the sweeper has ended.
         sweeper.await.unwrap();
         assert_eq!(owner.0.armed(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_ends_the_sweeper_at_once() {
+        let owner = Arc::new(Owner(Requests::default()));
+        let t = Instant::now();
+        let _ = owner.0.insert(1, pending(t + Duration::from_secs(10)));
+        let sweeper = tokio::spawn(sweep(Arc::downgrade(&owner), |o: &Owner| &o.0));
+        tokio::task::yield_now().await;
+        owner.0.clear();
+        sweeper.await.unwrap();
+        assert_eq!(Instant::now(), t, "not at the deadline: at once");
     }
 
     #[tokio::test(start_paused = true)]
