@@ -19,6 +19,7 @@
 //! it was started for by at most one timeout, and it holds the channel
 //! weakly, so it never keeps a closed channel's memory.
 
+use std::collections::hash_map::Entry;
 use std::sync::{Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -164,20 +165,19 @@ impl Requests {
     /// waits for either.
     pub fn poll_answer(&self, id: u32, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
         let mut table = lock(&self.table);
-        let Some(pending) = table.waiting.get_mut(&id) else {
+        // (One probe of the table: the entry, then removed through it.)
+        let Entry::Occupied(mut entry) = table.waiting.entry(id) else {
             return Poll::Ready(None);
         };
-        match &mut pending.answer {
-            Answer::Waiting(waker) => {
-                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waker = Some(cx.waker().clone());
-                }
-                Poll::Pending
+        if let Answer::Waiting(waker) = &mut entry.get_mut().answer {
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
             }
-            Answer::Came(_) => match table.waiting.remove(&id).map(|p| p.answer) {
-                Some(Answer::Came(frame)) => Poll::Ready(Some(frame)),
-                _ => Poll::Ready(None),
-            },
+            return Poll::Pending;
+        }
+        match entry.remove().answer {
+            Answer::Came(frame) => Poll::Ready(Some(frame)),
+            Answer::Waiting(_) => Poll::Ready(None),
         }
     }
 
