@@ -1,5 +1,5 @@
 //! `cargo xtask bench --instructions`: instructions per small message, by
-//! layer. Each scenario of `benches/src/bin/msgcost.rs` runs twice under
+//! layer, and per node connect. Each scenario of `benches/src/bin/msgcost.rs` runs twice under
 //! callgrind with two counts; the difference of the two totals over the
 //! difference of the counts is the cost of one message (or round trip),
 //! with setup, handshakes and shutdown cancelled out. Instruction counts do
@@ -51,6 +51,15 @@ const SCENARIOS: &[Scenario] = &[
     Scenario::pipelined("raw-pipelined"),
     Scenario::pipelined("secure-pipelined"),
     Scenario::pipelined("node-pipelined"),
+    // A dial, its version exchange, the channel on both ends and its close
+    // (see `msgcost`); compared with itself: what matters is its share of
+    // cryptography, which callgrind's own annotation shows.
+    Scenario {
+        name: "node-connect",
+        counts: (20, 220),
+        unit: "connect and close",
+        baseline: "node-connect",
+    },
 ];
 
 /// Builds `msgcost` (release), measures every scenario and prints the table.

@@ -10,14 +10,20 @@
 //! typed request/response answered by a task, and answered inline by the
 //! server's reader) and `raw-pipelined`, `secure-pipelined`,
 //! `node-pipelined` (64 B one-way messages: length-prefixed over a
-//! buffered stream, typed `Channel::send`).
+//! buffered stream, typed `Channel::send`), and `node-connect` (one client
+//! node dialing one server node by address, then closing the channel and
+//! waiting until the server saw it closed: Noise XX, the version exchange,
+//! the channel's start and end on both sides; the same two identities each
+//! time, so each side checks the other's identity signature once and then
+//! finds it in its cache: a first contact's work less two Ed25519
+//! verifications).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
 use knotwork_core::{Keypair, PeerAddr};
 use knotwork_crypto_handshake::SecureConfig;
-use knotwork_node::{Node, NodeConfig, RateBudget, Sessions};
+use knotwork_node::{DisconnectReason, Node, NodeConfig, NodeEvent, RateBudget, Sessions};
 use knotwork_wire::Message;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
@@ -60,7 +66,7 @@ enum NodeRun {
     Pipelined,
 }
 
-const USAGE: &str = "usage: msgcost raw-rtt|secure-rtt|node-rtt|node-rtt-inline|raw-pipelined|secure-pipelined|node-pipelined COUNT";
+const USAGE: &str = "usage: msgcost raw-rtt|secure-rtt|node-rtt|node-rtt-inline|raw-pipelined|secure-pipelined|node-pipelined|node-connect COUNT";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -93,6 +99,7 @@ fn main() {
             "node-rtt" => node(NodeRun::Rtt, count).await,
             "node-rtt-inline" => node(NodeRun::RttInline, count).await,
             "node-pipelined" => node(NodeRun::Pipelined, count).await,
+            "node-connect" => node_connect(count).await,
             _ => {
                 eprintln!("{USAGE}");
                 std::process::exit(2);
@@ -248,6 +255,43 @@ async fn node(run: NodeRun, count: usize) {
             }
         };
         tokio::join!(sends, receives);
+    }
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// `count` dials from one client node to one server node (by address, so
+/// each is an XX handshake), each closed by the client and seen closed by
+/// the server before the next.
+async fn node_connect(count: usize) {
+    let mut config = NodeConfig::default();
+    config.ping.interval = Duration::from_secs(3600);
+    config.ping.timeout = Duration::from_secs(3600);
+    // One client dials as fast as it can: the cost is measured, not the
+    // server's rate limit on handshake starts.
+    config.handshake_starts = RateBudget::UNLIMITED;
+    let server = Node::builder(Keypair::generate().expect("keypair"))
+        .config(config.clone())
+        .listen("tcp/127.0.0.1:0".parse().expect("addr"))
+        .start()
+        .await
+        .expect("server");
+    let mut events = server.events();
+    let addr: PeerAddr = server.listen_addrs().first().cloned().expect("listen addr");
+    config.outbound_slots = 0;
+    let client = Node::builder(Keypair::generate().expect("keypair"))
+        .config(config)
+        .start()
+        .await
+        .expect("client");
+    for _ in 0..count {
+        let ch = client.connect(&addr).await.expect("connect");
+        ch.close(DisconnectReason::Other("done".into())).await;
+        loop {
+            if let NodeEvent::Disconnected { .. } = events.recv().await.expect("server events") {
+                break;
+            }
+        }
     }
     client.shutdown().await;
     server.shutdown().await;
