@@ -202,9 +202,7 @@ async fn recv_many(c: Box<dyn Conn>, count: usize) {
 /// (answered by a task or inline) or `count` one-way typed sends, as the
 /// perf harness's node pair.
 async fn node(run: NodeRun, count: usize) {
-    let mut config = NodeConfig::default();
-    config.ping.interval = Duration::from_secs(3600);
-    config.ping.timeout = Duration::from_secs(3600);
+    let config = quiet_config();
     let (tx, mut subs) = mpsc::channel(1);
     let server = Node::builder(Keypair::generate().expect("keypair"))
         .config(config.clone())
@@ -224,13 +222,7 @@ async fn node(run: NodeRun, count: usize) {
         .start()
         .await
         .expect("server");
-    let addr: PeerAddr = server.listen_addrs().first().cloned().expect("listen addr");
-    config.outbound_slots = 0;
-    let client = Node::builder(Keypair::generate().expect("keypair"))
-        .config(config)
-        .start()
-        .await
-        .expect("client");
+    let (client, addr) = client_for(&server, config).await;
     let ch = client.connect(&addr).await.expect("connect");
     let mut inbound = subs.recv().await.expect("subscription");
     let msg = blob();
@@ -264,9 +256,7 @@ async fn node(run: NodeRun, count: usize) {
 /// each is an XX handshake), each closed by the client and seen closed by
 /// the server before the next.
 async fn node_connect(count: usize) {
-    let mut config = NodeConfig::default();
-    config.ping.interval = Duration::from_secs(3600);
-    config.ping.timeout = Duration::from_secs(3600);
+    let mut config = quiet_config();
     // One client dials as fast as it can: the cost is measured, not the
     // server's rate limit on handshake starts.
     config.handshake_starts = RateBudget::UNLIMITED;
@@ -277,13 +267,7 @@ async fn node_connect(count: usize) {
         .await
         .expect("server");
     let mut events = server.events();
-    let addr: PeerAddr = server.listen_addrs().first().cloned().expect("listen addr");
-    config.outbound_slots = 0;
-    let client = Node::builder(Keypair::generate().expect("keypair"))
-        .config(config)
-        .start()
-        .await
-        .expect("client");
+    let (client, addr) = client_for(&server, config).await;
     for _ in 0..count {
         let ch = client.connect(&addr).await.expect("connect");
         ch.close(DisconnectReason::Other("done".into())).await;
@@ -295,4 +279,25 @@ async fn node_connect(count: usize) {
     }
     client.shutdown().await;
     server.shutdown().await;
+}
+
+/// A node configuration whose pings stay out of the count (an hour apart).
+fn quiet_config() -> NodeConfig {
+    let mut config = NodeConfig::default();
+    config.ping.interval = Duration::from_secs(3600);
+    config.ping.timeout = Duration::from_secs(3600);
+    config
+}
+
+/// A client node of `config` that dials only when told, and the address
+/// it is to dial `server` at.
+async fn client_for(server: &Node, mut config: NodeConfig) -> (Node, PeerAddr) {
+    let addr = server.listen_addrs().first().cloned().expect("listen addr");
+    config.outbound_slots = 0;
+    let client = Node::builder(Keypair::generate().expect("keypair"))
+        .config(config)
+        .start()
+        .await
+        .expect("client");
+    (client, addr)
 }
