@@ -353,7 +353,6 @@ impl NodeBuilder {
             shared.spawn_task(crate::session::accept_loop(shared.clone(), listener));
         }
         shared.spawn_task(crate::maintain::maintenance(shared.clone()));
-        shared.spawn_task(crate::metrics::collect(shared.clone()));
         crate::discovery::start(&shared);
         let handle = NodeHandle {
             shared: shared.clone(),

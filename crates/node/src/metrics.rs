@@ -2,8 +2,9 @@
 //! Prometheus text format.
 //!
 //! Every node owns one [`Metrics`] (see [`crate::NodeHandle::metrics`]). The
-//! runtime records into it: a collector task turns [`NodeEvent`]s into
-//! connection and disconnection counters; channels count messages and bytes
+//! runtime records into it: the node counts each [`NodeEvent`] as it emits
+//! it (connections, disconnections, open channels), so a scrape after an
+//! event includes it; channels count messages and bytes
 //! per message type and feed every ping round trip into the RTT histogram
 //! (so it is sampled at the ping interval, `[ping] interval_ms` in
 //! `knot.toml`); the session layer counts handshakes and bans by reason.
@@ -44,10 +45,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::{CloseReason, DisconnectReason, NodeError};
-use crate::node::{NodeEvent, Shared, lock};
+use crate::node::{NodeEvent, lock};
 use crate::registry::SessionKind;
 
 /// Message types counted under their own `type` label, at most; types
@@ -277,7 +277,8 @@ impl Metrics {
             .inc();
     }
 
-    fn event(&self, event: &NodeEvent) {
+    /// Counts `event`; called by the node as it emits it.
+    pub(crate) fn event(&self, event: &NodeEvent) {
         match event {
             NodeEvent::Connected { addr, session, .. } => {
                 let direction = match session {
@@ -484,19 +485,6 @@ impl MessageTypes {
         if let Some(slot) = self.slot(id, true) {
             slot.counters
                 .get_or_init(|| TypeCounters::new(&self.messages, &self.bytes, name));
-        }
-    }
-}
-
-/// Turns node events into counters until the node stops.
-pub(crate) async fn collect(shared: Arc<Shared>) {
-    let metrics = shared.metrics.clone();
-    let mut events = shared.events.subscribe();
-    loop {
-        match events.recv().await {
-            Ok(e) => metrics.event(&e),
-            Err(RecvError::Lagged(_)) => {}
-            Err(RecvError::Closed) => return,
         }
     }
 }

@@ -127,6 +127,10 @@ impl Shared {
     }
 
     pub(crate) fn emit(&self, event: NodeEvent) {
+        // Counted here, in order and before anyone can see the event: a
+        // scrape after an event includes it, and a lagging subscriber
+        // cannot lose a count.
+        self.metrics.event(&event);
         // No receiver is fine; a lagging receiver sees `Lagged`.
         let _ = self.events.send(event);
     }

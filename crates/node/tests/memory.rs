@@ -191,3 +191,42 @@ async fn m13_a_pinned_seed_answered_by_another_peer_is_refused() {
     b.shutdown().await;
     q.shutdown().await;
 }
+
+/// The count in a scrape at line `series` of `node`'s metrics (0 if absent).
+fn scraped(node: &Node, series: &str) -> f64 {
+    node.metrics()
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A connection is counted by the time anyone sees its event: a scrape
+/// right after `Connected` or `Disconnected` includes it. (Counting in a
+/// task of its own, the node let scrapes race the events and lost counts
+/// whenever that task lagged behind the event channel.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_after_an_event_counts_it() {
+    let net = MemoryTransport::new();
+    let port = PeerAddr::Mem(4343);
+    let (server, client) = server_and_dialer(&net, &port).await;
+    let mut events = server.events();
+    let inbound = "knot_connections_total{direction=\"inbound\",transport=\"mem\"}";
+    for round in 1..=20 {
+        let ch = client.connect(&port).await.unwrap();
+        common::wait_event(&mut events, Duration::from_secs(5), |e| {
+            matches!(e, knotwork_node::NodeEvent::Connected { .. })
+        })
+        .await;
+        assert_eq!(scraped(&server, inbound), f64::from(round), "round {round}");
+        assert_eq!(scraped(&server, "knot_peers"), 1.0, "round {round}");
+        ch.close(DisconnectReason::other("done")).await;
+        common::wait_event(&mut events, Duration::from_secs(5), |e| {
+            matches!(e, knotwork_node::NodeEvent::Disconnected { .. })
+        })
+        .await;
+        assert_eq!(scraped(&server, "knot_peers"), 0.0, "round {round}");
+    }
+    client.shutdown().await;
+    server.shutdown().await;
+}
