@@ -16,7 +16,7 @@
 //! - a DH whose result is all zeros (the peer sent a low-order point) fails
 //!   instead of feeding a known secret to the key schedule.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use aws_lc_rs::aead::{Aad, LessSafeKey};
 use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey};
@@ -119,7 +119,7 @@ impl CryptoResolver for Resolver {
             CipherChoice::ChaChaPoly => Suite::ChaChaPoly,
             CipherChoice::AESGCM => Suite::AesGcm,
         };
-        Some(Box::new(HandshakeCipher { suite, key: None }))
+        Some(Box::new(HandshakeCipher::new(suite)))
     }
 }
 
@@ -171,9 +171,35 @@ impl Hash for Sha256 {
 /// The AEAD of the handshake messages, for snow (the transport messages
 /// go through [`CipherState`](crate::CipherState)). Without a key (none
 /// set yet, which snow never encrypts with) nothing seals or opens.
+///
+/// The AEAD key is made from the key snow set when it is first used: snow
+/// sets keys it never uses here (its own transport keys at the end of the
+/// handshake, which we derive again for our cipher states), and making one
+/// costs AWS-LC an allocation, a key schedule and, for AES-GCM, the GHASH
+/// tables.
 struct HandshakeCipher {
     suite: Suite,
-    key: Option<LessSafeKey>,
+    key: Option<[u8; KEY_LEN]>,
+    /// `key` made into an AEAD key, on first use (`None` inside: refused).
+    aead: OnceLock<Option<LessSafeKey>>,
+}
+
+impl HandshakeCipher {
+    fn new(suite: Suite) -> Self {
+        Self {
+            suite,
+            key: None,
+            aead: OnceLock::new(),
+        }
+    }
+
+    /// The AEAD key of the key set last, if one is set.
+    fn aead(&self) -> Option<&LessSafeKey> {
+        let key = self.key.as_ref()?;
+        self.aead
+            .get_or_init(|| aead_key(self.suite, key).ok())
+            .as_ref()
+    }
 }
 
 impl Cipher for HandshakeCipher {
@@ -185,14 +211,15 @@ impl Cipher for HandshakeCipher {
     }
 
     fn set(&mut self, key: &[u8; KEY_LEN]) {
-        self.key = aead_key(self.suite, key).ok();
+        self.key = Some(*key);
+        self.aead = OnceLock::new();
     }
 
     /// `out` holds the ciphertext and the tag; returns their length (0 if
     /// `out` is too short, which snow never passes).
     fn encrypt(&self, n: u64, authtext: &[u8], plaintext: &[u8], out: &mut [u8]) -> usize {
         let len = plaintext.len();
-        let (Some(key), Some(out)) = (&self.key, out.get_mut(..len + TAG_LEN)) else {
+        let (Some(key), Some(out)) = (self.aead(), out.get_mut(..len + TAG_LEN)) else {
             return 0;
         };
         let (text, tag_out) = out.split_at_mut(len);
@@ -213,7 +240,7 @@ impl Cipher for HandshakeCipher {
         ciphertext: &[u8],
         out: &mut [u8],
     ) -> Result<usize, snow::Error> {
-        let key = self.key.as_ref().ok_or(snow::Error::Decrypt)?;
+        let key = self.aead().ok_or(snow::Error::Decrypt)?;
         let len = ciphertext
             .len()
             .checked_sub(TAG_LEN)
