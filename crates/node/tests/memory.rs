@@ -226,6 +226,11 @@ async fn a_scrape_after_an_event_counts_it() {
         })
         .await;
         assert_eq!(scraped(&server, "knot_peers"), 0.0, "round {round}");
+        // The next connect must open a new channel, not find this one.
+        eventually(Duration::from_secs(5), "the client forgets", || {
+            client.channel(&server.peer_id()).is_none()
+        })
+        .await;
     }
     client.shutdown().await;
     server.shutdown().await;
