@@ -108,7 +108,7 @@ impl SecureConfig {
         }
         .with_known_peers(self.known.clone());
         match self.drive(&mut io, hs).await {
-            Ok(est) => Ok(self.established(io, est)),
+            Ok((est, received)) => Ok(self.established(io, est, &received)),
             Err(HandshakeError::IkRejected) => {
                 if let Some((peer, _)) = known {
                     self.known.remove(&peer);
@@ -149,17 +149,21 @@ impl SecureConfig {
         T: AsyncRead + AsyncWrite + Unpin,
     {
         let hs = Handshake::responder(&self.local).with_known_peers(self.known.clone());
-        let est = self.drive(&mut io, hs).await?;
-        Ok(self.established(io, est))
+        let (est, received) = self.drive(&mut io, hs).await?;
+        Ok(self.established(io, est, &received))
     }
 
-    fn established<T>(&self, io: T, est: Established) -> SecureStream<T> {
+    fn established<T>(&self, io: T, est: Established, received: &[u8]) -> SecureStream<T> {
         self.known.insert(est.remote, est.remote_static);
         tracing::debug!(peer = %est.remote.short(), suite = ?est.suite, pattern = ?est.pattern, "handshake done");
-        SecureStream::new(io, est, self.rekey_interval)
+        SecureStream::with_received(io, est, self.rekey_interval, received)
     }
 
-    async fn drive<T>(&self, io: &mut T, hs: Handshake) -> Result<Established, HandshakeError>
+    async fn drive<T>(
+        &self,
+        io: &mut T,
+        hs: Handshake,
+    ) -> Result<(Established, Vec<u8>), HandshakeError>
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
@@ -169,13 +173,19 @@ impl SecureConfig {
     }
 }
 
-/// Runs `hs` over `io` to completion, reading exactly the bytes it asks
-/// for, so nothing past the handshake is read.
-async fn drive<T>(io: &mut T, mut hs: Handshake) -> Result<Established, HandshakeError>
+/// Runs `hs` over `io` to completion. Each read takes what the connection
+/// holds (up to [`MAX_HANDSHAKE_MESSAGE`] bytes), not only what the current
+/// message needs: a length prefix and its message, or a last message and
+/// the peer's first frames after it, come in one system call instead of
+/// two or three. The machine consumes nothing past the handshake's end;
+/// what a read brought beyond it is returned with the outcome, for the
+/// [`SecureStream`] to read first.
+async fn drive<T>(io: &mut T, mut hs: Handshake) -> Result<(Established, Vec<u8>), HandshakeError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = [0u8; MAX_HANDSHAKE_MESSAGE];
+    let mut beyond = Vec::new();
     loop {
         let out = hs.take_output();
         if !out.is_empty() {
@@ -183,15 +193,17 @@ where
             io.flush().await?;
         }
         if hs.is_finished() {
-            return hs.finish();
+            return Ok((hs.finish()?, beyond));
         }
-        let want = hs.bytes_wanted().min(buf.len());
-        let chunk = buf.get_mut(..want).unwrap_or_default();
-        let n = io.read(chunk).await?;
+        let n = io.read(&mut buf).await?;
+        let input = buf.get(..n).unwrap_or_default();
         let result = if n == 0 {
             hs.handle_eof()
         } else {
-            hs.read_input(chunk.get(..n).unwrap_or_default()).map(drop)
+            // The machine takes every byte until it is done, so bytes it
+            // leaves are past the handshake's end.
+            hs.read_input(input)
+                .map(|used| beyond = input.get(used..).unwrap_or_default().to_vec())
         };
         if let Err(e) = result {
             // Tell the peer why, if the machine has a reply for it.

@@ -149,6 +149,24 @@ impl<T> SecureStream<T> {
         }
     }
 
+    /// [`SecureStream::new`] for a driver that read past the handshake:
+    /// `received` is what it read from `io` after the handshake's last
+    /// message (the start of the peer's first frames), taken as if read
+    /// from `io` now.
+    pub fn with_received(
+        io: T,
+        established: Established,
+        rekey_interval: u64,
+        received: &[u8],
+    ) -> Self {
+        let mut stream = Self::new(io, established, rekey_interval);
+        if !received.is_empty() {
+            stream.rbuf = BytesMut::from(received);
+            stream.rend = received.len();
+        }
+        stream
+    }
+
     /// The authenticated remote peer.
     pub fn remote_peer_id(&self) -> PeerId {
         self.remote

@@ -582,3 +582,34 @@ fn known_peers_is_bounded() {
     known.remove(&ids[2]);
     assert_eq!(known.len(), 1);
 }
+
+/// A dialer's first frames can reach the responder in the same read as
+/// XX's third message (the responder reads what the connection holds, not
+/// exactly one message): the stream hands them out first, whole and in
+/// order. Both ends run on one thread, so the dialer writes its frames
+/// before the responder reads again.
+#[tokio::test]
+async fn frames_read_with_the_last_handshake_message_come_first() {
+    let (ca, cb) = (config(), config());
+    let (x, y) = tokio::io::duplex(64 * 1024);
+    let dialer = async {
+        let mut a = ca.upgrade_outbound(x, None).await.unwrap();
+        for i in 0..3u8 {
+            a.write_all(&[i; 100]).await.unwrap();
+            a.flush().await.unwrap();
+        }
+        a
+    };
+    let (_a, b) = tokio::join!(dialer, cb.upgrade_inbound(y));
+    let mut b = b.unwrap();
+    // The frames were buffered with the handshake's end.
+    assert!(
+        b.buffer_capacity() > 0,
+        "nothing was read past the handshake"
+    );
+    let mut got = [0u8; 300];
+    b.read_exact(&mut got).await.unwrap();
+    for (i, chunk) in got.chunks(100).enumerate() {
+        assert!(chunk.iter().all(|&v| usize::from(v) == i), "frame {i}");
+    }
+}

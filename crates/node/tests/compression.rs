@@ -148,6 +148,9 @@ async fn bad_blocks(bytes: &[u8]) -> String {
         .unwrap();
     let theirs = framed.next().await.unwrap().unwrap();
     assert_eq!(theirs.msg_id, Version::ID);
+    // The node sends its version before it has ours, so its channel may
+    // open a moment after we have its version.
+    eventually(LONG, "the node's channel", || a.channel(&id).is_some()).await;
     let channel = a.channel(&id).unwrap();
     assert_eq!(channel.compression(), Compression::Lz4);
     framed.get_mut().write_all(bytes).await.unwrap();
