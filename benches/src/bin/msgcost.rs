@@ -268,6 +268,7 @@ async fn node_connect(count: usize) {
         .expect("server");
     let mut events = server.events();
     let (client, addr) = client_for(&server, config).await;
+    let server_id = server.peer_id();
     for _ in 0..count {
         let ch = client.connect(&addr).await.expect("connect");
         ch.close(DisconnectReason::Other("done".into())).await;
@@ -275,6 +276,11 @@ async fn node_connect(count: usize) {
             if let NodeEvent::Disconnected { .. } = events.recv().await.expect("server events") {
                 break;
             }
+        }
+        // Both ends forget the channel before the next dial (else the
+        // client's `connect` could find the closing one).
+        while client.channel(&server_id).is_some() {
+            tokio::task::yield_now().await;
         }
     }
     client.shutdown().await;

@@ -202,6 +202,16 @@ impl HandshakeCipher {
     }
 }
 
+impl Drop for HandshakeCipher {
+    fn drop(&mut self) {
+        // The key bytes wait here for their first use: clear them, as
+        // `KeyPair` clears its private key (AWS-LC cleanses its own copy).
+        if let Some(key) = &mut self.key {
+            *key = [0; KEY_LEN];
+        }
+    }
+}
+
 impl Cipher for HandshakeCipher {
     fn name(&self) -> &'static str {
         match self.suite {
