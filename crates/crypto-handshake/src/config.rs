@@ -8,7 +8,7 @@ use std::time::Duration;
 use knotwork_core::{Keypair, PeerId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::handshake::{Established, Handshake, MAX_HANDSHAKE_MESSAGE, StaticIdentity};
+use crate::handshake::{Established, Handshake, StaticIdentity};
 use crate::{HandshakeError, KnownPeers, SecureStream, Suite};
 
 /// Default limit for a whole handshake.
@@ -95,9 +95,27 @@ impl SecureConfig {
     /// (or let [`SecureConfig::connect`] do that).
     pub async fn upgrade_outbound<T>(
         &self,
-        mut io: T,
+        io: T,
         expected: Option<PeerId>,
     ) -> Result<SecureStream<T>, HandshakeError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (stream, _) = self.upgrade_outbound_with(io, expected, Vec::new()).await?;
+        Ok(stream)
+    }
+
+    /// [`SecureConfig::upgrade_outbound`], sending `early` within the
+    /// handshake (see [`Handshake::with_early_data`]); returns the stream
+    /// and the responder's early data (empty if it sent none). The
+    /// responder's comes before ours, so a dialer has it when the call
+    /// returns, with no round trip after the handshake.
+    pub async fn upgrade_outbound_with<T>(
+        &self,
+        mut io: T,
+        expected: Option<PeerId>,
+        early: Vec<u8>,
+    ) -> Result<(SecureStream<T>, Vec<u8>), HandshakeError>
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
@@ -106,7 +124,8 @@ impl SecureConfig {
             Some((peer, key)) => Handshake::ik_initiator(&self.local, self.suite, peer, &key)?,
             None => Handshake::xx_initiator(&self.local, self.suite, expected)?,
         }
-        .with_known_peers(self.known.clone());
+        .with_known_peers(self.known.clone())
+        .with_early_data(early)?;
         match self.drive(&mut io, hs).await {
             Ok((est, received)) => Ok(self.established(io, est, &received)),
             Err(HandshakeError::IkRejected) => {
@@ -144,19 +163,44 @@ impl SecureConfig {
     }
 
     /// Secures an inbound connection (either pattern, either suite).
-    pub async fn upgrade_inbound<T>(&self, mut io: T) -> Result<SecureStream<T>, HandshakeError>
+    pub async fn upgrade_inbound<T>(&self, io: T) -> Result<SecureStream<T>, HandshakeError>
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
-        let hs = Handshake::responder(&self.local).with_known_peers(self.known.clone());
+        let (stream, _) = self.upgrade_inbound_with(io, Vec::new()).await?;
+        Ok(stream)
+    }
+
+    /// [`SecureConfig::upgrade_inbound`], sending `early` within the
+    /// handshake (in message 2, before the dialer is authenticated: send
+    /// nothing there that only some peers may see); returns the stream and
+    /// the dialer's early data (empty if it sent none).
+    pub async fn upgrade_inbound_with<T>(
+        &self,
+        mut io: T,
+        early: Vec<u8>,
+    ) -> Result<(SecureStream<T>, Vec<u8>), HandshakeError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let hs = Handshake::responder(&self.local)
+            .with_known_peers(self.known.clone())
+            .with_early_data(early)?;
         let (est, received) = self.drive(&mut io, hs).await?;
         Ok(self.established(io, est, &received))
     }
 
-    fn established<T>(&self, io: T, est: Established, received: &[u8]) -> SecureStream<T> {
+    fn established<T>(
+        &self,
+        io: T,
+        mut est: Established,
+        received: &[u8],
+    ) -> (SecureStream<T>, Vec<u8>) {
         self.known.insert(est.remote, est.remote_static);
         tracing::debug!(peer = %est.remote.short(), suite = ?est.suite, pattern = ?est.pattern, "handshake done");
-        SecureStream::with_received(io, est, self.rekey_interval, received)
+        let early = std::mem::take(&mut est.early_data);
+        let stream = SecureStream::with_received(io, est, self.rekey_interval, received);
+        (stream, early)
     }
 
     async fn drive<T>(
@@ -173,8 +217,13 @@ impl SecureConfig {
     }
 }
 
+/// How much one handshake read takes at most: a message without early
+/// data, or with a few hundred bytes of it, in one read (a longer one in
+/// several: the machine gathers it).
+const READ_CHUNK: usize = 1024;
+
 /// Runs `hs` over `io` to completion. Each read takes what the connection
-/// holds (up to [`MAX_HANDSHAKE_MESSAGE`] bytes), not only what the current
+/// holds (up to [`READ_CHUNK`] bytes), not only what the current
 /// message needs: a length prefix and its message, or a last message and
 /// the peer's first frames after it, come in one system call instead of
 /// two or three. The machine consumes nothing past the handshake's end;
@@ -184,7 +233,7 @@ async fn drive<T>(io: &mut T, mut hs: Handshake) -> Result<(Established, Vec<u8>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf = [0u8; MAX_HANDSHAKE_MESSAGE];
+    let mut buf = [0u8; READ_CHUNK];
     let mut beyond = Vec::new();
     loop {
         let out = hs.take_output();

@@ -41,6 +41,15 @@ pub enum HandshakeError {
     /// A handshake message has a wrong size or structure for its pattern.
     #[error("malformed handshake message")]
     MalformedMessage,
+    /// Early data longer than [`MAX_EARLY_DATA`](crate::handshake::MAX_EARLY_DATA)
+    /// (ours, when set; the peer's, when received).
+    #[error("early data of {len} bytes exceeds the limit of {max}")]
+    EarlyDataTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The identity payload has the wrong length.
     #[error("identity payload has {0} bytes, expected {expected}", expected = crate::payload::PAYLOAD_LEN)]
     BadPayload(usize),

@@ -10,9 +10,18 @@
 //!      I -> R  frame(s, se, payload_I)
 //! IK:  I -> R  preamble | frame(e, es, s, ss, payload_I)
 //!      R -> I  reply    | frame(e, ee, se, payload_R)
-//!      I -> R  frame(transport message with an empty plaintext)
+//!      I -> R  frame(transport message: early_I, empty if none)
 //! ```
-//! `payload_*` is the [identity payload](crate::payload). IK message 1 can be
+//! `payload_*` is the [identity payload](crate::payload), followed by the
+//! sender's early data if it has any ([`Handshake::with_early_data`]): the
+//! responder's in its message 2, the XX initiator's in its message 3. The IK
+//! initiator's message 1 carries the identity payload alone (it can be
+//! replayed); its early data is the plaintext of the key confirmation.
+//! Each side's early data is encrypted, and sent only once the keys bind
+//! it to this handshake; a peer without early data sends none, so peers
+//! that never use it (other Noise implementations) interoperate unchanged.
+//!
+//! IK message 1 can be
 //! replayed by anyone who recorded it, so the IK responder does not finish
 //! until the initiator proves it holds the session keys with the third,
 //! empty transport message (key confirmation); a replayed IK message 1 thus
@@ -41,8 +50,11 @@ use crate::preamble::{self, PREAMBLE_LEN, Pattern, Status, Suite, VERSION};
 use crate::resolver::{KeyPair, Resolver};
 use crate::{HandshakeError, KnownPeers};
 
-/// The largest handshake message accepted (the longest we send is 224 bytes).
-pub const MAX_HANDSHAKE_MESSAGE: usize = 1024;
+/// The most early data a side may send ([`Handshake::with_early_data`]).
+pub const MAX_EARLY_DATA: usize = 8 * 1024;
+/// The largest handshake message accepted: the longest we send without
+/// early data is 224 bytes; with it, at most [`MAX_EARLY_DATA`] more.
+pub const MAX_HANDSHAKE_MESSAGE: usize = 1024 + MAX_EARLY_DATA;
 /// Length of the frame length prefix.
 pub const LEN_PREFIX: usize = 2;
 
@@ -163,6 +175,9 @@ pub struct Established {
     pub send: CipherState,
     /// Decrypts what we receive.
     pub recv: CipherState,
+    /// The early data the peer sent with its identity (empty if none; see
+    /// [`Handshake::with_early_data`]).
+    pub early_data: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +210,10 @@ pub struct Handshake {
     noise: Option<snow::HandshakeState>,
     static_key: KeyPair,
     payload: Vec<u8>,
+    /// Our early data, sent after our identity payload.
+    early: Vec<u8>,
+    /// The peer's early data.
+    remote_early: Vec<u8>,
     expected: Option<PeerId>,
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -241,6 +260,8 @@ impl Handshake {
             noise: None,
             static_key: local.static_key.clone(),
             payload: local.payload.clone(),
+            early: Vec::new(),
+            remote_early: Vec::new(),
             expected: None,
             inbuf: Vec::new(),
             out: Vec::new(),
@@ -260,6 +281,32 @@ impl Handshake {
     pub fn with_known_peers(mut self, known: Arc<KnownPeers>) -> Self {
         self.checked = Some(known);
         self
+    }
+
+    /// Sends `data` to the peer within the handshake, encrypted, right
+    /// after our identity payload: a responder's in message 2 (set it
+    /// before the first input), an initiator's in its last message. The
+    /// peer finds it in [`Established::early_data`]. What a protocol on top
+    /// would send first (a version, a hello) then costs no round trip of
+    /// its own. Errors: [`HandshakeError::EarlyDataTooLarge`] over
+    /// [`MAX_EARLY_DATA`] bytes, [`HandshakeError::OutOfOrder`] once the
+    /// message that carries it is written.
+    pub fn with_early_data(mut self, data: Vec<u8>) -> Result<Self, HandshakeError> {
+        if data.len() > MAX_EARLY_DATA {
+            return Err(HandshakeError::EarlyDataTooLarge {
+                len: data.len(),
+                max: MAX_EARLY_DATA,
+            });
+        }
+        let written = match self.role {
+            Role::Responder => self.step != Step::Preamble,
+            Role::Initiator => matches!(self.step, Step::Done | Step::Failed),
+        };
+        if written {
+            return Err(HandshakeError::OutOfOrder);
+        }
+        self.early = data;
+        Ok(self)
     }
 
     /// An XX initiator proposing `suite`; with `expected`, the handshake
@@ -511,9 +558,13 @@ impl Handshake {
         Ok(payload)
     }
 
+    /// Writes the next Noise message; `with_payload`: our identity payload
+    /// and early data.
     fn write_noise(&mut self, with_payload: bool) -> Result<(), HandshakeError> {
         let payload = if with_payload {
-            std::mem::take(&mut self.payload)
+            let mut payload = std::mem::take(&mut self.payload);
+            payload.append(&mut self.early);
+            payload
         } else {
             Vec::new()
         };
@@ -525,9 +576,15 @@ impl Handshake {
         push_frame(&mut self.out, msg.get(..n).unwrap_or_default())
     }
 
+    /// Checks the identity payload at the start of `payload`; what follows
+    /// it is the peer's early data.
     fn authenticate(&mut self, payload: &[u8]) -> Result<(), HandshakeError> {
+        let (identity, early) = payload
+            .split_at_checked(payload::PAYLOAD_LEN)
+            .ok_or(HandshakeError::BadPayload(payload.len()))?;
+        self.take_remote_early(early)?;
         let remote_static = key32(self.noise()?.get_remote_static().unwrap_or_default())?;
-        let remote = payload::verify(payload, &remote_static, self.checked.as_deref())?;
+        let remote = payload::verify(identity, &remote_static, self.checked.as_deref())?;
         if let Some(expected) = self.expected
             && expected != remote
         {
@@ -537,6 +594,17 @@ impl Handshake {
             });
         }
         self.remote = Some((remote, remote_static));
+        Ok(())
+    }
+
+    fn take_remote_early(&mut self, early: &[u8]) -> Result<(), HandshakeError> {
+        if early.len() > MAX_EARLY_DATA {
+            return Err(HandshakeError::EarlyDataTooLarge {
+                len: early.len(),
+                max: MAX_EARLY_DATA,
+            });
+        }
+        self.remote_early = early.to_vec();
         Ok(())
     }
 
@@ -592,6 +660,11 @@ impl Handshake {
                     other => other?,
                 };
                 self.authenticate(&payload)?;
+                if !self.remote_early.is_empty() {
+                    // Early data rides in the confirmation, not in a
+                    // message anyone may replay.
+                    return Err(HandshakeError::MalformedMessage);
+                }
                 self.reply(Status::Ok)?;
                 self.write_noise(true)?;
                 self.split()?;
@@ -617,8 +690,10 @@ impl Handshake {
                     .as_mut()
                     .map(|(send, _)| send)
                     .ok_or(HandshakeError::OutOfOrder)?;
-                let tag = send.seal_in_place(&mut [])?;
-                push_frame(&mut self.out, &tag)?;
+                let mut msg = std::mem::take(&mut self.early);
+                let tag = send.seal_in_place(&mut msg)?;
+                msg.extend_from_slice(&tag);
+                push_frame(&mut self.out, &msg)?;
                 self.step = Step::Done;
                 Ok(())
             }
@@ -638,9 +713,8 @@ impl Handshake {
             }
             other => other,
         })?;
-        if !plain.is_empty() {
-            return Err(HandshakeError::MalformedMessage);
-        }
+        let plain = plain.to_vec();
+        self.take_remote_early(&plain)?;
         self.step = Step::Done;
         Ok(())
     }
@@ -661,6 +735,7 @@ impl Handshake {
             pattern: self.pattern,
             send,
             recv,
+            early_data: self.remote_early,
         })
     }
 }

@@ -446,3 +446,70 @@ fn finish_before_done_is_out_of_order() {
     let (_, _, i, _) = xx_pair(Suite::AesGcm);
     assert!(matches!(i.finish(), Err(HandshakeError::OutOfOrder)));
 }
+
+#[test]
+fn early_data_reaches_the_peer_in_both_patterns() {
+    for suite in Suite::ALL {
+        let (a, b) = (identity(), identity());
+        let xx = Handshake::xx_initiator(&a, suite, Some(b.peer_id())).unwrap();
+        let ik = Handshake::ik_initiator(&a, suite, b.peer_id(), b.static_public()).unwrap();
+        for i in [xx, ik] {
+            let mut i = i.with_early_data(b"from the dialer".to_vec()).unwrap();
+            let mut r = Handshake::responder(&b)
+                .with_early_data(vec![7; MAX_EARLY_DATA])
+                .unwrap();
+            run(&mut i, &mut r).unwrap();
+            let (ei, er) = (i.finish().unwrap(), r.finish().unwrap());
+            assert_eq!(ei.early_data, vec![7; MAX_EARLY_DATA]);
+            assert_eq!(er.early_data, b"from the dialer");
+        }
+    }
+}
+
+#[test]
+fn no_early_data_is_an_empty_one() {
+    let (_, _, mut i, mut r) = xx_pair(Suite::AesGcm);
+    run(&mut i, &mut r).unwrap();
+    assert!(i.finish().unwrap().early_data.is_empty());
+    assert!(r.finish().unwrap().early_data.is_empty());
+}
+
+#[test]
+fn early_data_over_the_limit_is_named_on_both_sides() {
+    let (_, _, i, _) = xx_pair(Suite::AesGcm);
+    assert!(matches!(
+        i.with_early_data(vec![0; MAX_EARLY_DATA + 1]),
+        Err(HandshakeError::EarlyDataTooLarge { len, max: MAX_EARLY_DATA }) if len == MAX_EARLY_DATA + 1
+    ));
+    // A peer that sends more than the limit anyway.
+    let a = with_payload(identity(), |p| p.resize(p.len() + MAX_EARLY_DATA + 1, 1));
+    let mut i = Handshake::xx_initiator(&a, Suite::AesGcm, None).unwrap();
+    let mut r = Handshake::responder(&identity());
+    assert!(matches!(
+        run(&mut i, &mut r),
+        Err(("responder", HandshakeError::EarlyDataTooLarge { .. }))
+    ));
+}
+
+#[test]
+fn early_data_once_its_message_is_written_is_out_of_order() {
+    let (_, _, mut i, r) = xx_pair(Suite::AesGcm);
+    let mut r = r.with_early_data(b"ok".to_vec()).unwrap();
+    r.read_input(&i.take_output()).unwrap();
+    assert!(matches!(
+        r.with_early_data(b"late".to_vec()),
+        Err(HandshakeError::OutOfOrder)
+    ));
+}
+
+#[test]
+fn early_data_in_a_replayable_ik_message_one_is_malformed() {
+    let b = identity();
+    let a = with_payload(identity(), |p| p.push(1));
+    let mut i = Handshake::ik_initiator(&a, Suite::AesGcm, b.peer_id(), b.static_public()).unwrap();
+    let mut r = Handshake::responder(&b);
+    assert!(matches!(
+        run(&mut i, &mut r),
+        Err(("responder", HandshakeError::MalformedMessage))
+    ));
+}

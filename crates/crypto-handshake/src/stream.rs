@@ -123,6 +123,7 @@ impl<T> SecureStream<T> {
             pattern,
             mut send,
             mut recv,
+            early_data: _,
         } = established;
         send.set_rekey_interval(rekey_interval);
         recv.set_rekey_interval(rekey_interval);

@@ -26,6 +26,7 @@ use knotwork_dht_node::{Config, DhtHandle, DhtMessage, NAME, Record, Request, Re
 use knotwork_discovery_dht::RecordLimits;
 use knotwork_discovery_dht::message::{WireAddr, WirePeer};
 use knotwork_node::protocol::ping::PingConfig;
+use knotwork_node::version::{Hello, secure_outbound};
 use knotwork_node::{Node, NodeBuilder, NodeConfig, NodeEvent, RateBudget, Version};
 use knotwork_wire::{Frame, FrameCodec, Message, decode, encode};
 use tokio::io::DuplexStream;
@@ -78,19 +79,10 @@ impl DhtPeer {
         }
         let tcp = socket.connect(*sa).await.unwrap();
         let keypair = Keypair::generate().unwrap();
-        let secure = SecureConfig::new(keypair.clone())
-            .unwrap()
-            .upgrade_outbound(tcp, None)
-            .await
-            .unwrap();
-        let mut framed = Framed::new(secure, FrameCodec::new());
-        let v = Version::new(&[NAME], listen, to);
-        framed
-            .send(Frame::message(Version::ID, encode(&v).unwrap()))
-            .await
-            .unwrap();
-        let first = framed.next().await.unwrap().unwrap();
-        assert_eq!(first.msg_id, Version::ID, "refused");
+        let hello = Hello::Version(Version::new(&[NAME], listen, to));
+        let config = SecureConfig::new(keypair.clone()).unwrap();
+        let (secure, _) = secure_outbound(&config, tcp, None, &hello).await.unwrap();
+        let framed = Framed::new(secure, FrameCodec::new());
         Self { framed, keypair }
     }
 

@@ -27,6 +27,7 @@ use knotwork_nat::relay::{
     Reserved, ToRelay,
 };
 use knotwork_nat::{DialBackError, NatEvent, Reachability, RelayError, RelayLimits};
+use knotwork_node::version::{Hello, secure_outbound};
 use knotwork_node::{Channel, DisconnectReason, Node, NodeBuilder, Sessions, Version};
 use knotwork_wire::{Frame, FrameCodec, FrameKind, Message, decode, encode};
 use support::common::{HANDSHAKE_TIMEOUT, fast_config, wait_event};
@@ -71,6 +72,11 @@ async fn h1_incoming_from_a_peer_that_is_not_our_relay_opens_nothing() {
     let v = start(mem_node(&net), nat_config()).await;
     let x = start(mem_node(&net), nat_config()).await;
     let ch = x.connect(&v.listen_addrs()[0]).await.unwrap();
+    // The dialer's channel opens first (as its handshake ends).
+    support::common::eventually(Duration::from_secs(5), "v's channel", || {
+        v.channel(&x.peer_id()).is_some()
+    })
+    .await;
     let at_v = v.channel(&x.peer_id()).unwrap();
     let jobs = at_v.jobs();
     let answers = join_all((0..40).map(|i| incoming(&ch, i))).await;
@@ -245,20 +251,10 @@ type RawPeer = Framed<knotwork_crypto_handshake::SecureStream<tokio::io::DuplexS
 
 async fn raw_mem_peer(net: &MemoryTransport, to: &PeerAddr, keypair: Keypair) -> RawPeer {
     let conn = net.dial(to).await.unwrap();
-    let secure = SecureConfig::new(keypair)
-        .unwrap()
-        .upgrade_outbound(conn, None)
-        .await
-        .unwrap();
-    let mut framed = Framed::new(secure, FrameCodec::new());
-    let version = Version::new(&[], &[], to);
-    framed
-        .send(Frame::message(Version::ID, encode(&version).unwrap()))
-        .await
-        .unwrap();
-    let first = framed.next().await.unwrap().unwrap();
-    assert_eq!(first.msg_id, Version::ID);
-    framed
+    let hello = Hello::Version(Version::new(&[], &[], to));
+    let config = SecureConfig::new(keypair).unwrap();
+    let (secure, _) = secure_outbound(&config, conn, None, &hello).await.unwrap();
+    Framed::new(secure, FrameCodec::new())
 }
 
 /// Reads frames until a request of type `M`; returns it and its request id.

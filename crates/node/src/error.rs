@@ -93,12 +93,19 @@ impl std::fmt::Display for CloseReason {
 #[non_exhaustive]
 pub enum NodeError {
     // --- The peer refused us or broke the protocol ------------------------
-    /// The peer refused the connection during the version exchange.
+    /// The peer refused the connection during the version exchange (over
+    /// Noise: within the handshake).
     #[error("refused by peer: {0}")]
     Refused(DisconnectReason),
     /// The peer's first frame after the handshake was not a version message.
     #[error("expected a version message, got message id {0:#010x}")]
     UnexpectedFirstFrame(u32),
+    /// The peer's handshake carried no version (no early data).
+    #[error("the peer sent no version within the handshake")]
+    NoVersion,
+    /// The peer's handshake carried bytes after its version frame.
+    #[error("{0} bytes after the version frame in the handshake")]
+    TrailingHello(usize),
     /// The peer's version message lists an address that does not parse.
     #[error("bad address in version message: {0}")]
     BadVersionAddr(#[from] AddrParseError),

@@ -256,6 +256,8 @@ impl Metrics {
             Some(NodeError::AlreadyConnected(_)) => "duplicate",
             Some(
                 NodeError::UnexpectedFirstFrame(_)
+                | NodeError::NoVersion
+                | NodeError::TrailingHello(_)
                 | NodeError::BadVersionAddr(_)
                 | NodeError::Wire(_),
             ) => "protocol",

@@ -4,10 +4,13 @@
 //! maintenance loop, reconnects) is in `maintain`.
 //!
 //! ```text
-//! raw conn ─► Noise handshake ─► ban / limit checks ─► version exchange ─► de-dup ─► Channel
-//!   │          (SecureStream)      (refuse w/ reason)    (Version both ways)            + protocols
-//!   └─ transport-authenticated (QUIC): no Noise ─┘
+//! raw conn ─► limit checks ─► Noise handshake, versions inside ─► ban / limit checks ─► de-dup ─► Channel
+//!   │         (a refusal is     (SecureStream, Hello both ways)      (refuse w/ reason)                + protocols
+//!   │          the listener's hello)
+//!   └─ transport-authenticated (QUIC): no Noise ─► ban / limit checks ─► version exchange ─┘
 //! ```
+//! A dialer's channel opens as its handshake ends (see [`crate::version`]);
+//! the listener's as the dialer's last handshake message arrives.
 //! The handshake and version exchange together must finish within
 //! [`NodeConfig::handshake_timeout`](crate::NodeConfig::handshake_timeout).
 
@@ -15,8 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use knotwork_core::{IpPrefix, PeerAddr, PeerId, Substreams, TransportError};
+use knotwork_wire::FrameCodec;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
+use tokio_util::codec::FramedParts;
 use tokio_util::sync::CancellationToken;
 
 use tokio::sync::watch;
@@ -31,7 +36,7 @@ use crate::hosts::AddrScope;
 use crate::node::{NodeEvent, NodeHandle, Shared, lock};
 use crate::registry::SessionKind;
 use crate::transport::{AnyListener, RawConn};
-use crate::version::{self, Version};
+use crate::version::{self, Hello, Version};
 
 /// Binds `addr` on the first transport that supports it.
 pub(crate) async fn listen(
@@ -73,14 +78,30 @@ pub(crate) struct IpSlot {
     over_limit: bool,
 }
 
+/// The host and subnet prefixes of an address with an IP.
+fn prefixes(from: &PeerAddr) -> Option<(IpPrefix, IpPrefix)> {
+    match from {
+        PeerAddr::Tcp(sa) | PeerAddr::Quic(sa) => {
+            Some((IpPrefix::host(sa.ip()), IpPrefix::subnet(sa.ip())))
+        }
+        _ => None,
+    }
+}
+
 impl IpSlot {
-    fn take(shared: &Arc<Shared>, from: &PeerAddr) -> Self {
-        let ip = match from {
-            PeerAddr::Tcp(sa) | PeerAddr::Quic(sa) => {
-                Some((IpPrefix::host(sa.ip()), IpPrefix::subnet(sa.ip())))
-            }
-            _ => None,
+    /// True if one more connection from `from` would pass its host's or
+    /// subnet's limit (a look, before the handshake: nothing is taken).
+    fn would_exceed(shared: &Shared, from: &PeerAddr) -> bool {
+        let Some((host, subnet)) = prefixes(from) else {
+            return false;
         };
+        let counts = lock(&shared.per_ip);
+        let after = |key| counts.get(&key).copied().unwrap_or(0) + 1;
+        after(host) > shared.config.max_per_ip || after(subnet) > shared.config.max_per_subnet
+    }
+
+    fn take(shared: &Arc<Shared>, from: &PeerAddr) -> Self {
+        let ip = prefixes(from);
         let mut over_limit = false;
         if let Some((host, subnet)) = ip {
             let mut counts = lock(&shared.per_ip);
@@ -159,17 +180,65 @@ pub(crate) async fn establish(
         peer,
         substreams,
     } = conn;
+    let ours = our_version(shared, &addr);
     let Some(peer) = peer else {
-        let secure = if session == SessionKind::Inbound {
-            shared.secure.upgrade_inbound(stream).await?
+        let (secure, theirs) = if session == SessionKind::Inbound {
+            let over_ip = IpSlot::would_exceed(shared, &addr);
+            let hello = match refusal(shared, None, over_ip, true) {
+                Some(reason) => Hello::Refuse(reason),
+                None => Hello::Version(ours),
+            };
+            version::secure_inbound(&shared.secure, stream, &hello).await?
         } else {
-            shared.secure.upgrade_outbound(stream, expected).await?
+            let hello = Hello::Version(ours);
+            version::secure_outbound(&shared.secure, stream, expected, &hello).await?
         };
         let peer = secure.remote_peer_id();
-        return admit(shared, secure, peer, addr, session, None).await;
+        let versions = Versions::Exchanged(theirs);
+        return admit(shared, secure, peer, addr, session, None, versions).await;
     };
     check_expected(expected, peer)?;
-    admit(shared, stream, peer, addr, session, substreams).await
+    let versions = Versions::Exchange(ours);
+    admit(shared, stream, peer, addr, session, substreams, versions).await
+}
+
+/// Our version for a connection with `addr`.
+fn our_version(shared: &Shared, addr: &PeerAddr) -> Version {
+    // Compression first: the version lists MAX_PROTOCOLS names at most.
+    let offered = shared.channel_config.compression.offered().iter().copied();
+    let names: Vec<&'static str> = offered.chain(shared.registry.names()).collect();
+    Version::new(&names, &shared.addrs.advertised(), addr)
+}
+
+/// Where a connection is in the version exchange when it is admitted.
+enum Versions {
+    /// Done within the Noise handshake: the peer's version.
+    Exchanged(Version),
+    /// Still to do, over the stream (QUIC): our version.
+    Exchange(Version),
+}
+
+/// Why the node will not take a connection now, if it will not: `peer`
+/// banned, shutting down, and for an inbound one its IP over its limit
+/// (`over_ip`) or the node at its inbound limit.
+fn refusal(
+    shared: &Shared,
+    peer: Option<&PeerId>,
+    over_ip: bool,
+    inbound: bool,
+) -> Option<DisconnectReason> {
+    let now = Instant::now().into_std();
+    if peer.is_some_and(|p| lock(&shared.bans).is_peer_banned(p, now)) {
+        Some(DisconnectReason::Banned)
+    } else if shared.shutdown.is_cancelled() {
+        Some(DisconnectReason::Shutdown)
+    } else if inbound && over_ip {
+        Some(DisconnectReason::TooManyFromIp)
+    } else if inbound && inbound_count(shared) >= shared.config.max_inbound {
+        Some(DisconnectReason::TooManyPeers)
+    } else {
+        None
+    }
 }
 
 /// A transport-authenticated `got` is the peer a dial expected, if it named one.
@@ -184,7 +253,8 @@ fn check_expected(expected: Option<PeerId>, got: PeerId) -> Result<(), NodeError
 static CHANNEL_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// The pipeline after the handshake: bans and limits, the version
-/// exchange, the peer table, the channel.
+/// exchange if the handshake did not carry it, the peer table, the channel.
+/// A connection refused here is told why with a `Disconnect`.
 async fn admit<S>(
     shared: &Arc<Shared>,
     secure: S,
@@ -192,6 +262,7 @@ async fn admit<S>(
     addr: PeerAddr,
     session: SessionKind,
     substreams: Option<Arc<dyn Substreams>>,
+    versions: Versions,
 ) -> Result<Channel, NodeError>
 where
     S: AsyncRead + AsyncWrite + BufferedBytes + Send + Unpin + 'static,
@@ -211,21 +282,11 @@ where
     }
     let slot = inbound.then(|| IpSlot::take(shared, &addr));
     let now = Instant::now().into_std();
-    let refusal = if lock(&shared.bans).is_peer_banned(&peer, now) {
-        Some(DisconnectReason::Banned)
-    } else if shared.shutdown.is_cancelled() {
-        Some(DisconnectReason::Shutdown)
-    } else if inbound && slot.as_ref().is_some_and(|s| s.over_limit) {
-        Some(DisconnectReason::TooManyFromIp)
-    } else if inbound && inbound_count(shared) >= shared.config.max_inbound {
-        Some(DisconnectReason::TooManyPeers)
-    } else {
-        None
-    };
-    if let Some(reason) = refusal {
+    let over_ip = slot.as_ref().is_some_and(|s| s.over_limit);
+    if let Some(reason) = refusal(shared, Some(&peer), over_ip, inbound) {
         tracing::info!(peer = %peer.short(), %addr, %reason, "refusing connection");
+        let _ = version::refuse(secure, reason.clone()).await;
         if inbound {
-            let _ = version::refuse(secure, reason.clone()).await;
             return Err(NodeError::Refused(reason));
         }
         return Err(match reason {
@@ -236,13 +297,18 @@ where
     let _establishing = if inbound {
         None
     } else {
-        Some(Establishing::claim(shared, peer)?)
+        match Establishing::claim(shared, peer) {
+            Ok(claim) => Some(claim),
+            Err(e) => {
+                let _ = version::refuse(secure, DisconnectReason::Duplicate).await;
+                return Err(e);
+            }
+        }
     };
-    // Compression first: the version lists MAX_PROTOCOLS names at most.
-    let offered = shared.channel_config.compression.offered().iter().copied();
-    let names: Vec<&'static str> = offered.chain(shared.registry.names()).collect();
-    let ours = Version::new(&names, &shared.addrs.advertised(), &addr);
-    let (theirs, parts) = version::exchange(secure, &ours).await?;
+    let (theirs, parts) = match versions {
+        Versions::Exchanged(theirs) => (theirs, FramedParts::new(secure, FrameCodec::new())),
+        Versions::Exchange(ours) => version::exchange(secure, &ours).await?,
+    };
     let listen: Vec<PeerAddr> = theirs
         .parsed_listen_addrs()?
         .into_iter()
@@ -652,6 +718,15 @@ pub(crate) async fn dial(
     if shared.own_addrs().contains(addr) {
         return Err(NodeError::SelfDial(addr.clone()));
     }
+    // A peer we have (or are opening) a channel to is not dialed again: the
+    // check after the handshake would come too late, as the listener opens
+    // its channel on our last handshake message and a second channel from
+    // the same dialer replaces the first there.
+    if let Some(peer) = opts.peer
+        && (lock(&shared.establishing).contains(&peer) || !dial_may_proceed(shared, &peer))
+    {
+        return existing_channel(shared, peer).await;
+    }
     let admission = lock(&shared.dials).begin(addr, &opts, now)?;
     let result = match admission {
         Admission::Follow(mut rx) => {
@@ -706,13 +781,13 @@ pub(crate) async fn probe(
             let _ = version::refuse(conn.stream, DisconnectReason::Probe).await;
             return Ok(peer);
         }
-        let secure = shared
+        // The refusal rides in the handshake: the peer learns it at once.
+        let early = Hello::Refuse(DisconnectReason::Probe).to_bytes()?;
+        let (secure, _) = shared
             .secure
-            .upgrade_outbound(conn.stream, expected)
+            .upgrade_outbound_with(conn.stream, expected, early)
             .await?;
-        let peer = secure.remote_peer_id();
-        let _ = version::refuse(secure, DisconnectReason::Probe).await;
-        Ok(peer)
+        Ok(secure.remote_peer_id())
     };
     tokio::time::timeout(shared.config.handshake_timeout, attempt)
         .await

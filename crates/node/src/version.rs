@@ -1,15 +1,31 @@
-//! The version exchange: the first message each side sends after the handshake.
+//! The version exchange: what each side tells the other before the channel
+//! opens.
 //!
-//! Both sides send a [`Version`] at once and then read the peer's, so the
-//! exchange costs one round trip. A node that will not take the connection
-//! (too many peers, a ban) sends a [`Disconnect`] instead; the dialer then
-//! fails with [`NodeError::Refused`] and the reason.
+//! Over Noise the versions travel inside the handshake, as early data (see
+//! `knotwork_crypto_handshake::Handshake::with_early_data`): the responder's
+//! [`Hello`] in XX message 2, the dialer's in message 3 (IK: the
+//! confirmation). So the exchange costs no round trip: the dialer has the
+//! responder's version when its handshake ends and opens its channel as it
+//! sends its last message, as a QUIC client does. Each hello is one frame,
+//! a [`Version`] or, from a node that will not take the connection, a
+//! [`Disconnect`]; the dialer then fails with [`NodeError::Refused`] and the
+//! reason. A responder decides that before it knows who dials (too many
+//! peers, too many from the dialer's IP, shutting down); what needs the
+//! dialer's identity (a ban) comes after the handshake as a `Disconnect`
+//! frame, so the dialer's channel closes with that reason.
+//!
+//! Over a transport that authenticates peers itself (QUIC) there is no Noise
+//! handshake: both sides send a [`Version`] frame at once and then read the
+//! peer's ([`exchange`]), one round trip.
 
+use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
-use knotwork_core::{MAX_ADDR_TEXT_LEN, PeerAddr};
+use knotwork_core::{MAX_ADDR_TEXT_LEN, PeerAddr, PeerId};
+use knotwork_crypto_handshake::{SecureConfig, SecureStream};
 use knotwork_wire::{Frame, FrameCodec, FrameKind, Message, decode, encode};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::Decoder;
 use tokio_util::codec::{Framed, FramedParts};
 
 use crate::error::{DisconnectReason, MAX_REASON_LEN, NodeError};
@@ -109,7 +125,108 @@ const EXCHANGE_MAX_FRAME_LEN: usize = if Version::MAX_BYTES > Disconnect::MAX_BY
     Disconnect::MAX_BYTES
 };
 
-/// Sends `ours` and reads the peer's [`Version`] (or its [`Disconnect`]).
+/// What a node sends within the handshake: its version, or why it will not
+/// take the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hello {
+    /// Go on: our version.
+    Version(Version),
+    /// No: why (sent as a [`Disconnect`]).
+    Refuse(DisconnectReason),
+}
+
+impl Hello {
+    /// The hello as early data: one frame.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, NodeError> {
+        let codec = FrameCodec::with_max_frame_len(EXCHANGE_MAX_FRAME_LEN);
+        let mut out = BytesMut::new();
+        match self {
+            Self::Version(v) => codec.encode_message(FrameKind::Message, 0, v, &mut out),
+            Self::Refuse(reason) => codec.encode_message(
+                FrameKind::Message,
+                0,
+                &Disconnect {
+                    reason: reason.clone(),
+                },
+                &mut out,
+            ),
+        }
+        .map_err(NodeError::from_wire)?;
+        Ok(out.to_vec())
+    }
+
+    /// The peer's version from its early data: exactly one frame.
+    /// Errors: [`NodeError::NoVersion`] if it sent none,
+    /// [`NodeError::Refused`] for a [`Disconnect`],
+    /// [`NodeError::UnexpectedFirstFrame`] for another message,
+    /// [`NodeError::TrailingHello`] for bytes after the frame, and the
+    /// wire's errors for a broken one.
+    pub fn version_in(early: &[u8]) -> Result<Version, NodeError> {
+        let mut buf = BytesMut::from(early);
+        let frame = FrameCodec::with_max_frame_len(EXCHANGE_MAX_FRAME_LEN)
+            .decode_eof(&mut buf)
+            .map_err(NodeError::from_wire)?
+            .ok_or(NodeError::NoVersion)?;
+        if !buf.is_empty() {
+            return Err(NodeError::TrailingHello(buf.len()));
+        }
+        version_of(&frame)
+    }
+}
+
+/// The version in the peer's first frame, or why there is none.
+fn version_of(frame: &Frame) -> Result<Version, NodeError> {
+    match (frame.kind, frame.msg_id) {
+        (FrameKind::Message, id) if id == Version::ID => Ok(decode::<Version>(&frame.payload)?),
+        (FrameKind::Message, id) if id == Disconnect::ID => {
+            let d: Disconnect = decode(&frame.payload)?;
+            Err(NodeError::Refused(d.reason))
+        }
+        (_, id) => Err(NodeError::UnexpectedFirstFrame(id)),
+    }
+}
+
+/// Secures `io` as a node's dialer does: the Noise handshake (see
+/// [`SecureConfig::upgrade_outbound`]) carrying `ours`; returns the stream
+/// and the responder's version, or [`NodeError::Refused`] with its reason.
+/// For tools that speak to nodes by hand (probes, tests, attack drills).
+pub async fn secure_outbound<T>(
+    config: &SecureConfig,
+    io: T,
+    expected: Option<PeerId>,
+    ours: &Hello,
+) -> Result<(SecureStream<T>, Version), NodeError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let (stream, theirs) = config
+        .upgrade_outbound_with(io, expected, ours.to_bytes()?)
+        .await?;
+    Ok((stream, Hello::version_in(&theirs)?))
+}
+
+/// Secures `io` as a node's listener does: the Noise handshake carrying
+/// `ours` (sent before the dialer is known); returns the stream and the
+/// dialer's version. With `ours` a refusal, or the dialer's hello one,
+/// fails with [`NodeError::Refused`] once the handshake is done.
+pub async fn secure_inbound<T>(
+    config: &SecureConfig,
+    io: T,
+    ours: &Hello,
+) -> Result<(SecureStream<T>, Version), NodeError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let (stream, theirs) = config.upgrade_inbound_with(io, ours.to_bytes()?).await?;
+    let theirs = Hello::version_in(&theirs)?;
+    match ours {
+        Hello::Refuse(reason) => Err(NodeError::Refused(reason.clone())),
+        Hello::Version(_) => Ok((stream, theirs)),
+    }
+}
+
+/// Sends `ours` and reads the peer's [`Version`] (or its [`Disconnect`]),
+/// over a stream a transport secured (no Noise handshake to carry them).
 /// Returns the peer's version and the stream with any bytes read past it.
 pub(crate) async fn exchange<S>(
     io: S,
@@ -129,14 +246,7 @@ where
             return Err(NodeError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
     };
-    let theirs = match (frame.kind, frame.msg_id) {
-        (FrameKind::Message, id) if id == Version::ID => decode::<Version>(&frame.payload)?,
-        (FrameKind::Message, id) if id == Disconnect::ID => {
-            let d: Disconnect = decode(&frame.payload)?;
-            return Err(NodeError::Refused(d.reason));
-        }
-        (_, id) => return Err(NodeError::UnexpectedFirstFrame(id)),
-    };
+    let theirs = version_of(&frame)?;
     Ok((theirs, framed.into_parts()))
 }
 

@@ -13,19 +13,18 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures::{SinkExt, StreamExt};
 use knotwork_compress::{LZ4_NAME, MAX_BLOCK_LEN};
 use knotwork_core::Keypair;
 use knotwork_crypto_handshake::SecureConfig;
+use knotwork_node::version::{Hello, secure_outbound};
 use knotwork_node::{
     Channel, Compression, Node, NodeBuilder, NodeEvent, RateBudget, Sessions, Version,
 };
 use knotwork_transport_quic::{QuicConfig, QuicTransport};
-use knotwork_wire::{Frame, FrameCodec, Message, encode};
+use knotwork_wire::{Frame, Message};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use tokio_util::codec::Framed;
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -135,26 +134,17 @@ async fn bad_blocks(bytes: &[u8]) -> String {
         panic!("tcp")
     };
     let tcp = tokio::net::TcpStream::connect(sa).await.unwrap();
-    let secure = SecureConfig::new(kp)
-        .unwrap()
-        .upgrade_outbound(tcp, None)
+    let hello = Hello::Version(Version::new(&[LZ4_NAME], &[], &addr(&a)));
+    let (mut secure, _) = secure_outbound(&SecureConfig::new(kp).unwrap(), tcp, None, &hello)
         .await
         .unwrap();
-    let mut framed = Framed::new(secure, FrameCodec::new());
-    let v = Version::new(&[LZ4_NAME], &[], &addr(&a));
-    framed
-        .send(Frame::message(Version::ID, encode(&v).unwrap()))
-        .await
-        .unwrap();
-    let theirs = framed.next().await.unwrap().unwrap();
-    assert_eq!(theirs.msg_id, Version::ID);
-    // The node sends its version before it has ours, so its channel may
-    // open a moment after we have its version.
+    // The node sends its version before it has ours, so its channel opens
+    // a moment after our handshake ends.
     eventually(LONG, "the node's channel", || a.channel(&id).is_some()).await;
     let channel = a.channel(&id).unwrap();
     assert_eq!(channel.compression(), Compression::Lz4);
-    framed.get_mut().write_all(bytes).await.unwrap();
-    framed.get_mut().flush().await.unwrap();
+    secure.write_all(bytes).await.unwrap();
+    secure.flush().await.unwrap();
     let e = wait_event(&mut events, LONG, |e| matches!(e, NodeEvent::Banned { .. })).await;
     assert_eq!(e, NodeEvent::Banned { peer: id });
     assert!(a.is_banned(&id));

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
 use knotwork_core::{Keypair, PeerAddr};
 use knotwork_crypto_handshake::{SecureConfig, SecureStream};
+use knotwork_node::version::{Hello, secure_outbound};
 use knotwork_node::{
-    Channel, Node, NodeBuilder, NodeConfig, RateBudget, Sessions, Subscription, Version,
+    Channel, Node, NodeBuilder, NodeConfig, NodeEvent, RateBudget, Sessions, Subscription, Version,
 };
 use knotwork_transport_quic::{QuicConfig, QuicTransport};
-use knotwork_wire::{Frame, FrameCodec, Message, encode};
+use knotwork_wire::{FrameCodec, Message};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -259,16 +259,30 @@ impl Pair {
         let carrier = self.carrier;
         let warm = sides.server(Server::start(carrier));
         let warm_addr = warm.addr.clone();
+        let warm_node = warm.node.clone();
         let times = sides.client(async move {
             let mut first = Vec::with_capacity(count);
             for i in 0..count {
                 let fresh = client_node(carrier).await;
+                let mut warm_events = warm_node.events();
                 let c = step(i, "first contact: warm-up", fresh.connect(&warm_addr))
                     .await
                     .expect("warm-up connect");
                 c.close(knotwork_node::DisconnectReason::other("warm-up"))
                     .await;
                 step(i, "first contact: warm-up closed", c.closed()).await;
+                // A dialer's channel opens as its handshake ends, before the
+                // server has read the last message: wait until the warm-up
+                // server is done with it too, or its work would be timed.
+                let warm_done = async {
+                    while let Ok(e) = warm_events.recv().await {
+                        if matches!(e, NodeEvent::Disconnected { peer, .. } if peer == fresh.peer_id())
+                        {
+                            return;
+                        }
+                    }
+                };
+                step(i, "first contact: warm-up server done", warm_done).await;
                 let t = Instant::now();
                 let c = step(i, "first contact: connect", fresh.connect(&addr))
                     .await
@@ -315,7 +329,7 @@ impl Pair {
 }
 
 /// A dialed node connection, held open: the secure stream after the
-/// version exchange.
+/// handshake and the version exchange in it.
 pub type Light = Framed<SecureStream<TcpStream>, FrameCodec>;
 
 /// Awaits `f`, one step of round `i` of a scenario; panics naming the
@@ -330,22 +344,17 @@ async fn step<F: Future>(i: usize, what: &str, f: F) -> F::Output {
 /// How long one step of a node scenario may take.
 const STEP_LIMIT: Duration = Duration::from_secs(20);
 
-/// Dials `addr` as a node would, with a fresh identity: Noise XX, then our
-/// `Version`, then the server's.
+/// Dials `addr` as a node would, with a fresh identity: Noise XX with our
+/// `Version` in it and the server's out of it.
 pub async fn light_dial(addr: SocketAddr) -> Light {
     let secure = SecureConfig::new(Keypair::generate().expect("keypair")).expect("config");
     let tcp = TcpStream::connect(addr).await.expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
-    let stream = secure.upgrade_outbound(tcp, None).await.expect("handshake");
-    let mut framed = Framed::new(stream, FrameCodec::new());
-    let ours = Version::new(&[], &[], &PeerAddr::Tcp(addr));
-    framed
-        .send(Frame::message(Version::ID, encode(&ours).expect("encode")))
+    let hello = Hello::Version(Version::new(&[], &[], &PeerAddr::Tcp(addr)));
+    let (stream, _) = secure_outbound(&secure, tcp, None, &hello)
         .await
-        .expect("send version");
-    let theirs = framed.next().await.expect("version").expect("frame");
-    assert_eq!(theirs.msg_id, Version::ID, "server refused");
-    framed
+        .expect("handshake, version");
+    Framed::new(stream, FrameCodec::new())
 }
 
 /// Inbound connections a node accepts: `count` light dials from

@@ -21,12 +21,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
 use knotwork_core::{Keypair, PeerAddr, PeerId};
-use knotwork_crypto_handshake::SecureStream;
+use knotwork_crypto_handshake::{SecureConfig, SecureStream};
 use knotwork_dht_node::DhtMessage;
 use knotwork_gossip::GossipMessage;
-use knotwork_node::{Disconnect, Node, NodeBuilder, Version};
+use knotwork_node::version::{Hello, secure_outbound};
+use knotwork_node::{Node, NodeBuilder, NodeError, Version};
 use knotwork_transport_tcp::{TcpConfig, TcpTransport};
 use knotwork_wire::{Frame, FrameCodec, Message};
 use serde::{Deserialize, Serialize};
@@ -133,7 +133,7 @@ pub(crate) fn plain_version(target: SocketAddr) -> Version {
 /// A framed, authenticated session made by hand.
 pub(crate) type Session = Framed<SecureStream<TcpStream>, FrameCodec>;
 
-/// Noise handshake and version exchange by hand, as a node would, with a
+/// Noise handshake with the version exchange in it, by hand, as a node would, with a
 /// fresh identity from `source`, sending `version`; returns the framed
 /// stream or why the target refused.
 pub(crate) async fn raw_session(
@@ -155,26 +155,12 @@ pub(crate) async fn raw_session_as(
     let tcp = tcp_from(source, target)
         .await
         .map_err(|e| format!("connect: {}", e.kind()))?;
-    let secure = knotwork_crypto_handshake::upgrade_outbound(tcp, keypair, None)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let mut framed = Framed::new(secure, FrameCodec::new());
-    let payload = knotwork_wire::encode(&version).map_err(|e| e.to_string())?;
-    framed
-        .send(Frame::message(Version::ID, payload))
-        .await
-        .map_err(|e| format!("send version: {e}"))?;
-    match framed.next().await {
-        Some(Ok(f)) if f.msg_id == Version::ID => Ok(framed),
-        Some(Ok(f)) if f.msg_id == Disconnect::ID => {
-            let reason = knotwork_wire::decode::<Disconnect>(&f.payload)
-                .map(|d| d.reason.to_string())
-                .unwrap_or_else(|_| "malformed disconnect".into());
-            Err(format!("refused: {reason}"))
-        }
-        Some(Ok(f)) => Err(format!("unexpected frame {:#x}", f.msg_id)),
-        Some(Err(e)) => Err(format!("version: {e}")),
-        None => Err("closed during version exchange".into()),
+    let config = SecureConfig::new(keypair.clone()).map_err(|e| format!("config: {e}"))?;
+    match secure_outbound(&config, tcp, None, &Hello::Version(version)).await {
+        Ok((secure, _)) => Ok(Framed::new(secure, FrameCodec::new())),
+        Err(NodeError::Refused(reason)) => Err(format!("refused: {reason}")),
+        Err(NodeError::Handshake(e)) => Err(format!("handshake: {e}")),
+        Err(e) => Err(format!("version: {e}")),
     }
 }
 

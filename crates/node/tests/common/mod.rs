@@ -9,12 +9,12 @@
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use knotwork_core::{Keypair, MemoryTransport, PeerAddr, PeerId};
 use knotwork_crypto_handshake::{SecureConfig, SecureStream};
 use knotwork_node::protocol::ping::PingConfig;
+use knotwork_node::version::{Hello, secure_outbound};
 use knotwork_node::{Node, NodeBuilder, NodeConfig, Version};
-use knotwork_wire::{Frame, FrameCodec, Message, WireError, decode, encode};
+use knotwork_wire::{FrameCodec, Message, WireError, decode, encode};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -92,35 +92,20 @@ pub async fn wait_event<E: Clone>(
 
 pub type RawPeer = Framed<SecureStream<TcpStream>, FrameCodec>;
 
-/// A hand-driven peer: TCP, Noise handshake and version exchange, then
-/// nothing unless the test writes frames itself.
-pub async fn raw_peer(
-    to: &PeerAddr,
-    keypair: Keypair,
-) -> (RawPeer, PeerId, Result<Version, Frame>) {
+/// A hand-driven peer: TCP, Noise handshake with the version exchange in
+/// it, then nothing unless the test writes frames itself. Returns the
+/// stream, the node's id and its version (panics if it refused).
+pub async fn raw_peer(to: &PeerAddr, keypair: Keypair) -> (RawPeer, PeerId, Version) {
     let PeerAddr::Tcp(sa) = to else {
         panic!("tcp only")
     };
     let tcp = TcpStream::connect(sa).await.unwrap();
-    let secure = SecureConfig::new(keypair)
-        .unwrap()
-        .upgrade_outbound(tcp, None)
+    let hello = Hello::Version(Version::new(&[], &[], to));
+    let (secure, theirs) = secure_outbound(&SecureConfig::new(keypair).unwrap(), tcp, None, &hello)
         .await
         .unwrap();
     let remote = secure.remote_peer_id();
-    let mut framed = Framed::new(secure, FrameCodec::new());
-    let v = Version::new(&[], &[], to);
-    framed
-        .send(Frame::message(Version::ID, encode(&v).unwrap()))
-        .await
-        .unwrap();
-    let first = framed.next().await.unwrap().unwrap();
-    let theirs = if first.msg_id == Version::ID {
-        Ok(decode::<Version>(&first.payload).unwrap())
-    } else {
-        Err(first)
-    };
-    (framed, remote, theirs)
+    (Framed::new(secure, FrameCodec::new()), remote, theirs)
 }
 
 /// Encodes `m`, checks it fits its `MAX_BYTES` and decodes back equal.
