@@ -10,9 +10,11 @@
 
 use knotwork_node::protocol::address::{Addrs, GetAddrs, MAX_ADDRS};
 use knotwork_node::protocol::ping::{Ping, Pong};
-use knotwork_node::version::{MAX_LISTEN_ADDRS, MAX_NAME_LEN, MAX_PROTOCOLS};
-use knotwork_node::{Disconnect, DisconnectReason, Version};
+use knotwork_node::version::{Hello, MAX_LISTEN_ADDRS, MAX_NAME_LEN, MAX_PROTOCOLS};
+use knotwork_node::{Disconnect, DisconnectReason, NodeError, Version};
+use knotwork_wire::{Frame, FrameCodec};
 use proptest::prelude::*;
+use tokio_util::codec::Encoder;
 
 mod common;
 use common::{never_panics, roundtrip};
@@ -59,6 +61,22 @@ proptest! {
     }
 
     #[test]
+    fn a_hello_carries_its_version_or_its_refusal(v in version(), reason in reason()) {
+        let bytes = Hello::Version(v.clone()).to_bytes().unwrap();
+        prop_assert_eq!(Hello::version_in(&bytes).unwrap(), v);
+        let bytes = Hello::Refuse(reason.clone()).to_bytes().unwrap();
+        match Hello::version_in(&bytes) {
+            Err(NodeError::Refused(r)) => prop_assert_eq!(r, reason),
+            other => prop_assert!(false, "{other:?}"),
+        }
+    }
+
+    #[test]
+    fn arbitrary_early_data_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let _ = Hello::version_in(&bytes);
+    }
+
+    #[test]
     fn disconnect_roundtrips(reason in reason()) {
         roundtrip(&Disconnect { reason });
     }
@@ -84,4 +102,29 @@ proptest! {
         never_panics::<GetAddrs>(&bytes);
         never_panics::<Addrs>(&bytes);
     }
+}
+
+/// Each malformed hello has its error.
+#[test]
+fn malformed_hellos_are_named() {
+    assert!(matches!(Hello::version_in(&[]), Err(NodeError::NoVersion)));
+    let v = Version::new(&[], &[], &"mem/1".parse().unwrap());
+    let mut bytes = Hello::Version(v).to_bytes().unwrap();
+    bytes.push(0);
+    assert!(matches!(
+        Hello::version_in(&bytes),
+        Err(NodeError::TrailingHello(1))
+    ));
+    assert!(matches!(
+        Hello::version_in(&bytes[..bytes.len() - 3]),
+        Err(NodeError::Wire(knotwork_wire::WireError::Truncated { .. }))
+    ));
+    let mut other = bytes::BytesMut::new();
+    FrameCodec::new()
+        .encode(Frame::message(77, bytes::Bytes::new()), &mut other)
+        .unwrap();
+    assert!(matches!(
+        Hello::version_in(&other),
+        Err(NodeError::UnexpectedFirstFrame(77))
+    ));
 }
