@@ -110,6 +110,11 @@ fn python_messages() -> Vec<u8> {
     v
 }
 
+/// What we send as early data (see `Handshake::with_early_data`).
+const RUST_EARLY: &[u8] = b"early data from rust";
+/// What the Python peer sends as early data.
+const PYTHON_EARLY: &[u8] = b"early data from python";
+
 /// Reads the Python peer's messages, sends `ECHO_LEN` bytes, checks the echo.
 async fn exchange(s: &mut SecureStream<TcpStream>) {
     let expected = python_messages();
@@ -159,7 +164,11 @@ async fn we_initiate(lib: &str, suite: Suite, pattern: Pattern, tamper: bool) {
         cfg.known_peers().insert(id, static_key);
     }
     let io = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut s = cfg.upgrade_outbound(io, Some(id)).await.unwrap();
+    let (mut s, early) = cfg
+        .upgrade_outbound_with(io, Some(id), RUST_EARLY.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(early, PYTHON_EARLY);
     assert_eq!(s.pattern(), pattern);
     assert_eq!(s.suite(), suite);
     assert_eq!(s.remote_peer_id(), id);
@@ -168,6 +177,7 @@ async fn we_initiate(lib: &str, suite: Suite, pattern: Pattern, tamper: bool) {
         peer.expect("remote").await,
         hex(cfg.local().peer_id().as_bytes())
     );
+    assert_eq!(peer.expect("early").await, hex(RUST_EARLY));
     if tamper {
         expect_tamper_rejected(&mut s).await;
         return;
@@ -203,7 +213,11 @@ async fn they_initiate(lib: &str, suite: Suite, pattern: Pattern) {
     let static_key = unhex(&peer.expect("static").await);
     let id = PeerId::from_bytes(&unhex(&peer.expect("identity").await)).unwrap();
     let (io, _) = l.accept().await.unwrap();
-    let mut s = cfg.upgrade_inbound(io).await.unwrap();
+    let (mut s, early) = cfg
+        .upgrade_inbound_with(io, RUST_EARLY.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(early, PYTHON_EARLY);
     assert_eq!(s.pattern(), pattern);
     assert_eq!(s.suite(), suite);
     assert_eq!(s.remote_peer_id(), id);
@@ -212,6 +226,7 @@ async fn they_initiate(lib: &str, suite: Suite, pattern: Pattern) {
         peer.expect("remote").await,
         hex(cfg.local().peer_id().as_bytes())
     );
+    assert_eq!(peer.expect("early").await, hex(RUST_EARLY));
     exchange(&mut s).await;
     peer.finish().await;
 }

@@ -12,7 +12,9 @@ It speaks knotwork's handshake on top of a third-party Noise library
   Noise static public key (32) | Ed25519 signature over
   b"knotwork-noise-static-key-v1" || Noise static public key (64); checked
   against the static key the Noise library authenticated;
-- IK: the initiator ends with an empty transport message (key confirmation);
+- early data: each side appends EARLY to its identity payload (the
+  responder in message 2, the XX initiator in message 3); the IK initiator
+  sends it as the plaintext of its key confirmation, a transport message;
 - transport: Noise transport messages, rekeyed (Noise REKEY) after every
   `--rekey` messages in each direction.
 
@@ -20,7 +22,8 @@ After the handshake it sends an empty frame, b"hello from python", 65519
 bytes of i % 251, b"bye"; then reads 100000 bytes and echoes them back in
 1000-byte frames. `--tamper` flips one ciphertext byte of its first non-empty
 message and stops. Output lines on stdout: "static <hex>", "identity <hex>",
-"listening <port>", "remote <hex>", "ok".
+"listening <port>", "remote <hex>", "early <hex of the peer's early data>",
+"ok".
 
 `--vectors DIR` instead checks the spec's test vectors (docs/vectors, see
 docs/protocol.md): it recomputes every handshake and transport message of
@@ -228,10 +231,15 @@ class Identity:
         return self.public + self.static_pub + self.key.sign(DOMAIN + self.static_pub)
 
 
+EARLY = b"early data from python"
+
+
 def verify_payload(payload, remote_static):
-    if len(payload) != 128:
+    """Checks the identity payload at the start of `payload` (what follows
+    it is the sender's early data); returns the sender's Ed25519 key."""
+    if len(payload) < 128:
         raise ValueError("identity payload of %d bytes" % len(payload))
-    identity, signed_static, sig = payload[:32], payload[32:64], payload[64:]
+    identity, signed_static, sig = payload[:32], payload[32:64], payload[64:128]
     ed25519.Ed25519PublicKey.from_public_bytes(identity).verify(sig, DOMAIN + signed_static)
     if signed_static != remote_static:
         raise ValueError("signed static key is not the handshake static key")
@@ -281,10 +289,10 @@ def handshake_initiator(sock, args, me):
     remote = verify_payload(payload, noise.remote_static())
     transport = Transport(noise, sock, args.rekey)
     if pattern == "XX":
-        send_frame(sock, noise.write(me.payload()))
+        send_frame(sock, noise.write(me.payload() + EARLY))
     else:
-        transport.send(b"")  # key confirmation
-    return remote, transport
+        transport.send(EARLY)  # key confirmation, carrying the early data
+    return remote, transport, payload[128:]
 
 
 def handshake_responder(sock, args, me):
@@ -302,15 +310,18 @@ def handshake_responder(sock, args, me):
         if payload:
             raise ValueError("payload in XX message 1")
         sock.sendall(preamble)
-        send_frame(sock, noise.write(me.payload()))
-        remote = verify_payload(noise.read(recv_frame(sock)), noise.remote_static())
+        send_frame(sock, noise.write(me.payload() + EARLY))
+        msg3 = noise.read(recv_frame(sock))
+        remote = verify_payload(msg3, noise.remote_static())
+        early = msg3[128:]
     else:
+        if len(payload) != 128:
+            raise ValueError("early data in IK message 1")
         remote = verify_payload(payload, noise.remote_static())
         sock.sendall(preamble)
-        send_frame(sock, noise.write(me.payload()))
-        if transport.recv() != b"":
-            raise ValueError("key confirmation carries data")
-    return remote, transport
+        send_frame(sock, noise.write(me.payload() + EARLY))
+        early = transport.recv()  # key confirmation, carrying the early data
+    return remote, transport, early
 
 
 def exchange(transport, tamper):
@@ -505,15 +516,16 @@ def main():
     print("identity", me.public.hex(), flush=True)
     if args.role == "initiator":
         sock = socket.create_connection(("127.0.0.1", args.port))
-        remote, transport = handshake_initiator(sock, args, me)
+        remote, transport, early = handshake_initiator(sock, args, me)
     else:
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         print("listening", listener.getsockname()[1], flush=True)
         sock, _ = listener.accept()
-        remote, transport = handshake_responder(sock, args, me)
+        remote, transport, early = handshake_responder(sock, args, me)
     print("remote", remote.hex(), flush=True)
+    print("early", early.hex(), flush=True)
     exchange(transport, args.tamper)
     sock.close()
     print("ok", flush=True)
