@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 use knotwork_core::{Keypair, PeerId};
 
-use crate::cipher::{CipherState, KEY_LEN};
+use crate::cipher::{CipherState, KEY_LEN, TAG_LEN};
 use crate::payload::{self, STATIC_KEY_LEN};
 use crate::preamble::{self, PREAMBLE_LEN, Pattern, Status, Suite, VERSION};
 use crate::resolver::{KeyPair, Resolver};
@@ -250,6 +250,47 @@ fn push_frame(out: &mut Vec<u8>, msg: &[u8]) -> Result<(), HandshakeError> {
     Ok(())
 }
 
+/// The most a Noise handshake message adds to its payload: two public
+/// keys (one encrypted) and two AEAD tags.
+const NOISE_OVERHEAD: usize = 2 * STATIC_KEY_LEN + 2 * TAG_LEN;
+
+/// Appends to `out` the next Noise message carrying `payload`, framed,
+/// written in place (no buffer of its own).
+fn push_noise(
+    out: &mut Vec<u8>,
+    noise: &mut snow::HandshakeState,
+    payload: &[u8],
+) -> Result<(), HandshakeError> {
+    let start = out.len();
+    out.resize(start + LEN_PREFIX + payload.len() + NOISE_OVERHEAD, 0);
+    let written = noise
+        .write_message(
+            payload,
+            out.get_mut(start + LEN_PREFIX..).unwrap_or_default(),
+        )
+        .map_err(noise_err)
+        .and_then(|n| {
+            let len = u16::try_from(n).map_err(|_| HandshakeError::FrameTooLarge {
+                len: n,
+                max: usize::from(u16::MAX),
+            })?;
+            Ok((n, len))
+        });
+    match written {
+        Ok((n, len)) => {
+            out.truncate(start + LEN_PREFIX + n);
+            if let Some(prefix) = out.get_mut(start..start + LEN_PREFIX) {
+                prefix.copy_from_slice(&len.to_be_bytes());
+            }
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
 impl Handshake {
     fn new(role: Role, step: Step, pattern: Pattern, suite: Suite, local: &StaticIdentity) -> Self {
         Self {
@@ -364,12 +405,8 @@ impl Handshake {
             Pattern::Xx => &[],
             Pattern::Ik => &hs.payload,
         };
-        let mut msg = [0u8; MAX_HANDSHAKE_MESSAGE];
-        let n = noise
-            .write_message(first_payload, &mut msg)
-            .map_err(noise_err)?;
         hs.out.extend_from_slice(&pre);
-        push_frame(&mut hs.out, msg.get(..n).unwrap_or_default())?;
+        push_noise(&mut hs.out, &mut noise, first_payload)?;
         hs.noise = Some(noise);
         Ok(hs)
     }
@@ -568,12 +605,8 @@ impl Handshake {
         } else {
             Vec::new()
         };
-        let mut msg = [0u8; MAX_HANDSHAKE_MESSAGE];
-        let n = self
-            .noise()?
-            .write_message(&payload, &mut msg)
-            .map_err(noise_err)?;
-        push_frame(&mut self.out, msg.get(..n).unwrap_or_default())
+        let noise = self.noise.as_mut().ok_or(HandshakeError::OutOfOrder)?;
+        push_noise(&mut self.out, noise, &payload)
     }
 
     /// Checks the identity payload at the start of `payload`; what follows
