@@ -84,6 +84,22 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
+impl CloseReason {
+    /// Whether the peer ended the channel as a refusal that needed to know
+    /// who we are (a ban, or a limit counted again after the handshake):
+    /// the dial that opened it failed, in effect (see `crate::version`).
+    pub(crate) fn refused_after_handshake(&self) -> bool {
+        matches!(
+            self,
+            Self::Remote(
+                DisconnectReason::Banned
+                    | DisconnectReason::TooManyPeers
+                    | DisconnectReason::TooManyFromIp
+            )
+        )
+    }
+}
+
 /// Errors of the node runtime.
 ///
 /// Grouped by fault: the peer refused or misbehaved; a request failed; the

@@ -23,10 +23,7 @@ pub(crate) async fn keep_connected(shared: Arc<Shared>, target: DialAddr, cause:
     opts.peer = target.peer;
     loop {
         let channel = match dial(&shared, &addr, opts).await {
-            Ok(channel) => {
-                backoff.on_success();
-                Some(channel)
-            }
+            Ok(channel) => Some(channel),
             Err(NodeError::ShuttingDown) => return,
             Err(e) => {
                 tracing::debug!(%addr, "connect failed: {e}");
@@ -34,9 +31,15 @@ pub(crate) async fn keep_connected(shared: Arc<Shared>, target: DialAddr, cause:
             }
         };
         if let Some(channel) = channel {
-            tokio::select! {
-                _ = channel.closed() => {}
+            let reason = tokio::select! {
+                reason = channel.closed() => reason,
                 () = shared.shutdown.cancelled() => return,
+            };
+            // A refusal that needs our identity (a ban) comes as a
+            // `Disconnect` right after the handshake: a failed dial, not a
+            // channel that worked and starts the backoff over.
+            if !reason.refused_after_handshake() {
+                backoff.on_success();
             }
         }
         let at = backoff.on_failure(Instant::now().into_std(), fastrand::u64(..));

@@ -488,11 +488,18 @@ fn insert(shared: &Shared, channel: &Channel) -> Result<(), NodeError> {
 }
 
 /// `channel` has closed for `reason`: frees its IP slot, removes it, bans
-/// a misbehaving peer and reports the event. (Run by the channel's reader
+/// a misbehaving peer, forgets the address of a dialed one the peer
+/// refused, and reports the event. (Run by the channel's reader
 /// as it ends: an open channel costs no task waiting for this.)
 fn closed(shared: &Shared, channel: &Channel, reason: CloseReason, slot: Option<IpSlot>) {
     drop(slot);
     let peer = channel.remote_peer_id();
+    // A dial the peer refused once it knew us: as a dial that failed, its
+    // address leaves the host store (the dial had just verified it), or the
+    // outbound slots would dial it again at every tick.
+    if channel.info().session != SessionKind::Inbound && reason.refused_after_handshake() {
+        lock(&shared.hosts).forget(channel.remote_addr());
+    }
     {
         let mut peers = lock(&shared.peers);
         if peers.get(&peer).is_some_and(|c| c.same(channel)) {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{eventually, fast_config, mem_node};
 use knotwork_core::{DialAddr, MemoryTransport, PeerAddr};
 use knotwork_crypto_handshake::HandshakeError;
-use knotwork_node::{CloseReason, DisconnectReason, Node, NodeError, SessionKind};
+use knotwork_node::{CloseReason, DisconnectReason, Node, NodeError, NodeEvent, SessionKind};
 
 #[tokio::test(start_paused = true)]
 async fn manual_peers_are_redialed_with_backoff_until_they_answer() {
@@ -234,4 +234,54 @@ async fn a_scrape_after_an_event_counts_it() {
     }
     client.shutdown().await;
     server.shutdown().await;
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Junk(u64);
+impl knotwork_wire::Message for Junk {
+    const NAME: &'static str = "test/junk/1";
+    const MAX_BYTES: usize = 10; // u64 varint
+}
+
+/// A node banned by a peer it keeps connected to (a manual peer) backs off
+/// as from failed dials: the handshake succeeds and the ban arrives as a
+/// `Disconnect` right after it, which must not count as a connection
+/// that worked (that would start the backoff over at each redial).
+#[tokio::test(start_paused = true)]
+async fn a_banned_peer_backs_off_though_its_handshakes_succeed() {
+    let net = MemoryTransport::new();
+    let port = PeerAddr::Mem(4343);
+    let a = mem_node(&net).listen(port.clone()).start().await.unwrap();
+    let b = mem_node(&net).peer(port.clone()).start().await.unwrap();
+    eventually(Duration::from_secs(1), "b reaches a", || {
+        b.channel(&a.peer_id()).is_some()
+    })
+    .await;
+    let ch = b.channel(&a.peer_id()).unwrap();
+    for i in 0.. {
+        if ch.send(&Junk(i)).await.is_err() || ch.is_closed() {
+            break;
+        }
+    }
+    eventually(Duration::from_secs(1), "a bans b", || {
+        a.is_banned(&b.peer_id())
+    })
+    .await;
+    // Ten virtual seconds of redials. From 50 ms, doubling to 400 ms (the
+    // test config's backoff), about 25 refusals; started over each time, a
+    // redial every 50-100 ms: 100 or more.
+    let mut events = b.events();
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut refused = 0;
+    while let Ok(Ok(e)) = tokio::time::timeout_at(end, events.recv()).await {
+        if e == (NodeEvent::Disconnected {
+            peer: a.peer_id(),
+            reason: CloseReason::Remote(DisconnectReason::Banned),
+        }) {
+            refused += 1;
+        }
+    }
+    assert!((5..=40).contains(&refused), "{refused} refusals in 10 s");
+    b.shutdown().await;
+    a.shutdown().await;
 }
