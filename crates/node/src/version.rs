@@ -16,7 +16,7 @@
 //!
 //! Over a transport that authenticates peers itself (QUIC) there is no Noise
 //! handshake: both sides send a [`Version`] frame at once and then read the
-//! peer's ([`exchange`]), one round trip.
+//! peer's, one round trip.
 
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
