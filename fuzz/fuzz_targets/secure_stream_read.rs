@@ -115,6 +115,7 @@ fuzz_target!(|data: &[u8]| {
         pattern: Pattern::Xx,
         send: CipherState::new(suite, &KEY, 0).expect("key"),
         recv: CipherState::new(suite, &KEY, 0).expect("key"),
+        early_data: Vec::new(),
     };
     let io = Chunks {
         data: wire,
