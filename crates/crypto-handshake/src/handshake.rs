@@ -21,11 +21,11 @@
 //! it to this handshake; a peer without early data sends none, so peers
 //! that never use it (other Noise implementations) interoperate unchanged.
 //!
-//! IK message 1 can be
-//! replayed by anyone who recorded it, so the IK responder does not finish
-//! until the initiator proves it holds the session keys with the third,
-//! empty transport message (key confirmation); a replayed IK message 1 thus
-//! never completes, like a replayed XX message 1.
+//! IK message 1 can be replayed by anyone who recorded it, so the IK
+//! responder does not finish until the initiator proves it holds the
+//! session keys with a third message, a transport message (key
+//! confirmation, its plaintext the initiator's early data); a replayed IK
+//! message 1 thus never completes, like a replayed XX message 1.
 //!
 //! # Driving it
 //! - [`Handshake::read_input`] with the bytes received; it consumes only what
@@ -746,8 +746,7 @@ impl Handshake {
             }
             other => other,
         })?;
-        let plain = plain.to_vec();
-        self.take_remote_early(&plain)?;
+        self.take_remote_early(plain)?;
         self.step = Step::Done;
         Ok(())
     }

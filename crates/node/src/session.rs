@@ -429,6 +429,14 @@ fn dialer(shared: &Shared, channel: &Channel) -> PeerId {
     }
 }
 
+/// The peer of a channel this node dialed at `addr`, if it has one.
+fn dialed_at(shared: &Shared, addr: &PeerAddr) -> Option<PeerId> {
+    lock(&shared.peers)
+        .values()
+        .find(|c| c.info().session != SessionKind::Inbound && c.remote_addr() == addr)
+        .map(Channel::remote_peer_id)
+}
+
 /// A dial that reached `peer` goes on only if the node has no channel to
 /// it, or the one it has loses the de-duplication rule to ours.
 fn dial_may_proceed(shared: &Shared, peer: &PeerId) -> bool {
@@ -728,8 +736,9 @@ pub(crate) async fn dial(
     // A peer we have (or are opening) a channel to is not dialed again: the
     // check after the handshake would come too late, as the listener opens
     // its channel on our last handshake message and a second channel from
-    // the same dialer replaces the first there.
-    if let Some(peer) = opts.peer
+    // the same dialer replaces the first there. The peer is the one the dial
+    // names, or the one we dialed at this address before.
+    if let Some(peer) = opts.peer.or_else(|| dialed_at(shared, addr))
         && (lock(&shared.establishing).contains(&peer) || !dial_may_proceed(shared, &peer))
     {
         return existing_channel(shared, peer).await;

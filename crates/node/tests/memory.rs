@@ -163,6 +163,35 @@ async fn concurrent_connects_to_one_peer_return_one_live_channel() {
     server.shutdown().await;
 }
 
+/// A second `connect` to a peer already connected returns the live channel
+/// and leaves it open on both ends, whether it names the address again or
+/// the peer's id.
+#[tokio::test(start_paused = true)]
+async fn connecting_again_to_a_connected_peer_keeps_its_channel() {
+    let net = MemoryTransport::new();
+    let port = PeerAddr::Mem(4444);
+    let (server, client) = server_and_dialer(&net, &port).await;
+    let first = client.connect(&port).await.unwrap();
+    eventually(Duration::from_secs(1), "the server's channel", || {
+        server.channel(&client.peer_id()).is_some()
+    })
+    .await;
+    let at_server = server.channel(&client.peer_id()).unwrap();
+    let by_id = DialAddr::pinned(port.clone(), server.peer_id()).unwrap();
+    for again in [client.connect(&port).await, client.connect(by_id).await] {
+        assert!(again.unwrap().same(&first));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!first.is_closed(), "closed as {:?}", first.close_reason());
+    assert!(
+        !at_server.is_closed(),
+        "closed as {:?}",
+        at_server.close_reason()
+    );
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
 /// A seed or peer pinned to a PeerId (`…/p2p/<id>`) is accepted only if
 /// that peer answers; another peer at the address is refused by the
 /// handshake and leaves nothing behind (review finding M13).
