@@ -8,7 +8,7 @@ use std::time::Duration;
 use knotwork_core::{Keypair, PeerId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::handshake::{Established, Handshake, StaticIdentity};
+use crate::handshake::{EarlyData, Established, Handshake, StaticIdentity};
 use crate::{HandshakeError, KnownPeers, SecureStream, Suite};
 
 /// Default limit for a whole handshake.
@@ -106,15 +106,16 @@ impl SecureConfig {
     }
 
     /// [`SecureConfig::upgrade_outbound`], sending `early` within the
-    /// handshake (see [`Handshake::with_early_data`]); returns the stream
-    /// and the responder's early data (empty if it sent none). The
+    /// handshake (see [`Handshake::with_early_data`]; it may be chosen once
+    /// the responder is authenticated, [`EarlyData::Chosen`]); returns the
+    /// stream and the responder's early data (empty if it sent none). The
     /// responder's comes before ours, so a dialer has it when the call
     /// returns, with no round trip after the handshake.
     pub async fn upgrade_outbound_with<T>(
         &self,
         mut io: T,
         expected: Option<PeerId>,
-        early: Vec<u8>,
+        early: impl Into<EarlyData>,
     ) -> Result<(SecureStream<T>, Vec<u8>), HandshakeError>
     where
         T: AsyncRead + AsyncWrite + Unpin,
@@ -172,13 +173,14 @@ impl SecureConfig {
     }
 
     /// [`SecureConfig::upgrade_inbound`], sending `early` within the
-    /// handshake (in message 2, before the dialer is authenticated: send
-    /// nothing there that only some peers may see); returns the stream and
-    /// the dialer's early data (empty if it sent none).
+    /// handshake (in message 2: over XX before the dialer is authenticated,
+    /// so send nothing there that only some peers may see; chosen data,
+    /// [`EarlyData::Chosen`], is given the dialer over IK); returns the
+    /// stream and the dialer's early data (empty if it sent none).
     pub async fn upgrade_inbound_with<T>(
         &self,
         mut io: T,
-        early: Vec<u8>,
+        early: impl Into<EarlyData>,
     ) -> Result<(SecureStream<T>, Vec<u8>), HandshakeError>
     where
         T: AsyncRead + AsyncWrite + Unpin,

@@ -58,6 +58,67 @@ pub const MAX_HANDSHAKE_MESSAGE: usize = 1024 + MAX_EARLY_DATA;
 /// Length of the frame length prefix.
 pub const LEN_PREFIX: usize = 2;
 
+/// Chooses early data given the peer, if known ([`EarlyData::Chosen`]).
+pub type ChooseEarlyData = Box<dyn FnOnce(Option<&PeerId>) -> Vec<u8> + Send>;
+
+/// What a side sends as early data ([`Handshake::with_early_data`]).
+pub enum EarlyData {
+    /// These bytes, whoever the peer is.
+    Bytes(Vec<u8>),
+    /// Bytes chosen just before they are sent, given the peer if the
+    /// handshake has authenticated it by then: always for an initiator
+    /// (it sends its early data after the responder's identity), for an
+    /// IK responder (the dialer's identity is in message 1), never for an
+    /// XX responder (`None`). So a dialer can decline, inside the
+    /// handshake, a peer it finds it is already connected to or has
+    /// banned. Over [`MAX_EARLY_DATA`] bytes fails the handshake with
+    /// [`HandshakeError::EarlyDataTooLarge`].
+    Chosen(ChooseEarlyData),
+}
+
+impl EarlyData {
+    /// Early data chosen by `choose` once the peer is known (see
+    /// [`EarlyData::Chosen`]).
+    pub fn chosen(choose: impl FnOnce(Option<&PeerId>) -> Vec<u8> + Send + 'static) -> Self {
+        Self::Chosen(Box::new(choose))
+    }
+
+    /// The bytes to send to `peer`, checked against [`MAX_EARLY_DATA`].
+    fn resolve(self, peer: Option<&PeerId>) -> Result<Vec<u8>, HandshakeError> {
+        let data = match self {
+            Self::Bytes(data) => data,
+            Self::Chosen(choose) => choose(peer),
+        };
+        check_early_len(data.len())?;
+        Ok(data)
+    }
+}
+
+impl From<Vec<u8>> for EarlyData {
+    fn from(data: Vec<u8>) -> Self {
+        Self::Bytes(data)
+    }
+}
+
+impl std::fmt::Debug for EarlyData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bytes(data) => f.debug_tuple("Bytes").field(&data.len()).finish(),
+            Self::Chosen(_) => f.write_str("Chosen"),
+        }
+    }
+}
+
+fn check_early_len(len: usize) -> Result<(), HandshakeError> {
+    if len > MAX_EARLY_DATA {
+        return Err(HandshakeError::EarlyDataTooLarge {
+            len,
+            max: MAX_EARLY_DATA,
+        });
+    }
+    Ok(())
+}
+
 /// The long-term keys a node handshakes with: its Ed25519 identity, an
 /// X25519 Noise static key pair and the identity payload binding the two.
 #[derive(Clone)]
@@ -211,7 +272,7 @@ pub struct Handshake {
     static_key: KeyPair,
     payload: Vec<u8>,
     /// Our early data, sent after our identity payload.
-    early: Vec<u8>,
+    early: EarlyData,
     /// The peer's early data.
     remote_early: Vec<u8>,
     expected: Option<PeerId>,
@@ -301,7 +362,7 @@ impl Handshake {
             noise: None,
             static_key: local.static_key.clone(),
             payload: local.payload.clone(),
-            early: Vec::new(),
+            early: EarlyData::Bytes(Vec::new()),
             remote_early: Vec::new(),
             expected: None,
             inbuf: Vec::new(),
@@ -329,15 +390,14 @@ impl Handshake {
     /// before the first input), an initiator's in its last message. The
     /// peer finds it in [`Established::early_data`]. What a protocol on top
     /// would send first (a version, a hello) then costs no round trip of
-    /// its own. Errors: [`HandshakeError::EarlyDataTooLarge`] over
-    /// [`MAX_EARLY_DATA`] bytes, [`HandshakeError::OutOfOrder`] once the
+    /// its own. `data` may be chosen once the peer is known
+    /// ([`EarlyData::Chosen`]). Errors: [`HandshakeError::EarlyDataTooLarge`]
+    /// over [`MAX_EARLY_DATA`] bytes, [`HandshakeError::OutOfOrder`] once the
     /// message that carries it is written.
-    pub fn with_early_data(mut self, data: Vec<u8>) -> Result<Self, HandshakeError> {
-        if data.len() > MAX_EARLY_DATA {
-            return Err(HandshakeError::EarlyDataTooLarge {
-                len: data.len(),
-                max: MAX_EARLY_DATA,
-            });
+    pub fn with_early_data(mut self, data: impl Into<EarlyData>) -> Result<Self, HandshakeError> {
+        let data = data.into();
+        if let EarlyData::Bytes(bytes) = &data {
+            check_early_len(bytes.len())?;
         }
         let written = match self.role {
             Role::Responder => self.step != Step::Preamble,
@@ -348,6 +408,12 @@ impl Handshake {
         }
         self.early = data;
         Ok(self)
+    }
+
+    /// Our early data, chosen now if it waited for the peer.
+    fn our_early(&mut self) -> Result<Vec<u8>, HandshakeError> {
+        let early = std::mem::replace(&mut self.early, EarlyData::Bytes(Vec::new()));
+        early.resolve(self.remote.as_ref().map(|(peer, _)| peer))
     }
 
     /// An XX initiator proposing `suite`; with `expected`, the handshake
@@ -599,8 +665,9 @@ impl Handshake {
     /// and early data.
     fn write_noise(&mut self, with_payload: bool) -> Result<(), HandshakeError> {
         let payload = if with_payload {
+            let mut early = self.our_early()?;
             let mut payload = std::mem::take(&mut self.payload);
-            payload.append(&mut self.early);
+            payload.append(&mut early);
             payload
         } else {
             Vec::new()
@@ -631,12 +698,7 @@ impl Handshake {
     }
 
     fn take_remote_early(&mut self, early: &[u8]) -> Result<(), HandshakeError> {
-        if early.len() > MAX_EARLY_DATA {
-            return Err(HandshakeError::EarlyDataTooLarge {
-                len: early.len(),
-                max: MAX_EARLY_DATA,
-            });
-        }
+        check_early_len(early.len())?;
         self.remote_early = early.to_vec();
         Ok(())
     }
@@ -718,12 +780,12 @@ impl Handshake {
                 let payload = self.read_noise(msg)?;
                 self.authenticate(&payload)?;
                 self.split()?;
+                let mut msg = self.our_early()?;
                 let send = self
                     .ciphers
                     .as_mut()
                     .map(|(send, _)| send)
                     .ok_or(HandshakeError::OutOfOrder)?;
-                let mut msg = std::mem::take(&mut self.early);
                 let tag = send.seal_in_place(&mut msg)?;
                 msg.extend_from_slice(&tag);
                 push_frame(&mut self.out, &msg)?;

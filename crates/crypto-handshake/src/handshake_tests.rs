@@ -513,3 +513,54 @@ fn early_data_in_a_replayable_ik_message_one_is_malformed() {
         Err(("responder", HandshakeError::MalformedMessage))
     ));
 }
+
+/// Early data that names the peer it was chosen for (`-` for none).
+fn naming_the_peer() -> EarlyData {
+    EarlyData::chosen(|peer| match peer {
+        Some(peer) => peer.to_string().into_bytes(),
+        None => b"-".to_vec(),
+    })
+}
+
+#[test]
+fn chosen_early_data_is_given_the_authenticated_peer() {
+    for suite in Suite::ALL {
+        let (a, b) = (identity(), identity());
+        let xx = Handshake::xx_initiator(&a, suite, None).unwrap();
+        let ik = Handshake::ik_initiator(&a, suite, b.peer_id(), b.static_public()).unwrap();
+        for (i, responder_knows) in [(xx, false), (ik, true)] {
+            let mut i = i.with_early_data(naming_the_peer()).unwrap();
+            let mut r = Handshake::responder(&b)
+                .with_early_data(naming_the_peer())
+                .unwrap();
+            run(&mut i, &mut r).unwrap();
+            let (ei, er) = (i.finish().unwrap(), r.finish().unwrap());
+            // The initiator always knows the responder when it chooses.
+            assert_eq!(er.early_data, b.peer_id().to_string().into_bytes());
+            // The responder knows the dialer only over IK.
+            let from_responder = if responder_knows {
+                a.peer_id().to_string().into_bytes()
+            } else {
+                b"-".to_vec()
+            };
+            assert_eq!(ei.early_data, from_responder);
+        }
+    }
+}
+
+#[test]
+fn chosen_early_data_over_the_limit_fails_the_chooser() {
+    let too_much = || EarlyData::chosen(|_| vec![0; MAX_EARLY_DATA + 1]);
+    let (_, _, i, r) = xx_pair(Suite::AesGcm);
+    let (mut i, mut r) = (i.with_early_data(too_much()).unwrap(), r);
+    assert!(matches!(
+        run(&mut i, &mut r),
+        Err(("initiator", HandshakeError::EarlyDataTooLarge { len, max: MAX_EARLY_DATA })) if len == MAX_EARLY_DATA + 1
+    ));
+    let (_, _, mut i, r) = xx_pair(Suite::AesGcm);
+    let mut r = r.with_early_data(too_much()).unwrap();
+    assert!(matches!(
+        run(&mut i, &mut r),
+        Err(("responder", HandshakeError::EarlyDataTooLarge { .. }))
+    ));
+}

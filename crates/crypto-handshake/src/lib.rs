@@ -80,7 +80,7 @@ pub use cipher::CipherState;
 #[cfg(feature = "tokio")]
 pub use config::{SecureConfig, upgrade_inbound, upgrade_outbound};
 pub use error::HandshakeError;
-pub use handshake::{Established, Handshake, StaticIdentity};
+pub use handshake::{EarlyData, Established, Handshake, StaticIdentity};
 pub use known::KnownPeers;
 pub use preamble::{Pattern, Suite};
 #[cfg(feature = "tokio")]

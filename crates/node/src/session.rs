@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use knotwork_core::{IpPrefix, PeerAddr, PeerId, Substreams, TransportError};
+use knotwork_crypto_handshake::SecureStream;
 use knotwork_wire::FrameCodec;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -35,7 +36,7 @@ use crate::error::{CloseReason, DisconnectReason, NodeError};
 use crate::hosts::AddrScope;
 use crate::node::{NodeEvent, NodeHandle, Shared, lock};
 use crate::registry::SessionKind;
-use crate::transport::{AnyListener, RawConn};
+use crate::transport::{AnyListener, BoxStream, RawConn};
 use crate::version::{self, Hello, Version};
 
 /// Binds `addr` on the first transport that supports it.
@@ -182,24 +183,94 @@ pub(crate) async fn establish(
     } = conn;
     let ours = our_version(shared, &addr);
     let Some(peer) = peer else {
-        let (secure, theirs) = if session == SessionKind::Inbound {
-            let over_ip = IpSlot::would_exceed(shared, &addr);
-            let hello = match refusal(shared, None, over_ip, true) {
-                Some(reason) => Hello::Refuse(reason),
-                None => Hello::Version(ours),
-            };
-            version::secure_inbound(&shared.secure, stream, &hello).await?
+        let (secure, theirs, claim) = if session == SessionKind::Inbound {
+            let (secure, theirs) = handshake_inbound(shared, stream, &addr, ours).await?;
+            (secure, theirs, None)
         } else {
-            let hello = Hello::Version(ours);
-            version::secure_outbound(&shared.secure, stream, expected, &hello).await?
+            handshake_outbound(shared, stream, expected, ours).await?
         };
         let peer = secure.remote_peer_id();
         let versions = Versions::Exchanged(theirs);
-        return admit(shared, secure, peer, addr, session, None, versions).await;
+        return admit(shared, secure, peer, addr, session, None, versions, claim).await;
     };
     check_expected(expected, peer)?;
     let versions = Versions::Exchange(ours);
-    admit(shared, stream, peer, addr, session, substreams, versions).await
+    admit(
+        shared, stream, peer, addr, session, substreams, versions, None,
+    )
+    .await
+}
+
+/// The listener's Noise handshake: our hello is our version, or a refusal
+/// decided when the dialer's first message arrives (over IK it names the
+/// dialer, so a banned one is refused there; over XX its ban is checked
+/// after the handshake, in [`admit`]).
+async fn handshake_inbound(
+    shared: &Arc<Shared>,
+    stream: BoxStream,
+    addr: &PeerAddr,
+    ours: Version,
+) -> Result<(SecureStream<BoxStream>, Version), NodeError> {
+    let over_ip = IpSlot::would_exceed(shared, addr);
+    let node = shared.clone();
+    let (early, refused) =
+        version::chosen(move |dialer| match refusal(&node, dialer, over_ip, true) {
+            Some(reason) => (Hello::Refuse(reason.clone()), Some(reason)),
+            None => (Hello::Version(ours), None),
+        });
+    let (secure, theirs) = shared.secure.upgrade_inbound_with(stream, early).await?;
+    if let Some(reason) = lock(&refused).take().flatten() {
+        return Err(NodeError::Refused(reason));
+    }
+    Ok((secure, Hello::version_in(&theirs)?))
+}
+
+/// The dialer's Noise handshake: once the responder is authenticated our
+/// hello is our version and this dial's claim on the peer
+/// ([`Establishing`]), or a refusal (we banned it, are shutting down, or
+/// have a channel to it already: dialed at another address, or by two dials
+/// at once), so a listener never opens a channel we will not keep.
+async fn handshake_outbound(
+    shared: &Arc<Shared>,
+    stream: BoxStream,
+    expected: Option<PeerId>,
+    ours: Version,
+) -> Result<(SecureStream<BoxStream>, Version, Option<Establishing>), NodeError> {
+    let node = shared.clone();
+    let (early, decided) = version::chosen(move |responder| match responder {
+        None => (Hello::Version(ours), None),
+        Some(peer) => match dialer_claim(&node, *peer) {
+            Ok(claim) => (Hello::Version(ours), Some(Ok(claim))),
+            Err((reason, e)) => (Hello::Refuse(reason), Some(Err(e))),
+        },
+    });
+    let (secure, theirs) = shared
+        .secure
+        .upgrade_outbound_with(stream, expected, early)
+        .await?;
+    let claim = lock(&decided).take().flatten().transpose()?;
+    Ok((secure, Hello::version_in(&theirs)?, claim))
+}
+
+/// Whether a dial that reached `peer` goes on: its claim on the peer, or
+/// why not (the reason the peer is told, and our error).
+fn dialer_claim(
+    shared: &Arc<Shared>,
+    peer: PeerId,
+) -> Result<Establishing, (DisconnectReason, NodeError)> {
+    if let Some(reason) = refusal(shared, Some(&peer), false, false) {
+        let e = dial_refused(&reason, peer);
+        return Err((reason, e));
+    }
+    Establishing::claim(shared, peer).map_err(|e| (DisconnectReason::Duplicate, e))
+}
+
+/// A dial's error when we refuse the peer it reached for `reason`.
+fn dial_refused(reason: &DisconnectReason, peer: PeerId) -> NodeError {
+    match reason {
+        DisconnectReason::Shutdown => NodeError::ShuttingDown,
+        _ => NodeError::Banned(peer.to_string()),
+    }
 }
 
 /// Our version for a connection with `addr`.
@@ -254,7 +325,9 @@ static CHANNEL_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// The pipeline after the handshake: bans and limits, the version
 /// exchange if the handshake did not carry it, the peer table, the channel.
-/// A connection refused here is told why with a `Disconnect`.
+/// A connection refused here is told why with a `Disconnect`. `claim`: a
+/// dial's claim on the peer taken in the handshake (else taken here).
+#[allow(clippy::too_many_arguments)]
 async fn admit<S>(
     shared: &Arc<Shared>,
     secure: S,
@@ -263,6 +336,7 @@ async fn admit<S>(
     session: SessionKind,
     substreams: Option<Arc<dyn Substreams>>,
     versions: Versions,
+    claim: Option<Establishing>,
 ) -> Result<Channel, NodeError>
 where
     S: AsyncRead + AsyncWrite + BufferedBytes + Send + Unpin + 'static,
@@ -289,21 +363,18 @@ where
         if inbound {
             return Err(NodeError::Refused(reason));
         }
-        return Err(match reason {
-            DisconnectReason::Shutdown => NodeError::ShuttingDown,
-            _ => NodeError::Banned(peer.to_string()),
-        });
+        return Err(dial_refused(&reason, peer));
     }
-    let _establishing = if inbound {
-        None
-    } else {
-        match Establishing::claim(shared, peer) {
+    let _establishing = match claim {
+        _ if inbound => None,
+        Some(claim) => Some(claim),
+        None => match Establishing::claim(shared, peer) {
             Ok(claim) => Some(claim),
             Err(e) => {
                 let _ = version::refuse(secure, DisconnectReason::Duplicate).await;
                 return Err(e);
             }
-        }
+        },
     };
     let (theirs, parts) = match versions {
         Versions::Exchanged(theirs) => (theirs, FramedParts::new(secure, FrameCodec::new())),
@@ -373,23 +444,29 @@ where
 /// inserted, and the newer then closed the older as a duplicate; now the
 /// second gives way ([`NodeError::AlreadyConnected`]) and `Node::connect`
 /// waits for the first ([`existing_channel`]).
-struct Establishing<'a> {
-    shared: &'a Shared,
+/// Taken as the handshake authenticates the peer ([`handshake_outbound`]), so
+/// the loser of two dials that reached one peer at different addresses
+/// declines inside its handshake.
+struct Establishing {
+    shared: Arc<Shared>,
     peer: PeerId,
 }
 
-impl<'a> Establishing<'a> {
-    fn claim(shared: &'a Shared, peer: PeerId) -> Result<Self, NodeError> {
+impl Establishing {
+    fn claim(shared: &Arc<Shared>, peer: PeerId) -> Result<Self, NodeError> {
         let mut establishing = lock(&shared.establishing);
         if establishing.contains(&peer) || !dial_may_proceed(shared, &peer) {
             return Err(NodeError::AlreadyConnected(peer));
         }
         establishing.insert(peer);
-        Ok(Self { shared, peer })
+        Ok(Self {
+            shared: shared.clone(),
+            peer,
+        })
     }
 }
 
-impl Drop for Establishing<'_> {
+impl Drop for Establishing {
     fn drop(&mut self) {
         lock(&self.shared.establishing).remove(&self.peer);
         self.shared.established.notify_waiters();

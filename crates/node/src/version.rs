@@ -8,20 +8,25 @@
 //! responder's version when its handshake ends and opens its channel as it
 //! sends its last message, as a QUIC client does. Each hello is one frame,
 //! a [`Version`] or, from a node that will not take the connection, a
-//! [`Disconnect`]; the dialer then fails with [`NodeError::Refused`] and the
-//! reason. A responder decides that before it knows who dials (too many
-//! peers, too many from the dialer's IP, shutting down); what needs the
-//! dialer's identity (a ban) comes after the handshake as a `Disconnect`
-//! frame, so the dialer's channel closes with that reason.
+//! [`Disconnect`]; the other side then fails with [`NodeError::Refused`]
+//! and the reason. A responder decides when the dialer's first message
+//! arrives (too many peers, too many from the dialer's IP, shutting down;
+//! over IK, which names the dialer there, a ban); over XX a ban comes after
+//! the handshake as a `Disconnect` frame, so the dialer's channel closes
+//! with that reason. A dialer decides once it has authenticated the
+//! responder (a ban, shutting down, a channel it already has to that peer).
 //!
 //! Over a transport that authenticates peers itself (QUIC) there is no Noise
 //! handshake: both sides send a [`Version`] frame at once and then read the
 //! peer's, one round trip.
 
+use std::sync::{Arc, Mutex};
+
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
+use knotwork_core::lock;
 use knotwork_core::{MAX_ADDR_TEXT_LEN, PeerAddr, PeerId};
-use knotwork_crypto_handshake::{SecureConfig, SecureStream};
+use knotwork_crypto_handshake::{EarlyData, SecureConfig, SecureStream};
 use knotwork_wire::{Frame, FrameCodec, FrameKind, Message, decode, encode};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -184,6 +189,24 @@ fn version_of(frame: &Frame) -> Result<Version, NodeError> {
         }
         (_, id) => Err(NodeError::UnexpectedFirstFrame(id)),
     }
+}
+
+/// Our hello as early data chosen once the handshake knows the peer (see
+/// `EarlyData::Chosen`); what `choose` decided besides is in the returned
+/// slot once it has run.
+pub(crate) fn chosen<K: Send + 'static>(
+    choose: impl FnOnce(Option<&PeerId>) -> (Hello, K) + Send + 'static,
+) -> (EarlyData, Arc<Mutex<Option<K>>>) {
+    let slot = Arc::new(Mutex::new(None));
+    let kept = slot.clone();
+    let early = EarlyData::chosen(move |peer| {
+        let (hello, decided) = choose(peer);
+        *lock(&kept) = Some(decided);
+        // A hello always encodes (its texts are cut to their limits); an
+        // empty one would reach the peer as `NoVersion`.
+        hello.to_bytes().unwrap_or_default()
+    });
+    (early, slot)
 }
 
 /// Secures `io` as a node's dialer does: the Noise handshake (see

@@ -13,7 +13,9 @@ use std::time::Duration;
 use common::{eventually, fast_config, mem_node};
 use knotwork_core::{DialAddr, MemoryTransport, PeerAddr};
 use knotwork_crypto_handshake::HandshakeError;
-use knotwork_node::{CloseReason, DisconnectReason, Node, NodeError, NodeEvent, SessionKind};
+use knotwork_node::{
+    Channel, CloseReason, DisconnectReason, Node, NodeError, NodeEvent, SessionKind,
+};
 
 #[tokio::test(start_paused = true)]
 async fn manual_peers_are_redialed_with_backoff_until_they_answer() {
@@ -192,6 +194,83 @@ async fn connecting_again_to_a_connected_peer_keeps_its_channel() {
     server.shutdown().await;
 }
 
+/// A peer reached at another of its addresses (not named: the dialer learns
+/// who answers in the handshake) keeps its channel, and so do two dials of
+/// one peer at two addresses at once: the dial that finds the peer taken
+/// declines inside its handshake, so the listener never opens a second
+/// channel that would replace the first (a newer channel from the same
+/// dialer wins there).
+#[tokio::test(start_paused = true)]
+async fn a_peer_dialed_at_another_address_keeps_its_channel() {
+    let net = MemoryTransport::new();
+    let (one, two) = (PeerAddr::Mem(4450), PeerAddr::Mem(4451));
+    let server = mem_node(&net)
+        .listen(one.clone())
+        .listen(two.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut config = fast_config();
+    config.outbound_slots = 0;
+    for race in [false, true] {
+        let client = mem_node(&net).config(config.clone()).start().await.unwrap();
+        let mut opened = server.events();
+        let (first, second) = if race {
+            tokio::join!(client.connect(&one), client.connect(&two))
+        } else {
+            let first = client.connect(&one).await;
+            (first, client.connect(&two).await)
+        };
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert!(second.same(&first), "race {race}: two channels");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!first.is_closed(), "closed as {:?}", first.close_reason());
+        let at_server = server.channel(&client.peer_id()).unwrap();
+        assert!(!at_server.is_closed(), "race {race}");
+        let mut connected = 0;
+        while let Ok(e) = opened.try_recv() {
+            if matches!(e, NodeEvent::Connected { peer, .. } if peer == client.peer_id()) {
+                connected += 1;
+            }
+        }
+        assert_eq!(
+            connected, 1,
+            "race {race}: the server opened a second channel"
+        );
+        client.shutdown().await;
+    }
+    server.shutdown().await;
+}
+
+/// An IK dial names the dialer in its first message, so a node that has
+/// banned the dialer refuses it inside the handshake: `connect` fails with
+/// the reason and no channel opens on either side (over XX the ban can
+/// only come after the handshake, as a `Disconnect`).
+#[tokio::test(start_paused = true)]
+async fn a_banned_peer_dialing_with_ik_is_refused_in_the_handshake() {
+    let net = MemoryTransport::new();
+    let port = PeerAddr::Mem(4452);
+    let (a, b) = server_and_dialer(&net, &port).await;
+    let ch = b.connect(&port).await.unwrap();
+    flood_until_banned(&ch, &a, &b).await;
+    eventually(Duration::from_secs(1), "the channel closes", || {
+        b.channel(&a.peer_id()).is_none()
+    })
+    .await;
+    let mut opened = a.events();
+    let pinned = DialAddr::pinned(port, a.peer_id()).unwrap();
+    match b.connect(pinned).await {
+        Err(NodeError::Refused(DisconnectReason::Banned)) => {}
+        other => panic!("expected Refused(Banned), got {other:?}"),
+    }
+    assert!(b.channel(&a.peer_id()).is_none());
+    while let Ok(e) = opened.try_recv() {
+        assert!(!matches!(e, NodeEvent::Connected { .. }), "{e:?}");
+    }
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
 /// A seed or peer pinned to a PeerId (`…/p2p/<id>`) is accepted only if
 /// that peer answers; another peer at the address is refused by the
 /// handshake and leaves nothing behind (review finding M13).
@@ -272,6 +351,19 @@ impl knotwork_wire::Message for Junk {
     const MAX_BYTES: usize = 10; // u64 varint
 }
 
+/// Sends junk on `ch`, `b`'s channel to `a`, until `a` bans `b`.
+async fn flood_until_banned(ch: &Channel, a: &Node, b: &Node) {
+    for i in 0.. {
+        if ch.send(&Junk(i)).await.is_err() || ch.is_closed() {
+            break;
+        }
+    }
+    eventually(Duration::from_secs(1), "a bans b", || {
+        a.is_banned(&b.peer_id())
+    })
+    .await;
+}
+
 /// A node banned by a peer it keeps connected to (a manual peer) backs off
 /// as from failed dials: the handshake succeeds and the ban arrives as a
 /// `Disconnect` right after it, which must not count as a connection
@@ -287,15 +379,7 @@ async fn a_banned_peer_backs_off_though_its_handshakes_succeed() {
     })
     .await;
     let ch = b.channel(&a.peer_id()).unwrap();
-    for i in 0.. {
-        if ch.send(&Junk(i)).await.is_err() || ch.is_closed() {
-            break;
-        }
-    }
-    eventually(Duration::from_secs(1), "a bans b", || {
-        a.is_banned(&b.peer_id())
-    })
-    .await;
+    flood_until_banned(&ch, &a, &b).await;
     // Ten virtual seconds of redials. From 50 ms, doubling to 400 ms (the
     // test config's backoff), about 25 refusals; started over each time, a
     // redial every 50-100 ms: 100 or more.
