@@ -167,6 +167,7 @@ impl Outbox {
         self.armed.store(true, Ordering::Relaxed);
     }
 
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, State> {
         knotwork_core::lock(&self.state)
     }

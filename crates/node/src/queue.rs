@@ -67,6 +67,7 @@ impl<T> State<T> {
 }
 
 impl<T> Shared<T> {
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         knotwork_core::lock(&self.state)
     }

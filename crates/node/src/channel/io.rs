@@ -548,12 +548,25 @@ fn offend(channel: &Channel, now: std::time::Instant, o: Offence, msg_id: u32) -
 }
 
 /// Charges a frame of type `msg_id` against `budget`.
+#[inline]
 fn charge(channel: &Channel, now: std::time::Instant, msg_id: u32, budget: RateBudget) -> Verdict {
     if budget.is_unlimited() {
         // Nothing to count: not even the meter's lock (two atomic
         // operations, a tenth of a pipelined message's time).
         return Verdict::Accept;
     }
+    charge_metered(channel, now, msg_id, budget)
+}
+
+/// [`charge`] of a type with a budget: out of line, so an unlimited type's
+/// frame pays no call for it.
+#[inline(never)]
+fn charge_metered(
+    channel: &Channel,
+    now: std::time::Instant,
+    msg_id: u32,
+    budget: RateBudget,
+) -> Verdict {
     lock(&channel.inner.meter).charge(msg_id, budget, now)
 }
 
@@ -725,6 +738,7 @@ enum Delivered<'a> {
 }
 
 /// Charges the frame to its type's budget, then delivers it.
+#[inline]
 fn charge_and_deliver<'a>(
     channel: &Channel,
     now: std::time::Instant,

@@ -546,11 +546,19 @@ impl Channel {
     /// The send queue of one-way messages of type `id` when they have a
     /// stream of their own (see the module docs), started on first use;
     /// `None`: the first stream's.
+    #[inline]
     fn lane(&self, kind: FrameKind, id: u32) -> Option<Arc<Outbox>> {
+        // Most transports have one stream: that check stays in the caller.
         let all = self.inner.lanes.as_deref()?;
         if kind != FrameKind::Message || on_first_stream(id) {
             return None;
         }
+        self.lane_of(all, id)
+    }
+
+    /// [`Channel::lane`] on a connection with several streams.
+    #[inline(never)]
+    fn lane_of(&self, all: &Lanes, id: u32) -> Option<Arc<Outbox>> {
         let mut lanes = lock(&all.outbound);
         if let Some(lane) = lanes.get(&id) {
             return Some(lane.clone());
