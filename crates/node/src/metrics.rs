@@ -354,6 +354,7 @@ impl Tally {
     }
 
     /// Counts one frame of id `id` with `payload_len` payload bytes.
+    #[inline]
     pub(crate) fn add(&mut self, id: u32, payload_len: usize) {
         let len = u32::try_from(payload_len).unwrap_or(u32::MAX);
         if self.id != id || self.frames == u32::MAX || self.bytes.checked_add(len).is_none() {

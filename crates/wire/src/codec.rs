@@ -88,6 +88,7 @@ impl FrameCodec {
     /// [`WireError::RequestIdOnMessage`], [`WireError::Serialize`]. Never
     /// more than the smaller limit is written; on any refusal (or a panic
     /// in `msg`'s `Serialize`) `dst` is left as it was.
+    #[inline]
     pub fn encode_message<M: Message>(
         &self,
         kind: FrameKind,
@@ -99,7 +100,9 @@ impl FrameCodec {
         header_bytes(kind, M::ID, request_id, 0)?;
         let limit = M::MAX_BYTES.min(self.max_frame_len);
         let out = Rollback::new(dst);
-        out.buf.put_bytes(0, HEADER_LEN);
+        // A constant-size copy the compiler writes inline (`put_bytes` calls
+        // memset: 40 instructions for 16 bytes).
+        out.buf.extend_from_slice(&[0u8; HEADER_LEN]);
         let body = Limited {
             buf: &mut *out.buf,
             left: limit,

@@ -738,7 +738,7 @@ enum Delivered<'a> {
 }
 
 /// Charges the frame to its type's budget, then delivers it.
-#[inline]
+#[inline(always)]
 fn charge_and_deliver<'a>(
     channel: &Channel,
     now: std::time::Instant,
