@@ -356,6 +356,40 @@ mod tests {
         ));
     }
 
+    /// The hand-driven pair (`secure_outbound`, `secure_inbound`): the
+    /// versions cross inside the handshake, and a listener's refusal fails
+    /// both sides with its reason.
+    #[tokio::test]
+    async fn hand_driven_peers_exchange_versions_in_the_handshake() {
+        let config = || SecureConfig::new(knotwork_core::Keypair::generate().unwrap()).unwrap();
+        let (dialer, listener) = (config(), config());
+        let va = Version::new(&["ping"], &[], &addr("mem/1"));
+        let vb = Version::new(&["ping", "addr"], &[], &addr("mem/2"));
+        let (ha, hb) = (Hello::Version(va.clone()), Hello::Version(vb.clone()));
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (ra, rb) = tokio::join!(
+            secure_outbound(&dialer, a, None, &ha),
+            secure_inbound(&listener, b, &hb),
+        );
+        let ((sa, theirs_a), (sb, theirs_b)) = (ra.unwrap(), rb.unwrap());
+        assert_eq!((theirs_a, theirs_b), (vb, va));
+        assert_eq!(sa.remote_peer_id(), listener.local().peer_id());
+        assert_eq!(sb.remote_peer_id(), dialer.local().peer_id());
+
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let refuse = Hello::Refuse(DisconnectReason::TooManyPeers);
+        let (ra, rb) = tokio::join!(
+            secure_outbound(&dialer, a, None, &ha),
+            secure_inbound(&listener, b, &refuse),
+        );
+        for r in [ra.map(|_| ()), rb.map(|_| ())] {
+            assert!(matches!(
+                r,
+                Err(NodeError::Refused(DisconnectReason::TooManyPeers))
+            ));
+        }
+    }
+
     #[tokio::test]
     async fn eof_before_version_is_an_io_error() {
         let (a, b) = tokio::io::duplex(8192);
